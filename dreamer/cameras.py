@@ -76,7 +76,7 @@ def intrinsics_from_fov(fov_x_deg: float, width: int, height: int) -> Tensor:
 
 
 def rotation_x(deg: float) -> Tensor:
-    """Rotation [3,3] by ``deg`` about +x. With OpenCV axes, positive tilts +z towards +y (down)."""
+    """Rotation [3,3] by ``deg`` about +x. With OpenCV axes (y down), positive tilts +z towards -y (up)."""
     a = math.radians(deg)
     c, s = math.cos(a), math.sin(a)
     return torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], dtype=torch.float32)
