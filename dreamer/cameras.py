@@ -154,7 +154,7 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> Tensor:
     if n < 1e-12:
         raise ValueError("look_at: eye and target coincide")
     z = forward / n
-    x = torch.linalg.cross(z, -up)  # right = forward x down
+    x = torch.linalg.cross(-up, z)  # right = down x forward (OpenCV: y x z = x)
     if x.norm() < 1e-8:
         raise ValueError("look_at: the viewing direction is parallel to up")
     x = x / x.norm()

@@ -1,0 +1,229 @@
+"""The dream loop: grow a point cloud view by view.
+
+For each camera after the first: render the cloud into it (z-buffer), close pinholes and find
+the holes, inpaint them, estimate the depth of the completed view, align that depth to the
+rendered geometry along the camera rays (robust scale, then a seam correction that meets the
+existing geometry exactly at the hole boundary), drop stretched pixels at depth discontinuities,
+lift only the hole pixels, and merge them on a footprint grid so revisited surface is not
+duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from alignment import align_depth, dedup_mask, stretched_pixels
+from dreamer.backends import DepthEstimator, Inpainter
+from dreamer.cameras import Camera
+from dreamer.pointcloud import PointCloud
+from dreamer.scene import DreamResult, DreamView
+from dreamer.render import _check_image, check_depth, clean_coverage, lift, render_points
+
+__all__ = ["DreamConfig", "DreamView", "DreamResult", "dream", "ProgressFn"]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    """Settings of the dream loop (geometry only; model settings live with the backends)."""
+
+    seed: int = 0
+    """Seed of the per-view generators handed to the inpainter (view k uses seed + k)."""
+    splat_scale: float = 1.5
+    """Rendered point size as a multiple of the point's footprint (>= 1 closes gaps between points)."""
+    max_splat_px: float = 32.0
+    """Largest half-size of a rendered point in pixels (points very close to the camera)."""
+    close_px: int = 1
+    """Radius of the morphological closing that fills pinholes in a rendered view."""
+    grow_px: int = 3
+    """Margin in pixels by which holes are grown for the inpainter."""
+    align_shift: bool = False
+    """Fit scale and shift (instead of scale only) of the estimated depth to the rendered depth."""
+    seam_correction: bool = True
+    """Apply the smooth seam correction after the scale fit."""
+    seam_decay: float | None = None
+    """Decay length (pixels) of the seam correction inside holes; None = harmonic, no decay."""
+    stretch_threshold: float = 0.08
+    """Relative depth jump between neighbouring pixels above which a pixel is a stretched edge."""
+    merge_cell_factor: float = 1.0
+    """Merge grid cell size as a multiple of a new point's footprint."""
+    min_overlap_pixels: int = 64
+    """Fewest known pixels needed to fit the depth scale; fewer keeps the estimate's scale (1.0)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _prompts(prompt: str | Sequence[str], n: int) -> list[str]:
+    if isinstance(prompt, str):
+        return [prompt] * n
+    prompts = list(prompt)
+    if len(prompts) != n:
+        raise ValueError(f"got {len(prompts)} prompts for {n} cameras: give one prompt or one per camera")
+    if not all(isinstance(p, str) for p in prompts):
+        raise TypeError("prompts must be strings")
+    return prompts
+
+
+def _check_inputs(image: Tensor, cameras: Sequence[Camera], depth: Tensor | None) -> None:
+    if len(cameras) == 0:
+        raise ValueError("dream() needs at least one camera (cameras[0] is the camera of the image)")
+    for i, cam in enumerate(cameras):
+        if not isinstance(cam, Camera):
+            raise TypeError(f"cameras[{i}] must be a dreamer.Camera, got {type(cam).__name__}")
+    _check_image(image, cameras[0])
+    if image.dtype != torch.float32:
+        raise ValueError(f"image must be float32 in [0,1], got {image.dtype}")
+    if not torch.isfinite(image).all():
+        raise ValueError("image has non-finite values")
+    if depth is not None:
+        check_depth(depth, cameras[0])
+
+
+def _seam_jump(depth: Tensor, reference: Tensor, known: Tensor, hole: Tensor) -> float:
+    """Median relative depth jump between hole pixels and their 4-adjacent known pixels."""
+    jumps = []
+    for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+        k = torch.roll(known, (dy, dx), (0, 1))
+        r = torch.roll(reference, (dy, dx), (0, 1))
+        edge = hole & k
+        # torch.roll wraps around: drop the wrapped row/column.
+        if dy == 1:
+            edge[0] = False
+        if dy == -1:
+            edge[-1] = False
+        if dx == 1:
+            edge[:, 0] = False
+        if dx == -1:
+            edge[:, -1] = False
+        jumps.append(((depth[edge] - r[edge]).abs() / r[edge]))
+    j = torch.cat(jumps)
+    return float(j.median()) if j.numel() else float("nan")
+
+
+def dream_view(
+    points: PointCloud,
+    camera: Camera,
+    prompt: str,
+    *,
+    inpainter: Inpainter,
+    depth_estimator: DepthEstimator,
+    config: DreamConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[PointCloud, DreamView]:
+    """One step of the loop: dream ``camera`` on top of ``points``; return the merged cloud and the view."""
+    render = render_points(points, camera, splat_scale=config.splat_scale, max_splat_px=config.max_splat_px)
+    render, masks = clean_coverage(render, close_px=config.close_px, grow_px=config.grow_px)
+    stats: dict = {"hole_fraction": float(masks.hole.float().mean())}
+    if not masks.hole.any():
+        stats.update(new_points=0, kept_points=0)
+        empty = torch.zeros_like(masks.hole)
+        return points, DreamView(camera, render.image, render.depth, empty, prompt, stats)
+
+    completed = inpainter.inpaint(render.image, masks.inpaint, prompt, camera=camera, generator=generator)
+    _check_image(completed, camera, "inpainter output")
+    # Keep the rendered pixels outside the inpaint mask exactly: the loop, not the model, owns them.
+    completed = torch.where(masks.inpaint[..., None], completed.to(render.image), render.image)
+    estimated = depth_estimator.estimate(completed, camera=camera)
+    check_depth(estimated, camera, "estimated depth")
+
+    if int(masks.known.sum()) >= config.min_overlap_pixels:
+        aligned = align_depth(
+            estimated, render.depth, masks.known, masks.hole,
+            with_shift=config.align_shift, seam=config.seam_correction, decay=config.seam_decay,
+        )
+        new_depth = aligned.depth
+        stats.update(aligned.stats)
+    else:
+        log.warning("view has only %d known pixels: keeping the estimated depth's scale", int(masks.known.sum()))
+        new_depth = estimated
+    new_depth = new_depth.clamp_min(1e-6)
+    full_depth = torch.where(masks.hole, new_depth, render.depth)
+    stretched = stretched_pixels(full_depth, threshold=config.stretch_threshold)
+    lift_mask = masks.hole & ~stretched
+    new = lift(completed, full_depth, camera, lift_mask)
+    keep = dedup_mask(points.xyz, points.radius, new.xyz, new.radius, cell_factor=config.merge_cell_factor)
+    stats.update(
+        new_points=int(lift_mask.sum()),
+        kept_points=int(keep.sum()),
+        stretched_pixels=int((masks.hole & stretched).sum()),
+        seam_jump_unaligned=_seam_jump(torch.where(masks.hole, estimated, render.depth), render.depth, masks.known, masks.hole),
+        seam_jump=_seam_jump(full_depth, render.depth, masks.known, masks.hole),
+    )
+    merged = points.cat(new.select(keep))
+    return merged, DreamView(camera, completed, full_depth, lift_mask, prompt, stats)
+
+
+def dream(
+    image: Tensor,
+    cameras: Sequence[Camera],
+    prompt: str | Sequence[str],
+    *,
+    inpainter: Inpainter,
+    depth_estimator: DepthEstimator,
+    config: DreamConfig = DreamConfig(),
+    depth: Tensor | None = None,
+    on_progress: ProgressFn | None = None,
+    resume: DreamResult | None = None,
+    on_view: Callable[[DreamResult], None] | None = None,
+) -> DreamResult:
+    """Dream a scene from ``image`` (the view of ``cameras[0]``) along ``cameras[1:]``.
+
+    ``depth`` is the z-depth of ``image`` if known (RGBD input); otherwise it is estimated.
+    ``prompt`` is one string or one per camera. ``resume`` continues a result whose first views
+    are done (the views must be a prefix of ``cameras``); ``on_view`` is called with the result
+    so far after every view (the CLI writes a checkpoint there). View k's inpainting generator is
+    seeded with ``config.seed + k``, so a resumed run reproduces an uninterrupted one.
+    """
+    _check_inputs(image, cameras, depth)
+    prompts = _prompts(prompt, len(cameras))
+    total = len(cameras)
+    device = image.device
+
+    if resume is not None and len(resume.views) > 0:
+        done = len(resume.views)
+        if done > total:
+            raise ValueError(f"resume has {done} views but only {total} cameras were given")
+        for k in range(done):
+            a, b = resume.views[k].camera, cameras[k]
+            if not (torch.allclose(a.c2w.cpu(), b.c2w.cpu(), atol=1e-5) and torch.allclose(a.K.cpu(), b.K.cpu(), atol=1e-4)):
+                raise ValueError(f"resume view {k} was dreamed with another camera than cameras[{k}]")
+        result = DreamResult(resume.points.to(device), list(resume.views), config)
+    else:
+        cam0 = cameras[0]
+        if depth is None:
+            depth = depth_estimator.estimate(image, camera=cam0)
+            check_depth(depth, cam0, "estimated depth of the first view")
+        stretched = stretched_pixels(depth, threshold=config.stretch_threshold)
+        mask0 = ~stretched
+        points = lift(image, depth.to(image), cam0, mask0)
+        stats = {"new_points": len(points), "kept_points": len(points), "stretched_pixels": int(stretched.sum())}
+        result = DreamResult(points, [DreamView(cam0, image, depth.to(image), mask0, prompts[0], stats)], config)
+        if on_progress:
+            on_progress("dream", 1, total)
+        if on_view:
+            on_view(result)
+
+    for k in range(len(result.views), total):
+        g = torch.Generator(device="cpu").manual_seed(config.seed + k)
+        points, view = dream_view(
+            result.points, cameras[k], prompts[k], inpainter=inpainter, depth_estimator=depth_estimator,
+            config=config, generator=g,
+        )
+        result = DreamResult(points, result.views + [view], config)
+        log.info("view %d/%d: %s", k + 1, total, {key: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v)
+                                                   for key, v in view.stats.items()})
+        if on_progress:
+            on_progress("dream", k + 1, total)
+        if on_view:
+            on_view(result)
+    return result

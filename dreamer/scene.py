@@ -1,0 +1,37 @@
+"""What the dream loop hands on: the dreamed views and the merged point cloud."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from dreamer.cameras import Camera
+from dreamer.pointcloud import PointCloud
+
+__all__ = ["DreamView", "DreamResult"]
+
+
+@dataclass
+class DreamView:
+    """One dreamed view: its camera, the completed ``image`` [H,W,3], the aligned z-``depth``
+    [H,W] the loop used, ``mask`` [H,W] (True where the view added new points), its prompt
+    and alignment statistics."""
+
+    camera: Camera
+    image: Tensor
+    depth: Tensor
+    mask: Tensor
+    prompt: str = ""
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class DreamResult:
+    """The dreamed scene: the merged ``points``, one :class:`DreamView` per camera, and the
+    ``DreamConfig`` that made it."""
+
+    points: PointCloud
+    views: list[DreamView]
+    config: Any = None

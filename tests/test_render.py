@@ -1,0 +1,121 @@
+"""Lift and render: round trips, the depth test, footprints, hole masks."""
+
+import pytest
+import torch
+
+from dreamer.cameras import Camera, rotation_y
+from dreamer.pointcloud import PointCloud
+from dreamer.render import clean_coverage, dilate, erode, lift, render_points
+
+
+def plane_view(cam, depth_value=2.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(cam.height, cam.width, 3, generator=g)
+    depth = torch.full((cam.height, cam.width), depth_value) + 0.3 * torch.rand(cam.height, cam.width, generator=g)
+    return image, depth
+
+
+def moved(cam, yaw=0.0, t=(0.0, 0.0, 0.0)):
+    c2w = torch.eye(4)
+    c2w[:3, :3] = rotation_y(yaw)
+    c2w[:3, 3] = torch.tensor(t)
+    return cam.with_c2w(cam.c2w @ c2w)
+
+
+def test_lift_render_round_trip_is_exact():
+    c2w = torch.eye(4)
+    c2w[:3, :3] = rotation_y(30)
+    c2w[:3, 3] = torch.tensor([0.5, -0.2, 1.0])
+    cam = Camera.from_focal(50.0, 48, 32, c2w)
+    image, depth = plane_view(cam)
+    pts = lift(image, depth, cam)
+    assert len(pts) == 48 * 32
+    assert torch.allclose(pts.radius, depth.reshape(-1) / 50.0)
+    r = render_points(pts, cam)
+    assert r.covered.all()
+    assert torch.equal(r.image, image)
+    assert torch.allclose(r.depth, depth, rtol=1e-5)
+
+
+def test_nearer_surface_wins_regardless_of_order():
+    cam = Camera.from_focal(40.0, 32, 32)
+    white, black = torch.ones(32, 32, 3), torch.zeros(32, 32, 3)
+    near = lift(white, torch.full((32, 32), 1.0), cam)
+    far = lift(black, torch.full((32, 32), 3.0), cam)
+    for cloud in (near.cat(far), far.cat(near)):
+        r = render_points(cloud, cam)
+        assert torch.equal(r.image, white)
+        assert torch.allclose(r.depth, torch.ones(32, 32))
+
+
+def test_depth_test_in_a_moved_camera():
+    """A near square in front of a far wall occludes exactly where geometry says."""
+    cam = Camera.from_focal(40.0, 32, 32)
+    wall = lift(torch.zeros(32, 32, 3), torch.full((32, 32), 4.0), cam)
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    mask[12:20, 12:20] = True
+    square = lift(torch.ones(32, 32, 3), torch.full((32, 32), 2.0), cam, mask)
+    other = moved(cam, t=(0.3, 0.0, 0.0))
+    r = render_points(wall.cat(square), other)
+    white = r.image[..., 0] > 0.5
+    assert white.any()
+    assert torch.allclose(r.depth[white], torch.full_like(r.depth[white], 2.0), atol=1e-4)
+    assert (r.depth[~white & r.covered] > 3.9).all()
+
+
+def test_footprints_close_pinholes_when_moving_closer():
+    cam = Camera.from_focal(40.0, 32, 32)
+    image, _ = plane_view(cam)
+    pts = lift(image, torch.full((32, 32), 4.0), cam)
+    closer = moved(cam, t=(0.0, 0.0, 4.0 - 4.0 / 3.0))  # the plane is 3x nearer: points 3 px apart
+    center = render_points(pts, closer).covered[8:24, 8:24]
+    assert center.all()
+    tiny = render_points(pts, closer, splat_scale=0.1).covered[8:24, 8:24]
+    assert not tiny.all()  # without footprints the same cloud has gaps
+
+
+def test_empty_cloud_and_points_behind_camera():
+    cam = Camera.from_focal(40.0, 16, 16)
+    r = render_points(PointCloud.empty(), cam)
+    assert not r.covered.any() and r.image.shape == (16, 16, 3)
+    behind = PointCloud(torch.tensor([[0.0, 0.0, -1.0]]), torch.ones(1, 3), torch.ones(1))
+    assert not render_points(behind, cam).covered.any()
+
+
+def test_clean_coverage_closes_pinholes_and_grows_holes():
+    cam = Camera.from_focal(40.0, 32, 32)
+    image, depth = plane_view(cam)
+    r = render_points(lift(image, depth, cam), cam)
+    r.covered[5, 5] = False  # a pinhole
+    r.covered[16:24, 16:24] = False  # a real hole
+    fixed, masks = clean_coverage(r, close_px=1, grow_px=2)
+    assert masks.pinholes[5, 5] and masks.known[5, 5] and not masks.hole[5, 5]
+    assert fixed.depth[5, 5] > 0 and fixed.covered[5, 5]
+    assert masks.hole[17:23, 17:23].all()
+    assert masks.inpaint[14:26, 14:26].all() and not masks.inpaint[10, 10]
+    assert (masks.hole <= masks.inpaint).all()
+
+
+def test_morphology_is_dual():
+    m = torch.zeros(10, 10, dtype=torch.bool)
+    m[4:6, 4:6] = True
+    assert dilate(m, 1).sum() == 16
+    assert erode(dilate(m, 1), 1).sum() == 4
+
+
+@pytest.mark.parametrize(
+    "depth, message",
+    [(torch.full((8, 8), float("nan")), "non-finite"), (torch.zeros(8, 8), "<= 0"), (torch.ones(8, 9), "size")],
+)
+def test_lift_rejects_bad_depth(depth, message):
+    cam = Camera.from_focal(10.0, 8, 8)
+    with pytest.raises(ValueError, match=message):
+        lift(torch.rand(8, 8, 3), depth, cam)
+
+
+def test_lift_rejects_bad_image():
+    cam = Camera.from_focal(10.0, 8, 8)
+    with pytest.raises(ValueError, match=r"\[H,W,3\]"):
+        lift(torch.rand(8, 8), torch.ones(8, 8), cam)
+    with pytest.raises(ValueError, match="float"):
+        lift(torch.zeros(8, 8, 3, dtype=torch.uint8), torch.ones(8, 8), cam)
