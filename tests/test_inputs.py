@@ -1,0 +1,200 @@
+"""Photos and depth maps of any size, mode and aspect ratio, written with PIL in tmp_path."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dreamer.inputs import PAD_VALUE, compute_fit, load_depth, load_depth_with_mask, load_image
+
+
+def save(tmp_path, name, array_or_image, **kwargs):
+    path = tmp_path / name
+    im = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    im.save(path, **kwargs)
+    return path
+
+
+def test_one_pixel_image(tmp_path):
+    path = save(tmp_path, "one.png", Image.new("RGB", (1, 1), (255, 0, 0)))
+    for fit in ("crop", "pad"):
+        loaded = load_image(path, 64, 48, fit=fit)
+        assert loaded.image.shape == (48, 64, 3) and loaded.image.dtype == torch.float32
+    crop = load_image(path, 64, 48, fit="crop")
+    assert torch.allclose(crop.image, torch.tensor([1.0, 0.0, 0.0]).expand(48, 64, 3), atol=1e-4)
+    assert crop.outpaint_mask is None
+
+
+def test_wide_strip_crop_keeps_the_centre_and_pad_masks_the_rest(tmp_path):
+    strip = np.zeros((200, 3000, 3), np.uint8)
+    strip[:, :1400] = (0, 0, 255)
+    strip[:, 1400:1600] = (0, 255, 0)  # the centre 200 columns: exactly what a square crop keeps
+    strip[:, 1600:] = (255, 0, 0)
+    path = save(tmp_path, "strip.png", strip)
+    crop = load_image(path, 64, 64, fit="crop")
+    assert torch.allclose(crop.image[:, 4:-4], torch.tensor([0.0, 1.0, 0.0]).expand(64, 56, 3), atol=0.02)
+    pad = load_image(path, 64, 64, fit="pad")
+    content_rows = round(200 * 64 / 3000)
+    assert pad.outpaint_mask.shape == (64, 64) and pad.outpaint_mask.dtype == torch.bool
+    assert int((~pad.outpaint_mask).sum()) == 64 * content_rows
+    assert torch.all(pad.image[pad.outpaint_mask] == PAD_VALUE)
+    x0, y0, x1, y1 = pad.transform.target_box
+    assert (x0, x1) == (0, 64) and y1 - y0 == content_rows
+
+
+def test_large_image_and_intrinsics(tmp_path):
+    path = save(tmp_path, "big.jpg", np.full((1500, 2000, 3), 128, np.uint8), quality=95)
+    loaded = load_image(path, 512, 384)
+    assert loaded.image.shape == (384, 512, 3)
+    K = torch.tensor([[1000.0, 0, 1000.0], [0, 1000.0, 750.0], [0, 0, 1]])
+    K2 = loaded.transform.intrinsics(K)
+    assert torch.allclose(K2, torch.tensor([[256.0, 0, 256.0], [0, 256.0, 192.0], [0, 0, 1]]), atol=1e-3)
+
+
+def test_modes_grayscale_palette_rgba(tmp_path):
+    gray = save(tmp_path, "gray.png", np.full((10, 10), 51, np.uint8))
+    assert torch.allclose(load_image(gray, 8, 8).image, torch.full((8, 8, 3), 0.2), atol=1e-3)
+
+    pal = Image.new("P", (10, 10), 1)
+    pal.putpalette([0, 0, 0, 255, 255, 0] + [0] * 762)
+    pal.info["transparency"] = 0
+    assert torch.allclose(load_image(save(tmp_path, "pal.png", pal), 8, 8).image,
+                          torch.tensor([1.0, 1.0, 0.0]).expand(8, 8, 3), atol=1e-3)
+
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:, :8, 3] = 255  # left half opaque red, right half fully transparent
+    out = load_image(save(tmp_path, "rgba.png", rgba), 16, 16).image
+    assert torch.allclose(out[:, :6], torch.tensor([1.0, 0.0, 0.0]).expand(16, 6, 3), atol=0.01)
+    assert torch.allclose(out[:, 10:], torch.full((16, 6, 3), PAD_VALUE), atol=0.01)
+
+    bw = save(tmp_path, "bw.png", Image.new("1", (8, 8), 1))
+    assert torch.allclose(load_image(bw, 8, 8).image, torch.ones(8, 8, 3))
+    cmyk = save(tmp_path, "cmyk.jpg", Image.new("CMYK", (8, 8), (0, 0, 0, 0)))
+    assert load_image(cmyk, 8, 8).image.min() > 0.95
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    arr = np.full((8, 8), 32768, np.uint16)
+    arr[:, 4:] = 65535
+    path = save(tmp_path, "g16.png", arr)
+    assert Image.open(path).mode.startswith("I")
+    out = load_image(path, 8, 8).image
+    assert torch.allclose(out[:, :3], torch.full((8, 3, 3), 0.5), atol=1e-3)
+    assert torch.allclose(out[:, 5:], torch.ones(8, 3, 3), atol=1e-3)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (255, 0, 0)  # stored left half red, right half blue
+    stored[:, 20:] = (0, 0, 255)
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": the stored left edge becomes the top edge
+    path = save(tmp_path, "rotated.jpg", im, exif=exif, quality=95)
+    out = load_image(path, 16, 32).image  # displayed as a 20x40 portrait: same aspect as 16x32
+    assert out.shape == (32, 16, 3)
+    assert out[:12, :, 0].mean() > 0.9 and out[:12, :, 2].mean() < 0.1   # top: red
+    assert out[20:, :, 2].mean() > 0.9 and out[20:, :, 0].mean() < 0.1   # bottom: blue
+
+
+def test_not_an_image(tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("this is not a picture\n")
+    with pytest.raises(ValueError, match="notes.png"):
+        load_image(text, 64, 64)
+    with pytest.raises(FileNotFoundError):
+        load_image(tmp_path / "missing.png", 64, 64)
+    with pytest.raises(ValueError, match="folder"):
+        load_image(tmp_path, 64, 64)
+    ok = save(tmp_path, "ok.png", Image.new("RGB", (4, 4)))
+    with pytest.raises(ValueError, match="fit"):
+        load_image(ok, 8, 8, fit="stretch")
+    with pytest.raises(ValueError, match="width"):
+        load_image(ok, 0, 8)
+
+
+def test_compute_fit_boxes():
+    fit = compute_fit(300, 100, 64, 64, "crop")
+    assert fit.source_box == pytest.approx((100.0, 0.0, 200.0, 100.0)) and fit.target_box == (0, 0, 64, 64)
+    fit = compute_fit(100, 300, 64, 64, "pad")
+    assert fit.target_box == (21, 0, 42, 64) and int(fit.padding_mask().sum()) == 64 * 64 - 21 * 64
+
+
+# ---- depth ---------------------------------------------------------------------------------------
+
+def _photo_and_depth(tmp_path, w=120, h=80, depth_w=60, depth_h=40):
+    """A photo whose red channel and a half-resolution depth map both encode the x coordinate."""
+    u = (np.arange(w) + 0.5) / w
+    photo = np.zeros((h, w, 3), np.uint8)
+    photo[..., 0] = np.round(255 * u)[None, :]
+    ud = (np.arange(depth_w) + 0.5) / depth_w
+    depth = np.repeat((1.0 + ud)[None, :], depth_h, axis=0).astype(np.float32)
+    return save(tmp_path, "photo.png", photo), depth
+
+
+@pytest.mark.parametrize("fit", ["crop", "pad"])
+def test_depth_gets_the_photo_geometry(tmp_path, fit):
+    photo_path, depth = _photo_and_depth(tmp_path)
+    np.save(tmp_path / "depth.npy", depth)
+    loaded = load_image(photo_path, 48, 48, fit=fit)
+    d, valid = load_depth_with_mask(tmp_path / "depth.npy", 48, 48, fit=fit, like=loaded)
+    assert d.shape == (48, 48) and d.dtype == torch.float32 and bool((d > 0).all())
+    known = valid if loaded.outpaint_mask is None else valid & ~loaded.outpaint_mask
+    assert torch.equal(valid, torch.ones_like(valid) if fit == "crop" else ~loaded.outpaint_mask)
+    # depth - 1 and the red channel both encode the source x coordinate: they agree pixel by pixel
+    # (within the depth map's resolution, 1/60).
+    assert (d[known] - 1.0 - loaded.image[..., 0][known]).abs().max() < 0.03
+    assert torch.equal(load_depth(tmp_path / "depth.npy", 48, 48, fit=fit, like=loaded), d)
+
+
+def test_depth_png16_millimetres_with_unknown_zeros(tmp_path):
+    mm = np.full((20, 20), 2500, np.uint16)
+    mm[5:8, 5:8] = 0  # unknown
+    path = save(tmp_path, "depth16.png", mm)
+    d, valid = load_depth_with_mask(path, 20, 20)
+    assert torch.allclose(d, torch.full((20, 20), 2.5))
+    assert int((~valid).sum()) == 9
+
+
+def test_depth_validation(tmp_path):
+    bad = np.ones((10, 10), np.float32)
+    bad[3, 3] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(ValueError, match="non-finite"):
+        load_depth(tmp_path / "nan.npy", 8, 8)
+    bad[3, 3] = -1.0
+    np.save(tmp_path / "neg.npy", bad)
+    with pytest.raises(ValueError, match="<= 0"):
+        load_depth(tmp_path / "neg.npy", 8, 8)
+    np.save(tmp_path / "cube.npy", np.ones((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match=r"\[H,W\]"):
+        load_depth(tmp_path / "cube.npy", 8, 8)
+    save(tmp_path, "zeros16.png", np.zeros((8, 8), np.uint16))
+    with pytest.raises(ValueError, match="unknown"):
+        load_depth(tmp_path / "zeros16.png", 8, 8)
+    save(tmp_path, "eight.png", np.full((8, 8), 9, np.uint8))
+    with pytest.raises(ValueError, match="8-bit"):
+        load_depth(tmp_path / "eight.png", 8, 8)
+    (tmp_path / "junk.npy").write_text("nope")
+    with pytest.raises(ValueError, match="npy"):
+        load_depth(tmp_path / "junk.npy", 8, 8)
+    photo_path, _ = _photo_and_depth(tmp_path)
+    np.save(tmp_path / "square.npy", np.ones((50, 50), np.float32))
+    with pytest.raises(ValueError, match="aspect"):
+        load_depth(tmp_path / "square.npy", 48, 48, like=load_image(photo_path, 48, 48))
+
+
+def test_depth_exr(tmp_path):
+    try:
+        import OpenEXR
+    except ImportError:
+        (tmp_path / "d.exr").write_bytes(b"\x76\x2f\x31\x01" + b"\0" * 64)
+        with pytest.raises(ValueError, match="OpenEXR"):
+            load_depth(tmp_path / "d.exr", 8, 8)
+        return
+    depth = np.linspace(1.0, 3.0, 16 * 16, dtype=np.float32).reshape(16, 16)
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    with OpenEXR.File(header, {"Z": depth}) as f:
+        f.write(str(tmp_path / "d.exr"))
+    assert torch.allclose(load_depth(tmp_path / "d.exr", 16, 16), torch.from_numpy(depth))
