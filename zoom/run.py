@@ -1,0 +1,350 @@
+"""Command line: sample a zoom stack and write its levels, a zoom video and the resolved config.
+
+    python -m zoom.run --prompts "a galaxy" "a solar system" "a planet" --p 2 --out out/zoom
+    python -m zoom.run --prompts-file prompts.txt --photo photo.jpg --models tiny --out out/z
+
+Writes into ``--out``: ``level_00.png`` ... (the rendered levels, widest first), ``zoom.mp4``
+(a continuous zoom from level 0 to N-1), ``config.json`` (the resolved config and its hashes),
+``stack.pt`` (a checkpoint of the final stack) and ``done.json`` (written last). Every file is
+written atomically.
+
+Resuming: a finished run with the same config is not redone. When only output settings changed
+(fps, seconds per level) the checkpointed stack is reused; any other change starts over and
+deletes the previous outputs first, so the folder never mixes files of two configs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from dreamer.configs import config_hash
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ZoomConfig", "OutputConfig", "run_zoom", "read_prompts", "main"]
+
+STACK_FILE = "stack.pt"
+DONE_FILE = "done.json"
+CONFIG_FILE = "config.json"
+VIDEO_FILE = "zoom.mp4"
+
+
+@dataclass(frozen=True)
+class ZoomConfig:
+    """Everything that decides the sampled stack (its hash keys the checkpoint)."""
+
+    prompts: tuple[str, ...] = ()
+    """One prompt per level, widest view first."""
+    p: int = 2
+    """Zoom factor between consecutive levels (2 or 4)."""
+    steps: int = 50
+    """Denoising steps."""
+    guidance: float = 7.5
+    """Classifier-free guidance scale."""
+    negative_prompt: str = ""
+    """Negative prompt for every level."""
+    height: int = 512
+    """Image height in pixels (multiple of 16*p)."""
+    width: int = 512
+    """Image width in pixels (multiple of 16*p)."""
+    seed: int = 0
+    """Seed of the one torch.Generator that draws all noise."""
+    models: str = "default"
+    """Model set: 'default' (Stable Diffusion through diffusers) or 'tiny' (random tiny models)."""
+    model: str = ""
+    """Hub id or local folder of the text-to-image model ('' = the project's default SD 1.5)."""
+    tiny_vae: str = ""
+    """Hub id or folder of an AutoencoderTiny (e.g. madebyollin/taesd) for the in-loop VAE round
+    trip ('' = use the full VAE)."""
+    photo: str = ""
+    """Photo that fixes one level ('' = none)."""
+    photo_sha256: str = ""
+    """Content hash of the photo (filled in; a changed photo starts over)."""
+    photo_level: int = 0
+    """Level the photo fixes."""
+    photo_mode: str = "guidance"
+    """'guidance' (Adam steps toward the photo) or 'replace_low' (replace low frequencies)."""
+    blend_every: int = 1
+    """Blend in pixel space every k-th step."""
+    paste_depth: int | None = None
+    """Deepest paste during sampling (None: bounded by the latent grid)."""
+    residual_correction: bool = True
+    """Carry the VAE round-trip residual in latent space."""
+    device: str = "auto"
+    """'auto', 'cpu', 'cuda', 'cuda:N'."""
+    dtype: str = "auto"
+    """'auto' (float16 on CUDA), 'float32', 'float16', 'bfloat16'."""
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Settings that only change the written files, not the stack."""
+
+    fps: int = 24
+    """Frames per second of the zoom video."""
+    seconds_per_level: float = 2.0
+    """Video time per level step."""
+    feather: float = 0.15
+    """Relative width of the soft border of finer levels in the video."""
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts from a file: a JSON list of strings, or one prompt per line (blank lines and lines
+    starting with ``#`` skipped)."""
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix.lower() == ".json":
+        data = json.loads(text)
+        if not isinstance(data, list) or not all(isinstance(s, str) for s in data):
+            raise ValueError(f"{path}: expected a JSON list of strings")
+        return data
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+class _TqdmProgress:
+    """``on_progress(stage, done, total)`` -> one tqdm bar per stage."""
+
+    def __init__(self, disable: bool = False):
+        self.bars: dict = {}
+        self.disable = disable
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        bar = self.bars.get(stage)
+        if bar is None:
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, disable=self.disable, leave=False)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+            del self.bars[stage]
+
+
+def _level_files(n: int) -> list[str]:
+    return [f"level_{i:02d}.png" for i in range(n)]
+
+
+def _clear_outputs(out: Path, keep_stack: bool) -> None:
+    for f in out.glob("level_*.png"):
+        f.unlink()
+    names = [DONE_FILE, VIDEO_FILE] + ([] if keep_stack else [STACK_FILE])
+    for name in names:
+        (out / name).unlink(missing_ok=True)
+
+
+def _load_pipeline(config: ZoomConfig):
+    from dreamer.backends.diffusion import DEFAULT_TEXT2IMG_MODEL, load_diffusers_pipeline
+
+    model = "tiny" if config.models == "tiny" else (config.model or DEFAULT_TEXT2IMG_MODEL)
+    # the zoom sampler calls the UNet itself, so the pipeline's safety checker would never run
+    pipe = load_diffusers_pipeline("text2img", model, device=config.device, dtype=config.dtype,
+                                   safety_checker=False)
+    tiny_vae = None
+    if config.tiny_vae:
+        from diffusers import AutoencoderTiny
+
+        from dreamer.backends.loading import load_pretrained
+
+        unet = pipe.unet
+        tiny_vae = load_pretrained(AutoencoderTiny.from_pretrained, config.tiny_vae, what="tiny VAE",
+                                   dtype=unet.dtype).to(unet.device)
+    return pipe, tiny_vae
+
+
+def _resolve(config: ZoomConfig) -> ZoomConfig:
+    from dreamer.backends.loading import resolve_device, resolve_dtype
+
+    if not config.prompts:
+        raise ValueError("give at least one prompt (--prompts or --prompts-file)")
+    if config.p not in (2, 4):
+        raise ValueError(f"--p must be 2 or 4, got {config.p}")
+    if config.models not in ("default", "tiny"):
+        raise ValueError(f"--models must be 'default' or 'tiny', got {config.models!r}")
+    if config.photo_mode not in ("guidance", "replace_low"):
+        raise ValueError(f"--photo-mode must be 'guidance' or 'replace_low', got {config.photo_mode!r}")
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    photo_sha = ""
+    if config.photo:
+        path = Path(config.photo)
+        if not path.is_file():
+            raise ValueError(f"--photo {config.photo!r} is not a file")
+        photo_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dataclasses.replace(config, device=str(device), dtype=str(dtype).removeprefix("torch."),
+                               photo_sha256=photo_sha)
+
+
+def run_zoom(config: ZoomConfig, out: str | Path, output: OutputConfig = OutputConfig(), *,
+             on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Sample (or reuse) the stack of ``config`` and write the outputs into ``out``.
+
+    Returns ``{"skipped": bool, "sampled": bool, "files": [paths], "config": dict}``.
+    """
+    from dreamer.io import atomic_path, read_json, save_image, write_json
+    from zoom.video import write_zoom_video
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = _resolve(config)
+    stack_hash = config_hash(config)
+    full_hash = config_hash({"stack": stack_hash, "output": dataclasses.asdict(output)})
+    files = [out / f for f in _level_files(len(config.prompts))] + [out / VIDEO_FILE, out / CONFIG_FILE,
+                                                                     out / STACK_FILE]
+    record = {"zoom": dataclasses.asdict(config), "output": dataclasses.asdict(output),
+              "stack_hash": stack_hash, "hash": full_hash}
+
+    done_path = out / DONE_FILE
+    if done_path.exists():
+        try:
+            done = read_json(done_path)
+        except (OSError, ValueError):
+            done = {}
+        if done.get("hash") == full_hash and all(f.exists() for f in files):
+            logger.info("%s already holds this run (config %s); nothing to do", out, full_hash)
+            return {"skipped": True, "sampled": False, "files": [str(f) for f in files], "config": record}
+
+    checkpoint = None
+    stack_path = out / STACK_FILE
+    if stack_path.exists():
+        try:
+            checkpoint = torch.load(stack_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a corrupt or foreign file: start over
+            logger.warning("ignoring unreadable checkpoint %s (%s)", stack_path, e)
+            checkpoint = None
+        if checkpoint is not None and checkpoint.get("stack_hash") != stack_hash:
+            logger.info("%s holds a run of another config; starting over", out)
+            checkpoint = None
+    _clear_outputs(out, keep_stack=checkpoint is not None)
+
+    sampled = checkpoint is None
+    if checkpoint is None:
+        from zoom.sampler import sample_zoom_stack
+
+        pipe, tiny_vae = _load_pipeline(config)
+        photo = None
+        if config.photo:
+            from dreamer.io import load_image_tensor
+
+            photo = load_image_tensor(config.photo)
+        device = torch.device(config.device)
+        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(config.seed)
+        result = sample_zoom_stack(
+            pipe, list(config.prompts), p=config.p, steps=config.steps, guidance=config.guidance,
+            negative_prompt=config.negative_prompt, height=config.height, width=config.width,
+            generator=generator, photo=photo, photo_level=config.photo_level, photo_mode=config.photo_mode,
+            blend_every=config.blend_every, paste_depth=config.paste_depth,
+            residual_correction=config.residual_correction, tiny_vae=tiny_vae, on_progress=on_progress)
+        checkpoint = {"stack_hash": stack_hash, "levels": result.levels.cpu(),
+                      "raw": result.raw.cpu().half(), "settings": json.dumps(result.settings),
+                      "seconds": result.seconds}
+        with atomic_path(stack_path) as tmp:
+            torch.save(checkpoint, tmp)
+    else:
+        logger.info("reusing the sampled stack in %s", stack_path)
+
+    levels = checkpoint["levels"]
+    write_json(out / CONFIG_FILE, {**record, "settings": json.loads(checkpoint["settings"]),
+                                   "seconds": checkpoint["seconds"]})
+    for i, name in enumerate(_level_files(levels.shape[0])):
+        save_image(out / name, levels[i])
+    if on_progress is not None:
+        on_progress("video", 0, 1)
+    write_zoom_video(out / VIDEO_FILE, levels, p=config.p, fps=output.fps,
+                     seconds_per_level=output.seconds_per_level, feather=output.feather)
+    if on_progress is not None:
+        on_progress("video", 1, 1)
+    write_json(done_path, {"hash": full_hash, "stack_hash": stack_hash})
+    logger.info("wrote %d levels, %s and %s to %s", levels.shape[0], VIDEO_FILE, CONFIG_FILE, out)
+    return {"skipped": False, "sampled": sampled, "files": [str(f) for f in files], "config": record}
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    """``"512"`` -> (512, 512); ``"768x512"`` (width x height) -> (512, 768) as (height, width)."""
+    try:
+        if "x" in text.lower():
+            w, h = text.lower().split("x")
+            return int(h), int(w)
+        s = int(text)
+        return s, s
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--size must be N or WxH, got {text!r}") from e
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m zoom.run", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompts", nargs="+", metavar="PROMPT", help="one prompt per level, widest first")
+    src.add_argument("--prompts-file", metavar="FILE", help="prompts, one per line (or a JSON list)")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--p", type=int, default=2, choices=(2, 4), help="zoom factor between levels")
+    ap.add_argument("--models", default="default", choices=("default", "tiny"), help="model set")
+    ap.add_argument("--model", default="", help="text-to-image model: hub id or local folder")
+    ap.add_argument("--tiny-vae", default="", help="AutoencoderTiny id/folder for the in-loop round trip")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 50; 4 with tiny)")
+    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--negative-prompt", default="")
+    ap.add_argument("--size", type=_parse_size, default=None,
+                    help="N or WxH pixels (default 512; 64 with tiny); multiples of 16*p")
+    ap.add_argument("--photo", default="", help="photo that fixes one level")
+    ap.add_argument("--photo-level", type=int, default=0)
+    ap.add_argument("--photo-mode", default="guidance", choices=("guidance", "replace_low"))
+    ap.add_argument("--blend-every", type=int, default=1)
+    ap.add_argument("--paste-depth", type=int, default=None)
+    ap.add_argument("--no-residual-correction", action="store_true")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--fps", type=int, default=24)
+    ap.add_argument("--seconds-per-level", type=float, default=2.0)
+    ap.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from dreamer.backends.loading import ModelNotAvailable
+
+    tiny = args.models == "tiny"
+    try:
+        prompts = args.prompts if args.prompts else read_prompts(args.prompts_file)
+    except (OSError, ValueError) as e:
+        logger.error("cannot read prompts: %s", e)
+        return 2
+    height, width = args.size if args.size else ((64, 64) if tiny else (512, 512))
+    config = ZoomConfig(
+        prompts=tuple(prompts), p=args.p, steps=args.steps if args.steps else (4 if tiny else 50),
+        guidance=args.guidance, negative_prompt=args.negative_prompt, height=height, width=width,
+        seed=args.seed, models=args.models, model=args.model, tiny_vae=args.tiny_vae, photo=args.photo,
+        photo_level=args.photo_level, photo_mode=args.photo_mode, blend_every=args.blend_every,
+        paste_depth=args.paste_depth, residual_correction=not args.no_residual_correction,
+        device=args.device, dtype=args.dtype)
+    output = OutputConfig(fps=args.fps, seconds_per_level=args.seconds_per_level)
+    try:
+        result = run_zoom(config, args.out, output, on_progress=_TqdmProgress(disable=args.quiet))
+    except ModelNotAvailable as e:
+        logger.error("%s", e)
+        return 2
+    except ValueError as e:
+        logger.error("%s", e)
+        return 2
+    logger.info("%s: %s", args.out, "already done (skipped)" if result["skipped"] else
+                "sampled" if result["sampled"] else "outputs rewritten from the checkpoint")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
