@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from alignment import align_depth, dedup_mask, stretched_pixels
+from alignment import align_depth, dedup_mask, seam_jump, stretched_pixels
 from dreamer.backends import DepthEstimator, Inpainter
 from dreamer.cameras import Camera
 from dreamer.pointcloud import PointCloud
@@ -89,27 +89,6 @@ def _check_inputs(image: Tensor, cameras: Sequence[Camera], depth: Tensor | None
         check_depth(depth, cameras[0])
 
 
-def _seam_jump(depth: Tensor, reference: Tensor, known: Tensor, hole: Tensor) -> float:
-    """Median relative depth jump between hole pixels and their 4-adjacent known pixels."""
-    jumps = []
-    for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
-        k = torch.roll(known, (dy, dx), (0, 1))
-        r = torch.roll(reference, (dy, dx), (0, 1))
-        edge = hole & k
-        # torch.roll wraps around: drop the wrapped row/column.
-        if dy == 1:
-            edge[0] = False
-        if dy == -1:
-            edge[-1] = False
-        if dx == 1:
-            edge[:, 0] = False
-        if dx == -1:
-            edge[:, -1] = False
-        jumps.append(((depth[edge] - r[edge]).abs() / r[edge]))
-    j = torch.cat(jumps)
-    return float(j.median()) if j.numel() else float("nan")
-
-
 def dream_view(
     points: PointCloud,
     camera: Camera,
@@ -142,7 +121,10 @@ def dream_view(
             with_shift=config.align_shift, seam=config.seam_correction, decay=config.seam_decay,
         )
         new_depth = aligned.depth
-        stats.update(aligned.stats)
+        fit = aligned.fit
+        stats.update(scale=fit.scale, shift=fit.shift, overlap_pixels=fit.n_pixels,
+                     inlier_fraction=fit.inlier_fraction, residual_before=fit.residual_before,
+                     residual_after=fit.residual_after)
     else:
         log.warning("view has only %d known pixels: keeping the estimated depth's scale", int(masks.known.sum()))
         new_depth = estimated
@@ -151,13 +133,16 @@ def dream_view(
     stretched = stretched_pixels(full_depth, threshold=config.stretch_threshold)
     lift_mask = masks.hole & ~stretched
     new = lift(completed, full_depth, camera, lift_mask)
-    keep = dedup_mask(points.xyz, points.radius, new.xyz, new.radius, cell_factor=config.merge_cell_factor)
+    # New points are checked against the existing cloud only: a view keeps all its own pixels
+    # (thinning them on the grid would halve its density), and a revisited surface adds nothing.
+    keep = dedup_mask(points.xyz, points.radius, new.xyz, new.radius, cell_factor=config.merge_cell_factor,
+                      merge_within_new=False)
     stats.update(
         new_points=int(lift_mask.sum()),
         kept_points=int(keep.sum()),
         stretched_pixels=int((masks.hole & stretched).sum()),
-        seam_jump_unaligned=_seam_jump(torch.where(masks.hole, estimated, render.depth), render.depth, masks.known, masks.hole),
-        seam_jump=_seam_jump(full_depth, render.depth, masks.known, masks.hole),
+        seam_jump_unaligned=seam_jump(estimated, render.depth, masks.known, masks.hole),
+        seam_jump=seam_jump(full_depth, render.depth, masks.known, masks.hole),
     )
     merged = points.cat(new.select(keep))
     return merged, DreamView(camera, completed, full_depth, lift_mask, prompt, stats)

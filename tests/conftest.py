@@ -11,6 +11,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Tests use small tensors: one thread is as fast, and immune to oversubscribed machines (two
+# torch threads spin-waiting against other processes made some tests 10-50x slower).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
