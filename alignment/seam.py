@@ -42,6 +42,7 @@ from torch import Tensor
 
 from alignment._checks import check_map, check_mask, check_positive_depth
 from alignment.scale import ScaleFit, fit_scale
+from alignment.trend import fit_log_trend
 
 __all__ = ["seam_ring", "seam_correction", "seam_jump", "align_depth", "AlignedDepth"]
 
@@ -328,6 +329,7 @@ def align_depth(
     decay: float | None = None,
     ring_radius: int = 2,
     min_pixels: int = 32,
+    trend: int = 0,
 ) -> AlignedDepth:
     """Align a view's estimated z-depth to the existing geometry along the view's rays.
 
@@ -346,6 +348,9 @@ def align_depth(
         decay: see :func:`seam_correction` (None: pure harmonic).
         ring_radius: see :func:`seam_correction`.
         min_pixels: see :func:`fit_scale`.
+        trend: degree of the smooth trend of the depth ratio fitted on all known pixels after
+            the global fit (:func:`alignment.trend.fit_log_trend`; 0 = none). It extrapolates a
+            tilt of the estimate into border strips, which the seam correction cannot.
 
     Returns:
         :class:`AlignedDepth`; ``depth`` has the dtype and device of ``estimated``.
@@ -376,6 +381,11 @@ def align_depth(
     # Scaled estimate; pixels outside known | hole may hold anything: keep them finite and > 0
     # only where used, and leave the rest as the plain scaled estimate.
     scaled = fit.apply(estimated)
+    if trend > 0:
+        safe_ref = torch.where(known, reference, torch.ones_like(reference))
+        safe_scaled = torch.where(known, scaled, torch.ones_like(scaled))
+        tilt = fit_log_trend(torch.log(safe_ref.double() / safe_scaled.double()), known, degree=trend)
+        scaled = (scaled.double() * torch.exp(tilt)).to(estimated.dtype)
     if seam:
         safe_ref = torch.where(known, reference, torch.ones_like(reference))
         safe_scaled = torch.where(known, scaled, torch.ones_like(scaled))

@@ -48,6 +48,8 @@ class DreamConfig:
     """Margin in pixels by which holes are grown for the inpainter."""
     align_shift: bool = False
     """Fit scale and shift (instead of scale only) of the estimated depth to the rendered depth."""
+    align_trend: int = 0
+    """Degree of a smooth trend of the depth ratio fitted on the overlap before the seam correction (0 = none, 1 = tilt, 2 = curvature)."""
     seam_correction: bool = True
     """Apply the smooth seam correction after the scale fit."""
     seam_decay: float | None = None
@@ -119,6 +121,7 @@ def dream_view(
         aligned = align_depth(
             estimated, render.depth, masks.known, masks.hole,
             with_shift=config.align_shift, seam=config.seam_correction, decay=config.seam_decay,
+            trend=config.align_trend,
         )
         new_depth = aligned.depth
         fit = aligned.fit

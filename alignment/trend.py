@@ -1,0 +1,80 @@
+"""A smooth, low-order trend of the depth ratio across the image, fitted on the overlap.
+
+After the global scale, the estimate still disagrees with the existing geometry by a smooth
+factor that varies across the image (monocular models tilt and bend depth). The seam
+correction carries that factor into a hole from the hole's boundary only; where camera motion
+reveals a strip at the image border, the boundary is one edge of the strip and a trend across
+the image (a tilt) is not extrapolated. This module fits the trend on *all* overlap pixels:
+``log(reference / scaled) ~ polynomial(x, y)`` of low degree in normalized pixel coordinates,
+by iteratively re-weighted least squares with Tukey weights (closed form per round), with a
+small ridge on the non-constant terms so an overlap that spans little of the image cannot
+produce a steep extrapolation. The field is clamped to +-``max_log`` for the same reason.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from alignment._checks import check_map, check_mask
+from alignment.scale import _robust_sigma, _tukey
+
+__all__ = ["fit_log_trend"]
+
+_MAX_SAMPLES = 40_000
+
+
+def _design(x: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
+    cols = [np.ones_like(x)]
+    for d in range(1, degree + 1):
+        for k in range(d + 1):
+            cols.append(x ** (d - k) * y ** k)
+    return np.stack(cols, axis=1)
+
+
+def fit_log_trend(log_ratio: Tensor, mask: Tensor, *, degree: int = 1, iterations: int = 6, tukey_c: float = 4.685,
+                  ridge: float = 0.05, max_log: float = 0.3, min_pixels: int = 64) -> Tensor:
+    """A smooth field [H,W] (float64) fitting ``log_ratio`` [H,W] on ``mask`` [H,W] (bool).
+
+    ``degree`` 1 is a plane in (x, y) over the image (a tilt), 2 adds curvature; 0 gives a
+    constant. Returns zeros when fewer than ``min_pixels`` pixels are masked. Coordinates are
+    normalized to [-1, 1] across the image, so ``ridge`` (relative to the total weight) and
+    ``max_log`` mean the same at every image size.
+    """
+    check_map(log_ratio, "log_ratio")
+    shape = tuple(log_ratio.shape)
+    check_mask(mask, "mask", shape)
+    if degree < 0:
+        raise ValueError(f"degree must be >= 0, got {degree}")
+    H, W = shape
+    out = torch.zeros(shape, dtype=torch.float64, device=log_ratio.device)
+    m = mask.cpu().numpy()
+    n = int(m.sum())
+    if n < min_pixels:
+        return out
+    ys, xs = np.nonzero(m)
+    if n > _MAX_SAMPLES:  # a regular subsample: the trend is smooth, 40k pixels pin it down
+        pick = np.linspace(0, n - 1, _MAX_SAMPLES).astype(np.int64)
+        ys, xs = ys[pick], xs[pick]
+    rho = log_ratio.detach().cpu().double().numpy()[ys, xs]
+    x = (xs + 0.5) / W * 2.0 - 1.0
+    y = (ys + 0.5) / H * 2.0 - 1.0
+    A = _design(x, y, degree)
+    penalty = np.full(A.shape[1], ridge)
+    penalty[0] = 0.0
+    w = np.ones_like(rho)
+    beta = np.zeros(A.shape[1])
+    beta[0] = float(np.median(rho))
+    for _ in range(iterations):
+        res = rho - A @ beta
+        w = _tukey(res, _robust_sigma(res, 1e-9), tukey_c)
+        sw = w.sum()
+        if sw <= 0:
+            break
+        lhs = (A * w[:, None]).T @ A + np.diag(penalty * sw)
+        beta = np.linalg.solve(lhs, (A * w[:, None]).T @ rho)
+    gy, gx = np.meshgrid((np.arange(H) + 0.5) / H * 2.0 - 1.0, (np.arange(W) + 0.5) / W * 2.0 - 1.0, indexing="ij")
+    field = (_design(gx.ravel(), gy.ravel(), degree) @ beta).reshape(H, W)
+    field = np.clip(field, -max_log, max_log)
+    return torch.from_numpy(field).to(log_ratio.device)

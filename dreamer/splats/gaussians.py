@@ -1,0 +1,335 @@
+"""3D Gaussians: parameters, initialization from a point cloud, rendering and the 3DGS .ply file.
+
+Parameters are stored the way they are optimised and the way the standard 3DGS .ply stores them
+(INRIA layout, read by SuperSplat, splat-transform and three.js viewers):
+
+==================  ==========  ==================================================================
+field               shape       meaning
+==================  ==========  ==================================================================
+``means``           [N,3]       centres, world units
+``quats``           [N,4]       rotations w x y z (not necessarily unit; normalized when used)
+``log_scales``      [N,3]       log of the standard deviations along the local axes
+``opacity_logits``  [N]         logit of the opacity (opacity = sigmoid)
+``sh0``             [N,1,3]     SH DC term per channel (colour = 0.5 + SH_C0 * sh0 at degree 0)
+``shN``             [N,K-1,3]   higher SH coefficients, K = (degree + 1)^2
+==================  ==========  ==================================================================
+
+PLY layout (binary little endian, all float32, one ``vertex`` element):
+``x y z nx ny nz f_dc_0..2 f_rest_0..(3*(K-1)-1) opacity scale_0..2 rot_0..3``, with ``f_rest``
+channel-major: ``f_rest[c * (K-1) + k] = shN[:, k, c]``. Normals are written as zeros; files
+without them (gsplat's ``export_splats``) load too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dreamer.cameras import Camera
+from dreamer.pointcloud import PointCloud
+from dreamer.splats.rasterizer import SH_C0, Backend, RasterOutput, num_sh_bases, rasterize, sh_degree_from_bases
+
+__all__ = ["Gaussians", "PARAM_NAMES", "rgb_to_sh0", "sh0_to_rgb"]
+
+log = logging.getLogger(__name__)
+
+PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
+"""Names of the parameters as gsplat's strategies expect them (``scales`` = log scales,
+``opacities`` = logits), in the order of :meth:`Gaussians.params`."""
+
+# Opacity logits read as +-inf become +-this (sigmoid: 1 - 1e-13, or 1e-13).
+_LOGIT_LIMIT = 30.0
+
+_FIELDS = ("means", "quats", "log_scales", "opacity_logits", "sh0", "shN")
+
+
+def rgb_to_sh0(rgb: Tensor) -> Tensor:
+    """Colour [...,3] in [0,1] -> SH DC coefficient [...,3] (inverse of :func:`sh0_to_rgb`)."""
+    return (rgb - 0.5) / SH_C0
+
+
+def sh0_to_rgb(sh0: Tensor) -> Tensor:
+    """SH DC coefficient [...,3] -> colour [...,3] (not clamped)."""
+    return sh0 * SH_C0 + 0.5
+
+
+@dataclass(eq=False)
+class Gaussians:
+    """A set of N >= 1 3D Gaussians (see the module docstring for the fields).
+
+    All fields are float tensors on one device, finite, with matching N; validated on
+    construction. The tensors may be ``nn.Parameter`` s during training; :meth:`detach`
+    gives plain tensors.
+    """
+
+    means: Tensor
+    quats: Tensor
+    log_scales: Tensor
+    opacity_logits: Tensor
+    sh0: Tensor
+    shN: Tensor
+
+    def __post_init__(self) -> None:
+        for name in _FIELDS:
+            t = getattr(self, name)
+            if not isinstance(t, Tensor):
+                raise TypeError(f"Gaussians.{name} must be a torch.Tensor, got {type(t).__name__}")
+            if not t.is_floating_point():
+                raise ValueError(f"Gaussians.{name} must be a float tensor, got dtype {t.dtype}")
+        if self.means.ndim != 2 or self.means.shape[1] != 3:
+            raise ValueError(f"Gaussians.means must have shape [N,3], got {tuple(self.means.shape)}")
+        n = self.means.shape[0]
+        if n == 0:
+            raise ValueError("Gaussians needs at least one Gaussian, got an empty set")
+        shapes = {"quats": (n, 4), "log_scales": (n, 3), "opacity_logits": (n,), "sh0": (n, 1, 3)}
+        for name, shape in shapes.items():
+            if tuple(getattr(self, name).shape) != shape:
+                raise ValueError(f"Gaussians.{name} must have shape {list(shape)}, got {tuple(getattr(self, name).shape)}")
+        if self.shN.ndim != 3 or self.shN.shape[0] != n or self.shN.shape[2] != 3:
+            raise ValueError(f"Gaussians.shN must have shape [N,K-1,3] with N={n}, got {tuple(self.shN.shape)}")
+        if self.shN.shape[1] not in (0, 3, 8, 15, 24):
+            raise ValueError(f"Gaussians.shN must hold K-1 = 0, 3, 8, 15 or 24 coefficients per channel "
+                             f"(SH degree 0..4), got {self.shN.shape[1]}")
+        for name in _FIELDS:
+            t = getattr(self, name)
+            if t.device != self.means.device:
+                raise ValueError(f"Gaussians.{name} is on {t.device} but means is on {self.means.device}")
+            bad = ~torch.isfinite(t.detach())
+            if bad.any():
+                rows = bad.reshape(n, -1).any(1)
+                raise ValueError(f"Gaussians.{name} has non-finite values (NaN/inf) in {int(rows.sum())} of {n} "
+                                 f"Gaussians (first at index {int(rows.nonzero()[0])})")
+        if (self.quats.detach().norm(dim=1) == 0).any():
+            raise ValueError("Gaussians.quats has zero quaternions; rotations need a non-zero norm")
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_points(cls, points: PointCloud, *, sh_degree: int = 3, opacity: float = 0.5,
+                    scale_mult: float = 1.0) -> "Gaussians":
+        """One isotropic Gaussian per point.
+
+        Args:
+            points: the cloud (``xyz`` [N,3], ``rgb`` [N,3] in [0,1], ``radius`` [N] > 0: the
+                world size of the pixel that made the point).
+            sh_degree: SH degree of the result (0..4); higher coefficients start at 0.
+            opacity: initial opacity in (0, 1).
+            scale_mult: the standard deviation is ``scale_mult * radius``. At 1.0 it equals the
+                spacing of the pixel grid the point was lifted from, which is what INRIA's
+                initialization (RMS distance to the 3 nearest neighbours) gives on such a grid,
+                with no neighbour search and no distortion where clouds of different views or
+                resolutions overlap.
+        Returns:
+            Gaussians on the cloud's device, float32, identity rotations.
+        """
+        if not isinstance(points, PointCloud):
+            raise TypeError(f"points must be a PointCloud, got {type(points).__name__}")
+        if len(points) == 0:
+            raise ValueError("cannot make Gaussians from an empty point cloud")
+        if not 0.0 < opacity < 1.0:
+            raise ValueError(f"opacity must be in (0, 1), got {opacity}")
+        if not (scale_mult > 0 and math.isfinite(scale_mult)):
+            raise ValueError(f"scale_mult must be a positive number, got {scale_mult}")
+        if not 0 <= sh_degree <= 4:
+            raise ValueError(f"sh_degree must be in [0, 4], got {sh_degree}")
+        xyz = points.xyz.detach().float()
+        r = points.radius.detach().float()
+        for name, t in (("xyz", xyz), ("rgb", points.rgb), ("radius", r)):
+            if not torch.isfinite(t).all():
+                raise ValueError(f"PointCloud.{name} has non-finite values")
+        if (r <= 0).any():
+            raise ValueError(f"PointCloud.radius must be > 0 to size the Gaussians; {int((r <= 0).sum())} are not")
+        n = len(points)
+        quats = torch.zeros(n, 4, device=xyz.device)
+        quats[:, 0] = 1.0
+        return cls(
+            means=xyz.clone(),
+            quats=quats,
+            log_scales=torch.log(r * scale_mult)[:, None].repeat(1, 3),
+            opacity_logits=torch.full((n,), math.log(opacity / (1.0 - opacity)), device=xyz.device),
+            sh0=rgb_to_sh0(points.rgb.detach().float().clamp(0.0, 1.0))[:, None, :].clone(),
+            shN=torch.zeros(n, num_sh_bases(sh_degree) - 1, 3, device=xyz.device),
+        )
+
+    @classmethod
+    def from_params(cls, params: dict[str, Tensor]) -> "Gaussians":
+        """From a dict with gsplat's names (see :data:`PARAM_NAMES`), detached."""
+        missing = [k for k in PARAM_NAMES if k not in params]
+        if missing:
+            raise ValueError(f"params is missing {missing}; expected {list(PARAM_NAMES)}")
+        return cls(*(params[k].detach() for k in PARAM_NAMES))
+
+    def params(self) -> dict[str, Tensor]:
+        """The fields under gsplat's names: means, quats, scales (log), opacities (logits), sh0, shN."""
+        return dict(zip(PARAM_NAMES, (getattr(self, f) for f in _FIELDS)))
+
+    # -- views -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    @property
+    def sh_degree(self) -> int:
+        return sh_degree_from_bases(self.shN.shape[1] + 1)
+
+    @property
+    def scales(self) -> Tensor:
+        """Standard deviations [N,3] (exp of the log scales)."""
+        return torch.exp(self.log_scales)
+
+    @property
+    def opacities(self) -> Tensor:
+        """Opacities [N] in (0,1)."""
+        return torch.sigmoid(self.opacity_logits)
+
+    @property
+    def sh(self) -> Tensor:
+        """All SH coefficients [N,K,3]."""
+        return torch.cat([self.sh0, self.shN], 1)
+
+    def to(self, device: torch.device | str) -> "Gaussians":
+        return Gaussians(*(getattr(self, f).to(device) for f in _FIELDS))
+
+    def detach(self) -> "Gaussians":
+        return Gaussians(*(getattr(self, f).detach() for f in _FIELDS))
+
+    def clone(self) -> "Gaussians":
+        return Gaussians(*(getattr(self, f).detach().clone() for f in _FIELDS))
+
+    def __repr__(self) -> str:
+        return f"Gaussians(n={len(self)}, sh_degree={self.sh_degree}, device={self.device})"
+
+    # -- rendering -------------------------------------------------------------------------------
+    def rasterize(self, camera: Camera, *, sh_degree: int | None = None, backend: Backend = "auto",
+                  **kwargs) -> RasterOutput:
+        """Differentiable render (see :func:`dreamer.splats.rasterizer.rasterize`)."""
+        return rasterize(self.means, self.quats, self.scales, self.opacities, self.sh, camera.to(self.device),
+                         sh_degree=sh_degree, backend=backend, **kwargs)
+
+    @torch.no_grad()
+    def render(self, camera: Camera, *, sh_degree: int | None = None, background: Tensor | None = None,
+               backend: Backend = "auto", **kwargs) -> tuple[Tensor, Tensor, Tensor]:
+        """Render into ``camera`` without gradients.
+
+        Returns ``rgb`` [H,W,3] (composited over ``background`` [3], default black, and clamped
+        to [0,1]), expected z-``depth`` [H,W] (0 where empty) and ``alpha`` [H,W], on the
+        Gaussians' device. gsplat's CUDA kernels on CUDA, the pure-torch rasterizer elsewhere.
+        """
+        if not isinstance(camera, Camera):
+            raise TypeError(f"camera must be a dreamer.cameras.Camera, got {type(camera).__name__}")
+        out = self.rasterize(camera, sh_degree=sh_degree, backend=backend, **kwargs)
+        rgb = out.rgb
+        if background is not None:
+            bg = torch.as_tensor(background, dtype=rgb.dtype, device=rgb.device)
+            if bg.shape != (3,):
+                raise ValueError(f"background must have shape [3], got {tuple(bg.shape)}")
+            rgb = rgb + (1.0 - out.alpha[..., None]) * bg
+        return rgb.clamp(0.0, 1.0), out.depth, out.alpha
+
+    # -- files -------------------------------------------------------------------------------------
+    def save_ply(self, path: str | Path) -> None:
+        """Write the standard 3DGS binary .ply (see the module docstring), atomically.
+
+        Parameters are written as float32; a float32 set reads back bit for bit.
+        """
+        from dreamer.io import atomic_path
+
+        g = self.detach()
+        g.__post_init__()  # parameters may have been changed in place since construction
+        n, k1 = len(g), g.shN.shape[1]
+        names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+        names += [f"f_rest_{i}" for i in range(3 * k1)]
+        names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+        cols = [
+            g.means, torch.zeros_like(g.means), g.sh0[:, 0, :],
+            g.shN.transpose(1, 2).reshape(n, 3 * k1),  # channel-major
+            g.opacity_logits[:, None], g.log_scales, g.quats,
+        ]
+        data = torch.cat([c.float().cpu() for c in cols], 1).numpy().astype("<f4", copy=False)
+        header = "ply\nformat binary_little_endian 1.0\n"
+        header += f"element vertex {n}\n"
+        header += "".join(f"property float {name}\n" for name in names)
+        header += "end_header\n"
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(header.encode("ascii"))
+                np.ascontiguousarray(data).tofile(f)
+
+    @classmethod
+    def load_ply(cls, path: str | Path, device: torch.device | str | None = None) -> "Gaussians":
+        """Read a 3DGS .ply: ours, or another tool's in the same layout (any property order, any
+        numeric type, with or without normals, extra properties ignored).
+
+        An infinite opacity logit (opacity exactly 0 or 1, as some converters write it) is
+        clamped to +-30. Raises ValueError for a file that is not a PLY, has no ``vertex`` element, lacks one of
+        the 3DGS properties, has a number of ``f_rest`` properties that is not 3 * (K-1) for
+        K = 1, 4, 9, 16 or 25, has no Gaussians, or holds non-finite values.
+        """
+        from plyfile import PlyData, PlyParseError
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        try:
+            ply = PlyData.read(str(path))
+        except (PlyParseError, ValueError, UnicodeDecodeError, EOFError, IndexError) as e:
+            raise ValueError(f"{path}: not a readable PLY file ({e})") from None
+        if "vertex" not in ply:
+            raise ValueError(f"{path}: no 'vertex' element; a 3DGS ply stores one Gaussian per vertex")
+        v = ply["vertex"].data
+        names = set(v.dtype.names or ())
+        need = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+                "rot_0", "rot_1", "rot_2", "rot_3"]
+        missing = [p for p in need if p not in names]
+        if missing:
+            raise ValueError(f"{path}: not a 3DGS Gaussian ply: vertex properties {missing} are missing "
+                             f"(it has {sorted(names)})")
+        rest = sorted((p for p in names if p.startswith("f_rest_")), key=lambda p: int(p[7:]) if p[7:].isdigit() else -1)
+        n_rest = len(rest)
+        if rest != [f"f_rest_{i}" for i in range(n_rest)] or n_rest % 3:
+            raise ValueError(f"{path}: f_rest properties must be f_rest_0..f_rest_(3*(K-1)-1), got {n_rest} of them")
+        try:
+            sh_degree_from_bases(n_rest // 3 + 1)
+        except ValueError:
+            raise ValueError(f"{path}: {n_rest} f_rest properties is not 3 * (K-1) for K = 1, 4, 9, 16 or 25") from None
+        n = len(v)
+        if n == 0:
+            raise ValueError(f"{path}: the ply holds no Gaussians (0 vertices)")
+
+        def cols(props: list[str]) -> Tensor:
+            return torch.from_numpy(np.stack([np.asarray(v[p], dtype=np.float32) for p in props], 1))
+
+        k1 = n_rest // 3
+        shN = cols(rest).reshape(n, 3, k1).transpose(1, 2).contiguous() if k1 else torch.zeros(n, 0, 3)
+        fields = dict(
+            means=cols(["x", "y", "z"]),
+            quats=cols(["rot_0", "rot_1", "rot_2", "rot_3"]),
+            log_scales=cols(["scale_0", "scale_1", "scale_2"]),
+            opacity_logits=cols(["opacity"])[:, 0].contiguous(),
+            sh0=cols(["f_dc_0", "f_dc_1", "f_dc_2"])[:, None, :].contiguous(),
+            shN=shN,
+        )
+        # Some writers quantize opacity to [0, 1] and store an exact 0 or 1 as a -inf / +inf logit
+        # (splat-transform does): keep such a Gaussian fully transparent / opaque, finitely.
+        logits = fields["opacity_logits"]
+        inf = torch.isinf(logits)
+        if inf.any():
+            log.warning("%s: %d Gaussians have an infinite opacity logit (opacity exactly 0 or 1); "
+                        "clamped to +-%g", path, int(inf.sum()), _LOGIT_LIMIT)
+            fields["opacity_logits"] = torch.where(inf, logits.sign() * _LOGIT_LIMIT, logits)
+        try:
+            g = cls(**fields)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        extra = names - set(need) - set(rest) - {"nx", "ny", "nz"}
+        if extra:
+            log.debug("%s: ignoring vertex properties %s", path, sorted(extra))
+        return g if device is None else g.to(device)

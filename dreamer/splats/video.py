@@ -1,0 +1,211 @@
+"""Fly-through videos of trained splats: RGB and colour-mapped depth along a camera path.
+
+Frames are rendered and encoded a chunk at a time (``chunk`` frames), so memory stays flat
+however long the path is. Videos are H.264 MP4s written by imageio-ffmpeg (its bundled ffmpeg;
+``macro_block_size=16``: sizes that are not multiples of 16 are rescaled by ffmpeg), plus a
+small animated GIF preview. Every file is written under a temporary name and renamed when
+complete, so an interrupted render never leaves a truncated video under the final name.
+
+Depth is shown as inverse depth (near = bright) normalized between robust percentiles
+measured on a few low-resolution frames spread over the path, so the colours mean the same
+distance in every frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dreamer.cameras import Camera
+
+__all__ = ["render_video", "VideoFiles", "colorize_depth", "depth_range"]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+
+# Anchors of the depth colour map, from far (dark) to near (bright): navy, purple, magenta,
+# orange, pale yellow. Interpolated linearly in RGB.
+_DEPTH_ANCHORS = torch.tensor([
+    [0.02, 0.02, 0.10],
+    [0.25, 0.05, 0.45],
+    [0.70, 0.15, 0.45],
+    [0.97, 0.50, 0.15],
+    [0.99, 0.95, 0.65],
+])
+
+
+@dataclass
+class VideoFiles:
+    """The files :func:`render_video` wrote and how many frames each video has."""
+
+    rgb: Path
+    depth: Path | None
+    preview: Path | None
+    frames: int
+
+
+def colorize_depth(depth: Tensor, near: float, far: float, valid: Tensor | None = None) -> Tensor:
+    """z-depth [H,W] -> colour [H,W,3] in [0,1]: inverse depth mapped from ``far`` (dark) to
+    ``near`` (bright); pixels outside ``valid`` (bool [H,W]) or with depth <= 0 are black."""
+    if not 0 < near < far:
+        raise ValueError(f"need 0 < near < far, got {near}, {far}")
+    d = depth.detach().float()
+    ok = d > 0 if valid is None else (valid & (d > 0))
+    inv = 1.0 / d.clamp_min(1e-12)
+    t = ((inv - 1.0 / far) / (1.0 / near - 1.0 / far)).clamp(0.0, 1.0)
+    anchors = _DEPTH_ANCHORS.to(d.device)
+    x = t * (len(anchors) - 1)
+    i0 = x.floor().long().clamp(0, len(anchors) - 2)
+    f = (x - i0.float())[..., None]
+    rgb = anchors[i0] * (1 - f) + anchors[i0 + 1] * f
+    return rgb * ok[..., None]
+
+
+def depth_range(gaussians, cameras: Sequence[Camera], *, samples: int = 5, max_side: int = 96,
+                alpha_min: float = 0.5) -> tuple[float, float]:
+    """(near, far) for the depth colour map: the 2nd and 98th percentiles of the rendered depth
+    (where alpha >= ``alpha_min``) over ``samples`` frames spread along the path, rendered at
+    most ``max_side`` pixels wide."""
+    idx = sorted({round(i * (len(cameras) - 1) / max(samples - 1, 1)) for i in range(samples)})
+    vals = []
+    for i in idx:
+        cam = cameras[i]
+        s = min(1.0, max_side / max(cam.width, cam.height))
+        small = cam.resized(max(1, round(cam.width * s)), max(1, round(cam.height * s))) if s < 1 else cam
+        _, d, a = gaussians.render(small)
+        sel = (a >= alpha_min) & (d > 0)
+        if sel.any():
+            vals.append(d[sel].float().cpu())
+    if not vals:
+        return 0.1, 10.0
+    allv = torch.cat(vals)
+    if allv.numel() > 200_000:
+        allv = allv[torch.randperm(allv.numel(), generator=torch.Generator().manual_seed(0))[:200_000]]
+    near, far = float(torch.quantile(allv, 0.02)), float(torch.quantile(allv, 0.98))
+    if not far > near:
+        near, far = near * 0.9, near * 1.1 + 1e-6
+    return max(near, 1e-6), far
+
+
+def _check_cameras(cameras: Sequence[Camera]) -> tuple[int, int]:
+    if cameras is None or len(cameras) == 0:
+        raise ValueError("render_video needs at least one camera (got zero frames)")
+    for i, c in enumerate(cameras):
+        if not isinstance(c, Camera):
+            raise TypeError(f"cameras[{i}] must be a Camera, got {type(c).__name__}")
+        if c.width <= 0 or c.height <= 0:
+            raise ValueError(f"cameras[{i}] has zero size {c.width}x{c.height}")
+    size = (cameras[0].width, cameras[0].height)
+    for i, c in enumerate(cameras):
+        if (c.width, c.height) != size:
+            raise ValueError(f"every frame of a video must have one size: cameras[0] is {size[0]}x{size[1]}, "
+                             f"cameras[{i}] is {c.width}x{c.height}")
+    return size
+
+
+def _to_uint8(img: Tensor) -> np.ndarray:
+    return (img.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_video(
+    gaussians,
+    cameras: Sequence[Camera],
+    out_dir: str | Path,
+    *,
+    name: str = "video",
+    fps: float = 30.0,
+    depth: bool = True,
+    preview: bool = True,
+    preview_frames: int = 48,
+    preview_side: int = 256,
+    chunk: int = 8,
+    depth_limits: tuple[float, float] | None = None,
+    background: Tensor | None = None,
+    quality: float = 8.0,
+    on_progress: ProgressFn | None = None,
+) -> VideoFiles:
+    """Render ``gaussians`` along ``cameras`` into ``out_dir``.
+
+    Writes ``{name}.mp4`` (RGB), ``{name}_depth.mp4`` (colour-mapped depth, when ``depth``) and
+    ``{name}_preview.gif`` (at most ``preview_frames`` frames spread over the path, at most
+    ``preview_side`` pixels wide, when ``preview``).
+
+    Args:
+        gaussians: a :class:`dreamer.splats.Gaussians` (anything with ``render(camera)``).
+        cameras: the path, one camera per frame, all of one size.
+        out_dir: output folder (created).
+        name: file stem (no path separators), e.g. the trajectory's name.
+        fps: frames per second of the videos.
+        chunk: frames rendered before they are encoded (memory bound).
+        depth_limits: (near, far) z-depth of the depth colour map; default measured
+            (:func:`depth_range`).
+        background: RGB [3] behind the splats (default black).
+        quality: imageio-ffmpeg quality, 0 (worst) to 10 (best).
+        on_progress: called as ``on_progress("video", frames_done, frames)``.
+    Returns:
+        :class:`VideoFiles`.
+    """
+    import imageio.v2 as imageio
+    import imageio.v3 as iio
+
+    from dreamer.io import atomic_path
+
+    W, H = _check_cameras(cameras)
+    if not isinstance(name, str) or not name.strip() or any(ch in name for ch in "/\\\0") or name in (".", ".."):
+        raise ValueError(f"name must be a plain file stem (no path separators), got {name!r}")
+    if not (fps > 0 and math.isfinite(fps)):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = len(cameras)
+    near, far = depth_limits if depth_limits is not None else (depth_range(gaussians, cameras) if depth else (1, 2))
+    rgb_path = out_dir / f"{name}.mp4"
+    depth_path = out_dir / f"{name}_depth.mp4" if depth else None
+    preview_path = out_dir / f"{name}_preview.gif" if preview else None
+    keep = set(np.linspace(0, n - 1, min(preview_frames, n)).round().astype(int).tolist()) if preview else set()
+    ps = min(1.0, preview_side / max(W, H))
+    preview_size = (max(1, round(W * ps)), max(1, round(H * ps)))
+    small: list[np.ndarray] = []
+    writer_args = dict(fps=fps, codec="libx264", macro_block_size=16, quality=quality, pixelformat="yuv420p")
+
+    with contextlib.ExitStack() as stack:
+        tmp_rgb = stack.enter_context(atomic_path(rgb_path))
+        writers = [stack.enter_context(imageio.get_writer(tmp_rgb, format="FFMPEG", **writer_args))]
+        tmp_depth = stack.enter_context(atomic_path(depth_path)) if depth_path else None
+        if tmp_depth is not None:
+            writers.append(stack.enter_context(imageio.get_writer(tmp_depth, format="FFMPEG", **writer_args)))
+        for start in range(0, n, chunk):
+            frames = []
+            for i in range(start, min(start + chunk, n)):
+                rgb, d, a = gaussians.render(cameras[i], background=background)
+                frames.append((i, _to_uint8(rgb), _to_uint8(colorize_depth(d, near, far, a > 1e-3)) if depth else None))
+            for i, rgb8, d8 in frames:
+                writers[0].append_data(rgb8)
+                if d8 is not None:
+                    writers[1].append_data(d8)
+                if i in keep:
+                    from PIL import Image
+
+                    small.append(np.asarray(Image.fromarray(rgb8).resize(preview_size, Image.BILINEAR)))
+            if on_progress is not None:
+                on_progress("video", min(start + chunk, n), n)
+        for w in writers:  # finish encoding before the temporary files are renamed
+            w.close()
+    if preview_path is not None and small:
+        with atomic_path(preview_path) as tmp:
+            iio.imwrite(tmp, np.stack(small), extension=".gif", duration=1000.0 / fps * max(1.0, n / len(small)),
+                        loop=0)
+    log.info("video: %d frames of %dx%d -> %s%s", n, W, H, rgb_path,
+             f" (+ {depth_path.name})" if depth_path else "")
+    return VideoFiles(rgb_path, depth_path, preview_path, n)

@@ -1,0 +1,428 @@
+"""Gaussian splats: the CPU rasterizer against a brute-force reference, gradients, masked
+losses, the 3DGS .ply file, bad inputs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import dreamer.splats.rasterizer as R
+from dreamer.cameras import Camera, look_at
+from dreamer.pointcloud import PointCloud
+from dreamer.splats import Gaussians, rasterize
+from dreamer.splats.gaussians import rgb_to_sh0, sh0_to_rgb
+from dreamer.splats.losses import masked_l1, masked_psnr, masked_ssim
+from dreamer.splats.reference import rasterize_reference
+
+
+def random_scene(n, *, seed=0, degree=3, dtype=torch.float32, depth=3.0):
+    """n Gaussians in front of a camera at the origin looking +z: varied sizes, shapes,
+    opacities and SH colours, some behind the near plane or outside the view."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(n, 3, generator=g) * torch.tensor([1.2, 1.2, 1.5]) + torch.tensor([0.0, 0.0, depth])
+    quats = torch.randn(n, 4, generator=g)
+    scales = torch.exp(torch.randn(n, 3, generator=g) * 0.6 - 2.0)
+    opacities = torch.sigmoid(torch.randn(n, generator=g) * 2 + 1.5)
+    sh = torch.randn(n, (degree + 1) ** 2, 3, generator=g) * 0.3
+    return [t.to(dtype) for t in (means, quats, scales, opacities, sh)]
+
+
+def _cameras():
+    plain = Camera.from_fov(60.0, 64, 64)
+    K = torch.tensor([[70.0, 0.0, 30.0], [0.0, 66.0, 35.0], [0.0, 0.0, 1.0]])
+    posed = Camera(K, look_at(torch.tensor([0.6, -0.3, -0.5]), torch.tensor([0.0, 0.0, 3.0])), 64, 64)
+    return {"plain": plain, "posed": posed}
+
+
+# ------------------------------------------------------------------------------------------------
+# Forward: CPU rasterizer vs brute force
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cam_name", ["plain", "posed"])
+def test_cpu_rasterizer_matches_brute_force(dtype, cam_name):
+    cam = _cameras()[cam_name]
+    params = random_scene(500, seed=1, dtype=dtype)
+    out = rasterize(*params, cam)
+    ref = rasterize_reference(*params, cam)
+    assert out.rgb.shape == (64, 64, 3) and out.depth.shape == (64, 64) and out.alpha.shape == (64, 64)
+    assert out.rgb.dtype == dtype
+    assert float(ref[2].max()) > 0.99 and float(ref[2].min()) < 0.9  # opaque and thin regions both present
+    for got, want, name in zip((out.rgb, out.depth, out.alpha), ref, ("rgb", "depth", "alpha")):
+        err = float((got.double() - want).abs().max())
+        assert err <= 1e-5, f"{name}: max error {err:.3g}"
+
+
+def test_rasterizer_rules_are_exercised():
+    """The scene of the brute-force test hits gsplat's transmittance cut-off and alpha threshold:
+    switching either rule off changes the image (so the comparison above tests them)."""
+    cam = _cameras()["plain"]
+    params = random_scene(500, seed=1, dtype=torch.float64)
+    base = rasterize(*params, cam).rgb
+    for name, value in (("TRANSMITTANCE_MIN", 1e-300), ("ALPHA_THRESHOLD", 1e-6)):
+        old = getattr(R, name)
+        setattr(R, name, value)
+        try:
+            changed = rasterize(*params, cam).rgb
+        finally:
+            setattr(R, name, old)
+        assert float((changed - base).abs().max()) > 1e-4, name
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2])
+def test_sh_degrees_match_brute_force(degree):
+    cam = _cameras()["posed"]
+    params = random_scene(200, seed=degree + 5, degree=3, dtype=torch.float64)
+    out = rasterize(*params, cam, sh_degree=degree)
+    ref = rasterize_reference(*params, cam, sh_degree=degree)
+    assert float((out.rgb - ref[0]).abs().max()) < 1e-9
+
+
+def test_sh_degree_one_is_view_dependent_by_hand():
+    """One big opaque Gaussian straight ahead: degree-1 SH colour = 0.5 + C0 sh0 - C1 y sh1 + C1 z sh2 - C1 x sh3
+    with the view direction (x, y, z) = (0, 0, 1) from the camera to the mean."""
+    cam = Camera.from_fov(60.0, 9, 9)
+    sh = torch.zeros(1, 4, 3, dtype=torch.float64)
+    sh[0, 0] = torch.tensor([0.1, -0.2, 0.3])
+    sh[0, 2] = torch.tensor([0.4, 0.1, -0.3])  # the z basis function
+    sh[0, 1] = torch.tensor([1.0, 1.0, 1.0])  # y: zero along the axis
+    means = torch.tensor([[0.0, 0.0, 2.0]], dtype=torch.float64)
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    out = rasterize(means, quats, torch.full((1, 3), 5.0, dtype=torch.float64),
+                    torch.tensor([0.99], dtype=torch.float64), sh, cam)
+    c0, c1 = 0.28209479177387814, 0.4886025119029199
+    want = 0.5 + c0 * sh[0, 0] + c1 * sh[0, 2]
+    centre = out.rgb[4, 4] / out.alpha[4, 4]
+    assert torch.allclose(centre, want, atol=1e-9)
+
+
+def test_bands_give_the_same_image():
+    """Cutting the image into bands (memory bound) changes nothing."""
+    cam = _cameras()["plain"]
+    params = random_scene(300, seed=3)
+    a = rasterize(*params, cam)
+    b = rasterize(*params, cam, max_pairs=500)
+    assert a.info["n_pairs"] == b.info["n_pairs"]
+    for x, y in ((a.rgb, b.rgb), (a.alpha, b.alpha), (a.depth, b.depth)):
+        assert torch.allclose(x, y, atol=1e-6, rtol=0)
+
+
+def test_nothing_visible_renders_black():
+    cam = _cameras()["plain"]
+    means, quats, scales, op, sh = random_scene(10, seed=0)
+    means = means - torch.tensor([0.0, 0.0, 10.0])  # all behind the camera
+    out = rasterize(means, quats, scales, op, sh, cam)
+    assert out.rgb.abs().max() == 0 and out.alpha.abs().max() == 0 and out.info["n_pairs"] == 0
+    assert (out.info["radii"] == 0).all()
+
+
+def test_info_has_what_default_strategy_needs():
+    cam = _cameras()["plain"]
+    params = [t.requires_grad_(True) for t in random_scene(100, seed=2)]
+    out = rasterize(*params, cam)
+    info = out.info
+    for key in ("means2d", "radii", "width", "height", "n_cameras", "gaussian_ids"):
+        assert key in info
+    assert info["means2d"].shape == (1, 100, 2) and info["radii"].shape == (1, 100, 2)
+    assert info["width"] == 64 and info["height"] == 64 and info["n_cameras"] == 1
+    info["means2d"].retain_grad()
+    out.rgb.sum().backward()
+    g = info["means2d"].grad
+    drawn = (info["radii"][0] > 0).all(-1)
+    assert torch.isfinite(g).all() and g[0, drawn].abs().sum() > 0
+    assert (g[0, ~drawn] == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Gradients
+# ------------------------------------------------------------------------------------------------
+def test_gradients_match_finite_differences():
+    """float64 gradcheck of a random projection of rgb, depth and alpha w.r.t. every parameter."""
+    cam = Camera.from_fov(60.0, 16, 12)
+    means, quats, scales, op, sh = random_scene(8, seed=2, degree=1, dtype=torch.float64)
+    means[:, 2] = 3.0 + torch.linspace(-0.5, 0.5, 8, dtype=torch.float64)
+    scales = scales * 4
+    g = torch.Generator().manual_seed(0)
+    w_rgb, w_d, w_a = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((12, 16, 3), (12, 16), (12, 16)))
+
+    def f(m, q, s, o, c):
+        out = rasterize(m, q, s, o, c, cam)
+        return (out.rgb * w_rgb).sum() + 0.1 * (out.depth * w_d).sum() + (out.alpha * w_a).sum()
+
+    inputs = [t.clone().requires_grad_(True) for t in (means, quats, scales, op, sh)]
+    assert rasterize(*inputs, cam).info["n_pairs"] > 300
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_analytic_backward_matches_autograd():
+    """The hand-written compositing backward equals plain autograd on a 300-Gaussian scene."""
+    cam = Camera.from_fov(60.0, 64, 48)
+    base = random_scene(300, seed=4, dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    w_rgb, w_d, w_a = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((48, 64, 3), (48, 64), (48, 64)))
+    grads = []
+    for analytic in (True, False):
+        params = [t.clone().requires_grad_(True) for t in base]
+        out = rasterize(*params, cam, analytic_backward=analytic)
+        out.info["means2d"].retain_grad()
+        ((out.rgb * w_rgb).sum() + 0.1 * (out.depth * w_d).sum() + (out.alpha * w_a).sum()).backward()
+        grads.append([p.grad for p in params] + [out.info["means2d"].grad])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-9)
+
+
+def test_float32_gradients_are_finite():
+    cam = _cameras()["posed"]
+    params = [t.requires_grad_(True) for t in random_scene(500, seed=6)]
+    out = rasterize(*params, cam)
+    (out.rgb.mean() + out.depth.mean() + out.alpha.mean()).backward()
+    for p in params:
+        assert torch.isfinite(p.grad).all()
+    assert params[0].grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Masked losses
+# ------------------------------------------------------------------------------------------------
+def test_masked_pixels_get_exactly_zero_gradient():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(40, 48, 3, generator=g)
+    pred = torch.rand(40, 48, 3, generator=g).requires_grad_(True)
+    mask = torch.rand(40, 48, generator=g) > 0.4
+    mask[:, :10] = False  # a big hole too
+    loss = 0.8 * masked_l1(pred, target, mask) + 0.2 * (1 - masked_ssim(pred, target, mask))
+    loss.backward()
+    assert (pred.grad[~mask] == 0).all()
+    assert pred.grad[mask].abs().sum() > 0
+
+
+def test_masked_losses_ignore_what_is_outside_the_mask():
+    g = torch.Generator().manual_seed(1)
+    target = torch.rand(32, 32, 3, generator=g)
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    mask[8:24, 8:24] = True
+    pred = target.clone()
+    pred[~mask] = 0.0  # garbage where the mask is off: no effect
+    assert float(masked_l1(pred, target, mask)) == 0.0
+    assert abs(float(masked_ssim(pred, target, mask)) - 1.0) < 1e-5
+    assert masked_psnr(pred, target, mask) == math.inf
+    assert float(masked_ssim(pred, target)) < 0.9  # unmasked, the garbage counts
+
+
+def test_ssim_is_the_usual_one_inside_the_image():
+    """Away from the borders (no normalization at work) the masked SSIM map equals the classic
+    Gaussian-window SSIM."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(40, 40, 3, generator=g, dtype=torch.float64)
+    y = (x + 0.1 * torch.randn(40, 40, 3, generator=g, dtype=torch.float64)).clamp(0, 1)
+    _, smap = masked_ssim(x, y, return_map=True)
+    k = torch.arange(11, dtype=torch.float64) - 5
+    w1 = torch.exp(-k**2 / (2 * 1.5**2))
+    w1 /= w1.sum()
+    w2 = (w1[:, None] * w1[None, :]).expand(3, 1, 11, 11)
+    X, Y = x.permute(2, 0, 1)[None], y.permute(2, 0, 1)[None]
+
+    def blur(t):
+        return F.conv2d(t, w2, groups=3)
+
+    mx, my = blur(X), blur(Y)
+    vx, vy, cxy = blur(X * X) - mx**2, blur(Y * Y) - my**2, blur(X * Y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    ref = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    assert torch.allclose(smap[5:-5, 5:-5].permute(2, 0, 1), ref[0], atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------------------
+# Gaussians, initialization, .ply
+# ------------------------------------------------------------------------------------------------
+def _cloud(n=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return PointCloud(torch.randn(n, 3, generator=g) + torch.tensor([0.0, 0.0, 3.0]), torch.rand(n, 3, generator=g),
+                      torch.rand(n, generator=g) * 0.01 + 0.001)
+
+
+def _random_gaussians(n=64, degree=3, seed=0):
+    g = Gaussians.from_points(_cloud(n, seed), sh_degree=degree)
+    gen = torch.Generator().manual_seed(seed + 1)
+    return Gaussians(g.means, torch.randn(n, 4, generator=gen), torch.randn(n, 3, generator=gen) - 4,
+                     torch.randn(n, generator=gen), torch.randn(n, 1, 3, generator=gen),
+                     torch.randn(n, g.shN.shape[1], 3, generator=gen) * 0.2)
+
+
+def _same(a: Gaussians, b: Gaussians) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.params().values(), b.params().values()))
+
+
+def test_init_from_points():
+    pc = _cloud(30)
+    g = Gaussians.from_points(pc, sh_degree=2, opacity=0.5, scale_mult=1.0)
+    assert len(g) == 30 and g.sh_degree == 2 and g.shN.shape == (30, 8, 3)
+    assert torch.equal(g.means, pc.xyz)
+    assert torch.allclose(g.scales, pc.radius[:, None].expand(30, 3), rtol=1e-6)
+    assert torch.allclose(g.opacities, torch.full((30,), 0.5))
+    assert torch.allclose(sh0_to_rgb(g.sh0[:, 0]), pc.rgb, atol=1e-6)
+    assert torch.allclose(rgb_to_sh0(sh0_to_rgb(g.sh0)), g.sh0, atol=1e-6)
+    # Degree 0 renders the point colour: a big opaque Gaussian straight ahead.
+    one = Gaussians.from_points(PointCloud(torch.tensor([[0.0, 0.0, 2.0]]), torch.tensor([[0.2, 0.6, 0.9]]),
+                                           torch.tensor([1.0])), opacity=0.99)
+    rgb, depth, alpha = one.render(Camera.from_fov(40.0, 8, 8))
+    assert torch.allclose(rgb[4, 4] / alpha[4, 4], torch.tensor([0.2, 0.6, 0.9]), atol=1e-5)
+    assert abs(float(depth[4, 4]) - 2.0) < 1e-5
+
+
+def test_ply_round_trip_is_exact(tmp_path):
+    for degree in (0, 1, 3):
+        g = _random_gaussians(64, degree, seed=degree)
+        path = tmp_path / f"g{degree}.ply"
+        g.save_ply(path)
+        back = Gaussians.load_ply(path)
+        assert back.sh_degree == degree and _same(g, back)
+
+
+def test_ply_layout_is_the_standard_one(tmp_path):
+    from plyfile import PlyData
+
+    g = _random_gaussians(10, 3)
+    path = tmp_path / "g.ply"
+    g.save_ply(path)
+    raw = path.read_bytes()
+    head = raw[: raw.index(b"end_header\n") + len(b"end_header\n")].decode()
+    names = [line.split()[-1] for line in head.splitlines() if line.startswith("property")]
+    want = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(45)]
+            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+    assert names == want
+    assert "format binary_little_endian 1.0" in head and "element vertex 10" in head
+    assert all(line.startswith("property float ") for line in head.splitlines() if line.startswith("property"))
+    assert len(raw) == len(head) + 10 * 62 * 4
+    v = PlyData.read(str(path))["vertex"].data  # an independent reader
+    assert np.array_equal(v["f_rest_0"], g.shN[:, 0, 0].numpy())  # channel-major: red first
+    assert np.array_equal(v["f_rest_15"], g.shN[:, 0, 1].numpy())
+    assert np.array_equal(v["f_rest_16"], g.shN[:, 1, 1].numpy())
+    assert np.array_equal(v["opacity"], g.opacity_logits.numpy())
+    assert np.array_equal(v["rot_0"], g.quats[:, 0].numpy())
+    assert (v["nx"] == 0).all()
+
+
+def test_gsplat_export_without_normals_loads(tmp_path):
+    from gsplat import export_splats
+
+    g = _random_gaussians(40, 3, seed=7)
+    path = tmp_path / "gsplat.ply"
+    export_splats(g.means, g.log_scales, g.quats, g.opacity_logits, g.sh0, g.shN, format="ply", save_to=str(path))
+    assert b"property float nx" not in path.read_bytes()[:2000]
+    assert _same(Gaussians.load_ply(path), g)
+
+
+def test_other_property_order_and_types_load(tmp_path):
+    """Another writer: ASCII, doubles, properties shuffled, an extra property and element."""
+    from plyfile import PlyData, PlyElement
+
+    g = _random_gaussians(12, 1, seed=3)
+    cols = {"x": g.means[:, 0], "y": g.means[:, 1], "z": g.means[:, 2], "opacity": g.opacity_logits}
+    cols.update({f"f_dc_{c}": g.sh0[:, 0, c] for c in range(3)})
+    cols.update({f"f_rest_{c * 3 + k}": g.shN[:, k, c] for c in range(3) for k in range(3)})
+    cols.update({f"scale_{i}": g.log_scales[:, i] for i in range(3)})
+    cols.update({f"rot_{i}": g.quats[:, i] for i in range(4)})
+    cols["filter_id"] = torch.zeros(12)
+    names = sorted(cols, reverse=True)
+    arr = np.empty(12, dtype=[(k, "f8") for k in names])
+    for k in names:
+        arr[k] = cols[k].double().numpy()
+    PlyData([PlyElement.describe(arr, "vertex"), PlyElement.describe(np.zeros(1, [("v", "i4")]), "extra")],
+            text=True).write(str(tmp_path / "ascii.ply"))
+    back = Gaussians.load_ply(tmp_path / "ascii.ply")
+    for a, b in zip(back.params().values(), g.params().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_bad_plys(tmp_path):
+    from plyfile import PlyData, PlyElement
+
+    _cloud(5).save_ply(tmp_path / "points.ply")
+    with pytest.raises(ValueError, match="not a 3DGS Gaussian ply.*f_dc_0"):
+        Gaussians.load_ply(tmp_path / "points.ply")
+    (tmp_path / "junk.ply").write_bytes(b"hello world\n")
+    with pytest.raises(ValueError, match="not a readable PLY"):
+        Gaussians.load_ply(tmp_path / "junk.ply")
+    with pytest.raises(FileNotFoundError):
+        Gaussians.load_ply(tmp_path / "missing.ply")
+    g = _random_gaussians(4, 1)
+    g.save_ply(tmp_path / "ok.ply")
+    v = PlyData.read(str(tmp_path / "ok.ply"))["vertex"].data
+    # 0 Gaussians
+    PlyData([PlyElement.describe(v[:0], "vertex")]).write(str(tmp_path / "empty.ply"))
+    with pytest.raises(ValueError, match="no Gaussians"):
+        Gaussians.load_ply(tmp_path / "empty.ply")
+    # NaN parameters
+    bad = v.copy()
+    bad["scale_1"][2] = np.nan
+    PlyData([PlyElement.describe(bad, "vertex")]).write(str(tmp_path / "nan.ply"))
+    with pytest.raises(ValueError, match="non-finite"):
+        Gaussians.load_ply(tmp_path / "nan.ply")
+    # f_rest count that is no SH degree
+    names = [n for n in v.dtype.names if n not in ("f_rest_8", "f_rest_7", "f_rest_6")]
+    cut = np.empty(len(v), dtype=[(n, "f4") for n in names])
+    for n in names:
+        cut[n] = v[n]
+    PlyData([PlyElement.describe(cut, "vertex")]).write(str(tmp_path / "rest.ply"))
+    with pytest.raises(ValueError, match="f_rest"):
+        Gaussians.load_ply(tmp_path / "rest.ply")
+
+
+def test_bad_gaussians():
+    with pytest.raises(ValueError, match="empty point cloud"):
+        Gaussians.from_points(PointCloud.empty())
+    with pytest.raises(ValueError, match="at least one"):
+        Gaussians(torch.zeros(0, 3), torch.zeros(0, 4), torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, 1, 3),
+                  torch.zeros(0, 0, 3))
+    g = _random_gaussians(5, 1)
+    fields = list(g.params().values())
+    fields[2] = fields[2].clone()
+    fields[2][3, 1] = float("nan")
+    with pytest.raises(ValueError, match="log_scales has non-finite.*index 3"):
+        Gaussians(*fields)
+    with pytest.raises(ValueError, match="shN"):
+        Gaussians(*list(g.params().values())[:5], torch.zeros(5, 2, 3))
+    pc = _cloud(5)
+    with pytest.raises(ValueError, match="radius must be > 0"):
+        Gaussians.from_points(PointCloud(pc.xyz, pc.rgb, torch.zeros(5)))
+    with pytest.raises(ValueError, match="opacity"):
+        Gaussians.from_points(pc, opacity=1.0)
+    # A NaN that appears in place after construction is caught before it reaches a file.
+    g.means.data[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        g.save_ply("/nonexistent/never_written.ply")
+
+
+def test_bad_render_inputs():
+    g = _random_gaussians(5, 1)
+    with pytest.raises(ValueError, match="width must be a positive integer"):
+        Camera(torch.eye(3), torch.eye(4), 0, 10)
+    with pytest.raises(TypeError, match="Camera"):
+        g.render("not a camera")
+    cam = Camera.from_fov(60.0, 8, 8)
+    with pytest.raises(ValueError, match="sh_degree"):
+        g.render(cam, sh_degree=2)
+    with pytest.raises(ValueError, match="CUDA"):
+        g.render(cam, backend="gsplat")
+    means, quats, scales, op, sh = random_scene(4)
+    with pytest.raises(ValueError, match="sh must have shape"):
+        rasterize(means, quats, scales, op, sh[:3], cam)
+    with pytest.raises(ValueError, match="1, 4, 9, 16 or 25"):
+        rasterize(means, quats, scales, op, sh[:, :3], cam)
+
+
+def test_infinite_opacity_logits_load_as_opaque_or_transparent(tmp_path):
+    """splat-transform writes an opacity of exactly 1 (or 0) as a +inf (-inf) logit."""
+    from plyfile import PlyData, PlyElement
+
+    g = _random_gaussians(4, 0)
+    g.save_ply(tmp_path / "ok.ply")
+    v = PlyData.read(str(tmp_path / "ok.ply"))["vertex"].data.copy()
+    v["opacity"][1], v["opacity"][2] = np.inf, -np.inf
+    PlyData([PlyElement.describe(v, "vertex")]).write(str(tmp_path / "inf.ply"))
+    back = Gaussians.load_ply(tmp_path / "inf.ply")
+    assert float(back.opacities[1]) == 1.0 and float(back.opacities[2]) < 1e-12
+    assert torch.isfinite(back.opacity_logits).all()

@@ -1,0 +1,103 @@
+"""A real client reads what we write: the SuperSplat team's converter, splat-transform
+(``@playcanvas/splat-transform``, Node.js), converts our gaussians.ply to other formats and back.
+
+The package is installed once with npm into a cache folder (``$SPLAT_TRANSFORM_DIR``, default
+``~/.cache/dreamer/splat-transform``; CI installs it there beforehand). The test is skipped only
+when Node's ``npx`` is missing.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+from dreamer.splats import Gaussians
+from dreamer.splats.gaussians import rgb_to_sh0, sh0_to_rgb
+
+VERSION = "2.7.1"  # the newest release whose engines accept Node 20 (3.x asks for Node >= 22)
+
+
+@pytest.fixture(scope="module")
+def splat_transform() -> str:
+    if shutil.which("npx") is None:
+        pytest.skip("npx (Node.js) is not installed, so splat-transform cannot run")
+    prefix = Path(os.environ.get("SPLAT_TRANSFORM_DIR", Path.home() / ".cache" / "dreamer" / "splat-transform"))
+    exe = prefix / "node_modules" / ".bin" / "splat-transform"
+    if not exe.exists():
+        prefix.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                        f"@playcanvas/splat-transform@{VERSION}"], check=True, timeout=600,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return str(exe)
+
+
+def _convert(exe: str, src: Path, dst: Path) -> None:
+    r = subprocess.run([exe, "-w", str(src), str(dst)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and dst.exists(), f"splat-transform {src.name} -> {dst.name} failed:\n{r.stdout}"
+
+
+@pytest.fixture
+def ours(tmp_path) -> tuple[Gaussians, Path]:
+    g = torch.Generator().manual_seed(0)
+    n = 600
+    gs = Gaussians(
+        means=torch.randn(n, 3, generator=g) * torch.tensor([2.0, 1.0, 3.0]),
+        quats=torch.randn(n, 4, generator=g),
+        log_scales=torch.randn(n, 3, generator=g) - 4.0,
+        opacity_logits=torch.randn(n, generator=g) * 2,
+        sh0=rgb_to_sh0(torch.rand(n, 1, 3, generator=g)),  # colours inside [0, 1]
+        shN=torch.randn(n, 15, 3, generator=g) * 0.2,
+    )
+    path = tmp_path / "gaussians.ply"
+    gs.save_ply(path)
+    return gs, path
+
+
+def test_splat_transform_reads_and_rewrites_our_ply_exactly(splat_transform, ours, tmp_path):
+    g, path = ours
+    _convert(splat_transform, path, tmp_path / "rewritten.ply")
+    back = Gaussians.load_ply(tmp_path / "rewritten.ply")
+    assert len(back) == len(g)
+    for a, b in zip(back.params().values(), g.params().values()):
+        assert torch.equal(a, b)
+
+
+def test_splat_transform_compressed_round_trip(splat_transform, ours, tmp_path):
+    """ply -> SuperSplat's compressed.ply (quantized per chunk of 256 splats) -> ply: every
+    Gaussian comes back (in another order) within the format's quantization steps."""
+    from scipy.spatial import cKDTree
+
+    g, path = ours
+    _convert(splat_transform, path, tmp_path / "s.compressed.ply")
+    assert (tmp_path / "s.compressed.ply").stat().st_size < path.stat().st_size / 3
+    _convert(splat_transform, tmp_path / "s.compressed.ply", tmp_path / "back.ply")
+    back = Gaussians.load_ply(tmp_path / "back.ply")
+    assert len(back) == len(g)
+    # The converter reorders the splats (spatial chunks): match each one by position.
+    _, idx = cKDTree(back.means.numpy()).query(g.means.numpy())
+    assert len(set(idx.tolist())) == len(g)
+    b = {k: v[torch.from_numpy(idx)] for k, v in back.params().items()}
+    a = g.params()
+    margin = 1.05
+
+    def step(t: Tensor, bits: int) -> Tensor:  # half a quantization step over the full range, per axis
+        return 0.5 * (t.amax(0) - t.amin(0)) / (2**bits - 1) * margin
+
+    # Positions and log scales: 11/10/11 bits within each chunk's bounds (<= the global range).
+    assert ((a["means"] - b["means"]).abs() <= step(a["means"], 10)).all()
+    assert ((a["scales"] - b["scales"]).abs() <= step(a["scales"], 10)).all()
+    # Colour and opacity: 8 bits in [0, 1].
+    assert ((sh0_to_rgb(a["sh0"]) - sh0_to_rgb(b["sh0"])).abs() <= 0.5 / 255 * margin).all()
+    assert ((torch.sigmoid(a["opacities"]) - torch.sigmoid(b["opacities"])).abs() <= 0.5 / 255 * margin).all()
+    # Higher SH: 8 bits over [-4, 4].
+    assert ((a["shN"] - b["shN"]).abs() <= 0.5 * 8 / 255 * margin).all()
+    # Rotations: unit quaternions up to sign, smallest-three with 10 bits.
+    qa = a["quats"] / a["quats"].norm(dim=1, keepdim=True)
+    qb = b["quats"] / b["quats"].norm(dim=1, keepdim=True)
+    assert (1 - (qa * qb).sum(1).abs() <= 1e-4).all()
+
