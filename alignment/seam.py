@@ -330,6 +330,7 @@ def align_depth(
     ring_radius: int = 2,
     min_pixels: int = 32,
     trend: int = 0,
+    anchor_tolerance: float | None = 0.25,
 ) -> AlignedDepth:
     """Align a view's estimated z-depth to the existing geometry along the view's rays.
 
@@ -351,6 +352,12 @@ def align_depth(
         trend: degree of the smooth trend of the depth ratio fitted on all known pixels after
             the global fit (:func:`alignment.trend.fit_log_trend`; 0 = none). It extrapolates a
             tilt of the estimate into border strips, which the seam correction cannot.
+
+        anchor_tolerance: known pixels whose log-ratio to the (scaled) estimate is further than
+            this from 0 do not anchor the seam (None: all do). A smooth distortion of +-20%
+            stays well inside 0.25; a point that overhangs a silhouette (the reference sees the
+            foreground, the estimate the background behind it) is far outside, and as an anchor
+            it would pull a whole disocclusion hole onto the foreground.
 
     Returns:
         :class:`AlignedDepth`; ``depth`` has the dtype and device of ``estimated``.
@@ -390,7 +397,8 @@ def align_depth(
         safe_ref = torch.where(known, reference, torch.ones_like(reference))
         safe_scaled = torch.where(known, scaled, torch.ones_like(scaled))
         log_ratio = torch.log(safe_ref.double() / safe_scaled.double())
-        correction = seam_correction(log_ratio, known, hole, decay=decay, ring_radius=ring_radius)
+        anchors = known if anchor_tolerance is None else known & (log_ratio.abs() <= anchor_tolerance)
+        correction = seam_correction(log_ratio, anchors, hole, decay=decay, ring_radius=ring_radius)
     else:
         correction = torch.zeros_like(estimated, dtype=torch.float64)
     depth = (scaled.double() * torch.exp(correction)).to(estimated.dtype)

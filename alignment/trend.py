@@ -34,7 +34,7 @@ def _design(x: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
 
 
 def fit_log_trend(log_ratio: Tensor, mask: Tensor, *, degree: int = 1, iterations: int = 6, tukey_c: float = 4.685,
-                  ridge: float = 0.05, max_log: float = 0.3, min_pixels: int = 64) -> Tensor:
+                  ridge: float = 0.005, max_log: float = 0.3, min_pixels: int = 64) -> Tensor:
     """A smooth field [H,W] (float64) fitting ``log_ratio`` [H,W] on ``mask`` [H,W] (bool).
 
     ``degree`` 1 is a plane in (x, y) over the image (a tilt), 2 adds curvature; 0 gives a

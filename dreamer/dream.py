@@ -48,7 +48,7 @@ class DreamConfig:
     """Margin in pixels by which holes are grown for the inpainter."""
     align_shift: bool = False
     """Fit scale and shift (instead of scale only) of the estimated depth to the rendered depth."""
-    align_trend: int = 0
+    align_trend: int = 2
     """Degree of a smooth trend of the depth ratio fitted on the overlap before the seam correction (0 = none, 1 = tilt, 2 = curvature)."""
     seam_correction: bool = True
     """Apply the smooth seam correction after the scale fit."""

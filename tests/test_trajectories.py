@@ -31,7 +31,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "trajectories"
 CD = 2.0  # scene-centre depth used throughout
 
 # Small sizes for the render presets so the whole file runs in about a second.
-SMALL = {"back_and_forth": {"n": 21}, "llff": {"n": 40}, "headbanging": {"n": 36}}
+SMALL = {"back_and_forth": {"n": 21}, "llff": {"n": 40}, "headbanging": {"n": 36}, "rotate360": {"n": 10}}
 
 
 @pytest.fixture
@@ -120,11 +120,13 @@ def test_lookdown_rows(first):
 
 
 def test_rotate360(first):
-    traj = make_trajectory("rotate360", first, CD)
+    traj = make_trajectory("rotate360", first, CD, n=10)
     assert len(traj) == 10 and traj.cameras[0] is first
     yaws = [yaw_pitch(c)[0] % 360.0 for c in traj.cameras]
     assert np.allclose(yaws, np.arange(10) * 36.0, atol=1e-4)
     assert all(torch.allclose(c.center, first.center) for c in traj.cameras)
+    auto = make_trajectory("rotate360", first, CD)  # steps of at most half the field of view
+    assert 360.0 / len(auto) <= first.fov_x / 2 + 1e-6 and 360.0 / (len(auto) - 1) > first.fov_x / 2
     alt = make_trajectory("rotate360", first, CD, n=10, order="alternate")
     alt_yaws = [round(yaw_pitch(c)[0], 3) for c in alt.cameras]
     assert alt_yaws[:5] == [0.0, 36.0, -36.0, 72.0, -72.0]

@@ -1,0 +1,58 @@
+"""Checkpoints of the dream loop: resume a scene exactly where it stopped.
+
+A checkpoint folder holds one file per finished view (written once) and the merged point cloud
+after the last finished view (rewritten after each view), both atomically. The cloud file names
+how many views it includes, so a crash between the two writes can never pair a cloud with the
+wrong views.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dreamer.cameras import Camera
+from dreamer.io import atomic_path
+from dreamer.pointcloud import PointCloud
+from dreamer.scene import DreamResult, DreamView
+
+__all__ = ["save_checkpoint", "load_checkpoint"]
+
+
+def _view_file(folder: Path, index: int) -> Path:
+    return folder / f"view_{index:03d}.pt"
+
+
+def save_checkpoint(folder: str | Path, result: DreamResult) -> None:
+    """Write the views that are not on disk yet, then the cloud (tagged with the view count)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, v in enumerate(result.views):
+        path = _view_file(folder, i)
+        if path.exists():
+            continue
+        with atomic_path(path) as tmp:
+            torch.save({"camera": v.camera.to_dict(), "image": v.image.cpu(), "depth": v.depth.cpu(),
+                        "mask": v.mask.cpu(), "prompt": v.prompt, "stats": v.stats}, tmp)
+    p = result.points
+    with atomic_path(folder / "points.pt") as tmp:
+        torch.save({"views": len(result.views), "xyz": p.xyz.cpu(), "rgb": p.rgb.cpu(), "radius": p.radius.cpu()}, tmp)
+
+
+def load_checkpoint(folder: str | Path) -> DreamResult | None:
+    """The result saved in ``folder``, or None when there is no usable checkpoint."""
+    folder = Path(folder)
+    points_file = folder / "points.pt"
+    if not points_file.exists():
+        return None
+    state = torch.load(points_file, map_location="cpu", weights_only=True)
+    n = int(state["views"])
+    views = []
+    for i in range(n):
+        path = _view_file(folder, i)
+        if not path.exists():
+            return None
+        v = torch.load(path, map_location="cpu", weights_only=True)
+        views.append(DreamView(Camera.from_dict(v["camera"]), v["image"], v["depth"], v["mask"], v["prompt"], v["stats"]))
+    return DreamResult(PointCloud(state["xyz"], state["rgb"], state["radius"]), views)

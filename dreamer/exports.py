@@ -1,0 +1,93 @@
+"""Files a dreamed scene leaves behind: views, cameras, transforms.json, point cloud.
+
+Layout of a scene folder (every file written atomically):
+
+    views/NNN.png            the completed view (RGB)
+    views/NNN_depth.npy      its aligned z-depth, float32 metres (the loop's depth)
+    views/NNN_depth.png      the same as a 16-bit PNG in millimetres
+    views/NNN_mask.png       white where the view added new points
+    points.ply               the merged cloud: x y z red green blue (+ radius)
+    cameras.json             our convention: OpenCV axes, c2w, K per view, prompt, alignment stats
+    transforms.json          nerfstudio / instant-ngp layout (OpenGL axes), to train other tools
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from dreamer.cameras import Camera, opencv_to_opengl
+from dreamer.io import save_depth_npy, save_depth_png16, save_image, write_json
+from dreamer.scene import DreamResult, DreamView
+
+__all__ = ["view_paths", "write_view", "write_cameras_json", "write_transforms_json", "write_scene"]
+
+
+def view_paths(index: int) -> dict[str, str]:
+    """Relative paths of the files of view ``index``."""
+    stem = f"views/{index:03d}"
+    return {
+        "image": f"{stem}.png",
+        "depth_npy": f"{stem}_depth.npy",
+        "depth_png": f"{stem}_depth.png",
+        "mask": f"{stem}_mask.png",
+    }
+
+
+def write_view(out: Path, index: int, view: DreamView) -> None:
+    paths = view_paths(index)
+    save_image(out / paths["image"], view.image)
+    save_depth_npy(out / paths["depth_npy"], view.depth)
+    save_depth_png16(out / paths["depth_png"], view.depth)
+    save_image(out / paths["mask"], view.mask)
+
+
+def _finite(stats: dict) -> dict:
+    """JSON has no NaN: write None for non-finite floats."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in stats.items()}
+
+
+def write_cameras_json(path: Path, cameras: list[Camera], views: list[DreamView] | None = None) -> None:
+    """Our convention (OpenCV axes, c2w) with the prompt and statistics of each dreamed view."""
+    frames = []
+    for i, cam in enumerate(cameras):
+        entry = {"index": i, **cam.to_dict()}
+        if views is not None and i < len(views):
+            entry["prompt"] = views[i].prompt
+            entry["image"] = view_paths(i)["image"]
+            entry["stats"] = _finite(views[i].stats)
+        frames.append(entry)
+    write_json(path, {"convention": "opencv", "depth": "z-depth", "cameras": frames})
+
+
+def write_transforms_json(path: Path, views: list[DreamView]) -> None:
+    """nerfstudio / instant-ngp ``transforms.json``: per-frame intrinsics, OpenGL-axes c2w."""
+    frames = []
+    for i, v in enumerate(views):
+        cam = v.camera
+        paths = view_paths(i)
+        frames.append({
+            "file_path": paths["image"],
+            "depth_file_path": paths["depth_png"],
+            "mask_path": paths["mask"],
+            "fl_x": cam.fx, "fl_y": cam.fy, "cx": cam.cx, "cy": cam.cy, "w": cam.width, "h": cam.height,
+            "transform_matrix": opencv_to_opengl(cam.c2w.cpu()).tolist(),
+        })
+    cam0 = views[0].camera
+    write_json(path, {
+        "camera_model": "OPENCV",
+        "fl_x": cam0.fx, "fl_y": cam0.fy, "cx": cam0.cx, "cy": cam0.cy, "w": cam0.width, "h": cam0.height,
+        "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+        "depth_unit_scale_factor": 1e-3,  # depth PNGs are millimetres
+        "frames": frames,
+    })
+
+
+def write_scene(out: Path, result: DreamResult) -> None:
+    """Every view, the point cloud, cameras.json and transforms.json."""
+    out = Path(out)
+    for i, view in enumerate(result.views):
+        write_view(out, i, view)
+    result.points.save_ply(out / "points.ply")
+    write_cameras_json(out / "cameras.json", [v.camera for v in result.views], result.views)
+    write_transforms_json(out / "transforms.json", result.views)

@@ -1,0 +1,84 @@
+"""Ground-truth accuracy of a dreamed scene against the procedural world."""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from dreamer.backends import DepthEstimator
+from dreamer.scene import DreamResult
+
+__all__ = ["world_metrics"]
+
+
+def _abs_rel(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
+    if not mask.any():
+        return float("nan")
+    return float(((depth[mask] - truth[mask]).abs() / truth[mask]).mean())
+
+
+def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor) -> float:
+    """Median over 4-adjacent pairs (p new, q not new) of the error of the depth step across the
+    seam: |(depth[p] - depth[q]) - (truth[p] - truth[q])| / truth[q]. A real discontinuity at
+    the seam (a disocclusion) is not an error; a step that the truth does not have is."""
+    errs = []
+    H, W = depth.shape
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        ys, ye, xs, xe = max(0, -dy), min(H, H - dy), max(0, -dx), min(W, W - dx)
+        p = (slice(ys, ye), slice(xs, xe))
+        q = (slice(ys + dy, ye + dy), slice(xs + dx, xe + dx))
+        pair = new[p] & ~new[q]
+        step = depth[p][pair] - depth[q][pair]
+        true_step = truth[p][pair] - truth[q][pair]
+        errs.append((step - true_step).abs() / truth[q][pair])
+    e = torch.cat(errs)
+    return float(e.median()) if e.numel() else float("nan")
+
+
+def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | None = None) -> dict:
+    """Errors of ``result`` against ``world`` (a ProceduralWorld).
+
+    Per dreamed view (not the first): AbsRel of the new pixels' depth after alignment and, when
+    ``depth_estimator`` is given, of its raw estimate (before alignment); the seam jump error
+    (the depth step across the seam minus the true step, relative), after and before alignment. For the cloud: mean distance of the points to the true surface, absolute and as a
+    fraction of the world's extent, and the point count.
+    """
+    per_view = []
+    for k, view in enumerate(result.views[1:], start=1):
+        truth = world.render(view.camera).depth.to(view.depth)
+        row = {"view": k, "new_pixels": int(view.mask.sum()),
+               "abs_rel_aligned": _abs_rel(view.depth, truth, view.mask),
+               "seam_jump": _seam_error(view.depth, truth, view.mask),
+               "scale": view.stats.get("scale", float("nan"))}
+        if depth_estimator is not None and view.mask.any():
+            raw = depth_estimator.estimate(view.image, camera=view.camera).to(view.depth)
+            row["abs_rel_unaligned"] = _abs_rel(raw, truth, view.mask)
+            row["seam_jump_unaligned"] = _seam_error(torch.where(view.mask, raw, view.depth), truth, view.mask)
+        per_view.append(row)
+
+    dist = world.distance_to_surface(result.points.xyz)
+    extent = float(world.extent)
+
+    def pooled(key: str) -> float:
+        """Mean over views weighted by their new pixels."""
+        rows = [r for r in per_view if key in r and r["new_pixels"] > 0 and r[key] == r[key]]
+        total = sum(r["new_pixels"] for r in rows)
+        return sum(r[key] * r["new_pixels"] for r in rows) / total if total else float("nan")
+
+    def median(key: str) -> float:
+        vals = [r[key] for r in per_view if r.get(key) is not None and r[key] == r[key]]
+        return statistics.median(vals) if vals else float("nan")
+
+    return {
+        "views": len(result.views),
+        "points": len(result.points),
+        "abs_rel_aligned": pooled("abs_rel_aligned"),
+        "abs_rel_unaligned": pooled("abs_rel_unaligned"),
+        "seam_jump_median": median("seam_jump"),
+        "seam_jump_unaligned_median": median("seam_jump_unaligned"),
+        "point_to_surface_mean": float(dist.mean()),
+        "point_to_surface_rel_extent": float(dist.mean()) / extent,
+        "world_extent": extent,
+        "per_view": per_view,
+    }

@@ -1,0 +1,131 @@
+"""The dream loop on the procedural world: accuracy against ground truth, merge, bad input."""
+
+import pytest
+import torch
+
+from dreamer import Camera, DreamConfig, dream
+from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
+from dreamer.cameras import DEFAULT_FOCAL_512
+from dreamer.metrics import world_metrics
+from dreamer.render import lift
+from dreamer.trajectories import center_depth_from, make_trajectory
+from dreamer.worlds import ProceduralWorld
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def world():
+    return ProceduralWorld()
+
+
+@pytest.fixture(scope="module")
+def first(world):
+    cam = Camera.from_focal(DEFAULT_FOCAL_512 * SIZE / 512, SIZE, SIZE)
+    return cam, world.render(cam)
+
+
+def run(world, first, name, *, errors=True, n=None, config=DreamConfig(), **params):
+    cam, truth = first
+    est = WorldDepthEstimator(world, seed=3) if errors else WorldDepthEstimator(
+        world, scale_range=(1.0, 1.0), distortion=0.0, noise=0.0)
+    if n is not None:
+        params["n"] = n
+    traj = make_trajectory(name, cam, center_depth_from(truth.depth), **params)
+    result = dream(truth.image, traj.cameras, "a room", inpainter=WorldInpainter(world), depth_estimator=est,
+                   depth=truth.depth, config=config)
+    return result, world_metrics(result, world, est)
+
+
+def test_exact_depth_gives_exact_geometry(world, first):
+    result, m = run(world, first, "lookaround", errors=False, n=5)
+    assert len(result.views) == 5
+    assert m["abs_rel_aligned"] < 0.01
+    assert m["point_to_surface_rel_extent"] < 0.002
+
+
+@pytest.mark.parametrize("name, params", [("lookaround", {"n": 7}), ("forward", {"n": 4}), ("orbit", {"n": 5})])
+def test_alignment_fixes_scale_and_distortion(world, first, name, params):
+    """Thresholds set from bench/bench_dream.py with margin, at this small size."""
+    result, m = run(world, first, name, **params)
+    assert m["abs_rel_unaligned"] > 0.10
+    assert m["abs_rel_aligned"] < 0.05
+    assert m["seam_jump_median"] < 0.02
+    assert m["point_to_surface_rel_extent"] < 0.02
+    for v in result.views[1:]:
+        assert v.depth.shape == (SIZE, SIZE) and v.mask.dtype == torch.bool
+        assert torch.isfinite(v.depth).all() and (v.depth > 0).all()
+
+
+def test_rerunning_the_trajectory_does_not_grow_the_cloud(world, first):
+    cam, truth = first
+    traj = make_trajectory("lookaround", cam, center_depth_from(truth.depth), n=5)
+    counts = {}
+    dream(truth.image, traj.cameras + traj.cameras[1:], "", inpainter=WorldInpainter(world),
+          depth_estimator=WorldDepthEstimator(world, seed=1), depth=truth.depth,
+          on_view=lambda r: counts.__setitem__(len(r.views), len(r.points)))
+    assert counts[9] <= 1.05 * counts[5]
+
+
+def test_only_hole_pixels_become_points(world, first):
+    result, _ = run(world, first, "lookaround", n=3)
+    total = sum(int(v.mask.sum()) for v in result.views)
+    assert len(result.points) <= total
+    assert not result.views[1].mask.all()  # the overlap with view 0 added nothing
+
+
+def test_progress_and_resume_reproduce_an_uninterrupted_run(world, first):
+    cam, truth = first
+    traj = make_trajectory("lookaround", cam, center_depth_from(truth.depth), n=4)
+    kwargs = dict(inpainter=WorldInpainter(world), depth_estimator=WorldDepthEstimator(world, seed=2), depth=truth.depth)
+    calls = []
+    full = dream(truth.image, traj.cameras, "", on_progress=lambda *a: calls.append(a), **kwargs)
+    assert calls[-1] == ("dream", 4, 4) and len(calls) == 4
+    partial = dream(truth.image, traj.cameras[:2], "", **kwargs)
+    resumed = dream(truth.image, traj.cameras, "", resume=partial, **kwargs)
+    assert torch.equal(resumed.points.xyz, full.points.xyz)
+    assert torch.equal(resumed.views[-1].image, full.views[-1].image)
+
+
+def test_per_view_prompts_reach_the_inpainter(world, first):
+    cam, truth = first
+    traj = make_trajectory("lookaround", cam, center_depth_from(truth.depth), n=3)
+    seen = []
+
+    class Recorder(WorldInpainter):
+        def inpaint(self, image, mask, prompt, *, camera, generator=None):
+            seen.append(prompt)
+            return super().inpaint(image, mask, prompt, camera=camera, generator=generator)
+
+    dream(truth.image, traj.cameras, ["a", "b", "c"], inpainter=Recorder(world),
+          depth_estimator=WorldDepthEstimator(world), depth=truth.depth)
+    assert seen == ["b", "c"]
+
+
+def test_lift_then_dream_same_view_adds_nothing(world, first):
+    cam, truth = first
+    result = dream(truth.image, [cam, cam], "", inpainter=WorldInpainter(world),
+                   depth_estimator=WorldDepthEstimator(world), depth=truth.depth)
+    first_view = int(result.views[0].mask.sum())  # all pixels but the stretched ones
+    assert 0.9 * SIZE * SIZE < first_view <= len(lift(truth.image, truth.depth, cam))
+    assert len(result.points) == first_view
+    assert not result.views[1].mask.any()
+
+
+def test_bad_inputs_fail_before_any_work(world, first):
+    cam, truth = first
+    inp, est = WorldInpainter(world), WorldDepthEstimator(world)
+    with pytest.raises(ValueError, match="at least one camera"):
+        dream(truth.image, [], "", inpainter=inp, depth_estimator=est)
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        dream(truth.image[:50], [cam], "", inpainter=inp, depth_estimator=est)
+    with pytest.raises(ValueError, match="non-finite"):
+        dream(truth.image, [cam], "", inpainter=inp, depth_estimator=est, depth=torch.full_like(truth.depth, float("nan")))
+    with pytest.raises(ValueError, match="<= 0"):
+        dream(truth.image, [cam], "", inpainter=inp, depth_estimator=est, depth=-truth.depth)
+    with pytest.raises(ValueError, match="float32"):
+        dream(truth.image.double(), [cam], "", inpainter=inp, depth_estimator=est)
+    with pytest.raises(ValueError, match="2 prompts for 1 cameras"):
+        dream(truth.image, [cam], ["a", "b"], inpainter=inp, depth_estimator=est)
+    with pytest.raises(TypeError, match="Camera"):
+        dream(truth.image, [cam, "not a camera"], "", inpainter=inp, depth_estimator=est)

@@ -1,0 +1,145 @@
+"""The command line: every output file, resume, batch, shards, failures, missing models."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dreamer.io import read_json
+from dreamer.pointcloud import PointCloud
+from dreamer.run import _parse_shard, load_batch, main
+
+SMALL = ["--width", "64", "--height", "64", "--no-splats", "-q"]
+
+
+def run_cli(*args):
+    return main([*map(str, args)])
+
+
+def test_synthetic_run_writes_every_file(tmp_path):
+    out = tmp_path / "demo"
+    assert run_cli("--models", "synthetic", "--trajectory", "lookaround", "--views", 3, "--out", out, *SMALL) == 0
+    for name in ("points.ply", "cameras.json", "transforms.json", "metrics.json", "config.json", "run.log",
+                 "first_view.png", "prompt.txt", "DONE"):
+        assert (out / name).exists(), name
+    for i in range(3):
+        for suffix in (".png", "_depth.npy", "_depth.png", "_mask.png"):
+            assert (out / "views" / f"{i:03d}{suffix}").exists()
+    depth = np.load(out / "views" / "001_depth.npy")
+    assert depth.shape == (64, 64) and np.isfinite(depth).all() and (depth > 0).all()
+    cloud = PointCloud.load_ply(out / "points.ply")
+    assert len(cloud) > 64 * 64 and cloud.rgb.max() <= 1.0
+    cams = read_json(out / "cameras.json")
+    assert cams["convention"] == "opencv" and len(cams["cameras"]) == 3
+    tf = read_json(out / "transforms.json")
+    assert len(tf["frames"]) == 3 and (out / tf["frames"][1]["file_path"]).exists()
+    # transforms.json holds OpenGL-axes c2w: its -z column is our +z (viewing) direction
+    c2w_gl = torch.tensor(tf["frames"][1]["transform_matrix"])
+    c2w_cv = torch.tensor(cams["cameras"][1]["c2w"])
+    assert torch.allclose(-c2w_gl[:3, 2], c2w_cv[:3, 2], atol=1e-6)
+    m = read_json(out / "metrics.json")
+    assert m["views"] == 3 and m["abs_rel_aligned"] < m["abs_rel_unaligned"]
+    cfg = read_json(out / "config.json")
+    assert cfg["scene"]["trajectory"] == "lookaround" and cfg["models"]["models"] == "synthetic" and cfg["hash"]
+
+
+def test_rerun_skips_and_changed_config_starts_over(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["--models", "synthetic", "--views", 2, "--out", out, *SMALL]
+    assert run_cli(*args) == 0
+    stamp = (out / "points.ply").stat().st_mtime_ns
+    assert run_cli(*args) == 0
+    assert "1 skipped" in capsys.readouterr().out
+    assert (out / "points.ply").stat().st_mtime_ns == stamp
+    assert run_cli(*args, "--grow-px", 5) == 0
+    assert (out / "points.ply").stat().st_mtime_ns != stamp
+    assert read_json(out / "config.json")["dream"]["grow_px"] == 5
+
+
+def test_config_file_round_trip(tmp_path):
+    out = tmp_path / "a"
+    assert run_cli("--models", "synthetic", "--views", 2, "--close-px", 2, "--out", out, *SMALL) == 0
+    out2 = tmp_path / "b"
+    assert run_cli("--config", out / "config.json", "--out", out2, "-q") == 0
+    a, b = read_json(out / "config.json"), read_json(out2 / "config.json")
+    assert a["hash"] == b["hash"] and b["dream"]["close_px"] == 2
+
+
+def _write_batch(path: Path, scenes):
+    path.write_text("\n".join(json.dumps(s) for s in scenes) + "\n")
+
+
+def test_batch_with_a_failing_scene(tmp_path, capsys):
+    batch = tmp_path / "scenes.jsonl"
+    _write_batch(batch, [
+        {"name": "good", "models": "synthetic", "views": 2},
+        {"name": "bad", "models": "synthetic", "image": str(tmp_path / "missing.png")},
+        {"name": "also-good", "models": "synthetic", "views": 2, "trajectory": "forward"},
+    ])
+    code = run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "2 done" in text and "1 failed" in text and "missing.png" in text
+    assert (tmp_path / "runs" / "good" / "DONE").exists() and (tmp_path / "runs" / "also-good" / "DONE").exists()
+    assert "Traceback" in (tmp_path / "runs" / "bad" / "run.log").read_text()
+
+
+def test_shards_cover_the_batch_exactly_once(tmp_path):
+    batch = tmp_path / "scenes.yaml"
+    batch.write_text("scenes:\n" + "".join(f"  - {{name: s{i}, models: synthetic, views: 1}}\n" for i in range(5)))
+    for i in range(3):
+        assert run_cli("--batch", batch, "--out", tmp_path / "runs", "--shard", f"{i}/3", *SMALL) == 0
+    done = sorted(p.parent.name for p in (tmp_path / "runs").glob("*/DONE"))
+    assert done == [f"s{i}" for i in range(5)]
+    assert _parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "a/b", "1/0"):
+        with pytest.raises(ValueError):
+            _parse_shard(bad)
+
+
+def test_batch_file_errors_are_clear(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": \n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2"):
+        load_batch(bad)
+    unknown = tmp_path / "unknown.jsonl"
+    _write_batch(unknown, [{"promt": "typo"}])
+    with pytest.raises(SystemExit) as e:
+        run_cli("--batch", unknown, "--out", tmp_path / "r", "-q")
+    assert e.value.code == 2
+
+
+def test_tiny_models_text_image_and_rgbd(tmp_path):
+    base = ["--models", "tiny", "--steps", 2, "--views", 2, "--trajectory", "lookaround", *SMALL]
+    assert run_cli("--prompt", "a cozy room", "--out", tmp_path / "text", *base) == 0
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(photo)
+    depth = tmp_path / "depth.npy"
+    np.save(depth, np.full((90, 120), 2.5, np.float32))
+    assert run_cli("--image", photo, "--prompt", "a room", "--out", tmp_path / "photo", *base) == 0
+    assert run_cli("--image", photo, "--depth", depth, "--fit", "pad", "--out", tmp_path / "rgbd", *base) == 0
+    d0 = np.load(tmp_path / "rgbd" / "views" / "000_depth.npy")
+    assert np.allclose(d0, 2.5)
+    for name in ("text", "photo", "rgbd"):
+        assert (tmp_path / name / "points.ply").exists()
+
+
+def test_missing_model_fails_fast_with_a_hint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = run_cli("--models", "default", "--inpaint-model", str(tmp_path / "no-such-model"), "--prompt", "x",
+                   "--out", tmp_path / "m", *SMALL)
+    assert code == 1
+    assert "no-such-model" in capsys.readouterr().out
+
+
+def test_help_reads_like_documentation():
+    text = subprocess.run([sys.executable, "-m", "dreamer.run", "--help"], capture_output=True, text=True, check=True).stdout
+    for flag in ("--prompt", "--image", "--depth", "--trajectory", "--batch", "--shard", "--models", "--grow-px", "--seed"):
+        assert flag in text
+    # help texts come from the config fields' docstrings (one source of truth)
+    assert "Margin in pixels by which holes are grown" in " ".join(text.split())
