@@ -36,10 +36,11 @@ from dreamer.trajectories import center_depth_from, make_trajectory
 from dreamer.worlds import ProceduralWorld
 
 
-def accuracy(world: ProceduralWorld, size: int, trajectory: str, seed: int) -> dict:
+def accuracy(world: ProceduralWorld, size: int, trajectory: str, seed: int, kind: str = "bend") -> dict:
     first = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
     truth0 = world.render(first)
-    estimator = WorldDepthEstimator(world, scale_range=(0.5, 2.0), distortion=0.10, noise=0.01, seed=seed)
+    estimator = WorldDepthEstimator(world, scale_range=(0.5, 2.0), distortion=0.10, noise=0.01, seed=seed,
+                                    distortion_kind=kind)
     traj = make_trajectory(trajectory, first, center_depth_from(truth0.depth))
     cams = traj.cameras
     counts = {}
@@ -137,24 +138,29 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--trajectories", nargs="+", default=["lookaround", "rotate360", "forward"])
+    ap.add_argument("--distortion-kind", choices=["bend", "waves"], default="bend",
+                    help="shape of the estimator's smooth distortion (see dreamer/backends/synthetic.py)")
+    ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     world = ProceduralWorld()
 
     print(f"accuracy on the procedural world, {args.size}x{args.size}, depth errors: scale 0.5-2, "
-          f"distortion +-10%, noise 1%")
+          f"distortion +-10% ({args.distortion_kind}), noise 1%")
     header = (f"{'trajectory':12s} {'views':>5s} {'AbsRel raw':>10s} {'AbsRel aligned':>14s} "
               f"{'seam raw':>9s} {'seam aligned':>12s} {'pt-surf/extent':>14s} {'points 1x':>10s} "
               f"{'points 2x':>10s} {'ratio':>6s} {'sec':>6s}")
     print(header)
     for name in args.trajectories:
-        m = accuracy(world, args.size, name, args.seed)
+        m = accuracy(world, args.size, name, args.seed, args.distortion_kind)
         ratio = m["points_second_pass"] / m["points_first_pass"]
         print(f"{name:12s} {m['cameras']:5d} {fmt(m['abs_rel_unaligned']):>10s} {fmt(m['abs_rel_aligned']):>14s} "
               f"{fmt(m['seam_jump_unaligned_median']):>9s} {fmt(m['seam_jump_median']):>12s} "
               f"{fmt(m['point_to_surface_rel_extent']):>14s} {m['points_first_pass']:10d} "
               f"{m['points_second_pass']:10d} {ratio:6.3f} {m['seconds']:6.1f}")
 
+    if args.skip_speed:
+        return
     s = speed(world, 512, args.speed_points, args.repeats)
     print(f"\ngeometry per view at 512x512 over {s['points']} points: ours {s['ours_s']:.3f} s "
           f"(render + masks + align + stretch + lift + merge), griddata re-projection {s['griddata_s']:.3f} s, "

@@ -23,13 +23,15 @@ from dreamer.backends.model_sets import Backends, ModelConfig
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera
 from dreamer.checkpoint import load_checkpoint, save_checkpoint
 from dreamer.configs import config_hash, dataclass_from_dict
+from dreamer.deepzoom import DeepZoomConfig
 from dreamer.dream import DreamConfig, ProgressFn, dream
 from dreamer.exports import write_cameras_json, write_scene
 from dreamer.io import read_json, save_image, write_json
 from dreamer.scene import DreamResult
 from dreamer.trajectories import Trajectory, center_depth_from, load_trajectory, make_trajectory
 
-__all__ = ["SceneConfig", "SceneConfigs", "SceneOutcome", "run_scene", "configs_from_flat", "CONFIG_SECTIONS"]
+__all__ = ["SceneConfig", "SceneConfigs", "SceneOutcome", "run_scene", "configs_from_flat", "CONFIG_SECTIONS",
+           "SETTING_ALIASES"]
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,13 @@ class SceneConfigs:
     models: ModelConfig = field(default_factory=ModelConfig)
     splats: Any = None
     """A dreamer.splats.SplatConfig, or None to skip the splat stage."""
+    zoom: DeepZoomConfig = field(default_factory=DeepZoomConfig)
+    """The deep-zoom stage (off while ``zoom.zoom_levels`` is 0)."""
 
     def to_dict(self) -> dict:
         out = {name: dataclasses.asdict(getattr(self, name)) for name in ("scene", "dream", "models")}
         out["splats"] = None if self.splats is None else dataclasses.asdict(self.splats)
+        out["zoom"] = dataclasses.asdict(self.zoom)
         return out
 
     def _hash(self, sections: tuple[str, ...], drop: tuple[str, ...] = ()) -> str:
@@ -114,7 +119,7 @@ class SceneConfigs:
 
     def result_hash(self) -> str:
         """Hash of every output (later stages keep their own fingerprints and redo only themselves)."""
-        return self._hash(("scene", "dream", "models", "splats"))
+        return self._hash(("scene", "dream", "models", "splats", "zoom"))
 
     @classmethod
     def from_dict(cls, d: dict) -> "SceneConfigs":
@@ -124,6 +129,7 @@ class SceneConfigs:
             dream=dataclass_from_dict(DreamConfig, d.get("dream", {}), where="dream"),
             models=dataclass_from_dict(ModelConfig, d.get("models", {}), where="models"),
             splats=None if splats is None else dataclass_from_dict(_splat_config_cls(), splats, where="splats"),
+            zoom=dataclass_from_dict(DeepZoomConfig, d.get("zoom") or {}, where="zoom"),
         )
 
 
@@ -132,14 +138,19 @@ CONFIG_SECTIONS: dict[str, Callable[[], type]] = {
     "dream": lambda: DreamConfig,
     "models": lambda: ModelConfig,
     "splats": _splat_config_cls,
+    "zoom": lambda: DeepZoomConfig,
 }
+
+
+# Short names people type (flags and batch keys) for settings whose field names are long or ambiguous.
+SETTING_ALIASES = {"gs_iters": "iterations"}
 
 
 def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *, where: str = "settings") -> SceneConfigs:
     """Apply flat ``{name: value}`` settings (a batch entry, CLI options) to every config that has
     the field (``seed`` sets all seeds). Unknown names are an error naming the known ones."""
     base = base or SceneConfigs()
-    flat = dict(flat)
+    flat = {SETTING_ALIASES.get(k, k): v for k, v in flat.items()}
     splats_on = base.splats is not None and not bool(flat.pop("no_splats", False))
     sections: dict[str, Any] = {}
     used: set[str] = set()
@@ -156,7 +167,8 @@ def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *,
         sections[name] = dataclasses.replace(current, **updates)
     unknown = set(flat) - used
     if unknown:
-        known = sorted({f.name for g in CONFIG_SECTIONS.values() for f in dataclasses.fields(g())} | {"no_splats"})
+        known = sorted({f.name for g in CONFIG_SECTIONS.values() for f in dataclasses.fields(g())}
+                       | {"no_splats"} | set(SETTING_ALIASES))
         raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)}; known settings: {', '.join(known)}")
     if not splats_on:
         sections["splats"] = None
@@ -177,7 +189,7 @@ class SceneOutcome:
 
 # Files and folders a scene owns; cleared when its config changes.
 _OWNED = ("views", "checkpoint", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
-          "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply")
+          "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "zoom")
 
 
 def _prepare_folder(out: Path, configs: SceneConfigs) -> tuple[str, bool]:
@@ -294,6 +306,10 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
                      metrics["point_to_surface_rel_extent"])
         if configs.splats is not None:
             _splat_stage(configs, result, out, on_progress, depth)
+        if configs.zoom.enabled:
+            _zoom_stage(configs, result, out, backends, on_progress)
+        elif (out / "zoom").exists():  # switched off since the last run: no stale zoom outputs
+            shutil.rmtree(out / "zoom")
         (out / "DONE").write_text(digest + "\n")
         return SceneOutcome(name, out, "done", time.time() - t0, metrics=metrics)
     finally:
@@ -318,3 +334,40 @@ def _render_videos(configs: SceneConfigs, gaussians, result: DreamResult, out: P
     first = result.views[0].camera
     traj = _trajectory(sc, first, center_depth_from(depth0), sc.render_trajectory, sc.render_frames)
     render_video(gaussians, traj.cameras, out / "videos", name=Path(sc.render_trajectory).stem, on_progress=on_progress)
+
+
+def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends: Backends,
+                on_progress: ProgressFn | None) -> None:
+    """Zoom into a view, lift the levels into the cloud, write ``zoom/`` (stack, multi-resolution
+    points, 2D zoom and fly-in videos) and, with splats on, train splats on the zoomed scene."""
+    from dreamer.deepzoom import NearPlane, fly_in_cameras, fly_in_near_plane, write_zoom_outputs, zoom_metrics, zoom_scene
+
+    zc = configs.zoom
+    folder = out / "zoom"
+    if folder.exists():  # other zoom settings than last time: keep only the splats' own checkpoint
+        for p in folder.iterdir():
+            if p.name != "splats":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    world = getattr(backends, "world", None)
+    pipeline = None if world is not None else getattr(backends.image_generator, "pipe", None)
+    zoomed = zoom_scene(result, zc, depth_estimator=backends.depth_estimator, world=world, pipeline=pipeline,
+                        scene_prompt=configs.scene.prompt, on_progress=on_progress)
+    extra = {}
+    if world is not None:
+        extra["metrics"] = zoom_metrics(zoomed, result.points, truth=zoomed.images)  # the world's renders
+        log.info("zoom: PSNR per level without / with the zoom: %s",
+                 [(round(m["psnr_without"], 2), round(m["psnr_with"], 2)) for m in extra["metrics"]])
+    write_zoom_outputs(zoomed, zc, folder, extra=extra)
+    if configs.splats is not None and zc.zoom_splats:
+        from dreamer.splats import train_gaussians
+        from dreamer.splats.video import render_video
+
+        gaussians = train_gaussians(zoomed.result, configs.splats, on_progress, checkpoint_dir=folder / "splats")
+        gaussians.save_ply(folder / "gaussians.ply")
+        if zc.zoom_fly_frames:
+            cams = fly_in_cameras(zoomed.cameras[0], zoomed.point, frames=zc.zoom_fly_frames,
+                                  zoom=float(zc.zoom_p) ** (zc.zoom_levels - 1))
+            # The camera ends p^(N-1) times nearer the zoom point: pull the near plane in with it.
+            near = fly_in_near_plane(cams, zoomed.point, configs.splats.near_plane)
+            render_video(NearPlane(gaussians, near), cams, folder, name="fly_in", fps=zc.zoom_fps,
+                         on_progress=on_progress)

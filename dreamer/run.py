@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamer.configs import add_dataclass_arguments
-from dreamer.pipeline import CONFIG_SECTIONS, SceneConfigs, SceneOutcome, configs_from_flat, run_scene
+from dreamer.pipeline import CONFIG_SECTIONS, SETTING_ALIASES, SceneConfigs, SceneOutcome, configs_from_flat, run_scene
 
 log = logging.getLogger("dreamer.run")
 
@@ -43,9 +43,10 @@ _GROUP_TITLES = {
     "dream": "dream loop (geometry)",
     "models": "models",
     "splats": "Gaussian splats",
+    "zoom": "deep zoom (zoom into a view, lift the levels into 3D, fly in)",
 }
-# Short names that people type, for fields whose own names are long or ambiguous.
-_RENAMES: dict[str, dict[str, str]] = {"splats": {"iterations": "gs_iters"}}
+# Flags named by their alias (--gs-iters for SplatConfig.iterations).
+_RENAMES: dict[str, str] = {field: alias for alias, field in SETTING_ALIASES.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,11 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     for section, get_cls in CONFIG_SECTIONS.items():
         cls = get_cls()
         group = parser.add_argument_group(_GROUP_TITLES[section])
-        renames = _RENAMES.get(section, {})
         # One flag per setting name: a name shared by several sections (seed, device) sets all of them.
         fields = [f.name for f in dataclasses.fields(cls)]
         exclude = tuple(n for n in fields if n in seen)
-        add_dataclass_arguments(group, cls, exclude=exclude, renames=renames)
+        add_dataclass_arguments(group, cls, exclude=exclude, renames=_RENAMES)
         seen |= set(fields)
     return parser
 

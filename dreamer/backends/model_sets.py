@@ -82,6 +82,8 @@ class ModelConfig:
     """``synthetic`` only: relative amplitude of the smooth depth distortion."""
     noise: float = 0.01
     """``synthetic`` only: relative amplitude of per-pixel depth noise."""
+    distortion_kind: Literal["bend", "waves"] = "bend"
+    """``synthetic`` only: shape of the smooth depth distortion: a random tilt and bow across the picture ("bend") or low-frequency plane waves ("waves", harder)."""
 
     def __post_init__(self):
         try:
@@ -172,7 +174,7 @@ def _synthetic(config: ModelConfig) -> Backends:
         inpainter=WorldInpainter(world),
         depth_estimator=WorldDepthEstimator(world, scale_range=tuple(config.scale_range),
                                             distortion=config.distortion, noise=config.noise,
-                                            seed=config.world_seed),
+                                            seed=config.world_seed, distortion_kind=config.distortion_kind),
         image_generator=WorldImageGenerator(world),
         world=world,
     )
