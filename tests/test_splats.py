@@ -181,6 +181,80 @@ def test_float32_gradients_are_finite():
     assert params[0].grad.abs().sum() > 0
 
 
+def _scene_with_gaussians_on_the_camera_plane(dtype=torch.float32):
+    """Three visible Gaussians and three beside the camera whose centres lie on its plane: camera
+    z exactly 0, z = 1e-30 (z^2 underflows to 0 in float32) and z = -0.0. None of them is drawn
+    (z <= near plane), but gsplat's pure-torch projection divides by z and z^2."""
+    means = torch.tensor([[0.0, 0.0, 2.0], [0.3, -0.2, 2.5], [-0.4, 0.1, 3.0],
+                          [2.7, 1.7, 0.0], [-2.0, 0.5, 1e-30], [1.0, -3.0, -0.0]], dtype=dtype)
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.9, 0.1, -0.2, 0.3], [0.5, 0.5, 0.1, -0.4]] * 2, dtype=dtype)
+    scales = torch.tensor([[0.2, 0.1, 0.15], [0.05, 0.3, 0.1], [0.1, 0.1, 0.1]] * 2, dtype=dtype)
+    opacities = torch.tensor([0.8, 0.6, 0.9, 0.7, 0.5, 0.9], dtype=dtype)
+    sh = torch.linspace(-1, 1, 6 * 4 * 3, dtype=dtype).reshape(6, 4, 3)
+    return [means, quats, scales, opacities, sh]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gaussians_on_the_camera_plane_get_zero_not_nan_gradients(dtype):
+    """Regression: a Gaussian whose centre sits on the camera plane (z = 0 in camera space; in
+    float32 a real scene gets there by rounding) made every gradient of that Gaussian NaN
+    (0 * inf in the projection's backward), and one Adam step made its parameters NaN (the
+    training run on a dreamed scene failed with 'Gaussians.means has non-finite values')."""
+    cam = Camera.from_fov(60.0, 32, 24)  # at the origin: camera z = world z, exactly
+    params = [t.clone().requires_grad_(True) for t in _scene_with_gaussians_on_the_camera_plane(dtype)]
+    out = rasterize(*params, cam, sh_degree=1)
+    out.info["means2d"].retain_grad()
+    assert out.info["n_pairs"] > 0
+    assert (out.info["radii"][0, 3:] == 0).all() and (out.info["radii"][0, :3] > 0).all()
+    (out.rgb.sum() + out.depth.mean() + out.alpha.sum()).backward()
+    for name, p in zip(("means", "quats", "scales", "opacities", "sh"), params):
+        assert torch.isfinite(p.grad).all(), name
+        assert (p.grad[3:] == 0).all(), name  # not drawn: no gradient
+        assert p.grad[:3].abs().sum() > 0, name
+    assert torch.isfinite(out.info["means2d"].grad).all()
+    opt = torch.optim.Adam(params, lr=1e-3)
+    opt.step()
+    assert all(torch.isfinite(p).all() for p in params)
+
+
+def test_frustum_cull_before_projection_changes_nothing(monkeypatch):
+    """The conservative cull before the projection drops only Gaussians that are not drawn: a
+    scene with big Gaussians beside, behind and around the view renders the same image, info
+    and gradients as projecting every Gaussian."""
+    cam = _cameras()["posed"]
+    means, quats, scales, op, sh = random_scene(1500, seed=11, dtype=torch.float64)
+    means = means * torch.tensor([3.0, 3.0, 2.0], dtype=torch.float64)  # many beside / behind the camera
+    scales = scales * torch.exp(torch.linspace(-1, 2.5, 1500, dtype=torch.float64))[:, None]  # up to big
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(64, 64, 3, generator=g, dtype=torch.float64)
+
+    def run():
+        params = [t.clone().requires_grad_(True) for t in (means, quats, scales, op, sh)]
+        out = rasterize(*params, cam)
+        out.info["means2d"].retain_grad()
+        ((out.rgb * w).sum() + out.depth.mean() + out.alpha.sum()).backward()
+        return out, [p.grad for p in params] + [out.info["means2d"].grad]
+
+    culled, grads = run()
+    n = means.shape[0]
+    assert 0 < culled.info["n_projected"] < n * 0.7  # the cull is doing something
+    everything = R._candidates
+
+    def keep_all(means, *args):
+        _, z = everything(means, *args)
+        return torch.arange(means.shape[0]), z
+
+    monkeypatch.setattr(R, "_candidates", keep_all)
+    full, grads_full = run()
+    assert full.info["n_projected"] == n
+    assert culled.info["n_pairs"] == full.info["n_pairs"] > 1000
+    assert torch.equal(culled.info["radii"], full.info["radii"])
+    for a, b in ((culled.rgb, full.rgb), (culled.depth, full.depth), (culled.alpha, full.alpha)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    for a, b in zip(grads, grads_full):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------------
 # Masked losses
 # ------------------------------------------------------------------------------------------------

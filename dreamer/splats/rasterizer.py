@@ -16,10 +16,15 @@
 
 How the CPU path works (vectorized: no Python loop over Gaussians or pixels):
 
-1. Project all Gaussians (gsplat's EWA projection, ``eps2d`` added to the 2D covariance). Each
-   visible Gaussian gets the tight axis-aligned pixel box outside which its alpha is below
-   1/255 (half-size ``sqrt(2 ln(255 opacity) * cov2d_ii)``, the opacity-aware extent that
-   gsplat's CUDA projection uses for its tile lists).
+1. A conservative frustum cull (no autograd) drops Gaussians that cannot be drawn: centres at
+   z-depth <= near / 2 or beyond far, and centres so far beside the image that no footprint of
+   their size reaches it (``_candidates``). Only the rest go through the differentiable
+   projection, which is both cheaper (a view of a dreamed scene sees ~1/6 of its Gaussians) and
+   needed: the projection divides by z and z^2, and a Gaussian on the camera plane would turn
+   its zero gradient into NaN. The candidates are projected (gsplat's EWA projection, ``eps2d``
+   added to the 2D covariance). Each visible Gaussian gets the tight axis-aligned pixel box
+   outside which its alpha is below 1/255 (half-size ``sqrt(2 ln(255 opacity) * cov2d_ii)``,
+   the opacity-aware extent that gsplat's CUDA projection uses for its tile lists).
 2. Gaussians are sorted by depth, and the image is cut into bands of rows (tiles as wide as the
    image) so that no band holds more than ``max_pairs`` (pixel, Gaussian) pairs (a single row
    may hold more): a render without gradients (videos) keeps one band's pairs at a time however
@@ -94,7 +99,8 @@ class RasterOutput:
       (projected means in pixels; call ``retain_grad`` before backward), ``radii`` [1,N,2] int32
       (0 = not drawn), ``depths`` [1,N], ``conics`` [1,N,3], ``opacities`` [1,N], ``width``,
       ``height``, ``n_cameras`` (1), ``gaussian_ids`` (None: not packed), ``backend``, and on the
-      CPU path ``n_pairs`` (pixel-Gaussian pairs composited).
+      CPU path ``n_pairs`` (pixel-Gaussian pairs composited) and ``n_projected`` (Gaussians
+      left by the frustum cull; the culled ones have ``means2d`` and ``conics`` 0 and radii 0).
     """
 
     rgb: Tensor
@@ -218,25 +224,45 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
     dtype, device = means.dtype, means.device
     viewmat, K, campos = _camera_tensors(camera, means)
 
-    covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_covar=True, compute_preci=False, triu=False)
-    radii_t, means2d, depths, conics, _ = _fully_fused_projection(
-        means, covars, viewmat[None], K[None], W, H, eps2d=eps2d, near_plane=near, far_plane=far)
-    # radii_t [1,N,2] int32, means2d [1,N,2], depths [1,N], conics [1,N,3]
+    N = means.shape[0]
+    # Only Gaussians that can reach the image go through the differentiable projection (see
+    # _candidates): the others are skipped, not projected and masked afterwards. This is a fix,
+    # not only a saving: for a Gaussian on the camera plane, camera z exactly 0 (float32
+    # rounding puts centres that pass beside the camera there: a dreamed scene hit one at camera
+    # (4.67, 1.55, 0.0)) or so small that z^2 underflows, gsplat's pure-torch projection divides
+    # by z and z^2 (means2d = K t / z, the Jacobian's fx / z and fx x / z^2) and gets inf; its
+    # radius is 0 so it gets no gradient, but the chain rule multiplies that zero by inf and the
+    # NaN reaches its means, quats and scales (and, through Adam, the parameters). Culled
+    # Gaussians have no autograd path at all, and every projected one has z > near / 2.
+    with torch.no_grad():
+        cand, z_all = _candidates(means.detach(), scales.detach(), opacities.detach(), viewmat, K, W, H, near, far,
+                                  eps2d)
+    covars, _ = _quat_scale_to_covar_preci(quats.index_select(0, cand), scales.index_select(0, cand),
+                                           compute_covar=True, compute_preci=False, triu=False)
+    radii_c, means2d_c, depths_c, conics_c, _ = _fully_fused_projection(
+        means.index_select(0, cand), covars, viewmat[None], K[None], W, H, eps2d=eps2d, near_plane=near,
+        far_plane=far)
+    # Full-size [1,N,...] results for info (DefaultStrategy indexes them by Gaussian): culled
+    # Gaussians have means2d and conics 0, radii 0 and their (non-differentiable) z-depth.
+    means2d = means2d_c.new_zeros(N, 2).index_copy(0, cand, means2d_c[0])[None]
+    conics = conics_c.new_zeros(N, 3).index_copy(0, cand, conics_c[0])[None]
+    depths = z_all.to(depths_c.dtype).index_copy(0, cand, depths_c[0])[None]
 
     with torch.no_grad():
-        c = conics[0].detach()
+        c = conics_c[0].detach()
         det = (c[:, 0] * c[:, 2] - c[:, 1] ** 2).clamp_min(1e-30)
         cov_xx, cov_yy = c[:, 2] / det, c[:, 0] / det  # the 2D covariance (eps2d included)
-        op = opacities.detach()
+        op = opacities.detach().index_select(0, cand)
         # Opacity-aware extent (as gsplat's CUDA projection): beyond it alpha < 1/255.
         ext = torch.sqrt(2.0 * torch.log((op / ALPHA_THRESHOLD).clamp_min(1.0)))
         hx, hy = ext * cov_xx.sqrt(), ext * cov_yy.sqrt()
-        m2 = means2d[0].detach()
+        m2 = means2d_c[0].detach()
         rx, ry = torch.ceil(hx), torch.ceil(hy)
-        valid = ((radii_t[0] > 0).all(-1) & (op >= ALPHA_THRESHOLD) & torch.isfinite(m2).all(-1)
+        valid = ((radii_c[0] > 0).all(-1) & (op >= ALPHA_THRESHOLD) & torch.isfinite(m2).all(-1)
                  & torch.isfinite(hx) & torch.isfinite(hy))
         valid &= (m2[:, 0] + rx > 0) & (m2[:, 0] - rx < W) & (m2[:, 1] + ry > 0) & (m2[:, 1] - ry < H)
-        radii = torch.where(valid[:, None], torch.stack([rx, ry], -1), 0.0).to(torch.int32)
+        radii = torch.zeros(N, 2, dtype=torch.int32, device=device)
+        radii[cand] = torch.where(valid[:, None], torch.stack([rx, ry], -1), 0.0).to(torch.int32)
         # Pixel i (centre i + 0.5) lies in the box when |i + 0.5 - m| <= h; clipped to the image
         # (an empty range when the box misses every pixel centre).
         x0 = torch.ceil(m2[:, 0] - hx - 0.5).clamp(0, W)
@@ -244,14 +270,16 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
         y0 = torch.ceil(m2[:, 1] - hy - 0.5).clamp(0, H)
         y1 = torch.floor(m2[:, 1] + hy - 0.5).clamp(-1, H - 1)
         valid &= (x1 >= x0) & (y1 >= y0)
-        vis = torch.nonzero(valid).squeeze(1)
-        vis = vis[torch.argsort(depths[0, vis].detach(), stable=True)]  # front to back
-        x0, x1, y0, y1 = (t[vis].long() for t in (x0, x1, y0, y1))
+        vis_c = torch.nonzero(valid).squeeze(1)
+        vis_c = vis_c[torch.argsort(depths_c[0, vis_c].detach(), stable=True)]  # front to back
+        x0, x1, y0, y1 = (t[vis_c].long() for t in (x0, x1, y0, y1))
+        vis = cand.index_select(0, vis_c)  # indices into all N Gaussians
 
     info: dict[str, Any] = {
         "means2d": means2d, "radii": radii[None], "depths": depths, "conics": conics,
         "opacities": opacities[None], "width": W, "height": H, "n_cameras": 1, "n_batches": 1,
         "gaussian_ids": None, "batch_ids": None, "camera_ids": None, "backend": "torch", "n_pairs": 0,
+        "n_projected": int(cand.numel()),
     }
     out = torch.zeros(H * W, 4, dtype=dtype, device=device)
     acc = torch.zeros(H * W, dtype=dtype, device=device)
@@ -262,8 +290,8 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
     # features (r, g, b, z); one gather each per pair.
     dirs = means[vis] - campos
     rgb = torch.clamp_min(_spherical_harmonics(deg, dirs, sh[vis]) + 0.5, 0.0)
-    geo = torch.cat([means2d[0, vis], conics[0, vis], opacities[vis, None]], -1)
-    feats = torch.cat([rgb, depths[0, vis, None]], -1)
+    geo = torch.cat([means2d[0, vis], conics_c[0, vis_c], opacities[vis, None]], -1)
+    feats = torch.cat([rgb, depths_c[0, vis_c, None]], -1)
     geo_d = geo.detach()
 
     for r0, r1 in _row_bands(x0, x1, y0, y1, H, max_pairs):
@@ -281,6 +309,39 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
     rgb_img = out[:, :3].reshape(H, W, 3)
     depth_img = (out[:, 3] / acc.clamp_min(1e-10)).reshape(H, W)
     return RasterOutput(rgb_img, depth_img, acc.reshape(H, W), info)
+
+
+def _candidates(means: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tensor, K: Tensor, W: int, H: int,
+                near: float, far: float, eps2d: float) -> tuple[Tensor, Tensor]:
+    """Indices [C] (increasing) of the Gaussians that may be drawn, and every Gaussian's z-depth [N].
+
+    A conservative frustum cull run before the projection (no autograd): a Gaussian is dropped
+    only when it is certainly not drawn, so the image is the same as projecting all of them.
+    Dropped: centres at z-depth <= near / 2 (behind, at or just in front of the camera: not
+    drawn at z <= near, and the projection divides by z) or >= far, opacity < 1/255, and
+    centres so far beside the image that even the widest projected footprint misses it. That
+    footprint: the 2D covariance is J C J^T + eps2d with C's largest eigenvalue max(scale)^2
+    and J's rows of norm <= f / z sqrt(1 + lim^2) (lim: gsplat's clamp of x / z, y / z to 1.3
+    times the field of view), and alpha < 1/255 beyond sqrt(2 ln(255 opacity)) standard
+    deviations. A pixel of margin covers rounding.
+    """
+    R, t = viewmat[:3, :3], viewmat[:3, 3]
+    mc = means @ R.T + t
+    z = mc[:, 2]
+    fx, fy, cx, cy = (float(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+    lim_x = max(W - cx, cx) / fx + 0.3 * 0.5 * W / fx
+    lim_y = max(H - cy, cy) / fy + 0.3 * 0.5 * H / fy
+    keep = (z > 0.5 * near) & (z < far) & (opacities >= ALPHA_THRESHOLD)
+    zs = torch.where(keep, z, torch.ones_like(z))
+    ext = torch.sqrt(2.0 * torch.log((opacities / ALPHA_THRESHOLD).clamp_min(1.0)))
+    smax = scales.max(1).values
+    hx = ext * torch.sqrt((fx / zs * smax) ** 2 * (1.0 + lim_x * lim_x) + eps2d) * 1.01 + 1.0
+    hy = ext * torch.sqrt((fy / zs * smax) ** 2 * (1.0 + lim_y * lim_y) + eps2d) * 1.01 + 1.0
+    u = fx * mc[:, 0] / zs + cx
+    v = fy * mc[:, 1] / zs + cy
+    keep &= (u + hx > 0) & (u - hx < W) & (v + hy > 0) & (v - hy < H)
+    keep &= torch.isfinite(mc).all(1)
+    return torch.nonzero(keep).squeeze(1), z
 
 
 def _row_bands(x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, H: int, max_pairs: int) -> list[tuple[int, int]]:
@@ -441,14 +502,17 @@ class _Composite(torch.autograd.Function):
         free = (op * e) < MAX_ALPHA  # where alpha is clamped, neither opacity nor sigma get gradient
         d_alpha = d_alpha * free
         d_sigma = -alpha * d_alpha
-        grads = torch.stack([
-            -d_sigma * (ca * dx + cb * dy),  # d sigma / d mean_x = -(a dx + b dy)
-            -d_sigma * (cb * dx + cc * dy),
-            d_sigma * 0.5 * dx * dx,
-            d_sigma * dx * dy,
-            d_sigma * 0.5 * dy * dy,
-            d_alpha * e,
-        ], 1)
+        # Per-pair gradients of (mean x, y, conic a, b, c, opacity), written straight into their
+        # columns (no stack copy).
+        grads = torch.empty(gi.numel(), 6, dtype=geo.dtype, device=geo.device)
+        neg_ds = -d_sigma
+        torch.mul(neg_ds, ca * dx + cb * dy, out=grads[:, 0])  # d sigma / d mean_x = -(a dx + b dy)
+        torch.mul(neg_ds, cb * dx + cc * dy, out=grads[:, 1])
+        half_ds = 0.5 * d_sigma
+        torch.mul(half_ds, dx * dx, out=grads[:, 2])
+        torch.mul(d_sigma, dx * dy, out=grads[:, 3])
+        torch.mul(half_ds, dy * dy, out=grads[:, 4])
+        torch.mul(d_alpha, e, out=grads[:, 5])
         grad_geo = torch.zeros_like(geo).index_add_(0, gi, grads)
         return grad_geo, grad_feats, None, None
 

