@@ -116,3 +116,142 @@ def test_bad_settings_are_rejected(world):
     with pytest.raises(TypeError):
         ProceduralWorld(seed="0")
     assert math.isclose(world.extent, math.dist((-4, -2, -4), (4, 1.5, 6)))
+
+
+# -- more checks of the world's geometry, colours and layout --------------------------------------
+
+def _rodrigues(axis: torch.Tensor, deg: float) -> torch.Tensor:
+    """Rotation [3,3] by ``deg`` about the unit ``axis`` (an independent formula, not cameras.py)."""
+    a = math.radians(deg)
+    k = torch.tensor([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    return torch.eye(3) + math.sin(a) * k + (1 - math.cos(a)) * (k @ k)
+
+
+def _pinhole_at(eye, target, focal):
+    """A 1x1 camera whose single pixel centre looks exactly at ``target``."""
+    eye, target = torch.as_tensor(eye, dtype=torch.float32), torch.as_tensor(target, dtype=torch.float32)
+    fwd = target - eye
+    up = torch.tensor([0.0, -1.0, 0.0]) if abs(float(fwd[1])) < 0.9 * float(fwd.norm()) else torch.tensor([1.0, 0, 0])
+    K = torch.tensor([[focal, 0.0, 0.5], [0.0, focal, 0.5], [0.0, 0.0, 1.0]])
+    return Camera(K, look_at(eye, target, up), 1, 1)
+
+
+def test_colours_match_exactly_at_equal_footprint(world):
+    """Seen from another place with the same footprint and incidence angle (the eye rotated
+    about the surface normal, the focal length matched to the distance), a point has exactly
+    the same colour: shading is view-independent, and only the band limit depends on the view."""
+    a = cam_at([0.0, 0.0, 0.0], [0.3, 0.4, 4.0], focal=60.0)
+    ra = world.render(a)
+    xyz = unproject_depth(ra.depth, a)
+    lo, hi = world.bounds
+    compared = 0
+    for v, u in [(v, u) for v in range(2, 48, 9) for u in range(3, 64, 9)]:
+        x, n, za = xyz[v, u], ra.normal[v, u], float(ra.depth[v, u])
+        dist = float((x - a.center).norm())
+        eye = x + _rodrigues(n, 35.0) @ (a.center - x)
+        if not ((eye > lo + 0.05).all() and (eye < hi - 0.05).all()):
+            continue
+        b = _pinhole_at(eye, x, focal=60.0 * dist / za)  # footprint dist / f_b == za / 60
+        rb = world.render(b)
+        if abs(float(rb.depth) - dist) > 1e-4 * dist or int(rb.object_id) != int(ra.object_id[v, u]):
+            continue  # occluded from there, or the point is on an edge
+        assert torch.allclose(rb.image[0, 0], ra.image[v, u], atol=5e-4), (v, u)
+        compared += 1
+    assert compared >= 15
+
+
+def test_depth_of_a_plane_parallel_to_the_image_is_constant(world):
+    """z-depth, not ray length: a camera looking straight down at the floor (y = +1.5) reads
+    the same depth in every pixel, also at the corners where rays are longer; moving the
+    camera up or rolling it behaves as geometry says."""
+    down = torch.tensor([0.0, 1.0, 0.0])
+    for eye, roll, expected in [([0.0, 0.0, 0.0], 0.0, 1.5), ([0.2, -0.4, 0.3], 0.0, 1.9), ([0.0, 0.0, 0.0], 30.0, 1.5)]:
+        eye = torch.tensor(eye)
+        c2w = look_at(eye, eye + down, up=torch.tensor([0.0, 0.0, -1.0]))
+        c2w[:3, :3] = c2w[:3, :3] @ _rodrigues(torch.tensor([0.0, 0.0, 1.0]), roll)
+        cam = Camera.from_focal(200.0, 32, 24, c2w)
+        r = world.render(cam)
+        assert (r.object_id == 3).all()  # the floor
+        assert torch.allclose(r.depth, torch.full_like(r.depth, expected), atol=1e-5)
+        assert torch.allclose(r.normal, torch.tensor([0.0, -1.0, 0.0]).expand(24, 32, 3))
+
+
+def test_normals_are_unit_and_face_the_camera(world):
+    cam = cam_at([0.2, 0.1, -0.3], [-2.0, 0.5, 3.0])
+    r = world.render(cam)
+    assert torch.allclose(r.normal.norm(dim=-1), torch.ones(48, 64), atol=1e-5)
+    rays = unproject_depth(torch.ones(48, 64), cam) - cam.center
+    assert ((r.normal * rays).sum(-1) < 0).all()
+
+
+def test_supersampling_is_the_box_downsample_of_a_finer_render(world):
+    """The zoom stack's reduce operator applied to a 3x render gives the supersampled render."""
+    cam = cam_at([0.0, 0.0, 0.0], [0.2, 0.3, 4.0], size=(24, 16), focal=25.0)
+    ss = world.render(cam, supersample=3)
+    fine = world.render(cam.resized(72, 48)).image
+    assert torch.allclose(ss.image, fine.reshape(16, 3, 24, 3, 3).mean(dim=(1, 3)), atol=1e-5)
+    assert torch.equal(ss.depth, world.render(cam).depth)  # geometry from the pixel-centre ray
+
+
+def test_distance_to_surface_agrees_with_ray_casting(world):
+    """From free points, the nearest hit over a dense sphere of rays (six 90-degree cameras) is
+    the distance to the surface: an independent check of the SDFs against the ray caster."""
+    faces = [torch.tensor(v, dtype=torch.float32) for v in
+             ([1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1])]
+    g = torch.Generator().manual_seed(0)
+    points = (torch.rand(4, 3, generator=g) - 0.5) * 1.2  # within the free space around the origin
+    dist = world.distance_to_surface(points)
+    for p, dp in zip(points, dist):
+        nearest = math.inf
+        for f in faces:
+            up = torch.tensor([0.0, -1.0, 0.0]) if abs(float(f[1])) < 0.5 else torch.tensor([0.0, 0.0, 1.0])
+            cam = Camera.from_focal(24.0, 48, 48, look_at(p, p + f, up))  # 90 degrees across
+            rays = unproject_depth(world.depth(cam), cam) - p
+            nearest = min(nearest, float(rays.norm(dim=-1).min()))
+        assert nearest >= float(dp) - 1e-4
+        assert nearest == pytest.approx(float(dp), rel=0.02)
+    assert world.distance_to_surface(points.double()).dtype == torch.float64
+    assert float(world.distance_to_surface(torch.zeros(1, 3))) >= 1.1  # the cameras' free space
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_layout_is_seeded_and_keeps_the_camera_space_free(seed):
+    w = ProceduralWorld(seed)
+    assert float(w.distance_to_surface(torch.zeros(1, 3))) >= 1.1
+    dolly = torch.stack([torch.zeros(7), torch.zeros(7), torch.linspace(0, 1.5, 7)], 1)
+    assert (w.distance_to_surface(dolly) >= 0.6).all()
+    cam = cam_at([0, 0, 0], [0, 0, 3], size=(32, 24), focal=30.0)
+    img = w.render(cam).image
+    assert torch.equal(img, ProceduralWorld(seed).render(cam).image)
+    assert not torch.equal(img, ProceduralWorld(seed + 10).render(cam).image)
+    # Looking ahead there is a central object about 3 m away (the orbit centre).
+    assert 2.0 < float(w.center[2]) < 4.0 and float(w.distance_to_surface(w.center[None])) < 0.6
+    # Every turn of a full circle sees at least one object besides the room.
+    for yaw in range(0, 360, 45):
+        c2w = torch.eye(4)
+        c2w[:3, :3] = _rodrigues(torch.tensor([0.0, 1.0, 0.0]), yaw)
+        ids = w.render(w.first_camera(32, 32).with_c2w(c2w)).object_id
+        assert (ids >= 6).any(), yaw
+
+
+def test_estimator_reproduces_errors_for_a_reloaded_camera(world):
+    """A resumed run reads its cameras back from JSON: the errors must be identical."""
+    cam = cam_at([0.1, 0.0, 0.2], [0.5, 0.0, 3.0])
+    again = Camera.from_dict(cam.to_dict())
+    est = WorldDepthEstimator(world, seed=4)
+    img = torch.zeros(48, 64, 3)
+    d = est.estimate(img, camera=cam)
+    assert torch.equal(d, est.estimate(img, camera=again))
+    assert torch.isfinite(d).all() and (d > 0).all()
+    with pytest.raises(ValueError):
+        est.estimate(torch.zeros(47, 64, 3), camera=cam)
+
+
+def test_invalid_inputs_are_rejected(world):
+    outside = Camera.from_focal(50.0, 16, 16, look_at(torch.tensor([0.0, 0.0, 7.0]), torch.tensor([0.0, 0.0, 0.0])))
+    with pytest.raises(ValueError, match="outside the room"):
+        world.render(outside)
+    with pytest.raises(ValueError, match="supersample"):
+        world.render(world.first_camera(16, 16), supersample=0)
+    with pytest.raises(ValueError, match=r"\[N,3\]"):
+        world.distance_to_surface(torch.zeros(4, 2))

@@ -15,7 +15,7 @@ Two properties matter to the code that uses this world:
   every camera that sees a point sees the same colour (up to the band limit below). The dream
   loop's multi-view consistency is measured against that.
 * Textures are solid (a function of 3D position) and band-limited by the pixel footprint.
-  Octaves of value noise span wavelengths from 2 m down to about 1 mm; an octave whose
+  Octaves of value noise span wavelengths from 2 m down to about 0.1 mm; an octave whose
   wavelength is below about two footprints (footprint = z-depth / focal, stretched on oblique
   surfaces) fades to its mean. A render is not aliased, and a zoomed-in camera (longer focal
   length) really shows finer octaves that a wide view does not have: zoom can be tested
@@ -45,12 +45,14 @@ _FLOOR_Y = _ROOM_HI[1]
 # Room faces are object ids 0..5: id = 2 * axis + (1 if the face is at the upper bound).
 _ROOM_FACE_NAMES = ("wall_left", "wall_right", "ceiling", "floor", "wall_back", "wall_front")
 
-# Value-noise octaves: wavelengths 2 m, 1 m, ... down to 2 m / 2^11 (about 1 mm).
-_OCTAVE_WAVELENGTHS = tuple(2.0 * 0.5**k for k in range(12))
-# Amplitude of octave k relative to the material's noise amplitude. Close to 1 so that fine
-# octaves keep visible contrast (natural images have roughly equal energy per octave): a deep
-# zoom keeps finding texture.
-_OCTAVE_PERSISTENCE = 0.9
+# Value-noise octaves: wavelengths 2 m, 1 m, ... down to 2 m / 2^14 (about 0.12 mm). Octaves
+# that no pixel resolves are skipped, so the fine ones cost nothing in a wide view. (float32
+# positions a few metres from the origin are exact to about 1 um: fine for 0.1 mm wavelengths.)
+_OCTAVE_WAVELENGTHS = tuple(2.0 * 0.5**k for k in range(15))
+# Amplitude of octave k relative to the material's noise amplitude. 1: every octave has the same
+# contrast, as natural images have roughly equal energy per octave, so a deep zoom keeps finding
+# texture at every level.
+_OCTAVE_PERSISTENCE = 1.0
 # An octave (or a pattern period) fades out between these many pixel footprints per wavelength:
 # gone below 2 (the Nyquist limit), full strength above 4.
 _FADE_LO, _FADE_HI = 2.0, 4.0
@@ -97,7 +99,8 @@ class _Material:
 
     ``pattern`` is one of ``plain``, ``checker``, ``stripes`` (along local axis ``axis``) or
     ``tiles`` (grout lines; rows along ``axis`` shifted by ``stagger`` periods, and a per-tile
-    brightness ``jitter``). ``period`` is per local axis (metres).
+    brightness ``jitter``). ``period`` is per local axis (metres). ``noise`` is the amplitude of
+    each value-noise octave, relative to the albedo.
     """
 
     base: tuple[float, float, float]
@@ -108,7 +111,7 @@ class _Material:
     grout: float = 0.0
     stagger: float = 0.0
     jitter: float = 0.0
-    noise: float = 0.1
+    noise: float = 0.08
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,9 @@ def _smoothstep(e0: float, e1: float, x: Tensor) -> Tensor:
     return t * t * (3.0 - 2.0 * t)
 
 
-def _fade(cycles_per_footprint_inv: Tensor) -> Tensor:
+def _fade(wavelength_in_footprints: Tensor) -> Tensor:
     """Weight of a feature of wavelength L given L / footprint: 0 below 2, 1 above 4."""
-    return _smoothstep(_FADE_LO, _FADE_HI, cycles_per_footprint_inv)
+    return _smoothstep(_FADE_LO, _FADE_HI, wavelength_in_footprints)
 
 
 def _yaw_matrix(deg: float) -> np.ndarray:
@@ -210,7 +213,7 @@ class ProceduralWorld:
         return _Material(
             base=base, alt=alt, pattern=pattern, period=(p, p, p), axis=int(rng.integers(3)),
             grout=0.12 * p, stagger=0.5 if rng.uniform() < 0.5 else 0.0,
-            jitter=float(rng.uniform(0.0, 0.12)), noise=float(rng.uniform(0.08, 0.14)),
+            jitter=float(rng.uniform(0.0, 0.12)), noise=float(rng.uniform(0.07, 0.1)),
         )
 
     def _build_layout(self, rng: np.random.Generator) -> list[_Object]:
@@ -245,13 +248,13 @@ class ProceduralWorld:
         h = 1.0 * scale()
         add("cabinet", "box", (jit(-2.3), _FLOOR_Y - h, jit(4.3)), (0.5 * scale(), h, 0.4 * scale()), u(-30, 30))
         r = 0.6 * scale()
-        add("ball", "sphere", (jit(2.3), _FLOOR_Y - r, jit(3.7)), (r, r, r))
+        add("ball", "sphere", (jit(1.9, 0.2), _FLOOR_Y - r, jit(4.2, 0.2)), (r, r, r))
         hc = 0.5 * (_ROOM_HI[1] - _ROOM_LO[1])
         rc = 0.25 * scale()
-        add("column", "cylinder", (jit(1.5, 0.15), _FLOOR_Y - hc, jit(2.1, 0.15)), (rc, hc, rc))
-        # Floating cube high on the front left, a lamp under the ceiling ahead (seen when pitching up).
+        add("column", "cylinder", (jit(1.15, 0.1), _FLOOR_Y - hc, jit(2.5, 0.15)), (rc, hc, rc))
+        # A floating cube high on the front left (seen when turning left and up), a lamp under the ceiling ahead (seen when pitching up).
         c = 0.3 * scale()
-        add("floating_cube", "box", (jit(-1.4), jit(-1.2, 0.1), jit(3.4)), (c, c, c), u(0, 90))
+        add("floating_cube", "box", (jit(-2.3, 0.2), jit(-1.2, 0.1), jit(2.4, 0.2)), (c, c, c), u(0, 90))
         r = 0.28 * scale()
         add("lamp", "sphere", (jit(0.5, 0.2), _ROOM_LO[1] + 0.1 + r, jit(3.3, 0.2)), (r, r, r))
         # Left side: a chest against the wall. Right side: a low bench with a ball on it.
@@ -262,13 +265,20 @@ class ProceduralWorld:
         add("bench", "box", (bx, _FLOOR_Y - bh, bz), (0.6 * scale(), bh, 1.2 * scale()), u(-10, 10))
         r = 0.33 * scale()
         add("bench_ball", "sphere", (bx - 0.1, _FLOOR_Y - 2 * bh - r, bz + 0.5), (r, r, r))
+        # High on the side and back walls (seen when pitching up after a turn): a shelf, a wall
+        # cabinet and a wall lamp.
+        add("shelf", "box", (_ROOM_LO[0] + 0.2, jit(-0.9, 0.15), jit(-0.6, 0.3)), (0.2, 0.12 * scale(), 0.8 * scale()))
+        add("wall_cabinet", "box", (_ROOM_HI[0] - 0.25, jit(-1.1, 0.15), jit(1.6, 0.3)),
+            (0.25, 0.35 * scale(), 0.5 * scale()))
+        r = 0.3 * scale()
+        add("wall_lamp", "sphere", (jit(-0.3, 0.3), jit(-1.2, 0.15), _ROOM_LO[2] + r + 0.05), (r, r, r))
         # Behind: a big ball, a crate and a drum.
         r = 0.7 * scale()
-        add("rear_ball", "sphere", (jit(-1.9), _FLOOR_Y - r, jit(-2.8)), (r, r, r))
+        add("rear_ball", "sphere", (jit(-1.4, 0.2), _FLOOR_Y - r, jit(-3.0, 0.2)), (r, r, r))
         h = 0.8 * scale()
-        add("crate", "box", (jit(1.9), _FLOOR_Y - h, jit(-3.0)), (0.7 * scale(), h, 0.5 * scale()), u(-35, 35))
+        add("crate", "box", (jit(1.6, 0.2), _FLOOR_Y - h, jit(-3.0)), (0.7 * scale(), h, 0.5 * scale()), u(-35, 35))
         hd, rd = 0.4 * scale(), 0.45 * scale()
-        add("drum", "cylinder", (jit(0.0, 0.3), _FLOOR_Y - hd, jit(-2.2, 0.2)), (rd, hd, rd))
+        add("drum", "cylinder", (jit(0.1, 0.2), _FLOOR_Y - hd, jit(-2.1, 0.15)), (rd, hd, rd))
         return objs
 
     @staticmethod
@@ -284,16 +294,16 @@ class ProceduralWorld:
                     h = 0.07 + rng.uniform(-0.02, 0.02)
                     mats.append(_Material(base=_hsv(h, 0.55, 0.62), alt=_hsv(h, 0.6, 0.42), pattern="tiles",
                                           period=(0.22, 1.0, 1.3), axis=0, grout=0.012, stagger=0.37,
-                                          jitter=0.12, noise=0.12))
+                                          jitter=0.12, noise=0.09))
                 else:  # ceiling: large pale panels
                     mats.append(_Material(base=_hsv(0.12, 0.08, 0.92), alt=_hsv(0.12, 0.1, 0.6), pattern="tiles",
-                                          period=(1.0, 1.0, 1.0), axis=0, grout=0.03, jitter=0.04, noise=0.08))
+                                          period=(1.0, 1.0, 1.0), axis=0, grout=0.03, jitter=0.04, noise=0.06))
             else:
                 h = float(wall_hues[[0, 1, -1, -1, 2, 3][face]])
                 p = float(rng.uniform(0.35, 0.6))
                 mats.append(_Material(base=_hsv(h, 0.35, 0.85), alt=_hsv(h + 0.05, 0.45, 0.55), pattern="tiles",
                                       period=(p, p * 0.5 if face % 2 else p, p), axis=1,
-                                      grout=0.015, stagger=0.5 * (face % 2), jitter=0.08, noise=0.1))
+                                      grout=0.015, stagger=0.5 * (face % 2), jitter=0.08, noise=0.08))
         return mats
 
     @staticmethod
@@ -355,10 +365,10 @@ class ProceduralWorld:
         self._np["lattice"] = torch.tensor(rng.uniform(-1.0, 1.0, _PERM_SIZE))
         light = lambda v: torch.tensor(v, dtype=torch.float64) / torch.tensor(v, dtype=torch.float64).norm()  # noqa: E731
         self._np["key"], self._np["fill"] = light(_KEY_DIR), light(_FILL_DIR)
-        pedestal, sphere = self._objects[0], self._objects[1]
+        # The orbit centre: halfway up the pedestal-and-sphere stack (objects 0 and 1).
+        sphere = self._objects[1]
         self._center = torch.tensor([sphere.center[0], 0.5 * (sphere.center[1] + _FLOOR_Y), sphere.center[2]],
                                     dtype=torch.float32)
-        del pedestal
 
     def _params(self, device: torch.device) -> dict[str, Tensor]:
         """The primitive parameters on ``device`` (float32 for floats), cached per device."""
@@ -609,12 +619,16 @@ class ProceduralWorld:
             albedo[sel] = base + (alt - base) * mix
         return albedo
 
-    def _shade(self, o: Tensor, d: Tensor, focal: float, P: dict[str, Tensor]) -> tuple[Tensor, ...]:
-        """Trace and shade rays o + t d (d [N,3] with camera z = 1, so t is z-depth): colour [N,3],
-        depth [N], normal [N,3], object id [N]. ``focal`` (px) sets the footprint t / focal."""
+    def _shade(self, o: Tensor, d: Tensor, focal: float, P: dict[str, Tensor], *,
+               colour: bool = True) -> tuple[Tensor, ...]:
+        """Trace and shade rays o + t d (d [N,3] with camera z = 1, so t is z-depth): colour [N,3]
+        (None when ``colour`` is False), depth [N], normal [N,3], object id [N]. ``focal`` (px)
+        sets the footprint t / focal."""
         t, obj = self._trace(o, d, P)
         x = o + t[:, None] * d
         n, tc, face_axis = self._surface_frame(x, obj, P)
+        if not colour:
+            return None, t, n, obj
         # Footprint of the pixel on the surface, stretched on oblique surfaces (capped).
         cos_i = (n * d).sum(1).abs() / d.norm(dim=1)
         fp = (t / focal) / cos_i.clamp_min(1.0 / _MAX_OBLIQUITY)
@@ -645,13 +659,14 @@ class ProceduralWorld:
         H, W = camera.height, camera.width
         focal = min(camera.fx, camera.fy)
         o, d = self._rays(camera)
-        outs = [self._shade(o, d[i:i + _CHUNK], focal, P) for i in range(0, d.shape[0], _CHUNK)]
-        image = torch.cat([c[0] for c in outs]).reshape(H, W, 3)
+        s = supersample
+        outs = [self._shade(o, d[i:i + _CHUNK], focal, P, colour=s == 1) for i in range(0, d.shape[0], _CHUNK)]
         depth = torch.cat([c[1] for c in outs]).reshape(H, W)
         normal = torch.cat([c[2] for c in outs]).reshape(H, W, 3)
         obj = torch.cat([c[3] for c in outs]).reshape(H, W)
-        if supersample > 1:
-            s = supersample
+        if s == 1:
+            image = torch.cat([c[0] for c in outs]).reshape(H, W, 3)
+        else:
             fine = camera.resized(W * s, H * s)
             o, d = self._rays(fine)
             cols = [self._shade(o, d[i:i + _CHUNK], focal * s, P)[0] for i in range(0, d.shape[0], _CHUNK)]
@@ -676,7 +691,8 @@ class ProceduralWorld:
             raise ValueError(f"xyz must have shape [N,3], got {tuple(xyz.shape)}")
         dtype = torch.float64 if xyz.dtype == torch.float64 else torch.float32
         p = xyz.to(dtype)
-        P = {k: v.to(device=p.device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in self._np.items()}
+        P = {k: v.to(device=p.device, dtype=dtype) for k, v in self._np.items()
+             if k.startswith(("room_", "box_", "sph_", "cyl_")) and v.is_floating_point()}
         # Room: the SDF of its box (negative inside), then |.|: distance to its nearest face.
         centre = 0.5 * (P["room_lo"] + P["room_hi"])
         half = 0.5 * (P["room_hi"] - P["room_lo"])
