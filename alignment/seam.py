@@ -331,6 +331,7 @@ def align_depth(
     min_pixels: int = 32,
     trend: int = 0,
     anchor_tolerance: float | None = 0.25,
+    fit: bool = True,
 ) -> AlignedDepth:
     """Align a view's estimated z-depth to the existing geometry along the view's rays.
 
@@ -353,6 +354,8 @@ def align_depth(
             the global fit (:func:`alignment.trend.fit_log_trend`; 0 = none). It extrapolates a
             tilt of the estimate into border strips, which the seam correction cannot.
 
+        fit: False to take ``estimated`` as already scaled (an alignment found elsewhere, e.g.
+            :mod:`alignment.joint`): no scale, shift or trend is fitted, only the seam correction.
         anchor_tolerance: known pixels whose log-ratio to the (scaled) estimate is further than
             this from 0 do not anchor the seam (None: all do). A smooth distortion of +-20%
             stays well inside 0.25; a point that overhangs a silhouette (the reference sees the
@@ -380,6 +383,12 @@ def align_depth(
     check_positive_depth(reference, "reference", known, "known pixels")
     check_positive_depth(estimated, "estimated", known | hole, "known and hole pixels")
 
+    if not fit:
+        scaled = estimated
+        res = _median_relative_error(estimated, reference, known)
+        global_fit = ScaleFit(1.0, 0.0, False, int(known.sum()), 1.0, res, res)
+        return _seam_step(estimated, scaled, reference, known, hole, global_fit, seam, decay, ring_radius,
+                          anchor_tolerance)
     fit = fit_scale(estimated, reference, known, with_shift=with_shift, min_pixels=min_pixels)
     used = known | hole
     if fit.with_shift and bool((fit.apply(estimated)[used] <= 0).any()):
@@ -393,6 +402,17 @@ def align_depth(
         safe_scaled = torch.where(known, scaled, torch.ones_like(scaled))
         tilt = fit_log_trend(torch.log(safe_ref.double() / safe_scaled.double()), known, degree=trend)
         scaled = (scaled.double() * torch.exp(tilt)).to(estimated.dtype)
+    return _seam_step(estimated, scaled, reference, known, hole, fit, seam, decay, ring_radius, anchor_tolerance)
+
+
+def _median_relative_error(depth: Tensor, reference: Tensor, mask: Tensor) -> float:
+    if not bool(mask.any()):
+        return float("nan")
+    return float(((depth[mask] - reference[mask]).abs() / reference[mask]).double().median())
+
+
+def _seam_step(estimated, scaled, reference, known, hole, fit, seam, decay, ring_radius, anchor_tolerance):
+    """The seam correction of :func:`align_depth` on the globally aligned estimate ``scaled``."""
     if seam:
         safe_ref = torch.where(known, reference, torch.ones_like(reference))
         safe_scaled = torch.where(known, scaled, torch.ones_like(scaled))

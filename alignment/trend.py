@@ -20,12 +20,18 @@ from torch import Tensor
 from alignment._checks import check_map, check_mask
 from alignment.scale import _robust_sigma, _tukey
 
-__all__ = ["fit_log_trend"]
+__all__ = ["fit_log_trend", "fit_log_trend_coeffs", "design_matrix", "n_terms"]
 
 _MAX_SAMPLES = 40_000
 
 
-def _design(x: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
+def n_terms(degree: int) -> int:
+    """Number of monomials of a 2D polynomial of ``degree``."""
+    return (degree + 1) * (degree + 2) // 2
+
+
+def design_matrix(x: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
+    """Monomials [n, n_terms(degree)] at normalized coordinates x, y in [-1, 1]: 1, x, y, x^2, xy, y^2, ..."""
     cols = [np.ones_like(x)]
     for d in range(1, degree + 1):
         for k in range(d + 1):
@@ -42,17 +48,29 @@ def fit_log_trend(log_ratio: Tensor, mask: Tensor, *, degree: int = 1, iteration
     normalized to [-1, 1] across the image, so ``ridge`` (relative to the total weight) and
     ``max_log`` mean the same at every image size.
     """
+    H, W = tuple(log_ratio.shape)
+    beta = fit_log_trend_coeffs(log_ratio, mask, degree=degree, iterations=iterations, tukey_c=tukey_c,
+                                ridge=ridge, min_pixels=min_pixels)
+    gy, gx = np.meshgrid((np.arange(H) + 0.5) / H * 2.0 - 1.0, (np.arange(W) + 0.5) / W * 2.0 - 1.0, indexing="ij")
+    field = (design_matrix(gx.ravel(), gy.ravel(), degree) @ beta).reshape(H, W)
+    field = np.clip(field, -max_log, max_log)
+    return torch.from_numpy(field).to(log_ratio.device)
+
+
+def fit_log_trend_coeffs(log_ratio: Tensor, mask: Tensor, *, degree: int = 1, iterations: int = 6,
+                         tukey_c: float = 4.685, ridge: float = 0.005, min_pixels: int = 64) -> np.ndarray:
+    """The coefficients [n_terms(degree)] (float64, order of :func:`design_matrix`) of the robust
+    polynomial fit of :func:`fit_log_trend`; zeros when fewer than ``min_pixels`` are masked."""
     check_map(log_ratio, "log_ratio")
     shape = tuple(log_ratio.shape)
     check_mask(mask, "mask", shape)
     if degree < 0:
         raise ValueError(f"degree must be >= 0, got {degree}")
     H, W = shape
-    out = torch.zeros(shape, dtype=torch.float64, device=log_ratio.device)
     m = mask.cpu().numpy()
     n = int(m.sum())
     if n < min_pixels:
-        return out
+        return np.zeros(n_terms(degree))
     ys, xs = np.nonzero(m)
     if n > _MAX_SAMPLES:  # a regular subsample: the trend is smooth, 40k pixels pin it down
         pick = np.linspace(0, n - 1, _MAX_SAMPLES).astype(np.int64)
@@ -60,10 +78,9 @@ def fit_log_trend(log_ratio: Tensor, mask: Tensor, *, degree: int = 1, iteration
     rho = log_ratio.detach().cpu().double().numpy()[ys, xs]
     x = (xs + 0.5) / W * 2.0 - 1.0
     y = (ys + 0.5) / H * 2.0 - 1.0
-    A = _design(x, y, degree)
+    A = design_matrix(x, y, degree)
     penalty = np.full(A.shape[1], ridge)
     penalty[0] = 0.0
-    w = np.ones_like(rho)
     beta = np.zeros(A.shape[1])
     beta[0] = float(np.median(rho))
     for _ in range(iterations):
@@ -74,7 +91,4 @@ def fit_log_trend(log_ratio: Tensor, mask: Tensor, *, degree: int = 1, iteration
             break
         lhs = (A * w[:, None]).T @ A + np.diag(penalty * sw)
         beta = np.linalg.solve(lhs, (A * w[:, None]).T @ rho)
-    gy, gx = np.meshgrid((np.arange(H) + 0.5) / H * 2.0 - 1.0, (np.arange(W) + 0.5) / W * 2.0 - 1.0, indexing="ij")
-    field = (_design(gx.ravel(), gy.ravel(), degree) @ beta).reshape(H, W)
-    field = np.clip(field, -max_log, max_log)
-    return torch.from_numpy(field).to(log_ratio.device)
+    return beta

@@ -6,7 +6,9 @@ errors switched on (a scale per view drawn from 0.5-2, +-10 % smooth distortion,
 * AbsRel of the new pixels' depth against the truth, before and after alignment;
 * the median relative depth jump across the seam, before and after alignment;
 * the mean distance of the points to the true surface (absolute and relative to the extent);
-* the point count after the trajectory and after running the same trajectory a second time.
+* the point count after the trajectory and after running the same trajectory a second time;
+* the seconds of the view-by-view loop and of the joint refinement that follows it (all views'
+  depth corrections re-fitted together, the cloud rebuilt; ``--no-refine`` skips it).
 
 Then the speed of the geometry of one view at 512x512 over a cloud of about 2M points (render,
 hole masks, alignment, stretched pixels, lift, merge), against a griddata re-projection of the
@@ -14,6 +16,7 @@ same cloud (the original research code's renderer) measured in the same run.
 
     python bench/bench_dream.py            # 512x512, a few minutes on 2 cores
     python bench/bench_dream.py --size 256 # quicker
+    python bench/bench_dream.py --no-refine --skip-speed  # the loop alone, to see the drift
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -31,34 +35,38 @@ from dreamer.cameras import DEFAULT_FOCAL_512, Camera, project_points, rotation_
 from dreamer.dream import DreamConfig, dream
 from dreamer.metrics import world_metrics
 from dreamer.pointcloud import PointCloud
+from dreamer.refine import refine_scene
 from dreamer.render import clean_coverage, lift, render_points
 from dreamer.trajectories import center_depth_from, make_trajectory
 from dreamer.worlds import ProceduralWorld
 
 
-def accuracy(world: ProceduralWorld, size: int, trajectory: str, seed: int, kind: str = "bend") -> dict:
+def accuracy(world: ProceduralWorld, size: int, trajectory: str, seed: int, kind: str = "bend",
+             refine: bool = True) -> dict:
     first = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
     truth0 = world.render(first)
     estimator = WorldDepthEstimator(world, scale_range=(0.5, 2.0), distortion=0.10, noise=0.01, seed=seed,
                                     distortion_kind=kind)
     traj = make_trajectory(trajectory, first, center_depth_from(truth0.depth))
     cams = traj.cameras
-    counts = {}
+    backends = dict(inpainter=WorldInpainter(world), depth_estimator=estimator)
+    config = DreamConfig(seed=seed, joint_refinement=refine)
 
-    def on_view(r):
-        counts[len(r.views)] = len(r.points)
-
+    # The first view is an RGBD photo (true depth) so the scene has the world's scale.
     t0 = time.time()
-    # The first view is an RGBD photo (true depth) so the scene has the world's scale; then the
-    # trajectory twice: the second pass revisits every view and must add (almost) nothing.
-    result = dream(truth0.image, cams + cams[1:], "", inpainter=WorldInpainter(world), depth_estimator=estimator,
-                   config=DreamConfig(seed=seed), depth=truth0.depth, on_view=on_view)
-    seconds = time.time() - t0
-    first_pass = type(result)(result.points, result.views[: len(cams)], result.config)
-    m = world_metrics(first_pass, world, estimator)
-    m["points_first_pass"] = counts[len(cams)]
-    m["points_second_pass"] = len(result.points)
-    m["seconds"] = seconds
+    result = dream(truth0.image, cams, "", **backends, config=replace(config, joint_refinement=False), depth=truth0.depth)
+    t1 = time.time()
+    if refine:
+        result = refine_scene(result)
+    t2 = time.time()
+    m = world_metrics(result, world, estimator)
+    # Then the trajectory again on the finished scene: every view is revisited and must add
+    # (almost) nothing.
+    again = dream(truth0.image, cams + cams[1:], "", **backends, config=config, depth=truth0.depth, resume=result)
+    m["points_first_pass"] = len(result.points)
+    m["points_second_pass"] = len(again.points)
+    m["seconds_loop"] = t1 - t0
+    m["seconds_refine"] = t2 - t1
     m["cameras"] = len(cams)
     return m
 
@@ -141,23 +149,25 @@ def main() -> None:
     ap.add_argument("--distortion-kind", choices=["bend", "waves"], default="bend",
                     help="shape of the estimator's smooth distortion (see dreamer/backends/synthetic.py)")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--no-refine", action="store_true", help="view-by-view alignment only (no joint refinement)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     world = ProceduralWorld()
 
     print(f"accuracy on the procedural world, {args.size}x{args.size}, depth errors: scale 0.5-2, "
-          f"distortion +-10% ({args.distortion_kind}), noise 1%")
+          f"distortion +-10% ({args.distortion_kind}), noise 1%, "
+          f"{'view-by-view alignment only' if args.no_refine else 'with the joint refinement'}")
     header = (f"{'trajectory':12s} {'views':>5s} {'AbsRel raw':>10s} {'AbsRel aligned':>14s} "
               f"{'seam raw':>9s} {'seam aligned':>12s} {'pt-surf/extent':>14s} {'points 1x':>10s} "
-              f"{'points 2x':>10s} {'ratio':>6s} {'sec':>6s}")
+              f"{'points 2x':>10s} {'ratio':>6s} {'loop s':>7s} {'refine s':>8s}")
     print(header)
     for name in args.trajectories:
-        m = accuracy(world, args.size, name, args.seed, args.distortion_kind)
+        m = accuracy(world, args.size, name, args.seed, args.distortion_kind, refine=not args.no_refine)
         ratio = m["points_second_pass"] / m["points_first_pass"]
         print(f"{name:12s} {m['cameras']:5d} {fmt(m['abs_rel_unaligned']):>10s} {fmt(m['abs_rel_aligned']):>14s} "
               f"{fmt(m['seam_jump_unaligned_median']):>9s} {fmt(m['seam_jump_median']):>12s} "
               f"{fmt(m['point_to_surface_rel_extent']):>14s} {m['points_first_pass']:10d} "
-              f"{m['points_second_pass']:10d} {ratio:6.3f} {m['seconds']:6.1f}")
+              f"{m['points_second_pass']:10d} {ratio:6.3f} {m['seconds_loop']:7.1f} {m['seconds_refine']:8.1f}")
 
     if args.skip_speed:
         return

@@ -34,7 +34,8 @@ def save_checkpoint(folder: str | Path, result: DreamResult) -> None:
             continue
         with atomic_path(path) as tmp:
             torch.save({"camera": v.camera.to_dict(), "image": v.image.cpu(), "depth": v.depth.cpu(),
-                        "mask": v.mask.cpu(), "prompt": v.prompt, "stats": v.stats}, tmp)
+                        "mask": v.mask.cpu(), "prompt": v.prompt, "stats": v.stats,
+                        "estimate": None if v.estimate is None else v.estimate.cpu()}, tmp)
     p = result.points
     with atomic_path(folder / "points.pt") as tmp:
         torch.save({"views": len(result.views), "xyz": p.xyz.cpu(), "rgb": p.rgb.cpu(), "radius": p.radius.cpu()}, tmp)
@@ -54,5 +55,6 @@ def load_checkpoint(folder: str | Path) -> DreamResult | None:
         if not path.exists():
             return None
         v = torch.load(path, map_location="cpu", weights_only=True)
-        views.append(DreamView(Camera.from_dict(v["camera"]), v["image"], v["depth"], v["mask"], v["prompt"], v["stats"]))
+        views.append(DreamView(Camera.from_dict(v["camera"]), v["image"], v["depth"], v["mask"], v["prompt"], v["stats"],
+                               v.get("estimate")))
     return DreamResult(PointCloud(state["xyz"], state["rgb"], state["radius"]), views)

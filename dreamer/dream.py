@@ -5,7 +5,8 @@ the holes, inpaint them, estimate the depth of the completed view, align that de
 rendered geometry along the camera rays (robust scale, then a seam correction that meets the
 existing geometry exactly at the hole boundary), drop stretched pixels at depth discontinuities,
 lift only the hole pixels, and merge them on a footprint grid so revisited surface is not
-duplicated.
+duplicated. When every view is done, all of them are re-aligned jointly and the cloud is
+rebuilt (:mod:`dreamer.refine`), which removes the drift of aligning one view at a time.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from alignment import align_depth, dedup_mask, seam_jump, stretched_pixels
+from alignment import align_depth, seam_jump, stretched_pixels
 from dreamer.backends import DepthEstimator, Inpainter
 from dreamer.cameras import Camera
+from dreamer.placement import place_view
 from dreamer.pointcloud import PointCloud
-from dreamer.scene import DreamResult, DreamView
+from dreamer.refine import refine_scene
 from dreamer.render import _check_image, check_depth, clean_coverage, lift, render_points
+from dreamer.scene import DreamResult, DreamView
 
 __all__ = ["DreamConfig", "DreamView", "DreamResult", "dream", "ProgressFn"]
 
@@ -60,6 +63,10 @@ class DreamConfig:
     """Merge grid cell size as a multiple of a new point's footprint."""
     min_overlap_pixels: int = 64
     """Fewest known pixels needed to fit the depth scale; fewer keeps the estimate's scale (1.0)."""
+    joint_refinement: bool = True
+    """After the loop, re-fit every view's depth correction jointly against all the views that overlap it and rebuild the cloud from the same images (removes the drift of view-by-view alignment; no model runs again)."""
+    joint_seam_decay: float = 0.1
+    """In that rebuild, the seam correction fades over this fraction of the image's larger side: away from the seam the jointly fitted depth is trusted."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,24 +138,9 @@ def dream_view(
     else:
         log.warning("view has only %d known pixels: keeping the estimated depth's scale", int(masks.known.sum()))
         new_depth = estimated
-    new_depth = new_depth.clamp_min(1e-6)
-    full_depth = torch.where(masks.hole, new_depth, render.depth)
-    stretched = stretched_pixels(full_depth, threshold=config.stretch_threshold)
-    lift_mask = masks.hole & ~stretched
-    new = lift(completed, full_depth, camera, lift_mask)
-    # New points are checked against the existing cloud only: a view keeps all its own pixels
-    # (thinning them on the grid would halve its density), and a revisited surface adds nothing.
-    keep = dedup_mask(points.xyz, points.radius, new.xyz, new.radius, cell_factor=config.merge_cell_factor,
-                      merge_within_new=False)
-    stats.update(
-        new_points=int(lift_mask.sum()),
-        kept_points=int(keep.sum()),
-        stretched_pixels=int((masks.hole & stretched).sum()),
-        seam_jump_unaligned=seam_jump(estimated, render.depth, masks.known, masks.hole),
-        seam_jump=seam_jump(full_depth, render.depth, masks.known, masks.hole),
-    )
-    merged = points.cat(new.select(keep))
-    return merged, DreamView(camera, completed, full_depth, lift_mask, prompt, stats)
+    stats["seam_jump_unaligned"] = seam_jump(estimated, render.depth, masks.known, masks.hole)
+    return place_view(points, camera, completed, render, masks, new_depth, prompt=prompt, stats=stats,
+                      estimate=estimated, config=config)
 
 
 def dream(
@@ -167,10 +159,13 @@ def dream(
     """Dream a scene from ``image`` (the view of ``cameras[0]``) along ``cameras[1:]``.
 
     ``depth`` is the z-depth of ``image`` if known (RGBD input); otherwise it is estimated.
-    ``prompt`` is one string or one per camera. ``resume`` continues a result whose first views
-    are done (the views must be a prefix of ``cameras``); ``on_view`` is called with the result
-    so far after every view (the CLI writes a checkpoint there). View k's inpainting generator is
-    seeded with ``config.seed + k``, so a resumed run reproduces an uninterrupted one.
+    ``prompt`` is one string or one per camera. ``on_view`` is called with the loop's result so
+    far after every view (the CLI writes a checkpoint there). ``resume`` continues such a result
+    (its views must be a prefix of ``cameras``) and reproduces the uninterrupted run; given a
+    finished, refined result it dreams the remaining cameras on top of the refined cloud. View
+    k's inpainting generator is seeded with ``config.seed + k``, so a resumed run reproduces an
+    uninterrupted one. With ``config.joint_refinement`` the finished loop is refined jointly
+    (:func:`dreamer.refine.refine_scene`).
     """
     _check_inputs(image, cameras, depth)
     prompts = _prompts(prompt, len(cameras))
@@ -214,4 +209,6 @@ def dream(
             on_progress("dream", k + 1, total)
         if on_view:
             on_view(result)
+    if config.joint_refinement:
+        result = refine_scene(result, on_progress=on_progress)
     return result

@@ -16,8 +16,9 @@ __all__ = ["DreamView", "DreamResult"]
 @dataclass
 class DreamView:
     """One dreamed view: its camera, the completed ``image`` [H,W,3], the aligned z-``depth``
-    [H,W] the loop used, ``mask`` [H,W] (True where the view added new points), its prompt
-    and alignment statistics."""
+    [H,W] the loop used, ``mask`` [H,W] (True where the view added new points), its prompt,
+    alignment statistics, and the depth model's raw ``estimate`` [H,W] of the whole view
+    (None when the view needed none); the joint refinement re-aligns views from it."""
 
     camera: Camera
     image: Tensor
@@ -25,6 +26,7 @@ class DreamView:
     mask: Tensor
     prompt: str = ""
     stats: dict = field(default_factory=dict)
+    estimate: Tensor | None = None
 
 
 @dataclass
