@@ -47,6 +47,8 @@ _EDGE_LOG_STEP = 0.05
 # Tukey widths shrink over the first rounds: the initial coefficients carry the drift this
 # fit removes, so the first round must not reject the very pairs that reveal it.
 _ANNEAL = (4.0, 2.0, 1.0)
+# Fewest samples that make a pair of views count as overlapping.
+_MIN_PAIR_SAMPLES = 16
 
 
 @dataclass(frozen=True)
@@ -175,66 +177,75 @@ def joint_log_corrections(
         samples.append((u, v, L[k][vv, uu], dirs, _basis(u, v, W, H, degree)))
 
     theta = init.detach().double().cpu().clone()
+    init64 = theta.clone()
     free = torch.tensor([not f for f in fixed])
-    med_before = None
-    med_after = float("nan")
-    n_used = 0
-    for it in range(iterations + 1):
-        blocks = []  # (k, j, Jk, Jj, r)
-        for k in range(n_views):
-            u_k, v_k, lk, dirs, Bk = samples[k]
-            logz_k = lk + Bk @ theta[k]
-            z_k = torch.exp(logz_k)
-            X = c2w[k, :3, 3] + z_k[:, None] * dirs
-            for j in range(n_views):
-                if j == k or not (free[k] or free[j]):
-                    continue
-                R, t = w2c[j, :3, :3], w2c[j, :3, 3]
-                pc = X @ R.T + t
-                zj = pc[:, 2]
-                Hj, Wj = L[j].shape
-                ok = zj > 1e-9
-                u = K[j, 0, 0] * pc[:, 0] / zj.clamp_min(1e-9) + K[j, 0, 2]
-                v = K[j, 1, 1] * pc[:, 1] / zj.clamp_min(1e-9) + K[j, 1, 2]
-                ok &= (u > 1.0) & (u < Wj - 1.0) & (v > 1.0) & (v < Hj - 1.0)
-                idx = torch.nonzero(ok).squeeze(1)
-                if idx.numel() < 16:
-                    continue
-                u, v, zj, pcs = u[idx], v[idx], zj[idx], pc[idx]
-                Bj = _basis(u, v, Wj, Hj, degree)
-                lj = _sample(L_safe[j], u, v) + Bj @ theta[j]
-                # Gradient of view j's aligned log-depth at the sample (central differences).
-                gu = (_sample(L_safe[j], u + 1, v) - _sample(L_safe[j], u - 1, v)) / 2
-                gv = (_sample(L_safe[j], u, v + 1) - _sample(L_safe[j], u, v - 1)) / 2
-                smooth = (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP)
-                r = torch.log(zj) - lj
-                # d/dlog z_k of the point in camera j: pc = t' + z_k w with w = R dirs.
-                w = dirs[idx] @ R.T
-                zk = z_k[idx]
-                dz = zk * w[:, 2]
-                du = K[j, 0, 0] * zk * (w[:, 0] * zj - pcs[:, 0] * w[:, 2]) / zj**2
-                dv = K[j, 1, 1] * zk * (w[:, 1] * zj - pcs[:, 1] * w[:, 2]) / zj**2
-                a = dz / zj - (gu * du + gv * dv)
-                sel = smooth
-                blocks.append((k, j, a[sel, None] * Bk[idx][sel], -Bj[sel], r[sel]))
-        if not blocks:
-            break
-        r_all = torch.cat([b[4] for b in blocks]).numpy()
-        med = float(np.median(np.abs(r_all)))
-        if med_before is None:
-            med_before = med
-        med_after = med
-        if it == iterations:
-            break
-        sigma = _robust_sigma(r_all, sigma_floor)
+
+    def pair_terms(k: int, j: int, jacobian: bool):
+        """Residuals of view k's samples seen in view j, and their Jacobians (or None: no overlap)."""
+        _, _, lk, dirs, Bk = samples[k]
+        z_k = torch.exp(lk + Bk @ theta[k])
+        X = c2w[k, :3, 3] + z_k[:, None] * dirs
+        R, t = w2c[j, :3, :3], w2c[j, :3, 3]
+        pc = X @ R.T + t
+        zj = pc[:, 2]
+        Hj, Wj = L[j].shape
+        zs = zj.clamp_min(1e-9)
+        u = K[j, 0, 0] * pc[:, 0] / zs + K[j, 0, 2]
+        v = K[j, 1, 1] * pc[:, 1] / zs + K[j, 1, 2]
+        ok = (zj > 1e-9) & (u > 1.0) & (u < Wj - 1.0) & (v > 1.0) & (v < Hj - 1.0)
+        # Gradient of view j's log-depth (central differences): samples on a depth edge are dropped.
+        idx = torch.nonzero(ok).squeeze(1)
+        u, v = u[idx], v[idx]
+        gu = (_sample(L_safe[j], u + 1, v) - _sample(L_safe[j], u - 1, v)) / 2
+        gv = (_sample(L_safe[j], u, v + 1) - _sample(L_safe[j], u, v - 1)) / 2
+        keep = (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP)
+        idx, u, v, gu, gv = idx[keep], u[keep], v[keep], gu[keep], gv[keep]
+        if idx.numel() < _MIN_PAIR_SAMPLES:
+            return None
+        zj, pcs = zj[idx], pc[idx]
+        Bj = _basis(u, v, Wj, Hj, degree)
+        r = torch.log(zj) - (_sample(L_safe[j], u, v) + Bj @ theta[j])
+        if not jacobian:
+            return r, None, None
+        # d r / d log z_k: the point moves along view k's ray, pc = t' + z_k w (w = R dirs); its
+        # depth in view j changes, and its projection slides along the epipolar line over view
+        # j's depth map (zero for a pure rotation).
+        w = dirs[idx] @ R.T
+        zk = z_k[idx]
+        du = K[j, 0, 0] * zk * (w[:, 0] * zj - pcs[:, 0] * w[:, 2]) / zj**2
+        dv = K[j, 1, 1] * zk * (w[:, 1] * zj - pcs[:, 1] * w[:, 2]) / zj**2
+        a = zk * w[:, 2] / zj - (gu * du + gv * dv)
+        return r, a[:, None] * Bk[idx], -Bj
+
+    # Pairs that overlap (checked once, at the initial coefficients).
+    pairs, residuals = [], []
+    for k in range(n_views):
+        for j in range(n_views):
+            if j != k and (free[k] or free[j]):
+                terms = pair_terms(k, j, jacobian=False)
+                if terms is not None:
+                    pairs.append((k, j))
+                    residuals.append(terms[0])
+    if not pairs:
+        return JointFit(theta.to(init.device), degree, float("nan"), float("nan"), 0)
+    r_all = torch.cat(residuals).numpy()
+    med_before = float(np.median(np.abs(r_all)))
+    sigma = _robust_sigma(r_all, sigma_floor)
+    keep_free = free.repeat_interleave(P)
+    for it in range(iterations):
         c = tukey_c * _ANNEAL[min(it, len(_ANNEAL) - 1)]
         Hm = torch.zeros(n_views * P, n_views * P, dtype=torch.float64)
         g = torch.zeros(n_views * P, dtype=torch.float64)
         view_weight = torch.zeros(n_views, dtype=torch.float64)
-        n_used = 0
-        for k, j, Jk, Jj, r in blocks:
+        residuals = []
+        # IRLS: weights from the current residuals, their scale from the previous round's.
+        for k, j in pairs:
+            terms = pair_terms(k, j, jacobian=True)
+            if terms is None:
+                continue
+            r, Jk, Jj = terms
+            residuals.append(r)
             wt = torch.from_numpy(_tukey(r.numpy(), sigma, c))
-            n_used += int((wt > 0).sum())
             sk, sj = slice(k * P, (k + 1) * P), slice(j * P, (j + 1) * P)
             JkW, JjW = Jk * wt[:, None], Jj * wt[:, None]
             Hm[sk, sk] += JkW.T @ Jk
@@ -245,15 +256,19 @@ def joint_log_corrections(
             g[sj] += JjW.T @ r
             view_weight[k] += wt.sum()
             view_weight[j] += wt.sum()
+        sigma = _robust_sigma(torch.cat(residuals).numpy(), sigma_floor)
         for k in range(n_views):
             s = slice(k * P, (k + 1) * P)
             lam = prior * max(float(view_weight[k]), 1.0)
             Hm[s, s] += lam * torch.eye(P, dtype=torch.float64)
-            g[s] += lam * (theta[k] - init[k].double().cpu())
-        keep = free.repeat_interleave(P)
+            g[s] += lam * (theta[k] - init64[k])
         step = torch.zeros(n_views * P, dtype=torch.float64)
-        step[keep] = torch.linalg.solve(Hm[keep][:, keep], -g[keep])
+        step[keep_free] = torch.linalg.solve(Hm[keep_free][:, keep_free], -g[keep_free])
         theta = theta + step.reshape(n_views, P)
-    return JointFit(coeffs=theta.to(init.device), degree=degree,
-                    residual_before=float("nan") if med_before is None else med_before,
+
+    final = [t[0] for t in (pair_terms(k, j, jacobian=False) for k, j in pairs) if t is not None]
+    r_all = torch.cat(final).numpy() if final else np.zeros(0)
+    med_after = float(np.median(np.abs(r_all))) if r_all.size else float("nan")
+    n_used = int((_tukey(r_all, sigma, tukey_c) > 0).sum())
+    return JointFit(coeffs=theta.to(init.device), degree=degree, residual_before=med_before,
                     residual_after=med_after, samples=n_used)

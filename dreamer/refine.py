@@ -47,12 +47,18 @@ def _initial_coeffs(view: DreamView, degree: int) -> torch.Tensor:
 def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], None] | None = None) -> DreamResult:
     """The scene of ``result`` with jointly re-fitted depth corrections and a rebuilt cloud.
 
-    Views without a stored estimate (nothing to dream when they were visited) keep no new
-    points. Uses ``result.config`` (a DreamConfig) for the geometry settings.
+    Views without a stored estimate (nothing to dream when they were visited) take no part. If
+    a view that added points has no estimate (a checkpoint from an older version), the scene is
+    returned unchanged, with a warning. Uses ``result.config`` (a DreamConfig) for the geometry
+    settings.
     """
     cfg = result.config
     degree = max(int(cfg.align_trend), 0)
     views = result.views
+    missing = [k for k, v in enumerate(views) if k > 0 and v.estimate is None and bool(v.mask.any())]
+    if missing:
+        log.warning("joint refinement skipped: views %s added points but have no stored depth estimate", missing)
+        return result
     usable = [k for k, v in enumerate(views) if k == 0 or v.estimate is not None]
     if len(usable) < 2:
         return result
@@ -66,6 +72,11 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     fit = joint_log_corrections(logs, valid, K, c2w, init, [k == 0 for k in usable], degree=degree)
     log.info("joint refinement of %d views: median pair residual %.4f -> %.4f (%d samples)",
              len(usable), fit.residual_before, fit.residual_after, fit.samples)
+    if not fit.residual_after <= fit.residual_before:
+        # The views disagree more than before (or the fit found no overlapping pairs): keep the loop's scene.
+        log.warning("joint refinement skipped: it did not reduce the disagreement between views (%.4f -> %.4f)",
+                    fit.residual_before, fit.residual_after)
+        return result
     coeffs = dict(zip(usable, fit.coeffs))
 
     v0 = views[0]

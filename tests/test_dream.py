@@ -149,10 +149,27 @@ def test_joint_refinement_removes_the_drift_of_a_full_turn(world, first):
     assert abs(len(refined.points) - len(drifted.points)) < 0.02 * len(drifted.points)
 
 
-def test_refinement_without_estimates_leaves_the_scene_alone(world, first):
+def test_refinement_without_estimates_leaves_the_scene_alone(world, first, caplog):
+    """A view that added points but kept no estimate (an old checkpoint) cannot be rebuilt:
+    refining without it would drop its points, so nothing is refined."""
     from dreamer.refine import refine_scene
 
     result, _ = run(world, first, "lookaround", n=3, config=DreamConfig(joint_refinement=False))
-    for v in result.views[1:]:
-        v.estimate = None
+    result.views[2].estimate = None
     assert refine_scene(result) is result
+    assert "no stored depth estimate" in caplog.text
+
+
+def test_a_refinement_that_makes_views_disagree_more_is_not_applied(world, first, monkeypatch, caplog):
+    import dreamer.refine as refine
+
+    result, _ = run(world, first, "lookaround", n=3, config=DreamConfig(joint_refinement=False))
+    real = refine.joint_log_corrections
+
+    def worse(*args, **kwargs):
+        fit = real(*args, **kwargs)
+        return type(fit)(fit.coeffs + 0.1, fit.degree, fit.residual_before, fit.residual_before + 0.1, fit.samples)
+
+    monkeypatch.setattr(refine, "joint_log_corrections", worse)
+    assert refine.refine_scene(result) is result
+    assert "did not reduce" in caplog.text
