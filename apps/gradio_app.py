@@ -131,7 +131,7 @@ class _Sessions:
 
 
 # Share of the progress bar each stage of a scene takes (in order); unknown stages keep the bar.
-_SCENE_STAGES = {"first view": (0.0, 0.05), "dream": (0.05, 0.55), "splat views": (0.55, 0.6),
+_SCENE_STAGES = {"first view": (0.0, 0.05), "dream": (0.05, 0.5), "refine": (0.5, 0.55), "splat views": (0.55, 0.6),
                  "splats": (0.6, 0.9), "video": (0.9, 1.0)}
 
 

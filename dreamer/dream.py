@@ -52,7 +52,7 @@ class DreamConfig:
     align_shift: bool = False
     """Fit scale and shift (instead of scale only) of the estimated depth to the rendered depth."""
     align_trend: int = 2
-    """Degree of a smooth trend of the depth ratio fitted on the overlap before the seam correction (0 = none, 1 = tilt, 2 = curvature)."""
+    """Degree of a smooth trend of the depth ratio fitted on the overlap before the seam correction (0 = none, 1 = tilt, 2 = curvature); also the degree of each view's correction in the joint refinement."""
     seam_correction: bool = True
     """Apply the smooth seam correction after the scale fit."""
     seam_decay: float | None = None
