@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 # The loop's effective correction is fitted without a ridge: it is a description, not a guess.
 _INIT_RIDGE = 1e-6
+# The refinement is dropped when it leaves the views disagreeing more than this factor times
+# before (a consistent scene stays within noise of where it started; more is a failed fit).
+_WORSE = 1.05
 
 
 def _initial_coeffs(view: DreamView, degree: int) -> torch.Tensor:
@@ -72,7 +75,7 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     fit = joint_log_corrections(logs, valid, K, c2w, init, [k == 0 for k in usable], degree=degree)
     log.info("joint refinement of %d views: median pair residual %.4f -> %.4f (%d samples)",
              len(usable), fit.residual_before, fit.residual_after, fit.samples)
-    if not fit.residual_after <= fit.residual_before:
+    if not fit.residual_after <= _WORSE * fit.residual_before:
         # The views disagree more than before (or the fit found no overlapping pairs): keep the loop's scene.
         log.warning("joint refinement skipped: it did not reduce the disagreement between views (%.4f -> %.4f)",
                     fit.residual_before, fit.residual_after)
