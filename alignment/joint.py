@@ -37,7 +37,7 @@ from torch import Tensor
 
 from alignment._checks import check_map, check_mask
 from alignment.scale import _robust_sigma, _tukey
-from alignment.trend import design_matrix, n_terms
+from alignment.trend import design_matrix, n_terms, polynomial_field
 
 __all__ = ["JointFit", "joint_log_corrections"]
 
@@ -71,16 +71,7 @@ class JointFit:
 
     def field(self, k: int, height: int, width: int) -> Tensor:
         """View ``k``'s log-depth correction [height, width] (float64)."""
-        return correction_field(self.coeffs[k], self.degree, height, width)
-
-
-def correction_field(coeffs: Tensor, degree: int, height: int, width: int) -> Tensor:
-    """The polynomial ``coeffs`` [P] evaluated at every pixel centre: [height, width] float64."""
-    ys = (torch.arange(height, dtype=torch.float64) + 0.5) / height * 2 - 1
-    xs = (torch.arange(width, dtype=torch.float64) + 0.5) / width * 2 - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    B = torch.from_numpy(design_matrix(gx.reshape(-1).numpy(), gy.reshape(-1).numpy(), degree))
-    return (B @ coeffs.double().cpu()).reshape(height, width).to(coeffs.device)
+        return polynomial_field(self.coeffs[k], self.degree, height, width)
 
 
 def _basis(u: Tensor, v: Tensor, width: int, height: int, degree: int) -> Tensor:
@@ -174,7 +165,7 @@ def joint_log_corrections(
         u, v = uu.double() + 0.5, vv.double() + 0.5
         d_cam = torch.stack([(u - K[k, 0, 2]) / K[k, 0, 0], (v - K[k, 1, 2]) / K[k, 1, 1], torch.ones_like(u)], -1)
         dirs = d_cam @ c2w[k, :3, :3].T  # world rays with camera z = 1
-        samples.append((u, v, L[k][vv, uu], dirs, _basis(u, v, W, H, degree)))
+        samples.append((L[k][vv, uu], dirs, _basis(u, v, W, H, degree)))
 
     theta = init.detach().double().cpu().clone()
     init64 = theta.clone()
@@ -182,7 +173,7 @@ def joint_log_corrections(
 
     def pair_terms(k: int, j: int, jacobian: bool):
         """Residuals of view k's samples seen in view j, and their Jacobians (or None: no overlap)."""
-        _, _, lk, dirs, Bk = samples[k]
+        lk, dirs, Bk = samples[k]
         z_k = torch.exp(lk + Bk @ theta[k])
         X = c2w[k, :3, 3] + z_k[:, None] * dirs
         R, t = w2c[j, :3, :3], w2c[j, :3, 3]

@@ -20,7 +20,7 @@ from torch import Tensor
 from alignment._checks import check_map, check_mask
 from alignment.scale import _robust_sigma, _tukey
 
-__all__ = ["fit_log_trend", "fit_log_trend_coeffs", "design_matrix", "n_terms"]
+__all__ = ["fit_log_trend", "fit_log_trend_coeffs", "design_matrix", "n_terms", "polynomial_field"]
 
 _MAX_SAMPLES = 40_000
 
@@ -51,10 +51,18 @@ def fit_log_trend(log_ratio: Tensor, mask: Tensor, *, degree: int = 1, iteration
     H, W = tuple(log_ratio.shape)
     beta = fit_log_trend_coeffs(log_ratio, mask, degree=degree, iterations=iterations, tukey_c=tukey_c,
                                 ridge=ridge, min_pixels=min_pixels)
-    gy, gx = np.meshgrid((np.arange(H) + 0.5) / H * 2.0 - 1.0, (np.arange(W) + 0.5) / W * 2.0 - 1.0, indexing="ij")
-    field = (design_matrix(gx.ravel(), gy.ravel(), degree) @ beta).reshape(H, W)
-    field = np.clip(field, -max_log, max_log)
-    return torch.from_numpy(field).to(log_ratio.device)
+    field = polynomial_field(torch.from_numpy(beta), degree, H, W).clamp(-max_log, max_log)
+    return field.to(log_ratio.device)
+
+
+def polynomial_field(coeffs: Tensor, degree: int, height: int, width: int) -> Tensor:
+    """The polynomial ``coeffs`` [n_terms(degree)] (order of :func:`design_matrix`) at every pixel
+    centre of a [height, width] image, in normalized coordinates: [height, width] float64."""
+    ys = (np.arange(height) + 0.5) / height * 2.0 - 1.0
+    xs = (np.arange(width) + 0.5) / width * 2.0 - 1.0
+    gy, gx = np.meshgrid(ys, xs, indexing="ij")
+    B = torch.from_numpy(design_matrix(gx.ravel(), gy.ravel(), degree))
+    return (B @ coeffs.detach().double().cpu()).reshape(height, width).to(coeffs.device)
 
 
 def fit_log_trend_coeffs(log_ratio: Tensor, mask: Tensor, *, degree: int = 1, iterations: int = 6,

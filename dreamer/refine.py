@@ -23,8 +23,8 @@ from typing import Callable
 import torch
 
 from alignment import align_depth
-from alignment.joint import correction_field, joint_log_corrections
-from alignment.trend import fit_log_trend_coeffs, n_terms
+from alignment.joint import joint_log_corrections
+from alignment.trend import fit_log_trend_coeffs, n_terms, polynomial_field
 from dreamer.placement import place_view
 from dreamer.render import clean_coverage, lift, render_points
 from dreamer.scene import DreamResult, DreamView
@@ -100,7 +100,7 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
         # The joint correction factor at the image centre (the view's scale after refinement).
         stats = {**view.stats, "hole_fraction": float(masks.hole.float().mean()),
                  "joint_scale": float(torch.exp(coeffs[k][0]))}
-        field = correction_field(coeffs[k], degree, cam.height, cam.width).to(view.estimate.device)
+        field = polynomial_field(coeffs[k], degree, cam.height, cam.width).to(view.estimate.device)
         new_depth = (view.estimate.double() * torch.exp(field)).to(view.estimate.dtype)
         if int(masks.known.sum()) >= cfg.min_overlap_pixels and masks.hole.any():
             aligned = align_depth(new_depth, render.depth, masks.known, masks.hole, seam=cfg.seam_correction,

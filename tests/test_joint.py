@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from alignment.joint import correction_field, joint_log_corrections
-from alignment.trend import n_terms
+from alignment.joint import joint_log_corrections
+from alignment.trend import n_terms, polynomial_field
 from dreamer import Camera
 from dreamer.cameras import DEFAULT_FOCAL_512, rotation_x, rotation_y
 from dreamer.worlds import ProceduralWorld
@@ -36,7 +36,7 @@ def distorted_logs(world, cams, seed):
     truth = torch.zeros(len(cams), n_terms(2), dtype=torch.float64)
     truth[1:] = (torch.rand(len(cams) - 1, n_terms(2), generator=g, dtype=torch.float64) - 0.5) * 0.2
     truth[1:, 0] += torch.linspace(-0.5, 0.5, len(cams) - 1, dtype=torch.float64)  # unknown scales
-    logs = [torch.log(world.depth(c).double()) - correction_field(truth[k], 2, SIZE, SIZE)
+    logs = [torch.log(world.depth(c).double()) - polynomial_field(truth[k], 2, SIZE, SIZE)
             for k, c in enumerate(cams)]
     return logs, truth
 
@@ -49,7 +49,7 @@ def fit(cams, logs, init, **kw):
 
 
 def field_error(result, truth):
-    return max(float((result.field(k, SIZE, SIZE) - correction_field(truth[k], 2, SIZE, SIZE)).abs().max())
+    return max(float((result.field(k, SIZE, SIZE) - polynomial_field(truth[k], 2, SIZE, SIZE)).abs().max())
                for k in range(len(truth)))
 
 
@@ -61,7 +61,7 @@ def test_recovers_exact_corrections_from_a_wrong_start(world, moves):
     cams = cameras(moves)
     logs, truth = distorted_logs(world, cams, seed=len(moves))
     init = torch.zeros_like(truth)
-    before = field_error(type("R", (), {"field": lambda self, k, h, w: correction_field(init[k], 2, h, w)})(), truth)
+    before = field_error(type("R", (), {"field": lambda self, k, h, w: polynomial_field(init[k], 2, h, w)})(), truth)
     result = fit(cams, logs, init, iterations=8)
     assert before > 0.2
     assert field_error(result, truth) < 5e-3
