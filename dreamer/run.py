@@ -35,6 +35,7 @@ from typing import Any
 
 from dreamer.configs import add_dataclass_arguments
 from dreamer.pipeline import CONFIG_SECTIONS, SETTING_ALIASES, SceneConfigs, SceneOutcome, configs_from_flat, run_scene
+from dreamer.progress import StageBars
 
 log = logging.getLogger("dreamer.run")
 
@@ -142,33 +143,6 @@ def _scene_name(index: int, entry: dict[str, Any]) -> str:
     return f"{index:03d}-{_slug(basis, 'scene')}"
 
 
-class _Bars:
-    """Maps on_progress(stage, done, total) to one tqdm bar per stage."""
-
-    def __init__(self, scene: str, enabled: bool):
-        self.scene, self.enabled, self.bars = scene, enabled, {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=f"{self.scene}: {stage}", leave=True, dynamic_ncols=True)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
-            del self.bars[stage]
-
-    def close(self) -> None:
-        for bar in self.bars.values():
-            bar.close()
-        self.bars.clear()
-
-
 def _print_summary(outcomes: list[SceneOutcome]) -> None:
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     print(f"\n{len(outcomes)} scene(s): {counts['done']} done, {counts['skipped']} skipped (already complete), "
@@ -217,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     outcomes: list[SceneOutcome] = []
     for name, out, configs in jobs:
-        bars = _Bars(name, enabled=not args.quiet)
+        bars = StageBars(name, enabled=not args.quiet)
         try:
             backends = build_backends(configs.models)
             outcomes.append(run_scene(configs, out, backends, on_progress=bars, name=name))

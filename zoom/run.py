@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 
 from dreamer.configs import config_hash
+from dreamer.progress import StageBars
 
 logger = logging.getLogger(__name__)
 
@@ -108,27 +109,6 @@ def read_prompts(path: str | Path) -> list[str]:
             raise ValueError(f"{path}: expected a JSON list of strings")
         return data
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-
-
-class _TqdmProgress:
-    """``on_progress(stage, done, total)`` -> one tqdm bar per stage."""
-
-    def __init__(self, disable: bool = False):
-        self.bars: dict = {}
-        self.disable = disable
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm.auto import tqdm
-
-        bar = self.bars.get(stage)
-        if bar is None:
-            bar = self.bars[stage] = tqdm(total=total, desc=stage, disable=self.disable, leave=False)
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
-            del self.bars[stage]
 
 
 def _level_files(n: int) -> list[str]:
@@ -334,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device, dtype=args.dtype)
     output = OutputConfig(fps=args.fps, seconds_per_level=args.seconds_per_level)
     try:
-        result = run_zoom(config, args.out, output, on_progress=_TqdmProgress(disable=args.quiet))
+        result = run_zoom(config, args.out, output, on_progress=StageBars(enabled=not args.quiet, leave=False))
     except ModelNotAvailable as e:
         logger.error("%s", e)
         return 2
