@@ -1,4 +1,4 @@
-"""Zoom-stack math (ZOOM_NOTES section 4, T1-T4): rendering, noise, blending. No models."""
+"""Zoom-stack math: rendering, noise, blending (see zoom/stack.py and zoom/pyramid.py). No models."""
 
 import math
 
@@ -99,7 +99,7 @@ def test_render_inputs_are_validated():
         render_image(L[0], 0)
     with pytest.raises(ValueError, match="centred"):
         render_image(torch.rand(2, 3, 30, 30), 0)  # 30 - 15 is odd
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="float tensor"):
         render_image(L.long(), 0)
     with pytest.raises(ValueError, match="max_depth"):
         render_image(L, 0, max_depth=-1)

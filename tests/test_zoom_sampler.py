@@ -1,4 +1,4 @@
-"""The joint zoom sampler (ZOOM_NOTES section 4, T5-T8): scheduler math, oracle denoisers, a
+"""The joint zoom sampler (zoom/sampler.py): scheduler math, oracle denoisers, a
 linear fake VAE, and tiny random-weight diffusers models end to end. CPU, no weights."""
 
 import math

@@ -62,7 +62,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dreamer.cameras import Camera, check_rigid, focal_from_fov, intrinsics_matrix, opencv_to_opengl, opengl_to_opencv
+from dreamer.cameras import (
+    Camera,
+    check_rigid,
+    focal_from_fov,
+    intrinsics_matrix,
+    opencv_to_opengl,
+    opengl_to_opencv,
+)
 from dreamer.trajectories.base import Trajectory, TrajectoryFileError, _check_first
 from dreamer.trajectories.interpolate import _segment_counts, interpolate_cameras
 
