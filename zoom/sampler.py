@@ -271,6 +271,7 @@ def sample_with_denoiser(
     photo_keep_bands: int = 2,
     clamp: tuple[float, float] | None = (0.0, 1.0),
     on_progress: ProgressFn | None = None,
+    on_step: Callable[[int, Tensor], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The sampler on any denoiser: returns ``(levels, raw)``, both [N,C,H,W] channels-first.
 
@@ -282,7 +283,9 @@ def sample_with_denoiser(
     with the same ``generator`` seed it draws exactly the same base noise as the joint run.
     ``clamp``: value range of pixels after blending (``None`` for unbounded test signals).
     Photo settings are described in :func:`sample_zoom_stack`. Randomness only through
-    ``generator``: one [N,c,h,w] draw for the start and one per step.
+    ``generator``: one [N,c,h,w] draw for the start and one per step. ``on_step(k, x0)`` sees
+    the denoiser's own clean-latent prediction [N,c,h,w] of step k, before any blending (a
+    preview; how far its levels disagree shows how the joint sampling converges).
     """
     p = check_p(p)
     device = torch.device(device)
@@ -316,6 +319,8 @@ def sample_with_denoiser(
     for k, t in enumerate(schedule.timesteps):
         a_t, a_prev = schedule.alpha(t), schedule.alpha_prev(t)
         x0 = denoise(z, t).float()
+        if on_step is not None:
+            on_step(k, x0)
         if round_trip and (k % blend_every == 0 or k == steps - 1):
             pixels = loop_codec.decode(x0).float()
             steered = pixels
@@ -393,7 +398,7 @@ class _GuidedUNet:
 
 
 def _vae_factor(vae) -> int:
-    blocks = getattr(vae.config, "block_out_channels", None) or getattr(vae.config, "encoder_block_out_channels")
+    blocks = getattr(vae.config, "block_out_channels", None) or vae.config.encoder_block_out_channels
     return 2 ** (len(blocks) - 1)
 
 
@@ -438,6 +443,7 @@ def sample_zoom_stack(
     joint: bool = True,
     vae_batch_size: int | None = None,
     on_progress: ProgressFn | None = None,
+    on_step: Callable[[int, Tensor], None] | None = None,
 ) -> ZoomResult:
     """Sample a zoom stack: level ``i`` shows ``prompts[i]``, level ``i+1`` the centre ``1/p`` of
     level ``i`` at ``p`` times the resolution.
@@ -464,7 +470,8 @@ def sample_zoom_stack(
     the VAE round trip. ``tiny_vae``: an ``AutoencoderTiny`` (TAESD) for the in-loop round trip;
     the pipeline's VAE still decodes the final output. ``joint=False``: independent per-level
     sampling with the same noise draws (the benchmark baseline). ``on_progress(stage, done,
-    total)``: stages ``"denoise"`` and ``"decode"``.
+    total)``: stages ``"denoise"`` and ``"decode"``. ``on_step(k, x0)``: see
+    :func:`sample_with_denoiser`.
 
     Returns a :class:`ZoomResult` with ``levels`` [N,H,W,3] and ``raw`` [N,H,W,3] (float32,
     on the UNet's device).
@@ -532,7 +539,7 @@ def sample_zoom_stack(
         residual_correction=residual_correction, loop_codec=loop_codec, photo=photo_px,
         photo_level=photo_level, photo_mode=photo_mode, photo_steps=photo_steps, photo_lr=photo_lr,
         photo_until=photo_until, photo_keep_bands=photo_keep_bands, clamp=(0.0, 1.0),
-        on_progress=on_progress)
+        on_progress=on_progress, on_step=on_step)
     seconds = time.perf_counter() - start
     settings = dict(
         p=p, steps=steps, guidance=float(guidance), negative_prompt=negatives, height=height, width=width,
