@@ -285,13 +285,15 @@ def level_images(cameras: Sequence[Camera], prompts: Sequence[str], *, world=Non
         return torch.stack(out)
     if pipeline is None:
         raise ValueError("level_images needs a world (synthetic models) or a text-to-image pipeline")
+    from dreamer.backends.diffusion import pipeline_lock
     from zoom import sample_zoom_stack
+    from zoom.sampler import seeded_generator
 
     cam = cameras[0]
-    g = torch.Generator().manual_seed(int(seed))
-    res = sample_zoom_stack(pipeline, list(prompts), p=p, steps=steps, guidance=guidance, height=cam.height,
-                            width=cam.width, generator=g, photo=photo, photo_level=0,
-                            on_progress=on_progress)
+    with pipeline_lock(pipeline):  # the pipeline is shared with the scene's image generator
+        res = sample_zoom_stack(pipeline, list(prompts), p=p, steps=steps, guidance=guidance, height=cam.height,
+                                width=cam.width, generator=seeded_generator(seed), photo=photo, photo_level=0,
+                                on_progress=on_progress)
     return res.levels.detach().float().cpu().clamp(0, 1)
 
 

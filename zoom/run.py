@@ -136,9 +136,10 @@ def _load_pipeline(config: ZoomConfig):
 
         from dreamer.backends.loading import load_pretrained
 
-        unet = pipe.unet
+        from zoom.sampler import execution_device
+
         tiny_vae = load_pretrained(AutoencoderTiny.from_pretrained, config.tiny_vae, what="tiny VAE",
-                                   dtype=unet.dtype).to(unet.device)
+                                   dtype=pipe.unet.dtype).to(execution_device(pipe))
     return pipe, tiny_vae
 
 
@@ -209,7 +210,7 @@ def run_zoom(config: ZoomConfig, out: str | Path, output: OutputConfig = OutputC
 
     sampled = checkpoint is None
     if checkpoint is None:
-        from zoom.sampler import sample_zoom_stack
+        from zoom.sampler import sample_zoom_stack, seeded_generator
 
         pipe, tiny_vae = _load_pipeline(config)
         photo = None
@@ -217,12 +218,11 @@ def run_zoom(config: ZoomConfig, out: str | Path, output: OutputConfig = OutputC
             from dreamer.io import load_image_tensor
 
             photo = load_image_tensor(config.photo)
-        device = torch.device(config.device)
-        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(config.seed)
         result = sample_zoom_stack(
             pipe, list(config.prompts), p=config.p, steps=config.steps, guidance=config.guidance,
             negative_prompt=config.negative_prompt, height=config.height, width=config.width,
-            generator=generator, photo=photo, photo_level=config.photo_level, photo_mode=config.photo_mode,
+            generator=seeded_generator(config.seed), photo=photo, photo_level=config.photo_level,
+            photo_mode=config.photo_mode,
             blend_every=config.blend_every, paste_depth=config.paste_depth,
             residual_correction=config.residual_correction, tiny_vae=tiny_vae, on_progress=on_progress)
         checkpoint = {"stack_hash": stack_hash, "levels": result.levels.cpu(),
