@@ -339,6 +339,12 @@ class DiffusersInpainter(_PipelineBackend):
     def __init__(self, pipe, settings: DiffusionSettings | None = None):
         super().__init__(pipe, settings)
 
+    def blend_weight(self, mask: Tensor) -> Tensor:
+        """The weight [H,W] of generated content in :meth:`inpaint`'s result for the hole ``mask``:
+        1 in the hole, falling over ``settings.feather`` pixels around it, 0 beyond (see
+        :func:`feather_alpha`). The dream loop keeps the result wherever it is > 0."""
+        return feather_alpha(mask.detach().to("cpu"), self.settings.feather)
+
     @classmethod
     def from_pretrained(cls, model: str, settings: DiffusionSettings | None = None) -> DiffusersInpainter:
         """Load ``model`` (hub id, local folder or ``"tiny"``) with :func:`load_diffusers_pipeline`."""
@@ -387,7 +393,7 @@ class DiffusersInpainter(_PipelineBackend):
         if generated.shape != image.shape:
             raise RuntimeError(f"the pipeline returned an image of shape {tuple(generated.shape)} for an input "
                                f"of shape {tuple(image.shape)}")
-        alpha = feather_alpha(mask, self.settings.feather)[..., None]
+        alpha = self.blend_weight(mask)[..., None]
         result = torch.where(alpha > 0, alpha * generated + (1.0 - alpha) * image, image)
         return result.clamp(0.0, 1.0).to(out_device)
 

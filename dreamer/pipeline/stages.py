@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from dreamer.backends import inpaint_weight
 from dreamer.backends.model_sets import Backends
 from dreamer.cameras import Camera
 from dreamer.io import read_json, save_image, write_json
@@ -85,7 +86,8 @@ def _first_view(configs: SceneConfigs, backends: Backends, camera: Camera) -> tu
         if loaded.outpaint_mask is not None and loaded.outpaint_mask.any():
             g = torch.Generator().manual_seed(configs.dream.seed)
             filled = backends.inpainter.inpaint(image, loaded.outpaint_mask, sc.prompt, camera=camera, generator=g)
-            image = torch.where(loaded.outpaint_mask[..., None], filled, image)
+            weight = inpaint_weight(backends.inpainter, loaded.outpaint_mask)
+            image = torch.where(weight[..., None] > 0, filled, image)
         if sc.depth:
             depth = load_depth(sc.depth, sc.width, sc.height, fit=sc.fit, like=loaded)
     else:
