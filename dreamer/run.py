@@ -37,6 +37,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, report_bad_input
 from dreamer.configs import add_dataclass_arguments
 from dreamer.pipeline import CONFIG_SECTIONS, SETTING_ALIASES, SceneConfigs, SceneOutcome, configs_from_flat, run_scene
 from dreamer.pipeline.limits import Limits
@@ -54,27 +55,6 @@ _GROUP_TITLES = {
 }
 # Flags named by their alias (--gs-iters for SplatConfig.iterations).
 _RENAMES: dict[str, str] = {field: alias for alias, field in SETTING_ALIASES.items()}
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad usage is one line naming the option and pointing at ``--help``, not the whole usage text."""
-
-    def error(self, message: str):  # noqa: D102 - argparse's hook
-        self.exit(2, f"{self.prog}: error: {message} (--help lists every option)\n")
-
-
-def one_line(error: BaseException) -> str:
-    """An exception as one line: its message's lines joined (the type when it has none)."""
-    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
-    return text or type(error).__name__
-
-
-def report_bad_input(prog: str, error: BaseException, verbose: bool) -> int:
-    """Print a bad input as one line (after the traceback with ``-v``); the exit status 2."""
-    if verbose:
-        traceback.print_exception(error)
-    print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
-    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bars.close()
     _print_summary(outcomes)
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
 
 
 if __name__ == "__main__":

@@ -203,3 +203,26 @@ def test_killed_batch_resumes_to_the_same_outputs(tmp_path):
         assert (a / "points.ply").read_bytes() == (b / "points.ply").read_bytes(), name
         for f in sorted((b / "views").iterdir()):
             assert (a / "views" / f.name).read_bytes() == f.read_bytes(), f"{name}/{f.name}"
+
+
+def test_a_resume_removes_the_temporaries_a_killed_run_left(tmp_path):
+    out = tmp_path / "s"
+    leftover = out / "videos" / ".llff.mp4.a1b2c3d4.tmp.mp4"  # a video writer killed mid-write
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"\0" * 100)
+    assert run_cli("--models", "synthetic", "--views", 2, "--out", out, *SMALL) == 0
+    assert not leftover.exists() and not list(out.rglob("*.tmp*"))
+
+
+def test_a_damaged_checkpoint_names_the_file_and_restart_starts_over(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["--models", "synthetic", "--views", 2, "--out", out, *SMALL]
+    assert run_cli(*args) == 0
+    (out / "DONE").unlink()
+    (out / "checkpoint" / "points.pt").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert run_cli(*args) == 1
+    reason = capsys.readouterr().out
+    assert "points.pt cannot be loaded safely" in reason and "--restart" in reason
+    assert run_cli(*args, "--restart") == 0
+    assert (out / "DONE").exists() and (out / "checkpoint" / "points.pt").stat().st_size > 100

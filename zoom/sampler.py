@@ -35,6 +35,7 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 from torch import Tensor
 
+from dreamer.checks import check_choice, check_int, check_number
 from zoom.photo import photo_guidance, photo_replace_low, prepare_photo
 from zoom.pyramid import blend
 from zoom.stack import (
@@ -117,8 +118,7 @@ class Schedule:
     def from_scheduler(cls, scheduler, steps: int) -> "Schedule":
         from diffusers import DDIMScheduler
 
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        check_int(steps, "steps", min=1)
         config = scheduler.config if hasattr(scheduler, "config") else scheduler
         ddim = DDIMScheduler.from_config(config)
         if steps > ddim.config.num_train_timesteps:
@@ -505,19 +505,13 @@ def sample_zoom_stack(
         negatives = list(negative_prompt)
         if len(negatives) != n or not all(isinstance(s, str) for s in negatives):
             raise ValueError(f"negative_prompt must be one string or {n} strings, got {negative_prompt!r}")
-    if not (isinstance(guidance, (int, float)) and guidance >= 0):
-        raise ValueError(f"guidance must be a number >= 0, got {guidance!r}")
-    if isinstance(blend_every, bool) or not isinstance(blend_every, int) or blend_every < 1:
-        raise ValueError(f"blend_every must be an integer >= 1, got {blend_every!r}")
-    if paste_depth is not None and (isinstance(paste_depth, bool) or not isinstance(paste_depth, int)
-                                    or paste_depth < 0):
-        raise ValueError(f"paste_depth must be None or an integer >= 0, got {paste_depth!r}")
-    if photo_mode not in PHOTO_MODES:
-        raise ValueError(f"photo_mode must be one of {PHOTO_MODES}, got {photo_mode!r}")
-    if isinstance(photo_level, bool) or not isinstance(photo_level, int) or not 0 <= photo_level < n:
-        raise ValueError(f"photo_level must be an integer in [0, {n - 1}], got {photo_level!r}")
-    if not 0.0 <= float(photo_until) <= 1.0:
-        raise ValueError(f"photo_until must be in [0, 1], got {photo_until!r}")
+    check_number(guidance, "guidance", min=0)
+    check_int(blend_every, "blend_every", min=1)
+    if paste_depth is not None:
+        check_int(paste_depth, "paste_depth", min=0)
+    check_choice(photo_mode, "photo_mode", PHOTO_MODES)
+    check_int(photo_level, "photo_level", min=0, max=n - 1)
+    check_number(photo_until, "photo_until", min=0, max=1)
     if photo_steps < 0 or photo_keep_bands < 0:
         raise ValueError("photo_steps and photo_keep_bands must be >= 0")
 

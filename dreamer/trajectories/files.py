@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from dreamer.cameras import Camera, check_rigid, focal_from_fov, intrinsics_matrix, opencv_to_opengl, opengl_to_opencv
-from dreamer.checks import check_int
+from dreamer.checks import check_int, check_number
 from dreamer.trajectories.base import Trajectory, TrajectoryFileError, _check_first
 from dreamer.trajectories.interpolate import _segment_counts, interpolate_cameras
 
@@ -106,16 +106,19 @@ def _parse_matrix(value: Any, rows: int, cols: int, key: str, src: _Source, wher
 
 
 def _parse_number(value: Any, key: str, src: _Source, where: str | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise src.error(where, f"{key} must be a finite number, got {value!r}")
-    return float(value)
+    try:
+        return check_number(value, key)
+    except (TypeError, ValueError) as e:
+        raise src.error(where, str(e)) from None
 
 
 def _parse_size(value: Any, key: str, src: _Source, where: str | None) -> int:
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or value != int(value) or value <= 0):
-        raise src.error(where, f"{key} must be a positive integer (pixels), got {value!r}")
-    return int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON writers may write 512 as 512.0
+    try:
+        return check_int(value, f"{key} (pixels)", min=1)
+    except (TypeError, ValueError) as e:
+        raise src.error(where, str(e)) from None
 
 
 def _parse_c2w(value: Any, convention: str, src: _Source, where: str) -> Tensor:
