@@ -186,6 +186,8 @@ def _base_configs(args: argparse.Namespace, limits: Limits) -> SceneConfigs:
     except json.JSONDecodeError as e:
         raise ValueError(f"--config {args.config} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
                          f"give the config.json of a scene folder") from None
+    except RecursionError:
+        raise ValueError(f"--config {args.config} is nested too deeply to be a config") from None
     try:
         return SceneConfigs.from_dict(data)
     except (TypeError, ValueError) as e:

@@ -436,3 +436,32 @@ def test_build_backends_synthetic():
     assert backends.world is not None and backends.world.seed == 3
     assert isinstance(backends.inpainter, Inpainter) and isinstance(backends.depth_estimator, DepthEstimator)
     assert isinstance(backends.image_generator, ImageGenerator)
+
+
+def test_two_dream_jobs_in_threads_on_shared_tiny_models_match_one_after_the_other():
+    """Two whole dream loops (the app's jobs) at once on the one cached set of tiny models: the
+    same views and points as running them one after the other."""
+    from dreamer import DreamConfig, dream
+    from dreamer.trajectories import make_trajectory
+
+    config = ModelConfig(models="tiny", steps=2, device="cpu")
+    backends = build_backends(config)
+    assert build_backends(config) is backends  # one shared set, as the app's jobs get
+    cam0 = Camera.from_fov(60.0, 64, 64)
+    image = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(0))
+    depth = torch.full((64, 64), 2.0)
+    cams = make_trajectory("lookaround", cam0, 2.0, n=3).cameras
+
+    def job(prompt, seed):
+        return lambda: dream(image, cams, prompt, inpainter=backends.inpainter,
+                             depth_estimator=backends.depth_estimator, depth=depth,
+                             config=DreamConfig(seed=seed, joint_refinement=False))
+
+    jobs = [job("a cozy room", 1), job("a garden", 2)]
+    sequential = [j() for j in jobs]
+    together = _run_at_once(jobs)
+    for s, t in zip(sequential, together):
+        assert torch.equal(s.points.xyz, t.points.xyz) and torch.equal(s.points.rgb, t.points.rgb)
+        for a, b in zip(s.views, t.views):
+            assert torch.equal(a.image, b.image) and torch.equal(a.depth, b.depth)
+    assert not torch.equal(sequential[0].views[1].image, sequential[1].views[1].image)

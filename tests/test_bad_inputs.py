@@ -93,6 +93,7 @@ def make_inputs(d: Path) -> Path:
     (d / "nonrigid.json").write_text(json.dumps({"cameras": [{"c2w": eye}, {"c2w": bent.tolist()}]}))
     (d / "config_not_json.json").write_text("width = 512\n")
     (d / "config_list.json").write_text("[1, 2, 3]\n")
+    (d / "config_deep.json").write_text("[" * 100_000 + "]" * 100_000)
     (d / "config_unknown.json").write_text(json.dumps({"scene": {"widht": 512}}))
     with open(d / "config_huge.json", "wb") as f:  # sparse: 20 MB long, nothing on disk
         f.truncate(20 * 2**20)
@@ -172,6 +173,8 @@ CASES = [
      ["config_not_json.json", "not valid JSON"]),
     ("config-not-an-object", "dreamer", ["--config", "{d}/config_list.json", "--out", "{o}"], 2,
      ["config_list.json", "mapping"]),
+    ("config-nested-too-deeply", "dreamer", ["--config", "{d}/config_deep.json", "--out", "{o}"], 2,
+     ["config_deep.json", "nested too deeply"]),
     ("config-unknown-setting", "dreamer", ["--config", "{d}/config_unknown.json", "--out", "{o}"], 2,
      ["config_unknown.json", "widht"]),
     ("seed-negative", "dreamer", ["--seed", "-1", "--out", "{o}"], 2, ["seed", ">= 0", "-1"]),

@@ -119,6 +119,8 @@ def read_prompts(path: str | Path, limits: Limits = Limits()) -> list[str]:
         except json.JSONDecodeError as e:
             raise ValueError(f"prompts file {path} is not valid JSON ({e.msg} at line {e.lineno}, column "
                              f"{e.colno})") from None
+        except RecursionError:
+            raise ValueError(f"prompts file {path} is nested too deeply") from None
         if not isinstance(data, list) or not all(isinstance(s, str) for s in data):
             raise ValueError(f"{path}: expected a JSON list of strings")
         return data

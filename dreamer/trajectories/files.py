@@ -399,6 +399,8 @@ def load_trajectory(source: str | Path | dict | list, first: Camera | None = Non
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise src.error(None, f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+        except RecursionError:
+            raise src.error(None, "nested too deeply to be a trajectory") from None
     elif isinstance(source, (dict, list)):
         src = _Source("<trajectory dict>")
         data = source
