@@ -226,13 +226,15 @@ _WITH_SPLATS = [a for a in SMALL if a != "--no-splats"] + ["--gs-iters", "5"]
 _COMMANDS = {"dreamer": (dreamer_main, SMALL), "dreamer+splats": (dreamer_main, _WITH_SPLATS), "zoom": (zoom_main, ZOOM)}
 
 
-@pytest.fixture
-def forbid_models(monkeypatch):
-    """Refusals happen before any model loads: building the backends fails the test."""
+def _forbid_models(monkeypatch):
+    """Refusals happen before any model loads: loading one fails the test."""
+    import zoom.run
+
     def boom(*a, **k):
         raise AssertionError("a model was loaded for a bad input")
 
     monkeypatch.setattr(model_sets, "build_backends", boom)
+    monkeypatch.setattr(zoom.run, "_load_pipeline", boom)
 
 
 def _run(command: str, argv: list[str], capsys, caplog) -> tuple[int, list[str], float]:
@@ -254,8 +256,10 @@ def _run(command: str, argv: list[str], capsys, caplog) -> tuple[int, list[str],
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_naming_it_before_any_work(case, d, tmp_path, capsys, caplog, forbid_models):
+def test_bad_input_is_one_line_naming_it_before_any_work(case, d, tmp_path, capsys, caplog, monkeypatch):
     name, command, argv, code, fragments = case
+    if code == 2:
+        _forbid_models(monkeypatch)
     restore = None
     readonly = tmp_path / "readonly"
     if any("{readonly}" in a for a in argv):
