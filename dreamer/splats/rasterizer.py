@@ -12,7 +12,12 @@
     ``T_next <= 1e-4`` and that Gaussian is not composited (gsplat's "exclusive" stop);
   - colour from SH (view direction = mean - camera centre) plus 0.5, clamped at 0;
   - the depth returned is the expected z-depth ``sum(w z) / sum(w)`` (gsplat's "ED" mode) and
-    ``alpha = 1 - T`` at the end; no background (colours are composited over black).
+    ``alpha = 1 - T`` at the end; no background (colours are composited over black);
+  - ``rasterize_mode="antialiased"`` (gsplat's mode of that name, Mip-Splatting's 2D filter):
+    each Gaussian's opacity is multiplied by ``sqrt(det(cov2d) / det(cov2d + eps2d I))``
+    (``compensations`` of :func:`dreamer.splats.projection.fully_fused_projection`), so a Gaussian much smaller than a pixel, which the
+    ``eps2d`` blur spreads over a pixel, keeps its integrated weight instead of painting the
+    whole pixel: many tiny Gaussians seen from afar average like a mipmap instead of aliasing.
 
 How the CPU path works (vectorized: no Python loop over Gaussians or pixels):
 
@@ -55,6 +60,7 @@ from dreamer.cameras import Camera, invert_rigid
 __all__ = [
     "rasterize",
     "RasterOutput",
+    "RASTERIZE_MODES",
     "ALPHA_THRESHOLD",
     "MAX_ALPHA",
     "TRANSMITTANCE_MIN",
@@ -73,6 +79,8 @@ SH_C0 = 0.28209479177387814
 """The degree-0 real spherical harmonic: colour = SH_C0 * sh0 + 0.5."""
 
 Backend = Literal["auto", "gsplat", "torch"]
+RasterizeMode = Literal["classic", "antialiased"]
+RASTERIZE_MODES = ("classic", "antialiased")
 
 
 def num_sh_bases(degree: int) -> int:
@@ -148,6 +156,7 @@ def rasterize(
     backend: Backend = "auto",
     max_pairs: int = 1 << 22,
     analytic_backward: bool = True,
+    rasterize_mode: RasterizeMode = "classic",
 ) -> RasterOutput:
     """Render Gaussians into ``camera`` (differentiable).
 
@@ -166,6 +175,8 @@ def rasterize(
         max_pairs: torch path only: the most (pixel, Gaussian) pairs handled at once (memory).
         analytic_backward: torch path only: composite with the hand-written backward (fast,
             little memory); False composites with plain autograd ops (slow; a cross-check).
+        rasterize_mode: ``"classic"`` or ``"antialiased"`` (each opacity times
+            ``sqrt(det(cov2d) / det(cov2d + eps2d I))``; gsplat's mode of that name).
 
     Returns:
         :class:`RasterOutput` (``rgb`` [H,W,3], ``depth`` [H,W], ``alpha`` [H,W], ``info``), in
@@ -181,18 +192,22 @@ def rasterize(
         raise ValueError(f"sh_degree must be in [0, {degree_max}] for {sh.shape[1]} SH coefficients, got {sh_degree}")
     if not 0 < near_plane < far_plane:
         raise ValueError(f"need 0 < near_plane < far_plane, got {near_plane}, {far_plane}")
+    if rasterize_mode not in RASTERIZE_MODES:
+        raise ValueError(f"rasterize_mode must be one of {RASTERIZE_MODES}, got {rasterize_mode!r}")
+    antialiased = rasterize_mode == "antialiased"
     if backend == "auto":
         backend = "gsplat" if means.is_cuda else "torch"
     if backend == "gsplat":
         if not means.is_cuda:
             raise ValueError("backend 'gsplat' needs CUDA tensors (gsplat's kernels do not run on CPU); use 'torch'")
-        return _rasterize_gsplat(means, quats, scales, opacities, sh, camera, deg, near_plane, far_plane, eps2d)
+        return _rasterize_gsplat(means, quats, scales, opacities, sh, camera, deg, near_plane, far_plane, eps2d,
+                                 rasterize_mode)
     if backend != "torch":
         raise ValueError(f"backend must be 'auto', 'gsplat' or 'torch', got {backend!r}")
     if max_pairs < 1:
         raise ValueError(f"max_pairs must be >= 1, got {max_pairs}")
     return _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near_plane, far_plane, eps2d, max_pairs,
-                            analytic_backward)
+                            analytic_backward, antialiased)
 
 
 def _camera_tensors(camera: Camera, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -203,13 +218,15 @@ def _camera_tensors(camera: Camera, like: Tensor) -> tuple[Tensor, Tensor, Tenso
     return w2c.to(like.dtype), camera.K.to(device=like.device, dtype=like.dtype), c2w[:3, 3].to(like.dtype)
 
 
-def _rasterize_gsplat(means, quats, scales, opacities, sh, camera, deg, near, far, eps2d) -> RasterOutput:
+def _rasterize_gsplat(means, quats, scales, opacities, sh, camera, deg, near, far, eps2d,
+                      rasterize_mode="classic") -> RasterOutput:
     from gsplat import rasterization
 
     viewmat, K, _ = _camera_tensors(camera, means)
     colors, alphas, info = rasterization(
         means, quats, scales, opacities, sh, viewmat[None], K[None], camera.width, camera.height,
         near_plane=near, far_plane=far, eps2d=eps2d, sh_degree=deg, packed=False, render_mode="RGB+ED",
+        rasterize_mode=rasterize_mode,
     )
     info = dict(info)
     info["backend"] = "gsplat"
@@ -217,7 +234,7 @@ def _rasterize_gsplat(means, quats, scales, opacities, sh, camera, deg, near, fa
 
 
 def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far, eps2d, max_pairs,
-                     analytic_backward=True) -> RasterOutput:
+                     analytic_backward=True, antialiased=False) -> RasterOutput:
     from dreamer.splats.projection import fully_fused_projection as _fully_fused_projection
     from dreamer.splats.projection import quat_scale_to_covar_preci as _quat_scale_to_covar_preci
     from dreamer.splats.projection import spherical_harmonics as _spherical_harmonics
@@ -241,9 +258,13 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
                                   eps2d)
     covars, _ = _quat_scale_to_covar_preci(quats.index_select(0, cand), scales.index_select(0, cand),
                                            compute_covar=True, compute_preci=False, triu=False)
-    radii_c, means2d_c, depths_c, conics_c, _ = _fully_fused_projection(
+    radii_c, means2d_c, depths_c, conics_c, comp_c = _fully_fused_projection(
         means.index_select(0, cand), covars, viewmat[None], K[None], W, H, eps2d=eps2d, near_plane=near,
-        far_plane=far)
+        far_plane=far, calc_compensations=antialiased)
+    # The opacity each projected Gaussian is drawn with (antialiased: times its compensation).
+    opac_c = opacities.index_select(0, cand)
+    if comp_c is not None:
+        opac_c = opac_c * comp_c[0]
     # Full-size [1,N,...] results for info (DefaultStrategy indexes them by Gaussian): culled
     # Gaussians have means2d and conics 0, radii 0 and their (non-differentiable) z-depth.
     means2d = means2d_c.new_zeros(N, 2).index_copy(0, cand, means2d_c[0])[None]
@@ -254,7 +275,7 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
         c = conics_c[0].detach()
         det = (c[:, 0] * c[:, 2] - c[:, 1] ** 2).clamp_min(1e-30)
         cov_xx, cov_yy = c[:, 2] / det, c[:, 0] / det  # the 2D covariance (eps2d included)
-        op = opacities.detach().index_select(0, cand)
+        op = opac_c.detach()
         # Opacity-aware extent (as gsplat's CUDA projection): beyond it alpha < 1/255.
         ext = torch.sqrt(2.0 * torch.log((op / ALPHA_THRESHOLD).clamp_min(1.0)))
         hx, hy = ext * cov_xx.sqrt(), ext * cov_yy.sqrt()
@@ -292,7 +313,7 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
     # features (r, g, b, z); one gather each per pair.
     dirs = means[vis] - campos
     rgb = torch.clamp_min(_spherical_harmonics(deg, dirs, sh[vis]) + 0.5, 0.0)
-    geo = torch.cat([means2d[0, vis], conics_c[0, vis_c], opacities[vis, None]], -1)
+    geo = torch.cat([means2d[0, vis], conics_c[0, vis_c], opac_c[vis_c, None]], -1)
     feats = torch.cat([rgb, depths_c[0, vis_c, None]], -1)
     geo_d = geo.detach()
 

@@ -41,11 +41,16 @@ def rasterize_reference(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     eps2d: float = 0.3,
+    rasterize_mode: str = "classic",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Render like :func:`dreamer.splats.rasterizer.rasterize`, in float64, one Gaussian at a time.
 
-    Arguments as there. Returns (rgb [H,W,3], expected z-depth [H,W], alpha [H,W]), float64.
+    Arguments as there. ``rasterize_mode="antialiased"`` multiplies each opacity by
+    ``sqrt(det(J Sigma J^T) / det(J Sigma J^T + eps2d I))``, written out here again.
+    Returns (rgb [H,W,3], expected z-depth [H,W], alpha [H,W]), float64.
     """
+    if rasterize_mode not in ("classic", "antialiased"):
+        raise ValueError(f"rasterize_mode must be 'classic' or 'antialiased', got {rasterize_mode!r}")
     from dreamer.splats.projection import spherical_harmonics as _spherical_harmonics
 
     f8 = dict(dtype=torch.float64, device=means.device)
@@ -74,8 +79,11 @@ def rasterize_reference(
     zero = torch.zeros_like(z)
     J = torch.stack([torch.stack([fx / z, zero, -fx * tx / z**2], -1),
                      torch.stack([zero, fy / z, -fy * ty / z**2], -1)], -2)
-    cov2 = J @ s_cam @ J.transpose(1, 2) + eps2d * torch.eye(2, **f8)
+    cov2_sharp = J @ s_cam @ J.transpose(1, 2)
+    cov2 = cov2_sharp + eps2d * torch.eye(2, **f8)
     conic = torch.linalg.inv(cov2)
+    if rasterize_mode == "antialiased":
+        opacities = opacities * torch.sqrt(torch.linalg.det(cov2_sharp).clamp_min(0) / torch.linalg.det(cov2))
     u = fx * x / z + cx
     v = fy * y / z + cy
     colors = torch.clamp_min(_spherical_harmonics(deg, means - c2w[:3, 3], sh) + 0.5, 0.0)
