@@ -18,6 +18,19 @@ PLY layout (binary little endian, all float32, one ``vertex`` element):
 ``x y z nx ny nz f_dc_0..2 f_rest_0..(3*(K-1)-1) opacity scale_0..2 rot_0..3``, with ``f_rest``
 channel-major: ``f_rest[c * (K-1) + k] = shN[:, k, c]``. Normals are written as zeros; files
 without them (gsplat's ``export_splats``) load too.
+
+Multi-scale scenes (a deep zoom, :mod:`dreamer.splats.lod`) carry optional per-Gaussian data:
+``lod`` (the zoom level each Gaussian was made at and its level-of-detail fade lengths),
+``filter_3d`` (the standard deviation of its 3D smoothing filter) and the ``rasterize_mode`` they
+were trained for. In the .ply they follow the standard properties as extra float properties
+that standard viewers ignore: ``zoom_level``, ``lod_in``, ``lod_out`` and ``filter_3d``, and
+the mode is a header line ``comment rasterize_mode antialiased``. The standard ``scale_*`` and
+``opacity`` already include the 3D filter (exactly: ``scale = sqrt(s^2 + filter_3d^2)``,
+``opacity = o sqrt(prod s^2 / prod scale^2)``), so every viewer reproduces it; ``filter_3d``
+gives the unfiltered values back to a trainer. A viewer reproduces the rest as
+:meth:`Gaussians.rasterize` does: opacity times the level-of-detail weight of
+:func:`dreamer.splats.lod.lod_weights` (per frame), and for ``antialiased`` times
+``sqrt(det(cov2d) / det(cov2d + 0.3 I))`` (gsplat's ``rasterize_mode="antialiased"``).
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -33,7 +47,9 @@ from torch import Tensor
 
 from dreamer.cameras import Camera
 from dreamer.pointcloud import PointCloud
-from dreamer.splats.rasterizer import SH_C0, Backend, RasterOutput, num_sh_bases, rasterize, sh_degree_from_bases
+from dreamer.splats.lod import LevelsOfDetail, apply_filter_3d
+from dreamer.splats.rasterizer import (RASTERIZE_MODES, SH_C0, Backend, RasterOutput, num_sh_bases, rasterize,
+                                       sh_degree_from_bases)
 
 __all__ = ["Gaussians", "PARAM_NAMES", "rgb_to_sh0", "sh0_to_rgb"]
 
@@ -65,7 +81,9 @@ class Gaussians:
 
     All fields are float tensors on one device, finite, with matching N; validated on
     construction. The tensors may be ``nn.Parameter`` s during training; :meth:`detach`
-    gives plain tensors.
+    gives plain tensors. Optional: ``lod`` (levels of detail, :class:`LevelsOfDetail`),
+    ``filter_3d`` [N] (3D smoothing filter, world units) and ``rasterize_mode`` (how
+    :meth:`render` draws them by default).
     """
 
     means: Tensor
@@ -74,6 +92,9 @@ class Gaussians:
     opacity_logits: Tensor
     sh0: Tensor
     shN: Tensor
+    lod: LevelsOfDetail | None = None
+    filter_3d: Tensor | None = None
+    rasterize_mode: str = "classic"
 
     def __post_init__(self) -> None:
         for name in _FIELDS:
@@ -107,6 +128,19 @@ class Gaussians:
                                  f"Gaussians (first at index {int(rows.nonzero()[0])})")
         if (self.quats.detach().norm(dim=1) == 0).any():
             raise ValueError("Gaussians.quats has zero quaternions; rotations need a non-zero norm")
+        if self.lod is not None:
+            if not isinstance(self.lod, LevelsOfDetail):
+                raise TypeError(f"Gaussians.lod must be a LevelsOfDetail or None, got {type(self.lod).__name__}")
+            if len(self.lod) != n:
+                raise ValueError(f"Gaussians.lod has {len(self.lod)} entries for {n} Gaussians")
+        if self.filter_3d is not None:
+            if not isinstance(self.filter_3d, Tensor) or tuple(self.filter_3d.shape) != (n,):
+                raise ValueError(f"Gaussians.filter_3d must be a tensor [{n}] or None, "
+                                 f"got {getattr(self.filter_3d, 'shape', type(self.filter_3d).__name__)}")
+            if not torch.isfinite(self.filter_3d).all() or (self.filter_3d < 0).any():
+                raise ValueError("Gaussians.filter_3d must hold finite standard deviations >= 0")
+        if self.rasterize_mode not in RASTERIZE_MODES:
+            raise ValueError(f"Gaussians.rasterize_mode must be one of {RASTERIZE_MODES}, got {self.rasterize_mode!r}")
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -157,12 +191,19 @@ class Gaussians:
         )
 
     @classmethod
-    def from_params(cls, params: dict[str, Tensor]) -> "Gaussians":
-        """From a dict with gsplat's names (see :data:`PARAM_NAMES`), detached."""
+    def from_params(cls, params: dict[str, Tensor], *, rasterize_mode: str = "classic") -> "Gaussians":
+        """From a dict with gsplat's names (see :data:`PARAM_NAMES`), detached; the optional
+        entries ``level``, ``lod_in``, ``lod_out`` (all three or none) and ``filter_3d`` become
+        :attr:`lod` and :attr:`filter_3d`."""
         missing = [k for k in PARAM_NAMES if k not in params]
         if missing:
             raise ValueError(f"params is missing {missing}; expected {list(PARAM_NAMES)}")
-        return cls(*(params[k].detach() for k in PARAM_NAMES))
+        lod = None
+        if "level" in params:
+            lod = LevelsOfDetail(params["level"].detach().round().long(), params["lod_in"].detach(),
+                                 params["lod_out"].detach())
+        f3d = params["filter_3d"].detach() if "filter_3d" in params else None
+        return cls(*(params[k].detach() for k in PARAM_NAMES), lod=lod, filter_3d=f3d, rasterize_mode=rasterize_mode)
 
     def params(self) -> dict[str, Tensor]:
         """The fields under gsplat's names: means, quats, scales (log), opacities (logits), sh0, shN."""
@@ -195,24 +236,58 @@ class Gaussians:
         """All SH coefficients [N,K,3]."""
         return torch.cat([self.sh0, self.shN], 1)
 
+    def _with(self, fn) -> "Gaussians":
+        """A copy with ``fn`` applied to every tensor (the optional ones too)."""
+        lod = None if self.lod is None else LevelsOfDetail(fn(self.lod.level), fn(self.lod.lod_in), fn(self.lod.lod_out))
+        f3d = None if self.filter_3d is None else fn(self.filter_3d)
+        return Gaussians(*(fn(getattr(self, f)) for f in _FIELDS), lod=lod, filter_3d=f3d,
+                         rasterize_mode=self.rasterize_mode)
+
     def to(self, device: torch.device | str) -> "Gaussians":
-        return Gaussians(*(getattr(self, f).to(device) for f in _FIELDS))
+        return self._with(lambda t: t.to(device))
 
     def detach(self) -> "Gaussians":
-        return Gaussians(*(getattr(self, f).detach() for f in _FIELDS))
+        return self._with(lambda t: t.detach())
 
     def clone(self) -> "Gaussians":
-        return Gaussians(*(getattr(self, f).detach().clone() for f in _FIELDS))
+        return self._with(lambda t: t.detach().clone())
+
+    def select(self, index: Tensor) -> "Gaussians":
+        """The Gaussians picked by a bool mask [N] or an index tensor (detached)."""
+        return self._with(lambda t: t.detach()[index])
+
+    def translated(self, offset: Tensor | Sequence[float]) -> "Gaussians":
+        """The same Gaussians moved by ``offset`` [3] (added in float64, e.g. from a local frame
+        to the world), detached."""
+        off = torch.as_tensor(offset, dtype=torch.float64, device=self.device).reshape(3)
+        g = self.detach()
+        g.means = (g.means.double() + off).to(self.means.dtype)
+        return g
+
+    def filtered(self) -> tuple[Tensor, Tensor]:
+        """(scales [N,3], opacities [N]) with the 3D filter applied (as drawn and as saved)."""
+        scales, opacities = self.scales, self.opacities
+        if self.filter_3d is not None:
+            scales, opacities = apply_filter_3d(scales, opacities, self.filter_3d)
+        return scales, opacities
 
     def __repr__(self) -> str:
-        return f"Gaussians(n={len(self)}, sh_degree={self.sh_degree}, device={self.device})"
+        extra = "" if self.lod is None else f", levels={int(self.lod.level.max()) + 1}"
+        return f"Gaussians(n={len(self)}, sh_degree={self.sh_degree}, device={self.device}{extra})"
 
     # -- rendering -------------------------------------------------------------------------------
     def rasterize(self, camera: Camera, *, sh_degree: int | None = None, backend: Backend = "auto",
-                  **kwargs) -> RasterOutput:
-        """Differentiable render (see :func:`dreamer.splats.rasterizer.rasterize`)."""
-        return rasterize(self.means, self.quats, self.scales, self.opacities, self.sh, camera.to(self.device),
-                         sh_degree=sh_degree, backend=backend, **kwargs)
+                  rasterize_mode: str | None = None, lod: bool = True, **kwargs) -> RasterOutput:
+        """Differentiable render (see :func:`dreamer.splats.rasterizer.rasterize`): the 3D filter
+        applied, opacities times the level-of-detail weights in ``camera`` (unless ``lod`` is
+        False), in ``rasterize_mode`` (default :attr:`rasterize_mode`)."""
+        camera = camera.to(self.device)
+        scales, opacities = self.filtered()
+        if lod and self.lod is not None:
+            opacities = opacities * self.lod.weights(self.means.detach(), camera)
+        mode = self.rasterize_mode if rasterize_mode is None else rasterize_mode
+        return rasterize(self.means, self.quats, scales, opacities, self.sh, camera, sh_degree=sh_degree,
+                         backend=backend, rasterize_mode=mode, **kwargs)
 
     @torch.no_grad()
     def render(self, camera: Camera, *, sh_degree: int | None = None, background: Tensor | None = None,
@@ -238,7 +313,9 @@ class Gaussians:
     def save_ply(self, path: str | Path) -> None:
         """Write the standard 3DGS binary .ply (see the module docstring), atomically.
 
-        Parameters are written as float32; a float32 set reads back bit for bit.
+        Parameters are written as float32; a float32 set without a 3D filter reads back bit for
+        bit. With a filter the standard properties hold the filtered Gaussians (what every viewer
+        draws) and :meth:`load_ply` returns those, with ``filter_3d`` None.
         """
         from dreamer.io import atomic_path
 
@@ -248,13 +325,27 @@ class Gaussians:
         names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
         names += [f"f_rest_{i}" for i in range(3 * k1)]
         names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+        log_scales, logits = g.log_scales, g.opacity_logits
+        if g.filter_3d is not None:  # bake the 3D filter into the standard properties
+            scales, opacities = g.filtered()
+            log_scales = torch.log(scales)
+            o = opacities.double().clamp(1e-12, 1 - 1e-12)
+            logits = torch.log(o / (1 - o)).to(logits.dtype)
         cols = [
             g.means, torch.zeros_like(g.means), g.sh0[:, 0, :],
             g.shN.transpose(1, 2).reshape(n, 3 * k1),  # channel-major
-            g.opacity_logits[:, None], g.log_scales, g.quats,
+            logits[:, None], log_scales, g.quats,
         ]
+        if g.lod is not None:
+            names += ["zoom_level", "lod_in", "lod_out"]
+            cols += [g.lod.level[:, None], g.lod.lod_in[:, None], g.lod.lod_out[:, None]]
+        if g.filter_3d is not None:
+            names += ["filter_3d"]
+            cols += [g.filter_3d[:, None]]
         data = torch.cat([c.float().cpu() for c in cols], 1).numpy().astype("<f4", copy=False)
         header = "ply\nformat binary_little_endian 1.0\n"
+        if g.rasterize_mode != "classic":
+            header += f"comment rasterize_mode {g.rasterize_mode}\n"
         header += f"element vertex {n}\n"
         header += "".join(f"property float {name}\n" for name in names)
         header += "end_header\n"
@@ -266,7 +357,9 @@ class Gaussians:
     @classmethod
     def load_ply(cls, path: str | Path, device: torch.device | str | None = None) -> "Gaussians":
         """Read a 3DGS .ply: ours, or another tool's in the same layout (any property order, any
-        numeric type, with or without normals, extra properties ignored).
+        numeric type, with or without normals, unknown extra properties ignored). Our level-of-
+        detail properties and rasterize mode are read back; the 3D filter is already in the
+        standard properties (``filter_3d`` of the result is None).
 
         An infinite opacity logit (opacity exactly 0 or 1, as some converters write it) is
         clamped to +-30. Raises ValueError for a file that is not a PLY, has no ``vertex`` element, lacks one of
@@ -325,11 +418,19 @@ class Gaussians:
             log.warning("%s: %d Gaussians have an infinite opacity logit (opacity exactly 0 or 1); "
                         "clamped to +-%g", path, int(inf.sum()), _LOGIT_LIMIT)
             fields["opacity_logits"] = torch.where(inf, logits.sign() * _LOGIT_LIMIT, logits)
+        if {"zoom_level", "lod_in", "lod_out"} <= names:
+            fields["lod"] = LevelsOfDetail(cols(["zoom_level"])[:, 0].round().long(), cols(["lod_in"])[:, 0].contiguous(),
+                                           cols(["lod_out"])[:, 0].contiguous())
+        mode = "classic"
+        for line in getattr(ply, "comments", []):
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "rasterize_mode" and parts[1] in RASTERIZE_MODES:
+                mode = parts[1]
         try:
-            g = cls(**fields)
+            g = cls(**fields, rasterize_mode=mode)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-        extra = names - set(need) - set(rest) - {"nx", "ny", "nz"}
+        extra = names - set(need) - set(rest) - {"nx", "ny", "nz", "zoom_level", "lod_in", "lod_out", "filter_3d"}
         if extra:
             log.debug("%s: ignoring vertex properties %s", path, sorted(extra))
         return g if device is None else g.to(device)

@@ -18,6 +18,16 @@ Optimisation
     densification and pruning by gsplat's ``DefaultStrategy`` (on CPU through the pure-torch
     rasterizer's gsplat-style ``info``).
 
+Multi-scale scenes
+    With ``lod`` (:class:`~dreamer.splats.lod.LevelsOfDetail`, one entry per point: the zoom
+    levels of a deep zoom) every Gaussian keeps its level and fade lengths through densification,
+    each training view draws the levels that match its resolution, and the means of level ``L``
+    move at the means' learning rate times the ratio of level ``L``'s median initial size to
+    level 0's (a step of the wide scene's size would throw a Gaussian 1000 times smaller far off
+    its place). ``rasterize_mode="antialiased"`` and ``filter_3d`` (Mip-Splatting's 2D and 3D
+    filters, :mod:`dreamer.splats.lod`) keep Gaussians seen at many scales from aliasing; the
+    3D filter is recomputed from the training cameras at every densification step.
+
 Resuming
     With ``checkpoint_dir`` the parameters, optimizer states, strategy state and iteration are
     saved every ``checkpoint_every`` iterations (atomically); a rerun with the same settings and
@@ -46,8 +56,9 @@ from dreamer.cameras import Camera
 from dreamer.pointcloud import PointCloud
 from dreamer.scene.result import DreamResult
 from dreamer.splats.gaussians import Gaussians
+from dreamer.splats.lod import LevelsOfDetail, apply_filter_3d, filter_3d_std, lod_weights
 from dreamer.splats.losses import masked_l1, masked_psnr, masked_ssim
-from dreamer.splats.rasterizer import num_sh_bases, rasterize
+from dreamer.splats.rasterizer import RASTERIZE_MODES, num_sh_bases, rasterize
 
 __all__ = ["SplatConfig", "TrainingView", "SplatTrainingError", "train_gaussians", "build_training_views",
            "scene_scale", "CHECKPOINT_FILE", "DONE_FILE"]
@@ -130,6 +141,10 @@ class SplatConfig:
     """Point size of the extra views' point renders; default: the dream loop's splat_scale (1.5 if unknown)."""
     near_plane: float = 0.01
     """Gaussians closer to a camera than this z-depth are not drawn."""
+    rasterize_mode: str = "classic"
+    """``classic`` or ``antialiased`` (gsplat's modes; antialiased multiplies each opacity by sqrt(det(cov2d) / det(cov2d + 0.3 I)), for scenes seen at many scales)."""
+    filter_3d: float = 0.0
+    """Variance of Mip-Splatting's 3D smoothing filter in squared pixels of each Gaussian's finest training view (0 = off; Mip-Splatting uses 0.2)."""
     seed: int = 0
     """Seed of the view order and of densification's random splits."""
     device: str = "auto"
@@ -169,6 +184,10 @@ class SplatConfig:
             for a in getattr(self, name):
                 if not isinstance(a, (int, float)) or not (math.isfinite(a) and abs(a) < 90):
                     raise ValueError(f"SplatConfig.{name} must hold angles in (-90, 90) degrees, got {a!r}")
+        if self.rasterize_mode not in RASTERIZE_MODES:
+            raise ValueError(f"SplatConfig.rasterize_mode must be one of {RASTERIZE_MODES}, got {self.rasterize_mode!r}")
+        if not isinstance(self.filter_3d, (int, float)) or not (0 <= self.filter_3d < 10):
+            raise ValueError(f"SplatConfig.filter_3d must be a variance in [0, 10) (0 = off), got {self.filter_3d!r}")
         if self.extra_splat_scale is not None and not self.extra_splat_scale > 0:
             raise ValueError(f"SplatConfig.extra_splat_scale must be > 0 or None, got {self.extra_splat_scale!r}")
 
@@ -238,6 +257,7 @@ def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(
     views: list[TrainingView] = []
     n_extra = len(config.extra_yaws) if config.extra_views else 0
     total = len(result.views) * (1 + n_extra)
+    f_first = math.sqrt(result.views[0].camera.fx * result.views[0].camera.fy)
     for i, v in enumerate(result.views):
         cam = v.camera.to(device)
         views.append(TrainingView(cam, v.image.to(device=device, dtype=torch.float32).clamp(0, 1), None, i))
@@ -246,8 +266,11 @@ def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(
                 pivot = center_depth_from(v.depth)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"view {i}: cannot find the pivot of its extra views: {e}") from None
+            # A view that magnifies the first one (a zoom level) orbits by proportionally smaller
+            # angles: the same shift in its own pixels.
+            shrink = min(1.0, f_first / math.sqrt(cam.fx * cam.fy))
             for yaw, pitch in zip(config.extra_yaws, config.extra_pitches):
-                ecam = orbit_camera(cam, pivot, float(yaw), float(pitch))
+                ecam = orbit_camera(cam, pivot, float(yaw) * shrink, float(pitch) * shrink)
                 r = render_points(points, ecam, splat_scale=splat_scale, max_splat_px=max_px)
                 if not r.covered.any():
                     log.warning("view %d: the extra view at yaw %g, pitch %g sees no point; left out", i, yaw, pitch)
@@ -277,8 +300,8 @@ def scene_scale(result: DreamResult) -> float:
 # ------------------------------------------------------------------------------------------------
 # Checkpoints
 # ------------------------------------------------------------------------------------------------
-def _fingerprint(result: DreamResult, config: SplatConfig) -> str:
-    """Hash of the settings that change the result and of the inputs (points and views)."""
+def _fingerprint(result: DreamResult, config: SplatConfig, lod: LevelsOfDetail | None = None) -> str:
+    """Hash of the settings that change the result and of the inputs (points, levels, views)."""
     h = hashlib.sha256()
     cfg = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
@@ -290,6 +313,9 @@ def _fingerprint(result: DreamResult, config: SplatConfig) -> str:
 
     for t in (result.points.xyz, result.points.rgb, result.points.radius):
         add(t)
+    if lod is not None:
+        for t in (lod.level.float(), lod.lod_in, lod.lod_out):
+            add(t)
     for v in result.views:
         for t in (v.camera.K, v.camera.c2w, v.image, v.depth):
             add(t)
@@ -381,20 +407,46 @@ def _loss(out, view: TrainingView, config: SplatConfig) -> tuple[Tensor, Tensor,
     return config.l1_weight * l1 + config.dssim_weight * (1.0 - ssim), l1, ssim
 
 
+def _level_lr_factors(init: Gaussians, lod: LevelsOfDetail) -> Tensor:
+    """Per zoom level, the means' learning-rate factor: the level's median initial Gaussian size
+    over level 0's (or the coarsest level's), at most 1."""
+    size = init.scales.detach().amax(1)
+    levels = lod.level.to(size.device)
+    n = int(levels.max()) + 1
+    med = torch.ones(n, dtype=size.dtype, device=size.device)
+    present = [lv for lv in range(n) if bool((levels == lv).any())]
+    for lv in present:
+        med[lv] = size[levels == lv].median()
+    ref = med[present[0]]
+    return (med / ref).clamp(max=1.0)
+
+
 def _step(loss: Tensor, params: dict, optimizers: dict, strategy, strategy_state: dict, info: dict,
-          config: SplatConfig, scale: float, it: int, fork_devices: list) -> None:
-    """Backward, one Adam step per group, then densification / pruning (seeded per iteration)."""
+          config: SplatConfig, scale: float, it: int, fork_devices: list, level_lr: Tensor | None = None) -> None:
+    """Backward, one Adam step per group (the means' step scaled per zoom level with
+    ``level_lr``), then densification / pruning (seeded per iteration)."""
     loss.backward()
     optimizers["means"].param_groups[0]["lr"] = _means_lr(config, scale, it)
+    before = params["means"].detach().clone() if level_lr is not None else None
     for o in optimizers.values():
         o.step()
         o.zero_grad(set_to_none=True)
+    if before is not None:
+        factor = level_lr[params["level"].detach().round().long()][:, None]
+        with torch.no_grad():
+            params["means"].copy_(before + (params["means"] - before) * factor)
     if strategy is not None:
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(config.seed * 1_000_003 + it)
             strategy.step_post_backward(params, optimizers, strategy_state, it, info, packed=False)
         if params["means"].shape[0] == 0:
             raise SplatTrainingError(f"every Gaussian was pruned at iteration {it}; lower prune_opa")
+
+
+def _filter_3d(params: dict, cameras: list[Camera], config: SplatConfig) -> Tensor:
+    """The 3D filter sizes [N] of the current Gaussians (their levels of detail considered)."""
+    lod = (params["lod_in"].detach(), params["lod_out"].detach()) if "level" in params else None
+    return filter_3d_std(params["means"].detach(), cameras, variance=config.filter_3d, lod=lod)
 
 
 def train_gaussians(
@@ -404,6 +456,7 @@ def train_gaussians(
     *,
     checkpoint_dir: str | Path | None = None,
     history: list | None = None,
+    lod: LevelsOfDetail | None = None,
 ) -> Gaussians:
     """Train Gaussian splats on a dreamed scene (see the module docstring).
 
@@ -418,6 +471,8 @@ def train_gaussians(
             result.
         history: if a list, one dict per iteration is appended (iteration, loss, l1, ssim, psnr,
             gaussians, view).
+        lod: levels of detail of ``result.points`` (one entry per point; see the module
+            docstring), kept by every Gaussian.
     Returns:
         The trained :class:`Gaussians` (detached, on the training device).
     Raises:
@@ -430,9 +485,15 @@ def train_gaussians(
     if not isinstance(config, SplatConfig):
         raise TypeError(f"config must be a SplatConfig, got {type(config).__name__}")
     _check_result(result)
+    if lod is not None:
+        if not isinstance(lod, LevelsOfDetail):
+            raise TypeError(f"lod must be a LevelsOfDetail or None, got {type(lod).__name__}")
+        if len(lod) != len(result.points):
+            raise ValueError(f"lod has {len(lod)} entries but the scene has {len(result.points)} points: "
+                             f"give one per point")
     device = resolve_device(config.device)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(result, config) if folder is not None else ""
+    fingerprint = _fingerprint(result, config, lod) if folder is not None else ""
 
     if folder is not None:
         done = folder / DONE_FILE
@@ -446,7 +507,8 @@ def train_gaussians(
                 log.info("splats: %s says this stage is finished; loading its result", done)
                 if on_progress is not None:
                     on_progress("splats", config.iterations, config.iterations)
-                return Gaussians.from_params({k: v.to(device) for k, v in state["params"].items()})
+                return Gaussians.from_params({k: v.to(device) for k, v in state["params"].items()},
+                                             rasterize_mode=config.rasterize_mode)
             done.unlink()  # stale: other settings or inputs
         from dreamer.io import write_json
 
@@ -463,6 +525,17 @@ def train_gaussians(
     params = {k: torch.nn.Parameter(t.detach().clone()) for k, t in init.params().items()}
     if params["shN"].shape[1] == 0:
         params["shN"].requires_grad_(False)  # degree 0: nothing to optimise
+    # Per-Gaussian data that densification copies along but no optimizer touches.
+    level_lr = None
+    if lod is not None:
+        lod = lod.to(device)
+        params["level"] = torch.nn.Parameter(lod.level.float(), requires_grad=False)
+        params["lod_in"] = torch.nn.Parameter(lod.lod_in.float(), requires_grad=False)
+        params["lod_out"] = torch.nn.Parameter(lod.lod_out.float(), requires_grad=False)
+        level_lr = _level_lr_factors(init, lod)
+    train_cameras = [v.camera for v in views]
+    if config.filter_3d > 0:
+        params["filter_3d"] = torch.nn.Parameter(_filter_3d(params, train_cameras, config), requires_grad=False)
     optimizers = _make_optimizers(params, config, scale)
     strategy = _make_strategy(config) if config.densify else None
     strategy_state = strategy.initialize_state(scene_scale=scale) if strategy is not None else {}
@@ -492,9 +565,14 @@ def train_gaussians(
         # Only the coefficients of the degree in use (at degree 0 no copy of shN; its gradient
         # is still a zero tensor, so Adam's state and step count are as with the full set).
         sh = torch.cat([params["sh0"], params["shN"][:, :num_sh_bases(sh_deg) - 1]], 1)
-        out = rasterize(params["means"], params["quats"], torch.exp(params["scales"]),
-                        torch.sigmoid(params["opacities"]), sh,
-                        view.camera, sh_degree=sh_deg, near_plane=config.near_plane)
+        scales, opacities = torch.exp(params["scales"]), torch.sigmoid(params["opacities"])
+        if "filter_3d" in params:
+            scales, opacities = apply_filter_3d(scales, opacities, params["filter_3d"])
+        if "level" in params:
+            opacities = opacities * lod_weights(params["means"].detach(), params["lod_in"], params["lod_out"],
+                                                view.camera)
+        out = rasterize(params["means"], params["quats"], scales, opacities, sh, view.camera, sh_degree=sh_deg,
+                        near_plane=config.near_plane, rasterize_mode=config.rasterize_mode)
         if strategy is not None:
             strategy.step_pre_backward(params, optimizers, strategy_state, it, out.info)
         loss, l1, ssim = _loss(out, view, config)
@@ -503,7 +581,11 @@ def train_gaussians(
                 f"splat training diverged: the loss is {float(loss.detach())} at iteration {it} (training view {vi}); "
                 "lower the learning rates or check the dreamed views")
         if loss.requires_grad:
-            _step(loss, params, optimizers, strategy, strategy_state, out.info, config, scale, it, fork_devices)
+            _step(loss, params, optimizers, strategy, strategy_state, out.info, config, scale, it, fork_devices,
+                  level_lr)
+            if "filter_3d" in params and strategy is not None and (it + 1) % config.refine_every == 0 \
+                    and it < config.refine_stop_iter:
+                params["filter_3d"] = torch.nn.Parameter(_filter_3d(params, train_cameras, config), requires_grad=False)
         else:  # no Gaussian reaches this view: nothing to learn from it
             log.warning("splats: iteration %d: no Gaussian is visible in training view %d; skipped", it, vi)
         if history is not None:
@@ -522,7 +604,7 @@ def train_gaussians(
             on_progress("splats", it + 1, config.iterations)
 
     try:
-        gaussians = Gaussians.from_params(params)
+        gaussians = Gaussians.from_params(params, rasterize_mode=config.rasterize_mode)
     except ValueError as e:  # parameters went non-finite in the last step
         raise SplatTrainingError(f"splat training diverged at iteration {config.iterations - 1}: {e}") from None
     if folder is not None:
