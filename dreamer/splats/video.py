@@ -8,7 +8,8 @@ complete, so an interrupted render never leaves a truncated video under the fina
 
 Depth is shown as inverse depth (near = bright) normalized between robust percentiles
 measured on a few low-resolution frames spread over the path, so the colours mean the same
-distance in every frame.
+distance in every frame; or, with ``depth_per_frame`` (a path whose depths change by orders of
+magnitude, such as a deep zoom's fly-in), between the percentiles of each frame itself.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from dreamer.cameras import Camera
 
-__all__ = ["render_video", "VideoFiles", "colorize_depth", "depth_range"]
+__all__ = ["render_video", "VideoFiles", "colorize_depth", "depth_range", "frame_depth_range"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,20 @@ def depth_range(gaussians, cameras: Sequence[Camera], *, samples: int = 5, max_s
     return max(near, 1e-6), far
 
 
+def frame_depth_range(depth: Tensor, alpha: Tensor, *, alpha_min: float = 0.5) -> tuple[float, float]:
+    """(near, far) of one frame: the 2nd and 98th percentiles of its depth [H,W] where alpha [H,W]
+    >= ``alpha_min`` (a narrow range is widened to +-10 %)."""
+    sel = (alpha >= alpha_min) & (depth > 0)
+    if not sel.any():
+        return 0.1, 10.0
+    vals = depth[sel].float().cpu()
+    near, far = float(torch.quantile(vals, 0.02)), float(torch.quantile(vals, 0.98))
+    if not far > 1.2 * near:
+        mid = 0.5 * (near + far)
+        near, far = mid / 1.1, mid * 1.1
+    return max(near, 1e-12), far
+
+
 def _check_cameras(cameras: Sequence[Camera]) -> tuple[int, int]:
     if cameras is None or len(cameras) == 0:
         raise ValueError("render_video needs at least one camera (got zero frames)")
@@ -129,6 +144,7 @@ def render_video(
     preview_side: int = 256,
     chunk: int = 8,
     depth_limits: tuple[float, float] | None = None,
+    depth_per_frame: bool = False,
     background: Tensor | None = None,
     quality: float = 8.0,
     on_progress: ProgressFn | None = None,
@@ -148,6 +164,8 @@ def render_video(
         chunk: frames rendered before they are encoded (memory bound).
         depth_limits: (near, far) z-depth of the depth colour map; default measured
             (:func:`depth_range`).
+        depth_per_frame: map each frame's depth between its own percentiles
+            (:func:`frame_depth_range`) instead of one range for the whole path.
         background: RGB [3] behind the splats (default black).
         quality: imageio-ffmpeg quality, 0 (worst) to 10 (best).
         on_progress: called as ``on_progress("video", frames_done, frames)``.
@@ -169,7 +187,10 @@ def render_video(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = len(cameras)
-    near, far = depth_limits if depth_limits is not None else (depth_range(gaussians, cameras) if depth else (1, 2))
+    if depth_limits is not None:
+        near, far = depth_limits
+    else:
+        near, far = depth_range(gaussians, cameras) if depth and not depth_per_frame else (1, 2)
     rgb_path = out_dir / f"{name}.mp4"
     depth_path = out_dir / f"{name}_depth.mp4" if depth else None
     preview_path = out_dir / f"{name}_preview.gif" if preview else None
@@ -189,7 +210,8 @@ def render_video(
             frames = []
             for i in range(start, min(start + chunk, n)):
                 rgb, d, a = gaussians.render(cameras[i], background=background)
-                frames.append((i, _to_uint8(rgb), _to_uint8(colorize_depth(d, near, far, a > 1e-3)) if depth else None))
+                lo, hi = frame_depth_range(d, a) if depth and depth_per_frame and depth_limits is None else (near, far)
+                frames.append((i, _to_uint8(rgb), _to_uint8(colorize_depth(d, lo, hi, a > 1e-3)) if depth else None))
             for i, rgb8, d8 in frames:
                 writers[0].append_data(rgb8)
                 if d8 is not None:
