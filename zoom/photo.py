@@ -9,6 +9,11 @@ channels first) just before blending:
   has);
 * replacement: level ``k``'s bands coarser than its ``keep_bands`` finest are replaced by the
   photo's; blending then carries them into the deeper levels, rendering into the coarser ones.
+
+A photo may be partial (a render of a 3D scene has pixels no point covers): a ``weight`` map
+[1,H,W] in [0,1] (:func:`prepare_photo_mask`) says which pixels it knows. Guidance then averages
+its loss over the known pixels only, and replacement fills the unknown pixels of the photo with
+the level's own prediction first, so unknown pixels pull toward nothing (not toward black).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from torch import Tensor
 from zoom.pyramid import replace_low_bands
 from zoom.stack import box_downsample, center_crop, max_paste_depth
 
-__all__ = ["prepare_photo", "photo_loss", "photo_guidance", "photo_replace_low", "photo_psnr"]
+__all__ = ["prepare_photo", "prepare_photo_mask", "photo_loss", "photo_guidance", "photo_replace_low", "photo_psnr"]
 
 
 def prepare_photo(photo: Tensor, height: int, width: int) -> Tensor:
@@ -33,7 +38,20 @@ def prepare_photo(photo: Tensor, height: int, width: int) -> Tensor:
         raise ValueError(f"photo must be a tensor [H,W,3] in [0,1], got {got}")
     if not photo.is_floating_point():
         raise ValueError(f"photo must be float in [0,1], got dtype {photo.dtype}")
-    img = photo.detach().float().permute(2, 0, 1)
+    return _crop_resize(photo.detach().float().permute(2, 0, 1), height, width)
+
+
+def prepare_photo_mask(mask: Tensor, height: int, width: int) -> Tensor:
+    """Which pixels of a photo are known: bool (or [0,1] float) [H',W'] -> weights [1,height,width]
+    float32 in [0,1], cropped and resized like :func:`prepare_photo`."""
+    if not isinstance(mask, Tensor) or mask.ndim != 2:
+        got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"photo_mask must be a tensor [H,W] (True where the photo is known), got {got}")
+    return _crop_resize(mask.detach().float()[None], height, width)
+
+
+def _crop_resize(img: Tensor, height: int, width: int) -> Tensor:
+    """[C,H',W'] -> [C,height,width]: centre crop to the aspect ratio, antialiased bilinear resize."""
     h, w = img.shape[-2:]
     target = width / height
     if w / h > target:  # too wide: crop the sides
@@ -63,23 +81,33 @@ def _levels_and_targets(num_levels: int, photo: Tensor, level: int, p: int):
     return out
 
 
-def photo_loss(x: Tensor, photo: Tensor, *, level: int = 0, p: int = 2) -> Tensor:
+def photo_loss(x: Tensor, photo: Tensor, *, level: int = 0, p: int = 2, weight: Tensor | None = None) -> Tensor:
     """Sum over levels ``i >= level`` of ``mean (D_r(x_i) - C_r(photo))**2``, ``r = p**(i-level)``.
 
-    ``x``: [N,3,H,W]; ``photo``: [3,H,W] (the photo at level ``level``'s field of view).
+    ``x``: [N,3,H,W]; ``photo``: [3,H,W] (the photo at level ``level``'s field of view);
+    ``weight``: [1,H,W] in [0,1] (which photo pixels are known; default all): each mean is then
+    taken over the known pixels (weighted), and a level that sees none adds nothing.
     """
-    terms = [((box_downsample(x[i], r) - t) ** 2).mean()
-             for i, r, t in _levels_and_targets(x.shape[0], photo, level, p)]
+    if weight is None:
+        terms = [((box_downsample(x[i], r) - t) ** 2).mean()
+                 for i, r, t in _levels_and_targets(x.shape[0], photo, level, p)]
+        return torch.stack(terms).sum()
+    w_full = weight.to(device=x.device, dtype=x.dtype)
+    terms = []
+    for i, r, t in _levels_and_targets(x.shape[0], photo, level, p):
+        w = center_crop(w_full, r) if r > 1 else w_full
+        diff = ((box_downsample(x[i], r) - t) ** 2 * w).sum()
+        terms.append(diff / (3.0 * w.sum()).clamp_min(1e-12))
     return torch.stack(terms).sum()
 
 
 def photo_guidance(x: Tensor, photo: Tensor, *, level: int = 0, p: int = 2, steps: int = 5,
-                   lr: float = 0.05) -> Tensor:
+                   lr: float = 0.05, weight: Tensor | None = None) -> Tensor:
     """``steps`` Adam steps with learning rate ``lr`` (pixel units, [0,1] scale) on a copy of
     ``x`` [N,3,H,W] toward ``photo`` [3,H,W] (see :func:`photo_loss`) -> [N,3,H,W].
 
     Only the prediction is optimised (no model gradients); runs under ``torch.enable_grad``.
-    The paper's 0.1 in [-1,1] units is 0.05 here.
+    The paper's 0.1 in [-1,1] units is 0.05 here. ``weight``: see :func:`photo_loss`.
     """
     photo = photo.to(device=x.device, dtype=torch.float32)
     with torch.enable_grad():
@@ -87,18 +115,23 @@ def photo_guidance(x: Tensor, photo: Tensor, *, level: int = 0, p: int = 2, step
         opt = torch.optim.Adam([var], lr=lr)
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            loss = photo_loss(var, photo, level=level, p=p)
+            loss = photo_loss(var, photo, level=level, p=p, weight=weight)
             loss.backward()
             opt.step()
     return var.detach().to(x.dtype)
 
 
 def photo_replace_low(x: Tensor, photo: Tensor, *, level: int = 0, keep_bands: int = 2,
-                      p: int = 2) -> Tensor:
+                      p: int = 2, weight: Tensor | None = None) -> Tensor:
     """``x`` [N,3,H,W] with level ``level``'s bands coarser than its ``keep_bands`` finest taken
-    from ``photo`` [3,H,W] -> [N,3,H,W]."""
+    from ``photo`` [3,H,W] -> [N,3,H,W]. With ``weight`` [1,H,W] the photo's unknown pixels are
+    first filled with the level's own prediction."""
     out = x.clone()
-    out[level] = replace_low_bands(x[level], photo.to(device=x.device, dtype=x.dtype), keep_bands, p=p)
+    photo = photo.to(device=x.device, dtype=x.dtype)
+    if weight is not None:
+        w = weight.to(device=x.device, dtype=x.dtype)
+        photo = w * photo + (1.0 - w) * x[level]
+    out[level] = replace_low_bands(x[level], photo, keep_bands, p=p)
     return out
 
 

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from dreamer.checks import check_choice, check_int, check_number
-from zoom.photo import photo_guidance, photo_replace_low, prepare_photo
+from zoom.photo import photo_guidance, photo_replace_low, prepare_photo, prepare_photo_mask
 from zoom.pyramid import blend
 from zoom.stack import (
     check_max_depth,
@@ -301,6 +301,7 @@ def sample_with_denoiser(
     photo_lr: float = 0.05,
     photo_until: float = 0.8,
     photo_keep_bands: int = 2,
+    photo_weight: Tensor | None = None,
     clamp: tuple[float, float] | None = (0.0, 1.0),
     on_progress: ProgressFn | None = None,
     on_step: Callable[[int, Tensor], None] | None = None,
@@ -359,10 +360,10 @@ def sample_with_denoiser(
             if photo is not None and k < photo_last:
                 if photo_mode == "guidance":
                     steered = photo_guidance(pixels, photo, level=photo_level, p=p, steps=photo_steps,
-                                             lr=photo_lr)
+                                             lr=photo_lr, weight=photo_weight)
                 else:
                     steered = photo_replace_low(pixels, photo, level=photo_level, keep_bands=photo_keep_bands,
-                                                p=p)
+                                                p=p, weight=photo_weight)
             rendered = clamp_(blend(steered, p=p, max_depth=depth))
             rendered = render_stack(rendered, p=p, max_depth=depth)
             if residual_correction:
@@ -468,6 +469,7 @@ def sample_zoom_stack(
     photo_lr: float = 0.05,
     photo_until: float = 0.8,
     photo_keep_bands: int = 2,
+    photo_mask: Tensor | None = None,
     blend_every: int = 1,
     paste_depth: int | None = None,
     residual_correction: bool = True,
@@ -496,6 +498,8 @@ def sample_zoom_stack(
     (``photo_lr``, [0,1] pixel units) on the decoded predictions per step; ``"replace_low"``:
     that level's bands coarser than its ``photo_keep_bands`` finest are replaced by the photo's.
     Either runs on the blending steps among the first ``photo_until`` fraction of the steps.
+    ``photo_mask`` [H',W'] (bool, True where the photo is known; default all): unknown pixels
+    (e.g. where a render of a 3D scene has no point) neither guide nor replace anything.
 
     ``blend_every``: decode-blend-render-encode every k-th step (and on the last); other steps
     only share rendered noise. ``paste_depth``: see :func:`sample_with_denoiser` (bounded by the
@@ -553,9 +557,14 @@ def sample_zoom_stack(
 
     device = execution_device(pipeline_or_components)
     schedule = Schedule.from_scheduler(scheduler, steps)
-    photo_px = None
+    photo_px = photo_w = None
     if photo is not None:
         photo_px = prepare_photo(photo, height, width).to(device)
+        if photo_mask is not None:
+            if tuple(photo_mask.shape) != tuple(photo.shape[:2]):
+                raise ValueError(f"photo_mask must have the photo's size {tuple(photo.shape[:2])}, "
+                                 f"got {tuple(photo_mask.shape)}")
+            photo_w = prepare_photo_mask(photo_mask, height, width).to(device)
 
     start = time.perf_counter()
     cond = _encode_text(tokenizer, text_encoder, prompts, device)
@@ -571,14 +580,14 @@ def sample_zoom_stack(
         generator=generator, device=device, joint=joint, paste_depth=depth, blend_every=blend_every,
         residual_correction=residual_correction, loop_codec=loop_codec, photo=photo_px,
         photo_level=photo_level, photo_mode=photo_mode, photo_steps=photo_steps, photo_lr=photo_lr,
-        photo_until=photo_until, photo_keep_bands=photo_keep_bands, clamp=(0.0, 1.0),
+        photo_until=photo_until, photo_keep_bands=photo_keep_bands, photo_weight=photo_w, clamp=(0.0, 1.0),
         on_progress=on_progress, on_step=on_step)
     seconds = time.perf_counter() - start
     settings = dict(
         p=p, steps=steps, guidance=float(guidance), negative_prompt=negatives, height=height, width=width,
         latent_size=[h, w], paste_depth=depth, blend_every=blend_every, residual_correction=residual_correction,
         tiny_vae=tiny_vae is not None, joint=joint, prediction_type=schedule.prediction_type,
-        timesteps=list(schedule.timesteps), photo=photo is not None,
+        timesteps=list(schedule.timesteps), photo=photo is not None, photo_mask=photo_mask is not None,
         photo_level=photo_level, photo_mode=photo_mode, photo_steps=photo_steps, photo_lr=photo_lr,
         photo_until=photo_until, photo_keep_bands=photo_keep_bands,
     )
