@@ -1,101 +1,210 @@
-"""Benchmark of the deep zoom on the procedural world (ground truth known at every zoom level).
+"""Benchmark of the 3D deep zoom on the procedural world, judged on the whole fly-in.
 
-A scene is dreamed along a short lookaround (the first view is an RGBD photo of the world, then
+A scene is dreamed on the procedural world (the first view is an RGBD photo of the world, then
 the oracle inpainter and a depth estimator with errors: a scale per camera drawn from 0.5-2,
-+-10 % smooth distortion, 1 % noise). Then view 0 is zoomed about its centre, the levels are the
-world's band-limited renders (the oracle stack), and each is lifted into the cloud. Printed per
-world seed and zoom level:
++-10 % smooth distortion, 1 % noise), view 0 is zoomed about ``--center`` with ``--levels``
+levels (11 at p = 2: 1024x), the levels are the world's band-limited renders (the oracle stack)
+and each is lifted into the cloud. Splats are trained on the zoomed scene twice, classic
+(gsplat's classic mode, no 3D filter) and antialiased (gsplat's antialiased mode and
+Mip-Splatting's 3D filter), both with levels of detail, in the zoom point's local frame. Then a
+continuous fly-in (a dolly from the view to the deepest magnification) is rendered from each,
+and every frame is compared with the world's own render of that camera (supersampled 2x2,
+band-limited: the ground truth at every scale).
 
-* PSNR of the point render at the level's camera against the world's render (supersampled),
-  with and without the zoom, and the median footprint (pixels of that camera) of the points that
-  win the z-buffer;
-* points added and coarse points replaced, the time to lift the level;
-* point counts before and after; Gaussian counts (initialized from the points: one per point);
-  with ``--gs-iters N`` also the Gaussians after N training iterations on the scene with and
-  without the zoom, and their PSNR at each level camera (slow on a CPU).
+Printed:
 
-    python bench/bench_deepzoom.py                       # 128 px, 5 levels, seeds 0-2
-    python bench/bench_deepzoom.py --size 64 --levels 4  # the test's setting
-    python bench/bench_deepzoom.py --gs-iters 300        # plus splats (minutes on 2 cores)
+* per level: PSNR of the point render at the level's camera with and without the zoom, and of
+  both splat models;
+* per model, over the fly-in frames: min and median PSNR and SSIM, the zoom of the worst frame,
+  the flicker (mean absolute change between consecutive frames minus the truth's: max and
+  median) and the smallest coverage (pixels with alpha >= 0.5);
+* times. Ground-truth frames are cached (``--cache``), so a rerun renders only the splats.
+
+    python bench/bench_deepzoom.py                         # 128 px, 11 levels at p = 2 (1024x)
+    python bench/bench_deepzoom.py --levels 6 --p 4        # 1024x at p = 4
+    python bench/bench_deepzoom.py --size 64 --levels 7 --iters 300 --frames 25   # a quick look
+    python bench/bench_deepzoom.py --strip docs/deepzoom_strip.png                 # the README's picture
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import time
+from pathlib import Path
 
 import torch
 
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera
-from dreamer.deepzoom import DeepZoomConfig, psnr, zoom_metrics, zoom_scene
+from dreamer.deepzoom import (DeepZoomConfig, fly_in_metrics, fly_in_near_plane, fly_in_zooms, psnr,
+                              render_fly_in_points, train_zoom_splats, zoom_metrics, zoom_scene)
 from dreamer.scene import dream
+from dreamer.splats import SplatConfig
 from dreamer.trajectories import center_depth_from, make_trajectory
 from dreamer.worlds import ProceduralWorld
 
 
-def run(seed: int, size: int, levels: int, p: int, views: int, gs_iters: int) -> None:
-    world = ProceduralWorld(seed=seed)
+def truth_frames(world: ProceduralWorld, cameras, cache: Path | None, supersample: int = 2) -> list[torch.Tensor]:
+    """The world's renders of ``cameras``, cached on disk by camera."""
+    out = []
+    for cam in cameras:
+        key = hashlib.sha256()
+        for t in (cam.K, cam.c2w):
+            key.update(t.detach().cpu().numpy().tobytes())
+        key.update(f"{world.seed} {cam.width} {cam.height} {supersample}".encode())
+        path = cache / f"{key.hexdigest()[:24]}.pt" if cache is not None else None
+        if path is not None and path.exists():
+            out.append(torch.load(path))
+            continue
+        img = world.render(cam, supersample=supersample).image.float().cpu()
+        if path is not None:
+            torch.save(img, path)
+        out.append(img)
+    return out
+
+
+def save_strip(path: Path, zooms, truths, renders, marks=(1, 4, 32, 256, 1024)) -> None:
+    """A PNG: the truth (top) and the render (bottom) at the frames nearest to ``marks``."""
+    from dreamer.io import save_image
+
+    cols = []
+    for m in marks:
+        if m > zooms[-1] * 1.01:
+            continue
+        j = min(range(len(zooms)), key=lambda i: abs(math.log(zooms[i] / m)))
+        cols.append(torch.cat([truths[j], torch.ones(2, truths[j].shape[1], 3), renders[j].cpu()], 0))
+        cols.append(torch.ones(cols[-1].shape[0], 2, 3))
+    save_image(path, torch.cat(cols[:-1], 1).clamp(0, 1))
+    print(f"  strip of frames at {', '.join(f'{m}x' for m in marks if m <= zooms[-1] * 1.01)} -> {path}")
+
+
+def run(args) -> None:
+    t_all = time.perf_counter()
+    size = args.size
+    world = ProceduralWorld(seed=args.seed)
     first = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
-    truth0 = world.render(first)
-    estimator = WorldDepthEstimator(world, seed=seed)
-    traj = make_trajectory("lookaround", first, center_depth_from(truth0.depth), n=views)
+    truth0 = world.render(first, supersample=2)  # band-limited like every truth frame
+    estimator = WorldDepthEstimator(world, seed=args.seed)
+    params = {"distance": args.forward} if args.trajectory in ("forward", "backward", "moveright") else {}
+    traj = make_trajectory(args.trajectory, first, center_depth_from(truth0.depth), n=args.views, **params)
     t0 = time.perf_counter()
     result = dream(truth0.image, traj.cameras, "", inpainter=WorldInpainter(world), depth_estimator=estimator,
                    depth=truth0.depth)
     t_dream = time.perf_counter() - t0
-    config = DeepZoomConfig(zoom_levels=levels, zoom_p=p)
+    center = tuple(c * size for c in args.center)
+    config = DeepZoomConfig(zoom_levels=args.levels, zoom_p=args.p, zoom_center=center)
     t0 = time.perf_counter()
     zoomed = zoom_scene(result, config, depth_estimator=estimator, world=world)
     t_zoom = time.perf_counter() - t0
-    metrics = zoom_metrics(zoomed, result.points, world)
+    print(f"world seed {args.seed}: {size}x{size}, {args.views} views ({args.trajectory}) dreamed in {t_dream:.0f} s; "
+          f"zoom p={args.p}, {args.levels} levels ({zoomed.magnification:.0f}x) about ({center[0]:.0f}, {center[1]:.0f}) "
+          f"in {t_zoom:.0f} s; {len(result.points)} points before, {len(zoomed.points)} after "
+          f"({int((zoomed.lod.lod_out == 0).sum())} in the finest level of each region)")
 
-    print(f"\nworld seed {seed}: {size}x{size}, {views} views dreamed in {t_dream:.1f} s; zoom p={p}, {levels} levels "
-          f"in {t_zoom:.1f} s (level images {zoomed.seconds['level_images']:.1f} s, lift {zoomed.seconds['lift']:.1f} s)")
-    print(f"  {'level':>5} {'focal':>8} {'PSNR without':>13} {'PSNR with':>10} {'fp px w/o':>9} {'fp px with':>10} "
-          f"{'+points':>8} {'-coarse':>8} {'lift s':>7}")
-    stats = {s.level: s for s in zoomed.stats}
-    for m, cam in zip(metrics, zoomed.cameras):
-        s = stats.get(m["level"])
-        extra = f"{s.new_points:8d} {s.removed_points:8d} {s.seconds:7.2f}" if s else f"{'(the view)':>25}"
-        print(f"  {m['level']:5d} {cam.fx:8.1f} {m['psnr_without']:13.2f} {m['psnr_with']:10.2f} "
-              f"{m.get('footprint_px_without', math.nan):9.2f} {m.get('footprint_px_with', math.nan):10.2f} {extra}")
-    print(f"  points: {len(result.points)} before, {len(zoomed.points)} after "
-          f"(Gaussians initialized: {len(result.points)} before, {len(zoomed.points)} after)")
+    zooms = fly_in_zooms(args.frames, zoomed.magnification)
+    frame = zoomed.frame
+    world_cams = zoomed.fly_in_cameras(args.frames)
+    local_cams = zoomed.fly_in_cameras(args.frames, frame=frame)
+    cache = Path(args.cache).expanduser() if args.cache else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    truths = truth_frames(world, world_cams, cache)
+    t_truth = time.perf_counter() - t0
 
-    if gs_iters > 0:
-        from dreamer.splats import SplatConfig, train_gaussians
+    # Points: the level cameras and the fly-in.
+    level_rows = zoom_metrics(zoomed, result.points, truth=zoomed.images)
+    local_points = frame.points(zoomed.points)
+    pts_frames = [render_fly_in_points(local_points, zoomed.lod, c) for c in local_cams]
+    pts = fly_in_metrics([r.image for r in pts_frames], truths, zooms, [r.covered.float() for r in pts_frames])
 
-        cfg = SplatConfig(iterations=gs_iters, refine_start_iter=min(100, gs_iters), refine_stop_iter=gs_iters,
-                          refine_every=max(1, gs_iters // 5), sh_degree=0, log_every=10**9)
+    base = SplatConfig(iterations=max(args.iters, 1), sh_degree=0, densify=args.densify, refine_start_iter=min(100, args.iters),
+                       refine_stop_iter=int(0.8 * args.iters), refine_every=max(1, args.iters // 10),
+                       extra_views=args.extra_views, log_every=10**9, device="cpu")
+    models, renders, times = {}, {}, {}
+    for mode in args.modes:
         t0 = time.perf_counter()
-        g_without = train_gaussians(result, cfg)
-        t1 = time.perf_counter()
-        g_with = train_gaussians(zoomed.result, cfg)
-        t2 = time.perf_counter()
-        print(f"  Gaussians after {gs_iters} iterations: {len(g_without)} without the zoom ({t1 - t0:.0f} s), "
-              f"{len(g_with)} with it ({t2 - t1:.0f} s)")
-        for i, cam in enumerate(zoomed.cameras):
-            truth = world.render(cam, supersample=2).image
-            a = psnr(g_without.render(cam)[0].cpu(), truth)
-            b = psnr(g_with.render(cam)[0].cpu(), truth)
-            print(f"  level {i}: splat PSNR without {a:.2f}, with {b:.2f}")
+        splats = train_zoom_splats(zoomed, base, antialiased=mode == "antialiased")
+        times[mode] = time.perf_counter() - t0
+        near = fly_in_near_plane(local_cams, [0.0, 0.0, 0.0], base.near_plane)
+        outs = [splats.render_local(c, near_plane=near) for c in local_cams]
+        renders[mode] = [o[0].cpu() for o in outs]
+        models[mode] = (splats, fly_in_metrics(renders[mode], truths, zooms, [o[2].cpu() for o in outs]))
+
+    print(f"\n  {'level':>5} {'zoom':>6} {'points w/o':>10} {'points':>7} " + " ".join(f"{m:>12}" for m in args.modes))
+    for row, cam in zip(level_rows, zoomed.cameras):
+        i = row["level"]
+        vals = [psnr(models[m][0].render(cam)[0].cpu(), zoomed.images[i]) for m in args.modes]
+        print(f"  {i:5d} {args.p ** i:6d} {row['psnr_without']:10.2f} {row['psnr_with']:7.2f} "
+              + " ".join(f"{v:12.2f}" for v in vals))
+
+    print(f"\n  fly-in: {args.frames} frames from 1x to {zoomed.magnification:.0f}x, truth change per frame "
+          f"median {torch.tensor(pts.truth_change).median():.4f}")
+    print(f"  {'render':>12} {'PSNR min':>9} {'median':>7} {'worst at':>9} {'SSIM min':>9} {'median':>7} "
+          f"{'flicker max':>11} {'median':>7} {'coverage min':>12} {'train s':>8} {'Gaussians':>9}")
+    rows = [("points", pts, float("nan"), len(zoomed.points))]
+    rows += [(m, models[m][1], times[m], len(models[m][0])) for m in args.modes]
+    for name, met, secs, n in rows:
+        s = met.summary()
+        print(f"  {name:>12} {s['psnr_min']:9.2f} {s['psnr_median']:7.2f} {s['worst_zoom']:8.1f}x {s['ssim_min']:9.3f} "
+              f"{s['ssim_median']:7.3f} {s['flicker_max']:11.4f} {s['flicker_median']:7.4f} {s['coverage_min']:12.4f} "
+              f"{secs:8.0f} {n:9d}")
+    if args.per_frame:
+        print(f"\n  {'frame':>5} {'zoom':>8} {'truth chg':>9} {'points PSNR':>11} "
+              + " ".join(f"{m + ' PSNR':>17} {'flicker':>8}" for m in args.modes))
+        for j, z in enumerate(zooms):
+            cells = []
+            for m in args.modes:
+                met = models[m][1]
+                fl = met.flicker[j - 1] if j else float("nan")
+                cells.append(f"{met.psnr[j]:17.2f} {fl:8.4f}")
+            tc = pts.truth_change[j - 1] if j else float("nan")
+            print(f"  {j:5d} {z:8.1f} {tc:9.4f} {pts.psnr[j]:11.2f} " + " ".join(cells))
+    if args.save_frames:
+        from dreamer.io import save_image
+
+        folder = Path(args.save_frames)
+        folder.mkdir(parents=True, exist_ok=True)
+        for j in range(len(zooms)):
+            row = [truths[j]] + [renders[m][j] for m in args.modes] + [pts_frames[j].image.cpu()]
+            save_image(folder / f"frame_{j:03d}.png", torch.cat(row, 1).clamp(0, 1))
+    if args.strip:
+        mode = "antialiased" if "antialiased" in renders else args.modes[0]
+        save_strip(Path(args.strip), zooms, truths, renders[mode])
+    print(f"\n  times: dream {t_dream:.0f} s, zoom {t_zoom:.0f} s, truth frames {t_truth:.0f} s, "
+          f"training {' + '.join(f'{times[m]:.0f}' for m in args.modes)} s; total {time.perf_counter() - t_all:.0f} s")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--levels", type=int, default=5)
-    ap.add_argument("--p", type=int, default=2)
-    ap.add_argument("--views", type=int, default=3)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--gs-iters", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--size", type=int, default=128, help="image side in pixels")
+    ap.add_argument("--levels", type=int, default=11, help="zoom levels including the view (11 at p = 2: 1024x)")
+    ap.add_argument("--p", type=int, default=2, help="zoom factor per level")
+    ap.add_argument("--views", type=int, default=3, help="dreamed views")
+    ap.add_argument("--trajectory", default="forward", help="trajectory preset of the dream")
+    ap.add_argument("--forward", type=float, default=0.3,
+                    help="forward / backward / moveright presets: step as a fraction of the centre depth")
+    ap.add_argument("--center", type=float, nargs=2, default=(0.5, 0.6),
+                    help="zoom centre as fractions of the image width and height")
+    ap.add_argument("--seed", type=int, default=0, help="world seed")
+    ap.add_argument("--frames", type=int, default=41, help="fly-in frames")
+    ap.add_argument("--iters", type=int, default=1500, help="splat training iterations (0: the points only)")
+    ap.add_argument("--densify", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--extra-views", action=argparse.BooleanOptionalAction, default=False,
+                    help="train on extra views re-rendered from the points around each view")
+    ap.add_argument("--modes", nargs="+", default=["classic", "antialiased"], choices=["classic", "antialiased"])
+    ap.add_argument("--per-frame", action="store_true", help="print every frame's figures")
+    ap.add_argument("--save-frames", default="", help="folder for every frame: truth, each model, points")
+    ap.add_argument("--strip", default="", help="write a strip of frames (truth above, render below) to this PNG")
+    ap.add_argument("--cache", default="~/.cache/dreamer/bench_deepzoom", help="folder of cached truth frames ('' = none)")
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.iters == 0:
+        args.modes = []  # points only
     torch.set_num_threads(args.threads)
-    for seed in args.seeds:
-        run(seed, args.size, args.levels, args.p, args.views, args.gs_iters)
+    run(args)
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends:
                 on_progress: ProgressFn | None) -> None:
     """Zoom into a view, lift the levels into the cloud, write ``zoom/`` (stack, multi-resolution
     points, 2D zoom and fly-in videos) and, with splats on, train splats on the zoomed scene."""
-    from dreamer.deepzoom import NearPlane, fly_in_cameras, fly_in_near_plane, write_zoom_outputs, zoom_metrics, zoom_scene
+    from dreamer.deepzoom import train_zoom_splats, write_zoom_outputs, write_zoom_splat_outputs, zoom_metrics, zoom_scene
 
     zc = configs.zoom
     folder = out / "zoom"
@@ -238,15 +238,7 @@ def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends:
                  [(round(m["psnr_without"], 2), round(m["psnr_with"], 2)) for m in extra["metrics"]])
     write_zoom_outputs(zoomed, zc, folder, extra=extra)
     if configs.splats is not None and zc.zoom_splats:
-        from dreamer.splats import train_gaussians
-        from dreamer.splats.video import render_video
-
-        gaussians = train_gaussians(zoomed.result, configs.splats, on_progress, checkpoint_dir=folder / "splats")
-        gaussians.save_ply(folder / "gaussians.ply")
-        if zc.zoom_fly_frames:
-            cams = fly_in_cameras(zoomed.cameras[0], zoomed.point, frames=zc.zoom_fly_frames,
-                                  zoom=float(zc.zoom_p) ** (zc.zoom_levels - 1))
-            # The camera ends p^(N-1) times nearer the zoom point: pull the near plane in with it.
-            near = fly_in_near_plane(cams, zoomed.point, configs.splats.near_plane)
-            render_video(NearPlane(gaussians, near), cams, folder, name="fly_in", fps=zc.zoom_fps,
-                         on_progress=on_progress)
+        splats = train_zoom_splats(zoomed, configs.splats, antialiased=zc.zoom_antialiased, on_progress=on_progress,
+                                   checkpoint_dir=folder / "splats")
+        write_zoom_splat_outputs(splats, zoomed, zc, folder, near_plane=configs.splats.near_plane,
+                                 on_progress=on_progress)
