@@ -70,16 +70,11 @@ def lattice_values(ix: Tensor, iy: Tensor, iz: Tensor, P: dict[str, Tensor]) -> 
     return P["noise_value"].index_select(0, h + (iz & _MASK).reshape(-1)).view(ix.shape)
 
 
-def _smooth(f: Tensor) -> Tensor:
-    """f * f * (3 - 2 f) as a fresh tensor."""
-    return f.mul(-2.0).add_(3.0).mul_(f).mul_(f)
-
-
 def value_noise(q: Tensor, P: dict[str, Tensor]) -> Tensor:
     """Value noise in [-1, 1] at lattice coordinates q [3,N], per point: the smooth trilinear
     blend of the eight corner values of each cell (corners (a, b, c) along x, y, z)."""
     fl = q.floor()
-    w = _smooth(q - fl)
+    w = _smooth_times(q - fl, 1.0)
     i = fl.int().bitwise_and_(_MASK)
     row = i[0] * _ROW + i[1]
     idx = torch.empty(4, row.shape[0], dtype=row.dtype, device=row.device)
@@ -108,48 +103,58 @@ def _per_pixel(base: list[Tensor], ks: list[int], P: dict[str, Tensor]) -> Tenso
     return out
 
 
-def _table_shape(extent: list[float], k: int, face: tuple[int, float] | None) -> tuple[int, int]:
-    """(rows, columns) that octave k's table takes in the atlas, at most, for points spread over
-    ``extent`` (metres, per axis): a face's 2D table, or the z layers of a solid one stacked."""
-    s = [math.floor(e / OCTAVE_WAVELENGTHS[k]) + 3 for e in extent]  # cells lo .. max + 1, bounded
+def _cell_range(bounds: tuple[float, float], k: int, off: float) -> tuple[int, int]:
+    """(lowest cell, number of cells) that covers, with a margin for float32 rounding, the cells
+    lo .. hi + 1 touched by lattice coordinates base / lam + off with base in ``bounds``."""
+    lam = OCTAVE_WAVELENGTHS[k]
+    lo = math.floor(bounds[0] / lam + off) - 2
+    return lo, math.floor(bounds[1] / lam + off) + 4 - lo
+
+
+def _table_shape(bounds: list[tuple[float, float]], k: int, face: tuple[int, float] | None,
+                 P: dict[str, Tensor]) -> tuple[int, int]:
+    """(rows, columns) of octave k's table in the atlas for points within ``bounds`` (per axis):
+    a face's 2D table, or the z layers of a solid one stacked."""
+    off = P["octave_offset"][k].tolist()
+    s = [_cell_range(bounds[j], k, off[j])[1] for j in range(3)]
     if face is not None:
         s0, s1 = (s[j] for j in range(3) if j != face[0])
         return s1, s0
     return (s[2] - 1) * s[1], s[0]
 
 
-def _tabled(base: list[Tensor], ks: list[int], face: tuple[int, float] | None, P: dict[str, Tensor]) -> Tensor:
-    """Octaves ks of value noise [K,N] at points base (three [N] planes, offsets added), read
-    from one atlas of per-octave tables (see the module's docstring). ``face``: (axis, lattice
-    base coordinate) of a room face, or None."""
+def _smooth_times(f: Tensor, c: float) -> Tensor:
+    """c * f * f * (3 - 2 f) as a fresh tensor."""
+    t = f * f
+    return torch.addcmul(t.mul(3.0 * c), t, f, value=-2.0 * c)
+
+
+def _tabled(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
+            bounds: list[tuple[float, float]], P: dict[str, Tensor]) -> Tensor:
+    """Octaves ks of value noise [K,N] at points base (three [N] planes, offsets added, within
+    ``bounds`` per axis), read from one atlas of per-octave tables (see the module's
+    docstring). ``face``: (axis, lattice base coordinate) of a room face, or None."""
     dev = base[0].device
     K, n = len(ks), base[0].shape[0]
-    inv = torch.tensor([[1.0 / OCTAVE_WAVELENGTHS[k]] for k in ks], device=dev)  # powers of two: exact
-    off = P["octave_offset"][ks]  # [K,3]
+    offs = P["octave_offset"][ks].tolist()
     axes = [0, 1, 2] if face is None else [j for j in range(3) if j != face[0]]
-    # base / lam + off, as the reference rounds it (the product is exact, one rounding for the sum)
-    q = [torch.addcmul(off[:, j:j + 1], base[j][None], inv) for j in axes]  # [K,N] each
-    fl = [c.floor() for c in q]
-    lo = [f.amin(dim=1) for f in fl]
-    size = [(f.amax(dim=1) - lo_k + 2).tolist() for f, lo_k in zip(fl, lo)]  # cells lo .. max + 1
-    lo_l = [v.tolist() for v in lo]
+    cells = [[_cell_range(bounds[j], k, offs[r][j]) for j in axes] for r, k in enumerate(ks)]
     tables = []
     for r, k in enumerate(ks):
-        s = [int(sz[r]) for sz in size]
-        ranges = [torch.arange(int(lo_l[i][r]), int(lo_l[i][r]) + s[i], dtype=torch.int32, device=dev)
-                  for i in range(len(axes))]
+        ranges = [torch.arange(lo, lo + size, dtype=torch.int32, device=dev) for lo, size in cells[r]]
+        s = [size for _, size in cells[r]]
         if face is not None:
             a = face[0]
-            fq = float((torch.tensor(face[1], dtype=torch.float32) / OCTAVE_WAVELENGTHS[k]) + float(off[r, a]))
+            fq = float((torch.tensor(face[1], dtype=torch.float32) / OCTAVE_WAVELENGTHS[k]) + offs[r][a])
             ca = math.floor(fq)
-            wa = _smooth(torch.tensor(fq - ca, dtype=torch.float32, device=dev))
+            wa = _smooth_times(torch.tensor(fq - ca, dtype=torch.float32, device=dev), 1.0)
             u = ranges[0][None, :].expand(s[1], s[0])
             v = ranges[1][:, None].expand(s[1], s[0])
             layers = []
             for c in (ca, ca + 1):
-                cells = [u, v]
-                cells.insert(a, torch.full_like(u, c))
-                layers.append(lattice_values(*cells, P))
+                ijk = [u, v]
+                ijk.insert(a, torch.full_like(u, c))
+                layers.append(lattice_values(*ijk, P))
             tables.append(torch.lerp(layers[0], layers[1], wa)[None])  # [1, rows: 2nd axis, cols: 1st]
         else:
             shape = (s[2], s[1], s[0])
@@ -163,44 +168,71 @@ def _tabled(base: list[Tensor], ks: list[int], face: tuple[int, float] | None, P
     atlas = torch.zeros(tables[0].shape[0], H, W, device=dev)
     for t, r in zip(tables, r0):
         atlas[:, r:r + t.shape[1], :t.shape[2]] = t
-    col = lambda v: torch.tensor(v, dtype=torch.float32, device=dev)[:, None]  # noqa: E731
 
-    def warped(i: int) -> Tensor:
-        """floor(q) - lo + smoothstep(frac(q)) (the cell offset first: floor(q) can be too large
-        for the weight to survive the sum)."""
-        return _smooth(q[i] - fl[i]).add_(fl[i] - col(lo_l[i]))
+    def lattice(j: int) -> tuple[Tensor, Tensor]:
+        """floor and fraction [K,N] of the lattice coordinates base / lam + off along axis j
+        (rounded as the reference rounds them)."""
+        q = torch.empty(K, n, device=dev)
+        for r, k in enumerate(ks):
+            torch.div(base[j], OCTAVE_WAVELENGTHS[k], out=q[r]).add_(offs[r][j])
+        fl = q.floor()
+        return fl, q.sub_(fl)
 
-    grid = torch.empty(2, K * n, device=dev)
-    torch.mul(warped(0).view(-1), 2.0 / (W - 1), out=grid[0]).sub_(1.0)
-    v = warped(1)
-    if face is None:  # row = (z - lo) * rows per layer + (y - lo) + weight
-        v.addcmul_(fl[2] - col(lo_l[2]), col([s_y for s_y in size[1]]))
-    v.add_(col(r0))
-    torch.mul(v.view(-1), 2.0 / (H - 1), out=grid[1]).sub_(1.0)
-    out = F.grid_sample(atlas[None], grid.T[None, None], mode="bilinear", padding_mode="border",
+    def column(values: list[float]) -> Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=dev)[:, None]
+
+    # Atlas coordinates: the cell offset (an exact integer) first, then the smoothstep weight,
+    # scaled to grid_sample's [-1, 1].
+    grid = torch.empty(2, K, n, device=dev)
+    cw, ch = 2.0 / (W - 1), 2.0 / (H - 1)
+    fl, f = lattice(axes[0])
+    fl.sub_(column([c[0][0] for c in cells])).mul_(cw).sub_(1.0)
+    torch.add(fl, _smooth_times(f, cw), out=grid[0])
+    fl, f = lattice(axes[1])
+    fl.sub_(column([c[1][0] - r for c, r in zip(cells, r0)]))  # + the octave's first row
+    if face is None:  # row = (z - lo) * rows per layer + (y - lo)
+        flz, fz = lattice(2)
+        fl.addcmul_(flz.sub_(column([c[2][0] for c in cells])), column([c[1][1] for c in cells]))
+    fl.mul_(ch).sub_(1.0)
+    torch.add(fl, _smooth_times(f, ch), out=grid[1])
+    out = F.grid_sample(atlas[None], grid.view(2, -1).T[None, None], mode="bilinear", padding_mode="border",
                         align_corners=True).view(-1, K, n)
     if face is not None:
         return out[0]
-    return torch.lerp(out[0], out[1], _smooth(q[2] - fl[2]))
+    return torch.lerp(out[0], out[1], _smooth_times(fz, 1.0))
 
 
-def _octaves(base: list[Tensor], ks: list[int], face: tuple[int, float] | None, extent: list[float],
-             P: dict[str, Tensor]) -> Tensor:
-    """Octaves ks [K,N] at points base: from one atlas while the tables stay small (at most
-    about a cell per pixel, the atlas within its size), the others per pixel."""
+# Surfaces of at most this many pixels evaluate all their octaves at once, dead pixels included
+# (cheaper than compacting them).
+_SMALL = 1 << 13
+# Octaves read from one atlas together, while this many (pixel, octave) pairs or fewer: more
+# and the temporaries fall out of the cache.
+_BATCH = 1 << 17
+
+
+def _octaves(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
+             bounds: list[tuple[float, float]], P: dict[str, Tensor]) -> Tensor:
+    """Octaves ks [K,N] at points base (within ``bounds`` per axis): from atlases while the
+    tables stay small (at most about a cell per pixel, the atlas within its size), the others
+    per pixel."""
     n = base[0].shape[0]
-    tabled, direct, height = [], [], 0
+    batches, direct = [[]], []
+    height = 0
     for k in ks:
-        rows, cols = _table_shape(extent, k, face)
+        rows, cols = _table_shape(bounds, k, face, P)
         small = rows * cols <= max(_MIN_CELLS, _CELLS_PER_PIXEL * n) * (2 if face is None else 1)
-        if small and cols <= _MAX_SIDE and height + rows <= _MAX_SIDE:
-            tabled.append(k)
-            height += rows
-        else:
+        if not (small and cols <= _MAX_SIDE and rows <= _MAX_SIDE):
             direct.append(k)
+            continue
+        if batches[-1] and (height + rows > _MAX_SIDE or (len(batches[-1]) + 1) * n > _BATCH):
+            batches.append([])
+            height = 0
+        batches[-1].append(k)
+        height += rows
     parts = {}
-    if tabled:
-        parts.update(zip(tabled, _tabled(base, tabled, face, P)))
+    for batch in batches:
+        if batch:
+            parts.update(zip(batch, _tabled(base, batch, face, bounds, P)))
     if direct:
         parts.update(zip(direct, _per_pixel(base, direct, P)))
     return torch.stack([parts[k] for k in ks])
@@ -225,13 +257,14 @@ def fbm(x: list[Tensor], fp: Tensor, amp: float, offset: list[float], P: dict[st
         face = (face[0], float(torch.tensor(face[1], dtype=torch.float32) + offset[face[0]]))
     inv_fp = fp.reciprocal()  # lam / fp is inv_fp * lam in torch (a scalar over a tensor)
     inv_max, inv_min = float(inv_fp.max()), float(inv_fp.min())
-    extent = [float(b.max() - b.min()) for b in base]
+    bounds = [(float(b.min()), float(b.max())) for b in base]
     scales = [amp * OCTAVE_PERSISTENCE**k for k in range(len(OCTAVE_WAVELENGTHS))]
-    # Octaves live at every pixel: all at once.
-    everywhere = [k for k, lam in enumerate(OCTAVE_WAVELENGTHS) if inv_min * lam > FADE_LO]
+    # Octaves live at every pixel (on small surfaces: at any pixel) all at once.
+    everywhere = [k for k, lam in enumerate(OCTAVE_WAVELENGTHS)
+                  if (inv_min if fp.shape[0] > _SMALL else inv_max) * lam > FADE_LO]
     acc = torch.zeros_like(fp)
     if everywhere:
-        v = _octaves(base, everywhere, face, extent, P)
+        v = _octaves(base, everywhere, face, bounds, P)
         for r, k in enumerate(everywhere):
             lam = OCTAVE_WAVELENGTHS[k]
             if inv_min * lam >= FADE_HI:  # full strength everywhere
@@ -256,8 +289,8 @@ def fbm(x: list[Tensor], fp: Tensor, amp: float, offset: list[float], P: dict[st
             acc, inv_fp = acc.index_select(0, keep), inv_fp.index_select(0, keep)
             base = [b.index_select(0, keep) for b in base]
             inv_max = float(inv_fp.max())
-            extent = [float(b.max() - b.min()) for b in base]
-        v = _octaves(base, [k], face, extent, P)[0]
+            bounds = [(float(b.min()), float(b.max())) for b in base]
+        v = _octaves(base, [k], face, bounds, P)[0]
         acc.addcmul_(_fade_of(inv_fp * lam), v, value=scales[k])
     if out is None:
         return acc

@@ -157,7 +157,7 @@ def _safe(d: Tensor) -> Tensor:
 
 def _fma3(a: tuple[Tensor, Tensor, Tensor], b0: float, b1: float, b2: float) -> Tensor:
     """a0 b0 + a1 b1 + a2 b2 rounded like a float32 matrix kernel (fused multiply-adds)."""
-    return torch.addcmul(torch.addcmul(a[0] * b0, a[1], torch.full_like(a[1], b1)), a[2], torch.full_like(a[2], b2))
+    return (a[0] * b0).add_(a[1], alpha=b1).add_(a[2], alpha=b2)
 
 
 def _merge(rect: Rect, hit: Tensor, t: Tensor, t_best: Tensor, obj: Tensor) -> None:
@@ -198,7 +198,7 @@ def trace(o: Tensor, d: tuple[Tensor, Tensor, Tensor], P: dict[str, Tensor],
         if rect.kind == "room":
             continue
         k = rect.index
-        dr = tuple(rect.view(dj) for dj in d)
+        dr = tuple(rect.view(dj).contiguous() for dj in d)
         if rect.kind == "box":
             R, ol = box_R[k], box_ol[k]
             lo_k = (-box_h[k] - torch.tensor(ol, dtype=box_h.dtype, device=box_h.device)).tolist()
@@ -221,11 +221,11 @@ def trace(o: Tensor, d: tuple[Tensor, Tensor, Tensor], P: dict[str, Tensor],
         else:
             oc = cyl_oc_l[k]
             a = (dr[0] * dr[0] + dr[2] * dr[2]).clamp_min(1e-12)
-            b = torch.addcmul(dr[0] * oc[0], dr[2], torch.full_like(dr[2], oc[2]))
+            b = (dr[0] * oc[0]).add_(dr[2], alpha=oc[2])
             disc = b * b - a * cyl_cc[k]
             sq = disc.clamp_min(0).sqrt()
             s0, s1 = (-b - sq) / a, (-b + sq) / a
-            iy = rect.view(inv[1])
+            iy = rect.view(inv[1]).contiguous()
             y1, y2 = iy * cyl_y1[k], iy * cyl_y2[k]
             tn = torch.maximum(s0, torch.minimum(y1, y2))
             tf = torch.minimum(s1, torch.maximum(y1, y2))
@@ -302,18 +302,14 @@ class Group:
 
 def pixel_groups(obj: Tensor, rects: list[Rect]) -> list[Group]:
     """The pixels of each surface present in obj [h,w], found inside its rectangle."""
-    flat = obj.reshape(-1)
-    counts = torch.bincount(flat).tolist()
+    H, W = obj.shape
     groups = []
-    W = obj.shape[1]
     for rect in rects:
-        if rect.oid >= len(counts) or counts[rect.oid] == 0:
-            continue
-        if counts[rect.oid] == flat.shape[0]:
+        vu = (rect.view(obj) == rect.oid).nonzero()
+        if vu.shape[0] == H * W:
             groups.append(Group(rect, None))
-        else:
-            vu = (rect.view(obj) == rect.oid).nonzero()
-            groups.append(Group(rect, (vu[:, 0] + rect.v0) * W + (vu[:, 1] + rect.u0)))
+        elif vu.shape[0]:
+            groups.append(Group(rect, (vu[:, 0] + rect.v0).mul_(W).add_(vu[:, 1] + rect.u0)))
     return groups
 
 

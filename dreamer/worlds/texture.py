@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from dreamer.worlds.noise import fbm, lattice_values
-from dreamer.worlds.shading import AMBIENT, FILL, KEY, MAX_OBLIQUITY, Material, fade, smoothstep
+from dreamer.worlds.shading import AMBIENT, FADE_HI, FILL, KEY, MAX_OBLIQUITY, Material, fade
 
 Planes = tuple[Tensor, Tensor, Tensor]
 
@@ -46,23 +46,34 @@ def _put(x: Tensor, where: Tensor | bool, value: float) -> Tensor:
     return torch.full_like(x, value) if where else x
 
 
+def _fade_or_none(period: float, f: Tensor, f_max: float) -> Tensor | None:
+    """fade(period / f), or None where it is 1 at every pixel (period >= 4 footprints)."""
+    if period / f_max >= FADE_HI:
+        return None
+    return fade(period / f)
+
+
 def _tiles(m: Material, t: list[Tensor], fa: Tensor | int, f: Tensor, P: dict[str, Tensor]) -> list[Tensor]:
-    """Grout lines, staggered rows and per-tile brightness at local points t (the reference's
-    formulas with the material's scalars)."""
+    """Grout lines, staggered rows and per-tile brightness at local points t: the reference's
+    formulas with the material's scalars, regrouped (a blend written as one product, fades that
+    are 1 at every pixel skipped)."""
     per = torch.tensor(m.period, dtype=torch.float32)
     pl = per.tolist()
+    f_max = float(f.max())
     if isinstance(fa, int) and fa == m.axis:
         t = list(t)  # rows along the face's own axis: no stagger
     else:
         row = torch.floor(t[m.axis] / pl[m.axis])
         row = _put(row, _on_axis(fa, m.axis), 0.0)
         shift = (m.stagger * per).tolist()
-        t = [t[a] if a == m.axis or (isinstance(fa, int) and fa == a) else t[a] + shift[a] * row
-             for a in range(3)]
-    cell, line = [], None
-    fc = f.clamp_min(1e-9)
-    half = 0.5 * m.grout
+        t = [t[a] if a == m.axis or (isinstance(fa, int) and fa == a) or shift[a] == 0.0
+             else t[a] + shift[a] * row for a in range(3)]
+    # Grout lines: distance to the nearest cell border, filtered over a footprint (a smoothstep
+    # of (dist - grout / 2) / footprint + 1/2), blended to the grout's share where unresolved.
+    inv_f = f.clamp_min(1e-9).reciprocal()
+    start = torch.mul(inv_f, -0.5 * m.grout).add_(0.5)
     grout_share = (per.reciprocal() * m.grout).clamp(max=1.0).tolist()
+    cell, line = [], None
     for a in range(3):
         on = _on_axis(fa, a)
         if on is True:
@@ -70,34 +81,43 @@ def _tiles(m: Material, t: list[Tensor], fa: Tensor | int, f: Tensor, P: dict[st
             continue
         u = t[a] / pl[a]
         cell.append(_put(torch.floor(u), on, 0.0))
-        dist = (u - torch.round(u)).abs_().mul_(pl[a])
-        la = 1.0 - smoothstep(0.0, 1.0, (dist - half) / fc + 0.5)
-        wfade = fade(pl[a] / f)
-        la = wfade * la + (1.0 - wfade) * grout_share[a]
+        x = (u - torch.round(u)).abs_().mul_(pl[a])
+        x = torch.addcmul(start, x, inv_f).clamp_(0.0, 1.0)
+        x2 = x * x
+        la = x2.mul(-3.0).add_(1.0).addcmul_(x2, x, value=2.0)  # 1 - smoothstep
+        wfade = _fade_or_none(pl[a], f, f_max)
+        if wfade is not None:
+            la = la.sub_(grout_share[a]).mul_(wfade).add_(grout_share[a])
         la = _put(la, on, 0.0)
         line = la if line is None else torch.maximum(line, la)
     zero = torch.zeros((), dtype=torch.int32, device=f.device)
     ci = [zero.expand(f.shape) if c is None else c.int() for c in cell]
-    jit = lattice_values(ci[0], ci[1], ci[2], P) * m.jitter
-    jit = jit * fade(float(per.min()) / f)
-    out = []
-    for base, alt in zip(m.base, m.alt):
-        tile = (1.0 + jit).mul_(base)
-        out.append(tile + (float(torch.tensor(alt, dtype=torch.float32) * 0.8) - tile).mul_(line))
-    return out
+    jit = lattice_values(ci[0], ci[1], ci[2], P).mul_(m.jitter)
+    jfade = _fade_or_none(float(per.min()), f, f_max)
+    if jfade is not None:
+        jit = jit.mul_(jfade)
+    # tile = base (1 + jit); colour = tile + (0.8 alt - tile) line = base (1 + jit)(1 - line) + 0.8 alt line
+    keep = jit.add_(1.0).mul_(1.0 - line)
+    alt08 = (torch.tensor(m.alt, dtype=torch.float32) * 0.8).tolist()
+    return [torch.add(keep * base, line, alpha=a8) for base, a8 in zip(m.base, alt08)]
 
 
 def _waves(m: Material, t: list[Tensor], fa: Tensor | int, f: Tensor) -> list[Tensor]:
     """Checker (product over axes) or stripes (along the material's axis) of square waves
     filtered over the footprint, at local points t."""
     pl = torch.tensor(m.period, dtype=torch.float32).tolist()
+    f_max = float(f.max())
+    inv_f = f.reciprocal()
     sq = []
     for a in range(3):
         on = _on_axis(fa, a)
         if on is True:
             sq.append(None)  # the coordinate along a face's normal does not take part
             continue
-        s = (torch.sin(2 * math.pi * t[a] / pl[a]) * (pl[a] / (2 * math.pi * f))).clamp(-1, 1) * fade(pl[a] / f)
+        s = torch.sin(t[a] * (2 * math.pi / pl[a])).mul_(inv_f).mul_(pl[a] / (2 * math.pi)).clamp_(-1, 1)
+        wfade = _fade_or_none(pl[a], f, f_max)
+        if wfade is not None:
+            s = s.mul_(wfade)
         sq.append(_put(s, on, 1.0))
     if m.pattern == "checker":
         wave = None
@@ -137,8 +157,7 @@ def _lambert(n: list[Tensor] | list[float], P: dict[str, Tensor]) -> Tensor:
         return AMBIENT + KEY * (nv @ key).clamp_min(0) + FILL * (nv @ fill).clamp_min(0)
 
     def dot(v: list[float]) -> Tensor:
-        return torch.addcmul(torch.addcmul(n[0] * v[0], n[1], torch.full_like(n[1], v[1])),
-                             n[2], torch.full_like(n[2], v[2]))
+        return (n[0] * v[0]).add_(n[1], alpha=v[1]).add_(n[2], alpha=v[2])
 
     return AMBIENT + KEY * dot(key.tolist()).clamp_min(0) + FILL * dot(fill.tolist()).clamp_min(0)
 
