@@ -161,3 +161,28 @@ def test_cache_stays_within_its_budget():
     assert ProceduralWorld(0, cache_bytes=0).render(cams[0]).image.shape == (24, 32, 3)
     with pytest.raises(ValueError, match="cache_bytes"):
         ProceduralWorld(0, cache_bytes=-1)
+
+
+def test_ground_truth_metrics_reuse_the_runs_renders():
+    """The dream loop's oracle backends render each camera once; the metrics find every depth
+    they need in the world's cache (no ray is traced again)."""
+    from dreamer import DreamConfig, dream
+    from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
+    from dreamer.cameras import DEFAULT_FOCAL_512
+    from dreamer.scene.metrics import world_metrics
+    from dreamer.trajectories import center_depth_from, make_trajectory
+
+    w = ProceduralWorld(0)
+    cam = Camera.from_focal(DEFAULT_FOCAL_512 * 48 / 512, 48, 48)
+    first = w.render(cam)
+    est = WorldDepthEstimator(w, seed=3)
+    traj = make_trajectory("lookaround", cam, center_depth_from(first.depth), n=3)
+    result = dream(first.image, traj.cameras, "a room", inpainter=WorldInpainter(w), depth_estimator=est,
+                   depth=first.depth, config=DreamConfig())
+    assert all(bool(v.mask.any()) for v in result.views[1:])  # every view was inpainted (rendered)
+    before = w.cache_info()
+    m = world_metrics(result, w, est)
+    after = w.cache_info()
+    assert after["misses"] == before["misses"]
+    assert after["hits"] >= before["hits"] + 2 * (len(result.views) - 1)  # truth and the estimate, per view
+    assert m["abs_rel_unaligned"] > m["abs_rel_aligned"] >= 0.0

@@ -210,7 +210,8 @@ class ProceduralWorld:
         hc = 0.5 * (_ROOM_HI[1] - _ROOM_LO[1])
         rc = 0.25 * scale()
         add("column", "cylinder", (jit(1.15, 0.1), _FLOOR_Y - hc, jit(2.5, 0.15)), (rc, hc, rc))
-        # A floating cube high on the front left (seen when turning left and up), a lamp under the ceiling ahead (seen when pitching up).
+        # A floating cube high on the front left (seen when turning left and up), a lamp under the
+        # ceiling ahead (seen when pitching up).
         c = 0.3 * scale()
         add("floating_cube", "box", (jit(-2.3, 0.2), jit(-1.2, 0.1), jit(2.4, 0.2)), (c, c, c), u(0, 90))
         r = 0.28 * scale()
@@ -300,7 +301,8 @@ class ProceduralWorld:
         self._np = {
             "box_c": t([o.center for _, o in boxes]),
             "box_h": t([o.size for _, o in boxes]),
-            "box_R": torch.tensor(np.stack([_yaw_matrix(o.yaw_deg) for _, o in boxes]) if boxes else np.zeros((0, 3, 3))),
+            "box_R": torch.tensor(np.stack([_yaw_matrix(o.yaw_deg) for _, o in boxes]) if boxes
+                                  else np.zeros((0, 3, 3))),
             "box_id": torch.tensor([6 + i for i, _ in boxes], dtype=torch.long),
             "sph_c": t([o.center for _, o in spheres]),
             "sph_r": torch.tensor([o.size[0] for _, o in spheres], dtype=torch.float64),
@@ -400,6 +402,11 @@ class ProceduralWorld:
         """Forget cached renders (benchmarks time uncached renders this way)."""
         self._cache.clear()
 
+    def cache_info(self) -> dict[str, int]:
+        """Lookups answered from the render cache (``hits``) or not (``misses``), and what it
+        holds (``entries``, ``bytes``)."""
+        return self._cache.info()
+
     def _render(self, camera: Camera, s: int) -> WorldRender:
         P = self._params(camera.device)
         focal = min(camera.fx, camera.fy)
@@ -492,6 +499,7 @@ class _LRU:
         self.max_bytes = max_bytes
         self._items: OrderedDict = OrderedDict()
         self._bytes = 0
+        self._hits = self._misses = 0
         self._lock = threading.Lock()
 
     @staticmethod
@@ -502,7 +510,10 @@ class _LRU:
     def get(self, key):
         with self._lock:
             value = self._items.get(key)
-            if value is not None:
+            if value is None:
+                self._misses += 1
+            else:
+                self._hits += 1
                 self._items.move_to_end(key)
             return value
 
@@ -523,3 +534,7 @@ class _LRU:
         with self._lock:
             self._items.clear()
             self._bytes = 0
+
+    def info(self) -> dict[str, int]:
+        with self._lock:
+            return {"hits": self._hits, "misses": self._misses, "entries": len(self._items), "bytes": self._bytes}
