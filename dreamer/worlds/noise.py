@@ -115,7 +115,7 @@ def _table_shape(bounds: list[tuple[float, float]], k: int, face: tuple[int, flo
                  P: dict[str, Tensor]) -> tuple[int, int]:
     """(rows, columns) of octave k's table in the atlas for points within ``bounds`` (per axis):
     a face's 2D table, or the z layers of a solid one stacked."""
-    off = P["octave_offset"][k].tolist()
+    off = P["octave_offset_cpu"][k].tolist()
     s = [_cell_range(bounds[j], k, off[j])[1] for j in range(3)]
     if face is not None:
         s0, s1 = (s[j] for j in range(3) if j != face[0])
@@ -129,6 +129,48 @@ def _smooth_times(f: Tensor, c: float) -> Tensor:
     return torch.addcmul(t.mul(3.0 * c), t, f, value=-2.0 * c)
 
 
+def _lattice_np(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, P: dict[str, Tensor]) -> np.ndarray:
+    """:func:`lattice_values` in numpy, for building small tables without a torch call per step."""
+    hxy, value = P["noise_hxy_cpu"].numpy(), P["noise_value_cpu"].numpy()
+    return value[hxy[(ix & _MASK) * _ROW + (iy & _MASK)] + (iz & _MASK)]
+
+
+def _atlas(ks: list[int], cells: list[list[tuple[int, int]]], offs: list[list[float]],
+           face: tuple[int, float] | None, P: dict[str, Tensor]) -> tuple[np.ndarray, list[int]]:
+    """The atlas [C,H,W] (float32) of octaves ks' tables, stacked along its rows, and each
+    table's first row. ``cells``: per octave and table axis, (lowest cell, number of cells)."""
+    f32 = np.float32
+    tables = []
+    for r, k in enumerate(ks):
+        axes = [np.arange(lo, lo + size) for lo, size in cells[r]]
+        if face is not None:
+            a = face[0]
+            # the face's lattice coordinate, rounded as the points' own (float32 operations)
+            fq = f32(face[1]) / f32(OCTAVE_WAVELENGTHS[k]) + f32(offs[r][a])
+            ca = math.floor(fq)
+            wa = f32(fq - f32(ca))
+            wa = wa * wa * (f32(3.0) - f32(2.0) * wa)
+            v, u = np.meshgrid(axes[1], axes[0], indexing="ij")  # rows: second axis, columns: first
+            layers = []
+            for c in (ca, ca + 1):
+                ijk = [u, v]
+                ijk.insert(a, np.full_like(u, c))
+                layers.append(_lattice_np(*ijk, P))
+            tables.append((layers[0] + (layers[1] - layers[0]) * wa)[None])
+        else:
+            z, y, x = np.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+            L = _lattice_np(x, y, z, P)
+            nx = cells[r][0][1]
+            tables.append(np.stack([L[:-1].reshape(-1, nx), L[1:].reshape(-1, nx)]))  # values at z, z + 1
+    r0 = [0]
+    for t in tables:
+        r0.append(r0[-1] + t.shape[1])
+    atlas = np.zeros((tables[0].shape[0], r0.pop(), max(t.shape[2] for t in tables)), dtype=f32)
+    for t, r in zip(tables, r0):
+        atlas[:, r:r + t.shape[1], :t.shape[2]] = t
+    return atlas, r0
+
+
 def _tabled(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
             bounds: list[tuple[float, float]], P: dict[str, Tensor]) -> Tensor:
     """Octaves ks of value noise [K,N] at points base (three [N] planes, offsets added, within
@@ -136,50 +178,26 @@ def _tabled(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
     docstring). ``face``: (axis, lattice base coordinate) of a room face, or None."""
     dev = base[0].device
     K, n = len(ks), base[0].shape[0]
-    offs = P["octave_offset"][ks].tolist()
+    offs = P["octave_offset_cpu"][ks].tolist()
     axes = [0, 1, 2] if face is None else [j for j in range(3) if j != face[0]]
     cells = [[_cell_range(bounds[j], k, offs[r][j]) for j in axes] for r, k in enumerate(ks)]
-    tables = []
-    for r, k in enumerate(ks):
-        ranges = [torch.arange(lo, lo + size, dtype=torch.int32, device=dev) for lo, size in cells[r]]
-        s = [size for _, size in cells[r]]
-        if face is not None:
-            a = face[0]
-            fq = float((torch.tensor(face[1], dtype=torch.float32) / OCTAVE_WAVELENGTHS[k]) + offs[r][a])
-            ca = math.floor(fq)
-            wa = _smooth_times(torch.tensor(fq - ca, dtype=torch.float32, device=dev), 1.0)
-            u = ranges[0][None, :].expand(s[1], s[0])
-            v = ranges[1][:, None].expand(s[1], s[0])
-            layers = []
-            for c in (ca, ca + 1):
-                ijk = [u, v]
-                ijk.insert(a, torch.full_like(u, c))
-                layers.append(lattice_values(*ijk, P))
-            tables.append(torch.lerp(layers[0], layers[1], wa)[None])  # [1, rows: 2nd axis, cols: 1st]
-        else:
-            shape = (s[2], s[1], s[0])
-            L = lattice_values(ranges[0].view(1, 1, -1).expand(shape), ranges[1].view(1, -1, 1).expand(shape),
-                               ranges[2].view(-1, 1, 1).expand(shape), P)
-            tables.append(torch.stack([L[:-1].reshape(-1, s[0]), L[1:].reshape(-1, s[0])]))  # z, z + 1
-    r0 = [0]
-    for t in tables:
-        r0.append(r0[-1] + t.shape[1])
-    W, H = max(t.shape[2] for t in tables), r0.pop()
-    atlas = torch.zeros(tables[0].shape[0], H, W, device=dev)
-    for t, r in zip(tables, r0):
-        atlas[:, r:r + t.shape[1], :t.shape[2]] = t
+    atlas_np, r0 = _atlas(ks, cells, offs, face, P)
+    atlas = torch.from_numpy(atlas_np).to(dev)
+    H, W = atlas.shape[1:]
 
     def lattice(j: int) -> tuple[Tensor, Tensor]:
         """floor and fraction [K,N] of the lattice coordinates base / lam + off along axis j
         (rounded as the reference rounds them)."""
-        q = torch.empty(K, n, device=dev)
-        for r, k in enumerate(ks):
-            torch.div(base[j], OCTAVE_WAVELENGTHS[k], out=q[r]).add_(offs[r][j])
+        if K == 1:
+            q = torch.div(base[j], OCTAVE_WAVELENGTHS[ks[0]]).add_(offs[0][j])[None]
+        else:  # base * (1 / lam) is exact (lam is a power of two): one rounding, for the sum
+            q = torch.addcmul(column([o[j] for o in offs]), base[j][None],
+                              column([1.0 / OCTAVE_WAVELENGTHS[k] for k in ks]))
         fl = q.floor()
         return fl, q.sub_(fl)
 
     def column(values: list[float]) -> Tensor:
-        return torch.tensor(values, dtype=torch.float32, device=dev)[:, None]
+        return torch.from_numpy(np.asarray(values, dtype=np.float32)[:, None]).to(dev)
 
     # Atlas coordinates: the cell offset (an exact integer) first, then the smoothstep weight,
     # scaled to grid_sample's [-1, 1].
@@ -229,13 +247,16 @@ def _octaves(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
             height = 0
         batches[-1].append(k)
         height += rows
-    parts = {}
-    for batch in batches:
-        if batch:
-            parts.update(zip(batch, _tabled(base, batch, face, bounds, P)))
+    runs = [(batch, _tabled(base, batch, face, bounds, P)) for batch in batches if batch]
     if direct:
-        parts.update(zip(direct, _per_pixel(base, direct, P)))
-    return torch.stack([parts[k] for k in ks])
+        runs.append((direct, _per_pixel(base, direct, P)))
+    if len(runs) == 1 and runs[0][0] == ks:
+        return runs[0][1]
+    out = torch.empty(len(ks), n, device=base[0].device)
+    for batch, values in runs:
+        for k, row in zip(batch, values):
+            out[ks.index(k)] = row
+    return out
 
 
 def _fade_of(x: Tensor) -> Tensor:

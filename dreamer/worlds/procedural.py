@@ -343,10 +343,12 @@ class ProceduralWorld:
         """The primitive parameters on ``device`` (float32 for floats), cached per device."""
         device = torch.device(device)
         if device not in self._device_cache:
-            self._device_cache[device] = {
-                k: v.to(device=device, dtype=torch.float32 if v.is_floating_point() else v.dtype)
-                for k, v in self._np.items()
-            }
+            P = {k: v.to(device=device, dtype=torch.float32 if v.is_floating_point() else v.dtype)
+                 for k, v in self._np.items()}
+            # CPU copies of what the noise builds its small tables from (in numpy).
+            for k in ("noise_hxy", "noise_value", "octave_offset"):
+                P[f"{k}_cpu"] = P[k].cpu()
+            self._device_cache[device] = P
         return self._device_cache[device]
 
     # -- validation -------------------------------------------------------------------------------
@@ -439,13 +441,13 @@ class ProceduralWorld:
             parts = raycast.surfaces(x, obj, n, face_axis, P, band)
             depths.append(t)
             objs.append(obj)
-            normals.append(torch.stack(n, dim=-1))
+            normals.append(_interleave(n))
             if colour:
                 rgb = texture.shade([c.reshape(-1) for c in db], t.reshape(-1), [c.reshape(-1) for c in n], parts,
                                     focal, P, self._materials, (P["room_lo"].tolist(), P["room_hi"].tolist()))
-                images.append(torch.stack(rgb, dim=-1).reshape(r1 - r0, W, 3))
-        image = torch.cat(images) if colour else None
-        return image, torch.cat(depths), torch.cat(normals), torch.cat(objs)
+                images.append(_interleave([c.view(r1 - r0, W) for c in rgb]))
+        join = lambda parts: parts[0] if len(parts) == 1 else torch.cat(parts)  # noqa: E731
+        return join(images) if colour else None, join(depths), join(normals), join(objs)
     def distance_to_surface(self, xyz: Tensor) -> Tensor:
         """Unsigned distance [N] from points xyz [N,3] (world, metres) to the nearest surface:
         the room's walls, floor and ceiling, or any object. Exact (analytic SDFs), on xyz's
@@ -483,6 +485,14 @@ class ProceduralWorld:
 
     def __repr__(self) -> str:
         return f"ProceduralWorld(seed={self._seed}, objects={len(self._objects)}, extent={self.extent:.2f} m)"
+
+
+def _interleave(planes: list[Tensor]) -> Tensor:
+    """Three planes of one shape [...] as one [..., 3] tensor (column copies: faster than stack)."""
+    out = torch.empty(*planes[0].shape, 3, dtype=planes[0].dtype, device=planes[0].device)
+    for c, p in enumerate(planes):
+        out[..., c] = p
+    return out
 
 
 def _camera_key(camera: Camera) -> tuple:

@@ -83,9 +83,11 @@ _BOX_EDGES = np.array([(i, i | (1 << j)) for i in range(8) for j in range(3) if 
 _CORNER_SIGNS = np.array([[1.0 if i & (1 << j) else -1.0 for j in range(3)] for i in range(8)])
 
 
-def _projected_span(corners: np.ndarray, camera: Camera) -> tuple[int, int, int, int] | None:
+def _projected_span(corners: np.ndarray, intrinsics: tuple[float, float, float, float], width: int,
+                    height: int) -> tuple[int, int, int, int] | None:
     """Pixel rectangle (v0, v1, u0, u1) covering the projection of the part of a box (its 8
-    corners [8,3] in the camera frame) in front of the camera; None if no part is.
+    corners [8,3] in the camera frame) in front of a camera with ``intrinsics`` (fx, fy, cx, cy)
+    and image size; None if no part is.
 
     The box is clipped by the plane z = T_EPS (no hit is nearer): its corners in front plus the
     points where its edges cross that plane. The projection of a convex solid is the hull of its
@@ -97,8 +99,9 @@ def _projected_span(corners: np.ndarray, camera: Camera) -> tuple[int, int, int,
     pts = np.concatenate([corners[corners[:, 2] >= T_EPS], a[cross] + s * (b[cross] - a[cross])])
     if pts.shape[0] == 0:
         return None
-    us = camera.fx * pts[:, 0] / pts[:, 2] + camera.cx
-    vs = camera.fy * pts[:, 1] / pts[:, 2] + camera.cy
+    fx, fy, cx, cy = intrinsics
+    us = fx * pts[:, 0] / pts[:, 2] + cx
+    vs = fy * pts[:, 1] / pts[:, 2] + cy
 
     def span(lo: float, hi: float, size: int) -> tuple[int, int]:
         # pixel j's centre is j + 0.5
@@ -106,8 +109,8 @@ def _projected_span(corners: np.ndarray, camera: Camera) -> tuple[int, int, int,
         j1 = math.ceil(min(hi, size + 1.0) - 0.5 + _MARGIN_PX) + 1
         return max(j0, 0), min(j1, size)
 
-    v0, v1 = span(float(vs.min()), float(vs.max()), camera.height)
-    u0, u1 = span(float(us.min()), float(us.max()), camera.width)
+    v0, v1 = span(float(vs.min()), float(vs.max()), height)
+    u0, u1 = span(float(us.min()), float(us.max()), width)
     return (v0, v1, u0, u1) if u0 < u1 and v0 < v1 else None
 
 
@@ -137,11 +140,13 @@ def screen_rects(camera: Camera, layout: dict[str, Tensor]) -> list[Rect]:
         half = np.array([L["cyl_r"][k], L["cyl_hy"][k], L["cyl_r"][k]])
         boxes.append(("cyl", k, int(L["cyl_id"][k]), L["cyl_c"][k], half, None))
     rects = []
+    K = camera.K.detach().cpu().double().numpy()
+    intrinsics = (K[0, 0], K[1, 1], K[0, 2], K[1, 2])
     for kind, k, oid, centre, half, rot in boxes:
         half = half * (1.0 + 1e-6) + _ANGULAR_SLACK * float(np.linalg.norm(centre - o)) + 1e-6
         local = _CORNER_SIGNS * half
         world = centre + (local if rot is None else local @ rot.T)
-        span = _projected_span((world - o) @ R_cam, camera)
+        span = _projected_span((world - o) @ R_cam, intrinsics, camera.width, camera.height)
         if span is not None:
             rects.append(Rect(kind, k, oid, *span))
     return rects

@@ -1,24 +1,13 @@
-"""Fast shading of the procedural world: patterns, band-limited value noise, Lambert light.
+"""Fast shading of the procedural world: patterns, band-limited noise, Lambert light.
 
 The formulas are the reference renderer's (:mod:`dreamer.worlds.reference`, the appearance
-model in :mod:`dreamer.worlds.shading`); what changes is how they are evaluated:
-
-* Pixels are shaded per object (one group of pixel indices per object id, found once), so a
-  material's parameters are scalars, and on a room face (a plane of constant world coordinate)
-  the face's axis drops out of the patterns and the noise.
-* The noise lattice hash ``perm[(perm[(perm[x] + y) & m] + z) & m]`` is read from a
-  precomputed table of ``perm[(perm[x] + y) & m]`` over all (x, y) and a table of lattice
-  values per ``h + z``: two gathers instead of three chained ones, for all eight corners.
-* On a room face, an octave's value noise is a 2D function: the lattice values of the cells the
-  face's pixels touch are blended once along the face's axis into a small table, and each pixel
-  reads it with one bilinear ``grid_sample`` at its smoothstep-warped lattice coordinates (the
-  value noise is a linear interpolation at ``floor(q) + smoothstep(frac(q))``). Octaves whose
-  table would outgrow the pixels, and all octaves on objects, are evaluated per pixel.
-* Octaves run only on the pixels where they are live; that set only shrinks from one octave to
-  the next (wavelengths halve), and the working set is compacted when a quarter has died.
-
-Results equal the reference up to float rounding (see tests/test_world_fast.py for the bound).
-Tensors are planar: one [N] tensor per colour or coordinate component.
+model in :mod:`dreamer.worlds.shading`); what changes is how they are evaluated. Pixels are
+shaded per surface (the groups of :func:`dreamer.worlds.raycast.surfaces`), so a material's
+parameters are scalars, and on a room face (a plane of constant world coordinate) the face's
+axis drops out of the patterns and of the noise (:mod:`dreamer.worlds.noise`). Pattern fades
+that are 1 at every pixel of a surface are skipped. Results equal the reference's up to float
+rounding (tests/test_world_fast.py states the bound). Tensors are planar: one [N] tensor per
+colour or coordinate component.
 """
 
 from __future__ import annotations
@@ -30,8 +19,6 @@ from torch import Tensor
 
 from dreamer.worlds.noise import fbm, lattice_values
 from dreamer.worlds.shading import AMBIENT, FADE_HI, FILL, KEY, MAX_OBLIQUITY, Material, fade
-
-Planes = tuple[Tensor, Tensor, Tensor]
 
 # -- patterns -------------------------------------------------------------------------------------
 
