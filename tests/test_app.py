@@ -101,6 +101,7 @@ def test_the_app_turns_analytics_off_itself(monkeypatch):
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
 
 
+@pytest.mark.slow
 def test_scene_endpoint_returns_splats_videos_views_and_downloads(server, tmp_path):
     from dreamer.splats import Gaussians
 
@@ -122,6 +123,7 @@ def test_scene_endpoint_returns_splats_videos_views_and_downloads(server, tmp_pa
     assert "2 views" in status
 
 
+@pytest.mark.slow
 def test_zoom_endpoint_returns_levels_and_video(server, tmp_path):
     gallery, video, downloads, status = _client(server, tmp_path).predict(*ZOOM, api_name="/zoom")
     assert [g["caption"] for g in gallery] == ["level 0: a galaxy", "level 1: a planet"]
@@ -131,6 +133,7 @@ def test_zoom_endpoint_returns_levels_and_video(server, tmp_path):
     assert len(downloads) == 3 and "2 levels" in status
 
 
+@pytest.mark.slow
 def test_photo_and_depth_uploads_with_tiny_models(server, tmp_path):
     photo = tmp_path / "my holiday photo.jpg"
     Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(photo)
@@ -146,6 +149,7 @@ def test_photo_and_depth_uploads_with_tiny_models(server, tmp_path):
     assert sorted(p.name for p in inputs.iterdir()) == ["depth.npy", "photo.jpg"]
 
 
+@pytest.mark.slow
 def test_zoom3d_endpoint_flies_into_the_visitors_scene(server, tmp_path):
     from dreamer.splats import Gaussians
 
@@ -164,6 +168,7 @@ def test_zoom3d_endpoint_flies_into_the_visitors_scene(server, tmp_path):
         client.predict("scene-999", *zoom3d[1:], api_name="/zoom3d")
 
 
+@pytest.mark.slow
 def test_two_visitors_get_separate_results(server, tmp_path):
     a, b = _client(server, tmp_path, "a"), _client(server, tmp_path, "b")
     assert a.session_hash != b.session_hash
@@ -190,6 +195,7 @@ def test_two_visitors_get_separate_results(server, tmp_path):
         assert len(configs) == 1 and f'"trajectory": "{traj}"' in configs[0].read_text()
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_a_message_and_the_app_stays_usable(server, tmp_path):
     client = _client(server, tmp_path)
     not_image = tmp_path / "photo.png"
@@ -213,6 +219,7 @@ def test_bad_inputs_get_a_message_and_the_app_stays_usable(server, tmp_path):
     assert len(gallery) == 2
 
 
+@pytest.mark.slow
 def test_stop_ends_a_run_with_a_message(server, tmp_path):
     client = _client(server, tmp_path)
     long_scene = [*SCENE[:6], 6, 2, 7.5, 0, 30000, "synthetic", SIZE, 600]
@@ -226,6 +233,7 @@ def test_stop_ends_a_run_with_a_message(server, tmp_path):
         job.result(timeout=60)
 
 
+@pytest.mark.slow
 def test_screenshot_of_the_page_is_not_blank(server, tmp_path):
     from apps.screenshot import find_chromium, take_screenshot
 

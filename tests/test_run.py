@@ -114,6 +114,7 @@ def test_batch_file_errors_are_clear(tmp_path):
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_tiny_models_text_image_and_rgbd(tmp_path):
     base = ["--models", "tiny", "--steps", 2, "--views", 2, "--trajectory", "lookaround", *SMALL]
     assert run_cli("--prompt", "a cozy room", "--out", tmp_path / "text", *base) == 0
@@ -137,6 +138,7 @@ def test_missing_model_fails_fast_with_a_hint(tmp_path, capsys, monkeypatch):
     assert "no-such-model" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_help_reads_like_documentation():
     text = subprocess.run([sys.executable, "-m", "dreamer.run", "--help"], capture_output=True, text=True, check=True).stdout
     for flag in ("--prompt", "--image", "--depth", "--trajectory", "--batch", "--shard", "--models", "--grow-px", "--seed"):
@@ -163,6 +165,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_killed_batch_resumes_to_the_same_outputs(tmp_path):
     batch = tmp_path / "scenes.jsonl"
     _write_batch(batch, [

@@ -51,6 +51,7 @@ def test_cli_writes_files_and_a_second_run_skips(tmp_path, monkeypatch, caplog):
     assert {f.name: f.stat().st_mtime_ns for f in _files(out, 3)} == before
 
 
+@pytest.mark.slow
 def test_output_settings_reuse_the_stack_and_a_new_config_starts_over(tmp_path, monkeypatch):
     out = tmp_path / "zoom"
     config = zrun.ZoomConfig(prompts=("a", "b", "c"), steps=2, height=64, width=64, models="tiny")
