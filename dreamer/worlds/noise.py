@@ -222,7 +222,7 @@ def _tabled(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
 
 # Surfaces of at most this many pixels evaluate all their octaves at once, dead pixels included
 # (cheaper than compacting them).
-_SMALL = 1 << 13
+_SMALL = 1 << 15
 # Octaves read from one atlas together, while this many (pixel, octave) pairs or fewer: more
 # and the temporaries fall out of the cache.
 _BATCH = 1 << 17
