@@ -6,8 +6,8 @@ so that it costs little on a CPU:
 * Planar layout: every per-pixel quantity is one [h,w] tensor per component, because torch
   reduces over a trailing dimension of size 3 an order of magnitude slower than it adds planes.
 * Screen-space culling: a primitive is tested only against the rays inside the pixel rectangle
-  that its bounding sphere projects to (plus a margin), not against every ray. The room is
-  tested against all rays (every ray hits it).
+  that its bounding box projects to (plus a margin), not against every ray. The room is tested
+  against all rays (every ray hits it); its faces' rectangles only serve to group pixels.
 * The reference's matrix products are written out as the fused multiply-adds the matrix kernels
   use, so that on the CPU depth, normals and object ids come out the same bit for bit.
 
@@ -30,17 +30,17 @@ from dreamer.cameras import Camera
 T_EPS = 1e-6
 # Ray direction components smaller than this are nudged to it before taking reciprocals.
 _TINY = 1e-12
-# Culling margins: pixels added around each projected rectangle, and the bounding sphere's
-# growth per metre of distance (radians), far above the float32 error of a ray's direction
-# (about 1e-7) and of a tangent hit test.
+# Culling margins: pixels added around each projected rectangle, and the bounding box's growth
+# per metre of distance (radians), far above the float32 error of a ray's direction (about
+# 1e-7) and of a tangent hit test.
 _MARGIN_PX = 2.0
 _ANGULAR_SLACK = 1e-4
 
 
 @dataclass(frozen=True)
 class Rect:
-    """The pixel rectangle rows [v0, v1) x columns [u0, u1) in which primitive ``index`` of group
-    ``kind`` ("box", "sph", "cyl"), object id ``oid``, can be hit."""
+    """The pixel rectangle rows [v0, v1) x columns [u0, u1) in which surface ``index`` of group
+    ``kind`` ("room" for the room's faces, "box", "sph", "cyl"), object id ``oid``, can be hit."""
 
     kind: str
     index: int

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from dreamer.worlds.noise import fbm, lattice_values
+from dreamer.worlds.raycast import Surface
 from dreamer.worlds.shading import AMBIENT, FADE_HI, FILL, KEY, MAX_OBLIQUITY, Material, fade
 
 # -- patterns -------------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def _lambert(n: list[Tensor] | list[float], P: dict[str, Tensor]) -> Tensor:
     return AMBIENT + KEY * dot(key.tolist()).clamp_min(0) + FILL * dot(fill.tolist()).clamp_min(0)
 
 
-def shade(d: list[Tensor], t: Tensor, n: list[Tensor], parts: list, focal: float, P: dict[str, Tensor],
+def shade(d: list[Tensor], t: Tensor, n: list[Tensor], parts: list[Surface], focal: float, P: dict[str, Tensor],
           materials: list[Material], room: tuple[list[float], list[float]]) -> list[Tensor]:
     """Colour (three [N] planes in [0, 1]) of the pixels whose rays d (camera z = 1, three [N]
     planes) hit at z-depth t [N] surfaces with normals n (three [N] planes), grouped into
