@@ -336,8 +336,12 @@ def surfaces(x: list[Tensor], obj: Tensor, n: list[Tensor], face_axis: Tensor, P
     """Group the hit points x (three [h,w] planes) by surface and complete the normal and
     face-axis planes (from :func:`room_frame`) with the primitives' own, in place."""
     flat = [c.reshape(-1) for c in x]
+    groups = pixel_groups(obj, rects)
+    covered = sum(flat[0].shape[0] if g.idx is None else g.idx.shape[0] for g in groups)
+    if covered != flat[0].shape[0]:  # every pixel's surface must lie in that surface's rectangle
+        raise RuntimeError(f"screen rectangles missed {flat[0].shape[0] - covered} pixels: culling is not conservative")
     out = []
-    for g in pixel_groups(obj, rects):
+    for g in groups:
         xs = [g.pick(c) for c in flat]
         kind = g.rect.kind
         if kind == "room":
