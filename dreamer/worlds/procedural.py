@@ -5,6 +5,11 @@ textured boxes, spheres and cylinders. Everything is analytic: rendering is a ve
 cast in torch, depth is exact, and :meth:`ProceduralWorld.distance_to_surface` is an exact
 unsigned distance (signed distance functions of the primitives), for accuracy metrics.
 
+Rendering runs in :mod:`dreamer.worlds.raycast` (culled ray casting), :mod:`dreamer.worlds.texture`
+(patterns, light) and :mod:`dreamer.worlds.noise` (band-limited noise); the appearance model
+is in :mod:`dreamer.worlds.shading`, and :mod:`dreamer.worlds.reference` keeps the slow,
+plain renderer they are tested against. Renders are cached per camera.
+
 Frames and units follow :mod:`dreamer.cameras`: the world frame is the OpenCV frame of the
 default first camera (at the origin, looking +z), so world up is -y; the floor is the plane
 ``y = +1.5`` and the ceiling ``y = -2``. Units are metres.
