@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from dreamer.cameras import Camera, project_points, unproject_depth
+from dreamer.cameras import Camera, project_points
 from dreamer.pointcloud import PointCloud
 from dreamer.render import _check_image, check_depth, clean_coverage, erode, lift, render_points
 from dreamer.scene.result import DreamResult, DreamView

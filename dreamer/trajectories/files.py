@@ -62,7 +62,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dreamer.cameras import Camera, check_rigid, focal_from_fov, intrinsics_matrix, opencv_to_opengl, opengl_to_opencv
+from dreamer.cameras import (
+    Camera,
+    check_rigid,
+    focal_from_fov,
+    intrinsics_matrix,
+    opencv_to_opengl,
+    opengl_to_opencv,
+)
 from dreamer.trajectories.base import Trajectory, TrajectoryFileError, _check_first
 from dreamer.trajectories.interpolate import _segment_counts, interpolate_cameras
 
@@ -298,7 +305,7 @@ def _parse_transforms_json(data: dict, first: Camera | None, src: _Source) -> Tr
         if not isinstance(fr, dict) or "transform_matrix" not in fr:
             raise src.error(where, "a transforms.json frame needs a 'transform_matrix'")
         c2w = _parse_c2w(fr["transform_matrix"], "opengl", src, where)
-        get = lambda k: fr.get(k, data.get(k))  # noqa: E731 - per-frame value over the file's
+        get = lambda k, fr=fr: fr.get(k, data.get(k))  # noqa: E731 - per-frame value over the file's
         w = get("w") if get("w") is not None else (first.width if first is not None else None)
         h = get("h") if get("h") is not None else (first.height if first is not None else None)
         if w is None or h is None:
