@@ -51,9 +51,9 @@ class SceneConfig:
     render_frames: int | None = None
     """Frames of the fly-through videos; default: the render preset's own."""
     extensions: tuple[str, ...] = ()
-    """Trajectory files of cameras dreamed on top of the finished scene, in order, each followed by a fine-tuning of its splats (the app's "Dream here" records them; see dreamer.pipeline.extend)."""
+    """Trajectory files of cameras dreamed on top of the finished scene, in order (dreamer.pipeline.extend)."""
     extension_iterations: int = 300
-    """Splat fine-tuning iterations after each extension."""
+    """Splat fine-tuning iterations after each extension (they start from the scene's splats)."""
 
     def first_camera(self) -> Camera:
         if self.focal is not None and self.fov is not None:
