@@ -170,8 +170,11 @@ class SceneTab:
         from dreamer.pipeline.extend import extension_dir, list_extensions
 
         archive = zip_folder(run, run.parent / f"{run.name}.zip")
-        files: list = [p for p in (run / "gaussians.ply", run / "points.ply", run / "cameras.json",
-                                   run / "transforms.json", archive) if p.exists()]
+        # The compressed splats (gaussians.spz) are offered whenever the scene has them: the one
+        # place for them in the app. Scenes write them once their splat settings ask for it
+        # (SplatConfig.export with dreamer/splats/spz.py: set flat["export"] in configs() above).
+        files: list = [p for p in (run / "gaussians.ply", run / "gaussians.spz", run / "points.ply",
+                                   run / "cameras.json", run / "transforms.json", archive) if p.exists()]
         if (run / "config.json").exists():
             for ext in list_extensions(run):
                 files.append((extension_dir(run, ext.index) / "trajectory.json", f"extension_{ext.index:03d}.json"))

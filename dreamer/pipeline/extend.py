@@ -289,7 +289,7 @@ def _apply_one(configs: SceneConfigs, folder: Path, index: int, trajectory: str,
     return result, gaussians, record
 
 
-def _export(scene: Path, result: DreamResult, gaussians: Gaussians, base_views: int) -> None:
+def _export(scene: Path, result: DreamResult, gaussians: Gaussians, base_views: int, splats) -> None:
     """The scene's files for ``result`` and ``gaussians``: the views the extensions added (the
     base views are run_scene's), no views beyond them, the cloud, cameras and splats."""
     for i in range(base_views, len(result.views)):
@@ -301,6 +301,10 @@ def _export(scene: Path, result: DreamResult, gaussians: Gaussians, base_views: 
     write_cameras_json(scene / "cameras.json", [v.camera for v in result.views], result.views)
     write_transforms_json(scene / "transforms.json", result.views)
     gaussians.save_ply(scene / "gaussians.ply")
+    # A compressed copy, when the splat settings export one (SplatConfig.export, dreamer/splats/spz.py),
+    # is kept in step with the .ply: never the splats of another extension.
+    if "spz" in getattr(splats, "export", ()):
+        gaussians.save_spz(scene / "gaussians.spz", version=splats.spz_version)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -334,7 +338,7 @@ def apply_extensions(configs: SceneConfigs, scene: str | Path, backends=None, *,
         records.append(record)
     if gaussians is None:
         gaussians = _base_gaussians(configs, scene, base)
-    _export(scene, result, gaussians, len(base.views))
+    _export(scene, result, gaussians, len(base.views), configs.splats)
     return records
 
 
