@@ -364,7 +364,11 @@ def test_the_3d_view_shows_the_scene_and_dream_here_grows_it(server, tmp_path):
         rendered = gaussians.render(cam)[0].numpy().astype(np.float64)
         assert shown.shape == rendered.shape
         assert shown.mean() > 0.05 and shown.std() > 0.05, "the 3D view is black or empty"
-        return 10 * math.log10(1 / ((shown - rendered) ** 2).mean()), camera, len(gaussians)
+        psnr = 10 * math.log10(1 / ((shown - rendered) ** 2).mean())
+        black = 10 * math.log10(1 / (rendered ** 2).mean())
+        print(f"3D view '{name}' ({camera['width']}x{camera['height']}, {len(gaussians)} Gaussians) vs "
+              f"Gaussians.render: {psnr:.1f} dB (a black canvas: {black:.1f} dB)")
+        return psnr, camera, len(gaussians)
 
     def counts(page) -> tuple[int, int, int]:
         return (page.locator("#scene-gallery img").count(), page.locator("#scene-downloads a").count(),
@@ -539,3 +543,54 @@ def test_upload_limits(tmp_path):
     for bad in (0, 65, 2.5, "x", float("nan"), True, None):
         with pytest.raises(InputError, match="Views"):
             check_number(bad, "Views", 1, 64, integer=True)
+
+
+def test_trajectory_and_depth_limits_come_from_the_files_headers(tmp_path):
+    """Counted and measured before anything is made or decoded: keyframe totals and per-segment
+    counts, nerfstudio frames, camera sizes; .npy shapes and dtypes, OpenEXR data windows."""
+    import struct
+
+    from apps.inputs import DEPTH_TYPES, TRAJECTORY_TYPES, check_trajectory_limits
+
+    eye = np.eye(4).tolist()
+    lim = Limits()
+    ok = {"cameras": [{"c2w": eye, "width": 512, "height": 512}] * 64}
+    check_trajectory_limits(ok, "Trajectory file", lim)
+    too_many = {
+        "cameras": {"cameras": [{"c2w": eye}] * 65},
+        "keyframe total": {"keyframes": [{"c2w": eye}, {"c2w": eye}], "frames": 10_000_000},
+        "keyframe segments": {"keyframes": [{"c2w": eye, "frames": 40}, {"c2w": eye, "frames": 40}, {"c2w": eye}]},
+        "transforms.json": {"frames": [{"transform_matrix": eye}] * 100},
+        "a bare list": [{"c2w": eye}] * 65,
+    }
+    for data in too_many.values():
+        with pytest.raises(InputError, match="cameras; a scene here has 1 to 64"):
+            check_trajectory_limits(data, "Trajectory file", lim)
+    for data in ({"width": 2048, "cameras": [{"c2w": eye}]}, {"frames": [{"transform_matrix": eye, "h": 5000}]}):
+        with pytest.raises(InputError, match="at most 1024 px per side"):
+            check_trajectory_limits(data, "Trajectory file", lim)
+
+    def npy(name, shape, descr="<f4", data=True):
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": shape})
+            if data:
+                f.write(b"\0" * int(np.prod(shape)) * np.dtype(descr).itemsize)
+        return path
+
+    assert check_upload(npy("ok.npy", (90, 120)), "Depth map", DEPTH_TYPES, lim) is not None
+    bad = {npy("complex.npy", (9, 12), "<c8"): "holds complex64 values",
+           npy("huge.npy", (200_000, 400_000), data=False): "is 400000x200000 px; at most 4096",
+           npy("short.npy", (90, 120), data=False): "shorter than its header says",
+           npy("cube.npy", (4, 4, 4)): "a depth map is 2-D"}
+    exr = tmp_path / "depth.exr"  # a header only: magic, version, one box2i attribute, the end byte
+    exr.write_bytes(b"\x76\x2f\x31\x01" + struct.pack("<i", 2) + b"dataWindow\0box2i\0" + struct.pack("<i", 16)
+                    + struct.pack("<4i", 0, 0, 9999, 7999) + b"\0")
+    bad[exr] = "the depth map is 10000x8000 px; at most 4096"
+    for path, message in bad.items():
+        with pytest.raises(InputError, match=message):
+            check_upload(path, "Depth map", DEPTH_TYPES, lim)
+    traj = tmp_path / "t.json"
+    traj.write_text(json.dumps(too_many["keyframe total"]))
+    with pytest.raises(InputError, match="asks for 10000000 cameras"):
+        check_upload(traj, "Trajectory file", TRAJECTORY_TYPES, lim)

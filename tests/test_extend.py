@@ -23,8 +23,6 @@ from dreamer.run import main
 from dreamer.splats import Gaussians
 from dreamer.trajectories import load_trajectory, rotate_camera
 
-pytestmark = pytest.mark.slow  # a few seconds each: dreaming and fine-tuning a tiny scene
-
 BASE = ["--models", "synthetic", "--views", "2", "--width", "64", "--height", "64", "--gs-iters", "30",
         "--render-frames", "8", "--extension-iterations", "15", "-q"]
 # The files "Dream here" rewrites, and the folder it adds views to.
@@ -62,6 +60,7 @@ def _new_camera(scene: Path, yaw: float = 25.0):
     return rotate_camera(scene_camera(scene, torch.tensor(last["c2w"])), yaw=yaw)
 
 
+@pytest.mark.slow  # a tiny scene is dreamed and its splats trained first
 def test_an_extension_grows_the_scene_and_undo_restores_every_file(scene, backends):
     before = _digests(scene)
     n_points = len(PointCloud.load_ply(scene / "points.ply"))
@@ -91,6 +90,7 @@ def test_an_extension_grows_the_scene_and_undo_restores_every_file(scene, backen
     assert undo_extension(scene) is None
 
 
+@pytest.mark.slow  # a tiny scene is dreamed and its splats trained first
 def test_the_cli_reproduces_an_extended_scene_from_its_config(scene, backends, tmp_path):
     extend_scene(scene, [_new_camera(scene, 25.0)], backends)
     second = extend_scene(scene, [_new_camera(scene, 20.0)], backends)
@@ -108,6 +108,7 @@ def test_the_cli_reproduces_an_extended_scene_from_its_config(scene, backends, t
     assert (scene / "gaussians.ply").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow  # a tiny scene is dreamed and its splats trained first
 def test_a_failed_extension_leaves_the_scene_as_it_was(scene, backends):
     class Broken:
         def inpaint(self, *args, **kwargs):
@@ -122,6 +123,7 @@ def test_a_failed_extension_leaves_the_scene_as_it_was(scene, backends):
     assert "the inpainter broke" not in (scene / "config.json").read_text()
 
 
+@pytest.mark.slow  # a tiny scene is dreamed and its splats trained first
 def test_extension_cameras_must_have_the_scenes_size(scene, backends):
     cam = _new_camera(scene).resized(32, 32)
     with pytest.raises(ValueError, match=r"camera 0 is 32x32; an extension's cameras have the scene's size, 64x64"):
