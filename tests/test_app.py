@@ -337,7 +337,7 @@ def _set_slider(page, elem_id: str, value: int) -> None:
 
 
 # The 3D view against Gaussians.render from the same camera: measured 59 dB; 18 dB is the bar
-# that "it shows this scene" must clear (a black or empty canvas scores about 5-8 dB here).
+# that "it shows this scene" must clear (a black canvas scores about 10 dB here).
 MIN_VIEWER_PSNR = 18.0
 
 
