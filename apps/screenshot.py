@@ -13,6 +13,7 @@ screenshot waits until the splat viewer shows the scene; without it Chromium's o
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -101,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="dreamer-showcase-") as out:
+        # gradio's cache (the served copies) in the same temporary folder: nothing is left behind
         proc = subprocess.Popen([sys.executable, "-m", "apps.gradio_app", "--models", "synthetic", "--showcase",
-                                 "--port", str(port), "--out", out, "--threads", "2"])
+                                 "--port", str(port), "--out", out, "--threads", "2"],
+                                env={**os.environ, "GRADIO_TEMP_DIR": str(Path(out) / "gradio")})
         try:
             url = f"http://127.0.0.1:{port}/"
             _wait(url, proc, args.wait)
