@@ -69,10 +69,14 @@ class Zoom3DTab:
             run = job.run
             shutil.copytree(source, run, dirs_exist_ok=True)  # the scene stays as it was
             base = SceneConfigs.from_dict(read_json(run / "config.json"))
+            from dreamer.pipeline.extend import list_extensions
+
             views = len(list((run / "views").glob("[0-9][0-9][0-9].png")))
+            extensions = list_extensions(run)
+            views = extensions[0].views_before if extensions else views  # it zooms the scene's own views
             if checked["zoom_view"] >= views:
-                raise InputError(f"View must be between 0 and {views - 1} for {source.name}, "
-                                 f"got {checked['zoom_view']}")
+                raise InputError(f"View must be between 0 and {views - 1} for {source.name} (the views it was "
+                                 f"generated with, not those of Dream here), got {checked['zoom_view']}")
             flat = {k: val for k, val in checked.items() if k.startswith("zoom_")}
             flat["zoom_center"] = (checked["u"] * base.scene.width, checked["v"] * base.scene.height)
             configs = configs_from_flat(flat, base)
