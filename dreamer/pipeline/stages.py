@@ -2,11 +2,12 @@
 
 Stages: first view (photo, or text-to-image) -> its depth -> the trajectory -> the dream loop
 (checkpoint after every view) -> exports -> ground-truth metrics (procedural world only) ->
-Gaussian splats and videos. The folder keeps ``config.json`` (the resolved settings and their
-hash): a rerun with the same settings continues where the last one stopped, a rerun with other
-settings starts the scene over, and a finished scene is skipped. Before anything runs, every input
-is checked (:func:`dreamer.pipeline.preflight.check_scene`), and temporaries an interrupted run
-left behind are deleted.
+Gaussian splats and videos -> extensions (:mod:`dreamer.pipeline.extend`) -> deep zoom. The
+folder keeps ``config.json`` (the resolved settings and their hash): a rerun with the same
+settings continues where the last one stopped, a rerun with other settings starts the scene
+over, and a finished scene is skipped. Before anything runs, every input is checked
+(:func:`dreamer.pipeline.preflight.check_scene`), and temporaries an interrupted run left behind
+are deleted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dreamer.cameras import Camera
 from dreamer.io import read_json, remove_temporaries, save_image, write_json
 from dreamer.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from dreamer.pipeline.exports import write_cameras_json, write_scene
+from dreamer.pipeline.joblog import job_log
 from dreamer.pipeline.limits import Limits
 from dreamer.pipeline.preflight import check_scene
 from dreamer.pipeline.settings import SceneConfig, SceneConfigs
@@ -138,16 +140,14 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
     name = name or out.name
     t0 = time.time()
     check_scene(configs, out, limits)
+    if configs.scene.extensions and configs.splats is None:
+        raise ValueError("extensions fine-tune the scene's splats: they need the splat stage (drop --no-splats)")
     digest, done = _prepare_folder(out, configs, restart)
     if done:
         log.info("%s: already complete (config %s), skipping", name, digest)
         return SceneOutcome(name, out, "skipped")
 
-    handler = logging.FileHandler(out / "run.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
+    with job_log(out / "run.log"):
         sc = configs.scene
         first = configs.scene.first_camera()
         resume = load_checkpoint(out / "checkpoint")
@@ -185,15 +185,16 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
                      metrics["point_to_surface_rel_extent"])
         if configs.splats is not None:
             _splat_stage(configs, result, out, on_progress, depth)
+        if sc.extensions:
+            from dreamer.pipeline.extend import apply_extensions
+
+            apply_extensions(configs, out, backends, on_progress=on_progress)
         if configs.zoom.enabled:
             _zoom_stage(configs, result, out, backends, on_progress)
         elif (out / "zoom").exists():  # switched off since the last run: no stale zoom outputs
             shutil.rmtree(out / "zoom")
         (out / "DONE").write_text(digest + "\n")
         return SceneOutcome(name, out, "done", time.time() - t0, metrics=metrics)
-    finally:
-        root.removeHandler(handler)
-        handler.close()
 
 
 def _splat_stage(configs: SceneConfigs, result: DreamResult, out: Path, on_progress: ProgressFn | None,
