@@ -14,6 +14,10 @@ Examples:
     # a batch file (YAML or JSON lines), split over 4 machines: this is shard 0 of 4
     python -m dreamer.run --batch scenes.yaml --out runs/batch --shard 0/4
 
+    # the same batch on every GPU of this machine, or on a Ray cluster (pip install -e ".[ray]")
+    python -m dreamer.run --batch scenes.yaml --out runs/batch --executor ray
+    python -m dreamer.run --batch scenes.yaml --out /shared/runs/batch --executor ray --ray-address HEAD:6379
+
 Every option below maps onto a field of the settings dataclasses (scene, dream loop, models,
 splats); a batch entry may set any of them by name (``grow_px: 4``). A scene folder keeps its
 resolved config: rerunning continues an interrupted scene, skips a finished one, and starts one
@@ -29,13 +33,12 @@ import json
 import logging
 import re
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
+from dreamer.batch import BatchInterrupted, ExecutorUnavailable, SceneJob, add_executor_arguments, make_executor
 from dreamer.configs import add_dataclass_arguments
-from dreamer.pipeline import CONFIG_SECTIONS, SETTING_ALIASES, SceneConfigs, SceneOutcome, configs_from_flat, run_scene
-from dreamer.progress import StageBars
+from dreamer.pipeline import CONFIG_SECTIONS, SETTING_ALIASES, SceneConfigs, SceneOutcome, configs_from_flat
 
 log = logging.getLogger("dreamer.run")
 
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop after the point cloud: no Gaussian splats, no videos")
     run.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_executor_arguments(parser)
     seen: set[str] = set()
     for section, get_cls in CONFIG_SECTIONS.items():
         cls = get_cls()
@@ -161,9 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from dreamer.backends.loading import ModelNotAvailable
-    from dreamer.backends.model_sets import build_backends
-
     try:
         base = SceneConfigs.from_dict(json.loads(args.config.read_text())) if args.config else SceneConfigs()
         if base.splats is None and not args.config:
@@ -181,35 +182,25 @@ def main(argv: list[str] | None = None) -> int:
                 name = _scene_name(i, entry)
                 entry.pop("name", None)
                 configs = configs_from_flat({**cli, **entry}, base, where=f"{args.batch} scene {i} ({name})")
-                jobs.append((name, root / name, configs))
+                jobs.append(SceneJob(name, root / name, configs))
         else:
             configs = configs_from_flat(cli, base, where="options")
             name = _slug(configs.scene.prompt or Path(configs.scene.image or "").stem or configs.models.models, "scene")
-            jobs = [(name, args.out or Path("runs") / name, configs)]
+            jobs = [SceneJob(name, args.out or Path("runs") / name, configs)]
+        executor = make_executor(args)
     except (ValueError, OSError) as e:
         parser.exit(2, f"error: {e}\n")
 
-    outcomes: list[SceneOutcome] = []
-    for name, out, configs in jobs:
-        bars = StageBars(name, enabled=not args.quiet)
-        try:
-            backends = build_backends(configs.models)
-            outcomes.append(run_scene(configs, out, backends, on_progress=bars, name=name))
-        except ModelNotAvailable as e:
-            log.error("%s", e)
-            outcomes.append(SceneOutcome(name, out, "failed", error=str(e).splitlines()[0]))
-        except KeyboardInterrupt:
-            bars.close()
-            print(f"\ninterrupted: rerun the same command to continue {name} where it stopped", file=sys.stderr)
-            return 130
-        except Exception as e:  # one failing scene must not stop the batch
-            log.error("%s failed: %s", name, e)
-            out.mkdir(parents=True, exist_ok=True)
-            with open(out / "run.log", "a") as f:
-                f.write(traceback.format_exc())
-            outcomes.append(SceneOutcome(name, out, "failed", error=f"{type(e).__name__}: {e}"))
-        finally:
-            bars.close()
+    try:
+        outcomes = executor.run(jobs)
+    except BatchInterrupted as e:
+        names = ", ".join(e.running[:5]) + (f" and {len(e.running) - 5} more" if len(e.running) > 5 else "")
+        print(f"\ninterrupted: rerun the same command to continue {names or 'the batch'} where "
+              f"{'they' if len(e.running) > 1 else 'it'} stopped", file=sys.stderr)
+        return 130
+    except ExecutorUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     _print_summary(outcomes)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
