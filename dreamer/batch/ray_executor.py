@@ -321,8 +321,16 @@ class RayExecutor:
                 index, attempt = pending.popleft()
                 inflight[actor.run.remote(jobs[index], attempt)] = (actor, index, attempt)
                 progress.started(jobs[index].name)
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=_POLL_S)
-            for name, stage, done, total in ray.get(board.drain.remote()):
+            try:
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=_POLL_S)
+                events = ray.get(board.drain.remote())
+            except RayError as e:  # the cluster itself is gone: what did not finish is for a rerun
+                reason = f"the Ray cluster failed ({_short(e)}); rerun the same command to continue"
+                progress.message(reason)
+                for index in [i for i, _ in pending] + [i for _, i, _ in inflight.values()]:
+                    outcomes[index] = SceneOutcome(jobs[index].name, jobs[index].out, "failed", error=reason)
+                break
+            for name, stage, done, total in events:
                 progress.stage(name, stage, done, total)
             for ref in ready:
                 actor, index, attempt = inflight.pop(ref)
