@@ -285,7 +285,7 @@ class DreamerApp:
             except (ValueError, KeyError, TypeError) as e:
                 raise InputError(f"Trajectory file: {e}") from None
         if flat["image"]:
-            from dreamer.inputs import load_depth, load_image
+            from dreamer.pipeline.inputs import load_depth, load_image
 
             try:
                 loaded = load_image(flat["image"], configs.scene.width, configs.scene.height)

@@ -32,7 +32,7 @@ __all__ = [
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 """Photos the app accepts."""
 DEPTH_TYPES = (".npy", ".png", ".tif", ".tiff", ".exr")
-"""Depth maps the app accepts (see :func:`dreamer.inputs.load_depth`)."""
+"""Depth maps the app accepts (see :func:`dreamer.pipeline.inputs.load_depth`)."""
 TRAJECTORY_TYPES = (".json",)
 """Trajectory files the app accepts (see :func:`dreamer.trajectories.load_trajectory`)."""
 

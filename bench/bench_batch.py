@@ -82,7 +82,8 @@ def main() -> None:
         per_worker = "-" if loads is None else ", ".join(str(n) for n in loads.values())
         print(f"{label:22s} {seconds:8.1f} {60 * args.scenes / seconds:11.1f}  {per_worker}")
     one, two = rows[1][1], rows[2][1]
-    print(f"scenes per minute, 2 workers : 1 worker = {one / two:.2f} (same run, 2 CPUs shared with whatever else runs)")
+    print(f"scenes per minute, 2 workers : 1 worker = {one / two:.2f} "
+          f"(same run; 2 CPUs shared with whatever else runs)")
 
 
 if __name__ == "__main__":

@@ -32,10 +32,10 @@ import torch
 from alignment import align_depth, dedup_mask, stretched_pixels
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera, project_points, rotation_y
-from dreamer.dream import DreamConfig, dream
-from dreamer.metrics import world_metrics
+from dreamer.scene import DreamConfig, dream
+from dreamer.scene.metrics import world_metrics
 from dreamer.pointcloud import PointCloud
-from dreamer.refine import refine_scene
+from dreamer.scene.joint_refinement import refine_scene
 from dreamer.render import clean_coverage, lift, render_points
 from dreamer.trajectories import center_depth_from, make_trajectory
 from dreamer.worlds import ProceduralWorld

@@ -36,10 +36,10 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from dreamer.cameras import Camera, project_points, unproject_depth
+from dreamer.cameras import Camera, project_points
 from dreamer.pointcloud import PointCloud
 from dreamer.render import _check_image, check_depth, clean_coverage, erode, lift, render_points
-from dreamer.scene import DreamResult, DreamView
+from dreamer.scene.result import DreamResult, DreamView
 
 __all__ = [
     "DeepZoomConfig",
@@ -330,7 +330,7 @@ def lift_zoom_level(points: PointCloud, camera: Camera, image: Tensor, *, depth_
     mask: a training view for the splats) and the level's stats.
     """
     from alignment import align_depth, stretched_pixels
-    from dreamer.dream import DreamConfig
+    from dreamer.scene.loop import DreamConfig
 
     t0 = time.perf_counter()
     cfg = dream_config if dream_config is not None else DreamConfig()
@@ -453,7 +453,7 @@ def zoom_scene(result: DreamResult, config: DeepZoomConfig, *, depth_estimator, 
     (see :func:`level_images`). The dream loop's geometry settings (``result.config``) are used
     for rendering and alignment.
     """
-    from dreamer.dream import DreamConfig
+    from dreamer.scene.loop import DreamConfig
 
     if not isinstance(result, DreamResult):
         raise TypeError(f"result must be a DreamResult, got {type(result).__name__}")
@@ -630,7 +630,7 @@ def write_zoom_outputs(zoomed: DeepZoomResult, config: DeepZoomConfig, out: str 
     ``cameras.json`` (the level cameras), ``zoom_2d.mp4`` (the 2D zoom through the stack),
     ``fly_in_points.mp4`` (the dolly rendered from the points) and ``zoom.json`` (stats, plus
     ``extra``). Returns what was written to ``zoom.json``."""
-    from dreamer.exports import write_cameras_json
+    from dreamer.pipeline.exports import write_cameras_json
     from dreamer.io import save_image, write_json
 
     out = Path(out)

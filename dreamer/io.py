@@ -64,7 +64,7 @@ def save_image(path: str | Path, image: Tensor) -> None:
 
 
 def load_image_tensor(path: str | Path) -> Tensor:
-    """An image file -> float32 [H,W,3] in [0,1] (no resizing; see dreamer.inputs for that)."""
+    """An image file -> float32 [H,W,3] in [0,1] (no resizing; see dreamer.pipeline.inputs for that)."""
     from PIL import Image
 
     with Image.open(path) as im:

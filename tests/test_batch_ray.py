@@ -112,14 +112,14 @@ def test_killed_worker_fails_its_scene_and_the_rerun_completes_it(ray_instance, 
     out = tmp_path / "runs"
     killed: list = []
     watcher = _kill_when_running(out / "victim", after_view=2, killed=killed)
-    code = run_cli("--batch", batch, "--out", out, "--executor", "ray", "--retries", 0, *SMALL)
+    code = run_cli("--batch", batch, "--out", out, "--executor", "ray", "--workers", 1, "--retries", 0, *SMALL)
     watcher.join(timeout=5)
     text = capsys.readouterr().out
     assert killed, "the victim's worker was never found"
     assert code == 1 and "3 done" in text and "1 failed" in text and "worker died" in text
     assert not (out / "victim" / "DONE").exists() and (out / "victim" / "checkpoint" / "view_002.pt").exists()
     # the same command again: the victim continues from its checkpoint, the others are skipped
-    assert run_cli("--batch", batch, "--out", out, "--executor", "ray", *SMALL) == 0
+    assert run_cli("--batch", batch, "--out", out, "--executor", "ray", "--workers", 1, *SMALL) == 0
     text = capsys.readouterr().out
     assert "1 done" in text and "3 skipped" in text
     assert "resuming after" in (out / "victim" / "run.log").read_text()
@@ -133,7 +133,7 @@ def test_a_worker_that_dies_is_replaced_and_its_scene_retried(ray_instance, refe
     out = tmp_path / "runs"
     killed: list = []
     watcher = _kill_when_running(out / "victim", after_view=2, killed=killed)
-    assert run_cli("--batch", batch, "--out", out, "--executor", "ray", "--retries", 1, *SMALL) == 0
+    assert run_cli("--batch", batch, "--out", out, "--executor", "ray", "--workers", 1, "--retries", 1, *SMALL) == 0
     watcher.join(timeout=5)
     assert killed
     assert "1 worker(s) died and were replaced" in capsys.readouterr().out

@@ -24,7 +24,6 @@ from dreamer.deepzoom import (
     zoom_scene,
 )
 from dreamer.io import read_json
-from dreamer.render import render_points
 from dreamer.trajectories import center_depth_from, make_trajectory
 from dreamer.worlds.procedural import ProceduralWorld
 

@@ -6,7 +6,7 @@ import torch
 from dreamer import Camera, DreamConfig, dream
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import DEFAULT_FOCAL_512
-from dreamer.metrics import world_metrics
+from dreamer.scene.metrics import world_metrics
 from dreamer.render import lift
 from dreamer.trajectories import center_depth_from, make_trajectory
 from dreamer.worlds import ProceduralWorld
@@ -152,7 +152,7 @@ def test_joint_refinement_removes_the_drift_of_a_full_turn(world, first):
 def test_refinement_without_estimates_leaves_the_scene_alone(world, first, caplog):
     """A view that added points but kept no estimate (an old checkpoint) cannot be rebuilt:
     refining without it would drop its points, so nothing is refined."""
-    from dreamer.refine import refine_scene
+    from dreamer.scene.joint_refinement import refine_scene
 
     result, _ = run(world, first, "lookaround", n=3, config=DreamConfig(joint_refinement=False))
     result.views[2].estimate = None
@@ -161,7 +161,7 @@ def test_refinement_without_estimates_leaves_the_scene_alone(world, first, caplo
 
 
 def test_a_refinement_that_makes_views_disagree_more_is_not_applied(world, first, monkeypatch, caplog):
-    import dreamer.refine as refine
+    import dreamer.scene.joint_refinement as refine
 
     result, _ = run(world, first, "lookaround", n=3, config=DreamConfig(joint_refinement=False))
     real = refine.joint_log_corrections

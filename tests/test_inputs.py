@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dreamer.inputs import PAD_VALUE, compute_fit, load_depth, load_depth_with_mask, load_image
+from dreamer.pipeline.inputs import PAD_VALUE, compute_fit, load_depth, load_depth_with_mask, load_image
 
 
 def save(tmp_path, name, array_or_image, **kwargs):

@@ -147,7 +147,7 @@ def test_help_reads_like_documentation():
 
 _KILLER = """
 import os, signal, sys
-import dreamer.pipeline as pipeline
+import dreamer.pipeline.stages as pipeline
 from dreamer.run import main
 
 after = int(sys.argv[1])

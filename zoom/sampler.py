@@ -35,9 +35,11 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 from torch import Tensor
 
+from dreamer.checks import check_choice, check_int, check_number
 from zoom.photo import photo_guidance, photo_replace_low, prepare_photo
 from zoom.pyramid import blend
 from zoom.stack import (
+    check_max_depth,
     check_p,
     consistency_error,
     max_paste_depth,
@@ -115,8 +117,7 @@ class Schedule:
     def from_scheduler(cls, scheduler, steps: int) -> "Schedule":
         from diffusers import DDIMScheduler
 
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        check_int(steps, "steps", min=1)
         config = scheduler.config if hasattr(scheduler, "config") else scheduler
         ddim = DDIMScheduler.from_config(config)
         if steps > ddim.config.num_train_timesteps:
@@ -270,6 +271,7 @@ def sample_with_denoiser(
     photo_keep_bands: int = 2,
     clamp: tuple[float, float] | None = (0.0, 1.0),
     on_progress: ProgressFn | None = None,
+    on_step: Callable[[int, Tensor], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The sampler on any denoiser: returns ``(levels, raw)``, both [N,C,H,W] channels-first.
 
@@ -281,7 +283,9 @@ def sample_with_denoiser(
     with the same ``generator`` seed it draws exactly the same base noise as the joint run.
     ``clamp``: value range of pixels after blending (``None`` for unbounded test signals).
     Photo settings are described in :func:`sample_zoom_stack`. Randomness only through
-    ``generator``: one [N,c,h,w] draw for the start and one per step.
+    ``generator``: one [N,c,h,w] draw for the start and one per step. ``on_step(k, x0)`` sees
+    the denoiser's own clean-latent prediction [N,c,h,w] of step k, before any blending (a
+    preview; how far its levels disagree shows how the joint sampling converges).
     """
     p = check_p(p)
     device = torch.device(device)
@@ -315,6 +319,8 @@ def sample_with_denoiser(
     for k, t in enumerate(schedule.timesteps):
         a_t, a_prev = schedule.alpha(t), schedule.alpha_prev(t)
         x0 = denoise(z, t).float()
+        if on_step is not None:
+            on_step(k, x0)
         if round_trip and (k % blend_every == 0 or k == steps - 1):
             pixels = loop_codec.decode(x0).float()
             steered = pixels
@@ -392,11 +398,26 @@ class _GuidedUNet:
 
 
 def _vae_factor(vae) -> int:
-    blocks = getattr(vae.config, "block_out_channels", None) or getattr(vae.config, "encoder_block_out_channels")
+    blocks = getattr(vae.config, "block_out_channels", None) or vae.config.encoder_block_out_channels
     return 2 ** (len(blocks) - 1)
 
 
 @torch.no_grad()
+def _check_prompts(prompts, negative_prompt) -> tuple[list[str], list[str]]:
+    """One prompt per level (a list of N >= 1 strings) and one negative prompt or one per level."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) < 1:
+        raise ValueError(f"prompts must be a list of N >= 1 strings (one per level), got {prompts!r}")
+    prompts = list(prompts)
+    if not all(isinstance(s, str) for s in prompts):
+        raise ValueError("every prompt must be a string")
+    if isinstance(negative_prompt, str):
+        return prompts, [negative_prompt] * len(prompts)
+    negatives = list(negative_prompt)
+    if len(negatives) != len(prompts) or not all(isinstance(s, str) for s in negatives):
+        raise ValueError(f"negative_prompt must be one string or {len(prompts)} strings, got {negative_prompt!r}")
+    return prompts, negatives
+
+
 def sample_zoom_stack(
     pipeline_or_components,
     prompts: Sequence[str],
@@ -422,6 +443,7 @@ def sample_zoom_stack(
     joint: bool = True,
     vae_batch_size: int | None = None,
     on_progress: ProgressFn | None = None,
+    on_step: Callable[[int, Tensor], None] | None = None,
 ) -> ZoomResult:
     """Sample a zoom stack: level ``i`` shows ``prompts[i]``, level ``i+1`` the centre ``1/p`` of
     level ``i`` at ``p`` times the resolution.
@@ -448,7 +470,8 @@ def sample_zoom_stack(
     the VAE round trip. ``tiny_vae``: an ``AutoencoderTiny`` (TAESD) for the in-loop round trip;
     the pipeline's VAE still decodes the final output. ``joint=False``: independent per-level
     sampling with the same noise draws (the benchmark baseline). ``on_progress(stage, done,
-    total)``: stages ``"denoise"`` and ``"decode"``.
+    total)``: stages ``"denoise"`` and ``"decode"``. ``on_step(k, x0)``: see
+    :func:`sample_with_denoiser`.
 
     Returns a :class:`ZoomResult` with ``levels`` [N,H,W,3] and ``raw`` [N,H,W,3] (float32,
     on the UNet's device).
@@ -459,34 +482,17 @@ def sample_zoom_stack(
     tokenizer = _component(pipeline_or_components, "tokenizer")
     scheduler = _component(pipeline_or_components, "scheduler")
 
-    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) < 1:
-        raise ValueError(f"prompts must be a list of N >= 1 strings (one per level), got {prompts!r}")
-    prompts = list(prompts)
-    if not all(isinstance(s, str) for s in prompts):
-        raise ValueError("every prompt must be a string")
+    prompts, negatives = _check_prompts(prompts, negative_prompt)
     n = len(prompts)
     p = check_p(p)
-    if isinstance(negative_prompt, str):
-        negatives = [negative_prompt] * n
-    else:
-        negatives = list(negative_prompt)
-        if len(negatives) != n or not all(isinstance(s, str) for s in negatives):
-            raise ValueError(f"negative_prompt must be one string or {n} strings, got {negative_prompt!r}")
-    if not (isinstance(guidance, (int, float)) and guidance >= 0):
-        raise ValueError(f"guidance must be a number >= 0, got {guidance!r}")
-    if isinstance(blend_every, bool) or not isinstance(blend_every, int) or blend_every < 1:
-        raise ValueError(f"blend_every must be an integer >= 1, got {blend_every!r}")
-    if paste_depth is not None and (isinstance(paste_depth, bool) or not isinstance(paste_depth, int)
-                                    or paste_depth < 0):
-        raise ValueError(f"paste_depth must be None or an integer >= 0, got {paste_depth!r}")
-    if photo_mode not in PHOTO_MODES:
-        raise ValueError(f"photo_mode must be one of {PHOTO_MODES}, got {photo_mode!r}")
-    if isinstance(photo_level, bool) or not isinstance(photo_level, int) or not 0 <= photo_level < n:
-        raise ValueError(f"photo_level must be an integer in [0, {n - 1}], got {photo_level!r}")
-    if not 0.0 <= float(photo_until) <= 1.0:
-        raise ValueError(f"photo_until must be in [0, 1], got {photo_until!r}")
-    if photo_steps < 0 or photo_keep_bands < 0:
-        raise ValueError("photo_steps and photo_keep_bands must be >= 0")
+    check_number(guidance, "guidance", min=0)
+    check_int(blend_every, "blend_every", min=1)
+    check_max_depth(paste_depth, "paste_depth")
+    check_choice(photo_mode, "photo_mode", PHOTO_MODES)
+    check_int(photo_level, "photo_level", min=0, max=n - 1)
+    check_number(photo_until, "photo_until", min=0, max=1)
+    check_int(photo_steps, "photo_steps", min=0)
+    check_int(photo_keep_bands, "photo_keep_bands", min=0)
 
     if getattr(unet.config, "addition_embed_type", None) is not None:
         raise ValueError("this UNet needs added conditions (SDXL-style); the zoom sampler supports Stable "
@@ -533,7 +539,7 @@ def sample_zoom_stack(
         residual_correction=residual_correction, loop_codec=loop_codec, photo=photo_px,
         photo_level=photo_level, photo_mode=photo_mode, photo_steps=photo_steps, photo_lr=photo_lr,
         photo_until=photo_until, photo_keep_bands=photo_keep_bands, clamp=(0.0, 1.0),
-        on_progress=on_progress)
+        on_progress=on_progress, on_step=on_step)
     seconds = time.perf_counter() - start
     settings = dict(
         p=p, steps=steps, guidance=float(guidance), negative_prompt=negatives, height=height, width=width,

@@ -12,5 +12,5 @@ from dreamer.batch.executors import BatchInterrupted, Executor, ExecutorUnavaila
 from dreamer.batch.jobs import SceneJob, run_job
 from dreamer.batch.options import add_executor_arguments, make_executor
 
-__all__ = ["SceneJob", "run_job", "Executor", "InProcessExecutor", "BatchInterrupted", "ExecutorUnavailable", "add_executor_arguments",
-           "make_executor"]
+__all__ = ["SceneJob", "run_job", "Executor", "InProcessExecutor", "BatchInterrupted", "ExecutorUnavailable",
+           "add_executor_arguments", "make_executor"]

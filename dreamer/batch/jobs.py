@@ -10,8 +10,8 @@ from pathlib import Path
 
 from dreamer.backends.loading import ModelNotAvailable
 from dreamer.backends.model_sets import build_backends
-from dreamer.dream import ProgressFn
 from dreamer.pipeline import SceneConfigs, SceneOutcome, run_scene
+from dreamer.scene import ProgressFn
 
 __all__ = ["SceneJob", "run_job", "note_in_log"]
 

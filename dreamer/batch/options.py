@@ -18,8 +18,9 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
                        help="inprocess (default): scene after scene in this process; ray: the scenes run in "
                             "parallel on Ray workers (a local Ray instance, or the cluster of --ray-address)")
     group.add_argument("--ray-address", default=None, metavar="ADDR",
-                       help="connect to this Ray cluster (the address 'ray start --head' printed, or ray://HOST:10001); "
-                            "default: a new local Ray instance on this machine (or the cluster in $RAY_ADDRESS)")
+                       help="connect to this Ray cluster (the address 'ray start --head' printed, or "
+                            "ray://HOST:10001); default: a new local Ray instance on this machine (or the cluster "
+                            "in $RAY_ADDRESS)")
     group.add_argument("--gpus-per-scene", type=float, default=None, metavar="G",
                        help="GPUs each scene's worker holds (a fraction shares a GPU); default 1 when the cluster "
                             "has GPUs, else 0")

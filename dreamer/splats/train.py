@@ -44,7 +44,7 @@ from torch import Tensor
 
 from dreamer.cameras import Camera
 from dreamer.pointcloud import PointCloud
-from dreamer.scene import DreamResult
+from dreamer.scene.result import DreamResult
 from dreamer.splats.gaussians import Gaussians
 from dreamer.splats.losses import masked_l1, masked_psnr, masked_ssim
 from dreamer.splats.rasterizer import num_sh_bases, rasterize

@@ -15,7 +15,7 @@ import torch
 from dreamer.cameras import Camera
 from dreamer.io import atomic_path
 from dreamer.pointcloud import PointCloud
-from dreamer.scene import DreamResult, DreamView
+from dreamer.scene.result import DreamResult, DreamView
 
 __all__ = ["save_checkpoint", "load_checkpoint"]
 

@@ -9,170 +9,27 @@ settings starts the scene over, and a finished scene is skipped.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
 
 import torch
 
-from dreamer.backends.model_sets import Backends, ModelConfig
-from dreamer.cameras import DEFAULT_FOCAL_512, Camera
-from dreamer.checkpoint import load_checkpoint, save_checkpoint
-from dreamer.configs import config_hash, dataclass_from_dict
-from dreamer.deepzoom import DeepZoomConfig
-from dreamer.dream import DreamConfig, ProgressFn, dream
-from dreamer.exports import write_cameras_json, write_scene
+from dreamer.backends.model_sets import Backends
+from dreamer.cameras import Camera
 from dreamer.io import read_json, save_image, write_json
-from dreamer.scene import DreamResult
+from dreamer.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from dreamer.pipeline.exports import write_cameras_json, write_scene
+from dreamer.pipeline.settings import SceneConfig, SceneConfigs
+from dreamer.scene.loop import ProgressFn, dream
+from dreamer.scene.result import DreamResult
 from dreamer.trajectories import Trajectory, center_depth_from, load_trajectory, make_trajectory
 
-__all__ = ["SceneConfig", "SceneConfigs", "SceneOutcome", "run_scene", "configs_from_flat", "CONFIG_SECTIONS",
-           "SETTING_ALIASES"]
+__all__ = ["SceneOutcome", "run_scene"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SceneConfig:
-    """What to dream: the inputs, the working camera and the trajectory."""
-
-    prompt: str = ""
-    """Text prompt of the scene. Without --image the first view is generated from it."""
-    image: str | None = None
-    """Photo of the first view (any size, mode and aspect ratio)."""
-    depth: str | None = None
-    """Depth map of the photo for RGBD input: .npy (metres), 16-bit PNG (millimetres) or .exr."""
-    fit: Literal["crop", "pad"] = "crop"
-    """How a photo of another aspect ratio meets the working size: crop (resize + centre crop) or pad (resize + outpaint the padding)."""
-    prompts: tuple[str, ...] | None = None
-    """One prompt per camera (overrides the trajectory file's prompts and --prompt)."""
-    width: int = 512
-    """Working image width in pixels (a multiple of 8 for the diffusion models)."""
-    height: int = 512
-    """Working image height in pixels (a multiple of 8 for the diffusion models)."""
-    focal: float | None = None
-    """Focal length in pixels; default 582.69 * width / 512 (a 47.4 deg horizontal FoV, the research default)."""
-    fov: float | None = None
-    """Horizontal field of view in degrees (instead of --focal)."""
-    trajectory: str = "lookaround"
-    """Generation trajectory: a preset (lookaround, lookdown, rotate360, forward, backward, moveright, orbit) or a trajectory JSON file."""
-    views: int | None = None
-    """Number of cameras for presets that take a count (n); default: the preset's own."""
-    render_trajectory: str = "llff"
-    """Camera path of the fly-through videos: a preset (llff, back_and_forth, headbanging, ...) or a JSON file."""
-    render_frames: int | None = None
-    """Frames of the fly-through videos; default: the render preset's own."""
-
-    def first_camera(self) -> Camera:
-        if self.focal is not None and self.fov is not None:
-            raise ValueError("give either --focal or --fov, not both")
-        if self.width % 8 or self.height % 8:
-            raise ValueError(f"width and height must be multiples of 8, got {self.width}x{self.height}")
-        if self.fov is not None:
-            return Camera.from_fov(self.fov, self.width, self.height)
-        focal = self.focal if self.focal is not None else DEFAULT_FOCAL_512 * self.width / 512.0
-        return Camera.from_focal(focal, self.width, self.height)
-
-
-def _splat_config_cls():
-    from dreamer.splats import SplatConfig
-
-    return SplatConfig
-
-
-@dataclass(frozen=True)
-class SceneConfigs:
-    """All settings of one scene, one dataclass per stage."""
-
-    scene: SceneConfig = field(default_factory=SceneConfig)
-    dream: DreamConfig = field(default_factory=DreamConfig)
-    models: ModelConfig = field(default_factory=ModelConfig)
-    splats: Any = None
-    """A dreamer.splats.SplatConfig, or None to skip the splat stage."""
-    zoom: DeepZoomConfig = field(default_factory=DeepZoomConfig)
-    """The deep-zoom stage (off while ``zoom.zoom_levels`` is 0)."""
-
-    def to_dict(self) -> dict:
-        out = {name: dataclasses.asdict(getattr(self, name)) for name in ("scene", "dream", "models")}
-        out["splats"] = None if self.splats is None else dataclasses.asdict(self.splats)
-        out["zoom"] = dataclasses.asdict(self.zoom)
-        return out
-
-    def _hash(self, sections: tuple[str, ...], drop: tuple[str, ...] = ()) -> str:
-        d = self.to_dict()
-        for k in drop:
-            d["scene"].pop(k, None)
-        for section in d.values():
-            if isinstance(section, dict):
-                # Settings that do not change the outputs.
-                for k in ("device", "dtype", "depth_dtype", "cpu_offload", "checkpoint_every", "log_every"):
-                    section.pop(k, None)
-        return config_hash({k: d[k] for k in sections})
-
-    def dream_hash(self) -> str:
-        """Hash of what the dreamed views and points depend on: changing it starts the scene over."""
-        return self._hash(("scene", "dream", "models"), drop=("render_trajectory", "render_frames"))
-
-    def result_hash(self) -> str:
-        """Hash of every output (later stages keep their own fingerprints and redo only themselves)."""
-        return self._hash(("scene", "dream", "models", "splats", "zoom"))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SceneConfigs":
-        splats = d.get("splats")
-        return cls(
-            scene=dataclass_from_dict(SceneConfig, d.get("scene", {}), where="scene"),
-            dream=dataclass_from_dict(DreamConfig, d.get("dream", {}), where="dream"),
-            models=dataclass_from_dict(ModelConfig, d.get("models", {}), where="models"),
-            splats=None if splats is None else dataclass_from_dict(_splat_config_cls(), splats, where="splats"),
-            zoom=dataclass_from_dict(DeepZoomConfig, d.get("zoom") or {}, where="zoom"),
-        )
-
-
-CONFIG_SECTIONS: dict[str, Callable[[], type]] = {
-    "scene": lambda: SceneConfig,
-    "dream": lambda: DreamConfig,
-    "models": lambda: ModelConfig,
-    "splats": _splat_config_cls,
-    "zoom": lambda: DeepZoomConfig,
-}
-
-
-# Short names people type (flags and batch keys) for settings whose field names are long or ambiguous.
-SETTING_ALIASES = {"gs_iters": "iterations"}
-
-
-def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *, where: str = "settings") -> SceneConfigs:
-    """Apply flat ``{name: value}`` settings (a batch entry, CLI options) to every config that has
-    the field (``seed`` sets all seeds). Unknown names are an error naming the known ones."""
-    base = base or SceneConfigs()
-    flat = {SETTING_ALIASES.get(k, k): v for k, v in flat.items()}
-    splats_on = base.splats is not None and not bool(flat.pop("no_splats", False))
-    sections: dict[str, Any] = {}
-    used: set[str] = set()
-    for name, get_cls in CONFIG_SECTIONS.items():
-        current = getattr(base, name)
-        if current is None:  # splats switched off: still accept (and ignore) their settings
-            current = get_cls()()
-        names = {f.name for f in dataclasses.fields(current)}
-        updates = {k: v for k, v in flat.items() if k in names}
-        for k, v in list(updates.items()):
-            if isinstance(getattr(current, k), tuple) and isinstance(v, list):
-                updates[k] = tuple(v)
-        used |= set(updates)
-        sections[name] = dataclasses.replace(current, **updates)
-    unknown = set(flat) - used
-    if unknown:
-        known = sorted({f.name for g in CONFIG_SECTIONS.values() for f in dataclasses.fields(g())}
-                       | {"no_splats"} | set(SETTING_ALIASES))
-        raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)}; known settings: {', '.join(known)}")
-    if not splats_on:
-        sections["splats"] = None
-    return SceneConfigs(**sections)
 
 
 @dataclass
@@ -221,7 +78,7 @@ def _first_view(configs: SceneConfigs, backends: Backends, camera: Camera) -> tu
     sc = configs.scene
     depth = None
     if sc.image:
-        from dreamer.inputs import load_depth, load_image
+        from dreamer.pipeline.inputs import load_depth, load_image
 
         loaded = load_image(sc.image, sc.width, sc.height, fit=sc.fit)
         image = loaded.image
@@ -297,7 +154,7 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
         metrics = None
         world = getattr(backends, "world", None)
         if world is not None:
-            from dreamer.metrics import world_metrics
+            from dreamer.scene.metrics import world_metrics
 
             metrics = world_metrics(result, world, backends.depth_estimator)
             write_json(out / "metrics.json", metrics)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dreamer.cameras import Camera, opencv_to_opengl
 from dreamer.io import save_depth_npy, save_depth_png16, save_image, write_json
-from dreamer.scene import DreamResult, DreamView
+from dreamer.scene.result import DreamResult, DreamView
 
 __all__ = ["view_paths", "write_view", "write_cameras_json", "write_transforms_json", "write_scene"]
 

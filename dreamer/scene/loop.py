@@ -6,7 +6,7 @@ rendered geometry along the camera rays (robust scale, then a seam correction th
 existing geometry exactly at the hole boundary), drop stretched pixels at depth discontinuities,
 lift only the hole pixels, and merge them on a footprint grid so revisited surface is not
 duplicated. When every view is done, all of them are re-aligned jointly and the cloud is
-rebuilt (:mod:`dreamer.refine`), which removes the drift of aligning one view at a time.
+rebuilt (:mod:`dreamer.scene.joint_refinement`), which removes the drift of aligning one view at a time.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from torch import Tensor
 from alignment import align_depth, seam_jump, stretched_pixels
 from dreamer.backends import DepthEstimator, Inpainter
 from dreamer.cameras import Camera
-from dreamer.placement import place_view
+from dreamer.scene.placement import place_view
 from dreamer.pointcloud import PointCloud
-from dreamer.refine import refine_scene
+from dreamer.scene.joint_refinement import refine_scene
 from dreamer.render import _check_image, check_depth, clean_coverage, lift, render_points
-from dreamer.scene import DreamResult, DreamView
+from dreamer.scene.result import DreamResult, DreamView
 
 __all__ = ["DreamConfig", "DreamView", "DreamResult", "dream", "ProgressFn"]
 
@@ -165,7 +165,7 @@ def dream(
     finished, refined result it dreams the remaining cameras on top of the refined cloud. View
     k's inpainting generator is seeded with ``config.seed + k``, so a resumed run reproduces an
     uninterrupted one. With ``config.joint_refinement`` the finished loop is refined jointly
-    (:func:`dreamer.refine.refine_scene`).
+    (:func:`dreamer.scene.joint_refinement.refine_scene`).
     """
     _check_inputs(image, cameras, depth)
     prompts = _prompts(prompt, len(cameras))

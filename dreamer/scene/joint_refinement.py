@@ -25,9 +25,9 @@ import torch
 from alignment import align_depth
 from alignment.joint import joint_log_corrections
 from alignment.trend import fit_log_trend_coeffs, n_terms, polynomial_field
-from dreamer.placement import place_view
+from dreamer.scene.placement import place_view
 from dreamer.render import clean_coverage, lift, render_points
-from dreamer.scene import DreamResult, DreamView
+from dreamer.scene.result import DreamResult, DreamView
 
 __all__ = ["refine_scene"]
 

@@ -7,7 +7,7 @@ import statistics
 import torch
 
 from dreamer.backends import DepthEstimator
-from dreamer.scene import DreamResult
+from dreamer.scene.result import DreamResult
 
 __all__ = ["world_metrics"]
 
