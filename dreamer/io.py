@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["atomic_path", "write_json", "read_json", "save_image", "load_image_tensor", "save_depth_npy",
-           "save_depth_png16", "to_uint8"]
+__all__ = ["atomic_path", "remove_stale_temporaries", "write_json", "read_json", "save_image", "load_image_tensor",
+           "save_depth_npy", "save_depth_png16", "to_uint8"]
 
 
 @contextlib.contextmanager
@@ -35,6 +36,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# The names atomic_path gives its temporary files: ".NAME." + 8 random characters + ".tmp" + suffix.
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[^.]*)?")
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files of :func:`atomic_path` under ``folder``: a process killed in the
+    middle of a write (SIGKILL, a lost machine) leaves one behind. Call it only when nothing else
+    writes there. Returns how many were removed."""
+    removed = 0
+    for p in Path(folder).rglob(".*"):
+        if p.is_file() and _TEMPORARY.fullmatch(p.name):
+            p.unlink()
+            removed += 1
+    return removed
 
 
 def write_json(path: str | Path, data) -> None:

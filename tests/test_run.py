@@ -183,3 +183,19 @@ def test_killed_batch_resumes_to_the_same_outputs(tmp_path):
         assert (a / "points.ply").read_bytes() == (b / "points.ply").read_bytes(), name
         for f in sorted((b / "views").iterdir()):
             assert (a / "views" / f.name).read_bytes() == f.read_bytes(), f"{name}/{f.name}"
+
+
+def test_rerun_removes_temporary_files_of_a_killed_write(tmp_path):
+    """A process killed between a write and its rename (kill -9 at any instant) leaves the
+    temporary file of dreamer.io.atomic_path behind; the next run of the scene removes it."""
+    out = tmp_path / "s"
+    args = ["--models", "synthetic", "--views", 2, "--out", out, *SMALL]
+    assert run_cli(*args) == 0
+    stale = [out / "checkpoint" / ".points.pt.k2_x9qzz.tmp.pt", out / "views" / ".001.png.a1b2c3d4.tmp.png",
+             out / ".DONE.zz00aa11.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    keep = out / ".keep"
+    keep.write_text("not ours\n")
+    assert run_cli(*args) == 0
+    assert not [p for p in stale if p.exists()] and keep.exists()

@@ -19,7 +19,7 @@ import torch
 
 from dreamer.backends.model_sets import Backends
 from dreamer.cameras import Camera
-from dreamer.io import read_json, save_image, write_json
+from dreamer.io import read_json, remove_stale_temporaries, save_image, write_json
 from dreamer.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from dreamer.pipeline.exports import write_cameras_json, write_scene
 from dreamer.pipeline.settings import SceneConfig, SceneConfigs
@@ -116,6 +116,8 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
     out = Path(out)
     name = name or out.name
     t0 = time.time()
+    if out.is_dir():  # a killed run may have left the temporary file of a write it did not finish
+        remove_stale_temporaries(out)
     digest, done = _prepare_folder(out, configs)
     if done:
         log.info("%s: already complete (config %s), skipping", name, digest)
