@@ -18,24 +18,21 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
-import sys
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from dreamer.batch.cluster_progress import ClusterProgress
 from dreamer.batch.executors import BatchInterrupted, ExecutorUnavailable
-from dreamer.batch.jobs import SceneJob, note_in_log, run_job
+from dreamer.batch.jobs import SceneJob
+from dreamer.batch.ray_worker import ProgressBoard, SceneWorker, WorkerReport
 from dreamer.pipeline import SceneOutcome
-from dreamer.progress import StageBars
 
-__all__ = ["RayOptions", "RayExecutor", "SceneWorker", "WorkerReport"]
+__all__ = ["RayOptions", "RayExecutor"]
 
 log = logging.getLogger("dreamer.batch")
 
 _POLL_S = 0.25  # how often the driver looks for finished scenes and progress events
-_MAX_SCENE_BARS = 8  # stage bars of at most this many running scenes; the others are only counted
 
 
 @dataclass(frozen=True)
@@ -63,139 +60,6 @@ class RayOptions:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
         if self.retries < 0:
             raise ValueError(f"--retries must be >= 0, got {self.retries}")
-
-
-@dataclass
-class WorkerReport:
-    """What a worker hands back with each scene."""
-
-    outcome: SceneOutcome
-    worker: str
-    """``host:pid`` of the worker process."""
-    model_loads: int
-    """Models this worker process has loaded so far (all scenes together)."""
-
-
-class _Forward:
-    """``on_progress`` of a scene on a worker: sends stage events to the driver's board, at most a
-    few per second per stage (a stage's first and last events always go)."""
-
-    def __init__(self, board, name: str, interval_s: float = 0.25):
-        self.board, self.name, self.interval_s = board, name, interval_s
-        self.stage: str | None = None
-        self.sent_at = 0.0
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if stage != self.stage or done >= total or now - self.sent_at >= self.interval_s:
-            self.board.report.remote([(self.name, stage, done, total)])
-            self.stage, self.sent_at = stage, now
-
-
-class SceneWorker:
-    """A Ray actor that dreams scenes one after another with the models of its own process.
-
-    ``cwd``: the driver's working directory, so that relative paths in the batch (outputs, photos,
-    trajectory files) mean what they mean on the driver (when that folder exists on this machine).
-    """
-
-    def __init__(self, cwd: str, board, log_level: int, console_level: int, threads: int):
-        if os.path.isdir(cwd):
-            os.chdir(cwd)
-        import torch
-
-        torch.set_num_threads(threads)
-        root = logging.getLogger()
-        root.setLevel(log_level)  # the scene's run.log gets what the in-process run writes
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setLevel(console_level)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        self.board = board
-        self.identity = f"{socket.gethostname()}:{os.getpid()}"
-
-    def run(self, job: SceneJob, attempt: int) -> WorkerReport:
-        from dreamer.backends.model_sets import model_loads
-
-        note_in_log(job.out, f"attempt {attempt} on Ray worker {self.identity}")
-        outcome = run_job(job, on_progress=_Forward(self.board, job.name))
-        return WorkerReport(outcome, self.identity, model_loads())
-
-
-class _Board:
-    """A Ray actor collecting the workers' progress events until the driver drains them."""
-
-    def __init__(self):
-        self.events: list = []
-
-    def report(self, events: list) -> None:
-        self.events.extend(events)
-
-    def drain(self) -> list:
-        events, self.events = self.events, []
-        return events
-
-
-class _ClusterProgress:
-    """The driver's terminal view: a bar of finished scenes (running / failed / retried as its
-    postfix) and the stage bars of up to ``_MAX_SCENE_BARS`` running scenes."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.enabled = enabled
-        self.running: set[str] = set()
-        self.failed = self.retried = 0
-        self.scene_bars: dict[str, StageBars] = {}
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc="scenes", unit="scene", dynamic_ncols=True)
-            self._postfix()
-
-    def _postfix(self) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"running {len(self.running)}, failed {self.failed}, retried {self.retried}")
-
-    def started(self, name: str) -> None:
-        self.running.add(name)
-        self._postfix()
-
-    def stage(self, name: str, stage: str, done: int, total: int) -> None:
-        if not self.enabled or name not in self.running:
-            return
-        bars = self.scene_bars.get(name)
-        if bars is None:
-            if len(self.scene_bars) >= _MAX_SCENE_BARS:
-                return
-            bars = self.scene_bars[name] = StageBars(name, leave=False)
-        bars(stage, done, total)
-
-    def ended(self, name: str, status: str | None) -> None:
-        """``status`` None: the scene will be started again."""
-        self.running.discard(name)
-        bars = self.scene_bars.pop(name, None)
-        if bars is not None:
-            bars.close()
-        if status is None:
-            self.retried += 1
-        else:
-            self.failed += status == "failed"
-            if self.bar is not None:
-                self.bar.update(1)
-        self._postfix()
-
-    def message(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            log.warning("%s", text)
-
-    def close(self) -> None:
-        for bars in self.scene_bars.values():
-            bars.close()
-        self.scene_bars.clear()
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _short(error: BaseException) -> str:
@@ -273,7 +137,7 @@ class RayExecutor:
         try:
             n_workers, gpus = self._pool_size(len(jobs))
             self.workers = n_workers
-            board = ray.remote(_Board).options(num_cpus=0).remote()
+            board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
             level = logging.DEBUG if self.verbose else logging.INFO
             console = logging.INFO if self.verbose else logging.WARNING
             threads = max(1, int(self.options.cpus_per_scene))
@@ -285,7 +149,7 @@ class RayExecutor:
                 actors.append(actor)
                 return actor
 
-            progress = _ClusterProgress(len(jobs), enabled=not self.quiet)
+            progress = ClusterProgress(len(jobs), enabled=not self.quiet)
             try:
                 outcomes = self._schedule(jobs, n_workers, new_worker, board, progress)
             except KeyboardInterrupt:
@@ -306,7 +170,7 @@ class RayExecutor:
             if started_here:
                 ray.shutdown()
 
-    def _schedule(self, jobs, n_workers, new_worker, board, progress: _ClusterProgress) -> list[SceneOutcome]:
+    def _schedule(self, jobs, n_workers, new_worker, board, progress: ClusterProgress) -> list[SceneOutcome]:
         import ray
         from ray.exceptions import RayError, RayTaskError
 
