@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -71,7 +72,8 @@ class RayExecutor:
     """Runs a batch's scenes on Ray workers (see the module docstring for how and why).
 
     After :meth:`run`, ``worker_loads`` maps each worker (``host:pid``) that finished a scene to
-    the number of models its process loaded, and ``worker_deaths`` counts the workers that died.
+    the number of models its process loaded, ``worker_deaths`` counts the workers that died and
+    ``finish_times`` holds when each scene's outcome arrived (``time.perf_counter()``, in order).
     """
 
     def __init__(self, options: RayOptions | None = None, *, quiet: bool = False, verbose: bool = False):
@@ -80,6 +82,7 @@ class RayExecutor:
         self.worker_loads: dict[str, int] = {}
         self.worker_deaths = 0
         self.workers = 0
+        self.finish_times: list[float] = []
 
     # -- connecting -------------------------------------------------------------------------
     def _connect(self) -> bool:
@@ -223,6 +226,7 @@ class RayExecutor:
                     self.worker_loads[report.worker] = report.model_loads
                     idle.append(actor)
                 progress.ended(job.name, outcomes[index].status)
+                self.finish_times.append(time.perf_counter())
         return [o for o in outcomes if o is not None]
 
     def _describe(self, n_jobs: int) -> str:
