@@ -157,6 +157,14 @@ def test_workers_load_the_models_once_for_all_their_scenes(ray_instance, tmp_pat
         _assert_same_scene(tmp_path / "ray" / scene["name"], tmp_path / "inprocess" / scene["name"])
 
 
+def test_a_scene_that_fits_no_machine_is_a_usage_error(ray_instance, tmp_path, capsys):
+    batch = _write_batch(tmp_path / "b.jsonl", SCENES[:1])
+    code = run_cli("--batch", batch, "--out", tmp_path / "r", "--executor", "ray", "--gpus-per-scene", 1, *SMALL)
+    err = capsys.readouterr().err
+    assert code == 2 and "asks for 1 CPU(s) and 1 GPU(s)" in err and "0 GPU(s)" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_without_ray_the_executor_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     batch = _write_batch(tmp_path / "b.jsonl", SCENES[:1])
