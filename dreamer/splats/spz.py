@@ -3,12 +3,12 @@ public description), about a tenth of the size of the 3DGS ``.ply``.
 
 Versions
     3 (the default): one gzip stream holding a 16-byte header and the attributes, read by
-    splat-transform / SuperSplat, Spark, three.js and the other spz readers of 2024-2026.
+    Niantic's reference library, splat-transform / SuperSplat, Spark and three.js's SPZLoader.
     4: a 32-byte plaintext header, a table of contents and one zstd frame per attribute
-    (smaller; read by splat-transform / SuperSplat, three.js's SPZLoader since August 2026 and
-    the PlayCanvas engine's spz parser, which reads nothing else; Spark 2.1 does not read it). Writing and
-    reading it needs the ``zstandard`` package. Version 2 files (rotations as three bytes) are
-    read, not written.
+    (smaller; read by the reference library, splat-transform / SuperSplat, three.js since
+    August 2026 and the PlayCanvas engine's spz parser, which reads nothing else; Spark 2.1
+    does not read it). Writing and reading it needs the ``zstandard`` package. Version 2 files
+    (rotations as three bytes) are read, not written.
 
 Header (little endian): ``magic`` u32 = 0x5053474e ("NGSP"), ``version`` u32, ``numPoints``
 u32, ``shDegree`` u8 (0-4), ``fractionalBits`` u8, ``flags`` u8 (0x1 antialiased, 0x2 vendor
@@ -29,9 +29,9 @@ alphas         1: round(255 * opacity)                                      0.5/
 colours        3: round(255 * (0.5 + 0.15 * f_dc)), f_dc in [-3.33, 3.33]  0.013 in f_dc
                                                                             (0.0037 in colour)
 scales         3: round(16 * (log scale + 10)), log scale in [-10, 5.94]    1/32 in log scale
-rotations      4 (v3, v4): smallest three of the unit quaternion, 10 bits   7e-4 per component
-               each (sign + 9-bit magnitude over [0, 1/sqrt 2]), the
-               largest one's index in the top 2 bits; 3 (v2): x y z bytes
+rotations      4 (v3, v4): smallest three of the unit quaternion, 10 bits   7e-4 per stored
+               each (sign + 9-bit magnitude over [0, 1/sqrt 2]), the        component, 2.1e-3 for
+               largest one's index in the top 2 bits; 3 (v2): x y z bytes   the rebuilt largest
 SH (rest)      3 * (K-1): 128 + 128 * c in [-1, 1), rounded to a multiple   4/128 (degree 1),
                of 2^(8-bits): 5 bits for degree 1, 4 for degrees 2-4        8/128 (degrees 2-4)
 =============  ==========================================================  ========================
@@ -71,7 +71,7 @@ SPZ_VERSIONS = (3, 4)
 """Versions the writer writes (the reader also reads 2)."""
 COLOR_SCALE = 0.15
 MAX_FRACTIONAL_BITS = 23  # 1 << bits stays far inside a 32-bit integer in every reader
-MAX_POINTS = 10_000_000  # the reference reader refuses more
+MAX_POINTS = 10_000_000  # the reference reader refuses larger version 3 files
 _FIXED_LIMIT = 2**23 - 1
 _SQRT1_2 = math.sqrt(0.5)
 _LOGIT_LIMIT = 30.0  # an alpha of exactly 0 or 255 reads as an infinite logit: keep it finite
@@ -178,8 +178,9 @@ def encode_spz(gaussians, *, version: int = 3, sh1_bits: int = 5, sh_rest_bits: 
     g = gaussians.detach()
     g.__post_init__()  # parameters may have been changed in place since construction
     n = len(g)
-    if n > MAX_POINTS:
-        raise ValueError(f"spz readers refuse more than {MAX_POINTS} Gaussians; this set has {n}")
+    if version == 3 and n > MAX_POINTS:
+        raise ValueError(f"the reference spz reader refuses version 3 files of more than {MAX_POINTS} Gaussians; "
+                         f"this set has {n}: write version 4")
 
     def arr(t: torch.Tensor) -> np.ndarray:
         return t.detach().to("cpu", torch.float64).numpy()
