@@ -13,7 +13,7 @@ import torch
 
 from dreamer.splats import Gaussians, SplatConfig
 from dreamer.splats.gaussians import rgb_to_sh0
-from dreamer.splats.spz import (MAX_FRACTIONAL_BITS, _SH_FLIP, _parse, decode_spz, encode_spz, load_spz,
+from dreamer.splats.spz import (_SH_FLIP, _parse, decode_spz, encode_spz, load_spz,
                                 read_spz_header, save_spz)
 
 # Largest errors of the format (module docstring of dreamer.splats.spz), plus float32 rounding.
@@ -136,18 +136,27 @@ def test_sh_sign_table_matches_the_sh_evaluator():
         assert torch.allclose(a, b, atol=1e-10), degree
 
 
-def test_fractional_bits_follow_the_scene_extent():
-    small = random_gaussians(n=50, degree=0, scale=(1e-3, 1e-3, 1e-3), seed=7)
-    assert decode_spz(encode_spz(small)).means.sub(small.means).abs().max() <= 2.0 ** -(MAX_FRACTIONAL_BITS + 1)
-    big = random_gaussians(n=50, degree=0, seed=7)
-    big.means[0] = torch.tensor([100.0, -5.0, 1.0])
-    bits = _parse(encode_spz(big), "t")[0].fractional_bits
-    assert bits == 16  # 100 * 2^16 < 2^23 - 1 < 100 * 2^17
+def test_fractional_bits_follow_the_gaussians_size_and_the_scene_extent():
+    """A step of at most 1/16 of the small Gaussians' middle std, at least the reference
+    writer's 12 bits, fewer only where the farthest coordinate would not fit in 24 bits."""
+    def bits(g):
+        return _parse(encode_spz(g), "t")[0].fractional_bits
+
+    g = random_gaussians(n=200, degree=0, seed=7)
+    g.log_scales[:] = 0.0  # std 1: 12 bits would be plenty; the floor is the reference's 12
+    assert bits(g) == 12
+    g.log_scales[:] = math.log(1e-4)  # deep-zoom detail: 2^-18 <= 1e-4 / 16 < 2^-17
+    g.log_scales[:, 0] = math.log(1e-6)  # flat splats: the thin axis does not count
+    assert bits(g) == 18
+    back = decode_spz(encode_spz(g))
+    assert (back.means - g.means).abs().max() <= 2.0 ** -19
+    g.means[0] = torch.tensor([100.0, -5.0, 1.0])  # 100 * 2^16 < 2^23 - 1 < 100 * 2^17
+    assert bits(g) == 16
     with pytest.raises(ValueError, match="cannot hold"):
-        encode_spz(big, fractional_bits=17)
-    big.means[0, 0] = 2.0**23
+        encode_spz(g, fractional_bits=17)
+    g.means[0, 0] = 2.0**23
     with pytest.raises(ValueError, match="24-bit fixed point.*export the .ply"):
-        encode_spz(big)
+        encode_spz(g)
 
 
 def test_values_outside_the_format_range_are_clamped_and_logged(caplog):
