@@ -53,7 +53,9 @@ class SceneOutcome:
 
 # Files and folders a scene owns; cleared when its config changes.
 _OWNED = ("views", "checkpoint", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
-          "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "zoom")
+          "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "gaussians.spz", "zoom")
+# The splat files SplatConfig.export can ask for.
+_SPLAT_FILES = {"ply": "gaussians.ply", "spz": "gaussians.spz"}
 
 
 def _clear_outputs(out: Path) -> None:
@@ -202,8 +204,24 @@ def _splat_stage(configs: SceneConfigs, result: DreamResult, out: Path, on_progr
     from dreamer.splats import train_gaussians
 
     gaussians = train_gaussians(result, configs.splats, on_progress, checkpoint_dir=out / "splats")
-    gaussians.save_ply(out / "gaussians.ply")
+    _save_gaussians(gaussians, out, configs.splats)
     _render_videos(configs, gaussians, result, out, on_progress, depth0)
+
+
+def _save_gaussians(gaussians, folder: Path, splats) -> None:
+    """Write the splat files ``splats.export`` asks for into ``folder`` and remove the others,
+    so that no file of an earlier run's settings stays behind."""
+    for fmt, name in _SPLAT_FILES.items():
+        path = folder / name
+        if fmt not in splats.export:
+            path.unlink(missing_ok=True)
+        elif fmt == "ply":
+            gaussians.save_ply(path)
+        else:
+            gaussians.save_spz(path, version=splats.spz_version)
+    sizes = ", ".join(f"{_SPLAT_FILES[f]} {(folder / _SPLAT_FILES[f]).stat().st_size / 1e6:.2f} MB"
+                      for f in _SPLAT_FILES if f in splats.export)
+    log.info("%s: %d Gaussians: %s", folder, len(gaussians), sizes)
 
 
 def _render_videos(configs: SceneConfigs, gaussians, result: DreamResult, out: Path,
@@ -243,7 +261,7 @@ def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends:
         from dreamer.splats.video import render_video
 
         gaussians = train_gaussians(zoomed.result, configs.splats, on_progress, checkpoint_dir=folder / "splats")
-        gaussians.save_ply(folder / "gaussians.ply")
+        _save_gaussians(gaussians, folder, configs.splats)
         if zc.zoom_fly_frames:
             cams = fly_in_cameras(zoomed.cameras[0], zoomed.point, frames=zc.zoom_fly_frames,
                                   zoom=float(zc.zoom_p) ** (zc.zoom_levels - 1))
