@@ -387,7 +387,8 @@ class ProceduralWorld:
         key = _camera_key(camera)
         cached = self._cache.get(("render", key, supersample))
         if cached is None:
-            cached = self._render(camera, supersample)
+            with torch.inference_mode():  # no autograd bookkeeping; callers get normal copies
+                cached = self._render(camera, supersample)
             self._cache.put(("render", key, supersample), cached)
             self._cache.put(("depth", key), cached.depth)
         return WorldRender(*(t.clone() for t in (cached.image, cached.depth, cached.normal, cached.object_id)))
@@ -400,8 +401,9 @@ class ProceduralWorld:
         depth = self._cache.get(("depth", key))
         if depth is None:
             P = self._params(camera.device)
-            o, d = raycast.planar_rays(camera)
-            depth = raycast.trace(o, d, P, raycast.screen_rects(camera, self._np))[0]
+            with torch.inference_mode():
+                o, d = raycast.planar_rays(camera)
+                depth = raycast.trace(o, d, P, raycast.screen_rects(camera, self._np))[0]
             self._cache.put(("depth", key), depth)
         return depth.clone()
 
