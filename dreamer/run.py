@@ -3,7 +3,7 @@
 Examples (times on a quiet 2-core CPU without a GPU):
 
     # the offline demo: the procedural world, no weights needed (about 4 minutes; on a CPU the
-    # 'quick' preset: 256 px, 300 splat iterations, 48 video frames)
+    # 'quick' preset: 256 px, 200 splat iterations, 48 video frames)
     python -m dreamer.run --models synthetic --out runs/demo
 
     # the plumbing with tiny random models, no download: noise, in about a minute
@@ -14,7 +14,8 @@ Examples (times on a quiet 2-core CPU without a GPU):
     python -m dreamer.run --models default --prompt "a cozy reading room with a fireplace" --out runs/room
 
     # a photo, with its depth map (RGBD)
-    python -m dreamer.run --models default --image photo.jpg --depth photo_depth.png --prompt "a garden" --out runs/garden
+    python -m dreamer.run --models default --image photo.jpg --depth photo_depth.png --prompt "a garden" \
+        --out runs/garden
 
     # a batch file (YAML or JSON lines), split over 4 machines: this is shard 0 of 4
     python -m dreamer.run --batch scenes.yaml --out runs/batch --shard 0/4
@@ -349,7 +350,7 @@ def refuse_or_ask(args: argparse.Namespace, jobs: list) -> set[Path]:
     if args.overwrite or args.restart:
         return {out for _, out, _ in jobs}
     allowed: set[Path] = set()
-    for name, out, configs in jobs:
+    for _name, out, configs in jobs:
         try:
             refuse_changed_settings(out, configs, batch=bool(args.batch))
         except SettingsChanged:

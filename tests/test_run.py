@@ -108,7 +108,9 @@ def test_a_default_that_resolves_the_same_way_continues_the_scene(tmp_path, caps
     cfg = read_json(out / "config.json")
     assert cfg["preset"] == "quick" and cfg["scene"]["width"] == PRESETS["quick"]["width"]
     assert cfg["scene"]["render_frames"] == PRESETS["quick"]["render_frames"]
-    explicit = ["--width", 256, "--height", 256, "--render-frames", 48, "--gs-iters", 300, "--preset", "full"]
+    quick = PRESETS["quick"]
+    explicit = ["--width", quick["width"], "--height", quick["height"], "--render-frames", quick["render_frames"],
+                "--gs-iters", quick["iterations"], "--preset", "full"]
     capsys.readouterr()
     assert run_cli("--models", "synthetic", "--views", 2, "--no-splats", "-q", "--out", out, *explicit) == 0
     assert "1 skipped" in capsys.readouterr().out

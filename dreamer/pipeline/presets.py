@@ -11,7 +11,7 @@ preset    settings                                               auto picks it f
 ========  =====================================================  ==================================
 full      the dataclass defaults (512 px, 3000 splat iterations,  a GPU (``default``, ``synthetic``)
           the trajectory's views, the render path's frames)
-quick     256 px, 300 splat iterations, 48 video frames          a CPU (``default``, ``synthetic``)
+quick     256 px, 200 splat iterations, 48 video frames          a CPU (``default``, ``synthetic``)
 plumbing  64 px, 4 views, 2 denoising steps, 30 splat             ``tiny`` models, any device
           iterations, 8 video frames
 ========  =====================================================  ==================================
@@ -32,7 +32,7 @@ __all__ = ["PRESETS", "PRESET_CHOICES", "auto_preset", "preset_values", "HELP"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {},
-    "quick": {"width": 256, "height": 256, "iterations": 300, "render_frames": 48},
+    "quick": {"width": 256, "height": 256, "iterations": 200, "render_frames": 48},
     "plumbing": {"width": 64, "height": 64, "views": 4, "steps": 2, "iterations": 30, "render_frames": 8},
 }
 """Each preset's values, by setting name (the dataclass field names)."""
@@ -40,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_CHOICES = ("auto", *PRESETS)
 
 HELP = ("defaults of the costly settings (size, views, steps, splat iterations, video frames) for the machine: "
-        "auto (default) is 'quick' on a CPU (256 px, 300 splat iterations, 48 video frames), 'full' on a GPU "
+        "auto (default) is 'quick' on a CPU (256 px, 200 splat iterations, 48 video frames), 'full' on a GPU "
         "(the defaults listed below: 512 px, 3000 iterations, the paths' own views and frames), and 'plumbing' for "
         "--models tiny (64 px, 4 views, 2 steps, 30 iterations, 8 frames); any setting given explicitly wins")
 
