@@ -73,6 +73,7 @@ class SceneTab:
                                         "width", "height", "render_frames", "negative_prompt")}
         # "Dream here" fine-tunes the splats for half the scene's iterations.
         flat["extension_iterations"] = max(10, checked["iterations"] // 2)
+        flat["export"] = ("ply", "spz")  # the standard 3DGS file and the compressed one, both offered
         flat["image"] = copy_upload(checked["photo"], inputs, "photo")
         flat["depth"] = copy_upload(checked["depth"], inputs, "depth")
         traj = copy_upload(checked["trajectory_file"], inputs, "trajectory")
@@ -170,9 +171,8 @@ class SceneTab:
         from dreamer.pipeline.extend import extension_dir, list_extensions
 
         archive = zip_folder(run, run.parent / f"{run.name}.zip")
-        # The compressed splats (gaussians.spz) are offered whenever the scene has them: the one
-        # place for them in the app. Scenes write them once their splat settings ask for it
-        # (SplatConfig.export with dreamer/splats/spz.py: set flat["export"] in configs() above).
+        # The compressed splats (gaussians.spz, written because configs() asks for them) go
+        # beside the .ply: a twentieth of its size, read by current web viewers.
         files: list = [p for p in (run / "gaussians.ply", run / "gaussians.spz", run / "points.ply",
                                    run / "cameras.json", run / "transforms.json", archive) if p.exists()]
         if (run / "config.json").exists():

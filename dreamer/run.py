@@ -18,7 +18,11 @@ Examples (times on a quiet 2-core CPU without a GPU):
         --out runs/garden
 
     # a batch file (YAML or JSON lines), split over 4 machines: this is shard 0 of 4
-    python -m dreamer.run --batch scenes.yaml --out runs/batch --shard 0/4
+    python -m dreamer.run --batch scenes.yaml --out runs/scenes --shard 0/4
+
+    # the same batch on every GPU of this machine, or on a Ray cluster (pip install -e ".[ray]")
+    python -m dreamer.run --batch scenes.yaml --out runs/scenes --executor ray
+    python -m dreamer.run --batch scenes.yaml --out /shared/runs/batch --executor ray --ray-address HEAD:6379
 
 Every option below maps onto a field of the settings dataclasses (scene, dream loop, models,
 splats); a batch entry may set any of them by name (``grow_px: 4``). The costly ones (size,
@@ -46,7 +50,6 @@ import json
 import logging
 import re
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +119,7 @@ def _preset_notes(specs: dict[str, list[FieldSpec]]) -> dict[str, str]:
 def build_parser(*, from_source: bool = True) -> argparse.ArgumentParser:
     """The command line's parser. ``from_source``: read the settings from the dataclasses' source
     (imports no model code); False: from the imported classes (the tests compare both)."""
+    from dreamer.batch.options import add_executor_arguments
     from dreamer.pipeline.presets import HELP as PRESET_HELP, PRESET_CHOICES
 
     parser = OneLineParser(
@@ -151,6 +155,7 @@ def build_parser(*, from_source: bool = True) -> argparse.ArgumentParser:
                           "input file size) for a run that really needs more")
     run.add_argument("-v", "--verbose", action="store_true", help="log debug messages (and tracebacks)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_executor_arguments(parser)
     specs = _section_specs(from_source)
     notes = _preset_notes(specs)
     renames = {field: alias for alias, field in _setting_aliases().items()}  # --gs-iters for SplatConfig.iterations
@@ -394,44 +399,26 @@ def main(argv: list[str] | None = None) -> int:
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = None  # Pillow's own guard against decompression bombs, lifted on request
+    from dreamer.batch import BatchInterrupted, ExecutorUnavailable, SceneJob, make_executor
+
     try:
-        jobs = plan_jobs(args, limits)
-        overwrite = refuse_or_ask(args, jobs)
-    except (ValueError, TypeError, OSError) as e:
+        planned = plan_jobs(args, limits)
+        overwrite = refuse_or_ask(args, planned)
+        jobs = [SceneJob(name, out, configs, limits=limits, restart=args.restart, overwrite=out in overwrite,
+                         keep_checkpoints=args.keep_checkpoints) for name, out, configs in planned]
+        executor = make_executor(args)
+    except (ValueError, TypeError, OSError, ExecutorUnavailable) as e:
         return report_bad_input(parser.prog, e, args.verbose)
 
-    from dreamer.backends.loading import ModelNotAvailable
-    from dreamer.backends.model_sets import build_backends
-    from dreamer.pipeline.stages import SceneOutcome, run_scene
-    from dreamer.progress import StageBars
-
-    outcomes: list[SceneOutcome] = []
-    for name, out, configs in jobs:
-        bars = StageBars(name, enabled=not args.quiet)
-        try:
-            backends = build_backends(configs.models)
-            outcomes.append(run_scene(configs, out, backends, on_progress=bars, name=name, limits=limits,
-                                      restart=args.restart, overwrite=out in overwrite,
-                                      keep_checkpoints=args.keep_checkpoints))
-        except ModelNotAvailable as e:
-            log.error("%s", one_line(e))
-            outcomes.append(SceneOutcome(name, out, "failed", error=one_line(e)))
-        except KeyboardInterrupt:
-            bars.close()
-            print(f"\ninterrupted: rerun the same command to continue {name} where it stopped", file=sys.stderr)
-            return 130
-        except Exception as e:  # one failing scene must not stop the batch
-            log.error("%s failed: %s", name, one_line(e))
-            log.debug("%s", traceback.format_exc())
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                with open(out / "run.log", "a") as f:
-                    f.write(traceback.format_exc())
-            except OSError:
-                pass
-            outcomes.append(SceneOutcome(name, out, "failed", error=f"{type(e).__name__}: {one_line(e)}"))
-        finally:
-            bars.close()
+    try:
+        outcomes = executor.run(jobs)
+    except BatchInterrupted as e:
+        names = ", ".join(e.running[:5]) + (f" and {len(e.running) - 5} more" if len(e.running) > 5 else "")
+        print(f"\ninterrupted: rerun the same command to continue {names or 'the batch'} where "
+              f"{'they' if len(e.running) > 1 else 'it'} stopped", file=sys.stderr)
+        return 130
+    except ExecutorUnavailable as e:
+        return report_bad_input(parser.prog, e, args.verbose)
     _print_summary(outcomes)
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
 

@@ -132,7 +132,10 @@ def test_scene_endpoint_returns_splats_videos_views_and_downloads(server, tmp_pa
     for item in gallery:
         assert _image_size(item["image"]) == (SIZE, SIZE)
     names = {Path(p).name for p in downloads}
-    assert {"gaussians.ply", "points.ply", "cameras.json", "transforms.json"} <= names
+    assert {"gaussians.ply", "gaussians.spz", "points.ply", "cameras.json", "transforms.json"} <= names
+    from dreamer.splats import Gaussians
+    spz = Gaussians.load_spz(next(p for p in downloads if Path(p).name == "gaussians.spz"))
+    assert len(spz) == len(Gaussians.load_ply(next(p for p in downloads if Path(p).name == "gaussians.ply")))
     archive = next(p for p in downloads if p.endswith(".zip"))
     with zipfile.ZipFile(archive) as zf:
         listed = zf.namelist()

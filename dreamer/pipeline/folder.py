@@ -21,7 +21,7 @@ __all__ = ["OWNED", "SettingsChanged", "clear_outputs", "changed_settings", "has
            "largest_entries", "format_bytes", "publish_file"]
 
 OWNED = ("views", "checkpoint", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
-         "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "zoom")
+         "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "gaussians.spz", "zoom")
 """The files and folders a scene owns: deleted when it starts over (nothing else in its folder is;
 ``extensions/`` stays, since config.json may name trajectory files in it)."""
 

@@ -62,6 +62,10 @@ class SceneOutcome:
     """What the scene's folder takes on disk at the end of the run."""
 
 
+# The splat files SplatConfig.export can ask for.
+_SPLAT_FILES = {"ply": "gaussians.ply", "spz": "gaussians.spz"}
+
+
 def refuse_changed_settings(out: Path, configs: SceneConfigs, *, batch: bool = False) -> None:
     """Raise :class:`SettingsChanged` when ``out`` holds finished work of other dream settings
     (:func:`~dreamer.pipeline.folder.changed_settings`); the message names the changes and the
@@ -249,12 +253,30 @@ def _metrics_stage(result: DreamResult, out: Path, backends: Backends, name: str
 def _splat_stage(configs: SceneConfigs, result: DreamResult, out: Path, on_progress: ProgressFn | None,
                  depth0: torch.Tensor, keep_checkpoints: bool = False) -> None:
     from dreamer.splats import train_gaussians
-    from dreamer.splats.train import RESULT_FILE
 
     gaussians = train_gaussians(result, configs.splats, on_progress, checkpoint_dir=out / "splats",
                                 keep_checkpoint=keep_checkpoints)
-    publish_file(out / "splats" / RESULT_FILE, out / "gaussians.ply")  # the stage's result, not a second copy
+    _save_gaussians(gaussians, out, configs.splats)
     _render_videos(configs, gaussians, result, out, on_progress, depth0)
+
+
+def _save_gaussians(gaussians, folder: Path, splats) -> None:
+    """Write the splat files ``splats.export`` asks for into ``folder`` and remove the others,
+    so that no file of an earlier run's settings stays behind. The .ply is the splat stage's own
+    result (``folder/splats/gaussians.ply``) under the scene's name: one file on disk."""
+    from dreamer.splats.train import RESULT_FILE
+
+    for fmt, name in _SPLAT_FILES.items():
+        path = folder / name
+        if fmt not in splats.export:
+            path.unlink(missing_ok=True)
+        elif fmt == "ply":
+            publish_file(folder / "splats" / RESULT_FILE, path)
+        else:
+            gaussians.save_spz(path, version=splats.spz_version)
+    sizes = ", ".join(f"{_SPLAT_FILES[f]} {(folder / _SPLAT_FILES[f]).stat().st_size / 1e6:.2f} MB"
+                      for f in _SPLAT_FILES if f in splats.export)
+    log.info("%s: %d Gaussians: %s", folder, len(gaussians), sizes)
 
 
 def _stage_key(*parts) -> str:
@@ -328,12 +350,11 @@ def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends:
     write_zoom_outputs(zoomed, zc, folder, extra=extra)
     if configs.splats is not None and zc.zoom_splats:
         from dreamer.splats import train_gaussians
-        from dreamer.splats.train import RESULT_FILE
         from dreamer.splats.video import render_video
 
         gaussians = train_gaussians(zoomed.result, configs.splats, on_progress, checkpoint_dir=folder / "splats",
                                     keep_checkpoint=keep_checkpoints)
-        publish_file(folder / "splats" / RESULT_FILE, folder / "gaussians.ply")
+        _save_gaussians(gaussians, folder, configs.splats)
         if zc.zoom_fly_frames:
             cams = fly_in_cameras(zoomed.cameras[0], zoomed.point, frames=zc.zoom_fly_frames,
                                   zoom=float(zc.zoom_p) ** (zc.zoom_levels - 1))

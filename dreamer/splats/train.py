@@ -38,7 +38,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
@@ -62,8 +62,11 @@ DONE_FILE = "done.json"
 RESULT_FILE = "gaussians.ply"
 CONFIG_FILE = "config.json"
 _FORMAT = 1
-# Settings that change neither the result nor the resume point's meaning.
-_NOT_HASHED = ("device", "checkpoint_every", "log_every")
+EXPORT_FORMATS = ("ply", "spz")
+"""Formats :attr:`SplatConfig.export` accepts."""
+# Settings that change neither the result nor the resume point's meaning (the export formats
+# are written from the result).
+_NOT_HASHED = ("device", "checkpoint_every", "log_every", "export", "spz_version")
 
 
 class SplatTrainingError(RuntimeError):
@@ -140,6 +143,10 @@ class SplatConfig:
     """With a checkpoint folder: save a resumable checkpoint every this many iterations."""
     log_every: int = 100
     """Log the loss every this many iterations."""
+    export: tuple[str, ...] = ("ply",)
+    """Files of the trained splats: ply (gaussians.ply, the standard 3DGS layout) and/or spz (gaussians.spz, Niantic's compressed format, about a tenth of the size), e.g. --export ply spz."""
+    spz_version: Literal[3, 4] = 3
+    """Version of gaussians.spz: 3 (gzip; read by splat-transform, Spark, three.js) or 4 (zstd, smaller; read by splat-transform, three.js and the PlayCanvas engine, not by Spark 2.1)."""
 
     def __post_init__(self) -> None:
         ints = {"iterations": 1, "sh_degree_interval": 1, "refine_every": 1, "checkpoint_every": 1, "log_every": 1,
@@ -171,6 +178,15 @@ class SplatConfig:
             for a in getattr(self, name):
                 if not isinstance(a, (int, float)) or not (math.isfinite(a) and abs(a) < 90):
                     raise ValueError(f"SplatConfig.{name} must hold angles in (-90, 90) degrees, got {a!r}")
+        export = self.export
+        if isinstance(export, str):  # "spz" or "ply,spz" from a batch file
+            export = tuple(e for e in export.replace(",", " ").split())
+            object.__setattr__(self, "export", export)
+        bad = [e for e in export if e not in EXPORT_FORMATS]
+        if not export or bad:
+            raise ValueError(f"SplatConfig.export must name one or more of {list(EXPORT_FORMATS)}, got {list(export)!r}")
+        if self.spz_version not in (3, 4) or isinstance(self.spz_version, bool):
+            raise ValueError(f"SplatConfig.spz_version must be 3 (gzip) or 4 (zstd), got {self.spz_version!r}")
         if self.extra_splat_scale is not None and not self.extra_splat_scale > 0:
             raise ValueError(f"SplatConfig.extra_splat_scale must be > 0 or None, got {self.extra_splat_scale!r}")
 
