@@ -2,8 +2,8 @@
 
 Examples (times on a quiet 2-core CPU without a GPU):
 
-    # the offline demo: the procedural world, no weights needed (about 4 minutes; on a CPU the
-    # 'quick' preset: 256 px, 200 splat iterations, 48 video frames)
+    # the offline demo: the procedural world, no weights needed (about T_DEMO; on a CPU the
+    # 'quick' preset: 128 px, 200 splat iterations, 48 video frames)
     python -m dreamer.run --models synthetic --out runs/demo
 
     # the plumbing with tiny random models, no download: noise, in about a minute
@@ -103,17 +103,20 @@ def _setting_aliases() -> dict[str, str]:
 def _preset_notes(specs: dict[str, list[FieldSpec]]) -> dict[str, str]:
     """The "(default: ...)" of the settings a preset sets: the value on a CPU, on a GPU and with
     the tiny models (what --preset auto picks)."""
-    from dreamer.pipeline.presets import PRESETS
+    from dreamer.pipeline.presets import PRESETS, REAL_MODELS_QUICK
 
     defaults = {f.name: f.default for fields in specs.values() for f in fields}
     where = {"quick": "on a CPU", "full": "on a GPU", "plumbing": "with --models tiny"}
 
-    def shown(value) -> str:
-        return "the path's own" if value is None else repr(value)
+    def shown(preset: str, key: str) -> str:
+        value = PRESETS[preset].get(key, defaults.get(key))
+        text = "the path's own" if value is None else repr(value)
+        if preset == "quick" and key in REAL_MODELS_QUICK:
+            text += f" ({REAL_MODELS_QUICK[key]!r} with --models default)"
+        return f"{text} {where[preset]}"
 
     names = sorted({k for values in PRESETS.values() for k in values})
-    return {k: "default: " + ", ".join(f"{shown(PRESETS[p].get(k, defaults.get(k)))} {w}" for p, w in where.items())
-               + "; see --preset" for k in names}
+    return {k: "default: " + ", ".join(shown(p, k) for p in where) + "; see --preset" for k in names}
 
 
 def build_parser(*, from_source: bool = True) -> argparse.ArgumentParser:

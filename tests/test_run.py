@@ -282,7 +282,8 @@ def test_help_reads_like_documentation():
     # help texts come from the config fields' docstrings (one source of truth)
     assert "Margin in pixels by which holes are grown" in " ".join(text.split())
     # the costly settings say what they default to on this kind of machine
-    assert "(default: 256 on a CPU, 512 on a GPU, 64 with --models tiny; see --preset)" in " ".join(text.split())
+    assert ("(default: 128 (256 with --models default) on a CPU, 512 on a GPU, 64 with --models tiny; see --preset)"
+            in " ".join(text.split()))
 
 
 @pytest.mark.parametrize("module", ["dreamer.run", "zoom.run"])
@@ -317,6 +318,8 @@ def test_presets_follow_the_models_and_the_device():
 
     assert auto_preset("tiny") == "plumbing" and auto_preset("synthetic", "cpu") == "quick"
     assert auto_preset("default", "cpu") == "quick"
+    assert preset_values("quick", models="default")[1]["width"] == 256  # diffusion models want 256 px at least
+    assert preset_values("quick", models="synthetic")[1]["width"] == PRESETS["quick"]["width"]
     name, values = preset_values("auto", models="synthetic", device="cpu", explicit={"width"})
     assert name == "quick" and "width" not in values and values["height"] == PRESETS["quick"]["height"]
     name, values = preset_values("auto", models="tiny", trajectory="my_path.json")

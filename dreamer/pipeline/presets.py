@@ -11,7 +11,9 @@ preset    settings                                               auto picks it f
 ========  =====================================================  ==================================
 full      the dataclass defaults (512 px, 3000 splat iterations,  a GPU (``default``, ``synthetic``)
           the trajectory's views, the render path's frames)
-quick     256 px, 200 splat iterations, 48 video frames          a CPU (``default``, ``synthetic``)
+quick     128 px (256 px with the real diffusion models, which    a CPU (``default``, ``synthetic``)
+          make poor images below that), 200 splat iterations,
+          48 video frames
 plumbing  64 px, 4 views, 2 denoising steps, 30 splat             ``tiny`` models, any device
           iterations, 8 video frames
 ========  =====================================================  ==================================
@@ -28,20 +30,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRESETS", "PRESET_CHOICES", "auto_preset", "preset_values", "HELP"]
+__all__ = ["PRESETS", "PRESET_CHOICES", "REAL_MODELS_QUICK", "auto_preset", "preset_values", "HELP"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {},
-    "quick": {"width": 256, "height": 256, "iterations": 200, "render_frames": 48},
+    "quick": {"width": 128, "height": 128, "iterations": 200, "render_frames": 48},
     "plumbing": {"width": 64, "height": 64, "views": 4, "steps": 2, "iterations": 30, "render_frames": 8},
 }
 """Each preset's values, by setting name (the dataclass field names)."""
 
+REAL_MODELS_QUICK = {"width": 256, "height": 256}
+"""``quick`` for the real diffusion models (``--models default``): Stable Diffusion is trained at
+512 px and makes poor images below 256."""
+
 PRESET_CHOICES = ("auto", *PRESETS)
 
 HELP = ("defaults of the costly settings (size, views, steps, splat iterations, video frames) for the machine: "
-        "auto (default) is 'quick' on a CPU (256 px, 200 splat iterations, 48 video frames), 'full' on a GPU "
-        "(the defaults listed below: 512 px, 3000 iterations, the paths' own views and frames), and 'plumbing' for "
+        "auto (default) is 'quick' on a CPU (128 px, 256 px with --models default; 200 splat iterations, 48 video "
+        "frames), 'full' on a GPU (512 px, 3000 iterations, the paths' own views and frames), and 'plumbing' for "
         "--models tiny (64 px, 4 views, 2 steps, 30 iterations, 8 frames); any setting given explicitly wins")
 
 
@@ -63,7 +69,10 @@ def preset_values(name: str, *, models: str, device: str = "auto", trajectory: s
     if name not in PRESET_CHOICES:
         raise ValueError(f"--preset must be one of {', '.join(PRESET_CHOICES)}, got {name!r}")
     resolved = auto_preset(models, device) if name == "auto" else name
-    values = {k: v for k, v in PRESETS[resolved].items() if k not in explicit}
+    values = dict(PRESETS[resolved])
+    if resolved == "quick" and models == "default":
+        values.update(REAL_MODELS_QUICK)
+    values = {k: v for k, v in values.items() if k not in explicit}
     if "views" in values and (trajectory.endswith(".json") or Path(trajectory).is_file()):
         del values["views"]
     return resolved, values
