@@ -141,7 +141,7 @@ def test_scene_endpoint_returns_splats_videos_views_and_downloads(server, tmp_pa
     with zipfile.ZipFile(archive) as zf:
         listed = zf.namelist()
     assert any(n.endswith("/gaussians.ply") for n in listed) and any(n.endswith("views/001.png") for n in listed)
-    assert not any("/checkpoint/" in n for n in listed)
+    assert not any("/checkpoint/" in n or "/splats/" in n for n in listed)  # resume state, not the scene
     assert "2 views" in status
 
 
@@ -264,7 +264,7 @@ def test_only_the_files_handed_to_a_visitor_are_served(server, tmp_path):
     viewer, video, depth_video, gallery, downloads, status = client.predict(*SCENE, api_name="/scene")
     run = next(p for p in (server["out"] / "sessions" / safe_session_id(client.session_hash)).glob("scene-*")
                if p.is_dir())
-    for name in ("run.log", "config.json", "splats/checkpoint.pt", "checkpoint/points.pt", "gaussians.ply"):
+    for name in ("run.log", "config.json", "splats/done.json", "checkpoint/result.pt", "gaussians.ply"):
         assert (run / name).exists(), name
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(server["url"] + "gradio_api/file=" + str(run / name), timeout=10)
