@@ -99,7 +99,8 @@ def run(args) -> None:
     zoomed = zoom_scene(result, config, depth_estimator=estimator, world=world)
     t_zoom = time.perf_counter() - t0
     print(f"world seed {args.seed}: {size}x{size}, {args.views} views ({args.trajectory}) dreamed in {t_dream:.0f} s; "
-          f"zoom p={args.p}, {args.levels} levels ({zoomed.magnification:.0f}x) about ({center[0]:.0f}, {center[1]:.0f}) "
+          f"zoom p={args.p}, {args.levels} levels ({zoomed.magnification:.0f}x) "
+          f"about ({center[0]:.0f}, {center[1]:.0f}) "
           f"in {t_zoom:.0f} s; {len(result.points)} points before, {len(zoomed.points)} after "
           f"({int((zoomed.lod.lod_out == 0).sum())} in the finest level of each region)")
 
@@ -120,7 +121,8 @@ def run(args) -> None:
     pts_frames = [render_fly_in_points(local_points, zoomed.lod, c) for c in local_cams]
     pts = fly_in_metrics([r.image for r in pts_frames], truths, zooms, [r.covered.float() for r in pts_frames])
 
-    base = SplatConfig(iterations=max(args.iters, 1), sh_degree=0, densify=args.densify, refine_start_iter=min(100, args.iters),
+    base = SplatConfig(iterations=max(args.iters, 1), sh_degree=0, densify=args.densify,
+                       refine_start_iter=min(100, args.iters),
                        refine_stop_iter=int(0.8 * args.iters), refine_every=max(1, args.iters // 10),
                        extra_views=args.extra_views, log_every=10**9, device="cpu")
     models, renders, times = {}, {}, {}
@@ -198,7 +200,8 @@ def main() -> None:
     ap.add_argument("--per-frame", action="store_true", help="print every frame's figures")
     ap.add_argument("--save-frames", default="", help="folder for every frame: truth, each model, points")
     ap.add_argument("--strip", default="", help="write a strip of frames (truth above, render below) to this PNG")
-    ap.add_argument("--cache", default="~/.cache/dreamer/bench_deepzoom", help="folder of cached truth frames ('' = none)")
+    ap.add_argument("--cache", default="~/.cache/dreamer/bench_deepzoom",
+                    help="folder of cached truth frames ('' = none)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if args.iters == 0:

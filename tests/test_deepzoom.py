@@ -2,8 +2,10 @@
 inherited depth, the fly-in and its coverage, the CLI stage."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -220,9 +222,9 @@ def test_inherited_depth_is_the_coarser_depth_along_the_shared_rays():
     # From the view itself (another principal point, the same rays).
     d0, h0 = inherited_depth(cams[1], cam, world.depth(cam))
     assert float(((d0 - coarse).abs() / coarse)[h0].median()) < 1e-3
+    moved = look_at(torch.tensor([0.1, 0.0, 0.0]), torch.tensor([0.0, 0.0, 3.0]))
     with pytest.raises(ValueError, match="same centre"):
-        inherited_depth(cams[2], cams[1].with_c2w(look_at(torch.tensor([0.1, 0.0, 0.0]), torch.tensor([0.0, 0.0, 3.0]))),
-                        coarse)
+        inherited_depth(cams[2], cams[1].with_c2w(moved), coarse)
 
 
 def test_lift_levels_checks_inputs(scene):
@@ -374,6 +376,7 @@ def test_fly_in_metrics_measure_agreement_and_flicker():
 # ------------------------------------------------------------------------------------------------
 # The CLI stage
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_zoom_stage_offline(tmp_path):
     from dreamer.run import main
 
@@ -417,6 +420,7 @@ def test_batch_entries_and_saved_configs_carry_the_zoom_settings():
         configs_from_flat({"zoom_levels": 1})
 
 
+@pytest.mark.slow
 def test_splats_train_on_the_levels_and_stay_fine_where_the_zoom_went(scene):
     from dreamer.deepzoom import train_zoom_splats
     from dreamer.splats import SplatConfig, build_training_views, train_gaussians
@@ -462,6 +466,7 @@ def test_tiny_pipeline_makes_the_levels(scene):
     assert 0.5 < float(a.photo_mask.float().mean()) <= 1.0
 
 
+@pytest.mark.slow
 def test_cli_zoom_stage_with_splats(tmp_path, monkeypatch):
     """The splat branch of the stage: Gaussians of the zoomed cloud and the fly-in video (training
     is replaced by the initialization here; the training itself is tested above)."""
@@ -471,19 +476,29 @@ def test_cli_zoom_stage_with_splats(tmp_path, monkeypatch):
 
     seen = []
 
-    def fake_train(result, config, on_progress=None, **kw):
+    def fake_train(result, config, on_progress=None, *, checkpoint_dir=None, **kw):
         seen.append(len(result.views))
-        return Gaussians.from_points(result.points, sh_degree=0)
+        g = Gaussians.from_points(result.points, sh_degree=0)
+        if checkpoint_dir is not None:  # the real one leaves its result and marker there
+            from dreamer.io import write_json
+            from dreamer.splats.train import DONE_FILE, RESULT_FILE
+
+            Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            g.save_ply(Path(checkpoint_dir) / RESULT_FILE)
+            write_json(Path(checkpoint_dir) / DONE_FILE, {"fingerprint": f"fake {len(result.views)}"})
+        return g
 
     monkeypatch.setattr(dreamer.splats, "train_gaussians", fake_train)
     out = tmp_path / "s"
     assert main(["--models", "synthetic", "--views", "2", "--width", "64", "--height", "64", "-q",
                  "--render-frames", "2", "--zoom-levels", "3", "--zoom-fly-frames", "5",
-                 "--zoom-video-seconds-per-level", "0", "--out", str(out)]) == 0
+                 "--zoom-video-seconds-per-level", "0", "--export", "ply", "spz", "--out", str(out)]) == 0
     assert seen == [2, 4]  # the scene's views, then the scene's views plus levels 1 and 2
     z = out / "zoom"
     assert len(Gaussians.load_ply(z / "gaussians_lod.ply")) == read_json(z / "zoom.json")["points"]
-    assert len(Gaussians.load_ply(z / "gaussians.ply")) <= read_json(z / "zoom.json")["points"]
+    finest = len(Gaussians.load_ply(z / "gaussians.ply"))
+    assert finest <= read_json(z / "zoom.json")["points"]
+    assert len(Gaussians.load_spz(z / "gaussians.spz")) == finest
     import imageio.v3 as iio
 
     assert len(list(iio.imiter(z / "fly_in.mp4"))) == 5

@@ -22,9 +22,11 @@ class DeepZoomConfig:
     flag (``--zoom-levels``) never collides with another stage's setting."""
 
     zoom_levels: int = 0
-    """Levels of the zoom stack, level 0 being the chosen view itself (0 = no zoom stage; else >= 2); the deepest level magnifies zoom_p^(zoom_levels-1) times (11 levels at p = 2: 1024x)."""
+    """Levels of the zoom stack, level 0 being the chosen view itself (0 = no zoom stage; else >= 2); the deepest level
+    magnifies zoom_p^(zoom_levels-1) times (11 levels at p = 2: 1024x)."""
     zoom_p: int = 2
-    """Zoom factor between consecutive levels, an integer >= 2 (the paper uses 2 or 4): level i has focal length f * p^i."""
+    """Zoom factor between consecutive levels, an integer >= 2 (the paper uses 2 or 4): level i has focal length f *
+    p^i."""
     zoom_view: int = 0
     """Index of the dreamed view to zoom into (negative counts from the last)."""
     zoom_center: tuple[float, ...] | None = None
@@ -42,9 +44,11 @@ class DeepZoomConfig:
     zoom_supersample: int = 2
     """``synthetic`` only: sub-pixel rays per axis of the world's render at each level (band-limited truth)."""
     zoom_replace_tolerance: float = 0.05
-    """A coarse point fades out where a finer level covers it when its z-depth is within this fraction of the level's depth at its pixel."""
+    """A coarse point fades out where a finer level covers it when its z-depth is within this fraction of the level's
+    depth at its pixel."""
     zoom_antialiased: bool = True
-    """Train and render the zoomed scene's splats antialiased (gsplat's antialiased mode plus Mip-Splatting's 3D filter, variance 0.2); false: the classic mode."""
+    """Train and render the zoomed scene's splats antialiased (gsplat's antialiased mode plus Mip-Splatting's 3D
+    filter, variance 0.2); false: the classic mode."""
     zoom_fly_frames: int = 48
     """Frames of the fly-in video (the dolly towards the zoom point); 0 = no fly-in video."""
     zoom_fps: int = 24
@@ -52,7 +56,8 @@ class DeepZoomConfig:
     zoom_video_seconds_per_level: float = 1.0
     """Seconds per level of the 2D zoom video of the stack (0 = no 2D zoom video)."""
     zoom_splats: bool = True
-    """Train splats on the scene's views plus the zoom levels and render the fly-in with them (needs the splat stage on)."""
+    """Train splats on the scene's views plus the zoom levels and render the fly-in with them (needs the splat stage
+    on)."""
 
     def __post_init__(self) -> None:
         if check_int(self.zoom_levels, "zoom_levels", min=0) == 1:

@@ -41,7 +41,8 @@ def zoom_metrics(zoomed: DeepZoomResult, before: PointCloud, world=None, *, trut
     are the world's renders), else ``world``'s band-limited render (``supersample``)."""
     if truth is None and world is None:
         raise ValueError("zoom_metrics needs the world or the true level images")
-    if truth is not None and (not isinstance(truth, Tensor) or truth.ndim != 4 or truth.shape[0] != len(zoomed.cameras)):
+    n = len(zoomed.cameras)
+    if truth is not None and (not isinstance(truth, Tensor) or truth.ndim != 4 or truth.shape[0] != n):
         raise ValueError(f"truth must be [N,H,W,3] with N = {len(zoomed.cameras)} levels, "
                          f"got {getattr(truth, 'shape', type(truth).__name__)}")
     out = []
@@ -111,7 +112,8 @@ def fly_in_metrics(frames: Sequence[Tensor], truths: Sequence[Tensor], zooms: Se
     """:class:`FlyInMetrics` of rendered ``frames`` [H,W,3] against ``truths`` [H,W,3] (one per
     frame, in [0,1]) at magnifications ``zooms``; ``alphas`` [H,W] give the coverage."""
     if not (len(frames) == len(truths) == len(zooms)) or len(frames) < 1:
-        raise ValueError(f"need as many frames, truths and zooms (>= 1), got {len(frames)}, {len(truths)}, {len(zooms)}")
+        raise ValueError(f"need as many frames, truths and zooms (>= 1), "
+                         f"got {len(frames)}, {len(truths)}, {len(zooms)}")
     if alphas is not None and len(alphas) != len(frames):
         raise ValueError(f"got {len(alphas)} alpha maps for {len(frames)} frames")
     frames = [f.float().cpu().clamp(0, 1) for f in frames]

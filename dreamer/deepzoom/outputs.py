@@ -61,17 +61,19 @@ def write_zoom_outputs(zoomed: DeepZoomResult, config: DeepZoomConfig, out: str 
 
 
 def write_zoom_splat_outputs(splats: ZoomSplats, zoomed: DeepZoomResult, config: DeepZoomConfig, out: str | Path, *,
-                             near_plane: float = 0.01, on_progress: ProgressFn | None = None) -> dict[str, Any]:
+                             near_plane: float = 0.01, export: tuple[str, ...] = ("ply",), spz_version: int = 4,
+                             on_progress: ProgressFn | None = None) -> dict[str, Any]:
     """Write the splats of a zoomed scene into ``out``: ``gaussians.ply`` (the finest level of
     each region: what standard viewers show), ``gaussians_lod.ply`` (every level with its
-    level-of-detail properties) and, with fly-in frames, ``fly_in.mp4`` (the dolly rendered from
+    level-of-detail properties), ``gaussians.spz`` with ``"spz"`` in ``export`` (:meth:`ZoomSplats.save`)
+    and, with fly-in frames, ``fly_in.mp4`` (the dolly rendered from
     the splats in the zoom point's local frame), ``fly_in_depth.mp4`` (each frame's depth mapped
     between its own percentiles, as depths shrink a thousandfold on the way) and a preview GIF.
     Returns the files written."""
     from dreamer.splats.video import render_video
 
     out = Path(out)
-    files: dict[str, Any] = {k: str(v) for k, v in splats.save(out).items()}
+    files: dict[str, Any] = {k: str(v) for k, v in splats.save(out, export=export, spz_version=spz_version).items()}
     if config.zoom_fly_frames:
         frame = splats.frame
         cams = zoomed.fly_in_cameras(config.zoom_fly_frames, frame=frame)

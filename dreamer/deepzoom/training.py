@@ -60,19 +60,28 @@ class ZoomSplats:
         out = g.select(keep)
         return out
 
-    def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write ``gaussians.ply`` (:meth:`finest`: standard viewers) and ``gaussians_lod.ply`` (every
-        level with its fade lengths) into ``folder``, both in the world frame."""
+    def save(self, folder: str | Path, *, export: tuple[str, ...] = ("ply",), spz_version: int = 4) -> dict[str, Path]:
+        """Write into ``folder``, in the world frame: with ``"ply"`` in ``export``
+        ``gaussians.ply`` (:meth:`finest`: what standard viewers should load) and
+        ``gaussians_lod.ply`` (every level with its fade lengths); with ``"spz"``
+        ``gaussians.spz`` (:meth:`finest`, compressed: the format has no room for levels)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {"gaussians": folder / "gaussians.ply", "gaussians_lod": folder / "gaussians_lod.ply"}
-        self.finest().save_ply(paths["gaussians"])
-        self.world().save_ply(paths["gaussians_lod"])
+        paths = {}
+        finest = self.finest()
+        if "ply" in export:
+            paths = {"gaussians": folder / "gaussians.ply", "gaussians_lod": folder / "gaussians_lod.ply"}
+            finest.save_ply(paths["gaussians"])
+            self.world().save_ply(paths["gaussians_lod"])
+        if "spz" in export:
+            paths["gaussians_spz"] = folder / "gaussians.spz"
+            finest.save_spz(paths["gaussians_spz"], version=spz_version)
         return paths
 
 
 def train_zoom_splats(zoomed: DeepZoomResult, config, *, antialiased: bool = True,
-                      on_progress: ProgressFn | None = None, checkpoint_dir: str | Path | None = None) -> ZoomSplats:
+                      on_progress: ProgressFn | None = None, checkpoint_dir: str | Path | None = None,
+                      keep_checkpoint: bool = False) -> ZoomSplats:
     """Train splats on a zoomed scene (its views and one view per lifted level) in the local frame
     of the zoom point, each Gaussian keeping its zoom level and level of detail; the splat
     settings ``config`` go through :func:`zoom_splat_config`."""
@@ -83,5 +92,6 @@ def train_zoom_splats(zoomed: DeepZoomResult, config, *, antialiased: bool = Tru
     cfg = zoom_splat_config(config, antialiased=antialiased)
     frame = zoomed.frame
     local = frame.result(zoomed.result)
-    g = train_gaussians(local, cfg, on_progress, checkpoint_dir=checkpoint_dir, lod=zoomed.lod)
+    g = train_gaussians(local, cfg, on_progress, checkpoint_dir=checkpoint_dir, keep_checkpoint=keep_checkpoint,
+                        lod=zoomed.lod)
     return ZoomSplats(g, frame)

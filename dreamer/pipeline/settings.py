@@ -50,6 +50,10 @@ class SceneConfig:
     """Camera path of the fly-through videos: a preset (llff, back_and_forth, headbanging, ...) or a JSON file."""
     render_frames: int | None = None
     """Frames of the fly-through videos; default: the render preset's own."""
+    extensions: tuple[str, ...] = ()
+    """Trajectory files of cameras dreamed on top of the finished scene, in order (dreamer.pipeline.extend)."""
+    extension_iterations: int = 300
+    """Splat fine-tuning iterations after each extension (they start from the scene's splats)."""
 
     def first_camera(self) -> Camera:
         if self.focal is not None and self.fov is not None:
@@ -79,17 +83,25 @@ class SceneConfigs:
     """A dreamer.splats.SplatConfig, or None to skip the splat stage."""
     zoom: DeepZoomConfig = field(default_factory=DeepZoomConfig)
     """The deep-zoom stage (off while ``zoom.zoom_levels`` is 0)."""
+    preset: str | None = None
+    """The run preset that chose the defaults of the costly settings (:mod:`dreamer.pipeline.presets`);
+    for the record only: the values it chose are in the sections, and only they are hashed."""
 
     def to_dict(self) -> dict:
         out = {name: dataclasses.asdict(getattr(self, name)) for name in ("scene", "dream", "models")}
         out["splats"] = None if self.splats is None else dataclasses.asdict(self.splats)
         out["zoom"] = dataclasses.asdict(self.zoom)
+        if self.preset is not None:
+            out["preset"] = self.preset
         return out
 
     def _hash(self, sections: tuple[str, ...], drop: tuple[str, ...] = ()) -> str:
         d = self.to_dict()
         for k in drop:
             d["scene"].pop(k, None)
+        if not d["scene"].get("extensions"):  # a scene without extensions keeps the hashes it always had
+            d["scene"].pop("extensions", None)
+            d["scene"].pop("extension_iterations", None)
         for section in d.values():
             if isinstance(section, dict):
                 # Settings that do not change the outputs.
@@ -98,8 +110,10 @@ class SceneConfigs:
         return config_hash({k: d[k] for k in sections})
 
     def dream_hash(self) -> str:
-        """Hash of what the dreamed views and points depend on: changing it starts the scene over."""
-        return self._hash(("scene", "dream", "models"), drop=("render_trajectory", "render_frames"))
+        """Hash of what the dreamed views and points depend on: changing it starts the scene over.
+        Extensions are dreamed on top of the finished scene and keep their own fingerprints."""
+        return self._hash(("scene", "dream", "models"),
+                          drop=("render_trajectory", "render_frames", "extensions", "extension_iterations"))
 
     def result_hash(self) -> str:
         """Hash of every output (later stages keep their own fingerprints and redo only themselves)."""
@@ -117,6 +131,7 @@ class SceneConfigs:
             models=dataclass_from_dict(ModelConfig, d.get("models", {}), where="models"),
             splats=None if splats is None else dataclass_from_dict(_splat_config_cls(), splats, where="splats"),
             zoom=dataclass_from_dict(DeepZoomConfig, d.get("zoom") or {}, where="zoom"),
+            preset=d.get("preset") if isinstance(d.get("preset"), str) else None,
         )
 
 
@@ -156,4 +171,4 @@ def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *,
         raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)}; known settings: {', '.join(known)}")
     if not splats_on:
         sections["splats"] = None
-    return SceneConfigs(**sections)
+    return SceneConfigs(**sections, preset=base.preset)

@@ -70,7 +70,8 @@ class LevelsOfDetail:
 
     def __post_init__(self) -> None:
         if not isinstance(self.level, Tensor) or self.level.ndim != 1:
-            raise ValueError(f"level must be a tensor [N], got {getattr(self.level, 'shape', type(self.level).__name__)}")
+            got = getattr(self.level, "shape", type(self.level).__name__)
+            raise ValueError(f"level must be a tensor [N], got {got}")
         n = self.level.shape[0]
         for name in ("lod_in", "lod_out"):
             t = getattr(self, name)

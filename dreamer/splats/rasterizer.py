@@ -15,9 +15,10 @@
     ``alpha = 1 - T`` at the end; no background (colours are composited over black);
   - ``rasterize_mode="antialiased"`` (gsplat's mode of that name, Mip-Splatting's 2D filter):
     each Gaussian's opacity is multiplied by ``sqrt(det(cov2d) / det(cov2d + eps2d I))``
-    (``compensations`` of :func:`dreamer.splats.projection.fully_fused_projection`), so a Gaussian much smaller than a pixel, which the
-    ``eps2d`` blur spreads over a pixel, keeps its integrated weight instead of painting the
-    whole pixel: many tiny Gaussians seen from afar average like a mipmap instead of aliasing.
+    (``compensations`` of :func:`dreamer.splats.projection.fully_fused_projection`), so a
+    Gaussian much smaller than a pixel, which the ``eps2d`` blur spreads over a pixel, keeps its
+    integrated weight instead of painting the whole pixel: many tiny Gaussians seen from afar
+    average like a mipmap instead of aliasing.
 
 How the CPU path works (vectorized: no Python loop over Gaussians or pixels):
 
