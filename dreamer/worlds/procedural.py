@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera
+from dreamer.checks import check_int
 from dreamer.worlds import noise, raycast, texture
 from dreamer.worlds.shading import FILL_DIR, KEY_DIR, OCTAVE_WAVELENGTHS, PERM_SIZE, Material
 
@@ -122,11 +123,8 @@ class ProceduralWorld:
     """
 
     def __init__(self, seed: int = 0, *, cache_bytes: int = _CACHE_BYTES) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, (int, np.integer)) or cache_bytes < 0:
-            raise ValueError(f"cache_bytes must be an int >= 0 (0: no cache), got {cache_bytes!r}")
-        self._seed = int(seed)
+        self._seed = check_int(seed, "seed")
+        cache_bytes = check_int(cache_bytes, "cache_bytes (0: no cache)", min=0)
         rng = np.random.default_rng(self._seed)
         self._objects = self._build_layout(rng)
         self._room_materials = self._build_room_materials(rng)
@@ -382,8 +380,7 @@ class ProceduralWorld:
         call returns its own copy, so callers may modify it.
         """
         self._check_camera(camera)
-        if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1:
-            raise ValueError(f"supersample must be a positive int, got {supersample!r}")
+        check_int(supersample, "supersample", min=1)
         key = _camera_key(camera)
         cached = self._cache.get(("render", key, supersample))
         if cached is None:
