@@ -14,6 +14,7 @@ from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import Camera, intrinsics_matrix, look_at, project_points
 from dreamer.deepzoom import (
     DeepZoomConfig,
+    LocalFrame,
     NearPlane,
     fly_in_cameras,
     fly_in_metrics,
@@ -31,6 +32,8 @@ from dreamer.deepzoom import (
     zoom_scene,
 )
 from dreamer.deepzoom.lifting import inherited_depth
+from dreamer.splats import Gaussians
+from dreamer.splats.gaussians import rgb_to_sh0
 from dreamer.splats.lod import LevelsOfDetail
 from dreamer.io import read_json
 from dreamer.trajectories import center_depth_from, make_trajectory
@@ -472,8 +475,6 @@ def test_cli_zoom_stage_with_splats(tmp_path, monkeypatch):
     is replaced by the initialization here; the training itself is tested above)."""
     import dreamer.splats
     from dreamer.run import main
-    from dreamer.splats import Gaussians
-
     seen = []
 
     def fake_train(result, config, on_progress=None, *, checkpoint_dir=None, **kw):
@@ -507,3 +508,40 @@ def test_cli_zoom_stage_with_splats(tmp_path, monkeypatch):
     # the depths shrink fourfold along the path.
     depth_frames = np.stack(list(iio.imiter(z / "fly_in_depth.mp4"))).astype(np.float64)
     assert len(depth_frames) == 5 and min(float(f.mean(-1).std()) for f in depth_frames) > 20.0
+
+
+def test_a_1024x_zoom_in_the_local_frame_renders_as_1x_of_a_scaled_copy():
+    """Local-frame numerics: Gaussians a thousand times smaller than the scene around a target
+    55 m from the world origin, seen from the end of a 1024x fly-in, render like the same
+    Gaussians scaled up 1024x about the target and seen from the start (perspective is scale
+    invariant). In the zoom point's local frame the two agree to float32 round-off; in world
+    coordinates (float32 means and camera centre, rounded to ~4e-6 m there, a tenth of a deep
+    Gaussian) the deep render is visibly off."""
+    g = torch.Generator().manual_seed(0)
+    n, zoom, d = 500, 1024.0, 3.0
+    target = torch.tensor([37.1, -12.4, 55.3], dtype=torch.float64)
+    eye = target - d * torch.tensor([0.6, 0.0, 0.8], dtype=torch.float64)
+    c2w = look_at(eye.float(), target.float()).double()
+    c2w[:3, 3] = eye
+    start = Camera.from_focal(64.0, 64, 64, c2w.float())
+    # A patch facing the camera about the target, offsets in float64 (as lifting makes them).
+    half = 0.6 * d / zoom
+    a = (torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1) * half
+    z = torch.rand(n, generator=g, dtype=torch.float64) * 0.2 * half
+    local = a[:, :1] * c2w[:3, 0] + a[:, 1:] * c2w[:3, 1] + z[:, None] * c2w[:3, 2]
+    scales = 2.0 * d / zoom / 64.0 * torch.exp(0.3 * torch.randn(n, 3, generator=g, dtype=torch.float64))
+    quats, logits = torch.randn(n, 4, generator=g), torch.logit(0.5 + 0.4 * torch.rand(n, generator=g))
+    sh0 = rgb_to_sh0(torch.rand(n, 1, 3, generator=g))
+
+    def gaussians(means, sc):
+        return Gaussians(means.float(), quats, torch.log(sc).float(), logits, sh0, torch.zeros(n, 0, 3))
+
+    frame = LocalFrame(target)
+    scaled = gaussians(local * zoom, scales * zoom).render(frame.camera(start), near_plane=1e-4)
+    assert float(scaled[2].mean()) > 0.5  # the patch fills most of the frame
+    deep_local = fly_in_cameras(start, target, frames=2, zoom=zoom, frame=frame)[-1]
+    in_frame = gaussians(local, scales).render(deep_local, near_plane=1e-4)
+    assert float((in_frame[0] - scaled[0]).abs().max()) < 1e-5
+    deep_world = fly_in_cameras(start, target, frames=2, zoom=zoom)[-1]
+    in_world = gaussians(local + target, scales).render(deep_world, near_plane=1e-4)
+    assert float((in_world[0] - scaled[0]).abs().max()) > 0.05  # measured: ~0.2

@@ -14,18 +14,29 @@ from test_splats import _cameras, random_scene
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (gsplat's kernels)")
 
 
-def _render(params, cam, backend, device):
+def _render(params, cam, backend, device, mode="classic"):
     leaves = [p.detach().to(device).requires_grad_(True) for p in params]
-    out = rasterize(*leaves, cam.to(device), backend=backend)
+    out = rasterize(*leaves, cam.to(device), backend=backend, rasterize_mode=mode)
     return leaves, out
 
 
+def _scene(n, seed, mode):
+    """random_scene; for the antialiased mode a third of the Gaussians shrunk far below a pixel
+    (where its compensation matters)."""
+    params = list(random_scene(n, seed=seed))
+    if mode == "antialiased":
+        params[2] = params[2].clone()
+        params[2][: n // 3] *= 0.02
+    return params
+
+
+@pytest.mark.parametrize("mode", ["classic", "antialiased"])
 @pytest.mark.parametrize("cam_name", ["plain", "posed"])
-def test_cuda_forward_matches_cpu(cam_name):
+def test_cuda_forward_matches_cpu(cam_name, mode):
     cam = _cameras()[cam_name]
-    params = random_scene(500, seed=1)
-    _, cpu = _render(params, cam, "torch", "cpu")
-    _, gpu = _render(params, cam, "gsplat", "cuda")
+    params = _scene(500, 1, mode)
+    _, cpu = _render(params, cam, "torch", "cpu", mode)
+    _, gpu = _render(params, cam, "gsplat", "cuda", mode)
     assert gpu.info["backend"] == "gsplat"
     for name in ("rgb", "depth", "alpha"):
         a, b = getattr(cpu, name).detach(), getattr(gpu, name).detach().cpu()
@@ -34,14 +45,15 @@ def test_cuda_forward_matches_cpu(cam_name):
         assert err < 2e-3, f"{name}: CUDA and CPU differ by up to {err:.3g}"
 
 
+@pytest.mark.parametrize("mode", ["classic", "antialiased"])
 @pytest.mark.parametrize("cam_name", ["plain", "posed"])
-def test_cuda_gradients_match_cpu(cam_name):
+def test_cuda_gradients_match_cpu(cam_name, mode):
     cam = _cameras()[cam_name]
-    params = random_scene(300, seed=2)
+    params = _scene(300, 2, mode)
     weights = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(3))
     grads = {}
     for backend, device in (("torch", "cpu"), ("gsplat", "cuda")):
-        leaves, out = _render(params, cam, backend, device)
+        leaves, out = _render(params, cam, backend, device, mode)
         loss = (out.rgb * weights.to(device)).sum() + out.alpha.sum()
         loss.backward()
         grads[backend] = [leaf.grad.detach().cpu() for leaf in leaves]
