@@ -36,8 +36,8 @@ zoom), ``training`` (splats), ``flyin`` (the dolly and its videos), ``metrics``,
 """
 
 from dreamer.deepzoom.config import DEFAULT_SUFFIXES, DeepZoomConfig
-from dreamer.deepzoom.flyin import (NearPlane, fill_gaps, fly_in_cameras, fly_in_near_plane, fly_in_zooms,
-                                    render_fly_in_points, render_points_video)
+from dreamer.deepzoom.flyin import (NearPlane, SplatsOverPoints, fill_gaps, fly_in_cameras, fly_in_near_plane,
+                                    fly_in_zooms, render_fly_in_points, render_points_video)
 from dreamer.deepzoom.levels import LocalFrame, level_cameras, level_prompts, zoom_point
 from dreamer.deepzoom.lifting import ZoomLevelStats, lift_zoom_level, lift_zoom_levels, lod_visible, render_lod_points
 from dreamer.deepzoom.metrics import FlyInMetrics, fly_in_metrics, psnr, ssim, zoom_metrics
@@ -67,6 +67,7 @@ __all__ = [
     "render_points_video",
     "fly_in_near_plane",
     "NearPlane",
+    "SplatsOverPoints",
     "ZoomSplats",
     "zoom_splat_config",
     "train_zoom_splats",

@@ -18,8 +18,8 @@ from dreamer.pointcloud import PointCloud
 from dreamer.render import PointRender, clean_coverage
 from dreamer.splats.lod import LevelsOfDetail
 
-__all__ = ["fly_in_cameras", "fly_in_zooms", "fly_in_near_plane", "NearPlane", "render_fly_in_points",
-           "render_points_video", "fill_gaps"]
+__all__ = ["fly_in_cameras", "fly_in_zooms", "fly_in_near_plane", "NearPlane", "SplatsOverPoints",
+           "render_fly_in_points", "render_points_video", "fill_gaps"]
 
 
 def fly_in_zooms(frames: int, zoom: float) -> list[float]:
@@ -116,6 +116,41 @@ class NearPlane:
 
     def __len__(self) -> int:
         return len(self.gaussians)
+
+
+class SplatsOverPoints:
+    """Splats drawn over the gap-free point render of the same frame (:func:`render_fly_in_points`,
+    the level of detail that matches the camera): a fly-in frame with no gaps.
+
+    Where the splats are not opaque (slivers no training view saw, Gaussians thinned between
+    levels) a black background would show through as dark speckles; here the scene's own points,
+    closed and filled, show instead. ``render(camera)`` returns (rgb, depth, alpha) like
+    :meth:`dreamer.splats.Gaussians.render`: ``rgb = splats + (1 - alpha) points``, the depth
+    blended the same way, alpha 1 everywhere. ``points`` and ``lod``: the cloud (in the cameras'
+    frame) and its levels of detail; ``near_plane``: the splats' near plane."""
+
+    def __init__(self, gaussians, points: PointCloud, lod: LevelsOfDetail, near_plane: float, *,
+                 splat_scale: float = 1.5, max_splat_px: float = 64.0):
+        if not isinstance(points, PointCloud):
+            raise TypeError(f"points must be a PointCloud, got {type(points).__name__}")
+        if not isinstance(lod, LevelsOfDetail) or len(lod) != len(points):
+            raise ValueError(f"lod must be a LevelsOfDetail with one entry per point ({len(points)})")
+        self.splats = NearPlane(gaussians, near_plane)
+        self.points, self.lod = points, lod
+        self.splat_scale, self.max_splat_px = splat_scale, max_splat_px
+
+    def render(self, camera: Camera, *, background=None, **kwargs):
+        rgb, depth, alpha = self.splats.render(camera, **kwargs)
+        under = render_fly_in_points(self.points, self.lod, camera.to(self.points.device),
+                                     splat_scale=self.splat_scale, max_splat_px=self.max_splat_px)
+        a = alpha.clamp(0.0, 1.0)
+        img = under.image.to(rgb)
+        rgb = (rgb + (1.0 - a[..., None]) * img).clamp(0.0, 1.0)
+        depth = a * depth + (1.0 - a) * under.depth.to(depth)  # the splats' depth is normalised by alpha
+        return rgb, depth, torch.ones_like(alpha)
+
+    def __len__(self) -> int:
+        return len(self.splats)
 
 
 def fill_gaps(render: PointRender) -> PointRender:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamer.deepzoom.config import DeepZoomConfig, ProgressFn
-from dreamer.deepzoom.flyin import NearPlane, fly_in_near_plane, render_points_video
+from dreamer.deepzoom.flyin import SplatsOverPoints, fly_in_near_plane, render_points_video
 from dreamer.deepzoom.stage import DeepZoomResult
 from dreamer.deepzoom.training import ZoomSplats
 
@@ -67,7 +67,8 @@ def write_zoom_splat_outputs(splats: ZoomSplats, zoomed: DeepZoomResult, config:
     each region: what standard viewers show), ``gaussians_lod.ply`` (every level with its
     level-of-detail properties), ``gaussians.spz`` with ``"spz"`` in ``export`` (:meth:`ZoomSplats.save`)
     and, with fly-in frames, ``fly_in.mp4`` (the dolly rendered from
-    the splats in the zoom point's local frame), ``fly_in_depth.mp4`` (each frame's depth mapped
+    the splats in the zoom point's local frame, over the gap-free point render of each frame:
+    :class:`~dreamer.deepzoom.flyin.SplatsOverPoints`), ``fly_in_depth.mp4`` (each frame's depth mapped
     between its own percentiles, as depths shrink a thousandfold on the way) and a preview GIF.
     Returns the files written."""
     from dreamer.splats.video import render_video
@@ -80,7 +81,8 @@ def write_zoom_splat_outputs(splats: ZoomSplats, zoomed: DeepZoomResult, config:
         # The camera ends p^(N-1) times nearer the zoom point (the local origin): pull the near
         # plane in with it.
         near = fly_in_near_plane(cams, [0.0, 0.0, 0.0], near_plane)
-        video = render_video(NearPlane(splats.gaussians, near), cams, out, name="fly_in", fps=config.zoom_fps,
-                             depth_per_frame=True, on_progress=on_progress)
+        frames = SplatsOverPoints(splats.gaussians, frame.points(zoomed.points), zoomed.lod, near)
+        video = render_video(frames, cams, out, name="fly_in", fps=config.zoom_fps, depth_per_frame=True,
+                             on_progress=on_progress)
         files.update(fly_in=str(video.rgb), fly_in_depth=str(video.depth))
     return files
