@@ -73,7 +73,7 @@ _SECTION_CLASSES = {
     "dream": ("dreamer.scene.loop", "DreamConfig"),
     "models": ("dreamer.backends.model_sets", "ModelConfig"),
     "splats": ("dreamer.splats.train", "SplatConfig"),
-    "zoom": ("dreamer.deepzoom", "DeepZoomConfig"),
+    "zoom": ("dreamer.deepzoom.config", "DeepZoomConfig"),
 }
 
 
