@@ -116,11 +116,10 @@ def render_points(
     if len(points) >= 2**_INDEX_BITS:
         raise ValueError(f"render_points supports up to 2^31 points, got {len(points)}")
 
-    p = world_to_camera_points(points.xyz, cam)
-    idx = torch.nonzero(_in_frustum(p, cam, near, max_splat_px)).squeeze(1)
+    idx, p = _frustum_points(points.xyz, cam, near, max_splat_px)
     if idx.numel() == 0:
         return PointRender(image, depth, torch.zeros(H, W, dtype=torch.bool, device=device), index)
-    uv, z = camera_points_to_pixels(p.index_select(0, idx), cam)
+    uv, z = camera_points_to_pixels(p, cam)
     f = math.sqrt(cam.fx * cam.fy)
     half = (0.5 * splat_scale * points.radius.index_select(0, idx) * f / z.clamp_min(near)).clamp(0.5, max_splat_px)
     u, v = uv[:, 0], uv[:, 1]
@@ -148,6 +147,26 @@ def render_points(
     depth.view(-1)[at] = z.index_select(0, winner).to(depth.dtype)
     index.view(-1)[at] = point
     return PointRender(image, depth, covered.view(H, W), index)
+
+
+# Points go through the camera transform and the frustum test in blocks of this many on the
+# CPU: the temporaries stay small (cache-sized, reused by the allocator instead of fresh pages).
+_CPU_BLOCK = 1 << 16
+
+
+def _frustum_points(xyz: Tensor, camera: Camera, near: float, max_splat_px: float) -> tuple[Tensor, Tensor]:
+    """Indices (ascending) of the points that pass :func:`_in_frustum`, and their camera-frame
+    coordinates [n,3]."""
+    block = len(xyz) if xyz.is_cuda else _CPU_BLOCK
+    idx, pts = [], []
+    for start in range(0, len(xyz), block):
+        p = world_to_camera_points(xyz[start : start + block], camera)
+        i = torch.nonzero(_in_frustum(p, camera, near, max_splat_px)).squeeze(1)
+        idx.append(i + start)
+        pts.append(p.index_select(0, i))
+    if not idx:
+        return torch.zeros(0, dtype=torch.long, device=xyz.device), xyz.new_zeros(0, 3)
+    return torch.cat(idx), torch.cat(pts)
 
 
 def _in_frustum(p: Tensor, camera: Camera, near: float, max_splat_px: float) -> Tensor:
