@@ -25,20 +25,30 @@ How the CPU path works (vectorized: no Python loop over Gaussians or pixels):
    added to the 2D covariance). Each visible Gaussian gets the tight axis-aligned pixel box
    outside which its alpha is below 1/255 (half-size ``sqrt(2 ln(255 opacity) * cov2d_ii)``,
    the opacity-aware extent that gsplat's CUDA projection uses for its tile lists).
-2. Gaussians are sorted by depth, and the image is cut into bands of rows (tiles as wide as the
-   image) so that no band holds more than ``max_pairs`` (pixel, Gaussian) pairs (a single row
-   may hold more): a render without gradients (videos) keeps one band's pairs at a time however
-   close the camera gets; a differentiable render keeps every band's pairs for the backward.
-3. In each band every Gaussian's box is expanded into its (pixel, Gaussian) pairs, pairs below
-   the alpha threshold are dropped, and a stable sort by pixel yields, per pixel, its Gaussians
-   front to back: the per-pixel lists a tile rasterizer walks, as one flat array. Transmittance
-   is a segmented cumulative sum of ``log(1 - alpha)`` (float64) over those lists, and the pairs
-   at and after each pixel's cut-off are dropped.
+2. Gaussians are sorted by depth, and every box is cut into the tiles of ``TILE`` x ``TILE``
+   pixels it touches; a stable sort by tile gives, per tile, its Gaussians front to back (the
+   lists gsplat's CUDA kernels walk, as one flat array).
+3. Tiles of similar list lengths are composited together as dense blocks [tiles, pixels,
+   Gaussians], padded to the longest list with a Gaussian of zero opacity (``_tile_chunks``):
+   no per-pair sort, gather or scatter. ``log alpha = log opacity - sigma`` is a quadratic
+   polynomial in the pixel position, so a block's alphas are one matrix product of the tile's
+   pixel monomials (1, x, y, x^2, x y, y^2) with per-Gaussian coefficients. Transmittance is a
+   cumulative sum of ``log(1 - alpha)`` along each pixel's list; the pairs at and after each
+   pixel's cut-off get alpha 0. Colour, depth and coverage are one batched matrix product of the
+   weights with (r, g, b, z, 1). Blocks hold at most ``max_pairs`` entries (a single tile may
+   hold more): a render without gradients (videos) keeps one block at a time however close
+   the camera gets; a differentiable render keeps every block's alphas for the backward.
 4. Compositing is an autograd Function with a hand-written backward (the same per-pixel
-   recurrences as gsplat's CUDA backward, as segmented suffix sums), so gradients reach means,
-   quaternions, scales, opacities and SH through gsplat's differentiable projection and SH, and
-   ``info["means2d"].grad`` is filled like gsplat's, which is what ``DefaultStrategy`` densifies
-   on. A plain-autograd compositor (``analytic_backward=False``) is kept as a cross-check.
+   recurrences as gsplat's CUDA backward, as suffix sums along the lists; the sums over a
+   tile's pixels that the Gaussians' gradients need are one product with the monomials), so
+   gradients reach means, quaternions, scales, opacities and SH through gsplat's
+   differentiable projection and SH, and ``info["means2d"].grad`` is filled like gsplat's,
+   which is what ``DefaultStrategy`` densifies on. A plain-autograd compositor
+   (``analytic_backward=False``, sigma from the pixel offsets) is kept as a cross-check.
+
+Extending the compositing (another alpha, e.g. with an antialiasing factor on the opacity):
+the opacity column of ``geo`` is what both compositors read; anything that changes per
+(pixel, Gaussian) belongs in ``_chunk_alpha`` and its backward in ``_TileComposite.backward``.
 """
 
 from __future__ import annotations
@@ -163,7 +173,8 @@ def rasterize(
         eps2d: added to the projected 2D covariance (pixels^2), gsplat's default 0.3.
         backend: ``"gsplat"`` (CUDA kernels; CUDA tensors only), ``"torch"`` (the pure-torch
             path, any device) or ``"auto"`` (gsplat on CUDA, torch elsewhere).
-        max_pairs: torch path only: the most (pixel, Gaussian) pairs handled at once (memory).
+        max_pairs: torch path only: the most (pixel, Gaussian) entries composited at once (memory;
+            the tile blocks are smaller still, sized to stay in cache).
         analytic_backward: torch path only: composite with the hand-written backward (fast,
             little memory); False composites with plain autograd ops (slow; a cross-check).
 
@@ -402,7 +413,7 @@ def _tile_lists(x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, W: int, H: int, 
                       W, H)
 
 
-def _tile_chunks(lists: _TileLists, max_entries: int):
+def _tile_chunks(lists: _TileLists, max_entries: int, dtype: torch.dtype):
     """Blocks of tiles of similar list lengths (padded to the longest), each of at most
     ``max_entries`` (pixel, Gaussian) entries (a single tile may exceed it)."""
     tile, P = lists.tile, lists.tile * lists.tile
@@ -414,7 +425,7 @@ def _tile_chunks(lists: _TileLists, max_entries: int):
     local = torch.arange(P, device=device)
     lx = (local % tile).to(torch.float64) + 0.5 - 0.5 * tile
     ly = torch.div(local, tile, rounding_mode="floor").to(torch.float64) + 0.5 - 0.5 * tile
-    mono = torch.stack([torch.ones_like(lx), lx, ly, lx * lx, lx * ly, ly * ly], 1)  # [P,6]
+    mono = torch.stack([torch.ones_like(lx), lx, ly, lx * lx, lx * ly, ly * ly], 1).to(dtype)  # [P,6]
     i = 0
     while i < len(lengths):
         K = lengths[i]
@@ -434,7 +445,7 @@ def _tile_chunks(lists: _TileLists, max_entries: int):
         px, py = ox[:, None] + local % tile, oy[:, None] + torch.div(local, tile, rounding_mode="floor")
         inside = (px < lists.width) & (py < lists.height)
         pixels = torch.where(inside, py * lists.width + px, lists.width * lists.height)
-        yield _TileChunk(ids, ox + 0.5 * tile, oy + 0.5 * tile, pixels, mono, lists.n_visible)
+        yield _TileChunk(ids, (ox + 0.5 * tile).to(dtype), (oy + 0.5 * tile).to(dtype), pixels, mono, lists.n_visible)
         i = j
 
 
@@ -449,7 +460,7 @@ def _chunk_columns(geo_cols: Tensor, chunk: _TileChunk) -> tuple[Tensor, ...]:
     opacity 0."""
     n, K = chunk.ids.shape
     mx, my, a, b, c, op = geo_cols.index_select(1, chunk.ids.reshape(-1)).reshape(6, n, K).unbind(0)
-    return mx - chunk.cx[:, None].to(mx.dtype), my - chunk.cy[:, None].to(my.dtype), a, b, c, op
+    return mx - chunk.cx[:, None], my - chunk.cy[:, None], a, b, c, op
 
 
 def _chunk_alpha(cols: tuple[Tensor, ...], chunk: _TileChunk) -> Tensor:
@@ -467,10 +478,10 @@ def _chunk_alpha(cols: tuple[Tensor, ...], chunk: _TileChunk) -> Tensor:
         torch.log(op.clamp_min(1e-30)) - (half_a * mx * mx + b * mx * my + half_c * my * my),
         bx, by, -half_a, -b, -half_c,
     ], 1)  # [n,6,K]
-    log_alpha = torch.matmul(chunk.mono.to(coeffs.dtype), coeffs)  # [n,P,K]
+    log_alpha = torch.matmul(chunk.mono, coeffs)  # [n,P,K]
     limit = torch.log(torch.clamp(op, 1e-30, MAX_ALPHA))[:, None, :]  # sigma >= 0, alpha <= 0.999
     alpha = torch.minimum(log_alpha, limit, out=log_alpha).exp_()
-    return alpha.masked_fill_(alpha < ALPHA_THRESHOLD, 0.0)
+    return alpha.mul_(alpha >= ALPHA_THRESHOLD)
 
 
 def _chunk_transmittance(alpha: Tensor) -> Tensor:
@@ -509,12 +520,12 @@ class _TileComposite(torch.autograd.Function):
         out = feats.new_zeros(n_pix + 1, F)
         n_pairs = 0
         saved = []
-        for chunk in _tile_chunks(lists, max_entries):
+        for chunk in _tile_chunks(lists, max_entries, feats.dtype):
             alpha = _chunk_alpha(_chunk_columns(geo_cols, chunk), chunk)
             t_before = _chunk_transmittance(alpha)
             f = f_pad.index_select(0, chunk.ids.reshape(-1)).reshape(*chunk.ids.shape, F)
             out.index_add_(0, chunk.pixels.reshape(-1), torch.bmm(alpha * t_before, f).reshape(-1, F))
-            n_pairs += int(torch.count_nonzero(alpha))
+            n_pairs += int(alpha.bool().sum())
             if keep:
                 saved.append((chunk, alpha, t_before, f))
         ctx.save_for_backward(geo_cols)
@@ -540,8 +551,8 @@ class _TileComposite(torch.autograd.Function):
             suffix = (cum[..., -1:] - cum).mul_(alpha / (1.0 - alpha))
             grad_sigma = wq.sub_(suffix)  # = -dL/dsigma
             del q, cum, suffix
-            grad_sigma.masked_fill_(alpha >= MAX_ALPHA, 0.0)  # clamped: no gradient
-            s0, sx, sy, sxx, sxy, syy = torch.matmul(chunk.mono.T.to(grad_sigma.dtype), grad_sigma).unbind(1)
+            grad_sigma.mul_(alpha < MAX_ALPHA)  # clamped: no gradient
+            s0, sx, sy, sxx, sxy, syy = torch.matmul(chunk.mono.T, grad_sigma).unbind(1)
             del grad_sigma
             mx, my, a, b, c, op = _chunk_columns(geo_cols, chunk)
             s_dx = sx - mx * s0  # sum over the tile of (-dL/dsigma) * dx
@@ -569,12 +580,12 @@ def _tile_composite_autograd(geo: Tensor, feats: Tensor, lists: _TileLists,
     f_pad = _padded(torch.cat([feats, feats.new_ones(len(feats), 1)], 1))
     out = feats.new_zeros(n_pix + 1, F)
     n_pairs = 0
-    for chunk in _tile_chunks(lists, max_entries):
+    for chunk in _tile_chunks(lists, max_entries, feats.dtype):
         n, K = chunk.ids.shape
         ids = chunk.ids.reshape(-1)
         mx, my, a, b, c, op = (x[:, None, :] for x in geo_pad.index_select(0, ids).reshape(n, K, 6).unbind(-1))
-        dx = chunk.mono[:, 1].to(mx.dtype)[None, :, None] - (mx - chunk.cx[:, None, None].to(mx.dtype))
-        dy = chunk.mono[:, 2].to(my.dtype)[None, :, None] - (my - chunk.cy[:, None, None].to(my.dtype))
+        dx = chunk.mono[:, 1][None, :, None] - (mx - chunk.cx[:, None, None])
+        dy = chunk.mono[:, 2][None, :, None] - (my - chunk.cy[:, None, None])
         sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
         alpha = torch.clamp_max(op * torch.exp(-sigma.clamp_min(0.0)), MAX_ALPHA)
         with torch.no_grad():
