@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal
 
 from dreamer.backends.model_sets import ModelConfig
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera
-from dreamer.configs import config_hash, dataclass_from_dict
+from dreamer.configs import check_settings, config_hash, dataclass_from_dict
 from dreamer.deepzoom import DeepZoomConfig
 from dreamer.scene.loop import DreamConfig
 
@@ -50,6 +50,10 @@ class SceneConfig:
     """Camera path of the fly-through videos: a preset (llff, back_and_forth, headbanging, ...) or a JSON file."""
     render_frames: int | None = None
     """Frames of the fly-through videos; default: the render preset's own."""
+    extensions: tuple[str, ...] = ()
+    """Trajectory files of cameras dreamed on top of the finished scene, in order (dreamer.pipeline.extend)."""
+    extension_iterations: int = 300
+    """Splat fine-tuning iterations after each extension (they start from the scene's splats)."""
 
     def first_camera(self) -> Camera:
         if self.focal is not None and self.fov is not None:
@@ -90,6 +94,9 @@ class SceneConfigs:
         d = self.to_dict()
         for k in drop:
             d["scene"].pop(k, None)
+        if not d["scene"].get("extensions"):  # a scene without extensions keeps the hashes it always had
+            d["scene"].pop("extensions", None)
+            d["scene"].pop("extension_iterations", None)
         for section in d.values():
             if isinstance(section, dict):
                 # Settings that do not change the outputs.
@@ -98,8 +105,10 @@ class SceneConfigs:
         return config_hash({k: d[k] for k in sections})
 
     def dream_hash(self) -> str:
-        """Hash of what the dreamed views and points depend on: changing it starts the scene over."""
-        return self._hash(("scene", "dream", "models"), drop=("render_trajectory", "render_frames"))
+        """Hash of what the dreamed views and points depend on: changing it starts the scene over.
+        Extensions are dreamed on top of the finished scene and keep their own fingerprints."""
+        return self._hash(("scene", "dream", "models"),
+                          drop=("render_trajectory", "render_frames", "extensions", "extension_iterations"))
 
     def result_hash(self) -> str:
         """Hash of every output (later stages keep their own fingerprints and redo only themselves)."""
@@ -107,6 +116,9 @@ class SceneConfigs:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SceneConfigs":
+        if not isinstance(d, dict):
+            raise TypeError(f"a scene's settings must be a mapping of sections (scene, dream, models, splats, zoom), "
+                            f"got {type(d).__name__}")
         splats = d.get("splats")
         return cls(
             scene=dataclass_from_dict(SceneConfig, d.get("scene", {}), where="scene"),
@@ -143,10 +155,7 @@ def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *,
         if current is None:  # splats switched off: still accept (and ignore) their settings
             current = get_cls()()
         names = {f.name for f in dataclasses.fields(current)}
-        updates = {k: v for k, v in flat.items() if k in names}
-        for k, v in list(updates.items()):
-            if isinstance(getattr(current, k), tuple) and isinstance(v, list):
-                updates[k] = tuple(v)
+        updates = check_settings(type(current), {k: v for k, v in flat.items() if k in names}, where=where)
         used |= set(updates)
         sections[name] = dataclasses.replace(current, **updates)
     unknown = set(flat) - used

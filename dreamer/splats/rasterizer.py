@@ -1,9 +1,9 @@
 """Rasterize 3D Gaussians into one camera: two paths, one interface.
 
 * On CUDA tensors: gsplat's fused kernels (``gsplat.rasterization``).
-* Anywhere else (CPU): a pure-torch, differentiable rasterizer built on gsplat's own pure-torch
-  projection and spherical-harmonics functions (``gsplat.cuda._torch_impl``), with gsplat's
-  compositing rules, so both paths render the same image:
+* Anywhere else (CPU): a pure-torch, differentiable rasterizer built on the projection and
+  spherical-harmonics functions of :mod:`dreamer.splats.projection` (ours, with the conventions
+  of gsplat's kernels), with gsplat's compositing rules, so both paths render the same image:
 
   - pixel centres at (u + 0.5, v + 0.5);
   - per Gaussian and pixel ``sigma = 0.5 d^T conic d`` (d = pixel centre - projected mean),
@@ -21,7 +21,7 @@ How the CPU path works (vectorized: no Python loop over Gaussians or pixels):
    their size reaches it (``_candidates``). Only the rest go through the differentiable
    projection, which is both cheaper (a view of a dreamed scene sees ~1/6 of its Gaussians) and
    needed: the projection divides by z and z^2, and a Gaussian on the camera plane would turn
-   its zero gradient into NaN. The candidates are projected (gsplat's EWA projection, ``eps2d``
+   its zero gradient into NaN. The candidates are projected (EWA splatting as gsplat's, ``eps2d``
    added to the 2D covariance). Each visible Gaussian gets the tight axis-aligned pixel box
    outside which its alpha is below 1/255 (half-size ``sqrt(2 ln(255 opacity) * cov2d_ii)``,
    the opacity-aware extent that gsplat's CUDA projection uses for its tile lists).
@@ -41,8 +41,8 @@ How the CPU path works (vectorized: no Python loop over Gaussians or pixels):
 4. Compositing is an autograd Function with a hand-written backward (the same per-pixel
    recurrences as gsplat's CUDA backward, as suffix sums along the lists; the sums over a
    tile's pixels that the Gaussians' gradients need are one product with the monomials), so
-   gradients reach means, quaternions, scales, opacities and SH through gsplat's
-   differentiable projection and SH, and ``info["means2d"].grad`` is filled like gsplat's,
+   gradients reach means, quaternions, scales, opacities and SH through the differentiable
+   projection and SH, and ``info["means2d"].grad`` is filled like gsplat's,
    which is what ``DefaultStrategy`` densifies on. A plain-autograd compositor
    (``analytic_backward=False``, sigma from the pixel offsets) is kept as a cross-check.
 
@@ -229,7 +229,9 @@ def _rasterize_gsplat(means, quats, scales, opacities, sh, camera, deg, near, fa
 
 def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far, eps2d, max_pairs,
                      analytic_backward=True) -> RasterOutput:
-    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci, _spherical_harmonics
+    from dreamer.splats.projection import fully_fused_projection as _fully_fused_projection
+    from dreamer.splats.projection import quat_scale_to_covar_preci as _quat_scale_to_covar_preci
+    from dreamer.splats.projection import spherical_harmonics as _spherical_harmonics
 
     H, W = camera.height, camera.width
     dtype, device = means.dtype, means.device
@@ -240,7 +242,7 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
     # _candidates): the others are skipped, not projected and masked afterwards. This is a fix,
     # not only a saving: for a Gaussian on the camera plane, camera z exactly 0 (float32
     # rounding puts centres that pass beside the camera there: a dreamed scene hit one at camera
-    # (4.67, 1.55, 0.0)) or so small that z^2 underflows, gsplat's pure-torch projection divides
+    # (4.67, 1.55, 0.0)) or so small that z^2 underflows, the projection divides
     # by z and z^2 (means2d = K t / z, the Jacobian's fx / z and fx x / z^2) and gets inf; its
     # radius is 0 so it gets no gradient, but the chain rule multiplies that zero by inf and the
     # NaN reaches its means, quats and scales (and, through Adam, the parameters). Culled

@@ -16,10 +16,27 @@ camera (``None`` means "use the scene prompt"). Cameras use the project conventi
 """
 
 from dreamer.trajectories.base import Trajectory, TrajectoryFileError, center_depth_from
-from dreamer.trajectories.files import load_trajectory, save_trajectory, trajectory_to_dict
+from dreamer.trajectories.files import (
+    load_trajectory,
+    save_trajectory,
+    trajectory_to_dict,
+)
 from dreamer.trajectories.interpolate import interpolate_cameras
-from dreamer.trajectories.presets import backward, forward, lookaround, lookdown, moveright, orbit, rotate360
-from dreamer.trajectories.registry import GENERATION_PRESETS, PRESETS, RENDER_PRESETS, make_trajectory
+from dreamer.trajectories.presets import (
+    backward,
+    forward,
+    lookaround,
+    lookdown,
+    moveright,
+    orbit,
+    rotate360,
+)
+from dreamer.trajectories.registry import (
+    GENERATION_PRESETS,
+    PRESETS,
+    RENDER_PRESETS,
+    make_trajectory,
+)
 from dreamer.trajectories.render_paths import back_and_forth, headbanging, llff
 from dreamer.trajectories.rotations import orbit_camera, rotate_camera
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -11,6 +10,8 @@ import torch
 from torch import Tensor
 
 from dreamer.cameras import Camera
+from dreamer.checks import check_number
+
 
 # ------------------------------------------------------------------------------------------------
 # The trajectory container
@@ -89,24 +90,6 @@ def _check_first(first: Camera) -> None:
         raise TypeError(f"first must be a Camera, got {type(first).__name__}")
 
 
-def _check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _check_finite(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _check_count(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_angles(name: str, values: Sequence[float], limit: float) -> list[float]:
     try:
         vals = [float(v) for v in values]
@@ -123,7 +106,7 @@ def _check_angles(name: str, values: Sequence[float], limit: float) -> list[floa
 
 
 def _distance(distance: float, center_depth: float, relative: bool, name: str = "distance") -> float:
-    d = _check_finite(name, distance)
+    d = check_number(distance, name)
     return d * center_depth if relative else d
 
 
@@ -153,7 +136,7 @@ def center_depth_from(depth: Tensor | np.ndarray, fraction: float = 1.0 / 8.0) -
         raise TypeError(f"depth must be a torch.Tensor or numpy array [H,W], got {type(depth).__name__}")
     if d.ndim != 2 or d.shape[0] < 1 or d.shape[1] < 1:
         raise ValueError(f"depth must have shape [H,W] with H, W >= 1, got {tuple(d.shape)}")
-    fraction = _check_positive("fraction", fraction)
+    fraction = check_number(fraction, "fraction", min=0, open_min=True)
     if fraction > 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     H, W = d.shape

@@ -8,8 +8,13 @@ import numpy as np
 import torch
 
 from dreamer.cameras import Camera
-from dreamer.trajectories.base import _check_count
-from dreamer.trajectories.rotations import _matrix_from_quat, _quat_from_matrix, _rigid, _slerp
+from dreamer.checks import check_int
+from dreamer.trajectories.rotations import (
+    _matrix_from_quat,
+    _quat_from_matrix,
+    _rigid,
+    _slerp,
+)
 
 
 def _segment_counts(frames: int | Sequence[int], n_segments: int) -> list[int]:
@@ -25,7 +30,7 @@ def _segment_counts(frames: int | Sequence[int], n_segments: int) -> list[int]:
         raise ValueError(f"need one frame count per segment ({n_segments} for {n_segments + 1} keyframes), "
                          f"got {len(counts)}")
     for i, c in enumerate(counts):
-        _check_count(f"frames of segment {i}", c)
+        check_int(c, f"frames of segment {i}", min=1)
     return [int(c) for c in counts]
 
 

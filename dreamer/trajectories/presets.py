@@ -34,14 +34,12 @@ from typing import Sequence
 import numpy as np
 
 from dreamer.cameras import Camera
+from dreamer.checks import check_int, check_number
 from dreamer.trajectories.base import (
     Trajectory,
     _apply,
     _check_angles,
-    _check_count,
-    _check_finite,
     _check_first,
-    _check_positive,
     _distance,
 )
 from dreamer.trajectories.rotations import _orbit_rel, _rigid, _rot_y, _yaw_pitch
@@ -62,7 +60,7 @@ def _outward(mags: Sequence[float]) -> list[float]:
 def _rotation_grid(first: Camera, yaws: Sequence[float], pitch_rows: Sequence[float], n: int | None) -> Trajectory:
     rels = [_rigid(_yaw_pitch(y, p)) for p in pitch_rows for y in _outward(yaws)]
     if n is not None:
-        n = _check_count("n", n)
+        n = check_int(n, "n", min=1)
         if n > len(rels):
             raise ValueError(f"n={n} is more than the {len(rels)} views of the grid; add yaws or pitches")
         rels = rels[:n]
@@ -91,7 +89,7 @@ def lookaround(first: Camera, center_depth: float, *, yaws: Sequence[float] = (2
         ``(2 len(yaws) + 1) * (2 len(pitches) + 1)`` (or ``n``) cameras sharing ``first``'s centre.
     """
     _check_first(first)
-    _check_positive("center_depth", center_depth)
+    check_number(center_depth, "center_depth", min=0, open_min=True)
     yaws = _check_angles("yaws", yaws, 180.0)
     pitches = _check_angles("pitches", pitches, 90.0)
     return _rotation_grid(first, yaws, _outward(pitches), n)
@@ -114,7 +112,7 @@ def lookdown(first: Camera, center_depth: float, *, yaws: Sequence[float] = (20.
         ``2 * (2 len(yaws) + 1)`` (or ``n``) cameras sharing ``first``'s centre.
     """
     _check_first(first)
-    _check_positive("center_depth", center_depth)
+    check_number(center_depth, "center_depth", min=0, open_min=True)
     yaws = _check_angles("yaws", yaws, 180.0)
     (down,) = _check_angles("down", (down,), 90.0)
     return _rotation_grid(first, yaws, [0.0, -down], n)
@@ -139,10 +137,10 @@ def rotate360(first: Camera, center_depth: float, *, n: int | None = None, order
         ``n`` cameras sharing ``first``'s centre.
     """
     _check_first(first)
-    _check_positive("center_depth", center_depth)
+    check_number(center_depth, "center_depth", min=0, open_min=True)
     if n is None:
         n = max(4, math.ceil(360.0 / (0.5 * first.fov_x) - 1e-9))
-    n = _check_count("n", n)
+    n = check_int(n, "n", min=1)
     step = 360.0 / n
     if order == "sweep":
         yaws = [i * step for i in range(n)]
@@ -174,9 +172,9 @@ def forward(first: Camera, center_depth: float, *, n: int = 5, distance: float =
         ``n`` cameras; camera i is ``distance * i/(n-1)`` ahead of ``first``.
     """
     _check_first(first)
-    cd = _check_positive("center_depth", center_depth)
-    n = _check_count("n", n)
-    _check_positive("distance", distance)
+    cd = check_number(center_depth, "center_depth", min=0, open_min=True)
+    n = check_int(n, "n", min=1)
+    check_number(distance, "distance", min=0, open_min=True)
     return _translation_path(first, (0.0, 0.0, 1.0), n, _distance(distance, cd, relative))
 
 
@@ -187,9 +185,9 @@ def backward(first: Camera, center_depth: float, *, n: int = 5, distance: float 
     Args: as :func:`forward`; camera i is ``distance * i/(n-1)`` behind ``first``.
     """
     _check_first(first)
-    cd = _check_positive("center_depth", center_depth)
-    n = _check_count("n", n)
-    _check_positive("distance", distance)
+    cd = check_number(center_depth, "center_depth", min=0, open_min=True)
+    n = check_int(n, "n", min=1)
+    check_number(distance, "distance", min=0, open_min=True)
     return _translation_path(first, (0.0, 0.0, -1.0), n, _distance(distance, cd, relative))
 
 
@@ -200,9 +198,9 @@ def moveright(first: Camera, center_depth: float, *, n: int = 5, distance: float
     Args: as :func:`forward`, except that ``distance`` may be negative (not zero).
     """
     _check_first(first)
-    cd = _check_positive("center_depth", center_depth)
-    n = _check_count("n", n)
-    if _check_finite("distance", distance) == 0.0:
+    cd = check_number(center_depth, "center_depth", min=0, open_min=True)
+    n = check_int(n, "n", min=1)
+    if check_number(distance, "distance") == 0.0:
         raise ValueError("distance must be non-zero")
     return _translation_path(first, (1.0, 0.0, 0.0), n, _distance(distance, cd, relative))
 
@@ -228,12 +226,12 @@ def orbit(first: Camera, center_depth: float, *, n: int = 7, angle: float = 30.0
         ``n`` cameras.
     """
     _check_first(first)
-    cd = _check_positive("center_depth", center_depth)
-    n = _check_count("n", n)
-    angle = _check_positive("angle", angle)
+    cd = check_number(center_depth, "center_depth", min=0, open_min=True)
+    n = check_int(n, "n", min=1)
+    angle = check_number(angle, "angle", min=0, open_min=True)
     if angle >= 180.0:
         raise ValueError(f"angle must be below 180 degrees, got {angle}")
-    pd = cd if pivot_depth is None else _check_positive("pivot_depth", pivot_depth)
+    pd = cd if pivot_depth is None else check_number(pivot_depth, "pivot_depth", min=0, open_min=True)
     if n == 1:
         yaws = [0.0]
     elif symmetric:

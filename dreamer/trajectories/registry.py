@@ -7,7 +7,15 @@ from typing import Any, Callable
 
 from dreamer.cameras import Camera
 from dreamer.trajectories.base import Trajectory
-from dreamer.trajectories.presets import backward, forward, lookaround, lookdown, moveright, orbit, rotate360
+from dreamer.trajectories.presets import (
+    backward,
+    forward,
+    lookaround,
+    lookdown,
+    moveright,
+    orbit,
+    rotate360,
+)
 from dreamer.trajectories.render_paths import back_and_forth, headbanging, llff
 
 # ------------------------------------------------------------------------------------------------

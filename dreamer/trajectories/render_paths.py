@@ -7,8 +7,10 @@ import math
 import numpy as np
 
 from dreamer.cameras import Camera
-from dreamer.trajectories.base import Trajectory, _apply, _check_count, _check_finite, _check_first, _check_positive, _distance
+from dreamer.checks import check_int, check_number
+from dreamer.trajectories.base import Trajectory, _apply, _check_first, _distance
 from dreamer.trajectories.rotations import _orbit_rel, _rigid, _yaw_pitch
+
 
 # ------------------------------------------------------------------------------------------------
 # Render presets (smooth paths, many frames; frame 0 is the first camera)
@@ -27,9 +29,9 @@ def back_and_forth(first: Camera, center_depth: float, *, n: int = 201, distance
         relative: see ``distance``.
     """
     _check_first(first)
-    cd = _check_positive("center_depth", center_depth)
-    n = _check_count("n", n, 2)
-    _check_positive("distance", distance)
+    cd = check_number(center_depth, "center_depth", min=0, open_min=True)
+    n = check_int(n, "n", min=2)
+    check_number(distance, "distance", min=0, open_min=True)
     d = _distance(distance, cd, relative)
     rels = [np.eye(4)] + [_rigid(t=(0.0, 0.0, d * 0.5 * (1.0 - math.cos(2.0 * math.pi * i / (n - 1)))))
                           for i in range(1, n)]
@@ -52,13 +54,13 @@ def llff(first: Camera, center_depth: float, *, n: int = 400, angle: float = 5.0
         pivot_depth: pivot z-depth (> 0) if not ``center_depth``.
     """
     _check_first(first)
-    cd = _check_positive("center_depth", center_depth)
-    n = _check_count("n", n, 2)
-    angle = _check_positive("angle", angle)
+    cd = check_number(center_depth, "center_depth", min=0, open_min=True)
+    n = check_int(n, "n", min=2)
+    angle = check_number(angle, "angle", min=0, open_min=True)
     if angle >= 90.0:
         raise ValueError(f"angle must be below 90 degrees, got {angle}")
-    rounds = _check_count("rounds", rounds)
-    pd = cd if pivot_depth is None else _check_positive("pivot_depth", pivot_depth)
+    rounds = check_int(rounds, "rounds", min=1)
+    pd = cd if pivot_depth is None else check_number(pivot_depth, "pivot_depth", min=0, open_min=True)
     rels = [np.eye(4)]
     for i in range(1, n):
         s = rounds * i / (n - 1)  # turns so far
@@ -84,14 +86,14 @@ def headbanging(first: Camera, center_depth: float, *, n: int = 720, max_yaw: fl
         rounds: number of shakes (>= 1).
     """
     _check_first(first)
-    _check_positive("center_depth", center_depth)
-    n = _check_count("n", n, 2)
-    max_yaw = _check_finite("max_yaw", max_yaw)
-    max_pitch = _check_finite("max_pitch", max_pitch)
+    check_number(center_depth, "center_depth", min=0, open_min=True)
+    n = check_int(n, "n", min=2)
+    max_yaw = check_number(max_yaw, "max_yaw")
+    max_pitch = check_number(max_pitch, "max_pitch")
     if not 0.0 <= max_yaw < 180.0 or not 0.0 <= max_pitch < 90.0 or max_yaw == max_pitch == 0.0:
         raise ValueError(f"need max_yaw in [0, 180) and max_pitch in [0, 90), not both 0; "
                          f"got max_yaw={max_yaw}, max_pitch={max_pitch}")
-    rounds = _check_count("rounds", rounds)
+    rounds = check_int(rounds, "rounds", min=1)
     rels = [np.eye(4)]
     for i in range(1, n):
         phi = 2.0 * math.pi * rounds * i / n

@@ -11,7 +11,9 @@ from typing import Sequence
 import numpy as np
 
 from dreamer.cameras import Camera, rotation_x, rotation_y
-from dreamer.trajectories.base import _apply, _check_finite, _check_first, _check_positive
+from dreamer.checks import check_number
+from dreamer.trajectories.base import _apply, _check_first
+
 
 def _rot_y(deg: float) -> np.ndarray:
     """:func:`dreamer.cameras.rotation_y` in float64 numpy (+ turns +z towards +x: right)."""
@@ -58,7 +60,7 @@ def _orbit_rel(yaw: float, elevation: float, pivot_depth: float) -> np.ndarray:
 def rotate_camera(camera: Camera, yaw: float = 0.0, pitch: float = 0.0) -> Camera:
     """``camera`` turned in place about its own centre: ``yaw`` degrees right, then ``pitch`` up."""
     _check_first(camera)
-    rel = _rigid(_yaw_pitch(_check_finite("yaw", yaw), _check_finite("pitch", pitch)))
+    rel = _rigid(_yaw_pitch(check_number(yaw, "yaw"), check_number(pitch, "pitch")))
     return _apply(camera, [rel])[0]
 
 
@@ -70,8 +72,8 @@ def orbit_camera(camera: Camera, pivot_depth: float, yaw: float = 0.0, elevation
     "hemisphere" training views are ``orbit_camera(cam, center_depth, +-5, 0)`` and ``(.., 0, +-5)``.)
     """
     _check_first(camera)
-    pd = _check_positive("pivot_depth", pivot_depth)
-    rel = _orbit_rel(_check_finite("yaw", yaw), _check_finite("elevation", elevation), pd)
+    pd = check_number(pivot_depth, "pivot_depth", min=0, open_min=True)
+    rel = _orbit_rel(check_number(yaw, "yaw"), check_number(elevation, "elevation"), pd)
     return _apply(camera, [rel])[0]
 
 
