@@ -1,21 +1,26 @@
-"""Benchmark of the geometry of one dream-loop view against a griddata re-projection (prints figures).
+"""Benchmark of our own per-view work (geometry, joint refinement) against a griddata re-projection,
+and of the CPU splat stage at the README's first command (prints figures; not a test).
 
-    python bench/bench_geometry.py                       # 512x512, 2M points, 3 repeats
-    python bench/bench_geometry.py --cache /tmp/geo.pt   # keep the built cloud for the next run
-    python bench/bench_geometry.py --no-joint            # skip the joint-refinement scene
+    python bench/bench_geometry.py --cache /tmp/geo      # all three parts; caches the scenes built
+    python bench/bench_geometry.py --only geometry       # just the per-view geometry vs griddata
+    python bench/bench_geometry.py --only splats --threads 1
 
-1. A stand-in dreamed cloud of about ``--points`` points (the procedural world lifted at 512x512
-   from a ring of cameras) and a new camera inside it. One view of the loop is run on it with
-   the model outputs precomputed (:func:`dreamer.scene.loop.dream_view` with an inpainter and a
-   depth estimator that return fixed images): render, coverage clean-up, alignment, stretched
-   pixels, lift, merge. Its wall and CPU time (median of ``--repeats``) is split into the part
-   inside ``align_depth`` (the alignment package's fits) and the rest ("ours": everything the
-   loop does around the models and the fits). Each piece is also timed on its own.
-2. The same cloud re-projected into the same camera with scipy's griddata (linear), as the
-   original research code renders, in the same process: the baseline of the ratios.
-3. The joint refinement's share per view: a lookaround scene dreamed at 512x512 on the world
-   (oracle inpainter, depth with errors), then ``refine_scene`` timed; its time divided by the
-   dreamed views, and the part inside the joint fit (``joint_log_corrections``) shown apart.
+1. Geometry of one view. A stand-in dreamed cloud of about ``--points`` points (the procedural
+   world lifted at 512x512 from a ring of cameras) and a new camera inside it. One view of the
+   loop runs on it with the model outputs precomputed (:func:`dreamer.scene.loop.dream_view`
+   with an inpainter and a depth estimator that return fixed images): render, coverage clean-up,
+   alignment, stretched pixels, lift, merge. Its wall and CPU time (median of ``--repeats``) is
+   split into the time inside ``align_depth`` (the alignment package's fits) and the rest
+   ("ours": everything the loop does around the models and the fits); each piece is also timed
+   on its own. The same cloud re-projected into the same camera by scipy's griddata (linear), as
+   the original research code renders, in the same process, is the baseline of the ratios.
+2. The joint refinement's share per view: a lookaround of ``--joint-views`` views dreamed at
+   512x512 on the world (oracle inpainter, depth with errors), then ``refine_scene`` timed; its
+   time per dreamed view, and the part inside the joint fit (``joint_log_corrections``) apart.
+3. Splats at the README's first command: its scene (lookaround, 21 views at 256x256, the
+   synthetic model set's depth errors, joint refinement), then ``train_gaussians`` with the
+   default settings: CPU seconds per iteration (median over ``--splat-iterations``) and the
+   number of Gaussians, for the default initial merge and for one Gaussian per point.
 
 CPU time is the process's user + system time (all threads): on a shared machine it is steadier
 than wall time. Ratios are ours vs griddata measured in this run.
@@ -24,6 +29,7 @@ than wall time. Ratios are ours vs griddata measured in this run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import resource
@@ -87,6 +93,20 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+def cached(path: Path | None, build):
+    """``build()``, kept in ``path`` (a torch file) when given."""
+    if path is not None and path.exists():
+        return torch.load(path, weights_only=False)
+    value = build()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(value, path)
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. Geometry of one view
+# ------------------------------------------------------------------------------------------------
 def build_case(world: ProceduralWorld, target: int) -> dict:
     """About ``target`` points lifted from a ring of 512x512 cameras, a camera inside the ring,
     its true image and a depth estimate with errors."""
@@ -167,7 +187,7 @@ def per_view(case: dict, repeats: int) -> dict:
         loop.align_depth = original_align
     out = {
         "points": len(points),
-        "hole_pixels": int(view.mask.sum()),
+        "lifted": int(view.mask.sum()),
         "view": (statistics.median(walls), statistics.median(cpus)),
         "align": (statistics.median(align_walls), statistics.median(align_cpus)),
         "ours": (statistics.median(w - a for w, a in zip(walls, align_walls)),
@@ -197,19 +217,21 @@ def per_view(case: dict, repeats: int) -> dict:
     return out
 
 
-def joint_share(world: ProceduralWorld, cache: Path | None) -> dict:
-    """Seconds of ``refine_scene`` on a lookaround scene at 512x512, and of its joint fit."""
-    if cache is not None and cache.exists():
-        result = torch.load(cache, weights_only=False)
-    else:
-        first = Camera.from_focal(DEFAULT_FOCAL_512, SIZE, SIZE)
-        truth = world.render(first)
-        cams = make_trajectory("lookaround", first, center_depth_from(truth.depth)).cameras
-        estimator = WorldDepthEstimator(world, scale_range=(0.5, 2.0), distortion=0.10, noise=0.01, seed=0)
-        result = dream(truth.image, cams, "", inpainter=WorldInpainter(world), depth_estimator=estimator,
-                       config=DreamConfig(joint_refinement=False), depth=truth.depth)
-        if cache is not None:
-            torch.save(result, cache)
+# ------------------------------------------------------------------------------------------------
+# 2. Joint refinement per view
+# ------------------------------------------------------------------------------------------------
+def lookaround_scene(world: ProceduralWorld, size: int, views: int | None):
+    """A lookaround dreamed on the world at ``size`` (oracle inpainter, depth with errors), not refined."""
+    first = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
+    truth = world.render(first)
+    cams = make_trajectory("lookaround", first, center_depth_from(truth.depth), n=views).cameras
+    estimator = WorldDepthEstimator(world, scale_range=(0.5, 2.0), distortion=0.10, noise=0.01, seed=0)
+    return dream(truth.image, cams, "", inpainter=WorldInpainter(world), depth_estimator=estimator,
+                 config=DreamConfig(joint_refinement=False), depth=truth.depth)
+
+
+def joint_share(result) -> dict:
+    """Seconds of ``refine_scene`` on ``result``, and of its joint fit."""
     fit_clock = Clock()
     original_fit = joint_refinement.joint_log_corrections
     joint_refinement.joint_log_corrections = fit_clock.wrap(original_fit)
@@ -225,54 +247,105 @@ def joint_share(world: ProceduralWorld, cache: Path | None) -> dict:
             "fit_per_view": (fit_clock.wall / dreamed, fit_clock.cpu / dreamed)}
 
 
+# ------------------------------------------------------------------------------------------------
+# 3. Splats at the README's first command
+# ------------------------------------------------------------------------------------------------
+def first_command_scene():
+    """The scene `python -m dreamer.run --models synthetic --width 256 --height 256` dreams before
+    its splat stage: the synthetic model set (default depth errors), the default lookaround and
+    dream settings, joint refinement included."""
+    from dreamer.backends.model_sets import ModelConfig, build_backends
+    from dreamer.pipeline.settings import SceneConfig
+
+    backends = build_backends(ModelConfig(models="synthetic"))
+    first = SceneConfig(width=256, height=256).first_camera()
+    image = backends.image_generator.generate("", width=256, height=256)
+    depth = backends.world.render(first).depth  # the world's "photo" comes with its true depth
+    cams = make_trajectory("lookaround", first, center_depth_from(depth)).cameras
+    return dream(image, cams, "", inpainter=backends.inpainter, depth_estimator=backends.depth_estimator,
+                 config=DreamConfig(), depth=depth)
+
+
+def splat_iterations(result, iterations: int, **settings) -> dict:
+    """CPU seconds per training iteration (median, the first left out) and the Gaussian count."""
+    from dreamer.splats import SplatConfig, train_gaussians
+
+    known = {f.name for f in dataclasses.fields(SplatConfig)}
+    config = SplatConfig(iterations=iterations, log_every=10**9, **{k: v for k, v in settings.items() if k in known})
+    marks: list[tuple[float, float]] = []
+
+    def progress(stage, done, total):
+        if stage == "splats":
+            marks.append((cpu_seconds(), time.perf_counter()))
+
+    gaussians = train_gaussians(result, config, progress)
+    cpus = [b[0] - a[0] for a, b in zip(marks[1:], marks[2:])]
+    walls = [b[1] - a[1] for a, b in zip(marks[1:], marks[2:])]
+    return {"gaussians": len(gaussians), "cpu": statistics.median(cpus), "wall": statistics.median(walls),
+            "applied": all(k in known for k in settings)}
+
+
 def ms(pair: tuple[float, float]) -> str:
     return f"{pair[0] * 1e3:9.1f} ms wall {pair[1] * 1e3:9.1f} ms CPU"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", choices=["geometry", "joint", "splats"], default=None)
     ap.add_argument("--points", type=int, default=2_000_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--joint-views", type=int, default=7, help="views of the lookaround refined jointly")
+    ap.add_argument("--splat-iterations", type=int, default=12)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--cache", type=Path, default=None,
-                    help="file to keep the built cloud in (and <name>.scene for the joint scene)")
-    ap.add_argument("--no-joint", action="store_true", help="skip the joint-refinement scene")
+    ap.add_argument("--cache", type=Path, default=None, help="folder keeping the built cloud and scenes")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     world = ProceduralWorld()
+    cache = (lambda name: None) if args.cache is None else (lambda name: args.cache / name)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-    if args.cache is not None and args.cache.exists():
-        case = torch.load(args.cache)
-    else:
-        case = build_case(world, args.points)
-        if args.cache is not None:
-            torch.save(case, args.cache)
-    s = per_view(case, args.repeats)
-    print(f"\ngeometry of one view at {SIZE}x{SIZE} over {s['points']:,} points ({s['hole_pixels']:,} pixels lifted), "
-          f"median of {args.repeats}:")
-    for name, pair in s["pieces"].items():
-        print(f"  {name:18s} {ms(pair)}")
-    print(f"  {'loop view':18s} {ms(s['view'])}   (dream_view, models precomputed)")
-    print(f"  {'  align_depth':18s} {ms(s['align'])}   (alignment fits, inside the view)")
-    print(f"  {'  ours':18s} {ms(s['ours'])}   (the view without align_depth)")
-    g = s["griddata"]
-    print(f"griddata (linear) re-projection of the same points: {ms(g)}")
-    print(f"ratio griddata / ours:            wall {g[0] / s['ours'][0]:6.1f}x  CPU {g[1] / s['ours'][1]:6.1f}x")
-    print(f"ratio griddata / (ours + align):  wall {g[0] / s['view'][0]:6.1f}x  CPU {g[1] / s['view'][1]:6.1f}x")
+    g = view = None
+    if args.only in (None, "geometry"):
+        case = cached(cache(f"geometry_{args.points}.pt"), lambda: build_case(world, args.points))
+        s = per_view(case, args.repeats)
+        g, view = s["griddata"], s["view"]
+        print(f"\ngeometry of one view at {SIZE}x{SIZE} over {s['points']:,} points ({s['lifted']:,} pixels lifted), "
+              f"median of {args.repeats}:")
+        for name, pair in s["pieces"].items():
+            print(f"  {name:18s} {ms(pair)}")
+        print(f"  {'loop view':18s} {ms(s['view'])}   (dream_view, models precomputed)")
+        print(f"  {'  align_depth':18s} {ms(s['align'])}   (the alignment fits, inside the view)")
+        print(f"  {'  ours':18s} {ms(s['ours'])}   (the view without align_depth)")
+        print(f"griddata (linear) re-projection of the same points: {ms(g)}")
+        print(f"ratio griddata / ours:            wall {g[0] / s['ours'][0]:6.1f}x  CPU {g[1] / s['ours'][1]:6.1f}x")
+        print(f"ratio griddata / (ours + align):  wall {g[0] / view[0]:6.1f}x  CPU {g[1] / view[1]:6.1f}x")
 
-    if args.no_joint:
-        return
-    scene_cache = None if args.cache is None else args.cache.with_suffix(".scene")
-    j = joint_share(world, scene_cache)
-    print(f"\njoint refinement of a lookaround scene at {SIZE}x{SIZE} ({j['views']} dreamed views, "
-          f"{j['points']:,} points): {ms(j['refine'])} in all, of which the joint fit {ms(j['fit'])}")
-    print(f"  per dreamed view: {ms(j['per_view'])}, of which the joint fit {ms(j['fit_per_view'])}")
-    whole = (s["view"][0] + j["per_view"][0], s["view"][1] + j["per_view"][1])
-    print(f"ratio griddata / (ours + align + joint per view): wall {g[0] / whole[0]:6.1f}x  CPU {g[1] / whole[1]:6.1f}x")
+    if args.only in (None, "joint"):
+        scene = cached(cache(f"lookaround{args.joint_views}_{SIZE}.pt"),
+                       lambda: lookaround_scene(world, SIZE, args.joint_views))
+        j = joint_share(scene)
+        print(f"\njoint refinement of a lookaround at {SIZE}x{SIZE} ({j['views']} dreamed views, {j['points']:,} points): "
+              f"{ms(j['refine'])} in all, of which the joint fit {ms(j['fit'])}")
+        print(f"  per dreamed view: {ms(j['per_view'])}, of which the joint fit {ms(j['fit_per_view'])}")
+        if g is not None:
+            whole = (view[0] + j["per_view"][0], view[1] + j["per_view"][1])
+            print(f"ratio griddata / (ours + align + joint refinement per view): wall {g[0] / whole[0]:6.1f}x  "
+                  f"CPU {g[1] / whole[1]:6.1f}x")
+
+    if args.only in (None, "splats"):
+        scene = cached(cache("first_command_scene.pt"), first_command_scene)
+        print(f"\nsplats at the README's first command (256x256, {len(scene.views)} views, {len(scene.points):,} points), "
+              f"{args.splat_iterations} iterations, median:")
+        for label, settings in (("default", {}), ("one Gaussian per point", {"init_cell": 0.0})):
+            r = splat_iterations(scene, args.splat_iterations, **settings)
+            if not r["applied"]:
+                print(f"  {label:24s} (this version has no such setting)")
+                continue
+            print(f"  {label:24s} {r['gaussians']:9,} Gaussians  {r['cpu']:.3f} s CPU / iteration  "
+                  f"({r['wall']:.3f} s wall)")
 
 
 if __name__ == "__main__":

@@ -358,8 +358,8 @@ def _candidates(means: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tenso
 TILE = 4
 """Side of a tile in pixels (CPU path). Smaller tiles waste fewer (pixel, Gaussian) entries on
 pixels outside a Gaussian's footprint; larger ones have fewer (tile, Gaussian) lists to build."""
-_CHUNK_ENTRIES = 1 << 18
-"""Entries (pixel, Gaussian) composited per block: the block's temporaries stay in cache."""
+_CHUNK_ENTRIES = 1 << 20
+"""Entries (pixel, Gaussian) composited per block: bounds the temporaries (larger blocks take fewer Python steps)."""
 
 
 @dataclass
@@ -483,16 +483,18 @@ def _chunk_alpha(cols: tuple[Tensor, ...], chunk: _TileChunk) -> Tensor:
     log_alpha = torch.matmul(chunk.mono, coeffs)  # [n,P,K]
     limit = torch.log(torch.clamp(op, 1e-30, MAX_ALPHA))[:, None, :]  # sigma >= 0, alpha <= 0.999
     alpha = torch.minimum(log_alpha, limit, out=log_alpha).exp_()
-    return alpha.mul_(alpha >= ALPHA_THRESHOLD)
+    # alpha >= threshold kept: F.threshold keeps values strictly above the float just below it.
+    below = torch.nextafter(torch.tensor(ALPHA_THRESHOLD, dtype=alpha.dtype), torch.tensor(0.0, dtype=alpha.dtype))
+    return torch.nn.functional.threshold_(alpha, float(below), 0.0)
 
 
 def _chunk_transmittance(alpha: Tensor) -> Tensor:
     """In place: alpha [n,P,K] -> the alpha of the pairs that are composited (0 at and after each
     pixel's cut-off, T_next <= 1e-4); returns T before each pair [n,P,K]. A scan of
     log(1 - alpha) along each pixel's list (lists are short: float32 is enough)."""
-    la = torch.log1p(-alpha)
+    la = torch.rsub(alpha, 1.0).log_()  # alpha <= 0.999: log(1 - alpha) is accurate enough (and vectorized)
     log_t = torch.cumsum(la, -1)  # log T after each pair
-    alpha.mul_(log_t > math.log(TRANSMITTANCE_MIN))
+    alpha.masked_fill_(log_t <= math.log(TRANSMITTANCE_MIN), 0.0)
     return log_t.sub_(la).exp_()
 
 
@@ -553,7 +555,7 @@ class _TileComposite(torch.autograd.Function):
             suffix = (cum[..., -1:] - cum).mul_(alpha / (1.0 - alpha))
             grad_sigma = wq.sub_(suffix)  # = -dL/dsigma
             del q, cum, suffix
-            grad_sigma.mul_(alpha < MAX_ALPHA)  # clamped: no gradient
+            grad_sigma.masked_fill_(alpha >= MAX_ALPHA, 0.0)  # clamped: no gradient
             s0, sx, sy, sxx, sxy, syy = torch.matmul(chunk.mono.T, grad_sigma).unbind(1)
             del grad_sigma
             mx, my, a, b, c, op = _chunk_columns(geo_cols, chunk)
