@@ -2,9 +2,12 @@
 
 Both are pure functions of tensors. Rendering is a z-buffered splat: every point covers the
 pixels whose centres fall inside its projected footprint (a square of side ``radius * f / z``
-pixels, times ``splat_scale``), and the nearest point wins each pixel. The winner is found
-exactly with one ``scatter_reduce(amin)`` over 64-bit keys ``(depth bits << 31) | point index``:
-positive float32 depths compare like their bit patterns, so the key orders by depth first.
+pixels, times ``splat_scale``), and the nearest point wins each pixel (the lower index on equal
+depths). The winner is found exactly with ``scatter_reduce(amin)`` over 64-bit keys
+``(depth bits << 31) | rank`` (rank: the point's place, in index order, among those that reach
+the image): positive float32 depths compare like their bit patterns, so the key orders by depth
+first. Only points that pass a conservative frustum test are projected and splatted.
+Readable references of the render and the coverage clean-up: :mod:`dreamer.render_reference`.
 """
 
 from __future__ import annotations

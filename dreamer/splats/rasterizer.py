@@ -229,8 +229,7 @@ def _rasterize_gsplat(means, quats, scales, opacities, sh, camera, deg, near, fa
 
 def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far, eps2d, max_pairs,
                      analytic_backward=True) -> RasterOutput:
-    from dreamer.splats.projection import fully_fused_projection as _fully_fused_projection
-    from dreamer.splats.projection import quat_scale_to_covar_preci as _quat_scale_to_covar_preci
+    from dreamer.splats.projection import project_gaussians
     from dreamer.splats.projection import spherical_harmonics as _spherical_harmonics
 
     H, W = camera.height, camera.width
@@ -250,28 +249,26 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
     with torch.no_grad():
         cand, z_all = _candidates(means.detach(), scales.detach(), opacities.detach(), viewmat, K, W, H, near, far,
                                   eps2d)
-    covars, _ = _quat_scale_to_covar_preci(quats.index_select(0, cand), scales.index_select(0, cand),
-                                           compute_covar=True, compute_preci=False, triu=False)
-    radii_c, means2d_c, depths_c, conics_c, _ = _fully_fused_projection(
-        means.index_select(0, cand), covars, viewmat[None], K[None], W, H, eps2d=eps2d, near_plane=near,
-        far_plane=far)
+    radii_c, means2d_c, depths_c, conics_c = project_gaussians(
+        means.index_select(0, cand), quats.index_select(0, cand), scales.index_select(0, cand), viewmat, K, W, H,
+        eps2d=eps2d, near_plane=near, far_plane=far)
     # Full-size [1,N,...] results for info (DefaultStrategy indexes them by Gaussian): culled
     # Gaussians have means2d and conics 0, radii 0 and their (non-differentiable) z-depth.
-    means2d = means2d_c.new_zeros(N, 2).index_copy(0, cand, means2d_c[0])[None]
-    conics = conics_c.new_zeros(N, 3).index_copy(0, cand, conics_c[0])[None]
-    depths = z_all.to(depths_c.dtype).index_copy(0, cand, depths_c[0])[None]
+    means2d = means2d_c.new_zeros(N, 2).index_copy(0, cand, means2d_c)[None]
+    conics = conics_c.new_zeros(N, 3).index_copy(0, cand, conics_c)[None]
+    depths = z_all.to(depths_c.dtype).index_copy(0, cand, depths_c)[None]
 
     with torch.no_grad():
-        c = conics_c[0].detach()
+        c = conics_c.detach()
         det = (c[:, 0] * c[:, 2] - c[:, 1] ** 2).clamp_min(1e-30)
         cov_xx, cov_yy = c[:, 2] / det, c[:, 0] / det  # the 2D covariance (eps2d included)
         op = opacities.detach().index_select(0, cand)
         # Opacity-aware extent (as gsplat's CUDA projection): beyond it alpha < 1/255.
         ext = torch.sqrt(2.0 * torch.log((op / ALPHA_THRESHOLD).clamp_min(1.0)))
         hx, hy = ext * cov_xx.sqrt(), ext * cov_yy.sqrt()
-        m2 = means2d_c[0].detach()
+        m2 = means2d_c.detach()
         rx, ry = torch.ceil(hx), torch.ceil(hy)
-        valid = ((radii_c[0] > 0).all(-1) & (op >= ALPHA_THRESHOLD) & torch.isfinite(m2).all(-1)
+        valid = ((radii_c > 0).all(-1) & (op >= ALPHA_THRESHOLD) & torch.isfinite(m2).all(-1)
                  & torch.isfinite(hx) & torch.isfinite(hy))
         valid &= (m2[:, 0] + rx > 0) & (m2[:, 0] - rx < W) & (m2[:, 1] + ry > 0) & (m2[:, 1] - ry < H)
         radii = torch.zeros(N, 2, dtype=torch.int32, device=device)
@@ -284,7 +281,7 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
         y1 = torch.floor(m2[:, 1] + hy - 0.5).clamp(-1, H - 1)
         valid &= (x1 >= x0) & (y1 >= y0)
         vis_c = torch.nonzero(valid).squeeze(1)
-        vis_c = vis_c[torch.argsort(depths_c[0, vis_c].detach(), stable=True)]  # front to back
+        vis_c = vis_c[torch.argsort(depths_c[vis_c].detach(), stable=True)]  # front to back
         x0, x1, y0, y1 = (t[vis_c].long() for t in (x0, x1, y0, y1))
         vis = cand.index_select(0, vis_c)  # indices into all N Gaussians
 
@@ -302,8 +299,8 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
     # features (r, g, b, z).
     dirs = means[vis] - campos
     rgb = torch.clamp_min(_spherical_harmonics(deg, dirs, sh[vis]) + 0.5, 0.0)
-    geo = torch.cat([means2d[0, vis], conics_c[0, vis_c], opacities[vis, None]], -1)
-    feats = torch.cat([rgb, depths_c[0, vis_c, None]], -1)
+    geo = torch.cat([means2d[0, vis], conics_c[vis_c], opacities[vis, None]], -1)
+    feats = torch.cat([rgb, depths_c[vis_c, None]], -1)
 
     lists = _tile_lists(x0, x1, y0, y1, W, H, TILE)
     if analytic_backward:
@@ -333,22 +330,36 @@ def _candidates(means: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tenso
     deviations. A pixel of margin covers rounding.
     """
     R, t = viewmat[:3, :3], viewmat[:3, 3]
-    mc = means @ R.T + t
-    z = mc[:, 2]
     fx, fy, cx, cy = (float(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
     lim_x = max(W - cx, cx) / fx + 0.3 * 0.5 * W / fx
     lim_y = max(H - cy, cy) / fy + 0.3 * 0.5 * H / fy
-    keep = (z > 0.5 * near) & (z < far) & (opacities >= ALPHA_THRESHOLD)
-    zs = torch.where(keep, z, torch.ones_like(z))
-    ext = torch.sqrt(2.0 * torch.log((opacities / ALPHA_THRESHOLD).clamp_min(1.0)))
-    smax = scales.max(1).values
-    hx = ext * torch.sqrt((fx / zs * smax) ** 2 * (1.0 + lim_x * lim_x) + eps2d) * 1.01 + 1.0
-    hy = ext * torch.sqrt((fy / zs * smax) ** 2 * (1.0 + lim_y * lim_y) + eps2d) * 1.01 + 1.0
-    u = fx * mc[:, 0] / zs + cx
-    v = fy * mc[:, 1] / zs + cy
-    keep &= (u + hx > 0) & (u - hx < W) & (v + hy > 0) & (v - hy < H)
-    keep &= torch.isfinite(mc).all(1)
-    return torch.nonzero(keep).squeeze(1), z
+    gx, gy = fx * fx * (1.0 + lim_x * lim_x), fy * fy * (1.0 + lim_y * lim_y)
+    N = means.shape[0]
+    z_all = means.new_empty(N)
+    found = []
+    # In blocks on the CPU: small temporaries (the allocator reuses them) for a large scene.
+    block = N if means.is_cuda else _CPU_BLOCK
+    for start in range(0, N, block):
+        mc = means[start : start + block] @ R.T + t
+        z = mc[:, 2]
+        z_all[start : start + block] = z
+        op = opacities[start : start + block]
+        keep = (z > 0.5 * near) & (z < far) & (op >= ALPHA_THRESHOLD)
+        zs = torch.where(keep, z, 1.0)
+        ext = torch.sqrt(2.0 * torch.log((op / ALPHA_THRESHOLD).clamp_min(1.0)))
+        r2 = (scales[start : start + block].amax(1) / zs) ** 2
+        hx = ext * torch.sqrt(r2 * gx + eps2d) * 1.01 + 1.0
+        hy = ext * torch.sqrt(r2 * gy + eps2d) * 1.01 + 1.0
+        u = fx * mc[:, 0] / zs + cx
+        v = fy * mc[:, 1] / zs + cy
+        keep &= (u + hx > 0) & (u - hx < W) & (v + hy > 0) & (v - hy < H)
+        keep &= torch.isfinite(mc).all(1)
+        found.append(torch.nonzero(keep).squeeze(1) + start)
+    cand = torch.cat(found) if found else torch.zeros(0, dtype=torch.long, device=means.device)
+    return cand, z_all
+
+
+_CPU_BLOCK = 1 << 16
 
 
 # ------------------------------------------------------------------------------------------------
