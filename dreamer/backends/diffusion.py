@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dreamer.backends.loading import load_pretrained, resolve_device, resolve_dtype
+from dreamer.backends.loading import load_pretrained, quiet_model_loading, resolve_device, resolve_dtype
 from dreamer.cameras import Camera
 
 logger = logging.getLogger(__name__)
@@ -155,10 +155,12 @@ def load_diffusers_pipeline(kind: str, model: str, *, device: str | torch.device
     if model == "tiny":
         from dreamer.backends import tiny
 
-        pipe = tiny.tiny_inpaint_pipeline() if kind == "inpaint" else tiny.tiny_text2img_pipeline()
+        with quiet_model_loading():
+            pipe = tiny.tiny_inpaint_pipeline() if kind == "inpaint" else tiny.tiny_text2img_pipeline()
         pipe = pipe.to(dev) if dt == torch.float32 else pipe.to(device=dev, dtype=dt)
     else:
-        from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
+        with quiet_model_loading():  # importing the pipelines makes transformers print its torchvision notice
+            from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
 
         auto = AutoPipelineForInpainting if kind == "inpaint" else AutoPipelineForText2Image
         extra: dict[str, Any] = {}

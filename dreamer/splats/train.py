@@ -22,7 +22,8 @@ Resuming
     With ``checkpoint_dir`` the parameters, optimizer states, strategy state and iteration are
     saved every ``checkpoint_every`` iterations (atomically); a rerun with the same settings and
     inputs continues from the last checkpoint and, given the same seed, ends with the same
-    result as an uninterrupted run. A finished run writes ``done.json``; a rerun then loads the
+    result as an uninterrupted run. A finished run writes its result, ``gaussians.ply``, and
+    ``done.json``, and deletes the checkpoint (unless ``keep_checkpoint``): a rerun then loads the
     result instead of training again. Other settings or inputs (a fingerprint of both) start
     over.
 """
@@ -50,7 +51,7 @@ from dreamer.splats.losses import masked_l1, masked_psnr, masked_ssim
 from dreamer.splats.rasterizer import num_sh_bases, rasterize
 
 __all__ = ["SplatConfig", "TrainingView", "SplatTrainingError", "train_gaussians", "build_training_views",
-           "scene_scale", "CHECKPOINT_FILE", "DONE_FILE"]
+           "scene_scale", "CHECKPOINT_FILE", "DONE_FILE", "RESULT_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ ProgressFn = Callable[[str, int, int], None]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 DONE_FILE = "done.json"
+RESULT_FILE = "gaussians.ply"
 CONFIG_FILE = "config.json"
 _FORMAT = 1
 EXPORT_FORMATS = ("ply", "spz")
@@ -352,6 +354,21 @@ def _load_checkpoint(folder: Path, fingerprint: str, device: torch.device) -> di
     return state
 
 
+def _load_finished(folder: Path, fingerprint: str, config: SplatConfig, device: torch.device) -> Gaussians | None:
+    """The result of a finished run in ``folder`` (its ``gaussians.ply``; a checkpoint at the last
+    iteration for folders written before the result file was), or None."""
+    if (folder / RESULT_FILE).is_file():
+        try:
+            return Gaussians.load_ply(folder / RESULT_FILE, device=device)
+        except (OSError, ValueError) as e:
+            log.warning("%s cannot be read (%s); training again", folder / RESULT_FILE, e)
+            return None
+    state = _load_checkpoint(folder, fingerprint, device)
+    if state is not None and state["iteration"] >= config.iterations:
+        return Gaussians.from_params({k: v.to(device) for k, v in state["params"].items()})
+    return None
+
+
 # ------------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------------
@@ -462,6 +479,7 @@ def train_gaussians(
     checkpoint_dir: str | Path | None = None,
     history: list | None = None,
     init: Gaussians | None = None,
+    keep_checkpoint: bool = False,
 ) -> Gaussians:
     """Train Gaussian splats on a dreamed scene (see the module docstring).
 
@@ -472,14 +490,16 @@ def train_gaussians(
             views are rendered and ``on_progress("splats", iteration, iterations)`` after every
             iteration.
         checkpoint_dir: a folder of this stage's own (e.g. ``<scene>/splats``): checkpoints,
-            ``config.json`` and ``done.json`` go there; a rerun resumes or returns the finished
-            result.
+            ``config.json``, the result (``gaussians.ply``) and ``done.json`` go there; a rerun
+            resumes or returns the finished result.
         history: if a list, one dict per iteration is appended (iteration, loss, l1, ssim, psnr,
             gaussians, view).
         init: fine-tune these Gaussians instead of starting from one Gaussian per point of
             ``result.points`` (e.g. a scene's trained splats plus Gaussians made from the points
             an extension added). They were trained already, so every SH degree of
             ``config.sh_degree`` is in use from the first iteration; their degree must be it.
+        keep_checkpoint: keep the last checkpoint (optimizer and densification state, about
+            three times the result's size) when training finishes; by default it is deleted.
     Returns:
         The trained :class:`Gaussians` (detached, on the training device).
     Raises:
@@ -509,12 +529,13 @@ def train_gaussians(
                 marker = json.loads(done.read_text())
             except (OSError, json.JSONDecodeError):
                 marker = {}
-            state = _load_checkpoint(folder, fingerprint, device) if marker.get("fingerprint") == fingerprint else None
-            if state is not None and state["iteration"] >= config.iterations:
+            finished = _load_finished(folder, fingerprint, config, device) \
+                if marker.get("fingerprint") == fingerprint else None
+            if finished is not None:
                 log.info("splats: %s says this stage is finished; loading its result", done)
                 if on_progress is not None:
                     on_progress("splats", config.iterations, config.iterations)
-                return Gaussians.from_params({k: v.to(device) for k, v in state["params"].items()})
+                return finished
             done.unlink()  # stale: other settings or inputs
         from dreamer.io import write_json
 
@@ -604,6 +625,9 @@ def train_gaussians(
     if folder is not None:
         from dreamer.io import write_json
 
+        gaussians.save_ply(folder / RESULT_FILE)
         write_json(folder / DONE_FILE, {"fingerprint": fingerprint, "iterations": config.iterations,
                                         "gaussians": len(gaussians), "seconds": time.perf_counter() - t0})
+        if not keep_checkpoint:  # the result is saved: nothing resumes from it any more
+            (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
     return gaussians
