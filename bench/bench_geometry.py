@@ -154,7 +154,8 @@ def griddata_reprojection(points: PointCloud, camera: Camera) -> np.ndarray:
     from scipy.interpolate import griddata
 
     uv, z = project_points(points.xyz, camera)
-    ok = (z > 0) & (uv[:, 0] >= -1) & (uv[:, 0] <= camera.width + 1) & (uv[:, 1] >= -1) & (uv[:, 1] <= camera.height + 1)
+    ok = ((z > 0) & (uv[:, 0] >= -1) & (uv[:, 0] <= camera.width + 1)
+          & (uv[:, 1] >= -1) & (uv[:, 1] <= camera.height + 1))
     uv = uv[ok].numpy().astype(np.float64)
     rgb = points.rgb[ok].numpy()
     gu, gv = np.meshgrid(np.arange(camera.width) + 0.5, np.arange(camera.height) + 0.5)
@@ -327,8 +328,8 @@ def main() -> None:
         scene = cached(cache(f"lookaround{args.joint_views}_{SIZE}.pt"),
                        lambda: lookaround_scene(world, SIZE, args.joint_views))
         j = joint_share(scene)
-        print(f"\njoint refinement of a lookaround at {SIZE}x{SIZE} ({j['views']} dreamed views, {j['points']:,} points): "
-              f"{ms(j['refine'])} in all, of which the joint fit {ms(j['fit'])}")
+        print(f"\njoint refinement of a lookaround at {SIZE}x{SIZE} ({j['views']} dreamed views, "
+              f"{j['points']:,} points): {ms(j['refine'])} in all, of which the joint fit {ms(j['fit'])}")
         print(f"  per dreamed view: {ms(j['per_view'])}, of which the joint fit {ms(j['fit_per_view'])}")
         if g is not None:
             whole = (view[0] + j["per_view"][0], view[1] + j["per_view"][1])
@@ -337,8 +338,8 @@ def main() -> None:
 
     if args.only in (None, "splats"):
         scene = cached(cache("first_command_scene.pt"), first_command_scene)
-        print(f"\nsplats at the README's first command (256x256, {len(scene.views)} views, {len(scene.points):,} points), "
-              f"{args.splat_iterations} iterations, median:")
+        print(f"\nsplats at the README's first command (256x256, {len(scene.views)} views, "
+              f"{len(scene.points):,} points), {args.splat_iterations} iterations, median:")
         for label, settings in (("default", {}), ("one Gaussian per point", {"init_cell": 0.0})):
             r = splat_iterations(scene, args.splat_iterations, **settings)
             if not r["applied"]:

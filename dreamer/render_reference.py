@@ -94,7 +94,8 @@ def render_points_reference(
 
 
 
-def clean_coverage_reference(render: PointRender, *, close_px: int = 1, grow_px: int = 2) -> tuple[PointRender, HoleMasks]:
+def clean_coverage_reference(render: PointRender, *, close_px: int = 1,
+                             grow_px: int = 2) -> tuple[PointRender, HoleMasks]:
     """Close pinholes of a render's coverage and grow its holes by a margin.
 
     Pinholes (gaps that a morphological closing of the coverage with a (2*close_px+1) square

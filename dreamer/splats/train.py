@@ -108,7 +108,10 @@ class SplatConfig:
     init_scale: float = 1.0
     """Initial standard deviation as a multiple of each point's footprint (the world size of the pixel it came from)."""
     init_cell: float = 1.0
-    """The initial Gaussians: the cloud's points merged to one per cell of a footprint grid, cells this many footprints wide (rounded up to a power of two: 1 gives cells of one to two training pixels, so no more Gaussians than the training views have pixels to constrain them); 0 = one Gaussian per point."""
+    """The initial Gaussians: the cloud's points merged to one per cell of a footprint grid, cells
+    this many footprints wide (rounded up to a power of two: 1 gives cells of one to two training
+    pixels, so no more Gaussians than the training views have pixels to constrain them); 0 = one
+    Gaussian per point."""
     densify: bool = True
     """Densify (clone / split) and prune with gsplat's DefaultStrategy."""
     refine_start_iter: int = 500
