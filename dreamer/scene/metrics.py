@@ -9,7 +9,7 @@ import torch
 from dreamer.backends import DepthEstimator
 from dreamer.scene.result import DreamResult
 
-__all__ = ["world_metrics"]
+__all__ = ["world_metrics", "flying_points"]
 
 
 def _abs_rel(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
@@ -84,3 +84,32 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
         "world_extent": extent,
         "per_view": per_view,
     }
+
+
+def flying_points(view, world, *, footprints: float = 3.0, edge_px: int = 2, edge_jump: float = 0.05) -> dict:
+    """Flying pixels of one dreamed ``view`` (a DreamView) against ``world`` (a ProceduralWorld).
+
+    The view's lifted pixels (``view.mask``, at ``view.depth``) as points; a point is *flying*
+    when it is farther than ``footprints`` of its own pixel footprints from every true surface
+    and its pixel lies within ``edge_px`` pixels of a true occlusion edge (a jump of more than
+    ``edge_jump`` in log z-depth between 8-neighbours of the world's depth in this camera).
+    Points off the surface away from edges (depth noise, alignment drift) are counted apart, as
+    ``off_surface``. Returns ``{"lifted", "flying", "off_surface"}`` (counts).
+    """
+    from dreamer.render import lift
+
+    if not view.mask.any():
+        return {"lifted": 0, "flying": 0, "off_surface": 0}
+    truth = torch.log(world.depth(view.camera).to(view.depth).clamp_min(1e-12))
+    H, W = truth.shape
+    padded = torch.nn.functional.pad(truth[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    jump = torch.zeros_like(view.mask)
+    for dy in range(3):
+        for dx in range(3):
+            jump |= (padded[dy : dy + H, dx : dx + W] - truth).abs() > edge_jump
+    k = 2 * edge_px + 1
+    near_edge = torch.nn.functional.max_pool2d(jump[None, None].float(), k, 1, edge_px)[0, 0] > 0
+    points = lift(view.image, view.depth, view.camera, view.mask)
+    off = world.distance_to_surface(points.xyz) > footprints * points.radius
+    at_edge = near_edge[view.mask]
+    return {"lifted": len(points), "flying": int((off & at_edge).sum()), "off_surface": int((off & ~at_edge).sum())}
