@@ -65,14 +65,14 @@ def run(world, first, label, kind, params, est, joint: bool, radius: int) -> lis
     return [flying_points(v, world) for v in result.views[1:]]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=128, help="square view size in pixels")
     ap.add_argument("--edge-blur", type=int, default=2, help="ramp half-width of the 'ramps' estimators (pixels)")
     ap.add_argument("--estimators", nargs="+", default=["ramps", "ramps+errors", "sharp+errors"])
     ap.add_argument("--no-joint", action="store_true", help="without the joint refinement")
     ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the loop's per-view warnings are not the figures
     if args.threads:
         torch.set_num_threads(args.threads)

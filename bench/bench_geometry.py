@@ -290,7 +290,7 @@ def ms(pair: tuple[float, float]) -> str:
     return f"{pair[0] * 1e3:9.1f} ms wall {pair[1] * 1e3:9.1f} ms CPU"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=["geometry", "joint", "splats"], default=None)
     ap.add_argument("--points", type=int, default=2_000_000)
@@ -299,7 +299,7 @@ def main() -> None:
     ap.add_argument("--splat-iterations", type=int, default=12)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--cache", type=Path, default=None, help="folder keeping the built cloud and scenes")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
