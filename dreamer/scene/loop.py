@@ -128,7 +128,7 @@ def dream_view(
 
     if int(masks.known.sum()) >= config.min_overlap_pixels:
         aligned = align_depth(
-            estimated, render.depth, alignment_known(masks.known, estimated), masks.hole,
+            estimated, render.depth, alignment_known(masks.known, estimated, config.min_overlap_pixels), masks.hole,
             with_shift=config.align_shift, seam=config.seam_correction, decay=config.seam_decay,
             trend=config.align_trend,
         )

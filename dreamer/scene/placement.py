@@ -48,10 +48,11 @@ def place_view(points: PointCloud, camera: Camera, image: Tensor, render: PointR
     return points.cat(new.select(keep)), DreamView(camera, image, full_depth, lift_mask, prompt, stats, estimate)
 
 
-def alignment_known(known: Tensor, estimate: Tensor) -> Tensor:
+def alignment_known(known: Tensor, estimate: Tensor, min_pixels: int) -> Tensor:
     """The known pixels that may anchor a view's depth alignment: ``known`` [H,W] without those
     in or within :data:`EDGE_RAMP_RADIUS` pixels of a depth ramp of ``estimate`` [H,W] (the raw
-    estimated depth; :func:`straddling_pixels`).
+    estimated depth; :func:`straddling_pixels`), or all of ``known`` when fewer than
+    ``min_pixels`` would remain (an alignment on pixels near edges beats none).
 
     Beside an occluder the estimate ramps from the object to the background, so its ratio to the
     rendered depth there is neither the object's nor the background's: as a seam anchor it would
@@ -60,7 +61,8 @@ def alignment_known(known: Tensor, estimate: Tensor) -> Tensor:
     if EDGE_RAMP_RADIUS <= 0:
         return known
     ramp = straddling_pixels(estimate, radius=EDGE_RAMP_RADIUS)
-    return known & ~dilate(ramp, EDGE_RAMP_RADIUS)
+    anchors = known & ~dilate(ramp, EDGE_RAMP_RADIUS)
+    return anchors if int(anchors.sum()) >= min_pixels else known
 
 
 def first_view_mask(depth: Tensor, config) -> Tensor:
