@@ -51,27 +51,26 @@ def straddling_pixels(depth: Tensor, *, radius: int = 4, threshold: float = 0.08
     H, W = depth.shape
     r = radius
     flat = disp.reshape(-1)
-    ys = torch.arange(H, device=depth.device)[:, None].expand(H, W)
-    xs = torch.arange(W, device=depth.device)[None, :].expand(H, W)
-    far = torch.full((H, W), 2 * r, dtype=torch.long, device=depth.device)
-    out = torch.zeros_like(ok)
+    every = torch.nonzero(ok.reshape(-1)).squeeze(1)
+    out = torch.zeros(H * W, dtype=torch.bool, device=depth.device)
     for dy, dx in _DIRECTIONS:
         # Steps that stay inside the image along +d and -d: near the border a sample falls back
         # to the last pixel on the line inside, and an outer sample that is not real is not used.
-        ahead, behind = far, far
-        for c, dc, n in ((ys, dy, H), (xs, dx, W)):
-            if dc > 0:
-                ahead, behind = torch.minimum(ahead, n - 1 - c), torch.minimum(behind, c)
-            elif dc < 0:
-                ahead, behind = torch.minimum(ahead, c), torch.minimum(behind, n - 1 - c)
-        kb, kb2 = torch.clamp(behind, max=r), torch.clamp(behind, max=2 * r)
-        ka, ka2 = torch.clamp(ahead, max=r), torch.clamp(ahead, max=2 * r)
-        a2, a, b, b2 = (_sample(flat, ys, xs, dy, dx, k) for k in (-kb2, -kb, ka, ka2))
-        prev, nxt = (_sample(flat, ys, xs, dy, dx, k)
-                     for k in (-torch.clamp(behind, max=1), torch.clamp(ahead, max=1)))
-        in_a2, in_b2 = behind >= 2 * r, ahead >= 2 * r
-        sampled = (a2 > 0) & (a > 0) & (b > 0) & (b2 > 0) & (in_a2 | in_b2) & (behind > 0) & (ahead > 0)
+        ahead, behind = _steps_inside(every, dy, dx, H, W, 2 * r)
+        ka, kb = ahead.clamp(max=r), behind.clamp(max=r)
+        a, b = flat[every - kb * (dy * W + dx)], flat[every + ka * (dy * W + dx)]
         jump = (b - a).abs()
+        # Test 1 on every pixel, the others on the few that pass it.
+        first = (jump > threshold * torch.minimum(a, b)) & (a > 0) & (b > 0) & (ahead > 0) & (behind > 0)
+        sel = torch.nonzero(first).squeeze(1)
+        if sel.numel() == 0:
+            continue
+        p, ahead, behind, ka, kb, a, b, jump = (t[sel] for t in (every, ahead, behind, ka, kb, a, b, jump))
+        step = dy * W + dx
+        a2, b2 = flat[p - behind * step], flat[p + ahead * step]  # up to 2r away
+        prev, nxt = flat[p - behind.clamp(max=1) * step], flat[p + ahead.clamp(max=1) * step]
+        d = flat[p]
+        in_a2, in_b2 = behind >= 2 * r, ahead >= 2 * r
         # On a plane the two outer steps add up to the jump; with one of them beyond the border
         # the one inside stands for both.
         step_a, step_b = (a - a2).abs(), (b2 - b).abs()
@@ -81,19 +80,26 @@ def straddling_pixels(depth: Tensor, *, radius: int = 4, threshold: float = 0.08
         # A ramp beside a narrow strip: one side flat, the other's outer step another edge.
         not_plane |= both & (jump > 2.0 * plane_factor * torch.minimum(step_a, step_b)) & (
             torch.maximum(step_a, step_b) > jump)
-        edge = (jump > threshold * torch.minimum(a, b)) & not_plane
         # p belongs to a side when the side's surface, continued as a plane, reaches it.
         tol = between * jump
-        on_a = (disp - (a + (a - a2) * kb / (kb2 - kb).clamp_min(1))).abs() <= tol
-        on_b = (disp - (b + (b - b2) * ka / (ka2 - ka).clamp_min(1))).abs() <= tol
+        on_a = (d - (a + (a - a2) * kb / (behind - kb).clamp_min(1))).abs() <= tol
+        on_b = (d - (b + (b - b2) * ka / (ahead - ka).clamp_min(1))).abs() <= tol
         # or when it continues a neighbour without a step (a surface that bends inside the window).
-        smooth = torch.minimum((disp - prev).abs(), (disp - nxt).abs()) <= tol
-        edge &= ~on_a & ~on_b & ~smooth
-        out |= edge & sampled
-    return out & ok
+        smooth = torch.minimum((d - prev).abs(), (d - nxt).abs()) <= tol
+        edge = not_plane & ~on_a & ~on_b & ~smooth & (a2 > 0) & (b2 > 0) & (in_a2 | in_b2)
+        out[p[edge]] = True
+    return out.view(H, W)
 
 
-def _sample(flat: Tensor, ys: Tensor, xs: Tensor, dy: int, dx: int, k: Tensor) -> Tensor:
-    """[H,W]: the values of ``flat`` (an H x W map, flattened) at pixel + k * (dy, dx)."""
-    H, W = ys.shape
-    return flat[((ys + k * dy) * W + xs + k * dx).reshape(-1)].view(H, W)
+def _steps_inside(flat_index: Tensor, dy: int, dx: int, H: int, W: int, most: int) -> tuple[Tensor, Tensor]:
+    """For flat pixel indices: how many steps along +(dy, dx) and along -(dy, dx) stay inside the
+    H x W image, at most ``most`` each (int64)."""
+    y, x = flat_index // W, flat_index % W
+    ahead = torch.full_like(flat_index, most)
+    behind = torch.full_like(flat_index, most)
+    for c, dc, n in ((y, dy, H), (x, dx, W)):
+        if dc > 0:
+            ahead, behind = torch.minimum(ahead, n - 1 - c), torch.minimum(behind, c)
+        elif dc < 0:
+            ahead, behind = torch.minimum(ahead, c), torch.minimum(behind, n - 1 - c)
+    return ahead, behind
