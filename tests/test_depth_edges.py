@@ -85,3 +85,16 @@ def test_a_translating_trajectory_lifts_no_flying_pixels():
     assert all(v["flying"] <= 0.002 * v["lifted"] for v in after), after
     assert all(v["off_surface"] == 0 for v in after), after
     assert sum(v["flying"] for v in before) > 20 * max(1, sum(v["flying"] for v in after)), (before, after)
+
+
+def test_alignment_anchors_leave_out_the_estimates_ramps_unless_too_few_remain():
+    ramp = [0.5] * 15 + [0.45, 0.4, 0.35, 0.3, 0.25] + [0.2] * 15
+    estimate = _columns(ramp, rows=20)
+    known = torch.ones(20, len(ramp), dtype=torch.bool)
+    anchors = placement.alignment_known(known, estimate, min_pixels=10)
+    r = placement.EDGE_RAMP_RADIUS
+    # the ramp (columns 15-19) and EDGE_RAMP_RADIUS pixels around it are left out, nothing else
+    expected = torch.ones(len(ramp), dtype=torch.bool)
+    expected[15 - r : 20 + r] = False
+    assert torch.equal(anchors, expected.expand(20, -1))
+    assert torch.equal(placement.alignment_known(known, estimate, min_pixels=10**6), known)
