@@ -45,6 +45,7 @@ _GROUP_TITLES = {
     "models": "models",
     "splats": "Gaussian splats",
     "zoom": "deep zoom (zoom into a view, lift the levels into 3D, fly in)",
+    "refine": "refine step (completion pass, repaired novel views, depth supervision)",
 }
 # Flags named by their alias (--gs-iters for SplatConfig.iterations).
 _RENAMES: dict[str, str] = {field: alias for alias, field in SETTING_ALIASES.items()}

@@ -24,8 +24,9 @@ def _view_file(folder: Path, index: int) -> Path:
     return folder / f"view_{index:03d}.pt"
 
 
-def save_checkpoint(folder: str | Path, result: DreamResult) -> None:
-    """Write the views that are not on disk yet, then the cloud (tagged with the view count)."""
+def save_checkpoint(folder: str | Path, result: DreamResult, extra: dict | None = None) -> None:
+    """Write the views that are not on disk yet, then the cloud (tagged with the view count and
+    ``extra``, plain values that belong to this state, e.g. how far a pass got)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for i, v in enumerate(result.views):
@@ -38,23 +39,27 @@ def save_checkpoint(folder: str | Path, result: DreamResult) -> None:
                         "estimate": None if v.estimate is None else v.estimate.cpu()}, tmp)
     p = result.points
     with atomic_path(folder / "points.pt") as tmp:
-        torch.save({"views": len(result.views), "xyz": p.xyz.cpu(), "rgb": p.rgb.cpu(), "radius": p.radius.cpu()}, tmp)
+        torch.save({"views": len(result.views), "xyz": p.xyz.cpu(), "rgb": p.rgb.cpu(), "radius": p.radius.cpu(),
+                    "extra": dict(extra or {})}, tmp)
 
 
-def load_checkpoint(folder: str | Path) -> DreamResult | None:
-    """The result saved in ``folder``, or None when there is no usable checkpoint."""
+def load_checkpoint(folder: str | Path, *, with_extra: bool = False):
+    """The result saved in ``folder``, or None when there is no usable checkpoint; with
+    ``with_extra`` a pair (result, extra) (``(None, {})`` when there is none)."""
     folder = Path(folder)
     points_file = folder / "points.pt"
+    none = (None, {}) if with_extra else None
     if not points_file.exists():
-        return None
+        return none
     state = torch.load(points_file, map_location="cpu", weights_only=True)
     n = int(state["views"])
     views = []
     for i in range(n):
         path = _view_file(folder, i)
         if not path.exists():
-            return None
+            return none
         v = torch.load(path, map_location="cpu", weights_only=True)
         views.append(DreamView(Camera.from_dict(v["camera"]), v["image"], v["depth"], v["mask"], v["prompt"], v["stats"],
                                v.get("estimate")))
-    return DreamResult(PointCloud(state["xyz"], state["rgb"], state["radius"]), views)
+    result = DreamResult(PointCloud(state["xyz"], state["rgb"], state["radius"]), views)
+    return (result, dict(state.get("extra") or {})) if with_extra else result

@@ -1,8 +1,11 @@
 """One scene, start to finish, in its own folder: resumable, logged, never stale.
 
 Stages: first view (photo, or text-to-image) -> its depth -> the trajectory -> the dream loop
-(checkpoint after every view) -> exports -> ground-truth metrics (procedural world only) ->
-Gaussian splats and videos. The folder keeps ``config.json`` (the resolved settings and their
+(checkpoint after every view) -> with the refine step, the completion pass ("complete": dream
+the cameras the videos will show where the cloud has holes; checkpoint after every new view) ->
+exports -> ground-truth metrics (procedural world only) -> Gaussian splats (with the refine step:
+repaired novel views, "repair", and depth supervision) and videos (optionally repaired, "repair
+video"). The folder keeps ``config.json`` (the resolved settings and their
 hash): a rerun with the same settings continues where the last one stopped, a rerun with other
 settings starts the scene over, and a finished scene is skipped.
 """
@@ -45,7 +48,7 @@ class SceneOutcome:
 
 
 # Files and folders a scene owns; cleared when its config changes.
-_OWNED = ("views", "checkpoint", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
+_OWNED = ("views", "checkpoint", "complete", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
           "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "zoom")
 
 
@@ -150,6 +153,11 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
             config=configs.dream, depth=depth, on_progress=on_progress, resume=resume,
             on_view=lambda r: save_checkpoint(out / "checkpoint", r),
         )
+        refine_figures: dict = {}
+        if configs.refine.refine and configs.refine.complete:
+            result = _complete_stage(configs, result, out, backends, on_progress, depth, refine_figures)
+        if (out / "views").is_dir():  # written whole below; no view files of an earlier, longer run
+            shutil.rmtree(out / "views")
         write_scene(out, result)
         metrics = None
         world = getattr(backends, "world", None)
@@ -157,12 +165,17 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
             from dreamer.scene.metrics import world_metrics
 
             metrics = world_metrics(result, world, backends.depth_estimator)
-            write_json(out / "metrics.json", metrics)
             log.info("%s: AbsRel aligned %.4f (unaligned %.4f), seam jump %.4f, point-to-surface %.4f of extent",
                      name, metrics["abs_rel_aligned"], metrics["abs_rel_unaligned"], metrics["seam_jump_median"],
                      metrics["point_to_surface_rel_extent"])
+        if configs.refine.refine:
+            metrics = {**(metrics or {}), "refine": refine_figures}
+        if metrics is not None:
+            write_json(out / "metrics.json", metrics)
         if configs.splats is not None:
-            _splat_stage(configs, result, out, on_progress, depth)
+            splat_figures = _splat_stage(configs, result, out, on_progress, depth, backends)
+            metrics = {**(metrics or {}), "splats": splat_figures}
+            write_json(out / "metrics.json", metrics)
         if configs.zoom.enabled:
             _zoom_stage(configs, result, out, backends, on_progress)
         elif (out / "zoom").exists():  # switched off since the last run: no stale zoom outputs
@@ -174,23 +187,100 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
         handler.close()
 
 
+def _refiner(configs: SceneConfigs, backends: Backends):
+    """The refine step's repair model for this scene's model set (loaded on first use)."""
+    from dreamer.backends.model_sets import build_refiner
+
+    return build_refiner(configs.models, configs.refine, world=getattr(backends, "world", None),
+                         prompt=configs.scene.prompt)
+
+
+def _render_path(configs: SceneConfigs, result: DreamResult, depth0: torch.Tensor) -> list[Camera]:
+    sc = configs.scene
+    return _trajectory(sc, result.views[0].camera, center_depth_from(depth0), sc.render_trajectory,
+                       sc.render_frames).cameras
+
+
+def _complete_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends: Backends,
+                    on_progress: ProgressFn | None, depth0: torch.Tensor, figures: dict) -> DreamResult:
+    """The completion pass (:func:`dreamer.scene.completion.complete_scene`) over the render
+    path's cameras (``complete_path_frames`` of them, spread evenly) and then, when splats are
+    trained, the repair rounds' cameras; resumable from ``complete/`` (a checkpoint after every
+    new view and at the end)."""
+    import hashlib
+
+    import numpy as np
+
+    from dreamer.scene.completion import COMPLETION, CompletionState, complete_scene
+    from dreamer.splats.train import repair_cameras
+
+    rc = configs.refine
+    path = _render_path(configs, result, depth0)
+    keep = sorted(set(np.linspace(0, len(path) - 1, min(rc.complete_path_frames, len(path))).round().astype(int)))
+    cameras = [path[i] for i in keep]
+    tiers = [0] * len(cameras)
+    if configs.splats is not None and rc.complete_repair_cameras:
+        extra = [c for ring in repair_cameras(result, rc.splat_config(configs.splats)) for c in ring]
+        cameras += extra
+        tiers += [1] * len(extra)
+    h = hashlib.sha256(f"{configs.dream_hash()} {rc.complete_threshold} {rc.complete_max_views} "
+                       f"{rc.complete_close_px} {tiers}".encode())
+    for cam in cameras:
+        h.update(cam.K.detach().cpu().float().numpy().tobytes() + cam.c2w.detach().cpu().float().numpy().tobytes())
+    fingerprint = h.hexdigest()[:20]
+
+    folder = out / "complete"
+    resume = None
+    saved, extra_state = load_checkpoint(folder, with_extra=True)
+    if saved is not None and extra_state.get("fingerprint") == fingerprint:
+        resume = CompletionState(DreamResult(saved.points.to(result.points.device), saved.views, result.config),
+                                 list(extra_state["holes"]), list(extra_state["dreamed"]))
+        log.info("completion: resuming with %d views dreamed", len(resume.dreamed))
+    elif folder.exists():
+        shutil.rmtree(folder)
+
+    def checkpoint(state: CompletionState) -> None:
+        save_checkpoint(folder, state.result, extra={"fingerprint": fingerprint, **state.to_dict()})
+
+    state = complete_scene(result, cameras, inpainter=backends.inpainter, depth_estimator=backends.depth_estimator,
+                           threshold=rc.complete_threshold, max_views=rc.complete_max_views,
+                           close_px=rc.complete_close_px, tiers=tiers, resume=resume, on_view=checkpoint,
+                           on_progress=on_progress)
+    path_holes = [h for h, t in zip(state.holes, tiers) if t == 0]
+    figures.update(completion_cameras=len(cameras), completion_path_cameras=len(path_holes),
+                   completion_views=sum(bool(v.stats.get(COMPLETION)) for v in state.result.views),
+                   completion_path_largest_hole=max(path_holes),
+                   completion_largest_hole=max(state.holes),
+                   completion_cameras_over_threshold=sum(h > rc.complete_threshold for h in state.holes))
+    return state.result
+
+
 def _splat_stage(configs: SceneConfigs, result: DreamResult, out: Path, on_progress: ProgressFn | None,
-                 depth0: torch.Tensor) -> None:
+                 depth0: torch.Tensor, backends: Backends) -> dict:
+    """Train the splats (with the refine step: repaired views and depth supervision), write
+    gaussians.ply and the videos; returns the figures for metrics.json."""
     from dreamer.splats import train_gaussians
-
-    gaussians = train_gaussians(result, configs.splats, on_progress, checkpoint_dir=out / "splats")
-    gaussians.save_ply(out / "gaussians.ply")
-    _render_videos(configs, gaussians, result, out, on_progress, depth0)
-
-
-def _render_videos(configs: SceneConfigs, gaussians, result: DreamResult, out: Path,
-                   on_progress: ProgressFn | None, depth0: torch.Tensor) -> None:
     from dreamer.splats.video import render_video
 
+    rc = configs.refine
+    refiner = _refiner(configs, backends) if rc.refine else None
+    splat_config = rc.splat_config(configs.splats)
+    gaussians = train_gaussians(result, splat_config, on_progress, checkpoint_dir=out / "splats", refiner=refiner)
+    gaussians.save_ply(out / "gaussians.ply")
     sc = configs.scene
-    first = result.views[0].camera
-    traj = _trajectory(sc, first, center_depth_from(depth0), sc.render_trajectory, sc.render_frames)
-    render_video(gaussians, traj.cameras, out / "videos", name=Path(sc.render_trajectory).stem, on_progress=on_progress)
+    files = render_video(gaussians, _render_path(configs, result, depth0), out / "videos",
+                         name=Path(sc.render_trajectory).stem, on_progress=on_progress,
+                         refiner=refiner if rc.refine_video else None, reference=result.views[0].image,
+                         seed=configs.dream.seed)
+    figures = {"gaussians": len(gaussians), "depth_weight": splat_config.depth_weight,
+               "video_frames": files.frames, "video_coverage_min": min(files.coverage),
+               "video_coverage_mean": sum(files.coverage) / len(files.coverage)}
+    if refiner is not None:
+        done = read_json(out / "splats" / "done.json")
+        figures["repaired_views"] = int(done.get("repaired_views", 0))
+    log.info("splats: %d Gaussians; fly-through coverage (alpha > 0.99) min %.4f, mean %.4f of each frame",
+             len(gaussians), figures["video_coverage_min"], figures["video_coverage_mean"])
+    return figures
 
 
 def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends: Backends,

@@ -10,7 +10,20 @@ Training views
     contribute nothing (the original trained them as black).
 
 Loss
-    ``l1_weight * L1 + dssim_weight * (1 - SSIM)``, both masked (:mod:`dreamer.splats.losses`).
+    ``l1_weight * L1 + dssim_weight * (1 - SSIM)``, both masked (:mod:`dreamer.splats.losses`),
+    plus ``depth_weight`` times the depth loss (:func:`~dreamer.splats.losses.inverse_depth_l1`)
+    where the view knows its depth: a dreamed view's aligned depth map (every pixel), an extra
+    view's point-render depth (the pixels the cloud covers). The rendered depth is the splats'
+    expected z-depth (both rasterizer paths return it, with gradients), compared where the
+    render is at least half opaque.
+
+Repaired views
+    Given a ``refiner`` (a :class:`~dreamer.backends.Refiner`), ``repair_rounds`` rounds, the
+    first at iteration ``repair_start`` and then every ``repair_every``, render the splats from
+    novel cameras (between the dreamed ones first, then further out:
+    :func:`dreamer.splats.repair.repair_rounds`), repair each render with the nearest dreamed
+    view as reference, and add the results as pseudo-views: every pixel counts, the loss is
+    weighted by ``repair_weight``, no depth. Pseudo-views stay in the training set to the end.
 
 Optimisation
     INRIA's recipe: Adam per parameter group, the means' learning rate decaying exponentially and
@@ -19,8 +32,9 @@ Optimisation
     rasterizer's gsplat-style ``info``).
 
 Resuming
-    With ``checkpoint_dir`` the parameters, optimizer states, strategy state and iteration are
-    saved every ``checkpoint_every`` iterations (atomically); a rerun with the same settings and
+    With ``checkpoint_dir`` the parameters, optimizer states, strategy state, the pseudo-views
+    made so far (8-bit, as they are trained on) and the iteration are saved every
+    ``checkpoint_every`` iterations (atomically); a rerun with the same settings and
     inputs continues from the last checkpoint and, given the same seed, ends with the same
     result as an uninterrupted run. A finished run writes ``done.json``; a rerun then loads the
     result instead of training again. Other settings or inputs (a fingerprint of both) start
@@ -46,11 +60,11 @@ from dreamer.cameras import Camera
 from dreamer.pointcloud import PointCloud
 from dreamer.scene.result import DreamResult
 from dreamer.splats.gaussians import Gaussians
-from dreamer.splats.losses import masked_l1, masked_psnr, masked_ssim
+from dreamer.splats.losses import inverse_depth_l1, masked_l1, masked_psnr, masked_ssim
 from dreamer.splats.rasterizer import num_sh_bases, rasterize
 
 __all__ = ["SplatConfig", "TrainingView", "SplatTrainingError", "train_gaussians", "build_training_views",
-           "scene_scale", "CHECKPOINT_FILE", "DONE_FILE"]
+           "scene_scale", "repair_cameras", "describe_refiner", "CHECKPOINT_FILE", "DONE_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +73,7 @@ ProgressFn = Callable[[str, int, int], None]
 CHECKPOINT_FILE = "checkpoint.pt"
 DONE_FILE = "done.json"
 CONFIG_FILE = "config.json"
-_FORMAT = 1
+_FORMAT = 2
 # Settings that change neither the result nor the resume point's meaning.
 _NOT_HASHED = ("device", "checkpoint_every", "log_every")
 
@@ -126,6 +140,25 @@ class SplatConfig:
     """Yaw offsets (degrees, + = right) of the extra views around each dreamed camera, paired with extra_pitches."""
     extra_pitches: tuple[float, ...] = (0.0, 0.0, 5.0, -5.0)
     """Pitch offsets (degrees, + = up) of the extra views, one per extra_yaws entry."""
+    depth_weight: float = 0.0
+    """Weight of the depth loss against the views' known depth (0 = off): L1 of inverse z-depth, relative to the
+    scene's inverse depth."""
+    repair_rounds: int = 4
+    """With a refiner (the refine step): rounds of repaired novel views, each looking further out than the last (0 =
+    none)."""
+    repair_start: int = 500
+    """Iteration of the first repair round."""
+    repair_every: int = 500
+    """Iterations between repair rounds."""
+    repair_views: int = 8
+    """Novel cameras repaired per round."""
+    repair_angle: float = 25.0
+    """Camera spread of the last round: its cameras orbit the dreamed ones by this many degrees (earlier rounds by
+    less)."""
+    repair_dolly: float = 0.15
+    """The last round's cameras also move toward the scene by this fraction of its depth (earlier rounds by less)."""
+    repair_weight: float = 0.5
+    """Loss weight of a repaired view (a dreamed view weighs 1)."""
     extra_splat_scale: float | None = None
     """Point size of the extra views' point renders; default: the dream loop's splat_scale (1.5 if unknown)."""
     near_plane: float = 0.01
@@ -141,7 +174,8 @@ class SplatConfig:
 
     def __post_init__(self) -> None:
         ints = {"iterations": 1, "sh_degree_interval": 1, "refine_every": 1, "checkpoint_every": 1, "log_every": 1,
-                "refine_start_iter": 0, "refine_stop_iter": 0, "reset_every": 1}
+                "refine_start_iter": 0, "refine_stop_iter": 0, "reset_every": 1, "repair_rounds": 0,
+                "repair_start": 0, "repair_every": 1, "repair_views": 1}
         for name, lo in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -154,7 +188,8 @@ class SplatConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a positive number, got {v!r}")
-        for name in ("l1_weight", "dssim_weight", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d"):
+        for name in ("l1_weight", "dssim_weight", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d",
+                     "depth_weight", "repair_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a number >= 0, got {v!r}")
@@ -169,6 +204,11 @@ class SplatConfig:
             for a in getattr(self, name):
                 if not isinstance(a, (int, float)) or not (math.isfinite(a) and abs(a) < 90):
                     raise ValueError(f"SplatConfig.{name} must hold angles in (-90, 90) degrees, got {a!r}")
+        if not 0.0 <= self.repair_angle < 90.0:
+            raise ValueError(f"SplatConfig.repair_angle must be in [0, 90) degrees, got {self.repair_angle!r}")
+        if not 0.0 <= self.repair_dolly < 1.0:
+            raise ValueError(f"SplatConfig.repair_dolly must be in [0, 1) (a fraction of the scene's depth), "
+                             f"got {self.repair_dolly!r}")
         if self.extra_splat_scale is not None and not self.extra_splat_scale > 0:
             raise ValueError(f"SplatConfig.extra_splat_scale must be > 0 or None, got {self.extra_splat_scale!r}")
 
@@ -179,14 +219,20 @@ class SplatConfig:
 @dataclass
 class TrainingView:
     """One training image: ``camera``, ``image`` [H,W,3] in [0,1], ``mask`` [H,W] bool (None =
-    every pixel counts), the index of the dreamed view it belongs to (``source``) and whether it
-    is an extra (re-rendered) view."""
+    every pixel counts), the index of the dreamed view it belongs to (``source``; for a
+    pseudo-view the nearest one), whether it is an extra (re-rendered) view, its z-``depth``
+    [H,W] where known (0 = unknown pixel; None = no depth), its loss ``weight`` and whether it
+    is a repaired pseudo-view (and of which ``round``)."""
 
     camera: Camera
     image: Tensor
     mask: Tensor | None
     source: int
     extra: bool = False
+    depth: Tensor | None = None
+    weight: float = 1.0
+    pseudo: bool = False
+    round: int = -1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,7 +286,9 @@ def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(
     total = len(result.views) * (1 + n_extra)
     for i, v in enumerate(result.views):
         cam = v.camera.to(device)
-        views.append(TrainingView(cam, v.image.to(device=device, dtype=torch.float32).clamp(0, 1), None, i))
+        depth = v.depth.to(device=device, dtype=torch.float32) if isinstance(v.depth, Tensor) else None
+        views.append(TrainingView(cam, v.image.to(device=device, dtype=torch.float32).clamp(0, 1), None, i,
+                                  depth=depth))
         if n_extra:
             try:
                 pivot = center_depth_from(v.depth)
@@ -253,7 +301,7 @@ def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(
                     log.warning("view %d: the extra view at yaw %g, pitch %g sees no point; left out", i, yaw, pitch)
                     continue
                 views.append(TrainingView(ecam, r.image.float().clamp(0, 1), r.covered if config.masked else None,
-                                          i, extra=True))
+                                          i, extra=True, depth=torch.where(r.covered, r.depth, 0.0).float()))
         if on_progress is not None:
             on_progress("splat views", (i + 1) * (1 + n_extra), total)
     return views
@@ -277,11 +325,24 @@ def scene_scale(result: DreamResult) -> float:
 # ------------------------------------------------------------------------------------------------
 # Checkpoints
 # ------------------------------------------------------------------------------------------------
-def _fingerprint(result: DreamResult, config: SplatConfig) -> str:
-    """Hash of the settings that change the result and of the inputs (points and views)."""
+def describe_refiner(refiner) -> dict | None:
+    """What decides a refiner's answers, for fingerprints: its own ``describe()`` when it has
+    one, else its class name (None without a refiner)."""
+    if refiner is None:
+        return None
+    own = getattr(refiner, "describe", None)
+    return own() if callable(own) else {"kind": type(refiner).__qualname__}
+
+
+def _fingerprint(result: DreamResult, config: SplatConfig, refiner=None) -> str:
+    """Hash of the settings that change the result, of the refiner and of the inputs (points and views)."""
     h = hashlib.sha256()
     cfg = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
+    if refiner is None:  # the repair settings do nothing without a refiner
+        cfg = {k: v for k, v in cfg.items() if not k.startswith("repair_")}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    if refiner is not None:
+        h.update(json.dumps({"refiner": describe_refiner(refiner)}, sort_keys=True, default=str).encode())
     h.update(json.dumps({"splat_scale": _extra_splat_scale(result, config)}).encode())
 
     def add(t: Tensor) -> None:
@@ -298,7 +359,7 @@ def _fingerprint(result: DreamResult, config: SplatConfig) -> str:
 
 
 def _save_checkpoint(folder: Path, *, iteration: int, params: dict, optimizers: dict, strategy_state: dict,
-                     fingerprint: str) -> None:
+                     fingerprint: str, pseudo_views: list[TrainingView] = ()) -> None:
     from dreamer.io import atomic_path
 
     state = {
@@ -308,6 +369,8 @@ def _save_checkpoint(folder: Path, *, iteration: int, params: dict, optimizers: 
         "params": {k: p.detach().cpu() for k, p in params.items()},
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "strategy_state": {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in strategy_state.items()},
+        "pseudo_views": [{"camera": v.camera.to_dict(), "source": v.source, "round": v.round,
+                          "image": (v.image.detach().cpu() * 255.0).round().to(torch.uint8)} for v in pseudo_views],
     }
     with atomic_path(folder / CHECKPOINT_FILE) as tmp:
         torch.save(state, tmp)
@@ -354,12 +417,13 @@ def _means_lr(config: SplatConfig, scale: float, it: int) -> float:
 
 
 def _view_index(config: SplatConfig, n_views: int, it: int, cache: dict) -> int:
-    """A fresh random order of the views every epoch, a pure function of (seed, epoch), so a
-    resumed run draws the same views as an uninterrupted one."""
+    """A fresh random order of the views every epoch, a pure function of (seed, epoch, number of
+    views), so a resumed run draws the same views as an uninterrupted one (repair rounds add
+    views: the epochs are then counted in the larger set)."""
     epoch = it // n_views
-    if cache.get("epoch") != epoch:
+    if cache.get("epoch") != (epoch, n_views):
         g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        cache["epoch"], cache["perm"] = epoch, torch.randperm(n_views, generator=g).tolist()
+        cache["epoch"], cache["perm"] = (epoch, n_views), torch.randperm(n_views, generator=g).tolist()
     return cache["perm"][it % n_views]
 
 
@@ -374,11 +438,25 @@ def _make_strategy(config: SplatConfig):
     )
 
 
-def _loss(out, view: TrainingView, config: SplatConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """(total, L1, SSIM) of a render against a training view, masked."""
+def _pseudo_views_from_state(state: dict, config: SplatConfig, device: torch.device) -> list[TrainingView]:
+    return [TrainingView(Camera.from_dict(e["camera"]).to(device), (e["image"].float() / 255.0).to(device), None,
+                         int(e["source"]), weight=config.repair_weight, pseudo=True, round=int(e["round"]))
+            for e in state.get("pseudo_views", [])]
+
+
+def _loss(out, view: TrainingView, config: SplatConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(total, L1, SSIM, depth loss) of a render against a training view, masked, times the
+    view's weight."""
     l1 = masked_l1(out.rgb, view.image, view.mask)
     ssim = masked_ssim(out.rgb, view.image, view.mask) if config.dssim_weight > 0 else out.rgb.new_ones(())
-    return config.l1_weight * l1 + config.dssim_weight * (1.0 - ssim), l1, ssim
+    total = config.l1_weight * l1 + config.dssim_weight * (1.0 - ssim)
+    depth_loss = out.rgb.new_zeros(())
+    if config.depth_weight > 0 and view.depth is not None:
+        drawn = out.alpha.detach() > 0.5
+        mask = drawn if view.mask is None else (drawn & view.mask)
+        depth_loss = inverse_depth_l1(out.depth, view.depth, mask)
+        total = total + config.depth_weight * depth_loss
+    return view.weight * total, l1, ssim, depth_loss
 
 
 def _step(loss: Tensor, params: dict, optimizers: dict, strategy, strategy_state: dict, info: dict,
@@ -397,6 +475,55 @@ def _step(loss: Tensor, params: dict, optimizers: dict, strategy, strategy_state
             raise SplatTrainingError(f"every Gaussian was pruned at iteration {it}; lower prune_opa")
 
 
+def repair_cameras(result: DreamResult, config: SplatConfig) -> list[list[Camera]]:
+    """The novel cameras of each repair round that falls inside the run (one list per round;
+    see :func:`dreamer.splats.repair.repair_rounds`), around the cameras of the trajectory's
+    dreamed views and their pivots (the median depth at the centre of each view). Views the
+    completion pass added (``stats["completion"]``) are not centres of repair cameras, so the
+    completion pass can check exactly the cameras that training will repair."""
+    from dreamer.scene.completion import COMPLETION
+    from dreamer.splats.repair import repair_rounds, safe_box
+    from dreamer.trajectories import center_depth_from
+
+    own = [v for v in result.views if not v.stats.get(COMPLETION)] or list(result.views)
+    cams = [v.camera for v in own]
+    pivots = [center_depth_from(v.depth) for v in own]
+    box = safe_box(result.points.xyz, torch.stack([c.center for c in cams]))
+    rounds = repair_rounds(cams, pivots, rounds=config.repair_rounds, views=config.repair_views,
+                           angle=config.repair_angle, dolly=config.repair_dolly, box=box)
+    return [rounds[r] for r in sorted(_repair_schedule(config, len(rounds)).values())]
+
+
+def _repair_schedule(config: SplatConfig, n_rounds: int) -> dict[int, int]:
+    """{iteration: round} of the repair rounds that fall inside the run."""
+    its = {config.repair_start + r * config.repair_every: r for r in range(n_rounds)}
+    return {it: r for it, r in its.items() if it < config.iterations}
+
+
+def _make_pseudo_views(params: dict, cameras: list[Camera], round_index: int, sh_deg: int, config: SplatConfig,
+                       result: DreamResult, pivots: list[float], refiner, device: torch.device) -> list[TrainingView]:
+    """Render the current splats from ``cameras``, repair each render with the nearest dreamed
+    view as reference, and return them as pseudo-views (8-bit, weight ``repair_weight``)."""
+    from dreamer.splats.repair import nearest_camera, quantize_image
+
+    dreamed = [v.camera for v in result.views]
+    out = []
+    with torch.no_grad():
+        sh = torch.cat([params["sh0"], params["shN"][:, :num_sh_bases(sh_deg) - 1]], 1)
+        for k, cam in enumerate(cameras):
+            cam = cam.to(device)
+            render = rasterize(params["means"], params["quats"], torch.exp(params["scales"]),
+                               torch.sigmoid(params["opacities"]), sh, cam, sh_degree=sh_deg,
+                               near_plane=config.near_plane).rgb.clamp(0, 1)
+            src = nearest_camera(cam, dreamed, pivots)
+            g = torch.Generator().manual_seed(config.seed * 1_000_003 + 7919 * (round_index + 1) + k)
+            repaired = refiner.refine(render, reference=result.views[src].image.to(device), camera=cam, generator=g)
+            cam.check_image(repaired, "the refiner's output")
+            out.append(TrainingView(cam, quantize_image(repaired).to(device), None, src, weight=config.repair_weight,
+                                    pseudo=True, round=round_index))
+    return out
+
+
 def train_gaussians(
     result: DreamResult,
     config: SplatConfig = SplatConfig(),
@@ -404,6 +531,7 @@ def train_gaussians(
     *,
     checkpoint_dir: str | Path | None = None,
     history: list | None = None,
+    refiner=None,
 ) -> Gaussians:
     """Train Gaussian splats on a dreamed scene (see the module docstring).
 
@@ -411,13 +539,16 @@ def train_gaussians(
         result: the dream loop's output (points and views).
         config: the settings.
         on_progress: called as ``on_progress("splat views", done, total)`` while the training
-            views are rendered and ``on_progress("splats", iteration, iterations)`` after every
-            iteration.
+            views are rendered, ``on_progress("splats", iteration, iterations)`` after every
+            iteration and, with a refiner, ``on_progress("repair", done, total)`` as the
+            pseudo-views are repaired.
         checkpoint_dir: a folder of this stage's own (e.g. ``<scene>/splats``): checkpoints,
             ``config.json`` and ``done.json`` go there; a rerun resumes or returns the finished
             result.
-        history: if a list, one dict per iteration is appended (iteration, loss, l1, ssim, psnr,
-            gaussians, view).
+        history: if a list, one dict per iteration is appended (iteration, loss, l1, ssim,
+            depth_loss, psnr, gaussians, view, pseudo).
+        refiner: a :class:`~dreamer.backends.Refiner` to repair novel views with (the refine
+            step); None trains on the dreamed and extra views only.
     Returns:
         The trained :class:`Gaussians` (detached, on the training device).
     Raises:
@@ -429,10 +560,13 @@ def train_gaussians(
 
     if not isinstance(config, SplatConfig):
         raise TypeError(f"config must be a SplatConfig, got {type(config).__name__}")
+    if refiner is not None and not callable(getattr(refiner, "refine", None)):
+        raise TypeError(f"refiner must have a refine(render, *, reference, camera, generator) method "
+                        f"(dreamer.backends.Refiner), got {type(refiner).__name__}")
     _check_result(result)
     device = resolve_device(config.device)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(result, config) if folder is not None else ""
+    fingerprint = _fingerprint(result, config, refiner) if folder is not None else ""
 
     if folder is not None:
         done = folder / DONE_FILE
@@ -450,13 +584,24 @@ def train_gaussians(
             done.unlink()  # stale: other settings or inputs
         from dreamer.io import write_json
 
-        write_json(folder / CONFIG_FILE, {"config": config.to_dict(), "fingerprint": fingerprint})
+        write_json(folder / CONFIG_FILE, {"config": config.to_dict(), "fingerprint": fingerprint,
+                                          "refiner": describe_refiner(refiner)})
 
     scale = scene_scale(result)
     views = build_training_views(result, config, device=device, on_progress=on_progress)
     n_extra = sum(v.extra for v in views)
     log.info("splats: %d training views (%d dreamed, %d extra), %d points, scene scale %.3g, device %s",
              len(views), len(views) - n_extra, n_extra, len(result.points), scale, device)
+
+    rounds: list[list[Camera]] = []
+    pivots: list[float] = []
+    if refiner is not None and config.repair_rounds > 0:
+        from dreamer.trajectories import center_depth_from
+
+        rounds = repair_cameras(result, config)
+        pivots = [center_depth_from(v.depth) for v in result.views]
+    schedule = _repair_schedule(config, len(rounds))
+    repair_total = sum(len(rounds[r]) for r in schedule.values())
 
     init = Gaussians.from_points(result.points.to(device), sh_degree=config.sh_degree,
                                  opacity=config.init_opacity, scale_mult=config.init_scale)
@@ -467,6 +612,7 @@ def train_gaussians(
     strategy = _make_strategy(config) if config.densify else None
     strategy_state = strategy.initialize_state(scene_scale=scale) if strategy is not None else {}
     start = 0
+    pseudo: list[TrainingView] = []
 
     state = _load_checkpoint(folder, fingerprint, device) if folder is not None else None
     if state is not None:
@@ -477,18 +623,30 @@ def train_gaussians(
         for k, o in optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         strategy_state = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in state["strategy_state"].items()}
-        log.info("splats: resuming at iteration %d of %d (%d Gaussians)", start, config.iterations,
-                 params["means"].shape[0])
+        pseudo = _pseudo_views_from_state(state, config, device)
+        log.info("splats: resuming at iteration %d of %d (%d Gaussians, %d repaired views)", start, config.iterations,
+                 params["means"].shape[0], len(pseudo))
     if strategy is not None:
         strategy.check_sanity(params, optimizers)
+    if on_progress is not None and repair_total:
+        on_progress("repair", len(pseudo), repair_total)
 
     order_cache: dict = {}
     t0 = time.perf_counter()
     fork_devices = [device] if device.type == "cuda" else []
     for it in range(start, config.iterations):
-        vi = _view_index(config, len(views), it, order_cache)
-        view = views[vi]
         sh_deg = min(it // config.sh_degree_interval, config.sh_degree)
+        if it in schedule:
+            r = schedule[it]
+            made = _make_pseudo_views(params, rounds[r], r, sh_deg, config, result, pivots, refiner, device)
+            pseudo.extend(made)
+            log.info("splats: repair round %d at iteration %d: %d repaired views (%d in all)", r, it, len(made),
+                     len(pseudo))
+            if on_progress is not None:
+                on_progress("repair", len(pseudo), repair_total)
+        all_views = views + pseudo if pseudo else views
+        vi = _view_index(config, len(all_views), it, order_cache)
+        view = all_views[vi]
         # Only the coefficients of the degree in use (at degree 0 no copy of shN; its gradient
         # is still a zero tensor, so Adam's state and step count are as with the full set).
         sh = torch.cat([params["sh0"], params["shN"][:, :num_sh_bases(sh_deg) - 1]], 1)
@@ -497,7 +655,7 @@ def train_gaussians(
                         view.camera, sh_degree=sh_deg, near_plane=config.near_plane)
         if strategy is not None:
             strategy.step_pre_backward(params, optimizers, strategy_state, it, out.info)
-        loss, l1, ssim = _loss(out, view, config)
+        loss, l1, ssim, depth_loss = _loss(out, view, config)
         if not torch.isfinite(loss):
             raise SplatTrainingError(
                 f"splat training diverged: the loss is {float(loss.detach())} at iteration {it} (training view {vi}); "
@@ -507,9 +665,10 @@ def train_gaussians(
         else:  # no Gaussian reaches this view: nothing to learn from it
             log.warning("splats: iteration %d: no Gaussian is visible in training view %d; skipped", it, vi)
         if history is not None:
-            history.append({"iteration": it, "loss": float(loss.detach()), "l1": float(l1.detach()), "ssim": float(ssim.detach()),
+            history.append({"iteration": it, "loss": float(loss.detach()), "l1": float(l1.detach()),
+                            "ssim": float(ssim.detach()), "depth_loss": float(depth_loss.detach()),
                             "psnr": masked_psnr(out.rgb.detach(), view.image, view.mask),
-                            "gaussians": int(params["means"].shape[0]), "view": vi})
+                            "gaussians": int(params["means"].shape[0]), "view": vi, "pseudo": view.pseudo})
         if (it + 1) % config.log_every == 0 or it + 1 == config.iterations:
             el = time.perf_counter() - t0
             log.info("splats: iteration %d/%d loss %.4f (L1 %.4f, SSIM %.4f), %d Gaussians, %.3f s/it",
@@ -517,7 +676,7 @@ def train_gaussians(
                      el / (it + 1 - start))
         if folder is not None and ((it + 1) % config.checkpoint_every == 0 or it + 1 == config.iterations):
             _save_checkpoint(folder, iteration=it + 1, params=params, optimizers=optimizers,
-                             strategy_state=strategy_state, fingerprint=fingerprint)
+                             strategy_state=strategy_state, fingerprint=fingerprint, pseudo_views=pseudo)
         if on_progress is not None:
             on_progress("splats", it + 1, config.iterations)
 
@@ -529,5 +688,6 @@ def train_gaussians(
         from dreamer.io import write_json
 
         write_json(folder / DONE_FILE, {"fingerprint": fingerprint, "iterations": config.iterations,
-                                        "gaussians": len(gaussians), "seconds": time.perf_counter() - t0})
+                                        "gaussians": len(gaussians), "repaired_views": len(pseudo),
+                                        "seconds": time.perf_counter() - t0})
     return gaussians
