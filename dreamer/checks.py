@@ -131,9 +131,13 @@ def check_positive(x: Tensor, name: str, *, where: Tensor | None = None, where_n
     return x
 
 
+def _num(v: float) -> str:
+    return str(v) if isinstance(v, numbers.Integral) else f"{v:g}"
+
+
 def _range_words(minimum: float | None, maximum: float | None, open_min: bool = False) -> str:
-    lo = None if minimum is None else f"{'>' if open_min else '>='} {minimum:g}"
-    hi = None if maximum is None else f"<= {maximum:g}"
+    lo = None if minimum is None else f"{'>' if open_min else '>='} {_num(minimum)}"
+    hi = None if maximum is None else f"<= {_num(maximum)}"
     return " and ".join(w for w in (lo, hi) if w)
 
 

@@ -20,7 +20,8 @@ import types
 import typing
 from typing import Any
 
-__all__ = ["field_docs", "add_dataclass_arguments", "dataclass_from_args", "config_hash", "dataclass_from_dict"]
+__all__ = ["field_docs", "add_dataclass_arguments", "dataclass_from_args", "config_hash", "dataclass_from_dict",
+           "check_setting", "check_settings"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,22 +109,95 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser | argparse._Argument
         parser.add_argument(flag, **kwargs)
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, (list, tuple, dict)) else f"a {type(value).__name__} of {len(value)}"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _type_words(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_words(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        return f"a list of {len(args)} values"
+    return getattr(tp, "__name__", str(tp))
+
+
+def check_setting(name: str, value: Any, tp: Any) -> Any:
+    """Check one setting against its field type (``int``, ``float``, ``str``, ``bool``, a
+    ``Literal``, a ``tuple[X, ...]`` or fixed tuple, any of them ``| None``); lists become
+    tuples. Returns the value to use. Raises TypeError (wrong kind) or ValueError (a choice or
+    number out of range) naming the setting, through :mod:`dreamer.checks`."""
+    from dreamer.checks import check_choice, check_int, check_number
+
+    inner, optional = _base_type(tp)
+    if value is None:
+        if optional:
+            return None
+        raise TypeError(f"{name} must be {_type_words(inner)}, got None")
+    origin = typing.get_origin(inner)
+    if inner is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be true or false, got {_short(value)}")
+    elif inner is int:
+        value = check_int(value, name)
+    elif inner is float:
+        value = check_number(value, name)
+    elif inner is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string (quote it in YAML), got {_short(value)}")
+    elif origin is typing.Literal:
+        check_choice(value, name, typing.get_args(inner))
+    elif origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"{name} must be {_type_words(inner)}, got {_short(value)}")
+        args = typing.get_args(inner)
+        if len(args) == 2 and args[1] is Ellipsis:
+            value = tuple(check_setting(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value))
+        elif args:
+            if len(value) != len(args):
+                raise ValueError(f"{name} must be a list of {len(args)} values, got {len(value)}")
+            value = tuple(check_setting(f"{name}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+        else:
+            value = tuple(value)
+    return value
+
+
+def check_settings(cls: type, values: dict[str, Any], *, where: str = "") -> dict[str, Any]:
+    """:func:`check_setting` for each of ``values`` (fields of dataclass ``cls``); returns them
+    checked (lists as tuples). Messages start with ``where``."""
+    hints = _resolve_types(cls)
+    out = {}
+    for k, v in values.items():
+        try:
+            out[k] = check_setting(k, v, hints[k]) if k in hints else v
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{where}: {e}" if where else str(e)) from None
+    return out
+
+
 def dataclass_from_dict(cls: type, data: dict[str, Any], *, strict: bool = True, where: str = "config"):
-    """Build ``cls`` from a dict (e.g. saved JSON); unknown keys are an error when ``strict``."""
+    """Build ``cls`` from a dict (e.g. saved JSON); unknown keys are an error when ``strict``, and
+    every value is checked against its field's type (:func:`check_settings`)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{where}: must be a mapping of settings, got {_short(data)}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown and strict:
         raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)} for {cls.__name__}; "
                          f"known: {sorted(names)}")
-    hints = _resolve_types(cls)
-    kwargs = {}
-    for k, v in data.items():
-        if k not in names:
-            continue
-        tp, _ = _base_type(hints[k])
-        if typing.get_origin(tp) is tuple and isinstance(v, list):
-            v = tuple(v)
-        kwargs[k] = v
+    kwargs = check_settings(cls, {k: v for k, v in data.items() if k in names}, where=where)
     return cls(**kwargs)
 
 

@@ -17,8 +17,12 @@ Examples:
 Every option below maps onto a field of the settings dataclasses (scene, dream loop, models,
 splats); a batch entry may set any of them by name (``grow_px: 4``). A scene folder keeps its
 resolved config: rerunning continues an interrupted scene, skips a finished one, and starts one
-over when its settings changed. Exit status: 0 when every scene is done or skipped, 1 when any
-failed, 2 for bad usage.
+over when its settings changed (``--restart`` starts it over anyway).
+
+Every input of every scene (settings, photos, depth maps, trajectory files, the output folder) is
+checked before a model loads, within limits that ``--allow-large`` lifts (see the README's "When
+something is wrong"). A bad input prints one line naming it (``-v`` adds the traceback).
+Exit status: 0 when every scene is done or skipped, 1 when any failed, 2 for bad usage or input.
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, report_bad_input
 from dreamer.configs import add_dataclass_arguments
 from dreamer.pipeline import CONFIG_SECTIONS, SETTING_ALIASES, SceneConfigs, SceneOutcome, configs_from_flat, run_scene
+from dreamer.pipeline.limits import Limits
+from dreamer.pipeline.preflight import check_output_folder, check_scene, read_text_input
 from dreamer.progress import StageBars
 
 log = logging.getLogger("dreamer.run")
@@ -52,7 +59,7 @@ _RENAMES: dict[str, str] = {field: alias for alias, field in SETTING_ALIASES.ite
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m dreamer.run",
         description=__doc__.split("\n\n")[0],
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
@@ -69,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a saved config.json of a scene folder: its settings, then the options given here on top")
     run.add_argument("--no-splats", action="store_true", default=argparse.SUPPRESS,
                      help="stop after the point cloud: no Gaussian splats, no videos")
-    run.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    run.add_argument("--restart", action="store_true",
+                     help="start the scene(s) over: delete their outputs and checkpoints first")
+    run.add_argument("--allow-large", action="store_true",
+                     help="lift the size limits (image side, views, video frames, photo pixels, zoom levels, "
+                          "input file size) for a run that really needs more")
+    run.add_argument("-v", "--verbose", action="store_true", help="log debug messages (and tracebacks)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     seen: set[str] = set()
     for section, get_cls in CONFIG_SECTIONS.items():
@@ -100,11 +112,27 @@ def _parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
-def load_batch(path: Path) -> list[dict[str, Any]]:
+def _check_expansion(data: Any, budget: int, path: Path) -> None:
+    """Refuse a document whose values, expanded, number more than ``budget`` (YAML aliases let a
+    500-byte file stand for 1e8 entries; walking it stops at the budget)."""
+    stack, seen = [data], 0
+    while stack:
+        x = stack.pop()
+        seen += 1
+        if seen > budget:
+            raise ValueError(f"{path} expands to more than {budget} values (YAML anchors and aliases repeated "
+                             f"inside each other?); write the scenes out")
+        if isinstance(x, dict):
+            stack.extend(x.values())
+            stack.extend(x.keys())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+
+
+def load_batch(path: Path, limits: Limits = Limits()) -> list[dict[str, Any]]:
     """The scenes of a batch file: YAML (a list, or a mapping with 'scenes') or JSON lines."""
-    if not path.exists():
-        raise ValueError(f"batch file {path} does not exist")
-    text = path.read_text()
+    path = Path(path)
+    text = read_text_input(path, "batch file", limits)
     if path.suffix in (".jsonl", ".ndjson"):
         scenes = []
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -113,13 +141,18 @@ def load_batch(path: Path) -> list[dict[str, Any]]:
                     scenes.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
+                except RecursionError:
+                    raise ValueError(f"{path}:{lineno}: nested too deeply") from None
     else:
         import yaml
 
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from None
+            raise ValueError(f"{path}: not valid YAML: {one_line(e)}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: nested too deeply") from None
+        _check_expansion(data, limits.batch_entries, path)
         scenes = data.get("scenes") if isinstance(data, dict) else data
     if not isinstance(scenes, list) or not scenes:
         raise ValueError(f"{path}: expected a non-empty list of scenes")
@@ -135,13 +168,68 @@ def _slug(text: str, fallback: str) -> str:
 
 
 def _scene_name(index: int, entry: dict[str, Any]) -> str:
-    if entry.get("name"):
-        name = str(entry["name"])
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
-            raise ValueError(f"scene {index}: name {name!r} must use only letters, digits, '.', '_' and '-'")
+    if entry.get("name") is not None:
+        name = entry["name"]
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
+            raise ValueError(f"scene {index}: name {name!r} must be a string of letters, digits, '.', '_' and '-'")
         return name
-    basis = entry.get("prompt") or Path(str(entry.get("image") or "")).stem
-    return f"{index:03d}-{_slug(basis, 'scene')}"
+    basis = next((v for v in (entry.get("prompt"), entry.get("image")) if isinstance(v, str) and v), "")
+    return f"{index:03d}-{_slug(Path(basis).stem if basis == entry.get('image') else basis, 'scene')}"
+
+
+def _base_configs(args: argparse.Namespace, limits: Limits) -> SceneConfigs:
+    if not args.config:
+        base = SceneConfigs()
+        return dataclasses.replace(base, splats=CONFIG_SECTIONS["splats"]()())
+    text = read_text_input(args.config, "--config file", limits)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config {args.config} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                         f"give the config.json of a scene folder") from None
+    except RecursionError:
+        raise ValueError(f"--config {args.config} is nested too deeply to be a config") from None
+    try:
+        return SceneConfigs.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"--config {args.config}: {e}") from None
+
+
+def plan_jobs(args: argparse.Namespace, limits: Limits) -> list[tuple[str, Path, SceneConfigs]]:
+    """The scenes this run will dream, ``(name, folder, configs)``, every input of each checked
+    (:func:`dreamer.pipeline.preflight.check_scene`). Raises ValueError / TypeError / OSError for
+    the first bad input, before any model loads."""
+    base = _base_configs(args, limits)
+    cli = _flat_settings(args)
+    shard_i, shard_n = _parse_shard(args.shard)
+    if not args.batch:
+        configs = configs_from_flat(cli, base, where="options")
+        sc = configs.scene
+        basis = sc.prompt or Path(sc.image or "").stem or configs.models.models
+        name = _slug(basis, "scene")
+        out = args.out or Path("runs") / name
+        check_scene(configs, out, limits)
+        return [(name, out, configs)]
+    entries = load_batch(args.batch, limits)
+    root = check_output_folder(args.out or Path("runs") / args.batch.stem)
+    named: dict[str, int] = {}
+    jobs, wheres = [], []
+    for i, entry in enumerate(entries):
+        entry = dict(entry)
+        name = _scene_name(i, entry)
+        if name in named:
+            raise ValueError(f"{args.batch}: scenes {named[name]} and {i} are both named {name!r}, so the second "
+                             f"would overwrite the first; give each scene its own name")
+        named[name] = i
+        entry.pop("name", None)
+        where = f"{args.batch} scene {i} ({name})"
+        configs = configs_from_flat({**cli, **entry}, base, where=where)
+        if i % shard_n == shard_i:
+            jobs.append((name, root / name, configs))
+            wheres.append(where)
+    for (name, out, configs), where in zip(jobs, wheres):
+        check_scene(configs, out, limits, where=where)
+    return jobs
 
 
 def _print_summary(outcomes: list[SceneOutcome]) -> None:
@@ -162,57 +250,47 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    limits = Limits().lifted() if args.allow_large else Limits()
+    if args.allow_large:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None  # Pillow's own guard against decompression bombs, lifted on request
+    try:
+        jobs = plan_jobs(args, limits)
+    except (ValueError, TypeError, OSError) as e:
+        return report_bad_input(parser.prog, e, args.verbose)
+
     from dreamer.backends.loading import ModelNotAvailable
     from dreamer.backends.model_sets import build_backends
-
-    try:
-        base = SceneConfigs.from_dict(json.loads(args.config.read_text())) if args.config else SceneConfigs()
-        if base.splats is None and not args.config:
-            base = dataclasses.replace(base, splats=CONFIG_SECTIONS["splats"]()())
-        cli = _flat_settings(args)
-        shard_i, shard_n = _parse_shard(args.shard)
-        if args.batch:
-            entries = load_batch(args.batch)
-            root = args.out or Path("runs") / args.batch.stem
-            jobs = []
-            for i, entry in enumerate(entries):
-                if i % shard_n != shard_i:
-                    continue
-                entry = dict(entry)
-                name = _scene_name(i, entry)
-                entry.pop("name", None)
-                configs = configs_from_flat({**cli, **entry}, base, where=f"{args.batch} scene {i} ({name})")
-                jobs.append((name, root / name, configs))
-        else:
-            configs = configs_from_flat(cli, base, where="options")
-            name = _slug(configs.scene.prompt or Path(configs.scene.image or "").stem or configs.models.models, "scene")
-            jobs = [(name, args.out or Path("runs") / name, configs)]
-    except (ValueError, OSError) as e:
-        parser.exit(2, f"error: {e}\n")
 
     outcomes: list[SceneOutcome] = []
     for name, out, configs in jobs:
         bars = StageBars(name, enabled=not args.quiet)
         try:
             backends = build_backends(configs.models)
-            outcomes.append(run_scene(configs, out, backends, on_progress=bars, name=name))
+            outcomes.append(run_scene(configs, out, backends, on_progress=bars, name=name, limits=limits,
+                                      restart=args.restart))
         except ModelNotAvailable as e:
-            log.error("%s", e)
-            outcomes.append(SceneOutcome(name, out, "failed", error=str(e).splitlines()[0]))
+            log.error("%s", one_line(e))
+            outcomes.append(SceneOutcome(name, out, "failed", error=one_line(e)))
         except KeyboardInterrupt:
             bars.close()
             print(f"\ninterrupted: rerun the same command to continue {name} where it stopped", file=sys.stderr)
             return 130
         except Exception as e:  # one failing scene must not stop the batch
-            log.error("%s failed: %s", name, e)
-            out.mkdir(parents=True, exist_ok=True)
-            with open(out / "run.log", "a") as f:
-                f.write(traceback.format_exc())
-            outcomes.append(SceneOutcome(name, out, "failed", error=f"{type(e).__name__}: {e}"))
+            log.error("%s failed: %s", name, one_line(e))
+            log.debug("%s", traceback.format_exc())
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                with open(out / "run.log", "a") as f:
+                    f.write(traceback.format_exc())
+            except OSError:
+                pass
+            outcomes.append(SceneOutcome(name, out, "failed", error=f"{type(e).__name__}: {one_line(e)}"))
         finally:
             bars.close()
     _print_summary(outcomes)
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
 
 
 if __name__ == "__main__":

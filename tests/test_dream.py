@@ -173,3 +173,49 @@ def test_a_refinement_that_makes_views_disagree_more_is_not_applied(world, first
     monkeypatch.setattr(refine, "joint_log_corrections", worse)
     assert refine.refine_scene(result) is result
     assert "did not reduce" in caplog.text
+
+
+class _WhitePipeline:
+    """A stand-in diffusers inpainting pipeline that paints every pixel white."""
+
+    vae_scale_factor = 8
+
+    def __init__(self):
+        from diffusers import DDIMScheduler
+
+        self.scheduler = DDIMScheduler()
+
+    def set_progress_bar_config(self, **kw):
+        pass
+
+    def __call__(self, *, image, height, width, **kw):
+        return type("Out", (), {"images": torch.ones(1, 3, height, width)})()
+
+
+class _FlatDepth:
+    def estimate(self, image, *, camera):
+        return torch.full(image.shape[:2], 2.0)
+
+
+@pytest.mark.parametrize("feather", [0, 4])
+def test_feather_softens_the_seam_of_each_inpainted_region(feather):
+    """The inpainter blends its result into the known pixels over ``feather`` pixels; the loop
+    keeps that blend (it used to keep only the hole, so every seam stayed a hard edge)."""
+    from dreamer.backends.diffusion import DiffusersInpainter, DiffusionSettings
+    from dreamer.scene.loop import dream_view
+
+    cam = Camera.from_fov(60.0, 64, 64)
+    known = torch.zeros(64, 64, dtype=torch.bool)
+    known[:, :32] = True  # a black wall on the left half; the right half is a hole
+    points = lift(torch.zeros(64, 64, 3), torch.full((64, 64), 2.0), cam, known)
+    inpainter = DiffusersInpainter(_WhitePipeline(), DiffusionSettings(steps=1, feather=feather, device="cpu"))
+    _, view = dream_view(points, cam, "x", inpainter=inpainter, depth_estimator=_FlatDepth(),
+                         config=DreamConfig(grow_px=2, close_px=0))
+    row = view.image[32, :, 0]
+    assert row[0] == 0 and row[-1] == 1  # the wall stays black far from the seam, the hole is white
+    steps = (row[1:] - row[:-1]).abs()
+    if feather == 0:
+        assert float(steps.max()) == 1.0  # a hard edge
+    else:
+        assert float(steps.max()) <= 1.0 / (feather + 1) + 1e-6  # a ramp over feather + 1 pixels
+        assert int(((row > 0) & (row < 1)).sum()) == feather

@@ -74,19 +74,41 @@ def _write_batch(path: Path, scenes):
     path.write_text("\n".join(json.dumps(s) for s in scenes) + "\n")
 
 
-def test_batch_with_a_failing_scene(tmp_path, capsys):
+def test_batch_with_a_failing_scene(tmp_path, capsys, monkeypatch):
+    import dreamer.pipeline.stages as stages
+
+    real = stages.write_scene
+
+    def write_scene(out, result):
+        if out.name == "bad":
+            raise OSError(28, "No space left on device")
+        real(out, result)
+
+    monkeypatch.setattr(stages, "write_scene", write_scene)
     batch = tmp_path / "scenes.jsonl"
     _write_batch(batch, [
         {"name": "good", "models": "synthetic", "views": 2},
-        {"name": "bad", "models": "synthetic", "image": str(tmp_path / "missing.png")},
+        {"name": "bad", "models": "synthetic", "views": 2},
         {"name": "also-good", "models": "synthetic", "views": 2, "trajectory": "forward"},
     ])
     code = run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL)
     text = capsys.readouterr().out
     assert code == 1
-    assert "2 done" in text and "1 failed" in text and "missing.png" in text
+    assert "2 done" in text and "1 failed" in text and "No space left on device" in text
     assert (tmp_path / "runs" / "good" / "DONE").exists() and (tmp_path / "runs" / "also-good" / "DONE").exists()
     assert "Traceback" in (tmp_path / "runs" / "bad" / "run.log").read_text()
+
+
+def test_a_bad_input_in_a_batch_stops_it_before_any_work(tmp_path, capsys):
+    batch = tmp_path / "scenes.jsonl"
+    _write_batch(batch, [
+        {"name": "good", "models": "synthetic", "views": 2},
+        {"name": "bad", "models": "synthetic", "image": str(tmp_path / "missing.png")},
+    ])
+    assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 2
+    err = capsys.readouterr().err
+    assert "scene 1 (bad)" in err and "missing.png" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "good").exists()
 
 
 def test_shards_cover_the_batch_exactly_once(tmp_path):
@@ -109,9 +131,7 @@ def test_batch_file_errors_are_clear(tmp_path):
         load_batch(bad)
     unknown = tmp_path / "unknown.jsonl"
     _write_batch(unknown, [{"promt": "typo"}])
-    with pytest.raises(SystemExit) as e:
-        run_cli("--batch", unknown, "--out", tmp_path / "r", "-q")
-    assert e.value.code == 2
+    assert run_cli("--batch", unknown, "--out", tmp_path / "r", "-q") == 2
 
 
 def test_tiny_models_text_image_and_rgbd(tmp_path):
@@ -183,3 +203,26 @@ def test_killed_batch_resumes_to_the_same_outputs(tmp_path):
         assert (a / "points.ply").read_bytes() == (b / "points.ply").read_bytes(), name
         for f in sorted((b / "views").iterdir()):
             assert (a / "views" / f.name).read_bytes() == f.read_bytes(), f"{name}/{f.name}"
+
+
+def test_a_resume_removes_the_temporaries_a_killed_run_left(tmp_path):
+    out = tmp_path / "s"
+    leftover = out / "videos" / ".llff.mp4.a1b2c3d4.tmp.mp4"  # a video writer killed mid-write
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"\0" * 100)
+    assert run_cli("--models", "synthetic", "--views", 2, "--out", out, *SMALL) == 0
+    assert not leftover.exists() and not list(out.rglob("*.tmp*"))
+
+
+def test_a_damaged_checkpoint_names_the_file_and_restart_starts_over(tmp_path, capsys):
+    out = tmp_path / "s"
+    args = ["--models", "synthetic", "--views", 2, "--out", out, *SMALL]
+    assert run_cli(*args) == 0
+    (out / "DONE").unlink()
+    (out / "checkpoint" / "points.pt").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert run_cli(*args) == 1
+    reason = capsys.readouterr().out
+    assert "points.pt cannot be loaded safely" in reason and "--restart" in reason
+    assert run_cli(*args, "--restart") == 0
+    assert (out / "DONE").exists() and (out / "checkpoint" / "points.pt").stat().st_size > 100

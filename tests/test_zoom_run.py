@@ -93,7 +93,7 @@ def test_missing_model_fails_with_a_clear_message(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         rc = zrun.main(["--prompts", "a", "--model", str(tmp_path / "no_such_model"), "--device", "cpu",
                         "--out", str(out), "--quiet"])
-    assert rc == 2
+    assert rc == 1  # the run started and failed (as a failed scene of dreamer.run)
     assert "does not exist" in caplog.text
     assert not (out / "done.json").exists()
 
@@ -103,3 +103,33 @@ def test_bad_arguments(tmp_path):
         zrun.main(["--prompts", "a", "--p", "3", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         zrun.main(["--out", str(tmp_path)])
+
+
+def test_zoom_run_and_the_3d_zoom_draw_the_same_noise_for_a_seed(tmp_path, monkeypatch):
+    """Both entry points take their generator from zoom.sampler.seeded_generator: a CPU generator
+    whatever the device (zoom.run once seeded a CUDA generator on a GPU, the 3D zoom a CPU one, so
+    one seed gave two stacks). The device is forced to "cuda" here: the CPU generator needs none."""
+    import dataclasses
+
+    import zoom
+    from dreamer.deepzoom import level_images
+    from dreamer.cameras import Camera
+    from zoom.sampler import ZoomResult
+
+    seen = []
+
+    def capture(pipe, prompts, *, generator, height, width, **kw):
+        seen.append(torch.randn(16, generator=generator))
+        n = len(prompts)
+        return ZoomResult(torch.zeros(n, height, width, 3), torch.zeros(n, height, width, 3), list(prompts),
+                          {"p": 2}, 0.0)
+
+    monkeypatch.setattr(zsampler, "sample_zoom_stack", capture)
+    monkeypatch.setattr(zoom, "sample_zoom_stack", capture)
+    monkeypatch.setattr(zrun, "_load_pipeline", lambda config: (object(), None))
+    monkeypatch.setattr(zrun, "_resolve", lambda c: dataclasses.replace(c, device="cuda", dtype="float16"))
+    zrun.run_zoom(zrun.ZoomConfig(prompts=("a", "b"), seed=11, height=64, width=64), tmp_path / "z",
+                  zrun.OutputConfig(fps=2, seconds_per_level=0.5))
+    cams = [Camera.from_fov(50.0, 64, 64), Camera.from_fov(50.0, 64, 64)]
+    level_images(cams, ["a", "b"], pipeline=object(), seed=11)
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])

@@ -288,3 +288,60 @@ def test_sampler_inputs_are_validated(tiny_pipe):
         sample_zoom_stack(tiny_sd_components(in_channels=9), ["a"], **kw)
     with pytest.raises(ValueError, match="joint"):
         sample_zoom_stack(tiny_pipe, ["a", "b"], photo=_photo(), joint=False, **kw)
+
+
+# ----------------------------------------------------------------------------- devices
+class _Offloaded(torch.nn.Module):
+    """A model as ``enable_model_cpu_offload`` leaves it between calls, seen from outside: its
+    parameters sit elsewhere ("meta" here) than where it runs. Calls go to the real model."""
+
+    def __init__(self, real):
+        super().__init__()
+        self.stand_in = torch.nn.Parameter(torch.empty(1, device="meta"))
+        object.__setattr__(self, "_real", real)  # not a submodule: its weights stay out of parameters()
+        self.config = real.config
+
+    def forward(self, *args, **kwargs):
+        return self._real(*args, **kwargs)
+
+    def encode(self, x):
+        return self._real.encode(x)
+
+    def decode(self, z):
+        return self._real.decode(z)
+
+
+class _OffloadedPipeline:
+    def __init__(self, pipe, device):
+        self.unet, self.vae, self.text_encoder = (_Offloaded(m) for m in (pipe.unet, pipe.vae, pipe.text_encoder))
+        self.tokenizer, self.scheduler = pipe.tokenizer, pipe.scheduler
+        self._execution_device = torch.device(device)
+
+
+def test_sampler_runs_where_the_pipeline_executes_not_where_its_weights_wait(tiny_pipe):
+    """Under CPU offload the parameters are not on the execution device: the sampler asks the
+    pipeline where it runs (as diffusers' own pipelines do) and gives the same stack."""
+    from zoom.sampler import execution_device
+
+    offloaded = _OffloadedPipeline(tiny_pipe, "cpu")
+    assert next(offloaded.unet.parameters()).device.type == "meta"
+    assert execution_device(offloaded) == torch.device("cpu")
+    kw = dict(steps=2, guidance=3.0, height=64, width=64)
+    expected = sample_zoom_stack(tiny_pipe, ["a", "b"], generator=_gen(0), **kw)
+    got = sample_zoom_stack(offloaded, ["a", "b"], generator=_gen(0), **kw)
+    assert got.levels.device.type == "cpu" and torch.equal(got.levels, expected.levels)
+    # A dict of components: accelerate's hook on the UNet names the execution device.
+    comps = dict(unet=offloaded.unet, vae=offloaded.vae, text_encoder=offloaded.text_encoder,
+                 tokenizer=tiny_pipe.tokenizer, scheduler=tiny_pipe.scheduler)
+    object.__setattr__(offloaded.unet, "_hf_hook", type("Hook", (), {"execution_device": "cpu"})())
+    assert execution_device(comps) == torch.device("cpu")
+    assert torch.equal(sample_zoom_stack(comps, ["a", "b"], generator=_gen(0), **kw).levels, expected.levels)
+    assert execution_device(tiny_pipe) == torch.device("cpu")
+
+
+def test_seeded_generator_is_the_same_on_every_device():
+    from zoom.sampler import seeded_generator
+
+    g = seeded_generator(7)
+    assert g.device.type == "cpu" and g.initial_seed() == 7
+    assert torch.equal(torch.randn(5, generator=g), torch.randn(5, generator=seeded_generator(7)))

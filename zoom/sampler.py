@@ -60,6 +60,8 @@ __all__ = [
     "VaeCodec",
     "sample_with_denoiser",
     "sample_zoom_stack",
+    "seeded_generator",
+    "execution_device",
 ]
 
 ProgressFn = Callable[[str, int, int], None]
@@ -200,17 +202,20 @@ class VaeCodec:
     Latents are scaled: ``z = (Enc(2x - 1) - shift) * scaling_factor`` (the distribution's mode
     for ``AutoencoderKL``); decoding inverts that and returns fp32 pixels clamped to [0,1].
     ``batch_size`` bounds how many images go through the VAE at once (``None``: all).
+    ``device``: where the VAE runs (default: where its parameters are; under CPU offload they sit
+    on the CPU while it runs on the GPU, so pass :func:`execution_device`).
     """
 
-    def __init__(self, vae, batch_size: int | None = None):
+    def __init__(self, vae, batch_size: int | None = None, device: torch.device | str | None = None):
         self.vae = vae
         self.scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
         self.shift = float(getattr(vae.config, "shift_factor", 0.0) or 0.0)
         self.batch_size = batch_size
+        self._device = None if device is None else torch.device(device)
 
     @property
     def device(self) -> torch.device:
-        return next(self.vae.parameters()).device
+        return self._device if self._device is not None else next(self.vae.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -235,6 +240,33 @@ class VaeCodec:
             lat = enc.latent_dist.mode() if hasattr(enc, "latent_dist") else enc.latents
             out.append((lat.float() - self.shift) * self.scale)
         return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------- randomness, devices
+def seeded_generator(seed: int) -> torch.Generator:
+    """The generator of a zoom stack for ``seed``: a CPU generator, whatever device samples, so one
+    seed gives one stack on every machine and from every entry point (``python -m zoom.run`` and
+    the 3D zoom); the noise is drawn on the CPU and moved (see :func:`sample_with_denoiser`)."""
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def execution_device(pipeline_or_components) -> torch.device:
+    """Where the pipeline's models run.
+
+    A diffusers pipeline knows (``_execution_device``: right under ``enable_model_cpu_offload``,
+    where the weights wait on the CPU and each model moves to the GPU only while it runs). For a
+    dict of components: the execution device of accelerate's offload hook on the UNet, else the
+    device of the UNet's parameters.
+    """
+    if not isinstance(pipeline_or_components, dict):
+        device = getattr(pipeline_or_components, "_execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    unet = _component(pipeline_or_components, "unet")
+    hooked = getattr(getattr(unet, "_hf_hook", None), "execution_device", None)
+    if hooked is not None:
+        return torch.device(hooked)
+    return next(unet.parameters()).device
 
 
 # ----------------------------------------------------------------------------- core loop
@@ -376,14 +408,14 @@ def _encode_text(tokenizer, text_encoder, texts: list[str], device) -> Tensor:
 class _GuidedUNet:
     """``denoise(z, t) -> x0``: classifier-free guidance on one batch of 2N, then conversion."""
 
-    def __init__(self, unet, cond: Tensor, uncond: Tensor | None, guidance: float, schedule: Schedule):
+    def __init__(self, unet, cond: Tensor, uncond: Tensor | None, guidance: float, schedule: Schedule,
+                 device: torch.device):
         self.unet = unet
         self.cond = cond
         self.uncond = uncond
         self.guidance = float(guidance)
         self.schedule = schedule
-        param = next(unet.parameters())
-        self.device, self.dtype = param.device, param.dtype
+        self.device, self.dtype = torch.device(device), next(unet.parameters()).dtype
 
     def __call__(self, z: Tensor, t: int) -> Tensor:
         timestep = torch.tensor(t, device=self.device)
@@ -456,7 +488,8 @@ def sample_zoom_stack(
     batch). ``negative_prompt``: one string or one per level. ``height``/``width``: image size
     in pixels (default: the UNet's native size); the latent grid must have a centred ``1/p``
     block of >= 2 latents (multiples of ``16*p`` px with SD's VAE always work).
-    ``generator``: the only source of randomness.
+    ``generator``: the only source of randomness (:func:`seeded_generator` makes the one that
+    gives the same stack on every device).
 
     Photo zoom: ``photo`` [H',W',3] in [0,1] fixes level ``photo_level`` (it is centre-cropped
     and resized to ``height x width``). ``photo_mode="guidance"``: ``photo_steps`` Adam steps
@@ -474,7 +507,7 @@ def sample_zoom_stack(
     :func:`sample_with_denoiser`.
 
     Returns a :class:`ZoomResult` with ``levels`` [N,H,W,3] and ``raw`` [N,H,W,3] (float32,
-    on the UNet's device).
+    on the :func:`execution_device`).
     """
     unet = _component(pipeline_or_components, "unet")
     vae = _component(pipeline_or_components, "vae")
@@ -518,7 +551,7 @@ def sample_zoom_stack(
         logger.info("paste_depth %d bounded to %d by the %dx%d latent grid (tiles >= 2 latents)",
                     paste_depth, k_lat, h, w)
 
-    device = next(unet.parameters()).device
+    device = execution_device(pipeline_or_components)
     schedule = Schedule.from_scheduler(scheduler, steps)
     photo_px = None
     if photo is not None:
@@ -530,9 +563,9 @@ def sample_zoom_stack(
     dtype = next(unet.parameters()).dtype
     cond = cond.to(dtype)
     uncond = uncond.to(dtype) if uncond is not None else None
-    denoise = _GuidedUNet(unet, cond, uncond, guidance, schedule)
-    codec = VaeCodec(vae, vae_batch_size)
-    loop_codec = VaeCodec(tiny_vae, vae_batch_size) if tiny_vae is not None else codec
+    denoise = _GuidedUNet(unet, cond, uncond, guidance, schedule, device)
+    codec = VaeCodec(vae, vae_batch_size, device=device)
+    loop_codec = VaeCodec(tiny_vae, vae_batch_size, device=device) if tiny_vae is not None else codec
     levels, raw = sample_with_denoiser(
         denoise, codec, schedule, num_levels=n, latent_shape=(unet.config.in_channels, h, w), p=p,
         generator=generator, device=device, joint=joint, paste_depth=depth, blend_every=blend_every,

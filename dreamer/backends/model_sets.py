@@ -13,6 +13,13 @@ that change what is loaded (model id/folder, device, dtype, safety checker, offl
 returns the same :class:`Backends` object, so a batch of scenes reuses the weights. Call
 :func:`clear_backend_cache` to free them. :func:`build_refiner` makes the refine step's repair
 model of the same set (loaded only when the refine step runs).
+
+The rule for what is cached: **shared models are read-only; per-call state is the call's.** A
+cached pipeline, depth model or :class:`Backends` may serve several scenes at once (threads, the
+app's ``--concurrency``), so no call may change it: a diffusion call samples with a fresh
+scheduler of its own and takes :func:`dreamer.backends.diffusion.pipeline_lock` while it uses
+the model; randomness comes from the ``generator`` each call is given (the dream loop seeds one
+per view), never from state kept between calls.
 """
 
 from __future__ import annotations

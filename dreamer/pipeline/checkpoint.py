@@ -3,7 +3,9 @@
 A checkpoint folder holds one file per finished view (written once) and the merged point cloud
 after the last finished view (rewritten after each view), both atomically. The cloud file names
 how many views it includes, so a crash between the two writes can never pair a cloud with the
-wrong views.
+wrong views. Files are read with ``weights_only=True`` (tensors and plain data, never code); a file
+that cannot be read that way raises :class:`CheckpointError` naming it, and the scene is not
+started over behind the user's back (its views may have cost hours): ``--restart`` does that.
 """
 
 from __future__ import annotations
@@ -17,7 +19,23 @@ from dreamer.io import atomic_path
 from dreamer.pointcloud import PointCloud
 from dreamer.scene.result import DreamResult, DreamView
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be loaded safely (damaged, foreign, or from another version)."""
+
+
+def _load(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"expected a dict, got {type(state).__name__}")
+        return state
+    except Exception as e:  # torch raises many kinds for damaged or unsafe files
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"{path} cannot be loaded safely ({type(e).__name__}: {reason}); rerun with "
+                              f"--restart to start this scene over") from e
 
 
 def _view_file(folder: Path, index: int) -> Path:
@@ -51,15 +69,22 @@ def load_checkpoint(folder: str | Path, *, with_extra: bool = False):
     none = (None, {}) if with_extra else None
     if not points_file.exists():
         return none
-    state = torch.load(points_file, map_location="cpu", weights_only=True)
-    n = int(state["views"])
+    state = _load(points_file)
     views = []
-    for i in range(n):
-        path = _view_file(folder, i)
-        if not path.exists():
-            return none
-        v = torch.load(path, map_location="cpu", weights_only=True)
-        views.append(DreamView(Camera.from_dict(v["camera"]), v["image"], v["depth"], v["mask"], v["prompt"], v["stats"],
-                               v.get("estimate")))
-    result = DreamResult(PointCloud(state["xyz"], state["rgb"], state["radius"]), views)
+    try:
+        n = int(state["views"])
+        for i in range(n):
+            path = _view_file(folder, i)
+            if not path.exists():
+                return none
+            v = _load(path)
+            views.append(DreamView(Camera.from_dict(v["camera"]), v["image"], v["depth"], v["mask"], v["prompt"],
+                                   v["stats"], v.get("estimate")))
+        points = PointCloud(state["xyz"], state["rgb"], state["radius"])
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder} holds a checkpoint of another layout ({type(e).__name__}: {e}); rerun "
+                              f"with --restart to start this scene over") from e
+    result = DreamResult(points, views)
     return (result, dict(state.get("extra") or {})) if with_extra else result

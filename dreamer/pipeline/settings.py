@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal
 
 from dreamer.backends.model_sets import ModelConfig
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera
-from dreamer.configs import config_hash, dataclass_from_dict
+from dreamer.configs import check_settings, config_hash, dataclass_from_dict
 from dreamer.deepzoom import DeepZoomConfig
 from dreamer.scene.loop import DreamConfig
 
@@ -192,6 +192,9 @@ class SceneConfigs:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SceneConfigs":
+        if not isinstance(d, dict):
+            raise TypeError(f"a scene's settings must be a mapping of sections (scene, dream, models, splats, zoom), "
+                            f"got {type(d).__name__}")
         splats = d.get("splats")
         return cls(
             scene=dataclass_from_dict(SceneConfig, d.get("scene", {}), where="scene"),
@@ -230,10 +233,7 @@ def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *,
         if current is None:  # splats switched off: still accept (and ignore) their settings
             current = get_cls()()
         names = {f.name for f in dataclasses.fields(current)}
-        updates = {k: v for k, v in flat.items() if k in names}
-        for k, v in list(updates.items()):
-            if isinstance(getattr(current, k), tuple) and isinstance(v, list):
-                updates[k] = tuple(v)
+        updates = check_settings(type(current), {k: v for k, v in flat.items() if k in names}, where=where)
         used |= set(updates)
         sections[name] = dataclasses.replace(current, **updates)
     unknown = set(flat) - used

@@ -7,7 +7,9 @@ exports -> ground-truth metrics (procedural world only) -> Gaussian splats (with
 repaired novel views, "repair", and depth supervision) and videos (optionally repaired, "repair
 video"). The folder keeps ``config.json`` (the resolved settings and their
 hash): a rerun with the same settings continues where the last one stopped, a rerun with other
-settings starts the scene over, and a finished scene is skipped.
+settings starts the scene over, and a finished scene is skipped. Before anything runs, every input
+is checked (:func:`dreamer.pipeline.preflight.check_scene`), and temporaries an interrupted run
+left behind are deleted.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from pathlib import Path
 
 import torch
 
+from dreamer.backends import inpaint_weight
 from dreamer.backends.model_sets import Backends
 from dreamer.cameras import Camera
-from dreamer.io import read_json, save_image, write_json
+from dreamer.io import read_json, remove_temporaries, save_image, write_json
 from dreamer.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from dreamer.pipeline.exports import write_cameras_json, write_scene
+from dreamer.pipeline.limits import Limits
+from dreamer.pipeline.preflight import check_scene
 from dreamer.pipeline.settings import SceneConfig, SceneConfigs
 from dreamer.scene.loop import ProgressFn, dream
 from dreamer.scene.result import DreamResult
@@ -52,45 +57,56 @@ _OWNED = ("views", "checkpoint", "complete", "splats", "videos", "points.ply", "
           "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "zoom")
 
 
-def _prepare_folder(out: Path, configs: SceneConfigs) -> tuple[str, bool]:
+def _clear_outputs(out: Path) -> None:
+    for name in _OWNED:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def _prepare_folder(out: Path, configs: SceneConfigs, restart: bool = False) -> tuple[str, bool]:
     """Returns (result hash, already done). Clears the scene's outputs when the settings the
-    dream depends on changed; other changes (splats) only redo their own stages."""
+    dream depends on changed (or ``restart``); other changes (splats) only redo their own stages."""
     out.mkdir(parents=True, exist_ok=True)
+    for tmp in remove_temporaries(out):
+        log.info("%s: removed %s, left by an interrupted run", out, tmp.relative_to(out))
     dream_digest, digest = configs.dream_hash(), configs.result_hash()
     cfg_file = out / "config.json"
-    if cfg_file.exists():
+    if restart:
+        log.info("%s: --restart: starting this scene over", out)
+        _clear_outputs(out)
+    elif cfg_file.exists():
         try:
             old = read_json(cfg_file).get("dream_hash")
         except (ValueError, OSError):
             old = None
         if old != dream_digest:
             log.warning("%s: settings changed (%s -> %s): starting this scene over", out, old, dream_digest)
-            for name in _OWNED:
-                p = out / name
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+            _clear_outputs(out)
     write_json(cfg_file, {"hash": digest, "dream_hash": dream_digest, **configs.to_dict()})
     done = out / "DONE"
     return digest, done.exists() and done.read_text().strip() == digest
 
 
-def _first_view(configs: SceneConfigs, backends: Backends, camera: Camera) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _first_view(configs: SceneConfigs, backends: Backends, camera: Camera,
+                limits: Limits) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The first image [H,W,3] and, when known, its depth [H,W]."""
     sc = configs.scene
     depth = None
     if sc.image:
         from dreamer.pipeline.inputs import load_depth, load_image
 
-        loaded = load_image(sc.image, sc.width, sc.height, fit=sc.fit)
+        loaded = load_image(sc.image, sc.width, sc.height, fit=sc.fit, max_pixels=limits.photo_pixels)
         image = loaded.image
         if loaded.outpaint_mask is not None and loaded.outpaint_mask.any():
             g = torch.Generator().manual_seed(configs.dream.seed)
             filled = backends.inpainter.inpaint(image, loaded.outpaint_mask, sc.prompt, camera=camera, generator=g)
-            image = torch.where(loaded.outpaint_mask[..., None], filled, image)
+            weight = inpaint_weight(backends.inpainter, loaded.outpaint_mask)
+            image = torch.where(weight[..., None] > 0, filled, image)
         if sc.depth:
-            depth = load_depth(sc.depth, sc.width, sc.height, fit=sc.fit, like=loaded)
+            depth = load_depth(sc.depth, sc.width, sc.height, fit=sc.fit, like=loaded, max_pixels=limits.photo_pixels)
     else:
         if sc.depth:
             raise ValueError("--depth needs --image (the depth map belongs to a photo)")
@@ -114,12 +130,18 @@ def _trajectory(sc: SceneConfig, first: Camera, center_depth: float, name: str, 
 
 
 def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
-              on_progress: ProgressFn | None = None, name: str | None = None) -> SceneOutcome:
-    """Dream one scene into ``out``. Errors propagate; the caller decides what a failure means."""
+              on_progress: ProgressFn | None = None, name: str | None = None, limits: Limits = Limits(),
+              restart: bool = False) -> SceneOutcome:
+    """Dream one scene into ``out``. Errors propagate; the caller decides what a failure means.
+
+    Every input is checked first, within ``limits`` (a bad one raises ValueError / TypeError
+    before the folder is touched). ``restart``: clear the scene's outputs and checkpoints first.
+    """
     out = Path(out)
     name = name or out.name
     t0 = time.time()
-    digest, done = _prepare_folder(out, configs)
+    check_scene(configs, out, limits)
+    digest, done = _prepare_folder(out, configs, restart)
     if done:
         log.info("%s: already complete (config %s), skipping", name, digest)
         return SceneOutcome(name, out, "skipped")
@@ -136,7 +158,7 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
             log.info("%s: resuming after %d finished views", name, len(resume.views))
             image, depth = resume.views[0].image, resume.views[0].depth
         else:
-            image, depth = _first_view(configs, backends, first)
+            image, depth = _first_view(configs, backends, first, limits)
             if depth is None:
                 depth = backends.depth_estimator.estimate(image, camera=first)
         save_image(out / "first_view.png", image)

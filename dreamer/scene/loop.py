@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from alignment import align_depth, seam_jump, stretched_pixels
-from dreamer.backends import DepthEstimator, Inpainter
+from dreamer.backends import DepthEstimator, Inpainter, inpaint_weight
 from dreamer.cameras import Camera
 from dreamer.scene.placement import place_view
 from dreamer.pointcloud import PointCloud
@@ -119,8 +119,10 @@ def dream_view(
 
     completed = inpainter.inpaint(render.image, masks.inpaint, prompt, camera=camera, generator=generator)
     _check_image(completed, camera, "inpainter output")
-    # Keep the rendered pixels outside the inpaint mask exactly: the loop, not the model, owns them.
-    completed = torch.where(masks.inpaint[..., None], completed.to(render.image), render.image)
+    # Keep the rendered pixels the inpainter does not blend into exactly: the loop, not the model,
+    # owns them. Within the inpainter's declared margin its feathered blend is the seam.
+    weight = inpaint_weight(inpainter, masks.inpaint).to(render.image.device)
+    completed = torch.where(weight[..., None] > 0, completed.to(render.image), render.image)
     estimated = depth_estimator.estimate(completed, camera=camera)
     check_depth(estimated, camera, "estimated depth")
 

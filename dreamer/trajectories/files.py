@@ -48,7 +48,8 @@ A nerfstudio / instant-ngp ``transforms.json`` (``"frames": [{"transform_matrix"
 ``fl_x``/``fl_y``/``cx``/``cy``/``w``/``h`` or ``camera_angle_x``; OpenGL axes) is read as well.
 
 Errors raise :class:`TrajectoryFileError` (a ValueError) naming the file, the camera (or
-keyframe) index and what is wrong.
+keyframe) index and what is wrong. ``max_cameras`` bounds how many cameras a file may make,
+checked before they are made (keyframes: from the frame counts, before interpolating).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from dreamer.cameras import (
     opencv_to_opengl,
     opengl_to_opencv,
 )
+from dreamer.checks import check_int, check_number
 from dreamer.trajectories.base import Trajectory, TrajectoryFileError, _check_first
 from dreamer.trajectories.interpolate import _segment_counts, interpolate_cameras
 
@@ -111,16 +113,19 @@ def _parse_matrix(value: Any, rows: int, cols: int, key: str, src: _Source, wher
 
 
 def _parse_number(value: Any, key: str, src: _Source, where: str | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise src.error(where, f"{key} must be a finite number, got {value!r}")
-    return float(value)
+    try:
+        return check_number(value, key)
+    except (TypeError, ValueError) as e:
+        raise src.error(where, str(e)) from None
 
 
 def _parse_size(value: Any, key: str, src: _Source, where: str | None) -> int:
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or value != int(value) or value <= 0):
-        raise src.error(where, f"{key} must be a positive integer (pixels), got {value!r}")
-    return int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON writers may write 512 as 512.0
+    try:
+        return check_int(value, f"{key} (pixels)", min=1)
+    except (TypeError, ValueError) as e:
+        raise src.error(where, str(e)) from None
 
 
 def _parse_c2w(value: Any, convention: str, src: _Source, where: str) -> Tensor:
@@ -248,7 +253,14 @@ def _parse_entries(entries: Any, kind: str, top: dict, defaults: _Defaults, conv
     return cams, prompts, entries
 
 
-def _parse_keyframes(data: dict, defaults: _Defaults, convention: str, src: _Source) -> Trajectory:
+def _check_camera_count(count: int, max_cameras: int | None, what: str, src: _Source) -> None:
+    if max_cameras is not None and count > max_cameras:
+        raise src.error(None, f"{what} {count} cameras, more than the limit of {max_cameras}; use fewer "
+                              f"(--allow-large lifts the limit)")
+
+
+def _parse_keyframes(data: dict, defaults: _Defaults, convention: str, src: _Source,
+                     max_cameras: int | None = None) -> Trajectory:
     cams, prompts, entries = _parse_entries(data["keyframes"], "keyframe", data, defaults, convention, src,
                                             {"frames"})
     if len(cams) < 2:
@@ -266,10 +278,12 @@ def _parse_keyframes(data: dict, defaults: _Defaults, convention: str, src: _Sou
         if per_segment:
             raise src.error(f"keyframe {per_segment[0]}", "has 'frames' but the top level gives a total "
                                                           "'frames'; use one or the other")
-        total = data["frames"]
-        if isinstance(total, bool) or not isinstance(total, int) or total < len(cams):
-            raise src.error(None, f"top-level 'frames' (the total, both end keyframes included) must be an "
-                                  f"integer >= {len(cams)} (the number of keyframes), got {total!r}")
+        try:
+            total = check_int(data["frames"], "top-level 'frames' (the total, both end keyframes included)",
+                              min=len(cams))
+        except (TypeError, ValueError) as e:
+            raise src.error(None, f"{e} (the number of keyframes is {len(cams)})") from None
+        _check_camera_count(total, max_cameras, "asks for", src)
         counts = _segment_counts(total, len(cams) - 1)
     else:
         if len(entries) - 1 in per_segment:
@@ -282,10 +296,11 @@ def _parse_keyframes(data: dict, defaults: _Defaults, convention: str, src: _Sou
                                                       "top-level total 'frames'")
         counts = []
         for i in range(len(entries) - 1):
-            c = entries[i]["frames"]
-            if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-                raise src.error(f"keyframe {i}", f"'frames' must be an integer >= 1, got {c!r}")
-            counts.append(c)
+            try:
+                counts.append(check_int(entries[i]["frames"], "'frames'", min=1))
+            except (TypeError, ValueError) as e:
+                raise src.error(f"keyframe {i}", str(e)) from None
+        _check_camera_count(sum(counts) + 1, max_cameras, "asks for", src)
     cameras = interpolate_cameras(cams, counts, position=interp)
     frame_prompts: list[str | None] = []
     for i, c in enumerate(counts):
@@ -294,11 +309,13 @@ def _parse_keyframes(data: dict, defaults: _Defaults, convention: str, src: _Sou
     return Trajectory(cameras, frame_prompts)
 
 
-def _parse_transforms_json(data: dict, first: Camera | None, src: _Source) -> Trajectory:
+def _parse_transforms_json(data: dict, first: Camera | None, src: _Source,
+                           max_cameras: int | None = None) -> Trajectory:
     """nerfstudio / instant-ngp transforms.json: OpenGL camera axes, intrinsics per file or frame."""
     frames = data["frames"]
     if not frames:
         raise src.error(None, "has zero frames; a trajectory needs at least one camera")
+    _check_camera_count(len(frames), max_cameras, "has", src)
     cams = []
     for i, fr in enumerate(frames):
         where = f"camera {i}"
@@ -334,13 +351,13 @@ def _parse_transforms_json(data: dict, first: Camera | None, src: _Source) -> Tr
     return Trajectory(cams)
 
 
-def _parse(data: Any, first: Camera | None, src: _Source) -> Trajectory:
+def _parse(data: Any, first: Camera | None, src: _Source, max_cameras: int | None = None) -> Trajectory:
     if isinstance(data, list):
         data = {"cameras": data}
     if not isinstance(data, dict):
         raise src.error(None, f"the top level must be an object or a list of cameras, got {type(data).__name__}")
     if isinstance(data.get("frames"), list):
-        return _parse_transforms_json(data, first, src)
+        return _parse_transforms_json(data, first, src, max_cameras)
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise src.error(None, f"unknown top-level key(s) {', '.join(map(repr, unknown))}; "
@@ -357,18 +374,23 @@ def _parse(data: Any, first: Camera | None, src: _Source) -> Trajectory:
         for key in ("frames", "interpolation"):
             if key in data:
                 raise src.error(None, f"'{key}' only applies to 'keyframes', not to 'cameras'")
+        if isinstance(data["cameras"], list):
+            _check_camera_count(len(data["cameras"]), max_cameras, "has", src)
         cams, prompts, _ = _parse_entries(data["cameras"], "camera", data, defaults, convention, src, set())
         return Trajectory(cams, prompts)
-    return _parse_keyframes(data, defaults, convention, src)
+    return _parse_keyframes(data, defaults, convention, src, max_cameras)
 
 
-def load_trajectory(source: str | Path | dict | list, first: Camera | None = None) -> Trajectory:
+def load_trajectory(source: str | Path | dict | list, first: Camera | None = None, *,
+                    max_cameras: int | None = None) -> Trajectory:
     """Read a trajectory from a JSON file (see the module docstring) or from already-parsed JSON data.
 
     Args:
         source: a path to a ``.json`` file, or a dict / list as ``json.load`` returns.
         first: the camera of the input image; supplies missing intrinsics and image sizes. The
             file's poses are used as they are (its world frame is the scene's).
+        max_cameras: the most cameras the trajectory may have (None: no limit), checked before
+            they are made.
     Returns:
         A :class:`Trajectory` with OpenCV-axes cameras (on ``first``'s device when given).
     Raises:
@@ -384,12 +406,14 @@ def load_trajectory(source: str | Path | dict | list, first: Camera | None = Non
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise src.error(None, f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+        except RecursionError:
+            raise src.error(None, "nested too deeply to be a trajectory") from None
     elif isinstance(source, (dict, list)):
         src = _Source("<trajectory dict>")
         data = source
     else:
         raise TypeError(f"source must be a path, a dict or a list, got {type(source).__name__}")
-    return _parse(data, first, src)
+    return _parse(data, first, src, max_cameras)
 
 
 def trajectory_to_dict(trajectory: Trajectory, *, convention: str = "opencv") -> dict:
