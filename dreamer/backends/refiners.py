@@ -118,7 +118,7 @@ class DiffusersRefiner(_PipelineBackend):
         _check_size(height, width, self.vae_scale_factor)
         out_device = render.device
         image = render.detach().to("cpu", torch.float32).clamp(0.0, 1.0)
-        output = self.pipe(
+        output = self._call_pipeline(
             prompt=self._prompt(self.prompt),
             image=image.permute(2, 0, 1)[None],
             strength=self.settings.strength,

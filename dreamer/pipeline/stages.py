@@ -296,7 +296,8 @@ def _splat_stage(configs: SceneConfigs, result: DreamResult, out: Path, on_progr
                          seed=configs.dream.seed)
     figures = {"gaussians": len(gaussians), "depth_weight": splat_config.depth_weight,
                "video_frames": files.frames, "video_coverage_min": min(files.coverage),
-               "video_coverage_mean": sum(files.coverage) / len(files.coverage)}
+               "video_coverage_mean": sum(files.coverage) / len(files.coverage),
+               "video_frames_below_999": sum(c < 0.999 for c in files.coverage)}
     if refiner is not None:
         done = read_json(out / "splats" / "done.json")
         figures["repaired_views"] = int(done.get("repaired_views", 0))
