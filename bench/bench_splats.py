@@ -138,10 +138,10 @@ FAR = ((48.0, 0.0, 0.2), (-48.0, 0.0, 0.2), (0.0, 22.0, 0.2), (12.0, -22.0, 0.2)
 
 
 def far_cameras(result: DreamResult) -> list[Camera]:
-    from dreamer.splats.repair import _dolly
+    from dreamer.splats.repair import dolly_camera
 
     first = result.views[TRAIN_YAWS.index(0.0)].camera
-    return [_dolly(orbit_camera(first, PIVOT, y, e), d * PIVOT) for y, e, d in FAR]
+    return [dolly_camera(orbit_camera(first, PIVOT, y, e), d * PIVOT) for y, e, d in FAR]
 
 
 def score_full(g, cams, truths) -> dict:

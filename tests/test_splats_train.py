@@ -168,9 +168,9 @@ def test_nan_loss_stops_with_the_iteration(monkeypatch):
     real = T._loss
     calls = {"n": 0}
 
-    def poisoned(out, view, config):
+    def poisoned(out, view, config, background=None):
         calls["n"] += 1
-        total, l1, ssim, depth = real(out, view, config)
+        total, l1, ssim, depth = real(out, view, config, background)
         return (total * float("nan") if calls["n"] == 4 else total), l1, ssim, depth
 
     monkeypatch.setattr(T, "_loss", poisoned)

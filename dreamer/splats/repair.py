@@ -34,7 +34,7 @@ from torch import Tensor
 from dreamer.cameras import Camera
 from dreamer.trajectories import interpolate_cameras, orbit_camera
 
-__all__ = ["repair_rounds", "camera_offset", "nearest_camera", "quantize_image", "safe_box"]
+__all__ = ["repair_rounds", "camera_offset", "nearest_camera", "quantize_image", "safe_box", "dolly_camera"]
 
 _GOLDEN_ANGLE = 180.0 * (3.0 - math.sqrt(5.0))  # degrees
 
@@ -75,7 +75,7 @@ def _between(cameras: Sequence[Camera], pivots: Sequence[float]) -> list[Camera]
     return [interpolate_cameras([cameras[i], cameras[j]], [2])[1] for i, j in pairs]
 
 
-def _dolly(camera: Camera, distance: float) -> Camera:
+def dolly_camera(camera: Camera, distance: float) -> Camera:
     """``camera`` moved ``distance`` along its viewing direction."""
     c2w = camera.c2w.detach().clone()
     c2w[:3, 3] = c2w[:3, 3] + distance * c2w[:3, 2]
@@ -171,7 +171,7 @@ def repair_rounds(cameras: Sequence[Camera], pivots: Sequence[float], *, rounds:
             phi = math.radians(k * _GOLDEN_ANGLE + 45.0 * r)
             a = angle * t
             cam = orbit_camera(cameras[i], pivots[i], a * math.cos(phi), a * math.sin(phi))
-            cam = _dolly(cam, dolly * t * pivots[i]) if dolly > 0 else cam
+            cam = dolly_camera(cam, dolly * t * pivots[i]) if dolly > 0 else cam
             ring.append(_inside(cam, cameras[i], box))
         out.append(ring)
     return out

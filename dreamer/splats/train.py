@@ -10,7 +10,9 @@ Training views
     contribute nothing (the original trained them as black).
 
 Loss
-    ``l1_weight * L1 + dssim_weight * (1 - SSIM)``, both masked (:mod:`dreamer.splats.losses`),
+    ``l1_weight * L1 + dssim_weight * (1 - SSIM)``, both masked (:mod:`dreamer.splats.losses`), on
+    the render composited over a random background colour (``random_background``: a view of a
+    dreamed scene has no background, so transparency is an error wherever the view is valid),
     plus ``depth_weight`` times the depth loss (:func:`~dreamer.splats.losses.inverse_depth_l1`)
     where the view knows its depth: a dreamed view's aligned depth map (every pixel), an extra
     view's point-render depth (the pixels the cloud covers). The rendered depth is the splats'
@@ -110,6 +112,10 @@ class SplatConfig:
     """Weight of the (masked) L1 loss."""
     dssim_weight: float = 0.2
     """Weight of the (masked) D-SSIM loss, 1 - SSIM."""
+    random_background: bool = True
+    """Composite the render over a random colour (a new one each iteration) before the loss: a dreamed view has no
+    background, so the splats learn to be opaque wherever it shows a surface (over black, a dark or half-transparent
+    surface would do)."""
     masked: bool = True
     """Mask the extra views' holes out of the loss; false trains them as black (the original method, for comparison)."""
     init_opacity: float = 0.5
@@ -444,11 +450,22 @@ def _pseudo_views_from_state(state: dict, config: SplatConfig, device: torch.dev
             for e in state.get("pseudo_views", [])]
 
 
-def _loss(out, view: TrainingView, config: SplatConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(total, L1, SSIM, depth loss) of a render against a training view, masked, times the
-    view's weight."""
-    l1 = masked_l1(out.rgb, view.image, view.mask)
-    ssim = masked_ssim(out.rgb, view.image, view.mask) if config.dssim_weight > 0 else out.rgb.new_ones(())
+def _background(config: SplatConfig, it: int, device: torch.device) -> Tensor | None:
+    """The background colour [3] of iteration ``it`` (random, a function of the seed and the
+    iteration), or None without ``random_background``."""
+    if not config.random_background:
+        return None
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + it + 0x5EED)
+    return torch.rand(3, generator=g).to(device)
+
+
+def _loss(out, view: TrainingView, config: SplatConfig, background: Tensor | None = None
+          ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(total, L1, SSIM, depth loss) of a render (composited over ``background`` [3] when
+    given) against a training view, masked, times the view's weight."""
+    rgb = out.rgb if background is None else out.rgb + (1.0 - out.alpha)[..., None] * background
+    l1 = masked_l1(rgb, view.image, view.mask)
+    ssim = masked_ssim(rgb, view.image, view.mask) if config.dssim_weight > 0 else rgb.new_ones(())
     total = config.l1_weight * l1 + config.dssim_weight * (1.0 - ssim)
     depth_loss = out.rgb.new_zeros(())
     if config.depth_weight > 0 and view.depth is not None:
@@ -488,7 +505,12 @@ def repair_cameras(result: DreamResult, config: SplatConfig) -> list[list[Camera
     own = [v for v in result.views if not v.stats.get(COMPLETION)] or list(result.views)
     cams = [v.camera for v in own]
     pivots = [center_depth_from(v.depth) for v in own]
-    box = safe_box(result.points.xyz, torch.stack([c.center for c in cams]))
+    # The box comes from the trajectory's own views (their depth maps), which the completion
+    # pass does not change: training and the completion pass plan the same cameras.
+    from dreamer.cameras import unproject_depth
+
+    surface = torch.cat([unproject_depth(v.depth.float(), v.camera)[::4, ::4].reshape(-1, 3) for v in own])
+    box = safe_box(surface, torch.stack([c.center for c in cams]))
     rounds = repair_rounds(cams, pivots, rounds=config.repair_rounds, views=config.repair_views,
                            angle=config.repair_angle, dolly=config.repair_dolly, box=box)
     return [rounds[r] for r in sorted(_repair_schedule(config, len(rounds)).values())]
@@ -655,7 +677,7 @@ def train_gaussians(
                         view.camera, sh_degree=sh_deg, near_plane=config.near_plane)
         if strategy is not None:
             strategy.step_pre_backward(params, optimizers, strategy_state, it, out.info)
-        loss, l1, ssim, depth_loss = _loss(out, view, config)
+        loss, l1, ssim, depth_loss = _loss(out, view, config, _background(config, it, device))
         if not torch.isfinite(loss):
             raise SplatTrainingError(
                 f"splat training diverged: the loss is {float(loss.detach())} at iteration {it} (training view {vi}); "
