@@ -116,6 +116,9 @@ class SplatConfig:
     """Composite the render over a random colour (a new one each iteration) before the loss: a dreamed view has no
     background, so the splats learn to be opaque wherever it shows a surface (over black, a dark or half-transparent
     surface would do)."""
+    alpha_weight: float = 0.0
+    """Weight of a loss pulling the render's opacity to 1 wherever a view is valid (the mean of 1 - alpha there): a dreamed
+    scene has no background, so a pixel the splats do not cover fully is a gap."""
     masked: bool = True
     """Mask the extra views' holes out of the loss; false trains them as black (the original method, for comparison)."""
     init_opacity: float = 0.5
@@ -195,7 +198,7 @@ class SplatConfig:
             if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a positive number, got {v!r}")
         for name in ("l1_weight", "dssim_weight", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d",
-                     "depth_weight", "repair_weight"):
+                     "depth_weight", "repair_weight", "alpha_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a number >= 0, got {v!r}")
@@ -467,6 +470,11 @@ def _loss(out, view: TrainingView, config: SplatConfig, background: Tensor | Non
     l1 = masked_l1(rgb, view.image, view.mask)
     ssim = masked_ssim(rgb, view.image, view.mask) if config.dssim_weight > 0 else rgb.new_ones(())
     total = config.l1_weight * l1 + config.dssim_weight * (1.0 - ssim)
+    if config.alpha_weight > 0:
+        gap = 1.0 - out.alpha
+        valid = None if view.mask is None else view.mask.to(gap.dtype)
+        gap = gap.mean() if valid is None else (gap * valid).sum() / valid.sum().clamp_min(1.0)
+        total = total + config.alpha_weight * gap
     depth_loss = out.rgb.new_zeros(())
     if config.depth_weight > 0 and view.depth is not None:
         drawn = out.alpha.detach() > 0.5
