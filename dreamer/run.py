@@ -14,6 +14,10 @@ Examples:
     # a batch file (YAML or JSON lines), split over 4 machines: this is shard 0 of 4
     python -m dreamer.run --batch scenes.yaml --out runs/batch --shard 0/4
 
+    # the same batch on every GPU of this machine, or on a Ray cluster (pip install -e ".[ray]")
+    python -m dreamer.run --batch scenes.yaml --out runs/batch --executor ray
+    python -m dreamer.run --batch scenes.yaml --out /shared/runs/batch --executor ray --ray-address HEAD:6379
+
 Every option below maps onto a field of the settings dataclasses (scene, dream loop, models,
 splats); a batch entry may set any of them by name (``grow_px: 4``). A scene folder keeps its
 resolved config: rerunning continues an interrupted scene, skips a finished one, and starts one
@@ -33,16 +37,15 @@ import json
 import logging
 import re
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
+from dreamer.batch import BatchInterrupted, ExecutorUnavailable, SceneJob, add_executor_arguments, make_executor
 from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, report_bad_input
 from dreamer.configs import add_dataclass_arguments
-from dreamer.pipeline import CONFIG_SECTIONS, SETTING_ALIASES, SceneConfigs, SceneOutcome, configs_from_flat, run_scene
+from dreamer.pipeline import CONFIG_SECTIONS, SETTING_ALIASES, SceneConfigs, SceneOutcome, configs_from_flat
 from dreamer.pipeline.limits import Limits
 from dreamer.pipeline.preflight import check_output_folder, check_scene, read_text_input
-from dreamer.progress import StageBars
 
 log = logging.getLogger("dreamer.run")
 
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "input file size) for a run that really needs more")
     run.add_argument("-v", "--verbose", action="store_true", help="log debug messages (and tracebacks)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_executor_arguments(parser)
     seen: set[str] = set()
     for section, get_cls in CONFIG_SECTIONS.items():
         cls = get_cls()
@@ -256,39 +260,23 @@ def main(argv: list[str] | None = None) -> int:
 
         Image.MAX_IMAGE_PIXELS = None  # Pillow's own guard against decompression bombs, lifted on request
     try:
-        jobs = plan_jobs(args, limits)
+        jobs = [SceneJob(name, out, configs, limits=limits, restart=args.restart)
+                for name, out, configs in plan_jobs(args, limits)]
+        executor = make_executor(args)
     except (ValueError, TypeError, OSError) as e:
         return report_bad_input(parser.prog, e, args.verbose)
+    except ExecutorUnavailable as e:
+        return report_bad_input(parser.prog, e, args.verbose)
 
-    from dreamer.backends.loading import ModelNotAvailable
-    from dreamer.backends.model_sets import build_backends
-
-    outcomes: list[SceneOutcome] = []
-    for name, out, configs in jobs:
-        bars = StageBars(name, enabled=not args.quiet)
-        try:
-            backends = build_backends(configs.models)
-            outcomes.append(run_scene(configs, out, backends, on_progress=bars, name=name, limits=limits,
-                                      restart=args.restart))
-        except ModelNotAvailable as e:
-            log.error("%s", one_line(e))
-            outcomes.append(SceneOutcome(name, out, "failed", error=one_line(e)))
-        except KeyboardInterrupt:
-            bars.close()
-            print(f"\ninterrupted: rerun the same command to continue {name} where it stopped", file=sys.stderr)
-            return 130
-        except Exception as e:  # one failing scene must not stop the batch
-            log.error("%s failed: %s", name, one_line(e))
-            log.debug("%s", traceback.format_exc())
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                with open(out / "run.log", "a") as f:
-                    f.write(traceback.format_exc())
-            except OSError:
-                pass
-            outcomes.append(SceneOutcome(name, out, "failed", error=f"{type(e).__name__}: {one_line(e)}"))
-        finally:
-            bars.close()
+    try:
+        outcomes = executor.run(jobs)
+    except BatchInterrupted as e:
+        names = ", ".join(e.running[:5]) + (f" and {len(e.running) - 5} more" if len(e.running) > 5 else "")
+        print(f"\ninterrupted: rerun the same command to continue {names or 'the batch'} where "
+              f"{'they' if len(e.running) > 1 else 'it'} stopped", file=sys.stderr)
+        return 130
+    except ExecutorUnavailable as e:
+        return report_bad_input(parser.prog, e, args.verbose)
     _print_summary(outcomes)
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
 

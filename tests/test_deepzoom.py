@@ -345,10 +345,11 @@ def test_cli_zoom_stage_with_splats(tmp_path, monkeypatch):
     out = tmp_path / "s"
     assert main(["--models", "synthetic", "--views", "2", "--width", "64", "--height", "64", "-q",
                  "--render-frames", "2", "--zoom-levels", "3", "--zoom-fly-frames", "5",
-                 "--zoom-video-seconds-per-level", "0", "--out", str(out)]) == 0
+                 "--zoom-video-seconds-per-level", "0", "--export", "ply", "spz", "--out", str(out)]) == 0
     assert seen == [2, 4]  # the scene's views, then the scene's views plus levels 1 and 2
     z = out / "zoom"
     assert len(Gaussians.load_ply(z / "gaussians.ply")) == read_json(z / "zoom.json")["points"]
+    assert len(Gaussians.load_spz(z / "gaussians.spz")) == read_json(z / "zoom.json")["points"]
     import imageio.v3 as iio
 
     assert len(list(iio.imiter(z / "fly_in.mp4"))) == 5

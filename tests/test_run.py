@@ -226,3 +226,19 @@ def test_a_damaged_checkpoint_names_the_file_and_restart_starts_over(tmp_path, c
     assert "points.pt cannot be loaded safely" in reason and "--restart" in reason
     assert run_cli(*args, "--restart") == 0
     assert (out / "DONE").exists() and (out / "checkpoint" / "points.pt").stat().st_size > 100
+
+
+def test_rerun_removes_temporary_files_of_a_killed_write(tmp_path):
+    """A process killed between a write and its rename (kill -9 at any instant) leaves the
+    temporary file of dreamer.io.atomic_path behind; the next run of the scene removes it."""
+    out = tmp_path / "s"
+    args = ["--models", "synthetic", "--views", 2, "--out", out, *SMALL]
+    assert run_cli(*args) == 0
+    stale = [out / "checkpoint" / ".points.pt.k2_x9qzz.tmp.pt", out / "views" / ".001.png.a1b2c3d4.tmp.png",
+             out / ".DONE.zz00aa11.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")
+    keep = out / ".keep"
+    keep.write_text("not ours\n")
+    assert run_cli(*args) == 0
+    assert not [p for p in stale if p.exists()] and keep.exists()

@@ -9,14 +9,9 @@ from diffusers import AutoencoderTiny, DDIMScheduler
 from dreamer.backends.tiny import tiny_sd_components, tiny_text2img_pipeline
 from zoom import consistency_error, sample_zoom_stack
 from zoom.photo import photo_psnr, prepare_photo
-from zoom.sampler import (
-    IdentityCodec,
-    Schedule,
-    VaeCodec,
-    ddpm_step,
-    model_output_to_x0,
-    sample_with_denoiser,
-)
+from zoom.codecs import IdentityCodec, VaeCodec
+from zoom.sampler import sample_with_denoiser
+from zoom.schedule import Schedule, ddpm_step, model_output_to_x0
 from zoom.stack import max_paste_depth, render_stack, stack_from_image, to_channels_first
 from zoom.testing import LinearVAE
 

@@ -21,23 +21,26 @@ up to rounding by construction; the decoded levels before that final render are 
 (their consistency error is the *agreement error*).
 
 :func:`sample_with_denoiser` is the model-free core (any ``denoise(z, t) -> x0`` and codec);
-:func:`sample_zoom_stack` wraps a diffusers Stable Diffusion pipeline (or its components).
+:func:`sample_zoom_stack` wraps a diffusers Stable Diffusion pipeline (or its components). The
+schedule and its step live in :mod:`zoom.schedule`, the latent <-> pixel codecs in
+:mod:`zoom.codecs`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from dreamer.checks import check_choice, check_int, check_number
+from zoom.codecs import Codec, VaeCodec
 from zoom.photo import photo_guidance, photo_replace_low, prepare_photo
 from zoom.pyramid import blend
+from zoom.schedule import Schedule, ddpm_step, model_output_to_x0
 from zoom.stack import (
     check_max_depth,
     check_p,
@@ -53,11 +56,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ZoomResult",
-    "Schedule",
-    "ddpm_step",
-    "Codec",
-    "IdentityCodec",
-    "VaeCodec",
     "sample_with_denoiser",
     "sample_zoom_stack",
     "seeded_generator",
@@ -96,150 +94,6 @@ class ZoomResult:
     def agreement(self, lowpass: int = 1) -> Tensor:
         """Consistency error of ``raw`` per adjacent pair -> [N-1]."""
         return consistency_error(to_channels_first(self.raw), p=self.p, lowpass=lowpass)
-
-
-# ----------------------------------------------------------------------------- schedule
-@dataclass(frozen=True)
-class Schedule:
-    """Timesteps and cumulative alphas of a discrete diffusion schedule.
-
-    Built from any diffusers scheduler (or its config) through ``DDIMScheduler.from_config``, so
-    the noise schedule, ``timestep_spacing``, ``steps_offset`` and ``set_alpha_to_one`` are the
-    model's own. The previous timestep of ``t`` is ``t - num_train_timesteps // steps``, as in
-    ``DDIMScheduler``.
-    """
-
-    timesteps: tuple[int, ...]
-    alphas_cumprod: Tensor  # float64 [num_train_timesteps]
-    final_alpha_cumprod: float
-    step_ratio: int
-    prediction_type: str
-
-    @classmethod
-    def from_scheduler(cls, scheduler, steps: int) -> "Schedule":
-        from diffusers import DDIMScheduler
-
-        check_int(steps, "steps", min=1)
-        config = scheduler.config if hasattr(scheduler, "config") else scheduler
-        ddim = DDIMScheduler.from_config(config)
-        if steps > ddim.config.num_train_timesteps:
-            raise ValueError(f"steps must be <= {ddim.config.num_train_timesteps} (the training timesteps), "
-                             f"got {steps}")
-        ddim.set_timesteps(steps)
-        if max(int(t) for t in ddim.timesteps) >= len(ddim.alphas_cumprod):
-            raise ValueError(f"{steps} steps with this scheduler's spacing/offset reach past the last training "
-                             f"timestep; use fewer steps")
-        return cls(
-            timesteps=tuple(int(t) for t in ddim.timesteps),
-            alphas_cumprod=ddim.alphas_cumprod.double().clone(),
-            final_alpha_cumprod=float(ddim.final_alpha_cumprod),
-            step_ratio=ddim.config.num_train_timesteps // steps,
-            prediction_type=str(ddim.config.prediction_type),
-        )
-
-    def alpha(self, t: int) -> float:
-        """Cumulative alpha at ``t``."""
-        return float(self.alphas_cumprod[t])
-
-    def alpha_prev(self, t: int) -> float:
-        """Cumulative alpha at the step after ``t`` (the final alpha past the end)."""
-        prev = t - self.step_ratio
-        return float(self.alphas_cumprod[prev]) if prev >= 0 else self.final_alpha_cumprod
-
-
-def ddpm_step(x0: Tensor, z: Tensor, alpha_t: float, alpha_prev: float, noise: Tensor) -> Tensor:
-    """One ancestral step from ``z`` at cumulative alpha ``alpha_t`` to ``alpha_prev`` given the
-    predicted clean sample ``x0`` and unit Gaussian ``noise`` (all the same shape).
-
-    The DDPM posterior ``q(z_prev | z, x0)`` of the strided schedule, written as DDIM with
-    ``eta = 1``: ``var = (1-a_prev)/(1-a_t) * (1 - a_t/a_prev)``,
-    ``z_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - var) eps + sqrt(var) noise`` with
-    ``eps = (z - sqrt(a_t) x0) / sqrt(1 - a_t)``. Equals ``DDIMScheduler.step(x0, t, z, eta=1,
-    variance_noise=noise)`` with ``prediction_type="sample"`` and no clipping.
-    """
-    var = (1.0 - alpha_prev) / (1.0 - alpha_t) * (1.0 - alpha_t / alpha_prev)
-    var = max(var, 0.0)
-    eps = (z - math.sqrt(alpha_t) * x0) / math.sqrt(1.0 - alpha_t)
-    direction = math.sqrt(max(1.0 - alpha_prev - var, 0.0)) * eps
-    return math.sqrt(alpha_prev) * x0 + direction + math.sqrt(var) * noise
-
-
-def model_output_to_x0(output: Tensor, z: Tensor, alpha_t: float, prediction_type: str) -> Tensor:
-    """The clean-sample prediction from a UNet output: ``epsilon``, ``v_prediction`` or
-    ``sample`` (same shapes as ``z``)."""
-    if prediction_type == "epsilon":
-        return (z - math.sqrt(1.0 - alpha_t) * output) / math.sqrt(alpha_t)
-    if prediction_type == "v_prediction":
-        return math.sqrt(alpha_t) * z - math.sqrt(1.0 - alpha_t) * output
-    if prediction_type == "sample":
-        return output
-    raise ValueError(f"unsupported prediction_type {prediction_type!r}; expected 'epsilon', "
-                     f"'v_prediction' or 'sample'")
-
-
-# ----------------------------------------------------------------------------- codecs
-class Codec(Protocol):
-    """Latents [N,c,h,w] <-> pixels [N,3,H,W] (fp32; pixels in [0,1] for image codecs)."""
-
-    def decode(self, latents: Tensor) -> Tensor: ...
-
-    def encode(self, pixels: Tensor) -> Tensor: ...
-
-
-class IdentityCodec:
-    """Pixels are the latents (pixel-space models and oracle tests)."""
-
-    def decode(self, latents: Tensor) -> Tensor:
-        return latents
-
-    def encode(self, pixels: Tensor) -> Tensor:
-        return pixels
-
-
-class VaeCodec:
-    """A diffusers ``AutoencoderKL`` or ``AutoencoderTiny`` as a codec in the UNet's latent space.
-
-    Latents are scaled: ``z = (Enc(2x - 1) - shift) * scaling_factor`` (the distribution's mode
-    for ``AutoencoderKL``); decoding inverts that and returns fp32 pixels clamped to [0,1].
-    ``batch_size`` bounds how many images go through the VAE at once (``None``: all).
-    ``device``: where the VAE runs (default: where its parameters are; under CPU offload they sit
-    on the CPU while it runs on the GPU, so pass :func:`execution_device`).
-    """
-
-    def __init__(self, vae, batch_size: int | None = None, device: torch.device | str | None = None):
-        self.vae = vae
-        self.scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
-        self.shift = float(getattr(vae.config, "shift_factor", 0.0) or 0.0)
-        self.batch_size = batch_size
-        self._device = None if device is None else torch.device(device)
-
-    @property
-    def device(self) -> torch.device:
-        return self._device if self._device is not None else next(self.vae.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
-
-    def _chunks(self, x: Tensor):
-        n = self.batch_size or x.shape[0]
-        return x.split(n)
-
-    def decode(self, latents: Tensor) -> Tensor:
-        out = []
-        for chunk in self._chunks(latents):
-            z = (chunk / self.scale + self.shift).to(self.device, self.dtype)
-            x = self.vae.decode(z).sample
-            out.append(((x.float() + 1.0) * 0.5).clamp(0.0, 1.0))
-        return torch.cat(out)
-
-    def encode(self, pixels: Tensor) -> Tensor:
-        out = []
-        for chunk in self._chunks(pixels):
-            enc = self.vae.encode((chunk * 2.0 - 1.0).to(self.device, self.dtype))
-            lat = enc.latent_dist.mode() if hasattr(enc, "latent_dist") else enc.latents
-            out.append((lat.float() - self.shift) * self.scale)
-        return torch.cat(out)
 
 
 # ----------------------------------------------------------------------------- randomness, devices

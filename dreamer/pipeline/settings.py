@@ -50,6 +50,10 @@ class SceneConfig:
     """Camera path of the fly-through videos: a preset (llff, back_and_forth, headbanging, ...) or a JSON file."""
     render_frames: int | None = None
     """Frames of the fly-through videos; default: the render preset's own."""
+    extensions: tuple[str, ...] = ()
+    """Trajectory files of cameras dreamed on top of the finished scene, in order (dreamer.pipeline.extend)."""
+    extension_iterations: int = 300
+    """Splat fine-tuning iterations after each extension (they start from the scene's splats)."""
 
     def first_camera(self) -> Camera:
         if self.focal is not None and self.fov is not None:
@@ -175,6 +179,9 @@ class SceneConfigs:
         d = self.to_dict()
         for k in drop:
             d["scene"].pop(k, None)
+        if not d["scene"].get("extensions"):  # a scene without extensions keeps the hashes it always had
+            d["scene"].pop("extensions", None)
+            d["scene"].pop("extension_iterations", None)
         for section in d.values():
             if isinstance(section, dict):
                 # Settings that do not change the outputs.
@@ -183,8 +190,10 @@ class SceneConfigs:
         return config_hash({k: d[k] for k in sections})
 
     def dream_hash(self) -> str:
-        """Hash of what the dreamed views and points depend on: changing it starts the scene over."""
-        return self._hash(("scene", "dream", "models"), drop=("render_trajectory", "render_frames"))
+        """Hash of what the dreamed views and points depend on: changing it starts the scene over.
+        Extensions are dreamed on top of the finished scene and keep their own fingerprints."""
+        return self._hash(("scene", "dream", "models"),
+                          drop=("render_trajectory", "render_frames", "extensions", "extension_iterations"))
 
     def result_hash(self) -> str:
         """Hash of every output (later stages keep their own fingerprints and redo only themselves)."""

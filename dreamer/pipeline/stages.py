@@ -5,11 +5,12 @@ Stages: first view (photo, or text-to-image) -> its depth -> the trajectory -> t
 the cameras the videos will show where the cloud has holes; checkpoint after every new view) ->
 exports -> ground-truth metrics (procedural world only) -> Gaussian splats (with the refine step:
 repaired novel views, "repair", and depth supervision) and videos (optionally repaired, "repair
-video"). The folder keeps ``config.json`` (the resolved settings and their
-hash): a rerun with the same settings continues where the last one stopped, a rerun with other
-settings starts the scene over, and a finished scene is skipped. Before anything runs, every input
-is checked (:func:`dreamer.pipeline.preflight.check_scene`), and temporaries an interrupted run
-left behind are deleted.
+video") -> extensions (:mod:`dreamer.pipeline.extend`) -> deep zoom. The folder keeps
+``config.json`` (the resolved settings and their hash): a rerun with the same settings continues
+where the last one stopped, a rerun with other settings starts the scene over, and a finished
+scene is skipped. Before anything runs, every input is checked
+(:func:`dreamer.pipeline.preflight.check_scene`), and temporaries an interrupted run left behind
+are deleted.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dreamer.cameras import Camera
 from dreamer.io import read_json, remove_temporaries, save_image, write_json
 from dreamer.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from dreamer.pipeline.exports import write_cameras_json, write_scene
+from dreamer.pipeline.joblog import job_log
 from dreamer.pipeline.limits import Limits
 from dreamer.pipeline.preflight import check_scene
 from dreamer.pipeline.settings import SceneConfig, SceneConfigs
@@ -54,7 +56,9 @@ class SceneOutcome:
 
 # Files and folders a scene owns; cleared when its config changes.
 _OWNED = ("views", "checkpoint", "complete", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
-          "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "zoom")
+          "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "gaussians.spz", "zoom")
+# The splat files SplatConfig.export can ask for.
+_SPLAT_FILES = {"ply": "gaussians.ply", "spz": "gaussians.spz"}
 
 
 def _clear_outputs(out: Path) -> None:
@@ -141,16 +145,14 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
     name = name or out.name
     t0 = time.time()
     check_scene(configs, out, limits)
+    if configs.scene.extensions and configs.splats is None:
+        raise ValueError("extensions fine-tune the scene's splats: they need the splat stage (drop --no-splats)")
     digest, done = _prepare_folder(out, configs, restart)
     if done:
         log.info("%s: already complete (config %s), skipping", name, digest)
         return SceneOutcome(name, out, "skipped")
 
-    handler = logging.FileHandler(out / "run.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
+    with job_log(out / "run.log"):
         sc = configs.scene
         first = configs.scene.first_camera()
         resume = load_checkpoint(out / "checkpoint")
@@ -198,15 +200,16 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
             splat_figures = _splat_stage(configs, result, out, on_progress, depth, backends)
             metrics = {**(metrics or {}), "splats": splat_figures}
             write_json(out / "metrics.json", metrics)
+        if sc.extensions:
+            from dreamer.pipeline.extend import apply_extensions
+
+            apply_extensions(configs, out, backends, on_progress=on_progress)
         if configs.zoom.enabled:
             _zoom_stage(configs, result, out, backends, on_progress)
         elif (out / "zoom").exists():  # switched off since the last run: no stale zoom outputs
             shutil.rmtree(out / "zoom")
         (out / "DONE").write_text(digest + "\n")
         return SceneOutcome(name, out, "done", time.time() - t0, metrics=metrics)
-    finally:
-        root.removeHandler(handler)
-        handler.close()
 
 
 def _refiner(configs: SceneConfigs, backends: Backends):
@@ -288,7 +291,7 @@ def _splat_stage(configs: SceneConfigs, result: DreamResult, out: Path, on_progr
     refiner = _refiner(configs, backends) if rc.refine else None
     splat_config = rc.splat_config(configs.splats)
     gaussians = train_gaussians(result, splat_config, on_progress, checkpoint_dir=out / "splats", refiner=refiner)
-    gaussians.save_ply(out / "gaussians.ply")
+    _save_gaussians(gaussians, out, configs.splats)
     sc = configs.scene
     files = render_video(gaussians, _render_path(configs, result, depth0), out / "videos",
                          name=Path(sc.render_trajectory).stem, on_progress=on_progress,
@@ -304,6 +307,22 @@ def _splat_stage(configs: SceneConfigs, result: DreamResult, out: Path, on_progr
     log.info("splats: %d Gaussians; fly-through coverage (alpha > 0.99) min %.4f, mean %.4f of each frame",
              len(gaussians), figures["video_coverage_min"], figures["video_coverage_mean"])
     return figures
+
+
+def _save_gaussians(gaussians, folder: Path, splats) -> None:
+    """Write the splat files ``splats.export`` asks for into ``folder`` and remove the others,
+    so that no file of an earlier run's settings stays behind."""
+    for fmt, name in _SPLAT_FILES.items():
+        path = folder / name
+        if fmt not in splats.export:
+            path.unlink(missing_ok=True)
+        elif fmt == "ply":
+            gaussians.save_ply(path)
+        else:
+            gaussians.save_spz(path, version=splats.spz_version)
+    sizes = ", ".join(f"{_SPLAT_FILES[f]} {(folder / _SPLAT_FILES[f]).stat().st_size / 1e6:.2f} MB"
+                      for f in _SPLAT_FILES if f in splats.export)
+    log.info("%s: %d Gaussians: %s", folder, len(gaussians), sizes)
 
 
 def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends: Backends,
@@ -333,7 +352,7 @@ def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends:
         from dreamer.splats.video import render_video
 
         gaussians = train_gaussians(zoomed.result, configs.splats, on_progress, checkpoint_dir=folder / "splats")
-        gaussians.save_ply(folder / "gaussians.ply")
+        _save_gaussians(gaussians, folder, configs.splats)
         if zc.zoom_fly_frames:
             cams = fly_in_cameras(zoomed.cameras[0], zoomed.point, frames=zc.zoom_fly_frames,
                                   zoom=float(zc.zoom_p) ** (zc.zoom_levels - 1))

@@ -53,7 +53,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
@@ -76,8 +76,11 @@ CHECKPOINT_FILE = "checkpoint.pt"
 DONE_FILE = "done.json"
 CONFIG_FILE = "config.json"
 _FORMAT = 2
-# Settings that change neither the result nor the resume point's meaning.
-_NOT_HASHED = ("device", "checkpoint_every", "log_every")
+EXPORT_FORMATS = ("ply", "spz")
+"""Formats :attr:`SplatConfig.export` accepts."""
+# Settings that change neither the result nor the resume point's meaning (the export formats
+# are written from the result).
+_NOT_HASHED = ("device", "checkpoint_every", "log_every", "export", "spz_version")
 
 
 class SplatTrainingError(RuntimeError):
@@ -180,6 +183,10 @@ class SplatConfig:
     """With a checkpoint folder: save a resumable checkpoint every this many iterations."""
     log_every: int = 100
     """Log the loss every this many iterations."""
+    export: tuple[str, ...] = ("ply",)
+    """Files of the trained splats: ply (gaussians.ply, the standard 3DGS layout) and/or spz (gaussians.spz, Niantic's compressed format, about a tenth of the size), e.g. --export ply spz."""
+    spz_version: Literal[3, 4] = 3
+    """Version of gaussians.spz: 3 (gzip; read by splat-transform, Spark, three.js) or 4 (zstd, smaller; read by splat-transform, three.js and the PlayCanvas engine, not by Spark 2.1)."""
 
     def __post_init__(self) -> None:
         ints = {"iterations": 1, "sh_degree_interval": 1, "refine_every": 1, "checkpoint_every": 1, "log_every": 1,
@@ -218,6 +225,15 @@ class SplatConfig:
         if not 0.0 <= self.repair_dolly < 1.0:
             raise ValueError(f"SplatConfig.repair_dolly must be in [0, 1) (a fraction of the scene's depth), "
                              f"got {self.repair_dolly!r}")
+        export = self.export
+        if isinstance(export, str):  # "spz" or "ply,spz" from a batch file
+            export = tuple(e for e in export.replace(",", " ").split())
+            object.__setattr__(self, "export", export)
+        bad = [e for e in export if e not in EXPORT_FORMATS]
+        if not export or bad:
+            raise ValueError(f"SplatConfig.export must name one or more of {list(EXPORT_FORMATS)}, got {list(export)!r}")
+        if self.spz_version not in (3, 4) or isinstance(self.spz_version, bool):
+            raise ValueError(f"SplatConfig.spz_version must be 3 (gzip) or 4 (zstd), got {self.spz_version!r}")
         if self.extra_splat_scale is not None and not self.extra_splat_scale > 0:
             raise ValueError(f"SplatConfig.extra_splat_scale must be > 0 or None, got {self.extra_splat_scale!r}")
 
@@ -343,8 +359,9 @@ def describe_refiner(refiner) -> dict | None:
     return own() if callable(own) else {"kind": type(refiner).__qualname__}
 
 
-def _fingerprint(result: DreamResult, config: SplatConfig, refiner=None) -> str:
-    """Hash of the settings that change the result, of the refiner and of the inputs (points and views)."""
+def _fingerprint(result: DreamResult, config: SplatConfig, init: Gaussians | None = None, refiner=None) -> str:
+    """Hash of the settings that change the result, of the refiner and of the inputs (points,
+    views and the Gaussians training starts from, when given)."""
     h = hashlib.sha256()
     cfg = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
     if refiner is None:  # the repair settings do nothing without a refiner
@@ -364,6 +381,10 @@ def _fingerprint(result: DreamResult, config: SplatConfig, refiner=None) -> str:
         for t in (v.camera.K, v.camera.c2w, v.image, v.depth):
             add(t)
         h.update(f"{v.camera.width}x{v.camera.height}".encode())
+    if init is not None:
+        h.update(b"init")
+        for t in init.params().values():
+            add(t)
     return h.hexdigest()[:20]
 
 
@@ -561,6 +582,7 @@ def train_gaussians(
     *,
     checkpoint_dir: str | Path | None = None,
     history: list | None = None,
+    init: Gaussians | None = None,
     refiner=None,
 ) -> Gaussians:
     """Train Gaussian splats on a dreamed scene (see the module docstring).
@@ -577,6 +599,10 @@ def train_gaussians(
             result.
         history: if a list, one dict per iteration is appended (iteration, loss, l1, ssim,
             depth_loss, psnr, gaussians, view, pseudo).
+        init: fine-tune these Gaussians instead of starting from one Gaussian per point of
+            ``result.points`` (e.g. a scene's trained splats plus Gaussians made from the points
+            an extension added). They were trained already, so every SH degree of
+            ``config.sh_degree`` is in use from the first iteration; their degree must be it.
         refiner: a :class:`~dreamer.backends.Refiner` to repair novel views with (the refine
             step); None trains on the dreamed and extra views only.
     Returns:
@@ -594,9 +620,15 @@ def train_gaussians(
         raise TypeError(f"refiner must have a refine(render, *, reference, camera, generator) method "
                         f"(dreamer.backends.Refiner), got {type(refiner).__name__}")
     _check_result(result)
+    if init is not None:
+        if not isinstance(init, Gaussians):
+            raise TypeError(f"init must be Gaussians or None, got {type(init).__name__}")
+        if init.sh_degree != config.sh_degree:
+            raise ValueError(f"init has SH degree {init.sh_degree} but config.sh_degree is {config.sh_degree}; "
+                             "fine-tune with the degree the Gaussians were trained at")
     device = resolve_device(config.device)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(result, config, refiner) if folder is not None else ""
+    fingerprint = _fingerprint(result, config, init, refiner) if folder is not None else ""
 
     if folder is not None:
         done = folder / DONE_FILE
@@ -633,9 +665,12 @@ def train_gaussians(
     schedule = _repair_schedule(config, len(rounds))
     repair_total = sum(len(rounds[r]) for r in schedule.values())
 
-    init = Gaussians.from_points(result.points.to(device), sh_degree=config.sh_degree,
-                                 opacity=config.init_opacity, scale_mult=config.init_scale)
-    params = {k: torch.nn.Parameter(t.detach().clone()) for k, t in init.params().items()}
+    if init is None:
+        start_from = Gaussians.from_points(result.points.to(device), sh_degree=config.sh_degree,
+                                           opacity=config.init_opacity, scale_mult=config.init_scale)
+    else:
+        start_from = init.to(device)
+    params = {k: torch.nn.Parameter(t.detach().clone()) for k, t in start_from.params().items()}
     if params["shN"].shape[1] == 0:
         params["shN"].requires_grad_(False)  # degree 0: nothing to optimise
     optimizers = _make_optimizers(params, config, scale)
@@ -665,7 +700,7 @@ def train_gaussians(
     t0 = time.perf_counter()
     fork_devices = [device] if device.type == "cuda" else []
     for it in range(start, config.iterations):
-        sh_deg = min(it // config.sh_degree_interval, config.sh_degree)
+        sh_deg = config.sh_degree if init is not None else min(it // config.sh_degree_interval, config.sh_degree)
         if it in schedule:
             r = schedule[it]
             made = _make_pseudo_views(params, rounds[r], r, sh_deg, config, result, pivots, refiner, device)
