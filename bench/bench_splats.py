@@ -276,7 +276,8 @@ def bench_coverage(args) -> None:
                 if refine:
                     done += f", completion: {cover.get('completion_views')} views"
                 print(f"{'--refine' if refine else 'plain':12s} {preset:16s} {frames:6d} "
-                      f"{m['video_coverage_min']:8.4f} {m['video_coverage_mean']:8.4f} {below:8d} {views:6d}   ({done})",
+                      f"{m['video_coverage_min']:8.4f} {m['video_coverage_mean']:8.4f} {below:8d} {views:6d}"
+                      f"   ({done})",
                       flush=True)
 
 

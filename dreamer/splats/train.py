@@ -120,8 +120,8 @@ class SplatConfig:
     background, so the splats learn to be opaque wherever it shows a surface (over black, a dark or half-transparent
     surface would do)."""
     alpha_weight: float = 0.0
-    """Weight of a loss pulling the render's opacity to 1 wherever a view is valid (the mean of 1 - alpha there): a dreamed
-    scene has no background, so a pixel the splats do not cover fully is a gap."""
+    """Weight of a loss pulling the render's opacity to 1 wherever a view is valid (the mean of 1 - alpha there): a
+    dreamed scene has no background, so a pixel the splats do not cover fully is a gap."""
     masked: bool = True
     """Mask the extra views' holes out of the loss; false trains them as black (the original method, for comparison)."""
     init_opacity: float = 0.5
