@@ -373,8 +373,8 @@ def main() -> None:
     ap.add_argument("--repair-views", type=int, default=8, help="refine bench: repaired views per round")
     ap.add_argument("--repair-angle", type=float, default=25.0, help="refine bench: spread of the last round")
     ap.add_argument("--complete-views", type=int, default=12, help="refine bench: most views the completion dreams")
-    ap.add_argument("--coverage-size", type=int, default=64, help="coverage bench: image size of the demo")
-    ap.add_argument("--coverage-iterations", type=int, default=200, help="coverage bench: splat iterations")
+    ap.add_argument("--coverage-size", type=int, default=48, help="coverage bench: image size of the demo")
+    ap.add_argument("--coverage-iterations", type=int, default=600, help="coverage bench: splat iterations")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:

@@ -13,6 +13,9 @@ Loss
     ``l1_weight * L1 + dssim_weight * (1 - SSIM)``, both masked (:mod:`dreamer.splats.losses`), on
     the render composited over a random background colour (``random_background``: a view of a
     dreamed scene has no background, so transparency is an error wherever the view is valid),
+    plus ``alpha_weight`` times the mean of 1 - alpha over the valid pixels (the same reason, made
+    explicit: without it the splats of a small run stay a few percent transparent between their
+    centres and videos show speckles of background),
     plus ``depth_weight`` times the depth loss (:func:`~dreamer.splats.losses.inverse_depth_l1`)
     where the view knows its depth: a dreamed view's aligned depth map (every pixel), an extra
     view's point-render depth (the pixels the cloud covers). The rendered depth is the splats'
@@ -119,9 +122,9 @@ class SplatConfig:
     """Composite the render over a random colour (a new one each iteration) before the loss: a dreamed view has no
     background, so the splats learn to be opaque wherever it shows a surface (over black, a dark or half-transparent
     surface would do)."""
-    alpha_weight: float = 0.0
+    alpha_weight: float = 0.5
     """Weight of a loss pulling the render's opacity to 1 wherever a view is valid (the mean of 1 - alpha there): a
-    dreamed scene has no background, so a pixel the splats do not cover fully is a gap."""
+    dreamed scene has no background, so a pixel the splats do not cover fully is a gap in every video."""
     masked: bool = True
     """Mask the extra views' holes out of the loss; false trains them as black (the original method, for comparison)."""
     init_opacity: float = 0.5
