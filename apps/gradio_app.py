@@ -8,6 +8,8 @@ Tabs:
   Scene    text and/or a photo -> dreamed views, Gaussian splats in a 3D viewer (drag to orbit,
            W A S D to walk), fly-through and depth videos, downloads. "Dream here" dreams what
            the viewer looks at on top of the scene and fine-tunes its splats; Undo takes it back.
+           The form starts with the machine's settings: small on a CPU (a scene in minutes), the
+           real ones on a GPU (apps/settings.py).
   Zoom     prompts per level -> a zoom stack and its video.
   3D zoom  one of your scenes, a view and a point -> the zoom levels lifted into the scene,
            its splats retrained, a fly-in video.

@@ -118,13 +118,14 @@ class ProgressBridge:
 
 def zip_folder(folder: Path, target: Path) -> Path:
     """Zip ``folder`` into ``target`` without resume state (checkpoints, ``.pt`` files, the
-    extensions' caches), written under a temporary name."""
+    extensions' caches, the splat stages' folders, whose result is the scene's gaussians.ply
+    under another name), written under a temporary name."""
     tmp = target.with_suffix(".zip.part")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(folder.rglob("*")):
             rel = path.relative_to(folder)
-            if not path.is_file() or "checkpoint" in rel.parts or path.suffix == ".pt" or rel.parts[:2] == (
-                    "extensions", "base") or path.name.startswith("."):
+            if not path.is_file() or "checkpoint" in rel.parts or "splats" in rel.parts[:-1] \
+                    or path.suffix == ".pt" or rel.parts[:2] == ("extensions", "base") or path.name.startswith("."):
                 continue
             zf.write(path, Path(folder.name) / rel)
     tmp.replace(target)

@@ -11,7 +11,7 @@ import gradio as gr
 from apps.handlers import DreamerApp
 from apps.inputs import DEPTH_TYPES, IMAGE_TYPES, InputError, Limits, check_upload
 from apps.settings import (FILES_QUEUE, GPU_QUEUE, MODEL_SETS, SCENE_EXAMPLES, SCENE_TRAJECTORIES, SCENE_VIEWER_ID,
-                           ZOOM3D_VIEWER_ID, ZOOM_MODEL_SETS, AppSettings)
+                           ZOOM3D_VIEWER_ID, ZOOM_MODEL_SETS, AppSettings, scene_form_defaults)
 from apps.viewer import read_camera_js, viewer_component
 
 __all__ = ["build_app", "photo_input"]
@@ -46,6 +46,7 @@ def photo_input(limits: Limits, field_name: str = "Photo", **kwargs) -> gr.Image
 
 def _scene_tab(app: DreamerApp, settings: AppSettings, state: gr.State) -> dict:
     lim = settings.limits
+    start = scene_form_defaults(settings.models)  # small on a CPU, the real settings on a GPU
     with gr.Row():
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", lines=2, max_length=lim.max_prompt_chars,
@@ -59,19 +60,20 @@ def _scene_tab(app: DreamerApp, settings: AppSettings, state: gr.State) -> dict:
                 trajectory = gr.Dropdown(list(SCENE_TRAJECTORIES), value="lookaround", label="Trajectory")
                 trajectory_file = gr.File(label="or a trajectory file (.json)", file_types=[".json"], height=80)
             with gr.Row():
-                views = gr.Slider(1, lim.max_views, value=6, step=1, label="Views", elem_id="scene-views")
-                gs_iters = gr.Slider(10, 30000, value=1000, step=10, label="Gaussian iterations",
+                views = gr.Slider(1, lim.max_views, value=start["views"], step=1, label="Views", elem_id="scene-views")
+                gs_iters = gr.Slider(10, 30000, value=start["iterations"], step=10, label="Gaussian iterations",
                                      elem_id="scene-iterations")
             with gr.Row():
-                steps = gr.Slider(1, 150, value=30, step=1, label="Inpainting steps")
+                steps = gr.Slider(1, 150, value=start["steps"], step=1, label="Inpainting steps")
                 guidance = gr.Slider(0, 30, value=7.5, step=0.5, label="Guidance")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**31 - 1, label="Seed")
                 models = gr.Dropdown(list(MODEL_SETS), value=settings.models, label="Model set", elem_id="scene-models")
             with gr.Accordion("Size and video", open=False):
-                size = gr.Slider(64, lim.max_size, value=512, step=8, label="Image size (px, square)",
+                size = gr.Slider(64, lim.max_size, value=start["size"], step=8, label="Image size (px, square)",
                                  elem_id="scene-size")
-                frames = gr.Slider(8, 600, value=120, step=1, label="Fly-through frames", elem_id="scene-frames")
+                frames = gr.Slider(8, 600, value=start["frames"], step=1, label="Fly-through frames",
+                                   elem_id="scene-frames")
             refine = gr.Checkbox(value=False, elem_id="scene-refine",
                                  label="Refine: dream what the fly-through shows behind objects, train the splats "
                                        "on repaired novel views and on the views' depth (slower)")

@@ -8,7 +8,7 @@ from pathlib import Path
 from apps.inputs import Limits
 
 __all__ = ["AppSettings", "MODEL_SETS", "ZOOM_MODEL_SETS", "SCENE_TRAJECTORIES", "GPU_QUEUE", "FILES_QUEUE",
-           "SCENE_EXAMPLES", "SCENE_VIEWER_ID", "ZOOM3D_VIEWER_ID"]
+           "SCENE_EXAMPLES", "SCENE_VIEWER_ID", "ZOOM3D_VIEWER_ID", "SCENE_FORM_DEFAULTS", "scene_form_defaults"]
 
 MODEL_SETS = ("default", "tiny", "synthetic")
 ZOOM_MODEL_SETS = ("default", "tiny")
@@ -28,6 +28,25 @@ SCENE_EXAMPLES = (
     ("", None, None, "", "orbit", None, 3, 10, 7.5, 1, 60, "synthetic", 64, 24),
     ("a cozy reading room", None, None, "", "lookaround", None, 2, 2, 7.5, 0, 50, "tiny", 64, 16),
 )
+
+
+# The Scene form's starting values, by what ``--preset auto`` of dreamer.run picks for the
+# preselected model set on this machine (dreamer.pipeline.presets): the real settings on a GPU;
+# on a CPU a scene that is done in a few minutes (about 2 for the procedural world on a quiet
+# 2-core machine); the plumbing with the tiny models. Anyone may raise them before pressing Generate.
+SCENE_FORM_DEFAULTS = {
+    "full": {"views": 6, "iterations": 1000, "size": 512, "frames": 120, "steps": 30},
+    "quick": {"views": 4, "iterations": 200, "size": 128, "frames": 48, "steps": 20},
+    "plumbing": {"views": 2, "iterations": 30, "size": 64, "frames": 16, "steps": 2},
+}
+
+
+def scene_form_defaults(models: str, device: str = "auto") -> dict:
+    """The Scene form's starting values for the model set ``models`` on ``device`` (``auto``: the
+    GPU when there is one): see :data:`SCENE_FORM_DEFAULTS`."""
+    from dreamer.pipeline.presets import auto_preset
+
+    return dict(SCENE_FORM_DEFAULTS[auto_preset(models, device)])
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ def _ply(downloads) -> str:
     return next(p for p in downloads if Path(p).name == "gaussians.ply")
 
 
+@pytest.mark.slow
 def test_scene_endpoint_returns_splats_videos_views_and_downloads(server, tmp_path):
     from dreamer.splats import Gaussians
 
@@ -140,10 +141,11 @@ def test_scene_endpoint_returns_splats_videos_views_and_downloads(server, tmp_pa
     with zipfile.ZipFile(archive) as zf:
         listed = zf.namelist()
     assert any(n.endswith("/gaussians.ply") for n in listed) and any(n.endswith("views/001.png") for n in listed)
-    assert not any("/checkpoint/" in n for n in listed)
+    assert not any("/checkpoint/" in n or "/splats/" in n for n in listed)  # resume state, not the scene
     assert "2 views" in status
 
 
+@pytest.mark.slow
 def test_scene_endpoint_runs_the_refine_step_when_ticked(server, tmp_path):
     *_, downloads, status = _client(server, tmp_path).predict(*SCENE, True, api_name="/scene")
     assert "views" in status
@@ -155,6 +157,7 @@ def test_scene_endpoint_runs_the_refine_step_when_ticked(server, tmp_path):
     assert metrics["refine"]["completion_path_cameras"] == 8 and "video_coverage_min" in metrics["splats"]
 
 
+@pytest.mark.slow
 def test_zoom_endpoint_returns_levels_and_video(server, tmp_path):
     gallery, video, downloads, status = _client(server, tmp_path).predict(*ZOOM, api_name="/zoom")
     assert [g["caption"] for g in gallery] == ["level 0: a galaxy", "level 1: a planet"]
@@ -164,6 +167,7 @@ def test_zoom_endpoint_returns_levels_and_video(server, tmp_path):
     assert len(downloads) == 3 and "2 levels" in status
 
 
+@pytest.mark.slow
 def test_photo_and_depth_uploads_with_tiny_models(server, tmp_path):
     photo = tmp_path / "my holiday photo.jpg"
     Image.fromarray((np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)).save(photo)
@@ -179,6 +183,7 @@ def test_photo_and_depth_uploads_with_tiny_models(server, tmp_path):
     assert sorted(p.name for p in inputs.iterdir()) == ["depth.npy", "photo.jpg"]
 
 
+@pytest.mark.slow
 def test_zoom3d_endpoint_flies_into_the_visitors_scene(server, tmp_path):
     from dreamer.splats import Gaussians
 
@@ -198,6 +203,7 @@ def test_zoom3d_endpoint_flies_into_the_visitors_scene(server, tmp_path):
         client.predict("scene-999", *zoom3d[1:], api_name="/zoom3d")
 
 
+@pytest.mark.slow
 def test_two_visitors_get_separate_results(server, tmp_path):
     a, b = _client(server, tmp_path, "a"), _client(server, tmp_path, "b")
     assert a.session_hash != b.session_hash
@@ -224,6 +230,7 @@ def test_two_visitors_get_separate_results(server, tmp_path):
         assert len(configs) == 1 and f'"trajectory": "{traj}"' in configs[0].read_text()
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_a_message_and_the_app_stays_usable(server, tmp_path):
     client = _client(server, tmp_path)
     not_image = tmp_path / "photo.png"
@@ -247,6 +254,7 @@ def test_bad_inputs_get_a_message_and_the_app_stays_usable(server, tmp_path):
     assert len(gallery) == 2
 
 
+@pytest.mark.slow
 def test_stop_ends_a_run_with_a_message(server, tmp_path):
     client = _client(server, tmp_path)
     long_scene = [*SCENE[:6], 6, 2, 7.5, 0, 30000, "synthetic", SIZE, 600]
@@ -260,6 +268,7 @@ def test_stop_ends_a_run_with_a_message(server, tmp_path):
         job.result(timeout=60)
 
 
+@pytest.mark.slow
 def test_only_the_files_handed_to_a_visitor_are_served(server, tmp_path):
     """The session's folder is not served (run.log, config.json, checkpoints, inputs): only the
     copies the handlers returned are, under a path nobody can guess from the session id."""
@@ -267,7 +276,7 @@ def test_only_the_files_handed_to_a_visitor_are_served(server, tmp_path):
     viewer, video, depth_video, gallery, downloads, status = client.predict(*SCENE, api_name="/scene")
     run = next(p for p in (server["out"] / "sessions" / safe_session_id(client.session_hash)).glob("scene-*")
                if p.is_dir())
-    for name in ("run.log", "config.json", "splats/checkpoint.pt", "checkpoint/points.pt", "gaussians.ply"):
+    for name in ("run.log", "config.json", "splats/done.json", "checkpoint/result.pt", "gaussians.ply"):
         assert (run / name).exists(), name
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(server["url"] + "gradio_api/file=" + str(run / name), timeout=10)
@@ -277,6 +286,7 @@ def test_only_the_files_handed_to_a_visitor_are_served(server, tmp_path):
     assert "/sessions/" not in json.loads(viewer)["ply"]  # a copy, not the session's file
 
 
+@pytest.mark.slow
 def test_an_uploaded_trajectory_obeys_the_forms_limits(server, tmp_path):
     client = _client(server, tmp_path)
     eye = np.eye(4).tolist()
@@ -296,6 +306,7 @@ def test_an_uploaded_trajectory_obeys_the_forms_limits(server, tmp_path):
     assert len(gallery) == 2
 
 
+@pytest.mark.slow
 def test_a_depth_upload_has_the_photos_pixel_limit(server, tmp_path):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.zeros((90, 120, 3), np.uint8)).save(photo)
@@ -308,6 +319,7 @@ def test_a_depth_upload_has_the_photos_pixel_limit(server, tmp_path):
                       8, api_name="/scene").result(timeout=60)
 
 
+@pytest.mark.slow
 def test_dream_here_and_undo_over_the_api(server, tmp_path):
     from dreamer.splats import Gaussians
 

@@ -246,6 +246,7 @@ def test_fly_in_video_has_the_asked_frame_count(scene, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # The CLI stage
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_zoom_stage_offline(tmp_path):
     from dreamer.run import main
 
@@ -288,6 +289,7 @@ def test_batch_entries_and_saved_configs_carry_the_zoom_settings():
         configs_from_flat({"zoom_levels": 1})
 
 
+@pytest.mark.slow
 def test_splats_train_on_the_levels_and_stay_fine_where_the_zoom_went(scene):
     from dreamer.splats import SplatConfig, build_training_views, train_gaussians
 
@@ -328,6 +330,7 @@ def test_tiny_pipeline_makes_the_levels(scene):
     assert a.photo.shape == (S, S, 3)
 
 
+@pytest.mark.slow
 def test_cli_zoom_stage_with_splats(tmp_path, monkeypatch):
     """The splat branch of the stage: Gaussians of the zoomed cloud and the fly-in video (training
     is replaced by the initialization here; the training itself is tested above)."""

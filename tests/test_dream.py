@@ -133,6 +133,7 @@ def test_bad_inputs_fail_before_any_work(world, first):
         dream(truth.image, [cam, "not a camera"], "", inpainter=inp, depth_estimator=est)
 
 
+@pytest.mark.slow
 def test_joint_refinement_removes_the_drift_of_a_full_turn(world, first):
     """rotate360 chains 16 views: aligned one by one, each inherits the errors of the last and
     the far side of the turn drifts; refined jointly, every view is back near the noise floor."""

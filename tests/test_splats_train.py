@@ -48,6 +48,7 @@ def scene():
 FAST = dict(device="cpu", sh_degree=1, sh_degree_interval=50, log_every=1000)
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_and_beats_the_points(scene):
     result, world = scene
     history = []
@@ -121,6 +122,7 @@ def _tiny_scene():
 TINY = dict(iterations=30, checkpoint_every=10, refine_start_iter=4, refine_every=5, refine_stop_iter=25, **FAST)
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_gives_the_same_result(tmp_path):
     result = _tiny_scene()
     cfg = SplatConfig(**TINY)

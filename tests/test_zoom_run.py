@@ -51,6 +51,7 @@ def test_cli_writes_files_and_a_second_run_skips(tmp_path, monkeypatch, caplog):
     assert {f.name: f.stat().st_mtime_ns for f in _files(out, 3)} == before
 
 
+@pytest.mark.slow
 def test_output_settings_reuse_the_stack_and_a_new_config_starts_over(tmp_path, monkeypatch):
     out = tmp_path / "zoom"
     config = zrun.ZoomConfig(prompts=("a", "b", "c"), steps=2, height=64, width=64, models="tiny")
@@ -65,12 +66,28 @@ def test_output_settings_reuse_the_stack_and_a_new_config_starts_over(tmp_path, 
     assert len(imageio.mimread(out / "zoom.mp4")) == 2 * 4 + 1
 
     changed = zrun.ZoomConfig(prompts=("a", "b"), steps=2, height=64, width=64, models="tiny", seed=1)
-    third = zrun.run_zoom(changed, out, zrun.OutputConfig(fps=4, seconds_per_level=0.5))
+    with pytest.raises(zrun.StackOfOtherSettings, match="--overwrite"):  # a sampled stack is not lost silently
+        zrun.run_zoom(changed, out, zrun.OutputConfig(fps=4, seconds_per_level=0.5))
+    assert torch.equal(torch.load(out / "stack.pt", weights_only=True)["levels"], levels)
+    third = zrun.run_zoom(changed, out, zrun.OutputConfig(fps=4, seconds_per_level=0.5), overwrite=True)
     assert third["sampled"]
     assert not (out / "level_02.png").exists()  # nothing stale from the previous config
     new_levels = torch.load(out / "stack.pt", weights_only=True)["levels"]
     assert new_levels.shape[0] == 2 and not torch.equal(new_levels, levels[:2])
     assert json.loads((out / "done.json").read_text())["hash"] == third["config"]["hash"]
+
+
+def test_the_cli_refuses_a_folder_of_other_settings_before_loading_a_model(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "zoom"
+    args = ["--prompts", "a", "b", "--out", str(out), *BASE]
+    assert zrun.main(args) == 0
+    monkeypatch.setattr(zrun, "_load_pipeline", lambda config: (_ for _ in ()).throw(AssertionError("loaded")))
+    capsys.readouterr()
+    assert zrun.main([*args, "--seed", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--overwrite" in err and "other settings" in err
+    monkeypatch.undo()
+    assert zrun.main([*args, "--seed", "5", "--overwrite"]) == 0
 
 
 def test_prompts_file_and_photo(tmp_path):

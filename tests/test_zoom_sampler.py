@@ -161,6 +161,7 @@ def _decoded_agreement(vae):
     return errors, on_step
 
 
+@pytest.mark.slow
 def test_tiny_pipeline_three_levels_end_to_end(tiny_pipe):
     calls = []
     prompts = ["a galaxy", "a solar system", "a planet"]

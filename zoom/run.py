@@ -9,9 +9,14 @@ Writes into ``--out``: ``level_00.png`` ... (the rendered levels, widest first),
 written atomically.
 
 Resuming: a finished run with the same config is not redone. When only output settings changed
-(fps, seconds per level) the checkpointed stack is reused; any other change starts over and
-deletes the previous outputs first, so the folder never mixes files of two configs. Temporaries
-of an interrupted run are deleted; an unreadable ``stack.pt`` is ignored (the stack is sampled again).
+(fps, seconds per level) the checkpointed stack is reused. A folder that holds a stack sampled
+with other settings is refused (exit 2), since sampling it may have taken long: ``--overwrite``
+starts over, deleting the previous outputs first, so the folder never mixes files of two configs.
+Temporaries of an interrupted run are deleted; an unreadable ``stack.pt`` is ignored (the stack is
+sampled again).
+
+Times on a 2-core CPU: the tiny models at 64 px take seconds per level; the real models at 512 px
+take minutes per level and step count (a GPU is advised).
 
 Every input (prompts, sizes, seed, photo, output folder) is checked before the model loads, within
 the limits of ``dreamer.pipeline.limits`` (``--allow-large`` lifts them). Exit status: 0 done, 1
@@ -31,14 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from dreamer.checks import check_choice, check_int, check_number
 from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, report_bad_input
-from dreamer.configs import config_hash
-from dreamer.pipeline.limits import MAX_STEPS, Limits
-from dreamer.pipeline.preflight import check_limit, check_output_folder, check_seed, read_text_input
-from dreamer.progress import StageBars
+from dreamer.configs import config_hash, field_docs
+
+# torch, the models' libraries and the input checks (which use torch) are imported where they are
+# used, after the arguments are read: ``--help`` and bad usage answer at once.
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +111,14 @@ class OutputConfig:
     """Relative width of the soft border of finer levels in the video."""
 
 
-def read_prompts(path: str | Path, limits: Limits = Limits()) -> list[str]:
+def read_prompts(path: str | Path, limits=None) -> list[str]:
     """Prompts from a file: a JSON list of strings, or one prompt per line (blank lines and lines
-    starting with ``#`` skipped)."""
-    text = read_text_input(path, "prompts file", limits)
+    starting with ``#`` skipped), read within ``limits`` (default the standard
+    :class:`dreamer.pipeline.limits.Limits`)."""
+    from dreamer.pipeline.limits import Limits
+    from dreamer.pipeline.preflight import read_text_input
+
+    text = read_text_input(path, "prompts file", limits or Limits())
     if Path(path).suffix.lower() == ".json":
         try:
             data = json.loads(text)
@@ -159,9 +165,15 @@ def _load_pipeline(config: ZoomConfig):
     return pipe, tiny_vae
 
 
-def check_zoom(config: ZoomConfig, output: OutputConfig = OutputConfig(), limits: Limits = Limits()) -> None:
-    """Check every setting of a zoom run within ``limits`` (ValueError / TypeError naming it); the
-    photo is decoded at the stack's size, as the run will use it."""
+def check_zoom(config: ZoomConfig, output: OutputConfig = OutputConfig(), limits=None) -> None:
+    """Check every setting of a zoom run within ``limits`` (a :class:`dreamer.pipeline.limits.Limits`,
+    default the standard ones; ValueError / TypeError naming it); the photo is decoded at the
+    stack's size, as the run will use it."""
+    from dreamer.checks import check_choice, check_int, check_number
+    from dreamer.pipeline.limits import MAX_STEPS, Limits
+    from dreamer.pipeline.preflight import check_limit, check_seed
+
+    limits = limits or Limits()
     prompts = config.prompts
     if not prompts:
         raise ValueError("give at least one prompt (--prompts or --prompts-file)")
@@ -209,16 +221,59 @@ def _resolve(config: ZoomConfig) -> ZoomConfig:
                                photo_sha256=photo_sha)
 
 
+class StackOfOtherSettings(ValueError):
+    """The output folder holds a zoom stack sampled with other settings."""
+
+
+def stack_hash_in(out: str | Path) -> str | None:
+    """The stack hash of the run whose outputs are in ``out`` (from ``done.json`` or
+    ``config.json``, else the checkpoint ``stack.pt``), or None when it holds none."""
+    out = Path(out)
+    for name in (DONE_FILE, CONFIG_FILE):
+        try:
+            found = json.loads((out / name).read_text()).get("stack_hash")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if found:
+            return str(found)
+    if (out / STACK_FILE).is_file():
+        import torch
+
+        try:
+            return str(torch.load(out / STACK_FILE, map_location="cpu", weights_only=True).get("stack_hash"))
+        except Exception:  # an unreadable checkpoint is sampled again anyway
+            return None
+    return None
+
+
+def check_stack_reuse(config: ZoomConfig, out: str | Path, overwrite: bool = False) -> None:
+    """Raise :class:`StackOfOtherSettings` when ``out`` holds a stack of other settings than
+    ``config``'s (resolved by :func:`run_zoom`), unless ``overwrite``."""
+    old = stack_hash_in(out)
+    if old is not None and old != config_hash(_resolve(config)) and not overwrite:
+        raise StackOfOtherSettings(f"{out} holds a zoom stack sampled with other settings (config {old}); rerun "
+                                   f"with --overwrite to sample it again (deleting its outputs), or choose another "
+                                   f"--out")
+
+
 def run_zoom(config: ZoomConfig, out: str | Path, output: OutputConfig = OutputConfig(), *,
-             on_progress: Callable[[str, int, int], None] | None = None, limits: Limits = Limits()) -> dict:
+             on_progress: Callable[[str, int, int], None] | None = None, limits=None,
+             overwrite: bool = False) -> dict:
     """Sample (or reuse) the stack of ``config`` and write the outputs into ``out``.
 
-    Every setting is checked first (:func:`check_zoom`, within ``limits``). Returns
-    ``{"skipped": bool, "sampled": bool, "files": [paths], "config": dict}``.
+    Every setting is checked first (:func:`check_zoom`, within ``limits``). A folder holding a
+    stack of other settings raises :class:`StackOfOtherSettings` unless ``overwrite`` (then it is
+    sampled again, the old outputs deleted). Returns ``{"skipped": bool, "sampled": bool,
+    "files": [paths], "config": dict}``.
     """
+    import torch
+
     from dreamer.io import atomic_path, read_json, remove_temporaries, save_image, write_json
+    from dreamer.pipeline.limits import Limits
+    from dreamer.pipeline.preflight import check_output_folder
     from zoom.video import write_zoom_video
 
+    limits = limits or Limits()
     check_zoom(config, output, limits)
     out = check_output_folder(out)
     config = _resolve(config)
@@ -226,6 +281,7 @@ def run_zoom(config: ZoomConfig, out: str | Path, output: OutputConfig = OutputC
     for tmp in remove_temporaries(out):
         logger.info("removed %s, left by an interrupted run", tmp)
     stack_hash = config_hash(config)
+    check_stack_reuse(config, out, overwrite)
     full_hash = config_hash({"stack": stack_hash, "output": dataclasses.asdict(output)})
     files = [out / f for f in _level_files(len(config.prompts))] + [out / VIDEO_FILE, out / CONFIG_FILE,
                                                                      out / STACK_FILE]
@@ -310,37 +366,69 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    zdoc, odoc = field_docs(ZoomConfig), field_docs(OutputConfig)
+
+    def doc(name: str, default=None, docs=zdoc) -> str:
+        text = docs[name]
+        return f"{text} (default: {default})" if default is not None else text
+
     ap = OneLineParser(prog="python -m zoom.run", description=__doc__.split("\n\n")[0],
+                       epilog="\n\n".join(__doc__.split("\n\n")[1:]),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompts", nargs="+", metavar="PROMPT", help="one prompt per level, widest first")
-    src.add_argument("--prompts-file", metavar="FILE", help="prompts, one per line (or a JSON list)")
-    ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--p", type=int, default=2, choices=(2, 4), help="zoom factor between levels")
-    ap.add_argument("--models", default="default", choices=("default", "tiny"), help="model set")
-    ap.add_argument("--model", default="", help="text-to-image model: hub id or local folder")
-    ap.add_argument("--tiny-vae", default="", help="AutoencoderTiny id/folder for the in-loop round trip")
-    ap.add_argument("--seed", type=int, default=0, help="seed, 0 .. 4294967295 (the same seed gives the same stack "
-                                                         "on every device)")
-    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 50; 4 with tiny)")
-    ap.add_argument("--guidance", type=float, default=7.5)
-    ap.add_argument("--negative-prompt", default="")
-    ap.add_argument("--size", type=_parse_size, default=None,
-                    help="N or WxH pixels (default 512; 64 with tiny); multiples of 16*p")
-    ap.add_argument("--photo", default="", help="photo that fixes one level")
-    ap.add_argument("--photo-level", type=int, default=0)
-    ap.add_argument("--photo-mode", default="guidance", choices=("guidance", "replace_low"))
-    ap.add_argument("--blend-every", type=int, default=1)
-    ap.add_argument("--paste-depth", type=int, default=None)
-    ap.add_argument("--no-residual-correction", action="store_true")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--fps", type=int, default=24)
-    ap.add_argument("--seconds-per-level", type=float, default=2.0)
-    ap.add_argument("--allow-large", action="store_true",
-                    help="lift the size limits (levels, image side, video frames, photo pixels, prompts file size)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
-    ap.add_argument("-v", "--verbose", action="store_true", help="tracebacks with errors")
+    what = ap.add_argument_group("what to zoom into")
+    src = what.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompts", nargs="+", metavar="PROMPT", help="one prompt per level, widest first (required, "
+                                                                      "or --prompts-file)")
+    src.add_argument("--prompts-file", metavar="FILE", help="the prompts, one per line (# starts a comment) or a "
+                                                            "JSON list of strings")
+    what.add_argument("--negative-prompt", default="", metavar="TEXT", help=doc("negative_prompt", "none"))
+    what.add_argument("--photo", default="", metavar="FILE", help="a photo that fixes one level (default: none)")
+    what.add_argument("--photo-level", type=int, default=0, metavar="N", help=doc("photo_level", 0))
+    what.add_argument("--photo-mode", default="guidance", choices=("guidance", "replace_low"),
+                      help=doc("photo_mode", "guidance"))
+
+    out = ap.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="FOLDER",
+                     help="output folder: level_NN.png, zoom.mp4, config.json, stack.pt, done.json (required)")
+    out.add_argument("--fps", type=int, default=24, help=doc("fps", 24, odoc))
+    out.add_argument("--seconds-per-level", type=float, default=2.0, metavar="S",
+                     help=doc("seconds_per_level", 2.0, odoc))
+    out.add_argument("--overwrite", action="store_true",
+                     help="sample again when --out holds a stack of other settings, deleting its outputs (without "
+                          "it such a folder is refused)")
+
+    sampling = ap.add_argument_group("sampling")
+    sampling.add_argument("--p", type=int, default=2, choices=(2, 4), help=doc("p", 2))
+    sampling.add_argument("--size", type=_parse_size, default=None, metavar="N|WxH",
+                          help="image size in pixels, a multiple of 16*p (default: 512; 64 with --models tiny)")
+    sampling.add_argument("--steps", type=int, default=None, metavar="N",
+                          help="denoising steps (default: 50; 4 with --models tiny)")
+    sampling.add_argument("--guidance", type=float, default=7.5, metavar="G", help=doc("guidance", 7.5))
+    sampling.add_argument("--seed", type=int, default=0, metavar="N",
+                          help="seed, 0 .. 4294967295; the same seed gives the same stack on every device (default: 0)")
+    sampling.add_argument("--blend-every", type=int, default=1, metavar="K", help=doc("blend_every", 1))
+    sampling.add_argument("--paste-depth", type=int, default=None, metavar="N",
+                          help="deepest paste during sampling (default: bounded by the latent grid)")
+    sampling.add_argument("--no-residual-correction", action="store_true",
+                          help="do not carry the VAE round-trip residual in latent space (default: carry it)")
+
+    models = ap.add_argument_group("models")
+    models.add_argument("--models", default="default", choices=("default", "tiny"),
+                        help="model set: default (Stable Diffusion through diffusers; a GPU is advised) or tiny "
+                             "(random tiny models, no download: the plumbing in seconds) (default: default)")
+    models.add_argument("--model", default="", metavar="ID|FOLDER",
+                        help="text-to-image model: a hub id or a local folder (default: the project's SD 1.5)")
+    models.add_argument("--tiny-vae", default="", metavar="ID|FOLDER",
+                        help="an AutoencoderTiny (e.g. madebyollin/taesd) for the in-loop VAE round trip (default: "
+                             "the full VAE)")
+    models.add_argument("--device", default="auto", help=doc("device", "auto"))
+    models.add_argument("--dtype", default="auto", help=doc("dtype", "auto"))
+
+    run = ap.add_argument_group("run")
+    run.add_argument("--allow-large", action="store_true",
+                     help="lift the size limits (levels, image side, video frames, photo pixels, prompts file size)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    run.add_argument("-v", "--verbose", action="store_true", help="tracebacks with errors")
     return ap
 
 
@@ -349,6 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from dreamer.pipeline.limits import Limits
+    from dreamer.pipeline.preflight import check_output_folder
+    from dreamer.progress import StageBars
+
     limits = Limits().lifted() if args.allow_large else Limits()
     if args.allow_large:
         from PIL import Image
@@ -369,11 +461,12 @@ def main(argv: list[str] | None = None) -> int:
         check_zoom(config, output, limits)
         check_output_folder(args.out)
         _resolve(config)
+        check_stack_reuse(config, args.out, args.overwrite)
     except (ValueError, TypeError, OSError) as e:
         return report_bad_input(parser.prog, e, args.verbose)
     try:
         result = run_zoom(config, args.out, output, on_progress=StageBars(enabled=not args.quiet, leave=False),
-                          limits=limits)
+                          limits=limits, overwrite=args.overwrite)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to continue", file=sys.stderr)
         return 130

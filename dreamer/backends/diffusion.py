@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dreamer.backends.loading import load_pretrained, resolve_device, resolve_dtype
+from dreamer.backends.loading import load_pretrained, quiet_model_loading, resolve_device, resolve_dtype
 from dreamer.cameras import Camera
 
 logger = logging.getLogger(__name__)
@@ -160,10 +160,12 @@ def load_diffusers_pipeline(kind: str, model: str, *, device: str | torch.device
 
         make = {"inpaint": tiny.tiny_inpaint_pipeline, "text2img": tiny.tiny_text2img_pipeline,
                 "img2img": tiny.tiny_img2img_pipeline}[kind]
-        pipe = make()
+        with quiet_model_loading():
+            pipe = make()
         pipe = pipe.to(dev) if dt == torch.float32 else pipe.to(device=dev, dtype=dt)
     else:
-        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
+        with quiet_model_loading():  # importing the pipelines makes transformers print its torchvision notice
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
 
         auto = {"inpaint": AutoPipelineForInpainting, "text2img": AutoPipelineForText2Image,
                 "img2img": AutoPipelineForImage2Image}[kind]

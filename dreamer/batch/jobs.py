@@ -23,13 +23,17 @@ log = logging.getLogger("dreamer.run")
 @dataclass(frozen=True)
 class SceneJob:
     """A scene to dream: its name (for messages), its folder, its resolved settings, the size
-    limits its inputs were checked against, and whether to start it over (``--restart``)."""
+    limits its inputs were checked against, whether to start it over (``--restart``; with
+    ``overwrite``, only when its folder holds a scene of other settings) and whether to keep the
+    checkpoints of finished stages (``--keep-checkpoints``)."""
 
     name: str
     out: Path
     configs: SceneConfigs
     limits: Limits = field(default_factory=Limits)
     restart: bool = False
+    overwrite: bool = False
+    keep_checkpoints: bool = False
 
 
 def note_in_log(out: Path, message: str) -> None:
@@ -49,7 +53,8 @@ def run_job(job: SceneJob, on_progress: ProgressFn | None = None) -> SceneOutcom
     try:
         backends = build_backends(job.configs.models)
         return run_scene(job.configs, job.out, backends, on_progress=on_progress, name=job.name,
-                         limits=job.limits, restart=job.restart)
+                         limits=job.limits, restart=job.restart, overwrite=job.overwrite,
+                         keep_checkpoints=job.keep_checkpoints)
     except ModelNotAvailable as e:
         log.error("%s", one_line(e))
         return SceneOutcome(job.name, job.out, "failed", error=one_line(e))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from dreamer.batch.executors import Executor, InProcessExecutor
+if TYPE_CHECKING:
+    from dreamer.batch.executors import Executor
 
 __all__ = ["add_executor_arguments", "make_executor", "RAY_INSTALL_HINT"]
 
@@ -38,6 +40,8 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
 def make_executor(args: argparse.Namespace) -> Executor:
     """The executor the options ask for. Raises ValueError (a usage error) for inconsistent options
     or when ``--executor ray`` is asked for without Ray installed."""
+    from dreamer.batch.executors import InProcessExecutor  # after the arguments are read: it imports the models' code
+
     if args.executor == "inprocess":
         given = [f"--{name.replace('_', '-')}" for name in _RAY_ONLY if getattr(args, name, None) is not None]
         if given:

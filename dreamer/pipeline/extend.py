@@ -24,12 +24,13 @@ with the same extensions, and a rerun in place continues or skips them like ever
 
 Folder layout (inside the scene)::
 
-    extensions/base/                 the base scene's finished result (a cache, dream-checkpoint layout)
+    extensions/base/                 scenes made before run_scene saved its finished dream
+                                     (checkpoint/result.pt): that result, rebuilt once (a cache)
     extensions/NNN/trajectory.json   extension NNN's cameras and prompts (a trajectory file; "Dream here"
                                      writes it here, config.json may name one anywhere)
     extensions/NNN/views/            the views and points it added (dream-checkpoint layout)
-    extensions/NNN/splats/           its fine-tuning's checkpoints
-    extensions/NNN/gaussians.ply     the splats after it
+    extensions/NNN/splats/           its fine-tuning's result and marker (and checkpoint while it runs)
+    extensions/NNN/gaussians.ply     the splats after it (the same file as splats/gaussians.ply)
     extensions/NNN/extension.json    counts before and after, settings, fingerprint
 
 Each extension's fingerprint chains the base scene's (its dream settings and its splats) with
@@ -52,8 +53,9 @@ import torch
 
 from dreamer.cameras import Camera
 from dreamer.io import read_json, write_json
-from dreamer.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from dreamer.pipeline.checkpoint import load_checkpoint, load_finished, save_checkpoint
 from dreamer.pipeline.exports import write_cameras_json, write_transforms_json, write_view
+from dreamer.pipeline.folder import publish_file
 from dreamer.pipeline.joblog import job_log
 from dreamer.pipeline.settings import SceneConfigs
 from dreamer.pointcloud import PointCloud
@@ -164,10 +166,14 @@ def _base_fingerprint(configs: SceneConfigs, scene: Path) -> str:
 
 
 def _base_result(configs: SceneConfigs, scene: Path, fingerprint: str) -> DreamResult:
-    """The base scene's finished result, as run_scene ended it: the dream loop's checkpoint,
-    jointly refined (cached in ``extensions/base``)."""
+    """The base scene's finished result, as run_scene ended it: the finished dream it saved or,
+    for a scene made before run_scene saved it, the dream loop's checkpoint jointly refined
+    (cached in ``extensions/base``)."""
     from dreamer.scene.joint_refinement import refine_scene
 
+    finished = load_finished(scene / "checkpoint")
+    if finished is not None:
+        return DreamResult(finished.points, finished.views, configs.dream)
     cache = scene / EXTENSIONS_DIR / "base"
     marker = cache / "base.json"
     try:
@@ -239,6 +245,7 @@ def _apply_one(configs: SceneConfigs, folder: Path, index: int, trajectory: str,
                prev_gaussians: Gaussians, fingerprint: str, backends,
                on_progress: ProgressFn | None) -> tuple[DreamResult, Gaussians, Extension]:
     from dreamer.splats import train_gaussians
+    from dreamer.splats.train import RESULT_FILE
     from dreamer.trajectories import load_trajectory
 
     t0 = time.time()
@@ -276,7 +283,7 @@ def _apply_one(configs: SceneConfigs, folder: Path, index: int, trajectory: str,
     splat_config = dataclasses.replace(configs.splats, iterations=configs.scene.extension_iterations)
     gaussians = train_gaussians(result, splat_config, on_progress, checkpoint_dir=folder / "splats", init=init)
     gaussians = gaussians.to("cpu")
-    gaussians.save_ply(folder / "gaussians.ply")
+    publish_file(folder / "splats" / RESULT_FILE, folder / "gaussians.ply")  # one copy on disk
     record = Extension(index=index, trajectory=str(trajectory), cameras=len(traj.cameras),
                        views_before=n_views, views_after=len(result.views), points_before=n_points,
                        points_after=len(result.points), gaussians_before=len(prev_gaussians),

@@ -167,12 +167,17 @@ class SceneConfigs:
     """The deep-zoom stage (off while ``zoom.zoom_levels`` is 0)."""
     refine: RefineConfig = field(default_factory=RefineConfig)
     """The refine step (off unless ``refine.refine``)."""
+    preset: str | None = None
+    """The run preset that chose the defaults of the costly settings (:mod:`dreamer.pipeline.presets`);
+    for the record only: the values it chose are in the sections, and only they are hashed."""
 
     def to_dict(self) -> dict:
         out = {name: dataclasses.asdict(getattr(self, name)) for name in ("scene", "dream", "models")}
         out["splats"] = None if self.splats is None else dataclasses.asdict(self.splats)
         out["zoom"] = dataclasses.asdict(self.zoom)
         out["refine"] = dataclasses.asdict(self.refine)
+        if self.preset is not None:
+            out["preset"] = self.preset
         return out
 
     def _hash(self, sections: tuple[str, ...], drop: tuple[str, ...] = ()) -> str:
@@ -212,6 +217,7 @@ class SceneConfigs:
             splats=None if splats is None else dataclass_from_dict(_splat_config_cls(), splats, where="splats"),
             zoom=dataclass_from_dict(DeepZoomConfig, d.get("zoom") or {}, where="zoom"),
             refine=dataclass_from_dict(RefineConfig, d.get("refine") or {}, where="refine"),
+            preset=d.get("preset") if isinstance(d.get("preset"), str) else None,
         )
 
 
@@ -252,4 +258,4 @@ def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *,
         raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)}; known settings: {', '.join(known)}")
     if not splats_on:
         sections["splats"] = None
-    return SceneConfigs(**sections)
+    return SceneConfigs(**sections, preset=base.preset)

@@ -41,7 +41,8 @@ Resuming
     made so far (8-bit, as they are trained on) and the iteration are saved every
     ``checkpoint_every`` iterations (atomically); a rerun with the same settings and
     inputs continues from the last checkpoint and, given the same seed, ends with the same
-    result as an uninterrupted run. A finished run writes ``done.json``; a rerun then loads the
+    result as an uninterrupted run. A finished run writes its result, ``gaussians.ply``, and
+    ``done.json``, and deletes the checkpoint (unless ``keep_checkpoint``): a rerun then loads the
     result instead of training again. Other settings or inputs (a fingerprint of both) start
     over.
 """
@@ -69,7 +70,7 @@ from dreamer.splats.losses import inverse_depth_l1, masked_l1, masked_psnr, mask
 from dreamer.splats.rasterizer import num_sh_bases, rasterize
 
 __all__ = ["SplatConfig", "TrainingView", "SplatTrainingError", "train_gaussians", "build_training_views",
-           "scene_scale", "repair_cameras", "describe_refiner", "CHECKPOINT_FILE", "DONE_FILE"]
+           "scene_scale", "repair_cameras", "describe_refiner", "CHECKPOINT_FILE", "DONE_FILE", "RESULT_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ ProgressFn = Callable[[str, int, int], None]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 DONE_FILE = "done.json"
+RESULT_FILE = "gaussians.ply"
 CONFIG_FILE = "config.json"
 _FORMAT = 2
 EXPORT_FORMATS = ("ply", "spz")
@@ -424,6 +426,21 @@ def _load_checkpoint(folder: Path, fingerprint: str, device: torch.device) -> di
     return state
 
 
+def _load_finished(folder: Path, fingerprint: str, config: SplatConfig, device: torch.device) -> Gaussians | None:
+    """The result of a finished run in ``folder`` (its ``gaussians.ply``; a checkpoint at the last
+    iteration for folders written before the result file was), or None."""
+    if (folder / RESULT_FILE).is_file():
+        try:
+            return Gaussians.load_ply(folder / RESULT_FILE, device=device)
+        except (OSError, ValueError) as e:
+            log.warning("%s cannot be read (%s); training again", folder / RESULT_FILE, e)
+            return None
+    state = _load_checkpoint(folder, fingerprint, device)
+    if state is not None and state["iteration"] >= config.iterations:
+        return Gaussians.from_params({k: v.to(device) for k, v in state["params"].items()})
+    return None
+
+
 # ------------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------------
@@ -587,6 +604,7 @@ def train_gaussians(
     history: list | None = None,
     init: Gaussians | None = None,
     refiner=None,
+    keep_checkpoint: bool = False,
 ) -> Gaussians:
     """Train Gaussian splats on a dreamed scene (see the module docstring).
 
@@ -598,8 +616,8 @@ def train_gaussians(
             iteration and, with a refiner, ``on_progress("repair", done, total)`` as the
             pseudo-views are repaired.
         checkpoint_dir: a folder of this stage's own (e.g. ``<scene>/splats``): checkpoints,
-            ``config.json`` and ``done.json`` go there; a rerun resumes or returns the finished
-            result.
+            ``config.json``, the result (``gaussians.ply``) and ``done.json`` go there; a rerun
+            resumes or returns the finished result.
         history: if a list, one dict per iteration is appended (iteration, loss, l1, ssim,
             depth_loss, psnr, gaussians, view, pseudo).
         init: fine-tune these Gaussians instead of starting from one Gaussian per point of
@@ -608,6 +626,8 @@ def train_gaussians(
             ``config.sh_degree`` is in use from the first iteration; their degree must be it.
         refiner: a :class:`~dreamer.backends.Refiner` to repair novel views with (the refine
             step); None trains on the dreamed and extra views only.
+        keep_checkpoint: keep the last checkpoint (optimizer and densification state, about
+            three times the result's size) when training finishes; by default it is deleted.
     Returns:
         The trained :class:`Gaussians` (detached, on the training device).
     Raises:
@@ -640,12 +660,13 @@ def train_gaussians(
                 marker = json.loads(done.read_text())
             except (OSError, json.JSONDecodeError):
                 marker = {}
-            state = _load_checkpoint(folder, fingerprint, device) if marker.get("fingerprint") == fingerprint else None
-            if state is not None and state["iteration"] >= config.iterations:
+            finished = _load_finished(folder, fingerprint, config, device) \
+                if marker.get("fingerprint") == fingerprint else None
+            if finished is not None:
                 log.info("splats: %s says this stage is finished; loading its result", done)
                 if on_progress is not None:
                     on_progress("splats", config.iterations, config.iterations)
-                return Gaussians.from_params({k: v.to(device) for k, v in state["params"].items()})
+                return finished
             done.unlink()  # stale: other settings or inputs
         from dreamer.io import write_json
 
@@ -755,7 +776,10 @@ def train_gaussians(
     if folder is not None:
         from dreamer.io import write_json
 
+        gaussians.save_ply(folder / RESULT_FILE)
         write_json(folder / DONE_FILE, {"fingerprint": fingerprint, "iterations": config.iterations,
                                         "gaussians": len(gaussians), "repaired_views": len(pseudo),
                                         "seconds": time.perf_counter() - t0})
+        if not keep_checkpoint:  # the result is saved: nothing resumes from it any more
+            (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
     return gaussians
