@@ -75,6 +75,7 @@ _SECTION_CLASSES = {
     "models": ("dreamer.backends.model_sets", "ModelConfig"),
     "splats": ("dreamer.splats.train", "SplatConfig"),
     "zoom": ("dreamer.deepzoom", "DeepZoomConfig"),
+    "refine": ("dreamer.pipeline.settings", "RefineConfig"),
 }
 
 
