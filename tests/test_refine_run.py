@@ -49,7 +49,7 @@ sys.exit(main(sys.argv[2:]))
 
 
 @pytest.mark.slow
-def test_killed_refine_run_resumes_to_the_same_outputs(tmp_path):
+def test_killed_refine_run_resumes_to_the_same_outputs(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     assert main([*SMALL, "--out", str(straight)]) == 0
     m = read_json(straight / "metrics.json")
@@ -70,3 +70,19 @@ def test_killed_refine_run_resumes_to_the_same_outputs(tmp_path):
         for name in ("gaussians.ply", "points.ply", "cameras.json"):
             assert (out / name).read_bytes() == (straight / name).read_bytes(), (where, name)
         assert read_json(out / "metrics.json") == m
+
+    # Switched off on a rerun: the dream is reused (no model runs), the completion views leave the exports.
+    import dreamer.pipeline.stages as stages
+
+    def no_dream(*a, **k):
+        raise AssertionError("the dream loop ran again")
+
+    monkeypatch.setattr(stages, "dream", no_dream)
+    plain = [a for a in SMALL if a != "--refine"]
+    assert main([*plain, "--out", str(straight)]) == 0
+    assert len(read_json(straight / "cameras.json")["cameras"]) == 3
+    assert len(read_json(straight / "transforms.json")["frames"]) == 3
+    assert not (straight / "complete").exists()
+    m_plain = read_json(straight / "metrics.json")
+    assert "refine" not in m_plain and "repaired_views" not in m_plain["splats"]
+    assert m_plain["splats"]["depth_weight"] == 0.0
