@@ -334,7 +334,8 @@ def bench_cuda(args) -> None:
     cpu = rasterize(*params, cam, backend="torch")
     gpu = rasterize(*[p.to(dev) for p in params], cam.to(dev), backend="gsplat")
     print(f"\ngsplat CUDA vs CPU rasterizer (20k Gaussians, 256x256): max |rgb| diff "
-          f"{float((gpu.rgb.cpu() - cpu.rgb).abs().max()):.2e}, alpha {float((gpu.alpha.cpu() - cpu.alpha).abs().max()):.2e}")
+          f"{float((gpu.rgb.cpu() - cpu.rgb).abs().max()):.2e}, "
+          f"alpha {float((gpu.alpha.cpu() - cpu.alpha).abs().max()):.2e}")
     small = [p[:500] for p in params]
     ref = rasterize_reference(*small, cam.resized(64, 64))
     g64 = rasterize(*[p.to(dev) for p in small], cam.resized(64, 64).to(dev), backend="gsplat")

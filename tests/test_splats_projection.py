@@ -75,7 +75,8 @@ def test_projection_is_the_ewa_linearization():
         cov2 = J @ w2c[:3, :3] @ covar[i] @ w2c[:3, :3].T @ J.T + 0.3 * torch.eye(2, dtype=J.dtype)
         inv = torch.linalg.inv(cov2)
         assert torch.allclose(conics[0, i], torch.stack([inv[0, 0], inv[0, 1], inv[1, 1]]), rtol=1e-6)
-        assert radii[0, i].tolist() == [math.ceil(3.33 * math.sqrt(cov2[0, 0])), math.ceil(3.33 * math.sqrt(cov2[1, 1]))]
+        assert radii[0, i].tolist() == [math.ceil(3.33 * math.sqrt(cov2[0, 0])),
+                                        math.ceil(3.33 * math.sqrt(cov2[1, 1]))]
         assert torch.allclose(comp[0, i] ** 2, torch.linalg.det(cov2 - 0.3 * torch.eye(2, dtype=J.dtype))
                               / torch.linalg.det(cov2))
     behind = means.clone()
@@ -122,8 +123,8 @@ def test_agrees_with_gsplats_own_torch_functions_when_present():
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
     coeffs = torch.randn(200, 25, 3)
     for degree in range(5):
-        assert torch.allclose(spherical_harmonics(degree, means, coeffs), impl._spherical_harmonics(degree, means, coeffs),
-                              atol=1e-5)
+        assert torch.allclose(spherical_harmonics(degree, means, coeffs),
+                              impl._spherical_harmonics(degree, means, coeffs), atol=1e-5)
 
 
 def test_cpu_rendering_needs_no_private_gsplat_module(monkeypatch):

@@ -5,12 +5,13 @@ Stages: first view (photo, or text-to-image) -> its depth -> the trajectory -> t
 the cameras the videos will show where the cloud has holes; checkpoint after every new view) ->
 exports -> ground-truth metrics (procedural world only) -> Gaussian splats (with the refine step:
 repaired novel views, "repair", and depth supervision) and videos (optionally repaired, "repair
-video") -> extensions (:mod:`dreamer.pipeline.extend`) -> deep zoom. The folder keeps ``config.json`` (the resolved settings and their hash): a rerun with the same
-settings continues where the last one stopped and a finished scene is skipped; a rerun that
-changed only a later stage's settings redoes only that stage (the finished dream, its metrics,
-splats, videos and zoom are reloaded when their inputs did not change); a rerun whose dream
-settings changed is refused (:class:`~dreamer.pipeline.folder.SettingsChanged`) unless told to
-start over (``overwrite``). Checkpoints a finished stage no longer needs are deleted (unless
+video") -> extensions (:mod:`dreamer.pipeline.extend`) -> deep zoom. The folder keeps
+``config.json`` (the resolved settings and their hash): a rerun with the same settings
+continues where the last one stopped and a finished scene is skipped; a rerun that changed only
+a later stage's settings redoes only that stage (the finished dream, its metrics, splats,
+videos and zoom are reloaded when their inputs did not change); a rerun whose dream settings
+changed is refused (:class:`~dreamer.pipeline.folder.SettingsChanged`) unless told to start
+over (``overwrite``). Checkpoints a finished stage no longer needs are deleted (unless
 ``keep_checkpoints``). Before anything runs, every input is checked
 (:func:`dreamer.pipeline.preflight.check_scene`), and temporaries an interrupted run left behind
 are deleted.
@@ -447,7 +448,8 @@ def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends:
     """Zoom into a view, lift the levels into the cloud, write ``zoom/`` (stack, multi-resolution
     points, 2D zoom and fly-in videos) and, with splats on, train splats on the zoomed scene.
     Skipped when ``zoom/done.json`` says it ran with the same dream, splat and zoom settings."""
-    from dreamer.deepzoom import NearPlane, fly_in_cameras, fly_in_near_plane, write_zoom_outputs, zoom_metrics, zoom_scene
+    from dreamer.deepzoom import (NearPlane, fly_in_cameras, fly_in_near_plane, write_zoom_outputs, zoom_metrics,
+                                  zoom_scene)
 
     zc = configs.zoom
     folder = out / "zoom"

@@ -41,8 +41,9 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
 
     Per dreamed view (not the first): AbsRel of the new pixels' depth after alignment and, when
     ``depth_estimator`` is given, of its raw estimate (before alignment); the seam jump error
-    (the depth step across the seam minus the true step, relative), after and before alignment. For the cloud: mean distance of the points to the true surface, absolute and as a
-    fraction of the world's extent, and the point count.
+    (the depth step across the seam minus the true step, relative), after and before alignment.
+    For the cloud: mean distance of the points to the true surface, absolute and as a fraction of
+    the world's extent, and the point count.
     """
     per_view = []
     for k, view in enumerate(result.views[1:], start=1):

@@ -15,7 +15,8 @@ __all__ = ["place_view"]
 
 
 def place_view(points: PointCloud, camera: Camera, image: Tensor, render: PointRender, masks: HoleMasks,
-               new_depth: Tensor, *, prompt: str, stats: dict, estimate: Tensor | None, config) -> tuple[PointCloud, DreamView]:
+               new_depth: Tensor, *, prompt: str, stats: dict, estimate: Tensor | None,
+               config) -> tuple[PointCloud, DreamView]:
     """Lift the hole pixels of a view with their aligned ``new_depth`` [H,W] and merge them.
 
     Stretched pixels (the far side of depth discontinuities) are not lifted. New points are

@@ -181,7 +181,8 @@ def encode_spz(gaussians, *, version: int = 3, sh1_bits: int = 5, sh_rest_bits: 
         raise ValueError(f"version must be one of {SPZ_VERSIONS} (3: gzip, the widest read; 4: zstd), got {version!r}")
     for name, bits in (("sh1_bits", sh1_bits), ("sh_rest_bits", sh_rest_bits)):
         if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-            raise ValueError(f"{name} must be an integer in [1, 8] (bits kept of each 8-bit SH coefficient), got {bits!r}")
+            raise ValueError(f"{name} must be an integer in [1, 8] (bits kept of each 8-bit SH coefficient), "
+                             f"got {bits!r}")
     g = gaussians.detach()
     g.__post_init__()  # parameters may have been changed in place since construction
     n = len(g)

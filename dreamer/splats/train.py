@@ -150,9 +150,11 @@ class SplatConfig:
     prune_scale3d: float = 0.1
     """Prune Gaussians larger than this times the scene scale (after the first opacity reset)."""
     reset_every: int = 3000
-    """Opacity reset period handed to DefaultStrategy (gsplat 1.5.3 never actually resets: an operator-precedence slip)."""
+    """Opacity reset period handed to DefaultStrategy (gsplat 1.5.3 never actually resets: an
+    operator-precedence slip)."""
     extra_views: bool = True
-    """Train on extra views re-rendered from the point cloud around each dreamed camera (false: the dreamed views only)."""
+    """Train on extra views re-rendered from the point cloud around each dreamed camera (false: the
+    dreamed views only)."""
     extra_yaws: tuple[float, ...] = (5.0, -5.0, 0.0, 0.0)
     """Yaw offsets (degrees, + = right) of the extra views around each dreamed camera, paired with extra_pitches."""
     extra_pitches: tuple[float, ...] = (0.0, 0.0, 5.0, -5.0)
@@ -189,9 +191,11 @@ class SplatConfig:
     log_every: int = 100
     """Log the loss every this many iterations."""
     export: tuple[str, ...] = ("ply",)
-    """Files of the trained splats: ply (gaussians.ply, the standard 3DGS layout) and/or spz (gaussians.spz, Niantic's compressed format, about a tenth of the size), e.g. --export ply spz."""
+    """Files of the trained splats: ply (gaussians.ply, the standard 3DGS layout) and/or spz
+    (gaussians.spz, Niantic's compressed format, about a tenth of the size), e.g. --export ply spz."""
     spz_version: Literal[3, 4] = 3
-    """Version of gaussians.spz: 3 (gzip; read by splat-transform, Spark, three.js) or 4 (zstd, smaller; read by splat-transform, three.js and the PlayCanvas engine, not by Spark 2.1)."""
+    """Version of gaussians.spz: 3 (gzip; read by splat-transform, Spark, three.js) or 4 (zstd,
+    smaller; read by splat-transform, three.js and the PlayCanvas engine, not by Spark 2.1)."""
 
     def __post_init__(self) -> None:
         ints = {"iterations": 1, "sh_degree_interval": 1, "refine_every": 1, "checkpoint_every": 1, "log_every": 1,
@@ -236,7 +240,8 @@ class SplatConfig:
             object.__setattr__(self, "export", export)
         bad = [e for e in export if e not in EXPORT_FORMATS]
         if not export or bad:
-            raise ValueError(f"SplatConfig.export must name one or more of {list(EXPORT_FORMATS)}, got {list(export)!r}")
+            raise ValueError(f"SplatConfig.export must name one or more of {list(EXPORT_FORMATS)}, "
+                             f"got {list(export)!r}")
         if self.spz_version not in (3, 4) or isinstance(self.spz_version, bool):
             raise ValueError(f"SplatConfig.spz_version must be 3 (gzip) or 4 (zstd), got {self.spz_version!r}")
         if self.extra_splat_scale is not None and not self.extra_splat_scale > 0:
@@ -761,8 +766,8 @@ def train_gaussians(
         if (it + 1) % config.log_every == 0 or it + 1 == config.iterations:
             el = time.perf_counter() - t0
             log.info("splats: iteration %d/%d loss %.4f (L1 %.4f, SSIM %.4f), %d Gaussians, %.3f s/it",
-                     it + 1, config.iterations, float(loss.detach()), float(l1.detach()), float(ssim.detach()), params["means"].shape[0],
-                     el / (it + 1 - start))
+                     it + 1, config.iterations, float(loss.detach()), float(l1.detach()), float(ssim.detach()),
+                     params["means"].shape[0], el / (it + 1 - start))
         if folder is not None and ((it + 1) % config.checkpoint_every == 0 or it + 1 == config.iterations):
             _save_checkpoint(folder, iteration=it + 1, params=params, optimizers=optimizers,
                              strategy_state=strategy_state, fingerprint=fingerprint, pseudo_views=pseudo)
