@@ -295,10 +295,12 @@ def test_the_table_covers_every_category():
 
 def test_a_damaged_checkpoint_is_one_reason_line_naming_the_file(tmp_path, capsys, caplog):
     out = tmp_path / "scene"
-    assert dreamer_main([*SMALL, "--out", str(out)]) == 0
+    assert dreamer_main([*SMALL, "--keep-checkpoints", "--out", str(out)]) == 0
+    # As if killed before the dream finished: the views' checkpoints are all there is to resume.
     (out / "DONE").unlink()
+    (out / "checkpoint" / "result.pt").unlink()
     (out / "checkpoint" / "view_001.pt").write_bytes(b"\x80\x04garbage")
-    code, lines, _ = _run("dreamer", ["--out", str(out)], capsys, caplog)
+    code, lines, _ = _run("dreamer", ["--keep-checkpoints", "--out", str(out)], capsys, caplog)
     assert code == 1 and not any("Traceback" in line for line in lines)
     reasons = [line for line in lines if "view_001.pt" in line]
     assert reasons and all("cannot be loaded safely" in r and "--restart" in r for r in reasons)

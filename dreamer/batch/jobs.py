@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dreamer.backends.loading import ModelNotAvailable
-from dreamer.backends.model_sets import build_backends
+from dreamer.backends import model_sets
 from dreamer.cli import one_line
 from dreamer.pipeline import SceneConfigs, SceneOutcome, run_scene
 from dreamer.pipeline.limits import Limits
@@ -51,7 +51,8 @@ def run_job(job: SceneJob, on_progress: ProgressFn | None = None) -> SceneOutcom
     failing scene must not stop the batch. ``KeyboardInterrupt`` propagates.
     """
     try:
-        backends = build_backends(job.configs.models)
+        # Looked up on the module at call time, so a test that replaces it cannot leave it replaced.
+        backends = model_sets.build_backends(job.configs.models)
         return run_scene(job.configs, job.out, backends, on_progress=on_progress, name=job.name,
                          limits=job.limits, restart=job.restart, overwrite=job.overwrite,
                          keep_checkpoints=job.keep_checkpoints)
