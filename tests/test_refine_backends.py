@@ -9,6 +9,7 @@ from dreamer.backends import Refiner
 from dreamer.backends.loading import ModelNotAvailable
 from dreamer.backends.refiners import DiffusersRefiner, match_colors, refine_settings
 from dreamer.backends.synthetic import WorldRefiner, gaussian_blur
+from dreamer.io import read_json
 from dreamer.worlds import ProceduralWorld
 
 
@@ -122,3 +123,32 @@ def test_model_sets_build_the_refiner_of_each_set(world):
     assert tiny.refine(torch.rand(32, 32, 3)).shape == (32, 32, 3)
     with pytest.raises(ValueError, match="world"):
         build_refiner(ModelConfig(models="synthetic"), rc)
+
+
+def test_splat_training_repairs_novel_views_with_the_saved_diffusers_model(tiny_refiner_folder, tmp_path):
+    """The refine step's training loop on the real-model path: novel views rendered, repaired by
+    the image-to-image pipeline loaded from a folder, trained on; the model is in the stage's
+    fingerprint (a rerun with it loads the finished stage)."""
+    from dreamer.splats import SplatConfig, train_gaussians
+    from dreamer.splats.train import repair_cameras
+    from test_splats_train import FAST, world_scene
+
+    result, _ = world_scene(24, 16, yaws=(0.0, 10.0))
+    cfg = SplatConfig(iterations=12, densify=False, repair_start=3, repair_every=5, repair_rounds=2,
+                      repair_views=2, **FAST)
+    refiner = DiffusersRefiner.from_pretrained(str(tiny_refiner_folder), refine_settings(device="cpu"))
+    calls = []
+    hook = refiner.pipe.unet.register_forward_hook(lambda *a: calls.append(1))
+    history = []
+    try:
+        train_gaussians(result, cfg, checkpoint_dir=tmp_path, history=history, refiner=refiner)
+    finally:
+        hook.remove()
+    expected = sum(len(ring) for ring in repair_cameras(result, cfg))  # 1 between the views, then 2
+    assert expected == 3 and len(calls) == expected  # one denoising step per repaired view
+    assert read_json(tmp_path / "done.json")["repaired_views"] == expected
+    assert read_json(tmp_path / "config.json")["refiner"]["model"] == str(tiny_refiner_folder)
+    assert any(h["pseudo"] for h in history) and not any(h["pseudo"] for h in history[:3])
+    seen = []
+    train_gaussians(result, cfg, lambda s, d, t: seen.append(s), checkpoint_dir=tmp_path, refiner=refiner)
+    assert "repair" not in seen  # finished: loaded, nothing repaired again
