@@ -230,3 +230,15 @@ def test_repaired_video_chains_its_references(tmp_path):
     for k in range(1, 5):  # frame k's reference is frame k-1's repaired image
         assert torch.equal(refiner.calls[k][1], refiner.outputs[k - 1])
     assert all(math.isfinite(c) for c in files.coverage)
+
+
+def test_every_preset_fits_all_repair_rounds_in_its_iterations():
+    import dataclasses
+
+    from dreamer.pipeline.presets import PRESETS
+    from dreamer.splats.train import _repair_schedule
+
+    fields = {f.name for f in dataclasses.fields(SplatConfig)}
+    for name, values in PRESETS.items():
+        cfg = SplatConfig(**{k: v for k, v in values.items() if k in fields})
+        assert sorted(_repair_schedule(cfg, cfg.repair_rounds).values()) == list(range(cfg.repair_rounds)), name

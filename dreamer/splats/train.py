@@ -692,6 +692,10 @@ def train_gaussians(
         rounds = repair_cameras(result, config)
         pivots = [center_depth_from(v.depth) for v in result.views]
     schedule = _repair_schedule(config, len(rounds))
+    if len(schedule) < len(rounds):
+        log.warning("splats: only %d of the %d repair rounds fall before iteration %d (repair_start %d, "
+                    "repair_every %d); lower those to repair more views", len(schedule), len(rounds),
+                    config.iterations, config.repair_start, config.repair_every)
     repair_total = sum(len(rounds[r]) for r in schedule.values())
 
     if init is None:
