@@ -1,5 +1,6 @@
 """Niantic's compressed splat format, ``.spz``: writer and reader (our own, from the format's
-public description), about a tenth of the size of the 3DGS ``.ply``.
+public description), about a twentieth of the size of the 3DGS ``.ply``
+(``bench/bench_spz.py`` measures it).
 
 Versions
     3 (the default): one gzip stream holding a 16-byte header and the attributes, read by
