@@ -18,9 +18,11 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dreamer.cameras import Camera
+from dreamer.checks import check_int
 from dreamer.worlds.procedural import ProceduralWorld
 
 __all__ = ["WorldInpainter", "WorldDepthEstimator", "WorldImageGenerator", "WorldRefiner"]
@@ -79,10 +81,17 @@ class WorldDepthEstimator:
     and a bowl or saddle, the way monocular models bend depth across a picture). "waves": a sum
     of three plane waves of 0.2-0.6 cycles per image diagonal, harder: far from any overlap
     with known geometry its value cannot be inferred, so errors compound along a trajectory.
+
+    ``edge_blur`` > 0 smooths the true inverse depth over a (2 * edge_blur + 1)^2 box before the
+    errors are applied, as monocular models do at occlusion edges: a silhouette becomes a ramp
+    of pixels at depths between the object and the background (the "flying pixels" that
+    :func:`dreamer.scene.depth_edges.straddling_pixels` keeps from being lifted). 0: sharp edges.
     """
 
     def __init__(self, world: ProceduralWorld, *, scale_range: tuple[float, float] = (0.5, 2.0),
-                 distortion: float = 0.10, noise: float = 0.01, seed: int = 0, distortion_kind: str = "bend"):
+                 distortion: float = 0.10, noise: float = 0.01, seed: int = 0, distortion_kind: str = "bend",
+                 edge_blur: int = 0):
+        self.edge_blur = check_int(edge_blur, "edge_blur", min=0)
         if distortion_kind not in DISTORTION_KINDS:
             raise ValueError(f"distortion_kind must be one of {DISTORTION_KINDS}, got {distortion_kind!r}")
         self.distortion_kind = distortion_kind
@@ -135,6 +144,10 @@ class WorldDepthEstimator:
     def estimate(self, image: Tensor, *, camera: Camera) -> Tensor:
         _check_rgb(image, camera)
         truth = self.world.depth(camera).to(image.device)
+        if self.edge_blur > 0:
+            b = self.edge_blur
+            disp = F.pad((1.0 / truth)[None, None], (b, b, b, b), mode="replicate")
+            truth = 1.0 / F.avg_pool2d(disp, 2 * b + 1, stride=1)[0, 0]
         scale, d, noise_seed = self._draw(camera)
         g = torch.Generator().manual_seed(noise_seed)
         n = torch.randn(camera.height, camera.width, generator=g)

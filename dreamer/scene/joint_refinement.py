@@ -25,7 +25,7 @@ import torch
 from alignment import align_depth
 from alignment.joint import joint_log_corrections
 from alignment.trend import fit_log_trend_coeffs, n_terms, polynomial_field
-from dreamer.scene.placement import place_view
+from dreamer.scene.placement import alignment_known, place_view
 from dreamer.render import clean_coverage, lift, render_points
 from dreamer.scene.result import DreamResult, DreamView
 
@@ -103,7 +103,8 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
         field = polynomial_field(coeffs[k], degree, cam.height, cam.width).to(view.estimate.device)
         new_depth = (view.estimate.double() * torch.exp(field)).to(view.estimate.dtype)
         if int(masks.known.sum()) >= cfg.min_overlap_pixels and masks.hole.any():
-            aligned = align_depth(new_depth, render.depth, masks.known, masks.hole, seam=cfg.seam_correction,
+            anchors = alignment_known(masks.known, view.estimate, cfg.min_overlap_pixels)
+            aligned = align_depth(new_depth, render.depth, anchors, masks.hole, seam=cfg.seam_correction,
                                   decay=cfg.joint_seam_decay * max(cam.height, cam.width), fit=False)
             new_depth = aligned.depth
         points, placed = place_view(points, cam, view.image, render, masks, new_depth, prompt=view.prompt,

@@ -22,7 +22,7 @@ from torch import Tensor
 from alignment import align_depth, seam_jump, stretched_pixels
 from dreamer.backends import DepthEstimator, Inpainter, inpaint_weight
 from dreamer.cameras import Camera
-from dreamer.scene.placement import place_view
+from dreamer.scene.placement import alignment_known, first_view_mask, place_view
 from dreamer.pointcloud import PointCloud
 from dreamer.scene.joint_refinement import refine_scene
 from dreamer.render import _check_image, check_depth, clean_coverage, lift, render_points
@@ -131,7 +131,7 @@ def dream_view(
 
     if int(masks.known.sum()) >= config.min_overlap_pixels:
         aligned = align_depth(
-            estimated, render.depth, masks.known, masks.hole,
+            estimated, render.depth, alignment_known(masks.known, estimated, config.min_overlap_pixels), masks.hole,
             with_shift=config.align_shift, seam=config.seam_correction, decay=config.seam_decay,
             trend=config.align_trend,
         )
@@ -189,11 +189,12 @@ def dream(
         result = DreamResult(resume.points.to(device), list(resume.views), config)
     else:
         cam0 = cameras[0]
-        if depth is None:
+        estimated_first = depth is None
+        if estimated_first:
             depth = depth_estimator.estimate(image, camera=cam0)
             check_depth(depth, cam0, "estimated depth of the first view")
         stretched = stretched_pixels(depth, threshold=config.stretch_threshold)
-        mask0 = ~stretched
+        mask0 = first_view_mask(depth, config) if estimated_first else ~stretched
         points = lift(image, depth.to(image), cam0, mask0)
         stats = {"new_points": len(points), "kept_points": len(points), "stretched_pixels": int(stretched.sum())}
         result = DreamResult(points, [DreamView(cam0, image, depth.to(image), mask0, prompts[0], stats)], config)
