@@ -280,8 +280,10 @@ def test_missing_model_fails_fast_with_a_hint(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_help_reads_like_documentation():
-    text = subprocess.run([sys.executable, "-m", "dreamer.run", "--help"], capture_output=True, text=True, check=True).stdout
-    for flag in ("--prompt", "--image", "--depth", "--trajectory", "--batch", "--shard", "--models", "--grow-px", "--seed"):
+    text = subprocess.run([sys.executable, "-m", "dreamer.run", "--help"], capture_output=True, text=True,
+                          check=True).stdout
+    for flag in ("--prompt", "--image", "--depth", "--trajectory", "--batch", "--shard", "--models", "--grow-px",
+                 "--seed"):
         assert flag in text
     # help texts come from the config fields' docstrings (one source of truth)
     assert "Margin in pixels by which holes are grown" in " ".join(text.split())
@@ -379,8 +381,8 @@ def test_killed_batch_resumes_to_the_same_outputs(tmp_path):
         {"name": "victim", "models": "synthetic", "views": 5},
         {"name": "last", "models": "synthetic", "views": 2, "trajectory": "forward"},
     ])
-    killed = subprocess.run([sys.executable, "-c", _KILLER, "3", "--batch", str(batch), "--out", str(tmp_path / "a"), *SMALL],
-                            capture_output=True, text=True)
+    killed = subprocess.run([sys.executable, "-c", _KILLER, "3", "--batch", str(batch), "--out", str(tmp_path / "a"),
+                             *SMALL], capture_output=True, text=True)
     assert killed.returncode == -9
     victim = tmp_path / "a" / "victim"
     assert (victim / "checkpoint" / "view_002.pt").exists() and not (victim / "DONE").exists()

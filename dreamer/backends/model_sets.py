@@ -90,7 +90,8 @@ class ModelConfig:
     noise: float = 0.01
     """``synthetic`` only: relative amplitude of per-pixel depth noise."""
     distortion_kind: Literal["bend", "waves"] = "bend"
-    """``synthetic`` only: shape of the smooth depth distortion: a random tilt and bow across the picture ("bend") or low-frequency plane waves ("waves", harder)."""
+    """``synthetic`` only: shape of the smooth depth distortion: a random tilt and bow across the
+    picture ("bend") or low-frequency plane waves ("waves", harder)."""
 
     def __post_init__(self):
         try:

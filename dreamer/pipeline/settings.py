@@ -31,7 +31,8 @@ class SceneConfig:
     depth: str | None = None
     """Depth map of the photo for RGBD input: .npy (metres), 16-bit PNG (millimetres) or .exr."""
     fit: Literal["crop", "pad"] = "crop"
-    """How a photo of another aspect ratio meets the working size: crop (resize + centre crop) or pad (resize + outpaint the padding)."""
+    """How a photo of another aspect ratio meets the working size: crop (resize + centre crop) or pad
+    (resize + outpaint the padding)."""
     prompts: tuple[str, ...] | None = None
     """One prompt per camera (overrides the trajectory file's prompts and --prompt)."""
     width: int = 512
@@ -43,7 +44,8 @@ class SceneConfig:
     fov: float | None = None
     """Horizontal field of view in degrees (instead of --focal)."""
     trajectory: str = "lookaround"
-    """Generation trajectory: a preset (lookaround, lookdown, rotate360, forward, backward, moveright, orbit) or a trajectory JSON file."""
+    """Generation trajectory: a preset (lookaround, lookdown, rotate360, forward, backward, moveright,
+    orbit) or a trajectory JSON file."""
     views: int | None = None
     """Number of cameras for presets that take a count (n); default: the preset's own."""
     render_trajectory: str = "llff"
@@ -148,7 +150,8 @@ CONFIG_SECTIONS: dict[str, Callable[[], type]] = {
 SETTING_ALIASES = {"gs_iters": "iterations"}
 
 
-def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *, where: str = "settings") -> SceneConfigs:
+def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *,
+                      where: str = "settings") -> SceneConfigs:
     """Apply flat ``{name: value}`` settings (a batch entry, CLI options) to every config that has
     the field (``seed`` sets all seeds). Unknown names are an error naming the known ones."""
     base = base or SceneConfigs()

@@ -324,7 +324,8 @@ def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends:
     """Zoom into a view, lift the levels into the cloud, write ``zoom/`` (stack, multi-resolution
     points, 2D zoom and fly-in videos) and, with splats on, train splats on the zoomed scene.
     Skipped when ``zoom/done.json`` says it ran with the same dream, splat and zoom settings."""
-    from dreamer.deepzoom import NearPlane, fly_in_cameras, fly_in_near_plane, write_zoom_outputs, zoom_metrics, zoom_scene
+    from dreamer.deepzoom import (NearPlane, fly_in_cameras, fly_in_near_plane, write_zoom_outputs, zoom_metrics,
+                                  zoom_scene)
 
     zc = configs.zoom
     folder = out / "zoom"
