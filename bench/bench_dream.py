@@ -54,7 +54,8 @@ def accuracy(world: ProceduralWorld, size: int, trajectory: str, seed: int, kind
 
     # The first view is an RGBD photo (true depth) so the scene has the world's scale.
     t0 = time.time()
-    result = dream(truth0.image, cams, "", **backends, config=replace(config, joint_refinement=False), depth=truth0.depth)
+    result = dream(truth0.image, cams, "", **backends, config=replace(config, joint_refinement=False),
+                   depth=truth0.depth)
     t1 = time.time()
     if refine:
         result = refine_scene(result)
@@ -107,7 +108,8 @@ def griddata_reprojection(points: PointCloud, camera: Camera) -> np.ndarray:
     from scipy.interpolate import griddata
 
     uv, z = project_points(points.xyz, camera)
-    ok = (z > 0) & (uv[:, 0] >= -1) & (uv[:, 0] <= camera.width + 1) & (uv[:, 1] >= -1) & (uv[:, 1] <= camera.height + 1)
+    ok = ((z > 0) & (uv[:, 0] >= -1) & (uv[:, 0] <= camera.width + 1) & (uv[:, 1] >= -1)
+          & (uv[:, 1] <= camera.height + 1))
     uv = uv[ok].numpy().astype(np.float64)
     rgb = points.rgb[ok].numpy()
     gu, gv = np.meshgrid(np.arange(camera.width) + 0.5, np.arange(camera.height) + 0.5)

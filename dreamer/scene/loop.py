@@ -52,7 +52,8 @@ class DreamConfig:
     align_shift: bool = False
     """Fit scale and shift (instead of scale only) of the estimated depth to the rendered depth."""
     align_trend: int = 2
-    """Degree of a smooth trend of the depth ratio fitted on the overlap before the seam correction (0 = none, 1 = tilt, 2 = curvature); also the degree of each view's correction in the joint refinement."""
+    """Degree of a smooth trend of the depth ratio fitted on the overlap before the seam correction (0 = none,
+    1 = tilt, 2 = curvature); also the degree of each view's correction in the joint refinement."""
     seam_correction: bool = True
     """Apply the smooth seam correction after the scale fit."""
     seam_decay: float | None = None
@@ -64,9 +65,11 @@ class DreamConfig:
     min_overlap_pixels: int = 64
     """Fewest known pixels needed to fit the depth scale; fewer keeps the estimate's scale (1.0)."""
     joint_refinement: bool = True
-    """After the loop, re-fit every view's depth correction jointly against all the views that overlap it and rebuild the cloud from the same images (removes the drift of view-by-view alignment; no model runs again)."""
+    """After the loop, re-fit every view's depth correction jointly against all the views that overlap it and
+    rebuild the cloud from the same images (removes the drift of view-by-view alignment; no model runs again)."""
     joint_seam_decay: float = 0.1
-    """In that rebuild, the seam correction fades over this fraction of the image's larger side: away from the seam the jointly fitted depth is trusted."""
+    """In that rebuild, the seam correction fades over this fraction of the image's larger side: away from the
+    seam the jointly fitted depth is trusted."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,7 +183,8 @@ def dream(
             raise ValueError(f"resume has {done} views but only {total} cameras were given")
         for k in range(done):
             a, b = resume.views[k].camera, cameras[k]
-            if not (torch.allclose(a.c2w.cpu(), b.c2w.cpu(), atol=1e-5) and torch.allclose(a.K.cpu(), b.K.cpu(), atol=1e-4)):
+            if not (torch.allclose(a.c2w.cpu(), b.c2w.cpu(), atol=1e-5)
+                    and torch.allclose(a.K.cpu(), b.K.cpu(), atol=1e-4)):
                 raise ValueError(f"resume view {k} was dreamed with another camera than cameras[{k}]")
         result = DreamResult(resume.points.to(device), list(resume.views), config)
     else:
