@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
-__all__ = ["StageBars"]
+__all__ = ["StageBars", "ProgressFn"]
+
+ProgressFn = Callable[[str, int, int], None]
+"""``on_progress(stage, done, total)``: how long work reports where it is (every stage, every CLI and the app)."""
 
 
 class StageBars:

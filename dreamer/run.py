@@ -73,7 +73,7 @@ _SECTION_CLASSES = {
     "scene": ("dreamer.pipeline.settings", "SceneConfig"),
     "dream": ("dreamer.scene.loop", "DreamConfig"),
     "models": ("dreamer.backends.model_sets", "ModelConfig"),
-    "splats": ("dreamer.splats.train", "SplatConfig"),
+    "splats": ("dreamer.splats.config", "SplatConfig"),
     "zoom": ("dreamer.deepzoom.config", "DeepZoomConfig"),
     "refine": ("dreamer.pipeline.settings", "RefineConfig"),
 }

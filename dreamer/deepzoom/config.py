@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 from dreamer.checks import check_int, check_number
+from dreamer.progress import ProgressFn
 
 __all__ = ["DeepZoomConfig", "DEFAULT_SUFFIXES", "ProgressFn"]
 
-ProgressFn = Callable[[str, int, int], None]
 
 DEFAULT_SUFFIXES = ("close-up", "macro photograph, fine detail", "extreme macro photograph",
                     "microscopic detail, extreme close-up")

@@ -27,12 +27,12 @@ from dreamer.pointcloud import PointCloud
 from dreamer.scene.joint_refinement import refine_scene
 from dreamer.render import _check_image, check_depth, clean_coverage, lift, render_points
 from dreamer.scene.result import DreamResult, DreamView
+from dreamer.progress import ProgressFn
 
 __all__ = ["DreamConfig", "DreamView", "DreamResult", "dream", "ProgressFn"]
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)

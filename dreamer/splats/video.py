@@ -24,19 +24,19 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from dreamer.cameras import Camera
+from dreamer.progress import ProgressFn
 
 __all__ = ["render_video", "VideoFiles", "colorize_depth", "depth_range", "frame_depth_range", "COVERED_ALPHA"]
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int, int], None]
 
 COVERED_ALPHA = 0.99
 """A pixel counts as covered by the splats where their accumulated opacity exceeds this."""
