@@ -24,6 +24,7 @@ __all__ = [
     "safe_session_id",
     "check_upload",
     "copy_upload",
+    "check_trajectory_limits",
     "IMAGE_TYPES",
     "DEPTH_TYPES",
     "TRAJECTORY_TYPES",
@@ -32,7 +33,7 @@ __all__ = [
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 """Photos the app accepts."""
 DEPTH_TYPES = (".npy", ".png", ".tif", ".tiff", ".exr")
-"""Depth maps the app accepts (see :func:`dreamer.inputs.load_depth`)."""
+"""Depth maps the app accepts (see :func:`dreamer.pipeline.inputs.load_depth`)."""
 TRAJECTORY_TYPES = (".json",)
 """Trajectory files the app accepts (see :func:`dreamer.trajectories.load_trajectory`)."""
 
@@ -55,6 +56,10 @@ class Limits:
     """Shortest side of an uploaded photo, in pixels."""
     max_zoom_lines: int = 16
     """Most prompt lines in the zoom tab."""
+    max_views: int = 64
+    """Most cameras of a scene (the form's Views slider; an uploaded trajectory file too)."""
+    max_size: int = 1024
+    """Largest image width or height of a scene's cameras (the form's Image size slider; trajectory files too)."""
 
 
 def check_text(value, name: str, max_chars: int, *, required: bool = False) -> str:
@@ -149,31 +154,138 @@ def check_upload(value, name: str, allowed: tuple[str, ...], limits: Limits) -> 
         raise InputError(f"{name}: the file is empty")
     if allowed is IMAGE_TYPES:
         _check_image_header(path, name, limits)
+    elif allowed is DEPTH_TYPES:
+        _check_depth_header(path, name, limits)
     elif allowed is TRAJECTORY_TYPES:
         try:
-            json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InputError(f"{name}: not a valid JSON file ({e})") from None
+        check_trajectory_limits(data, name, limits)
     return path
 
 
-def _check_image_header(path: Path, name: str, limits: Limits) -> None:
+def _count_frames(data) -> int | None:
+    """How many cameras a trajectory file's JSON makes, counted without making them (keyframes
+    are not interpolated); None when the layout is not recognised (the reader reports it)."""
+    if isinstance(data, list):
+        return len(data)
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("frames"), list):  # nerfstudio transforms.json
+        return len(data["frames"])
+    if isinstance(data.get("cameras"), list):
+        return len(data["cameras"])
+    keyframes = data.get("keyframes")
+    if isinstance(keyframes, list):
+        total = data.get("frames")
+        if isinstance(total, (int, float)) and not isinstance(total, bool):
+            return int(total) if total == total else None
+        counts = [k.get("frames") for k in keyframes[:-1] if isinstance(k, dict)]
+        if all(isinstance(c, (int, float)) and not isinstance(c, bool) and c == c for c in counts):
+            return int(sum(counts)) + 1
+    return None
+
+
+def check_trajectory_limits(data, name: str, limits: Limits) -> None:
+    """A trajectory file's JSON asks for at most ``limits.max_views`` cameras of at most
+    ``limits.max_size`` pixels a side: checked on the numbers it states, before any camera is made."""
+    frames = _count_frames(data)
+    if frames is not None and not 1 <= frames <= limits.max_views:
+        raise InputError(f"{name}: the file asks for {frames} cameras; a scene here has 1 to {limits.max_views} "
+                         f"(the Views limit)")
+    entries = []
+    if isinstance(data, dict):
+        entries.append(data)
+        for key in ("cameras", "keyframes", "frames"):
+            if isinstance(data.get(key), list):
+                entries += [e for e in data[key] if isinstance(e, dict)]
+    elif isinstance(data, list):
+        entries += [e for e in data if isinstance(e, dict)]
+    for entry in entries:
+        for key in ("width", "height", "w", "h"):
+            v = entry.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not v <= limits.max_size:
+                raise InputError(f"{name}: a camera's {key} is {v:g} px; at most {limits.max_size} px per side "
+                                 f"(the Image size limit)")
+
+
+def _check_image_header(path: Path, name: str, limits: Limits, what: str = "image") -> None:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             width, height = im.size
             im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{name}: not a readable image ({type(e).__name__}); upload a PNG, JPEG or WebP photo") from None
     except Image.DecompressionBombError:
-        raise InputError(f"{name}: the image has too many pixels; at most {limits.max_image_side} px per side") from None
+        raise InputError(f"{name}: the {what} has too many pixels; at most {limits.max_image_side} px per side"
+                         ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{name}: not a readable {what} ({type(e).__name__}); upload a PNG, JPEG or WebP photo"
+                         if what == "image" else f"{name}: not a readable {what} ({type(e).__name__})") from None
+    _check_side(width, height, name, limits, what)
+
+
+def _check_side(width: int, height: int, name: str, limits: Limits, what: str) -> None:
     if max(width, height) > limits.max_image_side:
-        raise InputError(f"{name}: the image is {width}x{height} px; at most {limits.max_image_side} px per side "
+        raise InputError(f"{name}: the {what} is {width}x{height} px; at most {limits.max_image_side} px per side "
                          f"are accepted (downscale it first)")
     if min(width, height) < limits.min_image_side:
-        raise InputError(f"{name}: the image is {width}x{height} px; at least {limits.min_image_side} px per side "
+        raise InputError(f"{name}: the {what} is {width}x{height} px; at least {limits.min_image_side} px per side "
                          f"are needed")
+
+
+def _check_depth_header(path: Path, name: str, limits: Limits) -> None:
+    """A depth map's size and type from its header, before anything is decoded: the same pixel
+    limit as photos, real numbers only."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        import numpy as np
+
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(f)  # the header only, not the data
+        except (ValueError, OSError, SyntaxError) as e:
+            raise InputError(f"{name}: not a readable .npy file ({e})") from None
+        if dtype.kind not in "fiu":
+            raise InputError(f"{name}: the array holds {dtype} values; a depth map holds real numbers (metres)")
+        if len(shape) != 2:
+            raise InputError(f"{name}: the array has shape {shape}; a depth map is 2-D (height x width)")
+        _check_side(shape[1], shape[0], name, limits, "depth map")
+        if path.stat().st_size < shape[0] * shape[1] * dtype.itemsize:
+            raise InputError(f"{name}: the file is shorter than its header says ({shape[1]}x{shape[0]} {dtype})")
+    elif suffix == ".exr":
+        width, height = _exr_size(path, name)
+        _check_side(width, height, name, limits, "depth map")
+    else:
+        _check_image_header(path, name, limits, what="depth map")
+
+
+def _exr_size(path: Path, name: str) -> tuple[int, int]:
+    """Width and height of an OpenEXR file from its header's ``dataWindow`` (box2i)."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    if head[:4] != b"\x76\x2f\x31\x01":
+        raise InputError(f"{name}: not an OpenEXR file")
+    pos = 8
+    while pos < len(head) and head[pos] != 0:
+        end = head.find(b"\0", pos)
+        tend = head.find(b"\0", end + 1)
+        if end < 0 or tend < 0 or tend + 5 > len(head):
+            break
+        attr, kind = head[pos:end], head[end + 1:tend]
+        (size,) = struct.unpack("<i", head[tend + 1:tend + 5])
+        value = head[tend + 5:tend + 5 + size]
+        if attr == b"dataWindow" and kind == b"box2i" and len(value) == 16:
+            x0, y0, x1, y1 = struct.unpack("<4i", value)
+            return x1 - x0 + 1, y1 - y0 + 1
+        pos = tend + 5 + size
+    raise InputError(f"{name}: the OpenEXR header has no readable dataWindow")
 
 
 def copy_upload(path: Path | None, folder: Path, stem: str) -> str | None:

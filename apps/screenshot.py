@@ -5,13 +5,15 @@
 
 Without ``--url`` it starts the app (``--models synthetic --showcase``: the first Scene example is
 run before the page is served) on a free port, waits for it, takes the screenshot and stops it.
-Gradio renders in the browser, so Chromium needs ``--virtual-time-budget`` to let the page settle.
+With Playwright installed (:mod:`apps.browser`) the page is opened with software WebGL and the
+screenshot waits until the splat viewer shows the scene; without it Chromium's own
+``--screenshot`` is used, with ``--virtual-time-budget`` to let gradio render the page.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import socket
 import subprocess
 import sys
@@ -20,15 +22,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from apps.browser import CHROMIUM_FLAGS, WEBGL_FLAGS, find_chromium, have_playwright, headless_page
+from apps.settings import SCENE_VIEWER_ID
+
 __all__ = ["find_chromium", "chromium_command", "take_screenshot", "main"]
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
-
-
-def find_chromium() -> str | None:
-    """The Chromium executable on PATH, or None."""
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = CHROMIUM_FLAGS + WEBGL_FLAGS
 
 
 def chromium_command(chromium: str, url: str, path: str | Path, profile: str | Path, *, width: int = 1280,
@@ -39,8 +38,11 @@ def chromium_command(chromium: str, url: str, path: str | Path, profile: str | P
 
 
 def take_screenshot(url: str, path: str | Path, *, width: int = 1280, height: int = 1000, budget_ms: int = 8000,
-                    timeout: float = 120) -> Path:
-    """Screenshot ``url`` into ``path`` (PNG); raises RuntimeError when Chromium is missing or fails."""
+                    timeout: float = 120, wait_for_viewer: bool = False) -> Path:
+    """Screenshot ``url`` into ``path`` (PNG); raises RuntimeError when Chromium is missing or fails.
+    ``wait_for_viewer`` (needs Playwright): wait until the Scene tab's 3D view shows splats."""
+    if wait_for_viewer:
+        return _viewer_screenshot(url, Path(path), width=width, height=height, timeout=timeout)
     chromium = find_chromium()
     if chromium is None:
         raise RuntimeError("chromium is not installed (apt-get install -y chromium)")
@@ -52,6 +54,17 @@ def take_screenshot(url: str, path: str | Path, *, width: int = 1280, height: in
                                                budget_ms=budget_ms), capture_output=True, text=True, timeout=timeout)
     if not path.exists():
         raise RuntimeError(f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return path
+
+
+def _viewer_screenshot(url: str, path: Path, *, width: int, height: int, timeout: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    viewer = f"window.dreamerViewers && window.dreamerViewers['{SCENE_VIEWER_ID}']"
+    with headless_page(width=width, height=height) as page:
+        page.goto(url)
+        page.wait_for_function(f"{viewer} && {viewer}.state === 'ready'", timeout=timeout * 1000)
+        page.wait_for_timeout(2000)  # the videos' first frames
+        page.screenshot(path=str(path))
     return path
 
 
@@ -83,17 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait", type=float, default=1200, help="seconds to wait for the app (it runs the example first)")
     args = ap.parse_args(argv)
     if args.url:
-        take_screenshot(args.url, args.out, width=args.width, height=args.height, budget_ms=15000)
+        take_screenshot(args.url, args.out, width=args.width, height=args.height, budget_ms=15000,
+                        wait_for_viewer=have_playwright())
         print(args.out)
         return 0
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="dreamer-showcase-") as out:
+        # gradio's cache (the served copies) in the same temporary folder: nothing is left behind
         proc = subprocess.Popen([sys.executable, "-m", "apps.gradio_app", "--models", "synthetic", "--showcase",
-                                 "--port", str(port), "--out", out, "--threads", "2"])
+                                 "--port", str(port), "--out", out, "--threads", "2"],
+                                env={**os.environ, "GRADIO_TEMP_DIR": str(Path(out) / "gradio")})
         try:
             url = f"http://127.0.0.1:{port}/"
             _wait(url, proc, args.wait)
-            take_screenshot(url, args.out, width=args.width, height=args.height, budget_ms=15000)
+            take_screenshot(url, args.out, width=args.width, height=args.height, budget_ms=15000,
+                            wait_for_viewer=have_playwright())
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -30,7 +30,7 @@ import torch
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera
 from dreamer.deepzoom import DeepZoomConfig, psnr, zoom_metrics, zoom_scene
-from dreamer.dream import dream
+from dreamer.scene import dream
 from dreamer.trajectories import center_depth_from, make_trajectory
 from dreamer.worlds import ProceduralWorld
 

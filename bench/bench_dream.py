@@ -45,10 +45,10 @@ from alignment import dedup_mask, stretched_pixels
 from alignment.peers import luciddreamer_depth, oracle_scale_depth, text2room_depth
 from dreamer.backends.synthetic import ERROR_FAMILIES, WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera, project_points, rotation_y
-from dreamer.dream import DreamConfig, align_view, dream
-from dreamer.metrics import world_metrics
+from dreamer.scene.loop import DreamConfig, align_view, dream
+from dreamer.scene.metrics import world_metrics
 from dreamer.pointcloud import PointCloud
-from dreamer.refine import refine_scene
+from dreamer.scene.joint_refinement import refine_scene
 from dreamer.render import clean_coverage, lift, render_points
 from dreamer.trajectories import center_depth_from, make_trajectory
 from dreamer.worlds import ProceduralWorld

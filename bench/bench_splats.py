@@ -103,7 +103,7 @@ def bench_quality(args) -> None:
         t = time.perf_counter()
         g = train_gaussians(result, SplatConfig(masked=masked, **base), history=history)
         dt = time.perf_counter() - t
-        rows[name] = score(lambda c: g.render(c)[0], cams, truths, covers)
+        rows[name] = score(lambda c, g=g: g.render(c)[0], cams, truths, covers)
         rows[name].update(sec_per_it=dt / it, gaussians=len(g),
                           train_loss=statistics.mean(h["loss"] for h in history[-20:]))
     print(f"\nheld-out quality after {it} iterations (mean over cameras; 'covered' = pixels the cloud covers)")

@@ -36,10 +36,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from dreamer.cameras import Camera, project_points, unproject_depth
+from dreamer.cameras import Camera, project_points
+from dreamer.checks import check_int, check_number
 from dreamer.pointcloud import PointCloud
 from dreamer.render import _check_image, check_depth, clean_coverage, erode, lift, render_points
-from dreamer.scene import DreamResult, DreamView
+from dreamer.scene.result import DreamResult, DreamView
 
 __all__ = [
     "DeepZoomConfig",
@@ -107,16 +108,10 @@ class DeepZoomConfig:
     """Train splats on the scene's views plus the zoom levels and render the fly-in with them (needs the splat stage on)."""
 
     def __post_init__(self) -> None:
-        def is_int(v) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        if not is_int(self.zoom_levels) or self.zoom_levels < 0 or self.zoom_levels == 1:
-            raise ValueError(f"zoom_levels must be 0 (off) or an integer >= 2 (level 0 is the view itself), "
-                             f"got {self.zoom_levels!r}")
-        if not is_int(self.zoom_p) or self.zoom_p < 2:
-            raise ValueError(f"zoom_p must be an integer >= 2, got {self.zoom_p!r}")
-        if not is_int(self.zoom_view):
-            raise ValueError(f"zoom_view must be an integer, got {self.zoom_view!r}")
+        if check_int(self.zoom_levels, "zoom_levels", min=0) == 1:
+            raise ValueError("zoom_levels must be 0 (off) or an integer >= 2 (level 0 is the view itself), got 1")
+        check_int(self.zoom_p, "zoom_p", min=2)
+        check_int(self.zoom_view, "zoom_view")
         if self.zoom_center is not None:
             c = tuple(self.zoom_center)
             if len(c) != 2 or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in c):
@@ -133,24 +128,17 @@ class DeepZoomConfig:
         object.__setattr__(self, "zoom_suffixes", tuple(self.zoom_suffixes))
         if not all(isinstance(s, str) for s in self.zoom_suffixes):
             raise ValueError(f"zoom_suffixes must be strings, got {self.zoom_suffixes!r}")
-        for name in ("zoom_steps", "zoom_supersample"):
-            v = getattr(self, name)
-            if not is_int(v) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("zoom_steps", "zoom_supersample", "zoom_fps"):
+            check_int(getattr(self, name), name, min=1)
         for name in ("zoom_fly_frames", "zoom_seed"):
-            v = getattr(self, name)
-            if not is_int(v) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+            check_int(getattr(self, name), name, min=0)
         if self.zoom_fly_frames == 1:
             raise ValueError("zoom_fly_frames must be 0 (no fly-in) or >= 2 (a start and an end)")
-        if not is_int(self.zoom_fps) or self.zoom_fps < 1:
-            raise ValueError(f"zoom_fps must be an integer >= 1, got {self.zoom_fps!r}")
-        if not (isinstance(self.zoom_guidance, (int, float)) and self.zoom_guidance >= 0):
-            raise ValueError(f"zoom_guidance must be a number >= 0, got {self.zoom_guidance!r}")
-        if not (isinstance(self.zoom_replace_tolerance, (int, float)) and 0 < self.zoom_replace_tolerance < 1):
+        check_number(self.zoom_guidance, "zoom_guidance", min=0)
+        check_number(self.zoom_replace_tolerance, "zoom_replace_tolerance", min=0, max=1, open_min=True)
+        if self.zoom_replace_tolerance >= 1:
             raise ValueError(f"zoom_replace_tolerance must be in (0, 1), got {self.zoom_replace_tolerance!r}")
-        if not (isinstance(self.zoom_video_seconds_per_level, (int, float)) and self.zoom_video_seconds_per_level >= 0):
-            raise ValueError(f"zoom_video_seconds_per_level must be >= 0, got {self.zoom_video_seconds_per_level!r}")
+        check_number(self.zoom_video_seconds_per_level, "zoom_video_seconds_per_level", min=0)
 
     @property
     def enabled(self) -> bool:
@@ -188,10 +176,8 @@ def level_cameras(camera: Camera, center_uv: Sequence[float] | Tensor | None, le
         N cameras, widest first.
     """
     _check_camera(camera)
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
-    if isinstance(p, bool) or not isinstance(p, int) or p < 2:
-        raise ValueError(f"p must be an integer >= 2, got {p!r}")
+    check_int(levels, "levels", min=1)
+    check_int(p, "p", min=2)
     W, H = camera.width, camera.height
     if center_uv is None:
         cu, cv = W / 2.0, H / 2.0
@@ -285,13 +271,15 @@ def level_images(cameras: Sequence[Camera], prompts: Sequence[str], *, world=Non
         return torch.stack(out)
     if pipeline is None:
         raise ValueError("level_images needs a world (synthetic models) or a text-to-image pipeline")
+    from dreamer.backends.diffusion import pipeline_lock
     from zoom import sample_zoom_stack
+    from zoom.sampler import seeded_generator
 
     cam = cameras[0]
-    g = torch.Generator().manual_seed(int(seed))
-    res = sample_zoom_stack(pipeline, list(prompts), p=p, steps=steps, guidance=guidance, height=cam.height,
-                            width=cam.width, generator=g, photo=photo, photo_level=0,
-                            on_progress=on_progress)
+    with pipeline_lock(pipeline):  # the pipeline is shared with the scene's image generator
+        res = sample_zoom_stack(pipeline, list(prompts), p=p, steps=steps, guidance=guidance, height=cam.height,
+                                width=cam.width, generator=seeded_generator(seed), photo=photo, photo_level=0,
+                                on_progress=on_progress)
     return res.levels.detach().float().cpu().clamp(0, 1)
 
 
@@ -330,7 +318,7 @@ def lift_zoom_level(points: PointCloud, camera: Camera, image: Tensor, *, depth_
     mask: a training view for the splats) and the level's stats.
     """
     from alignment import stretched_pixels
-    from dreamer.dream import DreamConfig, align_view
+    from dreamer.scene.loop import DreamConfig, align_view
 
     t0 = time.perf_counter()
     cfg = dream_config if dream_config is not None else DreamConfig()
@@ -452,7 +440,7 @@ def zoom_scene(result: DreamResult, config: DeepZoomConfig, *, depth_estimator, 
     (see :func:`level_images`). The dream loop's geometry settings (``result.config``) are used
     for rendering and alignment.
     """
-    from dreamer.dream import DreamConfig
+    from dreamer.scene.loop import DreamConfig
 
     if not isinstance(result, DreamResult):
         raise TypeError(f"result must be a DreamResult, got {type(result).__name__}")
@@ -512,8 +500,7 @@ def fly_in_cameras(start: Camera, target: Tensor | Sequence[float], *, frames: i
     reaches the target (no near-plane crossing at the end).
     """
     _check_camera(start)
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
-        raise ValueError(f"frames must be an integer >= 2, got {frames!r}")
+    check_int(frames, "frames", min=2)
     if not (isinstance(zoom, (int, float)) and math.isfinite(zoom) and zoom >= 1):
         raise ValueError(f"zoom must be a number >= 1, got {zoom!r}")
     target = torch.as_tensor(target, dtype=torch.float32, device=start.device).flatten()
@@ -629,7 +616,7 @@ def write_zoom_outputs(zoomed: DeepZoomResult, config: DeepZoomConfig, out: str 
     ``cameras.json`` (the level cameras), ``zoom_2d.mp4`` (the 2D zoom through the stack),
     ``fly_in_points.mp4`` (the dolly rendered from the points) and ``zoom.json`` (stats, plus
     ``extra``). Returns what was written to ``zoom.json``."""
-    from dreamer.exports import write_cameras_json
+    from dreamer.pipeline.exports import write_cameras_json
     from dreamer.io import save_image, write_json
 
     out = Path(out)

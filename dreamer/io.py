@@ -2,6 +2,9 @@
 
 Every writer goes through :func:`atomic_path`: the data goes to a temporary name in the same
 folder and is renamed into place, so an interrupted run leaves either the complete file or none.
+A run killed in the middle of a write (``kill -9``) can leave its temporary behind;
+:func:`remove_temporaries` deletes those of a folder the next run owns. Files are created with
+the usual permissions (``0666`` less the process's umask), like any other file the user makes.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import re
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -17,8 +21,29 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["atomic_path", "write_json", "read_json", "save_image", "load_image_tensor", "save_depth_npy",
+__all__ = ["atomic_path", "remove_temporaries", "write_json", "read_json", "save_image", "load_image_tensor", "save_depth_npy",
            "save_depth_png16", "to_uint8"]
+
+
+# A temporary of atomic_path: ".<name>.<8 random characters>.tmp<suffix>" (the suffix is kept so that
+# writers that pick a format by extension, such as video writers, still see it).
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-z_]{8}\.tmp(\.[^./]+)?$")
+
+
+def _create_temporary(path: Path) -> Path:
+    """Create an empty, new temporary file beside ``path`` and return its name.
+
+    ``os.open`` with mode 0666 lets the umask decide the permissions, as for any file the user
+    creates (``tempfile.mkstemp`` would make it 0600, and the rename would keep that)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
 @contextlib.contextmanager
@@ -26,15 +51,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = _create_temporary(path)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries :func:`atomic_path` left in ``folder`` and its subfolders (a run
+    killed while writing); return what was deleted. Only for a folder no other process writes to."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            if _TEMPORARY.match(name):
+                p = Path(dirpath) / name
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def write_json(path: str | Path, data) -> None:
@@ -64,7 +103,7 @@ def save_image(path: str | Path, image: Tensor) -> None:
 
 
 def load_image_tensor(path: str | Path) -> Tensor:
-    """An image file -> float32 [H,W,3] in [0,1] (no resizing; see dreamer.inputs for that)."""
+    """An image file -> float32 [H,W,3] in [0,1] (no resizing; see dreamer.pipeline.inputs for that)."""
     from PIL import Image
 
     with Image.open(path) as im:

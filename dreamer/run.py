@@ -1,24 +1,45 @@
 """Dream one scene or a batch of scenes from the command line.
 
-Examples:
+Examples (times on a quiet 2-core CPU without a GPU):
 
-    # the offline demo: the procedural world, no weights needed
-    python -m dreamer.run --models synthetic --trajectory lookaround --out runs/demo
+    # the offline demo: the procedural world, no weights needed (about T_DEMO; on a CPU the
+    # 'quick' preset: 128 px, 200 splat iterations, 48 video frames)
+    python -m dreamer.run --models synthetic --out runs/demo
 
-    # a prompt with the real models (downloads weights on first use; a GPU is advised)
+    # the plumbing with tiny random models, no download: noise, in about a minute
+    python -m dreamer.run --models tiny --prompt "a reading room" --out runs/tiny
+
+    # a prompt with the real models (downloads weights on first use; a GPU is advised: on a CPU
+    # even the 'quick' preset dreams for an hour or more)
     python -m dreamer.run --models default --prompt "a cozy reading room with a fireplace" --out runs/room
 
     # a photo, with its depth map (RGBD)
-    python -m dreamer.run --image photo.jpg --depth photo_depth.png --prompt "a garden" --out runs/garden
+    python -m dreamer.run --models default --image photo.jpg --depth photo_depth.png --prompt "a garden" \
+        --out runs/garden
 
     # a batch file (YAML or JSON lines), split over 4 machines: this is shard 0 of 4
-    python -m dreamer.run --batch scenes.yaml --out runs/batch --shard 0/4
+    python -m dreamer.run --batch scenes.yaml --out runs/scenes --shard 0/4
+
+    # the same batch on every GPU of this machine, or on a Ray cluster (pip install -e ".[ray]")
+    python -m dreamer.run --batch scenes.yaml --out runs/scenes --executor ray
+    python -m dreamer.run --batch scenes.yaml --out /shared/runs/batch --executor ray --ray-address HEAD:6379
 
 Every option below maps onto a field of the settings dataclasses (scene, dream loop, models,
-splats); a batch entry may set any of them by name (``grow_px: 4``). A scene folder keeps its
-resolved config: rerunning continues an interrupted scene, skips a finished one, and starts one
-over when its settings changed. Exit status: 0 when every scene is done or skipped, 1 when any
-failed, 2 for bad usage.
+splats); a batch entry may set any of them by name (``grow_px: 4``). The costly ones (size,
+views, steps, splat iterations, video frames) default to --preset's values for the machine.
+
+A scene folder keeps its resolved config (config.json). Rerunning continues an interrupted scene,
+skips a finished one, and redoes only the stages whose settings changed (splats, videos, zoom);
+it never deletes finished work silently: a folder whose dream settings changed is refused (or,
+for one scene in a terminal, you are asked) unless --overwrite starts it over; --restart starts
+a scene over even when nothing changed (e.g. after a damaged checkpoint). Checkpoints are deleted
+when their stage completes (--keep-checkpoints keeps them); the end of a run reports each scene's
+size on disk.
+
+Every input of every scene (settings, photos, depth maps, trajectory files, the output folder) is
+checked before a model loads, within limits that ``--allow-large`` lifts (see the README's "When
+something is wrong"). A bad input prints one line naming it (``-v`` adds the traceback).
+Exit status: 0 when every scene is done or skipped, 1 when any failed, 2 for bad usage or input.
 """
 
 from __future__ import annotations
@@ -29,13 +50,11 @@ import json
 import logging
 import re
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
-from dreamer.configs import add_dataclass_arguments
-from dreamer.pipeline import CONFIG_SECTIONS, SETTING_ALIASES, SceneConfigs, SceneOutcome, configs_from_flat, run_scene
-from dreamer.progress import StageBars
+from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, report_bad_input
+from dreamer.configs import FieldSpec, SourceUnreadable, add_field_arguments, read_field_specs, read_module_constant
 
 log = logging.getLogger("dreamer.run")
 
@@ -46,12 +65,67 @@ _GROUP_TITLES = {
     "splats": "Gaussian splats",
     "zoom": "deep zoom (zoom into a view, lift the levels into 3D, fly in)",
 }
-# Flags named by their alias (--gs-iters for SplatConfig.iterations).
-_RENAMES: dict[str, str] = {field: alias for alias, field in SETTING_ALIASES.items()}
+# Where each section's settings dataclass lives (dreamer.pipeline.settings.CONFIG_SECTIONS holds
+# the classes; the tests check that both agree): the parser reads the fields from the source, so
+# reading the arguments (and --help) imports neither torch nor the models' libraries.
+_SECTION_CLASSES = {
+    "scene": ("dreamer.pipeline.settings", "SceneConfig"),
+    "dream": ("dreamer.scene.loop", "DreamConfig"),
+    "models": ("dreamer.backends.model_sets", "ModelConfig"),
+    "splats": ("dreamer.splats.train", "SplatConfig"),
+    "zoom": ("dreamer.deepzoom", "DeepZoomConfig"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _section_specs(from_source: bool = True) -> dict[str, list[FieldSpec]]:
+    """Each section's fields: read from the source (fast), or from the imported classes when the
+    source cannot be read alone (see :func:`dreamer.configs.read_field_specs`)."""
+    if from_source:
+        try:
+            return {section: read_field_specs(*home) for section, home in _SECTION_CLASSES.items()}
+        except SourceUnreadable as e:
+            log.debug("settings read by importing their modules (%s)", e)
+    from dreamer.configs import field_specs
+    from dreamer.pipeline.settings import CONFIG_SECTIONS
+
+    return {section: field_specs(get_cls()) for section, get_cls in CONFIG_SECTIONS.items()}
+
+
+def _setting_aliases() -> dict[str, str]:
+    try:
+        return read_module_constant("dreamer.pipeline.settings", "SETTING_ALIASES")
+    except SourceUnreadable:
+        from dreamer.pipeline.settings import SETTING_ALIASES
+
+        return SETTING_ALIASES
+
+
+def _preset_notes(specs: dict[str, list[FieldSpec]]) -> dict[str, str]:
+    """The "(default: ...)" of the settings a preset sets: the value on a CPU, on a GPU and with
+    the tiny models (what --preset auto picks)."""
+    from dreamer.pipeline.presets import PRESETS, REAL_MODELS_QUICK
+
+    defaults = {f.name: f.default for fields in specs.values() for f in fields}
+    where = {"quick": "on a CPU", "full": "on a GPU", "plumbing": "with --models tiny"}
+
+    def shown(preset: str, key: str) -> str:
+        value = PRESETS[preset].get(key, defaults.get(key))
+        text = "the path's own" if value is None else repr(value)
+        if preset == "quick" and key in REAL_MODELS_QUICK:
+            text += f" ({REAL_MODELS_QUICK[key]!r} with --models default)"
+        return f"{text} {where[preset]}"
+
+    names = sorted({k for values in PRESETS.values() for k in values})
+    return {k: "default: " + ", ".join(shown(p, k) for p in where) + "; see --preset" for k in names}
+
+
+def build_parser(*, from_source: bool = True) -> argparse.ArgumentParser:
+    """The command line's parser. ``from_source``: read the settings from the dataclasses' source
+    (imports no model code); False: from the imported classes (the tests compare both)."""
+    from dreamer.batch.options import add_executor_arguments
+    from dreamer.pipeline.presets import HELP as PRESET_HELP, PRESET_CHOICES
+
+    parser = OneLineParser(
         prog="python -m dreamer.run",
         description=__doc__.split("\n\n")[0],
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
@@ -66,23 +140,42 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only the I-th of N shards of the batch (I counts from 0): scenes whose index %% N == I")
     run.add_argument("--config", type=Path, default=None,
                      help="a saved config.json of a scene folder: its settings, then the options given here on top")
+    run.add_argument("--preset", choices=PRESET_CHOICES, default="auto", help=PRESET_HELP + " (default: auto)")
     run.add_argument("--no-splats", action="store_true", default=argparse.SUPPRESS,
                      help="stop after the point cloud: no Gaussian splats, no videos")
-    run.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start over the scenes whose folder holds one dreamed with other settings (deleting its "
+                          "outputs); without it such a scene is refused, or for one scene in a terminal you are asked")
+    run.add_argument("--restart", action="store_true",
+                     help="start the scene(s) over even when their settings did not change (e.g. after a damaged "
+                          "checkpoint): delete their outputs and checkpoints first")
+    run.add_argument("--keep-checkpoints", action="store_true",
+                     help="keep the checkpoints of finished stages (the dream loop's per-view files, the splats' "
+                          "optimizer state: about three times gaussians.ply); by default they are deleted once the "
+                          "stage's result is saved")
+    run.add_argument("--allow-large", action="store_true",
+                     help="lift the size limits (image side, views, video frames, photo pixels, zoom levels, "
+                          "input file size) for a run that really needs more")
+    run.add_argument("-v", "--verbose", action="store_true", help="log debug messages (and tracebacks)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_executor_arguments(parser)
+    specs = _section_specs(from_source)
+    notes = _preset_notes(specs)
+    renames = {field: alias for alias, field in _setting_aliases().items()}  # --gs-iters for SplatConfig.iterations
     seen: set[str] = set()
-    for section, get_cls in CONFIG_SECTIONS.items():
-        cls = get_cls()
-        group = parser.add_argument_group(_GROUP_TITLES[section])
+    for section, fields in specs.items():
+        group = parser.add_argument_group(_GROUP_TITLES.get(section, section))
         # One flag per setting name: a name shared by several sections (seed, device) sets all of them.
-        fields = [f.name for f in dataclasses.fields(cls)]
-        exclude = tuple(n for n in fields if n in seen)
-        add_dataclass_arguments(group, cls, exclude=exclude, renames=_RENAMES)
-        seen |= set(fields)
+        names = [f.name for f in fields]
+        exclude = tuple(n for n in names if n in seen)
+        add_field_arguments(group, fields, exclude=exclude, renames=renames, default_notes=notes)
+        seen |= set(names)
     return parser
 
 
 def _flat_settings(args: argparse.Namespace) -> dict[str, Any]:
+    from dreamer.pipeline.settings import CONFIG_SECTIONS
+
     names = {f.name for g in CONFIG_SECTIONS.values() for f in dataclasses.fields(g())} | {"no_splats"}
     return {k: v for k, v in vars(args).items() if k in names}
 
@@ -99,11 +192,32 @@ def _parse_shard(text: str | None) -> tuple[int, int]:
     return i, n
 
 
-def load_batch(path: Path) -> list[dict[str, Any]]:
-    """The scenes of a batch file: YAML (a list, or a mapping with 'scenes') or JSON lines."""
-    if not path.exists():
-        raise ValueError(f"batch file {path} does not exist")
-    text = path.read_text()
+def _check_expansion(data: Any, budget: int, path: Path) -> None:
+    """Refuse a document whose values, expanded, number more than ``budget`` (YAML aliases let a
+    500-byte file stand for 1e8 entries; walking it stops at the budget)."""
+    stack, seen = [data], 0
+    while stack:
+        x = stack.pop()
+        seen += 1
+        if seen > budget:
+            raise ValueError(f"{path} expands to more than {budget} values (YAML anchors and aliases repeated "
+                             f"inside each other?); write the scenes out")
+        if isinstance(x, dict):
+            stack.extend(x.values())
+            stack.extend(x.keys())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+
+
+def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
+    """The scenes of a batch file: YAML (a list, or a mapping with 'scenes') or JSON lines, read
+    within ``limits`` (a :class:`dreamer.pipeline.limits.Limits`; default the standard ones)."""
+    from dreamer.pipeline.limits import Limits
+    from dreamer.pipeline.preflight import read_text_input
+
+    path = Path(path)
+    limits = limits or Limits()
+    text = read_text_input(path, "batch file", limits)
     if path.suffix in (".jsonl", ".ndjson"):
         scenes = []
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -112,13 +226,18 @@ def load_batch(path: Path) -> list[dict[str, Any]]:
                     scenes.append(json.loads(line))
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
+                except RecursionError:
+                    raise ValueError(f"{path}:{lineno}: nested too deeply") from None
     else:
         import yaml
 
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise ValueError(f"{path}: not valid YAML: {e}") from None
+            raise ValueError(f"{path}: not valid YAML: {one_line(e)}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: nested too deeply") from None
+        _check_expansion(data, limits.batch_entries, path)
         scenes = data.get("scenes") if isinstance(data, dict) else data
     if not isinstance(scenes, list) or not scenes:
         raise ValueError(f"{path}: expected a non-empty list of scenes")
@@ -134,23 +253,138 @@ def _slug(text: str, fallback: str) -> str:
 
 
 def _scene_name(index: int, entry: dict[str, Any]) -> str:
-    if entry.get("name"):
-        name = str(entry["name"])
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
-            raise ValueError(f"scene {index}: name {name!r} must use only letters, digits, '.', '_' and '-'")
+    if entry.get("name") is not None:
+        name = entry["name"]
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
+            raise ValueError(f"scene {index}: name {name!r} must be a string of letters, digits, '.', '_' and '-'")
         return name
-    basis = entry.get("prompt") or Path(str(entry.get("image") or "")).stem
-    return f"{index:03d}-{_slug(basis, 'scene')}"
+    basis = next((v for v in (entry.get("prompt"), entry.get("image")) if isinstance(v, str) and v), "")
+    return f"{index:03d}-{_slug(Path(basis).stem if basis == entry.get('image') else basis, 'scene')}"
 
 
-def _print_summary(outcomes: list[SceneOutcome]) -> None:
+def _base_configs(args: argparse.Namespace, limits):
+    from dreamer.pipeline.preflight import read_text_input
+    from dreamer.pipeline.settings import CONFIG_SECTIONS, SceneConfigs
+
+    if not args.config:
+        base = SceneConfigs()
+        return dataclasses.replace(base, splats=CONFIG_SECTIONS["splats"]()())
+    text = read_text_input(args.config, "--config file", limits)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config {args.config} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
+                         f"give the config.json of a scene folder") from None
+    except RecursionError:
+        raise ValueError(f"--config {args.config} is nested too deeply to be a config") from None
+    try:
+        return SceneConfigs.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"--config {args.config}: {e}") from None
+
+
+def _configs(args: argparse.Namespace, flat: dict[str, Any], base, where: str):
+    """The settings of one scene: ``flat`` (the options, a batch entry) over ``base``, and below
+    them the values of ``--preset`` for this scene's models and device. A ``--config`` file's
+    settings are the scene's own: ``--preset auto`` leaves them as they are."""
+    from dreamer.pipeline.presets import preset_values
+    from dreamer.pipeline.settings import SETTING_ALIASES, configs_from_flat
+
+    configs = configs_from_flat(flat, base, where=where)
+    if args.config and args.preset == "auto":
+        return configs
+    explicit = {SETTING_ALIASES.get(k, k) for k in flat}
+    name, values = preset_values(args.preset, models=configs.models.models, device=configs.models.device,
+                                 trajectory=configs.scene.trajectory, explicit=explicit)
+    if values:
+        configs = configs_from_flat({**values, **flat}, base, where=where)
+    return dataclasses.replace(configs, preset=name)
+
+
+def plan_jobs(args: argparse.Namespace, limits) -> list[tuple[str, Path, Any]]:
+    """The scenes this run will dream, ``(name, folder, configs)``, every input of each checked
+    (:func:`dreamer.pipeline.preflight.check_scene`). Raises ValueError / TypeError / OSError for
+    the first bad input, before any model loads."""
+    from dreamer.pipeline.preflight import check_output_folder, check_scene
+
+    base = _base_configs(args, limits)
+    cli = _flat_settings(args)
+    shard_i, shard_n = _parse_shard(args.shard)
+    if not args.batch:
+        configs = _configs(args, cli, base, "options")
+        sc = configs.scene
+        basis = sc.prompt or Path(sc.image or "").stem or configs.models.models
+        name = _slug(basis, "scene")
+        out = args.out or Path("runs") / name
+        check_scene(configs, out, limits)
+        return [(name, out, configs)]
+    entries = load_batch(args.batch, limits)
+    root = check_output_folder(args.out or Path("runs") / args.batch.stem)
+    named: dict[str, int] = {}
+    jobs, wheres = [], []
+    for i, entry in enumerate(entries):
+        entry = dict(entry)
+        name = _scene_name(i, entry)
+        if name in named:
+            raise ValueError(f"{args.batch}: scenes {named[name]} and {i} are both named {name!r}, so the second "
+                             f"would overwrite the first; give each scene its own name")
+        named[name] = i
+        entry.pop("name", None)
+        where = f"{args.batch} scene {i} ({name})"
+        configs = _configs(args, {**cli, **entry}, base, where)
+        if i % shard_n == shard_i:
+            jobs.append((name, root / name, configs))
+            wheres.append(where)
+    for (name, out, configs), where in zip(jobs, wheres):
+        check_scene(configs, out, limits, where=where)
+    return jobs
+
+
+def _ask(question: str) -> bool:
+    """Ask a yes/no question on the terminal (no means no: an empty answer or end of input)."""
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def refuse_or_ask(args: argparse.Namespace, jobs: list) -> set[Path]:
+    """The folders this run may start over although their dream settings changed: all of them
+    with --overwrite (or --restart); for one scene run in a terminal, the one you agree to.
+    Raises :class:`~dreamer.pipeline.folder.SettingsChanged` (naming the flag) for the others."""
+    from dreamer.pipeline.folder import SettingsChanged, changed_settings
+    from dreamer.pipeline.stages import refuse_changed_settings
+
+    if args.overwrite or args.restart:
+        return {out for _, out, _ in jobs}
+    allowed: set[Path] = set()
+    for _name, out, configs in jobs:
+        try:
+            refuse_changed_settings(out, configs, batch=bool(args.batch))
+        except SettingsChanged:
+            interactive = not args.batch and sys.stdin.isatty() and sys.stderr.isatty()
+            if interactive and _ask(f"{out} holds a scene dreamed with other settings "
+                                    f"({changed_settings(out, configs)}). Start it over and delete its outputs?"):
+                allowed.add(out)
+                continue
+            raise
+    return allowed
+
+
+def _print_summary(outcomes: list) -> None:
+    from dreamer.pipeline.folder import format_bytes
+
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    sizes = [o.disk_bytes for o in outcomes if o.disk_bytes is not None]
+    total = f"; {format_bytes(sum(sizes))} on disk" if sizes else ""
     print(f"\n{len(outcomes)} scene(s): {counts['done']} done, {counts['skipped']} skipped (already complete), "
-          f"{counts['failed']} failed")
+          f"{counts['failed']} failed{total}")
     for o in outcomes:
         line = f"  {o.status:8s} {o.name}  ->  {o.out}"
-        if o.status == "done":
-            line += f"  ({o.seconds:.1f} s)"
+        details = ([f"{o.seconds:.1f} s"] if o.status == "done" else []) + \
+                  ([format_bytes(o.disk_bytes)] if o.disk_bytes is not None else [])
+        if details:
+            line += f"  ({', '.join(details)})"
         if o.error:
             line += f"\n           reason: {o.error}"
         print(line)
@@ -158,60 +392,38 @@ def _print_summary(outcomes: list[SceneOutcome]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # reads the settings from their source: no model code imported yet
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from dreamer.backends.loading import ModelNotAvailable
-    from dreamer.backends.model_sets import build_backends
+    from dreamer.pipeline.limits import Limits
+
+    limits = Limits().lifted() if args.allow_large else Limits()
+    if args.allow_large:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None  # Pillow's own guard against decompression bombs, lifted on request
+    from dreamer.batch import BatchInterrupted, ExecutorUnavailable, SceneJob, make_executor
 
     try:
-        base = SceneConfigs.from_dict(json.loads(args.config.read_text())) if args.config else SceneConfigs()
-        if base.splats is None and not args.config:
-            base = dataclasses.replace(base, splats=CONFIG_SECTIONS["splats"]()())
-        cli = _flat_settings(args)
-        shard_i, shard_n = _parse_shard(args.shard)
-        if args.batch:
-            entries = load_batch(args.batch)
-            root = args.out or Path("runs") / args.batch.stem
-            jobs = []
-            for i, entry in enumerate(entries):
-                if i % shard_n != shard_i:
-                    continue
-                entry = dict(entry)
-                name = _scene_name(i, entry)
-                entry.pop("name", None)
-                configs = configs_from_flat({**cli, **entry}, base, where=f"{args.batch} scene {i} ({name})")
-                jobs.append((name, root / name, configs))
-        else:
-            configs = configs_from_flat(cli, base, where="options")
-            name = _slug(configs.scene.prompt or Path(configs.scene.image or "").stem or configs.models.models, "scene")
-            jobs = [(name, args.out or Path("runs") / name, configs)]
-    except (ValueError, OSError) as e:
-        parser.exit(2, f"error: {e}\n")
+        planned = plan_jobs(args, limits)
+        overwrite = refuse_or_ask(args, planned)
+        jobs = [SceneJob(name, out, configs, limits=limits, restart=args.restart, overwrite=out in overwrite,
+                         keep_checkpoints=args.keep_checkpoints) for name, out, configs in planned]
+        executor = make_executor(args)
+    except (ValueError, TypeError, OSError, ExecutorUnavailable) as e:
+        return report_bad_input(parser.prog, e, args.verbose)
 
-    outcomes: list[SceneOutcome] = []
-    for name, out, configs in jobs:
-        bars = StageBars(name, enabled=not args.quiet)
-        try:
-            backends = build_backends(configs.models)
-            outcomes.append(run_scene(configs, out, backends, on_progress=bars, name=name))
-        except ModelNotAvailable as e:
-            log.error("%s", e)
-            outcomes.append(SceneOutcome(name, out, "failed", error=str(e).splitlines()[0]))
-        except KeyboardInterrupt:
-            bars.close()
-            print(f"\ninterrupted: rerun the same command to continue {name} where it stopped", file=sys.stderr)
-            return 130
-        except Exception as e:  # one failing scene must not stop the batch
-            log.error("%s failed: %s", name, e)
-            out.mkdir(parents=True, exist_ok=True)
-            with open(out / "run.log", "a") as f:
-                f.write(traceback.format_exc())
-            outcomes.append(SceneOutcome(name, out, "failed", error=f"{type(e).__name__}: {e}"))
-        finally:
-            bars.close()
+    try:
+        outcomes = executor.run(jobs)
+    except BatchInterrupted as e:
+        names = ", ".join(e.running[:5]) + (f" and {len(e.running) - 5} more" if len(e.running) > 5 else "")
+        print(f"\ninterrupted: rerun the same command to continue {names or 'the batch'} where "
+              f"{'they' if len(e.running) > 1 else 'it'} stopped", file=sys.stderr)
+        return 130
+    except ExecutorUnavailable as e:
+        return report_bad_input(parser.prog, e, args.verbose)
     _print_summary(outcomes)
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Learned backends with tiny random models: saved to a folder and loaded back through the same
 from_pretrained path a real hub id takes. Never the network (conftest sets HF_HUB_OFFLINE)."""
 
+import dataclasses
 import time
 import types
 
@@ -180,14 +181,68 @@ def test_inpainter_validates_inputs(inpainter):
     assert torch.equal(inpainter.inpaint(image, mask, "x"), image)  # nothing to fill
 
 
-def test_backends_sharing_a_pipeline_keep_their_schedulers(inpainter):
-    other = DiffusersInpainter(inpainter.pipe, DiffusionSettings(steps=2, scheduler="euler_a"))
+def test_backends_sharing_a_pipeline_keep_their_schedulers(inpainter, inpaint_dir):
+    """Each backend samples with its own scheduler and leaves the shared pipeline as it was."""
+    own = inpainter.pipe.scheduler
+    euler_a = DiffusionSettings(steps=2, scheduler="euler_a", device="cpu")
+    other = DiffusersInpainter(inpainter.pipe, euler_a)
+    alone = DiffusersInpainter.from_pretrained(str(inpaint_dir), euler_a)  # a pipeline of its own
     image, mask = torch.rand(32, 32, 3), torch.zeros(32, 32, dtype=torch.bool)
     mask[:8] = True
-    other.inpaint(image, mask, "x")
-    assert type(inpainter.pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
-    inpainter.inpaint(image, mask, "x")
-    assert type(inpainter.pipe.scheduler).__name__ == "PNDMScheduler"
+    shared = other.inpaint(image, mask, "x", generator=torch.Generator().manual_seed(3))
+    assert inpainter.pipe.scheduler is own
+    assert torch.equal(shared, alone.inpaint(image, mask, "x", generator=torch.Generator().manual_seed(3)))
+    first = inpainter.inpaint(image, mask, "x", generator=torch.Generator().manual_seed(3))
+    assert inpainter.pipe.scheduler is own and type(own).__name__ == "PNDMScheduler"
+    assert not torch.equal(first, shared)  # PNDM, not the other backend's Euler ancestral
+
+
+def _run_at_once(jobs):
+    """Run the callables in threads that start together; return their results (or raise the first error)."""
+    import threading
+
+    barrier = threading.Barrier(len(jobs))
+    results: list = [None] * len(jobs)
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = jobs[i]()
+        except BaseException as e:  # re-raised below, in the test's thread
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
+
+
+def test_concurrent_calls_on_one_shared_pipeline_match_sequential_ones():
+    """Two jobs in threads on one shared pipeline (the app's --concurrency 2): the same images as
+    one after the other, and no scheduler state mixed between them (before per-call schedulers,
+    this raised IndexError / TypeError inside the scheduler every time)."""
+    pipe = tiny_inpaint_pipeline(seed=0)
+    settings = DiffusionSettings(steps=4, device="cpu")
+    a, b = DiffusersInpainter(pipe, settings), DiffusersInpainter(pipe, dataclasses.replace(settings, scheduler="ddim"))
+    image = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[:, 32:] = True
+
+    def job(backend, seed, prompt):
+        return lambda: backend.inpaint(image, mask, prompt, generator=torch.Generator().manual_seed(seed))
+
+    jobs = [job(a, 1, "a cozy room"), job(a, 2, "a garden"), job(b, 3, "a beach")]
+    sequential = [j() for j in jobs]
+    for _ in range(3):
+        together = _run_at_once(jobs)
+        for s, t in zip(sequential, together):
+            assert torch.equal(s, t)
+    assert not torch.equal(sequential[0], sequential[1])
 
 
 # ---- text to image -------------------------------------------------------------------------------
@@ -381,3 +436,32 @@ def test_build_backends_synthetic():
     assert backends.world is not None and backends.world.seed == 3
     assert isinstance(backends.inpainter, Inpainter) and isinstance(backends.depth_estimator, DepthEstimator)
     assert isinstance(backends.image_generator, ImageGenerator)
+
+
+def test_two_dream_jobs_in_threads_on_shared_tiny_models_match_one_after_the_other():
+    """Two whole dream loops (the app's jobs) at once on the one cached set of tiny models: the
+    same views and points as running them one after the other."""
+    from dreamer import DreamConfig, dream
+    from dreamer.trajectories import make_trajectory
+
+    config = ModelConfig(models="tiny", steps=2, device="cpu")
+    backends = build_backends(config)
+    assert build_backends(config) is backends  # one shared set, as the app's jobs get
+    cam0 = Camera.from_fov(60.0, 64, 64)
+    image = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(0))
+    depth = torch.full((64, 64), 2.0)
+    cams = make_trajectory("lookaround", cam0, 2.0, n=3).cameras
+
+    def job(prompt, seed):
+        return lambda: dream(image, cams, prompt, inpainter=backends.inpainter,
+                             depth_estimator=backends.depth_estimator, depth=depth,
+                             config=DreamConfig(seed=seed, joint_refinement=False))
+
+    jobs = [job("a cozy room", 1), job("a garden", 2)]
+    sequential = [j() for j in jobs]
+    together = _run_at_once(jobs)
+    for s, t in zip(sequential, together):
+        assert torch.equal(s.points.xyz, t.points.xyz) and torch.equal(s.points.rgb, t.points.rgb)
+        for a, b in zip(s.views, t.views):
+            assert torch.equal(a.image, b.image) and torch.equal(a.depth, b.depth)
+    assert not torch.equal(sequential[0].views[1].image, sequential[1].views[1].image)

@@ -24,7 +24,6 @@ from dreamer.deepzoom import (
     zoom_scene,
 )
 from dreamer.io import read_json
-from dreamer.render import render_points
 from dreamer.trajectories import center_depth_from, make_trajectory
 from dreamer.worlds.procedural import ProceduralWorld
 
@@ -247,6 +246,7 @@ def test_fly_in_video_has_the_asked_frame_count(scene, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # The CLI stage
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_zoom_stage_offline(tmp_path):
     from dreamer.run import main
 
@@ -289,6 +289,7 @@ def test_batch_entries_and_saved_configs_carry_the_zoom_settings():
         configs_from_flat({"zoom_levels": 1})
 
 
+@pytest.mark.slow
 def test_splats_train_on_the_levels_and_stay_fine_where_the_zoom_went(scene):
     from dreamer.splats import SplatConfig, build_training_views, train_gaussians
 
@@ -329,6 +330,7 @@ def test_tiny_pipeline_makes_the_levels(scene):
     assert a.photo.shape == (S, S, 3)
 
 
+@pytest.mark.slow
 def test_cli_zoom_stage_with_splats(tmp_path, monkeypatch):
     """The splat branch of the stage: Gaussians of the zoomed cloud and the fly-in video (training
     is replaced by the initialization here; the training itself is tested above)."""
@@ -346,10 +348,11 @@ def test_cli_zoom_stage_with_splats(tmp_path, monkeypatch):
     out = tmp_path / "s"
     assert main(["--models", "synthetic", "--views", "2", "--width", "64", "--height", "64", "-q",
                  "--render-frames", "2", "--zoom-levels", "3", "--zoom-fly-frames", "5",
-                 "--zoom-video-seconds-per-level", "0", "--out", str(out)]) == 0
+                 "--zoom-video-seconds-per-level", "0", "--export", "ply", "spz", "--out", str(out)]) == 0
     assert seen == [2, 4]  # the scene's views, then the scene's views plus levels 1 and 2
     z = out / "zoom"
     assert len(Gaussians.load_ply(z / "gaussians.ply")) == read_json(z / "zoom.json")["points"]
+    assert len(Gaussians.load_spz(z / "gaussians.spz")) == read_json(z / "zoom.json")["points"]
     import imageio.v3 as iio
 
     assert len(list(iio.imiter(z / "fly_in.mp4"))) == 5

@@ -8,7 +8,7 @@ import torch
 from dreamer import Camera, DreamConfig, dream
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import DEFAULT_FOCAL_512, rotation_y
-from dreamer.metrics import world_metrics
+from dreamer.scene.metrics import world_metrics
 from dreamer.render import lift
 from dreamer.trajectories import center_depth_from, make_trajectory
 from dreamer.worlds import ProceduralWorld
@@ -135,6 +135,7 @@ def test_bad_inputs_fail_before_any_work(world, first):
         dream(truth.image, [cam, "not a camera"], "", inpainter=inp, depth_estimator=est)
 
 
+@pytest.mark.slow
 def test_joint_refinement_removes_the_drift_of_a_full_turn(world, first):
     """rotate360 chains 16 views: aligned one by one, each inherits the errors of the last and
     the far side of the turn drifts; refined jointly, every view is back near the noise floor."""
@@ -154,7 +155,7 @@ def test_joint_refinement_removes_the_drift_of_a_full_turn(world, first):
 def test_refinement_without_estimates_leaves_the_scene_alone(world, first, caplog):
     """A view that added points but kept no estimate (an old checkpoint) cannot be rebuilt:
     refining without it would drop its points, so nothing is refined."""
-    from dreamer.refine import refine_scene
+    from dreamer.scene.joint_refinement import refine_scene
 
     result, _ = run(world, first, "lookaround", n=3, config=DreamConfig(joint_refinement=False))
     result.views[2].estimate = None
@@ -163,7 +164,7 @@ def test_refinement_without_estimates_leaves_the_scene_alone(world, first, caplo
 
 
 def test_a_refinement_that_no_view_accepts_is_not_applied(world, first, monkeypatch, caplog):
-    import dreamer.refine as refine
+    import dreamer.scene.joint_refinement as refine
 
     result, _ = run(world, first, "lookaround", n=3, config=DreamConfig(joint_refinement=False))
     real = refine.joint_log_corrections
@@ -237,3 +238,49 @@ def test_ours_beats_the_peers_at_small_size(world):
     assert m["ours"]["abs_rel_aligned"] * 1.3 <= min(m[p]["abs_rel_aligned"] for p in peers)
     assert m["ours"]["abs_rel_aligned"] <= 1.1 * m["oracle scale"]["abs_rel_aligned"]
     assert m["ours"]["seam_step_median"] * 2 <= min(m[p]["seam_step_median"] for p in peers)
+
+
+class _WhitePipeline:
+    """A stand-in diffusers inpainting pipeline that paints every pixel white."""
+
+    vae_scale_factor = 8
+
+    def __init__(self):
+        from diffusers import DDIMScheduler
+
+        self.scheduler = DDIMScheduler()
+
+    def set_progress_bar_config(self, **kw):
+        pass
+
+    def __call__(self, *, image, height, width, **kw):
+        return type("Out", (), {"images": torch.ones(1, 3, height, width)})()
+
+
+class _FlatDepth:
+    def estimate(self, image, *, camera):
+        return torch.full(image.shape[:2], 2.0)
+
+
+@pytest.mark.parametrize("feather", [0, 4])
+def test_feather_softens_the_seam_of_each_inpainted_region(feather):
+    """The inpainter blends its result into the known pixels over ``feather`` pixels; the loop
+    keeps that blend (it used to keep only the hole, so every seam stayed a hard edge)."""
+    from dreamer.backends.diffusion import DiffusersInpainter, DiffusionSettings
+    from dreamer.scene.loop import dream_view
+
+    cam = Camera.from_fov(60.0, 64, 64)
+    known = torch.zeros(64, 64, dtype=torch.bool)
+    known[:, :32] = True  # a black wall on the left half; the right half is a hole
+    points = lift(torch.zeros(64, 64, 3), torch.full((64, 64), 2.0), cam, known)
+    inpainter = DiffusersInpainter(_WhitePipeline(), DiffusionSettings(steps=1, feather=feather, device="cpu"))
+    _, view = dream_view(points, cam, "x", inpainter=inpainter, depth_estimator=_FlatDepth(),
+                         config=DreamConfig(grow_px=2, close_px=0))
+    row = view.image[32, :, 0]
+    assert row[0] == 0 and row[-1] == 1  # the wall stays black far from the seam, the hole is white
+    steps = (row[1:] - row[:-1]).abs()
+    if feather == 0:
+        assert float(steps.max()) == 1.0  # a hard edge
+    else:
+        assert float(steps.max()) <= 1.0 / (feather + 1) + 1e-6  # a ramp over feather + 1 pixels
+        assert int(((row > 0) & (row < 1)).sum()) == feather

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dreamer.inputs import PAD_VALUE, compute_fit, load_depth, load_depth_with_mask, load_image
+from dreamer.pipeline.inputs import PAD_VALUE, compute_fit, load_depth, load_depth_with_mask, load_image
 
 
 def save(tmp_path, name, array_or_image, **kwargs):
@@ -198,3 +198,77 @@ def test_depth_exr(tmp_path):
     with OpenEXR.File(header, {"Z": depth}) as f:
         f.write(str(tmp_path / "d.exr"))
     assert torch.allclose(load_depth(tmp_path / "d.exr", 16, 16), torch.from_numpy(depth))
+
+
+def png_header_only(path, width, height, mode_bits=(8, 2)):
+    """A PNG whose header declares ``width`` x ``height`` but that holds almost no data (the
+    shape of a decompression bomb or a damaged file): only the header may be read."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, mode_bits[0], mode_bits[1], 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_photo_size_is_checked_from_the_header_before_decoding(tmp_path):
+    big = png_header_only(tmp_path / "huge.png", 10_000, 10_000)
+    with pytest.raises(ValueError, match=r"huge.png.*10000x10000.*limit of 64 megapixels.*--allow-large"):
+        load_image(big, 64, 64)
+    bomb = png_header_only(tmp_path / "bomb.png", 60_000, 60_000)
+    with pytest.raises(ValueError, match="bomb.png"):
+        load_image(bomb, 64, 64, max_pixels=None)  # Pillow's own limit still refuses it
+    depth = png_header_only(tmp_path / "depth.png", 9_000, 9_000, (16, 0))
+    with pytest.raises(ValueError, match=r"depth.png.*depth map is 9000x9000"):
+        load_depth(depth, 64, 64)
+    small = save(tmp_path, "small.png", np.zeros((30, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match="limit of 0.001 megapixels"):
+        load_image(small, 8, 8, max_pixels=1000)
+
+
+def test_a_large_photo_is_decoded_at_a_reduced_size(tmp_path):
+    """A 3200x2400 JPEG fitted to 128x96 is drafted at 1/8 by the JPEG decoder and box-reduced, so
+    no full-size float copy is ever made (numpy's allocations are what tracemalloc sees; the old
+    code's float32 copy of this photo alone was 92 MB) and the result matches a full decode."""
+    import tracemalloc
+
+    x = np.linspace(0, 255, 3200, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, 2400, dtype=np.float32)[:, None]
+    arr = np.empty((2400, 3200, 3), np.uint8)
+    arr[..., 0], arr[..., 1], arr[..., 2] = x, y, (x + y) / 2
+    path = save(tmp_path, "large.jpg", arr, quality=95)
+    tracemalloc.start()
+    try:
+        loaded = load_image(path, 128, 96)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6, f"peak {peak / 1e6:.1f} MB of numpy/Python allocations"
+    assert loaded.transform.source_width == 3200 and loaded.transform.source_height == 2400
+    expected = torch.from_numpy(np.asarray(Image.fromarray(arr).resize((128, 96), Image.Resampling.LANCZOS),
+                                           dtype=np.float32) / 255.0)
+    assert (loaded.image - expected).abs().mean() < 0.01
+
+
+def test_depth_npy_header_is_checked_before_reading(tmp_path):
+    claim = tmp_path / "claims80gb.npy"
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1), np.float32))
+    header["shape"] = (100_000, 200_000)  # 2e10 float32 values: 80 GB
+    with open(claim, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(b"\0" * 16)
+    assert claim.stat().st_size < 200
+    with pytest.raises(ValueError, match=r"claims80gb.npy.*100000x200000.*limit of 64 megapixels"):
+        load_depth(claim, 8, 8)
+    with pytest.raises(ValueError, match=r"claims80gb.npy.*truncated"):
+        load_depth(claim, 8, 8, max_pixels=None)
+    np.save(tmp_path / "complex.npy", np.ones((10, 10), np.complex64))
+    with pytest.raises(ValueError, match=r"complex.npy.*real numbers.*complex64"):
+        load_depth(tmp_path / "complex.npy", 8, 8)
+    np.save(tmp_path / "bool.npy", np.ones((10, 10), bool))
+    with pytest.raises(ValueError, match="dtype bool"):
+        load_depth(tmp_path / "bool.npy", 8, 8)

@@ -48,6 +48,7 @@ def scene():
 FAST = dict(device="cpu", sh_degree=1, sh_degree_interval=50, log_every=1000)
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_and_beats_the_points(scene):
     result, world = scene
     history = []
@@ -118,6 +119,7 @@ def _tiny_scene():
 TINY = dict(iterations=30, checkpoint_every=10, refine_start_iter=4, refine_every=5, refine_stop_iter=25, **FAST)
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_gives_the_same_result(tmp_path):
     result = _tiny_scene()
     cfg = SplatConfig(**TINY)
@@ -156,6 +158,30 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path):
     train_gaussians(result, other, lambda s, d, t: seen.append((s, d)), checkpoint_dir=tmp_path)
     assert [d for s, d in seen if s == "splats"] == list(range(1, 13))
     assert json.loads((tmp_path / "done.json").read_text())["iterations"] == 12
+
+
+def test_fine_tuning_starts_from_the_given_gaussians(tmp_path):
+    """``init``: training continues from trained Gaussians (their count, their loss), at their
+    full SH degree from the first iteration, and the checkpoint fingerprint knows the init."""
+    result = _tiny_scene()
+    cfg = SplatConfig(**{**TINY, "densify": False})
+    scratch, trained = [], train_gaussians(result, cfg)
+    train_gaussians(result, SplatConfig(**{**TINY, "densify": False, "iterations": 1}), history=scratch)
+    extra = Gaussians.from_points(result.points.select(torch.arange(5)), sh_degree=1)
+    init = Gaussians(*(torch.cat([getattr(trained, f), getattr(extra, f)])
+                       for f in ("means", "quats", "log_scales", "opacity_logits", "sh0", "shN")))
+    tuned_history = []
+    tuned = train_gaussians(result, SplatConfig(**{**TINY, "densify": False, "iterations": 5}), init=init,
+                            history=tuned_history, checkpoint_dir=tmp_path)
+    assert len(tuned) == len(trained) + 5 != len(result.points)
+    assert tuned_history[0]["loss"] < 0.8 * scratch[0]["loss"]  # it starts where the training ended
+    assert not torch.equal(tuned.shN, init.shN)  # degree 1 is in use at once (trained.shN was all 0)
+    fp = json.loads((tmp_path / "done.json").read_text())["fingerprint"]
+    train_gaussians(result, SplatConfig(**{**TINY, "densify": False, "iterations": 5}), init=trained,
+                    checkpoint_dir=tmp_path)
+    assert json.loads((tmp_path / "done.json").read_text())["fingerprint"] != fp
+    with pytest.raises(ValueError, match="init has SH degree 1 but config.sh_degree is 3"):
+        train_gaussians(result, SplatConfig(**{**TINY, "sh_degree": 3}), init=trained)
 
 
 def test_nan_loss_stops_with_the_iteration(monkeypatch):

@@ -1,5 +1,6 @@
 """A real client reads what we write: the SuperSplat team's converter, splat-transform
-(``@playcanvas/splat-transform``, Node.js), converts our gaussians.ply to other formats and back.
+(``@playcanvas/splat-transform``, Node.js), converts our gaussians.ply to other formats and back,
+and reads our .spz (with the reference spz library, built to WebAssembly) and writes its own.
 
 The package is installed once with npm into a cache folder (``$SPLAT_TRANSFORM_DIR``, default
 ``~/.cache/dreamer/splat-transform``; CI installs it there beforehand). The test is skipped only
@@ -17,6 +18,8 @@ from torch import Tensor
 
 from dreamer.splats import Gaussians
 from dreamer.splats.gaussians import rgb_to_sh0, sh0_to_rgb
+from dreamer.splats.spz import load_spz, read_spz_header
+from test_splats_spz import assert_within_quantization
 
 VERSION = "2.7.1"  # the newest release whose engines accept Node 20 (3.x asks for Node >= 22)
 
@@ -101,3 +104,34 @@ def test_splat_transform_compressed_round_trip(splat_transform, ours, tmp_path):
     qb = b["quats"] / b["quats"].norm(dim=1, keepdim=True)
     assert (1 - (qa * qb).sum(1).abs() <= 1e-4).all()
 
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_splat_transform_reads_our_spz(splat_transform, ours, tmp_path, version):
+    """Our .spz -> splat-transform -> .ply: the same Gaussians in the same order (so the same
+    axes, rotations and SH signs as our .ply), each attribute within the format's quantization;
+    and our reader decodes the file to what splat-transform decodes."""
+    g, _ = ours
+    spz = tmp_path / "g.spz"
+    g.save_spz(spz, version=version)
+    _convert(splat_transform, spz, tmp_path / "back.ply")
+    theirs = Gaussians.load_ply(tmp_path / "back.ply")
+    assert_within_quantization(g, theirs, read_spz_header(spz).fractional_bits)
+    mine = load_spz(spz)
+    for name in ("means", "log_scales", "sh0", "shN", "opacities"):
+        assert torch.allclose(getattr(mine, name), getattr(theirs, name), atol=1e-6), name
+    assert torch.allclose(mine.quats, theirs.quats, atol=1e-6)
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_our_reader_reads_splat_transforms_spz(splat_transform, ours, tmp_path, version):
+    """.ply -> splat-transform's .spz (12 fractional bits; its SH rounding goes through two
+    steps, half a level more) -> our reader: the Gaussians of the .ply."""
+    g, path = ours
+    spz = tmp_path / "theirs.spz"
+    r = subprocess.run([splat_transform, "-w", "--spz-version", str(version), str(path), str(spz)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout
+    header = read_spz_header(spz)
+    assert (header.version, header.num_points, header.fractional_bits) == (version, len(g), 12)
+    assert_within_quantization(g, load_spz(spz), 12, sh_slack=0.5 / 128)

@@ -51,6 +51,7 @@ def test_cli_writes_files_and_a_second_run_skips(tmp_path, monkeypatch, caplog):
     assert {f.name: f.stat().st_mtime_ns for f in _files(out, 3)} == before
 
 
+@pytest.mark.slow
 def test_output_settings_reuse_the_stack_and_a_new_config_starts_over(tmp_path, monkeypatch):
     out = tmp_path / "zoom"
     config = zrun.ZoomConfig(prompts=("a", "b", "c"), steps=2, height=64, width=64, models="tiny")
@@ -65,12 +66,28 @@ def test_output_settings_reuse_the_stack_and_a_new_config_starts_over(tmp_path, 
     assert len(imageio.mimread(out / "zoom.mp4")) == 2 * 4 + 1
 
     changed = zrun.ZoomConfig(prompts=("a", "b"), steps=2, height=64, width=64, models="tiny", seed=1)
-    third = zrun.run_zoom(changed, out, zrun.OutputConfig(fps=4, seconds_per_level=0.5))
+    with pytest.raises(zrun.StackOfOtherSettings, match="--overwrite"):  # a sampled stack is not lost silently
+        zrun.run_zoom(changed, out, zrun.OutputConfig(fps=4, seconds_per_level=0.5))
+    assert torch.equal(torch.load(out / "stack.pt", weights_only=True)["levels"], levels)
+    third = zrun.run_zoom(changed, out, zrun.OutputConfig(fps=4, seconds_per_level=0.5), overwrite=True)
     assert third["sampled"]
     assert not (out / "level_02.png").exists()  # nothing stale from the previous config
     new_levels = torch.load(out / "stack.pt", weights_only=True)["levels"]
     assert new_levels.shape[0] == 2 and not torch.equal(new_levels, levels[:2])
     assert json.loads((out / "done.json").read_text())["hash"] == third["config"]["hash"]
+
+
+def test_the_cli_refuses_a_folder_of_other_settings_before_loading_a_model(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "zoom"
+    args = ["--prompts", "a", "b", "--out", str(out), *BASE]
+    assert zrun.main(args) == 0
+    monkeypatch.setattr(zrun, "_load_pipeline", lambda config: (_ for _ in ()).throw(AssertionError("loaded")))
+    capsys.readouterr()
+    assert zrun.main([*args, "--seed", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--overwrite" in err and "other settings" in err
+    monkeypatch.undo()
+    assert zrun.main([*args, "--seed", "5", "--overwrite"]) == 0
 
 
 def test_prompts_file_and_photo(tmp_path):
@@ -93,7 +110,7 @@ def test_missing_model_fails_with_a_clear_message(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         rc = zrun.main(["--prompts", "a", "--model", str(tmp_path / "no_such_model"), "--device", "cpu",
                         "--out", str(out), "--quiet"])
-    assert rc == 2
+    assert rc == 1  # the run started and failed (as a failed scene of dreamer.run)
     assert "does not exist" in caplog.text
     assert not (out / "done.json").exists()
 
@@ -103,3 +120,33 @@ def test_bad_arguments(tmp_path):
         zrun.main(["--prompts", "a", "--p", "3", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         zrun.main(["--out", str(tmp_path)])
+
+
+def test_zoom_run_and_the_3d_zoom_draw_the_same_noise_for_a_seed(tmp_path, monkeypatch):
+    """Both entry points take their generator from zoom.sampler.seeded_generator: a CPU generator
+    whatever the device (zoom.run once seeded a CUDA generator on a GPU, the 3D zoom a CPU one, so
+    one seed gave two stacks). The device is forced to "cuda" here: the CPU generator needs none."""
+    import dataclasses
+
+    import zoom
+    from dreamer.deepzoom import level_images
+    from dreamer.cameras import Camera
+    from zoom.sampler import ZoomResult
+
+    seen = []
+
+    def capture(pipe, prompts, *, generator, height, width, **kw):
+        seen.append(torch.randn(16, generator=generator))
+        n = len(prompts)
+        return ZoomResult(torch.zeros(n, height, width, 3), torch.zeros(n, height, width, 3), list(prompts),
+                          {"p": 2}, 0.0)
+
+    monkeypatch.setattr(zsampler, "sample_zoom_stack", capture)
+    monkeypatch.setattr(zoom, "sample_zoom_stack", capture)
+    monkeypatch.setattr(zrun, "_load_pipeline", lambda config: (object(), None))
+    monkeypatch.setattr(zrun, "_resolve", lambda c: dataclasses.replace(c, device="cuda", dtype="float16"))
+    zrun.run_zoom(zrun.ZoomConfig(prompts=("a", "b"), seed=11, height=64, width=64), tmp_path / "z",
+                  zrun.OutputConfig(fps=2, seconds_per_level=0.5))
+    cams = [Camera.from_fov(50.0, 64, 64), Camera.from_fov(50.0, 64, 64)]
+    level_images(cams, ["a", "b"], pipeline=object(), seed=11)
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])

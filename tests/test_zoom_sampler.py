@@ -1,4 +1,4 @@
-"""The joint zoom sampler (ZOOM_NOTES section 4, T5-T8): scheduler math, oracle denoisers, a
+"""The joint zoom sampler (zoom/sampler.py): scheduler math, oracle denoisers, a
 linear fake VAE, and tiny random-weight diffusers models end to end. CPU, no weights."""
 
 import math
@@ -9,14 +9,9 @@ from diffusers import AutoencoderTiny, DDIMScheduler
 from dreamer.backends.tiny import tiny_sd_components, tiny_text2img_pipeline
 from zoom import consistency_error, sample_zoom_stack
 from zoom.photo import photo_psnr, prepare_photo
-from zoom.sampler import (
-    IdentityCodec,
-    Schedule,
-    VaeCodec,
-    ddpm_step,
-    model_output_to_x0,
-    sample_with_denoiser,
-)
+from zoom.codecs import IdentityCodec, VaeCodec
+from zoom.sampler import sample_with_denoiser
+from zoom.schedule import Schedule, ddpm_step, model_output_to_x0
 from zoom.stack import max_paste_depth, render_stack, stack_from_image, to_channels_first
 from zoom.testing import LinearVAE
 
@@ -154,32 +149,51 @@ def test_linear_vae_pixel_paste_with_residual_equals_latent_paste():
 
 
 # ----------------------------------------------------------------------------- T8 tiny models
+def _decoded_agreement(vae):
+    """An ``on_step`` hook recording how far the levels of each step's raw prediction disagree."""
+    errors = []
+
+    def on_step(k, x0):
+        with torch.no_grad():
+            pixels = vae.decode(x0 / vae.config.scaling_factor).sample.float()
+        errors.append(float(consistency_error(pixels, p=2).mean()))
+
+    return errors, on_step
+
+
+@pytest.mark.slow
 def test_tiny_pipeline_three_levels_end_to_end(tiny_pipe):
     calls = []
+    prompts = ["a galaxy", "a solar system", "a planet"]
     kw = dict(steps=4, guidance=3.0, height=64, width=64)
-    r = sample_zoom_stack(tiny_pipe, ["a galaxy", "a solar system", "a planet"], generator=_gen(0),
+    joint_err, on_step = _decoded_agreement(tiny_pipe.vae)
+    r = sample_zoom_stack(tiny_pipe, prompts, generator=_gen(0), on_step=on_step,
                           on_progress=lambda *a: calls.append(a), **kw)
     assert r.levels.shape == (3, 64, 64, 3) and r.raw.shape == (3, 64, 64, 3)
     assert r.levels.dtype == torch.float32
     assert torch.isfinite(r.levels).all() and torch.isfinite(r.raw).all()
     assert r.levels.min() >= 0 and r.levels.max() <= 1
-    assert r.consistency().max() < 1e-5
-    assert consistency_error(to_channels_first(r.levels)).max() < 1e-5
     assert r.settings["paste_depth"] == 2 and r.settings["latent_size"] == [8, 8]
     assert calls[-1] == ("decode", 1, 1) and ("denoise", 4, 4) in calls
-    again = sample_zoom_stack(tiny_pipe, ["a galaxy", "a solar system", "a planet"], generator=_gen(0), **kw)
+    # The denoiser's own predictions come to agree across levels as joint sampling proceeds
+    # (measured 0.369 -> 0.314); sampled independently they do not (0.370 -> 0.363).
+    indep_err, on_step = _decoded_agreement(tiny_pipe.vae)
+    sample_zoom_stack(tiny_pipe, prompts, generator=_gen(0), joint=False, on_step=on_step, **kw)
+    assert len(joint_err) == 4 and joint_err[-1] < 0.9 * joint_err[0], joint_err
+    assert joint_err[-1] < 0.9 * indep_err[-1], (joint_err, indep_err)
+    again = sample_zoom_stack(tiny_pipe, prompts, generator=_gen(0), **kw)
     assert torch.equal(again.levels, r.levels)
-    other = sample_zoom_stack(tiny_pipe, ["a galaxy", "a solar system", "a planet"], generator=_gen(1), **kw)
+    other = sample_zoom_stack(tiny_pipe, prompts, generator=_gen(1), **kw)
     assert not torch.equal(other.levels, r.levels)
 
 
 def test_tiny_pipeline_options(tiny_pipe):
     kw = dict(steps=3, guidance=3.0, height=64, width=64)
     r4 = sample_zoom_stack(tiny_pipe, ["a", "b"], p=4, generator=_gen(0), **kw)
-    assert r4.settings["paste_depth"] == 1 and r4.consistency().max() < 1e-5
+    assert r4.settings["paste_depth"] == 1 and torch.isfinite(r4.levels).all()
     rb = sample_zoom_stack(tiny_pipe, ["a", "b", "c"], blend_every=2, residual_correction=False,
                            negative_prompt=["x", "y", "z"], generator=_gen(0), **kw)
-    assert torch.isfinite(rb.levels).all() and rb.consistency().max() < 1e-5
+    assert torch.isfinite(rb.levels).all() and rb.settings["blend_every"] == 2
     r1 = sample_zoom_stack(tiny_pipe, ["a"], generator=_gen(0), **kw)
     assert r1.levels.shape == (1, 64, 64, 3) and torch.equal(r1.levels, r1.raw)
     # one level: joint sampling is plain ancestral sampling
@@ -198,7 +212,7 @@ def test_components_dict_v_prediction_and_tiny_vae():
     r = sample_zoom_stack(comps, ["a", "b", "c"], steps=2, guidance=1.0, height=64, width=64,
                           tiny_vae=taesd, generator=_gen(0))
     assert r.settings["prediction_type"] == "v_prediction" and r.settings["tiny_vae"]
-    assert torch.isfinite(r.levels).all() and r.consistency().max() < 1e-5
+    assert torch.isfinite(r.levels).all()
 
 
 def test_joint_sampling_agrees_better_than_independent_sampling():
@@ -224,13 +238,24 @@ def test_photo_zoom_brings_level_zero_closer_to_the_photo(mode):
     before = photo_psnr(to_channels_first(free.levels), target)
     after = photo_psnr(to_channels_first(fixed.levels), target)
     assert after[0] > before[0] + 0.5, (before, after)
-    assert fixed.consistency().max() < 1e-5
+    # Already before the final blend and render: the sampler itself moved the photo's level.
+    raw_before = photo_psnr(to_channels_first(free.raw), target)
+    raw_after = photo_psnr(to_channels_first(fixed.raw), target)
+    assert raw_after[0] > raw_before[0] + 0.5, (raw_before, raw_after)
 
 
-def test_photo_at_a_deeper_level(tiny_pipe):
-    r = sample_zoom_stack(tiny_pipe, ["a", "b", "c"], steps=2, guidance=1.0, height=64, width=64,
-                          photo=_photo(80), photo_level=1, generator=_gen(0))
-    assert torch.isfinite(r.levels).all() and r.consistency().max() < 1e-5
+def test_photo_at_a_deeper_level():
+    comps = tiny_sd_components()
+    comps["vae"] = LinearVAE()
+    kw = dict(steps=4, guidance=1.0, height=64, width=64, generator=_gen(0))
+    photo = _photo(80)
+    free = sample_zoom_stack(comps, ["a", "b", "c"], **kw)
+    kw["generator"] = _gen(0)
+    fixed = sample_zoom_stack(comps, ["a", "b", "c"], photo=photo, photo_level=1, **kw)
+    target = prepare_photo(photo, 64, 64)
+    before = photo_psnr(to_channels_first(free.raw), target, level=1)
+    after = photo_psnr(to_channels_first(fixed.raw), target, level=1)
+    assert after[0] > before[0] + 0.5, (before, after)  # level 1 follows the photo, level 0 is free
 
 
 def test_sampler_inputs_are_validated(tiny_pipe):
@@ -259,3 +284,60 @@ def test_sampler_inputs_are_validated(tiny_pipe):
         sample_zoom_stack(tiny_sd_components(in_channels=9), ["a"], **kw)
     with pytest.raises(ValueError, match="joint"):
         sample_zoom_stack(tiny_pipe, ["a", "b"], photo=_photo(), joint=False, **kw)
+
+
+# ----------------------------------------------------------------------------- devices
+class _Offloaded(torch.nn.Module):
+    """A model as ``enable_model_cpu_offload`` leaves it between calls, seen from outside: its
+    parameters sit elsewhere ("meta" here) than where it runs. Calls go to the real model."""
+
+    def __init__(self, real):
+        super().__init__()
+        self.stand_in = torch.nn.Parameter(torch.empty(1, device="meta"))
+        object.__setattr__(self, "_real", real)  # not a submodule: its weights stay out of parameters()
+        self.config = real.config
+
+    def forward(self, *args, **kwargs):
+        return self._real(*args, **kwargs)
+
+    def encode(self, x):
+        return self._real.encode(x)
+
+    def decode(self, z):
+        return self._real.decode(z)
+
+
+class _OffloadedPipeline:
+    def __init__(self, pipe, device):
+        self.unet, self.vae, self.text_encoder = (_Offloaded(m) for m in (pipe.unet, pipe.vae, pipe.text_encoder))
+        self.tokenizer, self.scheduler = pipe.tokenizer, pipe.scheduler
+        self._execution_device = torch.device(device)
+
+
+def test_sampler_runs_where_the_pipeline_executes_not_where_its_weights_wait(tiny_pipe):
+    """Under CPU offload the parameters are not on the execution device: the sampler asks the
+    pipeline where it runs (as diffusers' own pipelines do) and gives the same stack."""
+    from zoom.sampler import execution_device
+
+    offloaded = _OffloadedPipeline(tiny_pipe, "cpu")
+    assert next(offloaded.unet.parameters()).device.type == "meta"
+    assert execution_device(offloaded) == torch.device("cpu")
+    kw = dict(steps=2, guidance=3.0, height=64, width=64)
+    expected = sample_zoom_stack(tiny_pipe, ["a", "b"], generator=_gen(0), **kw)
+    got = sample_zoom_stack(offloaded, ["a", "b"], generator=_gen(0), **kw)
+    assert got.levels.device.type == "cpu" and torch.equal(got.levels, expected.levels)
+    # A dict of components: accelerate's hook on the UNet names the execution device.
+    comps = dict(unet=offloaded.unet, vae=offloaded.vae, text_encoder=offloaded.text_encoder,
+                 tokenizer=tiny_pipe.tokenizer, scheduler=tiny_pipe.scheduler)
+    object.__setattr__(offloaded.unet, "_hf_hook", type("Hook", (), {"execution_device": "cpu"})())
+    assert execution_device(comps) == torch.device("cpu")
+    assert torch.equal(sample_zoom_stack(comps, ["a", "b"], generator=_gen(0), **kw).levels, expected.levels)
+    assert execution_device(tiny_pipe) == torch.device("cpu")
+
+
+def test_seeded_generator_is_the_same_on_every_device():
+    from zoom.sampler import seeded_generator
+
+    g = seeded_generator(7)
+    assert g.device.type == "cpu" and g.initial_seed() == 7
+    assert torch.equal(torch.randn(5, generator=g), torch.randn(5, generator=seeded_generator(7)))

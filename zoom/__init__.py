@@ -6,8 +6,10 @@ Pure math (no models): :func:`render_image`, :func:`render_noise`, :func:`blend`
 :func:`sample_zoom_stack`, is imported lazily (it pulls in diffusers).
 """
 
-from zoom.pyramid import blend
-from zoom.stack import consistency_error, render_image, render_noise, render_noise_stack, render_stack
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "render_image",
@@ -20,10 +22,25 @@ __all__ = [
     "ZoomResult",
 ]
 
+# Imported on first use, so that ``python -m zoom.run --help`` does not load torch.
+_HOMES = {"blend": "zoom.pyramid", "consistency_error": "zoom.stack", "render_image": "zoom.stack",
+          "render_noise": "zoom.stack", "render_noise_stack": "zoom.stack", "render_stack": "zoom.stack",
+          "sample_zoom_stack": "zoom.sampler", "ZoomResult": "zoom.sampler"}
 
-def __getattr__(name):
-    if name in ("sample_zoom_stack", "ZoomResult"):
-        from zoom import sampler
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from zoom.pyramid import blend
+    from zoom.sampler import ZoomResult, sample_zoom_stack
+    from zoom.stack import consistency_error, render_image, render_noise, render_noise_stack, render_stack
 
-        return getattr(sampler, name)
-    raise AttributeError(f"module 'zoom' has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'zoom' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -107,6 +107,6 @@ def photo_psnr(levels: Tensor, photo: Tensor, *, level: int = 0, p: int = 2) -> 
     ``C_r(photo)``, ``r = p**(i-level)``: ``levels`` [N,3,H,W], ``photo`` [3,H,W] -> [M]."""
     vals = []
     for i, r, t in _levels_and_targets(levels.shape[0], photo.to(levels), level, p):
-        mse = float(((box_downsample(levels[i], r) - t) ** 2).mean())
+        mse = float(((box_downsample(levels[i], r) - t) ** 2).mean().detach())
         vals.append(10.0 * math.log10(1.0 / max(mse, 1e-20)))
     return torch.tensor(vals, dtype=torch.float64)

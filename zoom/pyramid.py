@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zoom import stack as _stack
-from zoom.stack import center_crop, check_depth, check_p, check_stack, max_paste_depth
+from zoom.stack import center_crop, check_max_depth, check_p, check_stack, max_paste_depth
 
 __all__ = ["upsample", "laplacian_pyramid", "reconstruct_laplacian", "blend", "replace_low_bands"]
 
@@ -70,7 +70,7 @@ def blend(predictions: Tensor, *, p: int = 2, max_depth: int | None = None,
     """
     check_stack(predictions, "predictions")
     p = check_p(p)
-    depth = check_depth(max_depth)
+    depth = check_max_depth(max_depth)
     n, _, h, w = predictions.shape
     k_max = max_paste_depth(h, w, p, min_size=min_size)
     if depth is not None:

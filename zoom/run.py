@@ -9,8 +9,19 @@ Writes into ``--out``: ``level_00.png`` ... (the rendered levels, widest first),
 written atomically.
 
 Resuming: a finished run with the same config is not redone. When only output settings changed
-(fps, seconds per level) the checkpointed stack is reused; any other change starts over and
-deletes the previous outputs first, so the folder never mixes files of two configs.
+(fps, seconds per level) the checkpointed stack is reused. A folder that holds a stack sampled
+with other settings is refused (exit 2), since sampling it may have taken long: ``--overwrite``
+starts over, deleting the previous outputs first, so the folder never mixes files of two configs.
+Temporaries of an interrupted run are deleted; an unreadable ``stack.pt`` is ignored (the stack is
+sampled again).
+
+Times on a 2-core CPU: the tiny models at 64 px take seconds per level; the real models at 512 px
+take minutes per level and step count (a GPU is advised).
+
+Every input (prompts, sizes, seed, photo, output folder) is checked before the model loads, within
+the limits of ``dreamer.pipeline.limits`` (``--allow-large`` lifts them). Exit status: 0 done, 1
+the run failed (e.g. a model that is not available), 2 bad usage or input: one line naming it
+(``-v`` adds the traceback), as ``python -m dreamer.run`` does.
 """
 
 from __future__ import annotations
@@ -25,14 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
+from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, report_bad_input
+from dreamer.configs import config_hash, field_docs
 
-from dreamer.configs import config_hash
-from dreamer.progress import StageBars
+# torch, the models' libraries and the input checks (which use torch) are imported where they are
+# used, after the arguments are read: ``--help`` and bad usage answer at once.
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ZoomConfig", "OutputConfig", "run_zoom", "read_prompts", "main"]
+__all__ = ["ZoomConfig", "OutputConfig", "run_zoom", "read_prompts", "check_zoom", "main"]
 
 STACK_FILE = "stack.pt"
 DONE_FILE = "done.json"
@@ -99,12 +111,22 @@ class OutputConfig:
     """Relative width of the soft border of finer levels in the video."""
 
 
-def read_prompts(path: str | Path) -> list[str]:
+def read_prompts(path: str | Path, limits=None) -> list[str]:
     """Prompts from a file: a JSON list of strings, or one prompt per line (blank lines and lines
-    starting with ``#`` skipped)."""
-    text = Path(path).read_text(encoding="utf-8")
+    starting with ``#`` skipped), read within ``limits`` (default the standard
+    :class:`dreamer.pipeline.limits.Limits`)."""
+    from dreamer.pipeline.limits import Limits
+    from dreamer.pipeline.preflight import read_text_input
+
+    text = read_text_input(path, "prompts file", limits or Limits())
     if Path(path).suffix.lower() == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"prompts file {path} is not valid JSON ({e.msg} at line {e.lineno}, column "
+                             f"{e.colno})") from None
+        except RecursionError:
+            raise ValueError(f"prompts file {path} is nested too deeply") from None
         if not isinstance(data, list) or not all(isinstance(s, str) for s in data):
             raise ValueError(f"{path}: expected a JSON list of strings")
         return data
@@ -136,23 +158,57 @@ def _load_pipeline(config: ZoomConfig):
 
         from dreamer.backends.loading import load_pretrained
 
-        unet = pipe.unet
+        from zoom.sampler import execution_device
+
         tiny_vae = load_pretrained(AutoencoderTiny.from_pretrained, config.tiny_vae, what="tiny VAE",
-                                   dtype=unet.dtype).to(unet.device)
+                                   dtype=pipe.unet.dtype).to(execution_device(pipe))
     return pipe, tiny_vae
+
+
+def check_zoom(config: ZoomConfig, output: OutputConfig = OutputConfig(), limits=None) -> None:
+    """Check every setting of a zoom run within ``limits`` (a :class:`dreamer.pipeline.limits.Limits`,
+    default the standard ones; ValueError / TypeError naming it); the photo is decoded at the
+    stack's size, as the run will use it."""
+    from dreamer.checks import check_choice, check_int, check_number
+    from dreamer.pipeline.limits import MAX_STEPS, Limits
+    from dreamer.pipeline.preflight import check_limit, check_seed
+
+    limits = limits or Limits()
+    prompts = config.prompts
+    if not prompts:
+        raise ValueError("give at least one prompt (--prompts or --prompts-file)")
+    if not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"prompts must be strings, got {[type(p).__name__ for p in prompts]}")
+    check_limit(len(prompts), "the number of prompts (levels)", 1, limits.zoom_levels, "zoom levels")
+    p = check_choice(config.p, "--p", (2, 4))
+    check_choice(config.models, "--models", ("default", "tiny"))
+    check_choice(config.photo_mode, "--photo-mode", ("guidance", "replace_low"))
+    check_int(config.steps, "--steps", min=1, max=MAX_STEPS)
+    check_number(config.guidance, "--guidance", min=0)
+    check_seed(config.seed, "--seed")
+    for name, side in (("height", config.height), ("width", config.width)):
+        check_limit(side, f"the image {name} (--size)", 16 * p, limits.side, "image sides")
+        if side % (16 * p):
+            raise ValueError(f"the image {name} (--size) must be a multiple of {16 * p} (16 * p), got {side}")
+    check_int(config.photo_level, "--photo-level", min=0, max=len(prompts) - 1)
+    check_int(config.blend_every, "--blend-every", min=1)
+    if config.paste_depth is not None:
+        check_int(config.paste_depth, "--paste-depth", min=0)
+    fps = check_int(output.fps, "--fps", min=1)
+    seconds = check_number(output.seconds_per_level, "--seconds-per-level", min=0, open_min=True)
+    frames = max(1, round(fps * seconds)) * max(1, len(prompts) - 1) + 1
+    if limits.frames is not None and frames > limits.frames:
+        raise ValueError(f"the zoom video would have {frames} frames (--fps x --seconds-per-level x levels), more "
+                         f"than the limit of {limits.frames} (--allow-large lifts it)")
+    if config.photo:
+        from dreamer.pipeline.inputs import load_image
+
+        load_image(config.photo, config.width, config.height, fit="crop", max_pixels=limits.photo_pixels)
 
 
 def _resolve(config: ZoomConfig) -> ZoomConfig:
     from dreamer.backends.loading import resolve_device, resolve_dtype
 
-    if not config.prompts:
-        raise ValueError("give at least one prompt (--prompts or --prompts-file)")
-    if config.p not in (2, 4):
-        raise ValueError(f"--p must be 2 or 4, got {config.p}")
-    if config.models not in ("default", "tiny"):
-        raise ValueError(f"--models must be 'default' or 'tiny', got {config.models!r}")
-    if config.photo_mode not in ("guidance", "replace_low"):
-        raise ValueError(f"--photo-mode must be 'guidance' or 'replace_low', got {config.photo_mode!r}")
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     photo_sha = ""
@@ -165,19 +221,67 @@ def _resolve(config: ZoomConfig) -> ZoomConfig:
                                photo_sha256=photo_sha)
 
 
+class StackOfOtherSettings(ValueError):
+    """The output folder holds a zoom stack sampled with other settings."""
+
+
+def stack_hash_in(out: str | Path) -> str | None:
+    """The stack hash of the run whose outputs are in ``out`` (from ``done.json`` or
+    ``config.json``, else the checkpoint ``stack.pt``), or None when it holds none."""
+    out = Path(out)
+    for name in (DONE_FILE, CONFIG_FILE):
+        try:
+            found = json.loads((out / name).read_text()).get("stack_hash")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if found:
+            return str(found)
+    if (out / STACK_FILE).is_file():
+        import torch
+
+        try:
+            return str(torch.load(out / STACK_FILE, map_location="cpu", weights_only=True).get("stack_hash"))
+        except Exception:  # an unreadable checkpoint is sampled again anyway
+            return None
+    return None
+
+
+def check_stack_reuse(config: ZoomConfig, out: str | Path, overwrite: bool = False) -> None:
+    """Raise :class:`StackOfOtherSettings` when ``out`` holds a stack of other settings than
+    ``config``'s (resolved by :func:`run_zoom`), unless ``overwrite``."""
+    old = stack_hash_in(out)
+    if old is not None and old != config_hash(_resolve(config)) and not overwrite:
+        raise StackOfOtherSettings(f"{out} holds a zoom stack sampled with other settings (config {old}); rerun "
+                                   f"with --overwrite to sample it again (deleting its outputs), or choose another "
+                                   f"--out")
+
+
 def run_zoom(config: ZoomConfig, out: str | Path, output: OutputConfig = OutputConfig(), *,
-             on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+             on_progress: Callable[[str, int, int], None] | None = None, limits=None,
+             overwrite: bool = False) -> dict:
     """Sample (or reuse) the stack of ``config`` and write the outputs into ``out``.
 
-    Returns ``{"skipped": bool, "sampled": bool, "files": [paths], "config": dict}``.
+    Every setting is checked first (:func:`check_zoom`, within ``limits``). A folder holding a
+    stack of other settings raises :class:`StackOfOtherSettings` unless ``overwrite`` (then it is
+    sampled again, the old outputs deleted). Returns ``{"skipped": bool, "sampled": bool,
+    "files": [paths], "config": dict}``.
     """
-    from dreamer.io import atomic_path, read_json, save_image, write_json
+    import torch
+
+    from dreamer.io import atomic_path, read_json, remove_temporaries, save_image, write_json
+    from dreamer.pipeline.limits import Limits
+    from dreamer.pipeline.preflight import check_output_folder
     from zoom.video import write_zoom_video
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    limits = limits or Limits()
+    check_zoom(config, output, limits)
+    out = check_output_folder(out)
     config = _resolve(config)
+    out.mkdir(parents=True, exist_ok=True)
+    for tmp in remove_temporaries(out):
+        logger.info("removed %s, left by an interrupted run", tmp)
     stack_hash = config_hash(config)
+    check_stack_reuse(config, out, overwrite)
     full_hash = config_hash({"stack": stack_hash, "output": dataclasses.asdict(output)})
     files = [out / f for f in _level_files(len(config.prompts))] + [out / VIDEO_FILE, out / CONFIG_FILE,
                                                                      out / STACK_FILE]
@@ -209,20 +313,20 @@ def run_zoom(config: ZoomConfig, out: str | Path, output: OutputConfig = OutputC
 
     sampled = checkpoint is None
     if checkpoint is None:
-        from zoom.sampler import sample_zoom_stack
+        from zoom.sampler import sample_zoom_stack, seeded_generator
 
         pipe, tiny_vae = _load_pipeline(config)
         photo = None
-        if config.photo:
-            from dreamer.io import load_image_tensor
+        if config.photo:  # decoded at the stack's size (a large photo is never decoded whole)
+            from dreamer.pipeline.inputs import load_image
 
-            photo = load_image_tensor(config.photo)
-        device = torch.device(config.device)
-        generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(config.seed)
+            photo = load_image(config.photo, config.width, config.height, fit="crop",
+                               max_pixels=limits.photo_pixels).image
         result = sample_zoom_stack(
             pipe, list(config.prompts), p=config.p, steps=config.steps, guidance=config.guidance,
             negative_prompt=config.negative_prompt, height=config.height, width=config.width,
-            generator=generator, photo=photo, photo_level=config.photo_level, photo_mode=config.photo_mode,
+            generator=seeded_generator(config.seed), photo=photo, photo_level=config.photo_level,
+            photo_mode=config.photo_mode,
             blend_every=config.blend_every, paste_depth=config.paste_depth,
             residual_correction=config.residual_correction, tiny_vae=tiny_vae, on_progress=on_progress)
         checkpoint = {"stack_hash": stack_hash, "levels": result.levels.cpu(),
@@ -262,65 +366,115 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m zoom.run", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompts", nargs="+", metavar="PROMPT", help="one prompt per level, widest first")
-    src.add_argument("--prompts-file", metavar="FILE", help="prompts, one per line (or a JSON list)")
-    ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--p", type=int, default=2, choices=(2, 4), help="zoom factor between levels")
-    ap.add_argument("--models", default="default", choices=("default", "tiny"), help="model set")
-    ap.add_argument("--model", default="", help="text-to-image model: hub id or local folder")
-    ap.add_argument("--tiny-vae", default="", help="AutoencoderTiny id/folder for the in-loop round trip")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default 50; 4 with tiny)")
-    ap.add_argument("--guidance", type=float, default=7.5)
-    ap.add_argument("--negative-prompt", default="")
-    ap.add_argument("--size", type=_parse_size, default=None,
-                    help="N or WxH pixels (default 512; 64 with tiny); multiples of 16*p")
-    ap.add_argument("--photo", default="", help="photo that fixes one level")
-    ap.add_argument("--photo-level", type=int, default=0)
-    ap.add_argument("--photo-mode", default="guidance", choices=("guidance", "replace_low"))
-    ap.add_argument("--blend-every", type=int, default=1)
-    ap.add_argument("--paste-depth", type=int, default=None)
-    ap.add_argument("--no-residual-correction", action="store_true")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--fps", type=int, default=24)
-    ap.add_argument("--seconds-per-level", type=float, default=2.0)
-    ap.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    zdoc, odoc = field_docs(ZoomConfig), field_docs(OutputConfig)
+
+    def doc(name: str, default=None, docs=zdoc) -> str:
+        text = docs[name]
+        return f"{text} (default: {default})" if default is not None else text
+
+    ap = OneLineParser(prog="python -m zoom.run", description=__doc__.split("\n\n")[0],
+                       epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = ap.add_argument_group("what to zoom into")
+    src = what.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompts", nargs="+", metavar="PROMPT", help="one prompt per level, widest first (required, "
+                                                                      "or --prompts-file)")
+    src.add_argument("--prompts-file", metavar="FILE", help="the prompts, one per line (# starts a comment) or a "
+                                                            "JSON list of strings")
+    what.add_argument("--negative-prompt", default="", metavar="TEXT", help=doc("negative_prompt", "none"))
+    what.add_argument("--photo", default="", metavar="FILE", help="a photo that fixes one level (default: none)")
+    what.add_argument("--photo-level", type=int, default=0, metavar="N", help=doc("photo_level", 0))
+    what.add_argument("--photo-mode", default="guidance", choices=("guidance", "replace_low"),
+                      help=doc("photo_mode", "guidance"))
+
+    out = ap.add_argument_group("output")
+    out.add_argument("--out", required=True, metavar="FOLDER",
+                     help="output folder: level_NN.png, zoom.mp4, config.json, stack.pt, done.json (required)")
+    out.add_argument("--fps", type=int, default=24, help=doc("fps", 24, odoc))
+    out.add_argument("--seconds-per-level", type=float, default=2.0, metavar="S",
+                     help=doc("seconds_per_level", 2.0, odoc))
+    out.add_argument("--overwrite", action="store_true",
+                     help="sample again when --out holds a stack of other settings, deleting its outputs (without "
+                          "it such a folder is refused)")
+
+    sampling = ap.add_argument_group("sampling")
+    sampling.add_argument("--p", type=int, default=2, choices=(2, 4), help=doc("p", 2))
+    sampling.add_argument("--size", type=_parse_size, default=None, metavar="N|WxH",
+                          help="image size in pixels, a multiple of 16*p (default: 512; 64 with --models tiny)")
+    sampling.add_argument("--steps", type=int, default=None, metavar="N",
+                          help="denoising steps (default: 50; 4 with --models tiny)")
+    sampling.add_argument("--guidance", type=float, default=7.5, metavar="G", help=doc("guidance", 7.5))
+    sampling.add_argument("--seed", type=int, default=0, metavar="N",
+                          help="seed, 0 .. 4294967295; the same seed gives the same stack on every device (default: 0)")
+    sampling.add_argument("--blend-every", type=int, default=1, metavar="K", help=doc("blend_every", 1))
+    sampling.add_argument("--paste-depth", type=int, default=None, metavar="N",
+                          help="deepest paste during sampling (default: bounded by the latent grid)")
+    sampling.add_argument("--no-residual-correction", action="store_true",
+                          help="do not carry the VAE round-trip residual in latent space (default: carry it)")
+
+    models = ap.add_argument_group("models")
+    models.add_argument("--models", default="default", choices=("default", "tiny"),
+                        help="model set: default (Stable Diffusion through diffusers; a GPU is advised) or tiny "
+                             "(random tiny models, no download: the plumbing in seconds) (default: default)")
+    models.add_argument("--model", default="", metavar="ID|FOLDER",
+                        help="text-to-image model: a hub id or a local folder (default: the project's SD 1.5)")
+    models.add_argument("--tiny-vae", default="", metavar="ID|FOLDER",
+                        help="an AutoencoderTiny (e.g. madebyollin/taesd) for the in-loop VAE round trip (default: "
+                             "the full VAE)")
+    models.add_argument("--device", default="auto", help=doc("device", "auto"))
+    models.add_argument("--dtype", default="auto", help=doc("dtype", "auto"))
+
+    run = ap.add_argument_group("run")
+    run.add_argument("--allow-large", action="store_true",
+                     help="lift the size limits (levels, image side, video frames, photo pixels, prompts file size)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    run.add_argument("-v", "--verbose", action="store_true", help="tracebacks with errors")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from dreamer.backends.loading import ModelNotAvailable
+    from dreamer.pipeline.limits import Limits
+    from dreamer.pipeline.preflight import check_output_folder
+    from dreamer.progress import StageBars
 
+    limits = Limits().lifted() if args.allow_large else Limits()
+    if args.allow_large:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None  # Pillow's own guard against decompression bombs, lifted on request
     tiny = args.models == "tiny"
     try:
-        prompts = args.prompts if args.prompts else read_prompts(args.prompts_file)
-    except (OSError, ValueError) as e:
-        logger.error("cannot read prompts: %s", e)
-        return 2
-    height, width = args.size if args.size else ((64, 64) if tiny else (512, 512))
-    config = ZoomConfig(
-        prompts=tuple(prompts), p=args.p, steps=args.steps if args.steps else (4 if tiny else 50),
-        guidance=args.guidance, negative_prompt=args.negative_prompt, height=height, width=width,
-        seed=args.seed, models=args.models, model=args.model, tiny_vae=args.tiny_vae, photo=args.photo,
-        photo_level=args.photo_level, photo_mode=args.photo_mode, blend_every=args.blend_every,
-        paste_depth=args.paste_depth, residual_correction=not args.no_residual_correction,
-        device=args.device, dtype=args.dtype)
-    output = OutputConfig(fps=args.fps, seconds_per_level=args.seconds_per_level)
+        prompts = args.prompts if args.prompts else read_prompts(args.prompts_file, limits)
+        height, width = args.size if args.size else ((64, 64) if tiny else (512, 512))
+        config = ZoomConfig(
+            prompts=tuple(prompts), p=args.p, steps=args.steps if args.steps else (4 if tiny else 50),
+            guidance=args.guidance, negative_prompt=args.negative_prompt, height=height, width=width,
+            seed=args.seed, models=args.models, model=args.model, tiny_vae=args.tiny_vae, photo=args.photo,
+            photo_level=args.photo_level, photo_mode=args.photo_mode, blend_every=args.blend_every,
+            paste_depth=args.paste_depth, residual_correction=not args.no_residual_correction,
+            device=args.device, dtype=args.dtype)
+        output = OutputConfig(fps=args.fps, seconds_per_level=args.seconds_per_level)
+        check_zoom(config, output, limits)
+        check_output_folder(args.out)
+        _resolve(config)
+        check_stack_reuse(config, args.out, args.overwrite)
+    except (ValueError, TypeError, OSError) as e:
+        return report_bad_input(parser.prog, e, args.verbose)
     try:
-        result = run_zoom(config, args.out, output, on_progress=StageBars(enabled=not args.quiet, leave=False))
-    except ModelNotAvailable as e:
-        logger.error("%s", e)
-        return 2
-    except ValueError as e:
-        logger.error("%s", e)
-        return 2
+        result = run_zoom(config, args.out, output, on_progress=StageBars(enabled=not args.quiet, leave=False),
+                          limits=limits, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to continue", file=sys.stderr)
+        return 130
+    except Exception as e:  # the run started and failed: one line (the traceback with -v)
+        if args.verbose:
+            logger.exception("zoom run failed")
+        logger.error("%s", one_line(e))
+        return EXIT_FAILED
     logger.info("%s: %s", args.out, "already done (skipped)" if result["skipped"] else
                 "sampled" if result["sampled"] else "outputs rewritten from the checkpoint")
     return 0

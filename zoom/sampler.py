@@ -21,23 +21,28 @@ up to rounding by construction; the decoded levels before that final render are 
 (their consistency error is the *agreement error*).
 
 :func:`sample_with_denoiser` is the model-free core (any ``denoise(z, t) -> x0`` and codec);
-:func:`sample_zoom_stack` wraps a diffusers Stable Diffusion pipeline (or its components).
+:func:`sample_zoom_stack` wraps a diffusers Stable Diffusion pipeline (or its components). The
+schedule and its step live in :mod:`zoom.schedule`, the latent <-> pixel codecs in
+:mod:`zoom.codecs`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from dreamer.checks import check_choice, check_int, check_number
+from zoom.codecs import Codec, VaeCodec
 from zoom.photo import photo_guidance, photo_replace_low, prepare_photo
 from zoom.pyramid import blend
+from zoom.schedule import Schedule, ddpm_step, model_output_to_x0
 from zoom.stack import (
+    check_max_depth,
     check_p,
     consistency_error,
     max_paste_depth,
@@ -51,13 +56,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ZoomResult",
-    "Schedule",
-    "ddpm_step",
-    "Codec",
-    "IdentityCodec",
-    "VaeCodec",
     "sample_with_denoiser",
     "sample_zoom_stack",
+    "seeded_generator",
+    "execution_device",
 ]
 
 ProgressFn = Callable[[str, int, int], None]
@@ -94,146 +96,31 @@ class ZoomResult:
         return consistency_error(to_channels_first(self.raw), p=self.p, lowpass=lowpass)
 
 
-# ----------------------------------------------------------------------------- schedule
-@dataclass(frozen=True)
-class Schedule:
-    """Timesteps and cumulative alphas of a discrete diffusion schedule.
+# ----------------------------------------------------------------------------- randomness, devices
+def seeded_generator(seed: int) -> torch.Generator:
+    """The generator of a zoom stack for ``seed``: a CPU generator, whatever device samples, so one
+    seed gives one stack on every machine and from every entry point (``python -m zoom.run`` and
+    the 3D zoom); the noise is drawn on the CPU and moved (see :func:`sample_with_denoiser`)."""
+    return torch.Generator(device="cpu").manual_seed(int(seed))
 
-    Built from any diffusers scheduler (or its config) through ``DDIMScheduler.from_config``, so
-    the noise schedule, ``timestep_spacing``, ``steps_offset`` and ``set_alpha_to_one`` are the
-    model's own. The previous timestep of ``t`` is ``t - num_train_timesteps // steps``, as in
-    ``DDIMScheduler``.
+
+def execution_device(pipeline_or_components) -> torch.device:
+    """Where the pipeline's models run.
+
+    A diffusers pipeline knows (``_execution_device``: right under ``enable_model_cpu_offload``,
+    where the weights wait on the CPU and each model moves to the GPU only while it runs). For a
+    dict of components: the execution device of accelerate's offload hook on the UNet, else the
+    device of the UNet's parameters.
     """
-
-    timesteps: tuple[int, ...]
-    alphas_cumprod: Tensor  # float64 [num_train_timesteps]
-    final_alpha_cumprod: float
-    step_ratio: int
-    prediction_type: str
-
-    @classmethod
-    def from_scheduler(cls, scheduler, steps: int) -> "Schedule":
-        from diffusers import DDIMScheduler
-
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        config = scheduler.config if hasattr(scheduler, "config") else scheduler
-        ddim = DDIMScheduler.from_config(config)
-        if steps > ddim.config.num_train_timesteps:
-            raise ValueError(f"steps must be <= {ddim.config.num_train_timesteps} (the training timesteps), "
-                             f"got {steps}")
-        ddim.set_timesteps(steps)
-        if max(int(t) for t in ddim.timesteps) >= len(ddim.alphas_cumprod):
-            raise ValueError(f"{steps} steps with this scheduler's spacing/offset reach past the last training "
-                             f"timestep; use fewer steps")
-        return cls(
-            timesteps=tuple(int(t) for t in ddim.timesteps),
-            alphas_cumprod=ddim.alphas_cumprod.double().clone(),
-            final_alpha_cumprod=float(ddim.final_alpha_cumprod),
-            step_ratio=ddim.config.num_train_timesteps // steps,
-            prediction_type=str(ddim.config.prediction_type),
-        )
-
-    def alpha(self, t: int) -> float:
-        """Cumulative alpha at ``t``."""
-        return float(self.alphas_cumprod[t])
-
-    def alpha_prev(self, t: int) -> float:
-        """Cumulative alpha at the step after ``t`` (the final alpha past the end)."""
-        prev = t - self.step_ratio
-        return float(self.alphas_cumprod[prev]) if prev >= 0 else self.final_alpha_cumprod
-
-
-def ddpm_step(x0: Tensor, z: Tensor, alpha_t: float, alpha_prev: float, noise: Tensor) -> Tensor:
-    """One ancestral step from ``z`` at cumulative alpha ``alpha_t`` to ``alpha_prev`` given the
-    predicted clean sample ``x0`` and unit Gaussian ``noise`` (all the same shape).
-
-    The DDPM posterior ``q(z_prev | z, x0)`` of the strided schedule, written as DDIM with
-    ``eta = 1``: ``var = (1-a_prev)/(1-a_t) * (1 - a_t/a_prev)``,
-    ``z_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - var) eps + sqrt(var) noise`` with
-    ``eps = (z - sqrt(a_t) x0) / sqrt(1 - a_t)``. Equals ``DDIMScheduler.step(x0, t, z, eta=1,
-    variance_noise=noise)`` with ``prediction_type="sample"`` and no clipping.
-    """
-    var = (1.0 - alpha_prev) / (1.0 - alpha_t) * (1.0 - alpha_t / alpha_prev)
-    var = max(var, 0.0)
-    eps = (z - math.sqrt(alpha_t) * x0) / math.sqrt(1.0 - alpha_t)
-    direction = math.sqrt(max(1.0 - alpha_prev - var, 0.0)) * eps
-    return math.sqrt(alpha_prev) * x0 + direction + math.sqrt(var) * noise
-
-
-def model_output_to_x0(output: Tensor, z: Tensor, alpha_t: float, prediction_type: str) -> Tensor:
-    """The clean-sample prediction from a UNet output: ``epsilon``, ``v_prediction`` or
-    ``sample`` (same shapes as ``z``)."""
-    if prediction_type == "epsilon":
-        return (z - math.sqrt(1.0 - alpha_t) * output) / math.sqrt(alpha_t)
-    if prediction_type == "v_prediction":
-        return math.sqrt(alpha_t) * z - math.sqrt(1.0 - alpha_t) * output
-    if prediction_type == "sample":
-        return output
-    raise ValueError(f"unsupported prediction_type {prediction_type!r}; expected 'epsilon', "
-                     f"'v_prediction' or 'sample'")
-
-
-# ----------------------------------------------------------------------------- codecs
-class Codec(Protocol):
-    """Latents [N,c,h,w] <-> pixels [N,3,H,W] (fp32; pixels in [0,1] for image codecs)."""
-
-    def decode(self, latents: Tensor) -> Tensor: ...
-
-    def encode(self, pixels: Tensor) -> Tensor: ...
-
-
-class IdentityCodec:
-    """Pixels are the latents (pixel-space models and oracle tests)."""
-
-    def decode(self, latents: Tensor) -> Tensor:
-        return latents
-
-    def encode(self, pixels: Tensor) -> Tensor:
-        return pixels
-
-
-class VaeCodec:
-    """A diffusers ``AutoencoderKL`` or ``AutoencoderTiny`` as a codec in the UNet's latent space.
-
-    Latents are scaled: ``z = (Enc(2x - 1) - shift) * scaling_factor`` (the distribution's mode
-    for ``AutoencoderKL``); decoding inverts that and returns fp32 pixels clamped to [0,1].
-    ``batch_size`` bounds how many images go through the VAE at once (``None``: all).
-    """
-
-    def __init__(self, vae, batch_size: int | None = None):
-        self.vae = vae
-        self.scale = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
-        self.shift = float(getattr(vae.config, "shift_factor", 0.0) or 0.0)
-        self.batch_size = batch_size
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.vae.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
-
-    def _chunks(self, x: Tensor):
-        n = self.batch_size or x.shape[0]
-        return x.split(n)
-
-    def decode(self, latents: Tensor) -> Tensor:
-        out = []
-        for chunk in self._chunks(latents):
-            z = (chunk / self.scale + self.shift).to(self.device, self.dtype)
-            x = self.vae.decode(z).sample
-            out.append(((x.float() + 1.0) * 0.5).clamp(0.0, 1.0))
-        return torch.cat(out)
-
-    def encode(self, pixels: Tensor) -> Tensor:
-        out = []
-        for chunk in self._chunks(pixels):
-            enc = self.vae.encode((chunk * 2.0 - 1.0).to(self.device, self.dtype))
-            lat = enc.latent_dist.mode() if hasattr(enc, "latent_dist") else enc.latents
-            out.append((lat.float() - self.shift) * self.scale)
-        return torch.cat(out)
+    if not isinstance(pipeline_or_components, dict):
+        device = getattr(pipeline_or_components, "_execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    unet = _component(pipeline_or_components, "unet")
+    hooked = getattr(getattr(unet, "_hf_hook", None), "execution_device", None)
+    if hooked is not None:
+        return torch.device(hooked)
+    return next(unet.parameters()).device
 
 
 # ----------------------------------------------------------------------------- core loop
@@ -270,6 +157,7 @@ def sample_with_denoiser(
     photo_keep_bands: int = 2,
     clamp: tuple[float, float] | None = (0.0, 1.0),
     on_progress: ProgressFn | None = None,
+    on_step: Callable[[int, Tensor], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The sampler on any denoiser: returns ``(levels, raw)``, both [N,C,H,W] channels-first.
 
@@ -281,7 +169,9 @@ def sample_with_denoiser(
     with the same ``generator`` seed it draws exactly the same base noise as the joint run.
     ``clamp``: value range of pixels after blending (``None`` for unbounded test signals).
     Photo settings are described in :func:`sample_zoom_stack`. Randomness only through
-    ``generator``: one [N,c,h,w] draw for the start and one per step.
+    ``generator``: one [N,c,h,w] draw for the start and one per step. ``on_step(k, x0)`` sees
+    the denoiser's own clean-latent prediction [N,c,h,w] of step k, before any blending (a
+    preview; how far its levels disagree shows how the joint sampling converges).
     """
     p = check_p(p)
     device = torch.device(device)
@@ -315,6 +205,8 @@ def sample_with_denoiser(
     for k, t in enumerate(schedule.timesteps):
         a_t, a_prev = schedule.alpha(t), schedule.alpha_prev(t)
         x0 = denoise(z, t).float()
+        if on_step is not None:
+            on_step(k, x0)
         if round_trip and (k % blend_every == 0 or k == steps - 1):
             pixels = loop_codec.decode(x0).float()
             steered = pixels
@@ -370,14 +262,14 @@ def _encode_text(tokenizer, text_encoder, texts: list[str], device) -> Tensor:
 class _GuidedUNet:
     """``denoise(z, t) -> x0``: classifier-free guidance on one batch of 2N, then conversion."""
 
-    def __init__(self, unet, cond: Tensor, uncond: Tensor | None, guidance: float, schedule: Schedule):
+    def __init__(self, unet, cond: Tensor, uncond: Tensor | None, guidance: float, schedule: Schedule,
+                 device: torch.device):
         self.unet = unet
         self.cond = cond
         self.uncond = uncond
         self.guidance = float(guidance)
         self.schedule = schedule
-        param = next(unet.parameters())
-        self.device, self.dtype = param.device, param.dtype
+        self.device, self.dtype = torch.device(device), next(unet.parameters()).dtype
 
     def __call__(self, z: Tensor, t: int) -> Tensor:
         timestep = torch.tensor(t, device=self.device)
@@ -392,11 +284,26 @@ class _GuidedUNet:
 
 
 def _vae_factor(vae) -> int:
-    blocks = getattr(vae.config, "block_out_channels", None) or getattr(vae.config, "encoder_block_out_channels")
+    blocks = getattr(vae.config, "block_out_channels", None) or vae.config.encoder_block_out_channels
     return 2 ** (len(blocks) - 1)
 
 
 @torch.no_grad()
+def _check_prompts(prompts, negative_prompt) -> tuple[list[str], list[str]]:
+    """One prompt per level (a list of N >= 1 strings) and one negative prompt or one per level."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) < 1:
+        raise ValueError(f"prompts must be a list of N >= 1 strings (one per level), got {prompts!r}")
+    prompts = list(prompts)
+    if not all(isinstance(s, str) for s in prompts):
+        raise ValueError("every prompt must be a string")
+    if isinstance(negative_prompt, str):
+        return prompts, [negative_prompt] * len(prompts)
+    negatives = list(negative_prompt)
+    if len(negatives) != len(prompts) or not all(isinstance(s, str) for s in negatives):
+        raise ValueError(f"negative_prompt must be one string or {len(prompts)} strings, got {negative_prompt!r}")
+    return prompts, negatives
+
+
 def sample_zoom_stack(
     pipeline_or_components,
     prompts: Sequence[str],
@@ -422,6 +329,7 @@ def sample_zoom_stack(
     joint: bool = True,
     vae_batch_size: int | None = None,
     on_progress: ProgressFn | None = None,
+    on_step: Callable[[int, Tensor], None] | None = None,
 ) -> ZoomResult:
     """Sample a zoom stack: level ``i`` shows ``prompts[i]``, level ``i+1`` the centre ``1/p`` of
     level ``i`` at ``p`` times the resolution.
@@ -434,7 +342,8 @@ def sample_zoom_stack(
     batch). ``negative_prompt``: one string or one per level. ``height``/``width``: image size
     in pixels (default: the UNet's native size); the latent grid must have a centred ``1/p``
     block of >= 2 latents (multiples of ``16*p`` px with SD's VAE always work).
-    ``generator``: the only source of randomness.
+    ``generator``: the only source of randomness (:func:`seeded_generator` makes the one that
+    gives the same stack on every device).
 
     Photo zoom: ``photo`` [H',W',3] in [0,1] fixes level ``photo_level`` (it is centre-cropped
     and resized to ``height x width``). ``photo_mode="guidance"``: ``photo_steps`` Adam steps
@@ -448,10 +357,11 @@ def sample_zoom_stack(
     the VAE round trip. ``tiny_vae``: an ``AutoencoderTiny`` (TAESD) for the in-loop round trip;
     the pipeline's VAE still decodes the final output. ``joint=False``: independent per-level
     sampling with the same noise draws (the benchmark baseline). ``on_progress(stage, done,
-    total)``: stages ``"denoise"`` and ``"decode"``.
+    total)``: stages ``"denoise"`` and ``"decode"``. ``on_step(k, x0)``: see
+    :func:`sample_with_denoiser`.
 
     Returns a :class:`ZoomResult` with ``levels`` [N,H,W,3] and ``raw`` [N,H,W,3] (float32,
-    on the UNet's device).
+    on the :func:`execution_device`).
     """
     unet = _component(pipeline_or_components, "unet")
     vae = _component(pipeline_or_components, "vae")
@@ -459,34 +369,17 @@ def sample_zoom_stack(
     tokenizer = _component(pipeline_or_components, "tokenizer")
     scheduler = _component(pipeline_or_components, "scheduler")
 
-    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) < 1:
-        raise ValueError(f"prompts must be a list of N >= 1 strings (one per level), got {prompts!r}")
-    prompts = list(prompts)
-    if not all(isinstance(s, str) for s in prompts):
-        raise ValueError("every prompt must be a string")
+    prompts, negatives = _check_prompts(prompts, negative_prompt)
     n = len(prompts)
     p = check_p(p)
-    if isinstance(negative_prompt, str):
-        negatives = [negative_prompt] * n
-    else:
-        negatives = list(negative_prompt)
-        if len(negatives) != n or not all(isinstance(s, str) for s in negatives):
-            raise ValueError(f"negative_prompt must be one string or {n} strings, got {negative_prompt!r}")
-    if not (isinstance(guidance, (int, float)) and guidance >= 0):
-        raise ValueError(f"guidance must be a number >= 0, got {guidance!r}")
-    if isinstance(blend_every, bool) or not isinstance(blend_every, int) or blend_every < 1:
-        raise ValueError(f"blend_every must be an integer >= 1, got {blend_every!r}")
-    if paste_depth is not None and (isinstance(paste_depth, bool) or not isinstance(paste_depth, int)
-                                    or paste_depth < 0):
-        raise ValueError(f"paste_depth must be None or an integer >= 0, got {paste_depth!r}")
-    if photo_mode not in PHOTO_MODES:
-        raise ValueError(f"photo_mode must be one of {PHOTO_MODES}, got {photo_mode!r}")
-    if isinstance(photo_level, bool) or not isinstance(photo_level, int) or not 0 <= photo_level < n:
-        raise ValueError(f"photo_level must be an integer in [0, {n - 1}], got {photo_level!r}")
-    if not 0.0 <= float(photo_until) <= 1.0:
-        raise ValueError(f"photo_until must be in [0, 1], got {photo_until!r}")
-    if photo_steps < 0 or photo_keep_bands < 0:
-        raise ValueError("photo_steps and photo_keep_bands must be >= 0")
+    check_number(guidance, "guidance", min=0)
+    check_int(blend_every, "blend_every", min=1)
+    check_max_depth(paste_depth, "paste_depth")
+    check_choice(photo_mode, "photo_mode", PHOTO_MODES)
+    check_int(photo_level, "photo_level", min=0, max=n - 1)
+    check_number(photo_until, "photo_until", min=0, max=1)
+    check_int(photo_steps, "photo_steps", min=0)
+    check_int(photo_keep_bands, "photo_keep_bands", min=0)
 
     if getattr(unet.config, "addition_embed_type", None) is not None:
         raise ValueError("this UNet needs added conditions (SDXL-style); the zoom sampler supports Stable "
@@ -512,7 +405,7 @@ def sample_zoom_stack(
         logger.info("paste_depth %d bounded to %d by the %dx%d latent grid (tiles >= 2 latents)",
                     paste_depth, k_lat, h, w)
 
-    device = next(unet.parameters()).device
+    device = execution_device(pipeline_or_components)
     schedule = Schedule.from_scheduler(scheduler, steps)
     photo_px = None
     if photo is not None:
@@ -524,16 +417,16 @@ def sample_zoom_stack(
     dtype = next(unet.parameters()).dtype
     cond = cond.to(dtype)
     uncond = uncond.to(dtype) if uncond is not None else None
-    denoise = _GuidedUNet(unet, cond, uncond, guidance, schedule)
-    codec = VaeCodec(vae, vae_batch_size)
-    loop_codec = VaeCodec(tiny_vae, vae_batch_size) if tiny_vae is not None else codec
+    denoise = _GuidedUNet(unet, cond, uncond, guidance, schedule, device)
+    codec = VaeCodec(vae, vae_batch_size, device=device)
+    loop_codec = VaeCodec(tiny_vae, vae_batch_size, device=device) if tiny_vae is not None else codec
     levels, raw = sample_with_denoiser(
         denoise, codec, schedule, num_levels=n, latent_shape=(unet.config.in_channels, h, w), p=p,
         generator=generator, device=device, joint=joint, paste_depth=depth, blend_every=blend_every,
         residual_correction=residual_correction, loop_codec=loop_codec, photo=photo_px,
         photo_level=photo_level, photo_mode=photo_mode, photo_steps=photo_steps, photo_lr=photo_lr,
         photo_until=photo_until, photo_keep_bands=photo_keep_bands, clamp=(0.0, 1.0),
-        on_progress=on_progress)
+        on_progress=on_progress, on_step=on_step)
     seconds = time.perf_counter() - start
     settings = dict(
         p=p, steps=steps, guidance=float(guidance), negative_prompt=negatives, height=height, width=width,

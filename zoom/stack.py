@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dreamer.checks import check_dtype, check_int, check_shape
+
 __all__ = [
     "box_downsample",
     "center_crop",
@@ -48,33 +50,27 @@ __all__ = [
 # ----------------------------------------------------------------------------- validation
 def check_p(p) -> int:
     """``p`` must be an integer zoom factor >= 2 (the project uses 2 and 4)."""
-    if isinstance(p, bool) or not isinstance(p, int) or p < 2:
-        raise ValueError(f"zoom factor p must be an integer >= 2 (2 or 4 in practice), got {p!r}")
-    return p
+    return check_int(p, "zoom factor p", min=2)
 
 
 def check_stack(stack, name: str = "stack") -> Tensor:
     """A stack must be a floating tensor [N, C, H, W] with N >= 1."""
-    if not isinstance(stack, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [N,C,H,W], got {type(stack).__name__}")
-    if stack.ndim != 4 or stack.shape[0] < 1:
+    check_shape(stack, name, ["N", "C", "H", "W"])
+    if stack.shape[0] < 1:
         raise ValueError(f"{name} must have shape [N,C,H,W] with N >= 1, got {tuple(stack.shape)}")
-    if not stack.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got {stack.dtype}")
-    return stack
+    return check_dtype(stack, name, "float")
 
 
-def check_depth(max_depth, name: str = "max_depth") -> int | None:
-    if max_depth is None:
-        return None
-    if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0:
-        raise ValueError(f"{name} must be None or an integer >= 0, got {max_depth!r}")
-    return max_depth
+def check_max_depth(max_depth, name: str = "max_depth") -> int | None:
+    """``None`` (no limit) or the deepest level a render may paste, an integer >= 0."""
+    return None if max_depth is None else check_int(max_depth, name, min=0)
 
 
 def _check_level(i, n: int) -> int:
-    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n:
-        raise IndexError(f"level index must be an integer in [0, {n - 1}], got {i!r}")
+    """A level index in [0, n): an IndexError when out of range, as for a sequence."""
+    i = check_int(i, "level index")
+    if not 0 <= i < n:
+        raise IndexError(f"level index must be an integer in [0, {n - 1}], got {i}")
     return i
 
 
@@ -182,7 +178,7 @@ def render_image(stack: Tensor, i: int, *, p: int = 2, max_depth: int | None = N
     check_stack(stack)
     p = check_p(p)
     _check_level(i, stack.shape[0])
-    depth = check_depth(max_depth)
+    depth = check_max_depth(max_depth)
     _check_one_step(stack, p)
     return _render_level(stack, i, p, stack.shape[0] if depth is None else depth, 1.0)
 
@@ -194,7 +190,7 @@ def render_noise(noise: Tensor, i: int, *, p: int = 2, max_depth: int | None = N
     check_stack(noise, "noise")
     p = check_p(p)
     _check_level(i, noise.shape[0])
-    depth = check_depth(max_depth)
+    depth = check_max_depth(max_depth)
     _check_one_step(noise, p)
     return _render_level(noise, i, p, noise.shape[0] if depth is None else depth, float(p))
 
@@ -203,7 +199,7 @@ def render_stack(stack: Tensor, *, p: int = 2, max_depth: int | None = None) -> 
     """All levels rendered: ``[Pi_image(L, i) for i]`` -> [N,C,H,W]. O(N) for full depth."""
     check_stack(stack)
     p = check_p(p)
-    depth = check_depth(max_depth)
+    depth = check_max_depth(max_depth)
     _check_one_step(stack, p)
     return _render_all(stack, p, depth, 1.0)
 
@@ -212,7 +208,7 @@ def render_noise_stack(noise: Tensor, *, p: int = 2, max_depth: int | None = Non
     """All levels of rendered noise: ``[Pi_noise(E, i) for i]`` -> [N,C,H,W]."""
     check_stack(noise, "noise")
     p = check_p(p)
-    depth = check_depth(max_depth)
+    depth = check_max_depth(max_depth)
     _check_one_step(noise, p)
     return _render_all(noise, p, depth, float(p))
 
@@ -227,8 +223,7 @@ def consistency_error(stack: Tensor, *, p: int = 2, lowpass: int = 1) -> Tensor:
     """
     check_stack(stack)
     p = check_p(p)
-    if isinstance(lowpass, bool) or not isinstance(lowpass, int) or lowpass < 1:
-        raise ValueError(f"lowpass must be an integer >= 1, got {lowpass!r}")
+    check_int(lowpass, "lowpass", min=1)
     if stack.shape[0] < 2:
         return stack.new_zeros(0)
     _check_one_step(stack, p)
@@ -244,11 +239,9 @@ def stack_from_image(image: Tensor, levels: int, *, p: int = 2) -> Tensor:
     ``L_i = D_{p**(levels-1-i)}(C_{p**i}(image))``: level 0 is the whole image downsampled,
     the last level is its centre at full resolution.
     """
-    if not isinstance(image, Tensor) or image.ndim != 3:
-        raise ValueError(f"image must be a tensor [C,H,W], got {getattr(image, 'shape', image)!r}")
+    check_shape(image, "image", ["C", "H", "W"])
     p = check_p(p)
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
+    check_int(levels, "levels", min=1)
     top = p ** (levels - 1)
     out = []
     for i in range(levels):

@@ -19,7 +19,7 @@ __all__ = ["LinearVAE"]
 class LinearVAE(torch.nn.Module):
     """Encode: 8x8 box average, then a fixed 3 -> 4 channel matrix ``M``; decode: ``pinv(M)``,
     then nearest 8x upsampling. Same call interface as diffusers' ``AutoencoderKL`` as far as
-    :class:`zoom.sampler.VaeCodec` uses it (``encode(x).latents``, ``decode(z).sample``,
+    :class:`zoom.codecs.VaeCodec` uses it (``encode(x).latents``, ``decode(z).sample``,
     ``config.scaling_factor``); images [N,3,H,W] in [-1,1] <-> latents [N,4,H/8,W/8].
     """
 

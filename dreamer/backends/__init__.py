@@ -15,7 +15,7 @@ from torch import Tensor
 
 from dreamer.cameras import Camera
 
-__all__ = ["Inpainter", "DepthEstimator", "ImageGenerator"]
+__all__ = ["Inpainter", "DepthEstimator", "ImageGenerator", "inpaint_weight"]
 
 
 @runtime_checkable
@@ -25,9 +25,28 @@ class Inpainter(Protocol):
         """Fill ``image`` [H,W,3] (float in [0,1]) where ``mask`` [H,W] (bool) is True.
 
         Returns the completed image [H,W,3]. Pixels outside the mask may change slightly; the
-        loop decides what to keep.
+        loop decides what to keep: the hole, plus the margin an inpainter declares with an
+        optional ``blend_weight(mask) -> [H,W]`` method (see :func:`inpaint_weight`).
         """
         ...
+
+
+def inpaint_weight(inpainter, mask: Tensor) -> Tensor:
+    """How much of ``inpainter``'s output replaces its input, per pixel: float [H,W] in [0,1].
+
+    1 in the hole ``mask`` [H,W] (bool). An inpainter that blends its result into the known
+    pixels around the hole (a feathered seam instead of a hard edge) says where with a
+    ``blend_weight(mask)`` method returning that weight; without one, only the hole changes.
+    """
+    from dreamer.checks import check_map, check_mask
+
+    check_mask(mask, "mask")
+    own = getattr(inpainter, "blend_weight", None)
+    if own is None:
+        return mask.float()
+    weight = check_map(own(mask), f"{type(inpainter).__name__}.blend_weight(mask)",
+                       height=mask.shape[0], width=mask.shape[1])
+    return torch.where(mask, torch.ones_like(weight), weight.clamp(0.0, 1.0))
 
 
 @runtime_checkable

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dreamer.backends.loading import load_pretrained, resolve_device, resolve_dtype
+from dreamer.backends.loading import load_pretrained, quiet_model_loading, resolve_device, resolve_dtype
 from dreamer.cameras import Camera
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,8 @@ class TransformersDepthEstimator:
         if model in ("tiny", "tiny-zoedepth", "tiny-depth-anything"):
             from dreamer.backends.tiny import tiny_depth_model
 
-            net, processor = tiny_depth_model("depth_anything" if model == "tiny-depth-anything" else "zoedepth")
+            with quiet_model_loading():
+                net, processor = tiny_depth_model("depth_anything" if model == "tiny-depth-anything" else "zoedepth")
         else:
             from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 

@@ -13,12 +13,20 @@
 
 Images in and out are float32 tensors [H,W,3] in [0,1] on the caller's device; PIL / [-1,1]
 conversions stay inside the pipelines.
+
+Sharing: one loaded pipeline may serve several backends and several jobs at once (the app's
+``--concurrency``). The pipeline is never changed by a call: each call samples with its own fresh
+scheduler (schedulers hold per-call state), and calls on one model run one at a time under
+:func:`pipeline_lock` (a pipeline sets more per-call attributes than its scheduler, CPU offload
+moves its models between devices, and a fast tokenizer refuses concurrent use). Pass a
+``generator`` per call for results that do not depend on which job ran first.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dreamer.backends.loading import load_pretrained, resolve_device, resolve_dtype
+from dreamer.backends.loading import load_pretrained, quiet_model_loading, resolve_device, resolve_dtype
 from dreamer.cameras import Camera
 
 logger = logging.getLogger(__name__)
@@ -44,6 +52,7 @@ __all__ = [
     "load_diffusers_pipeline",
     "set_scheduler",
     "make_scheduler",
+    "pipeline_lock",
     "feather_alpha",
     "latent_cell_mask",
 ]
@@ -90,6 +99,32 @@ def make_scheduler(base, name: str | None):
     return getattr(diffusers, cls_name).from_config(base.config, **extra)
 
 
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+_FALLBACK_LOCK = threading.RLock()
+
+
+def pipeline_lock(pipe_or_components) -> threading.RLock:
+    """The lock under which one call uses a shared diffusion model.
+
+    Keyed by the denoiser (``unet``) of a pipeline or of a dict of components, so the backends
+    and the zoom sampler that share one text-to-image model take the same lock. Re-entrant.
+    """
+    if isinstance(pipe_or_components, dict):
+        key = pipe_or_components.get("unet") or pipe_or_components.get("transformer")
+    else:
+        key = getattr(pipe_or_components, "unet", None) or getattr(pipe_or_components, "transformer", None)
+    key = pipe_or_components if key is None else key
+    with _LOCKS_GUARD:
+        try:
+            lock = _LOCKS.get(key)
+            if lock is None:
+                lock = _LOCKS[key] = threading.RLock()
+        except TypeError:  # not weak-referenceable (a dict): one lock for all of those
+            lock = _FALLBACK_LOCK
+    return lock
+
+
 def set_scheduler(pipe, name: str | None) -> None:
     """Replace ``pipe.scheduler`` by :func:`make_scheduler` of it (``None`` / ``"default"`` keep it)."""
     pipe.scheduler = make_scheduler(pipe.scheduler, name)
@@ -120,10 +155,12 @@ def load_diffusers_pipeline(kind: str, model: str, *, device: str | torch.device
     if model == "tiny":
         from dreamer.backends import tiny
 
-        pipe = tiny.tiny_inpaint_pipeline() if kind == "inpaint" else tiny.tiny_text2img_pipeline()
+        with quiet_model_loading():
+            pipe = tiny.tiny_inpaint_pipeline() if kind == "inpaint" else tiny.tiny_text2img_pipeline()
         pipe = pipe.to(dev) if dt == torch.float32 else pipe.to(device=dev, dtype=dt)
     else:
-        from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
+        with quiet_model_loading():  # importing the pipelines makes transformers print its torchvision notice
+            from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
 
         auto = AutoPipelineForInpainting if kind == "inpaint" else AutoPipelineForText2Image
         extra: dict[str, Any] = {}
@@ -242,9 +279,10 @@ _DEFAULT_SCHEDULERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 class _PipelineBackend:
     """Shared plumbing: settings, the backend's scheduler and generator, prompt assembly.
 
-    Several backends may share one loaded pipeline (see dreamer.backends.model_sets); each keeps
-    its own scheduler and installs it on the pipeline for its calls, so the pipeline itself is
-    never changed for the others.
+    Several backends (and several jobs) may share one loaded pipeline (see
+    dreamer.backends.model_sets). The pipeline is read-only to them: each call installs a fresh
+    copy of the backend's scheduler for its own run under :func:`pipeline_lock`, and puts the
+    pipeline's own scheduler back afterwards.
     """
 
     def __init__(self, pipe, settings: DiffusionSettings | None = None):
@@ -274,11 +312,21 @@ class _PipelineBackend:
         return generator if generator is not None else self._generator
 
     def _common_kwargs(self, generator: torch.Generator | None) -> dict[str, Any]:
-        self.pipe.scheduler = self.scheduler
         s = self.settings
         return dict(num_inference_steps=s.steps, guidance_scale=s.guidance,
                     negative_prompt=s.negative_prompt or None, generator=self._generator_for(generator),
                     output_type="pt")
+
+    def _call_pipeline(self, **kwargs):
+        """Run the shared pipeline with a scheduler of this call's own (see the class docstring)."""
+        scheduler = type(self.scheduler).from_config(self.scheduler.config)
+        with pipeline_lock(self.pipe):
+            own = self.pipe.scheduler
+            self.pipe.scheduler = scheduler
+            try:
+                return self.pipe(**kwargs)
+            finally:
+                self.pipe.scheduler = own
 
 
 class DiffusersInpainter(_PipelineBackend):
@@ -292,6 +340,12 @@ class DiffusersInpainter(_PipelineBackend):
 
     def __init__(self, pipe, settings: DiffusionSettings | None = None):
         super().__init__(pipe, settings)
+
+    def blend_weight(self, mask: Tensor) -> Tensor:
+        """The weight [H,W] of generated content in :meth:`inpaint`'s result for the hole ``mask``:
+        1 in the hole, falling over ``settings.feather`` pixels around it, 0 beyond (see
+        :func:`feather_alpha`). The dream loop keeps the result wherever it is > 0."""
+        return feather_alpha(mask.detach().to("cpu"), self.settings.feather)
 
     @classmethod
     def from_pretrained(cls, model: str, settings: DiffusionSettings | None = None) -> DiffusersInpainter:
@@ -325,7 +379,7 @@ class DiffusersInpainter(_PipelineBackend):
 
         model_mask = latent_cell_mask(mask, self.vae_scale_factor)
         # The pipeline normalises [0,1] -> [-1,1] itself; masked pixels are zeroed by it too.
-        output = self.pipe(
+        output = self._call_pipeline(
             prompt=self._prompt(prompt),
             image=image.permute(2, 0, 1)[None],
             mask_image=model_mask[None, None].float(),
@@ -341,7 +395,7 @@ class DiffusersInpainter(_PipelineBackend):
         if generated.shape != image.shape:
             raise RuntimeError(f"the pipeline returned an image of shape {tuple(generated.shape)} for an input "
                                f"of shape {tuple(image.shape)}")
-        alpha = feather_alpha(mask, self.settings.feather)[..., None]
+        alpha = self.blend_weight(mask)[..., None]
         result = torch.where(alpha > 0, alpha * generated + (1.0 - alpha) * image, image)
         return result.clamp(0.0, 1.0).to(out_device)
 
@@ -366,8 +420,8 @@ class DiffusersImageGenerator(_PipelineBackend):
         """A new image float32 [height,width,3] in [0,1] (on CPU) for ``prompt``. ``width`` and
         ``height`` must be multiples of 8."""
         _check_size(int(height), int(width), self.vae_scale_factor)
-        output = self.pipe(prompt=self._prompt(prompt), height=int(height), width=int(width),
-                           **self._common_kwargs(generator))
+        output = self._call_pipeline(prompt=self._prompt(prompt), height=int(height), width=int(width),
+                                     **self._common_kwargs(generator))
         if _flagged(output):
             logger.warning("the safety checker flagged the generated image for prompt %r; it comes back black",
                            prompt)

@@ -16,10 +16,12 @@ Failures raise :class:`ModelNotAvailable` with the id, where it was looked for a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
@@ -34,6 +36,7 @@ __all__ = [
     "hub_cache_dir",
     "is_local_model",
     "load_pretrained",
+    "quiet_model_loading",
 ]
 
 T = TypeVar("T")
@@ -134,6 +137,37 @@ def _availability_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+# Notices libraries print while a model is built that say nothing about the run: transformers
+# reports that it uses the PIL image processors because torchvision is not installed (it is kept
+# out on purpose; they work), and diffusers' config loader passes huggingface_hub an argument it
+# deprecated (local_dir_use_symlinks="auto", diffusers' own default, not ours).
+_TRANSFORMERS_NOTICES = ("requires torchvision (not installed); falling back to",)
+_HUB_DEPRECATION = r"The `local_dir_use_symlinks` argument is deprecated"
+
+
+class _DropNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(notice in message for notice in _TRANSFORMERS_NOTICES)
+
+
+@contextlib.contextmanager
+def quiet_model_loading() -> Iterator[None]:
+    """Build models inside this block to drop the libraries' notices that say nothing about the
+    run (the torchvision fallback of transformers' image processors, huggingface_hub's deprecation
+    of an argument diffusers passes). Only those messages, only while the block runs; every other
+    warning and log record goes through as usual."""
+    notices = logging.getLogger("transformers.utils.import_utils")
+    drop = _DropNotices()
+    notices.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_HUB_DEPRECATION, category=UserWarning)
+            yield
+    finally:
+        notices.removeFilter(drop)
+
+
 def load_pretrained(loader: Callable[..., T], model: str, *, what: str = "model", **kwargs: Any) -> T:
     """Call ``loader(model, **kwargs)`` (a ``from_pretrained``) without hanging and with a clear
     failure.
@@ -159,7 +193,8 @@ def load_pretrained(loader: Callable[..., T], model: str, *, what: str = "model"
                 f"or a hub id such as 'org/name'. Use the 'tiny' or 'synthetic' model set to run "
                 f"without weights.", model=model)
         try:
-            return loader(str(path), local_files_only=True, **kwargs)
+            with quiet_model_loading():
+                return loader(str(path), local_files_only=True, **kwargs)
         except errors as e:
             raise ModelNotAvailable(
                 f"the {what} folder {str(path)!r} exists but does not hold a loadable {what} "
@@ -169,7 +204,8 @@ def load_pretrained(loader: Callable[..., T], model: str, *, what: str = "model"
 
     offline = hub_offline()
     try:
-        return loader(model, local_files_only=True, **kwargs)
+        with quiet_model_loading():
+            return loader(model, local_files_only=True, **kwargs)
     except errors as cached_error:
         if offline:
             raise ModelNotAvailable(
@@ -184,7 +220,8 @@ def load_pretrained(loader: Callable[..., T], model: str, *, what: str = "model"
                 f"cannot be reached from here ({unreachable}). {_fix_hint(model)} Set HF_HUB_OFFLINE=1 to "
                 f"skip this check.", model=model) from cached_error
     try:
-        return loader(model, **kwargs)
+        with quiet_model_loading():
+            return loader(model, **kwargs)
     except errors as e:
         raise ModelNotAvailable(
             f"the {what} {model!r} could not be loaded from the Hugging Face hub nor found in the "

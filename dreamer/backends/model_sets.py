@@ -11,7 +11,14 @@
 :func:`build_backends` loads each model once per process: pipelines are cached by the settings
 that change what is loaded (model id/folder, device, dtype, safety checker, offloading), and the same config
 returns the same :class:`Backends` object, so a batch of scenes reuses the weights. Call
-:func:`clear_backend_cache` to free them.
+:func:`clear_backend_cache` to free them; :func:`model_loads` counts the loads of this process.
+
+The rule for what is cached: **shared models are read-only; per-call state is the call's.** A
+cached pipeline, depth model or :class:`Backends` may serve several scenes at once (threads, the
+app's ``--concurrency``), so no call may change it: a diffusion call samples with a fresh
+scheduler of its own and takes :func:`dreamer.backends.diffusion.pipeline_lock` while it uses
+the model; randomness comes from the ``generator`` each call is given (the dream loop seeds one
+per view), never from state kept between calls.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from dreamer.backends.diffusion import DEFAULT_INPAINT_MODEL, DEFAULT_TEXT2IMG_M
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelConfig", "Backends", "build_backends", "clear_backend_cache", "MODEL_SETS"]
+__all__ = ["ModelConfig", "Backends", "build_backends", "clear_backend_cache", "model_loads", "MODEL_SETS"]
 
 MODEL_SETS = ("default", "tiny", "synthetic")
 
@@ -129,6 +136,12 @@ _LOCK = threading.RLock()
 _PIPELINES: dict[tuple, Any] = {}
 _DEPTH: dict[tuple, Any] = {}
 _BACKENDS: dict[ModelConfig, Backends] = {}
+_LOADS = [0]  # models loaded by this process (a batch worker reports it: loads must not grow with scenes)
+
+
+def model_loads() -> int:
+    """How many models (pipelines and depth models) this process has loaded so far."""
+    return _LOADS[0]
 
 
 def clear_backend_cache() -> None:
@@ -150,6 +163,7 @@ def _pipeline(kind: str, model: str, config: ModelConfig):
         _PIPELINES[key] = load_diffusers_pipeline(kind, model, device=device, dtype=dtype,
                                                   safety_checker=config.safety_checker,
                                                   cpu_offload=config.cpu_offload)
+        _LOADS[0] += 1
     return _PIPELINES[key]
 
 
@@ -162,6 +176,7 @@ def _depth_estimator(model: str, config: ModelConfig):
     key = (model, str(device), str(resolve_dtype(settings.dtype, device)))
     if key not in _DEPTH:
         _DEPTH[key] = TransformersDepthEstimator.from_pretrained(model, settings)
+        _LOADS[0] += 1
     return _DEPTH[key]
 
 

@@ -1,10 +1,10 @@
 """Gaussian splats: initialize from the dreamed cloud, train (gsplat on CUDA, pure torch on CPU),
-export the standard 3DGS .ply and render fly-through videos.
+export the standard 3DGS .ply (or the compressed .spz) and render fly-through videos.
 
 Modules: :mod:`~dreamer.splats.rasterizer` (both rasterizer paths), :mod:`~dreamer.splats.reference`
 (a brute-force reference for tests), :mod:`~dreamer.splats.gaussians` (parameters, init, .ply),
-:mod:`~dreamer.splats.losses` (masked L1 / SSIM), :mod:`~dreamer.splats.train` (the training
-stage), :mod:`~dreamer.splats.video` (videos).
+:mod:`~dreamer.splats.spz` (.spz), :mod:`~dreamer.splats.losses` (masked L1 / SSIM),
+:mod:`~dreamer.splats.train` (the training stage), :mod:`~dreamer.splats.video` (videos).
 """
 
 from dreamer.splats.gaussians import Gaussians

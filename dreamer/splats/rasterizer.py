@@ -1,9 +1,9 @@
 """Rasterize 3D Gaussians into one camera: two paths, one interface.
 
 * On CUDA tensors: gsplat's fused kernels (``gsplat.rasterization``).
-* Anywhere else (CPU): a pure-torch, differentiable rasterizer built on gsplat's own pure-torch
-  projection and spherical-harmonics functions (``gsplat.cuda._torch_impl``), with gsplat's
-  compositing rules, so both paths render the same image:
+* Anywhere else (CPU): a pure-torch, differentiable rasterizer built on the projection and
+  spherical-harmonics functions of :mod:`dreamer.splats.projection` (ours, with the conventions
+  of gsplat's kernels), with gsplat's compositing rules, so both paths render the same image:
 
   - pixel centres at (u + 0.5, v + 0.5);
   - per Gaussian and pixel ``sigma = 0.5 d^T conic d`` (d = pixel centre - projected mean),
@@ -218,7 +218,9 @@ def _rasterize_gsplat(means, quats, scales, opacities, sh, camera, deg, near, fa
 
 def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far, eps2d, max_pairs,
                      analytic_backward=True) -> RasterOutput:
-    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci, _spherical_harmonics
+    from dreamer.splats.projection import fully_fused_projection as _fully_fused_projection
+    from dreamer.splats.projection import quat_scale_to_covar_preci as _quat_scale_to_covar_preci
+    from dreamer.splats.projection import spherical_harmonics as _spherical_harmonics
 
     H, W = camera.height, camera.width
     dtype, device = means.dtype, means.device

@@ -46,7 +46,7 @@ def rasterize_reference(
 
     Arguments as there. Returns (rgb [H,W,3], expected z-depth [H,W], alpha [H,W]), float64.
     """
-    from gsplat.cuda._torch_impl import _spherical_harmonics
+    from dreamer.splats.projection import spherical_harmonics as _spherical_harmonics
 
     f8 = dict(dtype=torch.float64, device=means.device)
     means, quats, scales, opacities, sh = (t.to(**f8) for t in (means, quats, scales, opacities, sh))

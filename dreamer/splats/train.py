@@ -22,7 +22,8 @@ Resuming
     With ``checkpoint_dir`` the parameters, optimizer states, strategy state and iteration are
     saved every ``checkpoint_every`` iterations (atomically); a rerun with the same settings and
     inputs continues from the last checkpoint and, given the same seed, ends with the same
-    result as an uninterrupted run. A finished run writes ``done.json``; a rerun then loads the
+    result as an uninterrupted run. A finished run writes its result, ``gaussians.ply``, and
+    ``done.json``, and deletes the checkpoint (unless ``keep_checkpoint``): a rerun then loads the
     result instead of training again. Other settings or inputs (a fingerprint of both) start
     over.
 """
@@ -37,20 +38,20 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
 
 from dreamer.cameras import Camera
 from dreamer.pointcloud import PointCloud
-from dreamer.scene import DreamResult
+from dreamer.scene.result import DreamResult
 from dreamer.splats.gaussians import Gaussians
 from dreamer.splats.losses import masked_l1, masked_psnr, masked_ssim
 from dreamer.splats.rasterizer import num_sh_bases, rasterize
 
 __all__ = ["SplatConfig", "TrainingView", "SplatTrainingError", "train_gaussians", "build_training_views",
-           "scene_scale", "CHECKPOINT_FILE", "DONE_FILE"]
+           "scene_scale", "CHECKPOINT_FILE", "DONE_FILE", "RESULT_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,14 @@ ProgressFn = Callable[[str, int, int], None]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 DONE_FILE = "done.json"
+RESULT_FILE = "gaussians.ply"
 CONFIG_FILE = "config.json"
 _FORMAT = 1
-# Settings that change neither the result nor the resume point's meaning.
-_NOT_HASHED = ("device", "checkpoint_every", "log_every")
+EXPORT_FORMATS = ("ply", "spz")
+"""Formats :attr:`SplatConfig.export` accepts."""
+# Settings that change neither the result nor the resume point's meaning (the export formats
+# are written from the result).
+_NOT_HASHED = ("device", "checkpoint_every", "log_every", "export", "spz_version")
 
 
 class SplatTrainingError(RuntimeError):
@@ -138,6 +143,10 @@ class SplatConfig:
     """With a checkpoint folder: save a resumable checkpoint every this many iterations."""
     log_every: int = 100
     """Log the loss every this many iterations."""
+    export: tuple[str, ...] = ("ply",)
+    """Files of the trained splats: ply (gaussians.ply, the standard 3DGS layout) and/or spz (gaussians.spz, Niantic's compressed format, about a tenth of the size), e.g. --export ply spz."""
+    spz_version: Literal[3, 4] = 3
+    """Version of gaussians.spz: 3 (gzip; read by splat-transform, Spark, three.js) or 4 (zstd, smaller; read by splat-transform, three.js and the PlayCanvas engine, not by Spark 2.1)."""
 
     def __post_init__(self) -> None:
         ints = {"iterations": 1, "sh_degree_interval": 1, "refine_every": 1, "checkpoint_every": 1, "log_every": 1,
@@ -169,6 +178,15 @@ class SplatConfig:
             for a in getattr(self, name):
                 if not isinstance(a, (int, float)) or not (math.isfinite(a) and abs(a) < 90):
                     raise ValueError(f"SplatConfig.{name} must hold angles in (-90, 90) degrees, got {a!r}")
+        export = self.export
+        if isinstance(export, str):  # "spz" or "ply,spz" from a batch file
+            export = tuple(e for e in export.replace(",", " ").split())
+            object.__setattr__(self, "export", export)
+        bad = [e for e in export if e not in EXPORT_FORMATS]
+        if not export or bad:
+            raise ValueError(f"SplatConfig.export must name one or more of {list(EXPORT_FORMATS)}, got {list(export)!r}")
+        if self.spz_version not in (3, 4) or isinstance(self.spz_version, bool):
+            raise ValueError(f"SplatConfig.spz_version must be 3 (gzip) or 4 (zstd), got {self.spz_version!r}")
         if self.extra_splat_scale is not None and not self.extra_splat_scale > 0:
             raise ValueError(f"SplatConfig.extra_splat_scale must be > 0 or None, got {self.extra_splat_scale!r}")
 
@@ -277,8 +295,9 @@ def scene_scale(result: DreamResult) -> float:
 # ------------------------------------------------------------------------------------------------
 # Checkpoints
 # ------------------------------------------------------------------------------------------------
-def _fingerprint(result: DreamResult, config: SplatConfig) -> str:
-    """Hash of the settings that change the result and of the inputs (points and views)."""
+def _fingerprint(result: DreamResult, config: SplatConfig, init: Gaussians | None = None) -> str:
+    """Hash of the settings that change the result and of the inputs (points, views and the
+    Gaussians training starts from, when given)."""
     h = hashlib.sha256()
     cfg = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
@@ -294,6 +313,10 @@ def _fingerprint(result: DreamResult, config: SplatConfig) -> str:
         for t in (v.camera.K, v.camera.c2w, v.image, v.depth):
             add(t)
         h.update(f"{v.camera.width}x{v.camera.height}".encode())
+    if init is not None:
+        h.update(b"init")
+        for t in init.params().values():
+            add(t)
     return h.hexdigest()[:20]
 
 
@@ -326,6 +349,21 @@ def _load_checkpoint(folder: Path, fingerprint: str, device: torch.device) -> di
         log.info("%s belongs to other settings or inputs; training from scratch", path)
         return None
     return state
+
+
+def _load_finished(folder: Path, fingerprint: str, config: SplatConfig, device: torch.device) -> Gaussians | None:
+    """The result of a finished run in ``folder`` (its ``gaussians.ply``; a checkpoint at the last
+    iteration for folders written before the result file was), or None."""
+    if (folder / RESULT_FILE).is_file():
+        try:
+            return Gaussians.load_ply(folder / RESULT_FILE, device=device)
+        except (OSError, ValueError) as e:
+            log.warning("%s cannot be read (%s); training again", folder / RESULT_FILE, e)
+            return None
+    state = _load_checkpoint(folder, fingerprint, device)
+    if state is not None and state["iteration"] >= config.iterations:
+        return Gaussians.from_params({k: v.to(device) for k, v in state["params"].items()})
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -404,6 +442,8 @@ def train_gaussians(
     *,
     checkpoint_dir: str | Path | None = None,
     history: list | None = None,
+    init: Gaussians | None = None,
+    keep_checkpoint: bool = False,
 ) -> Gaussians:
     """Train Gaussian splats on a dreamed scene (see the module docstring).
 
@@ -414,10 +454,16 @@ def train_gaussians(
             views are rendered and ``on_progress("splats", iteration, iterations)`` after every
             iteration.
         checkpoint_dir: a folder of this stage's own (e.g. ``<scene>/splats``): checkpoints,
-            ``config.json`` and ``done.json`` go there; a rerun resumes or returns the finished
-            result.
+            ``config.json``, the result (``gaussians.ply``) and ``done.json`` go there; a rerun
+            resumes or returns the finished result.
         history: if a list, one dict per iteration is appended (iteration, loss, l1, ssim, psnr,
             gaussians, view).
+        init: fine-tune these Gaussians instead of starting from one Gaussian per point of
+            ``result.points`` (e.g. a scene's trained splats plus Gaussians made from the points
+            an extension added). They were trained already, so every SH degree of
+            ``config.sh_degree`` is in use from the first iteration; their degree must be it.
+        keep_checkpoint: keep the last checkpoint (optimizer and densification state, about
+            three times the result's size) when training finishes; by default it is deleted.
     Returns:
         The trained :class:`Gaussians` (detached, on the training device).
     Raises:
@@ -430,9 +476,15 @@ def train_gaussians(
     if not isinstance(config, SplatConfig):
         raise TypeError(f"config must be a SplatConfig, got {type(config).__name__}")
     _check_result(result)
+    if init is not None:
+        if not isinstance(init, Gaussians):
+            raise TypeError(f"init must be Gaussians or None, got {type(init).__name__}")
+        if init.sh_degree != config.sh_degree:
+            raise ValueError(f"init has SH degree {init.sh_degree} but config.sh_degree is {config.sh_degree}; "
+                             "fine-tune with the degree the Gaussians were trained at")
     device = resolve_device(config.device)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(result, config) if folder is not None else ""
+    fingerprint = _fingerprint(result, config, init) if folder is not None else ""
 
     if folder is not None:
         done = folder / DONE_FILE
@@ -441,12 +493,13 @@ def train_gaussians(
                 marker = json.loads(done.read_text())
             except (OSError, json.JSONDecodeError):
                 marker = {}
-            state = _load_checkpoint(folder, fingerprint, device) if marker.get("fingerprint") == fingerprint else None
-            if state is not None and state["iteration"] >= config.iterations:
+            finished = _load_finished(folder, fingerprint, config, device) \
+                if marker.get("fingerprint") == fingerprint else None
+            if finished is not None:
                 log.info("splats: %s says this stage is finished; loading its result", done)
                 if on_progress is not None:
                     on_progress("splats", config.iterations, config.iterations)
-                return Gaussians.from_params({k: v.to(device) for k, v in state["params"].items()})
+                return finished
             done.unlink()  # stale: other settings or inputs
         from dreamer.io import write_json
 
@@ -458,9 +511,12 @@ def train_gaussians(
     log.info("splats: %d training views (%d dreamed, %d extra), %d points, scene scale %.3g, device %s",
              len(views), len(views) - n_extra, n_extra, len(result.points), scale, device)
 
-    init = Gaussians.from_points(result.points.to(device), sh_degree=config.sh_degree,
-                                 opacity=config.init_opacity, scale_mult=config.init_scale)
-    params = {k: torch.nn.Parameter(t.detach().clone()) for k, t in init.params().items()}
+    if init is None:
+        start_from = Gaussians.from_points(result.points.to(device), sh_degree=config.sh_degree,
+                                           opacity=config.init_opacity, scale_mult=config.init_scale)
+    else:
+        start_from = init.to(device)
+    params = {k: torch.nn.Parameter(t.detach().clone()) for k, t in start_from.params().items()}
     if params["shN"].shape[1] == 0:
         params["shN"].requires_grad_(False)  # degree 0: nothing to optimise
     optimizers = _make_optimizers(params, config, scale)
@@ -488,7 +544,7 @@ def train_gaussians(
     for it in range(start, config.iterations):
         vi = _view_index(config, len(views), it, order_cache)
         view = views[vi]
-        sh_deg = min(it // config.sh_degree_interval, config.sh_degree)
+        sh_deg = config.sh_degree if init is not None else min(it // config.sh_degree_interval, config.sh_degree)
         # Only the coefficients of the degree in use (at degree 0 no copy of shN; its gradient
         # is still a zero tensor, so Adam's state and step count are as with the full set).
         sh = torch.cat([params["sh0"], params["shN"][:, :num_sh_bases(sh_deg) - 1]], 1)
@@ -528,6 +584,9 @@ def train_gaussians(
     if folder is not None:
         from dreamer.io import write_json
 
+        gaussians.save_ply(folder / RESULT_FILE)
         write_json(folder / DONE_FILE, {"fingerprint": fingerprint, "iterations": config.iterations,
                                         "gaussians": len(gaussians), "seconds": time.perf_counter() - t0})
+        if not keep_checkpoint:  # the result is saved: nothing resumes from it any more
+            (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
     return gaussians

@@ -6,7 +6,7 @@ rendered geometry along the camera rays (robust scale, then a seam correction th
 existing geometry exactly at the hole boundary), drop stretched pixels at depth discontinuities,
 lift only the hole pixels, and merge them on a footprint grid so revisited surface is not
 duplicated. When every view is done, all of them are re-aligned jointly and the cloud is
-rebuilt (:mod:`dreamer.refine`), which removes the drift of aligning one view at a time.
+rebuilt (:mod:`dreamer.scene.joint_refinement`), which removes the drift of aligning one view at a time.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from torch import Tensor
 
 from alignment import seam_jump, stretched_pixels
 from alignment.adaptive import AdaptiveAlignment, align_adaptive
-from dreamer.backends import DepthEstimator, Inpainter
+from dreamer.backends import DepthEstimator, Inpainter, inpaint_weight
 from dreamer.cameras import Camera
-from dreamer.placement import place_view
+from dreamer.scene.placement import place_view
 from dreamer.pointcloud import PointCloud
-from dreamer.refine import refine_scene
+from dreamer.scene.joint_refinement import refine_scene
 from dreamer.render import _check_image, check_depth, clean_coverage, lift, render_points
-from dreamer.scene import DreamResult, DreamView
+from dreamer.scene.result import DreamResult, DreamView
 
 __all__ = ["DreamConfig", "DreamView", "DreamResult", "dream", "ProgressFn", "Aligner"]
 
@@ -57,8 +57,8 @@ class DreamConfig:
     """Margin in pixels by which holes are grown for the inpainter."""
     align_models: tuple[str, ...] = ("scale", "depth", "disparity")
     """Candidate global corrections of a view's estimated depth: "scale", "depth" (scale and shift), "disparity" (scale and shift in disparity), "tilt" and "bend" (a log-polynomial of degree 1 or 2 across the image). Each view uses the one that best predicts its held-out overlap pixels nearest the hole (alignment/adaptive.py); name one to force it. Trends are not candidates by default: fitted to the existing geometry, they describe the difference between this view's distortion and the earlier views', and extrapolated into new territory they were worse on every error family of bench/bench_dream.py."""
-    seam_reaches: tuple[float, ...] = (0.05, 0.2, math.inf)
-    """Candidate decay lengths of the seam correction (which makes the new depth meet the existing geometry at the hole's boundary), as fractions of the image's larger side; inf: no decay (harmonic). Chosen per view like the global correction; none given: no seam correction."""
+    seam_reaches: tuple[float, ...] = (0.05, 0.2, 0.0)
+    """Candidate decay lengths of the seam correction (which makes the new depth meet the existing geometry at the hole's boundary), as fractions of the image's larger side; 0: no decay (harmonic). Chosen per view like the global correction; none given: no seam correction."""
     align_tolerance: float = 0.03
     """A more complex correction is chosen only if it predicts the held-out pixels better than a simpler one by this fraction."""
     stretch_threshold: float = 0.08
@@ -85,8 +85,8 @@ class DreamConfig:
         if not models or any(m not in GLOBAL_MODELS for m in models):
             raise ValueError(f"align_models must be one or more of {GLOBAL_MODELS}, got {models}")
         reaches = tuple(float(r) for r in self.seam_reaches)
-        if any(not r > 0 for r in reaches):
-            raise ValueError(f"seam_reaches must be fractions > 0 (inf: no decay), got {reaches}")
+        if any(not (r >= 0 and math.isfinite(r)) for r in reaches):
+            raise ValueError(f"seam_reaches must be fractions >= 0 (0: no decay), got {reaches}")
         object.__setattr__(self, "align_models", models)
         object.__setattr__(self, "seam_reaches", reaches)
         if not self.align_tolerance >= 0:
@@ -133,7 +133,7 @@ def align_view(estimated: Tensor, reference: Tensor, known: Tensor, hole: Tensor
                config: DreamConfig) -> AdaptiveAlignment:
     """The loop's alignment of one view's estimated depth [H,W] to the rendered ``reference``
     [H,W] (``known``, ``hole``: bool [H,W]), with the settings of ``config``."""
-    reaches = tuple(None if math.isinf(r) else float(r) for r in config.seam_reaches)
+    reaches = tuple(None if r == 0 else float(r) for r in config.seam_reaches)
     return align_adaptive(estimated, reference, known, hole, models=tuple(config.align_models),
                           seam_reaches=reaches, tolerance=config.align_tolerance)
 
@@ -163,8 +163,10 @@ def dream_view(
 
     completed = inpainter.inpaint(render.image, masks.inpaint, prompt, camera=camera, generator=generator)
     _check_image(completed, camera, "inpainter output")
-    # Keep the rendered pixels outside the inpaint mask exactly: the loop, not the model, owns them.
-    completed = torch.where(masks.inpaint[..., None], completed.to(render.image), render.image)
+    # Keep the rendered pixels the inpainter does not blend into exactly: the loop, not the model,
+    # owns them. Within the inpainter's declared margin its feathered blend is the seam.
+    weight = inpaint_weight(inpainter, masks.inpaint).to(render.image.device)
+    completed = torch.where(weight[..., None] > 0, completed.to(render.image), render.image)
     estimated = depth_estimator.estimate(completed, camera=camera)
     check_depth(estimated, camera, "estimated depth")
 
@@ -212,7 +214,7 @@ def dream(
     finished, refined result it dreams the remaining cameras on top of the refined cloud. View
     k's inpainting generator is seeded with ``config.seed + k``, so a resumed run reproduces an
     uninterrupted one. With ``config.joint_refinement`` the finished loop is refined jointly
-    (:func:`dreamer.refine.refine_scene`). ``aligner`` replaces the loop's per-view alignment
+    (:func:`dreamer.scene.joint_refinement.refine_scene`). ``aligner`` replaces the loop's per-view alignment
     (:data:`Aligner`; to compare another method alone, turn the joint refinement off).
     """
     _check_inputs(image, cameras, depth)

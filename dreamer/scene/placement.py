@@ -9,7 +9,7 @@ from alignment import dedup_mask, seam_jump, stretched_pixels
 from dreamer.cameras import Camera
 from dreamer.pointcloud import PointCloud
 from dreamer.render import HoleMasks, PointRender, lift
-from dreamer.scene import DreamView
+from dreamer.scene.result import DreamView
 
 __all__ = ["place_view"]
 

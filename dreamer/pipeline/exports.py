@@ -8,7 +8,8 @@ Layout of a scene folder (every file written atomically):
     views/NNN_mask.png       white where the view added new points
     points.ply               the merged cloud: x y z red green blue (+ radius)
     cameras.json             our convention: OpenCV axes, c2w, K per view, prompt, alignment stats
-    transforms.json          nerfstudio / instant-ngp layout (OpenGL axes), to train other tools
+    transforms.json          nerfstudio / instant-ngp layout (OpenGL axes, no masks: every pixel is
+                             valid), to train other tools
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from dreamer.cameras import Camera, opencv_to_opengl
 from dreamer.io import save_depth_npy, save_depth_png16, save_image, write_json
-from dreamer.scene import DreamResult, DreamView
+from dreamer.scene.result import DreamResult, DreamView
 
 __all__ = ["view_paths", "write_view", "write_cameras_json", "write_transforms_json", "write_scene"]
 
@@ -61,7 +62,11 @@ def write_cameras_json(path: Path, cameras: list[Camera], views: list[DreamView]
 
 
 def write_transforms_json(path: Path, views: list[DreamView]) -> None:
-    """nerfstudio / instant-ngp ``transforms.json``: per-frame intrinsics, OpenGL-axes c2w."""
+    """nerfstudio / instant-ngp ``transforms.json``: per-frame intrinsics, OpenGL-axes c2w, depth.
+
+    No ``mask_path``: every pixel of a dreamed view is valid, and nerfstudio trains only on the
+    pixels a mask marks (the views' ``_mask.png`` marks where new points came from, which is
+    something else)."""
     frames = []
     for i, v in enumerate(views):
         cam = v.camera
@@ -69,7 +74,6 @@ def write_transforms_json(path: Path, views: list[DreamView]) -> None:
         frames.append({
             "file_path": paths["image"],
             "depth_file_path": paths["depth_png"],
-            "mask_path": paths["mask"],
             "fl_x": cam.fx, "fl_y": cam.fy, "cx": cam.cx, "cy": cam.cy, "w": cam.width, "h": cam.height,
             "transform_matrix": opencv_to_opengl(cam.c2w.cpu()).tolist(),
         })

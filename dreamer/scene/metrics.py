@@ -7,7 +7,7 @@ import statistics
 import torch
 
 from dreamer.backends import DepthEstimator
-from dreamer.scene import DreamResult
+from dreamer.scene.result import DreamResult
 
 __all__ = ["world_metrics"]
 
@@ -82,7 +82,9 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
     """
     per_view = []
     for k, view in enumerate(result.views[1:], start=1):
-        truth = world.render(view.camera).depth.to(view.depth)
+        # z-depth only (no shading); the world caches what it traced for this camera already
+        # (the inpainter's render, the depth estimator's depth), so this repeats no work.
+        truth = world.depth(view.camera).to(view.depth)
         row = {"view": k, "new_pixels": int(view.mask.sum()),
                "abs_rel_aligned": _abs_rel(view.depth, truth, view.mask),
                "seam_jump": _seam_error(view.depth, truth, view.mask),

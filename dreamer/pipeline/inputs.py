@@ -10,7 +10,11 @@ Handled on the way: EXIF orientation (phone photos), grayscale, palette, 1-bit, 
 transparent palettes (composited over neutral grey), 16-bit grayscale PNGs (scaled by 65535, not
 clipped at 255), 16-bit RGB PNGs (Pillow reads their top 8 bits), animated files (first frame).
 Very large inputs are cropped before they are resampled, so a 3000x200 strip costs no more than
-its visible part. Anything that is not an image raises ``ValueError`` naming the file.
+its visible part, and decoded at a reduced size when they are much larger than the canvas (a
+JPEG at 1/2, 1/4 or 1/8 of its size by Pillow's ``draft``, then an integer box reduction), so a
+12000x9000 photo never exists in memory as floats. The size in the file's header is checked
+before anything is decoded: more than ``max_pixels`` (default :data:`MAX_PHOTO_PIXELS`) is refused.
+Anything that is not an image raises ``ValueError`` naming the file.
 
 :func:`load_depth` reads the depth map of that photo (``.npy`` float metres, 16-bit PNG / TIFF in
 millimetres, float TIFF in metres, ``.exr`` metres when the ``OpenEXR`` package is installed) and
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,15 +35,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dreamer.checks import check_int
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ImageFit", "LoadedImage", "compute_fit", "load_image", "load_depth", "load_depth_with_mask",
-           "PAD_VALUE"]
+           "PAD_VALUE", "MAX_PHOTO_PIXELS"]
 
 Fit = Literal["crop", "pad"]
 
 #: Grey used for transparent pixels and for the padding of ``fit="pad"`` (before outpainting).
 PAD_VALUE = 0.5
+
+#: Largest photo or depth map read by default, in pixels (from the file's header, before decoding):
+#: 64 megapixels, above the 48-50 MP of today's phone cameras. ``max_pixels=None`` lifts it.
+MAX_PHOTO_PIXELS = 64_000_000
 
 
 @dataclass(frozen=True)
@@ -114,11 +125,9 @@ class LoadedImage:
 def compute_fit(source_width: int, source_height: int, width: int, height: int, fit: Fit = "crop") -> ImageFit:
     """The :class:`ImageFit` of a ``source_width`` x ``source_height`` image on a ``width`` x
     ``height`` canvas, centred; ``fit`` is ``"crop"`` (cover) or ``"pad"`` (contain)."""
-    for name, value in (("source_width", source_width), ("source_height", source_height),
-                        ("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    w, h, W, H = int(source_width), int(source_height), int(width), int(height)
+    w, h, W, H = (check_int(v, name, min=1) for name, v in (("source_width", source_width),
+                                                           ("source_height", source_height),
+                                                           ("width", width), ("height", height)))
     if fit == "crop":
         scale = max(W / w, H / h)
         cw, ch = W / scale, H / scale  # the visible part, in source pixels
@@ -133,32 +142,105 @@ def compute_fit(source_width: int, source_height: int, width: int, height: int, 
     raise ValueError(f"fit must be 'crop' or 'pad', got {fit!r}")
 
 
-def _open(path: Path):
+def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "image"):
+    """Open ``path`` lazily (its header only) and check its size; the caller decodes it (:func:`_decode`)."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.exists():
-        raise FileNotFoundError(f"image file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file")
     try:
-        im = Image.open(path)
-        im.load()
+        with warnings.catch_warnings():  # the size limit below decides, not Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
     except UnidentifiedImageError as e:
         raise ValueError(f"{path} is not an image file Pillow can read (PNG, JPEG, WebP, TIFF, BMP, GIF, ...)") from e
     except Image.DecompressionBombError as e:
         raise ValueError(f"{path} is too large to open safely ({e}); downscale it first") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path} could not be decoded as an image: {e}") from e
+    w, h = im.size
+    if max_pixels is not None and w * h > max_pixels:
+        im.close()
+        raise ValueError(f"{path}: the {what} is {w}x{h} ({w * h / 1e6:.1f} megapixels), more than the limit of "
+                         f"{max_pixels / 1e6:g} megapixels; downscale it (or lift the limit: --allow-large)")
     return im
 
 
-def _to_rgb_float(im) -> np.ndarray:
-    """Any Pillow image -> float32 [h,w,3] in [0,1]; transparency composited over grey."""
+def _decode(im, path: Path) -> None:
+    """Decode an image opened by :func:`_open` (after any ``draft``)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path} could not be decoded as an image: {e}") from e
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+# EXIF orientation -> the transpose that displays the stored pixels upright (Pillow's exif_transpose).
+_ORIENTATIONS = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+                 7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _orientation(im) -> int:
+    try:
+        value = int(im.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block is no reason to refuse the photo
+        return 1
+    return value if value in _ORIENTATIONS else 1
+
+
+def _upright(im, orientation: int):
+    from PIL import Image
+
+    if orientation == 1:
+        return im
+    return im.transpose(getattr(Image.Transpose, _ORIENTATIONS[orientation]))
+
+
+def _draft(im, needed: tuple[int, int]) -> int:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 of its size while it still covers ``needed`` (w, h)
+    pixels; returns the factor (1 for other formats)."""
+    if im.format != "JPEG":
+        return 1
+    w0, h0 = im.size
+    im.draft(im.mode, needed)
+    for factor in (8, 4, 2):
+        if im.size == (-(-w0 // factor), -(-h0 // factor)):
+            return factor
+    return 1
+
+
+def _canonical(im):
+    """Any Pillow image -> one of L, RGB, RGBa (premultiplied, so that box reductions and the
+    compositing over grey commute), I (16-bit values) or F."""
     mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+    if mode in _SIXTEEN_BIT:
+        return im.convert("I")
+    if mode in ("I", "F", "RGB") or (mode == "L" and "transparency" not in im.info):
+        return im
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode == "L" or mode in ("LA", "La", "PA", "RGBa"):
+        im = im.convert("RGBA")
+    elif mode != "RGBA":
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
+    return im.convert("RGBa") if im.mode == "RGBA" else im
+
+
+def _to_rgb_float(im) -> np.ndarray:
+    """A :func:`_canonical` image -> float32 [h,w,3] in [0,1]; transparency composited over grey."""
+    mode = im.mode
+    if mode == "I":
         # 16-bit grayscale (PNG opens as I;16, older Pillow as I): scale the full 16-bit range.
         arr = np.asarray(im, dtype=np.float64)
-        if mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ValueError(f"32-bit integer image with values in [{arr.min()}, {arr.max()}]: not a 16-bit image")
         gray = (arr / 65535.0).astype(np.float32)
         return np.repeat(gray[..., None], 3, axis=-1)
@@ -169,32 +251,23 @@ def _to_rgb_float(im) -> np.ndarray:
         if gray.size and (gray.min() < 0 or gray.max() > 1):
             logger.warning("floating-point image with values in [%g, %g]: clipped to [0, 1]", gray.min(), gray.max())
         return np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=-1)
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    elif mode == "1":
-        im = im.convert("L")
-    elif mode in ("LA", "La", "PA", "RGBa"):
-        im = im.convert("RGBA")
-    elif mode not in ("RGB", "RGBA", "L"):
-        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
-    if im.mode == "L" and "transparency" in im.info:
-        im = im.convert("RGBA")
     arr = np.asarray(im, dtype=np.float32) / 255.0
-    if im.mode == "L":
+    if mode == "L":
         return np.repeat(arr[..., None], 3, axis=-1)
-    if im.mode == "RGBA":
-        alpha = arr[..., 3:4]
-        return arr[..., :3] * alpha + PAD_VALUE * (1.0 - alpha)
+    if mode == "RGBa":
+        return arr[..., :3] + PAD_VALUE * (1.0 - arr[..., 3:4])
     return arr
 
 
-def _resample_channel(channel: np.ndarray, fit: ImageFit, resample) -> np.ndarray:
-    """One float32 channel [h,w] (source) -> [th,tw] (the target box), via Pillow's mode F."""
+def _resample_channel(channel: np.ndarray, fit: ImageFit, resample, reduced_by: int = 1) -> np.ndarray:
+    """One float32 channel [h,w] (source, decoded at 1/``reduced_by`` of its size) -> [th,tw] (the
+    target box), via Pillow's mode F."""
     from PIL import Image
 
     tx0, ty0, tx1, ty1 = fit.target_box
+    box = tuple(v / reduced_by for v in fit.source_box)
     src = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32))  # 2-D float32 -> mode F
-    out = src.resize((tx1 - tx0, ty1 - ty0), resample=resample, box=fit.source_box)
+    out = src.resize((tx1 - tx0, ty1 - ty0), resample=resample, box=box)
     return np.asarray(out, dtype=np.float32)
 
 
@@ -206,35 +279,49 @@ def _place(content: np.ndarray, fit: ImageFit, fill: float) -> np.ndarray:
 
 
 def _check_canvas(width: int, height: int) -> None:
-    for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_int(width, "width", min=1)
+    check_int(height, "height", min=1)
 
 
-def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop") -> LoadedImage:
+def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
+               max_pixels: int | None = MAX_PHOTO_PIXELS) -> LoadedImage:
     """Read an image file and fit it to ``width`` x ``height``.
 
     Returns a :class:`LoadedImage`: ``image`` float32 [height,width,3] in [0,1] (antialiased
     Lanczos resampling, EXIF orientation applied), ``outpaint_mask`` bool [height,width] (True on
-    padding) for ``fit="pad"`` and None for ``fit="crop"``, and the ``transform``. Raises
-    ``FileNotFoundError`` for a missing file and ``ValueError`` for anything that is not an image.
+    padding) for ``fit="pad"`` and None for ``fit="crop"``, and the ``transform`` (in the photo's
+    own pixels, whatever size it was decoded at). Raises ``FileNotFoundError`` for a missing file
+    and ``ValueError`` for anything that is not an image, or one of more than ``max_pixels``
+    pixels (``None``: no limit but Pillow's own against decompression bombs).
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     _check_canvas(width, height)
     if fit not in ("crop", "pad"):
         raise ValueError(f"fit must be 'crop' or 'pad', got {fit!r}")
     path = Path(path)
-    with _open(path) as im:
-        im = ImageOps.exif_transpose(im) or im
-        rgb = _to_rgb_float(im)
-    h, w = rgb.shape[:2]
-    transform = compute_fit(w, h, width, height, fit)
-    content = np.stack([_resample_channel(rgb[..., c], transform, Image.Resampling.LANCZOS) for c in range(3)],
-                       axis=-1)
+    with _open(path, max_pixels, "photo") as im:
+        orientation = _orientation(im)
+        stored_w, stored_h = im.size
+        w, h = (stored_h, stored_w) if orientation in (5, 6, 7, 8) else (stored_w, stored_h)
+        transform = compute_fit(w, h, width, height, fit)
+        scale = min(transform.scale)  # canvas pixels per photo pixel
+        needed = (max(1, math.ceil(stored_w * scale)), max(1, math.ceil(stored_h * scale)))
+        factor = _draft(im, needed)
+        _decode(im, path)
+        mode = im.mode
+        pixels = _canonical(im)
+        box = max(1, int(1.0 / (scale * factor) + 1e-9))  # a further box reduction that keeps >= canvas resolution
+        if box > 1:
+            pixels = pixels.reduce(box)
+            factor *= box
+        rgb = _to_rgb_float(_upright(pixels, orientation))
+    content = np.stack([_resample_channel(rgb[..., c], transform, Image.Resampling.LANCZOS, factor)
+                        for c in range(3)], axis=-1)
     image = torch.from_numpy(np.clip(_place(content, transform, PAD_VALUE), 0.0, 1.0))
     mask = transform.padding_mask() if fit == "pad" else None
-    logger.debug("loaded %s (%dx%d, mode %s) -> %dx%d (%s)", path, w, h, im.mode, width, height, fit)
+    logger.debug("loaded %s (%dx%d, mode %s, decoded at 1/%d) -> %dx%d (%s)", path, w, h, mode, factor, width,
+                 height, fit)
     return LoadedImage(image=image, outpaint_mask=mask, transform=transform)
 
 
@@ -260,31 +347,67 @@ def _read_exr(path: Path) -> np.ndarray:
     raise ValueError(f"{path}: no depth channel among {sorted(channels)}; expected one named Z, depth, Y or R")
 
 
-def _read_depth_file(path: Path) -> tuple[np.ndarray, bool]:
+def _read_npy(path: Path, max_pixels: int | None) -> np.ndarray:
+    """A depth ``.npy``: its header is read and checked first (dtype, size, and that the file holds
+    what the header claims), so a 200-byte file claiming 80 GB costs nothing."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f, max_header_size=100_000)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(f, max_header_size=100_000)
+            else:
+                raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+            offset = f.tell()
+    except (ValueError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path} is not a readable .npy array: {e}") from e
+    if dtype.kind not in "fiu":
+        raise ValueError(f"{path}: a depth .npy must hold real numbers (float or integer metres), got dtype {dtype}"
+                         + (" (complex)" if dtype.kind == "c" else ""))
+    count = math.prod(shape)
+    if len([n for n in shape if n != 1]) != 2:
+        raise ValueError(f"{path}: a depth .npy must hold an [H,W] array (metres), got shape {shape}")
+    if max_pixels is not None and count > max_pixels:
+        raise ValueError(f"{path}: the depth map is {'x'.join(map(str, shape))} ({count / 1e6:.1f} megapixels), more "
+                         f"than the limit of {max_pixels / 1e6:g} megapixels; downscale it (or lift the limit: "
+                         f"--allow-large)")
+    if path.stat().st_size - offset < count * dtype.itemsize:
+        raise ValueError(f"{path}: the .npy header claims {'x'.join(map(str, shape))} {dtype} values "
+                         f"({count * dtype.itemsize} bytes) but the file holds {path.stat().st_size - offset}: "
+                         f"a truncated or damaged file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path} is not a readable .npy array: {e}") from e
+    return np.squeeze(np.asarray(arr)).astype(np.float32)
+
+
+def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> tuple[np.ndarray, bool]:
     """-> (depth [h,w] float32 in metres, zeros_mean_unknown)."""
     suffix = path.suffix.lower()
     if not path.exists():
         raise FileNotFoundError(f"depth file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a depth file")
     if suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{path} is not a readable .npy array: {e}") from e
-        arr = np.squeeze(np.asarray(arr))
-        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
-            raise ValueError(f"{path}: a depth .npy must hold a numeric [H,W] array (metres), got shape "
-                             f"{arr.shape} dtype {arr.dtype}")
-        return arr.astype(np.float32), False
+        return _read_npy(path, max_pixels), False
     if suffix == ".exr":
-        return _read_exr(path), False
-    im = _open(path)
+        depth = _read_exr(path)
+        if max_pixels is not None and depth.size > max_pixels:
+            raise ValueError(f"{path}: the depth map has {depth.size / 1e6:.1f} megapixels, more than the limit of "
+                             f"{max_pixels / 1e6:g}; downscale it (or lift the limit: --allow-large)")
+        return depth, False
+    im = _open(path, max_pixels, "depth map")
     with im:
+        _decode(im, path)
         mode = im.mode
         if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-            arr = np.asarray(im, dtype=np.float64)
+            arr = np.asarray(im)
             if mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
                 raise ValueError(f"{path}: 32-bit integer depth image with values outside 0..65535 millimetres")
-            return (arr / 1000.0).astype(np.float32), True
+            return arr.astype(np.float32) / np.float32(1000.0), True
         if mode == "F":
             return np.asarray(im, dtype=np.float32), False
     raise ValueError(f"{path}: image mode {mode!r} is not a depth map; use a 16-bit PNG in millimetres, a float "
@@ -299,12 +422,13 @@ def _fill_nearest(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
-                         like: LoadedImage | None = None) -> tuple[Tensor, Tensor]:
+                         like: LoadedImage | None = None,
+                         max_pixels: int | None = MAX_PHOTO_PIXELS) -> tuple[Tensor, Tensor]:
     """Like :func:`load_depth`, also returning ``valid`` bool [H,W]: False where the depth was not
     known (zeros of a 16-bit PNG, padding) and was filled from the nearest known pixel."""
     _check_canvas(width, height)
     path = Path(path)
-    raw, zeros_unknown = _read_depth_file(path)
+    raw, zeros_unknown = _read_depth_file(path, max_pixels)
     if raw.size == 0:
         raise ValueError(f"{path}: empty depth map")
     finite = np.isfinite(raw)
@@ -352,7 +476,7 @@ def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit 
 
 
 def load_depth(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
-               like: LoadedImage | None = None) -> Tensor:
+               like: LoadedImage | None = None, max_pixels: int | None = MAX_PHOTO_PIXELS) -> Tensor:
     """Read the z-depth map (metres) of a photo and fit it exactly like the photo: float32 [H,W] > 0.
 
     Formats: ``.npy`` (a float [H,W] array in metres), 16-bit PNG / TIFF (millimetres, as
@@ -367,5 +491,7 @@ def load_depth(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
     ``ValueError``. Zeros in 16-bit PNGs mean "unknown" (the usual sensor convention): they, and
     the padding of ``fit="pad"``, are filled with the depth of the nearest known pixel so that the
     result is > 0 everywhere; :func:`load_depth_with_mask` also returns which pixels were known.
+    Complex or non-numeric arrays, and maps of more than ``max_pixels`` pixels (read from the
+    header first: a ``.npy`` claiming 80 GB is refused before anything is read), raise ``ValueError``.
     """
-    return load_depth_with_mask(path, width, height, fit=fit, like=like)[0]
+    return load_depth_with_mask(path, width, height, fit=fit, like=like, max_pixels=max_pixels)[0]

@@ -21,7 +21,6 @@ No model runs again: the inpainted images and raw estimates of the first pass ar
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Callable
 
@@ -30,9 +29,9 @@ import torch
 from alignment.adaptive import GlobalCorrection, align_adaptive
 from alignment.fields import FieldBasis
 from alignment.joint import bend_evidence, joint_log_corrections
-from dreamer.placement import place_view
+from dreamer.scene.placement import place_view
 from dreamer.render import clean_coverage, lift, render_points
-from dreamer.scene import DreamResult, DreamView
+from dreamer.scene.result import DreamResult, DreamView
 
 __all__ = ["refine_scene", "joint_basis"]
 
@@ -160,7 +159,7 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
             # seam, but the offset of the rendered cloud as a whole fades fast (carried across the
             # hole it would add up along the trajectory again, as in the loop); only the
             # variation around it, surface by surface, goes as far as the loop's choice of reach.
-            reaches = tuple(None if math.isinf(r) else float(r) for r in cfg.seam_reaches)
+            reaches = tuple(None if r == 0 else float(r) for r in cfg.seam_reaches)
             new_depth = align_adaptive(new_depth, render.depth, masks.known, masks.hole, seam_reaches=reaches,
                                        fit_global=False, offset_reach=cfg.joint_seam_reach).depth
         stats["refine_align_seconds"] = time.perf_counter() - t

@@ -1,0 +1,40 @@
+"""What the command lines (``python -m dreamer.run``, ``python -m zoom.run``) share about failing.
+
+One rule for both: a bad input is one line on stderr that names it and says what to do, and exit
+status :data:`EXIT_BAD_INPUT`; a run that started and failed is :data:`EXIT_FAILED`. ``-v`` adds
+the Python traceback. Bad usage of the flags themselves (argparse) is one line as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+__all__ = ["EXIT_FAILED", "EXIT_BAD_INPUT", "OneLineParser", "one_line", "report_bad_input"]
+
+#: A run (a scene, a zoom stack) started and failed.
+EXIT_FAILED = 1
+#: Bad usage or a bad input, found before any work.
+EXIT_BAD_INPUT = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad usage is one line naming the option and pointing at ``--help``, not the whole usage text."""
+
+    def error(self, message: str):  # argparse's hook
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (--help lists every option)\n")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its message's lines joined (the type when it has none)."""
+    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    return text or type(error).__name__
+
+
+def report_bad_input(prog: str, error: BaseException, verbose: bool) -> int:
+    """Print a bad input as one line (after the traceback with ``-v``); return :data:`EXIT_BAD_INPUT`."""
+    if verbose:
+        traceback.print_exception(error)
+    print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+    return EXIT_BAD_INPUT

@@ -1,0 +1,146 @@
+"""A scene's folder: what it owns, whether a run may reuse it, and what it costs on disk.
+
+A rerun reuses a scene folder when the settings its dream depends on are those it was made with
+(:meth:`~dreamer.pipeline.settings.SceneConfigs.dream_hash`). When they changed, the folder's
+finished work (views that may have cost hours) no longer fits: a run refuses it with
+:class:`SettingsChanged`, naming what changed, unless told to start the scene over
+(``--overwrite`` on the command line; ``--restart`` starts a scene over even when nothing
+changed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dreamer.io import read_json
+
+__all__ = ["OWNED", "SettingsChanged", "clear_outputs", "changed_settings", "has_outputs", "disk_usage",
+           "largest_entries", "format_bytes", "publish_file"]
+
+OWNED = ("views", "checkpoint", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
+         "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "gaussians.spz", "zoom")
+"""The files and folders a scene owns: deleted when it starts over (nothing else in its folder is;
+``extensions/`` stays, since config.json may name trajectory files in it)."""
+
+# Settings that change no output (the hashes leave them out too).
+_NOT_COMPARED = {"device", "dtype", "depth_dtype", "cpu_offload", "checkpoint_every", "log_every"}
+# The settings of later stages: changing them redoes only their own stage, never the dream.
+_LATER_STAGES = {"render_trajectory", "render_frames", "extensions", "extension_iterations"}
+
+
+class SettingsChanged(ValueError):
+    """A scene folder holds finished work made with other settings than this run's."""
+
+
+def has_outputs(out: Path) -> bool:
+    """Whether ``out`` holds anything a scene makes besides its settings and log."""
+    return any((Path(out) / name).exists() for name in OWNED)
+
+
+def clear_outputs(out: Path) -> None:
+    """Delete what a scene owns in ``out`` (:data:`OWNED`); its settings and log stay."""
+    for name in OWNED:
+        p = Path(out) / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def changed_settings(out: Path, configs) -> str | None:
+    """None when a run with ``configs`` may reuse ``out`` (a new or empty folder, or one made with
+    the same dream settings); else what changed, e.g. ``"width 512 -> 256, seed 0 -> 1"``."""
+    out = Path(out)
+    cfg = out / "config.json"
+    if not cfg.is_file() or not has_outputs(out):  # a new folder, or nothing made yet
+        return None
+    try:
+        old = read_json(cfg)
+    except (ValueError, OSError) as e:
+        return f"its config.json cannot be read ({type(e).__name__})"
+    if not isinstance(old, dict):
+        return "its config.json is not a scene's settings"
+    if old.get("dream_hash") == configs.dream_hash():
+        return None
+    new = configs.to_dict()
+    changes = []
+    for section in ("scene", "dream", "models"):
+        before, after = old.get(section) or {}, new.get(section) or {}
+        for key in sorted(set(before) | set(after)):
+            if key in _NOT_COMPARED or key in _LATER_STAGES:
+                continue
+            a, b = before.get(key), after.get(key)
+            if isinstance(a, list):
+                a = tuple(a)
+            if isinstance(b, list):
+                b = tuple(b)
+            if a != b:
+                changes.append(f"{key} {_short(a)} -> {_short(b)}")
+    if not changes:  # same values, another version's hash
+        return "made by another version of dreamer"
+    return ", ".join(changes[:6]) + (f" and {len(changes) - 6} more" if len(changes) > 6 else "")
+
+
+def _walk_files(root: Path):
+    if root.is_file():
+        yield root
+        return
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            yield Path(dirpath) / name
+
+
+def disk_usage(path: Path, _seen: set | None = None) -> int:
+    """Bytes the files under ``path`` take (a file with several names, a hard link, counts once)."""
+    seen = set() if _seen is None else _seen
+    total = 0
+    for f in _walk_files(Path(path)):
+        try:
+            st = f.lstat()
+        except OSError:
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += st.st_size
+    return total
+
+
+def largest_entries(folder: Path, n: int = 4) -> list[tuple[str, int]]:
+    """The ``n`` largest files or folders directly in ``folder``, ``(name, bytes)``, largest first
+    (hard links count where they are met first, in name order)."""
+    seen: set = set()
+    sizes = [(p.name + ("/" if p.is_dir() else ""), disk_usage(p, seen)) for p in sorted(Path(folder).iterdir())]
+    return sorted((s for s in sizes if s[1] > 0), key=lambda s: -s[1])[:n]
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes for people: "812 kB", "152 MB", "1.4 GB" (powers of 1000, as ``ls -h --si``)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{n} B"
+
+
+def publish_file(source: Path, target: Path) -> None:
+    """Make ``target`` hold what ``source`` holds without a second copy on disk: a hard link
+    where the file system has them, else a copy. Writers replace files (write then rename), so
+    rewriting either name later leaves the other as it was."""
+    from dreamer.io import atomic_path
+
+    with atomic_path(target) as tmp:  # a temporary name that a resume knows to clean up
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)

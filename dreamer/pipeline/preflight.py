@@ -1,0 +1,202 @@
+"""Everything a scene needs, checked before a model loads or a view is dreamed.
+
+:func:`check_scene` reads and checks every input of one scene the way the run will use it, within
+:class:`~dreamer.pipeline.limits.Limits`: the settings' types and ranges, seeds, the photo and its
+depth map (decoded, at the working size), the trajectory (built with a stand-in depth: presets
+and files give their cameras without the scene), the prompts per camera, the render trajectory
+and ``--render-frames``, the zoom view and centre, the model set's device and sampler, and
+whether the output folder can be written (nothing is created). A bad input raises ``ValueError`` / ``TypeError`` /
+``OSError`` whose one-line message names it and says what to do; nothing heavy has run yet.
+
+:func:`check_output_folder` and :func:`read_text_input` are the pieces the command lines share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from dreamer.checks import check_int, check_number
+from dreamer.configs import check_settings
+from dreamer.pipeline.limits import MAX_SEED, MAX_STEPS, Limits
+from dreamer.pipeline.settings import CONFIG_SECTIONS, SceneConfigs
+
+__all__ = ["check_scene", "check_output_folder", "read_text_input", "check_seed", "check_limit"]
+
+# A depth for building presets before the scene exists: their number of cameras does not depend on it.
+_STAND_IN_DEPTH = 1.0
+
+
+def check_seed(value, name: str) -> int:
+    """A seed: an integer in [0, :data:`~dreamer.pipeline.limits.MAX_SEED`]."""
+    return check_int(value, name, min=0, max=MAX_SEED)
+
+
+def read_text_input(path: str | Path, what: str, limits: Limits = Limits()) -> str:
+    """The text of an input file (batch, config, trajectory, prompts), refused when missing, a
+    folder, larger than ``limits.input_bytes`` or not UTF-8."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{what} {path} is not a file")
+    size = path.stat().st_size
+    if limits.input_bytes is not None and size > limits.input_bytes:
+        raise ValueError(f"{what} {path} is {size / 2**20:.1f} MiB, more than the limit of "
+                         f"{limits.input_bytes / 2**20:g} MiB for a text input (or lift the limit: --allow-large)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} {path} is not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+
+
+def check_output_folder(out: str | Path, what: str = "--out") -> Path:
+    """Make sure ``out`` can be a folder this process writes to, without creating it: an existing
+    file on the way, or a place that cannot be written (permissions, a read-only file system)
+    raise ``ValueError`` naming it. Probes by creating and deleting an empty file in ``out`` or,
+    when it does not exist yet, in its nearest existing parent."""
+    out = Path(out)
+    place = out
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        raise ValueError(f"{what} {out}: {place} is an existing file, not a folder; choose a folder")
+    probe = place / f".dreamer-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{what} {out}: cannot write in {place} ({e.strerror or e}); choose a folder you can "
+                         f"write to") from None
+    return out
+
+
+def _check_types(configs: SceneConfigs) -> None:
+    for section, get_cls in CONFIG_SECTIONS.items():
+        config = getattr(configs, section)
+        if config is not None:
+            check_settings(get_cls(), {f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
+                           where=section)
+
+
+def check_limit(value, name: str, minimum: int, limit: int | None, what: str) -> int:
+    """An integer >= ``minimum`` and within a :class:`Limits` bound (``what`` names the bound);
+    the message says how to lift it."""
+    value = check_int(value, name, min=minimum)
+    if limit is not None and value > limit:
+        raise ValueError(f"{name} must be <= {limit} (the limit on {what}; --allow-large lifts it), got {value}")
+    return value
+
+
+def _check_numbers(configs: SceneConfigs, limits: Limits) -> None:
+    sc, mc = configs.scene, configs.models
+    for name in ("width", "height"):
+        value = check_limit(getattr(sc, name), name, 8, limits.side, "image sides")
+        if value % 8:
+            raise ValueError(f"{name} must be a multiple of 8 (the diffusion models' latent grid), got {value}")
+    if sc.views is not None:
+        check_limit(sc.views, "views", 1, limits.views, "dreamed views")
+    if sc.render_frames is not None:
+        check_limit(sc.render_frames, "render_frames", 2, limits.frames, "video frames")
+    check_seed(configs.dream.seed, "seed")
+    check_seed(mc.world_seed, "world_seed")
+    check_int(mc.steps, "steps", min=1, max=MAX_STEPS)
+    check_number(mc.guidance, "guidance", min=0)
+    if configs.splats is not None:
+        check_seed(configs.splats.seed, "seed")
+    zc = configs.zoom
+    if zc.enabled:
+        check_limit(zc.zoom_levels, "zoom_levels", 2, limits.zoom_levels, "zoom levels")
+        check_seed(zc.zoom_seed, "zoom_seed")
+        check_int(zc.zoom_steps, "zoom_steps", min=1, max=MAX_STEPS)
+        check_limit(zc.zoom_fly_frames, "zoom_fly_frames", 0, limits.frames, "video frames")
+
+
+def _check_models(configs: SceneConfigs) -> None:
+    from dreamer.backends.diffusion import SCHEDULERS
+    from dreamer.backends.loading import resolve_device, resolve_dtype
+
+    mc = configs.models
+    device = resolve_device(mc.device)
+    resolve_dtype(mc.dtype, device)
+    resolve_dtype(mc.depth_dtype, device)
+    name = mc.scheduler.strip().lower().replace("dpmpp", "dpm++")
+    if name != "default" and name not in SCHEDULERS:
+        raise ValueError(f"scheduler must be 'default' or one of {', '.join(sorted(SCHEDULERS))}; got {mc.scheduler!r}")
+    if configs.splats is not None and getattr(configs.splats, "device", "auto") != "auto":
+        resolve_device(configs.splats.device)
+
+
+def _check_inputs(configs: SceneConfigs, limits: Limits, first) -> None:
+    sc = configs.scene
+    if sc.image:
+        from dreamer.pipeline.inputs import load_depth, load_image
+
+        loaded = load_image(sc.image, sc.width, sc.height, fit=sc.fit, max_pixels=limits.photo_pixels)
+        if sc.depth:
+            load_depth(sc.depth, sc.width, sc.height, fit=sc.fit, like=loaded, max_pixels=limits.photo_pixels)
+    else:
+        if sc.depth:
+            raise ValueError("--depth needs --image (the depth map belongs to a photo)")
+        if not sc.prompt and configs.models.models != "synthetic":
+            raise ValueError("give --prompt (text to scene) or --image (photo to scene)")
+
+
+def _is_file_name(name: str) -> bool:
+    return name.endswith(".json") or Path(name).is_file()
+
+
+def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | None, limits: Limits) -> list:
+    """The cameras of a preset or trajectory file, as the run will build them (presets with a
+    stand-in centre depth: their count and validity do not depend on it)."""
+    from dreamer.trajectories import load_trajectory, make_trajectory
+
+    if _is_file_name(name):
+        read_text_input(name, f"{what} file", limits)
+        cams = load_trajectory(name, first, max_cameras=max_cameras).cameras
+    else:
+        params = {} if count is None else {"n": count}
+        cams = make_trajectory(name, first, _STAND_IN_DEPTH, **params).cameras
+        if max_cameras is not None and len(cams) > max_cameras:
+            raise ValueError(f"{what} {name!r} has {len(cams)} cameras, more than the limit of {max_cameras} "
+                             f"(--allow-large lifts it)")
+    return cams
+
+
+def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Limits = Limits(), *,
+                where: str = "") -> int:
+    """Check everything scene ``configs`` needs (see the module docstring); returns its number of
+    cameras. ``out``: its folder, checked for writing (created) when given. ``where`` prefixes
+    messages (e.g. a batch entry)."""
+    try:
+        _check_types(configs)
+        _check_numbers(configs, limits)
+        _check_models(configs)
+        sc = configs.scene
+        first = sc.first_camera()
+        _check_inputs(configs, limits, first)
+        cams = _cameras(sc.trajectory, first, sc.views, "trajectory", limits.views, limits)
+        if sc.prompts is not None and len(sc.prompts) != len(cams):
+            raise ValueError(f"--prompts has {len(sc.prompts)} prompts but the trajectory has {len(cams)} cameras: "
+                             f"give one per camera")
+        if configs.splats is not None:
+            _cameras(sc.render_trajectory, first, sc.render_frames, "render trajectory", limits.frames, limits)
+        zc = configs.zoom
+        if zc.enabled:
+            k = zc.zoom_view
+            if not -len(cams) <= k < len(cams):
+                raise ValueError(f"zoom_view {k} is out of range: the trajectory has {len(cams)} views "
+                                 f"(0..{len(cams) - 1}, or negative from the last)")
+            view = cams[k]
+            if zc.zoom_center is not None:
+                u, v = zc.zoom_center
+                if not (0.0 <= u <= view.width and 0.0 <= v <= view.height):
+                    raise ValueError(f"zoom_center ({u:g}, {v:g}) lies outside view {k}'s "
+                                     f"{view.width}x{view.height} image")
+        if out is not None:
+            check_output_folder(out)
+    except (ValueError, TypeError, OSError) as e:
+        message = f"{where}: {e}" if where else str(e)
+        raise (TypeError if isinstance(e, TypeError) else ValueError)(message) from None
+    return len(cams)

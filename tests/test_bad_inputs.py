@@ -1,0 +1,324 @@
+"""Bad and hostile inputs to both command lines, as a table.
+
+Each case runs a command line's ``main(argv)`` in this process with captured output and asserts:
+the exit status (2 for bad usage or input, 1 for a run that started and failed), one line of
+output that names the input, no Python traceback, no model loaded, and little CPU time (each
+case is refused before any work). Two cases also run as real subprocesses, where the CPU time of
+the child (imports included) is measured with ``resource.getrusage``.
+
+The categories: validation before work (photos, depth maps, trajectory files, the render
+trajectory, the zoom view, batch entries' types, duplicate scene names, output paths, config
+files, seeds), resource bounds (image sides, views, frames, photo pixels, .npy headers, complex
+depth, YAML alias bombs, input sizes, zoom levels), permissions (folders that cannot be written),
+and messages (bad flags, a damaged checkpoint, a model that is not available).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dreamer.backends.model_sets as model_sets
+from dreamer.run import main as dreamer_main
+from zoom.run import main as zoom_main
+
+SMALL = ["--models", "synthetic", "--width", "64", "--height", "64", "--views", "2", "--no-splats", "-q"]
+ZOOM = ["--models", "tiny", "--steps", "2", "--size", "64", "--quiet"]
+CPU_SECONDS = 5.0  # per refused case in this process (no imports); the refusals measured take 0.01-1.5 s
+# A run that started (exit 1) may import diffusers and transformers for the first time in this process.
+CPU_SECONDS_STARTED = 30.0
+
+
+def _png_header(path: Path, width: int, height: int, bits: int = 8, color: int = 2) -> None:
+    """A PNG that declares width x height but holds almost no data (a decompression bomb's shape)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bits, color, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def _yaml_bomb(path: Path) -> None:
+    """About 300 bytes of YAML that expand to 10^8 prompts."""
+    lines, prev = ["a: &a [x, x, x, x, x, x, x, x, x, x]"], "a"
+    for name in "bcdefgh":
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+        prev = name
+    lines.append(f"scenes: [{{models: synthetic, prompts: *{prev}}}]")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def d(tmp_path_factory) -> Path:
+    return make_inputs(tmp_path_factory.mktemp("inputs"))
+
+
+def make_inputs(d: Path) -> Path:
+    """Every input file of the table, in folder ``d``."""
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(d / "photo.png")
+    (d / "notes.png").write_text("not a picture\n")
+    (d / "folder.png").mkdir()
+    Image.fromarray(np.full((48, 64), 9, np.uint8)).save(d / "depth8.png")
+    nan = np.ones((48, 64), np.float32)
+    nan[3, 3] = np.nan
+    np.save(d / "nan.npy", nan)
+    np.save(d / "square.npy", np.ones((50, 50), np.float32))
+    np.save(d / "complex.npy", np.ones((48, 64), np.complex64))
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1), np.float32))
+    header["shape"] = (100_000, 200_000)  # 80 GB of float32 claimed by a 150-byte file
+    with open(d / "claims80gb.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+    _png_header(d / "huge.png", 10_000, 10_000)
+    _png_header(d / "hugedepth.png", 10_000, 10_000, bits=16, color=0)
+    eye = np.eye(4).tolist()
+    step = np.eye(4)
+    step[0, 3] = 0.1
+    (d / "keyframes10m.json").write_text(json.dumps(
+        {"fov": 50, "frames": 10_000_000, "keyframes": [{"c2w": eye}, {"c2w": step.tolist()}]}))
+    (d / "broken.json").write_text('{"cameras": [\n')
+    bent = np.eye(4)
+    bent[0, 0] = 2.0
+    (d / "nonrigid.json").write_text(json.dumps({"cameras": [{"c2w": eye}, {"c2w": bent.tolist()}]}))
+    (d / "config_not_json.json").write_text("width = 512\n")
+    (d / "config_list.json").write_text("[1, 2, 3]\n")
+    (d / "config_deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (d / "config_unknown.json").write_text(json.dumps({"scene": {"widht": 512}}))
+    with open(d / "config_huge.json", "wb") as f:  # sparse: 20 MB long, nothing on disk
+        f.truncate(20 * 2**20)
+    _yaml_bomb(d / "bomb.yaml")
+    (d / "dup.yaml").write_text("- {name: a, models: synthetic}\n- {name: a, models: synthetic}\n")
+    (d / "list_prompt.yaml").write_text("- {models: synthetic, prompt: [a room, a garden]}\n")
+    (d / "string_width.yaml").write_text("- {models: synthetic, width: 512px}\n")
+    (d / "number_name.yaml").write_text("- {models: synthetic, name: 7}\n")
+    (d / "not_mapping.yaml").write_text("- just a prompt\n")
+    (d / "empty_prompts.txt").write_text("# nothing but a comment\n")
+    (d / "prompts40.txt").write_text("".join(f"level {i}\n" for i in range(40)))
+    (d / "a_file").write_text("x")
+    return d
+
+
+def _readonly_folder(path: Path):
+    """A folder this process cannot write to: chmod for a user, chattr +i for root (skip when the
+    file system cannot do it). Returns a function that makes it writable again."""
+    path.mkdir(exist_ok=True)
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return lambda: path.chmod(0o755)
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot make a read-only folder here (root without chattr)")
+    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+# (id, command line, arguments ({d}: the inputs folder, {o}: a fresh output folder), exit status,
+#  fragments the one-line message must hold)
+CASES = [
+    # --- validation before work: photos and depth maps
+    ("photo-missing", "dreamer", ["--image", "{d}/nope.png", "--out", "{o}"], 2, ["nope.png", "not found"]),
+    ("photo-not-an-image", "dreamer", ["--image", "{d}/notes.png", "--out", "{o}"], 2, ["notes.png", "not an image"]),
+    ("photo-is-a-folder", "dreamer", ["--image", "{d}/folder.png", "--out", "{o}"], 2, ["folder.png", "folder"]),
+    ("depth-without-photo", "dreamer", ["--depth", "{d}/nan.npy", "--out", "{o}"], 2, ["--depth needs --image"]),
+    ("depth-8-bit", "dreamer", ["--image", "{d}/photo.png", "--depth", "{d}/depth8.png", "--out", "{o}"], 2,
+     ["depth8.png", "8-bit"]),
+    ("depth-nan", "dreamer", ["--image", "{d}/photo.png", "--depth", "{d}/nan.npy", "--out", "{o}"], 2,
+     ["nan.npy", "non-finite"]),
+    ("depth-other-aspect", "dreamer", ["--image", "{d}/photo.png", "--depth", "{d}/square.npy", "--out", "{o}"], 2,
+     ["square.npy", "aspect"]),
+    # --- trajectories, prompts, render trajectory, zoom view
+    ("trajectory-not-json", "dreamer", ["--trajectory", "{d}/broken.json", "--out", "{o}"], 2,
+     ["broken.json", "not valid JSON"]),
+    ("trajectory-non-rigid", "dreamer", ["--trajectory", "{d}/nonrigid.json", "--out", "{o}"], 2,
+     ["nonrigid.json", "camera 1"]),
+    ("trajectory-unknown-preset", "dreamer", ["--trajectory", "spiral", "--out", "{o}"], 2, ["'spiral'", "lookaround"]),
+    ("prompts-per-camera", "dreamer", ["--prompts", "a", "b", "c", "--out", "{o}"], 2, ["3 prompts", "2 cameras"]),
+    ("render-frames-too-few", "dreamer+splats", ["--render-frames", "1", "--out", "{o}"], 2,
+     ["render_frames", ">= 2"]),
+    ("render-trajectory-broken", "dreamer+splats", ["--render-trajectory", "{d}/broken.json", "--out", "{o}"], 2,
+     ["broken.json"]),
+    ("zoom-view-out-of-range", "dreamer", ["--zoom-levels", "3", "--zoom-view", "5", "--out", "{o}"], 2,
+     ["zoom_view 5", "2 views"]),
+    ("zoom-centre-outside", "dreamer", ["--zoom-levels", "3", "--zoom-center", "500", "10", "--out", "{o}"], 2,
+     ["zoom_center", "outside"]),
+    # --- batch entries
+    ("batch-list-as-prompt", "dreamer", ["--batch", "{d}/list_prompt.yaml", "--out", "{o}"], 2,
+     ["list_prompt.yaml scene 0", "prompt must be a string"]),
+    ("batch-string-as-width", "dreamer", ["--batch", "{d}/string_width.yaml", "--out", "{o}"], 2,
+     ["string_width.yaml scene 0", "width must be an integer", "512px"]),
+    ("batch-number-as-name", "dreamer", ["--batch", "{d}/number_name.yaml", "--out", "{o}"], 2, ["scene 0", "name 7"]),
+    ("batch-entry-not-a-mapping", "dreamer", ["--batch", "{d}/not_mapping.yaml", "--out", "{o}"], 2,
+     ["not_mapping.yaml", "scene 0 must be a mapping"]),
+    ("batch-duplicate-names", "dreamer", ["--batch", "{d}/dup.yaml", "--out", "{o}"], 2,
+     ["dup.yaml", "both named 'a'"]),
+    ("batch-missing", "dreamer", ["--batch", "{d}/nope.yaml", "--out", "{o}"], 2, ["nope.yaml", "does not exist"]),
+    # --- output paths and permissions
+    ("out-is-a-file", "dreamer", ["--out", "{d}/a_file"], 2, ["a_file", "existing file"]),
+    ("out-under-a-file", "dreamer", ["--out", "{d}/a_file/scene"], 2, ["a_file", "existing file"]),
+    ("out-read-only", "dreamer", ["--out", "{readonly}/scene"], 2, ["cannot write", "readonly"]),
+    ("zoom-out-is-a-file", "zoom", ["--prompts", "a", "--out", "{d}/a_file"], 2, ["a_file", "existing file"]),
+    ("zoom-out-read-only", "zoom", ["--prompts", "a", "--out", "{readonly}"], 2, ["cannot write", "readonly"]),
+    # --- config files and seeds
+    ("config-not-json", "dreamer", ["--config", "{d}/config_not_json.json", "--out", "{o}"], 2,
+     ["config_not_json.json", "not valid JSON"]),
+    ("config-not-an-object", "dreamer", ["--config", "{d}/config_list.json", "--out", "{o}"], 2,
+     ["config_list.json", "mapping"]),
+    ("config-nested-too-deeply", "dreamer", ["--config", "{d}/config_deep.json", "--out", "{o}"], 2,
+     ["config_deep.json", "nested too deeply"]),
+    ("config-unknown-setting", "dreamer", ["--config", "{d}/config_unknown.json", "--out", "{o}"], 2,
+     ["config_unknown.json", "widht"]),
+    ("seed-negative", "dreamer", ["--seed", "-1", "--out", "{o}"], 2, ["seed", ">= 0", "-1"]),
+    ("seed-too-large", "dreamer", ["--seed", str(2**40), "--out", "{o}"], 2, ["seed", "4294967295"]),
+    ("zoom-seed-too-large", "zoom", ["--prompts", "a", "--seed", str(2**70), "--out", "{o}"], 2,
+     ["--seed", "4294967295"]),
+    # --- resource bounds
+    ("width-100000", "dreamer", ["--width", "100000", "--out", "{o}"], 2, ["width", "2048", "--allow-large"]),
+    ("views-10000", "dreamer", ["--views", "10000", "--out", "{o}"], 2, ["views", "500", "--allow-large"]),
+    ("keyframes-10-million", "dreamer", ["--trajectory", "{d}/keyframes10m.json", "--out", "{o}"], 2,
+     ["keyframes10m.json", "10000000 cameras", "--allow-large"]),
+    ("render-frames-10-million", "dreamer+splats", ["--render-frames", "10000000", "--out", "{o}"], 2,
+     ["render_frames", "10000"]),
+    ("render-keyframes-10-million", "dreamer+splats", ["--render-trajectory", "{d}/keyframes10m.json", "--out", "{o}"],
+     2, ["keyframes10m.json", "10000000 cameras"]),
+    ("photo-100-megapixels", "dreamer", ["--image", "{d}/huge.png", "--out", "{o}"], 2,
+     ["huge.png", "10000x10000", "--allow-large"]),
+    ("depth-100-megapixels", "dreamer", ["--image", "{d}/photo.png", "--depth", "{d}/hugedepth.png", "--out", "{o}"], 2,
+     ["hugedepth.png", "10000x10000"]),
+    ("npy-header-claims-80-gb", "dreamer", ["--image", "{d}/photo.png", "--depth", "{d}/claims80gb.npy",
+                                            "--out", "{o}"], 2, ["claims80gb.npy", "100000x200000"]),
+    ("depth-complex", "dreamer", ["--image", "{d}/photo.png", "--depth", "{d}/complex.npy", "--out", "{o}"], 2,
+     ["complex.npy", "complex64"]),
+    ("yaml-alias-bomb", "dreamer", ["--batch", "{d}/bomb.yaml", "--out", "{o}"], 2, ["bomb.yaml", "expands"]),
+    ("config-20-mb", "dreamer", ["--config", "{d}/config_huge.json", "--out", "{o}"], 2, ["config_huge.json", "MiB"]),
+    ("zoom-photo-100-megapixels", "zoom", ["--prompts", "a", "--photo", "{d}/huge.png", "--out", "{o}"], 2,
+     ["huge.png", "10000x10000"]),
+    ("zoom-40-levels", "zoom", ["--prompts-file", "{d}/prompts40.txt", "--out", "{o}"], 2, ["40", "16"]),
+    ("zoom-size-100000", "zoom", ["--prompts", "a", "--size", "100000", "--out", "{o}"], 2, ["--size", "2048"]),
+    ("zoom-video-frames", "zoom", ["--prompts", "a", "b", "--fps", "1000", "--seconds-per-level", "100",
+                                   "--out", "{o}"], 2, ["100001 frames", "--allow-large"]),
+    # --- zoom.run's own inputs
+    ("zoom-no-prompts", "zoom", ["--prompts-file", "{d}/empty_prompts.txt", "--out", "{o}"], 2, ["prompt"]),
+    ("zoom-prompts-file-missing", "zoom", ["--prompts-file", "{d}/nope.txt", "--out", "{o}"], 2, ["nope.txt"]),
+    ("zoom-photo-not-an-image", "zoom", ["--prompts", "a", "--photo", "{d}/notes.png", "--out", "{o}"], 2,
+     ["notes.png"]),
+    ("zoom-photo-level", "zoom", ["--prompts", "a", "b", "--photo", "{d}/photo.png", "--photo-level", "2",
+                                  "--out", "{o}"], 2, ["--photo-level", "2"]),
+    ("zoom-size-not-a-multiple", "zoom", ["--prompts", "a", "--size", "72", "--out", "{o}"], 2, ["--size", "32"]),
+    # --- messages: bad usage is one line too; failures that happen after the checks are exit 1
+    ("bad-flag-value", "dreamer", ["--width", "wide", "--out", "{o}"], 2, ["--width", "invalid int", "--help"]),
+    ("unknown-flag", "dreamer", ["--colour", "red", "--out", "{o}"], 2, ["--colour", "--help"]),
+    ("zoom-bad-p", "zoom", ["--prompts", "a", "--p", "3", "--out", "{o}"], 2, ["--p", "invalid choice"]),
+    ("zoom-model-missing", "zoom", ["--prompts", "a", "--models", "default", "--model", "{d}/no_model",
+                                    "--device", "cpu", "--out", "{o}"], 1, ["no_model", "does not exist"]),
+]
+
+_WITH_SPLATS = [a for a in SMALL if a != "--no-splats"] + ["--gs-iters", "5"]
+_COMMANDS = {"dreamer": (dreamer_main, SMALL), "dreamer+splats": (dreamer_main, _WITH_SPLATS), "zoom": (zoom_main, ZOOM)}
+
+
+def _forbid_models(monkeypatch):
+    """Refusals happen before any model loads: loading one fails the test."""
+    import zoom.run
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded for a bad input")
+
+    monkeypatch.setattr(model_sets, "build_backends", boom)
+    monkeypatch.setattr(zoom.run, "_load_pipeline", boom)
+
+
+def _run(command: str, argv: list[str], capsys, caplog) -> tuple[int, list[str], float]:
+    main, base = _COMMANDS[command]
+    capsys.readouterr()
+    caplog.clear()
+    cpu = time.process_time()
+    try:
+        code = main([*base, *argv])
+    except SystemExit as e:  # argparse's own exit, after its one line
+        code = e.code
+    cpu = time.process_time() - cpu
+    out = capsys.readouterr()
+    lines = [line for line in (out.out + out.err).splitlines() if line.strip()]
+    if code == 1:  # a run that started loads transformers, which notes its torchvision fallback here
+        lines = [line for line in lines if not line.startswith("[transformers]")]
+    lines += [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    return code, lines, cpu
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_naming_it_before_any_work(case, d, tmp_path, capsys, caplog, monkeypatch):
+    name, command, argv, code, fragments = case
+    if code == 2:
+        _forbid_models(monkeypatch)
+    restore = None
+    readonly = tmp_path / "readonly"
+    if any("{readonly}" in a for a in argv):
+        restore = _readonly_folder(readonly)
+    try:
+        args = [a.format(d=d, o=tmp_path / "out", readonly=readonly) for a in argv]
+        got, lines, cpu = _run(command, args, capsys, caplog)
+    finally:
+        if restore:
+            restore()
+    assert got == code, lines
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert cpu < (CPU_SECONDS if code == 2 else CPU_SECONDS_STARTED)
+    if code == 2 and command.startswith("dreamer"):
+        assert not (tmp_path / "out").exists()  # nothing was written
+
+
+def test_the_table_covers_every_category():
+    ids = {c[0] for c in CASES}
+    for needed in ("photo-missing", "depth-nan", "trajectory-not-json", "render-frames-too-few",
+                   "zoom-view-out-of-range", "batch-list-as-prompt", "batch-string-as-width",
+                   "batch-duplicate-names", "out-is-a-file", "out-read-only", "config-not-json", "seed-too-large",
+                   "width-100000", "views-10000", "keyframes-10-million", "photo-100-megapixels",
+                   "npy-header-claims-80-gb", "depth-complex", "yaml-alias-bomb", "bad-flag-value",
+                   "zoom-model-missing"):
+        assert needed in ids, needed
+    assert len(CASES) >= 50
+
+
+def test_a_damaged_checkpoint_is_one_reason_line_naming_the_file(tmp_path, capsys, caplog):
+    out = tmp_path / "scene"
+    assert dreamer_main([*SMALL, "--keep-checkpoints", "--out", str(out)]) == 0
+    # As if killed before the dream finished: the views' checkpoints are all there is to resume.
+    (out / "DONE").unlink()
+    (out / "checkpoint" / "result.pt").unlink()
+    (out / "checkpoint" / "view_001.pt").write_bytes(b"\x80\x04garbage")
+    code, lines, _ = _run("dreamer", ["--keep-checkpoints", "--out", str(out)], capsys, caplog)
+    assert code == 1 and not any("Traceback" in line for line in lines)
+    reasons = [line for line in lines if "view_001.pt" in line]
+    assert reasons and all("cannot be loaded safely" in r and "--restart" in r for r in reasons)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv, fragment", [
+    (["-m", "dreamer.run", *SMALL, "--width", "100000", "--out", "{o}"], "width"),
+    (["-m", "zoom.run", *ZOOM, "--prompts", "a", "--seed", "-3", "--out", "{o}"], "--seed"),
+], ids=["dreamer.run", "zoom.run"])
+def test_real_processes_refuse_in_one_line_and_little_cpu(argv, fragment, tmp_path):
+    """The same refusals from the real entry points, imports included: the child's CPU time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, *[a.format(o=tmp_path / "o") for a in argv]], capture_output=True,
+                          text=True, env=env, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and fragment in lines[0], lines
+    assert "Traceback" not in done.stderr
+    assert cpu < 10.0, f"{cpu:.1f} s of CPU"  # about 3 s here, nearly all of it importing torch

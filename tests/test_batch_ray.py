@@ -1,0 +1,219 @@
+"""Batches on Ray (``--executor ray``): the same folders as in-process, workers that die, Ctrl-C.
+
+One local Ray instance (2 CPUs, no dashboard) serves the module; the in-process reference of the
+batch is made once. Outputs are compared byte for byte, except ``run.log`` (timestamps) and the
+checkpoints, whose zip records are named after a random temporary file: those are compared by
+their loaded contents.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from dreamer.run import main
+
+SMALL = ["--width", "64", "--height", "64", "--no-splats", "-q"]
+SCENES = [
+    {"name": "first", "models": "synthetic", "views": 2},
+    {"name": "victim", "models": "synthetic", "views": 10},
+    {"name": "third", "models": "synthetic", "views": 2, "trajectory": "forward"},
+    {"name": "fourth", "models": "synthetic", "views": 3, "world_seed": 3},
+]
+
+
+def run_cli(*args):
+    return main([*map(str, args)])
+
+
+def _write_batch(path: Path, scenes) -> Path:
+    path.write_text("\n".join(json.dumps(s) for s in scenes) + "\n")
+    return path
+
+
+def _assert_same_scene(a: Path, b: Path) -> None:
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "run.log")
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "run.log")
+    assert files_a == files_b, f"{a.name}: other files"
+    assert any(f.parts[0] == "views" for f in files_a) and Path("points.ply") in files_a
+    for f in files_a:
+        if f.parts[0] == "checkpoint":
+            x = torch.load(a / f, weights_only=True)
+            y = torch.load(b / f, weights_only=True)
+            assert x.keys() == y.keys(), f"{a.name}/{f}"
+            for k in x:
+                same = torch.equal(x[k], y[k]) if isinstance(x[k], torch.Tensor) else x[k] == y[k]
+                assert same, f"{a.name}/{f}: {k}"
+        else:
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f"{a.name}/{f}"
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The batch run in-process: the outputs every Ray run must reproduce."""
+    root = tmp_path_factory.mktemp("reference")
+    batch = _write_batch(root / "scenes.jsonl", SCENES)
+    assert run_cli("--batch", batch, "--out", root / "runs", *SMALL) == 0
+    return batch, root / "runs"
+
+
+def _kill_when_running(folder: Path, after_view: int, killed: list) -> threading.Thread:
+    """Kill (SIGKILL) the Ray worker that dreams ``folder`` once it checkpointed view ``after_view``.
+    The worker's pid comes from the line it writes into the scene's run.log when it starts it."""
+
+    def watch():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            log = folder / "run.log"
+            if (folder / "checkpoint" / f"view_{after_view:03d}.pt").exists() and log.exists():
+                found = re.findall(r"attempt 1 on Ray worker .*:(\d+)", log.read_text())
+                if found:
+                    pid = int(found[-1])
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_ray_batch_writes_the_same_folders_as_in_process(ray_instance, reference, tmp_path, capsys):
+    batch, expected = reference
+    assert run_cli("--batch", batch, "--out", tmp_path / "runs", "--executor", "ray", *SMALL) == 0
+    text = capsys.readouterr().out
+    assert "4 scene(s): 4 done, 0 skipped (already complete), 0 failed" in text
+    assert "on 2 worker(s)" in text
+    for scene in SCENES:
+        _assert_same_scene(tmp_path / "runs" / scene["name"], expected / scene["name"])
+
+
+@pytest.mark.slow
+def test_killed_worker_fails_its_scene_and_the_rerun_completes_it(ray_instance, reference, tmp_path, capsys):
+    batch, expected = reference
+    out = tmp_path / "runs"
+    killed: list = []
+    watcher = _kill_when_running(out / "victim", after_view=2, killed=killed)
+    code = run_cli("--batch", batch, "--out", out, "--executor", "ray", "--workers", 1, "--retries", 0, *SMALL)
+    watcher.join(timeout=5)
+    text = capsys.readouterr().out
+    assert killed, "the victim's worker was never found"
+    assert code == 1 and "3 done" in text and "1 failed" in text and "worker died" in text
+    assert not (out / "victim" / "DONE").exists() and (out / "victim" / "checkpoint" / "view_002.pt").exists()
+    # the same command again: the victim continues from its checkpoint, the others are skipped
+    assert run_cli("--batch", batch, "--out", out, "--executor", "ray", "--workers", 1, *SMALL) == 0
+    text = capsys.readouterr().out
+    assert "1 done" in text and "3 skipped" in text
+    assert "resuming after" in (out / "victim" / "run.log").read_text()
+    for scene in SCENES:
+        _assert_same_scene(out / scene["name"], expected / scene["name"])
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_is_replaced_and_its_scene_retried(ray_instance, reference, tmp_path, capsys):
+    batch, expected = reference
+    out = tmp_path / "runs"
+    killed: list = []
+    watcher = _kill_when_running(out / "victim", after_view=2, killed=killed)
+    assert run_cli("--batch", batch, "--out", out, "--executor", "ray", "--workers", 1, "--retries", 1, *SMALL) == 0
+    watcher.join(timeout=5)
+    assert killed
+    assert "1 worker(s) died and were replaced" in capsys.readouterr().out
+    log = (out / "victim" / "run.log").read_text()
+    assert "attempt 2 on Ray worker" in log and "resuming after" in log
+    for scene in SCENES:
+        _assert_same_scene(out / scene["name"], expected / scene["name"])
+
+
+@pytest.mark.slow
+def test_workers_load_the_models_once_for_all_their_scenes(ray_instance, tmp_path, capsys):
+    scenes = [{"name": f"t{i}", "models": "tiny", "steps": 2, "views": 2, "prompt": p}
+              for i, p in enumerate(["a room", "a hall"])]
+    batch = _write_batch(tmp_path / "tiny.jsonl", scenes)
+    assert run_cli("--batch", batch, "--out", tmp_path / "ray", "--executor", "ray", "--workers", 1, *SMALL) == 0
+    text = capsys.readouterr().out
+    # one worker, two scenes: the inpainting and text-to-image pipelines and the depth model, once
+    assert re.search(r"models loaded per worker: [^=\s]+=3\n", text), text
+    assert run_cli("--batch", batch, "--out", tmp_path / "inprocess", *SMALL) == 0
+    for scene in scenes:
+        _assert_same_scene(tmp_path / "ray" / scene["name"], tmp_path / "inprocess" / scene["name"])
+
+
+def test_a_scene_that_fits_no_machine_is_a_usage_error(ray_instance, tmp_path, capsys):
+    batch = _write_batch(tmp_path / "b.jsonl", SCENES[:1])
+    code = run_cli("--batch", batch, "--out", tmp_path / "r", "--executor", "ray", "--gpus-per-scene", 1, *SMALL)
+    err = capsys.readouterr().err
+    assert code == 2 and "asks for 1 CPU(s) and 1 GPU(s)" in err and "0 GPU(s)" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_without_ray_the_executor_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    batch = _write_batch(tmp_path / "b.jsonl", SCENES[:1])
+    assert run_cli("--batch", batch, "--out", tmp_path / "r", "--executor", "ray", *SMALL) == 2
+    err = capsys.readouterr().err
+    assert 'pip install -e ".[ray]"' in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_ray_options_need_the_ray_executor(tmp_path, capsys):
+    batch = _write_batch(tmp_path / "b.jsonl", SCENES[:1])
+    assert run_cli("--batch", batch, "--out", tmp_path / "r", "--gpus-per-scene", 1, *SMALL) == 2
+    assert "--gpus-per-scene only apply with --executor ray" in capsys.readouterr().err
+
+
+def _descendants(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the Ray processes through /proc")
+def test_ctrl_c_stops_the_workers_and_the_local_instance(tmp_path):
+    """The command's own local Ray instance (no --ray-address): SIGINT mid-scene exits 130 with
+    the rerun hint, and every process it started (Ray's and the workers) is gone."""
+    batch = _write_batch(tmp_path / "long.jsonl", [{"name": f"long{i}", "models": "synthetic", "views": 20}
+                                                   for i in range(2)])
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "dreamer.run", "--batch", str(batch), "--out", str(out), "--executor", "ray",
+           "--workers", "1", *SMALL]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "long0" / "checkpoint" / "view_002.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    started = _descendants(proc.pid)
+    assert started  # Ray's own processes and the worker
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted: rerun the same command to continue long0 where it stopped" in err
+    assert "Traceback" not in err
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
+    assert not (out / "long0" / "DONE").exists()

@@ -1,0 +1,82 @@
+"""The scene folder's files as other tools read them: transforms.json the way nerfstudio's
+dataparser reads it (a reader written here after nerfstudio's logic; nerfstudio itself needs
+torchvision and open3d, which cannot be installed here)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dreamer import Camera, dream
+from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
+from dreamer.cameras import opengl_to_opencv
+from dreamer.pipeline.exports import write_scene
+from dreamer.trajectories import center_depth_from, make_trajectory
+from dreamer.worlds import ProceduralWorld
+
+
+def read_like_nerfstudio(folder: Path, depth_unit_scale_factor: float = 1e-3) -> dict:
+    """What nerfstudio's ``Nerfstudio`` dataparser and ``InputDataset`` make of ``transforms.json``:
+    frames sorted by file name; intrinsics from the top level when given there, else per frame;
+    ``mask_path`` and ``depth_file_path`` for every frame or for none; a mask trains the pixels
+    where it is non-zero; a 16-bit depth PNG times ``depth_unit_scale_factor`` is metres."""
+    meta = json.loads((folder / "transforms.json").read_text())
+    frames = sorted(meta["frames"], key=lambda f: f["file_path"])
+    images, masks, depths, c2w, intrinsics = [], [], [], [], []
+    for frame in frames:
+        images.append(folder / frame["file_path"])
+        if "mask_path" in frame:
+            masks.append(folder / frame["mask_path"])
+        if "depth_file_path" in frame:
+            depths.append(folder / frame["depth_file_path"])
+        c2w.append(np.array(frame["transform_matrix"], dtype=np.float64))
+        intrinsics.append([float(meta[k]) if k in meta else float(frame[k]) for k in ("fl_x", "fl_y", "cx", "cy")]
+                          + [int(meta[k]) if k in meta else int(frame[k]) for k in ("w", "h")])
+    assert len(masks) in (0, len(images)) and len(depths) in (0, len(images))
+    out = {"images": images, "c2w_opengl": c2w, "intrinsics": intrinsics, "depths": [], "trained": []}
+    for i, path in enumerate(images):
+        w, h = Image.open(path).size
+        assert (w, h) == tuple(intrinsics[i][4:])
+        trained = np.array(Image.open(masks[i])) > 0 if masks else np.ones((h, w), dtype=bool)
+        out["trained"].append(trained if trained.ndim == 2 else trained[..., 0])
+        if depths:
+            out["depths"].append(np.array(Image.open(depths[i])).astype(np.float32) * depth_unit_scale_factor)
+    return out
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    world = ProceduralWorld()
+    cam = Camera.from_fov(50.0, 64, 64)
+    truth = world.render(cam)
+    traj = make_trajectory("lookaround", cam, center_depth_from(truth.depth), n=3)
+    result = dream(truth.image, traj.cameras, "a room", inpainter=WorldInpainter(world),
+                   depth_estimator=WorldDepthEstimator(world, seed=1), depth=truth.depth)
+    folder = tmp_path_factory.mktemp("scene")
+    write_scene(folder, result)
+    return folder, result
+
+
+def test_nerfstudio_trains_on_every_pixel_of_every_dreamed_view(scene):
+    folder, result = scene
+    data = read_like_nerfstudio(folder)
+    assert len(data["images"]) == len(result.views) == 3
+    # The views' own masks mark only where new points came from: nerfstudio must not see them as
+    # "train only here" masks.
+    assert any(float(v.mask.float().mean()) < 0.9 for v in result.views[1:])
+    for trained in data["trained"]:
+        assert trained.all()
+
+
+def test_nerfstudio_reads_our_cameras_and_depth(scene):
+    folder, result = scene
+    data = read_like_nerfstudio(folder)
+    for view, c2w_gl, (fx, fy, cx, cy, w, h), depth in zip(result.views, data["c2w_opengl"], data["intrinsics"],
+                                                          data["depths"]):
+        cam = view.camera
+        assert (fx, fy, cx, cy, w, h) == pytest.approx((cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height))
+        assert torch.allclose(opengl_to_opencv(torch.tensor(c2w_gl, dtype=torch.float32)), cam.c2w.cpu(), atol=1e-5)
+        assert np.abs(depth - view.depth.numpy()).max() <= 0.5e-3 + 1e-6  # millimetre PNG, rounded

@@ -1,0 +1,55 @@
+"""Files at the edges: atomic writes with the user's permissions, leftovers of killed runs."""
+
+import os
+import stat
+
+import pytest
+import torch
+
+from dreamer.io import atomic_path, remove_temporaries, save_image, write_json
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, then restore it."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_atomic_writes_respect_the_umask_like_any_other_file(tmp_path, umask, mask):
+    umask(mask)
+    write_json(tmp_path / "a.json", {"x": 1})
+    save_image(tmp_path / "b.png", torch.zeros(4, 4, 3))
+    with open(tmp_path / "plain.txt", "w") as f:
+        f.write("x")
+    expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert expected == 0o666 & ~mask
+    for name in ("a.json", "b.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
+def test_atomic_path_leaves_the_complete_file_or_none(tmp_path):
+    with atomic_path(tmp_path / "x.bin") as tmp:
+        tmp.write_bytes(b"done")
+    assert (tmp_path / "x.bin").read_bytes() == b"done"
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "y.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
+
+
+def test_remove_temporaries_takes_only_the_atomic_writers_leftovers(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    leftovers = [videos / ".llff.mp4.k2j4_x9a.tmp.mp4", tmp_path / ".points.ply.0a1b2c3d.tmp.ply",
+                 tmp_path / ".config.json.deadbeef.tmp.json"]
+    keep = [videos / "llff.mp4", tmp_path / ".hidden", tmp_path / "notes.tmp", videos / ".x.tmp.mp4"]
+    for p in leftovers + keep:
+        p.write_bytes(b"")
+    assert sorted(remove_temporaries(tmp_path)) == sorted(leftovers)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in leftovers)
+    assert remove_temporaries(tmp_path / "missing") == []
