@@ -423,25 +423,52 @@ def joint_log_corrections(
     med_before = float(np.median(np.abs(r_all)))
     sigma0 = _robust_sigma(r_all, sigma_floor)
 
+    last_lin: list = []
+
+    def linearize(theta: Tensor, free: list[bool]) -> list:
+        """Each pair's residuals, Jacobians and sample positions at ``theta`` (pairs with a free view)."""
+        lin = []
+        for k, j in pairs:
+            if not (free[k] or free[j]):
+                continue
+            terms = pair_terms(theta, k, j, jacobian=True)
+            if terms is not None:
+                r, Jk, Jj, where = terms
+                lin.append((k, j, r, Jk, Jj, where))
+        last_lin[:] = [lin, theta.clone()]
+        return lin
+
+    def linear_residuals(theta: Tensor) -> list[Tensor]:
+        """The pairs' residuals at ``theta``, to first order about the last linearization."""
+        lin, theta0 = last_lin
+        d = theta - theta0
+        return [r + Jk @ d[k] + Jj @ d[j] for k, j, r, Jk, Jj, _ in lin]
+
     def gauss_newton(theta: Tensor, free: list[bool]) -> tuple[Tensor, float, int]:
-        """Robust Gauss-Newton rounds on the free views; (coefficients, last sigma, rounds run)."""
+        """Robust Gauss-Newton on the free views; (coefficients, last sigma, rounds run).
+
+        The pairs are projected once, at the start: the residuals are linear in the coefficients
+        about there (exactly so for rotating cameras, whose projections do not move with depth;
+        to first order along the epipolar lines of translating ones), so each IRLS round is
+        only weighted normal equations. Callers run it again from its result (the fit with the
+        prior, the refits of the acceptance test), which re-linearizes."""
         sigma, rounds = sigma0, 0
         keep_free = torch.tensor(free).repeat_interleave(P)
         if not any(free):
             return theta, sigma, 0
+        lin = linearize(theta, free)
+        if not lin:  # every pair lost its overlap at these coefficients: stop here
+            return theta, sigma, 0
+        theta0 = theta.clone()
         for it in range(iterations):
             c = tukey_c * _ANNEAL[min(it, len(_ANNEAL) - 1)]
             Hm = torch.zeros(n_views * P, n_views * P, dtype=torch.float64)
             g = torch.zeros(n_views * P, dtype=torch.float64)
+            d = theta - theta0
             residuals = []
             # IRLS: weights from the current residuals, their scale from the previous round's.
-            for k, j in pairs:
-                if not (free[k] or free[j]):
-                    continue
-                terms = pair_terms(theta, k, j, jacobian=True)
-                if terms is None:
-                    continue
-                r, Jk, Jj, _ = terms
+            for k, j, r0, Jk, Jj, _ in lin:
+                r = r0 + Jk @ d[k] + Jj @ d[j]
                 residuals.append(r)
                 wt = torch.from_numpy(_tukey(r.numpy(), sigma, c)) / sigma**2
                 sk, sj = slice(k * P, (k + 1) * P), slice(j * P, (j + 1) * P)
@@ -452,8 +479,6 @@ def joint_log_corrections(
                 Hm[sj, sk] += JjW.T @ Jk
                 g[sk] += JkW.T @ r
                 g[sj] += JjW.T @ r
-            if not residuals:  # every pair lost its overlap at these coefficients: stop here
-                break
             rounds += 1
             sigma = _robust_sigma(torch.cat(residuals).numpy(), sigma_floor)
             for k in range(n_views):
@@ -475,11 +500,10 @@ def joint_log_corrections(
         variation around that level is kept elsewhere (1 on the support, fading with the
         distance from it); None for a view without support."""
         seen = [torch.zeros(views.L[k].shape, dtype=torch.bool) for k in range(n_views)]
-        for k, j in pairs:
-            terms = pair_terms(theta, k, j, jacobian=False)
-            if terms is None:
-                continue
-            _, _, _, (idx, u, v) = terms
+        # Where the pairs' samples fell at the last linearization (the same positions as at
+        # ``theta`` for rotating cameras, a fraction of a pixel away for translating ones).
+        placed = [(k, j, where) for k, j, _, _, _, where in last_lin[0]] if last_lin else []
+        for k, j, (idx, u, v) in placed:
             seen[k][(views.samples[k][3][idx] - 0.5).long(), (views.samples[k][2][idx] - 0.5).long()] = True
             Hj, Wj = views.L[j].shape
             seen[j][v.long().clamp(0, Hj - 1), u.long().clamp(0, Wj - 1)] = True
@@ -522,7 +546,7 @@ def joint_log_corrections(
     free = list(free0)
     theta, sigma, rounds = gauss_newton(init64.clone(), free)
     if distortion is None:  # the fit above allowed levels only: what is left beyond noise is distortion
-        residuals = [t[0] for t in (pair_terms(theta, k, j, jacobian=False) for k, j in pairs) if t is not None]
+        residuals = linear_residuals(theta) if last_lin else []
         distortion = _LEVELS_ONLY
         if residuals:
             distortion = _distortion_from_data(torch.cat(residuals).numpy(), views, sigma_floor)
@@ -544,7 +568,7 @@ def joint_log_corrections(
         lim = limits(theta, free)
         after = disagreement(theta, lim)
 
-    final = [t[0] for t in (pair_terms(theta, k, j, jacobian=False) for k, j in pairs) if t is not None]
+    final = linear_residuals(theta) if last_lin else []
     r_all = torch.cat(final).numpy() if final else np.zeros(0)
     med_after = float(np.median(np.abs(r_all))) if r_all.size else float("nan")
     n_used = int((_tukey(r_all, sigma, tukey_c) > 0).sum())
