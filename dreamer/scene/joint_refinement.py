@@ -38,10 +38,11 @@ __all__ = ["refine_scene", "joint_basis"]
 log = logging.getLogger(__name__)
 
 # A quadratic must predict one side of the pairs' overlaps from the other this much better than a
-# constant (alignment.joint.bend_evidence) for the views' corrections to be fitted as bends.
-# Measured on bench/bench_dream.py's families at 96-128 px: bends 0.33-0.50; waves, objects,
-# smeared edges, disparity, noise 0.88 and above.
-_BEND_EVIDENCE = 0.6
+# constant (alignment.joint.bend_evidence, on the views' estimates with their loop scales only) for
+# the views' corrections to be fitted as bends. Measured on bench/bench_dream.py's families at
+# 64 px, error seed 0: bends 0.41 (full turn), 0.67 (pan), 1.36 (orbit); scale, waves, objects,
+# disparity, smeared edges and the mix 1.03 and above.
+_BEND_EVIDENCE = 0.85
 
 
 def joint_basis(grid: int) -> FieldBasis:
@@ -94,20 +95,33 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     K = torch.stack([views[k].camera.K.double().cpu() for k in usable])
     c2w = torch.stack([views[k].camera.c2w.double().cpu() for k in usable])
 
-    def joint(shape: bool):
+    cache: dict = {}
+
+    def logs_of(shape: bool):
+        if shape in cache:
+            return cache[shape]
         bases = {k: views[0].depth if k == 0 else _base_depth(views[k], shape) for k in usable}
         valid = [torch.isfinite(bases[k]) & (bases[k] > 0) for k in usable]
         logs = [torch.log(torch.where(m, bases[k], torch.ones_like(bases[k])).double()) for k, m in zip(usable, valid)]
-        # Overlapping views only measure the difference of their corrections: what each view's
-        # correction is where no other view sees it (and along a chain of views) is decided by
-        # the basis. A bend across the image carries what the overlaps say across it, right when
-        # the views' errors are bends, badly wrong when they are local (waves, objects), where a
-        # spline that keeps each part to itself is right. The pairs' disagreements tell which.
-        chosen = basis
-        ev = bend_evidence(logs, valid, K, c2w) if basis.kind == "spline" else float("nan")
-        log.info("joint refinement: bend evidence %.3f (%s bases)", ev, "the loop's" if shape else "scale-only")
-        if ev < _BEND_EVIDENCE:
+        cache[shape] = bases, logs, valid
+        return cache[shape]
+
+    # Overlapping views only measure the difference of their corrections: what each view's
+    # correction is where no other view sees it (and along a chain of views) is decided by the
+    # basis. A bend across the image carries what the overlaps say across it, right when the
+    # views' errors are bends, badly wrong when they are local (waves, objects), where a spline
+    # that keeps each part to itself is right. The pairs' disagreements tell which: measured on
+    # the estimates with their scales only (the loop's shapes blur the signal).
+    chosen = basis
+    if basis.kind == "spline":
+        _, logs, valid = logs_of(False)
+        evidence = bend_evidence(logs, valid, K, c2w)
+        log.info("joint refinement: bend evidence %.3f", evidence)
+        if evidence < _BEND_EVIDENCE:
             chosen = FieldBasis("poly", 2)
+
+    def joint(shape: bool):
+        bases, logs, valid = logs_of(shape)
         fit = joint_log_corrections(logs, valid, K, c2w, torch.zeros(len(usable), chosen.n_terms, dtype=torch.float64),
                                     [k == 0 for k in usable], basis=chosen, distortion=cfg.joint_prior,
                                     fade=cfg.joint_fade)
