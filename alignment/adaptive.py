@@ -496,7 +496,8 @@ def align_adaptive(
     depth = (estimated.double() * torch.exp(corr_t)).to(estimated.dtype)
     global_only = (estimated.double() * torch.exp(torch.from_numpy(c).to(estimated.device))).to(estimated.dtype)
     return AdaptiveAlignment(
-        depth=depth, correction=corr_t, model=model.name, global_correction=GlobalCorrection(model.name, model.params, lo, hi),
+        depth=depth, correction=corr_t, model=model.name,
+        global_correction=GlobalCorrection(model.name, model.params, lo, hi),
         seam_reach=None if reach is None else reach * side, seam_edges=bool(cut_edges and seam_reaches),
         fit=fit, scores=scores, band_pixels=int(sum(int(b.sum()) for b, _ in bands)),
         seam_jump_before=_seam_jump(global_only, reference, known, hole),

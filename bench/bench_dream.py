@@ -120,7 +120,8 @@ def run_method(world: CachedWorld, estimator: WorldDepthEstimator, cams: list[Ca
     m["align_ms_per_view"] = 1000 * align_s / max(1, len(cams) - 1)
     m["seconds"] = t_loop + refine_s
     m["worse_views"] = sum(1 for v in result.views
-                           if v.stats.get("joint_disagreement_after", 0.0) > v.stats.get("joint_disagreement_before", 0.0))
+                           if v.stats.get("joint_disagreement_after", 0.0)
+                           > v.stats.get("joint_disagreement_before", 0.0))
     return m
 
 
@@ -132,7 +133,8 @@ def fmt(x: float, pct: bool = True) -> str:
 
 def table(family: str, trajectory: str, n_views: int, rows: dict[str, dict]) -> list[str]:
     out = [f"\n{family} / {trajectory} ({n_views} views)",
-           f"{'method':18s} {'AbsRel new':>10s} {'seam step':>9s} {'seam px':>8s} {'pt-surf':>8s} {'align ms/view':>13s}"]
+           f"{'method':18s} {'AbsRel new':>10s} {'seam step':>9s} {'seam px':>8s} {'pt-surf':>8s} "
+           f"{'align ms/view':>13s}"]
     for name, m in rows.items():
         out.append(f"{name:18s} {fmt(m['abs_rel_aligned']):>10s} {fmt(m['seam_step_median']):>9s} "
                    f"{fmt(m['seam_jump_median']):>8s} {fmt(m['point_to_surface_rel_extent']):>8s} "
@@ -146,7 +148,8 @@ def table(family: str, trajectory: str, n_views: int, rows: dict[str, dict]) -> 
             out.append(f"best peer / ours: AbsRel {best_abs / ours['abs_rel_aligned']:.2f}x, "
                        f"seam step {best_seam / ours['seam_step_median']:.2f}x (targets >= 1.3x, >= 2x)")
         if "oracle scale" in rows:
-            out.append(f"ours / oracle-scale floor: AbsRel {ours['abs_rel_aligned'] / rows['oracle scale']['abs_rel_aligned']:.2f}x"
+            floor = rows['oracle scale']['abs_rel_aligned']
+            out.append(f"ours / oracle-scale floor: AbsRel {ours['abs_rel_aligned'] / floor:.2f}x"
                        " (target <= 1.1x)")
     return out
 
@@ -188,7 +191,8 @@ def griddata_reprojection(points: PointCloud, camera: Camera) -> np.ndarray:
     from scipy.interpolate import griddata
 
     uv, z = project_points(points.xyz, camera)
-    ok = (z > 0) & (uv[:, 0] >= -1) & (uv[:, 0] <= camera.width + 1) & (uv[:, 1] >= -1) & (uv[:, 1] <= camera.height + 1)
+    ok = ((z > 0) & (uv[:, 0] >= -1) & (uv[:, 0] <= camera.width + 1)
+          & (uv[:, 1] >= -1) & (uv[:, 1] <= camera.height + 1))
     uv = uv[ok].numpy().astype(np.float64)
     rgb = points.rgb[ok].numpy()
     gu, gv = np.meshgrid(np.arange(camera.width) + 0.5, np.arange(camera.height) + 0.5)

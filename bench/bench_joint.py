@@ -130,7 +130,8 @@ def main() -> None:
             print(f"{name:24s} {r['cpu_s']:8.2f} {r['wall_s']:8.2f} {100 * r['abs_rel']:9.2f}% "
                   f"{100 * r['seam']:8.2f}% {100 * r['pt_surf']:7.2f}%{note}")
         old, new = rows[f"old ({args.reference})"], rows["today"]
-        print(f"speed-up today vs old: {old['cpu_s'] / new['cpu_s']:.1f}x CPU, {old['wall_s'] / new['wall_s']:.1f}x wall")
+        print(f"speed-up today vs old: {old['cpu_s'] / new['cpu_s']:.1f}x CPU, "
+              f"{old['wall_s'] / new['wall_s']:.1f}x wall")
 
 
 if __name__ == "__main__":

@@ -192,7 +192,8 @@ def test_spline_basis_is_a_partition_of_unity_and_local():
     assert float(f[:5, :5].max()) > 0.3 and float(f[45:, :].abs().max()) == 0.0 == float(f[:, 45:].abs().max())
     xs = torch.rand(50, dtype=torch.float64) * 2 - 1
     ys = torch.rand(50, dtype=torch.float64) * 2 - 1
-    assert torch.allclose(torch.from_numpy(b.matrix(xs.numpy(), ys.numpy())).sum(1), torch.ones(50, dtype=torch.float64))
+    sums = torch.from_numpy(b.matrix(xs.numpy(), ys.numpy())).sum(1)
+    assert torch.allclose(sums, torch.ones(50, dtype=torch.float64))
     P = torch.from_numpy(b.prior_precision(0.05, 1.0))
     level = torch.from_numpy(b.constant()) * 0.1
     wiggle = torch.zeros(36, dtype=torch.float64)

@@ -132,7 +132,8 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     # joint fit runs with and without those shapes (scales only) and keeps the one whose views
     # agree better over their whole images.
     bases, fit = joint(shape=True)
-    shaped = [k for k in usable if k > 0 and (views[k].stats.get("align_correction") or {}).get("model", "scale") != "scale"]
+    shaped = [k for k in usable
+              if k > 0 and (views[k].stats.get("align_correction") or {}).get("model", "scale") != "scale"]
     if shaped:
         bases_s, fit_s = joint(shape=False)
         if _mean_disagreement(fit_s) <= _mean_disagreement(fit):
