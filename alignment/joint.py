@@ -129,11 +129,13 @@ def _basis_at(basis: FieldBasis, u: Tensor, v: Tensor, width: int, height: int) 
 
 
 def _sample(grid_map: Tensor, u: Tensor, v: Tensor, mode: str = "bilinear") -> Tensor:
-    """Samples of a [H,W] map at continuous pixel coordinates (centres at +0.5), bilinear or nearest."""
-    H, W = grid_map.shape
-    g = torch.stack([u / W * 2 - 1, v / H * 2 - 1], dim=-1).to(grid_map.dtype)
-    return F.grid_sample(grid_map[None, None], g[None, None], mode=mode, padding_mode="border",
-                         align_corners=False)[0, 0, 0]
+    """Samples of a [H,W] map ([n]) or of a [C,H,W] stack of maps ([C,n]) at continuous pixel
+    coordinates (centres at +0.5), bilinear or nearest."""
+    stack = grid_map if grid_map.dim() == 3 else grid_map[None]
+    H, W = stack.shape[-2:]
+    g = torch.stack([u / W * 2 - 1, v / H * 2 - 1], dim=-1).to(stack.dtype)
+    out = F.grid_sample(stack[None], g[None, None], mode=mode, padding_mode="border", align_corners=False)[0, :, 0]
+    return out if grid_map.dim() == 3 else out[0]
 
 
 def _check_inputs(log_depths, valid, K, c2w, init, fixed, basis):
@@ -167,6 +169,7 @@ class _Views:
         self.L_safe = [torch.where(m, x, torch.full_like(x, 1e3)) for x, m in zip(self.L, self.V)]
         self.strides = [max(1, int(round((x.shape[0] * x.shape[1] / samples_per_view) ** 0.5))) for x in self.L]
         self.samples = [self.grid(k, samples_per_view) for k in range(self.n)]
+        self._maps: dict = {}
 
     def grid(self, k: int, count: int):
         """(log-depth [n], world ray directions [n,3] with camera z = 1, u [n], v [n]) of view k's
@@ -197,13 +200,23 @@ class _Views:
         idx = torch.nonzero(ok).squeeze(1)
         return idx, zj[idx], u[idx], v[idx], pc[idx], z_k[idx]
 
-    def off_edges(self, j: int, u: Tensor, v: Tensor, extra: Tensor | None = None) -> Tensor:
+    def maps(self, j: int, extra: Tensor | None = None) -> Tensor:
+        """[3,H,W]: view j's log-depth (plus ``extra`` [H,W]) and its central differences along
+        u and v (one bilinear sample of these is a sample of the log-depth and its slope)."""
+        if extra is None and j in self._maps:
+            return self._maps[j]
+        L = self.L_safe[j] if extra is None else self.L_safe[j] + extra
+        pad = F.pad(L[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+        out = torch.stack([L, (pad[1:-1, 2:] - pad[1:-1, :-2]) / 2, (pad[2:, 1:-1] - pad[:-2, 1:-1]) / 2])
+        if extra is None:
+            self._maps[j] = out
+        return out
+
+    def off_edges(self, j: int, u: Tensor, v: Tensor, extra: Tensor | None = None):
         """Whether view j's log-depth (plus ``extra`` [H,W]) is smooth at (u, v): a bilinear sample
-        on a depth edge mixes two surfaces. Also returns the gradients (gu, gv)."""
-        Lj = self.L_safe[j] if extra is None else self.L_safe[j] + extra
-        gu = (_sample(Lj, u + 1, v) - _sample(Lj, u - 1, v)) / 2
-        gv = (_sample(Lj, u, v + 1) - _sample(Lj, u, v - 1)) / 2
-        return (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP), gu, gv
+        on a depth edge mixes two surfaces. Returns (smooth, log-depth there, gu, gv)."""
+        Lj, gu, gv = _sample(self.maps(j, extra), u, v)
+        return (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP), Lj, gu, gv
 
 
 def _pixel_noise(log_depth: Tensor, valid: Tensor) -> float:
@@ -249,11 +262,11 @@ def bend_evidence(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: Tens
             idx, zj, u, v, _, _ = views.project(k, lk, dirs, j)
             if idx.numel() < 4 * _MIN_PAIR_SAMPLES:
                 continue
-            smooth, _, _ = views.off_edges(j, u, v)
-            idx, zj, u, v = idx[smooth], zj[smooth], u[smooth], v[smooth]
+            smooth, Lj, _, _ = views.off_edges(j, u, v)
+            idx, zj, u, v, Lj = idx[smooth], zj[smooth], u[smooth], v[smooth], Lj[smooth]
             if idx.numel() < 4 * _MIN_PAIR_SAMPLES:
                 continue
-            r = (torch.log(zj) - _sample(views.L_safe[j], u, v)).numpy()
+            r = (torch.log(zj) - Lj).numpy()
             r = r - np.median(r)
             keep = np.abs(r) < cap
             x = (u0[idx].numpy() / W * 2 - 1)[keep]
@@ -299,8 +312,8 @@ def view_disagreement(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: 
             idx, zj, u, v, _, _ = views.project(k, log_z, dirs, j)
             if idx.numel() == 0:
                 continue
-            smooth, _, _ = views.off_edges(j, u, v, F_[j])
-            r = torch.log(zj) - (_sample(views.L_safe[j] + F_[j], u, v))
+            smooth, Lj, _, _ = views.off_edges(j, u, v, F_[j])
+            r = torch.log(zj) - Lj
             seen = smooth & (r < hidden)
             total += float(r[seen].abs().clamp_max(cap).sum())
             count += int(seen.sum())
@@ -385,12 +398,12 @@ def joint_log_corrections(
         lk, dirs, u_k, v_k = views.samples[k]
         Bk = basis_k[k]
         idx, zj, u, v, pcs, zk = views.project(k, lk + Bk @ theta[k], dirs, j)
-        smooth, gu, gv = views.off_edges(j, u, v)
-        idx, zj, u, v, pcs, zk, gu, gv = (t[smooth] for t in (idx, zj, u, v, pcs, zk, gu, gv))
+        smooth, Lj, gu, gv = views.off_edges(j, u, v)
+        idx, zj, u, v, pcs, zk, Lj, gu, gv = (t[smooth] for t in (idx, zj, u, v, pcs, zk, Lj, gu, gv))
         if idx.numel() < _MIN_PAIR_SAMPLES:
             return None
         Bj = design(j, u, v)
-        r = torch.log(zj) - (_sample(views.L_safe[j], u, v) + Bj @ theta[j])
+        r = torch.log(zj) - (Lj + Bj @ theta[j])
         where = (idx, u, v)
         if not jacobian:
             return r, None, None, where
@@ -460,6 +473,8 @@ def joint_log_corrections(
         if not lin:  # every pair lost its overlap at these coefficients: stop here
             return theta, sigma, 0
         theta0 = theta.clone()
+        # Each pair's Jacobian over the coefficients of both its views, [n, 2P].
+        blocks = [(torch.cat([Jk, Jj], 1), r0, k, j) for k, j, r0, Jk, Jj, _ in lin]
         for it in range(iterations):
             c = tukey_c * _ANNEAL[min(it, len(_ANNEAL) - 1)]
             Hm = torch.zeros(n_views * P, n_views * P, dtype=torch.float64)
@@ -467,18 +482,18 @@ def joint_log_corrections(
             d = theta - theta0
             residuals = []
             # IRLS: weights from the current residuals, their scale from the previous round's.
-            for k, j, r0, Jk, Jj, _ in lin:
-                r = r0 + Jk @ d[k] + Jj @ d[j]
+            for J, r0, k, j in blocks:
+                r = r0 + J @ torch.cat([d[k], d[j]])
                 residuals.append(r)
-                wt = torch.from_numpy(_tukey(r.numpy(), sigma, c)) / sigma**2
+                JW = J * (torch.from_numpy(_tukey(r.numpy(), sigma, c)) / sigma**2)[:, None]
+                A, b = JW.T @ J, JW.T @ r
                 sk, sj = slice(k * P, (k + 1) * P), slice(j * P, (j + 1) * P)
-                JkW, JjW = Jk * wt[:, None], Jj * wt[:, None]
-                Hm[sk, sk] += JkW.T @ Jk
-                Hm[sj, sj] += JjW.T @ Jj
-                Hm[sk, sj] += JkW.T @ Jj
-                Hm[sj, sk] += JjW.T @ Jk
-                g[sk] += JkW.T @ r
-                g[sj] += JjW.T @ r
+                Hm[sk, sk] += A[:P, :P]
+                Hm[sj, sj] += A[P:, P:]
+                Hm[sk, sj] += A[:P, P:]
+                Hm[sj, sk] += A[P:, :P]
+                g[sk] += b[:P]
+                g[sj] += b[P:]
             rounds += 1
             sigma = _robust_sigma(torch.cat(residuals).numpy(), sigma_floor)
             for k in range(n_views):
