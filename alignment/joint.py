@@ -438,8 +438,20 @@ def joint_log_corrections(
 
     last_lin: list = []
 
+    # Cameras that share one centre (a pan, a turn) see a point at the same pixel whatever its
+    # depth, and its depth in view j is its depth in view k times a factor: the residuals are
+    # exactly linear in the coefficients, and one linearization serves the whole fit.
+    centres = views.c2w[:, :3, 3]
+    one_centre = bool(((centres - centres[:1]).norm(dim=1) <= 1e-9 * (1 + centres.norm(dim=1))).all())
+
     def linearize(theta: Tensor, free: list[bool]) -> list:
         """Each pair's residuals, Jacobians and sample positions at ``theta`` (pairs with a free view)."""
+        if one_centre and last_lin:
+            kept = [(i, e) for i, e in enumerate(last_lin[0]) if free[e[0]] or free[e[1]]]
+            moved = linear_residuals(theta)
+            lin = [(k, j, moved[i], Jk, Jj, where) for i, (k, j, _, Jk, Jj, where) in kept]
+            last_lin[:] = [lin, theta.clone()]
+            return lin
         lin = []
         for k, j in pairs:
             if not (free[k] or free[j]):
