@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -48,6 +49,7 @@ from dreamer.cameras import DEFAULT_FOCAL_512, Camera, project_points, rotation_
 from dreamer.scene.loop import DreamConfig, align_view, dream
 from dreamer.scene.metrics import world_metrics
 from dreamer.pointcloud import PointCloud
+from dreamer.scene import joint_refinement, loop
 from dreamer.scene.joint_refinement import refine_scene
 from dreamer.render import clean_coverage, lift, render_points
 from dreamer.trajectories import center_depth_from, make_trajectory
@@ -98,26 +100,58 @@ def aligner(method: str, world: CachedWorld):
     return None
 
 
+class Stopwatch:
+    """Seconds spent in the functions it wraps (the alignment's share of a run)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def wrap(self, fn):
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t
+        return timed
+
+
+@contextmanager
+def timing(watch: Stopwatch, *places: tuple[object, str]):
+    """Wrap ``module.name`` for each (module, name) in ``places`` while the block runs."""
+    saved = [(module, name, getattr(module, name)) for module, name in places]
+    try:
+        for module, name, fn in saved:
+            setattr(module, name, watch.wrap(fn))
+        yield watch
+    finally:
+        for module, name, fn in saved:
+            setattr(module, name, fn)
+
+
 def run_method(world: CachedWorld, estimator: WorldDepthEstimator, cams: list[Camera], method: str,
                seed: int) -> dict:
     truth0 = world.render(cams[0])
     ours = method.startswith("ours")
     config = DreamConfig(seed=seed, joint_refinement=False)
+    watch = Stopwatch()
+    peer = None if ours else aligner(method, world)
     t0 = time.perf_counter()
     # The first view is an RGBD photo (true depth), so the scene has the world's scale.
-    result = dream(truth0.image, cams, "", inpainter=WorldInpainter(world), depth_estimator=estimator,
-                   config=config, depth=truth0.depth, aligner=None if ours else aligner(method, world))
+    with timing(watch, (loop, "align_view")):
+        result = dream(truth0.image, cams, "", inpainter=WorldInpainter(world), depth_estimator=estimator,
+                       config=config, depth=truth0.depth, aligner=None if peer is None else watch.wrap(peer))
     t_loop = time.perf_counter() - t0
-    align_s = sum(v.stats.get("align_seconds", 0.0) for v in result.views[1:])
     refine_s = 0.0
     if method == "ours" and DreamConfig().joint_refinement:
         t = time.perf_counter()
-        result = refine_scene(replace(result, config=replace(config, joint_refinement=True)))
+        # The refinement's fit and its re-alignment of each view (not the rebuild's render and merge).
+        with timing(watch, (joint_refinement, "joint_log_corrections"), (joint_refinement, "bend_evidence"),
+                    (joint_refinement, "align_adaptive")):
+            result = refine_scene(replace(result, config=replace(config, joint_refinement=True)))
         refine_s = time.perf_counter() - t
-        align_s += sum(v.stats.get("refine_align_seconds", 0.0) for v in result.views[1:])
-        align_s += max((v.stats.get("joint_fit_seconds", 0.0) for v in result.views), default=0.0)
     m = world_metrics(result, world)
-    m["align_ms_per_view"] = 1000 * align_s / max(1, len(cams) - 1)
+    m["align_ms_per_view"] = 1000 * watch.seconds / max(1, len(cams) - 1)
     m["seconds"] = t_loop + refine_s
     m["worse_views"] = sum(1 for v in result.views
                            if v.stats.get("joint_disagreement_after", 0.0)

@@ -40,6 +40,17 @@ def _write_batch(path: Path, scenes) -> Path:
     return path
 
 
+def _same(x, y) -> bool:
+    """Equality of nested dicts, lists and tensors (tensors bit for bit)."""
+    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+        return isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and torch.equal(x, y)
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_same(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+        return len(x) == len(y) and all(_same(a, b) for a, b in zip(x, y))
+    return x == y
+
+
 def _assert_same_scene(a: Path, b: Path) -> None:
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "run.log")
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "run.log")
@@ -51,8 +62,7 @@ def _assert_same_scene(a: Path, b: Path) -> None:
             y = torch.load(b / f, weights_only=True)
             assert x.keys() == y.keys(), f"{a.name}/{f}"
             for k in x:
-                same = torch.equal(x[k], y[k]) if isinstance(x[k], torch.Tensor) else x[k] == y[k]
-                assert same, f"{a.name}/{f}: {k}"
+                assert _same(x[k], y[k]), f"{a.name}/{f}: {k}"
         else:
             assert (a / f).read_bytes() == (b / f).read_bytes(), f"{a.name}/{f}"
 

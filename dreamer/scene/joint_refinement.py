@@ -21,7 +21,6 @@ No model runs again: the inpainted images and raw estimates of the first pass ar
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable
 
 import torch
@@ -90,7 +89,6 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     usable = [k for k, v in enumerate(views) if k == 0 or v.estimate is not None]
     if len(usable) < 2:
         return result
-    t0 = time.perf_counter()
     basis = joint_basis(int(cfg.joint_grid))
     K = torch.stack([views[k].camera.K.double().cpu() for k in usable])
     c2w = torch.stack([views[k].camera.c2w.double().cpu() for k in usable])
@@ -138,7 +136,6 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
         bases_s, fit_s = joint(shape=False)
         if _mean_disagreement(fit_s) <= _mean_disagreement(fit):
             bases, fit = bases_s, fit_s
-    fit_seconds = time.perf_counter() - t0
     log.info("joint refinement of %d views: median pair residual %.4f -> %.4f (%d samples), %d views refined",
              len(usable), fit.residual_before, fit.residual_after, fit.samples, sum(fit.accepted))
     if not any(fit.accepted):
@@ -166,9 +163,8 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
         stats = {**view.stats, "hole_fraction": float(masks.hole.float().mean()),
                  "joint_accepted": fit.accepted[i], "joint_scale": float(torch.exp(field.mean())),
                  "joint_disagreement_before": float(fit.agreement_before[i]),
-                 "joint_disagreement_after": float(fit.agreement_after[i]), "joint_fit_seconds": fit_seconds}
+                 "joint_disagreement_after": float(fit.agreement_after[i])}
         new_depth = (bases[k].double() * torch.exp(field)).to(view.estimate.dtype)
-        t = time.perf_counter()
         if int(masks.known.sum()) >= cfg.min_overlap_pixels and masks.hole.any() and cfg.seam_reaches:
             # The jointly fitted depth already has the right level: the seam correction closes the
             # seam, but the offset of the rendered cloud as a whole fades fast (carried across the
@@ -177,7 +173,6 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
             reaches = tuple(None if r == 0 else float(r) for r in cfg.seam_reaches)
             new_depth = align_adaptive(new_depth, render.depth, masks.known, masks.hole, seam_reaches=reaches,
                                        fit_global=False, offset_reach=cfg.joint_seam_reach).depth
-        stats["refine_align_seconds"] = time.perf_counter() - t
         points, placed = place_view(points, cam, view.image, render, masks, new_depth, prompt=view.prompt,
                                     stats=stats, estimate=view.estimate, config=cfg)
         out.append(placed)

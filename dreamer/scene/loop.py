@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -151,8 +150,7 @@ def dream_view(
 ) -> tuple[PointCloud, DreamView]:
     """One step of the loop: dream ``camera`` on top of ``points``; return the merged cloud and the view.
 
-    ``aligner`` replaces the loop's alignment (see :data:`Aligner`); the seconds spent aligning
-    are in the view's stats (``align_seconds``)."""
+    ``aligner`` replaces the loop's alignment (see :data:`Aligner`)."""
     render = render_points(points, camera, splat_scale=config.splat_scale, max_splat_px=config.max_splat_px)
     render, masks = clean_coverage(render, close_px=config.close_px, grow_px=config.grow_px)
     stats: dict = {"hole_fraction": float(masks.hole.float().mean())}
@@ -170,7 +168,6 @@ def dream_view(
     estimated = depth_estimator.estimate(completed, camera=camera)
     check_depth(estimated, camera, "estimated depth")
 
-    t0 = time.perf_counter()
     if aligner is not None:
         new_depth = aligner(estimated, render.depth, masks.known, masks.hole, camera)
         check_depth(new_depth.clamp_min(1e-6), camera, "aligned depth")
@@ -185,7 +182,6 @@ def dream_view(
     else:
         log.warning("view has only %d known pixels: keeping the estimated depth's scale", int(masks.known.sum()))
         new_depth = estimated
-    stats["align_seconds"] = time.perf_counter() - t0
     stats["seam_jump_unaligned"] = seam_jump(estimated, render.depth, masks.known, masks.hole)
     return place_view(points, camera, completed, render, masks, new_depth, prompt=prompt, stats=stats,
                       estimate=estimated, config=config)
