@@ -39,6 +39,22 @@ _DIRECTIONS_4 = ((0, 1), (1, 0))
 _DIRECTIONS_8 = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
+def _pair_origins(H: int, W: int, dy: int, dx: int) -> tuple[slice, slice]:
+    """Rows and columns of the pixels p whose neighbour p + (dy, dx) is inside an H x W image."""
+    return slice(max(0, -dy), H - max(0, dy)), slice(max(0, -dx), W - max(0, dx))
+
+
+def _steps_inside(y: Tensor, x: Tensor, dy: int, dx: int, H: int, W: int, span: int, extra: int) -> Tensor:
+    """int64: the largest k <= ``span`` with p + (k + extra) * (dy, dx) inside the image (0: none)."""
+    k = torch.full_like(y, span)
+    for c, dc, n in ((y, dy, H), (x, dx, W)):
+        if dc > 0:
+            k = torch.minimum(k, n - 1 - c - extra)
+        elif dc < 0:
+            k = torch.minimum(k, c - extra)
+    return k.clamp_min(0)
+
+
 def _shifted(x: Tensor, dy: int, dx: int, fill: float) -> Tensor:
     """out[y, x] = x[y + dy, x + dx], ``fill`` outside the image."""
     H, W = x.shape
@@ -88,6 +104,47 @@ def stretched_pixels(
         raise ValueError(f"dilate must be an integer >= 0, got {dilate}")
 
     disp = 1.0 / depth.detach().double()
+    H, W = disp.shape
+    flat = disp.reshape(-1)
+    out = torch.zeros(H * W, dtype=torch.bool, device=depth.device)
+    for dy, dx in _DIRECTIONS_4 if neighbourhood == 4 else _DIRECTIONS_8:
+        # First test on every pair (p, q = p + d) inside the image; both tests on the few jumps.
+        ys, xs = _pair_origins(H, W, dy, dx)
+        p_box = disp[ys, xs]
+        q_box = disp[ys.start + dy : ys.stop + dy, xs.start + dx : xs.stop + dx]
+        step_box = q_box - p_box
+        far_box = torch.minimum(p_box, q_box)
+        jy, jx = torch.nonzero(step_box.abs() > threshold * far_box, as_tuple=True)
+        if jy.numel() == 0:
+            continue
+        y, x = jy + ys.start, jx + xs.start
+        p = y * W + x
+        d = dy * W + dx
+        step = step_box[jy, jx]
+        far = far_box[jy, jx]
+        # The steps `span` pixels before and after; near the border the farthest one inside.
+        kb = _steps_inside(y, x, -dy, -dx, H, W, span, 0)
+        ka = _steps_inside(y, x, dy, dx, H, W, span, 1)
+        nan = torch.full_like(step, float("nan"))
+        b0 = (p - kb * d).clamp(0, H * W - 1)
+        a0 = (p + ka * d).clamp(0, H * W - 1)
+        before = torch.where(kb > 0, flat[(b0 + d).clamp(0, H * W - 1)] - flat[b0], nan)
+        after = torch.where(ka > 0, flat[(a0 + d).clamp(0, H * W - 1)] - flat[a0], nan)
+        # fmin ignores a NaN side; where both are missing (an image 2 pixels across), no flag.
+        off_plane = torch.fmin((step - before).abs(), (step - after).abs())
+        pair = off_plane > threshold * far  # NaN compares False
+        q_is_far = step < 0  # disparity drops from p to q: q is farther
+        out[torch.where(q_is_far, p + d, p)[pair]] = True
+    out = out.view(H, W)
+    if dilate > 0:
+        out = F.max_pool2d(out[None, None].float(), 2 * dilate + 1, stride=1, padding=dilate)[0, 0] > 0.5
+    return out
+
+
+def _stretched_pixels_reference(depth: Tensor, *, threshold: float, span: int, neighbourhood: int) -> Tensor:
+    """The criterion of :func:`stretched_pixels` written densely over whole shifted maps (no
+    dilation, no input checks): the readable version the sparse one is tested against."""
+    disp = 1.0 / depth.detach().double()
     nan = float("nan")
     out = torch.zeros(depth.shape, dtype=torch.bool, device=depth.device)
     for dy, dx in _DIRECTIONS_4 if neighbourhood == 4 else _DIRECTIONS_8:
@@ -108,6 +165,4 @@ def stretched_pixels(
         q_is_far = step < 0  # disparity drops from p to q: q is farther
         out |= pair & ~q_is_far
         out |= _shifted((pair & q_is_far).to(torch.uint8), -dy, -dx, 0).bool()
-    if dilate > 0:
-        out = F.max_pool2d(out[None, None].float(), 2 * dilate + 1, stride=1, padding=dilate)[0, 0] > 0.5
     return out

@@ -22,7 +22,7 @@ fits all views at once, like a bundle adjustment of depth distortions:
   undetermined.
 
 Pure tensor code: cameras are given as intrinsics ``K`` [N,3,3] and ``c2w`` [N,4,4] (OpenCV
-axes, see DESIGN.md).
+axes, see ``dreamer/cameras.py`` and ``docs/architecture.md``).
 """
 
 from __future__ import annotations

@@ -59,11 +59,16 @@ def _check_points(xyz: object, radius: object, name: str) -> tuple[Tensor, Tenso
         raise ValueError(f"{name}_radius must have shape [{xyz.shape[0]}] like {name}_xyz, got {tuple(radius.shape)}")
     if not xyz.is_floating_point() or not radius.is_floating_point():
         raise ValueError(f"{name}_xyz and {name}_radius must be float tensors, got {xyz.dtype} and {radius.dtype}")
-    if not bool(torch.isfinite(xyz).all()):
+    if len(xyz) == 0:
+        return xyz, radius
+    # One reduction per input (NaN propagates through min and max); count only on failure.
+    lo, hi = torch.aminmax(xyz.detach())
+    if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
         n_bad = int((~torch.isfinite(xyz)).any(1).sum())
         raise ValueError(f"{name}_xyz has {n_bad} points with non-finite coordinates")
-    bad = ~(torch.isfinite(radius) & (radius > 0))
-    if bool(bad.any()):
+    lo, hi = torch.aminmax(radius.detach())
+    if not bool((lo > 0) & torch.isfinite(hi)):
+        bad = ~(torch.isfinite(radius) & (radius > 0))
         raise ValueError(f"{name}_radius must be finite and > 0; {int(bad.sum())} values are not")
     return xyz, radius
 
@@ -98,6 +103,19 @@ def _cells(xyz: Tensor, level: int) -> Tensor:
             "more than 2**62 cells from the origin"
         )
     return torch.floor(scaled).long()
+
+
+# Large clouds are tested in blocks of this many points on the CPU: the temporaries stay small
+# (cache-sized, reused by the allocator instead of fresh pages).
+_CPU_BLOCK = 1 << 16
+
+
+def _inside_box(xyz: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """int64 indices (ascending) of the points [N,3] with ``lo <= xyz <= hi`` on every axis."""
+    block = len(xyz) if xyz.is_cuda else _CPU_BLOCK
+    idx = [torch.nonzero(((b >= lo) & (b <= hi)).all(1)).squeeze(1) + start
+           for start, b in ((s, xyz[s : s + block]) for s in range(0, len(xyz), block))]
+    return torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long, device=xyz.device)
 
 
 def _first_of_cell(keys: Tensor, blocked_cells: Tensor, inverse: Tensor) -> Tensor:
@@ -260,9 +278,9 @@ def dedup_mask(
         pad = 2.0 ** (coarsest + 1)
         lo_w = (new_xyz.detach().min(0).values.double() - pad).to(existing_xyz.dtype)
         hi_w = (new_xyz.detach().max(0).values.double() + pad).to(existing_xyz.dtype)
-        near = ((existing_xyz >= lo_w) & (existing_xyz <= hi_w)).all(1)
-        ex_level = footprint_level(existing_radius[near], cell_factor=cell_factor)
-        ex_cells = _cells(existing_xyz[near], finest)
+        near = _inside_box(existing_xyz.detach(), lo_w, hi_w)
+        ex_level = footprint_level(existing_radius.index_select(0, near), cell_factor=cell_factor)
+        ex_cells = _cells(existing_xyz.index_select(0, near), finest)
         useful = (ex_level <= coarsest) & ((ex_cells >= lo) & (ex_cells < hi)).all(1)
         ex_cells, ex_level = ex_cells[useful], ex_level[useful]
 

@@ -1,6 +1,6 @@
 """Speed of the work that is ours (not the models'), each against a baseline in the same run.
 
-Sections (``--only NAME`` runs one):
+Sections (``--only NAME`` runs one; all of them by default, in this order):
 
 * ``world``: the procedural world's render (image + depth + normal + object id) per 512x512
   view, the fast renderer (dreamer/worlds/procedural.py, cache cleared before each render)
@@ -10,13 +10,23 @@ Sections (``--only NAME`` runs one):
   (oracle inpainter and depth estimator on the world, then the ground-truth metrics) at 256x256
   along the first ``--loop-views`` lookaround views, with today's renderer, with the fast one
   and no cache, and with the fast one and its render cache.
+* ``geometry``: one view of the loop's own work at 512x512 over 2M points against a scipy
+  griddata re-projection of the same points (``bench/bench_geometry.py --only geometry``:
+  wall and CPU time, medians of ``--repeats``, and the ratio).
+* ``joint``: the joint refinement (``refine_scene`` as it is) of a 7-view lookaround at
+  512x512, seconds per dreamed view.
+* ``splats``: CPU seconds per splat iteration and the Gaussian count at the README's first
+  command (256x256, 21 views).
+* ``flying``: flying pixels per trajectory kind before and after the edge-aware lifting
+  (``bench/bench_flying.py``).
 
 Times are wall clock at torch's thread count (``--threads`` sets it). The machine is shared:
 run it under ``flock /tmp/dreamer-heavy.lock`` and read the ratios, which are measured side
 by side. On a loaded machine ``--threads 1 --clock cpu`` (this thread's CPU time) gives steadier
 ratios of the renders.
 
-    flock /tmp/dreamer-heavy.lock python bench/bench_speed.py            # about a minute on 2 cores
+    flock /tmp/dreamer-heavy.lock python bench/bench_speed.py --only world   # about a minute on 2 cores
+    flock /tmp/dreamer-heavy.lock python bench/bench_speed.py --cache /tmp/bench   # all: 20-30 minutes
     flock /tmp/dreamer-heavy.lock python bench/bench_speed.py --threads 1 --clock cpu --only world
 """
 
@@ -132,7 +142,41 @@ def _dream_loop(args: argparse.Namespace) -> None:
         print(f"{name:<30}{seconds:>8.2f} s{base / seconds:>7.1f}x{note}")
 
 
-SECTIONS = {"world": (_world_render, _dream_loop)}
+def _geometry(args: argparse.Namespace) -> None:
+    _bench_module("bench_geometry").main(["--only", "geometry", "--repeats", str(args.repeats), *_cache(args)])
+
+
+def _joint(args: argparse.Namespace) -> None:
+    # The joint refinement as it is (refine_scene), timed per dreamed view.
+    _bench_module("bench_geometry").main(["--only", "joint", *_cache(args)])
+
+
+def _splats(args: argparse.Namespace) -> None:
+    _bench_module("bench_geometry").main(["--only", "splats", *_cache(args)])
+
+
+def _flying(args: argparse.Namespace) -> None:
+    _bench_module("bench_flying").main(["--estimators", "ramps", "sharp+errors"])
+
+
+def _cache(args: argparse.Namespace) -> list[str]:
+    return [] if args.cache is None else ["--cache", str(args.cache)]
+
+
+def _bench_module(name: str):
+    """Another script of this folder, imported as a module (its ``main(argv)`` prints a section)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    return importlib.import_module(name)
+
+
+SECTIONS = {"world": (_world_render, _dream_loop), "geometry": (_geometry,), "joint": (_joint,),
+            "splats": (_splats,), "flying": (_flying,)}
 
 
 def main() -> None:
@@ -144,6 +188,8 @@ def main() -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="time the renders by wall clock or by this thread's CPU time (with --threads 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default=None,
+                        help="folder keeping the scenes the geometry, joint and splats sections build")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -96,8 +96,13 @@ def bench_quality(args) -> None:
     init = Gaussians.from_points(result.points, sh_degree=3)
     rows["splats at init"] = score(lambda c: init.render(c)[0], cams, truths, covers)
     it = args.iterations
-    base = dict(iterations=it, device="cpu", sh_degree_interval=max(it // 4, 1), refine_start_iter=it // 4,
-                refine_every=max(it // 10, 1), refine_stop_iter=int(it * 0.8), log_every=10**9, seed=args.seed)
+    if args.readme_schedule:  # SplatConfig's own schedule, as the README's first command trains
+        base = dict(iterations=it, device="cpu", log_every=10**9, seed=args.seed)
+    else:
+        base = dict(iterations=it, device="cpu", sh_degree_interval=max(it // 4, 1), refine_start_iter=it // 4,
+                    refine_every=max(it // 10, 1), refine_stop_iter=int(it * 0.8), log_every=10**9, seed=args.seed)
+    if args.init_cell is not None:
+        base["init_cell"] = args.init_cell
     for name, masked in (("splats, masked loss", True), ("splats, holes as black", False)):
         history: list = []
         t = time.perf_counter()
@@ -201,6 +206,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--readme-schedule", action="store_true",
+                    help="train with SplatConfig's default schedule (only --iterations set), as the README's first "
+                         "command does (no densification or SH above degree 0 before iteration 500)")
+    ap.add_argument("--init-cell", type=float, default=None,
+                    help="SplatConfig.init_cell (footprints per cell of the initial Gaussians; 0: one per point)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.threads:

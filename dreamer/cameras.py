@@ -40,6 +40,8 @@ __all__ = [
     "camera_rays",
     "unproject_depth",
     "project_points",
+    "world_to_camera_points",
+    "camera_points_to_pixels",
     "DEFAULT_FOCAL_512",
 ]
 
@@ -337,8 +339,19 @@ def project_points(xyz: Tensor, camera: Camera) -> tuple[Tensor, Tensor]:
 
     Points behind the camera get z <= 0; their uv is meaningless and callers must mask them.
     """
+    return camera_points_to_pixels(world_to_camera_points(xyz, camera), camera)
+
+
+def world_to_camera_points(xyz: Tensor, camera: Camera) -> Tensor:
+    """World points [N,3] -> the same points in the camera frame [N,3] (OpenCV axes, z = depth)."""
     w2c = camera.w2c.to(xyz)
-    p = xyz @ w2c[:3, :3].T + w2c[:3, 3]
+    p = xyz @ w2c[:3, :3].T
+    p += w2c[:3, 3]  # in place: one [N,3] temporary less for large clouds
+    return p
+
+
+def camera_points_to_pixels(p: Tensor, camera: Camera) -> tuple[Tensor, Tensor]:
+    """Camera-frame points [N,3] -> pixel coordinates [N,2] and z [N] (see :func:`project_points`)."""
     z = p[:, 2]
     zs = torch.where(z.abs() < 1e-12, torch.full_like(z, 1e-12), z)
     u = camera.fx * p[:, 0] / zs + camera.cx

@@ -2,9 +2,12 @@
 
 Both are pure functions of tensors. Rendering is a z-buffered splat: every point covers the
 pixels whose centres fall inside its projected footprint (a square of side ``radius * f / z``
-pixels, times ``splat_scale``), and the nearest point wins each pixel. The winner is found
-exactly with one ``scatter_reduce(amin)`` over 64-bit keys ``(depth bits << 31) | point index``:
-positive float32 depths compare like their bit patterns, so the key orders by depth first.
+pixels, times ``splat_scale``), and the nearest point wins each pixel (the lower index on equal
+depths). The winner is found exactly with ``scatter_reduce(amin)`` over 64-bit keys
+``(depth bits << 31) | rank`` (rank: the point's place, in index order, among those that reach
+the image): positive float32 depths compare like their bit patterns, so the key orders by depth
+first. Only points that pass a conservative frustum test are projected and splatted.
+Readable references of the render and the coverage clean-up: :mod:`dreamer.render_reference`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dreamer.cameras import Camera, project_points, unproject_depth
+from dreamer.cameras import Camera, camera_points_to_pixels, unproject_depth, world_to_camera_points
 from dreamer.pointcloud import PointCloud
 
 __all__ = ["PointRender", "lift", "render_points", "dilate", "erode", "clean_coverage", "HoleMasks"]
@@ -100,6 +103,10 @@ def render_points(
     ``h`` is capped at ``max_splat_px``. With ``splat_scale`` in [1, 2) a view re-rendered into its
     own camera covers exactly the pixels it came from; larger footprints (a camera moving closer)
     grow the splats so a near cloud has no pinholes.
+
+    Cost: one pass over all points (a rotation and a conservative frustum test); everything else
+    runs on the points that can reach the image. Same result as
+    :func:`dreamer.render_reference.render_points_reference`.
     """
     if splat_scale <= 0:
         raise ValueError(f"splat_scale must be > 0, got {splat_scale}")
@@ -109,15 +116,15 @@ def render_points(
     image = torch.full((H, W, 3), float(background), device=device, dtype=points.rgb.dtype)
     depth = torch.zeros(H, W, device=device, dtype=points.xyz.dtype)
     index = torch.full((H, W), -1, device=device, dtype=torch.int64)
-    if len(points) == 0:
-        return PointRender(image, depth, torch.zeros(H, W, dtype=torch.bool, device=device), index)
     if len(points) >= 2**_INDEX_BITS:
         raise ValueError(f"render_points supports up to 2^31 points, got {len(points)}")
 
-    uv, z = project_points(points.xyz, cam)
+    idx, p = _frustum_points(points.xyz, cam, near, max_splat_px)
+    if idx.numel() == 0:
+        return PointRender(image, depth, torch.zeros(H, W, dtype=torch.bool, device=device), index)
+    uv, z = camera_points_to_pixels(p, cam)
     f = math.sqrt(cam.fx * cam.fy)
-    zc = z.clamp_min(near)
-    half = (0.5 * splat_scale * points.radius * f / zc).clamp(0.5, max_splat_px)
+    half = (0.5 * splat_scale * points.radius.index_select(0, idx) * f / z.clamp_min(near)).clamp(0.5, max_splat_px)
     u, v = uv[:, 0], uv[:, 1]
     # Pixel i (centre i + 0.5) is covered when |i + 0.5 - u| <= half.
     u0 = torch.ceil(u - half - 0.5).clamp_min(0)
@@ -125,36 +132,90 @@ def render_points(
     v0 = torch.ceil(v - half - 0.5).clamp_min(0)
     v1 = torch.floor(v + half - 0.5).clamp_max(H - 1)
     keep = (z > near) & torch.isfinite(u) & torch.isfinite(v) & (u1 >= u0) & (v1 >= v0)
-    idx = torch.nonzero(keep).squeeze(1)
-    if idx.numel() == 0:
+    sub = torch.nonzero(keep).squeeze(1)  # positions in ``idx``, ascending like the point indices
+    if sub.numel() == 0:
         return PointRender(image, depth, torch.zeros(H, W, dtype=torch.bool, device=device), index)
-    u0, u1, v0, v1 = (t[idx].long() for t in (u0, u1, v0, v1))
-    wu, wv = u1 - u0 + 1, v1 - v0 + 1
-    side = torch.maximum(wu, wv)
-    zbits = z[idx].float().contiguous().view(torch.int32).long()
-    key = (zbits << _INDEX_BITS) | idx
-
-    best = torch.full((H * W,), _EMPTY, device=device, dtype=torch.int64)
-    # Group points by the side of their pixel box so each group expands to a dense [n, s*s] block.
-    for s in torch.unique(side).tolist():
-        g = torch.nonzero(side == s).squeeze(1)
-        off = torch.arange(s, device=device)
-        du = off.repeat(s)  # [s*s]
-        dv = off.repeat_interleave(s)
-        pu = u0[g, None] + du
-        pv = v0[g, None] + dv
-        ok = (du < wu[g, None]) & (dv < wv[g, None])
-        pix = (pv * W + pu)[ok]
-        k = key[g, None].expand(-1, s * s)[ok]
-        best.scatter_reduce_(0, pix, k, reduce="amin")
+    u0, u1, v0, v1 = (t.index_select(0, sub).long() for t in (u0, u1, v0, v1))
+    z = z.index_select(0, sub)
+    # Keys carry the position among the kept points; ``idx[sub]`` is ascending, so ties between
+    # equal depths go to the lower point index, as with the point index itself.
+    key = (z.float().contiguous().view(torch.int32).long() << _INDEX_BITS) | torch.arange(len(sub), device=device)
+    best = _zbuffer_min(key, u0, u1, v0, v1, H, W)
 
     covered = best != _EMPTY
-    winner = best[covered] & ((1 << _INDEX_BITS) - 1)
-    flat_img = image.view(-1, 3)
-    flat_img[covered] = points.rgb[winner]
-    depth.view(-1)[covered] = z[winner]
-    index.view(-1)[covered] = winner
+    at = torch.nonzero(covered.view(-1)).squeeze(1)
+    winner = best.index_select(0, at) & ((1 << _INDEX_BITS) - 1)
+    point = idx.index_select(0, sub.index_select(0, winner))
+    image.view(-1, 3)[at] = points.rgb.index_select(0, point)
+    depth.view(-1)[at] = z.index_select(0, winner).to(depth.dtype)
+    index.view(-1)[at] = point
     return PointRender(image, depth, covered.view(H, W), index)
+
+
+# Points go through the camera transform and the frustum test in blocks of this many on the
+# CPU: the temporaries stay small (cache-sized, reused by the allocator instead of fresh pages).
+_CPU_BLOCK = 1 << 16
+
+
+def _frustum_points(xyz: Tensor, camera: Camera, near: float, max_splat_px: float) -> tuple[Tensor, Tensor]:
+    """Indices (ascending) of the points that pass :func:`_in_frustum`, and their camera-frame
+    coordinates [n,3]."""
+    block = len(xyz) if xyz.is_cuda else _CPU_BLOCK
+    idx, pts = [], []
+    for start in range(0, len(xyz), block):
+        p = world_to_camera_points(xyz[start : start + block], camera)
+        i = torch.nonzero(_in_frustum(p, camera, near, max_splat_px)).squeeze(1)
+        idx.append(i + start)
+        pts.append(p.index_select(0, i))
+    if not idx:
+        return torch.zeros(0, dtype=torch.long, device=xyz.device), xyz.new_zeros(0, 3)
+    return torch.cat(idx), torch.cat(pts)
+
+
+def _in_frustum(p: Tensor, camera: Camera, near: float, max_splat_px: float) -> Tensor:
+    """bool [N]: camera-frame points in front of ``near`` whose projection lies within
+    ``max_splat_px`` (+ 1 pixel of slack for rounding) of the image: the only ones that can
+    cover a pixel. Conservative; the exact footprint test follows on the survivors."""
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    m = max_splat_px + 1.0
+    ok = z > near
+    t = x / z  # normalised coordinates (z <= near is already out); one buffer for both axes
+    ok &= t > (-m - camera.cx) / camera.fx
+    ok &= t < (camera.width + m - camera.cx) / camera.fx
+    torch.div(y, z, out=t)
+    ok &= t > (-m - camera.cy) / camera.fy
+    ok &= t < (camera.height + m - camera.cy) / camera.fy
+    return ok
+
+
+def _zbuffer_min(key: Tensor, u0: Tensor, u1: Tensor, v0: Tensor, v1: Tensor, H: int, W: int) -> Tensor:
+    """int64 [H*W]: the smallest ``key`` among the boxes ``[u0, u1] x [v0, v1]`` covering each
+    pixel (``_EMPTY`` where none does).
+
+    Points are grouped by the side of their box so each group expands to a dense [n, s*s]
+    block; a box narrower than the block repeats its last column/row, which ``amin`` ignores.
+    """
+    device = key.device
+    wu, wv = u1 - u0 + 1, v1 - v0 + 1
+    side = torch.maximum(wu, wv)
+    base = v0 * W + u0
+    best = torch.full((H * W,), _EMPTY, device=device, dtype=torch.int64)
+    sizes = torch.nonzero(torch.bincount(side)).squeeze(1).tolist()
+    for s in sizes:
+        g = torch.nonzero(side == s).squeeze(1) if len(sizes) > 1 else None
+        k = key if g is None else key.index_select(0, g)
+        b = base if g is None else base.index_select(0, g)
+        if s == 1:
+            best.scatter_reduce_(0, b, k, reduce="amin")
+            continue
+        off = torch.arange(s, device=device)
+        gu = wu if g is None else wu.index_select(0, g)
+        gv = wv if g is None else wv.index_select(0, g)
+        du = torch.minimum(off[None, :], gu[:, None] - 1)  # [n, s]
+        dv = torch.minimum(off[None, :], gv[:, None] - 1) * W
+        pix = (b[:, None, None] + dv[:, :, None] + du[:, None, :]).reshape(-1)  # [n * s * s]
+        best.scatter_reduce_(0, pix, k[:, None].expand(-1, s * s).reshape(-1), reduce="amin")
+    return best
 
 
 def dilate(mask: Tensor, radius: int) -> Tensor:
@@ -201,32 +262,41 @@ def clean_coverage(render: PointRender, *, close_px: int = 1, grow_px: int = 2) 
     closed |= covered
     pinholes = closed & ~covered
     image, depth = render.image.clone(), render.depth.clone()
-    if pinholes.any():
-        H, W = depth.shape
-        big = torch.finfo(depth.dtype).max
-        d = torch.where(covered, depth, torch.full_like(depth, big))
-        # Search neighbours at growing radius until every pinhole found a covered one.
-        todo = pinholes.clone()
-        for r in range(1, close_px + 1):
-            kk = 2 * r + 1
-            padded = F.pad(d[None, None], (r, r, r, r), value=big)  # outside the image never wins
-            patches = F.unfold(padded, kk)[0]  # [kk*kk, H*W]
-            best, arg = patches.min(0)
-            sel = todo.view(-1) & (best < big)
-            if sel.any():
-                dy = arg // kk - r
-                dx = arg % kk - r
-                ys = torch.arange(H, device=d.device).repeat_interleave(W) + dy
-                xs = torch.arange(W, device=d.device).repeat(H) + dx
-                src = (ys * W + xs)[sel]
-                depth.view(-1)[sel] = render.depth.view(-1)[src]
-                image.view(-1, 3)[sel] = render.image.view(-1, 3)[src]
-                todo.view(-1)[sel] = False
-            if not todo.any():
-                break
-        closed &= ~todo  # any pinhole left without a neighbour stays a hole
-        pinholes &= ~todo
+    pin = torch.nonzero(pinholes.view(-1)).squeeze(1)
+    if pin.numel():
+        src, found = _front_neighbour(render.depth, covered, pin, close_px)
+        depth.view(-1)[pin[found]] = render.depth.view(-1)[src[found]]
+        image.view(-1, 3)[pin[found]] = render.image.view(-1, 3)[src[found]]
+        lost = pin[~found]  # any pinhole left without a neighbour stays a hole
+        closed.view(-1)[lost] = False
+        pinholes.view(-1)[lost] = False
     hole = ~closed
     inpaint = dilate(hole, grow_px) if grow_px > 0 else hole.clone()
     fixed = PointRender(image, depth, closed, render.index)
     return fixed, HoleMasks(known=closed, hole=hole, inpaint=inpaint, pinholes=pinholes)
+
+
+def _front_neighbour(depth: Tensor, covered: Tensor, pixels: Tensor, max_radius: int) -> tuple[Tensor, Tensor]:
+    """For flat ``pixels`` [P]: the flat index of the covered pixel of least depth in the
+    (2r+1)^2 square around each, for the smallest r <= ``max_radius`` that has one, and whether
+    one was found (bool [P]). Ties go to the first pixel in row-major order of the square."""
+    H, W = depth.shape
+    flat_depth, flat_cov = depth.reshape(-1), covered.reshape(-1)
+    ys, xs = pixels // W, pixels % W
+    src = torch.zeros_like(pixels)
+    found = torch.zeros(len(pixels), dtype=torch.bool, device=pixels.device)
+    big = torch.finfo(depth.dtype).max
+    for r in range(1, max_radius + 1):
+        off = torch.arange(-r, r + 1, device=pixels.device)
+        ny = (ys[:, None] + off[None, :])[:, :, None].expand(-1, -1, 2 * r + 1)  # [P, kk, kk]
+        nx = (xs[:, None] + off[None, :])[:, None, :].expand(-1, 2 * r + 1, -1)
+        inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
+        nb = (ny.clamp(0, H - 1) * W + nx.clamp(0, W - 1)).reshape(len(pixels), -1)
+        d = torch.where(inside.reshape(len(pixels), -1) & flat_cov[nb], flat_depth[nb], big)
+        best, arg = d.min(1)
+        new = ~found & (best < big)
+        src = torch.where(new, nb.gather(1, arg[:, None]).squeeze(1), src)
+        found |= new
+        if bool(found.all()):
+            break
+    return src, found

@@ -14,7 +14,7 @@ Examples (times on a quiet 2-core CPU without a GPU):
     python -m dreamer.run --models default --prompt "a cozy reading room with a fireplace" --out runs/room
 
     # a photo, with its depth map (RGBD)
-    python -m dreamer.run --models default --image photo.jpg --depth photo_depth.png --prompt "a garden" \
+    python -m dreamer.run --models default --image photo.jpg --depth photo_depth.png --prompt "a garden" \\
         --out runs/garden
 
     # a batch file (YAML or JSON lines), split over 4 machines: this is shard 0 of 4

@@ -380,6 +380,22 @@ def test_stretched_pixels_keeps_a_grazing_floor_and_a_crease():
     assert not stretched_pixels((1 / disp)[None].expand(32, 64).clone()).any()
 
 
+def test_stretched_pixels_matches_the_dense_reference():
+    """The sparse second-order test gives the dense criterion's answer, borders included."""
+    from alignment.edges import _stretched_pixels_reference
+
+    g = _gen(11)
+    for shape in ((2, 2), (2, 7), (7, 3), (23, 31)):
+        for trial in range(4):
+            z = 1.0 + 4.0 * torch.rand(shape, generator=g)
+            if trial % 2:  # steps: a third of the pixels pushed far back
+                z = torch.where(torch.rand(shape, generator=g) < 0.3, 3.0 * z, z)
+            for neighbourhood, span, threshold in ((4, 2, 0.05), (8, 3, 0.08), (8, 2, 0.3), (4, 5, 0.03), (8, 5, 0.1)):
+                fast = stretched_pixels(z, threshold=threshold, span=span, neighbourhood=neighbourhood)
+                ref = _stretched_pixels_reference(z, threshold=threshold, span=span, neighbourhood=neighbourhood)
+                assert torch.equal(fast, ref), (shape, trial, neighbourhood, span, threshold)
+
+
 def test_stretched_pixels_validation():
     z = torch.ones(8, 8)
     with pytest.raises(ValueError, match=r"\[H,W\]"):

@@ -41,13 +41,13 @@ def _write_batch(path: Path, scenes) -> Path:
 
 
 def _same(x, y) -> bool:
-    """Equality of nested dicts, lists and tensors (tensors bit for bit)."""
+    """Equal values, tensors compared exactly, inside dicts, lists and tuples too."""
     if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
         return isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and torch.equal(x, y)
     if isinstance(x, dict) and isinstance(y, dict):
         return x.keys() == y.keys() and all(_same(x[k], y[k]) for k in x)
     if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
-        return len(x) == len(y) and all(_same(a, b) for a, b in zip(x, y))
+        return type(x) is type(y) and len(x) == len(y) and all(_same(u, v) for u, v in zip(x, y))
     return x == y
 
 

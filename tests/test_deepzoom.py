@@ -332,22 +332,23 @@ def test_tiny_pipeline_makes_the_levels(scene):
 
 @pytest.mark.slow
 def test_cli_zoom_stage_with_splats(tmp_path, monkeypatch):
-    """The splat branch of the stage: Gaussians of the zoomed cloud and the fly-in video (training
-    is replaced by the initialization here; the training itself is tested above)."""
+    """The splat branch of the stage: Gaussians of the zoomed cloud and the fly-in video (two
+    training iterations; the training itself is tested above)."""
     import dreamer.splats
     from dreamer.run import main
     from dreamer.splats import Gaussians
 
     seen = []
+    train = dreamer.splats.train_gaussians
 
-    def fake_train(result, config, on_progress=None, **kw):
+    def counting_train(result, config, on_progress=None, **kw):
         seen.append(len(result.views))
-        return Gaussians.from_points(result.points, sh_degree=0)
+        return train(result, config, on_progress, **kw)
 
-    monkeypatch.setattr(dreamer.splats, "train_gaussians", fake_train)
+    monkeypatch.setattr(dreamer.splats, "train_gaussians", counting_train)
     out = tmp_path / "s"
     assert main(["--models", "synthetic", "--views", "2", "--width", "64", "--height", "64", "-q",
-                 "--render-frames", "2", "--zoom-levels", "3", "--zoom-fly-frames", "5",
+                 "--render-frames", "2", "--gs-iters", "2", "--zoom-levels", "3", "--zoom-fly-frames", "5",
                  "--zoom-video-seconds-per-level", "0", "--export", "ply", "spz", "--out", str(out)]) == 0
     assert seen == [2, 4]  # the scene's views, then the scene's views plus levels 1 and 2
     z = out / "zoom"

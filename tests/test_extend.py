@@ -148,7 +148,7 @@ def test_concurrent_scenes_write_only_their_own_log(tmp_path, caplog):
     its own scene's lines and none of the other's."""
     caplog.set_level(logging.INFO)
     backends = build_backends(ModelConfig(models="synthetic"))
-    both_running = threading.Barrier(2, timeout=60)
+    both_running = threading.Barrier(2, timeout=300)  # generous: a loaded CI machine
     errors = []
 
     def job(name: str, trajectory: str):

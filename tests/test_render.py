@@ -119,3 +119,68 @@ def test_lift_rejects_bad_image():
         lift(torch.rand(8, 8), torch.ones(8, 8), cam)
     with pytest.raises(ValueError, match="float"):
         lift(torch.zeros(8, 8, 3, dtype=torch.uint8), torch.ones(8, 8), cam)
+
+
+# ----------------------------------------------------------------------------- fast paths vs references
+
+
+def _random_scene(seed: int, n: int = 4000) -> PointCloud:
+    """Points in front of, beside and behind the camera, of footprints from sub-pixel to tens of
+    pixels, a few exactly tied in depth, and a few NaN / inf points."""
+    g = torch.Generator().manual_seed(seed)
+    xyz = torch.randn(n, 3, generator=g) * torch.tensor([2.0, 1.5, 2.0]) + torch.tensor([0.0, 0.0, 2.5])
+    xyz[: n // 10, 2] = xyz[0, 2]  # ties in depth: the lower index wins
+    xyz[-3] = torch.tensor([float("nan"), 0.0, 1.0])
+    xyz[-2] = torch.tensor([0.0, float("inf"), 1.0])
+    xyz[-1] = torch.tensor([0.0, 0.0, 1e-6])  # on the camera plane
+    radius = torch.rand(n, generator=g) ** 3 * 0.2 + 1e-4
+    return PointCloud(xyz, torch.rand(n, 3, generator=g), radius)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("splat_scale, max_splat_px", [(1.5, 32.0), (3.0, 4.0), (0.5, 32.0)])
+def test_render_points_matches_the_reference(seed, splat_scale, max_splat_px):
+    from dreamer.render_reference import render_points_reference
+
+    cloud = _random_scene(seed)
+    cam = moved(Camera.from_focal(30.0, 40, 28), yaw=10.0 * seed, t=(0.1 * seed, 0.0, -0.2))
+    fast = render_points(cloud, cam, splat_scale=splat_scale, max_splat_px=max_splat_px)
+    ref = render_points_reference(cloud, cam, splat_scale=splat_scale, max_splat_px=max_splat_px)
+    assert ref.covered.any() and not ref.covered.all()
+    for name in ("image", "depth", "covered", "index"):
+        assert torch.equal(getattr(fast, name), getattr(ref, name)), name
+
+
+def test_render_points_culls_nothing_it_should_draw():
+    """Points just outside the image whose footprints reach into it are drawn (the frustum cull
+    is conservative), on every side."""
+    from dreamer.render_reference import render_points_reference
+
+    cam = Camera.from_focal(20.0, 16, 12)
+    u = torch.tensor([-3.0, 19.0, 8.0, 8.0, -30.0])
+    v = torch.tensor([6.0, 6.0, -3.0, 15.0, 6.0])
+    z = torch.full((5,), 2.0)
+    xyz = torch.stack([(u - cam.cx) / cam.fx * z, (v - cam.cy) / cam.fy * z, z], -1)
+    cloud = PointCloud(xyz, torch.rand(5, 3), torch.full((5,), 0.5))  # 5 px footprints: half-size 3.75
+    fast, ref = render_points(cloud, cam), render_points_reference(cloud, cam)
+    assert torch.equal(fast.index, ref.index)
+    assert set(fast.index.unique().tolist()) == {-1, 0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("close_px", [0, 1, 2, 3])
+def test_clean_coverage_matches_the_reference(close_px):
+    from dreamer.render_reference import clean_coverage_reference
+
+    cam = Camera.from_focal(30.0, 40, 28)
+    g = torch.Generator().manual_seed(close_px)
+    r = render_points(_random_scene(close_px), cam)
+    drop = torch.rand(28, 40, generator=g) < 0.2  # scattered pinholes of all sizes
+    r.covered &= ~drop
+    fast, fast_masks = clean_coverage(r, close_px=close_px, grow_px=2)
+    ref, ref_masks = clean_coverage_reference(r, close_px=close_px, grow_px=2)
+    for name in ("image", "depth", "covered"):
+        assert torch.equal(getattr(fast, name), getattr(ref, name)), name
+    for name in ("known", "hole", "inpaint", "pinholes"):
+        assert torch.equal(getattr(fast_masks, name), getattr(ref_masks, name)), name
+    if close_px:
+        assert fast_masks.pinholes.any()

@@ -176,7 +176,9 @@ def test_checkpoints_are_dropped_when_a_stage_completes_and_disk_use_is_reported
     assert run_cli(*args, "--out", kept, "--keep-checkpoints") == 0
     assert (kept / "splats" / "checkpoint.pt").exists() and (kept / "checkpoint" / "view_001.pt").exists()
     assert (kept / "gaussians.ply").read_bytes() == (out / "gaussians.ply").read_bytes()
-    assert disk_usage(kept) > size + 2 * (out / "gaussians.ply").stat().st_size
+    # The kept splat checkpoint holds at least the Gaussians again (with 4 iterations at SH degree 0
+    # the optimizer has no moments for the higher SH coefficients, most of a Gaussian's floats).
+    assert disk_usage(kept) > size + (out / "gaussians.ply").stat().st_size
 
 
 def test_config_file_round_trip(tmp_path):

@@ -346,6 +346,31 @@ def test_init_from_points():
     assert abs(float(depth[4, 4]) - 2.0) < 1e-5
 
 
+def test_merge_points_on_grid():
+    """A wall lifted at 64x64 (footprint 3/64): cells of one to two footprints hold one to four
+    of its points; each merged point keeps the mean position and colour and the total area;
+    points of another resolution level are never merged with them."""
+    from dreamer.splats.gaussians import merge_points_on_grid
+
+    n = 64
+    v, u = torch.meshgrid(torch.arange(n) + 0.5, torch.arange(n) + 0.5, indexing="ij")
+    xyz = torch.stack([u / n * 3 - 1.5, v / n * 3 - 1.5, torch.full_like(u, 3.0)], -1).reshape(-1, 3)
+    rgb = torch.rand(n * n, 3, generator=torch.Generator().manual_seed(0))
+    wall = PointCloud(xyz, rgb, torch.full((n * n,), 3.0 / n))  # radius = point spacing
+    merged = merge_points_on_grid(wall, 1.0)
+    assert len(merged) == 48 * 48  # cells of side 2**ceil(log2(3/64)) = 1/16: 48 across the wall
+    assert torch.allclose((merged.radius.double() ** 2).sum(), (wall.radius.double() ** 2).sum(), rtol=1e-6)
+    assert torch.allclose(merged.xyz.double().mean(0), wall.xyz.double().mean(0), atol=1e-5)  # every weight counted
+    assert torch.allclose(merged.xyz[:, 2], torch.full((len(merged),), 3.0))
+    assert merged.rgb.min() >= rgb.min() - 1e-6 and merged.rgb.max() <= rgb.max() + 1e-6
+    # A finer copy of the wall (another level) merges only with itself.
+    fine = PointCloud(xyz + 0.001, rgb, torch.full((n * n,), 1.0 / n))
+    both = merge_points_on_grid(wall.cat(fine), 1.0)
+    assert len(both) == len(merged) + len(merge_points_on_grid(fine, 1.0))
+    assert merge_points_on_grid(wall, 0.0) is wall  # 0: one Gaussian per point
+    assert len(merge_points_on_grid(wall, 4.0)) < len(merged)  # larger cells, fewer points
+
+
 def test_ply_round_trip_is_exact(tmp_path):
     for degree in (0, 1, 3):
         g = _random_gaussians(64, degree, seed=degree)

@@ -10,6 +10,7 @@ import torch
 from dreamer.splats.projection import (
     _sh_bases,
     fully_fused_projection,
+    project_gaussians,
     quat_scale_to_covar_preci,
     quat_to_rotmat,
     spherical_harmonics,
@@ -75,12 +76,41 @@ def test_projection_is_the_ewa_linearization():
         cov2 = J @ w2c[:3, :3] @ covar[i] @ w2c[:3, :3].T @ J.T + 0.3 * torch.eye(2, dtype=J.dtype)
         inv = torch.linalg.inv(cov2)
         assert torch.allclose(conics[0, i], torch.stack([inv[0, 0], inv[0, 1], inv[1, 1]]), rtol=1e-6)
-        assert radii[0, i].tolist() == [math.ceil(3.33 * math.sqrt(cov2[0, 0])), math.ceil(3.33 * math.sqrt(cov2[1, 1]))]
+        expected = [math.ceil(3.33 * math.sqrt(cov2[0, 0])), math.ceil(3.33 * math.sqrt(cov2[1, 1]))]
+        assert radii[0, i].tolist() == expected
         assert torch.allclose(comp[0, i] ** 2, torch.linalg.det(cov2 - 0.3 * torch.eye(2, dtype=J.dtype))
                               / torch.linalg.det(cov2))
     behind = means.clone()
     behind[:, 2] = -1.0
     assert (fully_fused_projection(behind, covar, torch.eye(4, dtype=K.dtype)[None], K[None], 64, 60)[0] == 0).all()
+
+
+def test_fused_projection_equals_the_two_steps():
+    """project_gaussians (the rasterizer's: no 3D covariance formed) gives the outputs and the
+    gradients of quat_scale_to_covar_preci + fully_fused_projection, inside and far outside the
+    field of view (where the Jacobian is clamped) and behind the camera."""
+    means, quats, scales = _gaussians(300, seed=5)
+    means[:40, 0] += 6.0  # beside the view: clamped Jacobian, radius 0
+    means[40:50, 2] = -1.0  # behind
+    w2c, K = _camera()
+    g = torch.Generator().manual_seed(1)
+    w_m, w_c, w_d = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((300, 2), (300, 3), (300,)))
+    results = []
+    for fused in (False, True):
+        inputs = [t.clone().requires_grad_(True) for t in (means, quats, scales)]
+        if fused:
+            radii, means2d, depths, conics = project_gaussians(*inputs, w2c, K, 64, 60, eps2d=0.3)
+        else:
+            covar, _ = quat_scale_to_covar_preci(inputs[1], inputs[2], compute_preci=False)
+            radii, means2d, depths, conics, _ = fully_fused_projection(inputs[0], covar, w2c[None], K[None], 64, 60,
+                                                                      eps2d=0.3)
+            radii, means2d, depths, conics = radii[0], means2d[0], depths[0], conics[0]
+        ((means2d * w_m).sum() + (conics * w_c).sum() + (depths * w_d).sum()).backward()
+        results.append((radii, means2d.detach(), depths.detach(), conics.detach(), *(t.grad for t in inputs)))
+    assert torch.equal(results[0][0], results[1][0])
+    assert (results[1][0][40:50] == 0).all() and (results[1][0][50:] > 0).any()
+    for a, b in zip(results[0][1:], results[1][1:]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_spherical_harmonics_are_orthonormal_and_degree_zero_is_the_dc_term():
@@ -122,7 +152,8 @@ def test_agrees_with_gsplats_own_torch_functions_when_present():
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
     coeffs = torch.randn(200, 25, 3)
     for degree in range(5):
-        assert torch.allclose(spherical_harmonics(degree, means, coeffs), impl._spherical_harmonics(degree, means, coeffs),
+        reference = impl._spherical_harmonics(degree, means, coeffs)
+        assert torch.allclose(spherical_harmonics(degree, means, coeffs), reference,
                               atol=1e-5)
 
 

@@ -2,6 +2,7 @@
 a held-out camera beats the point cloud's, densification works on CPU, the masked loss,
 checkpoints and resuming, bad inputs."""
 
+import copy
 import json
 
 import pytest
@@ -242,3 +243,49 @@ def test_camera_size_is_checked_at_render():
     g = Gaussians.from_points(PointCloud(torch.tensor([[0.0, 0.0, 2.0]]), torch.rand(1, 3), torch.tensor([0.1])))
     with pytest.raises(ValueError, match="positive integer"):
         g.render(Camera(torch.eye(3) * 10, torch.eye(4), 8, 0))
+
+
+def test_skipped_sh_steps_equal_zero_gradient_steps():
+    """At SH degree 0 the higher coefficients get no gradient and their Adam step is skipped
+    (only counted): the parameters afterwards are exactly those of Adam stepped with zero
+    gradients all along, for a fresh run and for one resumed from a checkpoint."""
+    from dreamer.splats.train import _adam, _adam_steps
+
+    g = torch.Generator().manual_seed(0)
+    start = {"sh0": torch.randn(50, 1, 3, generator=g), "shN": torch.randn(50, 3, 3, generator=g)}
+    grads = [{k: torch.randn(v.shape, generator=g) for k, v in start.items()} for _ in range(8)]
+    degree = [0, 0, 0, 1, 1, 1, 1, 1]  # the degree rises at iteration 3
+
+    def run(skip: bool, first: int = 0, state=None):
+        params = {k: torch.nn.Parameter(v.clone()) for k, v in (start if state is None else state["params"]).items()}
+        opts = {k: _adam(p, 1e-2) for k, p in params.items()}
+        saved = None
+        if state is not None:
+            for k, o in opts.items():
+                o.load_state_dict(state["opts"][k])
+        for it in range(first, 8):
+            deg = degree[it]
+            params["sh0"].grad = grads[it]["sh0"].clone()
+            if deg > 0:
+                params["shN"].grad = grads[it]["shN"].clone()
+            elif not skip:
+                params["shN"].grad = torch.zeros_like(params["shN"])
+            if skip:
+                _adam_steps(params, opts, it, deg)
+            else:
+                for o in opts.values():
+                    o.step()
+                    o.zero_grad(set_to_none=True)
+            if it == 1:
+                saved = {"params": {k: p.detach().clone() for k, p in params.items()},
+                         "opts": {k: copy.deepcopy(o.state_dict()) for k, o in opts.items()}}
+        return params, saved
+
+    naive, _ = run(skip=False)
+    skipped, checkpoint = run(skip=True)
+    assert not checkpoint["opts"]["shN"]["state"]  # no Adam pass over shN while it had no gradient
+    resumed, _ = run(skip=True, first=2, state=checkpoint)
+    for k in start:
+        assert torch.equal(naive[k], skipped[k]), k
+        assert torch.equal(naive[k], resumed[k]), k
+    assert not torch.equal(naive["shN"], start["shN"])  # shN did train after the degree rose

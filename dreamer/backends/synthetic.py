@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dreamer.cameras import Camera
+from dreamer.checks import check_int
 from dreamer.worlds.procedural import ProceduralWorld
 
 __all__ = ["WorldInpainter", "WorldDepthEstimator", "WorldImageGenerator", "DepthErrors", "ERROR_FAMILIES"]
@@ -137,11 +138,17 @@ class WorldDepthEstimator:
     All random draws come from a generator seeded with (seed, camera), never a hidden counter,
     so a resumed run sees exactly the errors of an uninterrupted one. :meth:`family` builds the
     named families of :data:`ERROR_FAMILIES`.
+
+    ``edge_blur`` > 0 smooths the true inverse depth over a (2 * edge_blur + 1)^2 box before the
+    errors are applied (before ``blur``), as monocular models do at occlusion edges: a silhouette
+    becomes a ramp of pixels at depths between the object and the background (the "flying pixels" that
+    :func:`dreamer.scene.depth_edges.straddling_pixels` keeps from being lifted). 0: sharp edges.
     """
 
     def __init__(self, world: ProceduralWorld, *, scale_range: tuple[float, float] = (0.5, 2.0),
                  distortion: float = 0.10, noise: float = 0.01, seed: int = 0, distortion_kind: str = "bend",
-                 object_error: float = 0.0, disparity_shift: float = 0.0, smear: float = 0.0):
+                 object_error: float = 0.0, disparity_shift: float = 0.0, smear: float = 0.0, edge_blur: int = 0):
+        self.edge_blur = check_int(edge_blur, "edge_blur", min=0)
         if distortion_kind not in DISTORTION_KINDS:
             raise ValueError(f"distortion_kind must be one of {DISTORTION_KINDS}, got {distortion_kind!r}")
         self.distortion_kind = distortion_kind
@@ -242,6 +249,11 @@ class WorldDepthEstimator:
             truth, ids = r.depth, r.object_id
         else:
             truth, ids = self.world.depth(camera), None
+        truth = truth.to(image.device)
+        if self.edge_blur > 0:
+            b = self.edge_blur
+            disp = F.pad((1.0 / truth)[None, None], (b, b, b, b), mode="replicate")
+            truth = 1.0 / F.avg_pool2d(disp, 2 * b + 1, stride=1)[0, 0]
         t = _gaussian_blur(truth, self.smear * max(camera.height, camera.width))
         err = self.errors(camera, t)
         factor = err.scale * (1.0 + err.field.to(t))

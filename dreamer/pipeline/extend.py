@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 
 from dreamer.cameras import Camera
+from dreamer.checks import check_int
 from dreamer.io import read_json, write_json
 from dreamer.pipeline.checkpoint import load_checkpoint, load_finished, save_checkpoint
 from dreamer.pipeline.exports import write_cameras_json, write_transforms_json, write_view
@@ -115,8 +116,7 @@ def dream_here_cameras(camera: Camera, *, around: int = 0, degrees: float = 20.0
 
     if not isinstance(camera, Camera):
         raise TypeError(f"camera must be a dreamer.Camera, got {type(camera).__name__}")
-    if isinstance(around, bool) or not isinstance(around, int) or not 0 <= around <= 8:
-        raise ValueError(f"around must be a whole number of extra cameras in [0, 8], got {around!r}")
+    around = check_int(around, "around", min=0, max=8)
     cams = [camera]
     for j in range(around):
         step = (j // 2 + 1) * float(degrees)
@@ -326,9 +326,7 @@ def apply_extensions(configs: SceneConfigs, scene: str | Path, backends=None, *,
     scene = Path(scene)
     if configs.splats is None:
         raise ValueError("extensions fine-tune the scene's splats: the scene needs its splat stage")
-    it = configs.scene.extension_iterations
-    if isinstance(it, bool) or not isinstance(it, int) or it < 1:
-        raise ValueError(f"scene.extension_iterations must be a whole number >= 1, got {it!r}")
+    check_int(configs.scene.extension_iterations, "scene.extension_iterations", min=1)
     fingerprint = _base_fingerprint(configs, scene)
     base = _base_result(configs, scene, fingerprint)
     result, gaussians, records = base, None, []

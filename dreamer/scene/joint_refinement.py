@@ -28,7 +28,7 @@ import torch
 from alignment.adaptive import GlobalCorrection, align_adaptive
 from alignment.fields import FieldBasis
 from alignment.joint import bend_evidence, joint_log_corrections
-from dreamer.scene.placement import place_view
+from dreamer.scene.placement import alignment_known, place_view
 from dreamer.render import clean_coverage, lift, render_points
 from dreamer.scene.result import DreamResult, DreamView
 
@@ -171,7 +171,8 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
             # hole it would add up along the trajectory again, as in the loop); only the
             # variation around it, surface by surface, goes as far as the loop's choice of reach.
             reaches = tuple(None if r == 0 else float(r) for r in cfg.seam_reaches)
-            new_depth = align_adaptive(new_depth, render.depth, masks.known, masks.hole, seam_reaches=reaches,
+            anchors = alignment_known(masks.known, view.estimate, cfg.min_overlap_pixels)
+            new_depth = align_adaptive(new_depth, render.depth, anchors, masks.hole, seam_reaches=reaches,
                                        fit_global=False, offset_reach=cfg.joint_seam_reach).depth
         points, placed = place_view(points, cam, view.image, render, masks, new_depth, prompt=view.prompt,
                                     stats=stats, estimate=view.estimate, config=cfg)

@@ -23,7 +23,7 @@ from alignment import seam_jump, stretched_pixels
 from alignment.adaptive import AdaptiveAlignment, align_adaptive
 from dreamer.backends import DepthEstimator, Inpainter, inpaint_weight
 from dreamer.cameras import Camera
-from dreamer.scene.placement import place_view
+from dreamer.scene.placement import alignment_known, first_view_mask, place_view
 from dreamer.pointcloud import PointCloud
 from dreamer.scene.joint_refinement import refine_scene
 from dreamer.render import _check_image, check_depth, clean_coverage, lift, render_points
@@ -172,7 +172,8 @@ def dream_view(
         new_depth = aligner(estimated, render.depth, masks.known, masks.hole, camera)
         check_depth(new_depth.clamp_min(1e-6), camera, "aligned depth")
     elif int(masks.known.sum()) >= config.min_overlap_pixels:
-        aligned = align_view(estimated, render.depth, masks.known, masks.hole, config)
+        anchors = alignment_known(masks.known, estimated, config.min_overlap_pixels)
+        aligned = align_view(estimated, render.depth, anchors, masks.hole, config)
         new_depth = aligned.depth
         fit = aligned.fit
         stats.update(scale=fit.scale, overlap_pixels=fit.n_pixels, inlier_fraction=fit.inlier_fraction,
@@ -229,11 +230,12 @@ def dream(
         result = DreamResult(resume.points.to(device), list(resume.views), config)
     else:
         cam0 = cameras[0]
-        if depth is None:
+        estimated_first = depth is None
+        if estimated_first:
             depth = depth_estimator.estimate(image, camera=cam0)
             check_depth(depth, cam0, "estimated depth of the first view")
         stretched = stretched_pixels(depth, threshold=config.stretch_threshold)
-        mask0 = ~stretched
+        mask0 = first_view_mask(depth, config) if estimated_first else ~stretched
         points = lift(image, depth.to(image), cam0, mask0)
         stats = {"new_points": len(points), "kept_points": len(points), "stretched_pixels": int(stretched.sum())}
         result = DreamResult(points, [DreamView(cam0, image, depth.to(image), mask0, prompts[0], stats)], config)

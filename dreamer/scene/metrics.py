@@ -9,7 +9,7 @@ import torch
 from dreamer.backends import DepthEstimator
 from dreamer.scene.result import DreamResult
 
-__all__ = ["world_metrics"]
+__all__ = ["world_metrics", "flying_points"]
 
 # Half-size (pixels) of the stretch of seam over which the systematic seam step is averaged.
 _SEAM_WINDOW = 4
@@ -122,3 +122,49 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
         "world_extent": extent,
         "per_view": per_view,
     }
+
+
+def flying_points(view, world, *, footprints: float = 3.0, edge_px: int = 2, edge_jump: float = 0.05,
+                  drift_px: int = 8) -> dict:
+    """Flying pixels of one dreamed ``view`` (a DreamView) against ``world`` (a ProceduralWorld).
+
+    The view's lifted pixels (``view.mask``, at ``view.depth``) as points; a point is *flying*
+    when it is farther than ``footprints`` of its own pixel footprints from every true surface
+    and its pixel lies within ``edge_px`` pixels of a true occlusion edge (a jump of more than
+    ``edge_jump`` in log z-depth between 8-neighbours of the world's depth in this camera).
+    Points off the surface away from edges (depth noise, alignment drift) are counted apart, as
+    ``off_surface``. A region whose depth drifted as a whole is off the surface at its edges
+    too: ``flying_beyond_drift`` counts the flying points still off by more than ``footprints``
+    footprints along their ray after the local drift (the mean log depth error of the lifted
+    pixels away from edges within ``drift_px`` pixels) is taken out.
+    Returns ``{"lifted", "flying", "flying_beyond_drift", "off_surface"}`` (counts).
+    """
+    from torch.nn.functional import avg_pool2d, max_pool2d, pad
+
+    from dreamer.render import lift
+
+    if not view.mask.any():
+        return {"lifted": 0, "flying": 0, "flying_beyond_drift": 0, "off_surface": 0}
+    true_depth = world.depth(view.camera).to(view.depth).clamp_min(1e-12)
+    truth = torch.log(true_depth)
+    H, W = truth.shape
+    padded = pad(truth[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    jump = torch.zeros_like(view.mask)
+    for dy in range(3):
+        for dx in range(3):
+            jump |= (padded[dy : dy + H, dx : dx + W] - truth).abs() > edge_jump
+    near_edge = max_pool2d(jump[None, None].float(), 2 * edge_px + 1, 1, edge_px)[0, 0] > 0
+    points = lift(view.image, view.depth, view.camera, view.mask)
+    off = world.distance_to_surface(points.xyz) > footprints * points.radius
+    at_edge = near_edge[view.mask]
+    # The local drift: mean log error of the lifted pixels away from edges around each pixel.
+    error = torch.log(view.depth.clamp_min(1e-12)) - truth
+    weight = (view.mask & ~near_edge).to(error.dtype)
+    k = 2 * drift_px + 1
+    total = avg_pool2d((error * weight)[None, None], k, 1, drift_px, count_include_pad=False)[0, 0]
+    count = avg_pool2d(weight[None, None], k, 1, drift_px, count_include_pad=False)[0, 0]
+    drift = torch.where(count > 0, total / count.clamp_min(1e-12), torch.zeros_like(total))
+    residual = (view.depth - true_depth * torch.exp(drift)).abs()[view.mask]
+    beyond = residual > footprints * points.radius
+    return {"lifted": len(points), "flying": int((off & at_edge).sum()),
+            "flying_beyond_drift": int((off & at_edge & beyond).sum()), "off_surface": int((off & ~at_edge).sum())}

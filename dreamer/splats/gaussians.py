@@ -36,7 +36,7 @@ from dreamer.cameras import Camera
 from dreamer.pointcloud import PointCloud
 from dreamer.splats.rasterizer import SH_C0, Backend, RasterOutput, num_sh_bases, rasterize, sh_degree_from_bases
 
-__all__ = ["Gaussians", "PARAM_NAMES", "rgb_to_sh0", "sh0_to_rgb"]
+__all__ = ["Gaussians", "PARAM_NAMES", "rgb_to_sh0", "sh0_to_rgb", "merge_points_on_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,45 @@ def rgb_to_sh0(rgb: Tensor) -> Tensor:
 def sh0_to_rgb(sh0: Tensor) -> Tensor:
     """SH DC coefficient [...,3] -> colour [...,3] (not clamped)."""
     return sh0 * SH_C0 + 0.5
+
+
+def merge_points_on_grid(points: PointCloud, cell_factor: float = 1.0) -> PointCloud:
+    """One point per occupied cell of a footprint grid: the initial cloud of the Gaussians.
+
+    A point's cell has side ``2**ceil(log2(radius * cell_factor))`` (its resolution level, as in
+    :func:`alignment.footprint_level`) on one absolute grid per level, so points of different
+    resolutions never merge. A radius is the size of the pixel that made the point, which is
+    the pixel size of the views the splats train on: with ``cell_factor`` 1 a cell is one to two
+    pixels wide, and more points than pixels would be spent on detail no training view shows.
+    The points of a cell become their mean position and colour, with the radius of the same
+    total area, ``sqrt(sum radius^2)`` (a surface seen at its own resolution stays covered).
+
+    Returns a new cloud (float32 on the points' device); ``cell_factor`` <= 0 returns ``points``.
+    """
+    if not isinstance(points, PointCloud):
+        raise TypeError(f"points must be a PointCloud, got {type(points).__name__}")
+    if not (cell_factor < float("inf")):
+        raise ValueError(f"cell_factor must be finite, got {cell_factor}")
+    if cell_factor <= 0 or len(points) == 0:
+        return points
+    from alignment import footprint_level
+
+    r = points.radius.detach()
+    if not bool(torch.isfinite(r).all()) or bool((r <= 0).any()):
+        raise ValueError("PointCloud.radius must be finite and > 0 to merge the points on a footprint grid")
+    level = footprint_level(r, cell_factor=cell_factor)
+    xyz = points.xyz.detach().double()
+    cells = torch.floor(xyz * torch.pow(2.0, -level.double())[:, None]).long()
+    _, group = torch.unique(torch.cat([level[:, None], cells], 1), dim=0, return_inverse=True)
+    n = int(group.max()) + 1
+
+    def total(x: Tensor) -> Tensor:
+        return torch.zeros(n, *x.shape[1:], dtype=torch.float64, device=x.device).index_add_(0, group, x)
+
+    count = total(torch.ones_like(r, dtype=torch.float64))
+    return PointCloud((total(xyz) / count[:, None]).float(),
+                      (total(points.rgb.detach().double()) / count[:, None]).float(),
+                      total(r.double() ** 2).sqrt().float())
 
 
 @dataclass(eq=False)

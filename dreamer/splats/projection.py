@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["quat_to_rotmat", "quat_scale_to_covar_preci", "fully_fused_projection", "spherical_harmonics"]
+__all__ = ["quat_to_rotmat", "quat_scale_to_covar_preci", "fully_fused_projection", "project_gaussians",
+           "spherical_harmonics"]
 
 
 def quat_to_rotmat(quats: Tensor) -> Tensor:
@@ -105,6 +106,48 @@ def fully_fused_projection(means: Tensor, covars: Tensor, viewmats: Tensor, Ks: 
              & (means2d[..., 1] + radius[..., 1] > 0) & (means2d[..., 1] - radius[..., 1] < height))
     radius = torch.where(keep[..., None], radius, torch.zeros_like(radius))
     return radius.int(), means2d, z, conics, compensations
+
+
+def project_gaussians(means: Tensor, quats: Tensor, scales: Tensor, viewmat: Tensor, K: Tensor, width: int,
+                      height: int, eps2d: float = 0.3, near_plane: float = 0.01,
+                      far_plane: float = 1e10) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`quat_scale_to_covar_preci` then :func:`fully_fused_projection` for one camera, in
+    fewer and cheaper operations (the CPU rasterizer's projection).
+
+    The 2D covariance is ``T T^T`` with ``T = J R_view R S`` ([2,3] per Gaussian: the Jacobian's
+    two rows applied to the scaled rotation), so the 3D covariance is never formed.
+    ``viewmat`` [4,4] world-to-camera, ``K`` [3,3]. Returns ``(radii [N,2] int32, means2d [N,2],
+    depths [N], conics [N,3])`` as :func:`fully_fused_projection` for that one camera.
+    """
+    R_view, t = viewmat[:3, :3], viewmat[:3, 3]
+    means_c = means @ R_view.T + t
+    x, y, z = means_c.unbind(-1)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    half_x, half_y = 0.5 * width / fx, 0.5 * height / fy
+    x_lo, x_hi = -(cx / fx + 0.3 * half_x), (width - cx) / fx + 0.3 * half_x
+    y_lo, y_hi = -(cy / fy + 0.3 * half_y), (height - cy) / fy + 0.3 * half_y
+    inv_z = 1.0 / z
+    # J = [[fx/z, 0, -fx tx/z^2], [0, fy/z, -fy ty/z^2]] with tx / z, ty / z clamped to 1.3x the field of view.
+    jx = fx * inv_z
+    jy = fy * inv_z
+    jxz = -jx * torch.clamp(x * inv_z, min=x_lo, max=x_hi)
+    jyz = -jy * torch.clamp(y * inv_z, min=y_lo, max=y_hi)
+    M = torch.matmul(R_view, quat_to_rotmat(quats)) * scales[:, None, :]  # [N,3,3]: rows x, y, z of the camera
+    T0 = jx[:, None] * M[:, 0] + jxz[:, None] * M[:, 2]
+    T1 = jy[:, None] * M[:, 1] + jyz[:, None] * M[:, 2]
+    c00 = (T0 * T0).sum(-1) + eps2d
+    c11 = (T1 * T1).sum(-1) + eps2d
+    c01 = (T0 * T1).sum(-1)
+    det = (c00 * c11 - c01 * c01).clamp(min=1e-10)
+    conics = torch.stack([c11 / det, -c01 / det, c00 / det], -1)
+    means2d = torch.stack([fx * x * inv_z + cx, fy * y * inv_z + cy], -1)
+    with torch.no_grad():
+        radius = torch.ceil(3.33 * torch.sqrt(torch.stack([c00, c11], -1)))
+        keep = (det > 0) & (z > near_plane) & (z < far_plane)
+        keep &= ((means2d[:, 0] + radius[:, 0] > 0) & (means2d[:, 0] - radius[:, 0] < width)
+                 & (means2d[:, 1] + radius[:, 1] > 0) & (means2d[:, 1] - radius[:, 1] < height))
+        radii = torch.where(keep[:, None], radius, torch.zeros_like(radius)).int()
+    return radii, means2d, z, conics
 
 
 def _sh_bases(num_bases: int, dirs: Tensor) -> Tensor:

@@ -21,24 +21,34 @@ How the CPU path works (vectorized: no Python loop over Gaussians or pixels):
    their size reaches it (``_candidates``). Only the rest go through the differentiable
    projection, which is both cheaper (a view of a dreamed scene sees ~1/6 of its Gaussians) and
    needed: the projection divides by z and z^2, and a Gaussian on the camera plane would turn
-   its zero gradient into NaN. The candidates are projected (gsplat's EWA projection, ``eps2d``
+   its zero gradient into NaN. The candidates are projected (EWA splatting as gsplat's, ``eps2d``
    added to the 2D covariance). Each visible Gaussian gets the tight axis-aligned pixel box
    outside which its alpha is below 1/255 (half-size ``sqrt(2 ln(255 opacity) * cov2d_ii)``,
    the opacity-aware extent that gsplat's CUDA projection uses for its tile lists).
-2. Gaussians are sorted by depth, and the image is cut into bands of rows (tiles as wide as the
-   image) so that no band holds more than ``max_pairs`` (pixel, Gaussian) pairs (a single row
-   may hold more): a render without gradients (videos) keeps one band's pairs at a time however
-   close the camera gets; a differentiable render keeps every band's pairs for the backward.
-3. In each band every Gaussian's box is expanded into its (pixel, Gaussian) pairs, pairs below
-   the alpha threshold are dropped, and a stable sort by pixel yields, per pixel, its Gaussians
-   front to back: the per-pixel lists a tile rasterizer walks, as one flat array. Transmittance
-   is a segmented cumulative sum of ``log(1 - alpha)`` (float64) over those lists, and the pairs
-   at and after each pixel's cut-off are dropped.
+2. Gaussians are sorted by depth, and every box is cut into the tiles of ``TILE`` x ``TILE``
+   pixels it touches; a stable sort by tile gives, per tile, its Gaussians front to back (the
+   lists gsplat's CUDA kernels walk, as one flat array).
+3. Tiles of similar list lengths are composited together as dense blocks [tiles, pixels,
+   Gaussians], padded to the longest list with a Gaussian of zero opacity (``_tile_chunks``):
+   no per-pair sort, gather or scatter. ``log alpha = log opacity - sigma`` is a quadratic
+   polynomial in the pixel position, so a block's alphas are one matrix product of the tile's
+   pixel monomials (1, x, y, x^2, x y, y^2) with per-Gaussian coefficients. Transmittance is a
+   cumulative sum of ``log(1 - alpha)`` along each pixel's list; the pairs at and after each
+   pixel's cut-off get alpha 0. Colour, depth and coverage are one batched matrix product of the
+   weights with (r, g, b, z, 1). Blocks hold at most ``max_pairs`` entries (a single tile may
+   hold more): a render without gradients (videos) keeps one block at a time however close
+   the camera gets; a differentiable render keeps every block's alphas for the backward.
 4. Compositing is an autograd Function with a hand-written backward (the same per-pixel
-   recurrences as gsplat's CUDA backward, as segmented suffix sums), so gradients reach means,
-   quaternions, scales, opacities and SH through gsplat's differentiable projection and SH, and
-   ``info["means2d"].grad`` is filled like gsplat's, which is what ``DefaultStrategy`` densifies
-   on. A plain-autograd compositor (``analytic_backward=False``) is kept as a cross-check.
+   recurrences as gsplat's CUDA backward, as suffix sums along the lists; the sums over a
+   tile's pixels that the Gaussians' gradients need are one product with the monomials), so
+   gradients reach means, quaternions, scales, opacities and SH through the differentiable
+   projection and SH, and ``info["means2d"].grad`` is filled like gsplat's,
+   which is what ``DefaultStrategy`` densifies on. A plain-autograd compositor
+   (``analytic_backward=False``, sigma from the pixel offsets) is kept as a cross-check.
+
+Extending the compositing (another alpha, e.g. with an antialiasing factor on the opacity):
+the opacity column of ``geo`` is what both compositors read; anything that changes per
+(pixel, Gaussian) belongs in ``_chunk_alpha`` and its backward in ``_TileComposite.backward``.
 """
 
 from __future__ import annotations
@@ -163,7 +173,8 @@ def rasterize(
         eps2d: added to the projected 2D covariance (pixels^2), gsplat's default 0.3.
         backend: ``"gsplat"`` (CUDA kernels; CUDA tensors only), ``"torch"`` (the pure-torch
             path, any device) or ``"auto"`` (gsplat on CUDA, torch elsewhere).
-        max_pairs: torch path only: the most (pixel, Gaussian) pairs handled at once (memory).
+        max_pairs: torch path only: the most (pixel, Gaussian) entries composited at once (memory;
+            the tile blocks are smaller still, sized to stay in cache).
         analytic_backward: torch path only: composite with the hand-written backward (fast,
             little memory); False composites with plain autograd ops (slow; a cross-check).
 
@@ -218,8 +229,7 @@ def _rasterize_gsplat(means, quats, scales, opacities, sh, camera, deg, near, fa
 
 def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far, eps2d, max_pairs,
                      analytic_backward=True) -> RasterOutput:
-    from dreamer.splats.projection import fully_fused_projection as _fully_fused_projection
-    from dreamer.splats.projection import quat_scale_to_covar_preci as _quat_scale_to_covar_preci
+    from dreamer.splats.projection import project_gaussians
     from dreamer.splats.projection import spherical_harmonics as _spherical_harmonics
 
     H, W = camera.height, camera.width
@@ -231,7 +241,7 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
     # _candidates): the others are skipped, not projected and masked afterwards. This is a fix,
     # not only a saving: for a Gaussian on the camera plane, camera z exactly 0 (float32
     # rounding puts centres that pass beside the camera there: a dreamed scene hit one at camera
-    # (4.67, 1.55, 0.0)) or so small that z^2 underflows, gsplat's pure-torch projection divides
+    # (4.67, 1.55, 0.0)) or so small that z^2 underflows, the projection divides
     # by z and z^2 (means2d = K t / z, the Jacobian's fx / z and fx x / z^2) and gets inf; its
     # radius is 0 so it gets no gradient, but the chain rule multiplies that zero by inf and the
     # NaN reaches its means, quats and scales (and, through Adam, the parameters). Culled
@@ -239,28 +249,26 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
     with torch.no_grad():
         cand, z_all = _candidates(means.detach(), scales.detach(), opacities.detach(), viewmat, K, W, H, near, far,
                                   eps2d)
-    covars, _ = _quat_scale_to_covar_preci(quats.index_select(0, cand), scales.index_select(0, cand),
-                                           compute_covar=True, compute_preci=False, triu=False)
-    radii_c, means2d_c, depths_c, conics_c, _ = _fully_fused_projection(
-        means.index_select(0, cand), covars, viewmat[None], K[None], W, H, eps2d=eps2d, near_plane=near,
-        far_plane=far)
+    radii_c, means2d_c, depths_c, conics_c = project_gaussians(
+        means.index_select(0, cand), quats.index_select(0, cand), scales.index_select(0, cand), viewmat, K, W, H,
+        eps2d=eps2d, near_plane=near, far_plane=far)
     # Full-size [1,N,...] results for info (DefaultStrategy indexes them by Gaussian): culled
     # Gaussians have means2d and conics 0, radii 0 and their (non-differentiable) z-depth.
-    means2d = means2d_c.new_zeros(N, 2).index_copy(0, cand, means2d_c[0])[None]
-    conics = conics_c.new_zeros(N, 3).index_copy(0, cand, conics_c[0])[None]
-    depths = z_all.to(depths_c.dtype).index_copy(0, cand, depths_c[0])[None]
+    means2d = means2d_c.new_zeros(N, 2).index_copy(0, cand, means2d_c)[None]
+    conics = conics_c.new_zeros(N, 3).index_copy(0, cand, conics_c)[None]
+    depths = z_all.to(depths_c.dtype).index_copy(0, cand, depths_c)[None]
 
     with torch.no_grad():
-        c = conics_c[0].detach()
+        c = conics_c.detach()
         det = (c[:, 0] * c[:, 2] - c[:, 1] ** 2).clamp_min(1e-30)
         cov_xx, cov_yy = c[:, 2] / det, c[:, 0] / det  # the 2D covariance (eps2d included)
         op = opacities.detach().index_select(0, cand)
         # Opacity-aware extent (as gsplat's CUDA projection): beyond it alpha < 1/255.
         ext = torch.sqrt(2.0 * torch.log((op / ALPHA_THRESHOLD).clamp_min(1.0)))
         hx, hy = ext * cov_xx.sqrt(), ext * cov_yy.sqrt()
-        m2 = means2d_c[0].detach()
+        m2 = means2d_c.detach()
         rx, ry = torch.ceil(hx), torch.ceil(hy)
-        valid = ((radii_c[0] > 0).all(-1) & (op >= ALPHA_THRESHOLD) & torch.isfinite(m2).all(-1)
+        valid = ((radii_c > 0).all(-1) & (op >= ALPHA_THRESHOLD) & torch.isfinite(m2).all(-1)
                  & torch.isfinite(hx) & torch.isfinite(hy))
         valid &= (m2[:, 0] + rx > 0) & (m2[:, 0] - rx < W) & (m2[:, 1] + ry > 0) & (m2[:, 1] - ry < H)
         radii = torch.zeros(N, 2, dtype=torch.int32, device=device)
@@ -273,7 +281,7 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
         y1 = torch.floor(m2[:, 1] + hy - 0.5).clamp(-1, H - 1)
         valid &= (x1 >= x0) & (y1 >= y0)
         vis_c = torch.nonzero(valid).squeeze(1)
-        vis_c = vis_c[torch.argsort(depths_c[0, vis_c].detach(), stable=True)]  # front to back
+        vis_c = vis_c[torch.argsort(depths_c[vis_c].detach(), stable=True)]  # front to back
         x0, x1, y0, y1 = (t[vis_c].long() for t in (x0, x1, y0, y1))
         vis = cand.index_select(0, vis_c)  # indices into all N Gaussians
 
@@ -283,31 +291,25 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
         "gaussian_ids": None, "batch_ids": None, "camera_ids": None, "backend": "torch", "n_pairs": 0,
         "n_projected": int(cand.numel()),
     }
-    out = torch.zeros(H * W, 4, dtype=dtype, device=device)
-    acc = torch.zeros(H * W, dtype=dtype, device=device)
     if vis.numel() == 0:
-        return RasterOutput(out[:, :3].reshape(H, W, 3), out[:, 3].reshape(H, W), acc.reshape(H, W), info)
+        zeros = torch.zeros(H, W, dtype=dtype, device=device)
+        return RasterOutput(zeros[..., None].expand(H, W, 3).clone(), zeros, zeros.clone(), info)
 
     # Per visible Gaussian (front to back): geometry (mean x, y, conic a, b, c, opacity) and
-    # features (r, g, b, z); one gather each per pair.
+    # features (r, g, b, z).
     dirs = means[vis] - campos
     rgb = torch.clamp_min(_spherical_harmonics(deg, dirs, sh[vis]) + 0.5, 0.0)
-    geo = torch.cat([means2d[0, vis], conics_c[0, vis_c], opacities[vis, None]], -1)
-    feats = torch.cat([rgb, depths_c[0, vis_c, None]], -1)
-    geo_d = geo.detach()
+    geo = torch.cat([means2d[0, vis], conics_c[vis_c], opacities[vis, None]], -1)
+    feats = torch.cat([rgb, depths_c[vis_c, None]], -1)
 
-    for r0, r1 in _row_bands(x0, x1, y0, y1, H, max_pairs):
-        pairs = _band_pairs(x0, x1, y0, y1, r0, r1, W, geo_d)
-        if pairs is None:
-            continue
-        info["n_pairs"] += int(pairs.g.numel())
-        if analytic_backward:
-            band_out, band_acc = _Composite.apply(geo, feats, pairs, H * W)
-        else:
-            band_out, band_acc = _composite_autograd(geo, feats, pairs, H * W)
-        out = out + band_out
-        acc = acc + band_acc
-
+    lists = _tile_lists(x0, x1, y0, y1, W, H, TILE)
+    if analytic_backward:
+        keep = torch.is_grad_enabled() and (geo.requires_grad or feats.requires_grad)
+        out, n_pairs = _TileComposite.apply(geo, feats, lists, max_pairs, keep)
+    else:
+        out, n_pairs = _tile_composite_autograd(geo, feats, lists, max_pairs)
+    info["n_pairs"] = int(n_pairs)
+    acc = out[:, 4]
     rgb_img = out[:, :3].reshape(H, W, 3)
     depth_img = (out[:, 3] / acc.clamp_min(1e-10)).reshape(H, W)
     return RasterOutput(rgb_img, depth_img, acc.reshape(H, W), info)
@@ -328,203 +330,286 @@ def _candidates(means: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tenso
     deviations. A pixel of margin covers rounding.
     """
     R, t = viewmat[:3, :3], viewmat[:3, 3]
-    mc = means @ R.T + t
-    z = mc[:, 2]
     fx, fy, cx, cy = (float(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
     lim_x = max(W - cx, cx) / fx + 0.3 * 0.5 * W / fx
     lim_y = max(H - cy, cy) / fy + 0.3 * 0.5 * H / fy
-    keep = (z > 0.5 * near) & (z < far) & (opacities >= ALPHA_THRESHOLD)
-    zs = torch.where(keep, z, torch.ones_like(z))
-    ext = torch.sqrt(2.0 * torch.log((opacities / ALPHA_THRESHOLD).clamp_min(1.0)))
-    smax = scales.max(1).values
-    hx = ext * torch.sqrt((fx / zs * smax) ** 2 * (1.0 + lim_x * lim_x) + eps2d) * 1.01 + 1.0
-    hy = ext * torch.sqrt((fy / zs * smax) ** 2 * (1.0 + lim_y * lim_y) + eps2d) * 1.01 + 1.0
-    u = fx * mc[:, 0] / zs + cx
-    v = fy * mc[:, 1] / zs + cy
-    keep &= (u + hx > 0) & (u - hx < W) & (v + hy > 0) & (v - hy < H)
-    keep &= torch.isfinite(mc).all(1)
-    return torch.nonzero(keep).squeeze(1), z
+    gx, gy = fx * fx * (1.0 + lim_x * lim_x), fy * fy * (1.0 + lim_y * lim_y)
+    N = means.shape[0]
+    z_all = means.new_empty(N)
+    found = []
+    # In blocks on the CPU: small temporaries (the allocator reuses them) for a large scene.
+    block = N if means.is_cuda else _CPU_BLOCK
+    for start in range(0, N, block):
+        mc = means[start : start + block] @ R.T + t
+        z = mc[:, 2]
+        z_all[start : start + block] = z
+        op = opacities[start : start + block]
+        keep = (z > 0.5 * near) & (z < far) & (op >= ALPHA_THRESHOLD)
+        zs = torch.where(keep, z, 1.0)
+        ext = torch.sqrt(2.0 * torch.log((op / ALPHA_THRESHOLD).clamp_min(1.0)))
+        r2 = (scales[start : start + block].amax(1) / zs) ** 2
+        hx = ext * torch.sqrt(r2 * gx + eps2d) * 1.01 + 1.0
+        hy = ext * torch.sqrt(r2 * gy + eps2d) * 1.01 + 1.0
+        u = fx * mc[:, 0] / zs + cx
+        v = fy * mc[:, 1] / zs + cy
+        keep &= (u + hx > 0) & (u - hx < W) & (v + hy > 0) & (v - hy < H)
+        keep &= torch.isfinite(mc).all(1)
+        found.append(torch.nonzero(keep).squeeze(1) + start)
+    cand = torch.cat(found) if found else torch.zeros(0, dtype=torch.long, device=means.device)
+    return cand, z_all
 
 
-def _row_bands(x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, H: int, max_pairs: int) -> list[tuple[int, int]]:
-    """Cut rows [0, H) into consecutive bands of at most ``max_pairs`` box pairs (a single row
-    may exceed it). Pairs per row come from a difference array over the boxes' row spans."""
-    wx = x1 - x0 + 1
-    diff = torch.zeros(H + 1, dtype=torch.int64, device=x0.device)
-    diff.index_add_(0, y0, wx)
-    diff.index_add_(0, y1 + 1, -wx)
-    per_row = torch.cumsum(diff[:H], 0).tolist()
-    bands, start, total = [], 0, 0
-    for r, n in enumerate(per_row):
-        if total + n > max_pairs and r > start:
-            bands.append((start, r))
-            start, total = r, 0
-        total += n
-    bands.append((start, H))
-    return bands
+_CPU_BLOCK = 1 << 16
+
+
+# ------------------------------------------------------------------------------------------------
+# Tiles: per tile, its Gaussians front to back; compositing as dense [tiles, pixels, Gaussians]
+# blocks (no per-pair sort, gather or scatter)
+# ------------------------------------------------------------------------------------------------
+TILE = 4
+"""Side of a tile in pixels (CPU path). Smaller tiles waste fewer (pixel, Gaussian) entries on
+pixels outside a Gaussian's footprint; larger ones have fewer (tile, Gaussian) lists to build."""
+_CHUNK_ENTRIES = 1 << 20
+"""Entries (pixel, Gaussian) composited per block: bounds the temporaries (larger blocks take fewer Python steps)."""
 
 
 @dataclass
-class _Pairs:
-    """The composited (Gaussian, pixel) pairs of a band, sorted by pixel and front to back per
-    pixel: Gaussian index ``g`` [M] (into the depth-sorted visible list), flat pixel ``pix`` [M],
-    ``alpha`` [M], transmittance before the pair ``t_before`` [M], pixel centres ``px``, ``py``
-    [M], and the per-pixel segments (``counts`` [S], ``seg`` [M] segment of each pair)."""
+class _TileLists:
+    """Per tile (row-major, ``ntx`` x ``nty`` of ``tile`` x ``tile`` pixels): the visible
+    Gaussians whose box touches it, front to back, as one flat array ``ids`` cut by
+    ``starts`` / ``counts`` [n_tiles]."""
 
-    g: Tensor
-    pix: Tensor
-    alpha: Tensor
-    t_before: Tensor
-    px: Tensor
-    py: Tensor
+    ids: Tensor
+    starts: Tensor
     counts: Tensor
-    seg: Tensor
+    n_visible: int
+    tile: int
+    ntx: int
+    width: int
+    height: int
 
 
-def _band_pairs(x0, x1, y0, y1, r0: int, r1: int, W: int, geo: Tensor) -> _Pairs | None:
-    """The (Gaussian, pixel) pairs of rows [r0, r1) that are composited (no autograd), or None.
+@dataclass
+class _TileChunk:
+    """A block of tiles composited together: Gaussian lists ``ids`` [n,K] (front to back, padded
+    with ``n_visible``, a Gaussian of zero opacity), each tile's centre ``cx``, ``cy`` [n]
+    (pixels), the flat image index of each of its pixels ``pixels`` [n,P] (``width * height``
+    beyond the image) and the pixel monomials ``mono`` [P,6] (1, x, y, x^2, x y, y^2 of the
+    pixel centres relative to the tile centre; the same for every tile)."""
 
-    Expands the boxes, drops pairs with alpha < 1/255, orders the pairs by pixel and, per pixel,
-    front to back (a stable sort of the depth-ordered pairs), and drops the pairs at and after
-    each pixel's transmittance cut-off (a suffix of the pixel's list).
+    ids: Tensor
+    cx: Tensor
+    cy: Tensor
+    pixels: Tensor
+    mono: Tensor
+    n_visible: int
+
+
+def _tile_lists(x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, W: int, H: int, tile: int) -> _TileLists:
+    """The (tile, Gaussian) lists of the pixel boxes ``[x0, x1] x [y0, y1]`` (inside the image)
+    of the visible Gaussians, given front to back."""
+    device = x0.device
+    ntx, nty = -(-W // tile), -(-H // tile)
+    tx0, ty0 = torch.div(x0, tile, rounding_mode="floor"), torch.div(y0, tile, rounding_mode="floor")
+    cw = torch.div(x1, tile, rounding_mode="floor") - tx0 + 1
+    ch = torch.div(y1, tile, rounding_mode="floor") - ty0 + 1
+    n = cw * ch
+    gid = torch.repeat_interleave(torch.arange(len(x0), device=device), n)
+    off = torch.arange(len(gid), device=device) - (torch.cumsum(n, 0) - n).index_select(0, gid)
+    cwg = cw.index_select(0, gid)
+    tid = ((ty0.index_select(0, gid) + torch.div(off, cwg, rounding_mode="floor")) * ntx
+           + tx0.index_select(0, gid) + off % cwg)
+    del off, cwg
+    tid, order = torch.sort(tid.to(torch.int32), stable=True)  # stable: front to back within a tile
+    counts = torch.bincount(tid, minlength=ntx * nty)
+    return _TileLists(gid.index_select(0, order), torch.cumsum(counts, 0) - counts, counts, len(x0), tile, ntx,
+                      W, H)
+
+
+def _tile_chunks(lists: _TileLists, max_entries: int, dtype: torch.dtype):
+    """Blocks of tiles of similar list lengths (padded to the longest), each of at most
+    ``max_entries`` (pixel, Gaussian) entries (a single tile may exceed it)."""
+    tile, P = lists.tile, lists.tile * lists.tile
+    budget = max(1, min(max_entries, _CHUNK_ENTRIES))
+    busy = torch.nonzero(lists.counts).squeeze(1)
+    order = busy.index_select(0, torch.argsort(lists.counts.index_select(0, busy), descending=True))
+    lengths = lists.counts.index_select(0, order).tolist()
+    device = order.device
+    local = torch.arange(P, device=device)
+    lx = (local % tile).to(torch.float64) + 0.5 - 0.5 * tile
+    ly = torch.div(local, tile, rounding_mode="floor").to(torch.float64) + 0.5 - 0.5 * tile
+    mono = torch.stack([torch.ones_like(lx), lx, ly, lx * lx, lx * ly, ly * ly], 1).to(dtype)  # [P,6]
+    i = 0
+    while i < len(lengths):
+        K = lengths[i]
+        j = i + 1
+        most = max(1, budget // (P * K))
+        # Tiles of a block share its padded length: a shorter list joins only if the padding
+        # stays small.
+        while j < len(lengths) and j - i < most and (5 * lengths[j] >= 4 * K or K - lengths[j] <= 2):
+            j += 1
+        tiles = order[i:j]
+        k = torch.arange(K, device=device)
+        count = lists.counts.index_select(0, tiles)[:, None]
+        pos = (lists.starts.index_select(0, tiles)[:, None] + k).clamp_max(max(len(lists.ids) - 1, 0))
+        ids = torch.where(k < count, lists.ids[pos], lists.n_visible)
+        ox = (tiles % lists.ntx) * tile
+        oy = torch.div(tiles, lists.ntx, rounding_mode="floor") * tile
+        px, py = ox[:, None] + local % tile, oy[:, None] + torch.div(local, tile, rounding_mode="floor")
+        inside = (px < lists.width) & (py < lists.height)
+        pixels = torch.where(inside, py * lists.width + px, lists.width * lists.height)
+        yield _TileChunk(ids, (ox + 0.5 * tile).to(dtype), (oy + 0.5 * tile).to(dtype), pixels, mono, lists.n_visible)
+        i = j
+
+
+def _padded(x: Tensor, value: float = 0.0) -> Tensor:
+    """``x`` [V,C] with a row of ``value`` appended: the padding entry of the tile lists (index V)."""
+    return torch.cat([x, x.new_full((1, x.shape[1]), value)])
+
+
+def _chunk_columns(geo_cols: Tensor, chunk: _TileChunk) -> tuple[Tensor, ...]:
+    """The chunk's Gaussians' columns (mean x, y relative to each tile's centre, conic a, b, c,
+    opacity), each [n,K], from the padded columns ``geo_cols`` [6, V+1]; padding entries have
+    opacity 0."""
+    n, K = chunk.ids.shape
+    mx, my, a, b, c, op = geo_cols.index_select(1, chunk.ids.reshape(-1)).reshape(6, n, K).unbind(0)
+    return mx - chunk.cx[:, None], my - chunk.cy[:, None], a, b, c, op
+
+
+def _chunk_alpha(cols: tuple[Tensor, ...], chunk: _TileChunk) -> Tensor:
+    """alpha [n,P,K] of every (pixel, Gaussian) entry of the chunk, 0 where below 1/255.
+
+    ``log alpha = log o - sigma`` is a quadratic polynomial in the pixel's position: one matrix
+    product of the pixels' monomials [P,6] with per-Gaussian coefficients [n,6,K]. ``sigma`` is
+    a positive-definite form; where rounding makes it negative (at the centre) it is taken as 0,
+    and alpha is clamped at 0.999.
     """
-    sel = torch.nonzero((y0 < r1) & (y1 >= r0)).squeeze(1)  # increasing = front to back
-    if sel.numel() == 0:
-        return None
-    bx0 = x0[sel]
-    by0 = y0[sel].clamp_min(r0)
-    wx = x1[sel] - bx0 + 1
-    wy = y1[sel].clamp_max(r1 - 1) - by0 + 1
-    n = wx * wy
-    gl = torch.repeat_interleave(torch.arange(sel.numel(), device=sel.device), n)
-    off = torch.arange(gl.numel(), device=sel.device) - (torch.cumsum(n, 0) - n).index_select(0, gl)
-    wxg = wx.index_select(0, gl)
-    px = bx0.index_select(0, gl) + off % wxg
-    py = by0.index_select(0, gl) + torch.div(off, wxg, rounding_mode="floor")
-    g = sel.index_select(0, gl)
-    del gl, off, wxg
-    fx, fy = px.to(geo.dtype) + 0.5, py.to(geo.dtype) + 0.5
-    alpha, sigma = _alpha(geo.index_select(0, g).unbind(1), fx, fy)
-    keep = torch.nonzero((sigma >= 0) & (alpha >= ALPHA_THRESHOLD)).squeeze(1)
-    if keep.numel() == 0:
-        return None
-    del sigma
-    pix = (py * W + px).index_select(0, keep)
-    if int(pix.max()) < 2**31 - 1:
-        pix = pix.to(torch.int32)  # sorts faster
-    pix, order = torch.sort(pix, stable=True)  # stable: keeps front-to-back order per pixel
-    order = keep.index_select(0, order)
-    alpha = alpha.index_select(0, order)
-    counts, seg = _segments(pix)
-    log_t_after, log_t_before = _segmented_log_transmittance(alpha, counts, seg)
-    live = torch.nonzero(log_t_after > math.log(TRANSMITTANCE_MIN)).squeeze(1)
-    if live.numel() < pix.numel():
-        order, alpha, pix = order.index_select(0, live), alpha.index_select(0, live), pix.index_select(0, live)
-        log_t_before = log_t_before.index_select(0, live)
-        counts, seg = _segments(pix)
-    return _Pairs(g.index_select(0, order), pix.long(), alpha, torch.exp(log_t_before).to(alpha.dtype),
-                  fx.index_select(0, order), fy.index_select(0, order), counts, seg)
+    mx, my, a, b, c, op = cols
+    half_a, half_c = 0.5 * a, 0.5 * c
+    bx, by = a * mx + b * my, b * mx + c * my  # -d sigma / d x and -d sigma / d y at the tile centre
+    coeffs = torch.stack([
+        torch.log(op.clamp_min(1e-30)) - (half_a * mx * mx + b * mx * my + half_c * my * my),
+        bx, by, -half_a, -b, -half_c,
+    ], 1)  # [n,6,K]
+    log_alpha = torch.matmul(chunk.mono, coeffs)  # [n,P,K]
+    limit = torch.log(torch.clamp(op, 1e-30, MAX_ALPHA))[:, None, :]  # sigma >= 0, alpha <= 0.999
+    alpha = torch.minimum(log_alpha, limit, out=log_alpha).exp_()
+    # alpha >= threshold kept: F.threshold keeps values strictly above the float just below it.
+    below = torch.nextafter(torch.tensor(ALPHA_THRESHOLD, dtype=alpha.dtype), torch.tensor(0.0, dtype=alpha.dtype))
+    return torch.nn.functional.threshold_(alpha, float(below), 0.0)
 
 
-def _segments(pix: Tensor) -> tuple[Tensor, Tensor]:
-    """Runs of equal pixels in a sorted pixel list: counts [S] and segment index [M] per pair."""
-    _, counts = torch.unique_consecutive(pix, return_counts=True)
-    seg = torch.repeat_interleave(torch.arange(counts.numel(), device=pix.device), counts)
-    return counts, seg
+def _chunk_transmittance(alpha: Tensor) -> Tensor:
+    """In place: alpha [n,P,K] -> the alpha of the pairs that are composited (0 at and after each
+    pixel's cut-off, T_next <= 1e-4); returns T before each pair [n,P,K]. A scan of
+    log(1 - alpha) along each pixel's list (lists are short: float32 is enough)."""
+    la = torch.rsub(alpha, 1.0).log_()  # alpha <= 0.999: log(1 - alpha) is accurate enough (and vectorized)
+    log_t = torch.cumsum(la, -1)  # log T after each pair
+    alpha.masked_fill_(log_t <= math.log(TRANSMITTANCE_MIN), 0.0)
+    return log_t.sub_(la).exp_()
 
 
-def _alpha(cols, px: Tensor, py: Tensor) -> tuple[Tensor, Tensor]:
-    """alpha = min(0.999, opacity exp(-sigma)) and sigma [M] of pairs whose Gaussians have
-    columns ``cols`` (mean x, y, conic a, b, c, opacity; each [M]) at pixel centres (px, py)."""
-    mx, my, ca, cb, cc, op = cols
-    dx = px - mx
-    dy = py - my
-    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-    return torch.clamp_max(op * torch.exp(-sigma), MAX_ALPHA), sigma
+class _TileComposite(torch.autograd.Function):
+    """Front-to-back compositing of every tile, block by block, with a hand-written backward.
 
-
-def _segmented_cumsum(x: Tensor, counts: Tensor, seg: Tensor) -> Tensor:
-    """Inclusive cumulative sum of x [M] restarted at each segment, in float64."""
-    x = x.double()
-    csum = torch.cumsum(x, 0)
-    starts = torch.cumsum(counts, 0) - counts
-    return csum - (csum - x).index_select(0, starts).index_select(0, seg)
-
-
-def _segmented_log_transmittance(alpha: Tensor, counts: Tensor, seg: Tensor) -> tuple[Tensor, Tensor]:
-    """log T after and before each pair (float64 [M]) for pairs sorted by pixel, front to back:
-    a cumulative sum of log(1 - alpha) restarted at each pixel."""
-    la = torch.log1p(-alpha.double())
-    log_t_after = _segmented_cumsum(la, counts, seg)
-    return log_t_after, log_t_after - la
-
-
-class _Composite(torch.autograd.Function):
-    """Front-to-back compositing of precomputed pairs with a hand-written backward.
-
-    Forward: ``out[p] = sum_i w_i f_i`` and ``acc[p] = sum_i w_i`` over the pairs i of pixel p,
-    ``w_i = alpha_i T_i``, f = (r, g, b, z). Backward, per pixel (as gsplat's CUDA kernel):
-    ``dL/df_i = w_i dL/dout``; ``dL/dalpha_i = T_i q_i - S_i / (1 - alpha_i) + dL/dacc T_end / (1 - alpha_i)``
-    with ``q_i = dL/dout . f_i`` and ``S_i = sum_{k > i} w_k q_k``; then through
+    Forward: ``out[p] = sum_i w_i f_i`` over the Gaussians i of pixel p's tile, front to back,
+    ``w_i = alpha_i T_i``, f = (r, g, b, z, 1): the last channel is the coverage ``acc = 1 - T_end``.
+    Backward, per pixel (as gsplat's CUDA kernel): ``dL/df_i = w_i dL/dout``;
+    ``dL/dalpha_i = T_i q_i - S_i / (1 - alpha_i)`` with ``q_i = dL/dout . f_i`` and
+    ``S_i = sum_{k > i} w_k q_k`` (for the coverage channel this is gsplat's
+    ``dL/dacc T_end / (1 - alpha_i)``, by telescoping); then through
     ``alpha = min(0.999, o exp(-sigma))`` (no gradient where clamped) and
     ``sigma = 0.5 (a dx^2 + c dy^2) + b dx dy``, ``d = pixel centre - mean``, to the Gaussians'
-    2D mean, conic and opacity.
+    2D mean, conic and opacity. The sums over a tile's pixels of ``dL/dsigma`` times 1, dx, dy,
+    dx^2, dx dy, dy^2 are one matrix product with the pixels' monomials.
+
+    Returns ``out`` [H*W, F+1] and the number of composited pairs. With ``keep`` false nothing is
+    kept for a backward (a render without gradients holds one block at a time).
     """
 
     @staticmethod
-    def forward(ctx, geo: Tensor, feats: Tensor, pairs: _Pairs, n_pixels: int):
-        w = pairs.alpha * pairs.t_before
-        out = torch.zeros(n_pixels, feats.shape[1], dtype=feats.dtype, device=feats.device)
-        out.index_add_(0, pairs.pix, w[:, None] * feats.index_select(0, pairs.g))
-        acc = torch.zeros(n_pixels, dtype=feats.dtype, device=feats.device).index_add_(0, pairs.pix, w)
-        ctx.save_for_backward(geo, feats)
-        ctx.pairs = pairs
-        return out, acc
+    def forward(ctx, geo: Tensor, feats: Tensor, lists: _TileLists, max_entries: int, keep: bool):
+        n_pix, F = lists.width * lists.height, feats.shape[1] + 1
+        geo_cols = _padded(geo).T.contiguous()
+        f_pad = _padded(torch.cat([feats, feats.new_ones(len(feats), 1)], 1))
+        out = feats.new_zeros(n_pix + 1, F)
+        n_pairs = 0
+        saved = []
+        for chunk in _tile_chunks(lists, max_entries, feats.dtype):
+            alpha = _chunk_alpha(_chunk_columns(geo_cols, chunk), chunk)
+            t_before = _chunk_transmittance(alpha)
+            f = f_pad.index_select(0, chunk.ids.reshape(-1)).reshape(*chunk.ids.shape, F)
+            out.index_add_(0, chunk.pixels.reshape(-1), torch.bmm(alpha * t_before, f).reshape(-1, F))
+            n_pairs += int(alpha.bool().sum())
+            if keep:
+                saved.append((chunk, alpha, t_before, f))
+        ctx.save_for_backward(geo_cols)
+        ctx.saved, ctx.n_features = saved, F
+        return out[:-1], torch.tensor(n_pairs)
 
     @staticmethod
-    def backward(ctx, g_out: Tensor, g_acc: Tensor):
-        geo, feats = ctx.saved_tensors
-        p: _Pairs = ctx.pairs
-        alpha, t_before, gi = p.alpha, p.t_before, p.g
-        w = alpha * t_before
-        gp = g_out.index_select(0, p.pix)
-        grad_feats = torch.zeros_like(feats).index_add_(0, gi, w[:, None] * gp)
-        q = (gp * feats.index_select(0, gi)).sum(1)
-        wq = w * q
-        incl = _segmented_cumsum(wq, p.counts, p.seg)
-        ends = torch.cumsum(p.counts, 0) - 1
-        suffix = (incl.index_select(0, ends).index_select(0, p.seg) - incl).to(alpha.dtype)  # sum_{k>i} w_k q_k
-        one_m = 1.0 - alpha
-        t_end = (t_before * one_m).index_select(0, ends).index_select(0, p.seg)  # T after the pixel's last pair
-        d_alpha = t_before * q - suffix / one_m + g_acc.index_select(0, p.pix) * t_end / one_m
-        mx, my, ca, cb, cc, op = geo.index_select(0, gi).unbind(1)
-        dx, dy = p.px - mx, p.py - my
-        sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-        e = torch.exp(-sigma)
-        free = (op * e) < MAX_ALPHA  # where alpha is clamped, neither opacity nor sigma get gradient
-        d_alpha = d_alpha * free
-        d_sigma = -alpha * d_alpha
-        # Per-pair gradients of (mean x, y, conic a, b, c, opacity), written straight into their
-        # columns (no stack copy).
-        grads = torch.empty(gi.numel(), 6, dtype=geo.dtype, device=geo.device)
-        neg_ds = -d_sigma
-        torch.mul(neg_ds, ca * dx + cb * dy, out=grads[:, 0])  # d sigma / d mean_x = -(a dx + b dy)
-        torch.mul(neg_ds, cb * dx + cc * dy, out=grads[:, 1])
-        half_ds = 0.5 * d_sigma
-        torch.mul(half_ds, dx * dx, out=grads[:, 2])
-        torch.mul(d_sigma, dx * dy, out=grads[:, 3])
-        torch.mul(half_ds, dy * dy, out=grads[:, 4])
-        torch.mul(d_alpha, e, out=grads[:, 5])
-        grad_geo = torch.zeros_like(geo).index_add_(0, gi, grads)
-        return grad_geo, grad_feats, None, None
+    def backward(ctx, g_out: Tensor, _g_pairs):
+        (geo_cols,) = ctx.saved_tensors
+        F = ctx.n_features
+        g_out = _padded(g_out)
+        grad_geo = geo_cols.new_zeros(geo_cols.shape[1], 6)
+        grad_feats = g_out.new_zeros(geo_cols.shape[1], F)
+        for chunk, alpha, t_before, f in ctx.saved:
+            n, K = chunk.ids.shape
+            go = g_out.index_select(0, chunk.pixels.reshape(-1)).reshape(n, -1, F)  # [n,P,F]
+            w = alpha * t_before
+            grad_f = torch.bmm(w.transpose(1, 2), go)  # [n,K,F]
+            q = torch.bmm(go, f.transpose(1, 2))  # [n,P,K]
+            wq = w.mul_(q)
+            cum = torch.cumsum(wq, -1)
+            # alpha dL/dalpha = w q - alpha / (1 - alpha) * S, S = sum_{k > i} w_k q_k = total - cum
+            suffix = (cum[..., -1:] - cum).mul_(alpha / (1.0 - alpha))
+            grad_sigma = wq.sub_(suffix)  # = -dL/dsigma
+            del q, cum, suffix
+            grad_sigma.masked_fill_(alpha >= MAX_ALPHA, 0.0)  # clamped: no gradient
+            s0, sx, sy, sxx, sxy, syy = torch.matmul(chunk.mono.T, grad_sigma).unbind(1)
+            del grad_sigma
+            mx, my, a, b, c, op = _chunk_columns(geo_cols, chunk)
+            s_dx = sx - mx * s0  # sum over the tile of (-dL/dsigma) * dx
+            s_dy = sy - my * s0
+            grads = torch.stack([
+                a * s_dx + b * s_dy,  # d sigma / d mean_x = -(a dx + b dy)
+                b * s_dx + c * s_dy,
+                -0.5 * (sxx - 2 * mx * sx + mx * mx * s0),
+                -(sxy - mx * sy - my * sx + mx * my * s0),
+                -0.5 * (syy - 2 * my * sy + my * my * s0),
+                torch.where(op > 0, s0 / op.clamp_min(1e-30), 0.0),  # dL/do = sum alpha dL/dalpha / o
+            ], -1)
+            ids = chunk.ids.reshape(-1)
+            grad_geo.index_add_(0, ids, grads.reshape(n * K, 6))
+            grad_feats.index_add_(0, ids, grad_f.reshape(n * K, F))
+        return grad_geo[:-1], grad_feats[:-1, :-1], None, None, None
 
 
-def _composite_autograd(geo: Tensor, feats: Tensor, pairs: _Pairs, n_pixels: int) -> tuple[Tensor, Tensor]:
-    """The same compositing as :class:`_Composite` in plain differentiable ops (a cross-check)."""
-    alpha, _ = _alpha(geo.index_select(0, pairs.g).unbind(1), pairs.px, pairs.py)
-    _, log_t_before = _segmented_log_transmittance(alpha, pairs.counts, pairs.seg)
-    w = alpha * torch.exp(log_t_before).to(alpha.dtype)
-    out = torch.zeros(n_pixels, feats.shape[1], dtype=feats.dtype, device=feats.device)
-    out = out.index_add(0, pairs.pix, w[:, None] * feats.index_select(0, pairs.g))
-    acc = torch.zeros(n_pixels, dtype=feats.dtype, device=feats.device).index_add(0, pairs.pix, w)
-    return out, acc
+def _tile_composite_autograd(geo: Tensor, feats: Tensor, lists: _TileLists,
+                             max_entries: int) -> tuple[Tensor, int]:
+    """The same compositing as :class:`_TileComposite` in plain differentiable ops, with sigma
+    from the offsets d = pixel - mean (a cross-check of the polynomial form and the backward)."""
+    n_pix, F = lists.width * lists.height, feats.shape[1] + 1
+    geo_pad = _padded(geo)
+    f_pad = _padded(torch.cat([feats, feats.new_ones(len(feats), 1)], 1))
+    out = feats.new_zeros(n_pix + 1, F)
+    n_pairs = 0
+    for chunk in _tile_chunks(lists, max_entries, feats.dtype):
+        n, K = chunk.ids.shape
+        ids = chunk.ids.reshape(-1)
+        mx, my, a, b, c, op = (x[:, None, :] for x in geo_pad.index_select(0, ids).reshape(n, K, 6).unbind(-1))
+        dx = chunk.mono[:, 1][None, :, None] - (mx - chunk.cx[:, None, None])
+        dy = chunk.mono[:, 2][None, :, None] - (my - chunk.cy[:, None, None])
+        sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+        alpha = torch.clamp_max(op * torch.exp(-sigma.clamp_min(0.0)), MAX_ALPHA)
+        with torch.no_grad():
+            keep = alpha >= ALPHA_THRESHOLD
+            used = keep & (torch.cumsum(torch.log1p(-(alpha * keep)), -1) > math.log(TRANSMITTANCE_MIN))
+        alpha = alpha * used
+        la = torch.log1p(-alpha)
+        w = alpha * torch.exp(torch.cumsum(la, -1) - la)
+        f = f_pad.index_select(0, ids).reshape(n, K, F)
+        out = out.index_add(0, chunk.pixels.reshape(-1), torch.bmm(w, f).reshape(-1, F))
+        n_pairs += int(used.sum())
+    return out[:-1], n_pairs

@@ -1,5 +1,6 @@
 """Niantic's compressed splat format, ``.spz``: writer and reader (our own, from the format's
-public description), about a tenth of the size of the 3DGS ``.ply``.
+public description), about a twentieth of the size of the 3DGS ``.ply``
+(``bench/bench_spz.py`` measures it).
 
 Versions
     3 (the default): one gzip stream holding a 16-byte header and the attributes, read by
@@ -63,6 +64,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from dreamer.checks import check_int
 
 __all__ = ["save_spz", "load_spz", "encode_spz", "decode_spz", "read_spz_header", "SpzHeader", "SPZ_VERSIONS"]
 
@@ -180,8 +183,7 @@ def encode_spz(gaussians, *, version: int = 3, sh1_bits: int = 5, sh_rest_bits: 
     if version not in SPZ_VERSIONS:
         raise ValueError(f"version must be one of {SPZ_VERSIONS} (3: gzip, the widest read; 4: zstd), got {version!r}")
     for name, bits in (("sh1_bits", sh1_bits), ("sh_rest_bits", sh_rest_bits)):
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
-            raise ValueError(f"{name} must be an integer in [1, 8] (bits kept of each 8-bit SH coefficient), got {bits!r}")
+        check_int(bits, f"{name} (bits kept of each 8-bit SH coefficient)", min=1, max=8)
     g = gaussians.detach()
     g.__post_init__()  # parameters may have been changed in place since construction
     n = len(g)
@@ -195,11 +197,10 @@ def encode_spz(gaussians, *, version: int = 3, sh1_bits: int = 5, sh_rest_bits: 
     pos = arr(g.means) * _AXIS_FLIP
     if fractional_bits is None:
         fractional_bits = _fractional_bits(pos, arr(g.log_scales))
-    elif isinstance(fractional_bits, bool) or not isinstance(fractional_bits, int) \
-            or not 0 <= fractional_bits <= MAX_FRACTIONAL_BITS:
-        raise ValueError(f"fractional_bits must be an integer in [0, {MAX_FRACTIONAL_BITS}] or None (automatic), "
-                         f"got {fractional_bits!r}")
-    elif np.rint(np.abs(pos).max() * 2.0**fractional_bits) > _FIXED_LIMIT:
+    else:
+        fractional_bits = check_int(fractional_bits, "fractional_bits (None: automatic)", min=0,
+                                    max=MAX_FRACTIONAL_BITS)
+    if np.rint(np.abs(pos).max() * 2.0**fractional_bits) > _FIXED_LIMIT:
         raise ValueError(f"fractional_bits={fractional_bits} cannot hold a coordinate of {np.abs(pos).max():.4g} "
                          f"in 24 bits; use fewer bits or None (automatic)")
 

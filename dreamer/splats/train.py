@@ -46,7 +46,7 @@ from torch import Tensor
 from dreamer.cameras import Camera
 from dreamer.pointcloud import PointCloud
 from dreamer.scene.result import DreamResult
-from dreamer.splats.gaussians import Gaussians
+from dreamer.splats.gaussians import Gaussians, merge_points_on_grid
 from dreamer.splats.losses import masked_l1, masked_psnr, masked_ssim
 from dreamer.splats.rasterizer import num_sh_bases, rasterize
 
@@ -107,6 +107,11 @@ class SplatConfig:
     """Opacity of the Gaussians made from the points."""
     init_scale: float = 1.0
     """Initial standard deviation as a multiple of each point's footprint (the world size of the pixel it came from)."""
+    init_cell: float = 1.0
+    """The initial Gaussians: the cloud's points merged to one per cell of a footprint grid, cells
+    this many footprints wide (rounded up to a power of two: 1 gives cells of one to two training
+    pixels, so no more Gaussians than the training views have pixels to constrain them); 0 = one
+    Gaussian per point."""
     densify: bool = True
     """Densify (clone / split) and prune with gsplat's DefaultStrategy."""
     refine_start_iter: int = 500
@@ -163,7 +168,8 @@ class SplatConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a positive number, got {v!r}")
-        for name in ("l1_weight", "dssim_weight", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d"):
+        for name in ("l1_weight", "dssim_weight", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d",
+                     "init_cell"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a number >= 0, got {v!r}")
@@ -419,14 +425,47 @@ def _loss(out, view: TrainingView, config: SplatConfig) -> tuple[Tensor, Tensor,
     return config.l1_weight * l1 + config.dssim_weight * (1.0 - ssim), l1, ssim
 
 
+def _adam_steps(params: dict, optimizers: dict, it: int, sh_in_use: int) -> None:
+    """One Adam step per parameter group.
+
+    While the SH degree in use is 0 the higher coefficients (``shN``) take no part in the render
+    and get no gradient. Adam with a zero gradient from zero moments moves nothing and only
+    counts the step, so that is all that is done here (instead of a zero gradient the size of
+    ``shN`` and an Adam pass over it every iteration); when the first gradient comes, the count
+    is the one an Adam stepped with zero gradients all along would have, so the bias correction
+    is unchanged.
+    """
+    for name, o in optimizers.items():
+        p = params[name]
+        state = o.state.get(p)
+        if name == "shN" and sh_in_use == 0:
+            if state:
+                state["step"] += 1
+            continue
+        if p.grad is None:  # not rendered this iteration: a zero gradient, as before
+            p.grad = torch.zeros_like(p)
+        if not state and it > 0:
+            # First gradient after `it` skipped steps: Adam creates its state (zero moments, step
+            # 1, nothing moves on a zero gradient), then the count is set to `it`.
+            real = p.grad
+            p.grad = torch.zeros_like(p)
+            o.step()
+            step = o.state[p]["step"]
+            if isinstance(step, Tensor):
+                step.fill_(float(it))
+            else:
+                o.state[p]["step"] = float(it)
+            p.grad = real
+        o.step()
+        o.zero_grad(set_to_none=True)
+
+
 def _step(loss: Tensor, params: dict, optimizers: dict, strategy, strategy_state: dict, info: dict,
-          config: SplatConfig, scale: float, it: int, fork_devices: list) -> None:
+          config: SplatConfig, scale: float, it: int, fork_devices: list, sh_in_use: int) -> None:
     """Backward, one Adam step per group, then densification / pruning (seeded per iteration)."""
     loss.backward()
     optimizers["means"].param_groups[0]["lr"] = _means_lr(config, scale, it)
-    for o in optimizers.values():
-        o.step()
-        o.zero_grad(set_to_none=True)
+    _adam_steps(params, optimizers, it, sh_in_use)
     if strategy is not None:
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(config.seed * 1_000_003 + it)
@@ -512,8 +551,12 @@ def train_gaussians(
              len(views), len(views) - n_extra, n_extra, len(result.points), scale, device)
 
     if init is None:
-        start_from = Gaussians.from_points(result.points.to(device), sh_degree=config.sh_degree,
-                                           opacity=config.init_opacity, scale_mult=config.init_scale)
+        cloud = merge_points_on_grid(result.points.to(device), config.init_cell)
+        if len(cloud) < len(result.points):
+            log.info("splats: %d points merged to %d Gaussians on a grid of %g footprints", len(result.points),
+                     len(cloud), config.init_cell)
+        start_from = Gaussians.from_points(cloud, sh_degree=config.sh_degree, opacity=config.init_opacity,
+                                           scale_mult=config.init_scale)
     else:
         start_from = init.to(device)
     params = {k: torch.nn.Parameter(t.detach().clone()) for k, t in start_from.params().items()}
@@ -545,9 +588,9 @@ def train_gaussians(
         vi = _view_index(config, len(views), it, order_cache)
         view = views[vi]
         sh_deg = config.sh_degree if init is not None else min(it // config.sh_degree_interval, config.sh_degree)
-        # Only the coefficients of the degree in use (at degree 0 no copy of shN; its gradient
-        # is still a zero tensor, so Adam's state and step count are as with the full set).
-        sh = torch.cat([params["sh0"], params["shN"][:, :num_sh_bases(sh_deg) - 1]], 1)
+        # Only the coefficients of the degree in use (at degree 0 shN takes no part: see _adam_steps).
+        higher = num_sh_bases(sh_deg) - 1
+        sh = params["sh0"] if higher == 0 else torch.cat([params["sh0"], params["shN"][:, :higher]], 1)
         out = rasterize(params["means"], params["quats"], torch.exp(params["scales"]),
                         torch.sigmoid(params["opacities"]), sh,
                         view.camera, sh_degree=sh_deg, near_plane=config.near_plane)
@@ -559,7 +602,8 @@ def train_gaussians(
                 f"splat training diverged: the loss is {float(loss.detach())} at iteration {it} (training view {vi}); "
                 "lower the learning rates or check the dreamed views")
         if loss.requires_grad:
-            _step(loss, params, optimizers, strategy, strategy_state, out.info, config, scale, it, fork_devices)
+            _step(loss, params, optimizers, strategy, strategy_state, out.info, config, scale, it, fork_devices,
+                  sh_deg)
         else:  # no Gaussian reaches this view: nothing to learn from it
             log.warning("splats: iteration %d: no Gaussian is visible in training view %d; skipped", it, vi)
         if history is not None:

@@ -7,8 +7,9 @@ unsigned distance (signed distance functions of the primitives), for accuracy me
 
 Rendering runs in :mod:`dreamer.worlds.raycast` (culled ray casting), :mod:`dreamer.worlds.texture`
 (patterns, light) and :mod:`dreamer.worlds.noise` (band-limited noise); the appearance model
-is in :mod:`dreamer.worlds.shading`, and :mod:`dreamer.worlds.reference` keeps the slow,
-plain renderer they are tested against. Renders are cached per camera.
+is in :mod:`dreamer.worlds.shading`, the objects and their materials in :mod:`dreamer.worlds.layout`,
+and :mod:`dreamer.worlds.reference` keeps the slow, plain renderer they are tested against.
+Renders are cached per camera (:mod:`dreamer.worlds.cache`).
 
 Frames and units follow :mod:`dreamer.cameras`: the world frame is the OpenCV frame of the
 default first camera (at the origin, looking +z), so world up is -y; the floor is the plane
@@ -29,10 +30,7 @@ Two properties matter to the code that uses this world:
 
 from __future__ import annotations
 
-import colorsys
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,19 +38,13 @@ import torch
 from torch import Tensor
 
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera
+from dreamer.checks import check_int
 from dreamer.worlds import noise, raycast, texture
-from dreamer.worlds.shading import FILL_DIR, KEY_DIR, OCTAVE_WAVELENGTHS, PERM_SIZE, Material
+from dreamer.worlds.cache import RenderCache, camera_key
+from dreamer.worlds.layout import FLOOR_Y, ROOM_FACE_NAMES, ROOM_HI, ROOM_LO, build_layout, room_materials, yaw_matrix
+from dreamer.worlds.shading import FILL_DIR, KEY_DIR, OCTAVE_WAVELENGTHS, PERM_SIZE
 
 __all__ = ["ProceduralWorld", "WorldRender"]
-
-# Room bounds (metres, world frame). The default first camera is at the origin looking +z; world
-# up is -y, so the floor is the larger y.
-_ROOM_LO = (-4.0, -2.0, -4.0)
-_ROOM_HI = (4.0, 1.5, 6.0)
-_FLOOR_Y = _ROOM_HI[1]
-
-# Room faces are object ids 0..5: id = 2 * axis + (1 if the face is at the upper bound).
-_ROOM_FACE_NAMES = ("wall_left", "wall_right", "ceiling", "floor", "wall_back", "wall_front")
 
 # Rays are traced and shaded in bands of about this many pixels (whole image rows) to bound
 # memory: supersampled 512x512 renders are millions of rays.
@@ -81,30 +73,6 @@ class WorldRender:
     object_id: Tensor
 
 
-@dataclass(frozen=True)
-class _Object:
-    """One primitive. ``kind``: ``box`` (centre, half sizes, yaw about the world y axis),
-    ``sphere`` (centre, radius) or ``cylinder`` (vertical axis: centre, radius, half height)."""
-
-    name: str
-    kind: str
-    center: tuple[float, float, float]
-    size: tuple[float, float, float]  # box: half sizes; sphere: (r, r, r); cylinder: (r, half height, r)
-    yaw_deg: float
-    material: Material
-
-
-def _yaw_matrix(deg: float) -> np.ndarray:
-    """Rotation about the world y axis (local -> world)."""
-    a = math.radians(deg)
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:
-    return tuple(float(c) for c in colorsys.hsv_to_rgb(h % 1.0, s, v))  # type: ignore[return-value]
-
-
 class ProceduralWorld:
     """A seeded room with textured boxes, spheres and cylinders, ray-cast analytically.
 
@@ -122,17 +90,14 @@ class ProceduralWorld:
     """
 
     def __init__(self, seed: int = 0, *, cache_bytes: int = _CACHE_BYTES) -> None:
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, (int, np.integer)) or cache_bytes < 0:
-            raise ValueError(f"cache_bytes must be an int >= 0 (0: no cache), got {cache_bytes!r}")
-        self._seed = int(seed)
+        self._seed = check_int(seed, "seed")
+        cache_bytes = check_int(cache_bytes, "cache_bytes (0: no cache)", min=0)
         rng = np.random.default_rng(self._seed)
-        self._objects = self._build_layout(rng)
-        self._room_materials = self._build_room_materials(rng)
+        self._objects = build_layout(rng, self._seed)
+        self._room_materials = room_materials(rng)
         self._pack(rng)
         self._device_cache: dict[torch.device, dict[str, Tensor]] = {}
-        self._cache = _LRU(int(cache_bytes))
+        self._cache = RenderCache(int(cache_bytes))
 
     # -- public properties -------------------------------------------------------------------
     @property
@@ -142,12 +107,12 @@ class ProceduralWorld:
     @property
     def bounds(self) -> tuple[Tensor, Tensor]:
         """The room's axis-aligned bounds (lo [3], hi [3]) in metres."""
-        return torch.tensor(_ROOM_LO), torch.tensor(_ROOM_HI)
+        return torch.tensor(ROOM_LO), torch.tensor(ROOM_HI)
 
     @property
     def extent(self) -> float:
         """The diagonal of the room's bounding box (metres): a length scale for metrics."""
-        return float(math.dist(_ROOM_LO, _ROOM_HI))
+        return float(math.dist(ROOM_LO, ROOM_HI))
 
     @property
     def center(self) -> Tensor:
@@ -157,7 +122,7 @@ class ProceduralWorld:
     @property
     def object_names(self) -> list[str]:
         """Name per object id: ids 0..5 are the room's faces, then one id per primitive."""
-        return list(_ROOM_FACE_NAMES) + [o.name for o in self._objects]
+        return list(ROOM_FACE_NAMES) + [o.name for o in self._objects]
 
     def first_camera(self, width: int = 512, height: int = 512, device: torch.device | str | None = None) -> Camera:
         """The default first camera: at the origin, looking +z, focal 582.69 * width / 512 px,
@@ -166,137 +131,6 @@ class ProceduralWorld:
         return cam if device is None else cam.to(device)
 
     # -- layout ---------------------------------------------------------------------------------
-    @staticmethod
-    def _random_material(rng: np.random.Generator) -> Material:
-        h = rng.uniform()
-        base = _hsv(h, rng.uniform(0.35, 0.75), rng.uniform(0.55, 0.9))
-        alt = _hsv(h + rng.uniform(0.08, 0.5), rng.uniform(0.2, 0.7), rng.uniform(0.3, 0.75))
-        pattern = ("checker", "stripes", "tiles", "plain")[int(rng.integers(4))]
-        p = float(rng.uniform(0.08, 0.3))
-        return Material(
-            base=base, alt=alt, pattern=pattern, period=(p, p, p), axis=int(rng.integers(3)),
-            grout=0.12 * p, stagger=0.5 if rng.uniform() < 0.5 else 0.0,
-            jitter=float(rng.uniform(0.0, 0.12)), noise=float(rng.uniform(0.07, 0.1)),
-        )
-
-    def _build_layout(self, rng: np.random.Generator) -> list[_Object]:
-        """Jittered slots around the room, redrawn until the camera space is free."""
-        for _ in range(100):
-            objects = self._draw_layout(rng)
-            if self._camera_space_is_free(objects):
-                return objects
-        raise RuntimeError(f"could not place objects away from the camera space for seed {self._seed}")
-
-    def _draw_layout(self, rng: np.random.Generator) -> list[_Object]:
-        objs: list[_Object] = []
-        u = rng.uniform
-
-        def jit(v: float, a: float = 0.25) -> float:
-            return v + float(u(-a, a))
-
-        def scale() -> float:
-            return float(u(0.85, 1.15))
-
-        def add(name: str, kind: str, center, size, yaw: float = 0.0) -> None:
-            objs.append(_Object(name, kind, tuple(float(c) for c in center), tuple(float(s) for s in size),
-                                float(yaw), self._random_material(rng)))
-
-        # Centre: a sphere on a pedestal about 3 m ahead (the orbit centre).
-        px, pz = jit(0.0, 0.15), jit(3.0, 0.2)
-        ph = 0.35 * scale()
-        add("pedestal", "box", (px, _FLOOR_Y - ph, pz), (0.45 * scale(), ph, 0.45 * scale()), u(-25, 25))
-        r = 0.45 * scale()
-        add("center_sphere", "sphere", (px, _FLOOR_Y - 2 * ph - r, pz), (r, r, r))
-        # Front left: a tall cabinet; front right: a big ball; a floor-to-ceiling column between.
-        h = 1.0 * scale()
-        add("cabinet", "box", (jit(-2.3), _FLOOR_Y - h, jit(4.3)), (0.5 * scale(), h, 0.4 * scale()), u(-30, 30))
-        r = 0.6 * scale()
-        add("ball", "sphere", (jit(1.9, 0.2), _FLOOR_Y - r, jit(4.2, 0.2)), (r, r, r))
-        hc = 0.5 * (_ROOM_HI[1] - _ROOM_LO[1])
-        rc = 0.25 * scale()
-        add("column", "cylinder", (jit(1.15, 0.1), _FLOOR_Y - hc, jit(2.5, 0.15)), (rc, hc, rc))
-        # A floating cube high on the front left (seen when turning left and up), a lamp under the
-        # ceiling ahead (seen when pitching up).
-        c = 0.3 * scale()
-        add("floating_cube", "box", (jit(-2.3, 0.2), jit(-1.2, 0.1), jit(2.4, 0.2)), (c, c, c), u(0, 90))
-        r = 0.28 * scale()
-        add("lamp", "sphere", (jit(0.5, 0.2), _ROOM_LO[1] + 0.1 + r, jit(3.3, 0.2)), (r, r, r))
-        # Left side: a chest against the wall. Right side: a low bench with a ball on it.
-        h = 0.6 * scale()
-        add("chest", "box", (jit(-3.3, 0.15), _FLOOR_Y - h, jit(0.5)), (0.5 * scale(), h, 0.9 * scale()), u(-10, 10))
-        bh = 0.4 * scale()
-        bx, bz = jit(3.2, 0.15), jit(0.0)
-        add("bench", "box", (bx, _FLOOR_Y - bh, bz), (0.6 * scale(), bh, 1.2 * scale()), u(-10, 10))
-        r = 0.33 * scale()
-        add("bench_ball", "sphere", (bx - 0.1, _FLOOR_Y - 2 * bh - r, bz + 0.5), (r, r, r))
-        # High on the side and back walls (seen when pitching up after a turn): a shelf, a wall
-        # cabinet and a wall lamp.
-        add("shelf", "box", (_ROOM_LO[0] + 0.2, jit(-0.9, 0.15), jit(-0.6, 0.3)), (0.2, 0.12 * scale(), 0.8 * scale()))
-        add("wall_cabinet", "box", (_ROOM_HI[0] - 0.25, jit(-1.1, 0.15), jit(1.6, 0.3)),
-            (0.25, 0.35 * scale(), 0.5 * scale()))
-        r = 0.3 * scale()
-        add("wall_lamp", "sphere", (jit(-0.3, 0.3), jit(-1.2, 0.15), _ROOM_LO[2] + r + 0.05), (r, r, r))
-        # Behind: a big ball, a crate and a drum.
-        r = 0.7 * scale()
-        add("rear_ball", "sphere", (jit(-1.4, 0.2), _FLOOR_Y - r, jit(-3.0, 0.2)), (r, r, r))
-        h = 0.8 * scale()
-        add("crate", "box", (jit(1.6, 0.2), _FLOOR_Y - h, jit(-3.0)), (0.7 * scale(), h, 0.5 * scale()), u(-35, 35))
-        hd, rd = 0.4 * scale(), 0.45 * scale()
-        add("drum", "cylinder", (jit(0.1, 0.2), _FLOOR_Y - hd, jit(-2.1, 0.15)), (rd, hd, rd))
-        return objs
-
-    @staticmethod
-    def _build_room_materials(rng: np.random.Generator) -> list[Material]:
-        """Per-face materials: tiled walls, each its own colour (so a full turn is not ambiguous),
-        plank floor, panelled ceiling. Patterns use local axes; the face's normal axis is ignored."""
-        mats = []
-        wall_hues = rng.permutation(np.array([0.08, 0.55, 0.30, 0.95])) + rng.uniform(-0.03, 0.03, 4)
-        for face in range(6):
-            axis = face // 2
-            if axis == 1:
-                if face == 3:  # floor: wooden planks running along z, staggered ends
-                    h = 0.07 + rng.uniform(-0.02, 0.02)
-                    mats.append(Material(base=_hsv(h, 0.55, 0.62), alt=_hsv(h, 0.6, 0.42), pattern="tiles",
-                                          period=(0.22, 1.0, 1.3), axis=0, grout=0.012, stagger=0.37,
-                                          jitter=0.12, noise=0.09))
-                else:  # ceiling: large pale panels
-                    mats.append(Material(base=_hsv(0.12, 0.08, 0.92), alt=_hsv(0.12, 0.1, 0.6), pattern="tiles",
-                                          period=(1.0, 1.0, 1.0), axis=0, grout=0.03, jitter=0.04, noise=0.06))
-            else:
-                h = float(wall_hues[[0, 1, -1, -1, 2, 3][face]])
-                p = float(rng.uniform(0.35, 0.6))
-                mats.append(Material(base=_hsv(h, 0.35, 0.85), alt=_hsv(h + 0.05, 0.45, 0.55), pattern="tiles",
-                                      period=(p, p * 0.5 if face % 2 else p, p), axis=1,
-                                      grout=0.015, stagger=0.5 * (face % 2), jitter=0.08, noise=0.08))
-        return mats
-
-    @staticmethod
-    def _object_sdf_np(objects: list[_Object], p: np.ndarray) -> np.ndarray:
-        """Signed distance [N] from points [N,3] to the union of ``objects`` (numpy, layout checks)."""
-        d = np.full(p.shape[0], np.inf)
-        for o in objects:
-            c = np.asarray(o.center)
-            q = p - c
-            if o.kind == "sphere":
-                di = np.linalg.norm(q, axis=1) - o.size[0]
-            elif o.kind == "box":
-                ql = np.abs(q @ _yaw_matrix(o.yaw_deg)) - np.asarray(o.size)
-                di = np.linalg.norm(np.maximum(ql, 0), axis=1) + np.minimum(ql.max(1), 0)
-            else:
-                w = np.stack([np.hypot(q[:, 0], q[:, 2]) - o.size[0], np.abs(q[:, 1]) - o.size[1]], 1)
-                di = np.linalg.norm(np.maximum(w, 0), axis=1) + np.minimum(w.max(1), 0)
-            d = np.minimum(d, di)
-        return d
-
-    def _camera_space_is_free(self, objects: list[_Object]) -> bool:
-        # A 1.1 m ball around the origin; 0.6 m around the dolly path (to z = 1.5) and the 1 m
-        # lateral / backward / vertical moves.
-        if self._object_sdf_np(objects, np.zeros((1, 3)))[0] < 1.1:
-            return False
-        path = [(0.0, 0.0, z) for z in np.linspace(0.0, 1.5, 7)]
-        path += [(1.0, 0, 0), (-1.0, 0, 0), (0, 0, -1.0), (0, -0.5, 0), (0, 0.5, 0)]
-        return bool((self._object_sdf_np(objects, np.asarray(path)) >= 0.6).all())
-
     def _pack(self, rng: np.random.Generator) -> None:
         """Primitive parameters as float64 CPU tensors, grouped by kind, plus per-id materials."""
         boxes = [(i, o) for i, o in enumerate(self._objects) if o.kind == "box"]
@@ -306,7 +140,7 @@ class ProceduralWorld:
         self._np = {
             "box_c": t([o.center for _, o in boxes]),
             "box_h": t([o.size for _, o in boxes]),
-            "box_R": torch.tensor(np.stack([_yaw_matrix(o.yaw_deg) for _, o in boxes]) if boxes
+            "box_R": torch.tensor(np.stack([yaw_matrix(o.yaw_deg) for _, o in boxes]) if boxes
                                   else np.zeros((0, 3, 3))),
             "box_id": torch.tensor([6 + i for i, _ in boxes], dtype=torch.long),
             "sph_c": t([o.center for _, o in spheres]),
@@ -316,8 +150,8 @@ class ProceduralWorld:
             "cyl_r": torch.tensor([o.size[0] for _, o in cyls], dtype=torch.float64),
             "cyl_hy": torch.tensor([o.size[1] for _, o in cyls], dtype=torch.float64),
             "cyl_id": torch.tensor([6 + i for i, _ in cyls], dtype=torch.long),
-            "room_lo": torch.tensor(_ROOM_LO, dtype=torch.float64),
-            "room_hi": torch.tensor(_ROOM_HI, dtype=torch.float64),
+            "room_lo": torch.tensor(ROOM_LO, dtype=torch.float64),
+            "room_hi": torch.tensor(ROOM_HI, dtype=torch.float64),
         }
         self._materials = self._room_materials + [o.material for o in self._objects]
         n_ids = len(self._materials)
@@ -341,7 +175,7 @@ class ProceduralWorld:
         self._np["key"], self._np["fill"] = light(KEY_DIR), light(FILL_DIR)
         # The orbit centre: halfway up the pedestal-and-sphere stack (objects 0 and 1).
         sphere = self._objects[1]
-        self._center = torch.tensor([sphere.center[0], 0.5 * (sphere.center[1] + _FLOOR_Y), sphere.center[2]],
+        self._center = torch.tensor([sphere.center[0], 0.5 * (sphere.center[1] + FLOOR_Y), sphere.center[2]],
                                     dtype=torch.float32)
 
     def _params(self, device: torch.device) -> dict[str, Tensor]:
@@ -361,11 +195,11 @@ class ProceduralWorld:
         if not isinstance(camera, Camera):
             raise TypeError(f"camera must be a dreamer.cameras.Camera, got {type(camera).__name__}")
         c = camera.center.detach().cpu().double()
-        lo, hi = torch.tensor(_ROOM_LO, dtype=torch.float64), torch.tensor(_ROOM_HI, dtype=torch.float64)
+        lo, hi = torch.tensor(ROOM_LO, dtype=torch.float64), torch.tensor(ROOM_HI, dtype=torch.float64)
         if not ((c > lo).all() and (c < hi).all()):
             raise ValueError(
                 f"camera centre {tuple(round(float(v), 4) for v in c)} is outside the room "
-                f"(x, y, z in {_ROOM_LO} .. {_ROOM_HI}): rays would not all hit a surface"
+                f"(x, y, z in {ROOM_LO} .. {ROOM_HI}): rays would not all hit a surface"
             )
 
     # -- rendering ----------------------------------------------------------------------------------
@@ -382,9 +216,8 @@ class ProceduralWorld:
         call returns its own copy, so callers may modify it.
         """
         self._check_camera(camera)
-        if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1:
-            raise ValueError(f"supersample must be a positive int, got {supersample!r}")
-        key = _camera_key(camera)
+        check_int(supersample, "supersample", min=1)
+        key = camera_key(camera)
         cached = self._cache.get(("render", key, supersample))
         if cached is None:
             with torch.inference_mode():  # no autograd bookkeeping; callers get normal copies
@@ -397,7 +230,7 @@ class ProceduralWorld:
         """z-depth [H,W] (float32, > 0) of the surface through each pixel centre; no shading.
         Taken from the cache when this camera was rendered or asked for before."""
         self._check_camera(camera)
-        key = _camera_key(camera)
+        key = camera_key(camera)
         depth = self._cache.get(("depth", key))
         if depth is None:
             P = self._params(camera.device)
@@ -502,56 +335,3 @@ def _interleave(planes: list[Tensor]) -> Tensor:
     return out
 
 
-def _camera_key(camera: Camera) -> tuple:
-    """Exact identity of a camera's rays: intrinsics, pose, size and device."""
-    return (camera.K.detach().cpu().numpy().tobytes(), camera.c2w.detach().cpu().numpy().tobytes(),
-            camera.width, camera.height, str(camera.device))
-
-
-class _LRU:
-    """A thread-safe least-recently-used map from keys to tensors (or tuples of tensors), bounded
-    by the bytes of the tensors it holds."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict = OrderedDict()
-        self._bytes = 0
-        self._hits = self._misses = 0
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _size(value) -> int:
-        tensors = [value] if isinstance(value, Tensor) else [getattr(value, f) for f in value.__dataclass_fields__]
-        return sum(t.numel() * t.element_size() for t in tensors)
-
-    def get(self, key):
-        with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self._misses += 1
-            else:
-                self._hits += 1
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key, value) -> None:
-        size = self._size(value)
-        with self._lock:
-            if key in self._items:
-                self._bytes -= self._size(self._items.pop(key))
-            if size > self.max_bytes:
-                return
-            self._items[key] = value
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, old = self._items.popitem(last=False)
-                self._bytes -= self._size(old)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-    def info(self) -> dict[str, int]:
-        with self._lock:
-            return {"hits": self._hits, "misses": self._misses, "entries": len(self._items), "bytes": self._bytes}
