@@ -55,11 +55,19 @@ class DreamConfig:
     grow_px: int = 3
     """Margin in pixels by which holes are grown for the inpainter."""
     align_models: tuple[str, ...] = ("scale", "depth", "disparity")
-    """Candidate global corrections of a view's estimated depth: "scale", "depth" (scale and shift), "disparity" (scale and shift in disparity), "tilt" and "bend" (a log-polynomial of degree 1 or 2 across the image). Each view uses the one that best predicts its held-out overlap pixels nearest the hole (alignment/adaptive.py); name one to force it. Trends are not candidates by default: fitted to the existing geometry, they describe the difference between this view's distortion and the earlier views', and extrapolated into new territory they were worse on every error family of bench/bench_dream.py."""
+    """Candidate global corrections of a view's estimated depth: "scale", "depth" (scale and shift), "disparity"
+    (scale and shift in disparity), "tilt" and "bend" (a log-polynomial of degree 1 or 2 across the image). Each
+    view uses the one that best predicts its held-out overlap pixels nearest the hole (alignment/adaptive.py);
+    name one to force it. Trends are not candidates by default: fitted to the existing geometry, they describe
+    the difference between this view's distortion and the earlier views', and extrapolated into new territory
+    they were worse on every error family of bench/bench_dream.py."""
     seam_reaches: tuple[float, ...] = (0.05, 0.2, 0.0)
-    """Candidate decay lengths of the seam correction (which makes the new depth meet the existing geometry at the hole's boundary), as fractions of the image's larger side; 0: no decay (harmonic). Chosen per view like the global correction; none given: no seam correction."""
+    """Candidate decay lengths of the seam correction (which makes the new depth meet the existing geometry at
+    the hole's boundary), as fractions of the image's larger side; 0: no decay (harmonic). Chosen per view like
+    the global correction; none given: no seam correction."""
     align_tolerance: float = 0.03
-    """A more complex correction is chosen only if it predicts the held-out pixels better than a simpler one by this fraction."""
+    """A more complex correction is chosen only if it predicts the held-out pixels better than a simpler one by
+    this fraction."""
     stretch_threshold: float = 0.08
     """Relative depth jump between neighbouring pixels above which a pixel is a stretched edge."""
     merge_cell_factor: float = 1.0
@@ -67,15 +75,24 @@ class DreamConfig:
     min_overlap_pixels: int = 64
     """Fewest known pixels needed to fit the depth scale; fewer keeps the estimate's scale (1.0)."""
     joint_refinement: bool = True
-    """After the loop, re-fit every view's depth correction jointly against all the views that overlap it and rebuild the cloud from the same images (removes the drift of view-by-view alignment; no model runs again)."""
+    """After the loop, re-fit every view's depth correction jointly against all the views that overlap it and
+    rebuild the cloud from the same images (removes the drift of view-by-view alignment; no model runs again)."""
     joint_grid: int = 6
-    """Control points per axis of each view's smooth correction in the joint refinement (a cubic B-spline over the image, >= 4); when the views' disagreements show bends across the image (they extrapolate as quadratics), a quadratic per view is fitted instead. 0-3: always a polynomial of that degree (0: one scale per view)."""
+    """Control points per axis of each view's smooth correction in the joint refinement (a cubic B-spline over
+    the image, >= 4); when the views' disagreements show bends across the image (they extrapolate as
+    quadratics), a quadratic per view is fitted instead. 0-3: always a polynomial of that degree (0: one scale
+    per view)."""
     joint_fade: float = 0.1
-    """In the joint refinement, away from the pixels that other views see, a view's correction returns to its mean over them within about this fraction of the image's larger side (it is not extrapolated)."""
+    """In the joint refinement, away from the pixels that other views see, a view's correction returns to its
+    mean over them within about this fraction of the image's larger side (it is not extrapolated)."""
     joint_seam_reach: float = 0.05
-    """In the refinement's rebuild, the offset between the rendered cloud and a view's jointly fitted depth fades over this fraction of the image's larger side from the seam (the variation around it, surface by surface, reaches as far as the loop's seam correction would)."""
+    """In the refinement's rebuild, the offset between the rendered cloud and a view's jointly fitted depth
+    fades over this fraction of the image's larger side from the seam (the variation around it, surface by
+    surface, reaches as far as the loop's seam correction would)."""
     joint_prior: float | None = None
-    """Prior of the joint refinement: how much (log depth) a view's correction may vary across its image beyond a scale, unless the overlapping views say otherwise; None: estimated from how much the views disagree beyond their pixel noise once each has its own scale."""
+    """Prior of the joint refinement: how much (log depth) a view's correction may vary across its image beyond
+    a scale, unless the overlapping views say otherwise; None: estimated from how much the views disagree beyond
+    their pixel noise once each has its own scale."""
 
     def __post_init__(self):
         from alignment.adaptive import GLOBAL_MODELS
@@ -225,7 +242,8 @@ def dream(
             raise ValueError(f"resume has {done} views but only {total} cameras were given")
         for k in range(done):
             a, b = resume.views[k].camera, cameras[k]
-            if not (torch.allclose(a.c2w.cpu(), b.c2w.cpu(), atol=1e-5) and torch.allclose(a.K.cpu(), b.K.cpu(), atol=1e-4)):
+            if not (torch.allclose(a.c2w.cpu(), b.c2w.cpu(), atol=1e-5)
+                    and torch.allclose(a.K.cpu(), b.K.cpu(), atol=1e-4)):
                 raise ValueError(f"resume view {k} was dreamed with another camera than cameras[{k}]")
         result = DreamResult(resume.points.to(device), list(resume.views), config)
     else:
