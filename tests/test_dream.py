@@ -79,7 +79,8 @@ def test_only_hole_pixels_become_points(world, first):
 def test_progress_and_resume_reproduce_an_uninterrupted_run(world, first):
     cam, truth = first
     traj = make_trajectory("lookaround", cam, center_depth_from(truth.depth), n=4)
-    kwargs = dict(inpainter=WorldInpainter(world), depth_estimator=WorldDepthEstimator(world, seed=2), depth=truth.depth)
+    kwargs = dict(inpainter=WorldInpainter(world), depth_estimator=WorldDepthEstimator(world, seed=2),
+                  depth=truth.depth)
     calls = []
     full = dream(truth.image, traj.cameras, "", on_progress=lambda *a: calls.append(a), **kwargs)
     assert [c for c in calls if c[0] == "dream"] == [("dream", k, 4) for k in range(1, 5)]
@@ -124,7 +125,8 @@ def test_bad_inputs_fail_before_any_work(world, first):
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         dream(truth.image[:50], [cam], "", inpainter=inp, depth_estimator=est)
     with pytest.raises(ValueError, match="non-finite"):
-        dream(truth.image, [cam], "", inpainter=inp, depth_estimator=est, depth=torch.full_like(truth.depth, float("nan")))
+        dream(truth.image, [cam], "", inpainter=inp, depth_estimator=est,
+              depth=torch.full_like(truth.depth, float("nan")))
     with pytest.raises(ValueError, match="<= 0"):
         dream(truth.image, [cam], "", inpainter=inp, depth_estimator=est, depth=-truth.depth)
     with pytest.raises(ValueError, match="float32"):
