@@ -74,6 +74,9 @@ def _scene_tab(app: DreamerApp, settings: AppSettings, state: gr.State) -> dict:
                                  elem_id="scene-size")
                 frames = gr.Slider(8, 600, value=start["frames"], step=1, label="Fly-through frames",
                                    elem_id="scene-frames")
+            refine = gr.Checkbox(value=False, elem_id="scene-refine",
+                                 label="Refine: dream what the fly-through shows behind objects, train the splats "
+                                       "on repaired novel views and on the views' depth (slower)")
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="scene-generate")
                 stop = gr.Button("Stop", variant="stop")
@@ -98,9 +101,11 @@ def _scene_tab(app: DreamerApp, settings: AppSettings, state: gr.State) -> dict:
                 examples=[list(e) for e in SCENE_EXAMPLES], inputs=scene_inputs, cache_examples=False)
 
     def _generate(prompt, photo, depth, negative, trajectory, trajectory_file, views, steps, guidance, seed,
-                  gs_iters, models, size, frames, state, request: gr.Request, progress=gr.Progress()):
+                  gs_iters, models, size, frames, state, refine=False, request: gr.Request = None,
+                  progress=gr.Progress()):
         return app.scene.generate(prompt, photo, depth, negative, trajectory, trajectory_file, views, steps,
-                                  guidance, seed, gs_iters, models, size, frames, state, request, progress)
+                                  guidance, seed, gs_iters, models, size, frames, state, request, progress,
+                                  refine=refine)
 
     def _dream_here(camera, prompt, around, state, request: gr.Request, progress=gr.Progress()):
         return app.dream_here.extend(camera, prompt, around, state, request, progress)
@@ -109,7 +114,7 @@ def _scene_tab(app: DreamerApp, settings: AppSettings, state: gr.State) -> dict:
         return app.dream_here.undo(state, request)
 
     scene_outputs = [viewer, video, depth_video, gallery, downloads, status]
-    generate.click(_generate, inputs=scene_inputs + [state], outputs=scene_outputs + [state], api_name="scene",
+    generate.click(_generate, inputs=scene_inputs + [state, refine], outputs=scene_outputs + [state], api_name="scene",
                    concurrency_id=GPU_QUEUE, concurrency_limit=settings.concurrency)
     dream.click(_dream_here, inputs=[camera, here_prompt, around, state], outputs=[viewer, gallery, downloads, status],
                 api_name="dream_here", concurrency_id=GPU_QUEUE, concurrency_limit=settings.concurrency,

@@ -21,8 +21,10 @@ from apps.viewer import viewer_spec
 __all__ = ["SceneTab", "SCENE_STAGES"]
 
 # Share of the progress bar each stage of a scene takes (in order); unknown stages keep the bar.
-SCENE_STAGES = {"first view": (0.0, 0.05), "dream": (0.05, 0.5), "refine": (0.5, 0.55), "splat views": (0.55, 0.6),
-                "splats": (0.6, 0.9), "video": (0.9, 1.0)}
+# "refine" is the joint depth refinement; "complete" the refine step's completion pass ("repair",
+# during the splats, keeps the bar where it is).
+SCENE_STAGES = {"first view": (0.0, 0.05), "dream": (0.05, 0.5), "refine": (0.5, 0.53), "complete": (0.53, 0.57),
+                "splat views": (0.57, 0.6), "splats": (0.6, 0.9), "video": (0.9, 1.0)}
 
 
 class SceneTab:
@@ -33,7 +35,7 @@ class SceneTab:
 
     # ------------------------------------------------------------------------------------ checks
     def check(self, prompt, photo, depth, negative, trajectory, trajectory_file, views, steps, guidance,
-              seed, gs_iters, models, size, frames) -> dict:
+              seed, gs_iters, models, size, frames, refine=False) -> dict:
         """The flat settings of a scene request, or :class:`InputError`; nothing is written."""
         lim = self.settings.limits
         prompt = check_text(prompt, "Prompt", lim.max_prompt_chars)
@@ -60,6 +62,7 @@ class SceneTab:
             "iterations": check_number(gs_iters, "Gaussian iterations", 10, 30000, integer=True),
             "models": models, "width": size, "height": size,
             "render_frames": check_number(frames, "Video frames", 8, 600, integer=True),
+            "refine": bool(refine),
         }
 
     def configs(self, checked: dict, run: Path):
@@ -71,6 +74,7 @@ class SceneTab:
         inputs = run / "inputs"
         flat = {k: checked[k] for k in ("prompt", "views", "steps", "guidance", "seed", "iterations", "models",
                                         "width", "height", "render_frames", "negative_prompt")}
+        flat["refine"] = checked.get("refine", False)
         # "Dream here" fine-tunes the splats for half the scene's iterations.
         flat["extension_iterations"] = max(10, checked["iterations"] // 2)
         flat["export"] = ("ply", "spz")  # the standard 3DGS file and the compressed one, both offered
@@ -106,11 +110,11 @@ class SceneTab:
 
     # ------------------------------------------------------------------------------------ the job
     def generate(self, prompt, photo, depth, negative, trajectory, trajectory_file, views, steps, guidance,
-                 seed, gs_iters, models, size, frames, state, request, progress):
+                 seed, gs_iters, models, size, frames, state, request, progress, refine=False):
         """Validate, dream, train splats, render videos; returns the tab's outputs."""
         try:
             checked = self.check(prompt, photo, depth, negative, trajectory, trajectory_file, views, steps,
-                                 guidance, seed, gs_iters, models, size, frames)
+                                 guidance, seed, gs_iters, models, size, frames, refine)
         except InputError as e:
             raise gr.Error(str(e), print_exception=False) from None
 

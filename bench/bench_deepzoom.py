@@ -52,7 +52,8 @@ def run(seed: int, size: int, levels: int, p: int, views: int, gs_iters: int) ->
     metrics = zoom_metrics(zoomed, result.points, world)
 
     print(f"\nworld seed {seed}: {size}x{size}, {views} views dreamed in {t_dream:.1f} s; zoom p={p}, {levels} levels "
-          f"in {t_zoom:.1f} s (level images {zoomed.seconds['level_images']:.1f} s, lift {zoomed.seconds['lift']:.1f} s)")
+          f"in {t_zoom:.1f} s (level images {zoomed.seconds['level_images']:.1f} s, "
+          f"lift {zoomed.seconds['lift']:.1f} s)")
     print(f"  {'level':>5} {'focal':>8} {'PSNR without':>13} {'PSNR with':>10} {'fp px w/o':>9} {'fp px with':>10} "
           f"{'+points':>8} {'-coarse':>8} {'lift s':>7}")
     stats = {s.level: s for s in zoomed.stats}

@@ -3,6 +3,8 @@
     python bench/bench_splats.py                  # CPU, 128x128, a few thousand Gaussians
     python bench/bench_splats.py --iterations 300 --threads 1
     python bench/bench_splats.py --only speed     # just the rasterizer speed
+    python bench/bench_splats.py --only refine    # the refine step: four settings, near and far
+    python bench/bench_splats.py --only coverage  # the offline demo's videos: empty pixels per frame
 
 1. Quality. A scene is made from the world's ground truth: five views around the first camera
    (yaw -24..24 degrees) at 128x128; the cloud lifts each view at 64x64 (so a few thousand
@@ -16,6 +18,24 @@
    20k Gaussians at 256x256.
 3. With CUDA: the same training at 512x512 through gsplat's kernels, iterations per second and
    peak GPU memory, and the CPU rasterizer against gsplat's on one scene.
+4. The refine step (``--only refine``), four settings trained on the same scene in one run:
+   the baseline, + depth supervision (the views' depth maps), + progressive refinement (the
+   refine step as ``--refine`` runs it: the completion pass dreams the repair cameras where
+   the cloud has holes, with the demo's backends: the world's inpainter and its depth estimator
+   with errors; then repaired novel views join training, further out each round; the repair
+   model is the world's imperfect refiner: 70% of the way to the truth, blurred, noisy), and
+   both. A fifth row shows the repaired views alone, without the completion pass. Scored on
+   held-out cameras near the training views (between and beside them) and far from them (20-21
+   degrees of turn from the nearest training camera, and moved: orbits of the middle camera by
+   44 degrees of yaw or 18-21 of elevation, about 1 m at the 3 m pivot, most also 0.3 m
+   forward): PSNR, SSIM, the splats' depth AbsRel (expected depth where alpha > 0.5, against
+   the true z-depth; also away from depth edges, where any splat render blends two surfaces)
+   and coverage (pixels with alpha > 0.99). LPIPS is not printed: it needs a pretrained network (AlexNet/VGG
+   weights) that is not available offline here.
+5. Coverage (``--only coverage``): the offline demo (``--models synthetic``, ``lookaround``) at
+   a small size, with and without ``--refine``, its splats rendered along every render preset
+   (each preset the scene's render path in turn, so the completion pass sees it): the fraction
+   of each frame covered (alpha > 0.99), worst frame and frames below 99.9%.
 """
 
 from __future__ import annotations
@@ -118,6 +138,154 @@ def bench_quality(args) -> None:
         print(f"{name:26s} {r['psnr']:7.2f} {r['ssim']:7.4f} {r['psnr_cov']:9.2f} {r['ssim_cov']:9.4f}{extra}")
 
 
+# Far held-out cameras: (orbit yaw, elevation, move forward as a fraction of the pivot depth) around
+# the middle training camera. Each turns 20-21 degrees from its nearest training camera, and
+# the orbit moves it (about 1 m at the 3 m pivot), plus the forward move.
+FAR = ((44.0, 0.0, 0.1), (-44.0, 0.0, 0.1), (0.0, 20.0, 0.1), (12.0, -20.0, 0.1), (-12.0, 21.0, 0.0),
+       (-34.0, -18.0, 0.1))
+
+
+def far_cameras(result: DreamResult) -> list[Camera]:
+    from dreamer.splats.repair import dolly_camera
+
+    first = result.views[TRAIN_YAWS.index(0.0)].camera
+    return [dolly_camera(orbit_camera(first, PIVOT, y, e), d * PIVOT) for y, e, d in FAR]
+
+
+def depth_edges(depth: torch.Tensor, ratio: float = 0.05) -> torch.Tensor:
+    """Pixels [H,W] within one pixel of a depth discontinuity (neighbours differing by more than
+    ``ratio`` in depth): there a splat render's expected depth blends two surfaces."""
+    from dreamer.render import dilate
+
+    log_d = depth.clamp_min(1e-9).log()
+    edge = torch.zeros_like(depth, dtype=torch.bool)
+    jump_x = (log_d[:, 1:] - log_d[:, :-1]).abs() > ratio
+    jump_y = (log_d[1:] - log_d[:-1]).abs() > ratio
+    edge[:, 1:] |= jump_x
+    edge[:, :-1] |= jump_x
+    edge[1:] |= jump_y
+    edge[:-1] |= jump_y
+    return dilate(edge, 1)
+
+
+def score_full(g, cams, truths) -> dict:
+    """PSNR, SSIM, depth AbsRel (where alpha > 0.5; and there, away from depth edges) and
+    coverage (alpha > 0.99) of splats ``g``."""
+    ps, ss, ar, ar_in, cov = [], [], [], [], []
+    for cam, t in zip(cams, truths):
+        rgb, d, a = g.render(cam)
+        ps.append(masked_psnr(rgb, t.image))
+        ss.append(float(masked_ssim(rgb, t.image)))
+        err = (d - t.depth).abs() / t.depth
+        m = a > 0.5
+        ar.append(float(err[m].mean()) if m.any() else float("nan"))
+        m &= ~depth_edges(t.depth)
+        ar_in.append(float(err[m].mean()) if m.any() else float("nan"))
+        cov.append(float((a > 0.99).float().mean()))
+    return {k: statistics.mean(v) for k, v in (("psnr", ps), ("ssim", ss), ("abs_rel", ar), ("abs_rel_in", ar_in),
+                                                ("coverage", cov))}
+
+
+def bench_refine(args) -> None:
+    from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter, WorldRefiner
+    from dreamer.scene import DreamConfig
+    from dreamer.scene.completion import complete_scene
+    from dreamer.splats.repair import camera_offset
+    from dreamer.splats.train import repair_cameras
+
+    world = ProceduralWorld(args.seed)
+    result = world_result(world, args.size, args.lift_size)
+    result = DreamResult(result.points, result.views, DreamConfig())
+    near, far = held_out_cameras(result), far_cameras(result)
+    turns = [min(camera_offset(c, v.camera, 1e9) for v in result.views) for c in far]  # pure turn at a far pivot
+    print(f"\nrefine step: {len(result.views)} views at {args.size}x{args.size}, {len(result.points)} points; "
+          f"{len(near)} near and {len(far)} far held-out cameras (far: {min(turns):.0f}-{max(turns):.0f} degrees "
+          f"of turn from the nearest training camera, and moved)")
+    truths_near = [world.render(c) for c in near]
+    truths_far = [world.render(c) for c in far]
+    it = args.iterations
+    base = dict(iterations=it, device="cpu", sh_degree_interval=max(it // 4, 1), refine_start_iter=it // 4,
+                refine_every=max(it // 10, 1), refine_stop_iter=int(it * 0.8), log_every=10**9, seed=args.seed,
+                repair_start=max(it // 5, 1), repair_every=max(it // 5, 1), repair_rounds=4,
+                repair_views=args.repair_views, repair_angle=args.repair_angle)
+    refiner = WorldRefiner(world, seed=args.seed)
+
+    t = time.perf_counter()
+    cams = [c for ring in repair_cameras(result, SplatConfig(**base)) for c in ring]
+    completed = complete_scene(result, cams, inpainter=WorldInpainter(world),
+                               depth_estimator=WorldDepthEstimator(world, seed=args.seed),
+                               max_views=args.complete_views).result
+    print(f"completion pass over the {len(cams)} repair cameras: {len(completed.views) - len(result.views)} views "
+          f"dreamed, {len(completed.points) - len(result.points)} points added ({time.perf_counter() - t:.0f} s)")
+    runs = [("baseline", result, 0.0, False), ("+ depth supervision", result, args.depth_weight, False),
+            ("+ progressive refinement", completed, 0.0, True), ("+ both", completed, args.depth_weight, True),
+            ("(repaired views alone)", result, 0.0, True)]
+    rows = {}
+    for name, scene, dw, repair in runs:
+        t = time.perf_counter()
+        g = train_gaussians(scene, SplatConfig(depth_weight=dw, **base), refiner=refiner if repair else None)
+        rows[name] = (score_full(g, near, truths_near), score_full(g, far, truths_far), time.perf_counter() - t)
+        print(f"  trained {name}: {len(g)} Gaussians, {rows[name][2]:.0f} s", flush=True)
+    print(f"\nheld-out quality after {it} iterations (means over cameras; depth weight {args.depth_weight}; "
+          f"LPIPS not measured: no pretrained LPIPS network offline)")
+    print("AbsRel: the splats' expected depth against the true z-depth where alpha > 0.5; 'inner': the same away "
+          "from depth edges (1 px bands where the truth jumps by > 5%)")
+    print(f"{'':26s} {'near PSNR':>9s} {'SSIM':>6s} {'AbsRel':>7s} {'inner':>6s} {'cover':>6s}   {'far PSNR':>8s} "
+          f"{'SSIM':>6s} {'AbsRel':>7s} {'inner':>6s} {'cover':>6s}")
+    for name, (n, f, _) in rows.items():
+        print(f"{name:26s} {n['psnr']:9.2f} {n['ssim']:6.3f} {n['abs_rel']:7.3f} {n['abs_rel_in']:6.3f} "
+              f"{n['coverage']:6.3f}   {f['psnr']:8.2f} {f['ssim']:6.3f} {f['abs_rel']:7.3f} {f['abs_rel_in']:6.3f} "
+              f"{f['coverage']:6.3f}")
+    (bn, bf, _), (n, f, _) = rows["baseline"], rows["+ both"]
+    print(f"with both: far PSNR {f['psnr'] - bf['psnr']:+.2f} dB, near PSNR {n['psnr'] - bn['psnr']:+.2f} dB, "
+          f"depth AbsRel x{n['abs_rel'] / bn['abs_rel']:.2f} near, x{f['abs_rel'] / bf['abs_rel']:.2f} far "
+          f"(inner: x{n['abs_rel_in'] / bn['abs_rel_in']:.2f} near, x{f['abs_rel_in'] / bf['abs_rel_in']:.2f} far)")
+
+
+PRESETS = ("llff", "back_and_forth", "headbanging")
+
+
+def bench_coverage(args) -> None:
+    import tempfile
+
+    from dreamer.backends.model_sets import ModelConfig, build_backends
+    from dreamer.pipeline import SceneConfigs, run_scene
+    from dreamer.pipeline.settings import RefineConfig, SceneConfig
+    from dreamer.io import read_json
+
+    size, it = args.coverage_size, args.coverage_iterations
+    splats = SplatConfig(iterations=it, sh_degree_interval=max(it // 4, 1), refine_start_iter=it // 4,
+                         refine_every=max(it // 10, 1), refine_stop_iter=int(it * 0.8), repair_start=max(it // 5, 1),
+                         repair_every=max(it // 5, 1), log_every=10**9, checkpoint_every=10**6)
+    print(f"\ncoverage of the offline demo's videos (lookaround at {size}x{size}, {it} splat iterations): "
+          f"fraction of each frame with alpha > 0.99")
+    print(f"{'':12s} {'preset':16s} {'frames':>6s} {'worst':>8s} {'mean':>8s} {'< 99.9%':>8s} {'views':>6s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for refine in (False, True):
+            for preset in PRESETS:
+                configs = SceneConfigs(scene=SceneConfig(width=size, height=size, trajectory="lookaround",
+                                                         render_trajectory=preset),
+                                       models=ModelConfig(models="synthetic"), splats=splats,
+                                       refine=RefineConfig(refine=refine))
+                t = time.perf_counter()
+                # One folder per setting: the dream is reused for every preset (and, without the
+                # refine step, the splats too: only the video changes).
+                out = Path(tmp) / ("refine" if refine else "plain")
+                run_scene(configs, out, build_backends(configs.models))
+                m = read_json(out / "metrics.json")["splats"]
+                cover = read_json(out / "metrics.json").get("refine", {})
+                frames = m["video_frames"]
+                below = m["video_frames_below_999"]
+                views = len(read_json(out / "cameras.json")["cameras"])
+                done = f"{time.perf_counter() - t:.0f} s"
+                if refine:
+                    done += f", completion: {cover.get('completion_views')} views"
+                print(f"{'--refine' if refine else 'plain':12s} {preset:16s} {frames:6d} "
+                      f"{m['video_coverage_min']:8.4f} {m['video_coverage_mean']:8.4f} {below:8d} {views:6d}"
+                      f"   ({done})",
+                      flush=True)
+
+
 def speed_scene(n: int, size: int, seed: int = 0) -> tuple[list[torch.Tensor], Camera]:
     """About ``n`` Gaussians from a lift of the world (footprint-sized), seen by a camera at
     ``size`` x ``size`` a little off the lifting camera."""
@@ -171,7 +339,8 @@ def bench_cuda(args) -> None:
     cpu = rasterize(*params, cam, backend="torch")
     gpu = rasterize(*[p.to(dev) for p in params], cam.to(dev), backend="gsplat")
     print(f"\ngsplat CUDA vs CPU rasterizer (20k Gaussians, 256x256): max |rgb| diff "
-          f"{float((gpu.rgb.cpu() - cpu.rgb).abs().max()):.2e}, alpha {float((gpu.alpha.cpu() - cpu.alpha).abs().max()):.2e}")
+          f"{float((gpu.rgb.cpu() - cpu.rgb).abs().max()):.2e}, "
+          f"alpha {float((gpu.alpha.cpu() - cpu.alpha).abs().max()):.2e}")
     small = [p[:500] for p in params]
     ref = rasterize_reference(*small, cam.resized(64, 64))
     g64 = rasterize(*[p.to(dev) for p in small], cam.resized(64, 64).to(dev), backend="gsplat")
@@ -196,7 +365,7 @@ def bench_cuda(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["quality", "speed", "cuda"], default=None)
+    ap.add_argument("--only", choices=["quality", "speed", "cuda", "refine", "coverage"], default=None)
     ap.add_argument("--size", type=int, default=128, help="training / evaluation image size")
     ap.add_argument("--lift-size", type=int, default=64, help="resolution the cloud is lifted at")
     ap.add_argument("--iterations", type=int, default=300)
@@ -206,6 +375,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--depth-weight", type=float, default=0.3, help="refine bench: depth supervision weight")
+    ap.add_argument("--repair-views", type=int, default=8, help="refine bench: repaired views per round")
+    ap.add_argument("--repair-angle", type=float, default=25.0, help="refine bench: spread of the last round")
+    ap.add_argument("--complete-views", type=int, default=12, help="refine bench: most views the completion dreams")
+    ap.add_argument("--coverage-size", type=int, default=48, help="coverage bench: image size of the demo")
+    ap.add_argument("--coverage-iterations", type=int, default=600, help="coverage bench: splat iterations")
     ap.add_argument("--readme-schedule", action="store_true",
                     help="train with SplatConfig's default schedule (only --iterations set), as the README's first "
                          "command does (no densification or SH above degree 0 before iteration 500)")
@@ -222,6 +397,10 @@ def main() -> None:
         bench_speed(args)
     if args.only in (None, "cuda"):
         bench_cuda(args)
+    if args.only in (None, "refine"):
+        bench_refine(args)
+    if args.only in (None, "coverage"):
+        bench_coverage(args)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ def main() -> None:
             out = tmp / f"theirs_v{version}.spz"
             subprocess.run([exe, "-w", "--spz-version", str(version), str(ply), str(out)], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            print(f"  spz v{version}: {out.stat().st_size / 1e6:.3f} MB = {out.stat().st_size / ply_bytes:.3f} of the .ply")
+            size = out.stat().st_size
+            print(f"  spz v{version}: {size / 1e6:.3f} MB = {size / ply_bytes:.3f} of the .ply")
     shutil.rmtree(tmp)
 
 

@@ -79,7 +79,8 @@ class DeepZoomConfig:
     zoom_levels: int = 0
     """Levels of the zoom stack, level 0 being the chosen view itself (0 = no zoom stage; else >= 2)."""
     zoom_p: int = 2
-    """Zoom factor between consecutive levels, an integer >= 2 (the paper uses 2 or 4): level i has focal length f * p^i."""
+    """Zoom factor between consecutive levels, an integer >= 2 (the paper uses 2 or 4): level i has
+    focal length f * p^i."""
     zoom_view: int = 0
     """Index of the dreamed view to zoom into (negative counts from the last)."""
     zoom_center: tuple[float, ...] | None = None
@@ -97,7 +98,8 @@ class DeepZoomConfig:
     zoom_supersample: int = 2
     """``synthetic`` only: sub-pixel rays per axis of the world's render at each level (band-limited truth)."""
     zoom_replace_tolerance: float = 0.05
-    """A coarse point is replaced by a level when its z-depth is within this fraction of the level's depth at its pixel."""
+    """A coarse point is replaced by a level when its z-depth is within this fraction of the level's
+    depth at its pixel."""
     zoom_fly_frames: int = 48
     """Frames of the fly-in video (the dolly towards the zoom point); 0 = no fly-in video."""
     zoom_fps: int = 24
@@ -105,7 +107,8 @@ class DeepZoomConfig:
     zoom_video_seconds_per_level: float = 1.0
     """Seconds per level of the 2D zoom video of the stack (0 = no 2D zoom video)."""
     zoom_splats: bool = True
-    """Train splats on the scene's views plus the zoom levels and render the fly-in with them (needs the splat stage on)."""
+    """Train splats on the scene's views plus the zoom levels and render the fly-in with them (needs
+    the splat stage on)."""
 
     def __post_init__(self) -> None:
         if check_int(self.zoom_levels, "zoom_levels", min=0) == 1:
@@ -592,7 +595,8 @@ def zoom_metrics(zoomed: DeepZoomResult, before: PointCloud, world=None, *, trut
     are the world's renders), else ``world``'s band-limited render (``supersample``)."""
     if truth is None and world is None:
         raise ValueError("zoom_metrics needs the world or the true level images")
-    if truth is not None and (not isinstance(truth, Tensor) or truth.ndim != 4 or truth.shape[0] != len(zoomed.cameras)):
+    if truth is not None and (not isinstance(truth, Tensor) or truth.ndim != 4
+                              or truth.shape[0] != len(zoomed.cameras)):
         raise ValueError(f"truth must be [N,H,W,3] with N = {len(zoomed.cameras)} levels, "
                          f"got {getattr(truth, 'shape', type(truth).__name__)}")
     out = []

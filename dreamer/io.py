@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["atomic_path", "remove_temporaries", "write_json", "read_json", "save_image", "load_image_tensor", "save_depth_npy",
-           "save_depth_png16", "to_uint8"]
+__all__ = ["atomic_path", "remove_temporaries", "write_json", "read_json", "save_image", "load_image_tensor",
+           "save_depth_npy", "save_depth_png16", "to_uint8"]
 
 
 # A temporary of atomic_path: ".<name>.<8 random characters>.tmp<suffix>" (the suffix is kept so that

@@ -64,6 +64,7 @@ _GROUP_TITLES = {
     "models": "models",
     "splats": "Gaussian splats",
     "zoom": "deep zoom (zoom into a view, lift the levels into 3D, fly in)",
+    "refine": "refine step (completion pass, repaired novel views, depth supervision)",
 }
 # Where each section's settings dataclass lives (dreamer.pipeline.settings.CONFIG_SECTIONS holds
 # the classes; the tests check that both agree): the parser reads the fields from the source, so
@@ -74,6 +75,7 @@ _SECTION_CLASSES = {
     "models": ("dreamer.backends.model_sets", "ModelConfig"),
     "splats": ("dreamer.splats.train", "SplatConfig"),
     "zoom": ("dreamer.deepzoom", "DeepZoomConfig"),
+    "refine": ("dreamer.pipeline.settings", "RefineConfig"),
 }
 
 
@@ -133,9 +135,11 @@ def build_parser(*, from_source: bool = True) -> argparse.ArgumentParser:
     )
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=None,
-                     help="output folder (one scene), or the parent of the scenes' folders (--batch); default runs/<name>")
+                     help="output folder (one scene), or the parent of the scenes' folders (--batch); "
+                          "default runs/<name>")
     run.add_argument("--batch", type=Path, default=None,
-                     help="a batch file: YAML (a list of scenes, or {scenes: [...]}) or JSON lines; each scene sets any option by name, plus 'name'")
+                     help="a batch file: YAML (a list of scenes, or {scenes: [...]}) or JSON lines; each scene sets "
+                          "any option by name, plus 'name'")
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only the I-th of N shards of the batch (I counts from 0): scenes whose index %% N == I")
     run.add_argument("--config", type=Path, default=None,
@@ -335,7 +339,7 @@ def plan_jobs(args: argparse.Namespace, limits) -> list[tuple[str, Path, Any]]:
         if i % shard_n == shard_i:
             jobs.append((name, root / name, configs))
             wheres.append(where)
-    for (name, out, configs), where in zip(jobs, wheres):
+    for (_, out, configs), where in zip(jobs, wheres):
         check_scene(configs, out, limits, where=where)
     return jobs
 

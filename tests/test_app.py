@@ -146,6 +146,18 @@ def test_scene_endpoint_returns_splats_videos_views_and_downloads(server, tmp_pa
 
 
 @pytest.mark.slow
+def test_scene_endpoint_runs_the_refine_step_when_ticked(server, tmp_path):
+    *_, downloads, status = _client(server, tmp_path).predict(*SCENE, True, api_name="/scene")
+    assert "views" in status
+    archive = next(p for p in downloads if p.endswith(".zip"))
+    with zipfile.ZipFile(archive) as zf:
+        top = {Path(n).name: n for n in zf.namelist() if n.count("/") == 1}  # the scene folder's own files
+        metrics, config = (json.loads(zf.read(top[name])) for name in ("metrics.json", "config.json"))
+    assert config["refine"]["refine"] is True
+    assert metrics["refine"]["completion_path_cameras"] == 8 and "video_coverage_min" in metrics["splats"]
+
+
+@pytest.mark.slow
 def test_zoom_endpoint_returns_levels_and_video(server, tmp_path):
     gallery, video, downloads, status = _client(server, tmp_path).predict(*ZOOM, api_name="/zoom")
     assert [g["caption"] for g in gallery] == ["level 0: a galaxy", "level 1: a planet"]

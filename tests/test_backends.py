@@ -121,8 +121,10 @@ def test_load_diffusers_pipeline_tiny_and_schedulers():
     assert type(load_diffusers_pipeline("text2img", "tiny", device="cpu")).__name__ == "StableDiffusionPipeline"
     with pytest.raises(ValueError, match="unknown scheduler"):
         load_diffusers_pipeline("inpaint", "tiny", device="cpu", scheduler="warp-drive")
+    img2img = load_diffusers_pipeline("img2img", "tiny", device="cpu")
+    assert type(img2img).__name__ == "StableDiffusionImg2ImgPipeline"
     with pytest.raises(ValueError, match="kind"):
-        load_diffusers_pipeline("img2img", "tiny")
+        load_diffusers_pipeline("upscale", "tiny")
 
 
 # ---- inpainting ----------------------------------------------------------------------------------

@@ -223,7 +223,8 @@ CASES = [
 ]
 
 _WITH_SPLATS = [a for a in SMALL if a != "--no-splats"] + ["--gs-iters", "5"]
-_COMMANDS = {"dreamer": (dreamer_main, SMALL), "dreamer+splats": (dreamer_main, _WITH_SPLATS), "zoom": (zoom_main, ZOOM)}
+_COMMANDS = {"dreamer": (dreamer_main, SMALL), "dreamer+splats": (dreamer_main, _WITH_SPLATS),
+             "zoom": (zoom_main, ZOOM)}
 
 
 def _forbid_models(monkeypatch):

@@ -26,7 +26,8 @@ def test_a_published_file_is_one_copy_and_rewriting_either_name_leaves_the_other
 def test_changed_settings_names_what_changed_and_ignores_what_changes_no_dream(tmp_path):
     base = SceneConfigs()
     assert changed_settings(tmp_path, base) is None  # an empty folder
-    write_json(tmp_path / "config.json", {"hash": base.result_hash(), "dream_hash": base.dream_hash(), **base.to_dict()})
+    write_json(tmp_path / "config.json",
+               {"hash": base.result_hash(), "dream_hash": base.dream_hash(), **base.to_dict()})
     assert changed_settings(tmp_path, base) is None  # settings but no outputs yet
     (tmp_path / "points.ply").write_bytes(b"ply")
     assert changed_settings(tmp_path, base) is None

@@ -132,11 +132,12 @@ def test_only_the_changed_stage_is_redone(tmp_path, monkeypatch, capsys):
     args = ["--models", "synthetic", "--views", 2, "--width", 64, "--height", 64, "--gs-iters", 4, "-q", "--out", out]
     assert run_cli(*args, "--render-frames", 4) == 0
     assert not (out / "splats" / "checkpoint.pt").exists() and not list((out / "checkpoint").glob("view_*"))
-    kept = [out / n for n in ("points.ply", "cameras.json", "transforms.json", "metrics.json", "first_view.png",
+    kept = [out / n for n in ("points.ply", "cameras.json", "transforms.json", "first_view.png",
                               "gaussians.ply", "checkpoint/result.pt", "splats/done.json")]
     kept += sorted((out / "views").iterdir())
     stamps = {p: p.stat().st_mtime_ns for p in kept}
     video = (out / "videos" / "llff.mp4").stat().st_mtime_ns
+    before = read_json(out / "metrics.json")
 
     def forbidden(what):
         def call(*a, **k):
@@ -150,6 +151,10 @@ def test_only_the_changed_stage_is_redone(tmp_path, monkeypatch, capsys):
     assert run_cli(*args, "--render-frames", 6) == 0
     assert {p: p.stat().st_mtime_ns for p in kept} == stamps
     assert (out / "videos" / "llff.mp4").stat().st_mtime_ns != video
+    # metrics.json: the ground-truth figures kept, the video's figures those of the new path
+    after = read_json(out / "metrics.json")
+    assert {k: v for k, v in after.items() if k != "splats"} == {k: v for k, v in before.items() if k != "splats"}
+    assert (before["splats"]["video_frames"], after["splats"]["video_frames"]) == (4, 6)
     # and nothing at all when nothing changed but the scene is run again without its DONE marker
     (out / "DONE").unlink()
     video = (out / "videos" / "llff.mp4").stat().st_mtime_ns
@@ -280,8 +285,10 @@ def test_missing_model_fails_fast_with_a_hint(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_help_reads_like_documentation():
-    text = subprocess.run([sys.executable, "-m", "dreamer.run", "--help"], capture_output=True, text=True, check=True).stdout
-    for flag in ("--prompt", "--image", "--depth", "--trajectory", "--batch", "--shard", "--models", "--grow-px", "--seed"):
+    text = subprocess.run([sys.executable, "-m", "dreamer.run", "--help"], capture_output=True, text=True,
+                          check=True).stdout
+    for flag in ("--prompt", "--image", "--depth", "--trajectory", "--batch", "--shard", "--models", "--grow-px",
+                 "--seed"):
         assert flag in text
     # help texts come from the config fields' docstrings (one source of truth)
     assert "Margin in pixels by which holes are grown" in " ".join(text.split())
@@ -379,8 +386,8 @@ def test_killed_batch_resumes_to_the_same_outputs(tmp_path):
         {"name": "victim", "models": "synthetic", "views": 5},
         {"name": "last", "models": "synthetic", "views": 2, "trajectory": "forward"},
     ])
-    killed = subprocess.run([sys.executable, "-c", _KILLER, "3", "--batch", str(batch), "--out", str(tmp_path / "a"), *SMALL],
-                            capture_output=True, text=True)
+    killed = subprocess.run([sys.executable, "-c", _KILLER, "3", "--batch", str(batch), "--out", str(tmp_path / "a"),
+                             *SMALL], capture_output=True, text=True)
     assert killed.returncode == -9
     victim = tmp_path / "a" / "victim"
     assert (victim / "checkpoint" / "view_002.pt").exists() and not (victim / "DONE").exists()

@@ -94,23 +94,26 @@ def test_training_views_and_masks(scene):
 
 
 def test_masked_pixels_get_no_gradient_in_training(scene):
-    """Through the training loss: the gradient w.r.t. the rendered image is exactly 0 on the
-    extra views' holes."""
+    """Through the training loss: the gradients w.r.t. the rendered image and depth are exactly
+    0 on the extra views' holes."""
     from dreamer.splats.train import _loss
 
     result, _ = scene
-    cfg = SplatConfig(**FAST)
+    cfg = SplatConfig(depth_weight=0.5, **FAST)
     view = next(v for v in build_training_views(result, cfg) if v.extra)
     init = Gaussians.from_points(result.points)
     g = Gaussians(*(t.clone().requires_grad_(True) for t in init.params().values()))
     out = g.rasterize(view.camera)
     out.rgb.retain_grad()
-    loss, _, _ = _loss(out, view, cfg)
+    out.depth.retain_grad()
+    loss, _, _, depth_loss = _loss(out, view, cfg)
     loss.backward()
     hole = ~view.mask
     assert hole.any() and (out.alpha[hole] > 0.1).any()  # splats do render into the holes...
     assert (out.rgb.grad[hole] == 0).all()  # ...and nothing pulls them there
+    assert (out.depth.grad[hole] == 0).all()
     assert out.rgb.grad[view.mask].abs().sum() > 0
+    assert depth_loss > 0 and out.depth.grad[view.mask].abs().sum() > 0
 
 
 def _tiny_scene():
@@ -192,10 +195,10 @@ def test_nan_loss_stops_with_the_iteration(monkeypatch):
     real = T._loss
     calls = {"n": 0}
 
-    def poisoned(out, view, config):
+    def poisoned(out, view, config, background=None):
         calls["n"] += 1
-        total, l1, ssim = real(out, view, config)
-        return (total * float("nan") if calls["n"] == 4 else total), l1, ssim
+        total, l1, ssim, depth = real(out, view, config, background)
+        return (total * float("nan") if calls["n"] == 4 else total), l1, ssim, depth
 
     monkeypatch.setattr(T, "_loss", poisoned)
     with pytest.raises(SplatTrainingError, match="iteration 3"):

@@ -165,7 +165,8 @@ def test_depth_of_a_plane_parallel_to_the_image_is_constant(world):
     the same depth in every pixel, also at the corners where rays are longer; moving the
     camera up or rolling it behaves as geometry says."""
     down = torch.tensor([0.0, 1.0, 0.0])
-    for eye, roll, expected in [([0.0, 0.0, 0.0], 0.0, 1.5), ([0.2, -0.4, 0.3], 0.0, 1.9), ([0.0, 0.0, 0.0], 30.0, 1.5)]:
+    for eye, roll, expected in [([0.0, 0.0, 0.0], 0.0, 1.5), ([0.2, -0.4, 0.3], 0.0, 1.9),
+                                ([0.0, 0.0, 0.0], 30.0, 1.5)]:
         eye = torch.tensor(eye)
         c2w = look_at(eye, eye + down, up=torch.tensor([0.0, 0.0, -1.0]))
         c2w[:3, :3] = c2w[:3, :3] @ _rodrigues(torch.tensor([0.0, 0.0, 1.0]), roll)

@@ -3,7 +3,8 @@
 The dream loop only talks to these protocols. Implementations: the procedural world
 (``synthetic``: oracle answers with controllable errors), tiny random-weight models (``tiny``) and
 the real diffusers / transformers models (``default``). Backends receive ``camera`` so that oracle
-backends can answer; learned backends ignore it.
+backends can answer; learned backends ignore it. A :class:`Refiner` repairs renders of the 3D
+model for the refine step (repaired novel views in splat training, the optional video pass).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import Tensor
 
 from dreamer.cameras import Camera
 
-__all__ = ["Inpainter", "DepthEstimator", "ImageGenerator", "inpaint_weight"]
+__all__ = ["Inpainter", "DepthEstimator", "ImageGenerator", "Refiner", "inpaint_weight"]
 
 
 @runtime_checkable
@@ -62,4 +63,16 @@ class ImageGenerator(Protocol):
     def generate(self, prompt: str, *, width: int, height: int,
                  generator: torch.Generator | None = None) -> Tensor:
         """A new image [height,width,3] in [0,1] for ``prompt``."""
+        ...
+
+
+@runtime_checkable
+class Refiner(Protocol):
+    def refine(self, render: Tensor, *, reference: Tensor | None = None, camera: Camera | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        """Repair ``render`` [H,W,3] (float in [0,1]): a splat or point render of the 3D model with
+        its artefacts (holes, floaters, blur). ``reference`` [h,w,3] is a view of the scene near
+        the render's camera (the nearest dreamed view, or the previous repaired video frame)
+        that a backend may use for context or colour. Returns the repaired image [H,W,3] in
+        [0,1]; it shows the same geometry as ``render`` from the same camera."""
         ...

@@ -82,7 +82,9 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "heun": ("HeunDiscreteScheduler", {}),
 }
 
-_KINDS = ("inpaint", "text2img")
+_KINDS = ("inpaint", "text2img", "img2img")
+_KIND_NAMES = {"inpaint": "inpainting pipeline", "text2img": "text-to-image pipeline",
+               "img2img": "image-to-image pipeline"}
 
 
 def make_scheduler(base, name: str | None):
@@ -136,8 +138,9 @@ def load_diffusers_pipeline(kind: str, model: str, *, device: str | torch.device
     """A diffusers pipeline on ``device`` in ``dtype``, ready to call.
 
     ``kind``: ``"inpaint"`` (``AutoPipelineForInpainting``: SD 1.x/2.x inpainting, SDXL inpainting,
-    or any pipeline diffusers can turn into an inpainting one) or ``"text2img"``
-    (``AutoPipelineForText2Image``). ``model``: ``"tiny"`` (random tiny pipeline, no download), a
+    or any pipeline diffusers can turn into an inpainting one), ``"text2img"``
+    (``AutoPipelineForText2Image``) or ``"img2img"`` (``AutoPipelineForImage2Image``: the refine
+    step's repair model, e.g. SD-Turbo). ``model``: ``"tiny"`` (random tiny pipeline, no download), a
     hub id or a local folder (``save_pretrained`` layout with ``model_index.json``). ``device``:
     ``None``/``"auto"`` picks CUDA when present. ``dtype``: ``None``/``"auto"`` is float16 on CUDA,
     float32 on CPU. ``scheduler``: a name of :data:`SCHEDULERS` or ``None``/``"default"``.
@@ -155,18 +158,21 @@ def load_diffusers_pipeline(kind: str, model: str, *, device: str | torch.device
     if model == "tiny":
         from dreamer.backends import tiny
 
+        make = {"inpaint": tiny.tiny_inpaint_pipeline, "text2img": tiny.tiny_text2img_pipeline,
+                "img2img": tiny.tiny_img2img_pipeline}[kind]
         with quiet_model_loading():
-            pipe = tiny.tiny_inpaint_pipeline() if kind == "inpaint" else tiny.tiny_text2img_pipeline()
+            pipe = make()
         pipe = pipe.to(dev) if dt == torch.float32 else pipe.to(device=dev, dtype=dt)
     else:
         with quiet_model_loading():  # importing the pipelines makes transformers print its torchvision notice
-            from diffusers import AutoPipelineForInpainting, AutoPipelineForText2Image
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
 
-        auto = AutoPipelineForInpainting if kind == "inpaint" else AutoPipelineForText2Image
+        auto = {"inpaint": AutoPipelineForInpainting, "text2img": AutoPipelineForText2Image,
+                "img2img": AutoPipelineForImage2Image}[kind]
         extra: dict[str, Any] = {}
         if not safety_checker:
             extra.update(safety_checker=None, requires_safety_checker=False)
-        what = "inpainting pipeline" if kind == "inpaint" else "text-to-image pipeline"
+        what = _KIND_NAMES[kind]
         pipe = load_pretrained(auto.from_pretrained, model, what=what, dtype=dt, **extra)
         if cpu_offload and dev.type == "cuda":
             pipe.enable_model_cpu_offload(device=dev)

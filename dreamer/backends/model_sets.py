@@ -12,6 +12,8 @@
 that change what is loaded (model id/folder, device, dtype, safety checker, offloading), and the same config
 returns the same :class:`Backends` object, so a batch of scenes reuses the weights. Call
 :func:`clear_backend_cache` to free them; :func:`model_loads` counts the loads of this process.
+:func:`build_refiner` makes the refine step's repair model of the same set (loaded only when the
+refine step runs).
 
 The rule for what is cached: **shared models are read-only; per-call state is the call's.** A
 cached pipeline, depth model or :class:`Backends` may serve several scenes at once (threads, the
@@ -35,7 +37,8 @@ from dreamer.backends.diffusion import DEFAULT_INPAINT_MODEL, DEFAULT_TEXT2IMG_M
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelConfig", "Backends", "build_backends", "clear_backend_cache", "model_loads", "MODEL_SETS"]
+__all__ = ["ModelConfig", "Backends", "build_backends", "build_refiner", "clear_backend_cache", "model_loads",
+           "MODEL_SETS"]
 
 MODEL_SETS = ("default", "tiny", "synthetic")
 
@@ -90,7 +93,8 @@ class ModelConfig:
     noise: float = 0.01
     """``synthetic`` only: relative amplitude of per-pixel depth noise."""
     distortion_kind: Literal["bend", "waves"] = "bend"
-    """``synthetic`` only: shape of the smooth depth distortion: a random tilt and bow across the picture ("bend") or low-frequency plane waves ("waves", harder)."""
+    """``synthetic`` only: shape of the smooth depth distortion: a random tilt and bow across the
+    picture ("bend") or low-frequency plane waves ("waves", harder)."""
 
     def __post_init__(self):
         try:
@@ -228,3 +232,32 @@ def build_backends(config: ModelConfig | None = None) -> Backends:
         logger.info("built %s backends: %s", config.models,
                     {k: v for k, v in dataclasses.asdict(config).items() if k.endswith("_model")})
         return backends
+
+
+def build_refiner(config: ModelConfig, refine, *, world=None, prompt: str = ""):
+    """The refine step's :class:`~dreamer.backends.Refiner` for ``config``'s model set.
+
+    ``refine`` is the scene's RefineConfig (:mod:`dreamer.pipeline.settings`). ``default``: a
+    :class:`~dreamer.backends.refiners.DiffusersRefiner` of ``refine.refine_model`` (loaded once
+    per process, like the other pipelines); ``tiny``: the same class over a tiny random
+    image-to-image pipeline; ``synthetic``: a :class:`~dreamer.backends.synthetic.WorldRefiner`
+    on ``world`` (the Backends' world). ``prompt`` describes the scene to the learned models.
+    Raises :class:`~dreamer.backends.loading.ModelNotAvailable` when the weights are missing.
+    """
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"config must be a ModelConfig, got {type(config).__name__}")
+    if config.models == "synthetic":
+        from dreamer.backends.synthetic import WorldRefiner
+
+        if world is None:
+            raise ValueError("the synthetic refiner needs the procedural world: pass world=backends.world")
+        return WorldRefiner(world, fraction=refine.refine_fraction, blur=refine.refine_blur,
+                            noise=refine.refine_noise, seed=config.world_seed)
+    from dreamer.backends.refiners import DiffusersRefiner, refine_settings
+
+    settings = refine_settings(strength=refine.refine_strength, steps=refine.refine_steps,
+                               guidance=refine.refine_guidance, device=config.device, dtype=config.dtype,
+                               prompt_suffix=config.prompt_suffix)
+    with _LOCK:
+        pipe = _pipeline("img2img", "tiny" if config.models == "tiny" else refine.refine_model, config)
+    return DiffusersRefiner(pipe, settings, prompt=prompt, color_match=refine.refine_color_match)

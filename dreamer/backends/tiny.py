@@ -29,6 +29,7 @@ __all__ = [
     "tiny_sd_components",
     "tiny_text2img_pipeline",
     "tiny_inpaint_pipeline",
+    "tiny_img2img_pipeline",
     "tiny_depth_model",
     "tiny_clip_tokenizer",
     "TINY_CROSS_ATTENTION_DIM",
@@ -152,6 +153,24 @@ def tiny_inpaint_pipeline(seed: int = 0):
 
     return StableDiffusionInpaintPipeline(
         **tiny_sd_components(in_channels=9, seed=seed),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def tiny_img2img_pipeline(seed: int = 0):
+    """A ``diffusers.StableDiffusionImg2ImgPipeline`` of tiny random models (no safety checker)
+    with a one-step model's scheduler: Euler with "trailing" timesteps, as SD-Turbo ships it, so
+    2 steps at strength 0.5 run one denoising step like the real refiner."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionImg2ImgPipeline
+
+    components = tiny_sd_components(in_channels=4, seed=seed)
+    components["scheduler"] = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        timestep_spacing="trailing", steps_offset=1)
+    return StableDiffusionImg2ImgPipeline(
+        **components,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -50,8 +50,9 @@ def _view_file(folder: Path, index: int) -> Path:
     return folder / f"view_{index:03d}.pt"
 
 
-def save_checkpoint(folder: str | Path, result: DreamResult) -> None:
-    """Write the views that are not on disk yet, then the cloud (tagged with the view count)."""
+def save_checkpoint(folder: str | Path, result: DreamResult, extra: dict | None = None) -> None:
+    """Write the views that are not on disk yet, then the cloud (tagged with the view count and
+    ``extra``, plain values that belong to this state, e.g. how far a pass got)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for i, v in enumerate(result.views):
@@ -64,7 +65,8 @@ def save_checkpoint(folder: str | Path, result: DreamResult) -> None:
                         "estimate": None if v.estimate is None else v.estimate.cpu()}, tmp)
     p = result.points
     with atomic_path(folder / "points.pt") as tmp:
-        torch.save({"views": len(result.views), "xyz": p.xyz.cpu(), "rgb": p.rgb.cpu(), "radius": p.radius.cpu()}, tmp)
+        torch.save({"views": len(result.views), "xyz": p.xyz.cpu(), "rgb": p.rgb.cpu(), "radius": p.radius.cpu(),
+                    "extra": dict(extra or {})}, tmp)
 
 
 def _view_state(v: DreamView) -> dict:
@@ -116,12 +118,14 @@ def drop_loop_files(folder: str | Path) -> int:
     return freed
 
 
-def load_checkpoint(folder: str | Path) -> DreamResult | None:
-    """The result saved in ``folder``, or None when there is no usable checkpoint."""
+def load_checkpoint(folder: str | Path, *, with_extra: bool = False):
+    """The result saved in ``folder``, or None when there is no usable checkpoint; with
+    ``with_extra`` a pair (result, extra) (``(None, {})`` when there is none)."""
     folder = Path(folder)
     points_file = folder / "points.pt"
+    none = (None, {}) if with_extra else None
     if not points_file.exists():
-        return None
+        return none
     state = _load(points_file)
     views = []
     try:
@@ -129,7 +133,7 @@ def load_checkpoint(folder: str | Path) -> DreamResult | None:
         for i in range(n):
             path = _view_file(folder, i)
             if not path.exists():
-                return None
+                return none
             v = _load(path)
             views.append(DreamView(Camera.from_dict(v["camera"]), v["image"], v["depth"], v["mask"], v["prompt"],
                                    v["stats"], v.get("estimate")))
@@ -139,4 +143,5 @@ def load_checkpoint(folder: str | Path) -> DreamResult | None:
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{folder} holds a checkpoint of another layout ({type(e).__name__}: {e}); rerun "
                               f"with --restart to start this scene over") from e
-    return DreamResult(points, views)
+    result = DreamResult(points, views)
+    return (result, dict(state.get("extra") or {})) if with_extra else result

@@ -20,7 +20,7 @@ from dreamer.io import read_json
 __all__ = ["OWNED", "SettingsChanged", "clear_outputs", "changed_settings", "has_outputs", "disk_usage",
            "largest_entries", "format_bytes", "publish_file"]
 
-OWNED = ("views", "checkpoint", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
+OWNED = ("views", "checkpoint", "complete", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
          "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "gaussians.spz", "zoom")
 """The files and folders a scene owns: deleted when it starts over (nothing else in its folder is;
 ``extensions/`` stays, since config.json may name trajectory files in it)."""

@@ -18,6 +18,9 @@ plumbing  64 px, 4 views, 2 denoising steps, 30 splat             ``tiny`` model
           iterations, 8 video frames
 ========  =====================================================  ==================================
 
+With fewer splat iterations the refine step's repair rounds (``repair_start``, ``repair_every``)
+come earlier too, so that all of them fall inside the run.
+
 The settings a preset resolved are ordinary settings of the scene: they are saved in its
 ``config.json`` and hashed like any other, so a rerun that resolves them the same way (or sets
 the same values by hand) continues or skips the scene, and one that resolves them differently
@@ -34,8 +37,10 @@ __all__ = ["PRESETS", "PRESET_CHOICES", "REAL_MODELS_QUICK", "auto_preset", "pre
 
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {},
-    "quick": {"width": 128, "height": 128, "iterations": 200, "render_frames": 48},
-    "plumbing": {"width": 64, "height": 64, "views": 4, "steps": 2, "iterations": 30, "render_frames": 8},
+    "quick": {"width": 128, "height": 128, "iterations": 200, "render_frames": 48, "repair_start": 40,
+              "repair_every": 40},
+    "plumbing": {"width": 64, "height": 64, "views": 4, "steps": 2, "iterations": 30, "render_frames": 8,
+                 "repair_start": 6, "repair_every": 6},
 }
 """Each preset's values, by setting name (the dataclass field names)."""
 

@@ -17,7 +17,7 @@ from dreamer.configs import check_settings, config_hash, dataclass_from_dict
 from dreamer.deepzoom import DeepZoomConfig
 from dreamer.scene.loop import DreamConfig
 
-__all__ = ["SceneConfig", "SceneConfigs", "configs_from_flat", "CONFIG_SECTIONS", "SETTING_ALIASES"]
+__all__ = ["SceneConfig", "RefineConfig", "SceneConfigs", "configs_from_flat", "CONFIG_SECTIONS", "SETTING_ALIASES"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class SceneConfig:
     depth: str | None = None
     """Depth map of the photo for RGBD input: .npy (metres), 16-bit PNG (millimetres) or .exr."""
     fit: Literal["crop", "pad"] = "crop"
-    """How a photo of another aspect ratio meets the working size: crop (resize + centre crop) or pad (resize + outpaint the padding)."""
+    """How a photo of another aspect ratio meets the working size: crop (resize + centre crop) or pad
+    (resize + outpaint the padding)."""
     prompts: tuple[str, ...] | None = None
     """One prompt per camera (overrides the trajectory file's prompts and --prompt)."""
     width: int = 512
@@ -43,7 +44,8 @@ class SceneConfig:
     fov: float | None = None
     """Horizontal field of view in degrees (instead of --focal)."""
     trajectory: str = "lookaround"
-    """Generation trajectory: a preset (lookaround, lookdown, rotate360, forward, backward, moveright, orbit) or a trajectory JSON file."""
+    """Generation trajectory: a preset (lookaround, lookdown, rotate360, forward, backward, moveright,
+    orbit) or a trajectory JSON file."""
     views: int | None = None
     """Number of cameras for presets that take a count (n); default: the preset's own."""
     render_trajectory: str = "llff"
@@ -66,6 +68,88 @@ class SceneConfig:
         return Camera.from_focal(focal, self.width, self.height)
 
 
+@dataclass(frozen=True)
+class RefineConfig:
+    """The refine step: make the splats hold up away from the dreamed cameras.
+
+    Three parts, each a stage of its own with its own progress bar and checkpoint:
+    ``complete`` (before splats: dream the cameras of the render path, and of the repair rounds,
+    where the cloud has holes), ``repair`` (during splat training: repaired renders of novel
+    cameras as extra training views, scheduled by the splat settings ``repair_*``) and depth
+    supervision of the splats by the dreamed views' depth maps. The optional ``repair video`` pass
+    repairs every frame of the fly-through. (The joint depth refinement after the dream loop,
+    progress stage "refine", is another thing: it always runs.)
+    """
+
+    refine: bool = False
+    """Run the refine step: the completion pass, repaired novel views in splat training, depth supervision."""
+    refine_model: str = "stabilityai/sd-turbo"
+    """Repair model of the default model set: a hub id or local folder of an image-to-image pipeline (the tiny and
+    synthetic sets bring their own)."""
+    refine_strength: float = 0.5
+    """How much of a render the repair model re-draws, in (0, 1] (image-to-image strength)."""
+    refine_steps: int = 2
+    """Denoising steps of the repair model before strength (SD-Turbo: 2 x 0.5 = one step)."""
+    refine_guidance: float = 0.0
+    """Classifier-free guidance of the repair model (0: none, as one-step models are trained)."""
+    refine_color_match: Literal["reference", "render", "none"] = "reference"
+    """Match the repaired image's colours to the nearest dreamed view (reference), to the render itself, or not at
+    all."""
+    refine_fraction: float = 0.7
+    """``synthetic`` only: the repaired image moves this fraction of the way from the render toward the world's true
+    view."""
+    refine_blur: float = 1.0
+    """``synthetic`` only: blur (Gaussian sigma, pixels) of the repaired image."""
+    refine_noise: float = 0.02
+    """``synthetic`` only: pixel noise (standard deviation) of the repaired image."""
+    refine_depth_weight: float = 0.3
+    """Depth supervision of splat training in the refine step (used when the splat setting depth_weight is 0)."""
+    complete: bool = True
+    """With the refine step: dream the render path's cameras (and the repair cameras) where the cloud has holes,
+    before splats."""
+    complete_threshold: float = 0.002
+    """The completion pass dreams a camera whose holes cover more than this fraction of its image."""
+    complete_max_views: int = 12
+    """The most cameras the completion pass dreams."""
+    complete_close_px: int = 2
+    """Holes are measured after a closing of this many pixels: slivers narrower than about twice it are left to the
+    splats."""
+    complete_path_frames: int = 48
+    """Render-path frames the completion pass checks, spread evenly over the path (neighbouring frames have nearly the
+    same holes)."""
+    complete_repair_cameras: bool = True
+    """The completion pass also checks the repair rounds' novel cameras (after the render path's)."""
+    refine_video: bool = False
+    """Also write the fly-through with every frame repaired, the previous repaired frame as reference (one model call
+    per frame)."""
+
+    def __post_init__(self):
+        from dreamer.checks import check_choice, check_int, check_number
+
+        check_number(self.refine_strength, "refine_strength", min=0.0, max=1.0, open_min=True)
+        check_int(self.refine_steps, "refine_steps", min=1)
+        check_number(self.refine_guidance, "refine_guidance", min=0.0)
+        check_choice(self.refine_color_match, "refine_color_match", ("reference", "render", "none"))
+        check_number(self.refine_fraction, "refine_fraction", min=0.0, max=1.0)
+        check_number(self.refine_blur, "refine_blur", min=0.0)
+        check_number(self.refine_noise, "refine_noise", min=0.0, max=0.5)
+        check_number(self.refine_depth_weight, "refine_depth_weight", min=0.0)
+        check_number(self.complete_threshold, "complete_threshold", min=0.0, max=0.999)
+        check_int(self.complete_max_views, "complete_max_views", min=0)
+        check_int(self.complete_close_px, "complete_close_px", min=0)
+        check_int(self.complete_path_frames, "complete_path_frames", min=1)
+        if not isinstance(self.refine_model, str) or not self.refine_model.strip():
+            raise ValueError(f"refine_model must be a hub id or a folder, got {self.refine_model!r}")
+
+    def splat_config(self, splats):
+        """The splat settings the refine step trains with: ``splats`` with depth supervision at
+        ``refine_depth_weight`` unless it sets its own ``depth_weight``; unchanged when the
+        refine step is off."""
+        if not self.refine or splats is None or splats.depth_weight > 0:
+            return splats
+        return dataclasses.replace(splats, depth_weight=self.refine_depth_weight)
+
+
 def _splat_config_cls():
     from dreamer.splats import SplatConfig
 
@@ -83,6 +167,8 @@ class SceneConfigs:
     """A dreamer.splats.SplatConfig, or None to skip the splat stage."""
     zoom: DeepZoomConfig = field(default_factory=DeepZoomConfig)
     """The deep-zoom stage (off while ``zoom.zoom_levels`` is 0)."""
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    """The refine step (off unless ``refine.refine``)."""
     preset: str | None = None
     """The run preset that chose the defaults of the costly settings (:mod:`dreamer.pipeline.presets`);
     for the record only: the values it chose are in the sections, and only they are hashed."""
@@ -91,6 +177,7 @@ class SceneConfigs:
         out = {name: dataclasses.asdict(getattr(self, name)) for name in ("scene", "dream", "models")}
         out["splats"] = None if self.splats is None else dataclasses.asdict(self.splats)
         out["zoom"] = dataclasses.asdict(self.zoom)
+        out["refine"] = dataclasses.asdict(self.refine)
         if self.preset is not None:
             out["preset"] = self.preset
         return out
@@ -117,7 +204,7 @@ class SceneConfigs:
 
     def result_hash(self) -> str:
         """Hash of every output (later stages keep their own fingerprints and redo only themselves)."""
-        return self._hash(("scene", "dream", "models", "splats", "zoom"))
+        return self._hash(("scene", "dream", "models", "splats", "zoom", "refine"))
 
     @classmethod
     def from_dict(cls, d: dict) -> "SceneConfigs":
@@ -131,6 +218,7 @@ class SceneConfigs:
             models=dataclass_from_dict(ModelConfig, d.get("models", {}), where="models"),
             splats=None if splats is None else dataclass_from_dict(_splat_config_cls(), splats, where="splats"),
             zoom=dataclass_from_dict(DeepZoomConfig, d.get("zoom") or {}, where="zoom"),
+            refine=dataclass_from_dict(RefineConfig, d.get("refine") or {}, where="refine"),
             preset=d.get("preset") if isinstance(d.get("preset"), str) else None,
         )
 
@@ -141,6 +229,7 @@ CONFIG_SECTIONS: dict[str, Callable[[], type]] = {
     "models": lambda: ModelConfig,
     "splats": _splat_config_cls,
     "zoom": lambda: DeepZoomConfig,
+    "refine": lambda: RefineConfig,
 }
 
 
@@ -148,7 +237,8 @@ CONFIG_SECTIONS: dict[str, Callable[[], type]] = {
 SETTING_ALIASES = {"gs_iters": "iterations"}
 
 
-def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *, where: str = "settings") -> SceneConfigs:
+def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *,
+                      where: str = "settings") -> SceneConfigs:
     """Apply flat ``{name: value}`` settings (a batch entry, CLI options) to every config that has
     the field (``seed`` sets all seeds). Unknown names are an error naming the known ones."""
     base = base or SceneConfigs()

@@ -1,14 +1,17 @@
 """One scene, start to finish, in its own folder: resumable, logged, never stale.
 
 Stages: first view (photo, or text-to-image) -> its depth -> the trajectory -> the dream loop
-(checkpoint after every view) -> exports -> ground-truth metrics (procedural world only) ->
-Gaussian splats and videos -> extensions (:mod:`dreamer.pipeline.extend`) -> deep zoom. The
-folder keeps ``config.json`` (the resolved settings and their hash): a rerun with the same
-settings continues where the last one stopped and a finished scene is skipped; a rerun that
-changed only a later stage's settings redoes only that stage (the finished dream, its metrics,
-splats, videos and zoom are reloaded when their inputs did not change); a rerun whose dream
-settings changed is refused (:class:`~dreamer.pipeline.folder.SettingsChanged`) unless told to
-start over (``overwrite``). Checkpoints a finished stage no longer needs are deleted (unless
+(checkpoint after every view) -> with the refine step, the completion pass ("complete": dream
+the cameras the videos will show where the cloud has holes; checkpoint after every new view) ->
+exports -> ground-truth metrics (procedural world only) -> Gaussian splats (with the refine step:
+repaired novel views, "repair", and depth supervision) and videos (optionally repaired, "repair
+video") -> extensions (:mod:`dreamer.pipeline.extend`) -> deep zoom. The folder keeps
+``config.json`` (the resolved settings and their hash): a rerun with the same settings
+continues where the last one stopped and a finished scene is skipped; a rerun that changed only
+a later stage's settings redoes only that stage (the finished dream, its metrics, splats,
+videos and zoom are reloaded when their inputs did not change); a rerun whose dream settings
+changed is refused (:class:`~dreamer.pipeline.folder.SettingsChanged`) unless told to start
+over (``overwrite``). Checkpoints a finished stage no longer needs are deleted (unless
 ``keep_checkpoints``). Before anything runs, every input is checked
 (:func:`dreamer.pipeline.preflight.check_scene`), and temporaries an interrupted run left behind
 are deleted.
@@ -165,9 +168,24 @@ def run_scene(configs: SceneConfigs, out: str | Path, backends: Backends, *,
 
     with job_log(out / "run.log"):
         result, depth, reused = _dream_stage(configs, out, backends, on_progress, limits, name, keep_checkpoints)
+        refine_figures: dict = {}
+        completion = None
+        if configs.refine.refine and configs.refine.complete:
+            result, completion = _complete_stage(configs, result, out, backends, on_progress, depth, refine_figures)
+        if _exports_key(out) != completion:  # the completion views were added, changed or dropped
+            if (out / "views").is_dir():
+                shutil.rmtree(out / "views")
+            write_scene(out, result)
+            _set_exports_key(out, completion)
+            reused = False
         metrics = _metrics_stage(result, out, backends, name, reused)
+        if configs.refine.refine:
+            metrics = {**(metrics or {}), "refine": refine_figures}
+            write_json(out / "metrics.json", metrics)
         if configs.splats is not None:
-            _splat_stage(configs, result, out, on_progress, depth, keep_checkpoints)
+            splat_figures = _splat_stage(configs, result, out, on_progress, depth, backends, keep_checkpoints)
+            metrics = {**(metrics or {}), "splats": splat_figures}
+            write_json(out / "metrics.json", metrics)
         if configs.scene.extensions:
             from dreamer.pipeline.extend import apply_extensions
 
@@ -250,14 +268,115 @@ def _metrics_stage(result: DreamResult, out: Path, backends: Backends, name: str
     return metrics
 
 
+def _refiner(configs: SceneConfigs, backends: Backends):
+    """The refine step's repair model for this scene's model set (loaded on first use)."""
+    from dreamer.backends.model_sets import build_refiner
+
+    return build_refiner(configs.models, configs.refine, world=getattr(backends, "world", None),
+                         prompt=configs.scene.prompt)
+
+
+def _render_path(configs: SceneConfigs, result: DreamResult, depth0: torch.Tensor) -> list[Camera]:
+    sc = configs.scene
+    return _trajectory(sc, result.views[0].camera, center_depth_from(depth0), sc.render_trajectory,
+                       sc.render_frames).cameras
+
+
+# Which completion pass (its fingerprint) the exports hold the views of; no file: none.
+_EXPORTS_MARKER = Path("complete") / "exports.json"
+
+
+def _exports_key(out: Path) -> str | None:
+    try:
+        return read_json(out / _EXPORTS_MARKER).get("completion")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _set_exports_key(out: Path, completion: str | None) -> None:
+    if completion is None:
+        if (out / "complete").exists():  # switched off since the last run: no stale completion views
+            shutil.rmtree(out / "complete")
+    else:
+        write_json(out / _EXPORTS_MARKER, {"completion": completion})
+
+
+def _complete_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends: Backends,
+                    on_progress: ProgressFn | None, depth0: torch.Tensor, figures: dict) -> tuple[DreamResult, str]:
+    """The completion pass (:func:`dreamer.scene.completion.complete_scene`) over the render
+    path's cameras (``complete_path_frames`` of them, spread evenly) and then, when splats are
+    trained, the repair rounds' cameras; resumable from ``complete/`` (a checkpoint after every
+    new view and at the end). Returns the completed scene and the fingerprint of the pass's inputs."""
+    import numpy as np
+
+    from dreamer.scene.completion import COMPLETION, CompletionState, complete_scene
+    from dreamer.splats.train import repair_cameras
+
+    rc = configs.refine
+    path = _render_path(configs, result, depth0)
+    keep = sorted(set(np.linspace(0, len(path) - 1, min(rc.complete_path_frames, len(path))).round().astype(int)))
+    cameras = [path[i] for i in keep]
+    tiers = [0] * len(cameras)
+    if configs.splats is not None and rc.complete_repair_cameras:
+        extra = [c for ring in repair_cameras(result, rc.splat_config(configs.splats)) for c in ring]
+        cameras += extra
+        tiers += [1] * len(extra)
+    h = hashlib.sha256(f"{configs.dream_hash()} {rc.complete_threshold} {rc.complete_max_views} "
+                       f"{rc.complete_close_px} {tiers}".encode())
+    for cam in cameras:
+        h.update(cam.K.detach().cpu().float().numpy().tobytes() + cam.c2w.detach().cpu().float().numpy().tobytes())
+    fingerprint = h.hexdigest()[:20]
+
+    folder = out / "complete"
+    resume = None
+    saved, extra_state = load_checkpoint(folder, with_extra=True)
+    if saved is not None and extra_state.get("fingerprint") == fingerprint:
+        resume = CompletionState(DreamResult(saved.points.to(result.points.device), saved.views, result.config),
+                                 list(extra_state["holes"]), list(extra_state["dreamed"]))
+        log.info("completion: resuming with %d views dreamed", len(resume.dreamed))
+    elif folder.exists():
+        shutil.rmtree(folder)
+
+    def checkpoint(state: CompletionState) -> None:
+        save_checkpoint(folder, state.result, extra={"fingerprint": fingerprint, **state.to_dict()})
+
+    state = complete_scene(result, cameras, inpainter=backends.inpainter, depth_estimator=backends.depth_estimator,
+                           threshold=rc.complete_threshold, max_views=rc.complete_max_views,
+                           close_px=rc.complete_close_px, tiers=tiers, resume=resume, on_view=checkpoint,
+                           on_progress=on_progress)
+    path_holes = [h for h, t in zip(state.holes, tiers) if t == 0]
+    figures.update(completion_cameras=len(cameras), completion_path_cameras=len(path_holes),
+                   completion_views=sum(bool(v.stats.get(COMPLETION)) for v in state.result.views),
+                   completion_path_largest_hole=max(path_holes),
+                   completion_largest_hole=max(state.holes),
+                   completion_cameras_over_threshold=sum(h > rc.complete_threshold for h in state.holes))
+    return state.result, fingerprint
+
+
 def _splat_stage(configs: SceneConfigs, result: DreamResult, out: Path, on_progress: ProgressFn | None,
-                 depth0: torch.Tensor, keep_checkpoints: bool = False) -> None:
+                 depth0: torch.Tensor, backends: Backends, keep_checkpoints: bool = False) -> dict:
+    """Train the splats (with the refine step: repaired views and depth supervision), write the
+    splat files and the videos; returns the figures for metrics.json."""
     from dreamer.splats import train_gaussians
 
-    gaussians = train_gaussians(result, configs.splats, on_progress, checkpoint_dir=out / "splats",
+    rc = configs.refine
+    refiner = _refiner(configs, backends) if rc.refine else None
+    splat_config = rc.splat_config(configs.splats)
+    gaussians = train_gaussians(result, splat_config, on_progress, checkpoint_dir=out / "splats", refiner=refiner,
                                 keep_checkpoint=keep_checkpoints)
     _save_gaussians(gaussians, out, configs.splats)
-    _render_videos(configs, gaussians, result, out, on_progress, depth0)
+    coverage = _render_videos(configs, gaussians, result, out, on_progress, depth0,
+                              refiner if rc.refine_video else None)
+    figures = {"gaussians": len(gaussians), "depth_weight": splat_config.depth_weight,
+               "video_frames": len(coverage), "video_coverage_min": min(coverage),
+               "video_coverage_mean": sum(coverage) / len(coverage),
+               "video_frames_below_999": sum(c < 0.999 for c in coverage)}
+    if refiner is not None:
+        done = read_json(out / "splats" / "done.json")
+        figures["repaired_views"] = int(done.get("repaired_views", 0))
+    log.info("splats: %d Gaussians; fly-through coverage (alpha > 0.99) min %.4f, mean %.4f of each frame",
+             len(gaussians), figures["video_coverage_min"], figures["video_coverage_mean"])
+    return figures
 
 
 def _save_gaussians(gaussians, folder: Path, splats) -> None:
@@ -298,25 +417,30 @@ def _stage_done(marker: Path, key: str, outputs: list[Path]) -> bool:
 
 
 def _render_videos(configs: SceneConfigs, gaussians, result: DreamResult, out: Path,
-                   on_progress: ProgressFn | None, depth0: torch.Tensor) -> None:
-    """The fly-through videos in ``videos/``, rendered again only when the splats or the render
-    path changed (``videos/done.json`` holds the fingerprint of both)."""
+                   on_progress: ProgressFn | None, depth0: torch.Tensor, refiner=None) -> list[float]:
+    """The fly-through videos in ``videos/`` (with ``refiner``, also the repaired one), rendered
+    again only when the splats, the render path or the repair model changed (``videos/done.json``
+    holds the fingerprint of them and each frame's coverage, which is returned)."""
+    from dreamer.splats.train import describe_refiner
     from dreamer.splats.video import render_video
 
     sc = configs.scene
     stem = Path(sc.render_trajectory).stem
     folder, marker = out / "videos", out / "videos" / "done.json"
     key = _stage_key(read_json(out / "splats" / "done.json").get("fingerprint"), sc.render_trajectory,
-                     sc.render_frames)
+                     sc.render_frames, describe_refiner(refiner))
     if _stage_done(marker, key, [folder / f"{stem}.mp4"]):
-        log.info("videos: unchanged (same splats and render path); kept")
-        return
+        coverage = read_json(marker).get("coverage")
+        if isinstance(coverage, list) and coverage:
+            log.info("videos: unchanged (same splats, render path and repair model); kept")
+            return [float(c) for c in coverage]
     if folder.exists():  # no videos of another render path left beside the new ones
         shutil.rmtree(folder)
-    first = result.views[0].camera
-    traj = _trajectory(sc, first, center_depth_from(depth0), sc.render_trajectory, sc.render_frames)
-    render_video(gaussians, traj.cameras, folder, name=stem, on_progress=on_progress)
-    write_json(marker, {"key": key})
+    files = render_video(gaussians, _render_path(configs, result, depth0), folder, name=stem,
+                         on_progress=on_progress, refiner=refiner, reference=result.views[0].image,
+                         seed=configs.dream.seed)
+    write_json(marker, {"key": key, "coverage": files.coverage})
+    return files.coverage
 
 
 def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends: Backends,
@@ -324,7 +448,8 @@ def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends:
     """Zoom into a view, lift the levels into the cloud, write ``zoom/`` (stack, multi-resolution
     points, 2D zoom and fly-in videos) and, with splats on, train splats on the zoomed scene.
     Skipped when ``zoom/done.json`` says it ran with the same dream, splat and zoom settings."""
-    from dreamer.deepzoom import NearPlane, fly_in_cameras, fly_in_near_plane, write_zoom_outputs, zoom_metrics, zoom_scene
+    from dreamer.deepzoom import (NearPlane, fly_in_cameras, fly_in_near_plane, write_zoom_outputs, zoom_metrics,
+                                  zoom_scene)
 
     zc = configs.zoom
     folder = out / "zoom"

@@ -3,8 +3,9 @@ export the standard 3DGS .ply (or the compressed .spz) and render fly-through vi
 
 Modules: :mod:`~dreamer.splats.rasterizer` (both rasterizer paths), :mod:`~dreamer.splats.reference`
 (a brute-force reference for tests), :mod:`~dreamer.splats.gaussians` (parameters, init, .ply),
-:mod:`~dreamer.splats.spz` (.spz), :mod:`~dreamer.splats.losses` (masked L1 / SSIM),
-:mod:`~dreamer.splats.train` (the training stage), :mod:`~dreamer.splats.video` (videos).
+:mod:`~dreamer.splats.spz` (.spz), :mod:`~dreamer.splats.losses` (masked L1 / SSIM, depth),
+:mod:`~dreamer.splats.train` (the training stage), :mod:`~dreamer.splats.repair` (the novel
+cameras of the repaired views), :mod:`~dreamer.splats.video` (videos).
 """
 
 from dreamer.splats.gaussians import Gaussians

@@ -130,7 +130,8 @@ class Gaussians:
         shapes = {"quats": (n, 4), "log_scales": (n, 3), "opacity_logits": (n,), "sh0": (n, 1, 3)}
         for name, shape in shapes.items():
             if tuple(getattr(self, name).shape) != shape:
-                raise ValueError(f"Gaussians.{name} must have shape {list(shape)}, got {tuple(getattr(self, name).shape)}")
+                raise ValueError(f"Gaussians.{name} must have shape {list(shape)}, "
+                                 f"got {tuple(getattr(self, name).shape)}")
         if self.shN.ndim != 3 or self.shN.shape[0] != n or self.shN.shape[2] != 3:
             raise ValueError(f"Gaussians.shN must have shape [N,K-1,3] with N={n}, got {tuple(self.shN.shape)}")
         if self.shN.shape[1] not in (0, 3, 8, 15, 24):
@@ -347,7 +348,8 @@ class Gaussians:
         if missing:
             raise ValueError(f"{path}: not a 3DGS Gaussian ply: vertex properties {missing} are missing "
                              f"(it has {sorted(names)})")
-        rest = sorted((p for p in names if p.startswith("f_rest_")), key=lambda p: int(p[7:]) if p[7:].isdigit() else -1)
+        rest = sorted((p for p in names if p.startswith("f_rest_")),
+                      key=lambda p: int(p[7:]) if p[7:].isdigit() else -1)
         n_rest = len(rest)
         if rest != [f"f_rest_{i}" for i in range(n_rest)] or n_rest % 3:
             raise ValueError(f"{path}: f_rest properties must be f_rest_0..f_rest_(3*(K-1)-1), got {n_rest} of them")

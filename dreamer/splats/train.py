@@ -10,7 +10,25 @@ Training views
     contribute nothing (the original trained them as black).
 
 Loss
-    ``l1_weight * L1 + dssim_weight * (1 - SSIM)``, both masked (:mod:`dreamer.splats.losses`).
+    ``l1_weight * L1 + dssim_weight * (1 - SSIM)``, both masked (:mod:`dreamer.splats.losses`), on
+    the render composited over a random background colour (``random_background``: a view of a
+    dreamed scene has no background, so transparency is an error wherever the view is valid),
+    plus ``alpha_weight`` times the mean of 1 - alpha over the valid pixels (the same reason, made
+    explicit: without it the splats of a small run stay a few percent transparent between their
+    centres and videos show speckles of background),
+    plus ``depth_weight`` times the depth loss (:func:`~dreamer.splats.losses.inverse_depth_l1`)
+    where the view knows its depth: a dreamed view's aligned depth map (every pixel), an extra
+    view's point-render depth (the pixels the cloud covers). The rendered depth is the splats'
+    expected z-depth (both rasterizer paths return it, with gradients), compared where the
+    render is at least half opaque.
+
+Repaired views
+    Given a ``refiner`` (a :class:`~dreamer.backends.Refiner`), ``repair_rounds`` rounds, the
+    first at iteration ``repair_start`` and then every ``repair_every``, render the splats from
+    novel cameras (between the dreamed ones first, then further out:
+    :func:`dreamer.splats.repair.repair_rounds`), repair each render with the nearest dreamed
+    view as reference, and add the results as pseudo-views: every pixel counts, the loss is
+    weighted by ``repair_weight``, no depth. Pseudo-views stay in the training set to the end.
 
 Optimisation
     INRIA's recipe: Adam per parameter group, the means' learning rate decaying exponentially and
@@ -19,8 +37,9 @@ Optimisation
     rasterizer's gsplat-style ``info``).
 
 Resuming
-    With ``checkpoint_dir`` the parameters, optimizer states, strategy state and iteration are
-    saved every ``checkpoint_every`` iterations (atomically); a rerun with the same settings and
+    With ``checkpoint_dir`` the parameters, optimizer states, strategy state, the pseudo-views
+    made so far (8-bit, as they are trained on) and the iteration are saved every
+    ``checkpoint_every`` iterations (atomically); a rerun with the same settings and
     inputs continues from the last checkpoint and, given the same seed, ends with the same
     result as an uninterrupted run. A finished run writes its result, ``gaussians.ply``, and
     ``done.json``, and deletes the checkpoint (unless ``keep_checkpoint``): a rerun then loads the
@@ -47,11 +66,11 @@ from dreamer.cameras import Camera
 from dreamer.pointcloud import PointCloud
 from dreamer.scene.result import DreamResult
 from dreamer.splats.gaussians import Gaussians, merge_points_on_grid
-from dreamer.splats.losses import masked_l1, masked_psnr, masked_ssim
+from dreamer.splats.losses import inverse_depth_l1, masked_l1, masked_psnr, masked_ssim
 from dreamer.splats.rasterizer import num_sh_bases, rasterize
 
 __all__ = ["SplatConfig", "TrainingView", "SplatTrainingError", "train_gaussians", "build_training_views",
-           "scene_scale", "CHECKPOINT_FILE", "DONE_FILE", "RESULT_FILE"]
+           "scene_scale", "repair_cameras", "describe_refiner", "CHECKPOINT_FILE", "DONE_FILE", "RESULT_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +80,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 DONE_FILE = "done.json"
 RESULT_FILE = "gaussians.ply"
 CONFIG_FILE = "config.json"
-_FORMAT = 1
+_FORMAT = 2
 EXPORT_FORMATS = ("ply", "spz")
 """Formats :attr:`SplatConfig.export` accepts."""
 # Settings that change neither the result nor the resume point's meaning (the export formats
@@ -101,6 +120,13 @@ class SplatConfig:
     """Weight of the (masked) L1 loss."""
     dssim_weight: float = 0.2
     """Weight of the (masked) D-SSIM loss, 1 - SSIM."""
+    random_background: bool = True
+    """Composite the render over a random colour (a new one each iteration) before the loss: a dreamed view has no
+    background, so the splats learn to be opaque wherever it shows a surface (over black, a dark or half-transparent
+    surface would do)."""
+    alpha_weight: float = 0.5
+    """Weight of a loss pulling the render's opacity to 1 wherever a view is valid (the mean of 1 - alpha there): a
+    dreamed scene has no background, so a pixel the splats do not cover fully is a gap in every video."""
     masked: bool = True
     """Mask the extra views' holes out of the loss; false trains them as black (the original method, for comparison)."""
     init_opacity: float = 0.5
@@ -129,13 +155,34 @@ class SplatConfig:
     prune_scale3d: float = 0.1
     """Prune Gaussians larger than this times the scene scale (after the first opacity reset)."""
     reset_every: int = 3000
-    """Opacity reset period handed to DefaultStrategy (gsplat 1.5.3 never actually resets: an operator-precedence slip)."""
+    """Opacity reset period handed to DefaultStrategy (gsplat 1.5.3 never actually resets: an
+    operator-precedence slip)."""
     extra_views: bool = True
-    """Train on extra views re-rendered from the point cloud around each dreamed camera (false: the dreamed views only)."""
+    """Train on extra views re-rendered from the point cloud around each dreamed camera (false: the
+    dreamed views only)."""
     extra_yaws: tuple[float, ...] = (5.0, -5.0, 0.0, 0.0)
     """Yaw offsets (degrees, + = right) of the extra views around each dreamed camera, paired with extra_pitches."""
     extra_pitches: tuple[float, ...] = (0.0, 0.0, 5.0, -5.0)
     """Pitch offsets (degrees, + = up) of the extra views, one per extra_yaws entry."""
+    depth_weight: float = 0.0
+    """Weight of the depth loss against the views' known depth (0 = off): L1 of inverse z-depth, relative to the
+    scene's inverse depth."""
+    repair_rounds: int = 4
+    """With a refiner (the refine step): rounds of repaired novel views, each looking further out than the last (0 =
+    none)."""
+    repair_start: int = 500
+    """Iteration of the first repair round."""
+    repair_every: int = 500
+    """Iterations between repair rounds."""
+    repair_views: int = 8
+    """Novel cameras repaired per round."""
+    repair_angle: float = 25.0
+    """Camera spread of the last round: its cameras orbit the dreamed ones by this many degrees (earlier rounds by
+    less)."""
+    repair_dolly: float = 0.15
+    """The last round's cameras also move toward the scene by this fraction of its depth (earlier rounds by less)."""
+    repair_weight: float = 0.5
+    """Loss weight of a repaired view (a dreamed view weighs 1)."""
     extra_splat_scale: float | None = None
     """Point size of the extra views' point renders; default: the dream loop's splat_scale (1.5 if unknown)."""
     near_plane: float = 0.01
@@ -149,13 +196,16 @@ class SplatConfig:
     log_every: int = 100
     """Log the loss every this many iterations."""
     export: tuple[str, ...] = ("ply",)
-    """Files of the trained splats: ply (gaussians.ply, the standard 3DGS layout) and/or spz (gaussians.spz, Niantic's compressed format, about a tenth of the size), e.g. --export ply spz."""
+    """Files of the trained splats: ply (gaussians.ply, the standard 3DGS layout) and/or spz
+    (gaussians.spz, Niantic's compressed format, about a tenth of the size), e.g. --export ply spz."""
     spz_version: Literal[3, 4] = 3
-    """Version of gaussians.spz: 3 (gzip; read by splat-transform, Spark, three.js) or 4 (zstd, smaller; read by splat-transform, three.js and the PlayCanvas engine, not by Spark 2.1)."""
+    """Version of gaussians.spz: 3 (gzip; read by splat-transform, Spark, three.js) or 4 (zstd,
+    smaller; read by splat-transform, three.js and the PlayCanvas engine, not by Spark 2.1)."""
 
     def __post_init__(self) -> None:
         ints = {"iterations": 1, "sh_degree_interval": 1, "refine_every": 1, "checkpoint_every": 1, "log_every": 1,
-                "refine_start_iter": 0, "refine_stop_iter": 0, "reset_every": 1}
+                "refine_start_iter": 0, "refine_stop_iter": 0, "reset_every": 1, "repair_rounds": 0,
+                "repair_start": 0, "repair_every": 1, "repair_views": 1}
         for name, lo in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -169,7 +219,7 @@ class SplatConfig:
             if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a positive number, got {v!r}")
         for name in ("l1_weight", "dssim_weight", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d",
-                     "init_cell"):
+                     "depth_weight", "repair_weight", "alpha_weight", "init_cell"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a number >= 0, got {v!r}")
@@ -184,13 +234,19 @@ class SplatConfig:
             for a in getattr(self, name):
                 if not isinstance(a, (int, float)) or not (math.isfinite(a) and abs(a) < 90):
                     raise ValueError(f"SplatConfig.{name} must hold angles in (-90, 90) degrees, got {a!r}")
+        if not 0.0 <= self.repair_angle < 90.0:
+            raise ValueError(f"SplatConfig.repair_angle must be in [0, 90) degrees, got {self.repair_angle!r}")
+        if not 0.0 <= self.repair_dolly < 1.0:
+            raise ValueError(f"SplatConfig.repair_dolly must be in [0, 1) (a fraction of the scene's depth), "
+                             f"got {self.repair_dolly!r}")
         export = self.export
         if isinstance(export, str):  # "spz" or "ply,spz" from a batch file
             export = tuple(e for e in export.replace(",", " ").split())
             object.__setattr__(self, "export", export)
         bad = [e for e in export if e not in EXPORT_FORMATS]
         if not export or bad:
-            raise ValueError(f"SplatConfig.export must name one or more of {list(EXPORT_FORMATS)}, got {list(export)!r}")
+            raise ValueError(f"SplatConfig.export must name one or more of {list(EXPORT_FORMATS)}, "
+                             f"got {list(export)!r}")
         if self.spz_version not in (3, 4) or isinstance(self.spz_version, bool):
             raise ValueError(f"SplatConfig.spz_version must be 3 (gzip) or 4 (zstd), got {self.spz_version!r}")
         if self.extra_splat_scale is not None and not self.extra_splat_scale > 0:
@@ -203,14 +259,20 @@ class SplatConfig:
 @dataclass
 class TrainingView:
     """One training image: ``camera``, ``image`` [H,W,3] in [0,1], ``mask`` [H,W] bool (None =
-    every pixel counts), the index of the dreamed view it belongs to (``source``) and whether it
-    is an extra (re-rendered) view."""
+    every pixel counts), the index of the dreamed view it belongs to (``source``; for a
+    pseudo-view the nearest one), whether it is an extra (re-rendered) view, its z-``depth``
+    [H,W] where known (0 = unknown pixel; None = no depth), its loss ``weight`` and whether it
+    is a repaired pseudo-view (and of which ``round``)."""
 
     camera: Camera
     image: Tensor
     mask: Tensor | None
     source: int
     extra: bool = False
+    depth: Tensor | None = None
+    weight: float = 1.0
+    pseudo: bool = False
+    round: int = -1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -264,7 +326,9 @@ def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(
     total = len(result.views) * (1 + n_extra)
     for i, v in enumerate(result.views):
         cam = v.camera.to(device)
-        views.append(TrainingView(cam, v.image.to(device=device, dtype=torch.float32).clamp(0, 1), None, i))
+        depth = v.depth.to(device=device, dtype=torch.float32) if isinstance(v.depth, Tensor) else None
+        views.append(TrainingView(cam, v.image.to(device=device, dtype=torch.float32).clamp(0, 1), None, i,
+                                  depth=depth))
         if n_extra:
             try:
                 pivot = center_depth_from(v.depth)
@@ -277,7 +341,7 @@ def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(
                     log.warning("view %d: the extra view at yaw %g, pitch %g sees no point; left out", i, yaw, pitch)
                     continue
                 views.append(TrainingView(ecam, r.image.float().clamp(0, 1), r.covered if config.masked else None,
-                                          i, extra=True))
+                                          i, extra=True, depth=torch.where(r.covered, r.depth, 0.0).float()))
         if on_progress is not None:
             on_progress("splat views", (i + 1) * (1 + n_extra), total)
     return views
@@ -301,12 +365,25 @@ def scene_scale(result: DreamResult) -> float:
 # ------------------------------------------------------------------------------------------------
 # Checkpoints
 # ------------------------------------------------------------------------------------------------
-def _fingerprint(result: DreamResult, config: SplatConfig, init: Gaussians | None = None) -> str:
-    """Hash of the settings that change the result and of the inputs (points, views and the
-    Gaussians training starts from, when given)."""
+def describe_refiner(refiner) -> dict | None:
+    """What decides a refiner's answers, for fingerprints: its own ``describe()`` when it has
+    one, else its class name (None without a refiner)."""
+    if refiner is None:
+        return None
+    own = getattr(refiner, "describe", None)
+    return own() if callable(own) else {"kind": type(refiner).__qualname__}
+
+
+def _fingerprint(result: DreamResult, config: SplatConfig, init: Gaussians | None = None, refiner=None) -> str:
+    """Hash of the settings that change the result, of the refiner and of the inputs (points,
+    views and the Gaussians training starts from, when given)."""
     h = hashlib.sha256()
     cfg = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
+    if refiner is None:  # the repair settings do nothing without a refiner
+        cfg = {k: v for k, v in cfg.items() if not k.startswith("repair_")}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    if refiner is not None:
+        h.update(json.dumps({"refiner": describe_refiner(refiner)}, sort_keys=True, default=str).encode())
     h.update(json.dumps({"splat_scale": _extra_splat_scale(result, config)}).encode())
 
     def add(t: Tensor) -> None:
@@ -327,7 +404,7 @@ def _fingerprint(result: DreamResult, config: SplatConfig, init: Gaussians | Non
 
 
 def _save_checkpoint(folder: Path, *, iteration: int, params: dict, optimizers: dict, strategy_state: dict,
-                     fingerprint: str) -> None:
+                     fingerprint: str, pseudo_views: list[TrainingView] = ()) -> None:
     from dreamer.io import atomic_path
 
     state = {
@@ -337,6 +414,8 @@ def _save_checkpoint(folder: Path, *, iteration: int, params: dict, optimizers: 
         "params": {k: p.detach().cpu() for k, p in params.items()},
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "strategy_state": {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in strategy_state.items()},
+        "pseudo_views": [{"camera": v.camera.to_dict(), "source": v.source, "round": v.round,
+                          "image": (v.image.detach().cpu() * 255.0).round().to(torch.uint8)} for v in pseudo_views],
     }
     with atomic_path(folder / CHECKPOINT_FILE) as tmp:
         torch.save(state, tmp)
@@ -398,12 +477,13 @@ def _means_lr(config: SplatConfig, scale: float, it: int) -> float:
 
 
 def _view_index(config: SplatConfig, n_views: int, it: int, cache: dict) -> int:
-    """A fresh random order of the views every epoch, a pure function of (seed, epoch), so a
-    resumed run draws the same views as an uninterrupted one."""
+    """A fresh random order of the views every epoch, a pure function of (seed, epoch, number of
+    views), so a resumed run draws the same views as an uninterrupted one (repair rounds add
+    views: the epochs are then counted in the larger set)."""
     epoch = it // n_views
-    if cache.get("epoch") != epoch:
+    if cache.get("epoch") != (epoch, n_views):
         g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        cache["epoch"], cache["perm"] = epoch, torch.randperm(n_views, generator=g).tolist()
+        cache["epoch"], cache["perm"] = (epoch, n_views), torch.randperm(n_views, generator=g).tolist()
     return cache["perm"][it % n_views]
 
 
@@ -418,11 +498,41 @@ def _make_strategy(config: SplatConfig):
     )
 
 
-def _loss(out, view: TrainingView, config: SplatConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """(total, L1, SSIM) of a render against a training view, masked."""
-    l1 = masked_l1(out.rgb, view.image, view.mask)
-    ssim = masked_ssim(out.rgb, view.image, view.mask) if config.dssim_weight > 0 else out.rgb.new_ones(())
-    return config.l1_weight * l1 + config.dssim_weight * (1.0 - ssim), l1, ssim
+def _pseudo_views_from_state(state: dict, config: SplatConfig, device: torch.device) -> list[TrainingView]:
+    return [TrainingView(Camera.from_dict(e["camera"]).to(device), (e["image"].float() / 255.0).to(device), None,
+                         int(e["source"]), weight=config.repair_weight, pseudo=True, round=int(e["round"]))
+            for e in state.get("pseudo_views", [])]
+
+
+def _background(config: SplatConfig, it: int, device: torch.device) -> Tensor | None:
+    """The background colour [3] of iteration ``it`` (random, a function of the seed and the
+    iteration), or None without ``random_background``."""
+    if not config.random_background:
+        return None
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + it + 0x5EED)
+    return torch.rand(3, generator=g).to(device)
+
+
+def _loss(out, view: TrainingView, config: SplatConfig, background: Tensor | None = None
+          ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(total, L1, SSIM, depth loss) of a render (composited over ``background`` [3] when
+    given) against a training view, masked, times the view's weight."""
+    rgb = out.rgb if background is None else out.rgb + (1.0 - out.alpha)[..., None] * background
+    l1 = masked_l1(rgb, view.image, view.mask)
+    ssim = masked_ssim(rgb, view.image, view.mask) if config.dssim_weight > 0 else rgb.new_ones(())
+    total = config.l1_weight * l1 + config.dssim_weight * (1.0 - ssim)
+    if config.alpha_weight > 0:
+        gap = 1.0 - out.alpha
+        valid = None if view.mask is None else view.mask.to(gap.dtype)
+        gap = gap.mean() if valid is None else (gap * valid).sum() / valid.sum().clamp_min(1.0)
+        total = total + config.alpha_weight * gap
+    depth_loss = out.rgb.new_zeros(())
+    if config.depth_weight > 0 and view.depth is not None:
+        drawn = out.alpha.detach() > 0.5
+        mask = drawn if view.mask is None else (drawn & view.mask)
+        depth_loss = inverse_depth_l1(out.depth, view.depth, mask)
+        total = total + config.depth_weight * depth_loss
+    return view.weight * total, l1, ssim, depth_loss
 
 
 def _adam_steps(params: dict, optimizers: dict, it: int, sh_in_use: int) -> None:
@@ -474,6 +584,60 @@ def _step(loss: Tensor, params: dict, optimizers: dict, strategy, strategy_state
             raise SplatTrainingError(f"every Gaussian was pruned at iteration {it}; lower prune_opa")
 
 
+def repair_cameras(result: DreamResult, config: SplatConfig) -> list[list[Camera]]:
+    """The novel cameras of each repair round that falls inside the run (one list per round;
+    see :func:`dreamer.splats.repair.repair_rounds`), around the cameras of the trajectory's
+    dreamed views and their pivots (the median depth at the centre of each view). Views the
+    completion pass added (``stats["completion"]``) are not centres of repair cameras, so the
+    completion pass can check exactly the cameras that training will repair."""
+    from dreamer.scene.completion import COMPLETION
+    from dreamer.splats.repair import repair_rounds, safe_box
+    from dreamer.trajectories import center_depth_from
+
+    own = [v for v in result.views if not v.stats.get(COMPLETION)] or list(result.views)
+    cams = [v.camera for v in own]
+    pivots = [center_depth_from(v.depth) for v in own]
+    # The box comes from the trajectory's own views (their depth maps), which the completion
+    # pass does not change: training and the completion pass plan the same cameras.
+    from dreamer.cameras import unproject_depth
+
+    surface = torch.cat([unproject_depth(v.depth.float(), v.camera)[::4, ::4].reshape(-1, 3) for v in own])
+    box = safe_box(surface, torch.stack([c.center for c in cams]))
+    rounds = repair_rounds(cams, pivots, rounds=config.repair_rounds, views=config.repair_views,
+                           angle=config.repair_angle, dolly=config.repair_dolly, box=box)
+    return [rounds[r] for r in sorted(_repair_schedule(config, len(rounds)).values())]
+
+
+def _repair_schedule(config: SplatConfig, n_rounds: int) -> dict[int, int]:
+    """{iteration: round} of the repair rounds that fall inside the run."""
+    its = {config.repair_start + r * config.repair_every: r for r in range(n_rounds)}
+    return {it: r for it, r in its.items() if it < config.iterations}
+
+
+def _make_pseudo_views(params: dict, cameras: list[Camera], round_index: int, sh_deg: int, config: SplatConfig,
+                       result: DreamResult, pivots: list[float], refiner, device: torch.device) -> list[TrainingView]:
+    """Render the current splats from ``cameras``, repair each render with the nearest dreamed
+    view as reference, and return them as pseudo-views (8-bit, weight ``repair_weight``)."""
+    from dreamer.splats.repair import nearest_camera, quantize_image
+
+    dreamed = [v.camera for v in result.views]
+    out = []
+    with torch.no_grad():
+        sh = torch.cat([params["sh0"], params["shN"][:, :num_sh_bases(sh_deg) - 1]], 1)
+        for k, cam in enumerate(cameras):
+            cam = cam.to(device)
+            render = rasterize(params["means"], params["quats"], torch.exp(params["scales"]),
+                               torch.sigmoid(params["opacities"]), sh, cam, sh_degree=sh_deg,
+                               near_plane=config.near_plane).rgb.clamp(0, 1)
+            src = nearest_camera(cam, dreamed, pivots)
+            g = torch.Generator().manual_seed(config.seed * 1_000_003 + 7919 * (round_index + 1) + k)
+            repaired = refiner.refine(render, reference=result.views[src].image.to(device), camera=cam, generator=g)
+            cam.check_image(repaired, "the refiner's output")
+            out.append(TrainingView(cam, quantize_image(repaired).to(device), None, src, weight=config.repair_weight,
+                                    pseudo=True, round=round_index))
+    return out
+
+
 def train_gaussians(
     result: DreamResult,
     config: SplatConfig = SplatConfig(),
@@ -482,6 +646,7 @@ def train_gaussians(
     checkpoint_dir: str | Path | None = None,
     history: list | None = None,
     init: Gaussians | None = None,
+    refiner=None,
     keep_checkpoint: bool = False,
 ) -> Gaussians:
     """Train Gaussian splats on a dreamed scene (see the module docstring).
@@ -490,17 +655,20 @@ def train_gaussians(
         result: the dream loop's output (points and views).
         config: the settings.
         on_progress: called as ``on_progress("splat views", done, total)`` while the training
-            views are rendered and ``on_progress("splats", iteration, iterations)`` after every
-            iteration.
+            views are rendered, ``on_progress("splats", iteration, iterations)`` after every
+            iteration and, with a refiner, ``on_progress("repair", done, total)`` as the
+            pseudo-views are repaired.
         checkpoint_dir: a folder of this stage's own (e.g. ``<scene>/splats``): checkpoints,
             ``config.json``, the result (``gaussians.ply``) and ``done.json`` go there; a rerun
             resumes or returns the finished result.
-        history: if a list, one dict per iteration is appended (iteration, loss, l1, ssim, psnr,
-            gaussians, view).
+        history: if a list, one dict per iteration is appended (iteration, loss, l1, ssim,
+            depth_loss, psnr, gaussians, view, pseudo).
         init: fine-tune these Gaussians instead of starting from one Gaussian per point of
             ``result.points`` (e.g. a scene's trained splats plus Gaussians made from the points
             an extension added). They were trained already, so every SH degree of
             ``config.sh_degree`` is in use from the first iteration; their degree must be it.
+        refiner: a :class:`~dreamer.backends.Refiner` to repair novel views with (the refine
+            step); None trains on the dreamed and extra views only.
         keep_checkpoint: keep the last checkpoint (optimizer and densification state, about
             three times the result's size) when training finishes; by default it is deleted.
     Returns:
@@ -514,6 +682,9 @@ def train_gaussians(
 
     if not isinstance(config, SplatConfig):
         raise TypeError(f"config must be a SplatConfig, got {type(config).__name__}")
+    if refiner is not None and not callable(getattr(refiner, "refine", None)):
+        raise TypeError(f"refiner must have a refine(render, *, reference, camera, generator) method "
+                        f"(dreamer.backends.Refiner), got {type(refiner).__name__}")
     _check_result(result)
     if init is not None:
         if not isinstance(init, Gaussians):
@@ -523,7 +694,7 @@ def train_gaussians(
                              "fine-tune with the degree the Gaussians were trained at")
     device = resolve_device(config.device)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(result, config, init) if folder is not None else ""
+    fingerprint = _fingerprint(result, config, init, refiner) if folder is not None else ""
 
     if folder is not None:
         done = folder / DONE_FILE
@@ -542,13 +713,28 @@ def train_gaussians(
             done.unlink()  # stale: other settings or inputs
         from dreamer.io import write_json
 
-        write_json(folder / CONFIG_FILE, {"config": config.to_dict(), "fingerprint": fingerprint})
+        write_json(folder / CONFIG_FILE, {"config": config.to_dict(), "fingerprint": fingerprint,
+                                          "refiner": describe_refiner(refiner)})
 
     scale = scene_scale(result)
     views = build_training_views(result, config, device=device, on_progress=on_progress)
     n_extra = sum(v.extra for v in views)
     log.info("splats: %d training views (%d dreamed, %d extra), %d points, scene scale %.3g, device %s",
              len(views), len(views) - n_extra, n_extra, len(result.points), scale, device)
+
+    rounds: list[list[Camera]] = []
+    pivots: list[float] = []
+    if refiner is not None and config.repair_rounds > 0:
+        from dreamer.trajectories import center_depth_from
+
+        rounds = repair_cameras(result, config)
+        pivots = [center_depth_from(v.depth) for v in result.views]
+    schedule = _repair_schedule(config, len(rounds))
+    if len(schedule) < len(rounds):
+        log.warning("splats: only %d of the %d repair rounds fall before iteration %d (repair_start %d, "
+                    "repair_every %d); lower those to repair more views", len(schedule), len(rounds),
+                    config.iterations, config.repair_start, config.repair_every)
+    repair_total = sum(len(rounds[r]) for r in schedule.values())
 
     if init is None:
         cloud = merge_points_on_grid(result.points.to(device), config.init_cell)
@@ -566,6 +752,7 @@ def train_gaussians(
     strategy = _make_strategy(config) if config.densify else None
     strategy_state = strategy.initialize_state(scene_scale=scale) if strategy is not None else {}
     start = 0
+    pseudo: list[TrainingView] = []
 
     state = _load_checkpoint(folder, fingerprint, device) if folder is not None else None
     if state is not None:
@@ -576,18 +763,30 @@ def train_gaussians(
         for k, o in optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         strategy_state = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in state["strategy_state"].items()}
-        log.info("splats: resuming at iteration %d of %d (%d Gaussians)", start, config.iterations,
-                 params["means"].shape[0])
+        pseudo = _pseudo_views_from_state(state, config, device)
+        log.info("splats: resuming at iteration %d of %d (%d Gaussians, %d repaired views)", start, config.iterations,
+                 params["means"].shape[0], len(pseudo))
     if strategy is not None:
         strategy.check_sanity(params, optimizers)
+    if on_progress is not None and repair_total:
+        on_progress("repair", len(pseudo), repair_total)
 
     order_cache: dict = {}
     t0 = time.perf_counter()
     fork_devices = [device] if device.type == "cuda" else []
     for it in range(start, config.iterations):
-        vi = _view_index(config, len(views), it, order_cache)
-        view = views[vi]
         sh_deg = config.sh_degree if init is not None else min(it // config.sh_degree_interval, config.sh_degree)
+        if it in schedule:
+            r = schedule[it]
+            made = _make_pseudo_views(params, rounds[r], r, sh_deg, config, result, pivots, refiner, device)
+            pseudo.extend(made)
+            log.info("splats: repair round %d at iteration %d: %d repaired views (%d in all)", r, it, len(made),
+                     len(pseudo))
+            if on_progress is not None:
+                on_progress("repair", len(pseudo), repair_total)
+        all_views = views + pseudo if pseudo else views
+        vi = _view_index(config, len(all_views), it, order_cache)
+        view = all_views[vi]
         # Only the coefficients of the degree in use (at degree 0 shN takes no part: see _adam_steps).
         higher = num_sh_bases(sh_deg) - 1
         sh = params["sh0"] if higher == 0 else torch.cat([params["sh0"], params["shN"][:, :higher]], 1)
@@ -596,7 +795,7 @@ def train_gaussians(
                         view.camera, sh_degree=sh_deg, near_plane=config.near_plane)
         if strategy is not None:
             strategy.step_pre_backward(params, optimizers, strategy_state, it, out.info)
-        loss, l1, ssim = _loss(out, view, config)
+        loss, l1, ssim, depth_loss = _loss(out, view, config, _background(config, it, device))
         if not torch.isfinite(loss):
             raise SplatTrainingError(
                 f"splat training diverged: the loss is {float(loss.detach())} at iteration {it} (training view {vi}); "
@@ -607,17 +806,18 @@ def train_gaussians(
         else:  # no Gaussian reaches this view: nothing to learn from it
             log.warning("splats: iteration %d: no Gaussian is visible in training view %d; skipped", it, vi)
         if history is not None:
-            history.append({"iteration": it, "loss": float(loss.detach()), "l1": float(l1.detach()), "ssim": float(ssim.detach()),
+            history.append({"iteration": it, "loss": float(loss.detach()), "l1": float(l1.detach()),
+                            "ssim": float(ssim.detach()), "depth_loss": float(depth_loss.detach()),
                             "psnr": masked_psnr(out.rgb.detach(), view.image, view.mask),
-                            "gaussians": int(params["means"].shape[0]), "view": vi})
+                            "gaussians": int(params["means"].shape[0]), "view": vi, "pseudo": view.pseudo})
         if (it + 1) % config.log_every == 0 or it + 1 == config.iterations:
             el = time.perf_counter() - t0
             log.info("splats: iteration %d/%d loss %.4f (L1 %.4f, SSIM %.4f), %d Gaussians, %.3f s/it",
-                     it + 1, config.iterations, float(loss.detach()), float(l1.detach()), float(ssim.detach()), params["means"].shape[0],
-                     el / (it + 1 - start))
+                     it + 1, config.iterations, float(loss.detach()), float(l1.detach()), float(ssim.detach()),
+                     params["means"].shape[0], el / (it + 1 - start))
         if folder is not None and ((it + 1) % config.checkpoint_every == 0 or it + 1 == config.iterations):
             _save_checkpoint(folder, iteration=it + 1, params=params, optimizers=optimizers,
-                             strategy_state=strategy_state, fingerprint=fingerprint)
+                             strategy_state=strategy_state, fingerprint=fingerprint, pseudo_views=pseudo)
         if on_progress is not None:
             on_progress("splats", it + 1, config.iterations)
 
@@ -630,7 +830,8 @@ def train_gaussians(
 
         gaussians.save_ply(folder / RESULT_FILE)
         write_json(folder / DONE_FILE, {"fingerprint": fingerprint, "iterations": config.iterations,
-                                        "gaussians": len(gaussians), "seconds": time.perf_counter() - t0})
+                                        "gaussians": len(gaussians), "repaired_views": len(pseudo),
+                                        "seconds": time.perf_counter() - t0})
         if not keep_checkpoint:  # the result is saved: nothing resumes from it any more
             (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
     return gaussians

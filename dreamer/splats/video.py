@@ -9,6 +9,11 @@ complete, so an interrupted render never leaves a truncated video under the fina
 Depth is shown as inverse depth (near = bright) normalized between robust percentiles
 measured on a few low-resolution frames spread over the path, so the colours mean the same
 distance in every frame.
+
+Every frame's coverage (the fraction of its pixels where the splats are opaque, alpha >
+:data:`COVERED_ALPHA`) is measured on the way and returned: a frame with empty pixels shows
+the background there. With a ``refiner`` (the refine step's optional video pass), every frame is
+also repaired, with the previous repaired frame as reference, into ``{name}_repaired.mp4``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -26,11 +31,14 @@ from torch import Tensor
 
 from dreamer.cameras import Camera
 
-__all__ = ["render_video", "VideoFiles", "colorize_depth", "depth_range"]
+__all__ = ["render_video", "VideoFiles", "colorize_depth", "depth_range", "COVERED_ALPHA"]
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int], None]
+
+COVERED_ALPHA = 0.99
+"""A pixel counts as covered by the splats where their accumulated opacity exceeds this."""
 
 # Anchors of the depth colour map, from far (dark) to near (bright): navy, purple, magenta,
 # orange, pale yellow. Interpolated linearly in RGB.
@@ -51,6 +59,10 @@ class VideoFiles:
     depth: Path | None
     preview: Path | None
     frames: int
+    coverage: list[float] = field(default_factory=list)
+    """Per frame: the fraction of pixels with alpha > :data:`COVERED_ALPHA`."""
+    repaired: Path | None = None
+    """The repaired fly-through (with a refiner), else None."""
 
 
 def colorize_depth(depth: Tensor, near: float, far: float, valid: Tensor | None = None) -> Tensor:
@@ -132,6 +144,9 @@ def render_video(
     background: Tensor | None = None,
     quality: float = 8.0,
     on_progress: ProgressFn | None = None,
+    refiner=None,
+    reference: Tensor | None = None,
+    seed: int = 0,
 ) -> VideoFiles:
     """Render ``gaussians`` along ``cameras`` into ``out_dir``.
 
@@ -150,7 +165,12 @@ def render_video(
             (:func:`depth_range`).
         background: RGB [3] behind the splats (default black).
         quality: imageio-ffmpeg quality, 0 (worst) to 10 (best).
-        on_progress: called as ``on_progress("video", frames_done, frames)``.
+        on_progress: called as ``on_progress("video", frames_done, frames)`` (and, with a
+            refiner, ``on_progress("repair video", frames_done, frames)``).
+        refiner: a :class:`~dreamer.backends.Refiner`: also write ``{name}_repaired.mp4``,
+            every frame repaired with the previous repaired frame as reference (the first with
+            ``reference``, e.g. the first dreamed view); frame i's generator is seeded with
+            ``seed + i``.
     Returns:
         :class:`VideoFiles`.
     """
@@ -171,6 +191,9 @@ def render_video(
     n = len(cameras)
     near, far = depth_limits if depth_limits is not None else (depth_range(gaussians, cameras) if depth else (1, 2))
     rgb_path = out_dir / f"{name}.mp4"
+    repaired_path = out_dir / f"{name}_repaired.mp4" if refiner is not None else None
+    coverage: list[float] = []
+    previous = reference
     depth_path = out_dir / f"{name}_depth.mp4" if depth else None
     preview_path = out_dir / f"{name}_preview.gif" if preview else None
     keep = set(np.linspace(0, n - 1, min(preview_frames, n)).round().astype(int).tolist()) if preview else set()
@@ -183,23 +206,42 @@ def render_video(
         tmp_rgb = stack.enter_context(atomic_path(rgb_path))
         writers = [stack.enter_context(imageio.get_writer(tmp_rgb, format="FFMPEG", **writer_args))]
         tmp_depth = stack.enter_context(atomic_path(depth_path)) if depth_path else None
+        depth_writer = None
         if tmp_depth is not None:
-            writers.append(stack.enter_context(imageio.get_writer(tmp_depth, format="FFMPEG", **writer_args)))
+            depth_writer = stack.enter_context(imageio.get_writer(tmp_depth, format="FFMPEG", **writer_args))
+            writers.append(depth_writer)
+        repaired_writer = None
+        if repaired_path is not None:
+            tmp_repaired = stack.enter_context(atomic_path(repaired_path))
+            repaired_writer = stack.enter_context(imageio.get_writer(tmp_repaired, format="FFMPEG", **writer_args))
+            writers.append(repaired_writer)
         for start in range(0, n, chunk):
             frames = []
             for i in range(start, min(start + chunk, n)):
                 rgb, d, a = gaussians.render(cameras[i], background=background)
-                frames.append((i, _to_uint8(rgb), _to_uint8(colorize_depth(d, near, far, a > 1e-3)) if depth else None))
-            for i, rgb8, d8 in frames:
+                coverage.append(float((a > COVERED_ALPHA).float().mean()))
+                fixed = None
+                if refiner is not None:
+                    g = torch.Generator().manual_seed(int(seed) + i)
+                    fixed = refiner.refine(rgb.detach().float().clamp(0, 1), reference=previous, camera=cameras[i],
+                                           generator=g)
+                    previous = fixed
+                frames.append((i, _to_uint8(rgb), _to_uint8(colorize_depth(d, near, far, a > 1e-3)) if depth else None,
+                               None if fixed is None else _to_uint8(fixed)))
+            for i, rgb8, d8, fixed8 in frames:
                 writers[0].append_data(rgb8)
                 if d8 is not None:
-                    writers[1].append_data(d8)
+                    depth_writer.append_data(d8)
+                if fixed8 is not None:
+                    repaired_writer.append_data(fixed8)
                 if i in keep:
                     from PIL import Image
 
                     small.append(np.asarray(Image.fromarray(rgb8).resize(preview_size, Image.BILINEAR)))
             if on_progress is not None:
                 on_progress("video", min(start + chunk, n), n)
+                if refiner is not None:
+                    on_progress("repair video", min(start + chunk, n), n)
         for w in writers:  # finish encoding before the temporary files are renamed
             w.close()
     if preview_path is not None and small:
@@ -208,4 +250,4 @@ def render_video(
                         loop=0)
     log.info("video: %d frames of %dx%d -> %s%s", n, W, H, rgb_path,
              f" (+ {depth_path.name})" if depth_path else "")
-    return VideoFiles(rgb_path, depth_path, preview_path, n)
+    return VideoFiles(rgb_path, depth_path, preview_path, n, coverage, repaired_path)
