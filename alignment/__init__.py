@@ -5,6 +5,11 @@ Functions of tensors only (no models, files or UI); depth is z-depth, masks are 
 * :func:`fit_scale` -- robust closed-form scale (and shift) of an estimated depth on the overlap.
 * :func:`seam_correction`, :func:`align_depth` -- a smooth multiplicative correction that makes
   the new depth meet the existing geometry at the seam.
+* :func:`alignment.adaptive.align_adaptive` -- the dream loop's alignment: a global correction
+  and a seam reach chosen per view on held-out overlap pixels nearest the hole.
+* :mod:`alignment.joint`, :mod:`alignment.fields` -- the joint refinement of every view's
+  correction field against all overlapping views; :mod:`alignment.peers` -- other methods'
+  alignments (Text2Room, LucidDreamer, an oracle scale) for comparisons.
 * :func:`stretched_pixels` -- pixels on the far side of depth discontinuities (not to be lifted).
 * :func:`dedup_mask`, :func:`footprint_level` -- multi-resolution voxel merge of new points.
 """

@@ -31,6 +31,7 @@ pixel aggregates, Galerkin coarse operators, over-corrected, float32 inside), ~1
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,7 @@ from alignment._checks import check_map, check_mask, check_positive_depth
 from alignment.scale import ScaleFit, fit_scale
 from alignment.trend import fit_log_trend
 
-__all__ = ["seam_ring", "seam_correction", "seam_jump", "align_depth", "AlignedDepth"]
+__all__ = ["seam_ring", "seam_correction", "edge_links", "seam_jump", "align_depth", "AlignedDepth"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ def seam_correction(
     *,
     decay: float | None = None,
     ring_radius: int = 2,
+    links: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """A smooth log-correction field that equals the observed log-ratio at the seam.
 
@@ -190,6 +192,11 @@ def seam_correction(
             correction fade to 0 about L pixels away from the seam.
         ring_radius: half-size of the window (in pixels) over which each ring value is the
             median of the ring pixels in it; 0 uses the raw log-ratios.
+        links: None (every pair of 4-neighbours is coupled equally) or (horizontal [H,W-1],
+            vertical [H-1,W]) float weights in [0, 1] of the coupling between each pixel and its
+            right and lower neighbour (see :func:`edge_links`): a weight near 0 (a depth edge)
+            keeps the correction of one surface from flowing into the next. A hole region cut
+            off from the seam fades to 0.
 
     Returns:
         [H,W] tensor ``c`` (dtype and device of ``log_ratio_known``): on hole pixels the
@@ -206,6 +213,13 @@ def seam_correction(
         raise ValueError(f"decay must be None or a finite length in pixels > 0, got {decay}")
     if ring_radius < 0:
         raise ValueError(f"ring_radius must be >= 0, got {ring_radius}")
+    H, W = shape
+    if links is not None:
+        wx, wy = links
+        check_map(wx, "links[0]", shape=(H, W - 1))
+        check_map(wy, "links[1]", shape=(H - 1, W))
+        if not bool(((wx >= 0) & (wx <= 1)).all() and ((wy >= 0) & (wy <= 1)).all()):
+            raise ValueError("links must hold weights in [0, 1]")
     if bool((known & hole).any()):
         raise ValueError(f"known and hole must be disjoint; {int((known & hole).sum())} pixels are in both")
     lr_known = log_ratio_known[known]
@@ -217,7 +231,6 @@ def seam_correction(
     k = known.detach().cpu().numpy()
     h = hole.detach().cpu().numpy()
     lr = np.where(k, log_ratio_known.detach().cpu().double().numpy(), 0.0)
-    H, W = shape
     out = lr.copy()  # raw log-ratio on known pixels, 0 elsewhere
 
     ring = k & _adjacent4(h)
@@ -236,9 +249,15 @@ def seam_correction(
             uy, ux = np.nonzero(unknown)
             index = np.full((H, W), -1, np.int64)
             index[uy, ux] = np.arange(n)
-            diag = np.full(n, 0.0 if decay is None else 1.0 / float(decay) ** 2)
+            screen = 0.0 if decay is None else 1.0 / float(decay) ** 2
+            if links is not None:  # a region cut off by edges must still have a solution (0)
+                screen = max(screen, (0.1 / max(H, W)) ** 2)
+            diag = np.full(n, screen)
             rhs = np.zeros(n)
-            rows, cols = [], []
+            rows, cols, vals = [], [], []
+            if links is not None:
+                lx = links[0].detach().cpu().double().numpy()
+                ly = links[1].detach().cpu().double().numpy()
             for dy, dx in _OFFSETS_4:
                 ny, nx = uy + dy, ux + dx
                 inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
@@ -247,17 +266,45 @@ def seam_correction(
                 j = index[ny, nx]
                 coupled = j >= 0
                 dirichlet = ring[ny, nx]
+                if links is None:
+                    wgt = np.ones(len(i))
+                else:  # the link between (y, x) and (y + dy, x + dx) is stored at the smaller one
+                    y0, x0 = np.minimum(uy[i], ny), np.minimum(ux[i], nx)
+                    wgt = lx[y0, x0] if dy == 0 else ly[y0, x0]
                 use = coupled | dirichlet  # anything else is a free (Neumann) side
-                diag += np.bincount(i[use], minlength=n)
-                rhs += np.bincount(i[dirichlet], weights=g[ny[dirichlet], nx[dirichlet]], minlength=n)
+                diag += np.bincount(i[use], weights=wgt[use], minlength=n)
+                rhs += np.bincount(i[dirichlet], weights=wgt[dirichlet] * g[ny[dirichlet], nx[dirichlet]], minlength=n)
                 rows.append(i[coupled])
                 cols.append(j[coupled])
+                vals.append(-wgt[coupled])
             r = np.concatenate(rows + [np.arange(n)])
             c = np.concatenate(cols + [np.arange(n)])
-            v = np.concatenate([-np.ones(len(r) - n), diag])
+            v = np.concatenate(vals + [diag])
             A = sp.csr_matrix((v, (r, c)), shape=(n, n))
             out[uy, ux] = _solve_spd(A, rhs, uy, ux)
     return torch.from_numpy(out).to(device=log_ratio_known.device, dtype=log_ratio_known.dtype)
+
+
+def edge_links(depth: Tensor, *, noise: float | None = None, floor: float = 0.02) -> tuple[Tensor, Tensor]:
+    """Coupling weights between neighbouring pixels that fall to 0 across depth edges.
+
+    For each pair of 4-neighbours (p, q) the weight is ``exp(-(d / tau)^2)`` with ``d`` the
+    difference of their log-depths (after a 3x3 median, which removes pixel noise but keeps
+    edges) and ``tau = max(4 * noise, floor)``. ``noise`` is the pixel noise of the log-depth;
+    None estimates it from the data (the median absolute difference of horizontal neighbours,
+    most of which lie on smooth surfaces). Returns (horizontal [H,W-1], vertical [H-1,W]) float64
+    weights for :func:`seam_correction`.
+    """
+    check_map(depth, "depth")
+    check_positive_depth(depth, "depth")
+    L = torch.log(depth.detach().double().cpu())
+    if noise is None:
+        noise = float((L[:, 1:] - L[:, :-1]).abs().median()) / (0.6745 * math.sqrt(2))
+    Lm = torch.from_numpy(ndi.median_filter(L.numpy(), size=3, mode="nearest"))
+    tau = max(4.0 * noise, floor)
+    wx = torch.exp(-(((Lm[:, 1:] - Lm[:, :-1]) / tau) ** 2))
+    wy = torch.exp(-(((Lm[1:, :] - Lm[:-1, :]) / tau) ** 2))
+    return wx.to(depth.device), wy.to(depth.device)
 
 
 def seam_jump(depth: Tensor, reference: Tensor, known: Tensor, hole: Tensor) -> float:

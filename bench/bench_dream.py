@@ -1,22 +1,34 @@
-"""Benchmark of the dream loop's geometry on the procedural world (ground truth known).
+"""Benchmark of the dream loop's depth alignment against its peers on the procedural world.
 
-Prints, for the lookaround, rotate360 and forward trajectories, with the depth estimator's
-errors switched on (a scale per view drawn from 0.5-2, +-10 % smooth distortion, 1 % noise):
+For every error family of the synthetic depth estimator (``ERROR_FAMILIES`` in
+dreamer/backends/synthetic.py: an unknown scale per view of 0.4-2.5 and 1% noise, plus smooth
+bends, waves of 0.3-1.5 cycles per image, errors per object, an affine error in disparity,
+smeared depth edges, or a mix) and every trajectory (a pan, an orbit that translates, a full
+turn), the same dream loop runs once per alignment method, on the same cameras, the same
+images (the oracle inpainter) and the same depth estimates, from an RGBD first view:
 
-* AbsRel of the new pixels' depth against the truth, before and after alignment;
-* the median relative depth jump across the seam, before and after alignment;
-* the mean distance of the points to the true surface (absolute and relative to the extent);
-* the point count after the trajectory and after running the same trajectory a second time;
-* the seconds of the view-by-view loop and of the joint refinement that follows it (all views'
-  depth corrections re-fitted together, the cloud rebuilt; ``--no-refine`` skips it).
+* ``as is``: the estimate, unaligned;
+* ``Text2Room``: least-squares scale and shift in disparity on the overlap;
+* ``LucidDreamer``: the seam residual, pinned to 0 at the image corners, interpolated (griddata);
+* ``oracle scale``: the best single scale per view, chosen with the ground truth on the view's
+  new pixels: the floor of scale-only methods (not a method: it needs the truth);
+* ``ours``: the defaults of ``DreamConfig`` (the loop's alignment, then the joint refinement);
+  ``ours, loop only`` without the joint refinement.
 
-Then the speed of the geometry of one view at 512x512 over a cloud of about 2M points (render,
-hole masks, alignment, stretched pixels, lift, merge), against a griddata re-projection of the
-same cloud (the original research code's renderer) measured in the same run.
+(peers: alignment/peers.py). Per method it prints the AbsRel of the new pixels' depth against the
+truth (mean over views weighted by their new pixels), the seam error (median error of the depth
+step across the seam, image border excluded), the mean distance of the points to the true
+surface relative to the world's extent, and the alignment time per view (for ``ours`` including
+the joint refinement's fit, spread over the views). Then ours against the best peer and the
+floor, as ratios.
 
-    python bench/bench_dream.py            # 512x512, a few minutes on 2 cores
-    python bench/bench_dream.py --size 256 # quicker
-    python bench/bench_dream.py --no-refine --skip-speed  # the loop alone, to see the drift
+    python bench/bench_dream.py                       # 256x256, every family and trajectory
+    python bench/bench_dream.py --families waves --trajectories rotate360
+    python bench/bench_dream.py --speed               # also the geometry speed of one 512x512 view
+
+The speed section times the geometry of one view at 512x512 over a cloud of about 2M points
+(render, hole masks, alignment, stretched pixels, lift, merge) against a griddata re-projection of
+the same cloud (the original research code's renderer), measured in the same run.
 """
 
 from __future__ import annotations
@@ -24,59 +36,164 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-from alignment import align_depth, dedup_mask, stretched_pixels
-from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
+from alignment import dedup_mask, stretched_pixels
+from alignment.peers import luciddreamer_depth, oracle_scale_depth, text2room_depth
+from dreamer.backends.synthetic import ERROR_FAMILIES, WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera, project_points, rotation_y
-from dreamer.scene import DreamConfig, dream
+from dreamer.scene.loop import DreamConfig, align_view, dream
 from dreamer.scene.metrics import world_metrics
 from dreamer.pointcloud import PointCloud
+from dreamer.scene import joint_refinement, loop
 from dreamer.scene.joint_refinement import refine_scene
 from dreamer.render import clean_coverage, lift, render_points
 from dreamer.trajectories import center_depth_from, make_trajectory
 from dreamer.worlds import ProceduralWorld
 
+TRAJECTORIES = {"lookaround": dict(n=7), "orbit": dict(n=7), "rotate360": dict()}
+PEERS = ("as is", "Text2Room", "LucidDreamer")
+METHODS = PEERS + ("oracle scale", "ours, loop only", "ours")
 
-def accuracy(world: ProceduralWorld, size: int, trajectory: str, seed: int, kind: str = "bend",
-             refine: bool = True) -> dict:
-    first = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
-    truth0 = world.render(first)
-    estimator = WorldDepthEstimator(world, scale_range=(0.5, 2.0), distortion=0.10, noise=0.01, seed=seed,
-                                    distortion_kind=kind)
-    traj = make_trajectory(trajectory, first, center_depth_from(truth0.depth))
-    cams = traj.cameras
-    backends = dict(inpainter=WorldInpainter(world), depth_estimator=estimator)
-    config = DreamConfig(seed=seed, joint_refinement=refine)
 
-    # The first view is an RGBD photo (true depth) so the scene has the world's scale.
-    t0 = time.time()
-    result = dream(truth0.image, cams, "", **backends, config=replace(config, joint_refinement=False),
-                   depth=truth0.depth)
-    t1 = time.time()
-    if refine:
-        result = refine_scene(result)
-    t2 = time.time()
-    m = world_metrics(result, world, estimator)
-    # Then the trajectory again on the finished scene: every view is revisited and must add
-    # (almost) nothing.
-    again = dream(truth0.image, cams + cams[1:], "", **backends, config=config, depth=truth0.depth, resume=result)
-    m["points_first_pass"] = len(result.points)
-    m["points_second_pass"] = len(again.points)
-    m["seconds_loop"] = t1 - t0
-    m["seconds_refine"] = t2 - t1
-    m["cameras"] = len(cams)
+class CachedWorld:
+    """The world with its renders kept per camera: every method dreams the same views, so the
+    world is ray-cast once per camera, not once per method."""
+
+    def __init__(self, world: ProceduralWorld):
+        self.world = world
+        self._renders: dict = {}
+
+    def _key(self, camera: Camera) -> bytes:
+        return np.round(torch.cat([camera.K.flatten(), camera.c2w.flatten()]).double().numpy(), 6).tobytes() + \
+            bytes(f"{camera.width}x{camera.height}", "ascii")
+
+    def render(self, camera: Camera, **kwargs):
+        if kwargs:
+            return self.world.render(camera, **kwargs)
+        key = self._key(camera)
+        if key not in self._renders:
+            self._renders[key] = self.world.render(camera)
+        return self._renders[key]
+
+    def depth(self, camera: Camera) -> torch.Tensor:
+        return self.render(camera).depth
+
+    def __getattr__(self, name):
+        return getattr(self.world, name)
+
+
+def aligner(method: str, world: CachedWorld):
+    """The loop's alignment for a peer (None: the loop's own)."""
+    if method == "as is":
+        return lambda e, r, k, h, c: e
+    if method == "Text2Room":
+        return lambda e, r, k, h, c: text2room_depth(e, r, k)
+    if method == "LucidDreamer":
+        return lambda e, r, k, h, c: luciddreamer_depth(e, r, k, h)
+    if method == "oracle scale":
+        return lambda e, r, k, h, c: oracle_scale_depth(e, world.depth(c).to(e), h)
+    return None
+
+
+class Stopwatch:
+    """Seconds spent in the functions it wraps (the alignment's share of a run)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def wrap(self, fn):
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t
+        return timed
+
+
+@contextmanager
+def timing(watch: Stopwatch, *places: tuple[object, str]):
+    """Wrap ``module.name`` for each (module, name) in ``places`` while the block runs."""
+    saved = [(module, name, getattr(module, name)) for module, name in places]
+    try:
+        for module, name, fn in saved:
+            setattr(module, name, watch.wrap(fn))
+        yield watch
+    finally:
+        for module, name, fn in saved:
+            setattr(module, name, fn)
+
+
+def run_method(world: CachedWorld, estimator: WorldDepthEstimator, cams: list[Camera], method: str,
+               seed: int) -> dict:
+    truth0 = world.render(cams[0])
+    ours = method.startswith("ours")
+    config = DreamConfig(seed=seed, joint_refinement=False)
+    watch = Stopwatch()
+    peer = None if ours else aligner(method, world)
+    t0 = time.perf_counter()
+    # The first view is an RGBD photo (true depth), so the scene has the world's scale.
+    with timing(watch, (loop, "align_view")):
+        result = dream(truth0.image, cams, "", inpainter=WorldInpainter(world), depth_estimator=estimator,
+                       config=config, depth=truth0.depth, aligner=None if peer is None else watch.wrap(peer))
+    t_loop = time.perf_counter() - t0
+    refine_s = 0.0
+    if method == "ours" and DreamConfig().joint_refinement:
+        t = time.perf_counter()
+        # The refinement's fit and its re-alignment of each view (not the rebuild's render and merge).
+        with timing(watch, (joint_refinement, "joint_log_corrections"), (joint_refinement, "bend_evidence"),
+                    (joint_refinement, "align_adaptive")):
+            result = refine_scene(replace(result, config=replace(config, joint_refinement=True)))
+        refine_s = time.perf_counter() - t
+    m = world_metrics(result, world)
+    m["align_ms_per_view"] = 1000 * watch.seconds / max(1, len(cams) - 1)
+    m["seconds"] = t_loop + refine_s
+    m["worse_views"] = sum(1 for v in result.views
+                           if v.stats.get("joint_disagreement_after", 0.0)
+                           > v.stats.get("joint_disagreement_before", 0.0))
     return m
+
+
+def fmt(x: float, pct: bool = True) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "nan"
+    return f"{100 * x:.2f}%" if pct else f"{x:.1f}"
+
+
+def table(family: str, trajectory: str, n_views: int, rows: dict[str, dict]) -> list[str]:
+    out = [f"\n{family} / {trajectory} ({n_views} views)",
+           f"{'method':18s} {'AbsRel new':>10s} {'seam step':>9s} {'seam px':>8s} {'pt-surf':>8s} "
+           f"{'align ms/view':>13s}"]
+    for name, m in rows.items():
+        out.append(f"{name:18s} {fmt(m['abs_rel_aligned']):>10s} {fmt(m['seam_step_median']):>9s} "
+                   f"{fmt(m['seam_jump_median']):>8s} {fmt(m['point_to_surface_rel_extent']):>8s} "
+                   f"{fmt(m['align_ms_per_view'], False):>13s}")
+    if "ours" in rows:
+        ours = rows["ours"]
+        peers = [rows[p] for p in PEERS if p in rows]
+        if peers:
+            best_abs = min(p["abs_rel_aligned"] for p in peers)
+            best_seam = min(p["seam_step_median"] for p in peers)
+            out.append(f"best peer / ours: AbsRel {best_abs / ours['abs_rel_aligned']:.2f}x, "
+                       f"seam step {best_seam / ours['seam_step_median']:.2f}x (targets >= 1.3x, >= 2x)")
+        if "oracle scale" in rows:
+            floor = rows['oracle scale']['abs_rel_aligned']
+            out.append(f"ours / oracle-scale floor: AbsRel {ours['abs_rel_aligned'] / floor:.2f}x"
+                       " (target <= 1.1x)")
+    return out
+
+
+# ----------------------------------------------------------------------------- speed
 
 
 def big_cloud(world: ProceduralWorld, size: int, target: int) -> PointCloud:
     """About ``target`` points: the world lifted from a ring of cameras (a stand-in dreamed cloud)."""
-    clouds = []
-    n = 0
-    yaw = 0.0
+    clouds, n, yaw = [], 0, 0.0
     while n < target:
         c2w = torch.eye(4)
         c2w[:3, :3] = rotation_y(yaw)
@@ -95,8 +212,8 @@ def big_cloud(world: ProceduralWorld, size: int, target: int) -> PointCloud:
 def geometry_step(points: PointCloud, camera: Camera, estimated: torch.Tensor, image: torch.Tensor) -> int:
     render = render_points(points, camera)
     render, masks = clean_coverage(render, close_px=1, grow_px=3)
-    aligned = align_depth(estimated, render.depth, masks.known, masks.hole)
-    full = torch.where(masks.hole, aligned.depth, render.depth)
+    depth = align_view(estimated, render.depth, masks.known, masks.hole, DreamConfig()).depth
+    full = torch.where(masks.hole, depth, render.depth)
     lift_mask = masks.hole & ~stretched_pixels(full, threshold=0.08)
     new = lift(image, full, camera, lift_mask)
     keep = dedup_mask(points.xyz, points.radius, new.xyz, new.radius)
@@ -108,8 +225,8 @@ def griddata_reprojection(points: PointCloud, camera: Camera) -> np.ndarray:
     from scipy.interpolate import griddata
 
     uv, z = project_points(points.xyz, camera)
-    ok = ((z > 0) & (uv[:, 0] >= -1) & (uv[:, 0] <= camera.width + 1) & (uv[:, 1] >= -1)
-          & (uv[:, 1] <= camera.height + 1))
+    ok = ((z > 0) & (uv[:, 0] >= -1) & (uv[:, 0] <= camera.width + 1)
+          & (uv[:, 1] >= -1) & (uv[:, 1] <= camera.height + 1))
     uv = uv[ok].numpy().astype(np.float64)
     rgb = points.rgb[ok].numpy()
     gu, gv = np.meshgrid(np.arange(camera.width) + 0.5, np.arange(camera.height) + 0.5)
@@ -137,46 +254,59 @@ def speed(world: ProceduralWorld, size: int, n_points: int, repeats: int) -> dic
     return {"points": len(cloud), "ours_s": ours, "griddata_s": grid, "speedup": grid / ours}
 
 
-def fmt(x: float) -> str:
-    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=int, default=512, help="image size of the accuracy runs")
+    ap.add_argument("--size", type=int, default=256, help="image size of the accuracy runs")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the depth errors (and the inpainting generators)")
+    ap.add_argument("--families", nargs="+", default=list(ERROR_FAMILIES), choices=list(ERROR_FAMILIES))
+    ap.add_argument("--trajectories", nargs="+", default=list(TRAJECTORIES))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--speed", action="store_true", help="also time one view's geometry at 512x512")
     ap.add_argument("--speed-points", type=int, default=2_000_000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--trajectories", nargs="+", default=["lookaround", "rotate360", "forward"])
-    ap.add_argument("--distortion-kind", choices=["bend", "waves"], default="bend",
-                    help="shape of the estimator's smooth distortion (see dreamer/backends/synthetic.py)")
-    ap.add_argument("--skip-speed", action="store_true")
-    ap.add_argument("--no-refine", action="store_true", help="view-by-view alignment only (no joint refinement)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: steady timings on a shared machine; spinning threads slow everyone)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    world = ProceduralWorld()
+    world = CachedWorld(ProceduralWorld())
+    first = Camera.from_focal(DEFAULT_FOCAL_512 * args.size / 512, args.size, args.size)
+    center = center_depth_from(world.render(first).depth)
 
-    print(f"accuracy on the procedural world, {args.size}x{args.size}, depth errors: scale 0.5-2, "
-          f"distortion +-10% ({args.distortion_kind}), noise 1%, "
-          f"{'view-by-view alignment only' if args.no_refine else 'with the joint refinement'}")
-    header = (f"{'trajectory':12s} {'views':>5s} {'AbsRel raw':>10s} {'AbsRel aligned':>14s} "
-              f"{'seam raw':>9s} {'seam aligned':>12s} {'pt-surf/extent':>14s} {'points 1x':>10s} "
-              f"{'points 2x':>10s} {'ratio':>6s} {'loop s':>7s} {'refine s':>8s}")
-    print(header)
-    for name in args.trajectories:
-        m = accuracy(world, args.size, name, args.seed, args.distortion_kind, refine=not args.no_refine)
-        ratio = m["points_second_pass"] / m["points_first_pass"]
-        print(f"{name:12s} {m['cameras']:5d} {fmt(m['abs_rel_unaligned']):>10s} {fmt(m['abs_rel_aligned']):>14s} "
-              f"{fmt(m['seam_jump_unaligned_median']):>9s} {fmt(m['seam_jump_median']):>12s} "
-              f"{fmt(m['point_to_surface_rel_extent']):>14s} {m['points_first_pass']:10d} "
-              f"{m['points_second_pass']:10d} {ratio:6.3f} {m['seconds_loop']:7.1f} {m['seconds_refine']:8.1f}")
+    print(f"depth alignment on the procedural world, {args.size}x{args.size}, error seed {args.seed}, "
+          f"RGBD first view, oracle inpainter")
+    summary = []
+    for family in args.families:
+        estimator = WorldDepthEstimator.family(world, family, seed=args.seed)
+        for name in args.trajectories:
+            cams = make_trajectory(name, first, center, **TRAJECTORIES.get(name, {})).cameras
+            rows = {m: run_method(world, estimator, cams, m, args.seed) for m in args.methods}
+            print("\n".join(table(family, name, len(cams), rows)), flush=True)
+            summary.append((family, name, rows))
 
-    if args.skip_speed:
-        return
-    s = speed(world, 512, args.speed_points, args.repeats)
-    print(f"\ngeometry per view at 512x512 over {s['points']} points: ours {s['ours_s']:.3f} s "
-          f"(render + masks + align + stretch + lift + merge), griddata re-projection {s['griddata_s']:.3f} s, "
-          f"speed-up {s['speedup']:.1f}x")
+    if "ours" in args.methods:
+        print("\nsummary: new-pixel AbsRel (systematic seam step) per family and trajectory")
+        print(f"{'family':10s} {'trajectory':11s} {'best peer':>17s} {'oracle scale':>17s} {'ours':>17s} "
+              f"{'peer/ours':>9s} {'ours/floor':>10s} {'seam peer/ours':>14s}")
+        for family, name, rows in summary:
+            peers = {p: rows[p] for p in PEERS if p in rows}
+            best = min(peers.values(), key=lambda m: m["abs_rel_aligned"]) if peers else None
+            best_seam = min(m["seam_step_median"] for m in peers.values()) if peers else float("nan")
+            o, f = rows["ours"], rows.get("oracle scale")
+
+            def cell(m):
+                return f"{fmt(m['abs_rel_aligned'])} ({fmt(m['seam_step_median'])})" if m else "-"
+
+            print(f"{family:10s} {name:11s} {cell(best):>17s} {cell(f):>17s} {cell(o):>17s} "
+                  f"{(best['abs_rel_aligned'] / o['abs_rel_aligned']) if best else float('nan'):9.2f} "
+                  f"{(o['abs_rel_aligned'] / f['abs_rel_aligned']) if f else float('nan'):10.2f} "
+                  f"{best_seam / o['seam_step_median']:14.2f}")
+
+    if args.speed:
+        s = speed(world.world, 512, args.speed_points, args.repeats)
+        print(f"\ngeometry per view at 512x512 over {s['points']} points: ours {s['ours_s']:.3f} s "
+              f"(render + masks + align + stretch + lift + merge), griddata re-projection {s['griddata_s']:.3f} s, "
+              f"speed-up {s['speedup']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ and of the CPU splat stage at the README's first command (prints figures; not a 
    loop runs on it with the model outputs precomputed (:func:`dreamer.scene.loop.dream_view`
    with an inpainter and a depth estimator that return fixed images): render, coverage clean-up,
    alignment, stretched pixels, lift, merge. Its wall and CPU time (median of ``--repeats``) is
-   split into the time inside ``align_depth`` (the alignment package's fits) and the rest
+   split into the time inside ``align_view`` (the alignment package's fits) and the rest
    ("ours": everything the loop does around the models and the fits); each piece is also timed
    on its own. The same cloud re-projected into the same camera by scipy's griddata (linear), as
    the original research code renders, in the same process, is the baseline of the ratios.
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dreamer.scene.joint_refinement as joint_refinement  # noqa: E402
 import dreamer.scene.loop as loop  # noqa: E402
-from alignment import align_depth, dedup_mask, seam_jump, stretched_pixels  # noqa: E402
+from alignment import dedup_mask, seam_jump, stretched_pixels  # noqa: E402
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter  # noqa: E402
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera, project_points, rotation_y  # noqa: E402
 from dreamer.pointcloud import PointCloud  # noqa: E402
@@ -169,10 +169,10 @@ def per_view(case: dict, repeats: int) -> dict:
     config = DreamConfig()
     backends = dict(inpainter=FixedInpainter(image), depth_estimator=FixedDepth(est), config=config)
 
-    # The whole view through the loop's own code, with the time inside align_depth set apart.
+    # The whole view through the loop's own code, with the time inside align_view set apart.
     align_clock = Clock()
-    original_align = loop.align_depth
-    loop.align_depth = align_clock.wrap(original_align)
+    original_align = loop.align_view
+    loop.align_view = align_clock.wrap(original_align)
     try:
         loop.dream_view(points, cam, "", **backends)  # warm-up
         walls, cpus, align_walls, align_cpus = [], [], [], []
@@ -185,7 +185,7 @@ def per_view(case: dict, repeats: int) -> dict:
             align_walls.append(align_clock.wall)
             align_cpus.append(align_clock.cpu)
     finally:
-        loop.align_depth = original_align
+        loop.align_view = original_align
     out = {
         "points": len(points),
         "lifted": int(view.mask.sum()),
@@ -198,7 +198,7 @@ def per_view(case: dict, repeats: int) -> dict:
     # The pieces on their own, on the same inputs.
     render = render_points(points, cam)
     fixed, masks = clean_coverage(render, close_px=config.close_px, grow_px=config.grow_px)
-    aligned = align_depth(est, fixed.depth, masks.known, masks.hole, trend=config.align_trend)
+    aligned = loop.align_view(est, fixed.depth, masks.known, masks.hole, config)
     full = torch.where(masks.hole, aligned.depth, fixed.depth)
     lift_mask = masks.hole & ~stretched_pixels(full, threshold=config.stretch_threshold)
     new = lift(image, full, cam, lift_mask)
@@ -318,8 +318,8 @@ def main(argv: list[str] | None = None) -> None:
         for name, pair in s["pieces"].items():
             print(f"  {name:18s} {ms(pair)}")
         print(f"  {'loop view':18s} {ms(s['view'])}   (dream_view, models precomputed)")
-        print(f"  {'  align_depth':18s} {ms(s['align'])}   (the alignment fits, inside the view)")
-        print(f"  {'  ours':18s} {ms(s['ours'])}   (the view without align_depth)")
+        print(f"  {'  align_view':18s} {ms(s['align'])}   (the alignment fits, inside the view)")
+        print(f"  {'  ours':18s} {ms(s['ours'])}   (the view without align_view)")
         print(f"griddata (linear) re-projection of the same points: {ms(g)}")
         print(f"ratio griddata / ours:            wall {g[0] / s['ours'][0]:6.1f}x  CPU {g[1] / s['ours'][1]:6.1f}x")
         print(f"ratio griddata / (ours + align):  wall {g[0] / view[0]:6.1f}x  CPU {g[1] / view[1]:6.1f}x")

@@ -1,11 +1,13 @@
 """The dream loop on the procedural world: accuracy against ground truth, merge, bad input."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from dreamer import Camera, DreamConfig, dream
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
-from dreamer.cameras import DEFAULT_FOCAL_512
+from dreamer.cameras import DEFAULT_FOCAL_512, rotation_y
 from dreamer.scene.metrics import world_metrics
 from dreamer.render import lift
 from dreamer.trajectories import center_depth_from, make_trajectory
@@ -163,19 +165,83 @@ def test_refinement_without_estimates_leaves_the_scene_alone(world, first, caplo
     assert "no stored depth estimate" in caplog.text
 
 
-def test_a_refinement_that_makes_views_disagree_more_is_not_applied(world, first, monkeypatch, caplog):
+def test_a_refinement_that_no_view_accepts_is_not_applied(world, first, monkeypatch, caplog):
     import dreamer.scene.joint_refinement as refine
 
     result, _ = run(world, first, "lookaround", n=3, config=DreamConfig(joint_refinement=False))
     real = refine.joint_log_corrections
 
-    def worse(*args, **kwargs):
+    def rejected(*args, **kwargs):
         fit = real(*args, **kwargs)
-        return type(fit)(fit.coeffs + 0.1, fit.degree, fit.residual_before, fit.residual_before + 0.1, fit.samples)
+        return dataclasses.replace(fit, accepted=tuple(False for _ in fit.accepted))
 
-    monkeypatch.setattr(refine, "joint_log_corrections", worse)
+    monkeypatch.setattr(refine, "joint_log_corrections", rejected)
     assert refine.refine_scene(result) is result
-    assert "did not reduce" in caplog.text
+    assert "no view's refinement" in caplog.text
+
+
+def test_the_refinement_never_makes_a_view_disagree_more(world, first):
+    """Each refined view's whole-image disagreement with the others (every pixel another view
+    sees) is at most what it was after the loop."""
+    refined, _ = run(world, first, "lookaround", n=5)
+    for v in refined.views[1:]:
+        assert v.stats["joint_disagreement_after"] <= v.stats["joint_disagreement_before"]
+
+
+@pytest.mark.parametrize("yaw", [40.0, 42.0])
+def test_two_views_with_exact_depth_stay_within_one_percent(world, yaw):
+    """Exact depth plus 1% noise, a second view turned by 40 or 42 degrees (a sliver of
+    overlap): neither the loop nor the joint refinement may bend the new pixels."""
+    size = 96
+    cam0 = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
+    c2w = torch.eye(4)
+    c2w[:3, :3] = rotation_y(yaw)
+    cam1 = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size, c2w)
+    truth0 = world.render(cam0)
+    est = WorldDepthEstimator(world, scale_range=(1.0, 1.0), distortion=0.0, noise=0.01, seed=1)
+    for refine in (False, True):
+        result = dream(truth0.image, [cam0, cam1], "", inpainter=WorldInpainter(world), depth_estimator=est,
+                       depth=truth0.depth, config=DreamConfig(joint_refinement=refine))
+        view = result.views[1]
+        ratio = view.depth / world.depth(cam1)
+        new = view.mask
+        assert new.float().mean() > 0.5
+        for cols in torch.arange(size).chunk(6):  # across the new pixels, band by band: no bend
+            band = new[:, cols]
+            if band.sum() > 50:
+                assert abs(float(ratio[:, cols][band].median()) - 1) < 0.01
+        assert float((ratio[new] - 1).abs().mean()) < 0.01
+
+
+@pytest.mark.slow
+def test_ours_beats_the_peers_at_small_size(world):
+    """The comparison of bench/bench_dream.py at 64x64 on one family (waves of 0.3-1.5 cycles
+    per image, scale 0.4-2.5, 1% noise) and a pan: the same views and estimates, every method
+    through the same loop (peers as the loop's aligner, without our joint refinement)."""
+    from alignment.peers import luciddreamer_depth, oracle_scale_depth, text2room_depth
+
+    size = 64
+    cam = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
+    truth0 = world.render(cam)
+    cams = make_trajectory("lookaround", cam, center_depth_from(truth0.depth), n=5).cameras
+    est = WorldDepthEstimator.family(world, "waves", seed=0)
+    aligners = {
+        "Text2Room": lambda e, r, k, h, c: text2room_depth(e, r, k),
+        "LucidDreamer": lambda e, r, k, h, c: luciddreamer_depth(e, r, k, h),
+        "oracle scale": lambda e, r, k, h, c: oracle_scale_depth(e, world.depth(c).to(e), h),
+        "ours": None,
+    }
+    m = {}
+    for name, aligner in aligners.items():
+        result = dream(truth0.image, cams, "", inpainter=WorldInpainter(world), depth_estimator=est,
+                       depth=truth0.depth, aligner=aligner, config=DreamConfig(joint_refinement=aligner is None))
+        m[name] = world_metrics(result, world)
+    peers = ("Text2Room", "LucidDreamer")
+    assert m["ours"]["abs_rel_aligned"] * 1.3 <= min(m[p]["abs_rel_aligned"] for p in peers)
+    assert m["ours"]["abs_rel_aligned"] <= 1.1 * m["oracle scale"]["abs_rel_aligned"]
+    # The seam: at most the best peer's (half of it before the loop dropped the depth ramps at
+    # silhouettes; with them gone Text2Room's seam step fell to about 1.3x ours here).
+    assert m["ours"]["seam_step_median"] <= min(m[p]["seam_step_median"] for p in peers)
 
 
 class _WhitePipeline:

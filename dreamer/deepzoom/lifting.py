@@ -123,8 +123,8 @@ def lift_zoom_level(points: PointCloud, camera: Camera, image: Tensor, *, depth_
     Returns the new cloud and its levels of detail, a :class:`DreamView` of the level (its image,
     aligned depth and lift mask: a training view for the splats) and the level's stats.
     """
-    from alignment import align_depth, stretched_pixels
-    from dreamer.scene.loop import DreamConfig
+    from alignment import stretched_pixels
+    from dreamer.scene.loop import DreamConfig, align_view
 
     t0 = time.perf_counter()
     cfg = dream_config if dream_config is not None else DreamConfig()
@@ -148,8 +148,7 @@ def lift_zoom_level(points: PointCloud, camera: Camera, image: Tensor, *, depth_
     estimated = depth_estimator.estimate(image, camera=cam).to(image)
     check_depth(estimated, cam, "estimated depth of the zoom level")
     if int(known.sum()) >= cfg.min_overlap_pixels:
-        aligned = align_depth(estimated, render.depth, known, hole, with_shift=cfg.align_shift,
-                              seam=cfg.seam_correction, decay=cfg.seam_decay, trend=cfg.align_trend)
+        aligned = align_view(estimated, render.depth, known, hole, cfg)
         depth = aligned.depth
         stats.scale, stats.residual_after = float(aligned.fit.scale), float(aligned.fit.residual_after)
     else:

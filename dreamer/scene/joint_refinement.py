@@ -4,13 +4,16 @@ The loop aligns each view to the geometry dreamed before it, so a view's errors 
 reference of the next and add up along the trajectory. Once every view is dreamed, all of
 their depth estimates are available, and each overlaps its neighbours on both sides. This stage:
 
-1. takes each view's effective correction from the loop (the log-ratio of the depth it used to
-   its raw estimate, as a low-order polynomial) as the starting point;
-2. re-fits all corrections jointly so that every pair of overlapping views agrees
-   (:func:`alignment.joint.joint_log_corrections`; the first view is the gauge and stays);
+1. starts from each view's global correction in the loop (the model :mod:`alignment.adaptive`
+   chose for it, stored in the view's stats), applied to its whole estimate;
+2. fits a smooth correction field per view on top of it, jointly, so that every pair of
+   overlapping views agrees (:func:`alignment.joint.joint_log_corrections`: a prior keeps each
+   field near the loop's where the pairs leave it free, each field is clamped to its range where
+   other views see it, and a view's refinement is kept only if its whole-image disagreement with
+   the other views does not grow; the first view is the gauge and stays);
 3. rebuilds the cloud in the original order from the same images: each view is rendered from
-   the rebuilt cloud, its hole is re-found, and its jointly corrected estimate is given the
-   loop's seam correction and lifted and merged exactly as in the loop.
+   the rebuilt cloud, its hole is re-found, and its jointly corrected estimate gets a seam
+   correction (its reach chosen as in the loop) and is lifted and merged exactly as in the loop.
 
 No model runs again: the inpainted images and raw estimates of the first pass are reused.
 """
@@ -22,29 +25,51 @@ from typing import Callable
 
 import torch
 
-from alignment import align_depth
-from alignment.joint import joint_log_corrections
-from alignment.trend import fit_log_trend_coeffs, n_terms, polynomial_field
+from alignment.adaptive import GlobalCorrection, align_adaptive
+from alignment.fields import FieldBasis
+from alignment.joint import bend_evidence, joint_log_corrections
 from dreamer.scene.placement import alignment_known, place_view
 from dreamer.render import clean_coverage, lift, render_points
 from dreamer.scene.result import DreamResult, DreamView
 
-__all__ = ["refine_scene"]
+__all__ = ["refine_scene", "joint_basis"]
 
 log = logging.getLogger(__name__)
 
-# The loop's effective correction is fitted without a ridge: it is a description, not a guess.
-_INIT_RIDGE = 1e-6
-# The refinement is dropped when it leaves the views disagreeing more than this factor times
-# before (a consistent scene stays within noise of where it started; more is a failed fit).
-_WORSE = 1.05
+# A quadratic must predict one side of the pairs' overlaps from the other this much better than a
+# constant (alignment.joint.bend_evidence, on the views' estimates with their loop scales only) for
+# the views' corrections to be fitted as bends. Measured on bench/bench_dream.py's families at
+# 64 px, error seed 0: bends 0.41 (full turn), 0.67 (pan), 1.36 (orbit); scale, waves, objects,
+# disparity, smeared edges and the mix 1.03 and above.
+_BEND_EVIDENCE = 0.85
 
 
-def _initial_coeffs(view: DreamView, degree: int) -> torch.Tensor:
-    valid = (view.depth > 0) & (view.estimate > 0)
-    safe = torch.where(valid, view.depth / view.estimate.clamp_min(1e-12), torch.ones_like(view.depth))
-    beta = fit_log_trend_coeffs(torch.log(safe.double()), valid, degree=degree, ridge=_INIT_RIDGE)
-    return torch.from_numpy(beta)
+def joint_basis(grid: int) -> FieldBasis:
+    """The field basis of the joint refinement: a cubic B-spline on ``grid`` x ``grid`` control
+    points (``grid`` >= 4), or a polynomial of degree ``grid`` (0: one scale per view)."""
+    return FieldBasis("poly", grid) if grid < 4 else FieldBasis("spline", grid)
+
+
+def _base_depth(view: DreamView, shape: bool = True) -> torch.Tensor:
+    """The view's estimate with the loop's global correction (``shape`` False, or none stored:
+    only its scale)."""
+    est = view.estimate
+    stored = view.stats.get("align_correction")
+    if stored and not shape and "scale" in view.stats:
+        return est * float(view.stats["scale"])
+    if stored:
+        field = GlobalCorrection.from_dict(stored).log_field(est)
+        return (est.double() * torch.exp(field)).to(est.dtype)
+    mask = view.mask & (view.depth > 0) & (est > 0)
+    if not bool(mask.any()):
+        return est
+    return est * float(torch.exp(torch.log(view.depth[mask].double() / est[mask].double()).median()))
+
+
+def _mean_disagreement(fit) -> float:
+    a = fit.agreement_after
+    a = a[torch.isfinite(a)]
+    return float(a.mean()) if a.numel() else float("inf")
 
 
 def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], None] | None = None) -> DreamResult:
@@ -52,11 +77,10 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
 
     Views without a stored estimate (nothing to dream when they were visited) take no part. If
     a view that added points has no estimate (a checkpoint from an older version), the scene is
-    returned unchanged, with a warning. Uses ``result.config`` (a DreamConfig) for the geometry
-    settings.
+    returned unchanged, with a warning; so it is when no view's refinement is accepted. Uses
+    ``result.config`` (a DreamConfig) for the geometry settings.
     """
     cfg = result.config
-    degree = max(int(cfg.align_trend), 0)
     views = result.views
     missing = [k for k, v in enumerate(views) if k > 0 and v.estimate is None and bool(v.mask.any())]
     if missing:
@@ -65,22 +89,59 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     usable = [k for k, v in enumerate(views) if k == 0 or v.estimate is not None]
     if len(usable) < 2:
         return result
-    estimates = [views[0].depth if k == 0 else views[k].estimate for k in usable]
-    valid = [torch.isfinite(e) & (e > 0) for e in estimates]
-    logs = [torch.log(torch.where(m, e, torch.ones_like(e)).double()) for e, m in zip(estimates, valid)]
-    init = torch.stack([torch.zeros(n_terms(degree), dtype=torch.float64) if k == 0 else
-                        _initial_coeffs(views[k], degree) for k in usable])
+    basis = joint_basis(int(cfg.joint_grid))
     K = torch.stack([views[k].camera.K.double().cpu() for k in usable])
     c2w = torch.stack([views[k].camera.c2w.double().cpu() for k in usable])
-    fit = joint_log_corrections(logs, valid, K, c2w, init, [k == 0 for k in usable], degree=degree)
-    log.info("joint refinement of %d views: median pair residual %.4f -> %.4f (%d samples)",
-             len(usable), fit.residual_before, fit.residual_after, fit.samples)
-    if not fit.residual_after <= _WORSE * fit.residual_before:
-        # The views disagree more than before (or the fit found no overlapping pairs): keep the loop's scene.
-        log.warning("joint refinement skipped: it did not reduce the disagreement between views (%.4f -> %.4f)",
-                    fit.residual_before, fit.residual_after)
+
+    cache: dict = {}
+
+    def logs_of(shape: bool):
+        if shape in cache:
+            return cache[shape]
+        bases = {k: views[0].depth if k == 0 else _base_depth(views[k], shape) for k in usable}
+        valid = [torch.isfinite(bases[k]) & (bases[k] > 0) for k in usable]
+        logs = [torch.log(torch.where(m, bases[k], torch.ones_like(bases[k])).double()) for k, m in zip(usable, valid)]
+        cache[shape] = bases, logs, valid
+        return cache[shape]
+
+    # Overlapping views only measure the difference of their corrections: what each view's
+    # correction is where no other view sees it (and along a chain of views) is decided by the
+    # basis. A bend across the image carries what the overlaps say across it, right when the
+    # views' errors are bends, badly wrong when they are local (waves, objects), where a spline
+    # that keeps each part to itself is right. The pairs' disagreements tell which: measured on
+    # the estimates with their scales only (the loop's shapes blur the signal).
+    chosen = basis
+    if basis.kind == "spline":
+        _, logs, valid = logs_of(False)
+        evidence = bend_evidence(logs, valid, K, c2w)
+        log.info("joint refinement: bend evidence %.3f", evidence)
+        if evidence < _BEND_EVIDENCE:
+            chosen = FieldBasis("poly", 2)
+
+    def joint(shape: bool):
+        bases, logs, valid = logs_of(shape)
+        fit = joint_log_corrections(logs, valid, K, c2w, torch.zeros(len(usable), chosen.n_terms, dtype=torch.float64),
+                                    [k == 0 for k in usable], basis=chosen, distortion=cfg.joint_prior,
+                                    fade=cfg.joint_fade)
+        return bases, fit
+
+    # The loop chose each view's global model against the geometry before it, which drifts: a
+    # shape it found (a shift in depth or disparity) may describe that drift, not the view. The
+    # joint fit runs with and without those shapes (scales only) and keeps the one whose views
+    # agree better over their whole images.
+    bases, fit = joint(shape=True)
+    shaped = [k for k in usable
+              if k > 0 and (views[k].stats.get("align_correction") or {}).get("model", "scale") != "scale"]
+    if shaped:
+        bases_s, fit_s = joint(shape=False)
+        if _mean_disagreement(fit_s) <= _mean_disagreement(fit):
+            bases, fit = bases_s, fit_s
+    log.info("joint refinement of %d views: median pair residual %.4f -> %.4f (%d samples), %d views refined",
+             len(usable), fit.residual_before, fit.residual_after, fit.samples, sum(fit.accepted))
+    if not any(fit.accepted):
+        log.warning("joint refinement skipped: no view's refinement reduced its disagreement with the others")
         return result
-    coeffs = dict(zip(usable, fit.coeffs))
+    row = {k: i for i, k in enumerate(usable)}
 
     v0 = views[0]
     points = lift(v0.image, v0.depth, v0.camera, v0.mask)
@@ -97,16 +158,22 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
         cam = view.camera
         render = render_points(points, cam, splat_scale=cfg.splat_scale, max_splat_px=cfg.max_splat_px)
         render, masks = clean_coverage(render, close_px=cfg.close_px, grow_px=cfg.grow_px)
-        # The joint correction factor at the image centre (the view's scale after refinement).
+        i = row[k]
+        field = fit.field(i, cam.height, cam.width).to(view.estimate.device)
         stats = {**view.stats, "hole_fraction": float(masks.hole.float().mean()),
-                 "joint_scale": float(torch.exp(coeffs[k][0]))}
-        field = polynomial_field(coeffs[k], degree, cam.height, cam.width).to(view.estimate.device)
-        new_depth = (view.estimate.double() * torch.exp(field)).to(view.estimate.dtype)
-        if int(masks.known.sum()) >= cfg.min_overlap_pixels and masks.hole.any():
+                 "joint_accepted": fit.accepted[i], "joint_scale": float(torch.exp(field.mean())),
+                 "joint_disagreement_before": float(fit.agreement_before[i]),
+                 "joint_disagreement_after": float(fit.agreement_after[i])}
+        new_depth = (bases[k].double() * torch.exp(field)).to(view.estimate.dtype)
+        if int(masks.known.sum()) >= cfg.min_overlap_pixels and masks.hole.any() and cfg.seam_reaches:
+            # The jointly fitted depth already has the right level: the seam correction closes the
+            # seam, but the offset of the rendered cloud as a whole fades fast (carried across the
+            # hole it would add up along the trajectory again, as in the loop); only the
+            # variation around it, surface by surface, goes as far as the loop's choice of reach.
+            reaches = tuple(None if r == 0 else float(r) for r in cfg.seam_reaches)
             anchors = alignment_known(masks.known, view.estimate, cfg.min_overlap_pixels)
-            aligned = align_depth(new_depth, render.depth, anchors, masks.hole, seam=cfg.seam_correction,
-                                  decay=cfg.joint_seam_decay * max(cam.height, cam.width), fit=False)
-            new_depth = aligned.depth
+            new_depth = align_adaptive(new_depth, render.depth, anchors, masks.hole, seam_reaches=reaches,
+                                       fit_global=False, offset_reach=cfg.joint_seam_reach).depth
         points, placed = place_view(points, cam, view.image, render, masks, new_depth, prompt=view.prompt,
                                     stats=stats, estimate=view.estimate, config=cfg)
         out.append(placed)

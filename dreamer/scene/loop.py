@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from alignment import align_depth, seam_jump, stretched_pixels
+from alignment import seam_jump, stretched_pixels
+from alignment.adaptive import AdaptiveAlignment, align_adaptive
 from dreamer.backends import DepthEstimator, Inpainter, inpaint_weight
 from dreamer.cameras import Camera
 from dreamer.scene.placement import alignment_known, first_view_mask, place_view
@@ -29,10 +30,14 @@ from dreamer.render import _check_image, check_depth, clean_coverage, lift, rend
 from dreamer.scene.result import DreamResult, DreamView
 from dreamer.progress import ProgressFn
 
-__all__ = ["DreamConfig", "DreamView", "DreamResult", "dream", "ProgressFn"]
+__all__ = ["DreamConfig", "DreamView", "DreamResult", "dream", "ProgressFn", "Aligner"]
 
 log = logging.getLogger(__name__)
 
+Aligner = Callable[[Tensor, Tensor, Tensor, Tensor, Camera], Tensor]
+"""``(estimated, reference, known, hole, camera) -> depth``: another alignment for the loop (a
+peer's, to compare with): the estimated z-depth [H,W], the depth rendered from the cloud [H,W],
+the known and hole masks [H,W], the view's camera; returns the z-depth [H,W] lifted on the hole."""
 
 
 @dataclass(frozen=True)
@@ -49,15 +54,20 @@ class DreamConfig:
     """Radius of the morphological closing that fills pinholes in a rendered view."""
     grow_px: int = 3
     """Margin in pixels by which holes are grown for the inpainter."""
-    align_shift: bool = False
-    """Fit scale and shift (instead of scale only) of the estimated depth to the rendered depth."""
-    align_trend: int = 2
-    """Degree of a smooth trend of the depth ratio fitted on the overlap before the seam correction (0 = none,
-    1 = tilt, 2 = curvature); also the degree of each view's correction in the joint refinement."""
-    seam_correction: bool = True
-    """Apply the smooth seam correction after the scale fit."""
-    seam_decay: float | None = None
-    """Decay length (pixels) of the seam correction inside holes; None = harmonic, no decay."""
+    align_models: tuple[str, ...] = ("scale", "depth", "disparity")
+    """Candidate global corrections of a view's estimated depth: "scale", "depth" (scale and shift), "disparity"
+    (scale and shift in disparity), "tilt" and "bend" (a log-polynomial of degree 1 or 2 across the image). Each
+    view uses the one that best predicts its held-out overlap pixels nearest the hole (alignment/adaptive.py);
+    name one to force it. Trends are not candidates by default: fitted to the existing geometry, they describe
+    the difference between this view's distortion and the earlier views', and extrapolated into new territory
+    they were worse on every error family of bench/bench_dream.py."""
+    seam_reaches: tuple[float, ...] = (0.05, 0.2, 0.0)
+    """Candidate decay lengths of the seam correction (which makes the new depth meet the existing geometry at
+    the hole's boundary), as fractions of the image's larger side; 0: no decay (harmonic). Chosen per view like
+    the global correction; none given: no seam correction."""
+    align_tolerance: float = 0.03
+    """A more complex correction is chosen only if it predicts the held-out pixels better than a simpler one by
+    this fraction."""
     stretch_threshold: float = 0.08
     """Relative depth jump between neighbouring pixels above which a pixel is a stretched edge."""
     merge_cell_factor: float = 1.0
@@ -67,9 +77,43 @@ class DreamConfig:
     joint_refinement: bool = True
     """After the loop, re-fit every view's depth correction jointly against all the views that overlap it and
     rebuild the cloud from the same images (removes the drift of view-by-view alignment; no model runs again)."""
-    joint_seam_decay: float = 0.1
-    """In that rebuild, the seam correction fades over this fraction of the image's larger side: away from the
-    seam the jointly fitted depth is trusted."""
+    joint_grid: int = 6
+    """Control points per axis of each view's smooth correction in the joint refinement (a cubic B-spline over
+    the image, >= 4); when the views' disagreements show bends across the image (they extrapolate as
+    quadratics), a quadratic per view is fitted instead. 0-3: always a polynomial of that degree (0: one scale
+    per view)."""
+    joint_fade: float = 0.1
+    """In the joint refinement, away from the pixels that other views see, a view's correction returns to its
+    mean over them within about this fraction of the image's larger side (it is not extrapolated)."""
+    joint_seam_reach: float = 0.05
+    """In the refinement's rebuild, the offset between the rendered cloud and a view's jointly fitted depth
+    fades over this fraction of the image's larger side from the seam (the variation around it, surface by
+    surface, reaches as far as the loop's seam correction would)."""
+    joint_prior: float | None = None
+    """Prior of the joint refinement: how much (log depth) a view's correction may vary across its image beyond
+    a scale, unless the overlapping views say otherwise; None: estimated from how much the views disagree beyond
+    their pixel noise once each has its own scale."""
+
+    def __post_init__(self):
+        from alignment.adaptive import GLOBAL_MODELS
+
+        models = tuple(self.align_models)
+        if not models or any(m not in GLOBAL_MODELS for m in models):
+            raise ValueError(f"align_models must be one or more of {GLOBAL_MODELS}, got {models}")
+        reaches = tuple(float(r) for r in self.seam_reaches)
+        if any(not (r >= 0 and math.isfinite(r)) for r in reaches):
+            raise ValueError(f"seam_reaches must be fractions >= 0 (0: no decay), got {reaches}")
+        object.__setattr__(self, "align_models", models)
+        object.__setattr__(self, "seam_reaches", reaches)
+        if not self.align_tolerance >= 0:
+            raise ValueError(f"align_tolerance must be >= 0, got {self.align_tolerance}")
+        if int(self.joint_grid) != self.joint_grid or self.joint_grid < 0:
+            raise ValueError(f"joint_grid must be an integer >= 0, got {self.joint_grid}")
+        for name in ("joint_fade", "joint_seam_reach"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name} must be a finite fraction > 0, got {getattr(self, name)}")
+        if self.joint_prior is not None and not self.joint_prior > 0:
+            raise ValueError(f"joint_prior must be None (estimated) or > 0, got {self.joint_prior}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +145,15 @@ def _check_inputs(image: Tensor, cameras: Sequence[Camera], depth: Tensor | None
         check_depth(depth, cameras[0])
 
 
+def align_view(estimated: Tensor, reference: Tensor, known: Tensor, hole: Tensor,
+               config: DreamConfig) -> AdaptiveAlignment:
+    """The loop's alignment of one view's estimated depth [H,W] to the rendered ``reference``
+    [H,W] (``known``, ``hole``: bool [H,W]), with the settings of ``config``."""
+    reaches = tuple(None if r == 0 else float(r) for r in config.seam_reaches)
+    return align_adaptive(estimated, reference, known, hole, models=tuple(config.align_models),
+                          seam_reaches=reaches, tolerance=config.align_tolerance)
+
+
 def dream_view(
     points: PointCloud,
     camera: Camera,
@@ -110,8 +163,11 @@ def dream_view(
     depth_estimator: DepthEstimator,
     config: DreamConfig,
     generator: torch.Generator | None = None,
+    aligner: Aligner | None = None,
 ) -> tuple[PointCloud, DreamView]:
-    """One step of the loop: dream ``camera`` on top of ``points``; return the merged cloud and the view."""
+    """One step of the loop: dream ``camera`` on top of ``points``; return the merged cloud and the view.
+
+    ``aligner`` replaces the loop's alignment (see :data:`Aligner`)."""
     render = render_points(points, camera, splat_scale=config.splat_scale, max_splat_px=config.max_splat_px)
     render, masks = clean_coverage(render, close_px=config.close_px, grow_px=config.grow_px)
     stats: dict = {"hole_fraction": float(masks.hole.float().mean())}
@@ -129,17 +185,18 @@ def dream_view(
     estimated = depth_estimator.estimate(completed, camera=camera)
     check_depth(estimated, camera, "estimated depth")
 
-    if int(masks.known.sum()) >= config.min_overlap_pixels:
-        aligned = align_depth(
-            estimated, render.depth, alignment_known(masks.known, estimated, config.min_overlap_pixels), masks.hole,
-            with_shift=config.align_shift, seam=config.seam_correction, decay=config.seam_decay,
-            trend=config.align_trend,
-        )
+    if aligner is not None:
+        new_depth = aligner(estimated, render.depth, masks.known, masks.hole, camera)
+        check_depth(new_depth.clamp_min(1e-6), camera, "aligned depth")
+    elif int(masks.known.sum()) >= config.min_overlap_pixels:
+        anchors = alignment_known(masks.known, estimated, config.min_overlap_pixels)
+        aligned = align_view(estimated, render.depth, anchors, masks.hole, config)
         new_depth = aligned.depth
         fit = aligned.fit
-        stats.update(scale=fit.scale, shift=fit.shift, overlap_pixels=fit.n_pixels,
-                     inlier_fraction=fit.inlier_fraction, residual_before=fit.residual_before,
-                     residual_after=fit.residual_after)
+        stats.update(scale=fit.scale, overlap_pixels=fit.n_pixels, inlier_fraction=fit.inlier_fraction,
+                     residual_before=fit.residual_before, residual_after=fit.residual_after,
+                     align_model=aligned.model, seam_reach=aligned.seam_reach,
+                     align_correction=aligned.global_correction.to_dict())
     else:
         log.warning("view has only %d known pixels: keeping the estimated depth's scale", int(masks.known.sum()))
         new_depth = estimated
@@ -160,6 +217,7 @@ def dream(
     on_progress: ProgressFn | None = None,
     resume: DreamResult | None = None,
     on_view: Callable[[DreamResult], None] | None = None,
+    aligner: Aligner | None = None,
 ) -> DreamResult:
     """Dream a scene from ``image`` (the view of ``cameras[0]``) along ``cameras[1:]``.
 
@@ -170,7 +228,8 @@ def dream(
     finished, refined result it dreams the remaining cameras on top of the refined cloud. View
     k's inpainting generator is seeded with ``config.seed + k``, so a resumed run reproduces an
     uninterrupted one. With ``config.joint_refinement`` the finished loop is refined jointly
-    (:func:`dreamer.scene.joint_refinement.refine_scene`).
+    (:func:`dreamer.scene.joint_refinement.refine_scene`). ``aligner`` replaces the loop's per-view alignment
+    (:data:`Aligner`; to compare another method alone, turn the joint refinement off).
     """
     _check_inputs(image, cameras, depth)
     prompts = _prompts(prompt, len(cameras))
@@ -207,7 +266,7 @@ def dream(
         g = torch.Generator(device="cpu").manual_seed(config.seed + k)
         points, view = dream_view(
             result.points, cameras[k], prompts[k], inpainter=inpainter, depth_estimator=depth_estimator,
-            config=config, generator=g,
+            config=config, generator=g, aligner=aligner,
         )
         result = DreamResult(points, result.views + [view], config)
         log.info("view %d/%d: %s", k + 1, total, {key: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v)

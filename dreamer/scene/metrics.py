@@ -11,6 +11,9 @@ from dreamer.scene.result import DreamResult
 
 __all__ = ["world_metrics", "flying_points"]
 
+# Half-size (pixels) of the stretch of seam over which the systematic seam step is averaged.
+_SEAM_WINDOW = 4
+
 
 def _abs_rel(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
     if not mask.any():
@@ -18,22 +21,53 @@ def _abs_rel(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> fl
     return float(((depth[mask] - truth[mask]).abs() / truth[mask]).mean())
 
 
-def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor) -> float:
-    """Median over 4-adjacent pairs (p new, q not new) of the error of the depth step across the
-    seam: |(depth[p] - depth[q]) - (truth[p] - truth[q])| / truth[q]. A real discontinuity at
-    the seam (a disocclusion) is not an error; a step that the truth does not have is."""
-    errs = []
+def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor):
+    """Signed step errors over 4-adjacent pairs (p new, q not new), off the image border:
+    ``((depth[p] - depth[q]) - (truth[p] - truth[q])) / truth[q]``, with p's coordinates."""
     H, W = depth.shape
+    b = max(1, round(max(H, W) / 64))
+    inner = torch.zeros_like(new)
+    inner[b:H - b, b:W - b] = True
+    new = new & inner
+    not_new = ~new & inner
+    errs, ys, xs = [], [], []
     for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-        ys, ye, xs, xe = max(0, -dy), min(H, H - dy), max(0, -dx), min(W, W - dx)
-        p = (slice(ys, ye), slice(xs, xe))
-        q = (slice(ys + dy, ye + dy), slice(xs + dx, xe + dx))
-        pair = new[p] & ~new[q]
+        y0, y1, x0, x1 = max(0, -dy), min(H, H - dy), max(0, -dx), min(W, W - dx)
+        p = (slice(y0, y1), slice(x0, x1))
+        q = (slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx))
+        pair = new[p] & not_new[q]
         step = depth[p][pair] - depth[q][pair]
         true_step = truth[p][pair] - truth[q][pair]
-        errs.append((step - true_step).abs() / truth[q][pair])
-    e = torch.cat(errs)
-    return float(e.median()) if e.numel() else float("nan")
+        errs.append(((step - true_step) / truth[q][pair]).double())
+        py, px = torch.nonzero(pair, as_tuple=True)
+        ys.append(py + y0)
+        xs.append(px + x0)
+    return torch.cat(errs), torch.cat(ys), torch.cat(xs)
+
+
+def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, window: int = 0) -> float:
+    """Median over the seam's pixel pairs of the error of the depth step across it (see
+    :func:`_seam_pairs`). A real discontinuity at the seam (a disocclusion) is not an error; a
+    step that the truth does not have is. Pairs within 1/64 of the image's larger side from its
+    border are left out: there the seam is the image's own edge and the rendered cloud's splats
+    are cut off.
+
+    ``window`` 0: each pair's own error (pixel noise of the depth counts as seam error). ``window``
+    w > 0: each pair's signed error is first averaged with the seam pairs within w pixels of it
+    (along the seam), so what is measured is the systematic step the seam makes, not the noise
+    of single pixels."""
+    e, ys, xs = _seam_pairs(depth, truth, new)
+    if e.numel() == 0:
+        return float("nan")
+    if window > 0:
+        H, W = depth.shape
+        total = torch.zeros(H, W, dtype=torch.float64).index_put_((ys, xs), e, accumulate=True)
+        count = torch.zeros(H, W, dtype=torch.float64).index_put_((ys, xs), torch.ones_like(e), accumulate=True)
+        k = 2 * window + 1
+        box = lambda m: torch.nn.functional.avg_pool2d(m[None, None], k, stride=1, padding=window,  # noqa: E731
+                                                       count_include_pad=True)[0, 0]
+        e = (box(total) / box(count))[ys, xs]
+    return float(e.abs().median())
 
 
 def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | None = None) -> dict:
@@ -41,9 +75,10 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
 
     Per dreamed view (not the first): AbsRel of the new pixels' depth after alignment and, when
     ``depth_estimator`` is given, of its raw estimate (before alignment); the seam jump error
-    (the depth step across the seam minus the true step, relative), after and before alignment.
-    For the cloud: mean distance of the points to the true surface, absolute and as a fraction
-    of the world's extent, and the point count.
+    (the depth step across the seam minus the true step, relative), after and before alignment,
+    and the systematic seam step (the same averaged along the seam over 9 pixels, which removes
+    the pixel noise; see :func:`_seam_error`). For the cloud: mean distance of the points to the
+    true surface, absolute and as a fraction of the world's extent, and the point count.
     """
     per_view = []
     for k, view in enumerate(result.views[1:], start=1):
@@ -53,6 +88,7 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
         row = {"view": k, "new_pixels": int(view.mask.sum()),
                "abs_rel_aligned": _abs_rel(view.depth, truth, view.mask),
                "seam_jump": _seam_error(view.depth, truth, view.mask),
+               "seam_step": _seam_error(view.depth, truth, view.mask, window=_SEAM_WINDOW),
                "scale": view.stats.get("scale", float("nan"))}
         if depth_estimator is not None and view.mask.any():
             raw = depth_estimator.estimate(view.image, camera=view.camera).to(view.depth)
@@ -80,6 +116,7 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
         "abs_rel_unaligned": pooled("abs_rel_unaligned"),
         "seam_jump_median": median("seam_jump"),
         "seam_jump_unaligned_median": median("seam_jump_unaligned"),
+        "seam_step_median": median("seam_step"),
         "point_to_surface_mean": float(dist.mean()),
         "point_to_surface_rel_extent": float(dist.mean()) / extent,
         "world_extent": extent,

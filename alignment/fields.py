@@ -1,0 +1,111 @@
+"""Smooth correction fields over an image: a linear combination of basis functions of the pixel
+coordinates, normalized to [-1, 1] across the image (so coefficients mean the same at any size).
+
+* ``FieldBasis("poly", d)``: the monomials of degree <= d (1, x, y, x^2, xy, y^2, ...), as in
+  :mod:`alignment.trend`.
+* ``FieldBasis("spline", g)``: a uniform cubic B-spline on a g x g grid of control points
+  (g >= 4). The basis is a partition of unity over the image, so a constant coefficient vector
+  is a constant field and each coefficient is the local level of the field; a spline follows
+  distortions no low-order polynomial describes (waves) and stays local: changing one
+  coefficient changes the field within two knot spacings only.
+
+:meth:`FieldBasis.prior_precision` gives a Gaussian prior that separates a field's level from
+its variation; :meth:`FieldBasis.constant` the coefficients of the constant field 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from alignment.trend import design_matrix, n_terms
+
+__all__ = ["FieldBasis"]
+
+
+def _cubic_bspline(t: np.ndarray) -> np.ndarray:
+    """The uniform cubic B-spline kernel (support [-2, 2], sums to 1 over integer shifts)."""
+    a = np.abs(t)
+    return np.where(a < 1, (4 - 6 * a**2 + 3 * a**3) / 6, np.where(a < 2, (2 - a) ** 3 / 6, 0.0))
+
+
+@dataclass(frozen=True)
+class FieldBasis:
+    """A basis of smooth fields over an image (see the module docstring).
+
+    Attributes:
+        kind: "poly" (monomials up to degree ``size``) or "spline" (``size`` x ``size`` cubic
+            B-spline control points).
+        size: the degree (>= 0) or the control points per axis (>= 4).
+    """
+
+    kind: str = "poly"
+    size: int = 1
+
+    def __post_init__(self):
+        if self.kind not in ("poly", "spline"):
+            raise ValueError(f"FieldBasis kind must be 'poly' or 'spline', got {self.kind!r}")
+        if int(self.size) != self.size or self.size < (0 if self.kind == "poly" else 4):
+            need = ">= 4 control points per axis" if self.kind == "spline" else "a degree >= 0"
+            raise ValueError(f"FieldBasis size must be {need}, got {self.size!r}")
+
+    @property
+    def n_terms(self) -> int:
+        return n_terms(self.size) if self.kind == "poly" else self.size * self.size
+
+    def matrix(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Basis values [n, n_terms] at normalized coordinates x, y [n] in [-1, 1] (float64)."""
+        x = np.asarray(x, np.float64)
+        y = np.asarray(y, np.float64)
+        if self.kind == "poly":
+            return design_matrix(x, y, self.size)
+        g = self.size
+        h = 2.0 / (g - 3)  # knot spacing: control points 1 .. g-2 span [-1, 1]
+        knots = -1.0 + (np.arange(g) - 1) * h
+        bx = _cubic_bspline((x[:, None] - knots[None, :]) / h)  # [n, g]
+        by = _cubic_bspline((y[:, None] - knots[None, :]) / h)
+        return (by[:, :, None] * bx[:, None, :]).reshape(len(x), g * g)  # row-major: index = iy * g + ix
+
+    def field(self, coeffs: Tensor, height: int, width: int) -> Tensor:
+        """The field of ``coeffs`` [n_terms] at every pixel centre of a [height, width] image:
+        [height, width] float64 on ``coeffs``' device."""
+        ys = (np.arange(height) + 0.5) / height * 2.0 - 1.0
+        xs = (np.arange(width) + 0.5) / width * 2.0 - 1.0
+        if self.kind == "spline":  # separable: [H,g] @ C [g,g] @ [g,W]
+            g = self.size
+            c = coeffs.detach().double().cpu().reshape(g, g).numpy()
+            by = FieldBasis("spline", g)._axis(ys)
+            bx = FieldBasis("spline", g)._axis(xs)
+            return torch.from_numpy(by @ c @ bx.T).to(coeffs.device)
+        gy, gx = np.meshgrid(ys, xs, indexing="ij")
+        B = torch.from_numpy(self.matrix(gx.ravel(), gy.ravel()))
+        return (B @ coeffs.detach().double().cpu()).reshape(height, width).to(coeffs.device)
+
+    def _axis(self, t: np.ndarray) -> np.ndarray:
+        g = self.size
+        h = 2.0 / (g - 3)
+        knots = -1.0 + (np.arange(g) - 1) * h
+        return _cubic_bspline((t[:, None] - knots[None, :]) / h)
+
+    def constant(self) -> np.ndarray:
+        """Coefficients [n_terms] of the constant field 1."""
+        if self.kind == "spline":
+            return np.ones(self.n_terms)
+        out = np.zeros(self.n_terms)
+        out[0] = 1.0
+        return out
+
+    def prior_precision(self, distortion: float, level: float) -> np.ndarray:
+        """[P,P] precision of a Gaussian prior on coefficients: the field's level (its mean
+        coefficient for a spline, the constant term for a polynomial) has standard deviation
+        ``level``; its variation around that level has ``distortion`` per coefficient (log
+        units). A small ``distortion`` and a large ``level`` say: a view's error is mostly an
+        unknown scale, and only what the data demand varies across the image."""
+        P = self.n_terms
+        if self.kind == "poly":
+            return np.diag([1.0 / level**2] + [1.0 / distortion**2] * (P - 1))
+        J = np.full((P, P), 1.0 / P)
+        return (np.eye(P) - J) / distortion**2 + J / (P * level**2)

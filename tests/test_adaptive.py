@@ -1,0 +1,159 @@
+"""alignment.adaptive: a correction chosen per view on held-out overlap pixels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from alignment import seam_jump
+from alignment.adaptive import GlobalCorrection, _bands, align_adaptive
+
+H, W = 72, 96
+
+
+def _coords():
+    return torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
+                          indexing="ij")
+
+
+def _room():
+    """z-depth of a slanted floor-like surface with a box in front of it (a depth edge)."""
+    yy, xx = _coords()
+    depth = 1.5 + 3.0 * (1 - yy / H) + 0.4 * torch.sin(xx / 11.0)
+    box = (xx > 30) & (xx < 50) & (yy > 20) & (yy < 50)
+    return torch.where(box, torch.full_like(depth, 1.2), depth), box
+
+
+def _strip_hole(width: int = 34):
+    """The hole a pan leaves: a strip at the right border."""
+    hole = torch.zeros(H, W, dtype=torch.bool)
+    hole[:, W - width:] = True
+    return ~hole, hole
+
+
+def _noise(seed: int, level: float = 0.01):
+    return 1 + level * torch.randn(H, W, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def _rel(a, b, m):
+    return float(((a[m] - b[m]).abs() / b[m]).mean())
+
+
+def test_a_scale_error_is_fitted_with_a_scale():
+    truth, _ = _room()
+    known, hole = _strip_hole()
+    est = truth * 0.45 * _noise(0)
+    out = align_adaptive(est, truth, known, hole)
+    assert out.model == "scale"
+    assert _rel(out.depth, truth, hole) < 0.0095  # the noise (0.8% mean) and no more
+    assert out.scores["scale"] <= min(v for k, v in out.scores.items() if not k.startswith("seam")) * 1.03
+
+
+def test_an_affine_error_in_disparity_is_recognised_and_removed():
+    truth, _ = _room()
+    known, hole = _strip_hole()
+    est = 1.0 / (0.8 / truth + 0.12)  # far pixels much too close: no scale fits near and far
+    out = align_adaptive(est, truth, known, hole)
+    assert out.model == "disparity"
+    assert _rel(out.depth, truth, hole) < 2e-3
+    scale_only = align_adaptive(est, truth, known, hole, models=("scale",))
+    assert _rel(scale_only.depth, truth, hole) > 5 * _rel(out.depth, truth, hole)
+
+
+def test_the_choice_is_never_worse_on_the_held_out_pixels_than_the_scale():
+    truth, _ = _room()
+    known, hole = _strip_hole()
+    yy, xx = _coords()
+    for seed, wave in enumerate((0.6, 1.1, 1.4)):
+        est = truth * 1.8 * (1 + 0.1 * torch.cos(2 * math.pi * wave * xx / W + seed)) * _noise(seed)
+        out = align_adaptive(est, truth, known, hole, models=("scale", "depth", "disparity", "tilt", "bend"))
+        assert out.scores[out.model] <= out.scores["scale"]
+        assert out.band_pixels > 0
+
+
+def test_a_trend_is_clamped_where_it_extrapolates():
+    truth, _ = _room()
+    known, hole = _strip_hole(40)
+    yy, xx = _coords()
+    est = truth * torch.exp(0.2 * ((xx / W) ** 2))  # a bend that grows into the hole
+    out = align_adaptive(est, truth, known, hole, models=("bend",), seam_reaches=())
+    g = out.global_correction
+    assert g.model == "bend"
+    c = g.log_field(est)
+    assert float(c[hole].min()) >= g.lo - 1e-12 and float(c[hole].max()) <= g.hi + 1e-12
+    assert torch.allclose(out.correction[hole], c[hole])
+    assert g == GlobalCorrection.from_dict(g.to_dict())
+
+
+def test_the_seam_correction_stays_on_its_surface():
+    """A box in front of a wall, each with its own error (monocular models err object by object);
+    the hole cuts through both. Across the depth edge the correction does not mix the two."""
+    truth, box = _room()
+    hole = torch.zeros(H, W, dtype=torch.bool)
+    hole[:, 40:62] = True  # through the box and the wall beside and behind it
+    known = ~hole
+    est = truth * torch.where(box, torch.full_like(truth, 1.12), torch.full_like(truth, 0.9))
+    cut = align_adaptive(est, truth, known, hole, edges=True, seam_reaches=(None,))
+    mixed = align_adaptive(est, truth, known, hole, edges=False, seam_reaches=(None,))
+    on_box, off_box = hole & box, hole & ~box
+    assert _rel(cut.depth, truth, on_box) < 0.01 and _rel(cut.depth, truth, off_box) < 0.01
+    assert _rel(mixed.depth, truth, hole) > 2 * _rel(cut.depth, truth, hole)
+    assert cut.seam_edges and not mixed.seam_edges
+
+
+def test_the_new_depth_meets_the_reference_at_the_seam():
+    truth, _ = _room()
+    known, hole = _strip_hole()
+    yy, xx = _coords()
+    est = truth * 0.7 * (1 + 0.08 * torch.sin(2 * math.pi * xx / W))
+    out = align_adaptive(est, truth, known, hole)
+    natural = seam_jump(truth, truth, known, hole)  # the surface's own slope across the seam
+    assert out.seam_jump_after < natural + 0.002 and out.seam_jump_before > natural + 0.05
+    inner = known.clone()
+    inner[:, W - 40:] = False  # off the ring (where the reference is median-filtered)
+    assert torch.allclose(out.depth[inner], truth[inner], rtol=1e-9)  # known pixels keep the reference
+
+
+def test_held_out_bands_lie_next_to_the_hole():
+    known, hole = _strip_hole(16)
+    folds = _bands(known.numpy(), hole.numpy(), 2)
+    assert len(folds) == 2
+    (b1, f1), (b2, f2) = folds
+    cols = lambda m: np.nonzero(m.any(0))[0]  # noqa: E731
+    assert cols(b1).max() == W - 17 and cols(f1).max() < cols(b1).min()  # the band touches the hole, the fit is beyond
+    assert 15 <= len(cols(b1)) <= 16  # about as deep as the hole
+    assert cols(b2).max() < cols(b1).min() and cols(f2).max() < cols(b2).min()
+    assert _bands(known.numpy(), np.zeros((H, W), bool), 1) == []
+
+
+def test_given_alignment_only_closes_the_seam():
+    truth, _ = _room()
+    known, hole = _strip_hole()
+    est = truth * 1.03
+    out = align_adaptive(est, truth, known, hole, fit_global=False, seam_reaches=(0.05,))
+    assert out.model == "given"
+    far = hole.clone()
+    far[:, : W - 20] = False
+    assert _rel(out.depth, est, far) < 0.002  # far from the seam: the given depth
+    natural = seam_jump(truth, truth, known, hole)
+    assert out.seam_jump_after - natural < 0.25 * (out.seam_jump_before - natural)  # a short reach meets it nearly
+
+
+def test_bad_inputs_are_refused():
+    truth, _ = _room()
+    known, hole = _strip_hole()
+    with pytest.raises(ValueError, match="models"):
+        align_adaptive(truth, truth, known, hole, models=("cubic",))
+    with pytest.raises(ValueError, match="models"):
+        align_adaptive(truth, truth, known, hole, models=())
+    with pytest.raises(ValueError, match="seam_reaches"):
+        align_adaptive(truth, truth, known, hole, seam_reaches=(0.0,))
+    with pytest.raises(ValueError, match="edges"):
+        align_adaptive(truth, truth, known, hole, edges="yes")
+    with pytest.raises(ValueError, match="disjoint"):
+        align_adaptive(truth, truth, known, known)
+    with pytest.raises(ValueError, match="<= 0"):
+        align_adaptive(-truth, truth, known, hole)
