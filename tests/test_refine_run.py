@@ -25,6 +25,8 @@ def test_refine_flags_are_documented():
 
 _KILLER = """
 import os, signal, sys
+import torch
+torch.set_num_threads(1)  # as in the tests' own process (conftest): float sums follow the thread count
 import dreamer.pipeline.stages as stages
 import dreamer.splats.train as train
 from dreamer.run import main

@@ -362,6 +362,8 @@ def test_a_clean_run_prints_progress_and_results_only(tmp_path):
 
 _KILLER = """
 import os, signal, sys
+import torch
+torch.set_num_threads(1)  # as in the tests' own process (conftest): float sums follow the thread count
 import dreamer.pipeline.stages as pipeline
 from dreamer.run import main
 
