@@ -7,8 +7,9 @@ The data flow and where each stage lives: ``docs/architecture.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dreamer.lazy import lazy_exports
 
 __all__ = ["Camera", "PointCloud", "dream", "DreamConfig", "DreamResult", "DreamView",
            "train_gaussians", "SplatConfig", "Gaussians"]
@@ -33,14 +34,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from dreamer.splats import Gaussians, SplatConfig, train_gaussians
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'dreamer' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)

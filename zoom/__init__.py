@@ -8,8 +8,9 @@ Pure math (no models): :func:`render_image`, :func:`render_noise`, :func:`blend`
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dreamer.lazy import lazy_exports
 
 __all__ = [
     "render_image",
@@ -33,14 +34,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from zoom.stack import consistency_error, render_image, render_noise, render_noise_stack, render_stack
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'zoom' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)

@@ -10,8 +10,9 @@ checkpoints (:func:`dreamer.pipeline.run_scene`) to continue an interrupted batc
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dreamer.lazy import lazy_exports
 
 __all__ = ["SceneJob", "run_job", "Executor", "InProcessExecutor", "BatchInterrupted", "ExecutorUnavailable",
            "add_executor_arguments", "make_executor"]
@@ -29,14 +30,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from dreamer.batch.options import add_executor_arguments, make_executor
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'dreamer.batch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)

@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dreamer.lazy import lazy_exports
 
 __all__ = ["SceneConfig", "SceneConfigs", "SceneOutcome", "run_scene", "configs_from_flat", "CONFIG_SECTIONS",
            "SETTING_ALIASES"]
@@ -30,14 +31,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from dreamer.pipeline.stages import SceneOutcome, run_scene
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'dreamer.pipeline' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)
