@@ -41,7 +41,7 @@ import scipy.ndimage as ndi
 import torch
 from torch import Tensor
 
-from alignment._checks import check_map, check_mask, check_positive_depth
+from dreamer.checks import check_map, check_mask, check_positive
 from alignment.scale import ScaleFit, _robust_sigma, _tukey, fit_scale
 from alignment.seam import _seam_jump, edge_links, seam_correction
 from alignment.trend import design_matrix
@@ -400,8 +400,8 @@ def align_adaptive(
     check_map(estimated, "estimated")
     shape = tuple(estimated.shape)
     check_map(reference, "reference", shape=shape)
-    check_mask(known, "known", shape)
-    check_mask(hole, "hole", shape)
+    check_mask(known, "known", shape=shape)
+    check_mask(hole, "hole", shape=shape)
     if bool((known & hole).any()):
         raise ValueError(f"known and hole must be disjoint; {int((known & hole).sum())} pixels are in both")
     unknown = [m for m in models if m not in GLOBAL_MODELS]
@@ -418,8 +418,8 @@ def align_adaptive(
         raise ValueError(f"edges must be True, False or 'auto', got {edges!r}")
     if int(folds) != folds or folds < 1:
         raise ValueError(f"folds must be an integer >= 1, got {folds}")
-    check_positive_depth(reference, "reference", known, "known pixels")
-    check_positive_depth(estimated, "estimated", known | hole, "known and hole pixels")
+    check_positive(reference, "reference", where=known, where_name="known pixels")
+    check_positive(estimated, "estimated", where=known | hole, where_name="known and hole pixels")
     fit = fit_scale(estimated, reference, known, min_pixels=min_pixels)
 
     H, W = shape

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alignment._checks import check_map, check_positive_depth
+from dreamer.checks import check_map, check_positive
 
 __all__ = ["stretched_pixels"]
 
@@ -93,7 +93,7 @@ def stretched_pixels(
         bool [H,W] on the device of ``depth``.
     """
     check_map(depth, "depth")
-    check_positive_depth(depth, "depth")
+    check_positive(depth, "depth")
     if not threshold > 0:
         raise ValueError(f"threshold must be > 0 (a relative depth jump such as 0.05), got {threshold}")
     if int(span) != span or span < 2:

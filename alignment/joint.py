@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alignment._checks import check_map, check_mask
+from dreamer.checks import check_map, check_mask
 from alignment.scale import _robust_sigma, _tukey
 from alignment.fields import FieldBasis
 from alignment.trend import design_matrix
@@ -150,7 +150,7 @@ def _check_inputs(log_depths, valid, K, c2w, init, fixed, basis):
         raise ValueError(f"init must be [{n},{basis.n_terms}] for {basis}, got {tuple(init.shape)}")
     for i, (L, m) in enumerate(zip(log_depths, valid)):
         check_map(L, f"log_depths[{i}]")
-        check_mask(m, f"valid[{i}]", tuple(L.shape))
+        check_mask(m, f"valid[{i}]", shape=tuple(L.shape))
         if not bool(torch.isfinite(L[m]).all()):
             raise ValueError(f"log_depths[{i}] must be finite on valid[{i}]")
 

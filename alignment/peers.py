@@ -23,7 +23,7 @@ import torch
 from scipy.interpolate import griddata
 from torch import Tensor
 
-from alignment._checks import check_map, check_mask, check_positive_depth
+from dreamer.checks import check_map, check_mask, check_positive
 
 __all__ = ["text2room_depth", "luciddreamer_depth", "luciddreamer_seam", "oracle_scale", "oracle_scale_depth"]
 
@@ -37,15 +37,15 @@ def _check(estimated: Tensor, reference: Tensor, known: Tensor, hole: Tensor | N
     check_map(estimated, "estimated")
     shape = tuple(estimated.shape)
     check_map(reference, "reference", shape=shape)
-    check_mask(known, "known", shape)
+    check_mask(known, "known", shape=shape)
     if hole is not None:
-        check_mask(hole, "hole", shape)
+        check_mask(hole, "hole", shape=shape)
         if bool((known & hole).any()):
             raise ValueError(f"known and hole must be disjoint; {int((known & hole).sum())} pixels are in both")
     if int(known.sum()) < 2:
         raise ValueError(f"known must hold at least 2 pixels to fit an alignment, got {int(known.sum())}")
-    check_positive_depth(reference, "reference", known, "known pixels")
-    check_positive_depth(estimated, "estimated")
+    check_positive(reference, "reference", where=known, where_name="known pixels")
+    check_positive(estimated, "estimated")
 
 
 def text2room_depth(estimated: Tensor, reference: Tensor, known: Tensor) -> Tensor:
@@ -138,11 +138,11 @@ def oracle_scale(estimated: Tensor, truth: Tensor, mask: Tensor) -> float:
     """
     check_map(estimated, "estimated")
     check_map(truth, "truth", shape=tuple(estimated.shape))
-    check_mask(mask, "mask", tuple(estimated.shape))
+    check_mask(mask, "mask", shape=tuple(estimated.shape))
     if not bool(mask.any()):
         return float("nan")
-    check_positive_depth(estimated, "estimated", mask, "mask")
-    check_positive_depth(truth, "truth", mask, "mask")
+    check_positive(estimated, "estimated", where=mask, where_name="mask")
+    check_positive(truth, "truth", where=mask, where_name="mask")
     ratio = (truth.double()[mask] / estimated.double()[mask]).cpu().numpy()
     weight = 1.0 / ratio
     order = np.argsort(ratio)

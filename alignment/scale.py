@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alignment._checks import check_map, check_mask, check_positive_depth
+from dreamer.checks import check_map, check_mask, check_positive
 
 __all__ = ["ScaleFit", "fit_scale"]
 
@@ -195,7 +195,7 @@ def fit_scale(
     check_map(estimated, "estimated")
     shape = tuple(estimated.shape)
     check_map(reference, "reference", shape=shape)
-    check_mask(mask, "mask", shape)
+    check_mask(mask, "mask", shape=shape)
     if min_pixels < 2:
         raise ValueError(f"min_pixels must be >= 2, got {min_pixels}")
     if iterations < 0:
@@ -208,8 +208,8 @@ def fit_scale(
             f"fit_scale needs at least {min_pixels} overlap pixels (mask True), got {n}: "
             "too little existing geometry is visible in this view to align its depth"
         )
-    check_positive_depth(estimated, "estimated", mask, "the overlap mask")
-    check_positive_depth(reference, "reference", mask, "the overlap mask")
+    check_positive(estimated, "estimated", where=mask, where_name="the overlap mask")
+    check_positive(reference, "reference", where=mask, where_name="the overlap mask")
 
     # Work on the gathered overlap values in float64 numpy on the CPU (O(n) medians with
     # np.partition; a few hundred thousand values; the result is a pair of Python floats).

@@ -41,7 +41,7 @@ import scipy.sparse.linalg as sla
 import torch
 from torch import Tensor
 
-from alignment._checks import check_map, check_mask, check_positive_depth
+from dreamer.checks import check_map, check_mask, check_positive
 from alignment.scale import ScaleFit, fit_scale
 from alignment.trend import fit_log_trend
 
@@ -83,7 +83,7 @@ def _adjacent4(mask: np.ndarray) -> np.ndarray:
 def seam_ring(known: Tensor, hole: Tensor) -> Tensor:
     """The ring: bool [H,W], known pixels that have a 4-neighbour in the hole."""
     check_mask(known, "known")
-    check_mask(hole, "hole", tuple(known.shape))
+    check_mask(hole, "hole", shape=tuple(known.shape))
     k = known.detach().cpu().numpy()
     h = hole.detach().cpu().numpy()
     return torch.from_numpy(k & _adjacent4(h)).to(known.device)
@@ -207,8 +207,8 @@ def seam_correction(
     """
     check_map(log_ratio_known, "log_ratio_known")
     shape = tuple(log_ratio_known.shape)
-    check_mask(known, "known", shape)
-    check_mask(hole, "hole", shape)
+    check_mask(known, "known", shape=shape)
+    check_mask(hole, "hole", shape=shape)
     if decay is not None and not (decay > 0 and np.isfinite(decay)):
         raise ValueError(f"decay must be None or a finite length in pixels > 0, got {decay}")
     if ring_radius < 0:
@@ -296,7 +296,7 @@ def edge_links(depth: Tensor, *, noise: float | None = None, floor: float = 0.02
     weights for :func:`seam_correction`.
     """
     check_map(depth, "depth")
-    check_positive_depth(depth, "depth")
+    check_positive(depth, "depth")
     L = torch.log(depth.detach().double().cpu())
     if noise is None:
         noise = float((L[:, 1:] - L[:, :-1]).abs().median()) / (0.6745 * math.sqrt(2))
@@ -316,9 +316,9 @@ def seam_jump(depth: Tensor, reference: Tensor, known: Tensor, hole: Tensor) -> 
     """
     check_map(depth, "depth")
     check_map(reference, "reference", shape=tuple(depth.shape))
-    check_mask(known, "known", tuple(depth.shape))
-    check_mask(hole, "hole", tuple(depth.shape))
-    check_positive_depth(reference, "reference", known, "known pixels")
+    check_mask(known, "known", shape=tuple(depth.shape))
+    check_mask(hole, "hole", shape=tuple(depth.shape))
+    check_positive(reference, "reference", where=known, where_name="known pixels")
     return _seam_jump(depth, reference, known, hole)
 
 
@@ -423,12 +423,12 @@ def align_depth(
     check_map(estimated, "estimated")
     shape = tuple(estimated.shape)
     check_map(reference, "reference", shape=shape)
-    check_mask(known, "known", shape)
-    check_mask(hole, "hole", shape)
+    check_mask(known, "known", shape=shape)
+    check_mask(hole, "hole", shape=shape)
     if bool((known & hole).any()):
         raise ValueError(f"known and hole must be disjoint; {int((known & hole).sum())} pixels are in both")
-    check_positive_depth(reference, "reference", known, "known pixels")
-    check_positive_depth(estimated, "estimated", known | hole, "known and hole pixels")
+    check_positive(reference, "reference", where=known, where_name="known pixels")
+    check_positive(estimated, "estimated", where=known | hole, where_name="known and hole pixels")
 
     if not fit:
         scaled = estimated

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alignment._checks import check_map, check_mask
+from dreamer.checks import check_map, check_mask
 from alignment.scale import _robust_sigma, _tukey
 
 __all__ = ["fit_log_trend", "fit_log_trend_coeffs", "design_matrix", "n_terms", "polynomial_field"]
@@ -71,7 +71,7 @@ def fit_log_trend_coeffs(log_ratio: Tensor, mask: Tensor, *, degree: int = 1, it
     polynomial fit of :func:`fit_log_trend`; zeros when fewer than ``min_pixels`` are masked."""
     check_map(log_ratio, "log_ratio")
     shape = tuple(log_ratio.shape)
-    check_mask(mask, "mask", shape)
+    check_mask(mask, "mask", shape=shape)
     if degree < 0:
         raise ValueError(f"degree must be >= 0, got {degree}")
     H, W = shape

@@ -184,15 +184,24 @@ def check_image(x: Any, name: str = "image", *, height: int | None = None, width
     return check_dtype(x, name, "float")
 
 
-def check_map(x: Any, name: str, *, height: int | None = None, width: int | None = None) -> Tensor:
-    """A float map [H,W] (depth, log-ratio, weights), of ``height`` x ``width`` when given."""
-    check_shape(x, name, ["H", "W"], sizes=_size_dims(height, width))
+def _map_sizes(height: int | None, width: int | None, shape: Sequence[int] | None) -> dict[str, int]:
+    if shape is not None:
+        height, width = shape
+    return _size_dims(height, width)
+
+
+def check_map(x: Any, name: str, *, height: int | None = None, width: int | None = None,
+              shape: Sequence[int] | None = None) -> Tensor:
+    """A float map [H,W] (depth, log-ratio, weights), of ``height`` x ``width`` (or ``shape``, the
+    (H, W) of another map) when given."""
+    check_shape(x, name, ["H", "W"], sizes=_map_sizes(height, width, shape))
     return check_dtype(x, name, "float")
 
 
-def check_mask(x: Any, name: str, *, height: int | None = None, width: int | None = None) -> Tensor:
-    """A bool mask [H,W], of ``height`` x ``width`` when given."""
-    check_shape(x, name, ["H", "W"], sizes=_size_dims(height, width))
+def check_mask(x: Any, name: str, *, height: int | None = None, width: int | None = None,
+               shape: Sequence[int] | None = None) -> Tensor:
+    """A bool mask [H,W], of ``height`` x ``width`` (or ``shape``, as for :func:`check_map`) when given."""
+    check_shape(x, name, ["H", "W"], sizes=_map_sizes(height, width, shape))
     return check_dtype(x, name, "bool")
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dreamer.checks import check_image, check_map, check_positive
 from dreamer.cameras import Camera, camera_points_to_pixels, unproject_depth, world_to_camera_points
 from dreamer.pointcloud import PointCloud
 
@@ -29,32 +30,17 @@ _EMPTY = torch.iinfo(torch.int64).max
 
 
 def _check_image(image: Tensor, camera: Camera, name: str = "image") -> None:
-    if not isinstance(image, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [H,W,3], got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"{name} must have shape [H,W,3], got {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor in [0,1], got dtype {image.dtype}")
+    """Raise unless ``image`` is a float [H,W,3] image of ``camera``'s size."""
+    check_image(image, name)
     camera.check_image(image, name)
 
 
 def check_depth(depth: Tensor, camera: Camera | None = None, name: str = "depth", where: Tensor | None = None) -> None:
-    """Raise ValueError unless ``depth`` is a float [H,W] map, finite and > 0 (where ``where``)."""
-    if not isinstance(depth, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [H,W], got {type(depth).__name__}")
-    if depth.ndim != 2:
-        raise ValueError(f"{name} must have shape [H,W], got {tuple(depth.shape)}")
-    if not depth.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor, got dtype {depth.dtype}")
+    """Raise unless ``depth`` is a float [H,W] map (of ``camera``'s size), finite and > 0 (where ``where``)."""
+    check_map(depth, name)
     if camera is not None:
         camera.check_image(depth, name)
-    d = depth if where is None else depth[where]
-    bad = ~torch.isfinite(d)
-    if bad.any():
-        raise ValueError(f"{name} has {int(bad.sum())} non-finite values (NaN/inf); depth must be finite")
-    nonpos = d <= 0
-    if nonpos.any():
-        raise ValueError(f"{name} has {int(nonpos.sum())} values <= 0 (min {float(d.min()):.4g}); z-depth must be > 0")
+    check_positive(depth, name, where=where)
 
 
 def lift(image: Tensor, depth: Tensor, camera: Camera, mask: Tensor | None = None) -> PointCloud:

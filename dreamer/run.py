@@ -2,11 +2,11 @@
 
 Examples (times on a quiet 2-core CPU without a GPU):
 
-    # the offline demo: the procedural world, no weights needed (about T_DEMO; on a CPU the
+    # the offline demo: the procedural world, no weights needed (about 40 s; on a CPU the
     # 'quick' preset: 128 px, 200 splat iterations, 48 video frames)
     python -m dreamer.run --models synthetic --out runs/demo
 
-    # the plumbing with tiny random models, no download: noise, in about a minute
+    # the plumbing with tiny random models, no download: noise, in about 15 s
     python -m dreamer.run --models tiny --prompt "a reading room" --out runs/tiny
 
     # a prompt with the real models (downloads weights on first use; a GPU is advised: on a CPU

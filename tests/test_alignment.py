@@ -134,7 +134,7 @@ def test_fit_scale_validation():
     with pytest.raises(ValueError, match="<= 0"):
         fit_scale(bad, ref, mask)
     bad[3, 3] = float("inf")
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match="must be finite.*NaN/inf"):
         fit_scale(ref, bad, mask)
 
 
@@ -290,7 +290,7 @@ def test_seam_validation():
     bad[hole.nonzero()[0].tolist()] = 0.0
     with pytest.raises(ValueError, match="estimated.*<= 0"):
         align_depth(bad, ref, known, hole)
-    with pytest.raises(ValueError, match="reference.*non-finite"):
+    with pytest.raises(ValueError, match="reference must be finite on known pixels"):
         align_depth(ref, torch.where(known, torch.nan, ref), known, hole)
     with pytest.raises(ValueError, match="decay"):
         seam_correction(torch.zeros_like(ref), known, hole, decay=0.0)

@@ -124,7 +124,7 @@ def test_bad_inputs_fail_before_any_work(world, first):
         dream(truth.image, [], "", inpainter=inp, depth_estimator=est)
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         dream(truth.image[:50], [cam], "", inpainter=inp, depth_estimator=est)
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(ValueError, match="must be finite"):
         dream(truth.image, [cam], "", inpainter=inp, depth_estimator=est,
               depth=torch.full_like(truth.depth, float("nan")))
     with pytest.raises(ValueError, match="<= 0"):

@@ -105,7 +105,7 @@ def test_morphology_is_dual():
 
 @pytest.mark.parametrize(
     "depth, message",
-    [(torch.full((8, 8), float("nan")), "non-finite"), (torch.zeros(8, 8), "<= 0"), (torch.ones(8, 9), "size")],
+    [(torch.full((8, 8), float("nan")), "must be finite"), (torch.zeros(8, 8), "<= 0"), (torch.ones(8, 9), "size")],
 )
 def test_lift_rejects_bad_depth(depth, message):
     cam = Camera.from_focal(10.0, 8, 8)

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from dreamer.backends.loading import load_pretrained, quiet_model_loading, resolve_device, resolve_dtype
 from dreamer.cameras import Camera
+from dreamer.checks import check_image
 
 logger = logging.getLogger(__name__)
 
@@ -265,14 +266,6 @@ def feather_alpha(mask: Tensor, feather: int) -> Tensor:
     return alpha
 
 
-def _check_image(image: Tensor, name: str = "image") -> None:
-    if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[-1] != 3:
-        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-        raise ValueError(f"{name} must be a tensor [H,W,3], got {shape}")
-    if not image.is_floating_point():
-        raise ValueError(f"{name} must be float in [0,1], got dtype {image.dtype}")
-
-
 def _flagged(output) -> bool:
     flags = getattr(output, "nsfw_content_detected", None)
     return bool(flags) and any(bool(f) for f in flags)
@@ -369,7 +362,7 @@ class DiffusersInpainter(_PipelineBackend):
         generated pixels in the hole, a feathered blend within ``settings.feather`` pixels of it,
         the input exactly elsewhere. ``camera`` is ignored (learned backends do not need it).
         """
-        _check_image(image)
+        check_image(image)
         if not isinstance(mask, Tensor) or mask.shape != image.shape[:2]:
             got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
             raise ValueError(f"mask must be a tensor [H,W] = {tuple(image.shape[:2])}, got {got}")
