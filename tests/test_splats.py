@@ -59,13 +59,17 @@ def test_rasterizer_rules_are_exercised():
     cam = _cameras()["plain"]
     params = random_scene(500, seed=1, dtype=torch.float64)
     base = rasterize(*params, cam).rgb
+    from dreamer.splats import tiles
+
     for name, value in (("TRANSMITTANCE_MIN", 1e-300), ("ALPHA_THRESHOLD", 1e-6)):
         old = getattr(R, name)
-        setattr(R, name, value)
+        for module in (R, tiles):  # the culling reads the rasterizer's, the compositing the tiles'
+            setattr(module, name, value)
         try:
             changed = rasterize(*params, cam).rgb
         finally:
-            setattr(R, name, old)
+            for module in (R, tiles):
+                setattr(module, name, old)
         assert float((changed - base).abs().max()) > 1e-4, name
 
 

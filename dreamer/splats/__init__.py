@@ -1,7 +1,8 @@
 """Gaussian splats: initialize from the dreamed cloud, train (gsplat on CUDA, pure torch on CPU),
 export the standard 3DGS .ply (or the compressed .spz) and render fly-through videos.
 
-Modules: :mod:`~dreamer.splats.rasterizer` (both rasterizer paths), :mod:`~dreamer.splats.reference`
+Modules: :mod:`~dreamer.splats.rasterizer` (both rasterizer paths; the CPU one composites in
+:mod:`~dreamer.splats.tiles`), :mod:`~dreamer.splats.reference`
 (a brute-force reference for tests), :mod:`~dreamer.splats.gaussians` (parameters, init, .ply),
 :mod:`~dreamer.splats.spz` (.spz), :mod:`~dreamer.splats.losses` (masked L1 / SSIM, depth),
 :mod:`~dreamer.splats.config` (the stage's settings), :mod:`~dreamer.splats.train` (the training
