@@ -21,8 +21,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dreamer.backends.diffusion import DiffusionSettings, _check_image, _check_size, _flagged, _PipelineBackend
+from dreamer.backends.diffusion import DiffusionSettings, _check_size, _flagged, _PipelineBackend
 from dreamer.cameras import Camera
+from dreamer.checks import check_image
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +112,9 @@ class DiffusersRefiner(_PipelineBackend):
                generator: torch.Generator | None = None) -> Tensor:
         """Repair ``render`` [H,W,3] (float in [0,1]; H and W multiples of 8). Returns float32
         [H,W,3] in [0,1] on ``render``'s device. ``camera`` is ignored."""
-        _check_image(render, "render")
+        check_image(render, "render")
         if reference is not None:
-            _check_image(reference, "reference")
+            check_image(reference, "reference")
         height, width = render.shape[:2]
         _check_size(height, width, self.vae_scale_factor)
         out_device = render.device
