@@ -23,6 +23,11 @@ fits all views at once, like a bundle adjustment of depth distortions:
 
 Pure tensor code: cameras are given as intrinsics ``K`` [N,3,3] and ``c2w`` [N,4,4] (OpenCV
 axes, see ``dreamer/cameras.py`` and ``docs/architecture.md``).
+
+(Longer than this project's usual 500 lines: :func:`joint_log_corrections` is one Gauss-Newton
+loop with robust reweighting, a prior and an acceptance test whose steps share their state; cut
+into modules, a reader would lose the order of the steps. The fields are in
+:mod:`alignment.fields`.)
 """
 
 from __future__ import annotations
