@@ -99,6 +99,10 @@ class RayExecutor:
             cpus = None
             if self.options.workers is not None:  # room for exactly that many workers (logical CPUs)
                 cpus = max(os.cpu_count() or 1, math.ceil(self.options.workers * self.options.cpus_per_scene))
+            # Ray's notice that token authentication is on says nothing about a local instance this
+            # command starts and stops itself; only that notice is dropped.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+                lambda record: not record.getMessage().startswith("Token authentication is enabled"))
             ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
             return True
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
