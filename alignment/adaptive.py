@@ -41,9 +41,8 @@ import scipy.ndimage as ndi
 import torch
 from torch import Tensor
 
-from dreamer.checks import check_map, check_mask, check_positive
 from alignment.scale import ScaleFit, _robust_sigma, _tukey, fit_scale
-from alignment.seam import _seam_jump, edge_links, seam_correction
+from alignment.seam import _seam_jump, check_alignment_inputs, edge_links, seam_correction
 from alignment.trend import design_matrix
 
 __all__ = ["GLOBAL_MODELS", "SEAM_REACHES", "AdaptiveAlignment", "GlobalCorrection", "align_adaptive"]
@@ -397,13 +396,8 @@ def align_adaptive(
     Returns:
         :class:`AdaptiveAlignment`; ``depth`` has the dtype and device of ``estimated``.
     """
-    check_map(estimated, "estimated")
+    check_alignment_inputs(estimated, reference, known, hole)
     shape = tuple(estimated.shape)
-    check_map(reference, "reference", shape=shape)
-    check_mask(known, "known", shape=shape)
-    check_mask(hole, "hole", shape=shape)
-    if bool((known & hole).any()):
-        raise ValueError(f"known and hole must be disjoint; {int((known & hole).sum())} pixels are in both")
     unknown = [m for m in models if m not in GLOBAL_MODELS]
     if unknown or not models:
         raise ValueError(f"models must be one or more names from {GLOBAL_MODELS}, got {tuple(models)}")
@@ -418,8 +412,6 @@ def align_adaptive(
         raise ValueError(f"edges must be True, False or 'auto', got {edges!r}")
     if int(folds) != folds or folds < 1:
         raise ValueError(f"folds must be an integer >= 1, got {folds}")
-    check_positive(reference, "reference", where=known, where_name="known pixels")
-    check_positive(estimated, "estimated", where=known | hole, where_name="known and hole pixels")
     fit = fit_scale(estimated, reference, known, min_pixels=min_pixels)
 
     H, W = shape

@@ -365,6 +365,20 @@ class AlignedDepth:
     seam_jump_after: float
 
 
+def check_alignment_inputs(estimated: Tensor, reference: Tensor, known: Tensor, hole: Tensor) -> None:
+    """The inputs of a view's alignment: depth maps [H,W] of one shape, finite and > 0 where they
+    are used, and disjoint known / hole masks."""
+    check_map(estimated, "estimated")
+    shape = tuple(estimated.shape)
+    check_map(reference, "reference", shape=shape)
+    check_mask(known, "known", shape=shape)
+    check_mask(hole, "hole", shape=shape)
+    if bool((known & hole).any()):
+        raise ValueError(f"known and hole must be disjoint; {int((known & hole).sum())} pixels are in both")
+    check_positive(reference, "reference", where=known, where_name="known pixels")
+    check_positive(estimated, "estimated", where=known | hole, where_name="known and hole pixels")
+
+
 def align_depth(
     estimated: Tensor,
     reference: Tensor,
@@ -420,15 +434,7 @@ def align_depth(
     extrapolated badly into the hole (57% error on one move): keep it off unless the depth
     model is known to have an offset.
     """
-    check_map(estimated, "estimated")
-    shape = tuple(estimated.shape)
-    check_map(reference, "reference", shape=shape)
-    check_mask(known, "known", shape=shape)
-    check_mask(hole, "hole", shape=shape)
-    if bool((known & hole).any()):
-        raise ValueError(f"known and hole must be disjoint; {int((known & hole).sum())} pixels are in both")
-    check_positive(reference, "reference", where=known, where_name="known pixels")
-    check_positive(estimated, "estimated", where=known | hole, where_name="known and hole pixels")
+    check_alignment_inputs(estimated, reference, known, hole)
 
     if not fit:
         scaled = estimated

@@ -38,7 +38,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,12 +46,15 @@ import dreamer.scene.joint_refinement as joint_refinement  # noqa: E402
 import dreamer.scene.loop as loop  # noqa: E402
 from alignment import dedup_mask, seam_jump, stretched_pixels  # noqa: E402
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter  # noqa: E402
-from dreamer.cameras import DEFAULT_FOCAL_512, Camera, project_points, rotation_y  # noqa: E402
+from dreamer.cameras import DEFAULT_FOCAL_512, Camera, rotation_y  # noqa: E402
 from dreamer.pointcloud import PointCloud  # noqa: E402
 from dreamer.render import clean_coverage, lift, render_points  # noqa: E402
 from dreamer.scene import DreamConfig, dream  # noqa: E402
 from dreamer.trajectories import center_depth_from, make_trajectory  # noqa: E402
 from dreamer.worlds import ProceduralWorld  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_dream import griddata_reprojection  # noqa: E402  (the same baseline as the dream bench)
 
 SIZE = 512
 
@@ -147,19 +149,6 @@ class FixedDepth:
 
     def estimate(self, image, *, camera):
         return self.depth
-
-
-def griddata_reprojection(points: PointCloud, camera: Camera) -> np.ndarray:
-    """The research code's renderer: project, then scipy griddata (linear), no depth test."""
-    from scipy.interpolate import griddata
-
-    uv, z = project_points(points.xyz, camera)
-    ok = ((z > 0) & (uv[:, 0] >= -1) & (uv[:, 0] <= camera.width + 1)
-          & (uv[:, 1] >= -1) & (uv[:, 1] <= camera.height + 1))
-    uv = uv[ok].numpy().astype(np.float64)
-    rgb = points.rgb[ok].numpy()
-    gu, gv = np.meshgrid(np.arange(camera.width) + 0.5, np.arange(camera.height) + 0.5)
-    return griddata(uv, rgb, (gu, gv), method="linear")
 
 
 def per_view(case: dict, repeats: int) -> dict:

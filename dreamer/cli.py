@@ -8,10 +8,12 @@ the Python traceback. Bad usage of the flags themselves (argparse) is one line a
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
+from typing import Any
 
-__all__ = ["EXIT_FAILED", "EXIT_BAD_INPUT", "OneLineParser", "one_line", "report_bad_input"]
+__all__ = ["EXIT_FAILED", "EXIT_BAD_INPUT", "OneLineParser", "one_line", "report_bad_input", "parse_json"]
 
 #: A run (a scene, a zoom stack) started and failed.
 EXIT_FAILED = 1
@@ -38,3 +40,14 @@ def report_bad_input(prog: str, error: BaseException, verbose: bool) -> int:
         traceback.print_exception(error)
     print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads(text)``; a ValueError whose message says why it is not JSON (where, or that it
+    is nested too deeply), for callers to prefix with the input's name."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None

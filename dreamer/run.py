@@ -46,14 +46,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, report_bad_input
+from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, parse_json, report_bad_input
 from dreamer.configs import FieldSpec, SourceUnreadable, add_field_arguments, read_field_specs, read_module_constant
 
 log = logging.getLogger("dreamer.run")
@@ -227,11 +226,9 @@ def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
         for lineno, line in enumerate(text.splitlines(), 1):
             if line.strip() and not line.lstrip().startswith("#"):
                 try:
-                    scenes.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON: {e.msg} (column {e.colno})") from None
-                except RecursionError:
-                    raise ValueError(f"{path}:{lineno}: nested too deeply") from None
+                    scenes.append(parse_json(line))
+                except ValueError as e:
+                    raise ValueError(f"{path}:{lineno}: {e}") from None
     else:
         import yaml
 
@@ -275,12 +272,9 @@ def _base_configs(args: argparse.Namespace, limits):
         return dataclasses.replace(base, splats=CONFIG_SECTIONS["splats"]()())
     text = read_text_input(args.config, "--config file", limits)
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--config {args.config} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); "
-                         f"give the config.json of a scene folder") from None
-    except RecursionError:
-        raise ValueError(f"--config {args.config} is nested too deeply to be a config") from None
+        data = parse_json(text)
+    except ValueError as e:
+        raise ValueError(f"--config {args.config}: {e}; give the config.json of a scene folder") from None
     try:
         return SceneConfigs.from_dict(data)
     except (TypeError, ValueError) as e:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, report_bad_input
+from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, parse_json, report_bad_input
 from dreamer.configs import config_hash, field_docs
 
 # torch, the models' libraries and the input checks (which use torch) are imported where they are
@@ -121,12 +121,9 @@ def read_prompts(path: str | Path, limits=None) -> list[str]:
     text = read_text_input(path, "prompts file", limits or Limits())
     if Path(path).suffix.lower() == ".json":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"prompts file {path} is not valid JSON ({e.msg} at line {e.lineno}, column "
-                             f"{e.colno})") from None
-        except RecursionError:
-            raise ValueError(f"prompts file {path} is nested too deeply") from None
+            data = parse_json(text)
+        except ValueError as e:
+            raise ValueError(f"prompts file {path}: {e}") from None
         if not isinstance(data, list) or not all(isinstance(s, str) for s in data):
             raise ValueError(f"{path}: expected a JSON list of strings")
         return data

@@ -72,6 +72,7 @@ from dreamer.cameras import (
     opengl_to_opencv,
 )
 from dreamer.checks import check_int, check_number
+from dreamer.cli import parse_json
 from dreamer.trajectories.base import Trajectory, TrajectoryFileError, _check_first
 from dreamer.trajectories.interpolate import _segment_counts, interpolate_cameras
 
@@ -403,11 +404,9 @@ def load_trajectory(source: str | Path | dict | list, first: Camera | None = Non
         src = _Source(str(source))
         text = Path(source).read_text(encoding="utf-8")
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise src.error(None, f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
-        except RecursionError:
-            raise src.error(None, "nested too deeply to be a trajectory") from None
+            data = parse_json(text)
+        except ValueError as e:
+            raise src.error(None, str(e)) from None
     elif isinstance(source, (dict, list)):
         src = _Source("<trajectory dict>")
         data = source
