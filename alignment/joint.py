@@ -167,10 +167,10 @@ def _check_inputs(log_depths, valid, K, c2w, init, fixed, basis):
 class _Views:
     """The views' log-depths, cameras and grid samples, in float64 on the CPU.
 
-    Every view's points are projected into all the views that may see them at once (one batch
-    per source view); views whose frustum cannot contain them are culled first by a separating
-    plane test (:meth:`candidates`), so the work grows with the overlapping pairs, not with the
-    square of the number of views."""
+    The samples of all views are padded into [N, n] arrays, and every pair of views that may
+    overlap is projected in one batch ([pairs, n]): pairs whose frusta cannot meet are culled
+    first by a separating plane test (:meth:`pairs`), so the work grows with the overlapping
+    pairs, and the number of tensor operations does not grow with the views at all."""
 
     def __init__(self, log_depths, valid, K, c2w, samples_per_view: int):
         self.n = len(log_depths)
@@ -189,8 +189,19 @@ class _Views:
         self.width = torch.tensor([float(w) for _, w in self.shapes], dtype=torch.float64)
         self.height = torch.tensor([float(h) for h, _ in self.shapes], dtype=torch.float64)
         self.strides = [max(1, int(round((h * w / samples_per_view) ** 0.5))) for h, w in self.shapes]
-        self.pixels: list = []
-        self.samples = [self.grid(k, samples_per_view) for k in range(self.n)]
+        grids = [self.grid(k, samples_per_view) for k in range(self.n)]
+        m = max(1, max(len(g[0]) for g in grids))
+
+        def pad(k, t, fill=0):
+            out = torch.full((m,) + tuple(t.shape[1:]), fill, dtype=t.dtype)
+            out[: len(t)] = t
+            return out
+
+        # [N, n] per sample: log-depth, world ray (camera z = 1) [N,n,3], pixel centre (u, v),
+        # pixel row and column, and whether it is a sample (False: padding).
+        self.logz, self.dirs, self.u, self.v, self.rows, self.cols = (
+            torch.stack([pad(k, g[i]) for k, g in enumerate(grids)]) for i in range(6))
+        self.has = torch.stack([pad(k, torch.ones(len(g[0]), dtype=torch.bool), False) for k, g in enumerate(grids)])
         self._maps: Tensor | None = None
         # Each view's frustum (a point strictly inside its image, half a pixel of margin, in
         # front of it) as half-spaces through its centre, in its camera frame: [N,5,3].
@@ -205,59 +216,61 @@ class _Views:
         ], 1)
 
     def grid(self, k: int, count: int):
-        """(log-depth [n], world ray directions [n,3] with camera z = 1, u [n], v [n]) of view k's
-        valid pixel centres on a regular grid of about ``count`` pixels (their rows and columns
-        go to ``self.pixels``)."""
+        """(log-depth [n], world ray directions [n,3] with camera z = 1, u [n], v [n], rows [n],
+        columns [n]) of view k's valid pixel centres on a regular grid of about ``count`` pixels."""
         H, W = self.L[k].shape
         stride = max(1, int(round((H * W / count) ** 0.5)))
         vv, uu = torch.meshgrid(torch.arange(stride // 2, H, stride), torch.arange(stride // 2, W, stride),
                                 indexing="ij")
         keep = self.V[k][vv, uu]
         vv, uu = vv[keep], uu[keep]
-        self.pixels.append((vv, uu))
         u, v = uu.double() + 0.5, vv.double() + 0.5
         K = self.K[k]
         d_cam = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], -1)
-        return self.L[k][vv, uu], d_cam @ self.c2w[k, :3, :3].T, u, v
+        return self.L[k][vv, uu], d_cam @ self.c2w[k, :3, :3].T, u, v, vv, uu
 
-    def candidates(self, k: int, z_lo: float, z_hi: float) -> Tensor:
-        """Indices of the views (never k) that may see a point of view k's image at z-depth in
-        [z_lo, z_hi]: the frustum of those points is a convex solid with 8 corners, and a view is
-        dropped only when all of them lie outside one of its half-spaces (then none of the
-        points can be inside its image)."""
-        H, W = self.shapes[k]
-        K = self.K[k]
-        u = torch.tensor([0.0, W, 0.0, W], dtype=torch.float64)
-        v = torch.tensor([0.0, 0.0, H, H], dtype=torch.float64)
-        rays = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], -1)
-        corners = torch.cat([rays * z_lo, rays * z_hi]) @ self.c2w[k, :3, :3].T + self.c2w[k, :3, 3]  # [8,3]
-        pc = corners @ self.w2c[:, :3, :3].transpose(1, 2) + self.w2c[:, None, :3, 3]  # [N,8,3]
-        side = torch.einsum("npc,nqc->npq", self.planes, pc)  # [N,5,8]
-        outside = (side <= 0).all(2).any(1)
-        outside[k] = True
-        return torch.nonzero(~outside).squeeze(1)
+    def pairs(self, log_z: Tensor, active: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The pairs (k, j) [pairs] each, ordered by k then j, whose views may see each other:
+        view j may see a point of view k's image at z-depth between the least and the most of
+        ``exp(log_z[k])`` ([N,n]; samples only). Those points fill a convex solid with 8 corners,
+        and a pair is dropped only when all of them lie outside one of view j's half-spaces (then
+        none of them is inside its image). ``active`` [N,N] bool keeps only those pairs."""
+        big = torch.tensor(math.inf, dtype=torch.float64)
+        lo = torch.where(self.has, log_z, big).amin(1)
+        hi = torch.where(self.has, log_z, -big).amax(1)
+        ok = self.has.any(1)
+        lo, hi = torch.exp(torch.where(ok, lo, 0.0)), torch.exp(torch.where(ok, hi, 0.0))
+        u = torch.stack([torch.zeros_like(self.width), self.width, torch.zeros_like(self.width), self.width], 1)
+        v = torch.stack([torch.zeros_like(self.height), torch.zeros_like(self.height), self.height, self.height], 1)
+        K = self.K
+        rays = torch.stack([(u - K[:, 0, 2, None]) / K[:, 0, 0, None], (v - K[:, 1, 2, None]) / K[:, 1, 1, None],
+                            torch.ones_like(u)], -1)  # [N,4,3]
+        corners = torch.cat([rays * lo[:, None, None], rays * hi[:, None, None]], 1)  # [N,8,3] in camera k
+        world = corners @ self.c2w[:, :3, :3].transpose(1, 2) + self.c2w[:, None, :3, 3]
+        pc = torch.einsum("jab,kcb->kjca", self.w2c[:, :3, :3], world) + self.w2c[None, :, None, :3, 3]  # [k,j,8,3]
+        side = torch.einsum("jpa,kjca->kjpc", self.planes, pc)  # [k,j,5,8]
+        near = ~(side <= 0).all(3).any(2) & ok[:, None] & ~torch.eye(self.n, dtype=torch.bool)
+        if active is not None:
+            near &= active
+        kp, jp = torch.nonzero(near, as_tuple=True)
+        return kp, jp
 
-    def project_all(self, k: int, log_z: Tensor, dirs: Tensor):
-        """View k's points (log z-depth ``log_z`` [n] along ``dirs`` [n,3]) in the views that may
-        see them: (those views [m], z in them [m,n], u [m,n], v [m,n], camera coordinates
-        [m,n,3], the rays' directions in those cameras [m,n,3], inside their images [m,n])."""
-        z_k = torch.exp(log_z)
-        if z_k.numel() == 0:
-            js = torch.zeros(0, dtype=torch.long)
-        else:
-            js = self.candidates(k, float(z_k.min()), float(z_k.max()))
-        R = self.w2c[js, :3, :3]
-        w = torch.matmul(dirs, R.transpose(1, 2))  # [m,n,3]
-        origin = R @ self.c2w[k, :3, 3] + self.w2c[js, :3, 3]  # view k's centre in each camera
-        pc = origin[:, None, :] + z_k[None, :, None] * w
+    def project(self, log_z: Tensor, kp: Tensor, jp: Tensor):
+        """View kp[p]'s samples (log z-depth ``log_z`` [N,n]) in view jp[p], for each pair p:
+        (z in view j [p,n], u [p,n], v [p,n], camera-j coordinates [p,n,3], the rays' directions in
+        camera j [p,n,3], inside view j's image [p,n]; False on padding)."""
+        R = self.w2c[jp, :3, :3]
+        w = torch.bmm(self.dirs[kp], R.transpose(1, 2))  # [p,n,3]
+        origin = (R @ self.c2w[kp, :3, 3, None])[:, :, 0] + self.w2c[jp, :3, 3]  # view k's centre in camera j
+        pc = origin[:, None, :] + torch.exp(log_z)[kp][:, :, None] * w
         zj = pc[..., 2]
         zs = zj.clamp_min(1e-9)
-        K = self.K[js]
+        K = self.K[jp]
         u = K[:, 0, 0, None] * pc[..., 0] / zs + K[:, 0, 2, None]
         v = K[:, 1, 1, None] * pc[..., 1] / zs + K[:, 1, 2, None]
-        inside = ((zj > 1e-9) & (u > 1.0) & (u < self.width[js, None] - 1.0) & (v > 1.0)
-                  & (v < self.height[js, None] - 1.0))
-        return js, zj, u, v, pc, w, inside
+        inside = (self.has[kp] & (zj > 1e-9) & (u > 1.0) & (u < self.width[jp, None] - 1.0) & (v > 1.0)
+                  & (v < self.height[jp, None] - 1.0))
+        return zj, u, v, pc, w, inside
 
     def maps(self, extra: Sequence[Tensor] | None = None) -> Tensor:
         """[N,3,Hm,Wm]: each view's log-depth (plus ``extra[j]`` [H_j,W_j]) and its central
@@ -277,11 +290,11 @@ class _Views:
             self._maps = out
         return out
 
-    def sample(self, maps: Tensor, js: Tensor, u: Tensor, v: Tensor):
-        """Bilinear samples of views ``js``' maps [N,3,...] at (u, v) [m,n]: (smooth [m,n], log-depth,
+    def sample(self, maps: Tensor, jp: Tensor, u: Tensor, v: Tensor):
+        """Bilinear samples of views ``jp``' maps [N,3,...] at (u, v) [p,n]: (smooth [p,n], log-depth,
         gu, gv). Smooth: off a depth edge (a bilinear sample on one mixes two surfaces)."""
         g = torch.stack([u / self.Wm * 2 - 1, v / self.Hm * 2 - 1], dim=-1)
-        s = F.grid_sample(maps[js], g[:, None], mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+        s = F.grid_sample(maps[jp], g[:, None], mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
         Lj, gu, gv = s.unbind(1)
         return (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP), Lj, gu, gv
 
@@ -319,36 +332,33 @@ def bend_evidence(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: Tens
     and extrapolates), about 1 or above when it is local (waves, objects), NaN without pairs.
     """
     views = _Views(log_depths, valid, K, c2w, samples_per_view)
-    maps = views.maps()
+    kp, jp = views.pairs(views.logz)
+    zj, u, v, _, _, inside = views.project(views.logz, kp, jp)
+    smooth, Lj, _, _ = views.sample(views.maps(), jp, u, v)
+    ok = inside & smooth
+    enough = ok.sum(1) >= 4 * _MIN_PAIR_SAMPLES
+    r_all = (torch.log(zj.clamp_min(1e-300)) - Lj).numpy()
+    x_all = (views.u / views.width[:, None] * 2 - 1).numpy()
+    y_all = (views.v / views.height[:, None] * 2 - 1).numpy()
     quad, const = 0.0, 0.0
-    for k in range(views.n):
-        lk, dirs, u0, v0 = views.samples[k]
-        H, W = views.shapes[k]
-        js, zj, u, v, _, _, inside = views.project_all(k, lk, dirs)
-        smooth, Lj, _, _ = views.sample(maps, js, u, v)
-        ok = inside & smooth
-        x_k = (u0 / W * 2 - 1).numpy()
-        y_k = (v0 / H * 2 - 1).numpy()
-        for a in range(len(js)):
-            sel = ok[a]
-            if int(sel.sum()) < 4 * _MIN_PAIR_SAMPLES:
+    for p in torch.nonzero(enough).squeeze(1).tolist():
+        k, sel = int(kp[p]), ok[p].numpy()
+        r = r_all[p][sel]
+        r = r - np.median(r)
+        keep = np.abs(r) < cap
+        x = x_all[k][sel][keep]
+        y = y_all[k][sel][keep]
+        r = r[keep]
+        if r.size < 4 * _MIN_PAIR_SAMPLES:
+            continue
+        lo, hi = np.quantile(x, [1 / 3, 2 / 3])
+        for a, b in ((x <= lo, x > hi), (x > hi, x <= lo)):
+            if a.sum() < _MIN_PAIR_SAMPLES or b.sum() < _MIN_PAIR_SAMPLES:
                 continue
-            r = (torch.log(zj[a][sel]) - Lj[a][sel]).numpy()
-            r = r - np.median(r)
-            keep = np.abs(r) < cap
-            x = x_k[sel.numpy()][keep]
-            y = y_k[sel.numpy()][keep]
-            r = r[keep]
-            if r.size < 4 * _MIN_PAIR_SAMPLES:
-                continue
-            lo, hi = np.quantile(x, [1 / 3, 2 / 3])
-            for a_, b_ in ((x <= lo, x > hi), (x > hi, x <= lo)):
-                if a_.sum() < _MIN_PAIR_SAMPLES or b_.sum() < _MIN_PAIR_SAMPLES:
-                    continue
-                A = design_matrix(x[a_], y[a_], 2)
-                beta = np.linalg.lstsq(A, r[a_], rcond=None)[0]
-                quad += float(np.minimum(np.abs(r[b_] - design_matrix(x[b_], y[b_], 2) @ beta), cap).sum())
-                const += float(np.minimum(np.abs(r[b_] - np.median(r[a_])), cap).sum())
+            A = design_matrix(x[a], y[a], 2)
+            beta = np.linalg.lstsq(A, r[a], rcond=None)[0]
+            quad += float(np.minimum(np.abs(r[b] - design_matrix(x[b], y[b], 2) @ beta), cap).sum())
+            const += float(np.minimum(np.abs(r[b] - np.median(r[a])), cap).sum())
     return quad / const if const > 0 else float("nan")
 
 
@@ -372,32 +382,31 @@ def view_disagreement(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: 
 
 def _disagreement(views: _Views, fields: Sequence[Tensor], hidden: float = _HIDDEN, cap: float = _CAP) -> Tensor:
     """:func:`view_disagreement` of ``views`` (their grid samples) with ``fields`` [H_k,W_k] float64."""
-    maps = views.maps(fields)
-    out = torch.full((views.n,), float("nan"), dtype=torch.float64)
-    for k in range(views.n):
-        lk, dirs, _, _ = views.samples[k]
-        vv, uu = views.pixels[k]
-        js, zj, u, v, _, _, inside = views.project_all(k, lk + fields[k][vv, uu], dirs)
-        smooth, Lj, _, _ = views.sample(maps, js, u, v)
-        r = torch.log(zj.clamp_min(1e-300)) - Lj
-        seen = inside & smooth & (r < hidden)
-        count = int(seen.sum())
-        if count >= _MIN_PAIR_SAMPLES:
-            out[k] = float(r[seen].abs().clamp_max(cap).sum()) / count
-    return out
+    on_samples = torch.stack([torch.where(views.has[k], fields[k][views.rows[k], views.cols[k]], 0.0)
+                              for k in range(views.n)])
+    log_z = views.logz + on_samples
+    kp, jp = views.pairs(log_z)
+    zj, u, v, _, _, inside = views.project(log_z, kp, jp)
+    smooth, Lj, _, _ = views.sample(views.maps(fields), jp, u, v)
+    r = torch.log(zj.clamp_min(1e-300)) - Lj
+    seen = inside & smooth & (r < hidden)
+    total = torch.zeros(views.n, dtype=torch.float64).index_add_(
+        0, kp, torch.where(seen, r.abs().clamp_max(cap), 0.0).sum(1))
+    count = torch.zeros(views.n, dtype=torch.long).index_add_(0, kp, seen.sum(1))
+    return torch.where(count >= _MIN_PAIR_SAMPLES, total / count.clamp_min(1), float("nan"))
 
 
 @dataclass(frozen=True)
 class _Links:
-    """The pairs' samples, linearized at ``theta0``: rows grouped by pair ((k, j): view k's
-    sample ``sample`` seen in view j at (u, v)), each with its residual ``r0`` and its Jacobian
-    ``X`` [M,2P] over the coefficients of views k (first P columns) and j."""
+    """The pairs' samples, linearized at ``theta0``: for each pair p (view kp[p]'s samples seen
+    in view jp[p]), up to n rows [p,n]: the sample's index in view k, where it falls in view j
+    (u, v), its residual ``r0`` and its Jacobian ``X`` [p,n,2P] over the coefficients of views k
+    (the first P) and j. Rows where ``ok`` is False are padding (zero residual and Jacobian)."""
 
-    pairs: tuple
-    counts: tuple
-    src: Tensor
-    dst: Tensor
+    kp: Tensor
+    jp: Tensor
     sample: Tensor
+    ok: Tensor
     u: Tensor
     v: Tensor
     r0: Tensor
@@ -406,25 +415,19 @@ class _Links:
 
     @property
     def rows(self) -> int:
-        return int(self.r0.numel())
+        return int(self.ok.sum())
 
     def residuals(self, theta: Tensor) -> Tensor:
-        """The residuals at ``theta``, to first order about ``theta0``."""
+        """The residuals [p,n] at ``theta``, to first order about ``theta0`` (0 on padding)."""
         d = theta - self.theta0
-        P = d.shape[1]
-        # Each row against every view's change ([M,N], a small product), then its own view's column.
-        on_k = (self.X[:, :P] @ d.T).gather(1, self.src[:, None])[:, 0]
-        on_j = (self.X[:, P:] @ d.T).gather(1, self.dst[:, None])[:, 0]
-        return self.r0 + on_k + on_j
+        step = torch.cat([d[self.kp], d[self.jp]], 1)[:, :, None]  # [p,2P,1]
+        return self.r0 + torch.bmm(self.X, step)[:, :, 0]
 
     def select(self, active: Tensor) -> "_Links":
         """The pairs (k, j) with ``active[k, j]`` ([N,N] bool)."""
-        keep = [bool(active[k, j]) for k, j in self.pairs]
-        rows = torch.repeat_interleave(torch.tensor(keep, dtype=torch.bool),
-                                       torch.tensor(self.counts, dtype=torch.long))
-        return _Links(tuple(p for p, c in zip(self.pairs, keep) if c), tuple(n for n, c in zip(self.counts, keep) if c),
-                      self.src[rows], self.dst[rows], self.sample[rows], self.u[rows], self.v[rows], self.r0[rows],
-                      self.X[rows], self.theta0)
+        keep = active[self.kp, self.jp]
+        return _Links(*(t[keep] for t in (self.kp, self.jp, self.sample, self.ok, self.u, self.v, self.r0, self.X)),
+                      self.theta0)
 
     def moved(self, theta: Tensor) -> "_Links":
         """The same linearization, its residuals evaluated at ``theta`` (exact for residuals that
@@ -505,53 +508,45 @@ def joint_log_corrections(
     NP = n_views * P
     init64 = init.detach().double().cpu().clone()
     prior = torch.from_numpy(basis.prior_precision(_LEVELS_ONLY if distortion is None else distortion, level))
-    basis_k = [_basis_rows(basis, s[2], s[3], views.shapes[k][1], views.shapes[k][0])
-               for k, s in enumerate(views.samples)]
+    # The basis at every sample [N,n,P] (0 on padding).
+    basis_k = torch.stack([_basis_rows(basis, views.u[k], views.v[k], views.shapes[k][1], views.shapes[k][0])
+                           for k in range(n_views)]) * views.has[:, :, None]
     maps = views.maps()
     no_pair = torch.eye(n_views, dtype=torch.bool)
 
     def linearize(theta: Tensor, active: Tensor) -> _Links:
         """The samples of the pairs (k, j) with ``active[k, j]`` that keep enough samples at
         ``theta``: residuals and Jacobians."""
-        parts, pairs, counts = [], [], []
-        for k in range(n_views):
-            if not bool(active[k].any()):
-                continue
-            lk, dirs, _, _ = views.samples[k]
-            log_z = lk + basis_k[k] @ theta[k]
-            js, zj, u, v, pc, w, inside = views.project_all(k, log_z, dirs)
-            inside &= active[k, js][:, None]
-            if not bool(inside.any()):
-                continue
-            smooth, Lj, gu, gv = views.sample(maps, js, u, v)
-            ok = inside & smooth
-            n_ok = ok.sum(1)
-            enough = n_ok >= _MIN_PAIR_SAMPLES
-            ok &= enough[:, None]
-            a, i = torch.nonzero(ok, as_tuple=True)  # ordered by view j, then sample
-            if i.numel() == 0:
-                continue
-            j = js[a]
-            zj, u, v, Lj, gu, gv, pc, w = (t[a, i] for t in (zj, u, v, Lj, gu, gv, pc, w))
-            zk = torch.exp(log_z)[i]
-            Bj = _basis_rows(basis, u, v, views.width[j], views.height[j])
-            r = torch.log(zj) - (Lj + (Bj * theta[j]).sum(1))
-            # d r / d log z_k: the point moves along view k's ray, pc = t' + z_k w (w = R dirs); its
-            # depth in view j changes, and its projection slides along the epipolar line over view
-            # j's depth map (zero for a pure rotation).
-            du = views.K[j, 0, 0] * zk * (w[:, 0] * zj - pc[:, 0] * w[:, 2]) / zj**2
-            dv = views.K[j, 1, 1] * zk * (w[:, 1] * zj - pc[:, 1] * w[:, 2]) / zj**2
-            slope = zk * w[:, 2] / zj - (gu * du + gv * dv)
-            parts.append((torch.full_like(i, k), j, i, u, v, r, torch.cat([slope[:, None] * basis_k[k][i], -Bj], 1)))
-            pairs += [(k, int(x)) for x in js[enough]]
-            counts += [int(x) for x in n_ok[enough]]
-        if not parts:
-            empty = torch.zeros(0, dtype=torch.float64)
-            none = torch.zeros(0, dtype=torch.long)
-            return _Links((), (), none, none, none, empty, empty, empty, torch.zeros(0, 2 * P, dtype=torch.float64),
-                          theta.clone())
-        cols = [torch.cat(c) for c in zip(*parts)]
-        return _Links(tuple(pairs), tuple(counts), *cols, theta.clone())
+        log_z = views.logz + torch.bmm(basis_k, theta[:, :, None])[:, :, 0]
+        kp, jp = views.pairs(log_z, active)
+        zj, u, v, pc, w, inside = views.project(log_z, kp, jp)
+        smooth, Lj, gu, gv = views.sample(maps, jp, u, v)
+        ok = inside & smooth
+        n_ok = ok.sum(1)
+        enough = n_ok >= _MIN_PAIR_SAMPLES
+        kp, jp, ok, n_ok = kp[enough], jp[enough], ok[enough], n_ok[enough]
+        # Each pair's usable samples first (in their order), cut to the longest pair's count.
+        width = int(n_ok.max()) if n_ok.numel() else 0
+        order = torch.argsort((~ok).to(torch.uint8), dim=1, stable=True)[:, :width]
+        ok = torch.gather(ok, 1, order)
+        zj, u, v, Lj, gu, gv = (torch.gather(t[enough], 1, order) for t in (zj, u, v, Lj, gu, gv))
+        pc, w = (torch.gather(t[enough], 1, order[:, :, None].expand(-1, -1, 3)) for t in (pc, w))
+        zk = torch.gather(torch.exp(log_z)[kp], 1, order)
+        Bk = torch.gather(basis_k[kp], 1, order[:, :, None].expand(-1, -1, P))
+        Bj = torch.zeros(len(kp), width, P, dtype=torch.float64)
+        jj = jp[:, None].expand(-1, width)[ok]
+        Bj[ok] = _basis_rows(basis, u[ok], v[ok], views.width[jj], views.height[jj])
+        zs = torch.where(ok, zj, 1.0)
+        r = torch.log(zs) - (Lj + (Bj * theta[jp][:, None, :]).sum(2))
+        # d r / d log z_k: the point moves along view k's ray, pc = t' + z_k w (w = R dirs); its
+        # depth in view j changes, and its projection slides along the epipolar line over view
+        # j's depth map (zero for a pure rotation).
+        fx, fy = views.K[jp, 0, 0, None], views.K[jp, 1, 1, None]
+        du = fx * zk * (w[..., 0] * zs - pc[..., 0] * w[..., 2]) / zs**2
+        dv = fy * zk * (w[..., 1] * zs - pc[..., 1] * w[..., 2]) / zs**2
+        slope = zk * w[..., 2] / zs - (gu * du + gv * dv)
+        X = torch.where(ok[:, :, None], torch.cat([slope[:, :, None] * Bk, -Bj], 2), 0.0)
+        return _Links(kp, jp, order, ok, u, v, torch.where(ok, r, 0.0), X, theta.clone())
 
     # Pairs that overlap (checked once, at the initial coefficients; the first fit starts from
     # this linearization).
@@ -565,9 +560,8 @@ def joint_log_corrections(
                         tuple(False for _ in range(n_views)), 0, torch.zeros(n_views, dtype=torch.float64),
                         tuple(None for _ in range(n_views)), float("nan") if distortion is None else distortion)
     pairs = torch.zeros(n_views, n_views, dtype=torch.bool)
-    for k, j in links.pairs:
-        pairs[k, j] = True
-    r_all = links.r0.numpy()
+    pairs[links.kp, links.jp] = True
+    r_all = links.r0[links.ok].numpy()
     med_before = float(np.median(np.abs(r_all)))
     sigma0 = _robust_sigma(r_all, sigma_floor)
     last = [links]
@@ -600,11 +594,11 @@ def joint_log_corrections(
         about there (exactly so for rotating cameras, whose projections do not move with depth;
         to first order along the epipolar lines of translating ones), so each IRLS round is
         only weighted normal equations. Each pair's rows touch the coefficients of its two
-        views only: its [2P,2P] block of the normal matrix is one small product, added into the
-        matrix at those views' rows and columns. The rounds stop early once the Tukey width
-        has reached its final value and no coefficient moves by more than ``_CONVERGED``.
-        Callers run it again from its result (the fit with the prior, the refits of the
-        acceptance test), which re-linearizes translating cameras."""
+        views only: its [2P,2P] block of the normal matrix (all pairs in one batched product)
+        is added into the matrix at those views' rows and columns. The rounds stop early once
+        the Tukey width has reached its final value and no coefficient moves by more than
+        ``_CONVERGED``. Callers run it again from its result (the fit with the prior, the
+        refits of the acceptance test), which re-linearizes translating cameras."""
         sigma, rounds = sigma0, 0
         if not any(free):
             return theta, sigma, 0
@@ -612,22 +606,22 @@ def joint_log_corrections(
         if not lin.rows:  # every pair lost its overlap at these coefficients: stop here
             return theta, sigma, 0
         at = torch.nonzero(torch.tensor(free).repeat_interleave(P)).squeeze(1)
-        cols = torch.stack([torch.cat([k * P + block, j * P + block]) for k, j in lin.pairs])  # [pairs,2P]
+        cols = torch.cat([lin.kp[:, None] * P + block, lin.jp[:, None] * P + block], 1)  # [pairs,2P]
         flat = (cols[:, :, None] * NP + cols[:, None, :]).reshape(-1)
+        Xr = torch.cat([lin.X, torch.zeros_like(lin.r0)[:, :, None]], 2)
         for it in range(iterations):
             c = tukey_c * _ANNEAL[min(it, len(_ANNEAL) - 1)]
             # IRLS: weights from the current residuals, their scale from the previous round's.
             r = lin.residuals(theta)
-            rn = r.numpy()
-            WX = lin.X * (torch.from_numpy(_tukey(rn, sigma, c)) / sigma**2)[:, None]
-            Xr = torch.cat([lin.X, r[:, None]], 1)
-            blocks = torch.stack([a.T @ b for a, b in zip(WX.split(lin.counts), Xr.split(lin.counts))])
+            wt = torch.from_numpy(_tukey(r.numpy(), sigma, c)) * lin.ok / sigma**2
+            Xr[:, :, -1] = r
+            blocks = torch.bmm((lin.X * wt[:, :, None]).transpose(1, 2), Xr)  # [pairs,2P,2P+1]
             Hm = torch.zeros(NP * NP, dtype=torch.float64).index_add_(0, flat, blocks[:, :, :-1].reshape(-1))
             g = torch.zeros(NP, dtype=torch.float64).index_add_(0, cols.reshape(-1), blocks[:, :, -1].reshape(-1))
             Hm = Hm.view(NP, NP) + prior_all
             g = g + ((theta - init64) @ prior).reshape(-1)
             rounds += 1
-            sigma = _robust_sigma(rn, sigma_floor)
+            sigma = _robust_sigma(r[lin.ok].numpy(), sigma_floor)
             step = torch.zeros(NP, dtype=torch.float64)
             step[at] = _solve_spd(Hm[at][:, at], -g[at])
             theta = theta + step.reshape(n_views, P)
@@ -636,9 +630,6 @@ def joint_log_corrections(
         return theta, sigma, rounds
 
     radius = [max(2 * views.strides[k], round(0.02 * max(views.shapes[k]))) for k in range(n_views)]
-    first_sample = torch.tensor([0] + [len(s[0]) for s in views.samples]).cumsum(0)
-    sample_v = torch.cat([p[0] for p in views.pixels])
-    sample_u = torch.cat([p[1] for p in views.pixels])
 
     def raw_fields(theta: Tensor) -> list[Tensor]:
         return [basis.field(theta[k], *views.shapes[k]) for k in range(n_views)]
@@ -653,11 +644,14 @@ def joint_log_corrections(
         # ``theta`` for rotating cameras, a fraction of a pixel away for translating ones).
         lin = last[0]
         if lin.rows:
-            s = first_sample[lin.src] + lin.sample
-            seen[lin.src, sample_v[s], sample_u[s]] = True
-            vj = torch.minimum(lin.v.long(), views.height[lin.dst].long() - 1).clamp_min(0)
-            uj = torch.minimum(lin.u.long(), views.width[lin.dst].long() - 1).clamp_min(0)
-            seen[lin.dst, vj, uj] = True
+            ok = lin.ok
+            k = lin.kp[:, None].expand_as(ok)[ok]
+            i = lin.sample[ok]
+            seen[k, views.rows[k, i], views.cols[k, i]] = True
+            j = lin.jp[:, None].expand_as(ok)[ok]
+            vj = torch.minimum(lin.v[ok].long(), views.height[j].long() - 1).clamp_min(0)
+            uj = torch.minimum(lin.u[ok].long(), views.width[j].long() - 1).clamp_min(0)
+            seen[j, vj, uj] = True
         has = [free[k] and bool(seen[k].any()) for k in range(n_views)]
         near: list = [None] * n_views
         for rad in sorted({radius[k] for k in range(n_views) if has[k]}):
@@ -697,7 +691,7 @@ def joint_log_corrections(
     if distortion is None:  # the fit above allowed levels only: what is left beyond noise is distortion
         distortion = _LEVELS_ONLY
         if last[0].rows:
-            distortion = _distortion_from_data(last[0].residuals(theta).numpy(), views, sigma_floor)
+            distortion = _distortion_from_data(last[0].residuals(theta)[last[0].ok].numpy(), views, sigma_floor)
             prior = torch.from_numpy(basis.prior_precision(distortion, level))
             prior_all = torch.block_diag(*([prior] * n_views))
             theta, sigma, more = gauss_newton(theta, free)
@@ -719,7 +713,7 @@ def joint_log_corrections(
         lim = limits(raw, free)
         after = _disagreement(views, fields(raw, lim))
 
-    r_all = last[0].residuals(theta).numpy()
+    r_all = last[0].residuals(theta)[last[0].ok].numpy()
     med_after = float(np.median(np.abs(r_all))) if r_all.size else float("nan")
     n_used = int((_tukey(r_all, sigma, tukey_c) > 0).sum())
     clamp, level, weights = lim
