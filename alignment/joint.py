@@ -429,6 +429,23 @@ class _Links:
         return _Links(*(t[keep] for t in (self.kp, self.jp, self.sample, self.ok, self.u, self.v, self.r0, self.X)),
                       self.theta0)
 
+    def by_size(self) -> list["_Links"]:
+        """The pairs in groups of similar sizes (most rows first), each cut to its largest pair's
+        rows: a group pads its pairs to at most twice their rows (neighbours overlap much more
+        than the views beyond them)."""
+        n = self.ok.sum(1)
+        order = torch.argsort(n, descending=True, stable=True)
+        sizes = n[order].tolist()
+        out, start = [], 0
+        for i in range(1, len(sizes) + 1):
+            if i == len(sizes) or sizes[i] < sizes[start] / 2:
+                idx, m = order[start:i], sizes[start]
+                out.append(_Links(*(t[idx] for t in (self.kp, self.jp)),
+                                  *(t[idx, :m] for t in (self.sample, self.ok, self.u, self.v, self.r0, self.X)),
+                                  self.theta0))
+                start = i
+        return out
+
     def moved(self, theta: Tensor) -> "_Links":
         """The same linearization, its residuals evaluated at ``theta`` (exact for residuals that
         are linear in the coefficients)."""
@@ -594,7 +611,7 @@ def joint_log_corrections(
         about there (exactly so for rotating cameras, whose projections do not move with depth;
         to first order along the epipolar lines of translating ones), so each IRLS round is
         only weighted normal equations. Each pair's rows touch the coefficients of its two
-        views only: its [2P,2P] block of the normal matrix (all pairs in one batched product)
+        views only: its [2P,2P] block of the normal matrix (pairs of similar sizes in one batched product)
         is added into the matrix at those views' rows and columns. The rounds stop early once
         the Tukey width has reached its final value and no coefficient moves by more than
         ``_CONVERGED``. Callers run it again from its result (the fit with the prior, the
@@ -606,22 +623,29 @@ def joint_log_corrections(
         if not lin.rows:  # every pair lost its overlap at these coefficients: stop here
             return theta, sigma, 0
         at = torch.nonzero(torch.tensor(free).repeat_interleave(P)).squeeze(1)
-        cols = torch.cat([lin.kp[:, None] * P + block, lin.jp[:, None] * P + block], 1)  # [pairs,2P]
+        parts = lin.by_size()
+        cols = torch.cat([torch.cat([p.kp[:, None] * P + block, p.jp[:, None] * P + block], 1) for p in parts])
         flat = (cols[:, :, None] * NP + cols[:, None, :]).reshape(-1)
-        Xr = torch.cat([lin.X, torch.zeros_like(lin.r0)[:, :, None]], 2)
+        Xr = [torch.cat([p.X, torch.zeros_like(p.r0)[:, :, None]], 2) for p in parts]
         for it in range(iterations):
             c = tukey_c * _ANNEAL[min(it, len(_ANNEAL) - 1)]
             # IRLS: weights from the current residuals, their scale from the previous round's.
-            r = lin.residuals(theta)
-            wt = torch.from_numpy(_tukey(r.numpy(), sigma, c)) * lin.ok / sigma**2
-            Xr[:, :, -1] = r
-            blocks = torch.bmm((lin.X * wt[:, :, None]).transpose(1, 2), Xr)  # [pairs,2P,2P+1]
+            blocks, used = [], []
+            for p, xr in zip(parts, Xr):
+                r = p.residuals(theta)
+                xr[:, :, -1] = r
+                # [X r] scaled by the weights' square roots: one product gives each pair's X'WX and X'Wr.
+                root = torch.from_numpy(np.sqrt(_tukey(r.numpy(), sigma, c))) * p.ok / sigma
+                Y = xr * root[:, :, None]
+                blocks.append(torch.bmm(Y.transpose(1, 2), Y)[:, :-1])  # [pairs,2P,2P+1]
+                used.append(r[p.ok])
+            blocks = torch.cat(blocks)
             Hm = torch.zeros(NP * NP, dtype=torch.float64).index_add_(0, flat, blocks[:, :, :-1].reshape(-1))
             g = torch.zeros(NP, dtype=torch.float64).index_add_(0, cols.reshape(-1), blocks[:, :, -1].reshape(-1))
             Hm = Hm.view(NP, NP) + prior_all
             g = g + ((theta - init64) @ prior).reshape(-1)
             rounds += 1
-            sigma = _robust_sigma(r[lin.ok].numpy(), sigma_floor)
+            sigma = _robust_sigma(torch.cat(used).numpy(), sigma_floor)
             step = torch.zeros(NP, dtype=torch.float64)
             step[at] = _solve_spd(Hm[at][:, at], -g[at])
             theta = theta + step.reshape(n_views, P)

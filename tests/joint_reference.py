@@ -1,4 +1,11 @@
-"""Joint adjustment of every view's depth distortion against all the views that overlap it.
+"""Reference for tests/test_joint.py: the joint refinement as it was before it was batched.
+
+The same algorithm as :mod:`alignment.joint` (same samples, pairs, robust Gauss-Newton, prior,
+clamp, fade and acceptance test), written pair by pair: each pair of views projected, sampled
+and accumulated into the normal matrix on its own. Slow; kept only so that the fast version can
+be checked against it on fixed cases. Its original module text follows.
+
+Joint adjustment of every view's depth distortion against all the views that overlap it.
 
 The dream loop aligns each new view to the geometry that exists when it is dreamed. Far from
 that overlap the view's smooth distortion is extrapolated, and the next view is aligned to the
