@@ -136,7 +136,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_joint_") as tmp:
         tmp = Path(tmp)
         trees = {}
-        for name, commit in ((f"old ({args.reference})", args.reference), (f"unbatched ({args.previous})", args.previous)):
+        for name, commit in ((f"old ({args.reference})", args.reference),
+                             (f"unbatched ({args.previous})", args.previous)):
             if not commit:
                 continue
             trees[name] = tmp / commit
