@@ -549,7 +549,7 @@ def joint_log_corrections(
         zj, u, v, Lj, gu, gv = (torch.gather(t[enough], 1, order) for t in (zj, u, v, Lj, gu, gv))
         pc, w = (torch.gather(t[enough], 1, order[:, :, None].expand(-1, -1, 3)) for t in (pc, w))
         zk = torch.gather(torch.exp(log_z)[kp], 1, order)
-        Bk = torch.gather(basis_k[kp], 1, order[:, :, None].expand(-1, -1, P))
+        Bk = basis_k.reshape(-1, P)[kp[:, None] * basis_k.shape[1] + order]  # [pairs,width,P]
         Bj = torch.zeros(len(kp), width, P, dtype=torch.float64)
         jj = jp[:, None].expand(-1, width)[ok]
         Bj[ok] = _basis_rows(basis, u[ok], v[ok], views.width[jj], views.height[jj])
@@ -623,25 +623,34 @@ def joint_log_corrections(
         if not lin.rows:  # every pair lost its overlap at these coefficients: stop here
             return theta, sigma, 0
         at = torch.nonzero(torch.tensor(free).repeat_interleave(P)).squeeze(1)
-        parts = lin.by_size()
-        cols = torch.cat([torch.cat([p.kp[:, None] * P + block, p.jp[:, None] * P + block], 1) for p in parts])
-        flat = (cols[:, :, None] * NP + cols[:, None, :]).reshape(-1)
-        Xr = [torch.cat([p.X, torch.zeros_like(p.r0)[:, :, None]], 2) for p in parts]
+        parts = []
+        for part in lin.by_size():
+            # A pair's rows touch few of its views' coefficients when the basis is local (a
+            # spline): its columns that are zero on every row are left out of its products.
+            full = torch.cat([part.kp[:, None] * P + block, part.jp[:, None] * P + block], 1)  # [pairs,2P]
+            nonzero = (part.X != 0).any(1)
+            keep = torch.argsort((~nonzero).to(torch.uint8), dim=1, stable=True)[:, : int(nonzero.sum(1).max())]
+            X = torch.gather(part.X, 2, keep[:, None, :].expand(-1, part.X.shape[1], -1))
+            cols = torch.gather(full, 1, keep)
+            Xr = torch.cat([X, torch.zeros_like(part.r0)[:, :, None]], 2)
+            parts.append((part, cols, (cols[:, :, None] * NP + cols[:, None, :]).reshape(-1), Xr))
         for it in range(iterations):
             c = tukey_c * _ANNEAL[min(it, len(_ANNEAL) - 1)]
-            # IRLS: weights from the current residuals, their scale from the previous round's.
-            blocks, used = [], []
-            for p, xr in zip(parts, Xr):
-                r = p.residuals(theta)
+            Hm = torch.zeros(NP * NP, dtype=torch.float64)
+            g = torch.zeros(NP, dtype=torch.float64)
+            used = []
+            for part, cols, flat, xr in parts:
+                d = (theta - part.theta0).reshape(-1)[cols]  # [pairs,w]: the change of the pair's coefficients
+                r = part.r0 + torch.bmm(xr[:, :, :-1], d[:, :, None])[:, :, 0]
                 xr[:, :, -1] = r
-                # [X r] scaled by the weights' square roots: one product gives each pair's X'WX and X'Wr.
-                root = torch.from_numpy(np.sqrt(_tukey(r.numpy(), sigma, c))) * p.ok / sigma
+                # IRLS: weights from the current residuals, their scale from the previous round's.
+                # [X r] scaled by the weights' square roots: one product gives X'WX and X'Wr.
+                root = torch.from_numpy(np.sqrt(_tukey(r.numpy(), sigma, c))) * part.ok / sigma
                 Y = xr * root[:, :, None]
-                blocks.append(torch.bmm(Y.transpose(1, 2), Y)[:, :-1])  # [pairs,2P,2P+1]
-                used.append(r[p.ok])
-            blocks = torch.cat(blocks)
-            Hm = torch.zeros(NP * NP, dtype=torch.float64).index_add_(0, flat, blocks[:, :, :-1].reshape(-1))
-            g = torch.zeros(NP, dtype=torch.float64).index_add_(0, cols.reshape(-1), blocks[:, :, -1].reshape(-1))
+                blocks = torch.bmm(Y.transpose(1, 2), Y)[:, :-1]  # [pairs,w,w+1]
+                Hm.index_add_(0, flat, blocks[:, :, :-1].reshape(-1))
+                g.index_add_(0, cols.reshape(-1), blocks[:, :, -1].reshape(-1))
+                used.append(r[part.ok])
             Hm = Hm.view(NP, NP) + prior_all
             g = g + ((theta - init64) @ prior).reshape(-1)
             rounds += 1
