@@ -14,10 +14,15 @@ fits all views at once, like a bundle adjustment of depth distortions:
   aligned depth and projected into view j. The residual is the log of the point's z in view j
   minus view j's aligned log-depth there (bilinear). Points that view j sees occluded, or that
   fall on a depth edge, get residuals far outside the noise and Tukey weight 0.
-* Gauss-Newton on the stacked coefficients (a few rounds; each is one small dense solve),
+* Gauss-Newton on the stacked coefficients (a few rounds; each is one small Cholesky solve),
   with the Jacobian of the lifted point's depth in view j, the shift of its projection along
   the epipolar line (translating cameras), and view j's correction. Views in ``fixed`` keep
   their coefficients (the first view: the gauge, it sets the scene's scale).
+* Batched: the pairs whose frusta may meet are found first (a separating plane test), all of
+  their samples are projected and sampled in one batch of [pairs, samples] tensors, and each
+  round's normal matrix is assembled from every pair's [2P,2P] block (a pair's residuals touch
+  its two views' coefficients only) computed in a few batched products. The arithmetic is that
+  of a pair-by-pair loop (``tests/joint_reference.py`` keeps one to test against).
 * A weak prior keeps each view near its initial coefficients where the pairs leave it
   undetermined.
 
@@ -26,8 +31,9 @@ axes, see ``dreamer/cameras.py`` and ``docs/architecture.md``).
 
 (Longer than this project's usual 500 lines: :func:`joint_log_corrections` is one Gauss-Newton
 loop with robust reweighting, a prior and an acceptance test whose steps share their state; cut
-into modules, a reader would lose the order of the steps. The fields are in
-:mod:`alignment.fields`.)
+into modules, a reader would lose the order of the steps. The batched projection of the pairs,
+:class:`_Views`, serves the fit, the whole-image disagreement and the bend evidence alike. The
+fields are in :mod:`alignment.fields`.)
 """
 
 from __future__ import annotations
