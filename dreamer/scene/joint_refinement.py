@@ -42,6 +42,15 @@ log = logging.getLogger(__name__)
 # 64 px, error seed 0: bends 0.41 (full turn), 0.67 (pan), 1.36 (orbit); scale, waves, objects,
 # disparity, smeared edges and the mix 1.03 and above.
 _BEND_EVIDENCE = 0.85
+# Prior (log units) on how much a view's spline correction varies beyond what the pairs demand.
+# Estimated from the views' disagreement (as for bends) it is the size of the errors themselves
+# (0.05-0.08 for waves): 36 free control points per view then follow every local disagreement,
+# including the parts no pair of views can observe (a shape all neighbours share), and a
+# translating orbit bends away from the truth while its views agree better. Measured with
+# bench/bench_dream.py at 64 px (new-pixel AbsRel, waves orbit / objects orbit / mixed orbit /
+# mixed full turn): estimated 8.8 / 3.7 / 16.0 / 9.2%, 0.02: 2.0 / 3.7 / 7.2 / 7.1%,
+# 0.01: 1.5 / 3.2 / 3.1 / 8.9%, 0.005: 1.7 / 3.1 / 3.9 / 9.1%.
+_SPLINE_PRIOR = 0.01
 
 
 def joint_basis(grid: int) -> FieldBasis:
@@ -64,6 +73,14 @@ def _base_depth(view: DreamView, shape: bool = True) -> torch.Tensor:
     if not bool(mask.any()):
         return est
     return est * float(torch.exp(torch.log(view.depth[mask].double() / est[mask].double()).median()))
+
+
+def _prior(cfg, basis: FieldBasis) -> float | None:
+    """The joint fit's prior on a view's variation: the configured one, else a fixed one for the
+    spline and one estimated from the views' disagreement for a bend (None)."""
+    if cfg.joint_prior is not None:
+        return cfg.joint_prior
+    return _SPLINE_PRIOR if basis.kind == "spline" else None
 
 
 def _mean_disagreement(fit) -> float:
@@ -121,7 +138,7 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     def joint(shape: bool):
         bases, logs, valid = logs_of(shape)
         fit = joint_log_corrections(logs, valid, K, c2w, torch.zeros(len(usable), chosen.n_terms, dtype=torch.float64),
-                                    [k == 0 for k in usable], basis=chosen, distortion=cfg.joint_prior,
+                                    [k == 0 for k in usable], basis=chosen, distortion=_prior(cfg, chosen),
                                     fade=cfg.joint_fade)
         return bases, fit
 
@@ -172,8 +189,9 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
             # variation around it, surface by surface, goes as far as the loop's choice of reach.
             reaches = tuple(None if r == 0 else float(r) for r in cfg.seam_reaches)
             anchors = alignment_known(masks.known, view.estimate, cfg.min_overlap_pixels)
-            new_depth = align_adaptive(new_depth, render.depth, anchors, masks.hole, seam_reaches=reaches,
-                                       fit_global=False, offset_reach=cfg.joint_seam_reach).depth
+            new_depth = align_adaptive(new_depth, render.depth, masks.known, masks.hole, seam_reaches=reaches,
+                                       fit_global=False, offset_reach=cfg.joint_seam_reach,
+                                       seam_known=anchors).depth
         points, placed = place_view(points, cam, view.image, render, masks, new_depth, prompt=view.prompt,
                                     stats=stats, estimate=view.estimate, config=cfg)
         out.append(placed)

@@ -91,8 +91,9 @@ class DreamConfig:
     surface, reaches as far as the loop's seam correction would)."""
     joint_prior: float | None = None
     """Prior of the joint refinement: how much (log depth) a view's correction may vary across its image beyond
-    a scale, unless the overlapping views say otherwise; None: estimated from how much the views disagree beyond
-    their pixel noise once each has its own scale."""
+    a scale, unless the overlapping views say otherwise; None: 0.01 for the spline, and for a bend estimated from
+    how much the views disagree beyond their pixel noise once each has its own scale
+    (dreamer/scene/joint_refinement.py says why)."""
 
     def __post_init__(self):
         from alignment.adaptive import GLOBAL_MODELS
@@ -146,12 +147,13 @@ def _check_inputs(image: Tensor, cameras: Sequence[Camera], depth: Tensor | None
 
 
 def align_view(estimated: Tensor, reference: Tensor, known: Tensor, hole: Tensor,
-               config: DreamConfig) -> AdaptiveAlignment:
+               config: DreamConfig, seam_known: Tensor | None = None) -> AdaptiveAlignment:
     """The loop's alignment of one view's estimated depth [H,W] to the rendered ``reference``
-    [H,W] (``known``, ``hole``: bool [H,W]), with the settings of ``config``."""
+    [H,W] (``known``, ``hole``: bool [H,W]; ``seam_known``: the known pixels that may anchor the
+    seam, None: all), with the settings of ``config``."""
     reaches = tuple(None if r == 0 else float(r) for r in config.seam_reaches)
     return align_adaptive(estimated, reference, known, hole, models=tuple(config.align_models),
-                          seam_reaches=reaches, tolerance=config.align_tolerance)
+                          seam_reaches=reaches, tolerance=config.align_tolerance, seam_known=seam_known)
 
 
 def dream_view(
@@ -190,7 +192,7 @@ def dream_view(
         check_depth(new_depth.clamp_min(1e-6), camera, "aligned depth")
     elif int(masks.known.sum()) >= config.min_overlap_pixels:
         anchors = alignment_known(masks.known, estimated, config.min_overlap_pixels)
-        aligned = align_view(estimated, render.depth, anchors, masks.hole, config)
+        aligned = align_view(estimated, render.depth, masks.known, masks.hole, config, seam_known=anchors)
         new_depth = aligned.depth
         fit = aligned.fit
         stats.update(scale=fit.scale, overlap_pixels=fit.n_pixels, inlier_fraction=fit.inlier_fraction,
