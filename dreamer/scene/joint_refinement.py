@@ -183,11 +183,11 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
                  "joint_disagreement_after": float(fit.agreement_after[i])}
         new_depth = (bases[k].double() * torch.exp(field)).to(view.estimate.dtype)
         if int(masks.known.sum()) >= cfg.min_overlap_pixels and masks.hole.any() and cfg.seam_reaches:
-            # The jointly fitted depth already has the right level: the seam correction closes the
-            # seam, but the offset of the rendered cloud as a whole fades fast (carried across the
-            # hole it would add up along the trajectory again, as in the loop); only the
-            # variation around it, surface by surface, goes as far as the loop's choice of reach.
-            reaches = tuple(None if r == 0 else float(r) for r in cfg.seam_reaches)
+            # The jointly fitted depth already has the right level and shape: the seam correction
+            # only closes the seam. Both the offset of the rendered cloud as a whole and the
+            # variation around it fade within joint_seam_reach: carried across the hole, they would
+            # copy the earlier views' errors (object by object) into this one, as in the loop.
+            reaches = (cfg.joint_seam_reach,)
             anchors = alignment_known(masks.known, view.estimate, cfg.min_overlap_pixels)
             new_depth = align_adaptive(new_depth, render.depth, masks.known, masks.hole, seam_reaches=reaches,
                                        fit_global=False, offset_reach=cfg.joint_seam_reach,

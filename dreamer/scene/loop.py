@@ -86,9 +86,8 @@ class DreamConfig:
     """In the joint refinement, away from the pixels that other views see, a view's correction returns to its
     mean over them within about this fraction of the image's larger side (it is not extrapolated)."""
     joint_seam_reach: float = 0.05
-    """In the refinement's rebuild, the offset between the rendered cloud and a view's jointly fitted depth
-    fades over this fraction of the image's larger side from the seam (the variation around it, surface by
-    surface, reaches as far as the loop's seam correction would)."""
+    """In the refinement's rebuild, the offset between the rendered cloud and a view's jointly fitted depth, and
+    its variation surface by surface, fade over this fraction of the image's larger side from the seam."""
     joint_prior: float | None = None
     """Prior of the joint refinement: how much (log depth) a view's correction may vary across its image beyond
     a scale, unless the overlapping views say otherwise; None: 0.01 for the spline, and for a bend estimated from
