@@ -27,7 +27,8 @@ import torch
 
 from alignment.adaptive import GlobalCorrection, align_adaptive
 from alignment.fields import FieldBasis
-from alignment.joint import bend_evidence, joint_log_corrections
+from alignment.joint import bend_evidence, joint_log_corrections, view_disagreement
+from alignment.segments import segment_offsets
 from dreamer.scene.placement import alignment_known, place_view
 from dreamer.render import clean_coverage, lift, render_points
 from dreamer.scene.result import DreamResult, DreamView
@@ -81,6 +82,18 @@ def _prior(cfg, basis: FieldBasis) -> float | None:
     if cfg.joint_prior is not None:
         return cfg.joint_prior
     return _SPLINE_PRIOR if basis.kind == "spline" else None
+
+
+def _fields_with_segments(fit, logs, valid, K, c2w, fixed) -> list[torch.Tensor]:
+    """Each view's jointly fitted log-correction plus its segments' consensus offsets
+    (:func:`alignment.segments.segment_offsets`: the error a smooth field leaves, object by
+    object), those offsets kept only for views whose whole-image disagreement they do not raise."""
+    fields = [fit.field(i, *logs[i].shape) for i in range(len(logs))]
+    offsets = segment_offsets([lg + f for lg, f in zip(logs, fields)], valid, K, c2w, fixed)
+    with_offsets = [f + o for f, o in zip(fields, offsets)]
+    before = view_disagreement(logs, valid, K, c2w, fields)
+    after = view_disagreement(logs, valid, K, c2w, with_offsets)
+    return [w if bool(a <= b) else f for f, w, a, b in zip(fields, with_offsets, after, before)]
 
 
 def _mean_disagreement(fit) -> float:
@@ -147,18 +160,20 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     # joint fit runs with and without those shapes (scales only) and keeps the one whose views
     # agree better over their whole images.
     bases, fit = joint(shape=True)
+    shape = True
     shaped = [k for k in usable
               if k > 0 and (views[k].stats.get("align_correction") or {}).get("model", "scale") != "scale"]
     if shaped:
         bases_s, fit_s = joint(shape=False)
         if _mean_disagreement(fit_s) <= _mean_disagreement(fit):
-            bases, fit = bases_s, fit_s
+            bases, fit, shape = bases_s, fit_s, False
     log.info("joint refinement of %d views: median pair residual %.4f -> %.4f (%d samples), %d views refined",
              len(usable), fit.residual_before, fit.residual_after, fit.samples, sum(fit.accepted))
     if not any(fit.accepted):
         log.warning("joint refinement skipped: no view's refinement reduced its disagreement with the others")
         return result
     row = {k: i for i, k in enumerate(usable)}
+    fields = _fields_with_segments(fit, *logs_of(shape)[1:], K, c2w, [k == 0 for k in usable])
 
     v0 = views[0]
     points = lift(v0.image, v0.depth, v0.camera, v0.mask)
@@ -176,7 +191,7 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
         render = render_points(points, cam, splat_scale=cfg.splat_scale, max_splat_px=cfg.max_splat_px)
         render, masks = clean_coverage(render, close_px=cfg.close_px, grow_px=cfg.grow_px)
         i = row[k]
-        field = fit.field(i, cam.height, cam.width).to(view.estimate.device)
+        field = fields[i].to(view.estimate.device)
         stats = {**view.stats, "hole_fraction": float(masks.hole.float().mean()),
                  "joint_accepted": fit.accepted[i], "joint_scale": float(torch.exp(field.mean())),
                  "joint_disagreement_before": float(fit.agreement_before[i]),
