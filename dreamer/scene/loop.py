@@ -86,13 +86,13 @@ class DreamConfig:
     """In the joint refinement, away from the pixels that other views see, a view's correction returns to its
     mean over them within about this fraction of the image's larger side (it is not extrapolated)."""
     joint_seam_reach: float = 0.05
-    """In the refinement's rebuild, the offset between the rendered cloud and a view's jointly fitted depth
-    fades over this fraction of the image's larger side from the seam (the variation around it, surface by
-    surface, reaches as far as the loop's seam correction would)."""
+    """In the refinement's rebuild, the offset between the rendered cloud and a view's jointly fitted depth, and
+    its variation surface by surface, fade over this fraction of the image's larger side from the seam."""
     joint_prior: float | None = None
     """Prior of the joint refinement: how much (log depth) a view's correction may vary across its image beyond
-    a scale, unless the overlapping views say otherwise; None: estimated from how much the views disagree beyond
-    their pixel noise once each has its own scale."""
+    a scale, unless the overlapping views say otherwise; None: 0.01 for the spline, and for a bend estimated from
+    how much the views disagree beyond their pixel noise once each has its own scale
+    (dreamer/scene/joint_refinement.py says why)."""
 
     def __post_init__(self):
         from alignment.adaptive import GLOBAL_MODELS
@@ -146,12 +146,13 @@ def _check_inputs(image: Tensor, cameras: Sequence[Camera], depth: Tensor | None
 
 
 def align_view(estimated: Tensor, reference: Tensor, known: Tensor, hole: Tensor,
-               config: DreamConfig) -> AdaptiveAlignment:
+               config: DreamConfig, seam_known: Tensor | None = None) -> AdaptiveAlignment:
     """The loop's alignment of one view's estimated depth [H,W] to the rendered ``reference``
-    [H,W] (``known``, ``hole``: bool [H,W]), with the settings of ``config``."""
+    [H,W] (``known``, ``hole``: bool [H,W]; ``seam_known``: the known pixels that may anchor the
+    seam, None: all), with the settings of ``config``."""
     reaches = tuple(None if r == 0 else float(r) for r in config.seam_reaches)
     return align_adaptive(estimated, reference, known, hole, models=tuple(config.align_models),
-                          seam_reaches=reaches, tolerance=config.align_tolerance)
+                          seam_reaches=reaches, tolerance=config.align_tolerance, seam_known=seam_known)
 
 
 def dream_view(
@@ -190,7 +191,7 @@ def dream_view(
         check_depth(new_depth.clamp_min(1e-6), camera, "aligned depth")
     elif int(masks.known.sum()) >= config.min_overlap_pixels:
         anchors = alignment_known(masks.known, estimated, config.min_overlap_pixels)
-        aligned = align_view(estimated, render.depth, anchors, masks.hole, config)
+        aligned = align_view(estimated, render.depth, masks.known, masks.hole, config, seam_known=anchors)
         new_depth = aligned.depth
         fit = aligned.fit
         stats.update(scale=fit.scale, overlap_pixels=fit.n_pixels, inlier_fraction=fit.inlier_fraction,
