@@ -261,7 +261,7 @@ class _Views:
         kp, jp = torch.nonzero(near, as_tuple=True)
         return kp, jp
 
-    def project(self, log_z: Tensor, kp: Tensor, jp: Tensor):
+    def project_pairs(self, log_z: Tensor, kp: Tensor, jp: Tensor):
         """View kp[p]'s samples (log z-depth ``log_z`` [N,n]) in view jp[p], for each pair p:
         (z in view j [p,n], u [p,n], v [p,n], camera-j coordinates [p,n,3], the rays' directions in
         camera j [p,n,3], inside view j's image [p,n]; False on padding)."""
@@ -296,13 +296,40 @@ class _Views:
             self._maps = out
         return out
 
-    def sample(self, maps: Tensor, jp: Tensor, u: Tensor, v: Tensor):
+    def sample_pairs(self, maps: Tensor, jp: Tensor, u: Tensor, v: Tensor):
         """Bilinear samples of views ``jp``' maps [N,3,...] at (u, v) [p,n]: (smooth [p,n], log-depth,
         gu, gv). Smooth: off a depth edge (a bilinear sample on one mixes two surfaces)."""
         g = torch.stack([u / self.Wm * 2 - 1, v / self.Hm * 2 - 1], dim=-1)
         s = F.grid_sample(maps[jp], g[:, None], mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
         Lj, gu, gv = s.unbind(1)
         return (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP), Lj, gu, gv
+
+    # One pair at a time (for callers that work view by view, e.g. alignment.segments).
+
+    @property
+    def samples(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """Per view, (log-depth [n], world ray directions [n,3], u [n], v [n]) of its samples."""
+        return [(self.logz[k][m], self.dirs[k][m], self.u[k][m], self.v[k][m]) for k, m in enumerate(self.has)]
+
+    def project(self, k: int, log_z: Tensor, dirs: Tensor, j: int):
+        """View k's points (log z-depth ``log_z`` along ``dirs``) in view j: (index of those
+        inside j's image, their z in j, u, v, camera-j coordinates, z_k)."""
+        z_k = torch.exp(log_z)
+        X = self.c2w[k, :3, 3] + z_k[:, None] * dirs
+        pc = X @ self.w2c[j, :3, :3].T + self.w2c[j, :3, 3]
+        zj = pc[:, 2]
+        Hj, Wj = self.shapes[j]
+        zs = zj.clamp_min(1e-9)
+        u = self.K[j, 0, 0] * pc[:, 0] / zs + self.K[j, 0, 2]
+        v = self.K[j, 1, 1] * pc[:, 1] / zs + self.K[j, 1, 2]
+        ok = (zj > 1e-9) & (u > 1.0) & (u < Wj - 1.0) & (v > 1.0) & (v < Hj - 1.0)
+        idx = torch.nonzero(ok).squeeze(1)
+        return idx, zj[idx], u[idx], v[idx], pc[idx], z_k[idx]
+
+    def off_edges(self, j: int, u: Tensor, v: Tensor):
+        """Whether view j's log-depth is smooth at (u, v) [n]: (smooth, log-depth there, gu, gv)."""
+        smooth, Lj, gu, gv = self.sample_pairs(self.maps(), torch.tensor([j]), u[None], v[None])
+        return smooth[0], Lj[0], gu[0], gv[0]
 
 
 def _pixel_noise(log_depth: Tensor, valid: Tensor) -> float:
@@ -339,8 +366,8 @@ def bend_evidence(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: Tens
     """
     views = _Views(log_depths, valid, K, c2w, samples_per_view)
     kp, jp = views.pairs(views.logz)
-    zj, u, v, _, _, inside = views.project(views.logz, kp, jp)
-    smooth, Lj, _, _ = views.sample(views.maps(), jp, u, v)
+    zj, u, v, _, _, inside = views.project_pairs(views.logz, kp, jp)
+    smooth, Lj, _, _ = views.sample_pairs(views.maps(), jp, u, v)
     ok = inside & smooth
     enough = ok.sum(1) >= 4 * _MIN_PAIR_SAMPLES
     r_all = (torch.log(zj.clamp_min(1e-300)) - Lj).numpy()
@@ -392,8 +419,8 @@ def _disagreement(views: _Views, fields: Sequence[Tensor], hidden: float = _HIDD
                               for k in range(views.n)])
     log_z = views.logz + on_samples
     kp, jp = views.pairs(log_z)
-    zj, u, v, _, _, inside = views.project(log_z, kp, jp)
-    smooth, Lj, _, _ = views.sample(views.maps(fields), jp, u, v)
+    zj, u, v, _, _, inside = views.project_pairs(log_z, kp, jp)
+    smooth, Lj, _, _ = views.sample_pairs(views.maps(fields), jp, u, v)
     r = torch.log(zj.clamp_min(1e-300)) - Lj
     seen = inside & smooth & (r < hidden)
     total = torch.zeros(views.n, dtype=torch.float64).index_add_(
@@ -542,8 +569,8 @@ def joint_log_corrections(
         ``theta``: residuals and Jacobians."""
         log_z = views.logz + torch.bmm(basis_k, theta[:, :, None])[:, :, 0]
         kp, jp = views.pairs(log_z, active)
-        zj, u, v, pc, w, inside = views.project(log_z, kp, jp)
-        smooth, Lj, gu, gv = views.sample(maps, jp, u, v)
+        zj, u, v, pc, w, inside = views.project_pairs(log_z, kp, jp)
+        smooth, Lj, gu, gv = views.sample_pairs(maps, jp, u, v)
         ok = inside & smooth
         n_ok = ok.sum(1)
         enough = n_ok >= _MIN_PAIR_SAMPLES

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The last commit of the old joint refinement (degree-2 polynomial per view).
 REFERENCE = "8878098"
 # The last commit before the fit was batched (today's algorithm, each pair of views on its own).
-PREVIOUS = "42e468e"
+PREVIOUS = "4289fa4"
 
 # Runs in a child process against whichever tree is on PYTHONPATH (module paths of both layouts).
 _WORKER = r"""

@@ -166,7 +166,7 @@ def test_a_round_that_loses_every_pair_ends_the_fit(world, monkeypatch):
     for the second fit (with the estimated prior), and that projection loses every pair."""
     cams = cameras([(0, 0, 0), (0, 0, 0.3), (8, 0, 0.45)])
     logs, truth = distorted_logs(world, cams, seed=1)
-    real = joint_module._Views.project
+    real = joint_module._Views.project_pairs
     calls = {"n": 0}
 
     def project(self, log_z, kp, jp):
@@ -176,7 +176,7 @@ def test_a_round_that_loses_every_pair_ends_the_fit(world, monkeypatch):
             return out[:-1] + (torch.zeros_like(out[-1]),)
         return out
 
-    monkeypatch.setattr(joint_module._Views, "project", project)
+    monkeypatch.setattr(joint_module._Views, "project_pairs", project)
     result = fit(cams, logs, torch.zeros_like(truth))
     assert calls["n"] > 1
     assert 0 < result.rounds <= 5  # the first fit ran; the second had no pair left
