@@ -51,6 +51,7 @@ from torch import Tensor
 
 from dreamer.checks import check_map, check_mask
 from alignment.scale import _robust_sigma, _tukey
+from alignment.denoise import pixel_noise
 from alignment.fields import FieldBasis
 from alignment.trend import design_matrix
 
@@ -304,50 +305,13 @@ class _Views:
         Lj, gu, gv = s.unbind(1)
         return (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP), Lj, gu, gv
 
-    # One pair at a time (for callers that work view by view, e.g. alignment.segments).
-
-    @property
-    def samples(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
-        """Per view, (log-depth [n], world ray directions [n,3], u [n], v [n]) of its samples."""
-        return [(self.logz[k][m], self.dirs[k][m], self.u[k][m], self.v[k][m]) for k, m in enumerate(self.has)]
-
-    def project(self, k: int, log_z: Tensor, dirs: Tensor, j: int):
-        """View k's points (log z-depth ``log_z`` along ``dirs``) in view j: (index of those
-        inside j's image, their z in j, u, v, camera-j coordinates, z_k)."""
-        z_k = torch.exp(log_z)
-        X = self.c2w[k, :3, 3] + z_k[:, None] * dirs
-        pc = X @ self.w2c[j, :3, :3].T + self.w2c[j, :3, 3]
-        zj = pc[:, 2]
-        Hj, Wj = self.shapes[j]
-        zs = zj.clamp_min(1e-9)
-        u = self.K[j, 0, 0] * pc[:, 0] / zs + self.K[j, 0, 2]
-        v = self.K[j, 1, 1] * pc[:, 1] / zs + self.K[j, 1, 2]
-        ok = (zj > 1e-9) & (u > 1.0) & (u < Wj - 1.0) & (v > 1.0) & (v < Hj - 1.0)
-        idx = torch.nonzero(ok).squeeze(1)
-        return idx, zj[idx], u[idx], v[idx], pc[idx], z_k[idx]
-
-    def off_edges(self, j: int, u: Tensor, v: Tensor):
-        """Whether view j's log-depth is smooth at (u, v) [n]: (smooth, log-depth there, gu, gv)."""
-        smooth, Lj, gu, gv = self.sample_pairs(self.maps(), torch.tensor([j]), u[None], v[None])
-        return smooth[0], Lj[0], gu[0], gv[0]
-
-
-def _pixel_noise(log_depth: Tensor, valid: Tensor) -> float:
-    """Robust standard deviation of a log-depth map's pixel noise: from second differences along
-    rows (a slope cancels; the median ignores edges), which have 6 times the noise variance."""
-    d2 = log_depth[:, 2:] - 2 * log_depth[:, 1:-1] + log_depth[:, :-2]
-    ok = valid[:, 2:] & valid[:, 1:-1] & valid[:, :-2]
-    if not bool(ok.any()):
-        return 0.0
-    return float(d2[ok].abs().median()) / (0.6745 * math.sqrt(6.0))
-
 
 def _distortion_from_data(residuals: np.ndarray, views: "_Views", sigma_floor: float) -> float:
     """The prior on a view's variation, from the data: the pair residuals left after fitting a
     level per view, less what the two views' pixel noise explains (residuals compare two
     noisy pixels: twice the noise variance)."""
     total = _robust_sigma(residuals, sigma_floor) ** 2
-    noise = float(np.median([_pixel_noise(L, V) for L, V in zip(views.L, views.V)])) ** 2
+    noise = float(np.median([pixel_noise(L, V) for L, V in zip(views.L, views.V)])) ** 2
     lo, hi = _DISTORTION_BOUNDS
     return float(np.clip(math.sqrt(max(total - 2 * noise, 0.0)), lo, hi))
 
