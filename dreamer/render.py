@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dreamer.checks import check_image, check_map, check_positive
@@ -205,11 +204,29 @@ def _zbuffer_min(key: Tensor, u0: Tensor, u1: Tensor, v0: Tensor, v1: Tensor, H:
 
 
 def dilate(mask: Tensor, radius: int) -> Tensor:
-    """Binary dilation of a bool [H,W] mask by a (2r+1)^2 square."""
+    """Binary dilation of a bool [H,W] mask by a (2r+1)^2 square.
+
+    The square is separable: a dilation along the rows, then along the columns, each an OR of
+    shifted views whose window doubles per step (log2(2r+1) ORs per axis, on bools).
+    """
     if radius <= 0:
         return mask.clone()
-    x = mask[None, None].float()
-    return F.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0.5
+    return _dilate_axis(_dilate_axis(mask.bool(), radius, 1), radius, 0)
+
+
+def _dilate_axis(mask: Tensor, radius: int, dim: int) -> Tensor:
+    """out[i] = OR of mask[i - radius .. i + radius] along ``dim`` (outside the image: False)."""
+    pad_shape = list(mask.shape)
+    pad_shape[dim] = radius
+    pad = torch.zeros(pad_shape, dtype=torch.bool, device=mask.device)
+    acc = torch.cat([pad, mask, pad], dim)
+    width, window = 1, 2 * radius + 1  # acc[i] is the OR of ``width`` consecutive padded values
+    while width < window:
+        step = min(width, window - width)
+        n = acc.shape[dim] - step
+        acc = acc.narrow(dim, 0, n) | acc.narrow(dim, step, n)
+        width += step
+    return acc
 
 
 def erode(mask: Tensor, radius: int) -> Tensor:

@@ -96,6 +96,17 @@ def test_clean_coverage_closes_pinholes_and_grows_holes():
     assert (masks.hole <= masks.inpaint).all()
 
 
+@pytest.mark.parametrize("radius", [1, 2, 3, 4, 7])
+def test_dilate_matches_the_reference(radius):
+    from dreamer.render_reference import dilate_reference
+
+    g = torch.Generator().manual_seed(radius)
+    for shape, density in (((37, 53), 0.03), ((5, 64), 0.2), ((64, 3), 0.1), ((1, 9), 0.3)):
+        m = torch.rand(shape, generator=g) < density
+        m[0, 0] = m[-1, -1] = True  # the image border is reached
+        assert torch.equal(dilate(m, radius), dilate_reference(m, radius))
+
+
 def test_morphology_is_dual():
     m = torch.zeros(10, 10, dtype=torch.bool)
     m[4:6, 4:6] = True
