@@ -61,12 +61,23 @@ class ScaleFit:
         return estimated * self.scale + self.shift
 
 
-def _median(x: np.ndarray) -> float:
-    """The true median (mean of the two middle values for an even count), in O(n)."""
+def _median(x: np.ndarray, *, overwrite: bool = False) -> float:
+    """The true median (mean of the two middle values for an even count), in O(n).
+
+    One selection of the upper middle value; the lower one is the largest value before it
+    (a selection of two positions at once costs several times one). ``overwrite``: ``x`` may
+    be reordered in place (no copy).
+    """
     n = x.size
     lo, hi = (n - 1) // 2, n // 2
-    part = np.partition(x, (lo, hi))
-    return 0.5 * (float(part[lo]) + float(part[hi]))
+    if overwrite:
+        part = x.reshape(-1)
+        part.partition(hi)
+    else:
+        part = np.partition(x.reshape(-1), hi)
+    upper = float(part[hi])
+    lower = upper if lo == hi else float(part[:hi].max())
+    return 0.5 * (lower + upper)
 
 
 def _tukey(res: np.ndarray, sigma: float, c: float) -> np.ndarray:
@@ -77,7 +88,7 @@ def _tukey(res: np.ndarray, sigma: float, c: float) -> np.ndarray:
 
 def _robust_sigma(res: np.ndarray, floor: float) -> float:
     """MAD-based standard deviation of residuals around 0, never below ``floor``."""
-    return max(_MAD_TO_SIGMA * _median(np.abs(res)), floor)
+    return max(_MAD_TO_SIGMA * _median(np.abs(res), overwrite=True), floor)
 
 
 def _fit_log_scale(
@@ -136,11 +147,11 @@ def _fit_affine(
     inv_r = 1.0 / r
     starts = [(math.exp(_median(np.log(r) - np.log(e))), 0.0)]
     med_e, med_r = _median(e), _median(r)
-    mad_e = _median(np.abs(e - med_e))
+    mad_e = _median(np.abs(e - med_e), overwrite=True)
     if mad_e > 0:
-        s_mad = _median(np.abs(r - med_r)) / mad_e
+        s_mad = _median(np.abs(r - med_r), overwrite=True) / mad_e
         starts.append((s_mad, med_r - s_mad * med_e))
-    s, t = min(starts, key=lambda st: _median(np.abs((st[0] * e + st[1] - r) * inv_r)))
+    s, t = min(starts, key=lambda st: _median(np.abs((st[0] * e + st[1] - r) * inv_r), overwrite=True))
     for _ in range(iterations):
         res = (s * e + t - r) * inv_r
         w = _tukey(res, _robust_sigma(res, sigma_floor), tukey_c)
@@ -216,7 +227,7 @@ def fit_scale(
     m = mask.to(estimated.device)
     e = estimated.detach()[m].to("cpu", torch.float64).numpy()
     r = reference.detach()[m.to(reference.device)].to("cpu", torch.float64).numpy()
-    residual_before = _median(np.abs((e - r) / r))
+    residual_before = _median(np.abs((e - r) / r), overwrite=True)
 
     fitted_shift = False
     s, t = 1.0, 0.0
@@ -233,7 +244,7 @@ def fit_scale(
     if not fitted_shift:
         s, w = _fit_log_scale(e, r, iterations, tukey_c, sigma_floor)
         t = 0.0
-    residual_after = _median(np.abs((s * e + t - r) / r))
+    residual_after = _median(np.abs((s * e + t - r) / r), overwrite=True)
     return ScaleFit(
         scale=float(s),
         shift=float(t),

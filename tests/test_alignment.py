@@ -105,6 +105,21 @@ def test_fit_scale_reads_only_the_mask():
     assert fit_scale(est, ref, mask).scale == pytest.approx(3.0, rel=1e-9)
 
 
+def test_median_is_the_mean_of_the_two_middle_values():
+    import numpy as np
+
+    from alignment.scale import _median
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 7, 10, 1001, 4096):
+        for x in (rng.standard_normal(n), rng.integers(0, 3, n).astype(np.float64)):  # ties too
+            ordered = np.sort(x)
+            expected = 0.5 * (float(ordered[(n - 1) // 2]) + float(ordered[n // 2]))
+            kept = x.copy()
+            assert _median(x) == expected and np.array_equal(x, kept)  # no reordering without overwrite
+            assert _median(x, overwrite=True) == expected
+
+
 def test_fit_scale_float32_on_input_device():
     ref = _scene().float()
     fit = fit_scale(ref * 0.5, ref, torch.ones(ref.shape, dtype=torch.bool))
