@@ -80,10 +80,22 @@ def _median(x: np.ndarray, *, overwrite: bool = False) -> float:
     return 0.5 * (lower + upper)
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> np.floating:
+    """Dot product of two vectors without BLAS: a BLAS ``dot`` of a few hundred thousand values
+    wakes its thread pool (milliseconds per call on a busy machine, and a sum whose last bits
+    depend on the thread count); this one is single-threaded and deterministic."""
+    return np.einsum("i,i->", a, b)
+
+
 def _tukey(res: np.ndarray, sigma: float, c: float) -> np.ndarray:
     """Tukey biweight of residuals ``res`` for a robust scale ``sigma``: (1 - (r/c sigma)^2)^2, 0 beyond."""
     u = res / (c * sigma)
-    return np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
+    w = np.multiply(u, u)
+    np.subtract(1.0, w, out=w)
+    np.square(w, out=w)
+    np.abs(u, out=u)
+    w[~(u < 1.0)] = 0.0  # NaN too
+    return w
 
 
 def _robust_sigma(res: np.ndarray, floor: float) -> float:
@@ -106,7 +118,7 @@ def _fit_log_scale(
     log_s = _median(rho)
     for _ in range(iterations):
         w = _tukey(rho - log_s, _robust_sigma(rho - log_s, sigma_floor), tukey_c)
-        new = float(np.dot(w, rho) / w.sum())
+        new = float(_dot(w, rho) / w.sum())
         done = abs(new - log_s) <= 1e-15
         log_s = new
         if done:
@@ -120,13 +132,13 @@ def _wls_affine(e: np.ndarray, r: np.ndarray, w: np.ndarray) -> tuple[float, flo
     sw = float(w.sum())
     if sw <= 0:
         return None
-    me = float(np.dot(w, e)) / sw
-    mr = float(np.dot(w, r)) / sw
+    me = float(_dot(w, e)) / sw
+    mr = float(_dot(w, r)) / sw
     de = e - me
-    var = float(np.dot(w, de * de)) / sw
+    var = float(_dot(w, de * de)) / sw
     if var <= 1e-12 * me * me:
         return None
-    s = float(np.dot(w, de * (r - mr))) / sw / var
+    s = float(_dot(w, de * (r - mr))) / sw / var
     return s, mr - s * me
 
 

@@ -120,6 +120,17 @@ def test_median_is_the_mean_of_the_two_middle_values():
             assert _median(x, overwrite=True) == expected
 
 
+def test_tukey_weights_are_the_biweight():
+    import numpy as np
+
+    from alignment.scale import _tukey
+
+    res = np.array([0.0, 0.5, -1.0, 2.0, -3.0, 4.685, float("nan"), float("inf")])
+    u = res / 4.685
+    expected = np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
+    assert np.array_equal(_tukey(res, 1.0, 4.685), expected)
+
+
 def test_fit_scale_float32_on_input_device():
     ref = _scene().float()
     fit = fit_scale(ref * 0.5, ref, torch.ones(ref.shape, dtype=torch.bool))
