@@ -20,7 +20,7 @@ from torch import Tensor
 
 from dreamer.checks import check_image, check_map, check_positive
 from dreamer.cameras import Camera, camera_points_to_pixels, unproject_depth, world_to_camera_points
-from dreamer.pointcloud import PointCloud
+from dreamer.pointcloud import PointCloud, block_bounds
 
 __all__ = ["PointRender", "lift", "render_points", "dilate", "erode", "clean_coverage", "HoleMasks"]
 
@@ -144,10 +144,16 @@ _CPU_BLOCK = 1 << 16
 
 def _frustum_points(xyz: Tensor, camera: Camera, near: float, max_splat_px: float) -> tuple[Tensor, Tensor]:
     """Indices (ascending) of the points that pass :func:`_in_frustum`, and their camera-frame
-    coordinates [n,3]."""
+    coordinates [n,3]. On the CPU, blocks whose bounding box lies wholly outside the frustum
+    are skipped without touching their points."""
     block = len(xyz) if xyz.is_cuda else _CPU_BLOCK
+    starts = range(0, len(xyz), block)
+    if not xyz.is_cuda and len(xyz) > block:
+        lo, hi = block_bounds(xyz, block)
+        reach = _boxes_may_reach(lo, hi, camera, near, max_splat_px)
+        starts = [block * int(b) for b in torch.nonzero(reach).squeeze(1).tolist()]
     idx, pts = [], []
-    for start in range(0, len(xyz), block):
+    for start in starts:
         p = world_to_camera_points(xyz[start : start + block], camera)
         i = torch.nonzero(_in_frustum(p, camera, near, max_splat_px)).squeeze(1)
         idx.append(i + start)
@@ -155,6 +161,36 @@ def _frustum_points(xyz: Tensor, camera: Camera, near: float, max_splat_px: floa
     if not idx:
         return torch.zeros(0, dtype=torch.long, device=xyz.device), xyz.new_zeros(0, 3)
     return torch.cat(idx), torch.cat(pts)
+
+
+def _boxes_may_reach(lo: Tensor, hi: Tensor, camera: Camera, near: float, max_splat_px: float) -> Tensor:
+    """bool [B]: whether any point inside each box ``lo``..``hi`` [B,3] can pass :func:`_in_frustum`.
+
+    The test region is an intersection of half-spaces in the camera frame (z > near and the
+    four sides x > a z, ...). A box is out when its 8 corners all lie outside one of them, by
+    a margin far above the rounding of the points' own transform (corners in float64).
+    """
+    m = max_splat_px + 1.0
+    corners = torch.stack([torch.where(torch.tensor(bits, dtype=torch.bool, device=lo.device), hi, lo)
+                           for bits in _CORNER_BITS], 1).double()  # [B, 8, 3]
+    w2c = camera.w2c.to(device=lo.device, dtype=torch.float64)
+    p = corners @ w2c[:3, :3].T + w2c[:3, 3]
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    sides = torch.stack([
+        z - near,
+        x - (-m - camera.cx) / camera.fx * z,
+        (camera.width + m - camera.cx) / camera.fx * z - x,
+        y - (-m - camera.cy) / camera.fy * z,
+        (camera.height + m - camera.cy) / camera.fy * z - y,
+    ], 0)  # [5, B, 8]: > 0 inside each half-space
+    slack = 1e-4 * (1.0 + p.abs().amax(dim=(1, 2)) + float(w2c[:3, 3].abs().max()))
+    scale = 1.0 + max(abs(m + camera.cx) / camera.fx, abs(camera.width + m - camera.cx) / camera.fx,
+                      abs(m + camera.cy) / camera.fy, abs(camera.height + m - camera.cy) / camera.fy)
+    outside = (sides < -(slack * scale)[None, :, None]).all(dim=2)  # [5, B]: every corner beyond one side
+    return ~outside.any(0)
+
+
+_CORNER_BITS = [(i & 1 != 0, i & 2 != 0, i & 4 != 0) for i in range(8)]
 
 
 def _in_frustum(p: Tensor, camera: Camera, near: float, max_splat_px: float) -> Tensor:
