@@ -38,6 +38,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dreamer.pointcloud import block_bounds
+
 __all__ = ["footprint_level", "dedup_mask"]
 
 # Fast path: bits per axis of a packed cell key (3 * 21 = 63 bits of an int64).
@@ -111,10 +113,25 @@ _CPU_BLOCK = 1 << 16
 
 
 def _inside_box(xyz: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-    """int64 indices (ascending) of the points [N,3] with ``lo <= xyz <= hi`` on every axis."""
+    """int64 indices (ascending) of the points [N,3] with ``lo <= xyz <= hi`` on every axis.
+
+    On the CPU, blocks whose bounding box misses the box are skipped without touching their
+    points, and blocks wholly inside it are taken whole."""
     block = len(xyz) if xyz.is_cuda else _CPU_BLOCK
-    idx = [torch.nonzero(((b >= lo) & (b <= hi)).all(1)).squeeze(1) + start
-           for start, b in ((s, xyz[s : s + block]) for s in range(0, len(xyz), block))]
+    starts = range(0, len(xyz), block)
+    inside = None
+    if not xyz.is_cuda and len(xyz) > block:
+        b_lo, b_hi = block_bounds(xyz, block)
+        overlap = ((b_hi >= lo) & (b_lo <= hi)).all(1)
+        inside = ((b_lo >= lo) & (b_hi <= hi)).all(1).tolist()
+        starts = [block * int(b) for b in torch.nonzero(overlap).squeeze(1).tolist()]
+    idx = []
+    for start in starts:
+        b = xyz[start : start + block]
+        if inside is not None and inside[start // block]:
+            idx.append(torch.arange(start, start + len(b), device=xyz.device))
+        else:
+            idx.append(torch.nonzero(((b >= lo) & (b <= hi)).all(1)).squeeze(1) + start)
     return torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long, device=xyz.device)
 
 
