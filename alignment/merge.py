@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dreamer.pointcloud import block_bounds
+from dreamer.pointcloud import BOX_BLOCK, block_bounds, block_points
 
 __all__ = ["footprint_level", "dedup_mask"]
 
@@ -115,24 +115,24 @@ _CPU_BLOCK = 1 << 16
 def _inside_box(xyz: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """int64 indices (ascending) of the points [N,3] with ``lo <= xyz <= hi`` on every axis.
 
-    On the CPU, blocks whose bounding box misses the box are skipped without touching their
-    points, and blocks wholly inside it are taken whole."""
-    block = len(xyz) if xyz.is_cuda else _CPU_BLOCK
-    starts = range(0, len(xyz), block)
-    inside = None
-    if not xyz.is_cuda and len(xyz) > block:
-        b_lo, b_hi = block_bounds(xyz, block)
-        overlap = ((b_hi >= lo) & (b_lo <= hi)).all(1)
-        inside = ((b_lo >= lo) & (b_hi <= hi)).all(1).tolist()
-        starts = [block * int(b) for b in torch.nonzero(overlap).squeeze(1).tolist()]
-    idx = []
-    for start in starts:
-        b = xyz[start : start + block]
-        if inside is not None and inside[start // block]:
-            idx.append(torch.arange(start, start + len(b), device=xyz.device))
-        else:
-            idx.append(torch.nonzero(((b >= lo) & (b <= hi)).all(1)).squeeze(1) + start)
-    return torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long, device=xyz.device)
+    On the CPU, blocks of :data:`BOX_BLOCK` points whose bounding box misses the box are left
+    out before any point of theirs is touched, and blocks wholly inside it are taken whole."""
+    if xyz.is_cuda or len(xyz) <= BOX_BLOCK:
+        return torch.nonzero(((xyz >= lo) & (xyz <= hi)).all(1)).squeeze(1)
+    b_lo, b_hi = block_bounds(xyz, BOX_BLOCK)
+    overlap = ((b_hi >= lo) & (b_lo <= hi)).all(1)
+    blocks = torch.nonzero(overlap).squeeze(1)
+    whole = ((b_lo.index_select(0, blocks) >= lo) & (b_hi.index_select(0, blocks) <= hi)).all(1)
+    cand = block_points(blocks, BOX_BLOCK, len(xyz))
+    # Per candidate point: inside when its block is, else by its own test (only the last block
+    # can be short, so the flags repeat in step with the points).
+    take = whole.repeat_interleave(BOX_BLOCK)[: len(cand)]
+    test = torch.nonzero(~take).squeeze(1)
+    for start in range(0, len(test), _CPU_BLOCK):
+        at = test[start : start + _CPU_BLOCK]
+        b = xyz.index_select(0, cand.index_select(0, at))
+        take[at] = ((b >= lo) & (b <= hi)).all(1)
+    return cand[take]
 
 
 def _first_of_cell(keys: Tensor, blocked_cells: Tensor, inverse: Tensor) -> Tensor:

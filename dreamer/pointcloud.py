@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["PointCloud", "block_bounds"]
+__all__ = ["PointCloud", "block_bounds", "block_points", "BOX_BLOCK"]
 
 
 @dataclass(eq=False)
@@ -113,6 +113,19 @@ class PointCloud:
             rgb = np.full((len(v), 3), 0.5, np.float32)
         radius = v["radius"].astype(np.float32) if "radius" in names else np.full(len(v), 1e-2, np.float32)
         return cls(xyz, torch.from_numpy(rgb), torch.from_numpy(radius))
+
+
+BOX_BLOCK = 1024
+"""Points per block of :func:`block_bounds` for the culling passes (render, merge): small enough
+that a block's box is tight (a few image rows of one view), large enough that the boxes cost
+little beside the points."""
+
+
+def block_points(blocks: Tensor, block: int, n: int) -> Tensor:
+    """int64 indices (ascending when ``blocks`` is) of the points of the given blocks of ``block``
+    consecutive points among ``n``."""
+    idx = (blocks[:, None] * block + torch.arange(block, device=blocks.device)[None, :]).reshape(-1)
+    return idx[idx < n] if len(blocks) and int(blocks[-1]) == (n - 1) // block else idx
 
 
 def block_bounds(xyz: Tensor, block: int) -> tuple[Tensor, Tensor]:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from dreamer.checks import check_image, check_map, check_positive
 from dreamer.cameras import Camera, camera_points_to_pixels, unproject_depth, world_to_camera_points
-from dreamer.pointcloud import PointCloud, block_bounds
+from dreamer.pointcloud import BOX_BLOCK, PointCloud, block_bounds, block_points
 
 __all__ = ["PointRender", "lift", "render_points", "dilate", "erode", "clean_coverage", "HoleMasks"]
 
@@ -144,19 +144,23 @@ _CPU_BLOCK = 1 << 16
 
 def _frustum_points(xyz: Tensor, camera: Camera, near: float, max_splat_px: float) -> tuple[Tensor, Tensor]:
     """Indices (ascending) of the points that pass :func:`_in_frustum`, and their camera-frame
-    coordinates [n,3]. On the CPU, blocks whose bounding box lies wholly outside the frustum
-    are skipped without touching their points."""
-    block = len(xyz) if xyz.is_cuda else _CPU_BLOCK
-    starts = range(0, len(xyz), block)
-    if not xyz.is_cuda and len(xyz) > block:
-        lo, hi = block_bounds(xyz, block)
-        reach = _boxes_may_reach(lo, hi, camera, near, max_splat_px)
-        starts = [block * int(b) for b in torch.nonzero(reach).squeeze(1).tolist()]
+    coordinates [n,3]. On the CPU, blocks of :data:`BOX_BLOCK` points whose bounding box lies
+    wholly outside the frustum are left out before any point of theirs is touched."""
+    if xyz.is_cuda or len(xyz) <= BOX_BLOCK:
+        cand = None
+        n = len(xyz)
+    else:
+        lo, hi = block_bounds(xyz, BOX_BLOCK)
+        reach = torch.nonzero(_boxes_may_reach(lo, hi, camera, near, max_splat_px)).squeeze(1)
+        cand = block_points(reach, BOX_BLOCK, len(xyz))
+        n = len(cand)
+    block = n if xyz.is_cuda else _CPU_BLOCK
     idx, pts = [], []
-    for start in starts:
-        p = world_to_camera_points(xyz[start : start + block], camera)
+    for start in range(0, n, block):
+        at = None if cand is None else cand[start : start + block]
+        p = world_to_camera_points(xyz[start : start + block] if at is None else xyz.index_select(0, at), camera)
         i = torch.nonzero(_in_frustum(p, camera, near, max_splat_px)).squeeze(1)
-        idx.append(i + start)
+        idx.append(i + start if at is None else at.index_select(0, i))
         pts.append(p.index_select(0, i))
     if not idx:
         return torch.zeros(0, dtype=torch.long, device=xyz.device), xyz.new_zeros(0, 3)

@@ -566,7 +566,7 @@ def test_dedup_box_prefilter_by_blocks_is_exact(monkeypatch):
     whole = dedup_mask(existing, existing_r, new, new_r, merge_within_new=False)
     lo, hi = new.min(0).values, new.max(0).values
     for block in (64, 100, 1000):
-        monkeypatch.setattr(merge_module, "_CPU_BLOCK", block)
+        monkeypatch.setattr(merge_module, "BOX_BLOCK", block)
         assert torch.equal(dedup_mask(existing, existing_r, new, new_r, merge_within_new=False), whole)
         assert torch.equal(merge_module._inside_box(existing, lo, hi),
                            torch.nonzero(((existing >= lo) & (existing <= hi)).all(1)).squeeze(1))

@@ -192,7 +192,7 @@ def test_render_points_skips_blocks_outside_the_view_exactly(monkeypatch, block)
         view = moved(cam, yaw=yaw, t=(0.1, 0.0, 0.0))
         image, depth = plane_view(view, depth_value=1.5 + yaw / 180.0, seed=int(yaw))
         cloud = cloud.cat(lift(image, depth, view))
-    monkeypatch.setattr(render_module, "_CPU_BLOCK", block)
+    monkeypatch.setattr(render_module, "BOX_BLOCK", block)
     lo, hi = render_module.block_bounds(cloud.xyz, block)
     reach = render_module._boxes_may_reach(lo, hi, cam, 1e-4, 32.0)
     assert 0 < int(reach.sum()) < len(reach) // 2  # most blocks are skipped
@@ -203,7 +203,11 @@ def test_render_points_skips_blocks_outside_the_view_exactly(monkeypatch, block)
 
 
 def test_block_bounds_are_each_blocks_min_and_max():
-    from dreamer.pointcloud import block_bounds
+    from dreamer.pointcloud import block_bounds, block_points
+
+    expected = torch.cat([torch.arange(0, 100), torch.arange(200, 250)])
+    assert torch.equal(block_points(torch.tensor([0, 2]), 100, 250), expected)
+    assert torch.equal(block_points(torch.tensor([1]), 100, 250), torch.arange(100, 200))
 
     xyz = torch.randn(1000, 3, generator=torch.Generator().manual_seed(0))
     for block in (64, 100, 128, 1000, 4096):
