@@ -213,12 +213,17 @@ def _in_frustum(p: Tensor, camera: Camera, near: float, max_splat_px: float) -> 
     return ok
 
 
+# Boxes up to this side are splatted offset by offset; larger ones as one expanded block.
+_SMALL_SIDE = 3
+
+
 def _zbuffer_min(key: Tensor, u0: Tensor, u1: Tensor, v0: Tensor, v1: Tensor, H: int, W: int) -> Tensor:
     """int64 [H*W]: the smallest ``key`` among the boxes ``[u0, u1] x [v0, v1]`` covering each
     pixel (``_EMPTY`` where none does).
 
-    Points are grouped by the side of their box so each group expands to a dense [n, s*s]
-    block; a box narrower than the block repeats its last column/row, which ``amin`` ignores.
+    Points are grouped by the side ``s`` of their box. Small boxes are splatted with one scatter
+    per offset; larger ones expand to a dense [n, s*s] block. Either way a box narrower than
+    ``s`` repeats its last column/row, which ``amin`` ignores.
     """
     device = key.device
     wu, wv = u1 - u0 + 1, v1 - v0 + 1
@@ -233,9 +238,17 @@ def _zbuffer_min(key: Tensor, u0: Tensor, u1: Tensor, v0: Tensor, v1: Tensor, H:
         if s == 1:
             best.scatter_reduce_(0, b, k, reduce="amin")
             continue
-        off = torch.arange(s, device=device)
         gu = wu if g is None else wu.index_select(0, g)
         gv = wv if g is None else wv.index_select(0, g)
+        if s <= _SMALL_SIDE:
+            # One scatter per offset of the box, straight from the keys (no [n, s*s] copies).
+            cols = [(gu - 1).clamp_(max=j) if j else None for j in range(s)]
+            for i in range(s):
+                row = b if i == 0 else b + (gv - 1).clamp(max=i) * W
+                for col in cols:
+                    best.scatter_reduce_(0, row if col is None else row + col, k, reduce="amin")
+            continue
+        off = torch.arange(s, device=device)
         du = torch.minimum(off[None, :], gu[:, None] - 1)  # [n, s]
         dv = torch.minimum(off[None, :], gv[:, None] - 1) * W
         pix = (b[:, None, None] + dv[:, :, None] + du[:, None, :]).reshape(-1)  # [n * s * s]
