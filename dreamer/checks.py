@@ -124,7 +124,7 @@ def check_positive(x: Tensor, name: str, *, where: Tensor | None = None, where_n
     # One dense pass (no gather of the masked values) when all is well; the messages below.
     bad = ~((x > 0) & (x < math.inf))  # NaN fails both comparisons
     if where is not None:
-        bad &= where.to(x.device)
+        bad &= where.to(device=x.device, dtype=torch.bool)
     if not bool(bad.any()):
         return x
     check_finite(x, name, where=where, where_name=where_name)
