@@ -116,8 +116,10 @@ def test_value_noise_tables_match_the_chained_hash(world):
     assert torch.allclose(noise.value_noise(q, P), ref, atol=1e-6)
 
 
-def test_noise_paths_agree(world, monkeypatch):
-    """Tables (2D on a room face, an atlas elsewhere) and per-pixel evaluation give the same fBm."""
+def test_noise_paths_agree(monkeypatch):
+    """Tables (2D on a room face, an atlas elsewhere; kept for whole surfaces or built for the
+    cells in view) and per-pixel evaluation give the same fBm."""
+    world = ProceduralWorld()
     calls = {"tables": 0, "per_pixel": 0}
     for name, key in (("_tabled", "tables"), ("_per_pixel", "per_pixel")):
         def spy(*args, _f=getattr(noise, name), _k=key):
@@ -125,9 +127,16 @@ def test_noise_paths_agree(world, monkeypatch):
             return _f(*args)
         monkeypatch.setattr(noise, name, spy)
     cam = cam_at([0.0, 0.0, 0.0], [0.2, 0.3, 4.0], (64, 48), 300.0)
+    with_kept_tables = world.render(cam).image
+    kept = world._noise_tables[torch.device("cpu")]
+    assert calls["tables"] > 0 and kept.nbytes > 0
     world.clear_cache()
+    assert torch.equal(world.render(cam).image, with_kept_tables)  # built once, read again
+    monkeypatch.setattr(noise, "_KEPT_CELLS", 0)
+    world = ProceduralWorld()
     with_tables = world.render(cam).image
-    assert calls["tables"] > 0
+    assert world._noise_tables[torch.device("cpu")].nbytes == 0
+    assert float((with_tables - with_kept_tables).abs().max()) <= COLOUR_MAX_ABS
     monkeypatch.setattr(noise, "_MIN_CELLS", 0)
     monkeypatch.setattr(noise, "_CELLS_PER_PIXEL", 0.0)
     world.clear_cache()

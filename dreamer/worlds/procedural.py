@@ -52,6 +52,9 @@ _BAND_PIXELS = 1 << 18
 # Renders kept per world for cameras that come back (the oracle inpainter, the depth estimator
 # and the ground-truth metrics all ask for the same cameras), by default.
 _CACHE_BYTES = 256 << 20
+# Noise tables of whole surfaces kept per world and device (see dreamer.worlds.noise.NoiseTables):
+# they depend on the world only, so every camera reuses them.
+_NOISE_TABLE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +100,7 @@ class ProceduralWorld:
         self._room_materials = room_materials(rng)
         self._pack(rng)
         self._device_cache: dict[torch.device, dict[str, Tensor]] = {}
+        self._noise_tables: dict[torch.device, noise.NoiseTables] = {}
         self._cache = RenderCache(int(cache_bytes))
 
     # -- public properties -------------------------------------------------------------------
@@ -169,6 +173,7 @@ class ProceduralWorld:
         for j in range(3):
             self._np[f"id_normal{j}"] = normal[:, j].clone()
         self._np["id_face_axis"] = torch.tensor([f // 2 for f in range(6)] + [-1] * (n_ids - 6), dtype=torch.long)
+        self._np["id_lo"], self._np["id_hi"] = self._id_bounds()
         # Derived tables for the fast renderer (no random draws: the layout stays the seed's).
         self._np.update(noise.noise_tables(self._np["perm"].numpy(), self._np["lattice"].numpy()))
         light = lambda v: torch.tensor(v, dtype=torch.float64) / torch.tensor(v, dtype=torch.float64).norm()  # noqa: E731
@@ -177,6 +182,24 @@ class ProceduralWorld:
         sphere = self._objects[1]
         self._center = torch.tensor([sphere.center[0], 0.5 * (sphere.center[1] + FLOOR_Y), sphere.center[2]],
                                     dtype=torch.float32)
+
+    def _id_bounds(self) -> tuple[Tensor, Tensor]:
+        """Per id, the axis-aligned bounds (lo [n_ids,3], hi [n_ids,3], float64) of its surface:
+        a room face's rectangle, a primitive's bounding box."""
+        lo, hi = [], []
+        for face in range(6):
+            axis, upper = divmod(face, 2)
+            a, b = list(ROOM_LO), list(ROOM_HI)
+            a[axis] = b[axis] = (ROOM_HI if upper else ROOM_LO)[axis]
+            lo.append(a)
+            hi.append(b)
+        for o in self._objects:
+            c, h = np.asarray(o.center), np.asarray(o.size)
+            if o.kind == "box":
+                h = np.abs(yaw_matrix(o.yaw_deg)) @ h
+            lo.append(c - h)
+            hi.append(c + h)
+        return torch.tensor(np.asarray(lo, dtype=np.float64)), torch.tensor(np.asarray(hi, dtype=np.float64))
 
     def _params(self, device: torch.device) -> dict[str, Tensor]:
         """The primitive parameters on ``device`` (float32 for floats), cached per device."""
@@ -188,6 +211,7 @@ class ProceduralWorld:
             for k in ("noise_hxy", "noise_value", "octave_offset"):
                 P[f"{k}_cpu"] = P[k].cpu()
             self._device_cache[device] = P
+            self._noise_tables[device] = noise.NoiseTables(_NOISE_TABLE_BYTES)
         return self._device_cache[device]
 
     # -- validation -------------------------------------------------------------------------------
@@ -284,7 +308,8 @@ class ProceduralWorld:
             normals.append(_interleave(n))
             if colour:
                 rgb = texture.shade([c.reshape(-1) for c in db], t.reshape(-1), [c.reshape(-1) for c in n], parts,
-                                    focal, P, self._materials, (P["room_lo"].tolist(), P["room_hi"].tolist()))
+                                    focal, P, self._materials, (P["room_lo"].tolist(), P["room_hi"].tolist()),
+                                    self._noise_tables[torch.device(camera.device)])
                 images.append(_interleave([c.view(r1 - r0, W) for c in rgb]))
         join = lambda parts: parts[0] if len(parts) == 1 else torch.cat(parts)  # noqa: E731
         return join(images) if colour else None, join(depths), join(normals), join(objs)
