@@ -52,6 +52,10 @@ _MIN_CELLS = 4096
 _MAX_SIDE = 2048
 # A whole surface's table is kept (built once per world) while it has at most this many texels.
 _KEPT_CELLS = 1 << 20
+# grid_sample's points are split into one batch per torch thread (up to this many) when there
+# are at least this many (its CPU kernel parallelizes over batches only).
+_MAX_SPLIT = 8
+_SPLIT_MIN = 1 << 15
 
 
 class NoiseTables:
@@ -220,40 +224,55 @@ def _tabled(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
     else:
         atlas, r0, cells = entry
     H, W = atlas.shape[1:]
+    # Per octave (columns [K,1]): 1 / wavelength, lattice offsets, and the integer shifts that
+    # map a cell to its atlas texel, plus half the side, so that (cell - shift) * 2 / (side - 1)
+    # is grid_sample's [-1, 1] coordinate (all exact in float32).
+    lo = [[c[a][0] for c in cells] for a in range(len(axes))]
+    consts = [[1.0 / OCTAVE_WAVELENGTHS[k] for k in ks], *([o[j] for o in offs] for j in axes),
+              [lo0 + 0.5 * (W - 1) for lo0 in lo[0]],
+              [lo1 - r + 0.5 * (H - 1) for lo1, r in zip(lo[1], r0)]]
+    if face is None:  # row = (z - lo) * rows per layer + (y - lo) + the octave's first row
+        consts += [lo[2], [c[1][1] for c in cells]]
+    col = torch.tensor(consts, dtype=torch.float32, device=dev)[:, :, None]
 
-    def lattice(j: int) -> tuple[Tensor, Tensor]:
-        """floor and fraction [K,N] of the lattice coordinates base / lam + off along axis j
-        (rounded as the reference rounds them)."""
-        if K == 1:
-            q = torch.div(base[j], OCTAVE_WAVELENGTHS[ks[0]]).add_(offs[0][j])[None]
-        else:  # base * (1 / lam) is exact (lam is a power of two): one rounding, for the sum
-            q = torch.addcmul(column([o[j] for o in offs]), base[j][None],
-                              column([1.0 / OCTAVE_WAVELENGTHS[k] for k in ks]))
+    def lattice(a: int) -> tuple[Tensor, Tensor]:
+        """floor and fraction [K,N] of the lattice coordinates base / lam + off along table
+        axis a. base * (1 / lam) is exact (lam is a power of two): one rounding, as the
+        reference's base / lam + off. (A broadcast addcmul is several times slower.)"""
+        q = (base[axes[a]][None] * col[0]).add_(col[1 + a])
         fl = q.floor()
         return fl, q.sub_(fl)
 
-    def column(values: list[float]) -> Tensor:
-        return torch.from_numpy(np.asarray(values, dtype=np.float32)[:, None]).to(dev)
+    def smooth_into(out: Tensor, g: Tensor, f: Tensor, c: float) -> None:
+        """out = g + c f^2 (3 - 2 f) (f is overwritten)."""
+        t = f * f
+        torch.addcmul(g, t, f.mul_(-2.0).add_(3.0), value=c, out=out)
 
-    # Atlas coordinates: the cell offset (an exact integer) first, then the smoothstep weight,
-    # scaled to grid_sample's [-1, 1].
-    grid = torch.empty(2, K, n, device=dev)
+    n_axes = len(axes)
+    # grid_sample runs batches in parallel, not points: split the points into one batch per
+    # thread (the atlas expanded, not copied); padding points read texel 0.
+    m = K * n
+    split = max(1, min(torch.get_num_threads(), _MAX_SPLIT)) if m >= _SPLIT_MIN else 1
+    mp = -(-m // split) * split
+    grid = torch.zeros(2, mp, device=dev)  # written by rows (strided writes are slower)
     cw, ch = 2.0 / (W - 1), 2.0 / (H - 1)
-    fl, f = lattice(axes[0])
-    fl.sub_(column([c[0][0] for c in cells])).mul_(cw).sub_(1.0)
-    torch.add(fl, _smooth_times(f, cw), out=grid[0])
-    fl, f = lattice(axes[1])
-    fl.sub_(column([c[1][0] - r for c, r in zip(cells, r0)]))  # + the octave's first row
-    if face is None:  # row = (z - lo) * rows per layer + (y - lo)
+    fl, f = lattice(0)
+    smooth_into(grid[0, :m].view(K, n), fl.sub_(col[1 + n_axes]).mul_(cw), f, cw)
+    fl, f = lattice(1)
+    fl.sub_(col[2 + n_axes])
+    if face is None:
         flz, fz = lattice(2)
-        fl.addcmul_(flz.sub_(column([c[2][0] for c in cells])), column([c[1][1] for c in cells]))
-    fl.mul_(ch).sub_(1.0)
-    torch.add(fl, _smooth_times(f, ch), out=grid[1])
-    out = F.grid_sample(atlas[None], grid.view(2, -1).T[None, None], mode="bilinear", padding_mode="border",
-                        align_corners=True).view(-1, K, n)
+        fl.add_(flz.sub_(col[3 + n_axes]).mul_(col[4 + n_axes]))
+    smooth_into(grid[1, :m].view(K, n), fl.mul_(ch), f, ch)
+    C = atlas.shape[0]
+    out = F.grid_sample(atlas[None].expand(split, -1, -1, -1), grid.T.view(split, 1, mp // split, 2),
+                        mode="bilinear", padding_mode="border", align_corners=True)
+    out = out.view(split, C, mp // split)
+    channels = [out[:, c].reshape(-1)[:m].view(K, n) for c in range(C)]
     if face is not None:
-        return out[0]
-    return torch.lerp(out[0], out[1], _smooth_times(fz, 1.0))
+        return channels[0]
+    t = fz * fz
+    return torch.lerp(channels[0], channels[1], t.mul_(fz.mul_(-2.0).add_(3.0)))
 
 
 # Surfaces of at most this many pixels evaluate all their octaves at once, dead pixels included
