@@ -182,10 +182,19 @@ def trace(o: Tensor, d: tuple[Tensor, Tensor, Tensor], P: dict[str, Tensor],
     hi = (P["room_hi"] - o).tolist()
     # Room, from inside: the ray leaves through the face with the smallest exit t (the first
     # axis on ties); the upper face of that axis if the ray runs towards +axis.
-    t_axis = torch.stack([torch.maximum(inv[j] * lo[j], inv[j] * hi[j]) for j in range(3)])
-    t_best, axis = t_axis.min(dim=0)
-    upper = torch.stack(d).gather(0, axis[None])[0] > 0
-    obj = axis.mul_(2).add_(upper)
+    # (The reference's min over a stacked [3,...] tensor, written as pairwise minima: no copies.
+    # Ids are kept in bytes while tracing: int64 planes cost several times more to write.)
+    small_ids = P["id_face_axis"].shape[0] <= 256
+    t_axis = [torch.maximum(inv[j] * lo[j], inv[j] * hi[j]) for j in range(3)]
+    face = [(d[j] > 0).view(torch.uint8) + 2 * j for j in range(3)]  # id = 2 * axis + upper
+    if not small_ids:
+        face = [f.long() for f in face]
+    closer = t_axis[1] < t_axis[0]
+    t_best = torch.minimum(t_axis[0], t_axis[1])
+    obj = torch.where(closer, face[1], face[0])
+    closer = t_axis[2] < t_best
+    t_best = torch.minimum(t_best, t_axis[2])
+    obj = torch.where(closer, face[2], obj)
 
     if rects:
         box_ol = torch.einsum("bi,bij->bj", o - P["box_c"], P["box_R"]).tolist() if P["box_c"].shape[0] else []
@@ -236,7 +245,7 @@ def trace(o: Tensor, d: tuple[Tensor, Tensor, Tensor], P: dict[str, Tensor],
             tf = torch.minimum(s1, torch.maximum(y1, y2))
             hit = (disc >= 0) & (tn <= tf) & (tn > T_EPS)
         _merge(rect, hit, tn, t_best, obj)
-    return t_best, obj
+    return t_best, obj.long()
 
 
 def room_frame(obj: Tensor, P: dict[str, Tensor]) -> tuple[list[Tensor], Tensor]:
