@@ -254,7 +254,8 @@ def _tabled(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
     m = K * n
     split = max(1, min(torch.get_num_threads(), _MAX_SPLIT)) if m >= _SPLIT_MIN else 1
     mp = -(-m // split) * split
-    grid = torch.zeros(2, mp, device=dev)  # written by rows (strided writes are slower)
+    grid = torch.empty(2, mp, device=dev)  # written by rows (strided writes are slower)
+    grid[:, m:] = 0.0
     cw, ch = 2.0 / (W - 1), 2.0 / (H - 1)
     fl, f = lattice(0)
     smooth_into(grid[0, :m].view(K, n), fl.sub_(col[1 + n_axes]).mul_(cw), f, cw)
