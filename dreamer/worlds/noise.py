@@ -284,13 +284,19 @@ _SMALL = 1 << 15
 _BATCH = 1 << 17
 
 
+def _bounds(base: list[Tensor]) -> list[tuple[float, float]]:
+    """(min, max) of each of the three planes."""
+    return [(float(b.min()), float(b.max())) for b in base]
+
+
 def _octaves(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
-             bounds: list[tuple[float, float]], P: dict[str, Tensor],
+             bounds: list[tuple[float, float]] | None, P: dict[str, Tensor],
              whole: tuple[NoiseTables, int, list[tuple[float, float]]] | None = None) -> Tensor:
-    """Octaves ks [K,N] at points base (within ``bounds`` per axis): from the kept atlases of
-    the whole surface (``whole``: where they are kept, the surface's key and bounds) while its
-    tables stay small, else from atlases of the cells the pixels touch while those stay small (at
-    most about a cell per pixel, the atlas within its size), the others per pixel."""
+    """Octaves ks [K,N] at points base (within ``bounds`` per axis; None: not computed yet):
+    from the kept atlases of the whole surface (``whole``: where they are kept, the surface's
+    key and bounds) while its tables stay small, else from atlases of the cells the pixels touch
+    while those stay small (at most about a cell per pixel, the atlas within its size), the
+    others per pixel."""
     n = base[0].shape[0]
     batches: dict[bool, list[list[int]]] = {True: [[]], False: [[]]}
     height = {True: 0, False: 0}
@@ -301,6 +307,7 @@ def _octaves(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
             rows, cols = _table_shape(whole[2], k, face, P)
             kept = rows * cols <= _KEPT_CELLS and cols <= _MAX_SIDE and rows <= _MAX_SIDE
         if not kept:
+            bounds = bounds or _bounds(base)
             rows, cols = _table_shape(bounds, k, face, P)
             small = rows * cols <= max(_MIN_CELLS, _CELLS_PER_PIXEL * n) * (2 if face is None else 1)
             if not (small and cols <= _MAX_SIDE and rows <= _MAX_SIDE):
@@ -313,7 +320,7 @@ def _octaves(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
         group[-1].append(k)
         height[kept] += rows
     runs = [(batch, _tabled(base, batch, face, whole[2], P, whole[:2])) for batch in batches[True] if batch]
-    runs += [(batch, _tabled(base, batch, face, bounds, P)) for batch in batches[False] if batch]
+    runs += [(batch, _tabled(base, batch, face, bounds or [], P)) for batch in batches[False] if batch]
     if direct:
         runs.append((direct, _per_pixel(base, direct, P)))
     if len(runs) == 1 and runs[0][0] == ks:
@@ -349,7 +356,7 @@ def fbm(x: list[Tensor], fp: Tensor, amp: float, offset: list[float], P: dict[st
         face = (face[0], float(torch.tensor(face[1], dtype=torch.float32) + offset[face[0]]))
     inv_fp = fp.reciprocal()  # lam / fp is inv_fp * lam in torch (a scalar over a tensor)
     inv_max, inv_min = float(inv_fp.max()), float(inv_fp.min())
-    bounds = [(float(b.min()), float(b.max())) for b in base]
+    bounds = None if whole is not None else _bounds(base)  # not needed while the whole surface's tables serve
     scales = [amp * OCTAVE_PERSISTENCE**k for k in range(len(OCTAVE_WAVELENGTHS))]
     # Octaves live at every pixel (on small surfaces: at any pixel) all at once.
     everywhere = [k for k, lam in enumerate(OCTAVE_WAVELENGTHS)
@@ -381,7 +388,7 @@ def fbm(x: list[Tensor], fp: Tensor, amp: float, offset: list[float], P: dict[st
             acc, inv_fp = acc.index_select(0, keep), inv_fp.index_select(0, keep)
             base = [b.index_select(0, keep) for b in base]
             inv_max = float(inv_fp.max())
-            bounds = [(float(b.min()), float(b.max())) for b in base]
+            bounds = None
         v = _octaves(base, [k], face, bounds, P, whole)[0]
         acc.addcmul_(_fade_of(inv_fp * lam), v, value=scales[k])
     if out is None:
