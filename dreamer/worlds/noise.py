@@ -28,6 +28,7 @@ Results equal the reference's up to float rounding (tests/test_world_fast.py sta
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
@@ -66,15 +67,17 @@ class NoiseTables:
         self.max_bytes = max_bytes
         self._items: dict[tuple, tuple[Tensor, list[int], list[list[tuple[int, int]]]]] = {}
         self._bytes = 0
+        self._lock = threading.Lock()
 
     def get(self, key: tuple) -> tuple[Tensor, list[int], list[list[tuple[int, int]]]] | None:
         return self._items.get(key)
 
     def put(self, key: tuple, atlas: Tensor, r0: list[int], cells: list[list[tuple[int, int]]]) -> None:
         size = atlas.numel() * atlas.element_size()
-        if self._bytes + size <= self.max_bytes:
-            self._items[key] = (atlas, r0, cells)
-            self._bytes += size
+        with self._lock:
+            if key not in self._items and self._bytes + size <= self.max_bytes:
+                self._items[key] = (atlas, r0, cells)
+                self._bytes += size
 
     @property
     def nbytes(self) -> int:
