@@ -248,7 +248,9 @@ class ProceduralWorld:
                 cached = self._render(camera, supersample)
             self._cache.put(("render", key, supersample), cached)
             self._cache.put(("depth", key), cached.depth)
-        return WorldRender(*(t.clone() for t in (cached.image, cached.depth, cached.normal, cached.object_id)))
+        # The cache keeps colour and normals as planes: interleaving them is the caller's copy.
+        return WorldRender(image=_interleave(cached.image), depth=cached.depth.clone(),
+                           normal=_interleave(cached.normal), object_id=cached.object_id.clone())
 
     def depth(self, camera: Camera) -> Tensor:
         """z-depth [H,W] (float32, > 0) of the surface through each pixel centre; no shading.
@@ -273,7 +275,7 @@ class ProceduralWorld:
         holds (``entries``, ``bytes``)."""
         return self._cache.info()
 
-    def _render(self, camera: Camera, s: int) -> WorldRender:
+    def _render(self, camera: Camera, s: int) -> _PlanarRender:
         P = self._params(camera.device)
         focal = min(camera.fx, camera.fy)
         if s == 1:
@@ -282,14 +284,14 @@ class ProceduralWorld:
             _, depth, normal, obj = self._trace_and_shade(camera, focal, P, colour=False)
             H, W = camera.height, camera.width
             fine = self._trace_and_shade(camera.resized(W * s, H * s), focal * s, P, colour=True)[0]
-            image = fine.reshape(H, s, W, s, 3).mean(dim=(1, 3))
-        return WorldRender(image=image, depth=depth, normal=normal, object_id=obj)
+            image = fine.reshape(3, H, s, W, s).mean(dim=(2, 4))
+        return _PlanarRender(image=image, depth=depth, normal=normal, object_id=obj)
 
     def _trace_and_shade(self, camera: Camera, focal: float, P: dict[str, Tensor], *,
                          colour: bool) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
-        """Image [H,W,3] (None unless ``colour``), depth [H,W], normal [H,W,3], id [H,W] of the
-        rays through the pixel centres of ``camera``, in bands of whole rows; ``focal`` (px) sets
-        the footprint."""
+        """Image planes [3,H,W] (None unless ``colour``), depth [H,W], normal planes [3,H,W], id
+        [H,W] of the rays through the pixel centres of ``camera``, in bands of whole rows;
+        ``focal`` (px) sets the footprint."""
         H, W = camera.height, camera.width
         o, d = raycast.planar_rays(camera)
         rects = raycast.screen_rects(camera, self._np)
@@ -301,18 +303,20 @@ class ProceduralWorld:
             db = tuple(dj[r0:r1] for dj in d)
             t, obj = raycast.trace(o, db, P, band)
             x = [float(o[j]) + t * db[j] for j in range(3)]
-            n, face_axis = raycast.room_frame(obj, P)
-            parts = raycast.surfaces(x, obj, n, face_axis, P, band)
+            normal, face_axis = raycast.room_frame(obj, P)
+            n = list(normal)
+            parts = raycast.surfaces(x, obj, n, face_axis, P, band)  # completes the normals in place
             depths.append(t)
             objs.append(obj)
-            normals.append(_interleave(n))
+            normals.append(normal)
             if colour:
                 rgb = texture.shade([c.reshape(-1) for c in db], t.reshape(-1), [c.reshape(-1) for c in n], parts,
                                     focal, P, self._materials, (P["room_lo"].tolist(), P["room_hi"].tolist()),
                                     self._noise_tables[torch.device(camera.device)])
-                images.append(_interleave([c.view(r1 - r0, W) for c in rgb]))
-        join = lambda parts: parts[0] if len(parts) == 1 else torch.cat(parts)  # noqa: E731
-        return join(images) if colour else None, join(depths), join(normals), join(objs)
+                images.append(rgb.view(3, r1 - r0, W))
+        join = lambda parts, dim=0: parts[0] if len(parts) == 1 else torch.cat(parts, dim)  # noqa: E731
+        return join(images, 1) if colour else None, join(depths), join(normals, 1), join(objs)
+
     def distance_to_surface(self, xyz: Tensor) -> Tensor:
         """Unsigned distance [N] from points xyz [N,3] (world, metres) to the nearest surface:
         the room's walls, floor and ceiling, or any object. Exact (analytic SDFs), on xyz's
@@ -352,9 +356,20 @@ class ProceduralWorld:
         return f"ProceduralWorld(seed={self._seed}, objects={len(self._objects)}, extent={self.extent:.2f} m)"
 
 
-def _interleave(planes: list[Tensor]) -> Tensor:
-    """Three planes of one shape [...] as one [..., 3] tensor (column copies: faster than stack)."""
-    out = torch.empty(*planes[0].shape, 3, dtype=planes[0].dtype, device=planes[0].device)
+@dataclass(frozen=True, eq=False)
+class _PlanarRender:
+    """A render as the cache keeps it: ``image`` and ``normal`` as planes [3,H,W] (the
+    renderer's layout), depth [H,W] and object id [H,W]."""
+
+    image: Tensor
+    depth: Tensor
+    normal: Tensor
+    object_id: Tensor
+
+
+def _interleave(planes: Tensor) -> Tensor:
+    """Planes [3,...] as one new [..., 3] tensor (column copies: faster than a permuted copy)."""
+    out = torch.empty(*planes.shape[1:], 3, dtype=planes.dtype, device=planes.device)
     for c, p in enumerate(planes):
         out[..., c] = p
     return out

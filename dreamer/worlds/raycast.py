@@ -248,13 +248,15 @@ def trace(o: Tensor, d: tuple[Tensor, Tensor, Tensor], P: dict[str, Tensor],
     return t_best, obj.long()
 
 
-def room_frame(obj: Tensor, P: dict[str, Tensor]) -> tuple[list[Tensor], Tensor]:
-    """Normals (three planes) and face axis of the room's faces at object ids obj [h,w], from
+def room_frame(obj: Tensor, P: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Normals (planes [3,h,w]) and face axis of the room's faces at object ids obj [h,w], from
     per-id tables (id = 2 * axis + upper; an upper face's normal points to -axis). Primitives'
     pixels get 0 and -1 here: :func:`object_frame` gives theirs."""
     ids = obj.reshape(-1)
-    n = [P[f"id_normal{j}"].index_select(0, ids).view(obj.shape) for j in range(3)]
-    return n, P["id_face_axis"].index_select(0, ids).view(obj.shape)
+    planes = torch.empty(3, ids.shape[0], dtype=P["id_normal0"].dtype, device=obj.device)
+    for j in range(3):
+        torch.index_select(P[f"id_normal{j}"], 0, ids, out=planes[j])
+    return planes.view(3, *obj.shape), P["id_face_axis"].index_select(0, ids).view(obj.shape)
 
 
 def object_frame(kind: str, k: int, x: list[Tensor], P: dict[str, Tensor]

@@ -152,8 +152,8 @@ def _lambert(n: list[Tensor] | list[float], P: dict[str, Tensor]) -> Tensor:
 
 def shade(d: list[Tensor], t: Tensor, n: list[Tensor], parts: list[Surface], focal: float, P: dict[str, Tensor],
           materials: list[Material], room: tuple[list[float], list[float]],
-          tables: NoiseTables | None = None) -> list[Tensor]:
-    """Colour (three [N] planes in [0, 1]) of the pixels whose rays d (camera z = 1, three [N]
+          tables: NoiseTables | None = None) -> Tensor:
+    """Colour [3,N] (three planes, in [0, 1]) of the pixels whose rays d (camera z = 1, three [N]
     planes) hit at z-depth t [N] surfaces with normals n (three [N] planes), grouped into
     ``parts`` (:class:`dreamer.worlds.raycast.Surface`). ``focal`` (px) sets the footprint
     t / focal; ``room`` is the room's lower and upper bounds (the faces' coordinates);
@@ -161,7 +161,7 @@ def shade(d: list[Tensor], t: Tensor, n: list[Tensor], parts: list[Surface], foc
     cos_i = (n[0] * d[0]).addcmul_(n[1], d[1]).addcmul_(n[2], d[2]).abs_()
     cos_i = cos_i / (d[0] * d[0]).addcmul_(d[1], d[1]).addcmul_(d[2], d[2]).sqrt_()
     fp = (t / focal) / cos_i.clamp_min(1.0 / MAX_OBLIQUITY)
-    out = [torch.empty_like(t) for _ in range(3)]
+    out = torch.empty(3, t.shape[0], dtype=t.dtype, device=t.device)
     amps, offsets = P["noise_amp"].tolist(), P["noise_offset"].tolist()
     id_lo, id_hi = P["id_lo"].tolist(), P["id_hi"].tolist()
     for part in parts:
