@@ -51,6 +51,10 @@ _NOISE_CHUNK = 1 << 15
 _CELLS_PER_PIXEL = 1.0
 _MIN_CELLS = 4096
 _MAX_SIDE = 2048
+# A whole solid surface's kept table (z layers stacked along the rows) may be this tall: rows
+# are read at about 1.2e-4 texel (1.5e-5 of colour at most per octave), and an object's finer
+# octaves then come from tables instead of per pixel.
+_MAX_ROWS_3D = 4096
 # A whole surface's table is kept (built once per world) while it has at most this many texels.
 _KEPT_CELLS = 1 << 20
 # grid_sample's points are split into one batch per torch thread (up to this many) when there
@@ -308,7 +312,7 @@ def _octaves(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
         kept = False
         if whole is not None and whole[0].nbytes < whole[0].max_bytes:
             rows, cols = _table_shape(whole[2], k, face, P)
-            kept = rows * cols <= _KEPT_CELLS and cols <= _MAX_SIDE and rows <= _MAX_SIDE
+            kept = rows * cols <= _KEPT_CELLS and cols <= _MAX_SIDE and rows <= (_MAX_SIDE if face else _MAX_ROWS_3D)
         if not kept:
             bounds = bounds or _bounds(base)
             rows, cols = _table_shape(bounds, k, face, P)
