@@ -52,7 +52,7 @@ _CELLS_PER_PIXEL = 1.0
 _MIN_CELLS = 4096
 _MAX_SIDE = 2048
 # A whole solid surface's kept table (z layers stacked along the rows) may be this tall: rows
-# are read at about 1.2e-4 texel (1.5e-5 of colour at most per octave), and an object's finer
+# are read at about 1.2e-4 texel (at most 2.6e-5 of colour per octave), and an object's finer
 # octaves then come from tables instead of per pixel.
 _MAX_ROWS_3D = 4096
 # A whole surface's table is kept (built once per world) while it has at most this many texels.
