@@ -9,7 +9,8 @@ Rendering runs in :mod:`dreamer.worlds.raycast` (culled ray casting), :mod:`drea
 (patterns, light) and :mod:`dreamer.worlds.noise` (band-limited noise); the appearance model
 is in :mod:`dreamer.worlds.shading`, the objects and their materials in :mod:`dreamer.worlds.layout`,
 and :mod:`dreamer.worlds.reference` keeps the slow, plain renderer they are tested against.
-Renders are cached per camera (:mod:`dreamer.worlds.cache`).
+Renders are cached per camera (:mod:`dreamer.worlds.cache`); the noise tables of whole surfaces,
+which do not depend on the camera, are kept per world (:class:`dreamer.worlds.noise.NoiseTables`).
 
 Frames and units follow :mod:`dreamer.cameras`: the world frame is the OpenCV frame of the
 default first camera (at the origin, looking +z), so world up is -y; the floor is the plane
