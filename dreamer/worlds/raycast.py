@@ -319,13 +319,15 @@ class Group:
 def pixel_groups(obj: Tensor, rects: list[Rect]) -> list[Group]:
     """The pixels of each surface present in obj [h,w], found inside its rectangle."""
     H, W = obj.shape
+    # Flat pixel indices, masked per rectangle (cheaper than nonzero's row and column pairs).
+    flat = torch.arange(H * W, device=obj.device).view(H, W)
     groups = []
     for rect in rects:
-        vu = (rect.view(obj) == rect.oid).nonzero()
-        if vu.shape[0] == H * W:
+        idx = rect.view(flat).masked_select(rect.view(obj) == rect.oid)
+        if idx.shape[0] == H * W:
             groups.append(Group(rect, None))
-        elif vu.shape[0]:
-            groups.append(Group(rect, (vu[:, 0] + rect.v0).mul_(W).add_(vu[:, 1] + rect.u0)))
+        elif idx.shape[0]:
+            groups.append(Group(rect, idx))
     return groups
 
 
