@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from dreamer.cameras import Camera, camera_rays, look_at
+from dreamer.cameras import DEFAULT_FOCAL_512, Camera, camera_rays, look_at
 from dreamer.worlds import ProceduralWorld, noise, raycast
 from dreamer.worlds.reference import ReferenceRenderer
 
@@ -113,6 +113,19 @@ def test_every_surface_lies_in_its_screen_rectangle(world):
         assert inside.all()
         checked += 1
     assert checked >= 8
+
+
+def test_fine_octaves_of_objects_from_tall_kept_tables():
+    """At the 512x512 first view's footprint the central objects' finest octave comes from a
+    kept table taller than the in-view limit (rows read at coarser float32 steps), within the
+    same tolerance."""
+    w = ProceduralWorld(0)
+    cam = Camera.from_focal(DEFAULT_FOCAL_512, 96, 96, look_at(torch.zeros(3), w.center))
+    ref, new = ReferenceRenderer(w).render(cam), w.render(cam)
+    kept = w._noise_tables[torch.device("cpu")]._items.values()
+    assert any(atlas.shape[1] > noise._MAX_SIDE for atlas, _, _ in kept)
+    assert torch.equal(new.object_id, ref.object_id) and torch.equal(new.depth, ref.depth)
+    _assert_colours_match(new.image, ref.image)
 
 
 def test_planar_rays_are_camera_rays(world):
