@@ -103,6 +103,10 @@ class SplatConfig:
     depth_weight: float = 0.0
     """Weight of the depth loss against the views' known depth (0 = off): L1 of inverse z-depth, relative to the
     scene's inverse depth."""
+    depth_points: bool = True
+    """With depth supervision on (depth_weight > 0): before the Gaussians are made, add points lifted from each dreamed
+    view's depth map where the view sees a surface nearer than the cloud's (or one the cloud lacks), since a loss cannot
+    pull Gaussians metres forward (:mod:`dreamer.splats.depth_points`). Not with levels of detail or a fine-tune."""
     repair_rounds: int = 4
     """With a refiner (the refine step): rounds of repaired novel views, each looking further out than the last (0 =
     none)."""

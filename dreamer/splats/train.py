@@ -20,7 +20,10 @@ Loss
     where the view knows its depth: a dreamed view's aligned depth map (every pixel), an extra
     view's point-render depth (the pixels the cloud covers). The rendered depth is the splats'
     expected z-depth (both rasterizer paths return it, with gradients), compared where the
-    render is at least half opaque.
+    render is at least half opaque. With depth supervision the initial cloud also gets the
+    points of the views' depth maps where a view sees a surface the cloud lacks
+    (:mod:`dreamer.splats.depth_points`, ``depth_points``): the loss itself moves a Gaussian by
+    a few footprints, not from a far wall to the object in front of it.
 
 Repaired views
     Given a ``refiner`` (a :class:`~dreamer.backends.Refiner`), ``repair_rounds`` rounds, the
@@ -79,7 +82,7 @@ from dreamer.splats.pseudo_views import (_make_pseudo_views, _pseudo_views_from_
 from dreamer.splats.rasterizer import num_sh_bases, rasterize
 from dreamer.splats.train_state import (CHECKPOINT_FILE, CONFIG_FILE, DONE_FILE, RESULT_FILE, _fingerprint,
                                         _load_checkpoint, _load_finished, _save_checkpoint, describe_refiner)
-from dreamer.splats.views import TrainingView, _check_result, build_training_views, scene_scale
+from dreamer.splats.views import TrainingView, _check_result, _extra_splat_scale, build_training_views, scene_scale
 from dreamer.progress import ProgressFn
 
 __all__ = ["SplatConfig", "TrainingView", "SplatTrainingError", "train_gaussians", "build_training_views",
@@ -332,6 +335,13 @@ def train_gaussians(
         write_json(folder / CONFIG_FILE, {"config": config.to_dict(), "fingerprint": fingerprint,
                                           "refiner": describe_refiner(refiner)})
 
+    if config.depth_weight > 0 and config.depth_points and init is None and lod is None:
+        from dreamer.splats.depth_points import add_view_depth_points
+
+        splat_scale, max_px = _extra_splat_scale(result, config)
+        result, added = add_view_depth_points(result, splat_scale=splat_scale, max_splat_px=max_px)
+        if added:
+            log.info("splats: %d points added from the views' depth maps where the cloud lacks their surface", added)
     scale = scene_scale(result)
     views = build_training_views(result, config, device=device, on_progress=on_progress)
     n_extra = sum(v.extra for v in views)
