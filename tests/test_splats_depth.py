@@ -88,3 +88,44 @@ def test_depth_supervision_makes_the_gaussians_of_the_missing_surface():
     assert len(plain) == len(off) < len(supervised)
     _, depth, _ = supervised.render(cam)
     assert float((depth[12:20, 12:20] - 2.0).abs().max()) < 0.2  # the box is there from the start
+
+
+def test_path_view_indices_spread_over_the_path():
+    from dreamer.splats.views import path_view_indices
+
+    assert path_view_indices(400, 5) == [0, 100, 200, 299, 399]
+    assert path_view_indices(3, 16) == [0, 1, 2]
+    assert path_view_indices(10, 0) == [] and path_view_indices(7, 1) == [0]
+    idx = path_view_indices(401, 16)
+    assert len(idx) == 16 and idx[0] == 0 and idx[-1] == 400
+
+
+def test_path_views_are_the_clouds_render_with_its_pinholes_closed():
+    from dreamer.render import clean_coverage
+    from dreamer.splats.views import build_training_views
+    from dreamer.trajectories import orbit_camera
+
+    result, _ = world_scene(48, 36, yaws=(0.0, 12.0))
+    path = [orbit_camera(result.views[0].camera, 3.0, y, 4.0) for y in (-10.0, -5.0, 5.0, 10.0, 15.0)]
+    cfg = SplatConfig(extra_views=False, path_views=3, **FAST)
+    views = build_training_views(result, cfg, path_cameras=path)
+    assert len(views) == 2 + 3
+    for view, cam in zip(views[2:], (path[0], path[2], path[4])):
+        assert view.extra and torch.equal(view.camera.c2w, cam.c2w)
+        raw = render_points(result.points, cam, splat_scale=1.5)
+        fixed, masks = clean_coverage(raw, close_px=cfg.path_close_px, grow_px=0)
+        assert torch.equal(view.mask, masks.known) and bool((view.mask | ~raw.covered).all())
+        assert int(view.mask.sum()) > int(raw.covered.sum())  # pinholes closed
+        assert torch.allclose(view.image[raw.covered], raw.image[raw.covered].float())
+        assert bool((view.depth[view.mask] > 0).all()) and bool((view.depth[~view.mask] == 0).all())
+    assert len(build_training_views(result, cfg)) == 2  # no path cameras given: no path views
+
+
+def test_the_refine_step_trains_on_the_render_path():
+    from dreamer.pipeline.settings import RefineConfig
+
+    splats = SplatConfig()
+    assert RefineConfig(refine=True).splat_config(splats).path_views == RefineConfig().refine_path_views > 0
+    assert RefineConfig(refine=False).splat_config(splats) is splats
+    own = SplatConfig(path_views=3, depth_weight=0.1)
+    assert RefineConfig(refine=True).splat_config(own) is own  # its own settings are kept

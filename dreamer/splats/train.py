@@ -7,7 +7,10 @@ Training views
     original method's +-5 degree "hemisphere" views, which fight overfitting to the few dreamed
     poses). An extra view is the z-buffered point render (:func:`dreamer.render.render_points`)
     and its loss mask is the render's coverage: pixels no point covers carry no information and
-    contribute nothing (the original trained them as black).
+    contribute nothing (the original trained them as black). Given the fly-through's cameras
+    (``path_cameras``), ``path_views`` of them are trained on the same way, their pinholes
+    closed first: the video then shows splats wherever the cloud covers its frames, not the
+    gaps a few training cameras leave between Gaussians seen from elsewhere.
 
 Loss
     ``l1_weight * L1 + dssim_weight * (1 - SSIM)``, both masked (:mod:`dreamer.splats.losses`), on
@@ -256,6 +259,7 @@ def train_gaussians(
     refiner=None,
     keep_checkpoint: bool = False,
     lod: LevelsOfDetail | None = None,
+    path_cameras: list[Camera] | None = None,
 ) -> Gaussians:
     """Train Gaussian splats on a dreamed scene (see the module docstring).
 
@@ -282,6 +286,9 @@ def train_gaussians(
         lod: levels of detail of ``result.points`` (one entry per point; see the module
             docstring), kept by every Gaussian (one initial Gaussian per point: ``init_cell``
             does not apply); not with ``init``.
+        path_cameras: the cameras of the fly-through the splats will be rendered along, of the
+            views' size: ``config.path_views`` of them become training views re-rendered from
+            the cloud (see "Training views"); ignored when ``config.path_views`` is 0.
     Returns:
         The trained :class:`Gaussians` (detached, on the training device).
     Raises:
@@ -313,7 +320,10 @@ def train_gaussians(
                              f"give one per point")
     device = resolve_device(config.device)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(result, config, init, refiner, lod) if folder is not None else ""
+    if path_cameras is not None:
+        path_cameras = list(path_cameras)
+    used_path = path_cameras if config.path_views > 0 else None
+    fingerprint = _fingerprint(result, config, init, refiner, lod, used_path) if folder is not None else ""
 
     if folder is not None:
         done = folder / DONE_FILE
@@ -343,7 +353,7 @@ def train_gaussians(
         if added:
             log.info("splats: %d points added from the views' depth maps where the cloud lacks their surface", added)
     scale = scene_scale(result)
-    views = build_training_views(result, config, device=device, on_progress=on_progress)
+    views = build_training_views(result, config, device=device, on_progress=on_progress, path_cameras=used_path)
     n_extra = sum(v.extra for v in views)
     log.info("splats: %d training views (%d dreamed, %d extra), %d points, scene scale %.3g, device %s",
              len(views), len(views) - n_extra, n_extra, len(result.points), scale, device)
