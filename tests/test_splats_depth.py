@@ -127,18 +127,5 @@ def test_the_refine_step_trains_on_the_render_path():
     splats = SplatConfig()
     assert RefineConfig(refine=True).splat_config(splats).path_views == RefineConfig().refine_path_views > 0
     assert RefineConfig(refine=False).splat_config(splats) is splats
-    assert RefineConfig(refine=True).splat_config(splats).alpha_log_weight == RefineConfig().refine_alpha_log_weight
-    own = SplatConfig(path_views=3, depth_weight=0.1, alpha_log_weight=0.2)
+    own = SplatConfig(path_views=3, depth_weight=0.1)
     assert RefineConfig(refine=True).splat_config(own) is own  # its own settings are kept
-
-
-def test_the_log_transmittance_loss_pushes_the_last_percent_of_transparency():
-    from dreamer.splats.train import _log_transmittance
-
-    gap = torch.tensor([1.0, 0.5, 0.02, 1e-3, 1e-5], requires_grad=True)
-    loss = _log_transmittance(gap)
-    values = loss.detach()
-    assert float(values[0]) == 1.0 and float(values[3]) == 0.0 and float(values[4]) == 0.0
-    loss.sum().backward()
-    # d/d gap is 1 / (gap ln 1000): 50 times stronger at 2% than at full transparency; nothing below 0.001.
-    assert abs(float(gap.grad[2] / gap.grad[0]) - 50.0) < 1e-3 and float(gap.grad[4]) == 0.0

@@ -63,9 +63,6 @@ class SplatConfig:
     alpha_weight: float = 0.5
     """Weight of a loss pulling the render's opacity to 1 wherever a view is valid (the mean of 1 - alpha there): a
     dreamed scene has no background, so a pixel the splats do not cover fully is a gap in every video."""
-    alpha_log_weight: float = 0.0
-    """Weight of a second opacity loss, the mean over valid pixels of log(1 - alpha) above log(0.001), scaled to [0, 1]:
-    it pushes the last percent of transparency out, which the linear term barely sees (0 = off)."""
     masked: bool = True
     """Mask the extra views' holes out of the loss; false trains them as black (the original method, for comparison)."""
     init_opacity: float = 0.5
@@ -176,7 +173,7 @@ class SplatConfig:
             if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a positive number, got {v!r}")
         for name in ("l1_weight", "dssim_weight", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d",
-                     "depth_weight", "repair_weight", "alpha_weight", "alpha_log_weight", "init_cell"):
+                     "depth_weight", "repair_weight", "alpha_weight", "init_cell"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a number >= 0, got {v!r}")

@@ -158,14 +158,11 @@ def _loss(out, view: TrainingView, config: SplatConfig, background: Tensor | Non
     l1 = masked_l1(rgb, view.image, view.mask)
     ssim = masked_ssim(rgb, view.image, view.mask) if config.dssim_weight > 0 else rgb.new_ones(())
     total = config.l1_weight * l1 + config.dssim_weight * (1.0 - ssim)
-    if config.alpha_weight > 0 or config.alpha_log_weight > 0:
+    if config.alpha_weight > 0:
         gap = 1.0 - out.alpha
-        valid = torch.ones_like(gap) if view.mask is None else view.mask.to(gap.dtype)
-        count = valid.sum().clamp_min(1.0)
-        if config.alpha_weight > 0:
-            total = total + config.alpha_weight * (gap * valid).sum() / count
-        if config.alpha_log_weight > 0:
-            total = total + config.alpha_log_weight * (_log_transmittance(gap) * valid).sum() / count
+        valid = None if view.mask is None else view.mask.to(gap.dtype)
+        gap = gap.mean() if valid is None else (gap * valid).sum() / valid.sum().clamp_min(1.0)
+        total = total + config.alpha_weight * gap
     depth_loss = out.rgb.new_zeros(())
     if config.depth_weight > 0 and view.depth is not None:
         drawn = out.alpha.detach() > 0.5
@@ -173,17 +170,6 @@ def _loss(out, view: TrainingView, config: SplatConfig, background: Tensor | Non
         depth_loss = inverse_depth_l1(out.depth, view.depth, mask)
         total = total + config.depth_weight * depth_loss
     return view.weight * total, l1, ssim, depth_loss
-
-
-_T_TARGET = 1e-3
-
-
-def _log_transmittance(gap: Tensor) -> Tensor:
-    """Per pixel, how far the transmittance ``gap`` (1 - alpha) is above 0.001 in log units, in
-    [0, 1] (1 at full transparency, 0 at or below 0.001). Its gradient grows as 1 / gap: a pixel
-    left 2% transparent is pushed 50 times harder than by the linear term, which barely sees it."""
-    floor = math.log(_T_TARGET)
-    return (torch.log(gap.clamp_min(_T_TARGET)) - floor) / -floor
 
 
 def _level_lr_factors(init: Gaussians, lod: LevelsOfDetail) -> Tensor:
