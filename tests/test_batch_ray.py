@@ -25,7 +25,7 @@ from dreamer.run import main
 SMALL = ["--width", "64", "--height", "64", "--no-splats", "-q"]
 SCENES = [
     {"name": "first", "models": "synthetic", "views": 2},
-    {"name": "victim", "models": "synthetic", "views": 10},
+    {"name": "victim", "models": "synthetic", "views": 6},  # killed after view 2, then after view 4
     {"name": "third", "models": "synthetic", "views": 2, "trajectory": "forward"},
     {"name": "fourth", "models": "synthetic", "views": 3, "world_seed": 3},
 ]
@@ -83,9 +83,10 @@ def reference(tmp_path_factory):
     return batch, root / "runs"
 
 
-def _kill_when_running(folder: Path, after_view: int, killed: list) -> threading.Thread:
-    """Kill (SIGKILL) the Ray worker that dreams ``folder`` once it checkpointed view ``after_view``.
-    The worker's pid comes from the line it writes into the scene's run.log when it starts it."""
+def _kill_when_running(folder: Path, after_view: int, killed: list, start: int = 1) -> threading.Thread:
+    """Kill (SIGKILL) the Ray worker that dreams ``folder`` once it checkpointed view ``after_view``
+    in the ``start``-th run of the scene (run.log keeps the lines of earlier runs). The worker's pid
+    comes from the line it writes into the scene's run.log when it starts it."""
 
     def watch():
         deadline = time.monotonic() + 120
@@ -93,7 +94,7 @@ def _kill_when_running(folder: Path, after_view: int, killed: list) -> threading
             log = folder / "run.log"
             if (folder / "checkpoint" / f"view_{after_view:03d}.pt").exists() and log.exists():
                 found = re.findall(r"attempt 1 on Ray worker .*:(\d+)", log.read_text())
-                if found:
+                if len(found) >= start:
                     pid = int(found[-1])
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
@@ -117,7 +118,11 @@ def test_ray_batch_writes_the_same_folders_as_in_process(ray_instance, reference
 
 
 @pytest.mark.slow
-def test_killed_worker_fails_its_scene_and_the_rerun_completes_it(ray_instance, reference, tmp_path, capsys):
+def test_a_killed_worker_fails_its_scene_or_is_replaced_and_the_scene_resumes(ray_instance, reference, tmp_path,
+                                                                             capsys):
+    """Without retries the scene of a worker killed mid-scene fails (the others finish); the same
+    command with a retry resumes it, and when that worker is killed too, a new one takes over
+    and resumes it again: every folder ends as the in-process run's."""
     batch, expected = reference
     out = tmp_path / "runs"
     killed: list = []
@@ -128,27 +133,16 @@ def test_killed_worker_fails_its_scene_and_the_rerun_completes_it(ray_instance, 
     assert killed, "the victim's worker was never found"
     assert code == 1 and "3 done" in text and "1 failed" in text and "worker died" in text
     assert not (out / "victim" / "DONE").exists() and (out / "victim" / "checkpoint" / "view_002.pt").exists()
-    # the same command again: the victim continues from its checkpoint, the others are skipped
-    assert run_cli("--batch", batch, "--out", out, "--executor", "ray", "--workers", 1, *SMALL) == 0
-    text = capsys.readouterr().out
-    assert "1 done" in text and "3 skipped" in text
-    assert "resuming after" in (out / "victim" / "run.log").read_text()
-    for scene in SCENES:
-        _assert_same_scene(out / scene["name"], expected / scene["name"])
-
-
-@pytest.mark.slow
-def test_a_worker_that_dies_is_replaced_and_its_scene_retried(ray_instance, reference, tmp_path, capsys):
-    batch, expected = reference
-    out = tmp_path / "runs"
-    killed: list = []
-    watcher = _kill_when_running(out / "victim", after_view=2, killed=killed)
+    # the same command again: the others are skipped, the victim continues from its checkpoint; its
+    # worker is killed again and replaced, and the second attempt continues from the newer one
+    watcher = _kill_when_running(out / "victim", after_view=4, killed=killed, start=2)
     assert run_cli("--batch", batch, "--out", out, "--executor", "ray", "--workers", 1, "--retries", 1, *SMALL) == 0
     watcher.join(timeout=5)
-    assert killed
-    assert "1 worker(s) died and were replaced" in capsys.readouterr().out
+    assert len(killed) == 2, "the victim's second worker was never found"
+    text = capsys.readouterr().out
+    assert "1 done" in text and "3 skipped" in text and "1 worker(s) died and were replaced" in text
     log = (out / "victim" / "run.log").read_text()
-    assert "attempt 2 on Ray worker" in log and "resuming after" in log
+    assert "attempt 2 on Ray worker" in log and log.count("resuming after") == 2
     for scene in SCENES:
         _assert_same_scene(out / scene["name"], expected / scene["name"])
 
