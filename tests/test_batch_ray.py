@@ -212,8 +212,8 @@ def test_ctrl_c_stops_the_workers_and_the_local_instance(tmp_path):
     started = _descendants(proc.pid)
     assert started  # Ray's own processes and the worker
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    out_text, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out_text[-1000:], err[-2000:])
     assert "interrupted: rerun the same command to continue long0 where it stopped" in err
     assert "Traceback" not in err
     assert "Token authentication" not in err  # Ray's notice about its own local instance is dropped
