@@ -197,7 +197,14 @@ def test_ctrl_c_stops_the_workers_and_the_local_instance(tmp_path):
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "dreamer.run", "--batch", str(batch), "--out", str(out), "--executor", "ray",
            "--workers", "1", *SMALL]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # From a terminal the command gets Ctrl-C's default action; a test run started as a background
+    # job (``nohup ... &``, a script's ``&``) has SIGINT ignored, the command would inherit that and
+    # Python would never raise KeyboardInterrupt in it. A handled signal is reset to the default at exec.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 120
     while not (out / "long0" / "checkpoint" / "view_002.pt").exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
