@@ -83,40 +83,32 @@ def segment_offsets(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: Te
     labels = [segment_labels(x, m, edge_step=edge_step,
                              min_pixels=max(16, int(min_fraction * x.numel()))) for x, m in zip(base, valid)]
     offsets = [torch.zeros_like(x) for x in base]
+    free = torch.tensor([not f for f in fixed])
     for _ in range(rounds):
         views = _Views([b + o for b, o in zip(base, offsets)], valid, K, c2w, samples_per_view)
-        moves = []
-        for k in range(n):
-            move = torch.zeros_like(base[k])
-            if fixed[k]:
-                moves.append(move)
-                continue
-            lk, dirs, u0, v0 = views.samples[k]
-            seg = labels[k][(v0 - 0.5).long(), (u0 - 0.5).long()]
-            opinions: dict[int, list[float]] = {}
-            for j in range(n):
-                if j == k:
-                    continue
-                idx, zj, u, v, _, _ = views.project(k, lk, dirs, j)
-                if idx.numel() == 0:
-                    continue
-                smooth, Lj, _, _ = views.off_edges(j, u, v)
-                r = torch.log(zj) - Lj
-                same = smooth & (r.abs() < tolerance)
-                s_of = seg[idx][same]
-                r = r[same]
-                for s in torch.unique(s_of).tolist():
-                    if s == 0:
-                        continue
-                    rs = r[s_of == s]
-                    if rs.numel() >= _MIN_SAMPLES:
-                        opinions.setdefault(s, []).append(float(rs.median()))
-            for s, ops in opinions.items():
-                # The segment's own estimate (offset 0) and where each other view puts it now
-                # (its current offset less that view's residual), averaged.
-                here = labels[k] == s
-                current = float(offsets[k][here][0])
-                move[here] = (len(ops) * current - sum(ops)) / (len(ops) + 1) - current
-            moves.append(move)
+        # Every pair (k, j) that may overlap, with k free, in one batch: view k's samples in view j.
+        kp, jp = views.pairs(views.logz)
+        keep = free[kp]
+        kp, jp = kp[keep], jp[keep]
+        zj, u, v, _, _, inside = views.project_pairs(views.logz, kp, jp)
+        smooth, Lj, _, _ = views.sample_pairs(views.maps(), jp, u, v)
+        r = torch.log(zj.clamp_min(1e-12)) - Lj
+        same = inside & smooth & (r.abs() < tolerance)
+        seg = torch.stack([labels[k][views.rows[k], views.cols[k]] for k in range(n)]) * views.has  # [N,n]
+        opinions: dict[tuple[int, int], list[float]] = {}
+        for p in range(len(kp)):
+            k = int(kp[p])
+            s_of, rp = seg[k][same[p]], r[p][same[p]]
+            for s in torch.unique(s_of).tolist():
+                rs = rp[s_of == s]
+                if s and rs.numel() >= _MIN_SAMPLES:
+                    opinions.setdefault((k, s), []).append(float(rs.median()))
+        moves = [torch.zeros_like(x) for x in base]
+        for (k, s), ops in opinions.items():
+            # The segment's own estimate (offset 0) and where each other view puts it now (its
+            # current offset less that view's residual), averaged.
+            here = labels[k] == s
+            current = float(offsets[k][here][0])
+            moves[k][here] = (len(ops) * current - sum(ops)) / (len(ops) + 1) - current
         offsets = [o + m for o, m in zip(offsets, moves)]
     return offsets
