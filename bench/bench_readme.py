@@ -12,6 +12,7 @@ the same command run with ``--keep-checkpoints``.
     python bench/bench_readme.py --only demo points
     python bench/bench_readme.py --tests         # also the tests: the README's command (python -m pytest -q
                                                  # -n 2) and its quick loop (-m "not slow")
+    python bench/bench_readme.py --tests-only    # only the tests
 """
 
 from __future__ import annotations
@@ -72,9 +73,11 @@ def disk_parts(folder: Path) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", choices=sorted(COMMANDS), help="run only these commands")
-    ap.add_argument("--tests", action="store_true", help="also time the whole test suite")
+    ap.add_argument("--tests", action="store_true", help="also time the test suite and its quick loop")
+    ap.add_argument("--tests-only", action="store_true", help="time the test suite and its quick loop, no command")
     args = ap.parse_args()
-    names = args.only or list(COMMANDS)
+    args.tests = args.tests or args.tests_only
+    names = [] if args.tests_only else (args.only or list(COMMANDS))
     print(f"{os.cpu_count()} CPUs; times are wall clock, CPU is the command's processes together\n")
     print(f"{'command':<10} {'wall':>8} {'CPU':>8} {'load before':>12}")
     with tempfile.TemporaryDirectory() as tmp:
