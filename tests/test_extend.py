@@ -23,8 +23,8 @@ from dreamer.run import main
 from dreamer.splats import Gaussians
 from dreamer.trajectories import load_trajectory, rotate_camera
 
-BASE = ["--models", "synthetic", "--views", "2", "--width", "64", "--height", "64", "--gs-iters", "30",
-        "--render-frames", "8", "--extension-iterations", "15", "-q"]
+BASE = ["--models", "synthetic", "--views", "2", "--width", "64", "--height", "64", "--gs-iters", "10",
+        "--render-frames", "8", "--extension-iterations", "5", "-q"]
 # The files "Dream here" rewrites, and the folder it adds views to.
 TOP = ("gaussians.ply", "points.ply", "cameras.json", "transforms.json", "config.json", "DONE")
 

@@ -340,24 +340,29 @@ def test_presets_follow_the_models_and_the_device():
         preset_values("fast", models="synthetic")
 
 
+@pytest.mark.slow
 def test_a_clean_run_prints_progress_and_results_only(tmp_path):
     """The tiny models (transformers and diffusers behind them) and the procedural world, through
-    the command line: no library warning, no deprecation notice, no absurd progress rate."""
+    the command line: no library warning, no deprecation notice, no absurd progress rate. One
+    process runs both scenes (a batch): a warning is printed by the first scene that meets it."""
     import re
 
-    for models in (["--models", "tiny", "--prompt", "a room"], ["--models", "synthetic"]):
-        run = subprocess.run([sys.executable, "-m", "dreamer.run", *models, "--views", "2", "--width", "64", "--height",
-                              "64", "--steps", "2", "--gs-iters", "3", "--render-frames", "4",
-                              "--out", str(tmp_path / models[1])], capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr[-2000:]
-        text = run.stdout + run.stderr
-        for noise in ("Warning", "warn(", "deprecated", "[transformers]", "torchvision", "symlinks", "Traceback"):
-            assert noise not in text, (noise, text[-3000:])
-        rates = [float(r) for r in re.findall(r"([0-9.]+)it/s", text)]
-        assert all(r < 1000 for r in rates), rates  # a rate is shown only once two steps were timed
-        for line in run.stderr.splitlines():  # what is not a progress bar is a log line of ours
-            line = line.split("\r")[-1].strip()
-            assert not line or line.startswith(("INFO dreamer", "WARNING dreamer")) or "|" in line, line
+    batch = tmp_path / "scenes.jsonl"
+    _write_batch(batch, [{"name": "tiny", "models": "tiny", "prompt": "a room"},
+                         {"name": "synthetic", "models": "synthetic"}])
+    run = subprocess.run([sys.executable, "-m", "dreamer.run", "--batch", str(batch), "--views", "2", "--width", "64",
+                          "--height", "64", "--steps", "2", "--gs-iters", "3", "--render-frames", "4",
+                          "--out", str(tmp_path / "runs")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "2 done" in run.stdout and (tmp_path / "runs" / "tiny" / "DONE").exists()
+    text = run.stdout + run.stderr
+    for noise in ("Warning", "warn(", "deprecated", "[transformers]", "torchvision", "symlinks", "Traceback"):
+        assert noise not in text, (noise, text[-3000:])
+    rates = [float(r) for r in re.findall(r"([0-9.]+)it/s", text)]
+    assert all(r < 1000 for r in rates), rates  # a rate is shown only once two steps were timed
+    for line in run.stderr.splitlines():  # what is not a progress bar is a log line of ours
+        line = line.split("\r")[-1].strip()
+        assert not line or line.startswith(("INFO dreamer", "WARNING dreamer")) or "|" in line, line
 
 
 _KILLER = """

@@ -4,9 +4,7 @@ linear fake VAE, and tiny random-weight diffusers models end to end. CPU, no wei
 import math
 import pytest
 import torch
-from diffusers import AutoencoderTiny, DDIMScheduler
 
-from dreamer.backends.tiny import tiny_sd_components, tiny_text2img_pipeline
 from zoom import consistency_error, sample_zoom_stack
 from zoom.photo import photo_psnr, prepare_photo
 from zoom.codecs import IdentityCodec, VaeCodec
@@ -17,12 +15,27 @@ from zoom.testing import LinearVAE
 
 from test_zoom import procedural_image
 
+def DDIMScheduler(*args, **kwargs):  # noqa: N802 - diffusers' class, imported when a test needs it
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(*args, **kwargs)
+
+
+def tiny_sd_components(**kwargs):
+    # diffusers' models are imported here, not at collection: importing them takes seconds
+    from dreamer.backends.tiny import tiny_sd_components
+
+    return tiny_sd_components(**kwargs)
+
+
 SD_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
                    clip_sample=False)
 
 
 @pytest.fixture(scope="module")
 def tiny_pipe():
+    from dreamer.backends.tiny import tiny_text2img_pipeline
+
     return tiny_text2img_pipeline()
 
 
@@ -204,6 +217,8 @@ def test_tiny_pipeline_options(tiny_pipe):
 
 def test_components_dict_v_prediction_and_tiny_vae():
     comps = tiny_sd_components()
+    from diffusers import AutoencoderTiny, DDIMScheduler
+
     comps["scheduler"] = DDIMScheduler.from_config(comps["scheduler"].config, prediction_type="v_prediction")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
