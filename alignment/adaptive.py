@@ -361,6 +361,7 @@ def align_adaptive(
     edges: bool | str = "auto",
     folds: int = 1,
     offset_reach: float | None = None,
+    seam_known: Tensor | None = None,
 ) -> AdaptiveAlignment:
     """Align a view's estimated z-depth to the existing geometry with a correction chosen on
     held-out overlap pixels (the module docstring gives the method).
@@ -387,6 +388,10 @@ def align_adaptive(
             that distance, and only the variation around it goes as far as the chosen reach.
             For an estimate whose level is known better than the reference's (``fit_global``
             False after a joint refinement).
+        seam_known: [H,W] bool, the known pixels that may anchor the seam correction (None: all
+            of ``known``). The global model is fitted on every known pixel: a robust fit needs
+            as many inliers as it can get (pixels next to depth edges are fine for a scale, not
+            for a seam anchor, see :func:`dreamer.scene.placement.alignment_known`).
         edges: True: the seam correction does not flow across depth edges of the estimate
             (:func:`alignment.seam.edge_links`): each surface takes its correction from where it
             meets the existing geometry (monocular models err surface by surface); False: it
@@ -422,6 +427,7 @@ def align_adaptive(
     ell = np.where(k, np.log(np.where(k, reference.detach().cpu().double().numpy(), 1.0)) - log_e, 0.0)
     gy, gx = np.meshgrid((np.arange(H) + 0.5) / H * 2 - 1, (np.arange(W) + 0.5) / W * 2 - 1, indexing="ij")
     anchors = k & (np.abs(ell - math.log(fit.scale)) <= _ANCHOR_TOLERANCE)
+    seam_anchors = anchors if seam_known is None else anchors & seam_known.detach().cpu().numpy()
     side = max(H, W)
     edge_modes = {"auto": (False, True), True: (True,), False: (False,)}[edges]
     cut_edges = edge_modes[-1]
@@ -432,7 +438,7 @@ def align_adaptive(
     chosen, reach = names[0], (seam_reaches[-1] if seam_reaches else None)
     if bands:
         band, fit_region = bands[0]
-        fit_part = anchors & fit_region
+        fit_part = seam_anchors & fit_region
         rest = ~fit_part & (k | h)
         fitted = {}
         for name in names:
@@ -450,7 +456,7 @@ def align_adaptive(
             best = min(scores.values())
             chosen = next(n for n in names if n in scores and scores[n] <= best * (1 + tolerance) + 1e-12)
         if seam_reaches and chosen in fitted:
-            c = _clamped(fitted[chosen], log_e, gx, gy, fit_part, rest)[0]
+            c = _clamped(fitted[chosen], log_e, gx, gy, anchors & fit_region, ~fit_part & (k | h))[0]
             step = max(1, math.ceil(side / _VALIDATION_SIZE))
             sl = (slice(None, None, step), slice(None, None, step))
             rho = ell - c
@@ -470,7 +476,7 @@ def align_adaptive(
     if model is None:  # too few anchors for a fit: the robust scale of all known pixels
         model = _make(names[0])
         model.params = (math.log(fit.scale),) if fit_global else ()
-        anchors = k
+        anchors = seam_anchors = k
     c, lo, hi = _clamped(model, log_e, gx, gy, anchors, h | (k & ~anchors))
     correction = c
     if seam_reaches:
@@ -479,11 +485,11 @@ def align_adaptive(
         if offset_reach is not None:
             # The global offset between the estimate and the reference fades within offset_reach;
             # the variation around it (surface by surface) goes as far as the chosen reach.
-            offset = float(np.median(rho[anchors]))
-            c = c + _seam_field(np.full_like(rho, offset), anchors, h, offset_reach * side, None)
+            offset = float(np.median(rho[seam_anchors]))
+            c = c + _seam_field(np.full_like(rho, offset), seam_anchors, h, offset_reach * side, None)
             rho = rho - offset
-        correction = c + _seam_field(rho, anchors, h, None if reach is None else reach * side, links)
-        correction = np.where(k & ~anchors, c, correction)
+        correction = c + _seam_field(rho, seam_anchors, h, None if reach is None else reach * side, links)
+        correction = np.where(k & ~seam_anchors, c, correction)
     corr_t = torch.from_numpy(correction).to(estimated.device)
     depth = (estimated.double() * torch.exp(corr_t)).to(estimated.dtype)
     global_only = (estimated.double() * torch.exp(torch.from_numpy(c).to(estimated.device))).to(estimated.dtype)

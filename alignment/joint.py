@@ -14,10 +14,15 @@ fits all views at once, like a bundle adjustment of depth distortions:
   aligned depth and projected into view j. The residual is the log of the point's z in view j
   minus view j's aligned log-depth there (bilinear). Points that view j sees occluded, or that
   fall on a depth edge, get residuals far outside the noise and Tukey weight 0.
-* Gauss-Newton on the stacked coefficients (a few rounds; each is one small dense solve),
+* Gauss-Newton on the stacked coefficients (a few rounds; each is one small Cholesky solve),
   with the Jacobian of the lifted point's depth in view j, the shift of its projection along
   the epipolar line (translating cameras), and view j's correction. Views in ``fixed`` keep
   their coefficients (the first view: the gauge, it sets the scene's scale).
+* Batched: the pairs whose frusta may meet are found first (a separating plane test), all of
+  their samples are projected and sampled in one batch of [pairs, samples] tensors, and each
+  round's normal matrix is assembled from every pair's [2P,2P] block (a pair's residuals touch
+  its two views' coefficients only) computed in a few batched products. The arithmetic is that
+  of a pair-by-pair loop (``tests/joint_reference.py`` keeps one to test against).
 * A weak prior keeps each view near its initial coefficients where the pairs leave it
   undetermined.
 
@@ -26,12 +31,14 @@ axes, see ``dreamer/cameras.py`` and ``docs/architecture.md``).
 
 (Longer than this project's usual 500 lines: :func:`joint_log_corrections` is one Gauss-Newton
 loop with robust reweighting, a prior and an acceptance test whose steps share their state; cut
-into modules, a reader would lose the order of the steps. The fields are in
-:mod:`alignment.fields`.)
+into modules, a reader would lose the order of the steps. The batched projection of the pairs,
+:class:`_Views`, serves the fit, the whole-image disagreement and the bend evidence alike. The
+fields are in :mod:`alignment.fields`.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -44,6 +51,7 @@ from torch import Tensor
 
 from dreamer.checks import check_map, check_mask
 from alignment.scale import _robust_sigma, _tukey
+from alignment.denoise import pixel_noise
 from alignment.fields import FieldBasis
 from alignment.trend import design_matrix
 
@@ -65,6 +73,9 @@ _CAP = 0.2
 _LEVELS_ONLY = 1e-4
 # The estimated distortion prior is kept within these bounds (log units).
 _DISTORTION_BOUNDS = (2e-3, 0.1)
+# A Gauss-Newton fit stops once its Tukey width is final and no coefficient moves by more than
+# this (log units: far below any depth noise).
+_CONVERGED = 1e-7
 
 
 
@@ -126,21 +137,21 @@ class JointFit:
         return self.level[k] + (f - self.level[k]) * w.to(f)
 
 
-def _basis_at(basis: FieldBasis, u: Tensor, v: Tensor, width: int, height: int) -> Tensor:
-    """Basis [n,P] float64 at continuous pixel coordinates (centres at +0.5)."""
+def _basis_rows(basis: FieldBasis, u: Tensor, v: Tensor, width, height) -> Tensor:
+    """Basis [n,P] float64 at continuous pixel coordinates (centres at +0.5) of images of
+    ``width`` x ``height`` (numbers, or [n] tensors: one image size per point)."""
     x = (u.double() / width * 2 - 1).cpu().numpy()
     y = (v.double() / height * 2 - 1).cpu().numpy()
     return torch.from_numpy(basis.matrix(x, y))
 
 
-def _sample(grid_map: Tensor, u: Tensor, v: Tensor, mode: str = "bilinear") -> Tensor:
-    """Samples of a [H,W] map ([n]) or of a [C,H,W] stack of maps ([C,n]) at continuous pixel
-    coordinates (centres at +0.5), bilinear or nearest."""
-    stack = grid_map if grid_map.dim() == 3 else grid_map[None]
-    H, W = stack.shape[-2:]
-    g = torch.stack([u / W * 2 - 1, v / H * 2 - 1], dim=-1).to(stack.dtype)
-    out = F.grid_sample(stack[None], g[None, None], mode=mode, padding_mode="border", align_corners=False)[0, :, 0]
-    return out if grid_map.dim() == 3 else out[0]
+def _max_filter(masks: Tensor, radius: int) -> Tensor:
+    """[N,H,W] bool: true within ``radius`` pixels (a square) of a true pixel of ``masks`` [N,H,W]
+    (the square's maximum is separable: a row pass, then a column pass)."""
+    x = masks[:, None].float()
+    x = F.max_pool2d(x, (1, 2 * radius + 1), stride=1, padding=(0, radius))
+    x = F.max_pool2d(x, (2 * radius + 1, 1), stride=1, padding=(radius, 0))
+    return x[:, 0] > 0
 
 
 def _check_inputs(log_depths, valid, K, c2w, init, fixed, basis):
@@ -161,7 +172,12 @@ def _check_inputs(log_depths, valid, K, c2w, init, fixed, basis):
 
 
 class _Views:
-    """The views' log-depths, cameras and grid samples, in float64 on the CPU."""
+    """The views' log-depths, cameras and grid samples, in float64 on the CPU.
+
+    The samples of all views are padded into [N, n] arrays, and every pair of views that may
+    overlap is projected in one batch ([pairs, n]): pairs whose frusta cannot meet are culled
+    first by a separating plane test (:meth:`pairs`), so the work grows with the overlapping
+    pairs, and the number of tensor operations does not grow with the views at all."""
 
     def __init__(self, log_depths, valid, K, c2w, samples_per_view: int):
         self.n = len(log_depths)
@@ -172,13 +188,43 @@ class _Views:
         self.V = [m.detach().cpu() for m in valid]
         # Invalid pixels: a large value, so a bilinear sample touching one is an outlier.
         self.L_safe = [torch.where(m, x, torch.full_like(x, 1e3)) for x, m in zip(self.L, self.V)]
-        self.strides = [max(1, int(round((x.shape[0] * x.shape[1] / samples_per_view) ** 0.5))) for x in self.L]
-        self.samples = [self.grid(k, samples_per_view) for k in range(self.n)]
-        self._maps: dict = {}
+        self.shapes = [tuple(x.shape) for x in self.L]
+        # Maps of all views in one [N,...,Hm,Wm] stack (smaller images padded at the bottom and
+        # right: a point inside its view never reads the padding).
+        self.Hm = max(h for h, _ in self.shapes)
+        self.Wm = max(w for _, w in self.shapes)
+        self.width = torch.tensor([float(w) for _, w in self.shapes], dtype=torch.float64)
+        self.height = torch.tensor([float(h) for h, _ in self.shapes], dtype=torch.float64)
+        self.strides = [max(1, int(round((h * w / samples_per_view) ** 0.5))) for h, w in self.shapes]
+        grids = [self.grid(k, samples_per_view) for k in range(self.n)]
+        m = max(1, max(len(g[0]) for g in grids))
+
+        def pad(k, t, fill=0):
+            out = torch.full((m,) + tuple(t.shape[1:]), fill, dtype=t.dtype)
+            out[: len(t)] = t
+            return out
+
+        # [N, n] per sample: log-depth, world ray (camera z = 1) [N,n,3], pixel centre (u, v),
+        # pixel row and column, and whether it is a sample (False: padding).
+        self.logz, self.dirs, self.u, self.v, self.rows, self.cols = (
+            torch.stack([pad(k, g[i]) for k, g in enumerate(grids)]) for i in range(6))
+        self.has = torch.stack([pad(k, torch.ones(len(g[0]), dtype=torch.bool), False) for k, g in enumerate(grids)])
+        self._maps: Tensor | None = None
+        # Each view's frustum (a point strictly inside its image, half a pixel of margin, in
+        # front of it) as half-spaces through its centre, in its camera frame: [N,5,3].
+        fx, fy, cx, cy = self.K[:, 0, 0], self.K[:, 1, 1], self.K[:, 0, 2], self.K[:, 1, 2]
+        zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+        self.planes = torch.stack([
+            torch.stack([zero, zero, one], -1),
+            torch.stack([fx, zero, cx - 0.5], -1),
+            torch.stack([-fx, zero, self.width - 0.5 - cx], -1),
+            torch.stack([zero, fy, cy - 0.5], -1),
+            torch.stack([zero, -fy, self.height - 0.5 - cy], -1),
+        ], 1)
 
     def grid(self, k: int, count: int):
-        """(log-depth [n], world ray directions [n,3] with camera z = 1, u [n], v [n]) of view k's
-        valid pixel centres on a regular grid of about ``count`` pixels."""
+        """(log-depth [n], world ray directions [n,3] with camera z = 1, u [n], v [n], rows [n],
+        columns [n]) of view k's valid pixel centres on a regular grid of about ``count`` pixels."""
         H, W = self.L[k].shape
         stride = max(1, int(round((H * W / count) ** 0.5)))
         vv, uu = torch.meshgrid(torch.arange(stride // 2, H, stride), torch.arange(stride // 2, W, stride),
@@ -188,50 +234,76 @@ class _Views:
         u, v = uu.double() + 0.5, vv.double() + 0.5
         K = self.K[k]
         d_cam = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], -1)
-        return self.L[k][vv, uu], d_cam @ self.c2w[k, :3, :3].T, u, v
+        return self.L[k][vv, uu], d_cam @ self.c2w[k, :3, :3].T, u, v, vv, uu
 
-    def project(self, k: int, log_z: Tensor, dirs: Tensor, j: int):
-        """View k's points (log z-depth ``log_z`` along ``dirs``) in view j: (index of those
-        inside j's image, their z in j, u, v, camera-j coordinates, z_k)."""
-        z_k = torch.exp(log_z)
-        X = self.c2w[k, :3, 3] + z_k[:, None] * dirs
-        pc = X @ self.w2c[j, :3, :3].T + self.w2c[j, :3, 3]
-        zj = pc[:, 2]
-        Hj, Wj = self.L[j].shape
+    def pairs(self, log_z: Tensor, active: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The pairs (k, j) [pairs] each, ordered by k then j, whose views may see each other:
+        view j may see a point of view k's image at z-depth between the least and the most of
+        ``exp(log_z[k])`` ([N,n]; samples only). Those points fill a convex solid with 8 corners,
+        and a pair is dropped only when all of them lie outside one of view j's half-spaces (then
+        none of them is inside its image). ``active`` [N,N] bool keeps only those pairs."""
+        big = torch.tensor(math.inf, dtype=torch.float64)
+        lo = torch.where(self.has, log_z, big).amin(1)
+        hi = torch.where(self.has, log_z, -big).amax(1)
+        ok = self.has.any(1)
+        lo, hi = torch.exp(torch.where(ok, lo, 0.0)), torch.exp(torch.where(ok, hi, 0.0))
+        u = torch.stack([torch.zeros_like(self.width), self.width, torch.zeros_like(self.width), self.width], 1)
+        v = torch.stack([torch.zeros_like(self.height), torch.zeros_like(self.height), self.height, self.height], 1)
+        K = self.K
+        rays = torch.stack([(u - K[:, 0, 2, None]) / K[:, 0, 0, None], (v - K[:, 1, 2, None]) / K[:, 1, 1, None],
+                            torch.ones_like(u)], -1)  # [N,4,3]
+        corners = torch.cat([rays * lo[:, None, None], rays * hi[:, None, None]], 1)  # [N,8,3] in camera k
+        world = corners @ self.c2w[:, :3, :3].transpose(1, 2) + self.c2w[:, None, :3, 3]
+        pc = torch.einsum("jab,kcb->kjca", self.w2c[:, :3, :3], world) + self.w2c[None, :, None, :3, 3]  # [k,j,8,3]
+        side = torch.einsum("jpa,kjca->kjpc", self.planes, pc)  # [k,j,5,8]
+        near = ~(side <= 0).all(3).any(2) & ok[:, None] & ~torch.eye(self.n, dtype=torch.bool)
+        if active is not None:
+            near &= active
+        kp, jp = torch.nonzero(near, as_tuple=True)
+        return kp, jp
+
+    def project_pairs(self, log_z: Tensor, kp: Tensor, jp: Tensor):
+        """View kp[p]'s samples (log z-depth ``log_z`` [N,n]) in view jp[p], for each pair p:
+        (z in view j [p,n], u [p,n], v [p,n], camera-j coordinates [p,n,3], the rays' directions in
+        camera j [p,n,3], inside view j's image [p,n]; False on padding)."""
+        R = self.w2c[jp, :3, :3]
+        w = torch.bmm(self.dirs[kp], R.transpose(1, 2))  # [p,n,3]
+        origin = (R @ self.c2w[kp, :3, 3, None])[:, :, 0] + self.w2c[jp, :3, 3]  # view k's centre in camera j
+        pc = origin[:, None, :] + torch.exp(log_z)[kp][:, :, None] * w
+        zj = pc[..., 2]
         zs = zj.clamp_min(1e-9)
-        u = self.K[j, 0, 0] * pc[:, 0] / zs + self.K[j, 0, 2]
-        v = self.K[j, 1, 1] * pc[:, 1] / zs + self.K[j, 1, 2]
-        ok = (zj > 1e-9) & (u > 1.0) & (u < Wj - 1.0) & (v > 1.0) & (v < Hj - 1.0)
-        idx = torch.nonzero(ok).squeeze(1)
-        return idx, zj[idx], u[idx], v[idx], pc[idx], z_k[idx]
+        K = self.K[jp]
+        u = K[:, 0, 0, None] * pc[..., 0] / zs + K[:, 0, 2, None]
+        v = K[:, 1, 1, None] * pc[..., 1] / zs + K[:, 1, 2, None]
+        inside = (self.has[kp] & (zj > 1e-9) & (u > 1.0) & (u < self.width[jp, None] - 1.0) & (v > 1.0)
+                  & (v < self.height[jp, None] - 1.0))
+        return zj, u, v, pc, w, inside
 
-    def maps(self, j: int, extra: Tensor | None = None) -> Tensor:
-        """[3,H,W]: view j's log-depth (plus ``extra`` [H,W]) and its central differences along
-        u and v (one bilinear sample of these is a sample of the log-depth and its slope)."""
-        if extra is None and j in self._maps:
-            return self._maps[j]
-        L = self.L_safe[j] if extra is None else self.L_safe[j] + extra
-        pad = F.pad(L[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
-        out = torch.stack([L, (pad[1:-1, 2:] - pad[1:-1, :-2]) / 2, (pad[2:, 1:-1] - pad[:-2, 1:-1]) / 2])
+    def maps(self, extra: Sequence[Tensor] | None = None) -> Tensor:
+        """[N,3,Hm,Wm]: each view's log-depth (plus ``extra[j]`` [H_j,W_j]) and its central
+        differences along u and v (one bilinear sample of these is a sample of the log-depth
+        and its slope)."""
+        if extra is None and self._maps is not None:
+            return self._maps
+        out = torch.zeros(self.n, 3, self.Hm, self.Wm, dtype=torch.float64)
+        for j in range(self.n):
+            H, W = self.shapes[j]
+            L = self.L_safe[j] if extra is None else self.L_safe[j] + extra[j]
+            pad = F.pad(L[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+            out[j, 0, :H, :W] = L
+            out[j, 1, :H, :W] = (pad[1:-1, 2:] - pad[1:-1, :-2]) / 2
+            out[j, 2, :H, :W] = (pad[2:, 1:-1] - pad[:-2, 1:-1]) / 2
         if extra is None:
-            self._maps[j] = out
+            self._maps = out
         return out
 
-    def off_edges(self, j: int, u: Tensor, v: Tensor, extra: Tensor | None = None):
-        """Whether view j's log-depth (plus ``extra`` [H,W]) is smooth at (u, v): a bilinear sample
-        on a depth edge mixes two surfaces. Returns (smooth, log-depth there, gu, gv)."""
-        Lj, gu, gv = _sample(self.maps(j, extra), u, v)
+    def sample_pairs(self, maps: Tensor, jp: Tensor, u: Tensor, v: Tensor):
+        """Bilinear samples of views ``jp``' maps [N,3,...] at (u, v) [p,n]: (smooth [p,n], log-depth,
+        gu, gv). Smooth: off a depth edge (a bilinear sample on one mixes two surfaces)."""
+        g = torch.stack([u / self.Wm * 2 - 1, v / self.Hm * 2 - 1], dim=-1)
+        s = F.grid_sample(maps[jp], g[:, None], mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+        Lj, gu, gv = s.unbind(1)
         return (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP), Lj, gu, gv
-
-
-def _pixel_noise(log_depth: Tensor, valid: Tensor) -> float:
-    """Robust standard deviation of a log-depth map's pixel noise: from second differences along
-    rows (a slope cancels; the median ignores edges), which have 6 times the noise variance."""
-    d2 = log_depth[:, 2:] - 2 * log_depth[:, 1:-1] + log_depth[:, :-2]
-    ok = valid[:, 2:] & valid[:, 1:-1] & valid[:, :-2]
-    if not bool(ok.any()):
-        return 0.0
-    return float(d2[ok].abs().median()) / (0.6745 * math.sqrt(6.0))
 
 
 def _distortion_from_data(residuals: np.ndarray, views: "_Views", sigma_floor: float) -> float:
@@ -239,7 +311,7 @@ def _distortion_from_data(residuals: np.ndarray, views: "_Views", sigma_floor: f
     level per view, less what the two views' pixel noise explains (residuals compare two
     noisy pixels: twice the noise variance)."""
     total = _robust_sigma(residuals, sigma_floor) ** 2
-    noise = float(np.median([_pixel_noise(L, V) for L, V in zip(views.L, views.V)])) ** 2
+    noise = float(np.median([pixel_noise(L, V) for L, V in zip(views.L, views.V)])) ** 2
     lo, hi = _DISTORTION_BOUNDS
     return float(np.clip(math.sqrt(max(total - 2 * noise, 0.0)), lo, hi))
 
@@ -257,36 +329,33 @@ def bend_evidence(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: Tens
     and extrapolates), about 1 or above when it is local (waves, objects), NaN without pairs.
     """
     views = _Views(log_depths, valid, K, c2w, samples_per_view)
+    kp, jp = views.pairs(views.logz)
+    zj, u, v, _, _, inside = views.project_pairs(views.logz, kp, jp)
+    smooth, Lj, _, _ = views.sample_pairs(views.maps(), jp, u, v)
+    ok = inside & smooth
+    enough = ok.sum(1) >= 4 * _MIN_PAIR_SAMPLES
+    r_all = (torch.log(zj.clamp_min(1e-300)) - Lj).numpy()
+    x_all = (views.u / views.width[:, None] * 2 - 1).numpy()
+    y_all = (views.v / views.height[:, None] * 2 - 1).numpy()
     quad, const = 0.0, 0.0
-    for k in range(views.n):
-        lk, dirs, u0, v0 = views.samples[k]
-        H, W = views.L[k].shape
-        for j in range(views.n):
-            if j == k:
+    for p in torch.nonzero(enough).squeeze(1).tolist():
+        k, sel = int(kp[p]), ok[p].numpy()
+        r = r_all[p][sel]
+        r = r - np.median(r)
+        keep = np.abs(r) < cap
+        x = x_all[k][sel][keep]
+        y = y_all[k][sel][keep]
+        r = r[keep]
+        if r.size < 4 * _MIN_PAIR_SAMPLES:
+            continue
+        lo, hi = np.quantile(x, [1 / 3, 2 / 3])
+        for a, b in ((x <= lo, x > hi), (x > hi, x <= lo)):
+            if a.sum() < _MIN_PAIR_SAMPLES or b.sum() < _MIN_PAIR_SAMPLES:
                 continue
-            idx, zj, u, v, _, _ = views.project(k, lk, dirs, j)
-            if idx.numel() < 4 * _MIN_PAIR_SAMPLES:
-                continue
-            smooth, Lj, _, _ = views.off_edges(j, u, v)
-            idx, zj, u, v, Lj = idx[smooth], zj[smooth], u[smooth], v[smooth], Lj[smooth]
-            if idx.numel() < 4 * _MIN_PAIR_SAMPLES:
-                continue
-            r = (torch.log(zj) - Lj).numpy()
-            r = r - np.median(r)
-            keep = np.abs(r) < cap
-            x = (u0[idx].numpy() / W * 2 - 1)[keep]
-            y = (v0[idx].numpy() / H * 2 - 1)[keep]
-            r = r[keep]
-            if r.size < 4 * _MIN_PAIR_SAMPLES:
-                continue
-            lo, hi = np.quantile(x, [1 / 3, 2 / 3])
-            for a, b in ((x <= lo, x > hi), (x > hi, x <= lo)):
-                if a.sum() < _MIN_PAIR_SAMPLES or b.sum() < _MIN_PAIR_SAMPLES:
-                    continue
-                A = design_matrix(x[a], y[a], 2)
-                beta = np.linalg.lstsq(A, r[a], rcond=None)[0]
-                quad += float(np.minimum(np.abs(r[b] - design_matrix(x[b], y[b], 2) @ beta), cap).sum())
-                const += float(np.minimum(np.abs(r[b] - np.median(r[a])), cap).sum())
+            A = design_matrix(x[a], y[a], 2)
+            beta = np.linalg.lstsq(A, r[a], rcond=None)[0]
+            quad += float(np.minimum(np.abs(r[b] - design_matrix(x[b], y[b], 2) @ beta), cap).sum())
+            const += float(np.minimum(np.abs(r[b] - np.median(r[a])), cap).sum())
     return quad / const if const > 0 else float("nan")
 
 
@@ -305,26 +374,88 @@ def view_disagreement(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: 
     other view sees).
     """
     views = _Views(log_depths, valid, K, c2w, samples_per_view)
-    F_ = [f.detach().double().cpu() for f in fields]
-    out = torch.full((views.n,), float("nan"), dtype=torch.float64)
-    for k in range(views.n):
-        lk, dirs, u0, v0 = views.samples[k]
-        log_z = lk + _sample(F_[k], u0, v0)
-        total, count = 0.0, 0
-        for j in range(views.n):
-            if j == k:
-                continue
-            idx, zj, u, v, _, _ = views.project(k, log_z, dirs, j)
-            if idx.numel() == 0:
-                continue
-            smooth, Lj, _, _ = views.off_edges(j, u, v, F_[j])
-            r = torch.log(zj) - Lj
-            seen = smooth & (r < hidden)
-            total += float(r[seen].abs().clamp_max(cap).sum())
-            count += int(seen.sum())
-        if count >= _MIN_PAIR_SAMPLES:
-            out[k] = total / count
-    return out
+    return _disagreement(views, [f.detach().double().cpu() for f in fields], hidden, cap)
+
+
+def _disagreement(views: _Views, fields: Sequence[Tensor], hidden: float = _HIDDEN, cap: float = _CAP) -> Tensor:
+    """:func:`view_disagreement` of ``views`` (their grid samples) with ``fields`` [H_k,W_k] float64."""
+    on_samples = torch.stack([torch.where(views.has[k], fields[k][views.rows[k], views.cols[k]], 0.0)
+                              for k in range(views.n)])
+    log_z = views.logz + on_samples
+    kp, jp = views.pairs(log_z)
+    zj, u, v, _, _, inside = views.project_pairs(log_z, kp, jp)
+    smooth, Lj, _, _ = views.sample_pairs(views.maps(fields), jp, u, v)
+    r = torch.log(zj.clamp_min(1e-300)) - Lj
+    seen = inside & smooth & (r < hidden)
+    total = torch.zeros(views.n, dtype=torch.float64).index_add_(
+        0, kp, torch.where(seen, r.abs().clamp_max(cap), 0.0).sum(1))
+    count = torch.zeros(views.n, dtype=torch.long).index_add_(0, kp, seen.sum(1))
+    return torch.where(count >= _MIN_PAIR_SAMPLES, total / count.clamp_min(1), float("nan"))
+
+
+@dataclass(frozen=True)
+class _Links:
+    """The pairs' samples, linearized at ``theta0``: for each pair p (view kp[p]'s samples seen
+    in view jp[p]), up to n rows [p,n]: the sample's index in view k, where it falls in view j
+    (u, v), its residual ``r0`` and its Jacobian ``X`` [p,n,2P] over the coefficients of views k
+    (the first P) and j. Rows where ``ok`` is False are padding (zero residual and Jacobian)."""
+
+    kp: Tensor
+    jp: Tensor
+    sample: Tensor
+    ok: Tensor
+    u: Tensor
+    v: Tensor
+    r0: Tensor
+    X: Tensor
+    theta0: Tensor
+
+    @property
+    def rows(self) -> int:
+        return int(self.ok.sum())
+
+    def residuals(self, theta: Tensor) -> Tensor:
+        """The residuals [p,n] at ``theta``, to first order about ``theta0`` (0 on padding)."""
+        d = theta - self.theta0
+        step = torch.cat([d[self.kp], d[self.jp]], 1)[:, :, None]  # [p,2P,1]
+        return self.r0 + torch.bmm(self.X, step)[:, :, 0]
+
+    def select(self, active: Tensor) -> "_Links":
+        """The pairs (k, j) with ``active[k, j]`` ([N,N] bool)."""
+        keep = active[self.kp, self.jp]
+        return _Links(*(t[keep] for t in (self.kp, self.jp, self.sample, self.ok, self.u, self.v, self.r0, self.X)),
+                      self.theta0)
+
+    def by_size(self) -> list["_Links"]:
+        """The pairs in groups of similar sizes (most rows first), each cut to its largest pair's
+        rows: a group pads its pairs to at most twice their rows (neighbours overlap much more
+        than the views beyond them)."""
+        n = self.ok.sum(1)
+        order = torch.argsort(n, descending=True, stable=True)
+        sizes = n[order].tolist()
+        out, start = [], 0
+        for i in range(1, len(sizes) + 1):
+            if i == len(sizes) or sizes[i] < sizes[start] / 2:
+                idx, m = order[start:i], sizes[start]
+                out.append(_Links(*(t[idx] for t in (self.kp, self.jp)),
+                                  *(t[idx, :m] for t in (self.sample, self.ok, self.u, self.v, self.r0, self.X)),
+                                  self.theta0))
+                start = i
+        return out
+
+    def moved(self, theta: Tensor) -> "_Links":
+        """The same linearization, its residuals evaluated at ``theta`` (exact for residuals that
+        are linear in the coefficients)."""
+        return dataclasses.replace(self, r0=self.residuals(theta), theta0=theta.clone())
+
+
+def _solve_spd(A: Tensor, b: Tensor) -> Tensor:
+    """A^-1 b for a symmetric positive definite A (normal equations plus a prior): Cholesky;
+    least squares if A is singular despite the prior (degenerate input)."""
+    L, info = torch.linalg.cholesky_ex(A)
+    if int(info) == 0:
+        return torch.cholesky_solve(b[:, None], L)[:, 0]
+    return torch.linalg.lstsq(A, b[:, None]).solution[:, 0]
 
 
 def joint_log_corrections(
@@ -388,60 +519,66 @@ def joint_log_corrections(
     views = _Views(log_depths, valid, K, c2w, samples_per_view)
     n_views = views.n
     P = basis.n_terms
+    NP = n_views * P
     init64 = init.detach().double().cpu().clone()
     prior = torch.from_numpy(basis.prior_precision(_LEVELS_ONLY if distortion is None else distortion, level))
+    # The basis at every sample [N,n,P] (0 on padding).
+    basis_k = torch.stack([_basis_rows(basis, views.u[k], views.v[k], views.shapes[k][1], views.shapes[k][0])
+                           for k in range(n_views)]) * views.has[:, :, None]
+    maps = views.maps()
+    no_pair = torch.eye(n_views, dtype=torch.bool)
 
-    def design(k: int, u: Tensor, v: Tensor) -> Tensor:
-        """View k's basis [n,P] at pixel coordinates (u, v)."""
-        return _basis_at(basis, u, v, views.L[k].shape[1], views.L[k].shape[0])
-
-    basis_k = [design(k, s[2], s[3]) for k, s in enumerate(views.samples)]
-
-    def pair_terms(theta: Tensor, k: int, j: int, jacobian: bool):
-        """Residuals of view k's samples seen in view j, their Jacobians, and where they are in
-        both views (or None: no overlap)."""
-        lk, dirs, u_k, v_k = views.samples[k]
-        Bk = basis_k[k]
-        idx, zj, u, v, pcs, zk = views.project(k, lk + Bk @ theta[k], dirs, j)
-        smooth, Lj, gu, gv = views.off_edges(j, u, v)
-        idx, zj, u, v, pcs, zk, Lj, gu, gv = (t[smooth] for t in (idx, zj, u, v, pcs, zk, Lj, gu, gv))
-        if idx.numel() < _MIN_PAIR_SAMPLES:
-            return None
-        Bj = design(j, u, v)
-        r = torch.log(zj) - (Lj + Bj @ theta[j])
-        where = (idx, u, v)
-        if not jacobian:
-            return r, None, None, where
+    def linearize(theta: Tensor, active: Tensor) -> _Links:
+        """The samples of the pairs (k, j) with ``active[k, j]`` that keep enough samples at
+        ``theta``: residuals and Jacobians."""
+        log_z = views.logz + torch.bmm(basis_k, theta[:, :, None])[:, :, 0]
+        kp, jp = views.pairs(log_z, active)
+        zj, u, v, pc, w, inside = views.project_pairs(log_z, kp, jp)
+        smooth, Lj, gu, gv = views.sample_pairs(maps, jp, u, v)
+        ok = inside & smooth
+        n_ok = ok.sum(1)
+        enough = n_ok >= _MIN_PAIR_SAMPLES
+        kp, jp, ok, n_ok = kp[enough], jp[enough], ok[enough], n_ok[enough]
+        # Each pair's usable samples first (in their order), cut to the longest pair's count.
+        width = int(n_ok.max()) if n_ok.numel() else 0
+        order = torch.argsort((~ok).to(torch.uint8), dim=1, stable=True)[:, :width]
+        ok = torch.gather(ok, 1, order)
+        zj, u, v, Lj, gu, gv = (torch.gather(t[enough], 1, order) for t in (zj, u, v, Lj, gu, gv))
+        pc, w = (torch.gather(t[enough], 1, order[:, :, None].expand(-1, -1, 3)) for t in (pc, w))
+        zk = torch.gather(torch.exp(log_z)[kp], 1, order)
+        Bk = basis_k.reshape(-1, P)[kp[:, None] * basis_k.shape[1] + order]  # [pairs,width,P]
+        Bj = torch.zeros(len(kp), width, P, dtype=torch.float64)
+        jj = jp[:, None].expand(-1, width)[ok]
+        Bj[ok] = _basis_rows(basis, u[ok], v[ok], views.width[jj], views.height[jj])
+        zs = torch.where(ok, zj, 1.0)
+        r = torch.log(zs) - (Lj + (Bj * theta[jp][:, None, :]).sum(2))
         # d r / d log z_k: the point moves along view k's ray, pc = t' + z_k w (w = R dirs); its
         # depth in view j changes, and its projection slides along the epipolar line over view
         # j's depth map (zero for a pure rotation).
-        w = dirs[idx] @ views.w2c[j, :3, :3].T
-        du = views.K[j, 0, 0] * zk * (w[:, 0] * zj - pcs[:, 0] * w[:, 2]) / zj**2
-        dv = views.K[j, 1, 1] * zk * (w[:, 1] * zj - pcs[:, 1] * w[:, 2]) / zj**2
-        a = zk * w[:, 2] / zj - (gu * du + gv * dv)
-        return r, a[:, None] * Bk[idx], -Bj, where
+        fx, fy = views.K[jp, 0, 0, None], views.K[jp, 1, 1, None]
+        du = fx * zk * (w[..., 0] * zs - pc[..., 0] * w[..., 2]) / zs**2
+        dv = fy * zk * (w[..., 1] * zs - pc[..., 1] * w[..., 2]) / zs**2
+        slope = zk * w[..., 2] / zs - (gu * du + gv * dv)
+        X = torch.where(ok[:, :, None], torch.cat([slope[:, :, None] * Bk, -Bj], 2), 0.0)
+        return _Links(kp, jp, order, ok, u, v, torch.where(ok, r, 0.0), X, theta.clone())
 
-    # Pairs that overlap (checked once, at the initial coefficients).
+    # Pairs that overlap (checked once, at the initial coefficients; the first fit starts from
+    # this linearization).
     free0 = [not f for f in fixed]
-    pairs, residuals = [], []
-    for k in range(n_views):
-        for j in range(n_views):
-            if j != k and (free0[k] or free0[j]):
-                terms = pair_terms(init64, k, j, jacobian=False)
-                if terms is not None:
-                    pairs.append((k, j))
-                    residuals.append(terms[0])
+    free_t = torch.tensor(free0)
+    links = linearize(init64, (free_t[:, None] | free_t[None, :]) & ~no_pair)
     nan = torch.full((n_views,), float("nan"), dtype=torch.float64)
     unclamped = torch.tensor([[-math.inf, math.inf]] * n_views, dtype=torch.float64)
-    if not pairs:
+    if not links.rows:
         return JointFit(init64.to(init.device), basis, unclamped, float("nan"), float("nan"), 0, nan, nan,
                         tuple(False for _ in range(n_views)), 0, torch.zeros(n_views, dtype=torch.float64),
                         tuple(None for _ in range(n_views)), float("nan") if distortion is None else distortion)
-    r_all = torch.cat(residuals).numpy()
+    pairs = torch.zeros(n_views, n_views, dtype=torch.bool)
+    pairs[links.kp, links.jp] = True
+    r_all = links.r0[links.ok].numpy()
     med_before = float(np.median(np.abs(r_all)))
     sigma0 = _robust_sigma(r_all, sigma_floor)
-
-    last_lin: list = []
+    last = [links]
 
     # Cameras that share one centre (a pan, a turn) see a point at the same pixel whatever its
     # depth, and its depth in view j is its depth in view k times a factor: the residuals are
@@ -449,30 +586,20 @@ def joint_log_corrections(
     centres = views.c2w[:, :3, 3]
     one_centre = bool(((centres - centres[:1]).norm(dim=1) <= 1e-9 * (1 + centres.norm(dim=1))).all())
 
-    def linearize(theta: Tensor, free: list[bool]) -> list:
-        """Each pair's residuals, Jacobians and sample positions at ``theta`` (pairs with a free view)."""
-        if one_centre and last_lin:
-            kept = [(i, e) for i, e in enumerate(last_lin[0]) if free[e[0]] or free[e[1]]]
-            moved = linear_residuals(theta)
-            lin = [(k, j, moved[i], Jk, Jj, where) for i, (k, j, _, Jk, Jj, where) in kept]
-            last_lin[:] = [lin, theta.clone()]
-            return lin
-        lin = []
-        for k, j in pairs:
-            if not (free[k] or free[j]):
-                continue
-            terms = pair_terms(theta, k, j, jacobian=True)
-            if terms is not None:
-                r, Jk, Jj, where = terms
-                lin.append((k, j, r, Jk, Jj, where))
-        last_lin[:] = [lin, theta.clone()]
+    def relinearize(theta: Tensor, free: list[bool]) -> _Links:
+        """The pairs with a free view, linearized at ``theta`` (the last linearization, moved,
+        when it serves: one camera centre, or the same coefficients)."""
+        free_t = torch.tensor(free)
+        active = pairs & (free_t[:, None] | free_t[None, :])
+        if one_centre or torch.equal(theta, last[0].theta0):
+            lin = last[0].select(active).moved(theta)
+        else:
+            lin = linearize(theta, active)
+        last[0] = lin
         return lin
 
-    def linear_residuals(theta: Tensor) -> list[Tensor]:
-        """The pairs' residuals at ``theta``, to first order about the last linearization."""
-        lin, theta0 = last_lin
-        d = theta - theta0
-        return [r + Jk @ d[k] + Jj @ d[j] for k, j, r, Jk, Jj, _ in lin]
+    prior_all = torch.block_diag(*([prior] * n_views))
+    block = torch.arange(P)
 
     def gauss_newton(theta: Tensor, free: list[bool]) -> tuple[Tensor, float, int]:
         """Robust Gauss-Newton on the free views; (coefficients, last sigma, rounds run).
@@ -480,114 +607,129 @@ def joint_log_corrections(
         The pairs are projected once, at the start: the residuals are linear in the coefficients
         about there (exactly so for rotating cameras, whose projections do not move with depth;
         to first order along the epipolar lines of translating ones), so each IRLS round is
-        only weighted normal equations. Callers run it again from its result (the fit with the
-        prior, the refits of the acceptance test), which re-linearizes."""
+        only weighted normal equations. Each pair's rows touch the coefficients of its two
+        views only: its [2P,2P] block of the normal matrix (pairs of similar sizes in one batched product)
+        is added into the matrix at those views' rows and columns. The rounds stop early once
+        the Tukey width has reached its final value and no coefficient moves by more than
+        ``_CONVERGED``. Callers run it again from its result (the fit with the prior, the
+        refits of the acceptance test), which re-linearizes translating cameras."""
         sigma, rounds = sigma0, 0
-        keep_free = torch.tensor(free).repeat_interleave(P)
         if not any(free):
             return theta, sigma, 0
-        lin = linearize(theta, free)
-        if not lin:  # every pair lost its overlap at these coefficients: stop here
+        lin = relinearize(theta, free)
+        if not lin.rows:  # every pair lost its overlap at these coefficients: stop here
             return theta, sigma, 0
-        theta0 = theta.clone()
-        # Each pair's Jacobian over the coefficients of both its views, [n, 2P].
-        blocks = [(torch.cat([Jk, Jj], 1), r0, k, j) for k, j, r0, Jk, Jj, _ in lin]
+        at = torch.nonzero(torch.tensor(free).repeat_interleave(P)).squeeze(1)
+        parts = []
+        for part in lin.by_size():
+            # A pair's rows touch few of its views' coefficients when the basis is local (a
+            # spline): its columns that are zero on every row are left out of its products.
+            full = torch.cat([part.kp[:, None] * P + block, part.jp[:, None] * P + block], 1)  # [pairs,2P]
+            nonzero = (part.X != 0).any(1)
+            keep = torch.argsort((~nonzero).to(torch.uint8), dim=1, stable=True)[:, : int(nonzero.sum(1).max())]
+            X = torch.gather(part.X, 2, keep[:, None, :].expand(-1, part.X.shape[1], -1))
+            cols = torch.gather(full, 1, keep)
+            Xr = torch.cat([X, torch.zeros_like(part.r0)[:, :, None]], 2)
+            parts.append((part, cols, (cols[:, :, None] * NP + cols[:, None, :]).reshape(-1), Xr))
         for it in range(iterations):
             c = tukey_c * _ANNEAL[min(it, len(_ANNEAL) - 1)]
-            Hm = torch.zeros(n_views * P, n_views * P, dtype=torch.float64)
-            g = torch.zeros(n_views * P, dtype=torch.float64)
-            d = theta - theta0
-            residuals = []
-            # IRLS: weights from the current residuals, their scale from the previous round's.
-            for J, r0, k, j in blocks:
-                r = r0 + J @ torch.cat([d[k], d[j]])
-                residuals.append(r)
-                JW = J * (torch.from_numpy(_tukey(r.numpy(), sigma, c)) / sigma**2)[:, None]
-                A, b = JW.T @ J, JW.T @ r
-                sk, sj = slice(k * P, (k + 1) * P), slice(j * P, (j + 1) * P)
-                Hm[sk, sk] += A[:P, :P]
-                Hm[sj, sj] += A[P:, P:]
-                Hm[sk, sj] += A[:P, P:]
-                Hm[sj, sk] += A[P:, :P]
-                g[sk] += b[:P]
-                g[sj] += b[P:]
+            Hm = torch.zeros(NP * NP, dtype=torch.float64)
+            g = torch.zeros(NP, dtype=torch.float64)
+            used = []
+            for part, cols, flat, xr in parts:
+                d = (theta - part.theta0).reshape(-1)[cols]  # [pairs,w]: the change of the pair's coefficients
+                r = part.r0 + torch.bmm(xr[:, :, :-1], d[:, :, None])[:, :, 0]
+                xr[:, :, -1] = r
+                # IRLS: weights from the current residuals, their scale from the previous round's.
+                # [X r] scaled by the weights' square roots: one product gives X'WX and X'Wr.
+                root = torch.from_numpy(np.sqrt(_tukey(r.numpy(), sigma, c))) * part.ok / sigma
+                Y = xr * root[:, :, None]
+                blocks = torch.bmm(Y.transpose(1, 2), Y)[:, :-1]  # [pairs,w,w+1]
+                Hm.index_add_(0, flat, blocks[:, :, :-1].reshape(-1))
+                g.index_add_(0, cols.reshape(-1), blocks[:, :, -1].reshape(-1))
+                used.append(r[part.ok])
+            Hm = Hm.view(NP, NP) + prior_all
+            g = g + ((theta - init64) @ prior).reshape(-1)
             rounds += 1
-            sigma = _robust_sigma(torch.cat(residuals).numpy(), sigma_floor)
-            for k in range(n_views):
-                s = slice(k * P, (k + 1) * P)
-                Hm[s, s] += prior
-                g[s] += prior @ (theta[k] - init64[k])
-            step = torch.zeros(n_views * P, dtype=torch.float64)
-            A, b = Hm[keep_free][:, keep_free], -g[keep_free]
-            try:
-                step[keep_free] = torch.linalg.solve(A, b)
-            except RuntimeError:  # singular despite the prior (degenerate input): least squares
-                step[keep_free] = torch.linalg.lstsq(A, b[:, None]).solution[:, 0]
+            sigma = _robust_sigma(torch.cat(used).numpy(), sigma_floor)
+            step = torch.zeros(NP, dtype=torch.float64)
+            step[at] = _solve_spd(Hm[at][:, at], -g[at])
             theta = theta + step.reshape(n_views, P)
+            if it + 1 >= len(_ANNEAL) and float(step.abs().max()) < _CONVERGED:
+                break
         return theta, sigma, rounds
 
-    def limits(theta: Tensor, free: list[bool]) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-        """For each free view: the range of its correction on its support (the pixels that
-        another view sees), its mean there (its level), and the weight [H,W] with which its
-        variation around that level is kept elsewhere (1 on the support, fading with the
-        distance from it); None for a view without support."""
-        seen = [torch.zeros(views.L[k].shape, dtype=torch.bool) for k in range(n_views)]
+    radius = [max(2 * views.strides[k], round(0.02 * max(views.shapes[k]))) for k in range(n_views)]
+
+    def raw_fields(theta: Tensor) -> list[Tensor]:
+        return [basis.field(theta[k], *views.shapes[k]) for k in range(n_views)]
+
+    def limits(raw: list[Tensor], free: list[bool]) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+        """For each free view: the range of its correction (``raw``, [H,W] per view) on its
+        support (the pixels that another view sees), its mean there (its level), and the weight
+        [H,W] with which its variation around that level is kept elsewhere (1 on the support,
+        fading with the distance from it); None for a view without support."""
+        seen = torch.zeros(n_views, views.Hm, views.Wm, dtype=torch.bool)
         # Where the pairs' samples fell at the last linearization (the same positions as at
         # ``theta`` for rotating cameras, a fraction of a pixel away for translating ones).
-        placed = [(k, j, where) for k, j, _, _, _, where in last_lin[0]] if last_lin else []
-        for k, j, (idx, u, v) in placed:
-            seen[k][(views.samples[k][3][idx] - 0.5).long(), (views.samples[k][2][idx] - 0.5).long()] = True
-            Hj, Wj = views.L[j].shape
-            seen[j][v.long().clamp(0, Hj - 1), u.long().clamp(0, Wj - 1)] = True
+        lin = last[0]
+        if lin.rows:
+            ok = lin.ok
+            k = lin.kp[:, None].expand_as(ok)[ok]
+            i = lin.sample[ok]
+            seen[k, views.rows[k, i], views.cols[k, i]] = True
+            j = lin.jp[:, None].expand_as(ok)[ok]
+            vj = torch.minimum(lin.v[ok].long(), views.height[j].long() - 1).clamp_min(0)
+            uj = torch.minimum(lin.u[ok].long(), views.width[j].long() - 1).clamp_min(0)
+            seen[j, vj, uj] = True
+        has = [free[k] and bool(seen[k].any()) for k in range(n_views)]
+        near: list = [None] * n_views
+        for rad in sorted({radius[k] for k in range(n_views) if has[k]}):
+            ks = [k for k in range(n_views) if has[k] and radius[k] == rad]
+            # Samples are a grid, and none lie on depth edges: the support is what they cover, gaps closed.
+            for k, m in zip(ks, _max_filter(seen[ks], rad)):
+                near[k] = m[: views.shapes[k][0], : views.shapes[k][1]]
         clamp, level, weights = unclamped.clone(), torch.zeros(n_views, dtype=torch.float64), []
         for k in range(n_views):
-            H, W = views.L[k].shape
-            if not (free[k] and bool(seen[k].any())):
+            H, W = views.shapes[k]
+            if not has[k]:
                 weights.append(None)
                 continue
-            # Samples are a grid, and none lie on depth edges: the support is what they cover, gaps closed.
-            r = max(2 * views.strides[k], round(0.02 * max(H, W)))
-            near = F.max_pool2d(seen[k][None, None].float(), 2 * r + 1, stride=1, padding=r)[0, 0] > 0
-            f = basis.field(theta[k], H, W)
-            vals = f[near & views.V[k]]
+            vals = raw[k][near[k] & views.V[k]]
             if vals.numel() == 0:
                 weights.append(None)
                 continue
             clamp[k, 0], clamp[k, 1] = float(vals.min()), float(vals.max())
             level[k] = float(vals.mean())
-            dist = torch.from_numpy(ndi.distance_transform_edt(~near.numpy()))
+            dist = torch.from_numpy(ndi.distance_transform_edt(~near[k].numpy()))
             weights.append(torch.exp(-dist / (fade * max(H, W))))
         return clamp, level, weights
 
-    def fields(theta: Tensor, lim) -> list[Tensor]:
+    def fields(raw: list[Tensor], lim) -> list[Tensor]:
         clamp, level, weights = lim
         out = []
         for k in range(n_views):
-            H, W = views.L[k].shape
-            f = basis.field(theta[k], H, W).clamp(float(clamp[k, 0]), float(clamp[k, 1]))
+            f = raw[k].clamp(float(clamp[k, 0]), float(clamp[k, 1]))
             if weights[k] is not None:
                 f = level[k] + (f - level[k]) * weights[k]
             out.append(f)
         return out
 
-    def disagreement(theta: Tensor, lim) -> Tensor:
-        return view_disagreement(views.L, views.V, views.K, views.c2w, fields(theta, lim),
-                                 samples_per_view=samples_per_view)
-
     no_limits = (unclamped, torch.zeros(n_views, dtype=torch.float64), [None] * n_views)
     free = list(free0)
     theta, sigma, rounds = gauss_newton(init64.clone(), free)
     if distortion is None:  # the fit above allowed levels only: what is left beyond noise is distortion
-        residuals = linear_residuals(theta) if last_lin else []
         distortion = _LEVELS_ONLY
-        if residuals:
-            distortion = _distortion_from_data(torch.cat(residuals).numpy(), views, sigma_floor)
+        if last[0].rows:
+            distortion = _distortion_from_data(last[0].residuals(theta)[last[0].ok].numpy(), views, sigma_floor)
             prior = torch.from_numpy(basis.prior_precision(distortion, level))
+            prior_all = torch.block_diag(*([prior] * n_views))
             theta, sigma, more = gauss_newton(theta, free)
             rounds += more
-    lim = limits(theta, free)
-    before = disagreement(init64, no_limits)
-    after = disagreement(theta, lim)
+    raw = raw_fields(theta)
+    lim = limits(raw, free)
+    before = _disagreement(views, fields(raw_fields(init64), no_limits))
+    after = _disagreement(views, fields(raw, lim))
     while accept:
         worse = [k for k in range(n_views) if free[k] and after[k] == after[k] and after[k] > before[k]]
         if not worse:
@@ -597,11 +739,11 @@ def joint_log_corrections(
         theta[k] = init64[k]
         theta, sigma, more = gauss_newton(theta, free)
         rounds += more
-        lim = limits(theta, free)
-        after = disagreement(theta, lim)
+        raw = raw_fields(theta)
+        lim = limits(raw, free)
+        after = _disagreement(views, fields(raw, lim))
 
-    final = linear_residuals(theta) if last_lin else []
-    r_all = torch.cat(final).numpy() if final else np.zeros(0)
+    r_all = last[0].residuals(theta)[last[0].ok].numpy()
     med_after = float(np.median(np.abs(r_all))) if r_all.size else float("nan")
     n_used = int((_tukey(r_all, sigma, tukey_c) > 0).sum())
     clamp, level, weights = lim

@@ -8,7 +8,9 @@ scene (its cloud, views, raw estimates and cameras) is written to a temporary fi
 * today's code (this checkout);
 * the old algorithm: the tree of ``--reference`` (default: the commit before the refinement
   was rewritten, a degree-2 polynomial per view fitted on every pair's samples, no prior, no
-  acceptance test per view), extracted with ``git archive`` into a temporary folder.
+  acceptance test per view), extracted with ``git archive`` into a temporary folder;
+* today's algorithm before its fit was batched: the tree of ``--previous`` (the same fit,
+  pair by pair; ``--previous ''`` skips it).
 
 For each it prints the refinement's CPU time of the process (the whole ``refine_scene``: fit and
 rebuild), the CPU time of the fit alone (the calls of ``joint_log_corrections`` and, today,
@@ -33,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # The last commit of the old joint refinement (degree-2 polynomial per view).
 REFERENCE = "8878098"
+# The last commit before the fit was batched (today's algorithm, each pair of views on its own).
+PREVIOUS = "4289fa4"
 
 # Runs in a child process against whichever tree is on PYTHONPATH (module paths of both layouts).
 _WORKER = r"""
@@ -127,13 +131,19 @@ def main() -> None:
     ap.add_argument("--trajectory", default="rotate360")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference", default=REFERENCE, help="commit of the old algorithm")
+    ap.add_argument("--previous", default=PREVIOUS, help="commit of today's algorithm before the batched fit")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_joint_") as tmp:
         tmp = Path(tmp)
-        old_tree = tmp / "reference"
-        old_tree.mkdir()
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.reference], capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive.stdout, check=True)
+        trees = {}
+        for name, commit in ((f"old ({args.reference})", args.reference),
+                             (f"unbatched ({args.previous})", args.previous)):
+            if not commit:
+                continue
+            trees[name] = tmp / commit
+            trees[name].mkdir()
+            archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(trees[name])], input=archive.stdout, check=True)
         scene = tmp / "scene.pt"
         s = make_scene(scene, args.size, args.family, args.trajectory, args.seed)
         print(f"joint refinement, {args.size}x{args.size}, family {args.family}, {args.trajectory} "
@@ -142,15 +152,17 @@ def main() -> None:
               f"{'pt-surf':>8s}")
         print(f"{'loop only (no refinement)':26s} {'':>8s} {'':>9s} {'':>8s} {100 * s['abs_rel']:9.2f}% "
               f"{100 * s['seam']:8.2f}% {100 * s['pt_surf']:7.2f}%")
-        rows = {f"old ({args.reference})": refine_in(old_tree, scene), "today": refine_in(REPO, scene)}
+        rows = {name: refine_in(tree, scene) for name, tree in trees.items()}
+        rows["today"] = refine_in(REPO, scene)
         for name, r in rows.items():
             note = "" if r["changed"] else "  (refinement not applied)"
             print(f"{name:26s} {r['cpu_s']:8.2f} {r['fit_cpu_s']:9.2f} {r['wall_s']:8.2f} {100 * r['abs_rel']:9.2f}% "
                   f"{100 * r['seam']:8.2f}% {100 * r['pt_surf']:7.2f}%{note}")
-        old, new = rows[f"old ({args.reference})"], rows["today"]
-        print(f"speed-up today vs old: {old['cpu_s'] / new['cpu_s']:.1f}x CPU (the fit alone "
-              f"{old['fit_cpu_s'] / new['fit_cpu_s']:.1f}x), "
-              f"{old['wall_s'] / new['wall_s']:.1f}x wall")
+        new = rows["today"]
+        for name, base in rows.items():
+            if name != "today":
+                print(f"speed-up today vs {name}: {base['cpu_s'] / new['cpu_s']:.1f}x CPU (the fit alone "
+                      f"{base['fit_cpu_s'] / new['fit_cpu_s']:.1f}x), {base['wall_s'] / new['wall_s']:.1f}x wall")
 
 
 if __name__ == "__main__":

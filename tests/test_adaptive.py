@@ -157,3 +157,22 @@ def test_bad_inputs_are_refused():
         align_adaptive(truth, truth, known, known)
     with pytest.raises(ValueError, match="<= 0"):
         align_adaptive(-truth, truth, known, hole)
+
+
+def test_the_global_fit_reads_every_known_pixel_and_only_seam_anchors_are_restricted():
+    # A translating camera sees faces the cloud never held: there the rendered reference is the
+    # background behind them (too far). Here a third of the known pixels are such, and the pixels
+    # allowed as seam anchors (away from depth edges) are mostly those: fitted on the anchors
+    # alone, the scale would follow the wrong majority.
+    truth, _ = _room()
+    known, hole = _strip_hole()
+    yy, xx = _coords()
+    see_through = known & (xx > 10) & (xx < 40)
+    reference = torch.where(see_through, truth * 1.6, truth)
+    seam_known = known & ((xx < 45) | (yy < 8))
+    assert int((seam_known & see_through).sum()) > 0.5 * int(seam_known.sum())
+    est = truth * 0.7 * _noise(3)
+    out = align_adaptive(est, reference, known, hole, seam_known=seam_known)
+    assert _rel(out.depth, truth, hole) < 0.02
+    restricted = align_adaptive(est, reference, seam_known, hole)
+    assert _rel(restricted.depth, truth, hole) > 0.2

@@ -7,7 +7,7 @@ import torch
 
 import alignment.joint as joint_module
 from alignment.fields import FieldBasis
-from alignment.joint import joint_log_corrections, view_disagreement
+from alignment.joint import bend_evidence, joint_log_corrections, view_disagreement
 from alignment.trend import n_terms, polynomial_field
 from dreamer.cameras import project_points, unproject_depth
 from dreamer import Camera
@@ -162,24 +162,26 @@ def test_whole_image_disagreement_counts_every_seen_pixel(world):
 
 def test_a_round_that_loses_every_pair_ends_the_fit(world, monkeypatch):
     """If the views stop overlapping during the fit (nothing lands in another view), the fit
-    stops with what it has instead of failing."""
-    cams = cameras([(0, 0, 0), (20, 0, 0)])
+    stops with what it has instead of failing. A dolly: translating cameras are projected again
+    for the second fit (with the estimated prior), and that projection loses every pair."""
+    cams = cameras([(0, 0, 0), (0, 0, 0.3), (8, 0, 0.45)])
     logs, truth = distorted_logs(world, cams, seed=1)
-    real = joint_module._Views.project
+    real = joint_module._Views.project_pairs
     calls = {"n": 0}
 
-    def project(self, k, log_z, dirs, j):
+    def project(self, log_z, kp, jp):
         calls["n"] += 1
-        out = real(self, k, log_z, dirs, j)
-        if calls["n"] > 2:  # after the overlap check: every point falls outside
-            idx = out[0][:0]
-            return (idx,) + tuple(t[:0] for t in out[1:])
+        out = real(self, log_z, kp, jp)
+        if calls["n"] > 1:  # after the first linearization: every point falls outside
+            return out[:-1] + (torch.zeros_like(out[-1]),)
         return out
 
-    monkeypatch.setattr(joint_module._Views, "project", project)
+    monkeypatch.setattr(joint_module._Views, "project_pairs", project)
     result = fit(cams, logs, torch.zeros_like(truth))
-    assert result.rounds == 0
-    assert torch.equal(result.coeffs, torch.zeros_like(truth))
+    assert calls["n"] > 1
+    assert 0 < result.rounds <= 5  # the first fit ran; the second had no pair left
+    assert result.samples == 0 and math.isnan(result.residual_after)
+    assert bool(torch.isfinite(result.coeffs).all())
 
 
 def test_spline_basis_is_a_partition_of_unity_and_local():
@@ -201,3 +203,39 @@ def test_spline_basis_is_a_partition_of_unity_and_local():
     assert float(level @ P @ level) < 0.1 * float(wiggle @ P @ wiggle)  # a level is cheap, a wiggle is not
     with pytest.raises(ValueError):
         FieldBasis("spline", 3)
+
+
+@pytest.mark.parametrize("basis,moves", [
+    (FieldBasis("poly", 2), [(0, 0, 0), (20, 0, 0), (40, 0, 0), (-20, 0, 0), (10, 20, 0)]),
+    (FieldBasis("spline", 5), [(0, 0, 0), (20, 0, 0), (40, 0, 0), (-20, 0, 0)]),
+    (FieldBasis("poly", 2), [(0, 0, 0), (0, 0, 0.3), (0, 0, 0.6), (8, 0, 0.45)]),
+])
+def test_the_batched_fit_gives_the_solution_of_the_pair_by_pair_reference(world, basis, moves):
+    """tests/joint_reference.py is the fit as it was before it was batched (each pair of views
+    projected and accumulated on its own). On noisy, distorted depths with invalid pixels the
+    fast fit must give the same solution: every view's field within 1e-6 in log depth, the same
+    acceptance, the same disagreements."""
+    import joint_reference
+
+    cams = cameras(moves)
+    logs, truth = distorted_logs(world, cams, seed=3)
+    g = torch.Generator().manual_seed(7)
+    logs = [x + 0.01 * torch.randn(x.shape, generator=g, dtype=x.dtype) for x in logs]
+    valid = [torch.rand(SIZE, SIZE, generator=g) > 0.05 for _ in cams]
+    K = torch.stack([c.K for c in cams])
+    c2w = torch.stack([c.c2w for c in cams])
+    init = torch.zeros(len(cams), basis.n_terms, dtype=torch.float64)
+    fixed = [k == 0 for k in range(len(cams))]
+    new = joint_log_corrections(logs, valid, K, c2w, init, fixed, basis=basis)
+    ref = joint_reference.joint_log_corrections(logs, valid, K, c2w, init, fixed, basis=basis)
+    assert new.accepted == ref.accepted and new.rounds == ref.rounds
+    for k in range(len(cams)):
+        assert float((new.field(k, SIZE, SIZE) - ref.field(k, SIZE, SIZE)).abs().max()) < 1e-6
+    assert torch.allclose(new.agreement_after, ref.agreement_after, atol=1e-9, equal_nan=True)
+    assert torch.allclose(new.agreement_before, ref.agreement_before, atol=1e-9, equal_nan=True)
+    assert new.samples == ref.samples and abs(new.residual_after - ref.residual_after) < 1e-9
+    assert abs(new.distortion - ref.distortion) < 1e-9
+    fields = [0.02 * torch.randn(SIZE, SIZE, generator=g, dtype=torch.float64) for _ in cams]
+    assert torch.allclose(view_disagreement(logs, valid, K, c2w, fields),
+                          joint_reference.view_disagreement(logs, valid, K, c2w, fields), atol=1e-12, equal_nan=True)
+    assert abs(bend_evidence(logs, valid, K, c2w) - joint_reference.bend_evidence(logs, valid, K, c2w)) < 1e-12

@@ -27,7 +27,8 @@ import torch
 
 from alignment.adaptive import GlobalCorrection, align_adaptive
 from alignment.fields import FieldBasis
-from alignment.joint import bend_evidence, joint_log_corrections
+from alignment.joint import bend_evidence, joint_log_corrections, view_disagreement
+from alignment.segments import segment_offsets
 from dreamer.scene.placement import alignment_known, place_view
 from dreamer.render import clean_coverage, lift, render_points
 from dreamer.scene.result import DreamResult, DreamView
@@ -42,6 +43,15 @@ log = logging.getLogger(__name__)
 # 64 px, error seed 0: bends 0.41 (full turn), 0.67 (pan), 1.36 (orbit); scale, waves, objects,
 # disparity, smeared edges and the mix 1.03 and above.
 _BEND_EVIDENCE = 0.85
+# Prior (log units) on how much a view's spline correction varies beyond what the pairs demand.
+# Estimated from the views' disagreement (as for bends) it is the size of the errors themselves
+# (0.05-0.08 for waves): 36 free control points per view then follow every local disagreement,
+# including the parts no pair of views can observe (a shape all neighbours share), and a
+# translating orbit bends away from the truth while its views agree better. Measured with
+# bench/bench_dream.py at 64 px (new-pixel AbsRel, waves orbit / objects orbit / mixed orbit /
+# mixed full turn): estimated 8.8 / 3.7 / 16.0 / 9.2%, 0.02: 2.0 / 3.7 / 7.2 / 7.1%,
+# 0.01: 1.5 / 3.2 / 3.1 / 8.9%, 0.005: 1.7 / 3.1 / 3.9 / 9.1%.
+_SPLINE_PRIOR = 0.01
 
 
 def joint_basis(grid: int) -> FieldBasis:
@@ -64,6 +74,26 @@ def _base_depth(view: DreamView, shape: bool = True) -> torch.Tensor:
     if not bool(mask.any()):
         return est
     return est * float(torch.exp(torch.log(view.depth[mask].double() / est[mask].double()).median()))
+
+
+def _prior(cfg, basis: FieldBasis) -> float | None:
+    """The joint fit's prior on a view's variation: the configured one, else a fixed one for the
+    spline and one estimated from the views' disagreement for a bend (None)."""
+    if cfg.joint_prior is not None:
+        return cfg.joint_prior
+    return _SPLINE_PRIOR if basis.kind == "spline" else None
+
+
+def _fields_with_segments(fit, logs, valid, K, c2w, fixed) -> list[torch.Tensor]:
+    """Each view's jointly fitted log-correction plus its segments' consensus offsets
+    (:func:`alignment.segments.segment_offsets`: the error a smooth field leaves, object by
+    object), those offsets kept only for views whose whole-image disagreement they do not raise."""
+    fields = [fit.field(i, *logs[i].shape) for i in range(len(logs))]
+    offsets = segment_offsets([lg + f for lg, f in zip(logs, fields)], valid, K, c2w, fixed)
+    with_offsets = [f + o for f, o in zip(fields, offsets)]
+    before = view_disagreement(logs, valid, K, c2w, fields)
+    after = view_disagreement(logs, valid, K, c2w, with_offsets)
+    return [w if bool(a <= b) else f for f, w, a, b in zip(fields, with_offsets, after, before)]
 
 
 def _mean_disagreement(fit) -> float:
@@ -121,7 +151,7 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     def joint(shape: bool):
         bases, logs, valid = logs_of(shape)
         fit = joint_log_corrections(logs, valid, K, c2w, torch.zeros(len(usable), chosen.n_terms, dtype=torch.float64),
-                                    [k == 0 for k in usable], basis=chosen, distortion=cfg.joint_prior,
+                                    [k == 0 for k in usable], basis=chosen, distortion=_prior(cfg, chosen),
                                     fade=cfg.joint_fade)
         return bases, fit
 
@@ -130,18 +160,20 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     # joint fit runs with and without those shapes (scales only) and keeps the one whose views
     # agree better over their whole images.
     bases, fit = joint(shape=True)
+    shape = True
     shaped = [k for k in usable
               if k > 0 and (views[k].stats.get("align_correction") or {}).get("model", "scale") != "scale"]
     if shaped:
         bases_s, fit_s = joint(shape=False)
         if _mean_disagreement(fit_s) <= _mean_disagreement(fit):
-            bases, fit = bases_s, fit_s
+            bases, fit, shape = bases_s, fit_s, False
     log.info("joint refinement of %d views: median pair residual %.4f -> %.4f (%d samples), %d views refined",
              len(usable), fit.residual_before, fit.residual_after, fit.samples, sum(fit.accepted))
     if not any(fit.accepted):
         log.warning("joint refinement skipped: no view's refinement reduced its disagreement with the others")
         return result
     row = {k: i for i, k in enumerate(usable)}
+    fields = _fields_with_segments(fit, *logs_of(shape)[1:], K, c2w, [k == 0 for k in usable])
 
     v0 = views[0]
     points = lift(v0.image, v0.depth, v0.camera, v0.mask)
@@ -159,21 +191,22 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
         render = render_points(points, cam, splat_scale=cfg.splat_scale, max_splat_px=cfg.max_splat_px)
         render, masks = clean_coverage(render, close_px=cfg.close_px, grow_px=cfg.grow_px)
         i = row[k]
-        field = fit.field(i, cam.height, cam.width).to(view.estimate.device)
+        field = fields[i].to(view.estimate.device)
         stats = {**view.stats, "hole_fraction": float(masks.hole.float().mean()),
                  "joint_accepted": fit.accepted[i], "joint_scale": float(torch.exp(field.mean())),
                  "joint_disagreement_before": float(fit.agreement_before[i]),
                  "joint_disagreement_after": float(fit.agreement_after[i])}
         new_depth = (bases[k].double() * torch.exp(field)).to(view.estimate.dtype)
         if int(masks.known.sum()) >= cfg.min_overlap_pixels and masks.hole.any() and cfg.seam_reaches:
-            # The jointly fitted depth already has the right level: the seam correction closes the
-            # seam, but the offset of the rendered cloud as a whole fades fast (carried across the
-            # hole it would add up along the trajectory again, as in the loop); only the
-            # variation around it, surface by surface, goes as far as the loop's choice of reach.
-            reaches = tuple(None if r == 0 else float(r) for r in cfg.seam_reaches)
+            # The jointly fitted depth already has the right level and shape: the seam correction
+            # only closes the seam. Both the offset of the rendered cloud as a whole and the
+            # variation around it fade within joint_seam_reach: carried across the hole, they would
+            # copy the earlier views' errors (object by object) into this one, as in the loop.
+            reaches = (cfg.joint_seam_reach,)
             anchors = alignment_known(masks.known, view.estimate, cfg.min_overlap_pixels)
-            new_depth = align_adaptive(new_depth, render.depth, anchors, masks.hole, seam_reaches=reaches,
-                                       fit_global=False, offset_reach=cfg.joint_seam_reach).depth
+            new_depth = align_adaptive(new_depth, render.depth, masks.known, masks.hole, seam_reaches=reaches,
+                                       fit_global=False, offset_reach=cfg.joint_seam_reach,
+                                       seam_known=anchors).depth
         points, placed = place_view(points, cam, view.image, render, masks, new_depth, prompt=view.prompt,
                                     stats=stats, estimate=view.estimate, config=cfg)
         out.append(placed)
