@@ -41,7 +41,7 @@ import scipy.ndimage as ndi
 import torch
 from torch import Tensor
 
-from alignment.scale import ScaleFit, _robust_sigma, _tukey, fit_scale
+from alignment.scale import ScaleFit, _dot, _robust_sigma, _tukey, fit_scale
 from alignment.seam import _seam_jump, check_alignment_inputs, edge_links, seam_correction
 from alignment.trend import design_matrix
 
@@ -108,11 +108,11 @@ class AdaptiveAlignment:
 
 def _weighted_lstsq(A: np.ndarray, b: np.ndarray, w: np.ndarray, ridge: np.ndarray | None = None) -> np.ndarray | None:
     Aw = A * w[:, None]
-    lhs = Aw.T @ A
+    lhs = np.einsum("ni,nj->ij", Aw, A)  # not BLAS: see alignment.scale._dot
     if ridge is not None:
         lhs = lhs + np.diag(ridge * w.sum())
     try:
-        return np.linalg.solve(lhs, Aw.T @ b)
+        return np.linalg.solve(lhs, np.einsum("ni,n->i", Aw, b))
     except np.linalg.LinAlgError:
         return None
 
@@ -150,7 +150,7 @@ class _Scale(_Model):
 
     def fit(self, log_e, ell, x, y):
         c0 = float(np.median(ell))
-        c = _irls(lambda p: ell - p, lambda w: float(np.dot(w, ell) / w.sum()), c0)
+        c = _irls(lambda p: ell - p, lambda w: float(_dot(w, ell) / w.sum()), c0)
         self.params = (c0 if c is None else float(c),)
         return True
 

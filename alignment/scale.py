@@ -61,23 +61,46 @@ class ScaleFit:
         return estimated * self.scale + self.shift
 
 
-def _median(x: np.ndarray) -> float:
-    """The true median (mean of the two middle values for an even count), in O(n)."""
+def _median(x: np.ndarray, *, overwrite: bool = False) -> float:
+    """The true median (mean of the two middle values for an even count), in O(n).
+
+    One selection of the upper middle value; the lower one is the largest value before it
+    (a selection of two positions at once costs several times one). ``overwrite``: ``x`` may
+    be reordered in place (no copy).
+    """
     n = x.size
     lo, hi = (n - 1) // 2, n // 2
-    part = np.partition(x, (lo, hi))
-    return 0.5 * (float(part[lo]) + float(part[hi]))
+    if overwrite:
+        part = x.reshape(-1)
+        part.partition(hi)
+    else:
+        part = np.partition(x.reshape(-1), hi)
+    upper = float(part[hi])
+    lower = upper if lo == hi else float(part[:hi].max())
+    return 0.5 * (lower + upper)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.floating:
+    """Dot product of two vectors without BLAS: a BLAS ``dot`` of a few hundred thousand values
+    wakes its thread pool (milliseconds per call on a busy machine, and a sum whose last bits
+    depend on the thread count); this one is single-threaded and deterministic."""
+    return np.einsum("i,i->", a, b)
 
 
 def _tukey(res: np.ndarray, sigma: float, c: float) -> np.ndarray:
     """Tukey biweight of residuals ``res`` for a robust scale ``sigma``: (1 - (r/c sigma)^2)^2, 0 beyond."""
     u = res / (c * sigma)
-    return np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
+    w = np.multiply(u, u)
+    np.subtract(1.0, w, out=w)
+    np.square(w, out=w)
+    np.abs(u, out=u)
+    w[~(u < 1.0)] = 0.0  # NaN too
+    return w
 
 
 def _robust_sigma(res: np.ndarray, floor: float) -> float:
     """MAD-based standard deviation of residuals around 0, never below ``floor``."""
-    return max(_MAD_TO_SIGMA * _median(np.abs(res)), floor)
+    return max(_MAD_TO_SIGMA * _median(np.abs(res), overwrite=True), floor)
 
 
 def _fit_log_scale(
@@ -95,7 +118,7 @@ def _fit_log_scale(
     log_s = _median(rho)
     for _ in range(iterations):
         w = _tukey(rho - log_s, _robust_sigma(rho - log_s, sigma_floor), tukey_c)
-        new = float(np.dot(w, rho) / w.sum())
+        new = float(_dot(w, rho) / w.sum())
         done = abs(new - log_s) <= 1e-15
         log_s = new
         if done:
@@ -109,13 +132,13 @@ def _wls_affine(e: np.ndarray, r: np.ndarray, w: np.ndarray) -> tuple[float, flo
     sw = float(w.sum())
     if sw <= 0:
         return None
-    me = float(np.dot(w, e)) / sw
-    mr = float(np.dot(w, r)) / sw
+    me = float(_dot(w, e)) / sw
+    mr = float(_dot(w, r)) / sw
     de = e - me
-    var = float(np.dot(w, de * de)) / sw
+    var = float(_dot(w, de * de)) / sw
     if var <= 1e-12 * me * me:
         return None
-    s = float(np.dot(w, de * (r - mr))) / sw / var
+    s = float(_dot(w, de * (r - mr))) / sw / var
     return s, mr - s * me
 
 
@@ -136,11 +159,11 @@ def _fit_affine(
     inv_r = 1.0 / r
     starts = [(math.exp(_median(np.log(r) - np.log(e))), 0.0)]
     med_e, med_r = _median(e), _median(r)
-    mad_e = _median(np.abs(e - med_e))
+    mad_e = _median(np.abs(e - med_e), overwrite=True)
     if mad_e > 0:
-        s_mad = _median(np.abs(r - med_r)) / mad_e
+        s_mad = _median(np.abs(r - med_r), overwrite=True) / mad_e
         starts.append((s_mad, med_r - s_mad * med_e))
-    s, t = min(starts, key=lambda st: _median(np.abs((st[0] * e + st[1] - r) * inv_r)))
+    s, t = min(starts, key=lambda st: _median(np.abs((st[0] * e + st[1] - r) * inv_r), overwrite=True))
     for _ in range(iterations):
         res = (s * e + t - r) * inv_r
         w = _tukey(res, _robust_sigma(res, sigma_floor), tukey_c)
@@ -216,7 +239,7 @@ def fit_scale(
     m = mask.to(estimated.device)
     e = estimated.detach()[m].to("cpu", torch.float64).numpy()
     r = reference.detach()[m.to(reference.device)].to("cpu", torch.float64).numpy()
-    residual_before = _median(np.abs((e - r) / r))
+    residual_before = _median(np.abs((e - r) / r), overwrite=True)
 
     fitted_shift = False
     s, t = 1.0, 0.0
@@ -233,7 +256,7 @@ def fit_scale(
     if not fitted_shift:
         s, w = _fit_log_scale(e, r, iterations, tukey_c, sigma_floor)
         t = 0.0
-    residual_after = _median(np.abs((s * e + t - r) / r))
+    residual_after = _median(np.abs((s * e + t - r) / r), overwrite=True)
     return ScaleFit(
         scale=float(s),
         shift=float(t),

@@ -332,7 +332,7 @@ def _seam_jump(depth: Tensor, reference: Tensor, known: Tensor, hole: Tensor) ->
         xs, xe = max(0, -dx), min(W, W - dx)
         p_hole = hole[ys:ye, xs:xe]
         q_known = known[ys + dy : ye + dy, xs + dx : xe + dx]
-        pair = p_hole & q_known
+        pair = torch.nonzero(p_hole & q_known, as_tuple=True)  # once for both maps
         dp = depth[ys:ye, xs:xe][pair]
         rq = reference[ys + dy : ye + dy, xs + dx : xe + dx][pair]
         vals.append(((dp - rq) / rq).abs())

@@ -9,7 +9,7 @@ and of the CPU splat stage at the README's first command (prints figures; not a 
    world lifted at 512x512 from a ring of cameras) and a new camera inside it. One view of the
    loop runs on it with the model outputs precomputed (:func:`dreamer.scene.loop.dream_view`
    with an inpainter and a depth estimator that return fixed images): render, coverage clean-up,
-   alignment, stretched pixels, lift, merge. Its wall and CPU time (median of ``--repeats``) is
+   alignment, stretched pixels, depth-edge test, lift, merge. Its wall and CPU time (median of ``--repeats``) is
    split into the time inside ``align_view`` (the alignment package's fits) and the rest
    ("ours": everything the loop does around the models and the fits); each piece is also timed
    on its own. The same cloud re-projected into the same camera by scipy's griddata (linear), as
@@ -50,6 +50,8 @@ from dreamer.cameras import DEFAULT_FOCAL_512, Camera, rotation_y  # noqa: E402
 from dreamer.pointcloud import PointCloud  # noqa: E402
 from dreamer.render import clean_coverage, lift, render_points  # noqa: E402
 from dreamer.scene import DreamConfig, dream  # noqa: E402
+from dreamer.scene.depth_edges import straddling_pixels  # noqa: E402
+from dreamer.scene.placement import EDGE_RAMP_RADIUS  # noqa: E402
 from dreamer.trajectories import center_depth_from, make_trajectory  # noqa: E402
 from dreamer.worlds import ProceduralWorld  # noqa: E402
 
@@ -197,6 +199,8 @@ def per_view(case: dict, repeats: int) -> dict:
         "clean_coverage": timed(lambda: clean_coverage(render, close_px=config.close_px, grow_px=config.grow_px),
                                 repeats),
         "stretched_pixels": timed(lambda: stretched_pixels(full, threshold=config.stretch_threshold), repeats),
+        "straddling_pixels": timed(lambda: straddling_pixels(full, radius=EDGE_RAMP_RADIUS,
+                                                             threshold=config.stretch_threshold), repeats),
         "lift": timed(lambda: lift(image, full, cam, lift_mask), repeats),
         "dedup_mask": timed(lambda: dedup_mask(points.xyz, points.radius, new.xyz, new.radius,
                                                merge_within_new=False), repeats),

@@ -5,6 +5,7 @@
     python bench/bench_splats.py --only speed     # just the rasterizer speed
     python bench/bench_splats.py --only refine    # the refine step: four settings, near and far
     python bench/bench_splats.py --only coverage  # the offline demo's videos: empty pixels per frame
+    python bench/bench_splats.py --only coverage --presets llff --coverage-runs refine  # one row
 
 1. Quality. A scene is made from the world's ground truth: five views around the first camera
    (yaw -24..24 degrees) at 128x128; the cloud lifts each view at 64x64 (so a few thousand
@@ -261,8 +262,8 @@ def bench_coverage(args) -> None:
           f"fraction of each frame with alpha > 0.99")
     print(f"{'':12s} {'preset':16s} {'frames':>6s} {'worst':>8s} {'mean':>8s} {'< 99.9%':>8s} {'views':>6s}")
     with tempfile.TemporaryDirectory() as tmp:
-        for refine in (False, True):
-            for preset in PRESETS:
+        for refine in [r == "refine" for r in args.coverage_runs]:
+            for preset in args.presets:
                 configs = SceneConfigs(scene=SceneConfig(width=size, height=size, trajectory="lookaround",
                                                          render_trajectory=preset),
                                        models=ModelConfig(models="synthetic"), splats=splats,
@@ -381,6 +382,10 @@ def main() -> None:
     ap.add_argument("--complete-views", type=int, default=12, help="refine bench: most views the completion dreams")
     ap.add_argument("--coverage-size", type=int, default=48, help="coverage bench: image size of the demo")
     ap.add_argument("--coverage-iterations", type=int, default=600, help="coverage bench: splat iterations")
+    ap.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS),
+                    help="coverage bench: the render presets (default: all)")
+    ap.add_argument("--coverage-runs", nargs="+", choices=["plain", "refine"], default=["plain", "refine"],
+                    help="coverage bench: without and/or with --refine (default: both)")
     ap.add_argument("--readme-schedule", action="store_true",
                     help="train with SplatConfig's default schedule (only --iterations set), as the README's first "
                          "command does (no densification or SH above degree 0 before iteration 500)")

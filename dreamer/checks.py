@@ -121,6 +121,12 @@ def check_finite(x: Tensor, name: str, *, where: Tensor | None = None, where_nam
 
 def check_positive(x: Tensor, name: str, *, where: Tensor | None = None, where_name: str = "") -> Tensor:
     """Raise ValueError unless ``x`` is finite and > 0 (on ``where`` when given)."""
+    # One dense pass (no gather of the masked values) when all is well; the messages below.
+    bad = ~((x > 0) & (x < math.inf))  # NaN fails both comparisons
+    if where is not None:
+        bad &= where.to(device=x.device, dtype=torch.bool)
+    if not bool(bad.any()):
+        return x
     check_finite(x, name, where=where, where_name=where_name)
     values = _select(x, where)
     nonpos = values <= 0

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["PointCloud"]
+__all__ = ["PointCloud", "block_bounds", "block_points", "BOX_BLOCK"]
 
 
 @dataclass(eq=False)
@@ -113,3 +113,45 @@ class PointCloud:
             rgb = np.full((len(v), 3), 0.5, np.float32)
         radius = v["radius"].astype(np.float32) if "radius" in names else np.full(len(v), 1e-2, np.float32)
         return cls(xyz, torch.from_numpy(rgb), torch.from_numpy(radius))
+
+
+BOX_BLOCK = 1024
+"""Points per block of :func:`block_bounds` for the culling passes (render, merge): small enough
+that a block's box is tight (a few image rows of one view), large enough that the boxes cost
+little beside the points."""
+
+
+def block_points(blocks: Tensor, block: int, n: int) -> Tensor:
+    """int64 indices (ascending when ``blocks`` is) of the points of the given blocks of ``block``
+    consecutive points among ``n``."""
+    idx = (blocks[:, None] * block + torch.arange(block, device=blocks.device)[None, :]).reshape(-1)
+    return idx[idx < n] if len(blocks) and int(blocks[-1]) == (n - 1) // block else idx
+
+
+def block_bounds(xyz: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    """Per-block bounding boxes of points [N,3] taken ``block`` at a time in index order: the
+    minimum and maximum corners, each [ceil(N / block), 3] (exact: a min and a max per axis).
+
+    A cloud grows view by view in pixel order, so consecutive points lie close together and
+    most blocks of a large cloud can be ruled in or out of a region by their box alone.
+    """
+    full = len(xyz) // block
+    parts_lo, parts_hi = [], []
+    if full:
+        # Rows of 64 points (192 values, whole points) reduced elementwise across each block,
+        # then the 64 lanes: contiguous, vectorised passes (a strided per-axis reduction is
+        # several times slower).
+        lanes = 64 if block % 64 == 0 else 1
+        rows = xyz[: full * block].reshape(full, block // lanes, 3 * lanes)
+        lo = rows.amin(1).view(full, lanes, 3).amin(1)
+        hi = rows.amax(1).view(full, lanes, 3).amax(1)
+        parts_lo.append(lo)
+        parts_hi.append(hi)
+    if len(xyz) > full * block:
+        lo, hi = torch.aminmax(xyz[full * block :], dim=0)
+        parts_lo.append(lo[None])
+        parts_hi.append(hi[None])
+    if not parts_lo:
+        empty = xyz.new_zeros(0, 3)
+        return empty, empty.clone()
+    return torch.cat(parts_lo), torch.cat(parts_hi)

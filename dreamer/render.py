@@ -16,12 +16,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dreamer.checks import check_image, check_map, check_positive
 from dreamer.cameras import Camera, camera_points_to_pixels, unproject_depth, world_to_camera_points
-from dreamer.pointcloud import PointCloud
+from dreamer.pointcloud import BOX_BLOCK, PointCloud, block_bounds, block_points
 
 __all__ = ["PointRender", "lift", "render_points", "dilate", "erode", "clean_coverage", "HoleMasks"]
 
@@ -145,17 +144,57 @@ _CPU_BLOCK = 1 << 16
 
 def _frustum_points(xyz: Tensor, camera: Camera, near: float, max_splat_px: float) -> tuple[Tensor, Tensor]:
     """Indices (ascending) of the points that pass :func:`_in_frustum`, and their camera-frame
-    coordinates [n,3]."""
-    block = len(xyz) if xyz.is_cuda else _CPU_BLOCK
+    coordinates [n,3]. On the CPU, blocks of :data:`BOX_BLOCK` points whose bounding box lies
+    wholly outside the frustum are left out before any point of theirs is touched."""
+    if xyz.is_cuda or len(xyz) <= BOX_BLOCK:
+        cand = None
+        n = len(xyz)
+    else:
+        lo, hi = block_bounds(xyz, BOX_BLOCK)
+        reach = torch.nonzero(_boxes_may_reach(lo, hi, camera, near, max_splat_px)).squeeze(1)
+        cand = block_points(reach, BOX_BLOCK, len(xyz))
+        n = len(cand)
+    block = n if xyz.is_cuda else _CPU_BLOCK
     idx, pts = [], []
-    for start in range(0, len(xyz), block):
-        p = world_to_camera_points(xyz[start : start + block], camera)
+    for start in range(0, n, block):
+        at = None if cand is None else cand[start : start + block]
+        p = world_to_camera_points(xyz[start : start + block] if at is None else xyz.index_select(0, at), camera)
         i = torch.nonzero(_in_frustum(p, camera, near, max_splat_px)).squeeze(1)
-        idx.append(i + start)
+        idx.append(i + start if at is None else at.index_select(0, i))
         pts.append(p.index_select(0, i))
     if not idx:
         return torch.zeros(0, dtype=torch.long, device=xyz.device), xyz.new_zeros(0, 3)
     return torch.cat(idx), torch.cat(pts)
+
+
+def _boxes_may_reach(lo: Tensor, hi: Tensor, camera: Camera, near: float, max_splat_px: float) -> Tensor:
+    """bool [B]: whether any point inside each box ``lo``..``hi`` [B,3] can pass :func:`_in_frustum`.
+
+    The test region is an intersection of half-spaces in the camera frame (z > near and the
+    four sides x > a z, ...). A box is out when its 8 corners all lie outside one of them, by
+    a margin far above the rounding of the points' own transform (corners in float64).
+    """
+    m = max_splat_px + 1.0
+    corners = torch.stack([torch.where(torch.tensor(bits, dtype=torch.bool, device=lo.device), hi, lo)
+                           for bits in _CORNER_BITS], 1).double()  # [B, 8, 3]
+    w2c = camera.w2c.to(device=lo.device, dtype=torch.float64)
+    p = corners @ w2c[:3, :3].T + w2c[:3, 3]
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    sides = torch.stack([
+        z - near,
+        x - (-m - camera.cx) / camera.fx * z,
+        (camera.width + m - camera.cx) / camera.fx * z - x,
+        y - (-m - camera.cy) / camera.fy * z,
+        (camera.height + m - camera.cy) / camera.fy * z - y,
+    ], 0)  # [5, B, 8]: > 0 inside each half-space
+    slack = 1e-4 * (1.0 + p.abs().amax(dim=(1, 2)) + float(w2c[:3, 3].abs().max()))
+    scale = 1.0 + max(abs(m + camera.cx) / camera.fx, abs(camera.width + m - camera.cx) / camera.fx,
+                      abs(m + camera.cy) / camera.fy, abs(camera.height + m - camera.cy) / camera.fy)
+    outside = (sides < -(slack * scale)[None, :, None]).all(dim=2)  # [5, B]: every corner beyond one side
+    return ~outside.any(0)
+
+
+_CORNER_BITS = [(i & 1 != 0, i & 2 != 0, i & 4 != 0) for i in range(8)]
 
 
 def _in_frustum(p: Tensor, camera: Camera, near: float, max_splat_px: float) -> Tensor:
@@ -174,12 +213,17 @@ def _in_frustum(p: Tensor, camera: Camera, near: float, max_splat_px: float) -> 
     return ok
 
 
+# Boxes up to this side are splatted offset by offset; larger ones as one expanded block.
+_SMALL_SIDE = 3
+
+
 def _zbuffer_min(key: Tensor, u0: Tensor, u1: Tensor, v0: Tensor, v1: Tensor, H: int, W: int) -> Tensor:
     """int64 [H*W]: the smallest ``key`` among the boxes ``[u0, u1] x [v0, v1]`` covering each
     pixel (``_EMPTY`` where none does).
 
-    Points are grouped by the side of their box so each group expands to a dense [n, s*s]
-    block; a box narrower than the block repeats its last column/row, which ``amin`` ignores.
+    Points are grouped by the side ``s`` of their box. Small boxes are splatted with one scatter
+    per offset; larger ones expand to a dense [n, s*s] block. Either way a box narrower than
+    ``s`` repeats its last column/row, which ``amin`` ignores.
     """
     device = key.device
     wu, wv = u1 - u0 + 1, v1 - v0 + 1
@@ -194,9 +238,17 @@ def _zbuffer_min(key: Tensor, u0: Tensor, u1: Tensor, v0: Tensor, v1: Tensor, H:
         if s == 1:
             best.scatter_reduce_(0, b, k, reduce="amin")
             continue
-        off = torch.arange(s, device=device)
         gu = wu if g is None else wu.index_select(0, g)
         gv = wv if g is None else wv.index_select(0, g)
+        if s <= _SMALL_SIDE:
+            # One scatter per offset of the box, straight from the keys (no [n, s*s] copies).
+            cols = [(gu - 1).clamp_(max=j) if j else None for j in range(s)]
+            for i in range(s):
+                row = b if i == 0 else b + (gv - 1).clamp(max=i) * W
+                for col in cols:
+                    best.scatter_reduce_(0, row if col is None else row + col, k, reduce="amin")
+            continue
+        off = torch.arange(s, device=device)
         du = torch.minimum(off[None, :], gu[:, None] - 1)  # [n, s]
         dv = torch.minimum(off[None, :], gv[:, None] - 1) * W
         pix = (b[:, None, None] + dv[:, :, None] + du[:, None, :]).reshape(-1)  # [n * s * s]
@@ -205,11 +257,29 @@ def _zbuffer_min(key: Tensor, u0: Tensor, u1: Tensor, v0: Tensor, v1: Tensor, H:
 
 
 def dilate(mask: Tensor, radius: int) -> Tensor:
-    """Binary dilation of a bool [H,W] mask by a (2r+1)^2 square."""
+    """Binary dilation of a bool [H,W] mask by a (2r+1)^2 square.
+
+    The square is separable: a dilation along the rows, then along the columns, each an OR of
+    shifted views whose window doubles per step (log2(2r+1) ORs per axis, on bools).
+    """
     if radius <= 0:
         return mask.clone()
-    x = mask[None, None].float()
-    return F.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0.5
+    return _dilate_axis(_dilate_axis(mask.bool(), radius, 1), radius, 0)
+
+
+def _dilate_axis(mask: Tensor, radius: int, dim: int) -> Tensor:
+    """out[i] = OR of mask[i - radius .. i + radius] along ``dim`` (outside the image: False)."""
+    pad_shape = list(mask.shape)
+    pad_shape[dim] = radius
+    pad = torch.zeros(pad_shape, dtype=torch.bool, device=mask.device)
+    acc = torch.cat([pad, mask, pad], dim)
+    width, window = 1, 2 * radius + 1  # acc[i] is the OR of ``width`` consecutive padded values
+    while width < window:
+        step = min(width, window - width)
+        n = acc.shape[dim] - step
+        acc = acc.narrow(dim, 0, n) | acc.narrow(dim, step, n)
+        width += step
+    return acc
 
 
 def erode(mask: Tensor, radius: int) -> Tensor:

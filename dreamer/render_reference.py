@@ -17,7 +17,7 @@ from dreamer.cameras import Camera, project_points
 from dreamer.pointcloud import PointCloud
 from dreamer.render import _EMPTY, _INDEX_BITS, HoleMasks, PointRender, dilate, erode
 
-__all__ = ["render_points_reference", "clean_coverage_reference"]
+__all__ = ["render_points_reference", "clean_coverage_reference", "dilate_reference"]
 
 
 def render_points_reference(
@@ -139,3 +139,11 @@ def clean_coverage_reference(render: PointRender, *, close_px: int = 1,
     inpaint = dilate(hole, grow_px) if grow_px > 0 else hole.clone()
     fixed = PointRender(image, depth, closed, render.index)
     return fixed, HoleMasks(known=closed, hole=hole, inpaint=inpaint, pinholes=pinholes)
+
+
+def dilate_reference(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation of a bool [H,W] mask by a (2r+1)^2 square: one max-pool over the square."""
+    if radius <= 0:
+        return mask.clone()
+    x = mask[None, None].float()
+    return F.max_pool2d(x, 2 * radius + 1, stride=1, padding=radius)[0, 0] > 0.5

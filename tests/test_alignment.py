@@ -105,6 +105,32 @@ def test_fit_scale_reads_only_the_mask():
     assert fit_scale(est, ref, mask).scale == pytest.approx(3.0, rel=1e-9)
 
 
+def test_median_is_the_mean_of_the_two_middle_values():
+    import numpy as np
+
+    from alignment.scale import _median
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 7, 10, 1001, 4096):
+        for x in (rng.standard_normal(n), rng.integers(0, 3, n).astype(np.float64)):  # ties too
+            ordered = np.sort(x)
+            expected = 0.5 * (float(ordered[(n - 1) // 2]) + float(ordered[n // 2]))
+            kept = x.copy()
+            assert _median(x) == expected and np.array_equal(x, kept)  # no reordering without overwrite
+            assert _median(x, overwrite=True) == expected
+
+
+def test_tukey_weights_are_the_biweight():
+    import numpy as np
+
+    from alignment.scale import _tukey
+
+    res = np.array([0.0, 0.5, -1.0, 2.0, -3.0, 4.685, float("nan"), float("inf")])
+    u = res / 4.685
+    expected = np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
+    assert np.array_equal(_tukey(res, 1.0, 4.685), expected)
+
+
 def test_fit_scale_float32_on_input_device():
     ref = _scene().float()
     fit = fit_scale(ref * 0.5, ref, torch.ones(ref.shape, dtype=torch.bool))
@@ -522,3 +548,29 @@ def test_dedup_merge_within_new_off_keeps_a_views_own_points():
     assert 0.2 < float(thinned.float().mean()) < 0.8  # one per cell of 1-2 footprints
     assert dedup_mask(xyz[:0], r[:0], xyz, r, merge_within_new=False).all()
     assert not dedup_mask(xyz, r, xyz, r, merge_within_new=False).any()  # re-lifting: nothing
+
+
+def test_dedup_box_prefilter_by_blocks_is_exact(monkeypatch):
+    """The existing cloud tested block by block (blocks outside the new points' box skipped,
+    blocks inside it taken whole) keeps exactly the points of the one-block test."""
+    import alignment.merge as merge_module
+
+    g = torch.Generator().manual_seed(3)
+    # A cloud in runs of nearby points (as views append them), far and near the new points.
+    centres = torch.randn(40, 3, generator=g) * 4
+    existing = (centres[:, None, :] + 0.05 * torch.randn(40, 100, 3, generator=g)).reshape(-1, 3)
+    existing_r = (1 + 15 * torch.rand(4000, generator=g)) / F512
+    pick = torch.randint(0, 300, (800,), generator=g)  # near the first three runs
+    new = existing[pick] + 0.01 * torch.randn(800, 3, generator=g)
+    new_r = existing_r[pick]
+    whole = dedup_mask(existing, existing_r, new, new_r, merge_within_new=False)
+    lo, hi = new.min(0).values, new.max(0).values
+    for block in (64, 100, 1000):
+        monkeypatch.setattr(merge_module, "BOX_BLOCK", block)
+        assert torch.equal(dedup_mask(existing, existing_r, new, new_r, merge_within_new=False), whole)
+        assert torch.equal(merge_module._inside_box(existing, lo, hi),
+                           torch.nonzero(((existing >= lo) & (existing <= hi)).all(1)).squeeze(1))
+        b_lo, b_hi = merge_module.block_bounds(existing, block)
+        overlap = ((b_hi >= lo) & (b_lo <= hi)).all(1)
+        assert 0 < int(overlap.sum()) < len(overlap) or block == 1000  # small blocks were skipped
+    assert 0 < int(whole.sum()) < len(new)

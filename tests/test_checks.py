@@ -50,6 +50,8 @@ def test_finite_and_positive_count_the_bad_values_where_asked():
     with pytest.raises(ValueError, match=r"depth must be > 0 on the hole, got 1 values <= 0 \(min 0\)"):
         checks.check_positive(d, "depth", where=where, where_name="the hole")
     checks.check_positive(d, "depth", where=torch.tensor([[True, False], [False, True]]))
+    with pytest.raises(ValueError, match="depth must be finite, got 1 NaN/inf values"):
+        checks.check_positive(torch.tensor([1.0, float("inf")]), "depth")
 
 
 @pytest.mark.parametrize("value", [True, 2.0, "3", None, 1 + 0j])

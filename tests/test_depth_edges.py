@@ -99,3 +99,27 @@ def test_alignment_anchors_leave_out_the_estimates_ramps_unless_too_few_remain()
     expected[15 - r : 20 + r] = False
     assert torch.equal(anchors, expected.expand(20, -1))
     assert torch.equal(placement.alignment_known(known, estimate, min_pixels=10**6), known)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 4])
+def test_straddling_pixels_matches_the_reference(radius):
+    from dreamer.scene.depth_edges import _straddling_pixels_reference
+
+    g = torch.Generator().manual_seed(radius)
+    world = ProceduralWorld()
+    cam = Camera.from_focal(DEFAULT_FOCAL_512 * 48 / 512, 48, 40)
+    est = WorldDepthEstimator(world, edge_blur=3, seed=radius).estimate(world.render(cam).image, camera=cam)
+    maps = [est]
+    for shape in ((37, 53), (6, 30), (30, 5), (3, 3)):
+        # Blocks of random depths blurred into ramps, with invalid samples sprinkled in.
+        depth = torch.rand(shape, generator=g).mul(4).add(0.5).round()
+        depth = depth + 0.05 * torch.rand(shape, generator=g)
+        depth[torch.rand(shape, generator=g) < 0.05] = 0.0
+        depth[torch.rand(shape, generator=g) < 0.02] = float("nan")
+        maps.append(depth)
+    for depth in maps:
+        for threshold in (0.03, 0.08):
+            fast = straddling_pixels(depth, radius=radius, threshold=threshold)
+            ref = _straddling_pixels_reference(depth, radius=radius, threshold=threshold)
+            assert torch.equal(fast, ref)
+    assert straddling_pixels(est, radius=radius).any()  # the comparison saw flagged pixels

@@ -96,6 +96,17 @@ def test_clean_coverage_closes_pinholes_and_grows_holes():
     assert (masks.hole <= masks.inpaint).all()
 
 
+@pytest.mark.parametrize("radius", [1, 2, 3, 4, 7])
+def test_dilate_matches_the_reference(radius):
+    from dreamer.render_reference import dilate_reference
+
+    g = torch.Generator().manual_seed(radius)
+    for shape, density in (((37, 53), 0.03), ((5, 64), 0.2), ((64, 3), 0.1), ((1, 9), 0.3)):
+        m = torch.rand(shape, generator=g) < density
+        m[0, 0] = m[-1, -1] = True  # the image border is reached
+        assert torch.equal(dilate(m, radius), dilate_reference(m, radius))
+
+
 def test_morphology_is_dual():
     m = torch.zeros(10, 10, dtype=torch.bool)
     m[4:6, 4:6] = True
@@ -165,6 +176,45 @@ def test_render_points_culls_nothing_it_should_draw():
     fast, ref = render_points(cloud, cam), render_points_reference(cloud, cam)
     assert torch.equal(fast.index, ref.index)
     assert set(fast.index.unique().tolist()) == {-1, 0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("block", [64, 100, 256])
+def test_render_points_skips_blocks_outside_the_view_exactly(monkeypatch, block):
+    """A cloud lifted view by view around the camera (consecutive points close together), with
+    the NaN / inf points of the random scene: blocks whose box misses the frustum are skipped,
+    and the render is still the reference's."""
+    import dreamer.render as render_module
+    from dreamer.render_reference import render_points_reference
+
+    cam = Camera.from_focal(90.0, 120, 90)
+    cloud = _random_scene(5, n=500)
+    for yaw in (0.0, 90.0, 180.0, 270.0, 30.0):
+        view = moved(cam, yaw=yaw, t=(0.1, 0.0, 0.0))
+        image, depth = plane_view(view, depth_value=1.5 + yaw / 180.0, seed=int(yaw))
+        cloud = cloud.cat(lift(image, depth, view))
+    monkeypatch.setattr(render_module, "BOX_BLOCK", block)
+    lo, hi = render_module.block_bounds(cloud.xyz, block)
+    reach = render_module._boxes_may_reach(lo, hi, cam, 1e-4, 32.0)
+    assert 0 < int(reach.sum()) < len(reach) // 2  # most blocks are skipped
+    for target in (cam, moved(cam, yaw=20.0, t=(0.3, 0.1, -0.5))):
+        fast, ref = render_points(cloud, target), render_points_reference(cloud, target)
+        for name in ("image", "depth", "covered", "index"):
+            assert torch.equal(getattr(fast, name), getattr(ref, name)), name
+
+
+def test_block_bounds_are_each_blocks_min_and_max():
+    from dreamer.pointcloud import block_bounds, block_points
+
+    expected = torch.cat([torch.arange(0, 100), torch.arange(200, 250)])
+    assert torch.equal(block_points(torch.tensor([0, 2]), 100, 250), expected)
+    assert torch.equal(block_points(torch.tensor([1]), 100, 250), torch.arange(100, 200))
+
+    xyz = torch.randn(1000, 3, generator=torch.Generator().manual_seed(0))
+    for block in (64, 100, 128, 1000, 4096):
+        lo, hi = block_bounds(xyz, block)
+        starts = range(0, 1000, block)
+        assert torch.equal(lo, torch.stack([xyz[s : s + block].amin(0) for s in starts]))
+        assert torch.equal(hi, torch.stack([xyz[s : s + block].amax(0) for s in starts]))
 
 
 @pytest.mark.parametrize("close_px", [0, 1, 2, 3])

@@ -104,6 +104,9 @@ class RefineConfig:
     """``synthetic`` only: pixel noise (standard deviation) of the repaired image."""
     refine_depth_weight: float = 0.3
     """Depth supervision of splat training in the refine step (used when the splat setting depth_weight is 0)."""
+    refine_path_views: int = 16
+    """Render-path frames the splats train on in the refine step, re-rendered from the (completed) cloud (used when
+    the splat setting path_views is 0): the video's frames are covered where the cloud covers them."""
     complete: bool = True
     """With the refine step: dream the render path's cameras (and the repair cameras) where the cloud has holes,
     before splats."""
@@ -138,16 +141,23 @@ class RefineConfig:
         check_int(self.complete_max_views, "complete_max_views", min=0)
         check_int(self.complete_close_px, "complete_close_px", min=0)
         check_int(self.complete_path_frames, "complete_path_frames", min=1)
+        check_int(self.refine_path_views, "refine_path_views", min=0)
         if not isinstance(self.refine_model, str) or not self.refine_model.strip():
             raise ValueError(f"refine_model must be a hub id or a folder, got {self.refine_model!r}")
 
     def splat_config(self, splats):
         """The splat settings the refine step trains with: ``splats`` with depth supervision at
-        ``refine_depth_weight`` unless it sets its own ``depth_weight``; unchanged when the
-        refine step is off."""
-        if not self.refine or splats is None or splats.depth_weight > 0:
+        ``refine_depth_weight`` unless it sets its own ``depth_weight``, and ``refine_path_views``
+        render-path views unless it sets its own ``path_views``; unchanged when the refine step
+        is off."""
+        if not self.refine or splats is None:
             return splats
-        return dataclasses.replace(splats, depth_weight=self.refine_depth_weight)
+        changes = {}
+        if splats.depth_weight == 0:
+            changes["depth_weight"] = self.refine_depth_weight
+        if splats.path_views == 0:
+            changes["path_views"] = self.refine_path_views
+        return dataclasses.replace(splats, **changes) if changes else splats
 
 
 def _splat_config_cls():

@@ -362,8 +362,9 @@ def _splat_stage(configs: SceneConfigs, result: DreamResult, out: Path, on_progr
     rc = configs.refine
     refiner = _refiner(configs, backends) if rc.refine else None
     splat_config = rc.splat_config(configs.splats)
+    path = _render_path(configs, result, depth0) if splat_config.path_views > 0 else None
     gaussians = train_gaussians(result, splat_config, on_progress, checkpoint_dir=out / "splats", refiner=refiner,
-                                keep_checkpoint=keep_checkpoints)
+                                keep_checkpoint=keep_checkpoints, path_cameras=path)
     _save_gaussians(gaussians, out, configs.splats)
     coverage = _render_videos(configs, gaussians, result, out, on_progress, depth0,
                               refiner if rc.refine_video else None)

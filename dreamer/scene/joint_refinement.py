@@ -52,6 +52,8 @@ _BEND_EVIDENCE = 0.85
 # mixed full turn): estimated 8.8 / 3.7 / 16.0 / 9.2%, 0.02: 2.0 / 3.7 / 7.2 / 7.1%,
 # 0.01: 1.5 / 3.2 / 3.1 / 8.9%, 0.005: 1.7 / 3.1 / 3.9 / 9.1%.
 _SPLINE_PRIOR = 0.01
+# Pixels per view the joint fit samples (and the per-surface consensus is checked on).
+_FIT_SAMPLES = 4096
 
 
 def joint_basis(grid: int) -> FieldBasis:
@@ -91,8 +93,9 @@ def _fields_with_segments(fit, logs, valid, K, c2w, fixed) -> list[torch.Tensor]
     fields = [fit.field(i, *logs[i].shape) for i in range(len(logs))]
     offsets = segment_offsets([lg + f for lg, f in zip(logs, fields)], valid, K, c2w, fixed)
     with_offsets = [f + o for f, o in zip(fields, offsets)]
-    before = view_disagreement(logs, valid, K, c2w, fields)
-    after = view_disagreement(logs, valid, K, c2w, with_offsets)
+    # Measured as the fit measured its own agreement (same samples), so ``before`` is the fit's.
+    before = fit.agreement_after
+    after = view_disagreement(logs, valid, K, c2w, with_offsets, samples_per_view=_FIT_SAMPLES)
     return [w if bool(a <= b) else f for f, w, a, b in zip(fields, with_offsets, after, before)]
 
 
@@ -152,7 +155,7 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
         bases, logs, valid = logs_of(shape)
         fit = joint_log_corrections(logs, valid, K, c2w, torch.zeros(len(usable), chosen.n_terms, dtype=torch.float64),
                                     [k == 0 for k in usable], basis=chosen, distortion=_prior(cfg, chosen),
-                                    fade=cfg.joint_fade)
+                                    fade=cfg.joint_fade, samples_per_view=_FIT_SAMPLES)
         return bases, fit
 
     # The loop chose each view's global model against the geometry before it, which drifts: a

@@ -103,6 +103,10 @@ class SplatConfig:
     depth_weight: float = 0.0
     """Weight of the depth loss against the views' known depth (0 = off): L1 of inverse z-depth, relative to the
     scene's inverse depth."""
+    depth_points: bool = True
+    """With depth supervision on (depth_weight > 0): before the Gaussians are made, add points lifted from each dreamed
+    view's depth map where the view sees a surface nearer than the cloud's (or one the cloud lacks), since a loss cannot
+    pull Gaussians metres forward (see dreamer/splats/depth_points.py). Not with levels of detail or a fine-tune."""
     repair_rounds: int = 4
     """With a refiner (the refine step): rounds of repaired novel views, each looking further out than the last (0 =
     none)."""
@@ -119,6 +123,14 @@ class SplatConfig:
     """The last round's cameras also move toward the scene by this fraction of its depth (earlier rounds by less)."""
     repair_weight: float = 0.5
     """Loss weight of a repaired view (a dreamed view weighs 1)."""
+    path_views: int = 0
+    """With the fly-through's cameras given to training (the pipeline gives its render path): this many of them,
+    spread evenly over the path, become training views re-rendered from the point cloud, their pinholes closed and
+    their holes masked out, so the video's frames are covered by the splats wherever the cloud covers them (0 =
+    none)."""
+    path_close_px: int = 2
+    """Closing radius (pixels) of the path views' coverage: pinholes the cloud leaves this narrow take the colour and
+    depth of their front neighbour and count as covered (the completion pass leaves them to the splats too)."""
     extra_splat_scale: float | None = None
     """Point size of the extra views' point renders; default: the dream loop's splat_scale (1.5 if unknown)."""
     near_plane: float = 0.01
@@ -147,7 +159,7 @@ class SplatConfig:
     def __post_init__(self) -> None:
         ints = {"iterations": 1, "sh_degree_interval": 1, "refine_every": 1, "checkpoint_every": 1, "log_every": 1,
                 "refine_start_iter": 0, "refine_stop_iter": 0, "reset_every": 1, "repair_rounds": 0,
-                "repair_start": 0, "repair_every": 1, "repair_views": 1}
+                "repair_start": 0, "repair_every": 1, "repair_views": 1, "path_views": 0, "path_close_px": 0}
         for name, lo in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:

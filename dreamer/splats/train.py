@@ -7,7 +7,10 @@ Training views
     original method's +-5 degree "hemisphere" views, which fight overfitting to the few dreamed
     poses). An extra view is the z-buffered point render (:func:`dreamer.render.render_points`)
     and its loss mask is the render's coverage: pixels no point covers carry no information and
-    contribute nothing (the original trained them as black).
+    contribute nothing (the original trained them as black). Given the fly-through's cameras
+    (``path_cameras``), ``path_views`` of them are trained on the same way, their pinholes
+    closed first: the video then shows splats wherever the cloud covers its frames, not the
+    gaps a few training cameras leave between Gaussians seen from elsewhere.
 
 Loss
     ``l1_weight * L1 + dssim_weight * (1 - SSIM)``, both masked (:mod:`dreamer.splats.losses`), on
@@ -20,7 +23,10 @@ Loss
     where the view knows its depth: a dreamed view's aligned depth map (every pixel), an extra
     view's point-render depth (the pixels the cloud covers). The rendered depth is the splats'
     expected z-depth (both rasterizer paths return it, with gradients), compared where the
-    render is at least half opaque.
+    render is at least half opaque. With depth supervision the initial cloud also gets the
+    points of the views' depth maps where a view sees a surface the cloud lacks
+    (:mod:`dreamer.splats.depth_points`, ``depth_points``): the loss itself moves a Gaussian by
+    a few footprints, not from a far wall to the object in front of it.
 
 Repaired views
     Given a ``refiner`` (a :class:`~dreamer.backends.Refiner`), ``repair_rounds`` rounds, the
@@ -79,7 +85,7 @@ from dreamer.splats.pseudo_views import (_make_pseudo_views, _pseudo_views_from_
 from dreamer.splats.rasterizer import num_sh_bases, rasterize
 from dreamer.splats.train_state import (CHECKPOINT_FILE, CONFIG_FILE, DONE_FILE, RESULT_FILE, _fingerprint,
                                         _load_checkpoint, _load_finished, _save_checkpoint, describe_refiner)
-from dreamer.splats.views import TrainingView, _check_result, build_training_views, scene_scale
+from dreamer.splats.views import TrainingView, _check_result, _extra_splat_scale, build_training_views, scene_scale
 from dreamer.progress import ProgressFn
 
 __all__ = ["SplatConfig", "TrainingView", "SplatTrainingError", "train_gaussians", "build_training_views",
@@ -253,6 +259,7 @@ def train_gaussians(
     refiner=None,
     keep_checkpoint: bool = False,
     lod: LevelsOfDetail | None = None,
+    path_cameras: list[Camera] | None = None,
 ) -> Gaussians:
     """Train Gaussian splats on a dreamed scene (see the module docstring).
 
@@ -279,6 +286,9 @@ def train_gaussians(
         lod: levels of detail of ``result.points`` (one entry per point; see the module
             docstring), kept by every Gaussian (one initial Gaussian per point: ``init_cell``
             does not apply); not with ``init``.
+        path_cameras: the cameras of the fly-through the splats will be rendered along, of the
+            views' size: ``config.path_views`` of them become training views re-rendered from
+            the cloud (see "Training views"); ignored when ``config.path_views`` is 0.
     Returns:
         The trained :class:`Gaussians` (detached, on the training device).
     Raises:
@@ -310,7 +320,10 @@ def train_gaussians(
                              f"give one per point")
     device = resolve_device(config.device)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(result, config, init, refiner, lod) if folder is not None else ""
+    if path_cameras is not None:
+        path_cameras = list(path_cameras)
+    used_path = path_cameras if config.path_views > 0 else None
+    fingerprint = _fingerprint(result, config, init, refiner, lod, used_path) if folder is not None else ""
 
     if folder is not None:
         done = folder / DONE_FILE
@@ -332,8 +345,15 @@ def train_gaussians(
         write_json(folder / CONFIG_FILE, {"config": config.to_dict(), "fingerprint": fingerprint,
                                           "refiner": describe_refiner(refiner)})
 
+    if config.depth_weight > 0 and config.depth_points and init is None and lod is None:
+        from dreamer.splats.depth_points import add_view_depth_points
+
+        splat_scale, max_px = _extra_splat_scale(result, config)
+        result, added = add_view_depth_points(result, splat_scale=splat_scale, max_splat_px=max_px)
+        if added:
+            log.info("splats: %d points added from the views' depth maps where the cloud lacks their surface", added)
     scale = scene_scale(result)
-    views = build_training_views(result, config, device=device, on_progress=on_progress)
+    views = build_training_views(result, config, device=device, on_progress=on_progress, path_cameras=used_path)
     n_extra = sum(v.extra for v in views)
     log.info("splats: %d training views (%d dreamed, %d extra), %d points, scene scale %.3g, device %s",
              len(views), len(views) - n_extra, n_extra, len(result.points), scale, device)

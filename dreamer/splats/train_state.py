@@ -41,7 +41,7 @@ def describe_refiner(refiner) -> dict | None:
 
 
 def _fingerprint(result: DreamResult, config: SplatConfig, init: Gaussians | None = None, refiner=None,
-                 lod: LevelsOfDetail | None = None) -> str:
+                 lod: LevelsOfDetail | None = None, path_cameras=None) -> str:
     """Hash of the settings that change the result, of the refiner and of the inputs (points,
     their levels of detail, views and the Gaussians training starts from, when given)."""
     h = hashlib.sha256()
@@ -66,6 +66,11 @@ def _fingerprint(result: DreamResult, config: SplatConfig, init: Gaussians | Non
         for t in (v.camera.K, v.camera.c2w, v.image, v.depth):
             add(t)
         h.update(f"{v.camera.width}x{v.camera.height}".encode())
+    if path_cameras:
+        h.update(b"path")
+        for cam in path_cameras:
+            add(cam.K)
+            add(cam.c2w)
     if init is not None:
         h.update(b"init")
         for t in init.params().values():

@@ -19,7 +19,7 @@ from dreamer.splats.config import SplatConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainingView", "build_training_views", "scene_scale"]
+__all__ = ["TrainingView", "build_training_views", "scene_scale", "path_view_indices"]
 
 
 @dataclass
@@ -75,11 +75,15 @@ def _extra_splat_scale(result: DreamResult, config: SplatConfig) -> tuple[float,
 
 def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(), *,
                          device: torch.device | str | None = None,
-                         on_progress: ProgressFn | None = None) -> list[TrainingView]:
+                         on_progress: ProgressFn | None = None,
+                         path_cameras: list[Camera] | None = None) -> list[TrainingView]:
     """The dreamed views (all pixels valid) and, per dreamed view (with ``config.extra_views``),
     the extra views of ``config.extra_yaws`` / ``extra_pitches`` re-rendered from ``result.points`` with their
     coverage as mask (None with ``config.masked`` false). Extra views that no point covers are
-    left out. Images and masks are put on ``device`` (default: the points' device)."""
+    left out. Then the path views: ``config.path_views`` of ``path_cameras`` (spread evenly),
+    each the cloud's render with pinholes up to ``config.path_close_px`` closed
+    (:func:`dreamer.render.clean_coverage`), masked to that closed coverage. Images and masks
+    are put on ``device`` (default: the points' device)."""
     from dreamer.render import render_points
     from dreamer.trajectories import center_depth_from, orbit_camera
 
@@ -114,7 +118,43 @@ def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(
                                           i, extra=True, depth=torch.where(r.covered, r.depth, 0.0).float()))
         if on_progress is not None:
             on_progress("splat views", (i + 1) * (1 + n_extra), total)
+    views += _path_views(points, path_cameras, config, splat_scale, max_px, device)
     return views
+
+
+def path_view_indices(n_cameras: int, n_views: int) -> list[int]:
+    """Indices of ``n_views`` cameras spread evenly over ``n_cameras`` (first and last
+    included; all of them when there are fewer)."""
+    if n_views <= 0 or n_cameras <= 0:
+        return []
+    if n_views >= n_cameras:
+        return list(range(n_cameras))
+    if n_views == 1:
+        return [0]
+    return sorted({round(k * (n_cameras - 1) / (n_views - 1)) for k in range(n_views)})
+
+
+def _path_views(points: PointCloud, path_cameras: list[Camera] | None, config: SplatConfig, splat_scale: float,
+                max_px: float, device: torch.device) -> list[TrainingView]:
+    """The path views of :func:`build_training_views` (source: the first dreamed view)."""
+    from dreamer.render import clean_coverage, render_points
+
+    if not path_cameras or config.path_views <= 0:
+        return []
+    out = []
+    for k in path_view_indices(len(path_cameras), config.path_views):
+        cam = path_cameras[k]
+        if not isinstance(cam, Camera):
+            raise TypeError(f"path_cameras[{k}] must be a Camera, got {type(cam).__name__}")
+        cam = cam.to(device)
+        fixed, masks = clean_coverage(render_points(points, cam, splat_scale=splat_scale, max_splat_px=max_px),
+                                      close_px=config.path_close_px, grow_px=0)
+        if not masks.known.any():
+            log.warning("path camera %d sees no point; left out of training", k)
+            continue
+        out.append(TrainingView(cam, fixed.image.float().clamp(0, 1), masks.known if config.masked else None, 0,
+                                extra=True, depth=torch.where(masks.known, fixed.depth, 0.0).float()))
+    return out
 
 
 def scene_scale(result: DreamResult) -> float:

@@ -15,6 +15,9 @@ How it is evaluated:
   axis; elsewhere an atlas of the z layers with the values at z and z + 1 as two channels,
   then a lerp along z. The tables of all the octaves live at every pixel of a surface are
   stacked into one atlas, read by one ``grid_sample``.
+* A surface's tables depend on the surface and the octaves only, not on the camera: those of
+  a whole surface (its bounding box) that stay small are built once and kept per world
+  (:class:`NoiseTables`); other tables cover the cells the pixels touch and are built per call.
 * Octaves whose tables would outgrow the pixels are evaluated per pixel, in cache-sized chunks.
 * Octaves live at only some pixels run one at a time on those pixels; that set only shrinks
   from one octave to the next, and is compacted when a quarter of it has died.
@@ -25,6 +28,7 @@ Results equal the reference's up to float rounding (tests/test_world_fast.py sta
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
@@ -33,7 +37,7 @@ from torch import Tensor
 
 from dreamer.worlds.shading import FADE_HI, FADE_LO, OCTAVE_PERSISTENCE, OCTAVE_WAVELENGTHS, PERM_SIZE
 
-__all__ = ["noise_tables", "lattice_values", "value_noise", "fbm"]
+__all__ = ["noise_tables", "lattice_values", "value_noise", "fbm", "NoiseTables"]
 
 _MASK = PERM_SIZE - 1
 _ROW = PERM_SIZE + 1  # the hash table's row length (x and y run over 0..PERM_SIZE, wrapping)
@@ -47,6 +51,41 @@ _NOISE_CHUNK = 1 << 15
 _CELLS_PER_PIXEL = 1.0
 _MIN_CELLS = 4096
 _MAX_SIDE = 2048
+# A whole solid surface's kept table (z layers stacked along the rows) may be this tall: rows
+# are read at about 1.2e-4 texel (at most 2.6e-5 of colour per octave), and an object's finer
+# octaves then come from tables instead of per pixel.
+_MAX_ROWS_3D = 4096
+# A whole surface's table is kept (built once per world) while it has at most this many texels.
+_KEPT_CELLS = 1 << 20
+# grid_sample's points are split into one batch per torch thread (up to this many) when there
+# are at least this many (its CPU kernel parallelizes over batches only).
+_MAX_SPLIT = 8
+_SPLIT_MIN = 1 << 15
+
+
+class NoiseTables:
+    """Atlases of whole surfaces' noise tables, kept per world and device (they depend on the
+    surface and the octaves, not on the camera), up to ``max_bytes`` in all."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: dict[tuple, tuple[Tensor, list[int], list[list[tuple[int, int]]]]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> tuple[Tensor, list[int], list[list[tuple[int, int]]]] | None:
+        return self._items.get(key)
+
+    def put(self, key: tuple, atlas: Tensor, r0: list[int], cells: list[list[tuple[int, int]]]) -> None:
+        size = atlas.numel() * atlas.element_size()
+        with self._lock:
+            if key not in self._items and self._bytes + size <= self.max_bytes:
+                self._items[key] = (atlas, r0, cells)
+                self._bytes += size
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
 
 def noise_tables(perm: np.ndarray, lattice: np.ndarray) -> dict[str, Tensor]:
@@ -172,52 +211,76 @@ def _atlas(ks: list[int], cells: list[list[tuple[int, int]]], offs: list[list[fl
 
 
 def _tabled(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
-            bounds: list[tuple[float, float]], P: dict[str, Tensor]) -> Tensor:
+            bounds: list[tuple[float, float]], P: dict[str, Tensor],
+            kept: tuple[NoiseTables, int] | None = None) -> Tensor:
     """Octaves ks of value noise [K,N] at points base (three [N] planes, offsets added, within
     ``bounds`` per axis), read from one atlas of per-octave tables (see the module's
-    docstring). ``face``: (axis, lattice base coordinate) of a room face, or None."""
+    docstring). ``face``: (axis, lattice base coordinate) of a room face, or None. ``kept``:
+    where the atlas is kept and the surface's key, when ``bounds`` are the whole surface's."""
     dev = base[0].device
     K, n = len(ks), base[0].shape[0]
     offs = P["octave_offset_cpu"][ks].tolist()
     axes = [0, 1, 2] if face is None else [j for j in range(3) if j != face[0]]
-    cells = [[_cell_range(bounds[j], k, offs[r][j]) for j in axes] for r, k in enumerate(ks)]
-    atlas_np, r0 = _atlas(ks, cells, offs, face, P)
-    atlas = torch.from_numpy(atlas_np).to(dev)
+    entry = None if kept is None else kept[0].get((kept[1], tuple(ks)))
+    if entry is None:
+        cells = [[_cell_range(bounds[j], k, offs[r][j]) for j in axes] for r, k in enumerate(ks)]
+        atlas_np, r0 = _atlas(ks, cells, offs, face, P)
+        atlas = torch.from_numpy(atlas_np).to(dev)
+        if kept is not None:
+            kept[0].put((kept[1], tuple(ks)), atlas, r0, cells)
+    else:
+        atlas, r0, cells = entry
     H, W = atlas.shape[1:]
+    # Per octave (columns [K,1]): 1 / wavelength, lattice offsets, and the integer shifts that
+    # map a cell to its atlas texel, plus half the side, so that (cell - shift) * 2 / (side - 1)
+    # is grid_sample's [-1, 1] coordinate (all exact in float32).
+    lo = [[c[a][0] for c in cells] for a in range(len(axes))]
+    consts = [[1.0 / OCTAVE_WAVELENGTHS[k] for k in ks], *([o[j] for o in offs] for j in axes),
+              [lo0 + 0.5 * (W - 1) for lo0 in lo[0]],
+              [lo1 - r + 0.5 * (H - 1) for lo1, r in zip(lo[1], r0)]]
+    if face is None:  # row = (z - lo) * rows per layer + (y - lo) + the octave's first row
+        consts += [lo[2], [c[1][1] for c in cells]]
+    col = torch.tensor(consts, dtype=torch.float32, device=dev)[:, :, None]
 
-    def lattice(j: int) -> tuple[Tensor, Tensor]:
-        """floor and fraction [K,N] of the lattice coordinates base / lam + off along axis j
-        (rounded as the reference rounds them)."""
-        if K == 1:
-            q = torch.div(base[j], OCTAVE_WAVELENGTHS[ks[0]]).add_(offs[0][j])[None]
-        else:  # base * (1 / lam) is exact (lam is a power of two): one rounding, for the sum
-            q = torch.addcmul(column([o[j] for o in offs]), base[j][None],
-                              column([1.0 / OCTAVE_WAVELENGTHS[k] for k in ks]))
+    def lattice(a: int) -> tuple[Tensor, Tensor]:
+        """floor and fraction [K,N] of the lattice coordinates base / lam + off along table
+        axis a. base * (1 / lam) is exact (lam is a power of two): one rounding, as the
+        reference's base / lam + off. (A broadcast addcmul is several times slower.)"""
+        q = (base[axes[a]][None] * col[0]).add_(col[1 + a])
         fl = q.floor()
         return fl, q.sub_(fl)
 
-    def column(values: list[float]) -> Tensor:
-        return torch.from_numpy(np.asarray(values, dtype=np.float32)[:, None]).to(dev)
+    def smooth_into(out: Tensor, g: Tensor, f: Tensor, c: float) -> None:
+        """out = g + c f^2 (3 - 2 f) (f is overwritten)."""
+        t = f * f
+        torch.addcmul(g, t, f.mul_(-2.0).add_(3.0), value=c, out=out)
 
-    # Atlas coordinates: the cell offset (an exact integer) first, then the smoothstep weight,
-    # scaled to grid_sample's [-1, 1].
-    grid = torch.empty(2, K, n, device=dev)
+    n_axes = len(axes)
+    # grid_sample runs batches in parallel, not points: split the points into one batch per
+    # thread (the atlas expanded, not copied); padding points read texel 0.
+    m = K * n
+    split = max(1, min(torch.get_num_threads(), _MAX_SPLIT)) if m >= _SPLIT_MIN else 1
+    mp = -(-m // split) * split
+    grid = torch.empty(2, mp, device=dev)  # written by rows (strided writes are slower)
+    grid[:, m:] = 0.0
     cw, ch = 2.0 / (W - 1), 2.0 / (H - 1)
-    fl, f = lattice(axes[0])
-    fl.sub_(column([c[0][0] for c in cells])).mul_(cw).sub_(1.0)
-    torch.add(fl, _smooth_times(f, cw), out=grid[0])
-    fl, f = lattice(axes[1])
-    fl.sub_(column([c[1][0] - r for c, r in zip(cells, r0)]))  # + the octave's first row
-    if face is None:  # row = (z - lo) * rows per layer + (y - lo)
+    fl, f = lattice(0)
+    smooth_into(grid[0, :m].view(K, n), fl.sub_(col[1 + n_axes]).mul_(cw), f, cw)
+    fl, f = lattice(1)
+    fl.sub_(col[2 + n_axes])
+    if face is None:
         flz, fz = lattice(2)
-        fl.addcmul_(flz.sub_(column([c[2][0] for c in cells])), column([c[1][1] for c in cells]))
-    fl.mul_(ch).sub_(1.0)
-    torch.add(fl, _smooth_times(f, ch), out=grid[1])
-    out = F.grid_sample(atlas[None], grid.view(2, -1).T[None, None], mode="bilinear", padding_mode="border",
-                        align_corners=True).view(-1, K, n)
+        fl.add_(flz.sub_(col[3 + n_axes]).mul_(col[4 + n_axes]))
+    smooth_into(grid[1, :m].view(K, n), fl.mul_(ch), f, ch)
+    C = atlas.shape[0]
+    out = F.grid_sample(atlas[None].expand(split, -1, -1, -1), grid.T.view(split, 1, mp // split, 2),
+                        mode="bilinear", padding_mode="border", align_corners=True)
+    out = out.view(split, C, mp // split)
+    channels = [out[:, c].reshape(-1)[:m].view(K, n) for c in range(C)]
     if face is not None:
-        return out[0]
-    return torch.lerp(out[0], out[1], _smooth_times(fz, 1.0))
+        return channels[0]
+    t = fz * fz
+    return torch.lerp(channels[0], channels[1], t.mul_(fz.mul_(-2.0).add_(3.0)))
 
 
 # Surfaces of at most this many pixels evaluate all their octaves at once, dead pixels included
@@ -228,26 +291,43 @@ _SMALL = 1 << 15
 _BATCH = 1 << 17
 
 
+def _bounds(base: list[Tensor]) -> list[tuple[float, float]]:
+    """(min, max) of each of the three planes."""
+    return [(float(b.min()), float(b.max())) for b in base]
+
+
 def _octaves(base: list[Tensor], ks: list[int], face: tuple[int, float] | None,
-             bounds: list[tuple[float, float]], P: dict[str, Tensor]) -> Tensor:
-    """Octaves ks [K,N] at points base (within ``bounds`` per axis): from atlases while the
-    tables stay small (at most about a cell per pixel, the atlas within its size), the others
-    per pixel."""
+             bounds: list[tuple[float, float]] | None, P: dict[str, Tensor],
+             whole: tuple[NoiseTables, int, list[tuple[float, float]]] | None = None) -> Tensor:
+    """Octaves ks [K,N] at points base (within ``bounds`` per axis; None: not computed yet):
+    from the kept atlases of the whole surface (``whole``: where they are kept, the surface's
+    key and bounds) while its tables stay small, else from atlases of the cells the pixels touch
+    while those stay small (at most about a cell per pixel, the atlas within its size), the
+    others per pixel."""
     n = base[0].shape[0]
-    batches, direct = [[]], []
-    height = 0
+    batches: dict[bool, list[list[int]]] = {True: [[]], False: [[]]}
+    height = {True: 0, False: 0}
+    direct = []
     for k in ks:
-        rows, cols = _table_shape(bounds, k, face, P)
-        small = rows * cols <= max(_MIN_CELLS, _CELLS_PER_PIXEL * n) * (2 if face is None else 1)
-        if not (small and cols <= _MAX_SIDE and rows <= _MAX_SIDE):
-            direct.append(k)
-            continue
-        if batches[-1] and (height + rows > _MAX_SIDE or (len(batches[-1]) + 1) * n > _BATCH):
-            batches.append([])
-            height = 0
-        batches[-1].append(k)
-        height += rows
-    runs = [(batch, _tabled(base, batch, face, bounds, P)) for batch in batches if batch]
+        kept = False
+        if whole is not None and whole[0].nbytes < whole[0].max_bytes:
+            rows, cols = _table_shape(whole[2], k, face, P)
+            kept = rows * cols <= _KEPT_CELLS and cols <= _MAX_SIDE and rows <= (_MAX_SIDE if face else _MAX_ROWS_3D)
+        if not kept:
+            bounds = bounds or _bounds(base)
+            rows, cols = _table_shape(bounds, k, face, P)
+            small = rows * cols <= max(_MIN_CELLS, _CELLS_PER_PIXEL * n) * (2 if face is None else 1)
+            if not (small and cols <= _MAX_SIDE and rows <= _MAX_SIDE):
+                direct.append(k)
+                continue
+        group = batches[kept]
+        if group[-1] and (height[kept] + rows > _MAX_SIDE or (len(group[-1]) + 1) * n > _BATCH):
+            group.append([])
+            height[kept] = 0
+        group[-1].append(k)
+        height[kept] += rows
+    runs = [(batch, _tabled(base, batch, face, whole[2], P, whole[:2])) for batch in batches[True] if batch]
+    runs += [(batch, _tabled(base, batch, face, bounds or [], P)) for batch in batches[False] if batch]
     if direct:
         runs.append((direct, _per_pixel(base, direct, P)))
     if len(runs) == 1 and runs[0][0] == ks:
@@ -266,26 +346,31 @@ def _fade_of(x: Tensor) -> Tensor:
 
 
 def fbm(x: list[Tensor], fp: Tensor, amp: float, offset: list[float], P: dict[str, Tensor],
-        face: tuple[int, float] | None) -> Tensor:
+        face: tuple[int, float] | None,
+        surface: tuple[NoiseTables, int, list[tuple[float, float]]] | None = None) -> Tensor:
     """Band-limited fractal noise [N] at points x (three [N] planes) of a surface with noise
     amplitude ``amp`` and ``offset``: the sum over octaves of value noise, each faded out where
     its wavelength is under ~2 footprints fp [N].
 
     ``face``: (axis, coordinate) of a room face (all points on the plane x[axis] = coordinate),
-    whose octaves are 2D; None elsewhere."""
+    whose octaves are 2D; None elsewhere. ``surface``: where the whole surface's tables are
+    kept, its key and its bounds per axis (world coordinates, containing every point x)."""
     base = [x[j] + offset[j] for j in range(3)]
+    whole = None
+    if surface is not None:
+        whole = (surface[0], surface[1], [(lo + o, hi + o) for (lo, hi), o in zip(surface[2], offset)])
     if face is not None:  # the face's lattice base coordinate, as the points have it
         face = (face[0], float(torch.tensor(face[1], dtype=torch.float32) + offset[face[0]]))
     inv_fp = fp.reciprocal()  # lam / fp is inv_fp * lam in torch (a scalar over a tensor)
     inv_max, inv_min = float(inv_fp.max()), float(inv_fp.min())
-    bounds = [(float(b.min()), float(b.max())) for b in base]
+    bounds = None if whole is not None else _bounds(base)  # not needed while the whole surface's tables serve
     scales = [amp * OCTAVE_PERSISTENCE**k for k in range(len(OCTAVE_WAVELENGTHS))]
     # Octaves live at every pixel (on small surfaces: at any pixel) all at once.
     everywhere = [k for k, lam in enumerate(OCTAVE_WAVELENGTHS)
                   if (inv_min if fp.shape[0] > _SMALL else inv_max) * lam > FADE_LO]
     acc = torch.zeros_like(fp)
     if everywhere:
-        v = _octaves(base, everywhere, face, bounds, P)
+        v = _octaves(base, everywhere, face, bounds, P, whole)
         for r, k in enumerate(everywhere):
             lam = OCTAVE_WAVELENGTHS[k]
             if inv_min * lam >= FADE_HI:  # full strength everywhere
@@ -310,8 +395,8 @@ def fbm(x: list[Tensor], fp: Tensor, amp: float, offset: list[float], P: dict[st
             acc, inv_fp = acc.index_select(0, keep), inv_fp.index_select(0, keep)
             base = [b.index_select(0, keep) for b in base]
             inv_max = float(inv_fp.max())
-            bounds = [(float(b.min()), float(b.max())) for b in base]
-        v = _octaves(base, [k], face, bounds, P)[0]
+            bounds = None
+        v = _octaves(base, [k], face, bounds, P, whole)[0]
         acc.addcmul_(_fade_of(inv_fp * lam), v, value=scales[k])
     if out is None:
         return acc

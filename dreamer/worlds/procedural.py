@@ -9,7 +9,8 @@ Rendering runs in :mod:`dreamer.worlds.raycast` (culled ray casting), :mod:`drea
 (patterns, light) and :mod:`dreamer.worlds.noise` (band-limited noise); the appearance model
 is in :mod:`dreamer.worlds.shading`, the objects and their materials in :mod:`dreamer.worlds.layout`,
 and :mod:`dreamer.worlds.reference` keeps the slow, plain renderer they are tested against.
-Renders are cached per camera (:mod:`dreamer.worlds.cache`).
+Renders are cached per camera (:mod:`dreamer.worlds.cache`); the noise tables of whole surfaces,
+which do not depend on the camera, are kept per world (:class:`dreamer.worlds.noise.NoiseTables`).
 
 Frames and units follow :mod:`dreamer.cameras`: the world frame is the OpenCV frame of the
 default first camera (at the origin, looking +z), so world up is -y; the floor is the plane
@@ -52,6 +53,9 @@ _BAND_PIXELS = 1 << 18
 # Renders kept per world for cameras that come back (the oracle inpainter, the depth estimator
 # and the ground-truth metrics all ask for the same cameras), by default.
 _CACHE_BYTES = 256 << 20
+# Noise tables of whole surfaces kept per world and device (see dreamer.worlds.noise.NoiseTables):
+# they depend on the world only, so every camera reuses them.
+_NOISE_TABLE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +101,7 @@ class ProceduralWorld:
         self._room_materials = room_materials(rng)
         self._pack(rng)
         self._device_cache: dict[torch.device, dict[str, Tensor]] = {}
+        self._noise_tables: dict[torch.device, noise.NoiseTables] = {}
         self._cache = RenderCache(int(cache_bytes))
 
     # -- public properties -------------------------------------------------------------------
@@ -169,6 +174,7 @@ class ProceduralWorld:
         for j in range(3):
             self._np[f"id_normal{j}"] = normal[:, j].clone()
         self._np["id_face_axis"] = torch.tensor([f // 2 for f in range(6)] + [-1] * (n_ids - 6), dtype=torch.long)
+        self._np["id_lo"], self._np["id_hi"] = self._id_bounds()
         # Derived tables for the fast renderer (no random draws: the layout stays the seed's).
         self._np.update(noise.noise_tables(self._np["perm"].numpy(), self._np["lattice"].numpy()))
         light = lambda v: torch.tensor(v, dtype=torch.float64) / torch.tensor(v, dtype=torch.float64).norm()  # noqa: E731
@@ -177,6 +183,24 @@ class ProceduralWorld:
         sphere = self._objects[1]
         self._center = torch.tensor([sphere.center[0], 0.5 * (sphere.center[1] + FLOOR_Y), sphere.center[2]],
                                     dtype=torch.float32)
+
+    def _id_bounds(self) -> tuple[Tensor, Tensor]:
+        """Per id, the axis-aligned bounds (lo [n_ids,3], hi [n_ids,3], float64) of its surface:
+        a room face's rectangle, a primitive's bounding box."""
+        lo, hi = [], []
+        for face in range(6):
+            axis, upper = divmod(face, 2)
+            a, b = list(ROOM_LO), list(ROOM_HI)
+            a[axis] = b[axis] = (ROOM_HI if upper else ROOM_LO)[axis]
+            lo.append(a)
+            hi.append(b)
+        for o in self._objects:
+            c, h = np.asarray(o.center), np.asarray(o.size)
+            if o.kind == "box":
+                h = np.abs(yaw_matrix(o.yaw_deg)) @ h
+            lo.append(c - h)
+            hi.append(c + h)
+        return torch.tensor(np.asarray(lo, dtype=np.float64)), torch.tensor(np.asarray(hi, dtype=np.float64))
 
     def _params(self, device: torch.device) -> dict[str, Tensor]:
         """The primitive parameters on ``device`` (float32 for floats), cached per device."""
@@ -188,6 +212,7 @@ class ProceduralWorld:
             for k in ("noise_hxy", "noise_value", "octave_offset"):
                 P[f"{k}_cpu"] = P[k].cpu()
             self._device_cache[device] = P
+            self._noise_tables[device] = noise.NoiseTables(_NOISE_TABLE_BYTES)
         return self._device_cache[device]
 
     # -- validation -------------------------------------------------------------------------------
@@ -224,7 +249,9 @@ class ProceduralWorld:
                 cached = self._render(camera, supersample)
             self._cache.put(("render", key, supersample), cached)
             self._cache.put(("depth", key), cached.depth)
-        return WorldRender(*(t.clone() for t in (cached.image, cached.depth, cached.normal, cached.object_id)))
+        # The cache keeps colour and normals as planes: interleaving them is the caller's copy.
+        return WorldRender(image=_interleave(cached.image), depth=cached.depth.clone(),
+                           normal=_interleave(cached.normal), object_id=cached.object_id.clone())
 
     def depth(self, camera: Camera) -> Tensor:
         """z-depth [H,W] (float32, > 0) of the surface through each pixel centre; no shading.
@@ -249,7 +276,7 @@ class ProceduralWorld:
         holds (``entries``, ``bytes``)."""
         return self._cache.info()
 
-    def _render(self, camera: Camera, s: int) -> WorldRender:
+    def _render(self, camera: Camera, s: int) -> _PlanarRender:
         P = self._params(camera.device)
         focal = min(camera.fx, camera.fy)
         if s == 1:
@@ -258,14 +285,14 @@ class ProceduralWorld:
             _, depth, normal, obj = self._trace_and_shade(camera, focal, P, colour=False)
             H, W = camera.height, camera.width
             fine = self._trace_and_shade(camera.resized(W * s, H * s), focal * s, P, colour=True)[0]
-            image = fine.reshape(H, s, W, s, 3).mean(dim=(1, 3))
-        return WorldRender(image=image, depth=depth, normal=normal, object_id=obj)
+            image = fine.reshape(3, H, s, W, s).mean(dim=(2, 4))
+        return _PlanarRender(image=image, depth=depth, normal=normal, object_id=obj)
 
     def _trace_and_shade(self, camera: Camera, focal: float, P: dict[str, Tensor], *,
                          colour: bool) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
-        """Image [H,W,3] (None unless ``colour``), depth [H,W], normal [H,W,3], id [H,W] of the
-        rays through the pixel centres of ``camera``, in bands of whole rows; ``focal`` (px) sets
-        the footprint."""
+        """Image planes [3,H,W] (None unless ``colour``), depth [H,W], normal planes [3,H,W], id
+        [H,W] of the rays through the pixel centres of ``camera``, in bands of whole rows;
+        ``focal`` (px) sets the footprint."""
         H, W = camera.height, camera.width
         o, d = raycast.planar_rays(camera)
         rects = raycast.screen_rects(camera, self._np)
@@ -277,17 +304,20 @@ class ProceduralWorld:
             db = tuple(dj[r0:r1] for dj in d)
             t, obj = raycast.trace(o, db, P, band)
             x = [float(o[j]) + t * db[j] for j in range(3)]
-            n, face_axis = raycast.room_frame(obj, P)
-            parts = raycast.surfaces(x, obj, n, face_axis, P, band)
+            normal, face_axis = raycast.room_frame(obj, P)
+            n = list(normal)
+            parts = raycast.surfaces(x, obj, n, face_axis, P, band)  # completes the normals in place
             depths.append(t)
             objs.append(obj)
-            normals.append(_interleave(n))
+            normals.append(normal)
             if colour:
                 rgb = texture.shade([c.reshape(-1) for c in db], t.reshape(-1), [c.reshape(-1) for c in n], parts,
-                                    focal, P, self._materials, (P["room_lo"].tolist(), P["room_hi"].tolist()))
-                images.append(_interleave([c.view(r1 - r0, W) for c in rgb]))
-        join = lambda parts: parts[0] if len(parts) == 1 else torch.cat(parts)  # noqa: E731
-        return join(images) if colour else None, join(depths), join(normals), join(objs)
+                                    focal, P, self._materials, (P["room_lo"].tolist(), P["room_hi"].tolist()),
+                                    self._noise_tables[torch.device(camera.device)])
+                images.append(rgb.view(3, r1 - r0, W))
+        join = lambda parts, dim=0: parts[0] if len(parts) == 1 else torch.cat(parts, dim)  # noqa: E731
+        return join(images, 1) if colour else None, join(depths), join(normals, 1), join(objs)
+
     def distance_to_surface(self, xyz: Tensor) -> Tensor:
         """Unsigned distance [N] from points xyz [N,3] (world, metres) to the nearest surface:
         the room's walls, floor and ceiling, or any object. Exact (analytic SDFs), on xyz's
@@ -327,9 +357,20 @@ class ProceduralWorld:
         return f"ProceduralWorld(seed={self._seed}, objects={len(self._objects)}, extent={self.extent:.2f} m)"
 
 
-def _interleave(planes: list[Tensor]) -> Tensor:
-    """Three planes of one shape [...] as one [..., 3] tensor (column copies: faster than stack)."""
-    out = torch.empty(*planes[0].shape, 3, dtype=planes[0].dtype, device=planes[0].device)
+@dataclass(frozen=True, eq=False)
+class _PlanarRender:
+    """A render as the cache keeps it: ``image`` and ``normal`` as planes [3,H,W] (the
+    renderer's layout), depth [H,W] and object id [H,W]."""
+
+    image: Tensor
+    depth: Tensor
+    normal: Tensor
+    object_id: Tensor
+
+
+def _interleave(planes: Tensor) -> Tensor:
+    """Planes [3,...] as one new [..., 3] tensor (column copies: faster than a permuted copy)."""
+    out = torch.empty(*planes.shape[1:], 3, dtype=planes.dtype, device=planes.device)
     for c, p in enumerate(planes):
         out[..., c] = p
     return out

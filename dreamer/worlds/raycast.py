@@ -182,10 +182,19 @@ def trace(o: Tensor, d: tuple[Tensor, Tensor, Tensor], P: dict[str, Tensor],
     hi = (P["room_hi"] - o).tolist()
     # Room, from inside: the ray leaves through the face with the smallest exit t (the first
     # axis on ties); the upper face of that axis if the ray runs towards +axis.
-    t_axis = torch.stack([torch.maximum(inv[j] * lo[j], inv[j] * hi[j]) for j in range(3)])
-    t_best, axis = t_axis.min(dim=0)
-    upper = torch.stack(d).gather(0, axis[None])[0] > 0
-    obj = axis.mul_(2).add_(upper)
+    # (The reference's min over a stacked [3,...] tensor, written as pairwise minima: no copies.
+    # Ids are kept in bytes while tracing: int64 planes cost several times more to write.)
+    small_ids = P["id_face_axis"].shape[0] <= 256
+    t_axis = [torch.maximum(inv[j] * lo[j], inv[j] * hi[j]) for j in range(3)]
+    face = [(d[j] > 0).view(torch.uint8) + 2 * j for j in range(3)]  # id = 2 * axis + upper
+    if not small_ids:
+        face = [f.long() for f in face]
+    closer = t_axis[1] < t_axis[0]
+    t_best = torch.minimum(t_axis[0], t_axis[1])
+    obj = torch.where(closer, face[1], face[0])
+    closer = t_axis[2] < t_best
+    t_best = torch.minimum(t_best, t_axis[2])
+    obj = torch.where(closer, face[2], obj)
 
     if rects:
         box_ol = torch.einsum("bi,bij->bj", o - P["box_c"], P["box_R"]).tolist() if P["box_c"].shape[0] else []
@@ -236,16 +245,18 @@ def trace(o: Tensor, d: tuple[Tensor, Tensor, Tensor], P: dict[str, Tensor],
             tf = torch.minimum(s1, torch.maximum(y1, y2))
             hit = (disc >= 0) & (tn <= tf) & (tn > T_EPS)
         _merge(rect, hit, tn, t_best, obj)
-    return t_best, obj
+    return t_best, obj.long()
 
 
-def room_frame(obj: Tensor, P: dict[str, Tensor]) -> tuple[list[Tensor], Tensor]:
-    """Normals (three planes) and face axis of the room's faces at object ids obj [h,w], from
+def room_frame(obj: Tensor, P: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Normals (planes [3,h,w]) and face axis of the room's faces at object ids obj [h,w], from
     per-id tables (id = 2 * axis + upper; an upper face's normal points to -axis). Primitives'
     pixels get 0 and -1 here: :func:`object_frame` gives theirs."""
     ids = obj.reshape(-1)
-    n = [P[f"id_normal{j}"].index_select(0, ids).view(obj.shape) for j in range(3)]
-    return n, P["id_face_axis"].index_select(0, ids).view(obj.shape)
+    planes = torch.empty(3, ids.shape[0], dtype=P["id_normal0"].dtype, device=obj.device)
+    for j in range(3):
+        torch.index_select(P[f"id_normal{j}"], 0, ids, out=planes[j])
+    return planes.view(3, *obj.shape), P["id_face_axis"].index_select(0, ids).view(obj.shape)
 
 
 def object_frame(kind: str, k: int, x: list[Tensor], P: dict[str, Tensor]
@@ -308,13 +319,15 @@ class Group:
 def pixel_groups(obj: Tensor, rects: list[Rect]) -> list[Group]:
     """The pixels of each surface present in obj [h,w], found inside its rectangle."""
     H, W = obj.shape
+    # Flat pixel indices, masked per rectangle (cheaper than nonzero's row and column pairs).
+    flat = torch.arange(H * W, device=obj.device).view(H, W)
     groups = []
     for rect in rects:
-        vu = (rect.view(obj) == rect.oid).nonzero()
-        if vu.shape[0] == H * W:
+        idx = rect.view(flat).masked_select(rect.view(obj) == rect.oid)
+        if idx.shape[0] == H * W:
             groups.append(Group(rect, None))
-        elif vu.shape[0]:
-            groups.append(Group(rect, (vu[:, 0] + rect.v0).mul_(W).add_(vu[:, 1] + rect.u0)))
+        elif idx.shape[0]:
+            groups.append(Group(rect, idx))
     return groups
 
 

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from dreamer.worlds.noise import fbm, lattice_values
+from dreamer.worlds.noise import NoiseTables, fbm, lattice_values
 from dreamer.worlds.raycast import Surface
 from dreamer.worlds.shading import AMBIENT, FADE_HI, FILL, KEY, MAX_OBLIQUITY, Material, fade
 
@@ -151,16 +151,19 @@ def _lambert(n: list[Tensor] | list[float], P: dict[str, Tensor]) -> Tensor:
 
 
 def shade(d: list[Tensor], t: Tensor, n: list[Tensor], parts: list[Surface], focal: float, P: dict[str, Tensor],
-          materials: list[Material], room: tuple[list[float], list[float]]) -> list[Tensor]:
-    """Colour (three [N] planes in [0, 1]) of the pixels whose rays d (camera z = 1, three [N]
+          materials: list[Material], room: tuple[list[float], list[float]],
+          tables: NoiseTables | None = None) -> Tensor:
+    """Colour [3,N] (three planes, in [0, 1]) of the pixels whose rays d (camera z = 1, three [N]
     planes) hit at z-depth t [N] surfaces with normals n (three [N] planes), grouped into
     ``parts`` (:class:`dreamer.worlds.raycast.Surface`). ``focal`` (px) sets the footprint
-    t / focal; ``room`` is the room's lower and upper bounds (the faces' coordinates)."""
+    t / focal; ``room`` is the room's lower and upper bounds (the faces' coordinates);
+    ``tables`` keeps the noise tables of whole surfaces (bounds per id in P) for later renders."""
     cos_i = (n[0] * d[0]).addcmul_(n[1], d[1]).addcmul_(n[2], d[2]).abs_()
     cos_i = cos_i / (d[0] * d[0]).addcmul_(d[1], d[1]).addcmul_(d[2], d[2]).sqrt_()
     fp = (t / focal) / cos_i.clamp_min(1.0 / MAX_OBLIQUITY)
-    out = [torch.empty_like(t) for _ in range(3)]
+    out = torch.empty(3, t.shape[0], dtype=t.dtype, device=t.device)
     amps, offsets = P["noise_amp"].tolist(), P["noise_offset"].tolist()
+    id_lo, id_hi = P["id_lo"].tolist(), P["id_hi"].tolist()
     for part in parts:
         g = part.group
         oid = g.rect.oid
@@ -176,7 +179,8 @@ def shade(d: list[Tensor], t: Tensor, n: list[Tensor], parts: list[Surface], foc
             face = None
             light = _lambert(part.normal, P)
         col = albedo(m, part.tc, part.face_axis, f, P)
-        detail = fbm(part.x, f, amps[oid], offsets[oid], P, face).add_(1.0).mul_(light)
+        surface = None if tables is None else (tables, oid, list(zip(id_lo[oid], id_hi[oid])))
+        detail = fbm(part.x, f, amps[oid], offsets[oid], P, face, surface).add_(1.0).mul_(light)
         for c in range(3):
             g.put(out[c], (col[c] * detail).clamp_(0.0, 1.0))
     return out
