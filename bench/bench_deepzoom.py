@@ -50,13 +50,18 @@ from dreamer.worlds import ProceduralWorld
 
 
 def truth_frames(world: ProceduralWorld, cameras, cache: Path | None, supersample: int = 2) -> list[torch.Tensor]:
-    """The world's renders of ``cameras``, cached on disk by camera."""
+    """The world's renders of ``cameras``, cached on disk by camera and by a small render of the
+    world itself (so a change to the world's code never reads stale frames)."""
     out = []
+    probe = b""
+    if cache is not None and cameras:
+        probe = world.render(cameras[0].resized(16, 16), supersample=1).image.float().cpu().numpy().tobytes()
     for cam in cameras:
         key = hashlib.sha256()
         for t in (cam.K, cam.c2w):
             key.update(t.detach().cpu().numpy().tobytes())
         key.update(f"{world.seed} {cam.width} {cam.height} {supersample}".encode())
+        key.update(probe)
         path = cache / f"{key.hexdigest()[:24]}.pt" if cache is not None else None
         if path is not None and path.exists():
             out.append(torch.load(path))
