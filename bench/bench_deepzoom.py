@@ -25,7 +25,8 @@ Printed:
     python bench/bench_deepzoom.py                         # 128 px, 11 levels at p = 2 (1024x)
     python bench/bench_deepzoom.py --levels 6 --p 4        # 1024x at p = 4
     python bench/bench_deepzoom.py --size 64 --levels 7 --iters 300 --frames 25   # a quick look
-    python bench/bench_deepzoom.py --strip docs/deepzoom_strip.png                 # the README's picture
+    python bench/bench_deepzoom.py --size 64 --levels 11 --iters 300 --frames 25 --strip docs/deepzoom_strip.png
+                                                           # the README's figures and picture
 """
 
 from __future__ import annotations
@@ -49,13 +50,18 @@ from dreamer.worlds import ProceduralWorld
 
 
 def truth_frames(world: ProceduralWorld, cameras, cache: Path | None, supersample: int = 2) -> list[torch.Tensor]:
-    """The world's renders of ``cameras``, cached on disk by camera."""
+    """The world's renders of ``cameras``, cached on disk by camera and by a small render of the
+    world itself (so a change to the world's code never reads stale frames)."""
     out = []
+    probe = b""
+    if cache is not None and cameras:
+        probe = world.render(cameras[0].resized(16, 16), supersample=1).image.float().cpu().numpy().tobytes()
     for cam in cameras:
         key = hashlib.sha256()
         for t in (cam.K, cam.c2w):
             key.update(t.detach().cpu().numpy().tobytes())
         key.update(f"{world.seed} {cam.width} {cam.height} {supersample}".encode())
+        key.update(probe)
         path = cache / f"{key.hexdigest()[:24]}.pt" if cache is not None else None
         if path is not None and path.exists():
             out.append(torch.load(path))
@@ -67,8 +73,9 @@ def truth_frames(world: ProceduralWorld, cameras, cache: Path | None, supersampl
     return out
 
 
-def save_strip(path: Path, zooms, truths, renders, marks=(1, 4, 32, 256, 1024)) -> None:
-    """A PNG: the truth (top) and the render (bottom) at the frames nearest to ``marks``."""
+def save_strip(path: Path, zooms, truths, renders, marks=(1, 4, 32, 256, 1024), scale: int = 1) -> None:
+    """A PNG: the truth (top) and the render (bottom) at the frames nearest to ``marks``, each
+    pixel drawn as a ``scale`` x ``scale`` block (no interpolation: the pixels stay visible)."""
     from dreamer.io import save_image
 
     cols = []
@@ -78,7 +85,11 @@ def save_strip(path: Path, zooms, truths, renders, marks=(1, 4, 32, 256, 1024)) 
         j = min(range(len(zooms)), key=lambda i: abs(math.log(zooms[i] / m)))
         cols.append(torch.cat([truths[j], torch.ones(2, truths[j].shape[1], 3), renders[j].cpu()], 0))
         cols.append(torch.ones(cols[-1].shape[0], 2, 3))
-    save_image(path, torch.cat(cols[:-1], 1).clamp(0, 1))
+    strip = torch.cat(cols[:-1], 1).clamp(0, 1)
+    if scale > 1:
+        strip = strip.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(path, strip)
     print(f"  strip of frames at {', '.join(f'{m}x' for m in marks if m <= zooms[-1] * 1.01)} -> {path}")
 
 
@@ -162,6 +173,19 @@ def run(args) -> None:
               f"{s['ssim_min']:9.3f} {s['ssim_median']:7.3f} {s['flicker_max']:11.4f} {s['flicker_median']:7.4f} "
               f"{s['temporal_error_max']:12.4f} {s['temporal_error_median']:7.4f} {s['coverage_min']:12.4f} "
               f"{secs:8.0f} {n:9d}")
+    print(f"\n  targets: every frame >= {args.min_psnr:g} dB, median >= {args.median_psnr:g} dB, "
+          f"flicker (change beyond the truth's) <= {args.flicker_margin:g}")
+    for name, met, _, _ in rows:
+        s = met.summary()
+        checks = [s["psnr_min"] >= args.min_psnr, s["psnr_median"] >= args.median_psnr,
+                  s["flicker_max"] <= args.flicker_margin]
+        print(f"  {name:>23}: {'met' if all(checks) else 'NOT met'} (min {s['psnr_min']:.2f} dB at "
+              f"{s['worst_zoom']:.1f}x, median {s['psnr_median']:.2f} dB, flicker max {s['flicker_max']:.4f})")
+    if "classic" in models and "antialiased" in models:
+        pc, pa = models["classic"][1].psnr, models["antialiased"][1].psnr
+        worst = min(range(len(zooms)), key=lambda j: min(pc[j], pa[j]))
+        print(f"  antialiased - classic: {min(pa) - min(pc):+.2f} dB at each one's worst frame, "
+              f"{pa[worst] - pc[worst]:+.2f} dB at the worse of the two ({zooms[worst]:.1f}x)")
     if args.per_frame:
         print(f"\n  {'frame':>5} {'zoom':>8} {'truth chg':>9} {'points PSNR':>11} "
               + " ".join(f"{m + ' PSNR':>17} {'flicker':>8}" for m in args.modes))
@@ -183,7 +207,7 @@ def run(args) -> None:
             save_image(folder / f"frame_{j:03d}.png", torch.cat(row, 1).clamp(0, 1))
     if args.strip:
         mode = "antialiased" if "antialiased" in renders else args.modes[0]
-        save_strip(Path(args.strip), zooms, truths, renders[mode])
+        save_strip(Path(args.strip), zooms, truths, renders[mode], scale=args.strip_scale)
     print(f"\n  times: dream {t_dream:.0f} s, zoom {t_zoom:.0f} s, truth frames {t_truth:.0f} s, "
           f"training {' + '.join(f'{times[m]:.0f}' for m in args.modes)} s; total {time.perf_counter() - t_all:.0f} s")
 
@@ -206,9 +230,14 @@ def main() -> None:
     ap.add_argument("--extra-views", action=argparse.BooleanOptionalAction, default=False,
                     help="train on extra views re-rendered from the points around each view")
     ap.add_argument("--modes", nargs="+", default=["classic", "antialiased"], choices=["classic", "antialiased"])
+    ap.add_argument("--min-psnr", type=float, default=28.0, help="target: the worst fly-in frame's PSNR (dB)")
+    ap.add_argument("--median-psnr", type=float, default=32.0, help="target: the median fly-in frame's PSNR (dB)")
+    ap.add_argument("--flicker-margin", type=float, default=0.002,
+                    help="target: the largest frame-to-frame change beyond the truth's (mean absolute, [0,1] scale)")
     ap.add_argument("--per-frame", action="store_true", help="print every frame's figures")
     ap.add_argument("--save-frames", default="", help="folder for every frame: truth, each model, points")
     ap.add_argument("--strip", default="", help="write a strip of frames (truth above, render below) to this PNG")
+    ap.add_argument("--strip-scale", type=int, default=3, help="pixel size of the strip (nearest neighbour)")
     ap.add_argument("--cache", default="~/.cache/dreamer/bench_deepzoom",
                     help="folder of cached truth frames ('' = none)")
     ap.add_argument("--threads", type=int, default=2)

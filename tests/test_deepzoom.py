@@ -2,6 +2,7 @@
 inherited depth, the fly-in and its coverage, the CLI stage."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from dreamer.deepzoom import (
     zoom_point,
     zoom_scene,
 )
-from dreamer.deepzoom.lifting import inherited_depth
+from dreamer.deepzoom.lifting import inherited_depth, snapped_depth
 from dreamer.splats import Gaussians
 from dreamer.splats.gaussians import rgb_to_sh0
 from dreamer.splats.lod import LevelsOfDetail
@@ -227,6 +228,32 @@ def test_inherited_depth_is_the_coarser_depth_along_the_shared_rays():
     moved = look_at(torch.tensor([0.1, 0.0, 0.0]), torch.tensor([0.0, 0.0, 3.0]))
     with pytest.raises(ValueError, match="same centre"):
         inherited_depth(cams[2], cams[1].with_c2w(moved), coarse)
+
+
+def test_snapped_depth_puts_silhouette_pixels_on_a_surface_that_is_there():
+    """Across the coarser map's silhouettes a pixel takes one of the coarser depths around it
+    (never a depth between two surfaces), the one its own estimate is nearest to: with a noisy
+    estimate (1 %) that is the true depth of the pixel wherever the four corners are on one
+    side or the estimate tells the sides apart."""
+    world = ProceduralWorld(seed=0)
+    cam = world.first_camera(S, S)
+    cams = level_cameras(cam, (36.0, 30.0), 3, 2)
+    coarse = world.depth(cams[1])
+    fine_truth = world.depth(cams[2])
+    g = torch.Generator().manual_seed(0)
+    guide = fine_truth * (1 + 0.01 * torch.randn(fine_truth.shape, generator=g))
+    _, holds = inherited_depth(cams[2], cams[1], coarse)
+    depth, valid = snapped_depth(cams[2], cams[1], coarse, guide)
+    edge = valid & ~holds
+    assert int(edge.sum()) > 10  # the test scene has silhouettes in view
+    # Every snapped value is one of the coarse map's depths, not an interpolation.
+    values = coarse.flatten()
+    gap = (depth[edge][:, None] - values[None]).abs().min(1).values
+    assert float(gap.max()) == 0.0
+    rel = ((depth - fine_truth).abs() / fine_truth)[edge]
+    assert float((rel < 0.05).float().mean()) > 0.9
+    # No depth where a corner is missing.
+    assert bool((depth[~valid] == 0).all())
 
 
 def test_lift_levels_checks_inputs(scene):
@@ -565,3 +592,33 @@ def test_a_1024x_zoom_in_the_local_frame_renders_as_1x_of_a_scaled_copy():
     deep_world = fly_in_cameras(start, target, frames=2, zoom=zoom)[-1]
     in_world = gaussians(local + target, scales).render(deep_world, near_plane=1e-4)
     assert float((in_world[0] - scaled[0]).abs().max()) > 0.05  # measured: ~0.2
+
+
+def test_bench_strip_holds_truth_over_render_at_the_marked_zooms(tmp_path):
+    """The README's strip (bench/bench_deepzoom.py): one column per marked zoom, taken from the
+    frame nearest to it in log zoom, the truth above the render, every pixel a block of
+    ``scale`` x ``scale`` copies."""
+    import importlib.util
+
+    from dreamer.io import load_image_tensor
+
+    script = Path(__file__).parents[1] / "bench" / "bench_deepzoom.py"
+    spec = importlib.util.spec_from_file_location("bench_deepzoom", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    g = torch.Generator().manual_seed(0)
+    zooms = fly_in_zooms(9, 256.0)  # 1, 2, 4, ... 256
+    truths = [torch.rand(6, 5, 3, generator=g) for _ in zooms]
+    renders = [torch.rand(6, 5, 3, generator=g) for _ in zooms]
+    path = tmp_path / "strip.png"
+    bench.save_strip(path, zooms, truths, renders, marks=(1, 4, 32, 256, 1024), scale=3)
+    img = load_image_tensor(path)
+    # 1024x lies beyond the path: four columns of 5 px with 2 px gaps, rows of 6 + 2 + 6 px.
+    assert tuple(img.shape) == (3 * 14, 3 * (4 * 5 + 3 * 2), 3)
+    for col, frame in enumerate((0, 2, 5, 8)):
+        x = 3 * col * 7
+        top = img[0:18:3, x:x + 15:3]
+        bottom = img[3 * 8:3 * 14:3, x:x + 15:3]
+        assert torch.allclose(top, truths[frame], atol=1 / 255)
+        assert torch.allclose(bottom, renders[frame], atol=1 / 255)
+        assert torch.equal(img[1:18:3, x:x + 15:3], top)  # blocks, not interpolation

@@ -20,7 +20,7 @@ from dreamer.scene.result import DreamView
 from dreamer.splats.lod import LevelsOfDetail
 
 __all__ = ["ZoomLevelStats", "lift_zoom_level", "lift_zoom_levels", "render_lod_points", "lod_visible",
-           "inherited_depth"]
+           "inherited_depth", "snapped_depth"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class ZoomLevelStats:
     covered_points: int = 0
     known_fraction: float = 0.0
     inherited_fraction: float = 0.0
+    snapped_fraction: float = 0.0
     scale: float = float("nan")
     residual_after: float = float("nan")
     seconds: float = 0.0
@@ -57,6 +58,55 @@ def render_lod_points(points: PointCloud, lod: LevelsOfDetail, camera: Camera, *
     return PointRender(r.image, r.depth, r.covered, index)
 
 
+def _coarser_corners(camera: Camera, coarser: Camera, coarser_depth: Tensor):
+    """For each pixel of ``camera``: the four pixels of ``coarser_depth`` around its position in
+    the coarser image (``coarser``: a camera with the same centre and rotation; index pairs
+    (rows, columns), clamped into the map), its fractional position between them (u, v) and
+    whether all four lie inside the map."""
+    if not torch.allclose(camera.c2w, coarser.c2w.to(camera.c2w), atol=1e-6):
+        raise ValueError("inherited_depth needs two cameras with the same centre and rotation (pure zooms)")
+    H, W = camera.height, camera.width
+    dev = coarser_depth.device
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64, device=dev) + 0.5,
+                          torch.arange(W, dtype=torch.float64, device=dev) + 0.5, indexing="ij")
+    y = (v - camera.cy) / camera.fy
+    x = (u - camera.cx - camera.K[0, 1].item() * y) / camera.fx
+    uc = coarser.fx * x + coarser.K[0, 1].item() * y + coarser.cx - 0.5  # index coordinates in the coarser map
+    vc = coarser.fy * y + coarser.cy - 0.5
+    h, w = coarser_depth.shape
+    u0, v0 = uc.floor().long(), vc.floor().long()
+    inside = (u0 >= 0) & (v0 >= 0) & (u0 + 1 < w) & (v0 + 1 < h)
+    fu, fv = (uc - u0).to(coarser_depth.dtype), (vc - v0).to(coarser_depth.dtype)
+    u0, v0 = u0.clamp(0, w - 2), v0.clamp(0, h - 2)
+    corners = [(v0, u0), (v0, u0 + 1), (v0 + 1, u0), (v0 + 1, u0 + 1)]
+    return corners, fu, fv, inside
+
+
+def snapped_depth(camera: Camera, coarser: Camera, coarser_depth: Tensor, guide: Tensor) -> tuple[Tensor, Tensor]:
+    """The z-depth [H,W] of ``camera`` snapped to one of the coarser surfaces around each pixel,
+    and where it exists (bool [H,W]).
+
+    Across a silhouette the bilinear reading of :func:`inherited_depth` would put a pixel between
+    the two surfaces (a flying pixel). Here a pixel takes, of the four coarser depths around its
+    position (``coarser``: a camera with the same centre and rotation), the one nearest to its
+    ``guide`` depth [H,W] (the level's own aligned estimate, which knows at the finer resolution
+    on which side of the silhouette the pixel lies): a depth of a surface that is there, never
+    one in between. It exists where the four coarser depths are valid (> 0, finite).
+    """
+    corners, _, _, inside = _coarser_corners(camera, coarser, coarser_depth)
+    d = coarser_depth
+    ok_px = (d > 0) & torch.isfinite(d)
+    valid = inside.clone()
+    cand = []
+    for cv_, cu_ in corners:
+        valid &= ok_px[cv_, cu_]
+        cand.append(d[cv_, cu_])
+    cand = torch.stack(cand)  # [4,H,W]
+    pick = (cand - guide.to(cand)[None]).abs().nan_to_num(float("inf")).argmin(0)
+    depth = cand.gather(0, pick[None])[0]
+    return torch.where(valid, depth, torch.zeros_like(depth)), valid
+
+
 def inherited_depth(camera: Camera, coarser: Camera, coarser_depth: Tensor, *,
                     stretch_threshold: float = 0.1) -> tuple[Tensor, Tensor]:
     """The z-depth [H,W] of ``camera`` read from ``coarser_depth`` [H',W'] of ``coarser``, a camera
@@ -71,24 +121,10 @@ def inherited_depth(camera: Camera, coarser: Camera, coarser_depth: Tensor, *,
     """
     from alignment import stretched_pixels
 
-    if not torch.allclose(camera.c2w, coarser.c2w.to(camera.c2w), atol=1e-6):
-        raise ValueError("inherited_depth needs two cameras with the same centre and rotation (pure zooms)")
-    H, W = camera.height, camera.width
-    dev = coarser_depth.device
-    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64, device=dev) + 0.5,
-                          torch.arange(W, dtype=torch.float64, device=dev) + 0.5, indexing="ij")
-    y = (v - camera.cy) / camera.fy
-    x = (u - camera.cx - camera.K[0, 1].item() * y) / camera.fx
-    uc = coarser.fx * x + coarser.K[0, 1].item() * y + coarser.cx - 0.5  # index coordinates in the coarser map
-    vc = coarser.fy * y + coarser.cy - 0.5
-    h, w = coarser_depth.shape
-    u0, v0 = uc.floor().long(), vc.floor().long()
-    fu, fv = (uc - u0).to(coarser_depth.dtype), (vc - v0).to(coarser_depth.dtype)
-    inside = (u0 >= 0) & (v0 >= 0) & (u0 + 1 < w) & (v0 + 1 < h)
-    u0, v0 = u0.clamp(0, w - 2), v0.clamp(0, h - 2)
+    corners, fu, fv, inside = _coarser_corners(camera, coarser, coarser_depth)
+    v0, u0 = corners[0]
     d = coarser_depth
     ok_px = (d > 0) & torch.isfinite(d) & ~stretched_pixels(d.clamp_min(1e-12), threshold=stretch_threshold)
-    corners = [(v0, u0), (v0, u0 + 1), (v0 + 1, u0), (v0 + 1, u0 + 1)]
     valid = inside.clone()
     for cv_, cu_ in corners:
         valid &= ok_px[cv_, cu_]
@@ -111,8 +147,10 @@ def lift_zoom_level(points: PointCloud, camera: Camera, image: Tensor, *, depth_
     (the camera and z-depth map of the level or view this level zooms into) the depth is the
     coarser one along the shared rays wherever it holds (:func:`inherited_depth`; a pure zoom
     sees no parallax, so its image says nothing new about depth, while the estimate's per-pixel
-    errors would be as large as the camera's whole distance at the end of a deep fly-in), the
-    aligned estimate elsewhere (it fades in as that
+    errors would be as large as the camera's whole distance at the end of a deep fly-in); across
+    the coarser map's silhouettes the coarser depth nearest to the aligned estimate
+    (:func:`snapped_depth`), and those pixels are lifted even where they are the far side of a
+    depth edge; the aligned estimate elsewhere (it fades in as that
     footprint grows from half a pixel to a pixel on screen). Old points that (a) project inside
     the image onto a lifted pixel, (b) lie within ``replace_tolerance`` (relative) of the new
     depth there, (c) are coarser than ``coarser_factor`` times the new point at that pixel and
@@ -155,14 +193,21 @@ def lift_zoom_level(points: PointCloud, camera: Camera, image: Tensor, *, depth_
         log.warning("zoom level %d: only %d pixels see existing geometry; keeping the estimate's scale",
                     level, int(known.sum()))
         depth = estimated
+    snapped = torch.zeros_like(known)
     if coarser is not None:
         prior, holds = inherited_depth(cam, coarser[0].to(points.device), coarser[1].to(depth),
                                        stretch_threshold=cfg.stretch_threshold)
-        depth = torch.where(holds, prior, depth)
+        edge_depth, edge_ok = snapped_depth(cam, coarser[0].to(points.device), coarser[1].to(depth), depth)
+        snapped = edge_ok & ~holds
+        depth = torch.where(holds, prior, torch.where(snapped, edge_depth, depth))
         stats.inherited_fraction = float(holds.float().mean())
+        stats.snapped_fraction = float(snapped.float().mean())
     depth = depth.clamp_min(1e-6)
     stretched = stretched_pixels(depth, threshold=cfg.stretch_threshold)
-    lift_mask = ~stretched
+    # A pixel snapped to a coarser surface sits on that surface, not between two (no streak):
+    # lifting it at the level's resolution keeps a silhouette as sharp as the level, where
+    # leaving it to the coarser points would draw a halo as wide as their footprint.
+    lift_mask = ~stretched | snapped
     new = lift(image, depth, cam, lift_mask)
     new_lod = LevelsOfDetail(torch.full((len(new),), level, dtype=torch.long, device=points.device),
                              new.radius.clone(), torch.zeros_like(new.radius))
