@@ -69,10 +69,9 @@ def add_view_depth_points(result: DreamResult, *, splat_scale: float = 1.5, max_
     returned."""
     from dreamer.render import lift
 
-    dream = result.config
-    stretch = dream.get("stretch_threshold", None) if isinstance(dream, dict) else getattr(dream, "stretch_threshold",
-                                                                                          None)
-    stretch = 0.08 if stretch is None else float(stretch)
+    from dreamer.splats.views import dream_setting
+
+    stretch = dream_setting(result, "stretch_threshold", 0.08)
     points, added = result.points, 0
     for v in result.views:
         mask = missing_surface_mask(points, v, splat_scale=splat_scale, max_splat_px=max_splat_px, nearer=nearer,

@@ -62,15 +62,21 @@ def _check_result(result: DreamResult) -> None:
             raise ValueError(f"view {i}: image has non-finite values")
 
 
+def dream_setting(result: DreamResult, name: str, default: float) -> float:
+    """The dream loop's setting ``name`` for ``result`` (its config is a DreamConfig, or its dict
+    when read back from a file); ``default`` when it has none."""
+    dream = result.config
+    value = dream.get(name) if isinstance(dream, dict) else getattr(dream, name, None)
+    return default if value is None else float(value)
+
+
 def _extra_splat_scale(result: DreamResult, config: SplatConfig) -> tuple[float, float]:
     """(splat_scale, max_splat_px) of the extra views' point renders: the settings the dream loop
-    rendered its cloud with (``result.config``, a DreamConfig or its dict), unless overridden."""
-    dream = result.config
-    get = dream.get if isinstance(dream, dict) else (lambda k, d: getattr(dream, k, d))
+    rendered its cloud with, unless overridden."""
     splat_scale = config.extra_splat_scale
     if splat_scale is None:
-        splat_scale = float(get("splat_scale", None) or 1.5)
-    return splat_scale, float(get("max_splat_px", None) or 32.0)
+        splat_scale = dream_setting(result, "splat_scale", 1.5) or 1.5
+    return splat_scale, dream_setting(result, "max_splat_px", 32.0) or 32.0
 
 
 def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(), *,
