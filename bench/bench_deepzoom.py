@@ -107,15 +107,20 @@ def run(args) -> None:
                    depth=truth0.depth)
     t_dream = time.perf_counter() - t0
     center = tuple(c * size for c in args.center)
-    config = DeepZoomConfig(zoom_levels=args.levels, zoom_p=args.p, zoom_center=center)
+    config = DeepZoomConfig(zoom_levels=args.levels, zoom_p=args.p, zoom_center=center,
+                            zoom_dolly_views=args.dolly_views)
     t0 = time.perf_counter()
-    zoomed = zoom_scene(result, config, depth_estimator=estimator, world=world)
+    zoomed = zoom_scene(result, config, depth_estimator=estimator, world=world, inpainter=WorldInpainter(world))
     t_zoom = time.perf_counter() - t0
     print(f"world seed {args.seed}: {size}x{size}, {args.views} views ({args.trajectory}) dreamed in {t_dream:.0f} s; "
           f"zoom p={args.p}, {args.levels} levels ({zoomed.magnification:.0f}x) "
           f"about ({center[0]:.0f}, {center[1]:.0f}) "
           f"in {t_zoom:.0f} s; {len(result.points)} points before, {len(zoomed.points)} after "
           f"({int((zoomed.lod.lod_out == 0).sum())} in the finest level of each region)")
+    for st in zoomed.dolly_stats:
+        print(f"  dolly view of level {st.level} ({args.p ** st.level}x on the fly-in path): "
+              f"{100 * st.repainted_fraction:.1f} % repainted ({100 * st.hole_fraction:.1f} % holes), "
+              f"+{st.new_points} points")
 
     zooms = fly_in_zooms(args.frames, zoomed.magnification)
     frame = zoomed.frame
@@ -229,6 +234,8 @@ def main() -> None:
     ap.add_argument("--densify", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--extra-views", action=argparse.BooleanOptionalAction, default=False,
                     help="train on extra views re-rendered from the points around each view")
+    ap.add_argument("--dolly-views", type=int, default=DeepZoomConfig.zoom_dolly_views,
+                    help="levels 1.. that also get a training view on the fly-in path (0: none)")
     ap.add_argument("--modes", nargs="+", default=["classic", "antialiased"], choices=["classic", "antialiased"])
     ap.add_argument("--min-psnr", type=float, default=28.0, help="target: the worst fly-in frame's PSNR (dB)")
     ap.add_argument("--median-psnr", type=float, default=32.0, help="target: the median fly-in frame's PSNR (dB)")

@@ -45,6 +45,12 @@ class DeepZoomConfig:
     zoom_replace_tolerance: float = 0.05
     """A coarse point fades out where a finer level covers it when its z-depth is within this fraction of the level's
     depth at its pixel."""
+    zoom_dolly_views: int = 3
+    """Levels 1, 2, ... that also get a training view on the fly-in path, at the camera where the zoom point is as
+    magnified as in the level (dreamed with the scene's inpainter: the background a nearer surface uncovers as the
+    camera moves in, which no pure zoom shows); 0 = none; more than zoom_levels - 1 means every level."""
+    zoom_dolly_edge_px: int = 2
+    """A dolly view repaints its holes and the pixels within this many pixels of a depth edge of the cloud's render."""
     zoom_antialiased: bool = True
     """Train and render the zoomed scene's splats antialiased (gsplat's antialiased mode plus Mip-Splatting's 3D
     filter, variance 0.2); false: the classic mode."""
@@ -81,7 +87,7 @@ class DeepZoomConfig:
             raise ValueError(f"zoom_suffixes must be strings, got {self.zoom_suffixes!r}")
         for name in ("zoom_steps", "zoom_supersample", "zoom_fps"):
             check_int(getattr(self, name), name, min=1)
-        for name in ("zoom_fly_frames", "zoom_seed"):
+        for name in ("zoom_fly_frames", "zoom_seed", "zoom_dolly_views", "zoom_dolly_edge_px"):
             check_int(getattr(self, name), name, min=0)
         if self.zoom_fly_frames == 1:
             raise ValueError("zoom_fly_frames must be 0 (no fly-in) or >= 2 (a start and an end)")

@@ -18,7 +18,7 @@ from dreamer.pointcloud import PointCloud
 from dreamer.render import PointRender, clean_coverage
 from dreamer.splats.lod import LevelsOfDetail
 
-__all__ = ["fly_in_cameras", "fly_in_zooms", "fly_in_near_plane", "NearPlane", "SplatsOverPoints",
+__all__ = ["fly_in_cameras", "dolly_cameras", "fly_in_zooms", "fly_in_near_plane", "NearPlane", "SplatsOverPoints",
            "render_fly_in_points", "render_points_video", "fill_gaps"]
 
 
@@ -51,11 +51,25 @@ def fly_in_cameras(start: Camera, target: Tensor | Sequence[float], *, frames: i
     frame (pass the zoom point's frame: a camera millimetres from the target then has a centre
     of a few millimetres, exact to ~1e-10 m, where world coordinates would round it to ~1e-7 m).
     """
-    if not isinstance(start, Camera):
-        raise TypeError(f"start must be a dreamer.Camera, got {type(start).__name__}")
     check_int(frames, "frames", min=2)
     if not (isinstance(zoom, (int, float)) and math.isfinite(zoom) and zoom >= 1):
         raise ValueError(f"zoom must be a number >= 1, got {zoom!r}")
+    return dolly_cameras(start, target, fly_in_zooms(frames, zoom), frame=frame, end_K=end_K,
+                         recenter_zoom=recenter_zoom)
+
+
+def dolly_cameras(start: Camera, target: Tensor | Sequence[float], zooms: Sequence[float], *,
+                  frame: LocalFrame | None = None, end_K: Tensor | None = None,
+                  recenter_zoom: float = 2.0) -> list[Camera]:
+    """The cameras of the dolly of :func:`fly_in_cameras` (same arguments) at which the target
+    is magnified ``zooms`` times (each >= 1): the camera whose distance to ``target`` is the
+    start's divided by the zoom, its intrinsics part of the way to ``end_K`` as there. A fly-in
+    frame of magnification ``s`` is ``dolly_cameras(..., [s])[0]``."""
+    if not isinstance(start, Camera):
+        raise TypeError(f"start must be a dreamer.Camera, got {type(start).__name__}")
+    zooms = [float(z) for z in zooms]
+    if not all(math.isfinite(z) and z >= 1 for z in zooms):
+        raise ValueError(f"zooms must be numbers >= 1 (magnifications of the target), got {zooms}")
     if not (isinstance(recenter_zoom, (int, float)) and recenter_zoom > 1):
         raise ValueError(f"recenter_zoom must be a number > 1, got {recenter_zoom!r}")
     target = torch.as_tensor(target, dtype=torch.float64).detach().cpu().flatten()
@@ -74,7 +88,7 @@ def fly_in_cameras(start: Camera, target: Tensor | Sequence[float], *, frames: i
         raise ValueError("the target lies behind the start camera")
     anchor = target - (frame.origin if frame is not None else torch.zeros(3, dtype=torch.float64))
     out = []
-    for s in fly_in_zooms(frames, zoom):
+    for s in zooms:
         c2w = c2w0.clone()
         c2w[:3, 3] = anchor - offset / d * (d / s)
         t = min(max(math.log(s) / math.log(recenter_zoom), 0.0), 1.0)

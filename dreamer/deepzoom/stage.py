@@ -24,12 +24,14 @@ class DeepZoomResult:
     """The zoomed scene.
 
     ``result``: the scene with the multi-resolution ``points`` and its views followed by one
-    view per lifted level (train splats on it). ``lod``: the levels of detail of those points
+    view per lifted level and then the dolly views (train splats on it). ``lod``: the levels of detail of those points
     (one entry each). ``cameras``: the N level cameras. ``images`` [N,H,W,3]: the zoom stack.
     ``photo`` [H,W,3]: the scene's render at level 0 and ``photo_mask`` [H,W] the pixels it
     covers. ``point`` [3] (float64): the world point at the zoom centre, the origin of
     :attr:`frame`. ``prompts``: one per level. ``stats``: per lifted level. ``view_index``: the
-    zoomed view. ``p``: the zoom factor per level.
+    zoomed view. ``p``: the zoom factor per level. ``dolly_levels``: the levels that got a dolly
+    view (:mod:`dreamer.deepzoom.dolly`; the last ``len(dolly_levels)`` views of ``result``) and
+    ``dolly_stats`` their stats.
     """
 
     result: DreamResult
@@ -44,6 +46,8 @@ class DeepZoomResult:
     view_index: int
     p: int = 2
     seconds: dict = field(default_factory=dict)
+    dolly_levels: list[int] = field(default_factory=list)
+    dolly_stats: list = field(default_factory=list)
 
     @property
     def points(self) -> PointCloud:
@@ -77,12 +81,15 @@ class DeepZoomResult:
 
 
 def zoom_scene(result: DreamResult, config: DeepZoomConfig, *, depth_estimator, world=None, pipeline=None,
-               scene_prompt: str = "", on_progress: ProgressFn | None = None) -> DeepZoomResult:
+               inpainter=None, scene_prompt: str = "", on_progress: ProgressFn | None = None) -> DeepZoomResult:
     """Zoom into view ``config.zoom_view`` of ``result`` and lift the levels into its cloud.
 
     Level images come from ``world`` (synthetic oracle) when given, else from ``pipeline``
     (see :func:`level_images`; the scene's render at level 0 guides level 0 where it has points).
-    The dream loop's geometry settings (``result.config``) are used for rendering and alignment.
+    With ``inpainter`` (the scene's) levels ``1..config.zoom_dolly_views`` also get a dolly view
+    (:mod:`dreamer.deepzoom.dolly`): the fly-in camera of the same magnification, dreamed on
+    the zoomed cloud. The dream loop's geometry settings (``result.config``) are used for
+    rendering and alignment.
     """
     from dreamer.scene.loop import DreamConfig
 
@@ -127,6 +134,19 @@ def zoom_scene(result: DreamResult, config: DeepZoomConfig, *, depth_estimator, 
                                                  view=(view.camera, view.depth), prompts=prompts,
                                                  on_progress=on_progress)
     times["lift"] = time.perf_counter() - t
+    dolly_levels = list(range(1, min(config.zoom_dolly_views, config.zoom_levels - 1) + 1)) if inpainter else []
+    dolly_stats: list = []
+    if dolly_levels:
+        from dreamer.deepzoom.dolly import dolly_level_cameras, dream_dolly_views
+
+        t = time.perf_counter()
+        dolly_cams = dolly_level_cameras(view.camera, point, cams, config.zoom_p, dolly_levels)
+        points, lod, dolly, dolly_stats = dream_dolly_views(
+            points, lod, dolly_cams, dolly_levels, inpainter=inpainter, depth_estimator=depth_estimator,
+            dream_config=dcfg, edge_px=config.zoom_dolly_edge_px, prompts=[prompts[i] for i in dolly_levels],
+            seed=config.zoom_seed, on_progress=on_progress)
+        views = views + dolly
+        times["dolly"] = time.perf_counter() - t
     zoomed = DreamResult(points, list(result.views) + views, result.config)
     return DeepZoomResult(zoomed, lod, cams, images, photo, masks.known, point, prompts, stats, k, config.zoom_p,
-                          times)
+                          times, dolly_levels, dolly_stats)

@@ -467,7 +467,7 @@ def _zoom_stage(configs: SceneConfigs, result: DreamResult, out: Path, backends:
     world = getattr(backends, "world", None)
     pipeline = None if world is not None else getattr(backends.image_generator, "pipe", None)
     zoomed = zoom_scene(result, zc, depth_estimator=backends.depth_estimator, world=world, pipeline=pipeline,
-                        scene_prompt=configs.scene.prompt, on_progress=on_progress)
+                        inpainter=backends.inpainter, scene_prompt=configs.scene.prompt, on_progress=on_progress)
     extra = {}
     if world is not None:
         extra["metrics"] = zoom_metrics(zoomed, result.points, truth=zoomed.images)  # the world's renders
