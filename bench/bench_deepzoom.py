@@ -118,6 +118,8 @@ def run(args) -> None:
           f"in {t_zoom:.0f} s; {len(result.points)} points before, {len(zoomed.points)} after "
           f"({int((zoomed.lod.lod_out == 0).sum())} in the finest level of each region)")
     for st in zoomed.dolly_stats:
+        if not st.repainted_fraction:
+            continue
         print(f"  dolly view of level {st.level} ({args.p ** st.level}x on the fly-in path): "
               f"{100 * st.repainted_fraction:.1f} % repainted ({100 * st.hole_fraction:.1f} % holes), "
               f"+{st.new_points} points")
@@ -234,8 +236,8 @@ def main() -> None:
     ap.add_argument("--densify", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--extra-views", action=argparse.BooleanOptionalAction, default=False,
                     help="train on extra views re-rendered from the points around each view")
-    ap.add_argument("--dolly-views", type=int, default=DeepZoomConfig.zoom_dolly_views,
-                    help="levels 1.. that also get a training view on the fly-in path (0: none)")
+    ap.add_argument("--dolly-views", action=argparse.BooleanOptionalAction, default=True,
+                    help="train on a dolly view per level (the fly-in camera of the level's magnification)")
     ap.add_argument("--modes", nargs="+", default=["classic", "antialiased"], choices=["classic", "antialiased"])
     ap.add_argument("--min-psnr", type=float, default=28.0, help="target: the worst fly-in frame's PSNR (dB)")
     ap.add_argument("--median-psnr", type=float, default=32.0, help="target: the median fly-in frame's PSNR (dB)")

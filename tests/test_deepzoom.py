@@ -541,7 +541,8 @@ def test_cli_zoom_stage_with_splats(tmp_path, monkeypatch):
     assert main(["--models", "synthetic", "--views", "2", "--width", "64", "--height", "64", "-q",
                  "--render-frames", "2", "--gs-iters", "2", "--zoom-levels", "3", "--zoom-fly-frames", "5",
                  "--zoom-video-seconds-per-level", "0", "--export", "ply", "spz", "--out", str(out)]) == 0
-    assert seen == [2, 4]  # the scene's views, then the scene's views plus levels 1 and 2
+    # The scene's views, then the scene's views plus levels 1 and 2 and their dolly views.
+    assert seen == [2, 6]
     z = out / "zoom"
     assert len(Gaussians.load_ply(z / "gaussians_lod.ply")) == read_json(z / "zoom.json")["points"]
     finest = len(Gaussians.load_ply(z / "gaussians.ply"))  # the coarse Gaussians the levels cover are left out

@@ -45,10 +45,11 @@ class DeepZoomConfig:
     zoom_replace_tolerance: float = 0.05
     """A coarse point fades out where a finer level covers it when its z-depth is within this fraction of the level's
     depth at its pixel."""
-    zoom_dolly_views: int = 3
-    """Levels 1, 2, ... that also get a training view on the fly-in path, at the camera where the zoom point is as
-    magnified as in the level (dreamed with the scene's inpainter: the background a nearer surface uncovers as the
-    camera moves in, which no pure zoom shows); 0 = none; more than zoom_levels - 1 means every level."""
+    zoom_dolly_views: bool = True
+    """Dream a training view for each level 1, 2, ... on the fly-in path, at the camera where the zoom point is as
+    magnified as in the level, with the scene's inpainter: it repaints what the cloud's render there lacks or gets
+    wrong from the view's centre (holes and depth edges: the background a nearer surface uncovers as the camera moves
+    in, which no pure zoom shows), and the splats learn those pixels from it."""
     zoom_dolly_edge_px: int = 2
     """A dolly view repaints its holes and the pixels within this many pixels of a depth edge of the cloud's render."""
     zoom_antialiased: bool = True
@@ -87,7 +88,7 @@ class DeepZoomConfig:
             raise ValueError(f"zoom_suffixes must be strings, got {self.zoom_suffixes!r}")
         for name in ("zoom_steps", "zoom_supersample", "zoom_fps"):
             check_int(getattr(self, name), name, min=1)
-        for name in ("zoom_fly_frames", "zoom_seed", "zoom_dolly_views", "zoom_dolly_edge_px"):
+        for name in ("zoom_fly_frames", "zoom_seed", "zoom_dolly_edge_px"):
             check_int(getattr(self, name), name, min=0)
         if self.zoom_fly_frames == 1:
             raise ValueError("zoom_fly_frames must be 0 (no fly-in) or >= 2 (a start and an end)")
@@ -96,6 +97,8 @@ class DeepZoomConfig:
         if self.zoom_replace_tolerance >= 1:
             raise ValueError(f"zoom_replace_tolerance must be in (0, 1), got {self.zoom_replace_tolerance!r}")
         check_number(self.zoom_video_seconds_per_level, "zoom_video_seconds_per_level", min=0)
+        if not isinstance(self.zoom_dolly_views, bool):
+            raise ValueError(f"zoom_dolly_views must be true or false, got {self.zoom_dolly_views!r}")
         if not isinstance(self.zoom_antialiased, bool):
             raise ValueError(f"zoom_antialiased must be true or false, got {self.zoom_antialiased!r}")
 

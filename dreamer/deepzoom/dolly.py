@@ -71,8 +71,8 @@ def dolly_level_cameras(view_camera: Camera, point: Tensor, level_cameras: Seque
 
 def dream_dolly_view(points: PointCloud, lod: LevelsOfDetail, camera: Camera, *, level: int, inpainter,
                      depth_estimator, dream_config=None, edge_px: int = 2, prompt: str = "",
-                     generator: torch.Generator | None = None
-                     ) -> tuple[PointCloud, LevelsOfDetail, DreamView, DollyViewStats]:
+                     generator: torch.Generator | None = None, repaint_only: bool = True
+                     ) -> tuple[PointCloud, LevelsOfDetail, DreamView | None, DollyViewStats]:
     """Dream the dolly camera ``camera`` on top of the multi-resolution cloud (``points`` and its
     levels of detail ``lod``).
 
@@ -87,7 +87,8 @@ def dream_dolly_view(points: PointCloud, lod: LevelsOfDetail, camera: Camera, *,
 
     Returns the cloud with the new points, its levels of detail, a :class:`DreamView` (the
     completed image, its depth: the render's where kept, the aligned estimate where repainted;
-    mask: the lifted pixels) and the view's stats.
+    mask: the lifted pixels; ``loss_mask``: with ``repaint_only`` the repainted pixels, else
+    None) or None when nothing needs repainting, and the view's stats.
     """
     from alignment import stretched_pixels
     from dreamer.backends import inpaint_weight
@@ -118,9 +119,8 @@ def dream_dolly_view(points: PointCloud, lod: LevelsOfDetail, camera: Camera, *,
     repaint = hole | (dilate(edges, edge_px) if edge_px > 0 else edges)
     stats.repainted_fraction = float(repaint.float().mean())
     stats.hole_fraction = float(hole.float().mean())
-    if not repaint.any():
-        empty = torch.zeros_like(hole)
-        return points, lod, DreamView(cam, render.image, rendered_depth, empty, prompt, vars(stats).copy()), stats
+    if not repaint.any():  # the cloud shows this camera whole: nothing to learn from it
+        return points, lod, None, stats
 
     completed = inpainter.inpaint(render.image, repaint, prompt, camera=cam, generator=generator)
     weight = inpaint_weight(inpainter, repaint).to(render.image.device)
@@ -140,7 +140,10 @@ def dream_dolly_view(points: PointCloud, lod: LevelsOfDetail, camera: Camera, *,
     stats.new_points = len(new)
     new_lod = LevelsOfDetail(torch.full((len(new),), level, dtype=torch.long, device=points.device),
                              new.radius.clone(), torch.zeros_like(new.radius))
-    view = DreamView(cam, completed, depth, lift_mask, prompt, vars(stats).copy())
+    # The splats learn from the repainted pixels only: the rest re-renders the cloud, which the
+    # level images teach better (the splats would copy the points' blocky footprints).
+    view = DreamView(cam, completed, depth, lift_mask, prompt, vars(stats).copy(),
+                     loss_mask=repaint if repaint_only else None)
     return points.cat(new), lod.cat(new_lod), view, stats
 
 
@@ -150,8 +153,9 @@ def dream_dolly_views(points: PointCloud, lod: LevelsOfDetail, cameras: Sequence
                       ) -> tuple[PointCloud, LevelsOfDetail, list[DreamView], list[DollyViewStats]]:
     """:func:`dream_dolly_view` for each of ``cameras`` (one per level of ``levels``, e.g. from
     :func:`dolly_level_cameras`), coarsest first, each on top of the previous ones; the
-    inpainting generator of the ``k``-th view is seeded with ``seed + k``. Returns the cloud, its
-    levels of detail, the views and their stats."""
+    inpainting generator of the ``k``-th camera is seeded with ``seed + k``. Returns the cloud,
+    its levels of detail, the views (only the cameras where something was repainted; their
+    stats say which level each belongs to) and the stats of every camera."""
     if len(cameras) != len(levels):
         raise ValueError(f"got {len(cameras)} dolly cameras for {len(levels)} levels")
     if prompts is not None and len(prompts) != len(levels):
@@ -163,7 +167,8 @@ def dream_dolly_views(points: PointCloud, lod: LevelsOfDetail, cameras: Sequence
                                                     depth_estimator=depth_estimator, dream_config=dream_config,
                                                     edge_px=edge_px, prompt=prompts[k] if prompts else "",
                                                     generator=g)
-        views.append(view)
+        if view is not None:
+            views.append(view)
         all_stats.append(stats)
         log.info("dolly view of level %d: %.1f %% repainted, +%d points", level, 100 * stats.repainted_fraction,
                  stats.new_points)

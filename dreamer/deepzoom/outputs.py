@@ -20,8 +20,8 @@ def write_zoom_outputs(zoomed: DeepZoomResult, config: DeepZoomConfig, out: str 
     ``photo.png`` (the scene's render at level 0), ``points.ply`` (the multi-resolution cloud,
     the finest level of each region), ``cameras.json`` (the level cameras), ``zoom_2d.mp4`` (the
     2D zoom through the stack), ``fly_in_points.mp4`` (the dolly rendered from the points, each
-    frame from the level of detail that matches it, with no gaps) and ``zoom.json`` (stats, plus
-    ``extra``). Returns what was written to ``zoom.json``."""
+    frame from the level of detail that matches it, with no gaps) and ``zoom.json`` (stats of the
+    levels and of the dolly views, plus ``extra``). Returns what was written to ``zoom.json``."""
     from dreamer.io import save_image, write_json
     from dreamer.pipeline.exports import write_cameras_json
 
@@ -53,6 +53,7 @@ def write_zoom_outputs(zoomed: DeepZoomResult, config: DeepZoomConfig, out: str 
         "fly_in_frames": len(fly),
         "seconds": zoomed.seconds,
         "levels": [asdict(s) for s in zoomed.stats],
+        "dolly_views": [asdict(s) for s in zoomed.dolly_stats],
         "config": config.to_dict(),
         **(extra or {}),
     }

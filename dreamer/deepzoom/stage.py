@@ -31,7 +31,7 @@ class DeepZoomResult:
     :attr:`frame`. ``prompts``: one per level. ``stats``: per lifted level. ``view_index``: the
     zoomed view. ``p``: the zoom factor per level. ``dolly_levels``: the levels that got a dolly
     view (:mod:`dreamer.deepzoom.dolly`; the last ``len(dolly_levels)`` views of ``result``) and
-    ``dolly_stats`` their stats.
+    ``dolly_stats`` the stats of every level's dolly camera.
     """
 
     result: DreamResult
@@ -86,10 +86,10 @@ def zoom_scene(result: DreamResult, config: DeepZoomConfig, *, depth_estimator, 
 
     Level images come from ``world`` (synthetic oracle) when given, else from ``pipeline``
     (see :func:`level_images`; the scene's render at level 0 guides level 0 where it has points).
-    With ``inpainter`` (the scene's) levels ``1..config.zoom_dolly_views`` also get a dolly view
-    (:mod:`dreamer.deepzoom.dolly`): the fly-in camera of the same magnification, dreamed on
-    the zoomed cloud. The dream loop's geometry settings (``result.config``) are used for
-    rendering and alignment.
+    With ``inpainter`` (the scene's) and ``config.zoom_dolly_views`` every level ``i >= 1`` also
+    gets a dolly view (:mod:`dreamer.deepzoom.dolly`): the fly-in camera of the same
+    magnification, dreamed on the zoomed cloud (only where it repaints something). The dream
+    loop's geometry settings (``result.config``) are used for rendering and alignment.
     """
     from dreamer.scene.loop import DreamConfig
 
@@ -134,7 +134,7 @@ def zoom_scene(result: DreamResult, config: DeepZoomConfig, *, depth_estimator, 
                                                  view=(view.camera, view.depth), prompts=prompts,
                                                  on_progress=on_progress)
     times["lift"] = time.perf_counter() - t
-    dolly_levels = list(range(1, min(config.zoom_dolly_views, config.zoom_levels - 1) + 1)) if inpainter else []
+    dolly_levels = list(range(1, config.zoom_levels)) if inpainter is not None and config.zoom_dolly_views else []
     dolly_stats: list = []
     if dolly_levels:
         from dreamer.deepzoom.dolly import dolly_level_cameras, dream_dolly_views
@@ -146,6 +146,7 @@ def zoom_scene(result: DreamResult, config: DeepZoomConfig, *, depth_estimator, 
             dream_config=dcfg, edge_px=config.zoom_dolly_edge_px, prompts=[prompts[i] for i in dolly_levels],
             seed=config.zoom_seed, on_progress=on_progress)
         views = views + dolly
+        dolly_levels = [st.level for st in dolly_stats if st.repainted_fraction > 0]
         times["dolly"] = time.perf_counter() - t
     zoomed = DreamResult(points, list(result.views) + views, result.config)
     return DeepZoomResult(zoomed, lod, cams, images, photo, masks.known, point, prompts, stats, k, config.zoom_p,

@@ -18,7 +18,9 @@ class DreamView:
     """One dreamed view: its camera, the completed ``image`` [H,W,3], the aligned z-``depth``
     [H,W] the loop used, ``mask`` [H,W] (True where the view added new points), its prompt,
     alignment statistics, and the depth model's raw ``estimate`` [H,W] of the whole view
-    (None when the view needed none); the joint refinement re-aligns views from it."""
+    (None when the view needed none); the joint refinement re-aligns views from it.
+    ``loss_mask`` [H,W] (bool): the pixels splats should be trained on (None: every pixel; a
+    view whose other pixels only re-render the cloud teaches nothing new there)."""
 
     camera: Camera
     image: Tensor
@@ -27,6 +29,7 @@ class DreamView:
     prompt: str = ""
     stats: dict = field(default_factory=dict)
     estimate: Tensor | None = None
+    loss_mask: Tensor | None = None
 
 
 @dataclass

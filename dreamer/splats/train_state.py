@@ -66,6 +66,8 @@ def _fingerprint(result: DreamResult, config: SplatConfig, init: Gaussians | Non
         for t in (v.camera.K, v.camera.c2w, v.image, v.depth):
             add(t)
         h.update(f"{v.camera.width}x{v.camera.height}".encode())
+        if getattr(v, "loss_mask", None) is not None:
+            add(v.loss_mask.float())
     if path_cameras:
         h.update(b"path")
         for cam in path_cameras:

@@ -83,9 +83,9 @@ def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(
                          device: torch.device | str | None = None,
                          on_progress: ProgressFn | None = None,
                          path_cameras: list[Camera] | None = None) -> list[TrainingView]:
-    """The dreamed views (all pixels valid) and, per dreamed view (with ``config.extra_views``),
-    the extra views of ``config.extra_yaws`` / ``extra_pitches`` re-rendered from ``result.points`` with their
-    coverage as mask (None with ``config.masked`` false). Extra views that no point covers are
+    """The dreamed views (all pixels valid, or those of a view's ``loss_mask``) and, per dreamed
+    view (with ``config.extra_views``), the extra views of ``config.extra_yaws`` /
+    ``extra_pitches`` re-rendered from ``result.points`` with their coverage as mask (None with ``config.masked`` false). Extra views that no point covers are
     left out. Then the path views: ``config.path_views`` of ``path_cameras`` (spread evenly),
     each the cloud's render with pinholes up to ``config.path_close_px`` closed
     (:func:`dreamer.render.clean_coverage`), masked to that closed coverage. Images and masks
@@ -104,7 +104,9 @@ def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(
     for i, v in enumerate(result.views):
         cam = v.camera.to(device)
         depth = v.depth.to(device=device, dtype=torch.float32) if isinstance(v.depth, Tensor) else None
-        views.append(TrainingView(cam, v.image.to(device=device, dtype=torch.float32).clamp(0, 1), None, i,
+        loss_mask = getattr(v, "loss_mask", None)
+        loss_mask = None if loss_mask is None else loss_mask.to(device=device, dtype=torch.bool)
+        views.append(TrainingView(cam, v.image.to(device=device, dtype=torch.float32).clamp(0, 1), loss_mask, i,
                                   depth=depth))
         if n_extra:
             try:
