@@ -85,10 +85,11 @@ def build_training_views(result: DreamResult, config: SplatConfig = SplatConfig(
                          path_cameras: list[Camera] | None = None) -> list[TrainingView]:
     """The dreamed views (all pixels valid, or those of a view's ``loss_mask``) and, per dreamed
     view (with ``config.extra_views``), the extra views of ``config.extra_yaws`` /
-    ``extra_pitches`` re-rendered from ``result.points`` with their coverage as mask (None with ``config.masked`` false). Extra views that no point covers are
-    left out. Then the path views: ``config.path_views`` of ``path_cameras`` (spread evenly),
-    each the cloud's render with pinholes up to ``config.path_close_px`` closed
-    (:func:`dreamer.render.clean_coverage`), masked to that closed coverage. Images and masks
+    ``extra_pitches`` re-rendered from ``result.points`` with their coverage as mask (None with
+    ``config.masked`` false). Extra views that no point covers are left out. Then the path views:
+    ``config.path_views`` of ``path_cameras`` (spread evenly), each the cloud's render with
+    pinholes up to ``config.path_close_px`` closed (:func:`dreamer.render.clean_coverage`),
+    masked to that closed coverage. Images and masks
     are put on ``device`` (default: the points' device)."""
     from dreamer.render import render_points
     from dreamer.trajectories import center_depth_from, orbit_camera
