@@ -26,18 +26,23 @@ means' learning rate scaled to each level's Gaussian size, antialiased (gsplat's
 mode and Mip-Splatting's 3D filter) by default. :func:`fly_in_cameras` makes a dolly from the
 view towards the zoom point (a real translation: parallax, not a crop) that ends where the zoom
 point is as magnified as in the deepest level; :func:`fly_in_metrics` compares a rendered
-fly-in with the truth at every frame. :func:`zoom_scene` runs the zoom on a
+fly-in with the truth at every frame. The levels are pure zooms but the fly-in is a dolly: with
+the scene's inpainter each level also gets a dolly view (:func:`dream_dolly_views`: the fly-in
+camera of the level's magnification, its holes and depth edges repainted), whose repainted
+pixels the splats learn from. :func:`zoom_scene` runs the zoom on a
 :class:`~dreamer.scene.DreamResult`; the pipeline's zoom stage (``--zoom-levels``) calls it
 and writes the outputs (:func:`write_zoom_outputs`, :func:`write_zoom_splat_outputs`).
 
 Modules: ``config`` (settings), ``levels`` (level cameras, prompts, the zoom point, the local
-frame), ``sampling`` (level images), ``lifting`` (levels into the cloud), ``stage`` (the whole
-zoom), ``training`` (splats), ``flyin`` (the dolly and its videos), ``metrics``, ``outputs``.
+frame), ``sampling`` (level images), ``lifting`` (levels into the cloud), ``dolly`` (training views
+on the fly-in path), ``stage`` (the whole zoom), ``training`` (splats), ``flyin`` (the dolly
+and its videos), ``metrics``, ``outputs``.
 """
 
 from dreamer.deepzoom.config import DEFAULT_SUFFIXES, DeepZoomConfig
-from dreamer.deepzoom.flyin import (NearPlane, SplatsOverPoints, fill_gaps, fly_in_cameras, fly_in_near_plane,
-                                    fly_in_zooms, render_fly_in_points, render_points_video)
+from dreamer.deepzoom.dolly import DollyViewStats, dolly_level_cameras, dream_dolly_view, dream_dolly_views
+from dreamer.deepzoom.flyin import (NearPlane, SplatsOverPoints, dolly_cameras, fill_gaps, fly_in_cameras,
+                                    fly_in_near_plane, fly_in_zooms, render_fly_in_points, render_points_video)
 from dreamer.deepzoom.levels import LocalFrame, level_cameras, level_prompts, zoom_point
 from dreamer.deepzoom.lifting import ZoomLevelStats, lift_zoom_level, lift_zoom_levels, lod_visible, render_lod_points
 from dreamer.deepzoom.metrics import FlyInMetrics, fly_in_metrics, psnr, ssim, zoom_metrics
@@ -61,6 +66,11 @@ __all__ = [
     "render_lod_points",
     "zoom_scene",
     "fly_in_cameras",
+    "dolly_cameras",
+    "dolly_level_cameras",
+    "dream_dolly_view",
+    "dream_dolly_views",
+    "DollyViewStats",
     "fly_in_zooms",
     "render_fly_in_points",
     "fill_gaps",
