@@ -317,8 +317,7 @@ def _fit_global(name, log_e, ell, gx, gy, mask) -> _Model | None:
     if len(idx) < _MIN_FIT:
         return None
     model = _make(name)
-    flat = (lambda t: t.reshape(-1)[idx])
-    if not model.fit(flat(log_e), flat(ell), flat(gx), flat(gy)):
+    if not model.fit(*(t.reshape(-1)[idx] for t in (log_e, ell, gx, gy))):
         return None
     return model
 

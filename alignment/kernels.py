@@ -34,13 +34,18 @@ def _on_cpu(x: Tensor) -> bool:
     return CPU_KERNELS and x.device.type == "cpu"
 
 
-def median(x: Tensor) -> float:
-    """The true median of the values of ``x`` (any shape, at least one value) as a float."""
+def median(x: Tensor, *, overwrite: bool = False) -> float:
+    """The true median of the values of ``x`` (any shape, at least one value) as a float.
+    ``overwrite``: ``x`` is a temporary that may be reordered in place (saves a copy on the CPU)."""
     n = x.numel()
     if _on_cpu(x):
         a = x.detach().reshape(-1).numpy()
         hi = n // 2
-        part = np.partition(a, hi)
+        if overwrite:
+            a.partition(hi)
+            part = a
+        else:
+            part = np.partition(a, hi)
         upper = float(part[hi])
         return upper if n % 2 else 0.5 * (float(part[:hi].max()) + upper)
     flat = x.detach().reshape(-1)

@@ -106,14 +106,14 @@ def _robust_sigma(res: np.ndarray, floor: float) -> float:
 
 def _tukey_t(res: Tensor, sigma: float, c: float) -> Tensor:
     """:func:`_tukey` on a tensor (same device)."""
-    u = res / (c * sigma)
-    w = (1.0 - u * u).square()
-    return torch.where(u.abs() < 1.0, w, torch.zeros_like(w))  # NaN gets 0 too
+    u = res * (1.0 / (c * sigma))
+    w = torch.rsub(u.square_(), 1.0).clamp_min_(0.0).square_()  # 0 beyond |u| = 1
+    return w.nan_to_num_(nan=0.0)
 
 
 def _robust_sigma_t(res: Tensor, floor: float) -> float:
     """:func:`_robust_sigma` of a tensor."""
-    return max(_MAD_TO_SIGMA * median(res.abs()), floor)
+    return max(_MAD_TO_SIGMA * median(res.abs(), overwrite=True), floor)
 
 
 def _fit_log_scale(e: Tensor, r: Tensor, iterations: int, tukey_c: float, sigma_floor: float) -> tuple[float, Tensor]:
@@ -128,7 +128,8 @@ def _fit_log_scale(e: Tensor, r: Tensor, iterations: int, tukey_c: float, sigma_
     rho = torch.log(r) - torch.log(e)
     log_s = median(rho)
     for _ in range(iterations):
-        w = _tukey_t(rho - log_s, _robust_sigma_t(rho - log_s, sigma_floor), tukey_c)
+        res = rho - log_s
+        w = _tukey_t(res, _robust_sigma_t(res, sigma_floor), tukey_c)
         new = float(torch.dot(w, rho) / w.sum())
         done = abs(new - log_s) <= 1e-15
         log_s = new
