@@ -41,7 +41,7 @@ from torch import Tensor
 
 from alignment.kernels import distance_to, median
 from alignment.scale import ScaleFit, _robust_sigma_t, _tukey_t, fit_scale
-from alignment.seam import _seam_jump, check_alignment_inputs, edge_links, seam_correction
+from alignment.seam import _seam_corrections, _seam_jump, check_alignment_inputs, edge_links
 
 __all__ = ["GLOBAL_MODELS", "SEAM_REACHES", "AdaptiveAlignment", "GlobalCorrection", "align_adaptive"]
 
@@ -359,7 +359,7 @@ def _bands(known: Tensor, hole: Tensor, folds: int) -> list[tuple[Tensor, Tensor
 
 def _seam_field(rho: Tensor, anchors: Tensor, hole: Tensor, reach: float | None,
                 links: tuple[Tensor, Tensor] | None) -> Tensor:
-    return seam_correction(torch.where(anchors, rho, torch.zeros_like(rho)), anchors, hole, decay=reach, links=links)
+    return _seam_corrections(torch.where(anchors, rho, 0.0), anchors, hole, [(reach, links)])[0]
 
 
 # ----------------------------------------------------------------------------- the alignment
@@ -488,12 +488,14 @@ def align_adaptive(
                 rho = rho - median(rho[fit_part])
             coarse_links = edge_links(torch.exp(log_e)[sl])
             seam_scores = {}
-            for r in seam_reaches:
-                for cut in edge_modes:
-                    s = _seam_field(rho[sl], fit_part[sl], rest[sl], None if r is None else r * side / step,
-                                    coarse_links if cut else None)
-                    seam_scores[(r, cut)] = _score(rho[sl] - s, band[sl] & anchors[sl])
-                    scores[f"seam {r}{' edges' if cut else ''}"] = seam_scores[(r, cut)]
+            combos = [(r, cut) for r in seam_reaches for cut in edge_modes]
+            anchors_sl, rho_sl = fit_part[sl], rho[sl]
+            fields = _seam_corrections(torch.where(anchors_sl, rho_sl, 0.0), anchors_sl, rest[sl],
+                                       [(None if r is None else r * side / step, coarse_links if cut else None)
+                                        for r, cut in combos])
+            for (r, cut), s in zip(combos, fields):
+                seam_scores[(r, cut)] = _score(rho_sl - s, band[sl] & anchors[sl])
+                scores[f"seam {r}{' edges' if cut else ''}"] = seam_scores[(r, cut)]
             reach, cut_edges = min(seam_scores, key=seam_scores.get)
 
     model = _fit_global(chosen, log_e, ell, gx, gy, anchors)

@@ -22,10 +22,13 @@ hole as a smooth correction field ``c`` and returns ``scaled_estimate * exp(c)``
   correction fades to 0 (trusting the scaled estimate) about L pixels away from the seam.
 * Hole components that touch no known pixel get ``c = 0``.
 
-Speed: the unknowns are the hole pixels. Small systems are factorised directly (SuperLU);
-large ones (a 50% hole at 512x512 is ~130k unknowns, where SuperLU takes ~0.5 s on one core)
-are solved by conjugate gradients preconditioned with an aggregation multigrid V-cycle (2x2
-pixel aggregates, Galerkin coarse operators, over-corrected, float32 inside), ~13 iterations.
+Speed and devices: everything runs in torch on the inputs' device. The unknowns are the hole
+pixels. On the CPU, systems up to :data:`alignment.kernels.SPARSE_DIRECT_MAX` unknowns are
+factorised directly (SuperLU, :func:`alignment.kernels.sparse_direct_solve`); larger ones, and
+every system on other devices (a GPU), are solved by conjugate gradients in torch preconditioned
+with an aggregation multigrid V-cycle (2x2 pixel aggregates, Galerkin coarse operators,
+over-corrected, float32 inside, the coarsest level a dense Cholesky factor), ~13 iterations; a
+system small enough to be that coarsest level is factorised densely at once.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alignment.kernels import regions_touching
+from alignment.kernels import regions_touching, sparse_direct_solve
 from dreamer.checks import check_map, check_mask, check_positive
 from alignment.scale import ScaleFit, fit_scale
 from alignment.trend import fit_log_trend
@@ -187,6 +190,9 @@ def _solve_spd(A: _SparseSPD, b: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
     """Solve the SPD grid system A x = b: direct when small, multigrid-preconditioned CG when large."""
     if not bool(b.any()):
         return torch.zeros_like(b)
+    direct = sparse_direct_solve(A.rows, A.cols, A.vals, A.diag, b)
+    if direct is not None:
+        return direct
     if A.n <= _COARSEST_MAX:
         return _DenseSolver(A.dense())(b)
     M = _Multigrid(A, ys, xs)
@@ -269,56 +275,76 @@ def seam_correction(
             f"log_ratio_known has {int((~torch.isfinite(lr_known)).sum())} non-finite values on known pixels"
         )
 
+    return _seam_corrections(log_ratio_known, known, hole, [(decay, links)], ring_radius)[0]
+
+
+def _seam_corrections(log_ratio_known: Tensor, known: Tensor, hole: Tensor,
+                      variants: list[tuple[float | None, tuple[Tensor, Tensor] | None]],
+                      ring_radius: int = 2) -> list[Tensor]:
+    """:func:`seam_correction` (without its input checks) for each (decay, links) of
+    ``variants``: the ring, its values and the unknowns are found once for all of them."""
+    H, W = log_ratio_known.shape
     device = log_ratio_known.device
     k = known.to(device)
     h = hole.to(device)
     lr = torch.where(k, log_ratio_known.detach().double(), 0.0)
     out = lr.clone()  # raw log-ratio on known pixels, 0 elsewhere
+    dtype = log_ratio_known.dtype
 
     ring = k & _adjacent4(h)
-    if bool(ring.any()):
-        g = torch.zeros((H, W), dtype=torch.float64, device=device)
-        g[ring] = _ring_median(lr, ring, ring_radius)
-        out[ring] = g[ring]
+    if not bool(ring.any()):
+        return [out.to(dtype) for _ in variants]
+    g = torch.zeros((H, W), dtype=torch.float64, device=device)
+    g[ring] = _ring_median(lr, ring, ring_radius)
+    out[ring] = g[ring]
 
-        # Unknowns: hole pixels in components (4-connected) that touch the ring.
-        unknown = regions_touching(h, _adjacent4(ring) & h)
-        uy, ux = torch.nonzero(unknown, as_tuple=True)
-        n = len(uy)
-        if n > 0:
-            index = torch.full((H, W), -1, dtype=torch.long, device=device)
-            index[uy, ux] = torch.arange(n, device=device)
-            screen = 0.0 if decay is None else 1.0 / float(decay) ** 2
-            if links is not None:  # a region cut off by edges must still have a solution (0)
-                screen = max(screen, (0.1 / max(H, W)) ** 2)
-            diag = torch.full((n,), screen, dtype=torch.float64, device=device)
-            rhs = torch.zeros(n, dtype=torch.float64, device=device)
-            rows, cols, vals = [], [], []
-            if links is not None:
-                lx = links[0].detach().to(device, torch.float64)
-                ly = links[1].detach().to(device, torch.float64)
-            for dy, dx in _OFFSETS_4:
-                ny, nx = uy + dy, ux + dx
-                inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-                i = torch.nonzero(inside).squeeze(1)
-                ny, nx = ny[i], nx[i]
-                j = index[ny, nx]
-                coupled = j >= 0
-                dirichlet = ring[ny, nx]
-                if links is None:
-                    wgt = torch.ones(len(i), dtype=torch.float64, device=device)
-                else:  # the link between (y, x) and (y + dy, x + dx) is stored at the smaller one
-                    y0, x0 = torch.minimum(uy[i], ny), torch.minimum(ux[i], nx)
-                    wgt = lx[y0, x0] if dy == 0 else ly[y0, x0]
-                use = coupled | dirichlet  # anything else is a free (Neumann) side
-                diag.index_add_(0, i[use], wgt[use])
-                rhs.index_add_(0, i[dirichlet], wgt[dirichlet] * g[ny[dirichlet], nx[dirichlet]])
-                rows.append(i[coupled])
-                cols.append(j[coupled])
-                vals.append(-wgt[coupled])
-            A = _SparseSPD(torch.cat(rows), torch.cat(cols), torch.cat(vals), diag)
-            out[uy, ux] = _solve_spd(A, rhs, uy, ux)
-    return out.to(dtype=log_ratio_known.dtype)
+    # Unknowns: hole pixels in components (4-connected) that touch the ring.
+    unknown = regions_touching(h, _adjacent4(ring) & h)
+    uy, ux = torch.nonzero(unknown, as_tuple=True)
+    n = len(uy)
+    if n == 0:
+        return [out.to(dtype) for _ in variants]
+    index = torch.full((H, W), -1, dtype=torch.long, device=device)
+    index[uy, ux] = torch.arange(n, device=device)
+    sides = []  # per neighbour direction: the unknowns that have one, and how it couples
+    for dy, dx in _OFFSETS_4:
+        ny, nx = uy + dy, ux + dx
+        inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
+        i = torch.nonzero(inside).squeeze(1)
+        ny, nx = ny[i], nx[i]
+        j = index[ny, nx]
+        coupled = j >= 0
+        dirichlet = ring[ny, nx]
+        use = coupled | dirichlet  # anything else is a free (Neumann) side
+        # the link between (y, x) and (y + dy, x + dx) is stored at the smaller one
+        y0, x0 = torch.minimum(uy[i], ny), torch.minimum(ux[i], nx)
+        sides.append((dy, i, j, coupled, dirichlet, use, g[ny[dirichlet], nx[dirichlet]], y0, x0))
+
+    results = []
+    for decay, links in variants:
+        screen = 0.0 if decay is None else 1.0 / float(decay) ** 2
+        if links is not None:  # a region cut off by edges must still have a solution (0)
+            screen = max(screen, (0.1 / max(H, W)) ** 2)
+            lx = links[0].detach().to(device, torch.float64)
+            ly = links[1].detach().to(device, torch.float64)
+        diag = torch.full((n,), screen, dtype=torch.float64, device=device)
+        rhs = torch.zeros(n, dtype=torch.float64, device=device)
+        rows, cols, vals = [], [], []
+        for dy, i, j, coupled, dirichlet, use, seam_values, y0, x0 in sides:
+            if links is None:
+                wgt = torch.ones(len(i), dtype=torch.float64, device=device)
+            else:
+                wgt = lx[y0, x0] if dy == 0 else ly[y0, x0]
+            diag.index_add_(0, i[use], wgt[use])
+            rhs.index_add_(0, i[dirichlet], wgt[dirichlet] * seam_values)
+            rows.append(i[coupled])
+            cols.append(j[coupled])
+            vals.append(-wgt[coupled])
+        A = _SparseSPD(torch.cat(rows), torch.cat(cols), torch.cat(vals), diag)
+        field = out.clone()
+        field[uy, ux] = _solve_spd(A, rhs, uy, ux)
+        results.append(field.to(dtype))
+    return results
 
 
 def edge_links(depth: Tensor, *, noise: float | None = None, floor: float = 0.02) -> tuple[Tensor, Tensor]:
