@@ -177,6 +177,13 @@ CASES = [
      ["config_deep.json", "nested too deeply"]),
     ("config-unknown-setting", "dreamer", ["--config", "{d}/config_unknown.json", "--out", "{o}"], 2,
      ["config_unknown.json", "widht"]),
+    # Geometry and estimator settings out of range: refused before the run, not by the view that uses them.
+    ("grow-px-negative", "dreamer", ["--grow-px", "-1", "--out", "{o}"], 2, ["grow_px", ">= 0", "-1"]),
+    ("denoise-radius-huge", "dreamer", ["--denoise-radius", "100000", "--out", "{o}"], 2, ["denoise_radius", "16"]),
+    ("splat-scale-zero", "dreamer", ["--splat-scale", "0", "--out", "{o}"], 2, ["splat_scale", "> 0"]),
+    ("merge-cell-factor-zero", "dreamer", ["--merge-cell-factor", "0", "--out", "{o}"], 2, ["merge_cell_factor"]),
+    ("min-overlap-negative", "dreamer", ["--min-overlap-pixels", "-5", "--out", "{o}"], 2, ["min_overlap_pixels"]),
+    ("estimator-noise-5", "dreamer", ["--noise", "5", "--out", "{o}"], 2, ["noise", "[0, 0.5)", "5.0"]),
     ("seed-negative", "dreamer", ["--seed", "-1", "--out", "{o}"], 2, ["seed", ">= 0", "-1"]),
     ("seed-too-large", "dreamer", ["--seed", str(2**40), "--out", "{o}"], 2, ["seed", "4294967295"]),
     ("zoom-seed-too-large", "zoom", ["--prompts", "a", "--seed", str(2**70), "--out", "{o}"], 2,
