@@ -141,3 +141,39 @@ def test_the_alignment_runs_in_torch_alone_on_the_inputs_device(monkeypatch):
     assert (out.model, out.seam_reach, out.seam_edges) == (default.model, default.seam_reach, default.seam_edges)
     assert float((out.depth.double() / default.depth.double() - 1).abs().max()) < 1e-6
     assert math.isfinite(plain.seam_jump_after)
+
+
+def test_one_view_of_the_loop_runs_without_numpy(monkeypatch):
+    """dream_view (render, coverage clean-up, alignment, lifting, merge) with the models' outputs
+    fixed and every tensor -> numpy conversion refused: the same view as on the default path."""
+    from dreamer.backends.synthetic import WorldDepthEstimator
+    from dreamer.cameras import DEFAULT_FOCAL_512, Camera, rotation_y
+    from dreamer.render import lift
+    from dreamer.scene.loop import dream_view
+    from dreamer.worlds import ProceduralWorld
+
+    world, size = ProceduralWorld(), 64
+    first = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
+    r0 = world.render(first)
+    points = lift(r0.image, r0.depth, first)
+    c2w = first.c2w.clone()
+    c2w[:3, :3] = rotation_y(15.0)
+    cam = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size, c2w)
+    truth = world.render(cam)
+    estimate = WorldDepthEstimator(world, seed=1).estimate(truth.image, camera=cam)
+
+    class Fixed:
+        def inpaint(self, image, mask, prompt, *, camera, generator=None):
+            return truth.image
+
+        def estimate(self, image, *, camera):
+            return estimate
+
+    run = lambda: dream_view(points, cam, "", inpainter=Fixed(), depth_estimator=Fixed(),  # noqa: E731
+                             config=DreamConfig())
+    default_cloud, default_view = run()
+    _torch_only(monkeypatch)
+    cloud, view = run()
+    assert view.stats["align_model"] == default_view.stats["align_model"]
+    assert torch.equal(view.mask, default_view.mask) and len(cloud) == len(default_cloud) > len(points)
+    assert float((view.depth.double() / default_view.depth.double() - 1).abs().max()) < 1e-6
