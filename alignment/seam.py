@@ -22,7 +22,8 @@ hole as a smooth correction field ``c`` and returns ``scaled_estimate * exp(c)``
   correction fades to 0 (trusting the scaled estimate) about L pixels away from the seam.
 * Hole components that touch no known pixel get ``c = 0``.
 
-Speed: the unknowns are the hole pixels. Small systems are factorised directly (SuperLU);
+Speed: the unknowns are the hole pixels. Small systems are factorised directly (a band Cholesky
+factorisation when the hole's bounding box is narrow along one side, else SuperLU);
 large ones (a 50% hole at 512x512 is ~130k unknowns, where SuperLU takes ~0.5 s on one core)
 are solved by conjugate gradients preconditioned with an aggregation multigrid V-cycle (2x2
 pixel aggregates, Galerkin coarse operators, over-corrected, float32 inside), ~13 iterations.
@@ -35,6 +36,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg as la
 import scipy.ndimage as ndi
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
@@ -51,6 +53,12 @@ logger = logging.getLogger(__name__)
 
 # Systems up to this many unknowns are factorised directly; larger ones use multigrid-CG.
 _DIRECT_MAX = 20_000
+# A direct system whose unknowns, numbered row by row along the shorter side of their bounding
+# box, give a band Cholesky factorisation of at most this much work (unknowns x bandwidth^2) is
+# solved as a band matrix (LAPACK): on one core 2-3x faster than SuperLU for the strips and
+# half-images the dream loop fills; beyond it (a square hole of 130^2 and more) SuperLU's fill-
+# reducing ordering wins.
+_BANDED_MAX_WORK = 1e8
 # Multigrid coarsens until a level has at most this many unknowns, then factorises it.
 _COARSEST_MAX = 1_500
 # Relative residual of the conjugate-gradient solve (measured field error ~2e-7 in log units,
@@ -155,11 +163,41 @@ class _Multigrid:
         return x
 
 
+def _solve_banded(A: sp.csr_matrix, b: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray | None:
+    """Solve the SPD grid system A x = b (unknown i at pixel (ys[i], xs[i]), 4-neighbour
+    couplings) as a band matrix: the unknowns numbered row by row along the shorter side of their
+    bounding box keep every coupling within that side's length of the diagonal. None when that
+    factorisation would cost more than :data:`_BANDED_MAX_WORK`."""
+    h, w = int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1
+    key = (ys - ys.min()) * w + (xs - xs.min()) if w <= h else (xs - xs.min()) * h + (ys - ys.min())
+    order = np.argsort(key, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    C = A.tocoo()
+    r, c = rank[C.row], rank[C.col]
+    upper = r <= c
+    band = int((c[upper] - r[upper]).max()) if upper.any() else 0
+    if len(b) * float(band) ** 2 > _BANDED_MAX_WORK:
+        return None
+    ab = np.zeros((band + 1, len(b)))  # LAPACK upper band storage: ab[band + i - j, j] = A[i, j]
+    ab[band + r[upper] - c[upper], c[upper]] = C.data[upper]  # A is canonical: no duplicate entries
+    try:
+        x = la.solveh_banded(ab, b[order], check_finite=False)
+    except la.LinAlgError:  # not positive definite after all: let the general solver decide
+        return None
+    out = np.empty_like(x)
+    out[order] = x
+    return out
+
+
 def _solve_spd(A: sp.csr_matrix, b: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Solve the SPD grid system A x = b: direct when small, multigrid-preconditioned CG when large."""
     if not np.any(b):
         return np.zeros_like(b)
     if A.shape[0] <= _DIRECT_MAX:
+        banded = _solve_banded(A, b, ys, xs)
+        if banded is not None:
+            return banded
         return sla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A").solve(b)
     mg = _Multigrid(A, ys, xs)
     M = sla.LinearOperator(A.shape, matvec=mg, dtype=np.float64)

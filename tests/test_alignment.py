@@ -302,6 +302,34 @@ def test_multigrid_solve_matches_direct_solve(monkeypatch):
         assert float((fast - direct).abs().max()) < 1e-6
 
 
+def test_band_solve_matches_superlu(monkeypatch):
+    # A strip revealed at the side and a hole in the middle: narrow bounding boxes, the band path.
+    h, w = 96, 80
+    yy, xx = _coords(h, w)
+    hole = (xx > 50) | _disk(h, w, 40, 20, 8)
+    known = ~hole
+    log_ratio = 0.1 * torch.sin(xx / 7.0) + 0.05 * torch.cos(yy / 5.0)
+    depth = torch.exp(0.3 * (xx > 30).double() + 0.01 * yy)  # one depth edge: links below 1
+    links = seam_module.edge_links(depth)
+    solved = []
+    real = seam_module._solve_banded
+
+    def spy(*args):
+        x = real(*args)
+        solved.append(x is not None)
+        return x
+
+    monkeypatch.setattr(seam_module, "_solve_banded", spy)
+    for decay, lk in ((None, None), (4.8, None), (4.8, links)):
+        band = seam_correction(log_ratio, known, hole, decay=decay, links=lk)
+        monkeypatch.setattr(seam_module, "_BANDED_MAX_WORK", 0.0)  # SuperLU
+        lu = seam_correction(log_ratio, known, hole, decay=decay, links=lk)
+        monkeypatch.setattr(seam_module, "_BANDED_MAX_WORK", 1e8)
+        assert float((band - lu).abs().max()) < 1e-12
+        assert float(band[hole].abs().max()) > 0.01  # a real correction, not zeros on both paths
+    assert solved == [True, False] * 3  # each pair: the band path, then SuperLU
+
+
 def test_seam_validation():
     ref = _scene()
     hole = _disk(*ref.shape, 40, 60, 20)
