@@ -41,6 +41,7 @@ import scipy.ndimage as ndi
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 import torch
+from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 from dreamer.checks import check_map, check_mask, check_positive
@@ -68,6 +69,10 @@ _CG_RTOL = 1e-6
 _ALPHA = 1.8
 
 _OFFSETS_4 = ((0, 1), (0, -1), (1, 0), (-1, 0))
+
+# The BLAS libraries loaded, found once (a band factorisation of a few thousand unknowns runs on
+# one thread: threads cost more than they share, and on a busy machine far more).
+_blas: list[ThreadpoolController] = []
 
 
 def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -181,8 +186,11 @@ def _solve_banded(A: sp.csr_matrix, b: np.ndarray, ys: np.ndarray, xs: np.ndarra
         return None
     ab = np.zeros((band + 1, len(b)))  # LAPACK upper band storage: ab[band + i - j, j] = A[i, j]
     ab[band + r[upper] - c[upper], c[upper]] = C.data[upper]  # A is canonical: no duplicate entries
+    if not _blas:
+        _blas.append(ThreadpoolController())
     try:
-        x = la.solveh_banded(ab, b[order], check_finite=False)
+        with _blas[0].limit(limits=1, user_api="blas"):
+            x = la.solveh_banded(ab, b[order], check_finite=False)
     except la.LinAlgError:  # not positive definite after all: let the general solver decide
         return None
     out = np.empty_like(x)
