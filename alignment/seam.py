@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as la
+import scipy.linalg.lapack as lapack
 import scipy.ndimage as ndi
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
@@ -168,44 +168,59 @@ class _Multigrid:
         return x
 
 
-def _solve_banded(A: sp.csr_matrix, b: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray | None:
-    """Solve the SPD grid system A x = b (unknown i at pixel (ys[i], xs[i]), 4-neighbour
+def _solve_banded(diag: np.ndarray, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, b: np.ndarray,
+                  ys: np.ndarray, xs: np.ndarray) -> np.ndarray | None:
+    """Solve the SPD grid system (diagonal ``diag``, off-diagonal entries ``vals`` at ``rows``,
+    ``cols``, both triangles; unknown i at pixel (ys[i], xs[i]) in row-major order, 4-neighbour
     couplings) as a band matrix: the unknowns numbered row by row along the shorter side of their
     bounding box keep every coupling within that side's length of the diagonal. None when that
     factorisation would cost more than :data:`_BANDED_MAX_WORK`."""
+    n = len(b)
     h, w = int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1
-    key = (ys - ys.min()) * w + (xs - xs.min()) if w <= h else (xs - xs.min()) * h + (ys - ys.min())
-    order = np.argsort(key, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    C = A.tocoo()
-    r, c = rank[C.row], rank[C.col]
-    upper = r <= c
-    band = int((c[upper] - r[upper]).max()) if upper.any() else 0
-    if len(b) * float(band) ** 2 > _BANDED_MAX_WORK:
+    order = None if w <= h else np.lexsort((ys, xs))  # row-major already, or column by column
+    if order is not None:
+        rank = np.empty_like(order)
+        rank[order] = np.arange(n)
+        rows, cols = rank[rows], rank[cols]
+    upper = rows < cols
+    r, c = rows[upper], cols[upper]
+    band = int((c - r).max()) if r.size else 0
+    if n * float(band) ** 2 > _BANDED_MAX_WORK:
         return None
-    ab = np.zeros((band + 1, len(b)))  # LAPACK upper band storage: ab[band + i - j, j] = A[i, j]
-    ab[band + r[upper] - c[upper], c[upper]] = C.data[upper]  # A is canonical: no duplicate entries
+    ab = np.zeros((band + 1, n))  # LAPACK upper band storage: ab[band + i - j, j] = A[i, j]
+    ab[band, :] = diag if order is None else diag[order]
+    ab[band + r - c, c] = vals[upper]  # each coupling once per triangle: no duplicates
     if not _blas:
         _blas.append(ThreadpoolController())
-    try:
-        with _blas[0].limit(limits=1, user_api="blas"):
-            x = la.solveh_banded(ab, b[order], check_finite=False)
-    except la.LinAlgError:  # not positive definite after all: let the general solver decide
+    with _blas[0].limit(limits=1, user_api="blas"):
+        factor, info = lapack.dpbtrf(ab, lower=0, overwrite_ab=1)
+        if info != 0:  # not positive definite after all: let the general solver decide
+            return None
+        x, info = lapack.dpbtrs(factor, b if order is None else b[order], lower=0)
+    if info != 0:
         return None
+    if order is None:
+        return x
     out = np.empty_like(x)
     out[order] = x
     return out
 
 
-def _solve_spd(A: sp.csr_matrix, b: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Solve the SPD grid system A x = b: direct when small, multigrid-preconditioned CG when large."""
+def _solve_spd(diag: np.ndarray, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, b: np.ndarray,
+               ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Solve the SPD grid system (as in :func:`_solve_banded`) A x = b: direct when small (a band
+    factorisation when it is cheap, else SuperLU), multigrid-preconditioned CG when large."""
     if not np.any(b):
         return np.zeros_like(b)
-    if A.shape[0] <= _DIRECT_MAX:
-        banded = _solve_banded(A, b, ys, xs)
+    n = len(b)
+    if n <= _DIRECT_MAX:
+        banded = _solve_banded(diag, rows, cols, vals, b, ys, xs)
         if banded is not None:
             return banded
+    idx = np.arange(n)
+    A = sp.csr_matrix((np.concatenate([vals, diag]), (np.concatenate([rows, idx]), np.concatenate([cols, idx]))),
+                      shape=(n, n))
+    if n <= _DIRECT_MAX:
         return sla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A").solve(b)
     mg = _Multigrid(A, ys, xs)
     M = sla.LinearOperator(A.shape, matvec=mg, dtype=np.float64)
@@ -323,11 +338,8 @@ def seam_correction(
                 rows.append(i[coupled])
                 cols.append(j[coupled])
                 vals.append(-wgt[coupled])
-            r = np.concatenate(rows + [np.arange(n)])
-            c = np.concatenate(cols + [np.arange(n)])
-            v = np.concatenate(vals + [diag])
-            A = sp.csr_matrix((v, (r, c)), shape=(n, n))
-            out[uy, ux] = _solve_spd(A, rhs, uy, ux)
+            out[uy, ux] = _solve_spd(diag, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), rhs,
+                                     uy, ux)
     return torch.from_numpy(out).to(device=log_ratio_known.device, dtype=log_ratio_known.dtype)
 
 
