@@ -188,6 +188,27 @@ def test_the_refinement_never_makes_a_view_disagree_more(world, first):
         assert v.stats["joint_disagreement_after"] <= v.stats["joint_disagreement_before"]
 
 
+def test_the_refinement_gives_the_same_scene_with_superlu_seam_solves(world, first, monkeypatch):
+    """The rebuild's seam corrections solve their grids as band matrices where that is cheap;
+    forced onto SuperLU, the refinement of the same scene (a translating orbit) must give the
+    same depths (float32: within 1e-6 relative) and the same points."""
+    import alignment.seam as seam
+    from dreamer.scene.joint_refinement import refine_scene
+
+    result, _ = run(world, first, "orbit", n=4, config=DreamConfig(joint_refinement=False))
+    result = dataclasses.replace(result, config=DreamConfig(joint_refinement=True))
+    solved, real = [], seam._solve_banded
+    monkeypatch.setattr(seam, "_solve_banded", lambda *args: solved.append(real(*args)) or solved[-1])
+    band = refine_scene(result)
+    assert any(x is not None for x in solved)  # the band path ran
+    monkeypatch.setattr(seam, "_BANDED_MAX_WORK", 0.0)
+    lu = refine_scene(result)
+    assert band is not result and len(band.points) == len(lu.points)
+    for a, b in zip(band.views[1:], lu.views[1:]):
+        assert float(((a.depth - b.depth).abs() / b.depth).max()) < 1e-6
+    assert float((band.points.xyz - lu.points.xyz).abs().max()) < 1e-4
+
+
 @pytest.mark.parametrize("yaw", [40.0, 42.0])
 def test_two_views_with_exact_depth_stay_within_one_percent(world, yaw):
     """Exact depth plus 1% noise, a second view turned by 40 or 42 degrees (a sliver of
