@@ -151,8 +151,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_joint_") as tmp:
         tmp = Path(tmp)
         trees = {}
+        previous = "unbatched" if args.previous == PREVIOUS else "previous"
         for name, commit in ((f"old ({args.reference})", args.reference),
-                             (f"unbatched ({args.previous})", args.previous)):
+                             (f"{previous} ({args.previous})", args.previous)):
             if not commit:
                 continue
             trees[name] = tmp / commit
