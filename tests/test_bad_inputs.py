@@ -216,6 +216,7 @@ CASES = [
     ("zoom-photo-100-megapixels", "zoom", ["--prompts", "a", "--photo", "{d}/huge.png", "--out", "{o}"], 2,
      ["huge.png", "10000x10000"]),
     ("zoom-40-levels", "zoom", ["--prompts-file", "{d}/prompts40.txt", "--out", "{o}"], 2, ["40", "16"]),
+    ("zoom-steps-zero", "zoom", ["--prompts", "a", "--steps", "0", "--out", "{o}"], 2, ["--steps", ">= 1", "0"]),
     ("zoom-size-100000", "zoom", ["--prompts", "a", "--size", "100000", "--out", "{o}"], 2, ["--size", "2048"]),
     ("zoom-video-frames", "zoom", ["--prompts", "a", "b", "--fps", "1000", "--seconds-per-level", "100",
                                    "--out", "{o}"], 2, ["100001 frames", "--allow-large"]),
