@@ -78,7 +78,7 @@ from dreamer.cameras import Camera
 from dreamer.scene.result import DreamResult
 from dreamer.splats.gaussians import Gaussians, merge_points_on_grid
 from dreamer.splats.lod import LevelsOfDetail, apply_filter_3d, filter_3d_std, lod_weights
-from dreamer.splats.losses import inverse_depth_l1, masked_l1, masked_psnr, masked_ssim
+from dreamer.splats.losses import inverse_depth_l1, masked_l1, masked_psnr, masked_ssim, transmittance_barrier
 from dreamer.splats.config import SplatConfig, SplatTrainingError
 from dreamer.splats.pseudo_views import (_make_pseudo_views, _pseudo_views_from_state, _repair_schedule,
                                          repair_cameras)
@@ -163,6 +163,8 @@ def _loss(out, view: TrainingView, config: SplatConfig, background: Tensor | Non
         valid = None if view.mask is None else view.mask.to(gap.dtype)
         gap = gap.mean() if valid is None else (gap * valid).sum() / valid.sum().clamp_min(1.0)
         total = total + config.alpha_weight * gap
+    if config.opaque_weight > 0:
+        total = total + config.opaque_weight * transmittance_barrier(out.alpha, view.mask, config.opaque_alpha)
     depth_loss = out.rgb.new_zeros(())
     if config.depth_weight > 0 and view.depth is not None:
         drawn = out.alpha.detach() > 0.5
@@ -412,7 +414,7 @@ def train_gaussians(
         for k, o in optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         strategy_state = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in state["strategy_state"].items()}
-        pseudo = _pseudo_views_from_state(state, config, device)
+        pseudo = _pseudo_views_from_state(state, config, device, result)
         log.info("splats: resuming at iteration %d of %d (%d Gaussians, %d repaired views)", start, config.iterations,
                  params["means"].shape[0], len(pseudo))
     if strategy is not None:
