@@ -89,3 +89,38 @@ def test_a_crack_between_two_gaussians_is_closed_by_the_barrier_not_by_the_linea
     linear = _train_crack(lambda a: (1 - a).mean())  # alpha_weight's term, at the same weight
     assert barrier > 0.99, barrier  # measured 0.9949
     assert linear < 0.9, linear  # measured 0.78: the competing pull wins and the crack opens
+
+
+def test_the_barrier_reaches_the_parameters_but_not_densifications_statistic():
+    """Densification reads the screen positions' gradient; the barrier is left out of it (it
+    would split the Gaussians around a crack into smaller ones), but its gradient reaches every
+    parameter."""
+    from dreamer.splats.train import _make_optimizers, _step
+
+    cam, means, quats, log_scales, logits, sh = _crack_pair()
+
+    class Recorder:  # stands in for gsplat's strategy: records what densification would read
+        def step_post_backward(self, params, optimizers, state, it, info, packed=False):
+            state["grad2d"] = info["means2d"].grad.clone()
+
+    def one_step(with_barrier):
+        params = {k: torch.nn.Parameter(t.clone()) for k, t in
+                  (("means", means), ("quats", quats), ("scales", log_scales), ("opacities", logits), ("sh0", sh),
+                   ("shN", torch.zeros(2, 0, 3)))}
+        params["shN"].requires_grad_(False)
+        cfg = SplatConfig(iterations=10, refine_stop_iter=5, opaque_weight=1.0, device="cpu")
+        out = rasterize(params["means"], params["quats"], params["scales"].exp(), params["opacities"].sigmoid(),
+                        params["sh0"], cam)
+        out.info["means2d"].retain_grad()
+        loss = 1e-4 * (out.rgb ** 2).mean()  # a faint pull toward black: less opacity
+        barrier = transmittance_barrier(out.alpha) if with_barrier else None
+        state = {}
+        opt = _make_optimizers(params, cfg, 1.0)
+        before = params["opacities"].detach().clone()
+        _step(loss, params, opt, Recorder(), state, out.info, cfg, 1.0, 0, [], 0, None, barrier)
+        return state["grad2d"], params["opacities"].detach() - before
+
+    plain_grad, plain_move = one_step(False)
+    barrier_grad, barrier_move = one_step(True)
+    assert torch.equal(plain_grad, barrier_grad)
+    assert (plain_move < 0).all() and (barrier_move > 0).all()  # the barrier's pull wins the opacity step
