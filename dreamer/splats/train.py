@@ -151,11 +151,10 @@ def _background(config: SplatConfig, it: int, device: torch.device) -> Tensor | 
 
 
 def _loss(out, view: TrainingView, config: SplatConfig, background: Tensor | None = None
-          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(total, L1, SSIM, depth loss, barrier) of a render (composited over ``background`` [3]
-    when given) against a training view, masked, times the view's weight. The transmittance
-    barrier (``opaque_weight`` times :func:`~dreamer.splats.losses.transmittance_barrier`, times
-    the view's weight) is not in ``total``: :func:`_step` keeps it out of densification."""
+          ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(total, L1, SSIM, depth loss) of a render (composited over ``background`` [3] when
+    given) against a training view, masked, times the view's weight. The transmittance barrier
+    is apart (:func:`_barrier`): :func:`_step` keeps it out of densification."""
     rgb = out.rgb if background is None else out.rgb + (1.0 - out.alpha)[..., None] * background
     l1 = masked_l1(rgb, view.image, view.mask)
     ssim = masked_ssim(rgb, view.image, view.mask) if config.dssim_weight > 0 else rgb.new_ones(())
@@ -165,16 +164,22 @@ def _loss(out, view: TrainingView, config: SplatConfig, background: Tensor | Non
         valid = None if view.mask is None else view.mask.to(gap.dtype)
         gap = gap.mean() if valid is None else (gap * valid).sum() / valid.sum().clamp_min(1.0)
         total = total + config.alpha_weight * gap
-    barrier = out.rgb.new_zeros(())
-    if config.opaque_weight > 0:
-        barrier = view.weight * config.opaque_weight * transmittance_barrier(out.alpha, view.mask, config.opaque_alpha)
     depth_loss = out.rgb.new_zeros(())
     if config.depth_weight > 0 and view.depth is not None:
         drawn = out.alpha.detach() > 0.5
         mask = drawn if view.mask is None else (drawn & view.mask)
         depth_loss = inverse_depth_l1(out.depth, view.depth, mask)
         total = total + config.depth_weight * depth_loss
-    return view.weight * total, l1, ssim, depth_loss, barrier
+    return view.weight * total, l1, ssim, depth_loss
+
+
+def _barrier(out, view: TrainingView, config: SplatConfig) -> Tensor | None:
+    """``opaque_weight`` times the transmittance barrier
+    (:func:`~dreamer.splats.losses.transmittance_barrier`) of a render on a training view's valid
+    pixels, times the view's weight; None when ``opaque_weight`` is 0."""
+    if config.opaque_weight <= 0:
+        return None
+    return view.weight * config.opaque_weight * transmittance_barrier(out.alpha, view.mask, config.opaque_alpha)
 
 
 def _level_lr_factors(init: Gaussians, lod: LevelsOfDetail) -> Tensor:
@@ -470,10 +475,12 @@ def train_gaussians(
                         near_plane=config.near_plane, rasterize_mode=config.rasterize_mode)
         if strategy is not None:
             strategy.step_pre_backward(params, optimizers, strategy_state, it, out.info)
-        loss, l1, ssim, depth_loss, barrier = _loss(out, view, config, _background(config, it, device))
-        if not torch.isfinite(loss + barrier):
+        loss, l1, ssim, depth_loss = _loss(out, view, config, _background(config, it, device))
+        barrier = _barrier(out, view, config)
+        total = loss if barrier is None else loss + barrier
+        if not torch.isfinite(total):
             raise SplatTrainingError(
-                f"splat training diverged: the loss is {float((loss + barrier).detach())} at iteration {it} "
+                f"splat training diverged: the loss is {float(total.detach())} at iteration {it} "
                 f"(training view {vi}); "
                 "lower the learning rates or check the dreamed views")
         if loss.requires_grad:
