@@ -67,7 +67,8 @@ class SplatConfig:
     """Weight of a loss on the log transmittance of the valid pixels still more transparent than ``opaque_alpha``:
     the mean over the valid pixels of max(0, log(1 - alpha) - log(1 - opaque_alpha)). Unlike alpha_weight's linear
     term, whose pull fades as a pixel nears opaque, it pulls every Gaussian on a nearly opaque pixel (alpha 0.95-0.99)
-    as hard as on a bare one: it closes the cracks between splats that videos show (0 = off)."""
+    as hard as on a bare one: it closes the cracks between splats that videos show. Its gradient does not count toward
+    densification (0 = off)."""
     opaque_alpha: float = 0.995
     """The opacity a valid pixel must reach before opaque_weight leaves it alone, in (0, 1)."""
     masked: bool = True

@@ -19,6 +19,12 @@ Loss
     plus ``alpha_weight`` times the mean of 1 - alpha over the valid pixels (the same reason, made
     explicit: without it the splats of a small run stay a few percent transparent between their
     centres and videos show speckles of background),
+    plus ``opaque_weight`` times the transmittance barrier
+    (:func:`~dreamer.splats.losses.transmittance_barrier`: the log transmittance of the valid
+    pixels still more transparent than ``opaque_alpha``; the linear term's pull fades on a pixel
+    at alpha 0.98, a crack between splats that a video still shows). The barrier's gradient is
+    kept out of the screen-space gradient that densification reads (:func:`_step`): it closes
+    a crack by making the Gaussians around it larger and more opaque, not by splitting them,
     plus ``depth_weight`` times the depth loss (:func:`~dreamer.splats.losses.inverse_depth_l1`)
     where the view knows its depth: a dreamed view's aligned depth map (every pixel), an extra
     view's point-render depth (the pixels the cloud covers). The rendered depth is the splats'
@@ -34,7 +40,10 @@ Repaired views
     novel cameras (between the dreamed ones first, then further out:
     :func:`dreamer.splats.repair.repair_rounds`), repair each render with the nearest dreamed
     view as reference, and add the results as pseudo-views: every pixel counts, the loss is
-    weighted by ``repair_weight``, no depth. Pseudo-views stay in the training set to the end.
+    weighted by ``repair_weight``. With depth supervision (and ``repair_depth``) a pseudo-view's
+    depth is the cloud's render where the cloud's colour agrees with the repaired image
+    (:func:`dreamer.splats.pseudo_views.pseudo_view_depth`). Pseudo-views stay in the training
+    set to the end.
 
 Optimisation
     INRIA's recipe: Adam per parameter group, the means' learning rate decaying exponentially and
