@@ -24,6 +24,7 @@ floor, as ratios.
 
     python bench/bench_dream.py                       # 256x256, every family and trajectory
     python bench/bench_dream.py --families waves --trajectories rotate360
+    python bench/bench_dream.py --size 64 --world-seed 3    # another world (layout), same error families
     python bench/bench_dream.py --speed               # also the geometry speed of one 512x512 view
 
 The speed section times the geometry of one view at 512x512 over a cloud of about 2M points
@@ -258,6 +259,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=256, help="image size of the accuracy runs")
     ap.add_argument("--seed", type=int, default=0, help="seed of the depth errors (and the inpainting generators)")
+    ap.add_argument("--world-seed", type=int, default=0, help="seed of the procedural world (its layout)")
     ap.add_argument("--families", nargs="+", default=list(ERROR_FAMILIES), choices=list(ERROR_FAMILIES))
     ap.add_argument("--trajectories", nargs="+", default=list(TRAJECTORIES))
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -269,11 +271,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    world = CachedWorld(ProceduralWorld())
+    world = CachedWorld(ProceduralWorld(seed=args.world_seed))
     first = Camera.from_focal(DEFAULT_FOCAL_512 * args.size / 512, args.size, args.size)
     center = center_depth_from(world.render(first).depth)
 
-    print(f"depth alignment on the procedural world, {args.size}x{args.size}, error seed {args.seed}, "
+    print(f"depth alignment on the procedural world (seed {args.world_seed}), {args.size}x{args.size}, "
+          f"error seed {args.seed}, "
           f"RGBD first view, oracle inpainter")
     summary = []
     for family in args.families:

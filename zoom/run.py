@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = args.prompts if args.prompts else read_prompts(args.prompts_file, limits)
         height, width = args.size if args.size else ((64, 64) if tiny else (512, 512))
         config = ZoomConfig(
-            prompts=tuple(prompts), p=args.p, steps=args.steps if args.steps else (4 if tiny else 50),
+            prompts=tuple(prompts), p=args.p, steps=args.steps if args.steps is not None else (4 if tiny else 50),
             guidance=args.guidance, negative_prompt=args.negative_prompt, height=height, width=width,
             seed=args.seed, models=args.models, model=args.model, tiny_vae=args.tiny_vae, photo=args.photo,
             photo_level=args.photo_level, photo_mode=args.photo_mode, blend_every=args.blend_every,

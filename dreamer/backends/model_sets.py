@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from dreamer.backends import DepthEstimator, ImageGenerator, Inpainter
 from dreamer.backends.depth import DEFAULT_DEPTH_MODEL
+from dreamer.checks import check_number
 from dreamer.backends.diffusion import DEFAULT_INPAINT_MODEL, DEFAULT_TEXT2IMG_MODEL
 
 logger = logging.getLogger(__name__)
@@ -105,8 +106,10 @@ class ModelConfig:
             raise ValueError(f"models must be one of {MODEL_SETS}, got {self.models!r}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"scale_range must be (lo, hi) with 0 < lo <= hi, got {self.scale_range}")
-        if self.distortion < 0 or self.noise < 0:
-            raise ValueError(f"distortion and noise must be >= 0, got {self.distortion}, {self.noise}")
+        # The ranges WorldDepthEstimator accepts, checked here so a bad value fails before the run starts.
+        for name, top in (("distortion", 1.0), ("noise", 0.5)):
+            if not 0 <= check_number(getattr(self, name), name, min=0.0) < top:
+                raise ValueError(f"{name} must be in [0, {top}), got {getattr(self, name)}")
 
     def diffusion_settings(self):
         """The :class:`~dreamer.backends.diffusion.DiffusionSettings` these fields describe."""

@@ -103,6 +103,9 @@ def _check_numbers(configs: SceneConfigs, limits: Limits) -> None:
     check_seed(mc.world_seed, "world_seed")
     check_int(mc.steps, "steps", min=1, max=MAX_STEPS)
     check_number(mc.guidance, "guidance", min=0)
+    check_number(mc.strength, "strength", min=0, max=1, open_min=True)
+    check_int(mc.feather, "feather", min=0)
+    check_int(sc.extension_iterations, "extension_iterations", min=0)
     if configs.splats is not None:
         check_seed(configs.splats.seed, "seed")
     zc = configs.zoom
@@ -182,6 +185,10 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
                              f"give one per camera")
         if configs.splats is not None:
             _cameras(sc.render_trajectory, first, sc.render_frames, "render trajectory", limits.frames, limits)
+        for extension in sc.extensions:
+            if not Path(extension).is_file():
+                raise ValueError(f"extension trajectory {extension}: no such file")
+            _cameras(extension, first, None, "extension trajectory", limits.views, limits)
         zc = configs.zoom
         if zc.enabled:
             k = zc.zoom_view

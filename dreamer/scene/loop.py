@@ -24,6 +24,7 @@ from alignment.adaptive import AdaptiveAlignment, align_adaptive
 from alignment.denoise import denoise_depth
 from dreamer.backends import DepthEstimator, Inpainter, inpaint_weight
 from dreamer.cameras import Camera
+from dreamer.checks import check_int, check_number
 from dreamer.scene.placement import alignment_known, first_view_mask, place_view
 from dreamer.pointcloud import PointCloud
 from dreamer.scene.joint_refinement import refine_scene
@@ -39,6 +40,13 @@ Aligner = Callable[[Tensor, Tensor, Tensor, Tensor, Camera], Tensor]
 """``(estimated, reference, known, hole, camera) -> depth``: another alignment for the loop (a
 peer's, to compare with): the estimated z-depth [H,W], the depth rendered from the cloud [H,W],
 the known and hole masks [H,W], the view's camera; returns the z-depth [H,W] lifted on the hole."""
+
+
+# Largest pixel radius of the loop's morphological settings (close_px, grow_px): wider is a typo,
+# not a setting (a hole grown by more would swallow the view).
+_MAX_RADIUS_PX = 64
+# Largest radius of the denoising filter: its time grows with (2r + 1)^2 and its padded copy with r.
+_MAX_DENOISE_RADIUS = 16
 
 
 @dataclass(frozen=True)
@@ -111,8 +119,15 @@ class DreamConfig:
             raise ValueError(f"seam_reaches must be fractions >= 0 (0: no decay), got {reaches}")
         object.__setattr__(self, "align_models", models)
         object.__setattr__(self, "seam_reaches", reaches)
-        if int(self.denoise_radius) != self.denoise_radius or self.denoise_radius < 0:
-            raise ValueError(f"denoise_radius must be an integer >= 0, got {self.denoise_radius}")
+        check_int(self.seed, "seed", min=0, max=2**32 - 1)
+        check_number(self.splat_scale, "splat_scale", min=0.0, open_min=True)
+        check_number(self.max_splat_px, "max_splat_px", min=0.0, open_min=True)
+        check_int(self.close_px, "close_px", min=0, max=_MAX_RADIUS_PX)
+        check_int(self.grow_px, "grow_px", min=0, max=_MAX_RADIUS_PX)
+        check_int(self.denoise_radius, "denoise_radius", min=0, max=_MAX_DENOISE_RADIUS)
+        check_number(self.stretch_threshold, "stretch_threshold", min=0.0, open_min=True)
+        check_number(self.merge_cell_factor, "merge_cell_factor", min=0.0, open_min=True)
+        check_int(self.min_overlap_pixels, "min_overlap_pixels", min=1)
         if not self.align_tolerance >= 0:
             raise ValueError(f"align_tolerance must be >= 0, got {self.align_tolerance}")
         if int(self.joint_grid) != self.joint_grid or self.joint_grid < 0:

@@ -197,6 +197,9 @@ class SplatConfig:
             raise ValueError("SplatConfig: l1_weight + dssim_weight must be > 0")
         if not 0.0 < self.opaque_alpha < 1.0:
             raise ValueError(f"SplatConfig.opaque_alpha must be in (0, 1), got {self.opaque_alpha!r}")
+        if not self.prune_opa < 1.0:
+            raise ValueError(f"SplatConfig.prune_opa must be below 1 (an opacity; 1 would prune every Gaussian), "
+                             f"got {self.prune_opa!r}")
         if not 0.0 < self.init_opacity < 1.0:
             raise ValueError(f"SplatConfig.init_opacity must be in (0, 1), got {self.init_opacity!r}")
         if len(self.extra_yaws) != len(self.extra_pitches):
