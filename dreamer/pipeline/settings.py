@@ -106,7 +106,7 @@ class RefineConfig:
     """Depth supervision of splat training in the refine step (used when the splat setting depth_weight is 0)."""
     refine_opaque_weight: float = 1.0
     """The transmittance barrier of splat training in the refine step (used when the splat setting opaque_weight is
-    0): valid pixels of the training views still more than 0.2% transparent pull their Gaussians' opacity and size,
+    0): valid pixels of the training views still more than 0.5% transparent pull their Gaussians' opacity and size,
     closing the cracks between splats that a video would show."""
     refine_path_views: int = 16
     """Render-path frames the splats train on in the refine step, re-rendered from the (completed) cloud (used when

@@ -69,7 +69,7 @@ class SplatConfig:
     term, whose pull fades as a pixel nears opaque, it pulls every Gaussian on a nearly opaque pixel (alpha 0.95-0.99)
     as hard as on a bare one: it closes the cracks between splats that videos show. Its gradient does not count toward
     densification (0 = off)."""
-    opaque_alpha: float = 0.998
+    opaque_alpha: float = 0.995
     """The opacity a valid pixel must reach before opaque_weight leaves it alone, in (0, 1)."""
     masked: bool = True
     """Mask the extra views' holes out of the loss; false trains them as black (the original method, for comparison)."""

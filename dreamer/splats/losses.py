@@ -146,7 +146,7 @@ def inverse_depth_l1(pred: Tensor, target: Tensor, mask: Tensor | None = None) -
     return (inv_p - inv_t).abs().sum() / inv_t.sum().clamp_min(1e-12)
 
 
-def transmittance_barrier(alpha: Tensor, mask: Tensor | None = None, opaque: float = 0.998) -> Tensor:
+def transmittance_barrier(alpha: Tensor, mask: Tensor | None = None, opaque: float = 0.995) -> Tensor:
     """Mean over valid pixels of ``max(0, log(1 - alpha) - log(1 - opaque))``: zero where a
     pixel is at least ``opaque`` opaque, and a pull on the log transmittance elsewhere.
 
