@@ -36,14 +36,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-import scipy.ndimage as ndi
 import torch
 from torch import Tensor
 
-from alignment.scale import ScaleFit, _dot, _robust_sigma, _tukey, fit_scale
-from alignment.seam import _seam_jump, check_alignment_inputs, edge_links, seam_correction
-from alignment.trend import design_matrix
+from alignment.kernels import distance_to, median
+from alignment.scale import ScaleFit, _robust_sigma_t, _tukey_t, fit_scale
+from alignment.seam import _seam_corrections, _seam_jump, check_alignment_inputs, edge_links
 
 __all__ = ["GLOBAL_MODELS", "SEAM_REACHES", "AdaptiveAlignment", "GlobalCorrection", "align_adaptive"]
 
@@ -106,27 +104,36 @@ class AdaptiveAlignment:
 # ----------------------------------------------------------------------------- global models
 
 
-def _weighted_lstsq(A: np.ndarray, b: np.ndarray, w: np.ndarray, ridge: np.ndarray | None = None) -> np.ndarray | None:
+def _design(x: Tensor, y: Tensor, degree: int) -> Tensor:
+    """:func:`alignment.trend.design_matrix` on tensors: monomials [..., n_terms(degree)]."""
+    cols = [torch.ones_like(x)]
+    for d in range(1, degree + 1):
+        for k in range(d + 1):
+            cols.append(x ** (d - k) * y ** k)
+    return torch.stack(cols, dim=-1)
+
+
+def _weighted_lstsq(A: Tensor, b: Tensor, w: Tensor, ridge: Tensor | None = None) -> Tensor | None:
     Aw = A * w[:, None]
-    lhs = np.einsum("ni,nj->ij", Aw, A)  # not BLAS: see alignment.scale._dot
+    lhs = Aw.T @ A
     if ridge is not None:
-        lhs = lhs + np.diag(ridge * w.sum())
-    try:
-        return np.linalg.solve(lhs, np.einsum("ni,n->i", Aw, b))
-    except np.linalg.LinAlgError:
-        return None
+        lhs = lhs + torch.diag(ridge * w.sum())
+    solution, info = torch.linalg.solve_ex(lhs, Aw.T @ b)
+    return None if int(info) != 0 or not bool(torch.isfinite(solution).all()) else solution
 
 
 class _Model:
-    """A global correction: ``fit`` on samples, ``log_correction`` anywhere, ``params`` to store it."""
+    """A global correction: ``fit`` on samples, ``log_correction`` anywhere, ``params`` to store it.
+
+    Samples and fields are float64 tensors of one shape on one device."""
 
     name = ""
     params: tuple[float, ...] = ()
 
-    def fit(self, log_e: np.ndarray, ell: np.ndarray, x: np.ndarray, y: np.ndarray) -> bool:
+    def fit(self, log_e: Tensor, ell: Tensor, x: Tensor, y: Tensor) -> bool:
         raise NotImplementedError
 
-    def log_correction(self, log_e: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def log_correction(self, log_e: Tensor, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
 
 
@@ -135,8 +142,8 @@ def _irls(residual_fn, solve_fn, start, iterations: int = 8, tukey_c: float = 4.
     params = start
     for _ in range(iterations):
         res = residual_fn(params)
-        w = _tukey(res, _robust_sigma(res, 1e-6), tukey_c)
-        if w.sum() <= 0:
+        w = _tukey_t(res, _robust_sigma_t(res, 1e-6), tukey_c)
+        if not float(w.sum()) > 0:
             break
         new = solve_fn(w)
         if new is None:
@@ -149,13 +156,13 @@ class _Scale(_Model):
     name = "scale"
 
     def fit(self, log_e, ell, x, y):
-        c0 = float(np.median(ell))
-        c = _irls(lambda p: ell - p, lambda w: float(_dot(w, ell) / w.sum()), c0)
+        c0 = median(ell)
+        c = _irls(lambda p: ell - p, lambda w: float(torch.dot(w, ell) / w.sum()), c0)
         self.params = (c0 if c is None else float(c),)
         return True
 
     def log_correction(self, log_e, x, y):
-        return np.full_like(log_e, self.params[0])
+        return torch.full_like(log_e, self.params[0])
 
 
 class _Trend(_Model):
@@ -164,11 +171,11 @@ class _Trend(_Model):
         self.name = "tilt" if degree == 1 else "bend"
 
     def fit(self, log_e, ell, x, y):
-        A = design_matrix(x, y, self.degree)
-        ridge = np.full(A.shape[1], _TREND_RIDGE)
+        A = _design(x, y, self.degree)
+        ridge = torch.full((A.shape[1],), _TREND_RIDGE, dtype=A.dtype, device=A.device)
         ridge[0] = 0.0
-        start = np.zeros(A.shape[1])
-        start[0] = float(np.median(ell))
+        start = torch.zeros(A.shape[1], dtype=A.dtype, device=A.device)
+        start[0] = median(ell)
         beta = _irls(lambda b: ell - A @ b, lambda w: _weighted_lstsq(A, ell, w, ridge), start)
         if beta is None:
             return False
@@ -176,7 +183,7 @@ class _Trend(_Model):
         return True
 
     def log_correction(self, log_e, x, y):
-        return design_matrix(x, y, self.degree) @ np.asarray(self.params)
+        return _design(x, y, self.degree) @ torch.tensor(self.params, dtype=x.dtype, device=x.device)
 
 
 class _DepthAffine(_Model):
@@ -185,21 +192,21 @@ class _DepthAffine(_Model):
     name = "depth"
 
     def fit(self, log_e, ell, x, y):
-        e = np.exp(log_e)
-        r = np.exp(log_e + ell)
-        A = np.stack([e / r, 1.0 / r], 1)
-        b = np.ones_like(r)
-        start = np.array([math.exp(float(np.median(ell))), 0.0])
+        e = torch.exp(log_e)
+        r = torch.exp(log_e + ell)
+        A = torch.stack([e / r, 1.0 / r], 1)
+        b = torch.ones_like(r)
+        start = torch.tensor([math.exp(median(ell)), 0.0], dtype=r.dtype, device=r.device)
         p = _irls(lambda p: A @ p - b, lambda w: _weighted_lstsq(A, b, w), start)
-        if p is None or not p[0] > 0:
+        if p is None or not float(p[0]) > 0:
             return False
         self.params = (float(p[0]), float(p[1]))
         return True
 
     def log_correction(self, log_e, x, y):
         s, t = self.params
-        e = np.exp(log_e)
-        return np.log(np.maximum(s * e + t, 1e-3 * s * e) / e)
+        e = torch.exp(log_e)
+        return torch.log(torch.maximum(s * e + t, 1e-3 * s * e) / e)
 
 
 class _DisparityAffine(_Model):
@@ -208,19 +215,19 @@ class _DisparityAffine(_Model):
     name = "disparity"
 
     def fit(self, log_e, ell, x, y):
-        r = np.exp(log_e + ell)
-        A = np.stack([r * np.exp(-log_e), r], 1)
-        b = np.ones_like(r)
-        start = np.array([math.exp(-float(np.median(ell))), 0.0])
+        r = torch.exp(log_e + ell)
+        A = torch.stack([r * torch.exp(-log_e), r], 1)
+        b = torch.ones_like(r)
+        start = torch.tensor([math.exp(-median(ell)), 0.0], dtype=r.dtype, device=r.device)
         p = _irls(lambda p: A @ p - b, lambda w: _weighted_lstsq(A, b, w), start)
-        if p is None or not p[0] > 0:
+        if p is None or not float(p[0]) > 0:
             return False
         self.params = (float(p[0]), float(p[1]))
         return True
 
     def log_correction(self, log_e, x, y):
         a, b = self.params
-        return -np.log(np.maximum(a + b * np.exp(log_e), 1e-3 * a))
+        return -torch.log(torch.clamp_min(a + b * torch.exp(log_e), 1e-3 * a))
 
 
 class _Given(_Model):
@@ -232,12 +239,19 @@ class _Given(_Model):
         return True
 
     def log_correction(self, log_e, x, y):
-        return np.zeros_like(log_e)
+        return torch.zeros_like(log_e)
 
 
 def _make(name: str) -> _Model:
     return {"given": _Given, "scale": _Scale, "depth": _DepthAffine, "disparity": _DisparityAffine,
             "tilt": lambda: _Trend(1), "bend": lambda: _Trend(2)}[name]()
+
+
+def _pixel_coords(H: int, W: int, device) -> tuple[Tensor, Tensor]:
+    """Normalized pixel-centre coordinates (x, y) in [-1, 1], float64 [H,W] each."""
+    ys = (torch.arange(H, dtype=torch.float64, device=device) + 0.5) / H * 2 - 1
+    xs = (torch.arange(W, dtype=torch.float64, device=device) + 0.5) / W * 2 - 1
+    return xs.expand(H, W), ys[:, None].expand(H, W)
 
 
 @dataclass(frozen=True)
@@ -263,10 +277,9 @@ class GlobalCorrection:
         H, W = estimated.shape
         m = _make(self.model)
         m.params = tuple(self.params)
-        gy, gx = np.meshgrid((np.arange(H) + 0.5) / H * 2 - 1, (np.arange(W) + 0.5) / W * 2 - 1, indexing="ij")
-        log_e = np.log(estimated.detach().cpu().double().clamp_min(1e-12).numpy())
-        c = np.clip(m.log_correction(log_e.ravel(), gx.ravel(), gy.ravel()), self.lo, self.hi)
-        return torch.from_numpy(c.reshape(H, W)).to(estimated.device)
+        gx, gy = _pixel_coords(H, W, estimated.device)
+        log_e = torch.log(estimated.detach().double().clamp_min(1e-12))
+        return m.log_correction(log_e, gx, gy).clamp(self.lo, self.hi)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "params": list(self.params), "lo": self.lo, "hi": self.hi}
@@ -279,69 +292,74 @@ class GlobalCorrection:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _subsample(ys: np.ndarray, xs: np.ndarray, n_max: int) -> tuple[np.ndarray, np.ndarray]:
-    if len(ys) <= n_max:
-        return ys, xs
-    pick = np.linspace(0, len(ys) - 1, n_max).astype(np.int64)
-    return ys[pick], xs[pick]
+def _subsample(mask: Tensor, n_max: int) -> Tensor:
+    """Flat indices of ``mask``'s pixels in row-major order; a regular subsample of ``n_max`` of
+    them when there are more."""
+    idx = torch.nonzero(mask.reshape(-1)).squeeze(1)
+    n = len(idx)
+    if n <= n_max:
+        return idx
+    pick = torch.arange(n_max, dtype=torch.float64, device=idx.device) * ((n - 1) / (n_max - 1))
+    pick[-1] = n - 1  # as numpy's linspace: the last sample is the last pixel
+    return idx[pick.long()]
 
 
-def _score(err: np.ndarray) -> float:
-    return float(np.mean(np.minimum(np.abs(err), _SCORE_CAP))) if err.size else float("inf")
+def _score(err: Tensor, mask: Tensor) -> float:
+    """Mean capped |err| over ``mask`` (inf when empty)."""
+    n = int(mask.sum())
+    if n == 0:
+        return float("inf")
+    return float(torch.where(mask, err.abs().clamp_max(_SCORE_CAP), torch.zeros_like(err)).sum() / n)
 
 
 def _fit_global(name, log_e, ell, gx, gy, mask) -> _Model | None:
-    ys, xs = _subsample(*np.nonzero(mask), _MAX_SAMPLES)
-    if len(ys) < _MIN_FIT:
+    idx = _subsample(mask, _MAX_SAMPLES)
+    if len(idx) < _MIN_FIT:
         return None
     model = _make(name)
-    if not model.fit(log_e[ys, xs], ell[ys, xs], gx[ys, xs], gy[ys, xs]):
+    if not model.fit(*(t.reshape(-1)[idx] for t in (log_e, ell, gx, gy))):
         return None
     return model
 
 
-def _clamped(model: _Model, log_e, gx, gy, fit_mask, target_mask) -> tuple[np.ndarray, float, float]:
+def _clamped(model: _Model, log_e, gx, gy, fit_mask, target_mask) -> tuple[Tensor, float, float]:
     """The model's log-correction [H,W]: as fitted on ``fit_mask``, clamped elsewhere (on
     ``target_mask``) to the range (lo, hi) it takes on ``fit_mask``; 0 outside both."""
-    out = np.zeros_like(log_e)
-    both = fit_mask | target_mask
-    c = model.log_correction(log_e[both], gx[both], gy[both])
-    on_fit = fit_mask[both]
-    lo, hi = float(c[on_fit].min()), float(c[on_fit].max())
-    out[both] = np.where(on_fit, c, np.clip(c, lo, hi))
+    c = model.log_correction(log_e, gx, gy)  # elementwise: cheaper on every pixel than gathered
+    lo = float(torch.where(fit_mask, c, math.inf).min())
+    hi = float(torch.where(fit_mask, c, -math.inf).max())
+    out = torch.where(fit_mask, c, torch.where(target_mask, c.clamp(lo, hi), torch.zeros_like(c)))
     return out, lo, hi
 
 
-def _bands(known: np.ndarray, hole: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _bands(known: Tensor, hole: Tensor, folds: int) -> list[tuple[Tensor, Tensor]]:
     """Held-out folds, as (band, fit pixels): the first band is the known pixels nearest the
     hole, as deep as the hole reaches into the image but leaving at least half of the known
     pixels to fit on; fold i holds out the next band of that width, fitted on the pixels beyond
     it. Each imitates the real task: predict pixels next to the fitted region, a hole's depth
     away at most. Folds whose fit region would hold less than a fifth of the known pixels are
     left out; an empty list when even the first has too few pixels."""
-    if not hole.any() or known.sum() < 4 * _MIN_FIT:
-        return []
-    to_hole = ndi.distance_transform_edt(~hole)
-    to_known = ndi.distance_transform_edt(~known)
-    depth = float(np.percentile(to_known[hole], 90))
-    limit = float(np.median(to_hole[known]))
-    width = max(2.0, min(depth, limit))
     n_known = int(known.sum())
+    if not bool(hole.any()) or n_known < 4 * _MIN_FIT:
+        return []
+    to_hole = distance_to(hole)
+    to_known = distance_to(known)
+    depth = float(torch.quantile(to_known[hole], 0.9))
+    limit = median(to_hole[known])
+    width = max(2.0, min(depth, limit))
     out = []
     for i in range(folds):
         band = known & (to_hole > i * width) & (to_hole <= (i + 1) * width)
         fit = known & (to_hole > (i + 1) * width)
-        if band.sum() < _MIN_FIT or fit.sum() < max(_MIN_FIT, (n_known if i else 0) // 5):
+        if int(band.sum()) < _MIN_FIT or int(fit.sum()) < max(_MIN_FIT, (n_known if i else 0) // 5):
             break
         out.append((band, fit))
     return out
 
 
-def _seam_field(rho: np.ndarray, anchors: np.ndarray, hole: np.ndarray, reach: float | None,
-                links: tuple[Tensor, Tensor] | None) -> np.ndarray:
-    c = seam_correction(torch.from_numpy(np.where(anchors, rho, 0.0)), torch.from_numpy(anchors),
-                        torch.from_numpy(hole), decay=reach, links=links)
-    return c.numpy()
+def _seam_field(rho: Tensor, anchors: Tensor, hole: Tensor, reach: float | None,
+                links: tuple[Tensor, Tensor] | None) -> Tensor:
+    return _seam_corrections(torch.where(anchors, rho, 0.0), anchors, hole, [(reach, links)])[0]
 
 
 # ----------------------------------------------------------------------------- the alignment
@@ -420,14 +438,17 @@ def align_adaptive(
     fit = fit_scale(estimated, reference, known, min_pixels=min_pixels)
 
     H, W = shape
-    k = known.detach().cpu().numpy()
-    h = hole.detach().cpu().numpy()
+    device = estimated.device
+    k = known.to(device)
+    h = hole.to(device)
     used = k | h
-    log_e = np.where(used, np.log(np.where(used, estimated.detach().cpu().double().numpy(), 1.0)), 0.0)
-    ell = np.where(k, np.log(np.where(k, reference.detach().cpu().double().numpy(), 1.0)) - log_e, 0.0)
-    gy, gx = np.meshgrid((np.arange(H) + 0.5) / H * 2 - 1, (np.arange(W) + 0.5) / W * 2 - 1, indexing="ij")
-    anchors = k & (np.abs(ell - math.log(fit.scale)) <= _ANCHOR_TOLERANCE)
-    seam_anchors = anchors if seam_known is None else anchors & seam_known.detach().cpu().numpy()
+    one = torch.ones((), dtype=torch.float64, device=device)
+    log_e = torch.where(used, torch.log(torch.where(used, estimated.detach().double(), one)), 0.0)
+    ref = reference.detach().to(device, torch.float64)
+    ell = torch.where(k, torch.log(torch.where(k, ref, one)) - log_e, 0.0)
+    gx, gy = _pixel_coords(H, W, device)
+    anchors = k & ((ell - math.log(fit.scale)).abs() <= _ANCHOR_TOLERANCE)
+    seam_anchors = anchors if seam_known is None else anchors & seam_known.to(device)
     side = max(H, W)
     edge_modes = {"auto": (False, True), True: (True,), False: (False,)}[edges]
     cut_edges = edge_modes[-1]
@@ -439,7 +460,7 @@ def align_adaptive(
     if bands:
         band, fit_region = bands[0]
         fit_part = seam_anchors & fit_region
-        rest = ~fit_part & (k | h)
+        rest = ~fit_part & used
         fitted = {}
         for name in names:
             errs = []
@@ -449,27 +470,32 @@ def align_adaptive(
                     break
                 if i == 0:
                     fitted[name] = m
-                errs.append((ell - _clamped(m, log_e, gx, gy, anchors & f, b | h)[0])[b & anchors])
+                errs.append(ell - _clamped(m, log_e, gx, gy, anchors & f, b | h)[0])
             if len(errs) == len(bands):
-                scores[name] = _score(np.concatenate(errs))
+                total = sum(int((b & anchors).sum()) for b, _ in bands)
+                scores[name] = float("inf") if total == 0 else sum(
+                    float(torch.where(b & anchors, e.abs().clamp_max(_SCORE_CAP), 0.0).sum())
+                    for e, (b, _) in zip(errs, bands)) / total
         if scores:
             best = min(scores.values())
             chosen = next(n for n in names if n in scores and scores[n] <= best * (1 + tolerance) + 1e-12)
         if seam_reaches and chosen in fitted:
-            c = _clamped(fitted[chosen], log_e, gx, gy, anchors & fit_region, ~fit_part & (k | h))[0]
+            c = _clamped(fitted[chosen], log_e, gx, gy, anchors & fit_region, rest)[0]
             step = max(1, math.ceil(side / _VALIDATION_SIZE))
             sl = (slice(None, None, step), slice(None, None, step))
             rho = ell - c
             if offset_reach is not None:  # only the variation around the offset is validated
-                rho = rho - float(np.median(rho[fit_part]))
-            coarse_links = edge_links(torch.from_numpy(np.exp(np.where(used, log_e, 0.0))[sl]))
+                rho = rho - median(rho[fit_part])
+            coarse_links = edge_links(torch.exp(log_e)[sl])
             seam_scores = {}
-            for r in seam_reaches:
-                for cut in edge_modes:
-                    s = _seam_field(rho[sl], fit_part[sl], rest[sl], None if r is None else r * side / step,
-                                    coarse_links if cut else None)
-                    seam_scores[(r, cut)] = _score((rho[sl] - s)[band[sl] & anchors[sl]])
-                    scores[f"seam {r}{' edges' if cut else ''}"] = seam_scores[(r, cut)]
+            combos = [(r, cut) for r in seam_reaches for cut in edge_modes]
+            anchors_sl, rho_sl = fit_part[sl], rho[sl]
+            fields = _seam_corrections(torch.where(anchors_sl, rho_sl, 0.0), anchors_sl, rest[sl],
+                                       [(None if r is None else r * side / step, coarse_links if cut else None)
+                                        for r, cut in combos])
+            for (r, cut), s in zip(combos, fields):
+                seam_scores[(r, cut)] = _score(rho_sl - s, band[sl] & anchors[sl])
+                scores[f"seam {r}{' edges' if cut else ''}"] = seam_scores[(r, cut)]
             reach, cut_edges = min(seam_scores, key=seam_scores.get)
 
     model = _fit_global(chosen, log_e, ell, gx, gy, anchors)
@@ -480,21 +506,20 @@ def align_adaptive(
     c, lo, hi = _clamped(model, log_e, gx, gy, anchors, h | (k & ~anchors))
     correction = c
     if seam_reaches:
-        links = edge_links(torch.from_numpy(np.exp(np.where(used, log_e, 0.0)))) if cut_edges else None
+        links = edge_links(torch.exp(log_e)) if cut_edges else None
         rho = ell - c
         if offset_reach is not None:
             # The global offset between the estimate and the reference fades within offset_reach;
             # the variation around it (surface by surface) goes as far as the chosen reach.
-            offset = float(np.median(rho[seam_anchors]))
-            c = c + _seam_field(np.full_like(rho, offset), seam_anchors, h, offset_reach * side, None)
+            offset = median(rho[seam_anchors])
+            c = c + _seam_field(torch.full_like(rho, offset), seam_anchors, h, offset_reach * side, None)
             rho = rho - offset
         correction = c + _seam_field(rho, seam_anchors, h, None if reach is None else reach * side, links)
-        correction = np.where(k & ~seam_anchors, c, correction)
-    corr_t = torch.from_numpy(correction).to(estimated.device)
-    depth = (estimated.double() * torch.exp(corr_t)).to(estimated.dtype)
-    global_only = (estimated.double() * torch.exp(torch.from_numpy(c).to(estimated.device))).to(estimated.dtype)
+        correction = torch.where(k & ~seam_anchors, c, correction)
+    depth = (estimated.double() * torch.exp(correction)).to(estimated.dtype)
+    global_only = (estimated.double() * torch.exp(c)).to(estimated.dtype)
     return AdaptiveAlignment(
-        depth=depth, correction=corr_t, model=model.name,
+        depth=depth, correction=correction, model=model.name,
         global_correction=GlobalCorrection(model.name, model.params, lo, hi),
         seam_reach=None if reach is None else reach * side, seam_edges=bool(cut_edges and seam_reaches),
         fit=fit, scores=scores, band_pixels=int(sum(int(b.sum()) for b, _ in bands)),

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from alignment.kernels import median
 from dreamer.checks import check_map, check_mask, check_positive
 
 __all__ = ["ScaleFit", "fit_scale"]
@@ -103,9 +104,19 @@ def _robust_sigma(res: np.ndarray, floor: float) -> float:
     return max(_MAD_TO_SIGMA * _median(np.abs(res), overwrite=True), floor)
 
 
-def _fit_log_scale(
-    e: np.ndarray, r: np.ndarray, iterations: int, tukey_c: float, sigma_floor: float
-) -> tuple[float, np.ndarray]:
+def _tukey_t(res: Tensor, sigma: float, c: float) -> Tensor:
+    """:func:`_tukey` on a tensor (same device)."""
+    u = res * (1.0 / (c * sigma))
+    w = torch.rsub(u.square_(), 1.0).clamp_min_(0.0).square_()  # 0 beyond |u| = 1
+    return w.nan_to_num_(nan=0.0)
+
+
+def _robust_sigma_t(res: Tensor, floor: float) -> float:
+    """:func:`_robust_sigma` of a tensor."""
+    return max(_MAD_TO_SIGMA * median(res.abs(), overwrite=True), floor)
+
+
+def _fit_log_scale(e: Tensor, r: Tensor, iterations: int, tukey_c: float, sigma_floor: float) -> tuple[float, Tensor]:
     """Scale only, in log space: log r = log s + log e + noise.
 
     Why log space: depth errors of monocular models are multiplicative (a 1% error at 10 m is
@@ -114,37 +125,38 @@ def _fit_log_scale(
     survives up to 50% outliers. The weighted least-squares step is a weighted mean.
     Returns (scale, final weights).
     """
-    rho = np.log(r) - np.log(e)
-    log_s = _median(rho)
+    rho = torch.log(r) - torch.log(e)
+    log_s = median(rho)
     for _ in range(iterations):
-        w = _tukey(rho - log_s, _robust_sigma(rho - log_s, sigma_floor), tukey_c)
-        new = float(_dot(w, rho) / w.sum())
+        res = rho - log_s
+        w = _tukey_t(res, _robust_sigma_t(res, sigma_floor), tukey_c)
+        new = float(torch.dot(w, rho) / w.sum())
         done = abs(new - log_s) <= 1e-15
         log_s = new
         if done:
             break
-    w = _tukey(rho - log_s, _robust_sigma(rho - log_s, sigma_floor), tukey_c)
+    w = _tukey_t(rho - log_s, _robust_sigma_t(rho - log_s, sigma_floor), tukey_c)
     return math.exp(log_s), w
 
 
-def _wls_affine(e: np.ndarray, r: np.ndarray, w: np.ndarray) -> tuple[float, float] | None:
+def _wls_affine(e: Tensor, r: Tensor, w: Tensor) -> tuple[float, float] | None:
     """Closed-form weighted least squares of r ~ s e + t; None when e has no spread under w."""
     sw = float(w.sum())
     if sw <= 0:
         return None
-    me = float(_dot(w, e)) / sw
-    mr = float(_dot(w, r)) / sw
+    me = float(torch.dot(w, e)) / sw
+    mr = float(torch.dot(w, r)) / sw
     de = e - me
-    var = float(_dot(w, de * de)) / sw
+    var = float(torch.dot(w, de * de)) / sw
     if var <= 1e-12 * me * me:
         return None
-    s = float(_dot(w, de * (r - mr))) / sw / var
+    s = float(torch.dot(w, de * (r - mr))) / sw / var
     return s, mr - s * me
 
 
 def _fit_affine(
-    e: np.ndarray, r: np.ndarray, iterations: int, tukey_c: float, sigma_floor: float
-) -> tuple[float, float, np.ndarray] | None:
+    e: Tensor, r: Tensor, iterations: int, tukey_c: float, sigma_floor: float
+) -> tuple[float, float, Tensor] | None:
     """Scale and shift, in depth space with relative residuals: (s e + t - r) / r.
 
     Why depth (not inverse depth): our depth models output z-depth wrong by a scale and maybe an
@@ -157,16 +169,16 @@ def _fit_affine(
     cannot determine a shift (the estimate has no spread there).
     """
     inv_r = 1.0 / r
-    starts = [(math.exp(_median(np.log(r) - np.log(e))), 0.0)]
-    med_e, med_r = _median(e), _median(r)
-    mad_e = _median(np.abs(e - med_e), overwrite=True)
+    starts = [(math.exp(median(torch.log(r) - torch.log(e))), 0.0)]
+    med_e, med_r = median(e), median(r)
+    mad_e = median((e - med_e).abs())
     if mad_e > 0:
-        s_mad = _median(np.abs(r - med_r), overwrite=True) / mad_e
+        s_mad = median((r - med_r).abs()) / mad_e
         starts.append((s_mad, med_r - s_mad * med_e))
-    s, t = min(starts, key=lambda st: _median(np.abs((st[0] * e + st[1] - r) * inv_r), overwrite=True))
+    s, t = min(starts, key=lambda st: median(((st[0] * e + st[1] - r) * inv_r).abs()))
     for _ in range(iterations):
         res = (s * e + t - r) * inv_r
-        w = _tukey(res, _robust_sigma(res, sigma_floor), tukey_c)
+        w = _tukey_t(res, _robust_sigma_t(res, sigma_floor), tukey_c)
         st = _wls_affine(e, r, w * inv_r * inv_r)
         if st is None:
             return None
@@ -175,7 +187,7 @@ def _fit_affine(
         if done:
             break
     res = (s * e + t - r) * inv_r
-    w = _tukey(res, _robust_sigma(res, sigma_floor), tukey_c)
+    w = _tukey_t(res, _robust_sigma_t(res, sigma_floor), tukey_c)
     return s, t, w
 
 
@@ -234,16 +246,16 @@ def fit_scale(
     check_positive(estimated, "estimated", where=mask, where_name="the overlap mask")
     check_positive(reference, "reference", where=mask, where_name="the overlap mask")
 
-    # Work on the gathered overlap values in float64 numpy on the CPU (O(n) medians with
-    # np.partition; a few hundred thousand values; the result is a pair of Python floats).
+    # Work on the gathered overlap values in float64 on the inputs' device (the result is a pair
+    # of Python floats; the medians are O(n) selections, see alignment.kernels.median).
     m = mask.to(estimated.device)
-    e = estimated.detach()[m].to("cpu", torch.float64).numpy()
-    r = reference.detach()[m.to(reference.device)].to("cpu", torch.float64).numpy()
-    residual_before = _median(np.abs((e - r) / r), overwrite=True)
+    e = estimated.detach()[m].double()
+    r = reference.detach()[m.to(reference.device)].to(e.device, torch.float64)
+    residual_before = median(((e - r) / r).abs())
 
     fitted_shift = False
     s, t = 1.0, 0.0
-    w = np.ones_like(e)
+    w = torch.ones_like(e)
     if with_shift:
         out = _fit_affine(e, r, iterations, tukey_c, sigma_floor)
         if out is None:
@@ -256,13 +268,13 @@ def fit_scale(
     if not fitted_shift:
         s, w = _fit_log_scale(e, r, iterations, tukey_c, sigma_floor)
         t = 0.0
-    residual_after = _median(np.abs((s * e + t - r) / r), overwrite=True)
+    residual_after = median(((s * e + t - r) / r).abs())
     return ScaleFit(
         scale=float(s),
         shift=float(t),
         with_shift=fitted_shift,
         n_pixels=n,
-        inlier_fraction=float(np.mean(w > 0)),
+        inlier_fraction=float((w > 0).double().mean()),
         residual_before=residual_before,
         residual_after=residual_after,
     )

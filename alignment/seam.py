@@ -22,10 +22,13 @@ hole as a smooth correction field ``c`` and returns ``scaled_estimate * exp(c)``
   correction fades to 0 (trusting the scaled estimate) about L pixels away from the seam.
 * Hole components that touch no known pixel get ``c = 0``.
 
-Speed: the unknowns are the hole pixels. Small systems are factorised directly (SuperLU);
-large ones (a 50% hole at 512x512 is ~130k unknowns, where SuperLU takes ~0.5 s on one core)
-are solved by conjugate gradients preconditioned with an aggregation multigrid V-cycle (2x2
-pixel aggregates, Galerkin coarse operators, over-corrected, float32 inside), ~13 iterations.
+Speed and devices: everything runs in torch on the inputs' device. The unknowns are the hole
+pixels. On the CPU, systems up to :data:`alignment.kernels.SPARSE_DIRECT_MAX` unknowns are
+factorised directly (SuperLU, :func:`alignment.kernels.sparse_direct_solve`); larger ones, and
+every system on other devices (a GPU), are solved by conjugate gradients in torch preconditioned
+with an aggregation multigrid V-cycle (2x2 pixel aggregates, Galerkin coarse operators,
+over-corrected, float32 inside, the coarsest level a dense Cholesky factor), ~13 iterations; a
+system small enough to be that coarsest level is factorised densely at once.
 """
 
 from __future__ import annotations
@@ -34,13 +37,11 @@ import logging
 import math
 from dataclasses import dataclass
 
-import numpy as np
-import scipy.ndimage as ndi
-import scipy.sparse as sp
-import scipy.sparse.linalg as sla
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from alignment.kernels import regions_touching, sparse_direct_solve
 from dreamer.checks import check_map, check_mask, check_positive
 from alignment.scale import ScaleFit, fit_scale
 from alignment.trend import fit_log_trend
@@ -49,10 +50,11 @@ __all__ = ["seam_ring", "seam_correction", "edge_links", "seam_jump", "align_dep
 
 logger = logging.getLogger(__name__)
 
-# Systems up to this many unknowns are factorised directly; larger ones use multigrid-CG.
-_DIRECT_MAX = 20_000
-# Multigrid coarsens until a level has at most this many unknowns, then factorises it.
-_COARSEST_MAX = 1_500
+# Systems up to this many unknowns are factorised directly (dense); larger ones use multigrid-CG,
+# which coarsens until a level has at most this many unknowns and factorises that one.
+_COARSEST_MAX = 600
+# Most conjugate-gradient iterations (about 13 are needed).
+_CG_MAXITER = 200
 # Relative residual of the conjugate-gradient solve (measured field error ~2e-7 in log units,
 # i.e. 2e-5 % of the depth: far below the depth model's noise).
 _CG_RTOL = 1e-6
@@ -62,21 +64,13 @@ _ALPHA = 1.8
 _OFFSETS_4 = ((0, 1), (0, -1), (1, 0), (-1, 0))
 
 
-def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """out[y, x] = mask[y + dy, x + dx] (False outside the image)."""
-    H, W = mask.shape
-    out = np.zeros_like(mask)
-    ys, ye = max(0, -dy), min(H, H - dy)
-    xs, xe = max(0, -dx), min(W, W - dx)
-    out[ys:ye, xs:xe] = mask[ys + dy : ye + dy, xs + dx : xe + dx]
-    return out
-
-
-def _adjacent4(mask: np.ndarray) -> np.ndarray:
-    """Pixels with a 4-neighbour in ``mask``."""
-    out = np.zeros_like(mask)
-    for dy, dx in _OFFSETS_4:
-        out |= _shift(mask, dy, dx)
+def _adjacent4(mask: Tensor) -> Tensor:
+    """Pixels with a 4-neighbour in ``mask`` (bool [H,W])."""
+    out = torch.zeros_like(mask)
+    out[:, :-1] |= mask[:, 1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:-1, :] |= mask[1:, :]
+    out[1:, :] |= mask[:-1, :]
     return out
 
 
@@ -84,33 +78,57 @@ def seam_ring(known: Tensor, hole: Tensor) -> Tensor:
     """The ring: bool [H,W], known pixels that have a 4-neighbour in the hole."""
     check_mask(known, "known")
     check_mask(hole, "hole", shape=tuple(known.shape))
-    k = known.detach().cpu().numpy()
-    h = hole.detach().cpu().numpy()
-    return torch.from_numpy(k & _adjacent4(h)).to(known.device)
+    return known & _adjacent4(hole.to(known.device))
 
 
-def _ring_median(values: np.ndarray, ring: np.ndarray, radius: int) -> np.ndarray:
+def _ring_median(values: Tensor, ring: Tensor, radius: int) -> Tensor:
     """Median of ``values`` over the ring pixels in a (2r+1)^2 window, at each ring pixel.
 
-    Returns a float64 array [n_ring] in the order of ``np.nonzero(ring)``.
+    Returns a float64 tensor [n_ring] in the order of ``torch.nonzero(ring)``.
     """
-    ys, xs = np.nonzero(ring)
-    v = values[ys, xs].astype(np.float64)
+    ys, xs = torch.nonzero(ring, as_tuple=True)
+    v = values[ys, xs].double()
     if radius <= 0 or len(ys) == 0:
         return v
-    H, W = ring.shape
-    pr = np.pad(ring, radius, constant_values=False)
-    pv = np.pad(np.where(ring, values, 0.0).astype(np.float64), radius)
+    pr = F.pad(ring, (radius, radius, radius, radius))
+    pv = F.pad(torch.where(ring, values.double(), 0.0), (radius, radius, radius, radius))
     k = 2 * radius + 1
-    offs = [(dy, dx) for dy in range(k) for dx in range(k)]
-    win = np.empty((len(ys), len(offs)), np.float64)
-    for i, (dy, dx) in enumerate(offs):
-        on = pr[ys + dy, xs + dx]
-        win[:, i] = np.where(on, pv[ys + dy, xs + dx], np.inf)
-    win.sort(axis=1)
-    cnt = np.isfinite(win).sum(axis=1)  # >= 1: the pixel itself
-    rows = np.arange(len(ys))
+    dy, dx = torch.meshgrid(torch.arange(k, device=ring.device), torch.arange(k, device=ring.device), indexing="ij")
+    wy, wx = ys[:, None] + dy.reshape(1, -1), xs[:, None] + dx.reshape(1, -1)
+    win = torch.where(pr[wy, wx], pv[wy, wx], math.inf).sort(dim=1).values
+    cnt = torch.isfinite(win).sum(dim=1)  # >= 1: the pixel itself
+    rows = torch.arange(len(ys), device=ring.device)
     return 0.5 * (win[rows, (cnt - 1) // 2] + win[rows, cnt // 2])
+
+
+class _SparseSPD:
+    """A symmetric sparse matrix: its off-diagonal entries as (rows, cols, vals), its diagonal apart."""
+
+    def __init__(self, rows: Tensor, cols: Tensor, vals: Tensor, diag: Tensor):
+        self.n = len(diag)
+        self.rows, self.cols, self.vals, self.diag = rows, cols, vals, diag
+
+    def __matmul__(self, x: Tensor) -> Tensor:
+        return (self.diag * x).index_add_(0, self.rows, self.vals * x[self.cols])
+
+    def astype(self, dtype: torch.dtype) -> "_SparseSPD":
+        return _SparseSPD(self.rows, self.cols, self.vals.to(dtype), self.diag.to(dtype))
+
+    def coarsened(self, agg: Tensor, nc: int) -> "_SparseSPD":
+        """The Galerkin operator ``P^T A P`` of a piecewise-constant prolongation ``agg``: a sum
+        of the entries per pair of aggregates (entries inside an aggregate join its diagonal)."""
+        ra, ca = agg[self.rows], agg[self.cols]
+        inside = ra == ca
+        diag = torch.zeros(nc, dtype=self.diag.dtype, device=agg.device).index_add_(0, agg, self.diag)
+        diag.index_add_(0, ra[inside], self.vals[inside])
+        pairs, at = torch.unique(ra[~inside] * nc + ca[~inside], return_inverse=True)
+        vals = torch.zeros(len(pairs), dtype=self.vals.dtype, device=agg.device).index_add_(0, at, self.vals[~inside])
+        return _SparseSPD(pairs // nc, pairs % nc, vals, diag)
+
+    def dense(self) -> Tensor:
+        out = torch.diag(self.diag)
+        out.index_put_((self.rows, self.cols), self.vals, accumulate=True)
+        return out
 
 
 class _Multigrid:
@@ -121,52 +139,81 @@ class _Multigrid:
     exact for any hole shape and boundary condition). Piecewise-constant transfer under-corrects
     smooth errors by about a factor 2, hence the over-correction ``_ALPHA`` (Braess; Notay's
     aggregation AMG). Damped-Jacobi pre- and post-smoothing keep the cycle symmetric, as CG needs.
+    The coarsest level is factorised densely (Cholesky).
     """
 
-    def __init__(self, A: sp.csr_matrix, ys: np.ndarray, xs: np.ndarray):
-        self.levels: list[tuple[sp.csr_matrix, np.ndarray, int, np.ndarray]] = []
-        while A.shape[0] > _COARSEST_MAX:
-            key = (ys // 2).astype(np.int64) * (1 << 32) + (xs // 2)
-            uk, agg = np.unique(key, return_inverse=True)
-            agg = agg.ravel()
+    def __init__(self, A: _SparseSPD, ys: Tensor, xs: Tensor):
+        self.levels: list[tuple[_SparseSPD, Tensor, int, Tensor]] = []
+        while A.n > _COARSEST_MAX:
+            key = (ys // 2) * (1 << 32) + (xs // 2)
+            uk, agg = torch.unique(key, return_inverse=True)
             nc = len(uk)
-            if nc >= A.shape[0]:  # cannot coarsen further
+            if nc >= A.n:  # cannot coarsen further
                 break
-            self.levels.append((A.astype(np.float32), agg, nc, (0.6 / A.diagonal()).astype(np.float32)))
-            coo = A.tocoo()
-            A = sp.csr_matrix((coo.data, (agg[coo.row], agg[coo.col])), shape=(nc, nc))  # sums duplicates
+            self.levels.append((A.astype(torch.float32), agg, nc, (0.6 / A.diag).float()))
+            A = A.coarsened(agg, nc)
             ys, xs = uk >> 32, uk & ((1 << 32) - 1)
-        self.coarse = sla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A")
+        self.coarse = _DenseSolver(A.dense())
 
-    def __call__(self, b: np.ndarray) -> np.ndarray:
+    def __call__(self, b: Tensor) -> Tensor:
         """Apply the preconditioner (float32 inside: it only has to be a good approximation)."""
-        return self.vcycle(b.astype(np.float32)).astype(np.float64)
+        return self.vcycle(b.float()).double()
 
-    def vcycle(self, b: np.ndarray, level: int = 0) -> np.ndarray:
+    def vcycle(self, b: Tensor, level: int = 0) -> Tensor:
         if level == len(self.levels):
-            return self.coarse.solve(b.astype(np.float64)).astype(np.float32)
+            return self.coarse(b.double()).float()
         A, agg, n_coarse, w = self.levels[level]  # w: damped-Jacobi weights 0.6 / diag
         x = w * b
         x += w * (b - A @ x)
-        r = np.bincount(agg, weights=b - A @ x, minlength=n_coarse).astype(np.float32)
+        r = torch.zeros(n_coarse, dtype=b.dtype, device=b.device).index_add_(0, agg, b - A @ x)
         x += _ALPHA * self.vcycle(r, level + 1)[agg]
         x += w * (b - A @ x)
         x += w * (b - A @ x)
         return x
 
 
-def _solve_spd(A: sp.csr_matrix, b: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+class _DenseSolver:
+    """Solves with a small SPD matrix by its Cholesky factor (LU if it is not positive definite)."""
+
+    def __init__(self, A: Tensor):
+        factor, info = torch.linalg.cholesky_ex(A)
+        self.cholesky = int(info) == 0
+        self.factor = factor if self.cholesky else torch.linalg.lu_factor(A)
+
+    def __call__(self, b: Tensor) -> Tensor:
+        if self.cholesky:
+            return torch.cholesky_solve(b[:, None], self.factor)[:, 0]
+        return torch.linalg.lu_solve(*self.factor, b[:, None])[:, 0]
+
+
+def _solve_spd(A: _SparseSPD, b: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
     """Solve the SPD grid system A x = b: direct when small, multigrid-preconditioned CG when large."""
-    if not np.any(b):
-        return np.zeros_like(b)
-    if A.shape[0] <= _DIRECT_MAX:
-        return sla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A").solve(b)
-    mg = _Multigrid(A, ys, xs)
-    M = sla.LinearOperator(A.shape, matvec=mg, dtype=np.float64)
-    x, info = sla.cg(A, b, M=M, rtol=_CG_RTOL, atol=0.0, maxiter=200)
-    if info != 0:
-        logger.warning("seam_correction: multigrid CG did not converge (info=%d); solving directly", info)
-        x = sla.spsolve(A.tocsc(), b, permc_spec="MMD_AT_PLUS_A")
+    if not bool(b.any()):
+        return torch.zeros_like(b)
+    direct = sparse_direct_solve(A.rows, A.cols, A.vals, A.diag, b)
+    if direct is not None:
+        return direct
+    if A.n <= _COARSEST_MAX:
+        return _DenseSolver(A.dense())(b)
+    M = _Multigrid(A, ys, xs)
+    x = torch.zeros_like(b)
+    r = b.clone()
+    z = M(r)
+    p = z.clone()
+    rz = torch.dot(r, z)
+    stop = _CG_RTOL * float(torch.linalg.vector_norm(b))
+    for _ in range(_CG_MAXITER):
+        Ap = A @ p
+        alpha = rz / torch.dot(p, Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        if float(torch.linalg.vector_norm(r)) <= stop:
+            return x
+        z = M(r)
+        rz_new = torch.dot(r, z)
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    logger.warning("seam_correction: multigrid CG did not converge in %d iterations", _CG_MAXITER)
     return x
 
 
@@ -209,7 +256,7 @@ def seam_correction(
     shape = tuple(log_ratio_known.shape)
     check_mask(known, "known", shape=shape)
     check_mask(hole, "hole", shape=shape)
-    if decay is not None and not (decay > 0 and np.isfinite(decay)):
+    if decay is not None and not (decay > 0 and math.isfinite(decay)):
         raise ValueError(f"decay must be None or a finite length in pixels > 0, got {decay}")
     if ring_radius < 0:
         raise ValueError(f"ring_radius must be >= 0, got {ring_radius}")
@@ -228,61 +275,76 @@ def seam_correction(
             f"log_ratio_known has {int((~torch.isfinite(lr_known)).sum())} non-finite values on known pixels"
         )
 
-    k = known.detach().cpu().numpy()
-    h = hole.detach().cpu().numpy()
-    lr = np.where(k, log_ratio_known.detach().cpu().double().numpy(), 0.0)
-    out = lr.copy()  # raw log-ratio on known pixels, 0 elsewhere
+    return _seam_corrections(log_ratio_known, known, hole, [(decay, links)], ring_radius)[0]
+
+
+def _seam_corrections(log_ratio_known: Tensor, known: Tensor, hole: Tensor,
+                      variants: list[tuple[float | None, tuple[Tensor, Tensor] | None]],
+                      ring_radius: int = 2) -> list[Tensor]:
+    """:func:`seam_correction` (without its input checks) for each (decay, links) of
+    ``variants``: the ring, its values and the unknowns are found once for all of them."""
+    H, W = log_ratio_known.shape
+    device = log_ratio_known.device
+    k = known.to(device)
+    h = hole.to(device)
+    lr = torch.where(k, log_ratio_known.detach().double(), 0.0)
+    out = lr.clone()  # raw log-ratio on known pixels, 0 elsewhere
+    dtype = log_ratio_known.dtype
 
     ring = k & _adjacent4(h)
-    if ring.any():
-        ry, rx = np.nonzero(ring)
-        g = np.zeros((H, W), np.float64)
-        g[ry, rx] = _ring_median(lr, ring, ring_radius)
-        out[ry, rx] = g[ry, rx]
+    if not bool(ring.any()):
+        return [out.to(dtype) for _ in variants]
+    g = torch.zeros((H, W), dtype=torch.float64, device=device)
+    g[ring] = _ring_median(lr, ring, ring_radius)
+    out[ring] = g[ring]
 
-        # Unknowns: hole pixels in components (4-connected) that touch the ring.
-        labels, _ = ndi.label(h)
-        touching = np.unique(labels[_adjacent4(ring) & h])
-        unknown = np.isin(labels, touching[touching > 0])
-        n = int(unknown.sum())
-        if n > 0:
-            uy, ux = np.nonzero(unknown)
-            index = np.full((H, W), -1, np.int64)
-            index[uy, ux] = np.arange(n)
-            screen = 0.0 if decay is None else 1.0 / float(decay) ** 2
-            if links is not None:  # a region cut off by edges must still have a solution (0)
-                screen = max(screen, (0.1 / max(H, W)) ** 2)
-            diag = np.full(n, screen)
-            rhs = np.zeros(n)
-            rows, cols, vals = [], [], []
-            if links is not None:
-                lx = links[0].detach().cpu().double().numpy()
-                ly = links[1].detach().cpu().double().numpy()
-            for dy, dx in _OFFSETS_4:
-                ny, nx = uy + dy, ux + dx
-                inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-                i = np.nonzero(inside)[0]
-                ny, nx = ny[i], nx[i]
-                j = index[ny, nx]
-                coupled = j >= 0
-                dirichlet = ring[ny, nx]
-                if links is None:
-                    wgt = np.ones(len(i))
-                else:  # the link between (y, x) and (y + dy, x + dx) is stored at the smaller one
-                    y0, x0 = np.minimum(uy[i], ny), np.minimum(ux[i], nx)
-                    wgt = lx[y0, x0] if dy == 0 else ly[y0, x0]
-                use = coupled | dirichlet  # anything else is a free (Neumann) side
-                diag += np.bincount(i[use], weights=wgt[use], minlength=n)
-                rhs += np.bincount(i[dirichlet], weights=wgt[dirichlet] * g[ny[dirichlet], nx[dirichlet]], minlength=n)
-                rows.append(i[coupled])
-                cols.append(j[coupled])
-                vals.append(-wgt[coupled])
-            r = np.concatenate(rows + [np.arange(n)])
-            c = np.concatenate(cols + [np.arange(n)])
-            v = np.concatenate(vals + [diag])
-            A = sp.csr_matrix((v, (r, c)), shape=(n, n))
-            out[uy, ux] = _solve_spd(A, rhs, uy, ux)
-    return torch.from_numpy(out).to(device=log_ratio_known.device, dtype=log_ratio_known.dtype)
+    # Unknowns: hole pixels in components (4-connected) that touch the ring.
+    unknown = regions_touching(h, _adjacent4(ring) & h)
+    uy, ux = torch.nonzero(unknown, as_tuple=True)
+    n = len(uy)
+    if n == 0:
+        return [out.to(dtype) for _ in variants]
+    index = torch.full((H, W), -1, dtype=torch.long, device=device)
+    index[uy, ux] = torch.arange(n, device=device)
+    sides = []  # per neighbour direction: the unknowns that have one, and how it couples
+    for dy, dx in _OFFSETS_4:
+        ny, nx = uy + dy, ux + dx
+        inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
+        i = torch.nonzero(inside).squeeze(1)
+        ny, nx = ny[i], nx[i]
+        j = index[ny, nx]
+        coupled = j >= 0
+        dirichlet = ring[ny, nx]
+        use = coupled | dirichlet  # anything else is a free (Neumann) side
+        # the link between (y, x) and (y + dy, x + dx) is stored at the smaller one
+        y0, x0 = torch.minimum(uy[i], ny), torch.minimum(ux[i], nx)
+        sides.append((dy, i, j, coupled, dirichlet, use, g[ny[dirichlet], nx[dirichlet]], y0, x0))
+
+    results = []
+    for decay, links in variants:
+        screen = 0.0 if decay is None else 1.0 / float(decay) ** 2
+        if links is not None:  # a region cut off by edges must still have a solution (0)
+            screen = max(screen, (0.1 / max(H, W)) ** 2)
+            lx = links[0].detach().to(device, torch.float64)
+            ly = links[1].detach().to(device, torch.float64)
+        diag = torch.full((n,), screen, dtype=torch.float64, device=device)
+        rhs = torch.zeros(n, dtype=torch.float64, device=device)
+        rows, cols, vals = [], [], []
+        for dy, i, j, coupled, dirichlet, use, seam_values, y0, x0 in sides:
+            if links is None:
+                wgt = torch.ones(len(i), dtype=torch.float64, device=device)
+            else:
+                wgt = lx[y0, x0] if dy == 0 else ly[y0, x0]
+            diag.index_add_(0, i[use], wgt[use])
+            rhs.index_add_(0, i[dirichlet], wgt[dirichlet] * seam_values)
+            rows.append(i[coupled])
+            cols.append(j[coupled])
+            vals.append(-wgt[coupled])
+        A = _SparseSPD(torch.cat(rows), torch.cat(cols), torch.cat(vals), diag)
+        field = out.clone()
+        field[uy, ux] = _solve_spd(A, rhs, uy, ux)
+        results.append(field.to(dtype))
+    return results
 
 
 def edge_links(depth: Tensor, *, noise: float | None = None, floor: float = 0.02) -> tuple[Tensor, Tensor]:
@@ -293,18 +355,21 @@ def edge_links(depth: Tensor, *, noise: float | None = None, floor: float = 0.02
     edges) and ``tau = max(4 * noise, floor)``. ``noise`` is the pixel noise of the log-depth;
     None estimates it from the data (the median absolute difference of horizontal neighbours,
     most of which lie on smooth surfaces). Returns (horizontal [H,W-1], vertical [H-1,W]) float64
-    weights for :func:`seam_correction`.
+    weights for :func:`seam_correction`, on ``depth``'s device.
     """
     check_map(depth, "depth")
     check_positive(depth, "depth")
-    L = torch.log(depth.detach().double().cpu())
+    L = torch.log(depth.detach().double())
     if noise is None:
         noise = float((L[:, 1:] - L[:, :-1]).abs().median()) / (0.6745 * math.sqrt(2))
-    Lm = torch.from_numpy(ndi.median_filter(L.numpy(), size=3, mode="nearest"))
+    H, W = L.shape
+    # 3x3 median, the border continued by its nearest pixel (odd count: torch's median is exact).
+    padded = F.pad(L[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    Lm = torch.stack([padded[dy:dy + H, dx:dx + W] for dy in range(3) for dx in range(3)]).median(dim=0).values
     tau = max(4.0 * noise, floor)
     wx = torch.exp(-(((Lm[:, 1:] - Lm[:, :-1]) / tau) ** 2))
     wy = torch.exp(-(((Lm[1:, :] - Lm[:-1, :]) / tau) ** 2))
-    return wx.to(depth.device), wy.to(depth.device)
+    return wx, wy
 
 
 def seam_jump(depth: Tensor, reference: Tensor, known: Tensor, hole: Tensor) -> float:

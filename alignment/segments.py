@@ -96,13 +96,8 @@ def segment_offsets(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: Te
         same = inside & smooth & (r.abs() < tolerance)
         seg = torch.stack([labels[k][views.rows[k], views.cols[k]] for k in range(n)]) * views.has  # [N,n]
         opinions: dict[tuple[int, int], list[float]] = {}
-        for p in range(len(kp)):
-            k = int(kp[p])
-            s_of, rp = seg[k][same[p]], r[p][same[p]]
-            for s in torch.unique(s_of).tolist():
-                rs = rp[s_of == s]
-                if s and rs.numel() >= _MIN_SAMPLES:
-                    opinions.setdefault((k, s), []).append(float(rs.median()))
+        for k, s, median in _pair_medians(kp, seg[kp], r, same):
+            opinions.setdefault((k, s), []).append(median)
         moves = [torch.zeros_like(x) for x in base]
         for (k, s), ops in opinions.items():
             # The segment's own estimate (offset 0) and where each other view puts it now (its
@@ -112,3 +107,26 @@ def segment_offsets(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: Te
             moves[k][here] = (len(ops) * current - sum(ops)) / (len(ops) + 1) - current
         offsets = [o + m for o, m in zip(offsets, moves)]
     return offsets
+
+
+def _pair_medians(kp: Tensor, seg: Tensor, r: Tensor, same: Tensor) -> list[tuple[int, int, float]]:
+    """For each pair p (view kp[p]'s samples, their segments ``seg`` [p,n], residuals ``r``
+    [p,n], usable where ``same``) and each segment s > 0 with at least :data:`_MIN_SAMPLES`
+    usable samples: (view, s, the lower median of those residuals, as ``Tensor.median``), pair by
+    pair and segment by segment in increasing order. All pairs and segments in one sort."""
+    use = same & (seg > 0)
+    p_idx, i_idx = torch.nonzero(use, as_tuple=True)
+    if p_idx.numel() == 0:
+        return []
+    key = p_idx * (int(seg.max()) + 1) + seg[p_idx, i_idx]
+    vals = r[p_idx, i_idx]
+    order = torch.argsort(vals, stable=True)
+    order = order[torch.argsort(key[order], stable=True)]  # by key, then by residual
+    key, vals = key[order], vals[order]
+    groups, counts = torch.unique_consecutive(key, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    enough = counts >= _MIN_SAMPLES
+    groups, medians = groups[enough], vals[(starts + (counts - 1) // 2)[enough]]
+    segs = int(seg.max()) + 1
+    pairs = (groups // segs).tolist()
+    return [(int(kp[p]), s, m) for p, s, m in zip(pairs, (groups % segs).tolist(), medians.tolist())]

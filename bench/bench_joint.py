@@ -12,13 +12,16 @@ scene (its cloud, views, raw estimates and cameras) is written to a temporary fi
 * today's algorithm before its fit was batched: the tree of ``--previous`` (the same fit,
   pair by pair; ``--previous ''`` skips it).
 
-For each it prints the refinement's CPU time of the process (the whole ``refine_scene``: fit and
-rebuild), the CPU time of the fit alone (the calls of ``joint_log_corrections`` and, today,
-``bend_evidence``), its wall time, and the result against the world's truth (AbsRel of the new pixels,
-systematic seam step, point-to-surface distance relative to the world's extent). Needs git and
-the repository's history.
+For each it prints the refinement's CPU time of the process (the whole ``refine_scene``: fit,
+per-surface consensus and rebuild), the CPU time of the fit alone (the calls of
+``joint_log_corrections`` and, today, ``bend_evidence``), its wall time, and the result against the
+world's truth (AbsRel of the new pixels, systematic seam step, point-to-surface distance relative
+to the world's extent). Each tree runs ``--repeats`` times, each in a fresh process, the trees in
+turn (so a busy spell of a shared machine hits all of them); the times are medians. Then the
+whole refinement's speed-up of today's code against each older tree, as a ratio of those
+medians. Needs git and the repository's history.
 
-    python bench/bench_joint.py                              # 96x96, bend, rotate360 (16 views)
+    python bench/bench_joint.py                              # 96x96, bend, rotate360 (16 views), 3 repeats
     python bench/bench_joint.py --size 64 --family waves --trajectory lookaround
 """
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,6 +128,15 @@ def refine_in(tree: Path, scene: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _median_row(runs: list[dict]) -> dict:
+    """One row from repeated runs of a tree: the times' medians; the result of the first run
+    (the refinement is deterministic: every run gives it)."""
+    row = dict(runs[0])
+    for key in ("cpu_s", "wall_s", "fit_cpu_s"):
+        row[key] = statistics.median(r[key] for r in runs)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=96, help="image size (small: the old algorithm is slow)")
@@ -131,13 +144,16 @@ def main() -> None:
     ap.add_argument("--trajectory", default="rotate360")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference", default=REFERENCE, help="commit of the old algorithm")
-    ap.add_argument("--previous", default=PREVIOUS, help="commit of today's algorithm before the batched fit")
+    ap.add_argument("--previous", default=PREVIOUS, help="commit of today's algorithm before the batched fit "
+                    "('' skips it)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per tree (fresh processes); times are medians")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_joint_") as tmp:
         tmp = Path(tmp)
         trees = {}
+        previous = "unbatched" if args.previous == PREVIOUS else "previous"
         for name, commit in ((f"old ({args.reference})", args.reference),
-                             (f"unbatched ({args.previous})", args.previous)):
+                             (f"{previous} ({args.previous})", args.previous)):
             if not commit:
                 continue
             trees[name] = tmp / commit
@@ -152,17 +168,24 @@ def main() -> None:
               f"{'pt-surf':>8s}")
         print(f"{'loop only (no refinement)':26s} {'':>8s} {'':>9s} {'':>8s} {100 * s['abs_rel']:9.2f}% "
               f"{100 * s['seam']:8.2f}% {100 * s['pt_surf']:7.2f}%")
-        rows = {name: refine_in(tree, scene) for name, tree in trees.items()}
-        rows["today"] = refine_in(REPO, scene)
+        trees["today"] = REPO
+        runs: dict[str, list[dict]] = {name: [] for name in trees}
+        for _ in range(max(1, args.repeats)):
+            for name, tree in trees.items():
+                runs[name].append(refine_in(tree, scene))
+        rows = {name: _median_row(r) for name, r in runs.items()}
         for name, r in rows.items():
             note = "" if r["changed"] else "  (refinement not applied)"
             print(f"{name:26s} {r['cpu_s']:8.2f} {r['fit_cpu_s']:9.2f} {r['wall_s']:8.2f} {100 * r['abs_rel']:9.2f}% "
                   f"{100 * r['seam']:8.2f}% {100 * r['pt_surf']:7.2f}%{note}")
         new = rows["today"]
+        print(f"medians of {max(1, args.repeats)} runs per tree; CPU s of each run, today: "
+              + ", ".join(f"{r['cpu_s']:.2f}" for r in runs["today"]))
         for name, base in rows.items():
             if name != "today":
-                print(f"speed-up today vs {name}: {base['cpu_s'] / new['cpu_s']:.1f}x CPU (the fit alone "
-                      f"{base['fit_cpu_s'] / new['fit_cpu_s']:.1f}x), {base['wall_s'] / new['wall_s']:.1f}x wall")
+                print(f"whole refinement, today vs {name}: {base['cpu_s'] / new['cpu_s']:.2f}x CPU, "
+                      f"{base['wall_s'] / new['wall_s']:.2f}x wall (the fit alone "
+                      f"{base['fit_cpu_s'] / new['fit_cpu_s']:.2f}x CPU)")
 
 
 if __name__ == "__main__":

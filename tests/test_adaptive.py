@@ -119,14 +119,14 @@ def test_the_new_depth_meets_the_reference_at_the_seam():
 
 def test_held_out_bands_lie_next_to_the_hole():
     known, hole = _strip_hole(16)
-    folds = _bands(known.numpy(), hole.numpy(), 2)
+    folds = _bands(known, hole, 2)
     assert len(folds) == 2
     (b1, f1), (b2, f2) = folds
-    cols = lambda m: np.nonzero(m.any(0))[0]  # noqa: E731
+    cols = lambda m: np.nonzero(m.numpy().any(0))[0]  # noqa: E731
     assert cols(b1).max() == W - 17 and cols(f1).max() < cols(b1).min()  # the band touches the hole, the fit is beyond
     assert 15 <= len(cols(b1)) <= 16  # about as deep as the hole
     assert cols(b2).max() < cols(b1).min() and cols(f2).max() < cols(b2).min()
-    assert _bands(known.numpy(), np.zeros((H, W), bool), 1) == []
+    assert _bands(known, torch.zeros((H, W), dtype=torch.bool), 1) == []
 
 
 def test_given_alignment_only_closes_the_seam():

@@ -61,3 +61,26 @@ def test_bad_inputs_are_refused(two_views):
         segment_offsets(logs, valid[:1], K, c2w, [True, False])
     with pytest.raises(ValueError, match="rounds"):
         segment_offsets(logs, valid, K, c2w, [True, False], rounds=0)
+
+
+def test_pair_medians_are_the_per_pair_per_segment_medians():
+    """The one-sort medians equal a loop over pairs and their segments (Tensor.median: the lower
+    median), in the same order, with ties and segments below the sample floor."""
+    from alignment.segments import _MIN_SAMPLES, _pair_medians
+
+    g = torch.Generator().manual_seed(3)
+    kp = torch.tensor([0, 0, 1, 2, 2])
+    seg = torch.randint(0, 5, (5, 60), generator=g)
+    seg[3] = torch.randint(0, 12, (60,), generator=g)  # small segments: below the sample floor
+    r = torch.round(torch.randn(5, 60, generator=g, dtype=torch.float64) * 4) / 4  # many ties
+    same = torch.rand(5, 60, generator=g) > 0.2
+    expected = []
+    for p in range(len(kp)):
+        s_of, rp = seg[p][same[p]], r[p][same[p]]
+        for s in torch.unique(s_of).tolist():
+            rs = rp[s_of == s]
+            if s and rs.numel() >= _MIN_SAMPLES:
+                expected.append((int(kp[p]), s, float(rs.median())))
+    small = [n for n in torch.bincount(seg[3][same[3]]).tolist()[1:] if 0 < n < _MIN_SAMPLES]
+    assert len(expected) > 5 and small
+    assert _pair_medians(kp, seg, r, same) == expected

@@ -1,0 +1,138 @@
+"""The few grid kernels of the alignment that have a faster CPU implementation than torch's.
+
+Everything in :mod:`alignment` works on torch tensors on the inputs' device. Three kernels are
+each one call into compiled code on a CPU, where torch's equivalents are several times slower
+(a selection of the median: ``np.partition`` is O(n), ``torch.median`` is 4x slower at 200k
+values; the exact Euclidean distance transform and the labelling of connected regions, which
+torch does not have). On the CPU they read the tensor's memory in place (no copy, no device
+transfer); on any other device, or with :data:`CPU_KERNELS` False, they run in torch, with the
+same results (tests/test_alignment_torch.py checks the two against each other):
+
+* :func:`median`: the true median (mean of the two middle values for an even count);
+* :func:`distance_to`: the exact Euclidean distance of every pixel to the nearest True pixel
+  of a mask (scipy's ``distance_transform_edt`` of the complement);
+* :func:`regions_touching`: the pixels of a mask's 4-connected regions that contain a seed;
+* :func:`sparse_direct_solve`: a sparse SPD system of up to :data:`SPARSE_DIRECT_MAX` unknowns
+  factorised directly (SuperLU), on the CPU only (None elsewhere: the caller iterates in torch).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.ndimage as ndi
+import scipy.sparse as sp
+import scipy.sparse.linalg as sla
+import torch
+from torch import Tensor
+
+__all__ = ["CPU_KERNELS", "median", "distance_to", "regions_touching", "sparse_direct_solve"]
+
+CPU_KERNELS = True
+"""Use numpy/scipy for CPU tensors (False: torch everywhere, as on a GPU)."""
+
+# Sparse systems up to this many unknowns are factorised directly on the CPU (SuperLU: about
+# 2 ms for a few thousand grid unknowns, where a torch multigrid-CG pays its many small ops).
+SPARSE_DIRECT_MAX = 20_000
+# Rows of the distance transform's second pass done at once (bounds its [rows, H, W] temporary).
+_EDT_ROWS = 16
+
+
+def _on_cpu(x: Tensor) -> bool:
+    return CPU_KERNELS and x.device.type == "cpu"
+
+
+def median(x: Tensor, *, overwrite: bool = False) -> float:
+    """The true median of the values of ``x`` (any shape, at least one value) as a float.
+    ``overwrite``: ``x`` is a temporary that may be reordered in place (saves a copy on the CPU)."""
+    n = x.numel()
+    if _on_cpu(x):
+        a = x.detach().reshape(-1).numpy()
+        hi = n // 2
+        if overwrite:
+            a.partition(hi)
+            part = a
+        else:
+            part = np.partition(a, hi)
+        upper = float(part[hi])
+        return upper if n % 2 else 0.5 * (float(part[:hi].max()) + upper)
+    flat = x.detach().reshape(-1)
+    lower = flat.median()  # torch's median is the lower middle value
+    if n % 2:
+        return float(lower)
+    above = flat > lower
+    # The upper middle value is the lower one again when enough values equal it.
+    if int(n - above.sum()) > n // 2:
+        return float(lower)
+    return 0.5 * (float(lower) + float(flat[above].min()))
+
+
+def distance_to(mask: Tensor) -> Tensor:
+    """Euclidean distance [H,W] (float64, on ``mask``'s device) from each pixel centre to the
+    nearest True pixel of ``mask`` [H,W] bool (0 on it). ``mask`` must have a True pixel."""
+    if _on_cpu(mask):
+        return torch.from_numpy(ndi.distance_transform_edt(~mask.numpy()))
+    H, W = mask.shape
+    big = float(H + W)  # farther than any pixel
+    # Pass 1, along rows: distance to the nearest True pixel of the same row.
+    x = torch.arange(W, device=mask.device, dtype=torch.float64).expand(H, W)
+    left = torch.where(mask, x, -big).cummax(1).values
+    right = -torch.where(mask, -x, -3 * big).flip(1).cummax(1).values.flip(1)
+    g2 = torch.minimum(x - left, right - x).square()
+    # Pass 2, along columns: d^2(y, x) = min over y' of g^2(y', x) + (y - y')^2 (exact in float64).
+    y = torch.arange(H, device=mask.device, dtype=torch.float64)
+    d2 = torch.empty(H, W, dtype=torch.float64, device=mask.device)
+    for start in range(0, H, _EDT_ROWS):
+        rows = y[start:start + _EDT_ROWS]
+        d2[start:start + _EDT_ROWS] = (g2[None] + (rows[:, None] - y[None]).square()[..., None]).amin(1)
+    return d2.sqrt()
+
+
+def regions_touching(mask: Tensor, seeds: Tensor) -> Tensor:
+    """bool [H,W]: the pixels of ``mask``'s 4-connected regions that hold a pixel of ``seeds``
+    (bool [H,W], inside ``mask``)."""
+    if _on_cpu(mask):
+        labels, _ = ndi.label(mask.numpy())
+        lab = torch.from_numpy(labels)
+        touching = torch.unique(lab[seeds])
+        touching = touching[touching > 0]
+        return torch.isin(lab, touching) & mask
+    H, W = mask.shape
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    n = len(ys)
+    out = torch.zeros_like(mask)
+    if n == 0:
+        return out
+    index = torch.full((H, W), -1, dtype=torch.long, device=mask.device)
+    index[ys, xs] = torch.arange(n, device=mask.device)
+    a = torch.cat([index[:, :-1][mask[:, :-1] & mask[:, 1:]], index[:-1, :][mask[:-1, :] & mask[1:, :]]])
+    b = torch.cat([index[:, 1:][mask[:, :-1] & mask[:, 1:]], index[1:, :][mask[:-1, :] & mask[1:, :]]])
+    # Label propagation by hooking roots onto the smaller neighbouring root, then pointer jumping.
+    parent = torch.arange(n, device=mask.device)
+    while True:
+        pa, pb = parent[a], parent[b]
+        hooked = parent.scatter_reduce(0, torch.maximum(pa, pb), torch.minimum(pa, pb), reduce="amin")
+        while True:
+            jumped = hooked[hooked]
+            if torch.equal(jumped, hooked):
+                break
+            hooked = jumped
+        if torch.equal(hooked, parent):
+            break
+        parent = hooked
+    reached = torch.zeros(n, dtype=torch.bool, device=mask.device)
+    reached[parent[index[seeds & mask]]] = True
+    out[ys, xs] = reached[parent]
+    return out
+
+
+def sparse_direct_solve(rows: Tensor, cols: Tensor, vals: Tensor, diag: Tensor, b: Tensor) -> Tensor | None:
+    """x with A x = b, A the [n,n] matrix of off-diagonal entries (rows, cols, vals) and diagonal
+    ``diag``, by a sparse LU factorisation; None when ``b`` is not a CPU tensor (or with
+    :data:`CPU_KERNELS` False) or n exceeds :data:`SPARSE_DIRECT_MAX`."""
+    n = len(b)
+    if not _on_cpu(b) or n > SPARSE_DIRECT_MAX:
+        return None
+    at = np.arange(n)
+    A = sp.csc_matrix((np.concatenate([vals.numpy(), diag.numpy()]),
+                       (np.concatenate([rows.numpy(), at]), np.concatenate([cols.numpy(), at]))), shape=(n, n))
+    return torch.from_numpy(sla.splu(A, permc_spec="MMD_AT_PLUS_A").solve(b.numpy()))

@@ -1,0 +1,484 @@
+"""Make a new view's depth meet the existing geometry exactly at the seam, smoothly inside the hole.
+
+After the global fit (:mod:`alignment.scale`) the estimate still disagrees with the existing
+geometry by a smooth, spatially varying factor (the model's distortion). On the known pixels
+that factor is observed: ``log(reference / scaled_estimate)``. This module carries it into the
+hole as a smooth correction field ``c`` and returns ``scaled_estimate * exp(c)``:
+
+* Multiplicative (a log-ratio field) because depth errors are multiplicative. Multiplying a
+  pixel's z-depth moves its 3D point along its own camera ray, so this is alignment along rays
+  and holds for any camera motion.
+* Seam values (Dirichlet data) are the log-ratios on the *ring*: the known pixels 4-adjacent to
+  the hole, each replaced by the median of the ring pixels in a small window around it (the
+  estimate has ~1% pixel noise; a median keeps the steps where the ring crosses an object
+  edge and ignores isolated outliers).
+* Inside the hole ``c`` is harmonic (discrete Laplace equation, 5-point stencil) with those
+  Dirichlet values and free (Neumann) conditions at the image border and at pixels that are
+  neither known nor hole. Inside a hole enclosed by the seam, harmonic interpolation
+  reproduces a linear distortion exactly and a low-frequency one closely; where a hole reaches
+  the image border (a strip revealed by camera motion) the free border carries the seam values
+  into the strip roughly unchanged along the border's normal: no extrapolation of trends.
+* Optional ``decay`` L in pixels: screened Poisson ``(Laplacian - 1/L^2) c = 0``, so the
+  correction fades to 0 (trusting the scaled estimate) about L pixels away from the seam.
+* Hole components that touch no known pixel get ``c = 0``.
+
+Speed: the unknowns are the hole pixels. Small systems are factorised directly (SuperLU);
+large ones (a 50% hole at 512x512 is ~130k unknowns, where SuperLU takes ~0.5 s on one core)
+are solved by conjugate gradients preconditioned with an aggregation multigrid V-cycle (2x2
+pixel aggregates, Galerkin coarse operators, over-corrected, float32 inside), ~13 iterations.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.ndimage as ndi
+import scipy.sparse as sp
+import scipy.sparse.linalg as sla
+import torch
+from torch import Tensor
+
+from dreamer.checks import check_map, check_mask, check_positive
+from .scale import ScaleFit, fit_scale
+from alignment.trend import fit_log_trend
+
+__all__ = ["seam_ring", "seam_correction", "edge_links", "seam_jump", "align_depth", "AlignedDepth"]
+
+logger = logging.getLogger(__name__)
+
+# Systems up to this many unknowns are factorised directly; larger ones use multigrid-CG.
+_DIRECT_MAX = 20_000
+# Multigrid coarsens until a level has at most this many unknowns, then factorises it.
+_COARSEST_MAX = 1_500
+# Relative residual of the conjugate-gradient solve (measured field error ~2e-7 in log units,
+# i.e. 2e-5 % of the depth: far below the depth model's noise).
+_CG_RTOL = 1e-6
+# Over-correction of the piecewise-constant coarse-grid correction (measured: 1.8 is best).
+_ALPHA = 1.8
+
+_OFFSETS_4 = ((0, 1), (0, -1), (1, 0), (-1, 0))
+
+
+def _shift(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """out[y, x] = mask[y + dy, x + dx] (False outside the image)."""
+    H, W = mask.shape
+    out = np.zeros_like(mask)
+    ys, ye = max(0, -dy), min(H, H - dy)
+    xs, xe = max(0, -dx), min(W, W - dx)
+    out[ys:ye, xs:xe] = mask[ys + dy : ye + dy, xs + dx : xe + dx]
+    return out
+
+
+def _adjacent4(mask: np.ndarray) -> np.ndarray:
+    """Pixels with a 4-neighbour in ``mask``."""
+    out = np.zeros_like(mask)
+    for dy, dx in _OFFSETS_4:
+        out |= _shift(mask, dy, dx)
+    return out
+
+
+def seam_ring(known: Tensor, hole: Tensor) -> Tensor:
+    """The ring: bool [H,W], known pixels that have a 4-neighbour in the hole."""
+    check_mask(known, "known")
+    check_mask(hole, "hole", shape=tuple(known.shape))
+    k = known.detach().cpu().numpy()
+    h = hole.detach().cpu().numpy()
+    return torch.from_numpy(k & _adjacent4(h)).to(known.device)
+
+
+def _ring_median(values: np.ndarray, ring: np.ndarray, radius: int) -> np.ndarray:
+    """Median of ``values`` over the ring pixels in a (2r+1)^2 window, at each ring pixel.
+
+    Returns a float64 array [n_ring] in the order of ``np.nonzero(ring)``.
+    """
+    ys, xs = np.nonzero(ring)
+    v = values[ys, xs].astype(np.float64)
+    if radius <= 0 or len(ys) == 0:
+        return v
+    H, W = ring.shape
+    pr = np.pad(ring, radius, constant_values=False)
+    pv = np.pad(np.where(ring, values, 0.0).astype(np.float64), radius)
+    k = 2 * radius + 1
+    offs = [(dy, dx) for dy in range(k) for dx in range(k)]
+    win = np.empty((len(ys), len(offs)), np.float64)
+    for i, (dy, dx) in enumerate(offs):
+        on = pr[ys + dy, xs + dx]
+        win[:, i] = np.where(on, pv[ys + dy, xs + dx], np.inf)
+    win.sort(axis=1)
+    cnt = np.isfinite(win).sum(axis=1)  # >= 1: the pixel itself
+    rows = np.arange(len(ys))
+    return 0.5 * (win[rows, (cnt - 1) // 2] + win[rows, cnt // 2])
+
+
+class _Multigrid:
+    """Aggregation multigrid V-cycle on a pixel grid, used as a conjugate-gradient preconditioner.
+
+    Aggregates are 2x2 pixel blocks; prolongation is piecewise constant, so the Galerkin coarse
+    operator ``P^T A P`` is a plain sum of the fine entries per aggregate pair (cheap to form,
+    exact for any hole shape and boundary condition). Piecewise-constant transfer under-corrects
+    smooth errors by about a factor 2, hence the over-correction ``_ALPHA`` (Braess; Notay's
+    aggregation AMG). Damped-Jacobi pre- and post-smoothing keep the cycle symmetric, as CG needs.
+    """
+
+    def __init__(self, A: sp.csr_matrix, ys: np.ndarray, xs: np.ndarray):
+        self.levels: list[tuple[sp.csr_matrix, np.ndarray, int, np.ndarray]] = []
+        while A.shape[0] > _COARSEST_MAX:
+            key = (ys // 2).astype(np.int64) * (1 << 32) + (xs // 2)
+            uk, agg = np.unique(key, return_inverse=True)
+            agg = agg.ravel()
+            nc = len(uk)
+            if nc >= A.shape[0]:  # cannot coarsen further
+                break
+            self.levels.append((A.astype(np.float32), agg, nc, (0.6 / A.diagonal()).astype(np.float32)))
+            coo = A.tocoo()
+            A = sp.csr_matrix((coo.data, (agg[coo.row], agg[coo.col])), shape=(nc, nc))  # sums duplicates
+            ys, xs = uk >> 32, uk & ((1 << 32) - 1)
+        self.coarse = sla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A")
+
+    def __call__(self, b: np.ndarray) -> np.ndarray:
+        """Apply the preconditioner (float32 inside: it only has to be a good approximation)."""
+        return self.vcycle(b.astype(np.float32)).astype(np.float64)
+
+    def vcycle(self, b: np.ndarray, level: int = 0) -> np.ndarray:
+        if level == len(self.levels):
+            return self.coarse.solve(b.astype(np.float64)).astype(np.float32)
+        A, agg, n_coarse, w = self.levels[level]  # w: damped-Jacobi weights 0.6 / diag
+        x = w * b
+        x += w * (b - A @ x)
+        r = np.bincount(agg, weights=b - A @ x, minlength=n_coarse).astype(np.float32)
+        x += _ALPHA * self.vcycle(r, level + 1)[agg]
+        x += w * (b - A @ x)
+        x += w * (b - A @ x)
+        return x
+
+
+def _solve_spd(A: sp.csr_matrix, b: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Solve the SPD grid system A x = b: direct when small, multigrid-preconditioned CG when large."""
+    if not np.any(b):
+        return np.zeros_like(b)
+    if A.shape[0] <= _DIRECT_MAX:
+        return sla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A").solve(b)
+    mg = _Multigrid(A, ys, xs)
+    M = sla.LinearOperator(A.shape, matvec=mg, dtype=np.float64)
+    x, info = sla.cg(A, b, M=M, rtol=_CG_RTOL, atol=0.0, maxiter=200)
+    if info != 0:
+        logger.warning("seam_correction: multigrid CG did not converge (info=%d); solving directly", info)
+        x = sla.spsolve(A.tocsc(), b, permc_spec="MMD_AT_PLUS_A")
+    return x
+
+
+def seam_correction(
+    log_ratio_known: Tensor,
+    known: Tensor,
+    hole: Tensor,
+    *,
+    decay: float | None = None,
+    ring_radius: int = 2,
+    links: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """A smooth log-correction field that equals the observed log-ratio at the seam.
+
+    Args:
+        log_ratio_known: [H,W] float, ``log(reference / scaled_estimate)``; read on ``known``
+            pixels only (must be finite there), anything elsewhere.
+        known: [H,W] bool, pixels with existing geometry.
+        hole: [H,W] bool, pixels to be filled (disjoint from ``known``). Pixels in neither are
+            left alone and act as free (Neumann) boundaries, like the image border.
+        decay: None for pure harmonic interpolation (default: best for low-frequency
+            distortions); a length L > 0 in pixels for screened Poisson, which makes the
+            correction fade to 0 about L pixels away from the seam.
+        ring_radius: half-size of the window (in pixels) over which each ring value is the
+            median of the ring pixels in it; 0 uses the raw log-ratios.
+        links: None (every pair of 4-neighbours is coupled equally) or (horizontal [H,W-1],
+            vertical [H-1,W]) float weights in [0, 1] of the coupling between each pixel and its
+            right and lower neighbour (see :func:`edge_links`): a weight near 0 (a depth edge)
+            keeps the correction of one surface from flowing into the next. A hole region cut
+            off from the seam fades to 0.
+
+    Returns:
+        [H,W] tensor ``c`` (dtype and device of ``log_ratio_known``): on hole pixels the
+        interpolated correction; on ring pixels (known, 4-adjacent to the hole) the denoised
+        seam value; on other known pixels the raw log-ratio (so ``scaled * exp(c)`` reproduces
+        the reference there); 0 on pixels in neither mask and on hole components that touch
+        no known pixel.
+    """
+    check_map(log_ratio_known, "log_ratio_known")
+    shape = tuple(log_ratio_known.shape)
+    check_mask(known, "known", shape=shape)
+    check_mask(hole, "hole", shape=shape)
+    if decay is not None and not (decay > 0 and np.isfinite(decay)):
+        raise ValueError(f"decay must be None or a finite length in pixels > 0, got {decay}")
+    if ring_radius < 0:
+        raise ValueError(f"ring_radius must be >= 0, got {ring_radius}")
+    H, W = shape
+    if links is not None:
+        wx, wy = links
+        check_map(wx, "links[0]", shape=(H, W - 1))
+        check_map(wy, "links[1]", shape=(H - 1, W))
+        if not bool(((wx >= 0) & (wx <= 1)).all() and ((wy >= 0) & (wy <= 1)).all()):
+            raise ValueError("links must hold weights in [0, 1]")
+    if bool((known & hole).any()):
+        raise ValueError(f"known and hole must be disjoint; {int((known & hole).sum())} pixels are in both")
+    lr_known = log_ratio_known[known]
+    if not bool(torch.isfinite(lr_known).all()):
+        raise ValueError(
+            f"log_ratio_known has {int((~torch.isfinite(lr_known)).sum())} non-finite values on known pixels"
+        )
+
+    k = known.detach().cpu().numpy()
+    h = hole.detach().cpu().numpy()
+    lr = np.where(k, log_ratio_known.detach().cpu().double().numpy(), 0.0)
+    out = lr.copy()  # raw log-ratio on known pixels, 0 elsewhere
+
+    ring = k & _adjacent4(h)
+    if ring.any():
+        ry, rx = np.nonzero(ring)
+        g = np.zeros((H, W), np.float64)
+        g[ry, rx] = _ring_median(lr, ring, ring_radius)
+        out[ry, rx] = g[ry, rx]
+
+        # Unknowns: hole pixels in components (4-connected) that touch the ring.
+        labels, _ = ndi.label(h)
+        touching = np.unique(labels[_adjacent4(ring) & h])
+        unknown = np.isin(labels, touching[touching > 0])
+        n = int(unknown.sum())
+        if n > 0:
+            uy, ux = np.nonzero(unknown)
+            index = np.full((H, W), -1, np.int64)
+            index[uy, ux] = np.arange(n)
+            screen = 0.0 if decay is None else 1.0 / float(decay) ** 2
+            if links is not None:  # a region cut off by edges must still have a solution (0)
+                screen = max(screen, (0.1 / max(H, W)) ** 2)
+            diag = np.full(n, screen)
+            rhs = np.zeros(n)
+            rows, cols, vals = [], [], []
+            if links is not None:
+                lx = links[0].detach().cpu().double().numpy()
+                ly = links[1].detach().cpu().double().numpy()
+            for dy, dx in _OFFSETS_4:
+                ny, nx = uy + dy, ux + dx
+                inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
+                i = np.nonzero(inside)[0]
+                ny, nx = ny[i], nx[i]
+                j = index[ny, nx]
+                coupled = j >= 0
+                dirichlet = ring[ny, nx]
+                if links is None:
+                    wgt = np.ones(len(i))
+                else:  # the link between (y, x) and (y + dy, x + dx) is stored at the smaller one
+                    y0, x0 = np.minimum(uy[i], ny), np.minimum(ux[i], nx)
+                    wgt = lx[y0, x0] if dy == 0 else ly[y0, x0]
+                use = coupled | dirichlet  # anything else is a free (Neumann) side
+                diag += np.bincount(i[use], weights=wgt[use], minlength=n)
+                rhs += np.bincount(i[dirichlet], weights=wgt[dirichlet] * g[ny[dirichlet], nx[dirichlet]], minlength=n)
+                rows.append(i[coupled])
+                cols.append(j[coupled])
+                vals.append(-wgt[coupled])
+            r = np.concatenate(rows + [np.arange(n)])
+            c = np.concatenate(cols + [np.arange(n)])
+            v = np.concatenate(vals + [diag])
+            A = sp.csr_matrix((v, (r, c)), shape=(n, n))
+            out[uy, ux] = _solve_spd(A, rhs, uy, ux)
+    return torch.from_numpy(out).to(device=log_ratio_known.device, dtype=log_ratio_known.dtype)
+
+
+def edge_links(depth: Tensor, *, noise: float | None = None, floor: float = 0.02) -> tuple[Tensor, Tensor]:
+    """Coupling weights between neighbouring pixels that fall to 0 across depth edges.
+
+    For each pair of 4-neighbours (p, q) the weight is ``exp(-(d / tau)^2)`` with ``d`` the
+    difference of their log-depths (after a 3x3 median, which removes pixel noise but keeps
+    edges) and ``tau = max(4 * noise, floor)``. ``noise`` is the pixel noise of the log-depth;
+    None estimates it from the data (the median absolute difference of horizontal neighbours,
+    most of which lie on smooth surfaces). Returns (horizontal [H,W-1], vertical [H-1,W]) float64
+    weights for :func:`seam_correction`.
+    """
+    check_map(depth, "depth")
+    check_positive(depth, "depth")
+    L = torch.log(depth.detach().double().cpu())
+    if noise is None:
+        noise = float((L[:, 1:] - L[:, :-1]).abs().median()) / (0.6745 * math.sqrt(2))
+    Lm = torch.from_numpy(ndi.median_filter(L.numpy(), size=3, mode="nearest"))
+    tau = max(4.0 * noise, floor)
+    wx = torch.exp(-(((Lm[:, 1:] - Lm[:, :-1]) / tau) ** 2))
+    wy = torch.exp(-(((Lm[1:, :] - Lm[:-1, :]) / tau) ** 2))
+    return wx.to(depth.device), wy.to(depth.device)
+
+
+def seam_jump(depth: Tensor, reference: Tensor, known: Tensor, hole: Tensor) -> float:
+    """Median relative jump across the seam: |depth[p] - reference[q]| / reference[q].
+
+    Taken over all 4-adjacent pairs (p in ``hole``, q in ``known``). NaN when there are none.
+    Shapes: ``depth`` and ``reference`` float [H,W]; ``known`` and ``hole`` bool [H,W];
+    ``reference`` must be finite and > 0 on ``known``.
+    """
+    check_map(depth, "depth")
+    check_map(reference, "reference", shape=tuple(depth.shape))
+    check_mask(known, "known", shape=tuple(depth.shape))
+    check_mask(hole, "hole", shape=tuple(depth.shape))
+    check_positive(reference, "reference", where=known, where_name="known pixels")
+    return _seam_jump(depth, reference, known, hole)
+
+
+def _seam_jump(depth: Tensor, reference: Tensor, known: Tensor, hole: Tensor) -> float:
+    """:func:`seam_jump` without the input checks (for inputs already checked)."""
+    vals = []
+    for dy, dx in _OFFSETS_4:
+        H, W = depth.shape
+        # p = (y, x) in hole, q = (y + dy, x + dx) in known.
+        ys, ye = max(0, -dy), min(H, H - dy)
+        xs, xe = max(0, -dx), min(W, W - dx)
+        p_hole = hole[ys:ye, xs:xe]
+        q_known = known[ys + dy : ye + dy, xs + dx : xe + dx]
+        pair = torch.nonzero(p_hole & q_known, as_tuple=True)  # once for both maps
+        dp = depth[ys:ye, xs:xe][pair]
+        rq = reference[ys + dy : ye + dy, xs + dx : xe + dx][pair]
+        vals.append(((dp - rq) / rq).abs())
+    v = torch.cat(vals)
+    if v.numel() == 0:
+        return float("nan")
+    return float(v.double().median())
+
+
+@dataclass(frozen=True, eq=False)
+class AlignedDepth:
+    """The result of :func:`align_depth`.
+
+    Attributes:
+        depth: [H,W] aligned z-depth of the whole view: ``fit.apply(estimated) * exp(correction)``.
+            With ``seam=True`` it reproduces the reference on known pixels (up to the ring
+            denoising); on hole pixels it is the new geometry to lift; on pixels in neither
+            mask (and everywhere with ``seam=False``) it is the scaled estimate.
+        fit: the global :class:`ScaleFit` (on the known pixels).
+        correction: [H,W] the log-correction field (zeros when ``seam=False``).
+        seam_jump_before: median relative seam jump of the scaled estimate (after the global
+            fit, before the seam correction); see :func:`seam_jump`.
+        seam_jump_after: the same for ``depth``.
+    """
+
+    depth: Tensor
+    fit: ScaleFit
+    correction: Tensor
+    seam_jump_before: float
+    seam_jump_after: float
+
+
+def check_alignment_inputs(estimated: Tensor, reference: Tensor, known: Tensor, hole: Tensor) -> None:
+    """The inputs of a view's alignment: depth maps [H,W] of one shape, finite and > 0 where they
+    are used, and disjoint known / hole masks."""
+    check_map(estimated, "estimated")
+    shape = tuple(estimated.shape)
+    check_map(reference, "reference", shape=shape)
+    check_mask(known, "known", shape=shape)
+    check_mask(hole, "hole", shape=shape)
+    if bool((known & hole).any()):
+        raise ValueError(f"known and hole must be disjoint; {int((known & hole).sum())} pixels are in both")
+    check_positive(reference, "reference", where=known, where_name="known pixels")
+    check_positive(estimated, "estimated", where=known | hole, where_name="known and hole pixels")
+
+
+def align_depth(
+    estimated: Tensor,
+    reference: Tensor,
+    known: Tensor,
+    hole: Tensor,
+    *,
+    with_shift: bool = False,
+    seam: bool = True,
+    decay: float | None = None,
+    ring_radius: int = 2,
+    min_pixels: int = 32,
+    trend: int = 0,
+    anchor_tolerance: float | None = 0.25,
+    fit: bool = True,
+) -> AlignedDepth:
+    """Align a view's estimated z-depth to the existing geometry along the view's rays.
+
+    Steps: a robust global scale (and shift) on the known pixels (:func:`fit_scale`), then a
+    smooth multiplicative seam correction into the hole (:func:`seam_correction`).
+
+    Args:
+        estimated: [H,W] float z-depth from the depth model; finite and > 0 on known and hole.
+        reference: [H,W] float z-depth rendered from the existing points; finite and > 0 on
+            known (anything elsewhere, e.g. 0 in holes).
+        known: [H,W] bool, pixels with existing geometry (the fit's overlap).
+        hole: [H,W] bool, pixels to fill; disjoint from ``known``.
+        with_shift: fit scale and shift instead of scale only. If the shift makes any scaled
+            depth on known or hole pixels <= 0, the scale-only fit is used (warning logged).
+        seam: apply the seam correction (False: the global fit only).
+        decay: see :func:`seam_correction` (None: pure harmonic).
+        ring_radius: see :func:`seam_correction`.
+        min_pixels: see :func:`fit_scale`.
+        trend: degree of the smooth trend of the depth ratio fitted on all known pixels after
+            the global fit (:func:`alignment.trend.fit_log_trend`; 0 = none). It extrapolates a
+            tilt of the estimate into border strips, which the seam correction cannot.
+
+        fit: False to take ``estimated`` as already scaled (an alignment found elsewhere, e.g.
+            :mod:`alignment.joint`): no scale, shift or trend is fitted, only the seam correction.
+        anchor_tolerance: known pixels whose log-ratio to the (scaled) estimate is further than
+            this from 0 do not anchor the seam (None: all do). A smooth distortion of +-20%
+            stays well inside 0.25; a point that overhangs a silhouette (the reference sees the
+            foreground, the estimate the background behind it) is far outside, and as an anchor
+            it would pull a whole disocclusion hole onto the foreground.
+
+    Returns:
+        :class:`AlignedDepth`; ``depth`` has the dtype and device of ``estimated``.
+
+    Measured on the procedural world (4 camera moves at 256x256, holes 15-45%, 1% noise; median
+    relative depth error in the hole, global fit / harmonic / decay 64 px): linear distortion
+    6.8% / 2.2% / 3.6%; sinusoidal 3.6% / 2.9% / 2.2%; bowl 1.5% / 1.2% / 1.1%; none 0.68% /
+    0.73% / 0.73%. Harmonic is the robust default; a decay helps when the distortion turns
+    back inside a border strip. ``with_shift`` let a smooth distortion pass for an offset and
+    extrapolated badly into the hole (57% error on one move): keep it off unless the depth
+    model is known to have an offset.
+    """
+    check_alignment_inputs(estimated, reference, known, hole)
+
+    if not fit:
+        scaled = estimated
+        res = _median_relative_error(estimated, reference, known)
+        global_fit = ScaleFit(1.0, 0.0, False, int(known.sum()), 1.0, res, res)
+        return _seam_step(estimated, scaled, reference, known, hole, global_fit, seam, decay, ring_radius,
+                          anchor_tolerance)
+    fit = fit_scale(estimated, reference, known, with_shift=with_shift, min_pixels=min_pixels)
+    used = known | hole
+    if fit.with_shift and bool((fit.apply(estimated)[used] <= 0).any()):
+        logger.warning("align_depth: the fitted shift makes some depths <= 0; using the scale-only fit")
+        fit = fit_scale(estimated, reference, known, with_shift=False, min_pixels=min_pixels)
+    # Scaled estimate; pixels outside known | hole may hold anything: keep them finite and > 0
+    # only where used, and leave the rest as the plain scaled estimate.
+    scaled = fit.apply(estimated)
+    if trend > 0:
+        safe_ref = torch.where(known, reference, torch.ones_like(reference))
+        safe_scaled = torch.where(known, scaled, torch.ones_like(scaled))
+        tilt = fit_log_trend(torch.log(safe_ref.double() / safe_scaled.double()), known, degree=trend)
+        scaled = (scaled.double() * torch.exp(tilt)).to(estimated.dtype)
+    return _seam_step(estimated, scaled, reference, known, hole, fit, seam, decay, ring_radius, anchor_tolerance)
+
+
+def _median_relative_error(depth: Tensor, reference: Tensor, mask: Tensor) -> float:
+    if not bool(mask.any()):
+        return float("nan")
+    return float(((depth[mask] - reference[mask]).abs() / reference[mask]).double().median())
+
+
+def _seam_step(estimated, scaled, reference, known, hole, fit, seam, decay, ring_radius, anchor_tolerance):
+    """The seam correction of :func:`align_depth` on the globally aligned estimate ``scaled``."""
+    if seam:
+        safe_ref = torch.where(known, reference, torch.ones_like(reference))
+        safe_scaled = torch.where(known, scaled, torch.ones_like(scaled))
+        log_ratio = torch.log(safe_ref.double() / safe_scaled.double())
+        anchors = known if anchor_tolerance is None else known & (log_ratio.abs() <= anchor_tolerance)
+        correction = seam_correction(log_ratio, anchors, hole, decay=decay, ring_radius=ring_radius)
+    else:
+        correction = torch.zeros_like(estimated, dtype=torch.float64)
+    depth = (scaled.double() * torch.exp(correction)).to(estimated.dtype)
+    return AlignedDepth(
+        depth=depth,
+        fit=fit,
+        correction=correction.to(estimated.dtype),
+        seam_jump_before=_seam_jump(scaled, reference, known, hole),
+        seam_jump_after=_seam_jump(depth, reference, known, hole),
+    )

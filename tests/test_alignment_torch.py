@@ -1,0 +1,179 @@
+"""The alignment on torch tensors: equal to the numpy/scipy version it replaced
+(tests/alignment_reference), and free of numpy on the torch-only path a GPU takes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+
+import alignment.kernels as kernels
+from alignment import align_depth, fit_scale, seam_correction
+from alignment.adaptive import align_adaptive
+from alignment.seam import edge_links
+from alignment_reference import adaptive as reference_adaptive
+from alignment_reference import scale as reference_scale
+from alignment_reference import seam as reference_seam
+from dreamer.scene import DreamConfig
+from dreamer.scene.loop import align_view
+
+H, W = 80, 104
+
+
+def _coords():
+    return torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
+                          indexing="ij")
+
+
+def _scene(seed: int):
+    """A slanted surface with a box in front (a depth edge), an estimate with a distortion and
+    noise, and a hole (a border strip plus a disocclusion blob)."""
+    yy, xx = _coords()
+    truth = 1.5 + 3.0 * (1 - yy / H) + 0.4 * torch.sin(xx / 11.0)
+    box = (xx > 30) & (xx < 50) & (yy > 20) & (yy < 50)
+    truth = torch.where(box, torch.full_like(truth, 1.2), truth)
+    g = torch.Generator().manual_seed(seed)
+    distortion = [lambda d: 0.45 * d, lambda d: 1.0 / (0.8 / d + 0.12),
+                  lambda d: 0.7 * d * torch.exp(0.15 * (xx / W - 0.5) + 0.1 * torch.sin(yy / 9.0))][seed % 3]
+    est = distortion(truth) * (1 + 0.01 * torch.randn(H, W, generator=g, dtype=torch.float64))
+    hole = (xx > W - 20 - 6 * seed) | ((xx - 40) ** 2 + (yy - 60) ** 2 < (8 + 2 * seed) ** 2)
+    known = ~hole
+    known[:3, :] = False  # pixels in neither mask
+    return est, truth, known, hole
+
+
+def _random_mask(seed: int, density: float) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(H // 8 + 1, W // 8 + 1, generator=g) < density
+    fine = coarse.repeat_interleave(8, 0).repeat_interleave(8, 1)[:H, :W]
+    return fine ^ (torch.rand(H, W, generator=g) < 0.05)
+
+
+def _torch_only(monkeypatch):
+    """The path a GPU takes, on the CPU: torch kernels, and any tensor -> numpy conversion fails."""
+    monkeypatch.setattr(kernels, "CPU_KERNELS", False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor was converted to numpy on the torch-only path")
+
+    monkeypatch.setattr(torch.Tensor, "numpy", refuse)
+    monkeypatch.setattr(torch.Tensor, "__array__", refuse)
+    for name in ("distance_transform_edt", "label", "median_filter"):
+        monkeypatch.setattr(ndi, name, refuse)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_torch_kernels_equal_numpy_and_scipy(seed, monkeypatch):
+    mask = _random_mask(seed, 0.3)
+    seeds = mask & _random_mask(seed + 10, 0.2)
+    values = torch.randn(1000 + seed, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    values[::7] = 0.5  # ties
+    dist = torch.from_numpy(ndi.distance_transform_edt(~mask.numpy()))
+    labels, _ = ndi.label(mask.numpy())
+    touched = np.isin(labels, np.unique(labels[seeds.numpy()])) & mask.numpy()
+    for cpu in (True, False):
+        monkeypatch.setattr(kernels, "CPU_KERNELS", cpu)
+        assert torch.allclose(kernels.distance_to(mask), dist, rtol=1e-15, atol=0)
+        assert torch.equal(kernels.regions_touching(mask, seeds), torch.from_numpy(touched))
+        for v in (values, values[:-1], values[:1]):
+            assert kernels.median(v) == float(np.median(v.numpy()))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_align_adaptive_equals_the_numpy_version(seed):
+    est, truth, known, hole = _scene(seed)
+    for kwargs in ({}, {"edges": True, "folds": 2}, {"fit_global": False, "offset_reach": 0.1, "seam_reaches": (0.2,)}):
+        new = align_adaptive(est, truth, known, hole, **kwargs)
+        old = reference_adaptive.align_adaptive(est, truth, known, hole, **kwargs)
+        assert (new.model, new.seam_reach, new.seam_edges) == (old.model, old.seam_reach, old.seam_edges)
+        assert new.scores.keys() == old.scores.keys()
+        for key in new.scores:
+            assert new.scores[key] == pytest.approx(old.scores[key], rel=1e-6, abs=1e-9)
+        assert new.global_correction.params == pytest.approx(old.global_correction.params, rel=1e-9, abs=1e-12)
+        # The seam solves stop at a relative residual of 1e-6 (both versions): fields agree to ~1e-6.
+        assert float((new.depth / old.depth - 1).abs().max()) < 1e-5
+        assert new.fit.scale == pytest.approx(old.fit.scale, rel=1e-12)
+        assert new.fit.inlier_fraction == old.fit.inlier_fraction
+
+
+@pytest.mark.parametrize("with_shift", [False, True])
+def test_fit_scale_equals_the_numpy_version(with_shift):
+    est, truth, known, _ = _scene(1)
+    new = fit_scale(est, truth, known, with_shift=with_shift)
+    old = reference_scale.fit_scale(est, truth, known, with_shift=with_shift)
+    for a, b in zip((new.scale, new.shift, new.residual_before, new.residual_after),
+                    (old.scale, old.shift, old.residual_before, old.residual_after)):
+        assert a == pytest.approx(b, rel=1e-10, abs=1e-12)
+    assert (new.with_shift, new.n_pixels, new.inlier_fraction) == (old.with_shift, old.n_pixels, old.inlier_fraction)
+
+
+@pytest.mark.parametrize("decay", [None, 20.0])
+def test_seam_correction_with_edges_equals_the_numpy_version(decay):
+    est, truth, known, hole = _scene(2)
+    rho = torch.log(truth / est)
+    links = edge_links(est)
+    old_links = reference_seam.edge_links(est)
+    assert torch.allclose(links[0], old_links[0], rtol=0, atol=1e-15)
+    assert torch.allclose(links[1], old_links[1], rtol=0, atol=1e-15)
+    new = seam_correction(rho, known, hole, decay=decay, links=links)
+    old = reference_seam.seam_correction(rho, known, hole, decay=decay, links=old_links)
+    assert float((new - old).abs().max()) < 1e-6
+
+
+def test_the_alignment_runs_in_torch_alone_on_the_inputs_device(monkeypatch):
+    """align_view (the loop's alignment) and align_depth with every tensor -> numpy conversion
+    and scipy's image functions refused: the results are tensors on the input's device, equal
+    to the default path's (numpy and scipy kernels on the CPU)."""
+    est, truth, known, hole = _scene(2)
+    est, truth = est.float(), truth.float()
+    default = align_view(est, truth, known, hole, DreamConfig())
+    _torch_only(monkeypatch)
+    with pytest.raises(AssertionError, match="torch-only"):
+        est.numpy()  # the guard is in place
+    out = align_view(est, truth, known, hole, DreamConfig())
+    plain = align_depth(est, truth, known, hole, decay=30.0)
+    for t in (out.depth, out.correction, out.global_correction.log_field(est), plain.depth, plain.correction):
+        assert isinstance(t, torch.Tensor) and t.device == est.device
+    assert out.depth.dtype == est.dtype
+    assert (out.model, out.seam_reach, out.seam_edges) == (default.model, default.seam_reach, default.seam_edges)
+    assert float((out.depth.double() / default.depth.double() - 1).abs().max()) < 1e-6
+    assert math.isfinite(plain.seam_jump_after)
+
+
+def test_one_view_of_the_loop_runs_without_numpy(monkeypatch):
+    """dream_view (render, coverage clean-up, alignment, lifting, merge) with the models' outputs
+    fixed and every tensor -> numpy conversion refused: the same view as on the default path."""
+    from dreamer.backends.synthetic import WorldDepthEstimator
+    from dreamer.cameras import DEFAULT_FOCAL_512, Camera, rotation_y
+    from dreamer.render import lift
+    from dreamer.scene.loop import dream_view
+    from dreamer.worlds import ProceduralWorld
+
+    world, size = ProceduralWorld(), 64
+    first = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
+    r0 = world.render(first)
+    points = lift(r0.image, r0.depth, first)
+    c2w = first.c2w.clone()
+    c2w[:3, :3] = rotation_y(15.0)
+    cam = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size, c2w)
+    truth = world.render(cam)
+    estimate = WorldDepthEstimator(world, seed=1).estimate(truth.image, camera=cam)
+
+    class Fixed:
+        def inpaint(self, image, mask, prompt, *, camera, generator=None):
+            return truth.image
+
+        def estimate(self, image, *, camera):
+            return estimate
+
+    run = lambda: dream_view(points, cam, "", inpainter=Fixed(), depth_estimator=Fixed(),  # noqa: E731
+                             config=DreamConfig())
+    default_cloud, default_view = run()
+    _torch_only(monkeypatch)
+    cloud, view = run()
+    assert view.stats["align_model"] == default_view.stats["align_model"]
+    assert torch.equal(view.mask, default_view.mask) and len(cloud) == len(default_cloud) > len(points)
+    assert float((view.depth.double() / default_view.depth.double() - 1).abs().max()) < 1e-6
