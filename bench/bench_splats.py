@@ -224,10 +224,14 @@ def bench_refine(args) -> None:
     rows = {}
     for name, scene, dw, repair in runs:
         t = time.perf_counter()
-        g = train_gaussians(scene, SplatConfig(depth_weight=dw, **base), refiner=refiner if repair else None)
+        # The refine step's transmittance barrier comes with the repaired views, as --refine sets it.
+        ow = args.opaque_weight if repair else 0.0
+        g = train_gaussians(scene, SplatConfig(depth_weight=dw, opaque_weight=ow, **base),
+                            refiner=refiner if repair else None)
         rows[name] = (score_full(g, near, truths_near), score_full(g, far, truths_far), time.perf_counter() - t)
         print(f"  trained {name}: {len(g)} Gaussians, {rows[name][2]:.0f} s", flush=True)
     print(f"\nheld-out quality after {it} iterations (means over cameras; depth weight {args.depth_weight}; "
+          f"with the repaired views the transmittance barrier at {args.opaque_weight}; "
           f"LPIPS not measured: no pretrained LPIPS network offline)")
     print("AbsRel: the splats' expected depth against the true z-depth where alpha > 0.5; 'inner': the same away "
           "from depth edges (1 px bands where the truth jumps by > 5%)")
@@ -377,6 +381,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--depth-weight", type=float, default=0.3, help="refine bench: depth supervision weight")
+    ap.add_argument("--opaque-weight", type=float, default=None,
+                    help="refine bench: the transmittance barrier's weight in the runs with repaired views (default: "
+                         "the refine step's, RefineConfig.refine_opaque_weight)")
     ap.add_argument("--repair-views", type=int, default=8, help="refine bench: repaired views per round")
     ap.add_argument("--repair-angle", type=float, default=25.0, help="refine bench: spread of the last round")
     ap.add_argument("--complete-views", type=int, default=12, help="refine bench: most views the completion dreams")
@@ -392,6 +399,10 @@ def main() -> None:
     ap.add_argument("--init-cell", type=float, default=None,
                     help="SplatConfig.init_cell (footprints per cell of the initial Gaussians; 0: one per point)")
     args = ap.parse_args()
+    if args.opaque_weight is None:
+        from dreamer.pipeline.settings import RefineConfig
+
+        args.opaque_weight = RefineConfig().refine_opaque_weight
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)

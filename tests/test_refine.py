@@ -242,3 +242,53 @@ def test_every_preset_fits_all_repair_rounds_in_its_iterations():
     for name, values in PRESETS.items():
         cfg = SplatConfig(**{k: v for k, v in values.items() if k in fields})
         assert sorted(_repair_schedule(cfg, cfg.repair_rounds).values()) == list(range(cfg.repair_rounds)), name
+
+
+def test_pseudo_views_carry_the_clouds_depth_where_its_colours_agree(scene):
+    """A repaired view's depth is the cloud's closed render where the cloud covers the pixel and
+    its colour agrees with the repaired image; where the repair drew something else (here a
+    magenta block) the depth is unknown (0)."""
+    from dreamer.render import clean_coverage, render_points
+    from dreamer.splats.pseudo_views import pseudo_view_depth
+    from dreamer.trajectories import orbit_camera
+
+    result, world = scene
+    cfg = SplatConfig(depth_weight=0.3, **FAST)
+    cam = orbit_camera(result.views[1].camera, 3.0, 4.0, 2.0)
+    fixed, masks = clean_coverage(render_points(result.points, cam, splat_scale=1.5, max_splat_px=32.0),
+                                  close_px=cfg.path_close_px, grow_px=0)
+    image = fixed.image.float().clamp(0, 1).clone()
+    image[10:20, 12:30] = torch.tensor([1.0, 0.0, 1.0])
+    depth = pseudo_view_depth(result, cam, image, cfg)
+    block = torch.zeros_like(masks.known)
+    block[10:20, 12:30] = True
+    assert (depth[block] == 0).all()
+    keep = masks.known & ~block
+    assert keep.float().mean() > 0.5 and torch.equal(depth[keep], fixed.depth.float()[keep])
+    assert (depth[~masks.known] == 0).all()
+    assert pseudo_view_depth(result, cam, image, SplatConfig(repair_depth=False, **FAST)) is None
+
+
+def test_pseudo_view_depth_joins_the_loss_and_a_resumed_run_matches(tmp_path):
+    result, world = world_scene(24, 16, yaws=(0.0, 10.0))
+    cfg = SplatConfig(**{**REPAIR, "depth_weight": 0.3})
+    history = []
+    straight = train_gaussians(result, cfg, history=history, refiner=WorldRefiner(world))
+    assert any(h["pseudo"] and h["depth_loss"] > 0 for h in history)
+    off = []
+    train_gaussians(result, SplatConfig(**{**REPAIR, "depth_weight": 0.3, "repair_depth": False}), history=off,
+                    refiner=WorldRefiner(world))
+    assert all(h["depth_loss"] == 0 for h in off if h["pseudo"])
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(stage, done, total):
+        if stage == "splats" and done == 25:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_gaussians(result, cfg, interrupt, checkpoint_dir=tmp_path, refiner=WorldRefiner(world))
+    resumed = train_gaussians(result, cfg, checkpoint_dir=tmp_path, refiner=WorldRefiner(world))
+    for a, b in zip(resumed.params().values(), straight.params().values()):
+        assert torch.equal(a, b)

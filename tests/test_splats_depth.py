@@ -127,5 +127,6 @@ def test_the_refine_step_trains_on_the_render_path():
     splats = SplatConfig()
     assert RefineConfig(refine=True).splat_config(splats).path_views == RefineConfig().refine_path_views > 0
     assert RefineConfig(refine=False).splat_config(splats) is splats
-    own = SplatConfig(path_views=3, depth_weight=0.1)
+    assert RefineConfig(refine=True).splat_config(splats).opaque_weight == RefineConfig().refine_opaque_weight > 0
+    own = SplatConfig(path_views=3, depth_weight=0.1, opaque_weight=0.5)
     assert RefineConfig(refine=True).splat_config(own) is own  # its own settings are kept

@@ -104,6 +104,10 @@ class RefineConfig:
     """``synthetic`` only: pixel noise (standard deviation) of the repaired image."""
     refine_depth_weight: float = 0.3
     """Depth supervision of splat training in the refine step (used when the splat setting depth_weight is 0)."""
+    refine_opaque_weight: float = 1.0
+    """The transmittance barrier of splat training in the refine step (used when the splat setting opaque_weight is
+    0): valid pixels of the training views still more than 0.5% transparent pull their Gaussians' opacity and size,
+    closing the cracks between splats that a video would show."""
     refine_path_views: int = 16
     """Render-path frames the splats train on in the refine step, re-rendered from the (completed) cloud (used when
     the splat setting path_views is 0): the video's frames are covered where the cloud covers them."""
@@ -142,14 +146,16 @@ class RefineConfig:
         check_int(self.complete_close_px, "complete_close_px", min=0)
         check_int(self.complete_path_frames, "complete_path_frames", min=1)
         check_int(self.refine_path_views, "refine_path_views", min=0)
+        check_number(self.refine_opaque_weight, "refine_opaque_weight", min=0.0)
         if not isinstance(self.refine_model, str) or not self.refine_model.strip():
             raise ValueError(f"refine_model must be a hub id or a folder, got {self.refine_model!r}")
 
     def splat_config(self, splats):
         """The splat settings the refine step trains with: ``splats`` with depth supervision at
-        ``refine_depth_weight`` unless it sets its own ``depth_weight``, and ``refine_path_views``
-        render-path views unless it sets its own ``path_views``; unchanged when the refine step
-        is off."""
+        ``refine_depth_weight`` unless it sets its own ``depth_weight``, ``refine_path_views``
+        render-path views unless it sets its own ``path_views``, and the transmittance barrier at
+        ``refine_opaque_weight`` unless it sets its own ``opaque_weight``; unchanged when the
+        refine step is off."""
         if not self.refine or splats is None:
             return splats
         changes = {}
@@ -157,6 +163,8 @@ class RefineConfig:
             changes["depth_weight"] = self.refine_depth_weight
         if splats.path_views == 0:
             changes["path_views"] = self.refine_path_views
+        if splats.opaque_weight == 0:
+            changes["opaque_weight"] = self.refine_opaque_weight
         return dataclasses.replace(splats, **changes) if changes else splats
 
 

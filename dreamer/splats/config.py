@@ -63,6 +63,14 @@ class SplatConfig:
     alpha_weight: float = 0.5
     """Weight of a loss pulling the render's opacity to 1 wherever a view is valid (the mean of 1 - alpha there): a
     dreamed scene has no background, so a pixel the splats do not cover fully is a gap in every video."""
+    opaque_weight: float = 0.0
+    """Weight of a loss on the log transmittance of the valid pixels still more transparent than ``opaque_alpha``:
+    the mean over the valid pixels of max(0, log(1 - alpha) - log(1 - opaque_alpha)). Unlike alpha_weight's linear
+    term, whose pull fades as a pixel nears opaque, it pulls every Gaussian on a nearly opaque pixel (alpha 0.95-0.99)
+    as hard as on a bare one: it closes the cracks between splats that videos show. Its gradient does not count toward
+    densification (0 = off)."""
+    opaque_alpha: float = 0.995
+    """The opacity a valid pixel must reach before opaque_weight leaves it alone, in (0, 1)."""
     masked: bool = True
     """Mask the extra views' holes out of the loss; false trains them as black (the original method, for comparison)."""
     init_opacity: float = 0.5
@@ -123,6 +131,13 @@ class SplatConfig:
     """The last round's cameras also move toward the scene by this fraction of its depth (earlier rounds by less)."""
     repair_weight: float = 0.5
     """Loss weight of a repaired view (a dreamed view weighs 1)."""
+    repair_depth: bool = True
+    """With depth supervision on: a repaired view's depth is supervised too, by the cloud's depth rendered into its
+    camera where the cloud's colour there agrees with the repaired image (see repair_depth_agree)."""
+    repair_depth_agree: float = 0.1
+    """A repaired view's pixel takes the cloud's depth only where the cloud's render and the repaired image differ by
+    at most this (mean absolute difference of the channels in [0, 1]): elsewhere the repair drew a surface the cloud
+    lacks."""
     path_views: int = 0
     """With the fly-through's cameras given to training (the pipeline gives its render path): this many of them,
     spread evenly over the path, become training views re-rendered from the point cloud, their pinholes closed and
@@ -173,12 +188,15 @@ class SplatConfig:
             if not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a positive number, got {v!r}")
         for name in ("l1_weight", "dssim_weight", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d",
-                     "depth_weight", "repair_weight", "alpha_weight", "init_cell"):
+                     "depth_weight", "repair_weight", "alpha_weight", "init_cell", "opaque_weight",
+                     "repair_depth_agree"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a number >= 0, got {v!r}")
         if self.l1_weight + self.dssim_weight <= 0:
             raise ValueError("SplatConfig: l1_weight + dssim_weight must be > 0")
+        if not 0.0 < self.opaque_alpha < 1.0:
+            raise ValueError(f"SplatConfig.opaque_alpha must be in (0, 1), got {self.opaque_alpha!r}")
         if not self.prune_opa < 1.0:
             raise ValueError(f"SplatConfig.prune_opa must be below 1 (an opacity; 1 would prune every Gaussian), "
                              f"got {self.prune_opa!r}")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["masked_l1", "masked_ssim", "masked_psnr", "gaussian_window", "inverse_depth_l1"]
+__all__ = ["masked_l1", "masked_ssim", "masked_psnr", "gaussian_window", "inverse_depth_l1", "transmittance_barrier"]
 
 _C1 = 0.01**2
 _C2 = 0.03**2
@@ -144,3 +144,35 @@ def inverse_depth_l1(pred: Tensor, target: Tensor, mask: Tensor | None = None) -
     inv_t = torch.where(valid, 1.0 / torch.where(valid, target, torch.ones_like(target)), torch.zeros_like(target))
     inv_p = torch.where(valid, 1.0 / torch.where(valid, pred, torch.ones_like(pred)), torch.zeros_like(pred))
     return (inv_p - inv_t).abs().sum() / inv_t.sum().clamp_min(1e-12)
+
+
+def transmittance_barrier(alpha: Tensor, mask: Tensor | None = None, opaque: float = 0.995) -> Tensor:
+    """Mean over valid pixels of ``max(0, log(1 - alpha) - log(1 - opaque))``: zero where a
+    pixel is at least ``opaque`` opaque, and a pull on the log transmittance elsewhere.
+
+    The log transmittance of a pixel is the sum of ``log(1 - a_i)`` over the Gaussians composited
+    on it, so its gradient on each ``a_i`` is ``1 / (1 - a_i)``, independent of how opaque the
+    pixel already is. A linear loss on ``1 - alpha`` pulls each Gaussian by the transmittance of
+    the others, which fades to nothing on a pixel at alpha 0.98: a crack between splats that
+    the loss no longer sees, yet a video shows.
+
+    ``alpha`` [H,W] accumulated opacity in [0,1]; ``mask`` [H,W] bool or None (all valid);
+    ``opaque`` in (0, 1). Pixels outside the mask get exactly zero gradient; 0 without valid
+    pixels.
+    """
+    if not isinstance(alpha, Tensor) or alpha.ndim != 2:
+        raise ValueError(f"alpha must be a tensor [H,W], got {getattr(alpha, 'shape', type(alpha).__name__)}")
+    if not 0.0 < opaque < 1.0:
+        raise ValueError(f"opaque must be in (0, 1), got {opaque!r}")
+    if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool
+                             or tuple(mask.shape) != tuple(alpha.shape)):
+        raise ValueError(f"mask must be a bool tensor {tuple(alpha.shape)} (True = valid pixel), "
+                         f"got {getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
+    floor = math.log1p(-opaque)
+    # Clamped below the floor: pixels already opaque enough pass no gradient (and no log of 0).
+    log_t = torch.log((1.0 - alpha).clamp_min(math.exp(floor)))
+    excess = log_t - floor
+    if mask is None:
+        return excess.mean()
+    valid = mask.to(alpha.device)
+    return torch.where(valid, excess, torch.zeros_like(excess)).sum() / valid.sum().clamp_min(1)

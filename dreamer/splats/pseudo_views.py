@@ -6,6 +6,7 @@ from __future__ import annotations
 
 
 import torch
+from torch import Tensor
 
 from dreamer.cameras import Camera
 from dreamer.scene.result import DreamResult
@@ -14,7 +15,7 @@ from dreamer.splats.rasterizer import num_sh_bases, rasterize
 from dreamer.splats.config import SplatConfig
 from dreamer.splats.views import TrainingView
 
-__all__ = ["repair_cameras"]
+__all__ = ["repair_cameras", "pseudo_view_depth"]
 
 
 def repair_cameras(result: DreamResult, config: SplatConfig) -> list[list[Camera]]:
@@ -47,10 +48,33 @@ def _repair_schedule(config: SplatConfig, n_rounds: int) -> dict[int, int]:
     return {it: r for it, r in its.items() if it < config.iterations}
 
 
+def pseudo_view_depth(result: DreamResult, camera: Camera, image: Tensor, config: SplatConfig) -> Tensor | None:
+    """The depth [H,W] a pseudo-view of ``camera`` carries (0 = unknown pixel), or None without
+    ``config.repair_depth``: the cloud ``result.points`` rendered into the camera, its pinholes
+    closed as the path views' are, where it covers the pixel and its colour agrees with the
+    repaired ``image`` [H,W,3] within ``config.repair_depth_agree`` (mean absolute difference
+    over the channels). Where the repair drew a surface the cloud lacks (the far side of an
+    object, whose cloud render shows the wall behind it) the colours differ and the depth is
+    left unknown. A pure function of the cloud, the camera and the image: a resumed run gets
+    the depth of an uninterrupted one."""
+    if not config.repair_depth:
+        return None
+    from dreamer.render import clean_coverage, render_points
+    from dreamer.splats.views import _extra_splat_scale
+
+    splat_scale, max_px = _extra_splat_scale(result, config)
+    points = result.points.to(image.device)
+    fixed, masks = clean_coverage(render_points(points, camera, splat_scale=splat_scale, max_splat_px=max_px),
+                                  close_px=config.path_close_px, grow_px=0)
+    agree = (fixed.image.float() - image).abs().mean(-1) <= config.repair_depth_agree
+    return torch.where(masks.known & agree, fixed.depth.float(), 0.0)
+
+
 def _make_pseudo_views(params: dict, cameras: list[Camera], round_index: int, sh_deg: int, config: SplatConfig,
                        result: DreamResult, pivots: list[float], refiner, device: torch.device) -> list[TrainingView]:
     """Render the current splats from ``cameras``, repair each render with the nearest dreamed
-    view as reference, and return them as pseudo-views (8-bit, weight ``repair_weight``)."""
+    view as reference, and return them as pseudo-views (8-bit, weight ``repair_weight``, with
+    the depth of :func:`pseudo_view_depth`)."""
     from dreamer.splats.repair import nearest_camera, quantize_image
 
     dreamed = [v.camera for v in result.views]
@@ -66,12 +90,17 @@ def _make_pseudo_views(params: dict, cameras: list[Camera], round_index: int, sh
             g = torch.Generator().manual_seed(config.seed * 1_000_003 + 7919 * (round_index + 1) + k)
             repaired = refiner.refine(render, reference=result.views[src].image.to(device), camera=cam, generator=g)
             cam.check_image(repaired, "the refiner's output")
-            out.append(TrainingView(cam, quantize_image(repaired).to(device), None, src, weight=config.repair_weight,
-                                    pseudo=True, round=round_index))
+            image = quantize_image(repaired).to(device)
+            out.append(TrainingView(cam, image, None, src, depth=pseudo_view_depth(result, cam, image, config),
+                                    weight=config.repair_weight, pseudo=True, round=round_index))
     return out
 
 
-def _pseudo_views_from_state(state: dict, config: SplatConfig, device: torch.device) -> list[TrainingView]:
-    return [TrainingView(Camera.from_dict(e["camera"]).to(device), (e["image"].float() / 255.0).to(device), None,
-                         int(e["source"]), weight=config.repair_weight, pseudo=True, round=int(e["round"]))
-            for e in state.get("pseudo_views", [])]
+def _pseudo_views_from_state(state: dict, config: SplatConfig, device: torch.device,
+                             result: DreamResult) -> list[TrainingView]:
+    out = []
+    for e in state.get("pseudo_views", []):
+        cam, image = Camera.from_dict(e["camera"]).to(device), (e["image"].float() / 255.0).to(device)
+        out.append(TrainingView(cam, image, None, int(e["source"]), depth=pseudo_view_depth(result, cam, image, config),
+                                weight=config.repair_weight, pseudo=True, round=int(e["round"])))
+    return out
