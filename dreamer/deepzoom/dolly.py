@@ -31,7 +31,7 @@ from dreamer.cameras import Camera
 from dreamer.checks import check_int
 from dreamer.deepzoom.config import ProgressFn
 from dreamer.deepzoom.flyin import dolly_cameras
-from dreamer.deepzoom.lifting import render_lod_points
+from dreamer.deepzoom.lifting import check_points_lod, render_lod_points
 from dreamer.pointcloud import PointCloud
 from dreamer.render import check_depth, clean_coverage, dilate, lift
 from dreamer.scene.result import DreamView
@@ -97,11 +97,7 @@ def dream_dolly_view(points: PointCloud, lod: LevelsOfDetail, camera: Camera, *,
     cfg = dream_config if dream_config is not None else DreamConfig()
     if not isinstance(camera, Camera):
         raise TypeError(f"camera must be a dreamer.Camera, got {type(camera).__name__}")
-    if not isinstance(points, PointCloud):
-        raise TypeError(f"points must be a PointCloud, got {type(points).__name__}")
-    if not isinstance(lod, LevelsOfDetail) or len(lod) != len(points):
-        raise ValueError(f"lod must be a LevelsOfDetail with one entry per point ({len(points)}), "
-                         f"got {len(lod) if isinstance(lod, LevelsOfDetail) else type(lod).__name__}")
+    check_points_lod(points, lod)
     check_int(level, "level", min=1)
     check_int(edge_px, "edge_px", min=0)
     cam = camera.to(points.device)

@@ -41,6 +41,15 @@ class ZoomLevelStats:
     seconds: float = 0.0
 
 
+def check_points_lod(points: PointCloud, lod: LevelsOfDetail) -> None:
+    """Raise unless ``points`` is a PointCloud and ``lod`` its LevelsOfDetail (one entry per point)."""
+    if not isinstance(points, PointCloud):
+        raise TypeError(f"points must be a PointCloud, got {type(points).__name__}")
+    if not isinstance(lod, LevelsOfDetail) or len(lod) != len(points):
+        raise ValueError(f"lod must be a LevelsOfDetail with one entry per point ({len(points)}), "
+                         f"got {len(lod) if isinstance(lod, LevelsOfDetail) else type(lod).__name__}")
+
+
 def lod_visible(points: PointCloud, lod: LevelsOfDetail, camera: Camera) -> Tensor:
     """bool [N]: the points a camera shows, the level of detail that carries most weight there
     (weight >= 0.5; the hard-switch version of the Gaussians' cross-fade)."""
@@ -169,11 +178,7 @@ def lift_zoom_level(points: PointCloud, camera: Camera, image: Tensor, *, depth_
     if not isinstance(camera, Camera):
         raise TypeError(f"camera must be a dreamer.Camera, got {type(camera).__name__}")
     _check_image(image, camera, "level image")
-    if not isinstance(points, PointCloud):
-        raise TypeError(f"points must be a PointCloud, got {type(points).__name__}")
-    if not isinstance(lod, LevelsOfDetail) or len(lod) != len(points):
-        raise ValueError(f"lod must be a LevelsOfDetail with one entry per point ({len(points)}), "
-                         f"got {len(lod) if isinstance(lod, LevelsOfDetail) else type(lod).__name__}")
+    check_points_lod(points, lod)
     image = image.to(device=points.device, dtype=torch.float32)
     cam = camera.to(points.device)
     lod = lod.to(points.device)
