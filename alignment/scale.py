@@ -62,32 +62,6 @@ class ScaleFit:
         return estimated * self.scale + self.shift
 
 
-def _median(x: np.ndarray, *, overwrite: bool = False) -> float:
-    """The true median (mean of the two middle values for an even count), in O(n).
-
-    One selection of the upper middle value; the lower one is the largest value before it
-    (a selection of two positions at once costs several times one). ``overwrite``: ``x`` may
-    be reordered in place (no copy).
-    """
-    n = x.size
-    lo, hi = (n - 1) // 2, n // 2
-    if overwrite:
-        part = x.reshape(-1)
-        part.partition(hi)
-    else:
-        part = np.partition(x.reshape(-1), hi)
-    upper = float(part[hi])
-    lower = upper if lo == hi else float(part[:hi].max())
-    return 0.5 * (lower + upper)
-
-
-def _dot(a: np.ndarray, b: np.ndarray) -> np.floating:
-    """Dot product of two vectors without BLAS: a BLAS ``dot`` of a few hundred thousand values
-    wakes its thread pool (milliseconds per call on a busy machine, and a sum whose last bits
-    depend on the thread count); this one is single-threaded and deterministic."""
-    return np.einsum("i,i->", a, b)
-
-
 def _tukey(res: np.ndarray, sigma: float, c: float) -> np.ndarray:
     """Tukey biweight of residuals ``res`` for a robust scale ``sigma``: (1 - (r/c sigma)^2)^2, 0 beyond."""
     u = res / (c * sigma)
@@ -101,7 +75,7 @@ def _tukey(res: np.ndarray, sigma: float, c: float) -> np.ndarray:
 
 def _robust_sigma(res: np.ndarray, floor: float) -> float:
     """MAD-based standard deviation of residuals around 0, never below ``floor``."""
-    return max(_MAD_TO_SIGMA * _median(np.abs(res), overwrite=True), floor)
+    return max(_MAD_TO_SIGMA * median(torch.from_numpy(np.abs(res)), overwrite=True), floor)
 
 
 def _tukey_t(res: Tensor, sigma: float, c: float) -> Tensor:
