@@ -234,13 +234,14 @@ def bench_refine(args) -> None:
     for name, scene, dw, repair in runs:
         t = time.perf_counter()
         # The refine step's transmittance barrier comes with the repaired views, as --refine sets it.
-        ow = args.opaque_weight if repair else 0.0
-        g = train_gaussians(scene, SplatConfig(depth_weight=dw, opaque_weight=ow, **base),
+        ow, floor = (args.opaque_weight, args.min_scale_px) if repair else (0.0, 0.0)
+        g = train_gaussians(scene, SplatConfig(depth_weight=dw, opaque_weight=ow, min_scale_px=floor, **base),
                             refiner=refiner if repair else None)
         rows[name] = (score_full(g, near, truths_near), score_full(g, far, truths_far), time.perf_counter() - t)
         print(f"  trained {name}: {len(g)} Gaussians, {rows[name][2]:.0f} s", flush=True)
     print(f"\nheld-out quality after {it} iterations (means over cameras; depth weight {args.depth_weight}; "
-          f"with the repaired views the transmittance barrier at {args.opaque_weight}; "
+          f"with the repaired views the transmittance barrier at {args.opaque_weight}, the size floor at "
+          f"{args.min_scale_px} px, the completion's disagreement views {args.suspect_views}; "
           f"LPIPS not measured: no pretrained LPIPS network offline)")
     print("AbsRel: the splats' expected depth against the true z-depth where alpha > 0.5; 'inner': the same away "
           "from depth edges (1 px bands where the truth jumps by > 5%)")
@@ -393,6 +394,9 @@ def main() -> None:
     ap.add_argument("--opaque-weight", type=float, default=None,
                     help="refine bench: the transmittance barrier's weight in the runs with repaired views (default: "
                          "the refine step's, RefineConfig.refine_opaque_weight)")
+    ap.add_argument("--min-scale-px", type=float, default=None,
+                    help="refine bench: the Gaussians' size floor in the runs with repaired views (default: the refine "
+                         "step's, RefineConfig.refine_min_scale_px)")
     ap.add_argument("--repair-views", type=int, default=8, help="refine bench: repaired views per round")
     ap.add_argument("--repair-angle", type=float, default=25.0, help="refine bench: spread of the last round")
     ap.add_argument("--complete-views", type=int, default=12, help="refine bench: most views the completion dreams")
@@ -417,6 +421,8 @@ def main() -> None:
         args.opaque_weight = RefineConfig().refine_opaque_weight
     if args.suspect_views is None:
         args.suspect_views = RefineConfig().complete_suspect_views
+    if args.min_scale_px is None:
+        args.min_scale_px = RefineConfig().refine_min_scale_px
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
