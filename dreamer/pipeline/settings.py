@@ -108,7 +108,7 @@ class RefineConfig:
     """The transmittance barrier of splat training in the refine step (used when the splat setting opaque_weight is
     0): valid pixels of the training views still more than 0.5% transparent pull their Gaussians' opacity and size,
     closing the cracks between splats that a video would show."""
-    refine_min_scale_px: float = 0.0
+    refine_min_scale_px: float = 0.7
     """The floor on the Gaussians' size in splat training in the refine step, in pixels of each one's finest training
     view (used when the splat setting min_scale_px is 0): neighbouring splats keep overlapping in the frames between
     the training cameras, where cracks would show."""
