@@ -18,7 +18,8 @@ SMALL = ["--models", "synthetic", "--width", "32", "--height", "32", "--views", 
 def test_refine_flags_are_documented():
     text = " ".join(build_parser().format_help().split())
     for flag in ("--refine ", "--refine-model", "--refine-strength", "--complete-threshold", "--repair-rounds",
-                 "--repair-weight", "--depth-weight", "--refine-video"):
+                 "--repair-weight", "--depth-weight", "--refine-video", "--complete-suspect-views",
+                 "--refine-min-scale-px", "--min-scale-px"):
         assert flag in text, flag
     assert "refine step (completion pass, repaired novel views, depth supervision)" in text
 
