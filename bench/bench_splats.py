@@ -184,8 +184,9 @@ def score_full(g, cams, truths) -> dict:
         m &= ~depth_edges(t.depth)
         ar_in.append(float(err[m].mean()) if m.any() else float("nan"))
         cov.append(float((a > 0.99).float().mean()))
-    return {k: statistics.mean(v) for k, v in (("psnr", ps), ("ssim", ss), ("abs_rel", ar), ("abs_rel_in", ar_in),
-                                                ("coverage", cov))}
+    out = {k: statistics.mean(v) for k, v in (("psnr", ps), ("ssim", ss), ("abs_rel", ar), ("abs_rel_in", ar_in),
+                                               ("coverage", cov))}
+    return {**out, "abs_rel_each": ar}
 
 
 def bench_refine(args) -> None:
@@ -255,6 +256,8 @@ def bench_refine(args) -> None:
     print(f"with both: far PSNR {f['psnr'] - bf['psnr']:+.2f} dB, near PSNR {n['psnr'] - bn['psnr']:+.2f} dB, "
           f"depth AbsRel x{n['abs_rel'] / bn['abs_rel']:.2f} near, x{f['abs_rel'] / bf['abs_rel']:.2f} far "
           f"(inner: x{n['abs_rel_in'] / bn['abs_rel_in']:.2f} near, x{f['abs_rel_in'] / bf['abs_rel_in']:.2f} far)")
+    print("with both, AbsRel per far camera (orbit yaw, elevation): " + ", ".join(
+        f"({y:+.0f}, {e:+.0f}) {a:.3f}" for (y, e, _), a in zip(FAR, f["abs_rel_each"])))
 
 
 PRESETS = ("llff", "back_and_forth", "headbanging")
