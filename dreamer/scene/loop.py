@@ -204,7 +204,8 @@ def dream_view(
     if suspect is not None:
         suspect = suspect.to(masks.known.device) & masks.known
         if int((masks.known & ~suspect).sum()) < config.min_overlap_pixels:
-            suspect = suspect & False  # too few pixels left to align on: a plain view (the repair disagrees everywhere)
+            # Too few pixels left to align on (the repair disagrees nearly everywhere): a plain view.
+            suspect = torch.zeros_like(suspect)
         masks = HoleMasks(known=masks.known & ~suspect, hole=masks.hole | suspect,
                           inpaint=masks.inpaint | dilate(suspect, config.grow_px), pinholes=masks.pinholes)
         stats["suspect_pixels"] = int(suspect.sum())
