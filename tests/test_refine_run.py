@@ -57,6 +57,8 @@ def test_killed_refine_run_resumes_to_the_same_outputs(tmp_path, monkeypatch):
     assert main([*SMALL, "--out", str(straight)]) == 0
     m = read_json(straight / "metrics.json")
     assert m["refine"]["completion_views"] >= 1 and m["refine"]["completion_path_cameras"] == 6
+    # The disagreement round ran too (the kill below lands before it; the resumed run makes it).
+    assert m["refine"]["completion_suspect_views"] >= 1 and m["refine"]["completion_suspect_lifted"] > 0
     assert m["splats"]["repaired_views"] == 2 + 2 + 2 and m["splats"]["depth_weight"] == 0.3
     assert 0.0 < m["splats"]["video_coverage_min"] <= 1.0
     views = read_json(straight / "cameras.json")["cameras"]
