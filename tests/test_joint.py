@@ -215,9 +215,8 @@ def test_the_batched_fit_gives_the_solution_of_the_pair_by_pair_reference(world,
     """tests/joint_reference.py is the fit as it was before it was batched (each pair of views
     projected and accumulated on its own, every row with a dense Jacobian over both views'
     coefficients; the fast fit accumulates groups of rows over the few coefficients they touch).
-    On noisy, distorted depths with invalid pixels the
-    fast fit must give the same solution: every view's field within 1e-6 in log depth, the same
-    acceptance, the same disagreements."""
+    On noisy, distorted depths with invalid pixels the fast fit must give the same solution:
+    every view's field within 1e-6 in log depth, the same acceptance, the same disagreements."""
     import joint_reference
 
     cams = cameras(moves)
