@@ -438,15 +438,26 @@ def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, 
     within a factor 2 of each other's sizes share a bucket). With a ``local`` basis (a cubic
     spline) each pair's rows are split by the first coefficient they touch in either view: a
     group's rows lie in one cell of each view and touch 16 + 16 of the pair's 72 coefficients
-    (6 x 6 points); otherwise (a polynomial) a group is a pair. Per bucket: (ok [g,m] bool: a row, not padding;
-    r0 [g,m]; X [g,m,w], the Jacobian's columns that are non-zero on some row of the group,
-    zero on padding; cols [g,w], their index in the [N*P] stacked coefficients)."""
+    (6 x 6 points); otherwise (a polynomial) a group is a pair. Per bucket: (ok [g,m] bool: a
+    row, not padding; r0 [g,m]; X [g,m,w], the Jacobian's columns that are non-zero on some row
+    of the group, zero on padding; cols [g,w], their index in the [N*P] stacked coefficients)."""
+    block = torch.arange(P)
+    if not local:  # the pairs as they are (their usable rows come first), of similar sizes together
+        n = lin.ok.sum(1)
+        by_rows = torch.argsort(n, descending=True, stable=True)
+        sizes = n[by_rows].tolist()
+        out, start = [], 0
+        for i in range(1, len(sizes) + 1):
+            if i == len(sizes) or sizes[i] < sizes[start] / 2:
+                idx, m = by_rows[start:i], sizes[start]
+                cols = torch.cat([lin.kp[idx, None] * P + block, lin.jp[idx, None] * P + block], 1)
+                out.append((lin.ok[idx, :m], lin.r0[idx, :m], lin.X[idx, :m], cols))
+                start = i
+        return out
     pi, ni = torch.nonzero(lin.ok, as_tuple=True)
     X, r0 = lin.X[pi, ni], lin.r0[pi, ni]  # [rows,2P], [rows]
     nz = X != 0
-    key = pi * P * P
-    if local:
-        key = key + nz[:, :P].to(torch.uint8).argmax(1) * P + nz[:, P:].to(torch.uint8).argmax(1)
+    key = (pi * P + nz[:, :P].to(torch.uint8).argmax(1)) * P + nz[:, P:].to(torch.uint8).argmax(1)
     keys, group = torch.unique(key, return_inverse=True)
     counts = torch.bincount(group, minlength=len(keys))
     order = torch.argsort(group, stable=True)  # rows group by group, in their order
@@ -457,7 +468,6 @@ def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, 
     keep = torch.argsort((~used).to(torch.uint8), dim=1, stable=True)
     width = used.sum(1)
     pair = keys // (P * P)
-    block = torch.arange(P)
     full = torch.cat([lin.kp[pair, None] * P + block, lin.jp[pair, None] * P + block], 1)  # [groups,2P]
     by_count = torch.argsort(counts, descending=True, stable=True)
     sizes = counts[by_count].tolist()
