@@ -401,7 +401,8 @@ def main() -> None:
                     help="refine bench: the Gaussians' size floor in the runs with repaired views (default: the refine "
                          "step's, RefineConfig.refine_min_scale_px)")
     ap.add_argument("--repair-views", type=int, default=8, help="refine bench: repaired views per round")
-    ap.add_argument("--repair-angle", type=float, default=25.0, help="refine bench: spread of the last round")
+    ap.add_argument("--repair-angle", type=float, default=None,
+                    help="refine bench: spread of the last round (default: SplatConfig.repair_angle)")
     ap.add_argument("--complete-views", type=int, default=12, help="refine bench: most views the completion dreams")
     ap.add_argument("--suspect-views", type=int, default=None,
                     help="refine bench: most views the completion dreams for their disagreement with the repaired "
@@ -424,6 +425,8 @@ def main() -> None:
         args.opaque_weight = RefineConfig().refine_opaque_weight
     if args.suspect_views is None:
         args.suspect_views = RefineConfig().complete_suspect_views
+    if args.repair_angle is None:
+        args.repair_angle = SplatConfig().repair_angle
     if args.min_scale_px is None:
         args.min_scale_px = RefineConfig().refine_min_scale_px
     logging.basicConfig(level=logging.WARNING)
