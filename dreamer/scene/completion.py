@@ -166,8 +166,6 @@ def complete_scene(
         exact for every camera left over ``threshold`` and upper bounds for the others).
     """
     from dreamer.checks import check_int, check_number
-    from dreamer.scene.loop import dream_view
-    from dreamer.splats.repair import nearest_camera
     from dreamer.trajectories import center_depth_from
 
     threshold = check_number(threshold, "threshold", min=0.0)
@@ -238,11 +236,8 @@ def complete_scene(
             continue  # shrank below another camera's bound: pick again
         current = state.result
         k = len(current.views)
-        cam = cameras[i].to(device)
-        near = nearest_camera(cam, [v.camera for v in current.views], pivots)
-        g = torch.Generator(device="cpu").manual_seed(config.seed + k)
-        points, view = dream_view(current.points, cam, prompt if prompt is not None else current.views[near].prompt,
-                                  inpainter=inpainter, depth_estimator=depth_estimator, config=config, generator=g)
+        points, view = _dream_camera(current, cameras[i].to(device), pivots, prompt, config,
+                                     inpainter=inpainter, depth_estimator=depth_estimator)
         view.stats = {**view.stats, COMPLETION: True, "hole_before": fresh}
         state = CompletionState(DreamResult(points, current.views + [view], current.config), state.holes,
                                 state.dreamed + [i], state.suspects, state.suspect_dreamed)
@@ -271,13 +266,25 @@ def complete_scene(
     return state
 
 
+def _dream_camera(current: DreamResult, cam: Camera, pivots: list[float], prompt, config, **kwargs):
+    """Dream ``cam`` as the next view of ``current`` (dream_view's (points, view)): the prompt
+    of the nearest view unless one is given, the generator seeded by the view's index (so a
+    resumed pass draws the same)."""
+    from dreamer.scene.loop import dream_view
+    from dreamer.splats.repair import nearest_camera
+
+    near = nearest_camera(cam, [v.camera for v in current.views], pivots)
+    g = torch.Generator(device="cpu").manual_seed(config.seed + len(current.views))
+    return dream_view(current.points, cam, prompt if prompt is not None else current.views[near].prompt,
+                      config=config, generator=g, **kwargs)
+
+
 def _suspect_round(state: CompletionState, cameras: list[Camera], pivots: list[float], config, prompt, inpainter,
                    depth_estimator, refiner, max_views: int, threshold: float, color: float, radius: int,
                    nearer: float, close_px: int, on_view, progress) -> CompletionState:
     """The refiner's greedy round of :func:`complete_scene` (see the module docstring): lazy
     like the holes' (a lifted surface only removes suspect pixels; a stale fraction is taken as
     an upper bound)."""
-    from dreamer.scene.loop import dream_view
     from dreamer.splats.repair import nearest_camera
     from dreamer.trajectories import center_depth_from
 
@@ -308,12 +315,8 @@ def _suspect_round(state: CompletionState, cameras: list[Camera], pivots: list[f
             continue  # shrank below another camera's bound: pick again
         current = state.result
         k = len(current.views)
-        cam = cameras[i].to(device)
-        near = nearest_camera(cam, [v.camera for v in current.views], pivots)
-        g = torch.Generator(device="cpu").manual_seed(config.seed + k)
-        points, view = dream_view(current.points, cam, prompt if prompt is not None else current.views[near].prompt,
-                                  inpainter=inpainter, depth_estimator=depth_estimator, config=config, generator=g,
-                                  suspect=mask, nearer=nearer)
+        points, view = _dream_camera(current, cameras[i].to(device), pivots, prompt, config, inpainter=inpainter,
+                                     depth_estimator=depth_estimator, suspect=mask, nearer=nearer)
         view.stats = {**view.stats, COMPLETION: True, "suspect_before": fresh}
         state = CompletionState(DreamResult(points, current.views + [view], current.config), state.holes,
                                 state.dreamed, state.suspects, state.suspect_dreamed + [i])
