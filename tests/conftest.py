@@ -7,6 +7,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The processes the tests start (command-line runs, the app's server, Ray's workers) inherit this:
+# one torch/OpenMP thread each, as in the tests' own process below. With two threads a subprocess
+# spin-waits against the other pytest worker: a 64x64 six-view scene took 26 s instead of 1.3 s
+# beside one busy process, and the clean-run test 48 s instead of 12 s.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
