@@ -33,8 +33,8 @@ def _seed():
 # short files fill in beside them instead of one long file running alone at the end. The other
 # files keep their order after these.
 LONGEST_FIRST = ("test_batch_ray.py", "test_app.py", "test_run.py", "test_dream.py", "test_refine_run.py",
-                 "test_splats_train.py", "test_deepzoom.py", "test_extend.py", "test_refine.py", "test_bad_inputs.py",
-                 "test_backends.py")
+                 "test_bad_inputs.py", "test_refine.py", "test_deepzoom.py", "test_splats_train.py", "test_backends.py",
+                 "test_extend.py", "test_viewer.py", "test_splats_transform.py")
 
 
 def pytest_collection_modifyitems(config, items):

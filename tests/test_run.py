@@ -162,6 +162,7 @@ def test_only_the_changed_stage_is_redone(tmp_path, monkeypatch, capsys):
     assert (out / "videos" / "llff.mp4").stat().st_mtime_ns == video
 
 
+@pytest.mark.slow  # every stage of a run, twice
 def test_checkpoints_are_dropped_when_a_stage_completes_and_disk_use_is_reported(tmp_path, capsys, caplog):
     from dreamer.pipeline.folder import disk_usage, format_bytes
 
