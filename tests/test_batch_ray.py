@@ -155,6 +155,7 @@ def test_workers_load_the_models_once_for_all_their_scenes(ray_instance, tmp_pat
         _assert_same_scene(tmp_path / "ray" / scene["name"], tmp_path / "inprocess" / scene["name"])
 
 
+@pytest.mark.slow  # starts the Ray instance (4 s)
 def test_a_scene_that_fits_no_machine_is_a_usage_error(ray_instance, tmp_path, capsys):
     batch = _write_batch(tmp_path / "b.jsonl", SCENES[:1])
     code = run_cli("--batch", batch, "--out", tmp_path / "r", "--executor", "ray", "--gpus-per-scene", 1, *SMALL)

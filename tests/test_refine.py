@@ -176,6 +176,7 @@ def dreamed_room():
     return world, result, path, inpainter, estimator
 
 
+@pytest.mark.slow  # a dreamed room and its completion pass
 def test_completion_dreams_the_render_path_holes(dreamed_room):
     world, result, path, inpainter, estimator = dreamed_room
     before = [hole_fraction(result.points, c, result.config, 1) for c in path]
@@ -200,6 +201,7 @@ def test_completion_dreams_the_render_path_holes(dreamed_room):
     assert float(world.distance_to_surface(added).median()) < 0.05 * world.extent
 
 
+@pytest.mark.slow  # a dreamed room and its completion pass
 def test_completion_resumes_to_the_same_scene(dreamed_room):
     world, result, path, inpainter, estimator = dreamed_room
     kw = dict(inpainter=inpainter, depth_estimator=estimator, threshold=0.005, max_views=3, close_px=1)
