@@ -7,6 +7,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The processes the tests start (command-line runs, the app's server, Ray's workers) inherit this:
+# one torch/OpenMP thread each, as in the tests' own process below. With two threads a subprocess
+# spin-waits against the other pytest worker: a 64x64 six-view scene took 26 s instead of 1.3 s
+# beside one busy process, and the clean-run test 48 s instead of 12 s.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -27,8 +33,8 @@ def _seed():
 # short files fill in beside them instead of one long file running alone at the end. The other
 # files keep their order after these.
 LONGEST_FIRST = ("test_batch_ray.py", "test_app.py", "test_run.py", "test_dream.py", "test_refine_run.py",
-                 "test_splats_train.py", "test_deepzoom.py", "test_extend.py", "test_refine.py", "test_bad_inputs.py",
-                 "test_backends.py")
+                 "test_bad_inputs.py", "test_refine.py", "test_deepzoom.py", "test_splats_train.py", "test_backends.py",
+                 "test_extend.py", "test_viewer.py", "test_splats_transform.py")
 
 
 def pytest_collection_modifyitems(config, items):

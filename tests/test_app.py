@@ -476,6 +476,7 @@ class _Visitor:
         self.session_hash = session
 
 
+@pytest.mark.slow  # imports gradio (4-5 s)
 def test_a_job_past_its_time_limit_stops_and_frees_its_slot(tmp_path):
     import gradio as gr
 
@@ -496,6 +497,7 @@ def test_a_job_past_its_time_limit_stops_and_frees_its_slot(tmp_path):
     assert jobs.run(_Visitor("a"), "scene", lambda job: "next") == "next"
 
 
+@pytest.mark.slow  # imports gradio (4-5 s)
 def test_reading_the_inputs_can_be_stopped(tmp_path):
     import gradio as gr
 
@@ -518,6 +520,7 @@ def test_reading_the_inputs_can_be_stopped(tmp_path):
     assert time.time() - t0 < 5
 
 
+@pytest.mark.slow  # imports gradio (4-5 s)
 def test_one_visitor_runs_one_job_at_a_time(tmp_path):
     import gradio as gr
 

@@ -46,6 +46,7 @@ def test_exact_depth_gives_exact_geometry(world, first):
     assert m["point_to_surface_rel_extent"] < 0.002
 
 
+@pytest.mark.slow  # dream loop runs of its own, 1-4 s
 @pytest.mark.parametrize("name, params", [("lookaround", {"n": 7}), ("forward", {"n": 4}), ("orbit", {"n": 5})])
 def test_alignment_fixes_scale_and_distortion(world, first, name, params):
     """Thresholds set from bench/bench_dream.py with margin, at this small size."""
@@ -76,6 +77,7 @@ def test_only_hole_pixels_become_points(world, first):
     assert not result.views[1].mask.all()  # the overlap with view 0 added nothing
 
 
+@pytest.mark.slow  # dream loop runs of its own, 1-4 s
 def test_progress_and_resume_reproduce_an_uninterrupted_run(world, first):
     cam, truth = first
     traj = make_trajectory("lookaround", cam, center_depth_from(truth.depth), n=4)
@@ -180,6 +182,7 @@ def test_a_refinement_that_no_view_accepts_is_not_applied(world, first, monkeypa
     assert "no view's refinement" in caplog.text
 
 
+@pytest.mark.slow  # dream loop runs of its own, 1-4 s
 def test_the_refinement_never_makes_a_view_disagree_more(world, first):
     """Each refined view's whole-image disagreement with the others (every pixel another view
     sees) is at most what it was after the loop."""
@@ -291,6 +294,7 @@ class _FlatDepth:
         return torch.full(image.shape[:2], 2.0)
 
 
+@pytest.mark.slow  # dream loop runs of its own, 1-4 s
 @pytest.mark.parametrize("feather", [0, 4])
 def test_feather_softens_the_seam_of_each_inpainted_region(feather):
     """The inpainter blends its result into the known pixels over ``feather`` pixels; the loop

@@ -82,6 +82,7 @@ def _median_depth_error(g, cams, world):
     return sum(errs) / len(errs)
 
 
+@pytest.mark.slow  # splat training, 2-3 s
 def test_depth_supervision_pulls_the_splats_to_the_views_depth(scene):
     """A cloud lifted with a wrong depth (+-10% noise along the rays) initializes the splats; the
     views' depth maps are right. Photometric training alone leaves much of the error; the depth
@@ -119,6 +120,7 @@ REPAIR = dict(iterations=30, checkpoint_every=10, refine_start_iter=4, refine_ev
               repair_start=5, repair_every=8, repair_rounds=4, repair_views=3, **FAST)
 
 
+@pytest.mark.slow  # splat training, 2-3 s
 def test_repaired_views_join_training_and_a_resumed_run_matches(tmp_path):
     result, world = world_scene(24, 16, yaws=(0.0, 10.0))
     cfg = SplatConfig(**REPAIR)
@@ -174,6 +176,7 @@ def dreamed_room():
     return world, result, path, inpainter, estimator
 
 
+@pytest.mark.slow  # a dreamed room and its completion pass
 def test_completion_dreams_the_render_path_holes(dreamed_room):
     world, result, path, inpainter, estimator = dreamed_room
     before = [hole_fraction(result.points, c, result.config, 1) for c in path]
@@ -198,6 +201,7 @@ def test_completion_dreams_the_render_path_holes(dreamed_room):
     assert float(world.distance_to_surface(added).median()) < 0.05 * world.extent
 
 
+@pytest.mark.slow  # a dreamed room and its completion pass
 def test_completion_resumes_to_the_same_scene(dreamed_room):
     world, result, path, inpainter, estimator = dreamed_room
     kw = dict(inpainter=inpainter, depth_estimator=estimator, threshold=0.005, max_views=3, close_px=1)
@@ -269,6 +273,7 @@ def test_pseudo_views_carry_the_clouds_depth_where_its_colours_agree(scene):
     assert pseudo_view_depth(result, cam, image, SplatConfig(repair_depth=False, **FAST)) is None
 
 
+@pytest.mark.slow  # splat training, 2-3 s
 def test_pseudo_view_depth_joins_the_loss_and_a_resumed_run_matches(tmp_path):
     result, world = world_scene(24, 16, yaws=(0.0, 10.0))
     cfg = SplatConfig(**{**REPAIR, "depth_weight": 0.3})

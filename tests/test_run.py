@@ -120,6 +120,7 @@ def test_a_default_that_resolves_the_same_way_continues_the_scene(tmp_path, caps
     assert read_json(tmp_path / "t" / "config.json")["scene"]["width"] == 64
 
 
+@pytest.mark.slow  # several runs of the command, 1-3 s
 def test_only_the_changed_stage_is_redone(tmp_path, monkeypatch, capsys):
     """Changing only --render-frames: the finished dream, its metrics and the splats are reloaded
     (no model, no joint refinement, no training, no file rewritten), only the videos are made."""
@@ -162,6 +163,7 @@ def test_only_the_changed_stage_is_redone(tmp_path, monkeypatch, capsys):
     assert (out / "videos" / "llff.mp4").stat().st_mtime_ns == video
 
 
+@pytest.mark.slow  # every stage of a run, twice
 def test_checkpoints_are_dropped_when_a_stage_completes_and_disk_use_is_reported(tmp_path, capsys, caplog):
     from dreamer.pipeline.folder import disk_usage, format_bytes
 
@@ -199,6 +201,7 @@ def _write_batch(path: Path, scenes):
     path.write_text("\n".join(json.dumps(s) for s in scenes) + "\n")
 
 
+@pytest.mark.slow  # several runs of the command, 1-3 s
 def test_batch_with_a_failing_scene(tmp_path, capsys, monkeypatch):
     import dreamer.pipeline.stages as stages
 
@@ -417,6 +420,7 @@ def test_a_resume_removes_the_temporaries_a_killed_run_left(tmp_path):
     assert not leftover.exists() and not list(out.rglob("*.tmp*"))
 
 
+@pytest.mark.slow  # several runs of the command, 1-3 s
 def test_a_damaged_checkpoint_names_the_file_and_restart_starts_over(tmp_path, capsys):
     out = tmp_path / "s"
     args = ["--models", "synthetic", "--views", 2, "--out", out, *SMALL]
