@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -104,7 +105,7 @@ def render_points(
     if len(points) >= 2**_INDEX_BITS:
         raise ValueError(f"render_points supports up to 2^31 points, got {len(points)}")
 
-    idx, p = _frustum_points(points.xyz, cam, near, max_splat_px)
+    idx, p = _frustum_points(points.xyz, cam, near, max_splat_px, points.block_bounds)
     if idx.numel() == 0:
         return PointRender(image, depth, torch.zeros(H, W, dtype=torch.bool, device=device), index)
     uv, z = camera_points_to_pixels(p, cam)
@@ -142,15 +143,18 @@ def render_points(
 _CPU_BLOCK = 1 << 16
 
 
-def _frustum_points(xyz: Tensor, camera: Camera, near: float, max_splat_px: float) -> tuple[Tensor, Tensor]:
+def _frustum_points(xyz: Tensor, camera: Camera, near: float, max_splat_px: float,
+                    bounds: Callable[[int], tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
     """Indices (ascending) of the points that pass :func:`_in_frustum`, and their camera-frame
     coordinates [n,3]. On the CPU, blocks of :data:`BOX_BLOCK` points whose bounding box lies
-    wholly outside the frustum are left out before any point of theirs is touched."""
+    wholly outside the frustum are left out before any point of theirs is touched (``bounds``:
+    ``bounds(block)`` gives those boxes, :func:`block_bounds` of ``xyz``, when the caller keeps
+    them, as :meth:`PointCloud.block_bounds`)."""
     if xyz.is_cuda or len(xyz) <= BOX_BLOCK:
         cand = None
         n = len(xyz)
     else:
-        lo, hi = block_bounds(xyz, BOX_BLOCK)
+        lo, hi = block_bounds(xyz, BOX_BLOCK) if bounds is None else bounds(BOX_BLOCK)
         reach = torch.nonzero(_boxes_may_reach(lo, hi, camera, near, max_splat_px)).squeeze(1)
         cand = block_points(reach, BOX_BLOCK, len(xyz))
         n = len(cand)
