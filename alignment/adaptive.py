@@ -312,14 +312,24 @@ def _score(err: Tensor, mask: Tensor) -> float:
     return float(torch.where(mask, err.abs().clamp_max(_SCORE_CAP), torch.zeros_like(err)).sum() / n)
 
 
-def _fit_global(name, log_e, ell, gx, gy, mask) -> _Model | None:
+def _samples(log_e, ell, gx, gy, mask) -> tuple[Tensor, ...] | None:
+    """The samples a global fit on ``mask`` reads (:func:`_subsample`): (log_e, ell, gx, gy) [n]
+    each; None when there are fewer than a fit needs."""
     idx = _subsample(mask, _MAX_SAMPLES)
     if len(idx) < _MIN_FIT:
         return None
-    model = _make(name)
-    if not model.fit(*(t.reshape(-1)[idx] for t in (log_e, ell, gx, gy))):
+    return tuple(t.reshape(-1)[idx] for t in (log_e, ell, gx, gy))
+
+
+def _fit_samples(name, samples: tuple[Tensor, ...] | None) -> _Model | None:
+    if samples is None:
         return None
-    return model
+    model = _make(name)
+    return model if model.fit(*samples) else None
+
+
+def _fit_global(name, log_e, ell, gx, gy, mask) -> _Model | None:
+    return _fit_samples(name, _samples(log_e, ell, gx, gy, mask))
 
 
 def _clamped(model: _Model, log_e, gx, gy, fit_mask, target_mask) -> tuple[Tensor, float, float]:
@@ -462,10 +472,11 @@ def align_adaptive(
         fit_part = seam_anchors & fit_region
         rest = ~fit_part & used
         fitted = {}
+        fold_samples = [_samples(log_e, ell, gx, gy, anchors & f) for _, f in bands]  # shared by the models
         for name in names:
             errs = []
             for i, (b, f) in enumerate(bands):
-                m = _fit_global(name, log_e, ell, gx, gy, anchors & f)
+                m = _fit_samples(name, fold_samples[i])
                 if m is None:
                     break
                 if i == 0:
