@@ -342,6 +342,24 @@ def _clamped(model: _Model, log_e, gx, gy, fit_mask, target_mask) -> tuple[Tenso
     return out, lo, hi
 
 
+def _hole_depths(known: Tensor, hole: Tensor) -> Tensor:
+    """``distance_to(known)[hole]``: each hole pixel's distance to the nearest known pixel (in
+    the order of ``hole``'s pixels; ``known`` must have a pixel).
+
+    When every pixel is known or hole (as in the loop), the transform runs on the hole's bounding
+    box grown by a pixel only, with the same result: that box's rim is known, and clamping any
+    known pixel outside it onto the box gives a rim pixel no farther from a hole pixel inside."""
+    if not bool((known | hole).all()):
+        return distance_to(known)[hole]
+    ys, xs = torch.nonzero(hole.any(1)).squeeze(1), torch.nonzero(hole.any(0)).squeeze(1)
+    H, W = hole.shape
+    y0, y1 = max(int(ys[0]) - 1, 0), min(int(ys[-1]) + 2, H)
+    x0, x1 = max(int(xs[0]) - 1, 0), min(int(xs[-1]) + 2, W)
+    # The box holds a known pixel: its rim on a side where the image does not clip it, or, clipped
+    # on every side, the whole image.
+    return distance_to(known[y0:y1, x0:x1])[hole[y0:y1, x0:x1]]
+
+
 def _bands(known: Tensor, hole: Tensor, folds: int) -> list[tuple[Tensor, Tensor]]:
     """Held-out folds, as (band, fit pixels): the first band is the known pixels nearest the
     hole, as deep as the hole reaches into the image but leaving at least half of the known
@@ -353,8 +371,7 @@ def _bands(known: Tensor, hole: Tensor, folds: int) -> list[tuple[Tensor, Tensor
     if not bool(hole.any()) or n_known < 4 * _MIN_FIT:
         return []
     to_hole = distance_to(hole)
-    to_known = distance_to(known)
-    depth = float(torch.quantile(to_known[hole], 0.9))
+    depth = float(torch.quantile(_hole_depths(known, hole), 0.9))
     limit = median(to_hole[known])
     width = max(2.0, min(depth, limit))
     out = []
