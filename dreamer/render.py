@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from dreamer.checks import check_image, check_map, check_positive
-from dreamer.cameras import Camera, camera_points_to_pixels, unproject_depth, world_to_camera_points
+from dreamer.cameras import Camera, camera_points_to_pixels, camera_rays, unproject_depth, world_to_camera_points
 from dreamer.pointcloud import BOX_BLOCK, PointCloud, block_bounds, block_points
 
 __all__ = ["PointRender", "lift", "render_points", "dilate", "erode", "clean_coverage", "HoleMasks"]
@@ -54,12 +54,16 @@ def lift(image: Tensor, depth: Tensor, camera: Camera, mask: Tensor | None = Non
         if mask.dtype != torch.bool:
             raise ValueError(f"mask must be a bool tensor, got dtype {mask.dtype}")
     check_depth(depth, camera, where=mask)
-    xyz = unproject_depth(depth, camera)
     f = math.sqrt(camera.fx * camera.fy)
-    radius = depth / f
     if mask is None:
+        xyz = unproject_depth(depth, camera)
+        radius = depth / f
         return PointCloud(xyz.reshape(-1, 3), image.reshape(-1, 3).to(xyz), radius.reshape(-1).to(xyz))
-    return PointCloud(xyz[mask], image[mask].to(xyz), radius[mask].to(xyz))
+    # unproject_depth on the masked pixels only (elementwise: the same values as on the whole map)
+    origin, dirs = camera_rays(camera)
+    d = depth[mask]
+    xyz = origin + d[:, None].to(dirs) * dirs[mask]
+    return PointCloud(xyz, image[mask].to(xyz), (d / f).to(xyz))
 
 
 @dataclass
