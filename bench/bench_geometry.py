@@ -9,8 +9,12 @@ and of the CPU splat stage at the README's first command (prints figures; not a 
    world lifted at 512x512 from a ring of cameras) and a new camera inside it. One view of the
    loop runs on it with the model outputs precomputed (:func:`dreamer.scene.loop.dream_view`
    with an inpainter and a depth estimator that return fixed images): render, coverage clean-up,
-   alignment, stretched pixels, depth-edge test, lift, merge. Its wall and CPU time (median of ``--repeats``) is
-   split into the time inside ``align_view`` (the alignment package's fits) and the rest
+   alignment, stretched pixels, depth-edge test, lift, merge. The cloud it starts from is held as
+   the loop holds it between views (made by an append, so this view's append writes behind its
+   points, and with the block bounds of its points known: :func:`grown`); the buffer's occasional
+   growth (a copy of the cloud each time it grows by half) is not in the figure. Its wall and CPU
+   time (median of ``--repeats``) is split into the time inside ``align_view`` (the alignment
+   package's fits) and the rest
    ("ours": everything the loop does around the models and the fits); each piece is also timed
    on its own. The same cloud re-projected into the same camera by scipy's griddata (linear), as
    the original research code renders, in the same process, is the baseline of the ratios.
