@@ -14,9 +14,8 @@ and of the CPU splat stage at the README's first command (prints figures; not a 
    points, and with the block bounds of its points known: :func:`grown`); the buffer's occasional
    growth (a copy of the cloud each time it grows by half) is not in the figure. Its wall and CPU
    time (median of ``--repeats``) is split into the time inside ``align_view`` (the alignment
-   package's fits) and the rest
-   ("ours": everything the loop does around the models and the fits); each piece is also timed
-   on its own. The same cloud re-projected into the same camera by scipy's griddata (linear), as
+   package's fits) and the rest ("ours": everything the loop does around the models and the
+   fits); each piece is also timed on its own. The same cloud re-projected into the same camera by scipy's griddata (linear), as
    the original research code renders, in the same process, is the baseline of the ratios.
 2. The joint refinement's share per view: a lookaround of ``--joint-views`` views dreamed at
    512x512 on the world (oracle inpainter, depth with errors), then ``refine_scene`` timed; its
