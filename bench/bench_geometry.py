@@ -15,8 +15,9 @@ and of the CPU splat stage at the README's first command (prints figures; not a 
    growth (a copy of the cloud each time it grows by half) is not in the figure. Its wall and CPU
    time (median of ``--repeats``) is split into the time inside ``align_view`` (the alignment
    package's fits) and the rest ("ours": everything the loop does around the models and the
-   fits); each piece is also timed on its own. The same cloud re-projected into the same camera by scipy's griddata (linear), as
-   the original research code renders, in the same process, is the baseline of the ratios.
+   fits); each piece is also timed on its own. The same cloud re-projected into the same camera
+   by scipy's griddata (linear), as the original research code renders, in the same process, is
+   the baseline of the ratios.
 2. The joint refinement's share per view: a lookaround of ``--joint-views`` views dreamed at
    512x512 on the world (oracle inpainter, depth with errors), then ``refine_scene`` timed; its
    time per dreamed view, and the part inside the joint fit (``joint_log_corrections``) apart.
@@ -48,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dreamer.scene.joint_refinement as joint_refinement  # noqa: E402
 import dreamer.scene.loop as loop  # noqa: E402
 from alignment import dedup_mask, seam_jump, stretched_pixels  # noqa: E402
+from alignment.denoise import denoise_depth  # noqa: E402
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter  # noqa: E402
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera, rotation_y  # noqa: E402
 from dreamer.pointcloud import PointCloud  # noqa: E402
@@ -199,7 +201,8 @@ def per_view(case: dict, repeats: int) -> dict:
                  statistics.median(c - a for c, a in zip(cpus, align_cpus))),
     }
 
-    # The pieces on their own, on the same inputs.
+    # The pieces on their own, on the same inputs (the cloud held as in the loop).
+    points = grown(points)
     render = render_points(points, cam)
     fixed, masks = clean_coverage(render, close_px=config.close_px, grow_px=config.grow_px)
     aligned = loop.align_view(est, fixed.depth, masks.known, masks.hole, config)
@@ -221,8 +224,10 @@ def per_view(case: dict, repeats: int) -> dict:
                                                              threshold=config.stretch_threshold), repeats),
         "lift": timed(lambda: lift(image, full, cam, lift_mask), repeats),
         "dedup_mask": timed(lambda: dedup_mask(points.xyz, points.radius, new.xyz, new.radius,
-                                               merge_within_new=False), repeats),
+                                               merge_within_new=False, existing_blocks=points.block_bounds),
+                            repeats),
         "seam_jump": timed(lambda: seam_jump(full, fixed.depth, masks.known, masks.hole), repeats),
+        "denoise_depth": timed(lambda: denoise_depth(est, radius=config.denoise_radius), repeats),
         "cloud append": timed(append, repeats),
     }
     out["griddata"] = timed(lambda: griddata_reprojection(points, cam), repeats)
