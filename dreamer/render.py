@@ -132,13 +132,14 @@ def render_points(
     key = (z.float().contiguous().view(torch.int32).long() << _INDEX_BITS) | torch.arange(len(sub), device=device)
     best = _zbuffer_min(key, u0, u1, v0, v1, H, W)
 
+    # Every pixel reads its winner (an empty one reads point 0 and is masked out): gathers and
+    # selects instead of a scatter into the covered pixels.
     covered = best != _EMPTY
-    at = torch.nonzero(covered.view(-1)).squeeze(1)
-    winner = best.index_select(0, at) & ((1 << _INDEX_BITS) - 1)
+    winner = torch.where(covered, best & ((1 << _INDEX_BITS) - 1), 0)
     point = idx.index_select(0, sub.index_select(0, winner))
-    image.view(-1, 3)[at] = points.rgb.index_select(0, point)
-    depth.view(-1)[at] = z.index_select(0, winner).to(depth.dtype)
-    index.view(-1)[at] = point
+    image = torch.where(covered[:, None], points.rgb.index_select(0, point), image.view(-1, 3)).view(H, W, 3)
+    depth = torch.where(covered, z.index_select(0, winner).to(depth.dtype), depth.view(-1)).view(H, W)
+    index = torch.where(covered, point, index.view(-1)).view(H, W)
     return PointRender(image, depth, covered.view(H, W), index)
 
 
