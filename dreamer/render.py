@@ -224,24 +224,37 @@ def _in_frustum(p: Tensor, camera: Camera, near: float, max_splat_px: float) -> 
 
 # Boxes up to this side are splatted offset by offset; larger ones as one expanded block.
 _SMALL_SIDE = 3
+# Per-point cost of a group of its own, in scatters (a selection and four gathers): small boxes of
+# several sides are splatted as one group when that costs no more.
+_GROUP_COST = 6
 
 
 def _zbuffer_min(key: Tensor, u0: Tensor, u1: Tensor, v0: Tensor, v1: Tensor, H: int, W: int) -> Tensor:
     """int64 [H*W]: the smallest ``key`` among the boxes ``[u0, u1] x [v0, v1]`` covering each
     pixel (``_EMPTY`` where none does).
 
-    Points are grouped by the side ``s`` of their box. Small boxes are splatted with one scatter
-    per offset; larger ones expand to a dense [n, s*s] block. Either way a box narrower than
-    ``s`` repeats its last column/row, which ``amin`` ignores.
+    Points are grouped by the side ``s`` of their box (small sides together when that is
+    cheaper). Small boxes are splatted with one scatter per offset; larger ones expand to a dense
+    [n, s*s] block. Either way a box narrower than ``s`` repeats its last column/row, which
+    ``amin`` ignores.
     """
     device = key.device
     wu, wv = u1 - u0 + 1, v1 - v0 + 1
     side = torch.maximum(wu, wv)
     base = v0 * W + u0
     best = torch.full((H * W,), _EMPTY, device=device, dtype=torch.int64)
-    sizes = torch.nonzero(torch.bincount(side)).squeeze(1).tolist()
-    for s in sizes:
-        g = torch.nonzero(side == s).squeeze(1) if len(sizes) > 1 else None
+    counts = torch.bincount(side)
+    sizes = torch.nonzero(counts).squeeze(1).tolist()
+    groups = [(s, None) for s in sizes]  # (side, its largest box side)
+    small = [s for s in sizes if s <= _SMALL_SIDE]
+    if len(small) > 1:
+        # Small boxes of several sides as one group of the largest (a narrower box repeats its
+        # last row and column): more scatters, one grouping pass less.
+        top, n = small[-1], {s: int(counts[s]) for s in small}
+        if sum(n.values()) * top * top <= sum(n[s] * (s * s + _GROUP_COST) for s in small):
+            groups = [(top, top)] + [(s, None) for s in sizes if s > top]
+    for s, upto in groups:
+        g = None if len(groups) == 1 else torch.nonzero(side == s if upto is None else side <= upto).squeeze(1)
         k = key if g is None else key.index_select(0, g)
         b = base if g is None else base.index_select(0, g)
         if s == 1:

@@ -337,3 +337,28 @@ def test_lift_of_masked_pixels_is_the_whole_lift_masked():
         flat = mask.reshape(-1)
         for name in ("xyz", "rgb", "radius"):
             assert torch.equal(getattr(part, name), getattr(whole, name)[flat]), name
+
+
+@pytest.mark.parametrize("sides", [(1, 2), (1, 2, 3), (2, 3), (1, 3, 7), (3,)])
+def test_zbuffer_min_over_boxes_of_mixed_sides_matches_a_plain_scatter(sides):
+    """Boxes of several small sides (splatted as one group when cheaper) and large ones give the
+    minimum key per pixel of every box, as a scatter of each box's pixels one by one."""
+    import dreamer.render as render_module
+
+    g = torch.Generator().manual_seed(len(sides))
+    H, W, n = 17, 23, 400
+    side = torch.tensor(sides)[torch.randint(0, len(sides), (n,), generator=g)]
+    wu = torch.minimum(side, 1 + torch.randint(0, 7, (n,), generator=g))  # some narrower than the side
+    wv = side.clone()
+    flip = torch.rand(n, generator=g) < 0.5
+    wu, wv = torch.where(flip, wv, wu), torch.where(flip, wu, wv)
+    u0 = torch.randint(0, W, (n,), generator=g)
+    v0 = torch.randint(0, H, (n,), generator=g)
+    u1, v1 = (u0 + wu - 1).clamp(max=W - 1), (v0 + wv - 1).clamp(max=H - 1)
+    key = torch.randperm(n, generator=g).long() << 8
+    expected = torch.full((H * W,), render_module._EMPTY, dtype=torch.int64)
+    for i in range(n):
+        for y in range(int(v0[i]), int(v1[i]) + 1):
+            for x in range(int(u0[i]), int(u1[i]) + 1):
+                expected[y * W + x] = min(int(expected[y * W + x]), int(key[i]))
+    assert torch.equal(render_module._zbuffer_min(key, u0, u1, v0, v1, H, W), expected)
