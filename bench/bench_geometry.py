@@ -3,6 +3,7 @@ and of the CPU splat stage at the README's first command (prints figures; not a 
 
     python bench/bench_geometry.py --cache /tmp/geo      # all three parts; caches the scenes built
     python bench/bench_geometry.py --only geometry       # just the per-view geometry vs griddata
+    python bench/bench_geometry.py --only geometry joint --threads 1   # and the joint refinement's share
     python bench/bench_geometry.py --only splats --threads 1
 
 1. Geometry of one view. A stand-in dreamed cloud of about ``--points`` points (the procedural
@@ -308,7 +309,9 @@ def ms(pair: tuple[float, float]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["geometry", "joint", "splats"], default=None)
+    ap.add_argument("--only", choices=["geometry", "joint", "splats"], nargs="+", default=None,
+                    help="the parts to run (default: all); geometry and joint together print the ratio with the "
+                         "joint refinement's share per view")
     ap.add_argument("--points", type=int, default=2_000_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--joint-views", type=int, default=7, help="views of the lookaround refined jointly")
@@ -325,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     g = view = None
-    if args.only in (None, "geometry"):
+    parts = set(args.only or ("geometry", "joint", "splats"))
+    if "geometry" in parts:
         case = cached(cache(f"geometry_{args.points}.pt"), lambda: build_case(world, args.points))
         s = per_view(case, args.repeats)
         g, view = s["griddata"], s["view"]
@@ -340,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ratio griddata / ours:            wall {g[0] / s['ours'][0]:6.1f}x  CPU {g[1] / s['ours'][1]:6.1f}x")
         print(f"ratio griddata / (ours + align):  wall {g[0] / view[0]:6.1f}x  CPU {g[1] / view[1]:6.1f}x")
 
-    if args.only in (None, "joint"):
+    if "joint" in parts:
         scene = cached(cache(f"lookaround{args.joint_views}_{SIZE}.pt"),
                        lambda: lookaround_scene(world, SIZE, args.joint_views))
         j = joint_share(scene)
@@ -352,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"ratio griddata / (ours + align + joint refinement per view): wall {g[0] / whole[0]:6.1f}x  "
                   f"CPU {g[1] / whole[1]:6.1f}x")
 
-    if args.only in (None, "splats"):
+    if "splats" in parts:
         scene = cached(cache("first_command_scene.pt"), first_command_scene)
         print(f"\nsplats at the README's first command (256x256, {len(scene.views)} views, "
               f"{len(scene.points):,} points), {args.splat_iterations} iterations, median:")
