@@ -26,10 +26,22 @@ from alignment.trend import design_matrix, n_terms
 __all__ = ["FieldBasis"]
 
 
-def _cubic_bspline(t: np.ndarray) -> np.ndarray:
-    """The uniform cubic B-spline kernel (support [-2, 2], sums to 1 over integer shifts)."""
-    a = np.abs(t)
-    return np.where(a < 1, (4 - 6 * a**2 + 3 * a**3) / 6, np.where(a < 2, (2 - a) ** 3 / 6, 0.0))
+def _cubic_bspline_rows(s: np.ndarray, g: int) -> np.ndarray:
+    """[n, g] values of the uniform cubic B-splines centred on the integers 0 .. g-1 at positions
+    ``s`` [n] (in knot spacings): each position meets the four kernels of its cell only (the
+    kernel, support [-2, 2], sums to 1 over integer shifts), so only those are evaluated."""
+    cell = np.floor(s)
+    f = s - cell
+    e = 1.0 - f
+    weights = (e**3 / 6, (4 - 6 * f**2 + 3 * f**3) / 6, (4 - 6 * e**2 + 3 * e**3) / 6, f**3 / 6)
+    out = np.zeros((len(s), g))
+    rows = np.arange(len(s))
+    first = cell.astype(np.int64) - 1
+    for k, w in enumerate(weights):
+        col = first + k
+        on = (col >= 0) & (col < g)
+        out[rows[on], col[on]] = w[on]
+    return out
 
 
 @dataclass(frozen=True)
@@ -63,10 +75,7 @@ class FieldBasis:
         if self.kind == "poly":
             return design_matrix(x, y, self.size)
         g = self.size
-        h = 2.0 / (g - 3)  # knot spacing: control points 1 .. g-2 span [-1, 1]
-        knots = -1.0 + (np.arange(g) - 1) * h
-        bx = _cubic_bspline((x[:, None] - knots[None, :]) / h)  # [n, g]
-        by = _cubic_bspline((y[:, None] - knots[None, :]) / h)
+        bx, by = self._axis(x), self._axis(y)  # [n, g]
         return (by[:, :, None] * bx[:, None, :]).reshape(len(x), g * g)  # row-major: index = iy * g + ix
 
     def field(self, coeffs: Tensor, height: int, width: int) -> Tensor:
@@ -85,10 +94,10 @@ class FieldBasis:
         return (B @ coeffs.detach().double().cpu()).reshape(height, width).to(coeffs.device)
 
     def _axis(self, t: np.ndarray) -> np.ndarray:
+        """[n, g] values of the g spline kernels at normalized coordinates ``t`` [n]."""
         g = self.size
-        h = 2.0 / (g - 3)
-        knots = -1.0 + (np.arange(g) - 1) * h
-        return _cubic_bspline((t[:, None] - knots[None, :]) / h)
+        h = 2.0 / (g - 3)  # knot spacing: control points 1 .. g-2 span [-1, 1] (point i at -1 + (i - 1) h)
+        return _cubic_bspline_rows((t + 1.0) / h + 1.0, g)
 
     def constant(self) -> np.ndarray:
         """Coefficients [n_terms] of the constant field 1."""

@@ -426,27 +426,71 @@ class _Links:
         return _Links(*(t[keep] for t in (self.kp, self.jp, self.sample, self.ok, self.u, self.v, self.r0, self.X)),
                       self.theta0)
 
-    def by_size(self) -> list["_Links"]:
-        """The pairs in groups of similar sizes (most rows first), each cut to its largest pair's
-        rows: a group pads its pairs to at most twice their rows (neighbours overlap much more
-        than the views beyond them)."""
-        n = self.ok.sum(1)
-        order = torch.argsort(n, descending=True, stable=True)
-        sizes = n[order].tolist()
-        out, start = [], 0
-        for i in range(1, len(sizes) + 1):
-            if i == len(sizes) or sizes[i] < sizes[start] / 2:
-                idx, m = order[start:i], sizes[start]
-                out.append(_Links(*(t[idx] for t in (self.kp, self.jp)),
-                                  *(t[idx, :m] for t in (self.sample, self.ok, self.u, self.v, self.r0, self.X)),
-                                  self.theta0))
-                start = i
-        return out
-
     def moved(self, theta: Tensor) -> "_Links":
         """The same linearization, its residuals evaluated at ``theta`` (exact for residuals that
         are linear in the coefficients)."""
         return dataclasses.replace(self, r0=self.residuals(theta), theta0=theta.clone())
+
+
+def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """The rows of ``lin`` (P coefficients per view) for the normal equations, as groups that
+    touch the same few coefficients, each group's rows padded to its bucket's largest (groups
+    within a factor 2 of each other's sizes share a bucket). With a ``local`` basis (a cubic
+    spline) each pair's rows are split by the first coefficient they touch in either view: a
+    group's rows lie in one cell of each view and touch 16 + 16 of the pair's 72 coefficients
+    (6 x 6 points); otherwise (a polynomial) a group is a pair. Per bucket: (ok [g,m] bool: a
+    row, not padding; r0 [g,m]; X [g,m,w], the Jacobian's columns that are non-zero on some row
+    of the group, zero on padding; cols [g,w], their index in the [N*P] stacked coefficients)."""
+    block = torch.arange(P)
+    if not local:  # the pairs as they are (their usable rows come first), of similar sizes together
+        n = lin.ok.sum(1)
+        by_rows = torch.argsort(n, descending=True, stable=True)
+        sizes = n[by_rows].tolist()
+        out, start = [], 0
+        for i in range(1, len(sizes) + 1):
+            if i == len(sizes) or sizes[i] < sizes[start] / 2:
+                idx, m = by_rows[start:i], sizes[start]
+                cols = torch.cat([lin.kp[idx, None] * P + block, lin.jp[idx, None] * P + block], 1)
+                out.append((lin.ok[idx, :m], lin.r0[idx, :m], lin.X[idx, :m], cols))
+                start = i
+        return out
+    pi, ni = torch.nonzero(lin.ok, as_tuple=True)
+    X, r0 = lin.X[pi, ni], lin.r0[pi, ni]  # [rows,2P], [rows]
+    nz = X != 0
+    key = (pi * P + nz[:, :P].to(torch.uint8).argmax(1)) * P + nz[:, P:].to(torch.uint8).argmax(1)
+    keys, group = torch.unique(key, return_inverse=True)
+    counts = torch.bincount(group, minlength=len(keys))
+    order = torch.argsort(group, stable=True)  # rows group by group, in their order
+    pos = torch.empty_like(order)
+    pos[order] = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts)[group[order]]
+    # Each group's columns that some row touches, those first (in their order).
+    used = torch.zeros(len(keys), 2 * P, dtype=torch.int32).index_add_(0, group, nz.int()) > 0
+    keep = torch.argsort((~used).to(torch.uint8), dim=1, stable=True)
+    width = used.sum(1)
+    pair = keys // (P * P)
+    full = torch.cat([lin.kp[pair, None] * P + block, lin.jp[pair, None] * P + block], 1)  # [groups,2P]
+    by_count = torch.argsort(counts, descending=True, stable=True)
+    sizes = counts[by_count].tolist()
+    slot = torch.empty_like(counts)
+    out, start = [], 0
+    for i in range(1, len(sizes) + 1):
+        if i == len(sizes) or sizes[i] < sizes[start] / 2:
+            gs, m = by_count[start:i], sizes[start]
+            w = int(width[gs].max())
+            member = torch.zeros(len(keys), dtype=torch.bool)
+            member[gs] = True
+            slot[gs] = torch.arange(len(gs))
+            rows = torch.nonzero(member[group]).squeeze(1)
+            at = (slot[group[rows]], pos[rows])
+            ok = torch.zeros(len(gs), m, dtype=torch.bool)
+            ok[at] = True
+            r = torch.zeros(len(gs), m, dtype=torch.float64)
+            r[at] = r0[rows]
+            Xg = torch.zeros(len(gs), m, w, dtype=torch.float64)
+            Xg[at] = torch.gather(X[rows], 1, keep[group[rows], :w])
+            out.append((ok, r, Xg, torch.gather(full[gs], 1, keep[gs, :w])))
+            start = i
+    return out
 
 
 def _solve_spd(A: Tensor, b: Tensor) -> Tensor:
@@ -599,7 +643,6 @@ def joint_log_corrections(
         return lin
 
     prior_all = torch.block_diag(*([prior] * n_views))
-    block = torch.arange(P)
 
     def gauss_newton(theta: Tensor, free: list[bool]) -> tuple[Tensor, float, int]:
         """Robust Gauss-Newton on the free views; (coefficients, last sigma, rounds run).
@@ -608,8 +651,9 @@ def joint_log_corrections(
         about there (exactly so for rotating cameras, whose projections do not move with depth;
         to first order along the epipolar lines of translating ones), so each IRLS round is
         only weighted normal equations. Each pair's rows touch the coefficients of its two
-        views only: its [2P,2P] block of the normal matrix (pairs of similar sizes in one batched product)
-        is added into the matrix at those views' rows and columns. The rounds stop early once
+        views only, and with a spline only those of the cells they lie in: each group of rows
+        (:func:`_row_groups`) adds its small block of the normal matrix (groups of similar sizes
+        in one batched product) at those coefficients' rows and columns. The rounds stop early once
         the Tukey width has reached its final value and no coefficient moves by more than
         ``_CONVERGED``. Callers run it again from its result (the fit with the prior, the
         refits of the acceptance test), which re-linearizes translating cameras."""
@@ -621,33 +665,26 @@ def joint_log_corrections(
             return theta, sigma, 0
         at = torch.nonzero(torch.tensor(free).repeat_interleave(P)).squeeze(1)
         parts = []
-        for part in lin.by_size():
-            # A pair's rows touch few of its views' coefficients when the basis is local (a
-            # spline): its columns that are zero on every row are left out of its products.
-            full = torch.cat([part.kp[:, None] * P + block, part.jp[:, None] * P + block], 1)  # [pairs,2P]
-            nonzero = (part.X != 0).any(1)
-            keep = torch.argsort((~nonzero).to(torch.uint8), dim=1, stable=True)[:, : int(nonzero.sum(1).max())]
-            X = torch.gather(part.X, 2, keep[:, None, :].expand(-1, part.X.shape[1], -1))
-            cols = torch.gather(full, 1, keep)
-            Xr = torch.cat([X, torch.zeros_like(part.r0)[:, :, None]], 2)
-            parts.append((part, cols, (cols[:, :, None] * NP + cols[:, None, :]).reshape(-1), Xr))
+        for ok, r0, X, cols in _row_groups(lin, P, basis.kind == "spline"):
+            Xr = torch.cat([X, torch.zeros_like(r0)[:, :, None]], 2)
+            parts.append((ok, r0, cols, (cols[:, :, None] * NP + cols[:, None, :]).reshape(-1), Xr))
         for it in range(iterations):
             c = tukey_c * _ANNEAL[min(it, len(_ANNEAL) - 1)]
             Hm = torch.zeros(NP * NP, dtype=torch.float64)
             g = torch.zeros(NP, dtype=torch.float64)
             used = []
-            for part, cols, flat, xr in parts:
-                d = (theta - part.theta0).reshape(-1)[cols]  # [pairs,w]: the change of the pair's coefficients
-                r = part.r0 + torch.bmm(xr[:, :, :-1], d[:, :, None])[:, :, 0]
+            for ok, r0, cols, flat, xr in parts:
+                d = (theta - lin.theta0).reshape(-1)[cols]  # [groups,w]: the change of the group's coefficients
+                r = r0 + torch.bmm(xr[:, :, :-1], d[:, :, None])[:, :, 0]
                 xr[:, :, -1] = r
                 # IRLS: weights from the current residuals, their scale from the previous round's.
                 # [X r] scaled by the weights' square roots: one product gives X'WX and X'Wr.
-                root = torch.from_numpy(np.sqrt(_tukey(r.numpy(), sigma, c))) * part.ok / sigma
+                root = torch.from_numpy(np.sqrt(_tukey(r.numpy(), sigma, c))) * ok / sigma
                 Y = xr * root[:, :, None]
-                blocks = torch.bmm(Y.transpose(1, 2), Y)[:, :-1]  # [pairs,w,w+1]
+                blocks = torch.bmm(Y.transpose(1, 2), Y)[:, :-1]  # [groups,w,w+1]
                 Hm.index_add_(0, flat, blocks[:, :, :-1].reshape(-1))
                 g.index_add_(0, cols.reshape(-1), blocks[:, :, -1].reshape(-1))
-                used.append(r[part.ok])
+                used.append(r[ok])
             Hm = Hm.view(NP, NP) + prior_all
             g = g + ((theta - init64) @ prior).reshape(-1)
             rounds += 1

@@ -24,7 +24,8 @@ hole as a smooth correction field ``c`` and returns ``scaled_estimate * exp(c)``
 
 Speed and devices: everything runs in torch on the inputs' device. The unknowns are the hole
 pixels. On the CPU, systems up to :data:`alignment.kernels.SPARSE_DIRECT_MAX` unknowns are
-factorised directly (SuperLU, :func:`alignment.kernels.sparse_direct_solve`); larger ones, and
+factorised directly (:func:`alignment.kernels.sparse_direct_solve`: a band Cholesky factor for a
+strip of hole pixels, SuperLU for wider holes); larger ones, and
 every system on other devices (a GPU), are solved by conjugate gradients in torch preconditioned
 with an aggregation multigrid V-cycle (2x2 pixel aggregates, Galerkin coarse operators,
 over-corrected, float32 inside, the coarsest level a dense Cholesky factor), ~13 iterations; a

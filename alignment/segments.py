@@ -10,13 +10,22 @@ views see is measured several times, with independent errors. So, after the join
    ``min_pixels`` large;
 2. every segment's pixels (on a grid) are lifted and projected into every other view; where
    the other view sees the same surface (its log-depth there within ``tolerance`` of the
-   point's, off its depth edges) the median log-difference of the segment's samples is one
-   view's opinion of how far the segment is off;
-3. each segment moves to the average of its own estimate and where the other views put it (its
-   own view counts once, like each other view); a few Jacobi rounds over all views at once,
-   since the other views' segments move too. Views in ``fixed`` (the gauge) do not move.
+   point's, off its depth edges), the median log-difference of the samples that land on one
+   segment of the other view is one *link*: how much higher segment g of view k sits than
+   segment h of view j;
+3. every segment's error is modelled as its view's level plus an error of its own,
+   ``a(k, g) = level(k) + e(k, g)``, and all links are fitted at once by least squares, with a
+   small prior on the errors of their own (they are independent, zero-mean surface by surface).
+   The prior decides what the links cannot: how much of a view's disagreement is its level
+   (shared by all its segments) and how much its segments' own. Each segment then moves by
+   ``-(level + e)``: every segment of a surface several views see ends at one depth, and a
+   surface only one view sees moves with its view's level. Views in ``fixed`` (the gauge)
+   have level and errors 0: they do not move, and the surfaces they see end where they are.
 
-A segment no other view sees keeps its depth: nothing says it is wrong.
+This is the two-way model (view level + per-surface error) that a chain of views needs: fitted
+link by link or pixel by pixel, a view's level is decided by its one or two largest surfaces, and
+their errors add up along a chain of views (a full turn drifted by -5 to -9%); here every
+surface each view shares with the others counts once, and all views are solved together.
 
 Pure tensor code; cameras as intrinsics ``K`` [N,3,3] and ``c2w`` [N,4,4] (OpenCV axes).
 """
@@ -34,8 +43,12 @@ from alignment.joint import _Views
 
 __all__ = ["segment_labels", "segment_offsets"]
 
-# A pair's samples of one segment: fewer than this say nothing about the segment.
+# A link's samples (one segment of a view on one segment of another): fewer say nothing.
 _MIN_SAMPLES = 8
+# Priors against one link of weight 1: a segment's own error is small next to what a link
+# measures (8+ samples' median), a view's level only a tie-breaker for views without links.
+_OWN_PRIOR = 0.1
+_LEVEL_PRIOR = 1e-3
 
 
 def segment_labels(log_depth: Tensor, valid: Tensor, *, edge_step: float = 0.05, min_pixels: int = 64) -> Tensor:
@@ -61,64 +74,95 @@ def segment_labels(log_depth: Tensor, valid: Tensor, *, edge_step: float = 0.05,
 
 
 def segment_offsets(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: Tensor, c2w: Tensor,
-                    fixed: Sequence[bool], *, rounds: int = 3, tolerance: float = 0.2,
-                    samples_per_view: int = 4096, edge_step: float = 0.05,
-                    min_fraction: float = 0.02) -> list[Tensor]:
+                    fixed: Sequence[bool], *, tolerance: float = 0.2, samples_per_view: int = 4096,
+                    edge_step: float = 0.05, min_fraction: float = 0.02, own_prior: float = _OWN_PRIOR,
+                    level_prior: float = _LEVEL_PRIOR) -> list[Tensor]:
     """Per view, the [H_k,W_k] float64 log-depth offset that moves each of its segments to the
-    views' consensus (the module docstring gives the method); 0 off segments, on views in
-    ``fixed`` and on segments no other view sees.
+    views' consensus and the rest of the view with its level (the module docstring gives the
+    method); 0 on views in ``fixed``.
 
     ``log_depths``: per view [H_k,W_k] log z-depth (read where ``valid``, bool [H_k,W_k]).
     ``tolerance``: a point farther than this (log units) from the other view's surface is not
     the same surface there (hidden, or a free-space conflict). ``min_fraction``: segments
-    smaller than this fraction of the image are left alone (too few samples).
+    smaller than this fraction of the image are left to their view's level (too few samples).
+    ``own_prior`` and ``level_prior``: weights of the priors (per unknown, against one link of
+    weight 1) that keep a segment's own error and a view's level at 0 unless links say otherwise.
     """
     n = len(log_depths)
     if not (len(valid) == n == len(fixed) and tuple(K.shape) == (n, 3, 3) and tuple(c2w.shape) == (n, 4, 4)):
         raise ValueError(f"segment_offsets needs one valid mask, fixed flag, K and c2w per log-depth map ({n}), "
                          f"got {len(valid)}, {len(fixed)}, {tuple(K.shape)}, {tuple(c2w.shape)}")
-    if not (rounds >= 1 and tolerance > 0):
-        raise ValueError(f"rounds must be >= 1 and tolerance > 0, got {rounds} and {tolerance}")
+    if not (tolerance > 0 and own_prior > 0 and level_prior > 0):
+        raise ValueError(f"tolerance and the priors must be > 0, got {tolerance}, {own_prior}, {level_prior}")
     base = [x.detach().double().cpu() for x in log_depths]
     labels = [segment_labels(x, m, edge_step=edge_step,
                              min_pixels=max(16, int(min_fraction * x.numel()))) for x, m in zip(base, valid)]
-    offsets = [torch.zeros_like(x) for x in base]
-    free = torch.tensor([not f for f in fixed])
-    for _ in range(rounds):
-        views = _Views([b + o for b, o in zip(base, offsets)], valid, K, c2w, samples_per_view)
-        # Every pair (k, j) that may overlap, with k free, in one batch: view k's samples in view j.
-        kp, jp = views.pairs(views.logz)
-        keep = free[kp]
-        kp, jp = kp[keep], jp[keep]
-        zj, u, v, _, _, inside = views.project_pairs(views.logz, kp, jp)
-        smooth, Lj, _, _ = views.sample_pairs(views.maps(), jp, u, v)
-        r = torch.log(zj.clamp_min(1e-12)) - Lj
-        same = inside & smooth & (r.abs() < tolerance)
-        seg = torch.stack([labels[k][views.rows[k], views.cols[k]] for k in range(n)]) * views.has  # [N,n]
-        opinions: dict[tuple[int, int], list[float]] = {}
-        for k, s, median in _pair_medians(kp, seg[kp], r, same):
-            opinions.setdefault((k, s), []).append(median)
-        moves = [torch.zeros_like(x) for x in base]
-        for (k, s), ops in opinions.items():
-            # The segment's own estimate (offset 0) and where each other view puts it now (its
-            # current offset less that view's residual), averaged.
-            here = labels[k] == s
-            current = float(offsets[k][here][0])
-            moves[k][here] = (len(ops) * current - sum(ops)) / (len(ops) + 1) - current
-        offsets = [o + m for o, m in zip(offsets, moves)]
+    views = _Views(base, valid, K, c2w, samples_per_view)
+    kp, jp = views.pairs(views.logz)
+    zj, u, v, _, _, inside = views.project_pairs(views.logz, kp, jp)
+    smooth, Lj, _, _ = views.sample_pairs(views.maps(), jp, u, v)
+    r = torch.log(zj.clamp_min(1e-12)) - Lj
+    same = inside & smooth & (r.abs() < tolerance)
+    seg = torch.stack([labels[k][views.rows[k], views.cols[k]] for k in range(n)]) * views.has  # [N,n]
+    # The segment of view j each sample lands on (nearest pixel; 0 where it is not the same surface).
+    H, W = views.Hm, views.Wm
+    padded = torch.zeros(n, H, W, dtype=torch.long)
+    for j in range(n):
+        padded[j, : labels[j].shape[0], : labels[j].shape[1]] = labels[j]
+    row = v.floor().long().clamp(0, H - 1)
+    col = u.floor().long().clamp(0, W - 1)
+    seg_j = padded[jp[:, None], row, col] * same
+
+    # Unknowns: a level per free view, then an own error per segment of a free view.
+    free = [k for k in range(n) if not fixed[k]]
+    level_of = {k: i for i, k in enumerate(free)}
+    own_of: dict[tuple[int, int], int] = {}
+    for k in free:
+        for g in torch.unique(labels[k]).tolist():
+            if g > 0:
+                own_of[(k, g)] = len(free) + len(own_of)
+    m = len(free) + len(own_of)
+    if m == 0:
+        return [torch.zeros_like(x) for x in base]
+    A = torch.zeros(m, m, dtype=torch.float64)
+    b = torch.zeros(m, dtype=torch.float64)
+    A[: len(free), : len(free)] += level_prior * torch.eye(len(free), dtype=torch.float64)
+    A[len(free):, len(free):] += own_prior * torch.eye(m - len(free), dtype=torch.float64)
+    for p, g, h, median in _link_medians(seg[kp], seg_j, r, same):
+        # One link: (level_k + e_kg) - (level_j + e_jh) = median; fixed views' unknowns are 0.
+        k, j = int(kp[p]), int(jp[p])
+        x = torch.zeros(m, dtype=torch.float64)
+        for view, segment, sign in ((k, g, 1.0), (j, h, -1.0)):
+            if view in level_of:
+                x[level_of[view]] += sign
+                x[own_of[(view, segment)]] += sign
+        A += torch.outer(x, x)
+        b += x * median
+    solution = torch.linalg.solve(A, b)
+    offsets = []
+    for k in range(n):
+        if k not in level_of:
+            offsets.append(torch.zeros_like(base[k]))
+            continue
+        own = torch.zeros(int(labels[k].max()) + 1, dtype=torch.float64)
+        for g in range(1, own.numel()):
+            if (k, g) in own_of:
+                own[g] = solution[own_of[(k, g)]]
+        offsets.append(-(solution[level_of[k]] + own[labels[k]]))
     return offsets
 
 
-def _pair_medians(kp: Tensor, seg: Tensor, r: Tensor, same: Tensor) -> list[tuple[int, int, float]]:
-    """For each pair p (view kp[p]'s samples, their segments ``seg`` [p,n], residuals ``r``
-    [p,n], usable where ``same``) and each segment s > 0 with at least :data:`_MIN_SAMPLES`
-    usable samples: (view, s, the lower median of those residuals, as ``Tensor.median``), pair by
-    pair and segment by segment in increasing order. All pairs and segments in one sort."""
-    use = same & (seg > 0)
+def _link_medians(seg: Tensor, seg_j: Tensor, r: Tensor, same: Tensor) -> list[tuple[int, int, int, float]]:
+    """For each pair p (its samples' segments ``seg`` [p,n] in the first view and ``seg_j`` [p,n]
+    in the second, residuals ``r`` [p,n], usable where ``same``) and each pair of segments (g, h),
+    both > 0, with at least :data:`_MIN_SAMPLES` usable samples: (p, g, h, the lower median of
+    those residuals, as ``Tensor.median``), in increasing order of (p, g, h). All in one sort."""
+    use = same & (seg > 0) & (seg_j > 0)
     p_idx, i_idx = torch.nonzero(use, as_tuple=True)
     if p_idx.numel() == 0:
         return []
-    key = p_idx * (int(seg.max()) + 1) + seg[p_idx, i_idx]
+    segs = int(max(int(seg.max()), int(seg_j.max()))) + 1
+    key = (p_idx * segs + seg[p_idx, i_idx]) * segs + seg_j[p_idx, i_idx]
     vals = r[p_idx, i_idx]
     order = torch.argsort(vals, stable=True)
     order = order[torch.argsort(key[order], stable=True)]  # by key, then by residual
@@ -127,6 +171,6 @@ def _pair_medians(kp: Tensor, seg: Tensor, r: Tensor, same: Tensor) -> list[tupl
     starts = torch.cumsum(counts, 0) - counts
     enough = counts >= _MIN_SAMPLES
     groups, medians = groups[enough], vals[(starts + (counts - 1) // 2)[enough]]
-    segs = int(seg.max()) + 1
-    pairs = (groups // segs).tolist()
-    return [(int(kp[p]), s, m) for p, s, m in zip(pairs, (groups % segs).tolist(), medians.tolist())]
+    g_h = groups % (segs * segs)
+    return list(zip((groups // (segs * segs)).tolist(), (g_h // segs).tolist(), (g_h % segs).tolist(),
+                    medians.tolist()))

@@ -15,6 +15,15 @@ images (the oracle inpainter) and the same depth estimates, from an RGBD first v
 * ``ours``: the defaults of ``DreamConfig`` (the loop's alignment, then the joint refinement);
   ``ours, loop only`` without the joint refinement.
 
+For errors per object (families whose errors are only a scale per view and a constant error per
+surface, plus pixel noise) it also prints a *two-way bound*: what least squares can reach from
+the views alone, given what no method is given: which pixels share a surface (the truth's
+surface ids) and each view's exact level on each surface it sees (no pixel noise), the first
+view exact. View levels and surface levels are fitted to those per-(view, surface) log errors;
+each new pixel (of the oracle run's views) takes its surface's fitted level, or on a surface only
+its own view sees, its view's error less the fitted view level. Not a method and not a proof of
+a floor, but the oracle-scale floor sits below what the views can tell where this bound does.
+
 (peers: alignment/peers.py). Per method it prints the AbsRel of the new pixels' depth against the
 truth (mean over views weighted by their new pixels), the seam error (median error of the depth
 step across the seam, image border excluded), the mean distance of the points to the true
@@ -152,6 +161,7 @@ def run_method(world: CachedWorld, estimator: WorldDepthEstimator, cams: list[Ca
             result = refine_scene(replace(result, config=replace(config, joint_refinement=True)))
         refine_s = time.perf_counter() - t
     m = world_metrics(result, world)
+    m["masks"] = [v.mask for v in result.views]
     m["align_ms_per_view"] = 1000 * watch.seconds / max(1, len(cams) - 1)
     m["seconds"] = t_loop + refine_s
     m["worse_views"] = sum(1 for v in result.views
@@ -187,6 +197,41 @@ def table(family: str, trajectory: str, n_views: int, rows: dict[str, dict]) -> 
             out.append(f"ours / oracle-scale floor: AbsRel {ours['abs_rel_aligned'] / floor:.2f}x"
                        " (target <= 1.1x)")
     return out
+
+
+def two_way_bound(world, estimator: WorldDepthEstimator, cams: list[Camera], masks: list[torch.Tensor],
+                  min_fraction: float = 0.02) -> float:
+    """New-pixel AbsRel of the two-way least-squares bound (module docstring) for an estimator
+    whose errors are a scale per view and a constant error per surface; ``masks``: the new
+    pixels per view (the first view is the RGBD photo: exact)."""
+    n_ids = len(world.object_names)
+    ids = [world.render(c).object_id for c in cams]
+    errors = [np.zeros(n_ids)] + [np.log(e.scale * (1 + e.object_offsets))
+                                  for e in (estimator.errors(c) for c in cams[1:])]
+    rows = [(v, s) for v in range(len(cams))
+            for s in torch.nonzero(torch.bincount(ids[v].flatten(), minlength=n_ids)
+                                   >= min_fraction * ids[v].numel()).flatten().tolist()]
+    # Unknowns: a level per view after the first, a level per surface; the first view's rows exact.
+    n_levels = len(cams) - 1
+    A = np.zeros((len(rows), n_levels + n_ids))
+    b = np.array([errors[v][s] for v, s in rows])
+    weight = np.array([1e3 if v == 0 else 1.0 for v, _ in rows])
+    for i, (v, s) in enumerate(rows):
+        if v > 0:
+            A[i, v - 1] = 1.0
+        A[i, n_levels + s] = 1.0
+    ridge = 1e-6 * np.eye(A.shape[1])
+    x = np.linalg.lstsq(np.vstack([A * weight[:, None], ridge]),
+                        np.concatenate([b * weight, np.zeros(A.shape[1])]), rcond=None)[0]
+    level, surface = np.concatenate([[0.0], x[:n_levels]]), x[n_levels:]
+    views_of = np.bincount([s for _, s in rows], minlength=n_ids)
+    total, count = 0.0, 0
+    for v in range(1, len(cams)):
+        s = ids[v][masks[v]].numpy()
+        err = np.where(views_of[s] > 1, surface[s], errors[v][s] - level[v])
+        total += float(np.abs(np.expm1(err)).sum())
+        count += len(s)
+    return total / max(count, 1)
 
 
 # ----------------------------------------------------------------------------- speed
@@ -285,6 +330,11 @@ def main() -> None:
             cams = make_trajectory(name, first, center, **TRAJECTORIES.get(name, {})).cameras
             rows = {m: run_method(world, estimator, cams, m, args.seed) for m in args.methods}
             print("\n".join(table(family, name, len(cams), rows)), flush=True)
+            if family == "objects" and "oracle scale" in rows:
+                bound = two_way_bound(world, estimator, cams, rows["oracle scale"]["masks"])
+                floor = rows["oracle scale"]["abs_rel_aligned"]
+                print(f"two-way bound (true surface ids, exact per-surface levels): AbsRel {fmt(bound)}, "
+                      f"{bound / floor:.2f}x the oracle-scale floor", flush=True)
             summary.append((family, name, rows))
 
     if "ours" in args.methods:

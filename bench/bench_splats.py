@@ -19,20 +19,21 @@
    20k Gaussians at 256x256.
 3. With CUDA: the same training at 512x512 through gsplat's kernels, iterations per second and
    peak GPU memory, and the CPU rasterizer against gsplat's on one scene.
-4. The refine step (``--only refine``), four settings trained on the same scene in one run:
-   the baseline, + depth supervision (the views' depth maps), + progressive refinement (the
-   refine step as ``--refine`` runs it: the completion pass dreams the repair cameras where
-   the cloud has holes, with the demo's backends: the world's inpainter and its depth estimator
-   with errors; then repaired novel views join training, further out each round; the repair
-   model is the world's imperfect refiner: 70% of the way to the truth, blurred, noisy), and
-   both. A fifth row shows the repaired views alone, without the completion pass. Scored on
-   held-out cameras near the training views (between and beside them) and far from them (20-21
-   degrees of turn from the nearest training camera, and moved: orbits of the middle camera by
-   44 degrees of yaw or 18-21 of elevation, about 1 m at the 3 m pivot, most also 0.3 m
-   forward): PSNR, SSIM, the splats' depth AbsRel (expected depth where alpha > 0.5, against
-   the true z-depth; also away from depth edges, where any splat render blends two surfaces)
-   and coverage (pixels with alpha > 0.99). LPIPS is not printed: it needs a pretrained network (AlexNet/VGG
-   weights) that is not available offline here.
+4. The refine step (``--only refine``), four settings trained on the same scene in one run: the
+   baseline, + depth supervision (the views' depth maps), + progressive refinement (the refine
+   step as ``--refine`` runs it: the completion pass dreams the repair cameras where the cloud
+   has holes, then those where the repaired render disagrees with the cloud's (a nearer surface
+   the cloud lacks, lifted where the depth is nearer), with the demo's backends: the world's
+   inpainter and its depth estimator with errors; then repaired novel views join training,
+   further out each round; the repair model is the world's imperfect refiner: 70% of the way to
+   the truth, blurred, noisy), and both. A fifth row shows the repaired views alone, without the
+   completion pass. Scored on held-out cameras near the training views (between and beside them)
+   and far from them (20-21 degrees of turn from the nearest training camera, and moved: orbits
+   of the middle camera by 44 degrees of yaw or 18-21 of elevation, about 1 m at the 3 m pivot,
+   most also 0.3 m forward): PSNR, SSIM, the splats' depth AbsRel (expected depth where alpha >
+   0.5, against the true z-depth; also away from depth edges, where any splat render blends two
+   surfaces) and coverage (pixels with alpha > 0.99). LPIPS is not printed: it needs a
+   pretrained network (AlexNet/VGG weights) that is not available offline here.
 5. Coverage (``--only coverage``): the offline demo (``--models synthetic``, ``lookaround``) at
    a small size, with and without ``--refine``, its splats rendered along every render preset
    (each preset the scene's render path in turn, so the completion pass sees it): the fraction
@@ -183,12 +184,14 @@ def score_full(g, cams, truths) -> dict:
         m &= ~depth_edges(t.depth)
         ar_in.append(float(err[m].mean()) if m.any() else float("nan"))
         cov.append(float((a > 0.99).float().mean()))
-    return {k: statistics.mean(v) for k, v in (("psnr", ps), ("ssim", ss), ("abs_rel", ar), ("abs_rel_in", ar_in),
-                                                ("coverage", cov))}
+    out = {k: statistics.mean(v) for k, v in (("psnr", ps), ("ssim", ss), ("abs_rel", ar), ("abs_rel_in", ar_in),
+                                               ("coverage", cov))}
+    return {**out, "abs_rel_each": ar}
 
 
 def bench_refine(args) -> None:
     from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter, WorldRefiner
+    from dreamer.pipeline.settings import RefineConfig
     from dreamer.scene import DreamConfig
     from dreamer.scene.completion import complete_scene
     from dreamer.splats.repair import camera_offset
@@ -213,11 +216,18 @@ def bench_refine(args) -> None:
 
     t = time.perf_counter()
     cams = [c for ring in repair_cameras(result, SplatConfig(**base)) for c in ring]
-    completed = complete_scene(result, cams, inpainter=WorldInpainter(world),
-                               depth_estimator=WorldDepthEstimator(world, seed=args.seed),
-                               max_views=args.complete_views).result
+    rc = RefineConfig()
+    state = complete_scene(result, cams, inpainter=WorldInpainter(world),
+                           depth_estimator=WorldDepthEstimator(world, seed=args.seed), max_views=args.complete_views,
+                           refiner=refiner, suspect_views=args.suspect_views,
+                           suspect_threshold=rc.complete_suspect_threshold, suspect_color=rc.complete_suspect_color,
+                           suspect_nearer=rc.complete_suspect_nearer)
+    completed = state.result
+    nearer = sum(int(v.stats.get("suspect_nearer", 0)) for v in completed.views)
     print(f"completion pass over the {len(cams)} repair cameras: {len(completed.views) - len(result.views)} views "
-          f"dreamed, {len(completed.points) - len(result.points)} points added ({time.perf_counter() - t:.0f} s)")
+          f"dreamed ({len(state.suspect_dreamed)} of them for their disagreement with the repaired render, "
+          f"{nearer} pixels nearer than the cloud lifted), {len(completed.points) - len(result.points)} points added "
+          f"({time.perf_counter() - t:.0f} s)")
     runs = [("baseline", result, 0.0, False), ("+ depth supervision", result, args.depth_weight, False),
             ("+ progressive refinement", completed, 0.0, True), ("+ both", completed, args.depth_weight, True),
             ("(repaired views alone)", result, 0.0, True)]
@@ -225,13 +235,14 @@ def bench_refine(args) -> None:
     for name, scene, dw, repair in runs:
         t = time.perf_counter()
         # The refine step's transmittance barrier comes with the repaired views, as --refine sets it.
-        ow = args.opaque_weight if repair else 0.0
-        g = train_gaussians(scene, SplatConfig(depth_weight=dw, opaque_weight=ow, **base),
+        ow, floor = (args.opaque_weight, args.min_scale_px) if repair else (0.0, 0.0)
+        g = train_gaussians(scene, SplatConfig(depth_weight=dw, opaque_weight=ow, min_scale_px=floor, **base),
                             refiner=refiner if repair else None)
         rows[name] = (score_full(g, near, truths_near), score_full(g, far, truths_far), time.perf_counter() - t)
         print(f"  trained {name}: {len(g)} Gaussians, {rows[name][2]:.0f} s", flush=True)
     print(f"\nheld-out quality after {it} iterations (means over cameras; depth weight {args.depth_weight}; "
-          f"with the repaired views the transmittance barrier at {args.opaque_weight}; "
+          f"with the repaired views the transmittance barrier at {args.opaque_weight}, the size floor at "
+          f"{args.min_scale_px} px, the completion's disagreement views {args.suspect_views}; "
           f"LPIPS not measured: no pretrained LPIPS network offline)")
     print("AbsRel: the splats' expected depth against the true z-depth where alpha > 0.5; 'inner': the same away "
           "from depth edges (1 px bands where the truth jumps by > 5%)")
@@ -245,6 +256,8 @@ def bench_refine(args) -> None:
     print(f"with both: far PSNR {f['psnr'] - bf['psnr']:+.2f} dB, near PSNR {n['psnr'] - bn['psnr']:+.2f} dB, "
           f"depth AbsRel x{n['abs_rel'] / bn['abs_rel']:.2f} near, x{f['abs_rel'] / bf['abs_rel']:.2f} far "
           f"(inner: x{n['abs_rel_in'] / bn['abs_rel_in']:.2f} near, x{f['abs_rel_in'] / bf['abs_rel_in']:.2f} far)")
+    print("with both, AbsRel per far camera (orbit yaw, elevation): " + ", ".join(
+        f"({y:+.0f}, {e:+.0f}) {a:.3f}" for (y, e, _), a in zip(FAR, f["abs_rel_each"])))
 
 
 PRESETS = ("llff", "back_and_forth", "headbanging")
@@ -384,9 +397,15 @@ def main() -> None:
     ap.add_argument("--opaque-weight", type=float, default=None,
                     help="refine bench: the transmittance barrier's weight in the runs with repaired views (default: "
                          "the refine step's, RefineConfig.refine_opaque_weight)")
+    ap.add_argument("--min-scale-px", type=float, default=None,
+                    help="refine bench: the Gaussians' size floor in the runs with repaired views (default: the refine "
+                         "step's, RefineConfig.refine_min_scale_px)")
     ap.add_argument("--repair-views", type=int, default=8, help="refine bench: repaired views per round")
     ap.add_argument("--repair-angle", type=float, default=25.0, help="refine bench: spread of the last round")
     ap.add_argument("--complete-views", type=int, default=12, help="refine bench: most views the completion dreams")
+    ap.add_argument("--suspect-views", type=int, default=None,
+                    help="refine bench: most views the completion dreams for their disagreement with the repaired "
+                         "render (default: the refine step's, RefineConfig.complete_suspect_views; 0: off)")
     ap.add_argument("--coverage-size", type=int, default=48, help="coverage bench: image size of the demo")
     ap.add_argument("--coverage-iterations", type=int, default=600, help="coverage bench: splat iterations")
     ap.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS),
@@ -399,10 +418,14 @@ def main() -> None:
     ap.add_argument("--init-cell", type=float, default=None,
                     help="SplatConfig.init_cell (footprints per cell of the initial Gaussians; 0: one per point)")
     args = ap.parse_args()
-    if args.opaque_weight is None:
-        from dreamer.pipeline.settings import RefineConfig
+    from dreamer.pipeline.settings import RefineConfig
 
+    if args.opaque_weight is None:
         args.opaque_weight = RefineConfig().refine_opaque_weight
+    if args.suspect_views is None:
+        args.suspect_views = RefineConfig().complete_suspect_views
+    if args.min_scale_px is None:
+        args.min_scale_px = RefineConfig().refine_min_scale_px
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)

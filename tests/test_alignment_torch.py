@@ -213,8 +213,8 @@ def test_the_seam_systems_stencil_product_is_the_entry_by_entry_product_to_the_b
 
 
 def test_a_large_seam_system_solved_by_multigrid_cg_is_the_same_with_the_stencil_product(monkeypatch):
-    """Beyond the direct solver's size the seam system goes to multigrid CG, which multiplies by
-    the matrix every iteration: with the stencil product the solution is the same to the bit."""
+    """Multigrid CG (beyond the direct solvers' reach, and every system on a GPU) multiplies by the
+    matrix every iteration: with the stencil product the solution is the same to the bit."""
     import alignment.seam as seam
 
     g = torch.Generator().manual_seed(6)
@@ -228,6 +228,47 @@ def test_a_large_seam_system_solved_by_multigrid_cg_is_the_same_with_the_stencil
     seam._seam_corrections(log_ratio, known, hole, [(None, None)])
     monkeypatch.undo()
     (A, b, ys, xs), = systems
-    assert A.n > kernels.SPARSE_DIRECT_MAX  # not the direct solver
+    monkeypatch.setattr(kernels, "CPU_KERNELS", False)  # no direct solve: CG in torch, as on a GPU
+    assert kernels.sparse_direct_solve(A.rows, A.cols, A.vals, A.diag, b) is None
     plain = seam._SparseSPD(A.rows, A.cols, A.vals, A.diag)
     assert torch.equal(seam._solve_spd(A, b, ys, xs), seam._solve_spd(plain, b, ys, xs))
+
+
+def _grid_system(h: int, w: int, seed: int, shift: float):
+    """A symmetric grid system as the seam correction builds it (random couplings between
+    4-neighbours, diagonal = their sum + ``shift``), its unknowns in a random order: (rows,
+    cols, vals, diag, b) and the dense matrix."""
+    g = torch.Generator().manual_seed(seed)
+    n = h * w
+    index = torch.randperm(n, generator=g).reshape(h, w)
+    a = torch.cat([index[:, :-1].reshape(-1), index[:-1, :].reshape(-1)])
+    b = torch.cat([index[:, 1:].reshape(-1), index[1:, :].reshape(-1)])
+    wgt = torch.rand(len(a), generator=g, dtype=torch.float64)
+    rows, cols, vals = torch.cat([a, b]), torch.cat([b, a]), -torch.cat([wgt, wgt])
+    diag = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, -vals) + shift
+    dense = torch.diag(diag)
+    dense[rows, cols] = vals
+    return rows, cols, vals, diag, torch.randn(n, generator=g, dtype=torch.float64), dense
+
+
+@pytest.mark.parametrize("h,w,shift,banded", [
+    (60, 12, 1e-3, True),     # a strip of hole pixels: a narrow band once reordered
+    (70, 70, 1e-3, False),    # a square: too wide a band, sparse LU
+    (40, 8, -0.05, False),    # not positive definite: the band Cholesky fails, the LU solves it
+])
+def test_the_direct_sparse_solve_equals_a_dense_solve(h, w, shift, banded, monkeypatch):
+    import scipy.linalg
+
+    rows, cols, vals, diag, b, dense = _grid_system(h, w, seed=h + w, shift=shift)
+    calls = []
+    band_solve = scipy.linalg.solveh_banded
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return band_solve(*args, **kwargs)
+
+    monkeypatch.setattr(kernels.sl, "solveh_banded", counted)
+    x = kernels.sparse_direct_solve(rows, cols, vals, diag, b)
+    expected = torch.linalg.solve(dense, b)
+    assert float((x - expected).abs().max()) < 1e-9 * float(expected.abs().max())
+    assert bool(calls) == (banded or shift < 0)  # the band path was tried (and failed on the indefinite one)

@@ -209,12 +209,14 @@ def test_spline_basis_is_a_partition_of_unity_and_local():
     (FieldBasis("poly", 2), [(0, 0, 0), (20, 0, 0), (40, 0, 0), (-20, 0, 0), (10, 20, 0)]),
     (FieldBasis("spline", 5), [(0, 0, 0), (20, 0, 0), (40, 0, 0), (-20, 0, 0)]),
     (FieldBasis("poly", 2), [(0, 0, 0), (0, 0, 0.3), (0, 0, 0.6), (8, 0, 0.45)]),
+    (FieldBasis("spline", 6), [(0, 0, 0), (0, 0, 0.3), (0, 0, 0.6), (8, 0, 0.45)]),  # the refinement's spline
 ])
 def test_the_batched_fit_gives_the_solution_of_the_pair_by_pair_reference(world, basis, moves):
     """tests/joint_reference.py is the fit as it was before it was batched (each pair of views
-    projected and accumulated on its own). On noisy, distorted depths with invalid pixels the
-    fast fit must give the same solution: every view's field within 1e-6 in log depth, the same
-    acceptance, the same disagreements."""
+    projected and accumulated on its own, every row with a dense Jacobian over both views'
+    coefficients; the fast fit accumulates groups of rows over the few coefficients they touch).
+    On noisy, distorted depths with invalid pixels the fast fit must give the same solution:
+    every view's field within 1e-6 in log depth, the same acceptance, the same disagreements."""
     import joint_reference
 
     cams = cameras(moves)

@@ -292,3 +292,92 @@ def test_pseudo_view_depth_joins_the_loss_and_a_resumed_run_matches(tmp_path):
     resumed = train_gaussians(result, cfg, checkpoint_dir=tmp_path, refiner=WorldRefiner(world))
     for a, b in zip(resumed.params().values(), straight.params().values()):
         assert torch.equal(a, b)
+
+
+def see_through_scene(with_column: bool = False):
+    """The procedural world's first view lifted without its column (2.3 m away, a tenth of the
+    image) and two cameras orbited 25 degrees, which see the wall behind it, lifted where the
+    cloud is empty and not on the column: the cloud shows the wall where the column stands,
+    with no hole (``with_column``: the column lifted too, a cloud that lacks nothing there)."""
+    from dreamer.render import lift, render_points
+    from dreamer.scene import DreamView
+    from dreamer.trajectories import orbit_camera
+    from dreamer.worlds import ProceduralWorld
+
+    world = ProceduralWorld(0)
+    column_id = world.object_names.index("column")
+    first = world.first_camera(48, 48)
+    truth = world.render(first)
+    column = truth.object_id == column_id
+    keep = torch.ones_like(column) if with_column else ~column
+    points = lift(truth.image, truth.depth, first, keep)
+    views = [DreamView(first, truth.image, truth.depth, keep)]
+    for yaw in (25.0, -25.0):
+        side = orbit_camera(first, center_depth_from(truth.depth), yaw, 0.0)
+        seen = world.render(side)
+        new = ~render_points(points, side).covered & (with_column or seen.object_id != column_id)
+        points = points.cat(lift(seen.image, seen.depth, side, new))
+        views.append(DreamView(side, seen.image, seen.depth, new))
+    return world, DreamResult(points, views, DreamConfig(joint_refinement=False)), first, column
+
+
+def _cloud_abs_rel(world, points, camera, where):
+    from dreamer.render import clean_coverage, render_points
+
+    fixed, masks = clean_coverage(render_points(points, camera, splat_scale=1.5), close_px=2, grow_px=0)
+    truth = world.render(camera).depth
+    m = where & masks.known
+    return float(((fixed.depth - truth).abs() / truth)[m].mean()), int(m.sum())
+
+
+def test_completion_lifts_a_surface_the_cloud_shows_through():
+    from dreamer.scene.completion import suspect_pixels
+
+    world, result, first, column = see_through_scene()
+    before, seen = _cloud_abs_rel(world, result.points, first, column)
+    assert before > 0.5 and seen > 0.6 * int(column.sum())  # the wall 6 m away where the column stands, no hole
+    refiner = WorldRefiner(world)
+    suspect = suspect_pixels(result.points, first, result.config, refiner, generator=torch.Generator().manual_seed(0))
+    assert int((suspect & column).sum()) > 0.8 * seen and int((suspect & ~column).sum()) < 0.5 * int(suspect.sum())
+    kw = dict(inpainter=WorldInpainter(world), depth_estimator=WorldDepthEstimator(world, seed=1), threshold=0.99,
+              max_views=0, refiner=refiner)
+    assert complete_scene(result, [first], **kw).result is result  # suspect_views 0: no such round
+    state = complete_scene(result, [first], suspect_views=2, **kw)
+    assert state.suspect_dreamed == [0] and state.dreamed == []
+    view = state.result.views[-1]
+    assert view.stats[COMPLETION] and view.stats["suspect_nearer"] > 0.8 * seen
+    after, _ = _cloud_abs_rel(world, state.result.points, first, column)
+    assert after < 0.2 * before
+    added = state.result.points.xyz[len(result.points):]
+    # On the column, within the depth estimate's error (10% distortion, an error per object).
+    assert float(world.distance_to_surface(added).median()) < 0.1 * float(world.render(first).depth[column].median())
+    again = suspect_pixels(state.result.points, first, result.config, refiner,
+                           generator=torch.Generator().manual_seed(0))
+    assert int((again & column).sum()) < 0.2 * int((suspect & column).sum())
+
+
+def test_completion_lifts_nothing_where_only_colours_disagree():
+    """The cloud lacks nothing: a repair that disagrees with its render (texture, edges) makes
+    pixels suspect, but the depth there is the cloud's, so nothing is lifted."""
+    world, result, first, column = see_through_scene(with_column=True)
+    state = complete_scene(result, [first], inpainter=WorldInpainter(world),
+                           depth_estimator=WorldDepthEstimator(world, seed=1), threshold=0.99, max_views=0,
+                           refiner=WorldRefiner(world), suspect_views=1, suspect_threshold=0.0)
+    assert state.suspect_dreamed == [0]
+    view = state.result.views[-1]
+    assert view.stats["suspect_pixels"] > 0 and view.stats["suspect_nearer"] == 0
+
+
+def test_completion_suspect_round_resumes_to_the_same_scene():
+    from dreamer.trajectories import orbit_camera
+
+    world, result, first, column = see_through_scene()
+    cams = [first] + [orbit_camera(first, 3.0, y, 0.0) for y in (8.0, -8.0)]
+    kw = dict(inpainter=WorldInpainter(world), depth_estimator=WorldDepthEstimator(world, seed=1), threshold=0.99,
+              max_views=0, refiner=WorldRefiner(world), suspect_views=3, suspect_threshold=0.01)
+    states = []
+    straight = complete_scene(result, cams, on_view=states.append, **kw)
+    assert len(straight.suspect_dreamed) >= 2
+    resumed = complete_scene(result, cams, resume=states[0], **kw)
+    assert resumed.suspect_dreamed == straight.suspect_dreamed and resumed.suspects == straight.suspects
+    assert torch.equal(resumed.result.points.xyz, straight.result.points.xyz)

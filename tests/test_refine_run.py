@@ -18,7 +18,8 @@ SMALL = ["--models", "synthetic", "--width", "32", "--height", "32", "--views", 
 def test_refine_flags_are_documented():
     text = " ".join(build_parser().format_help().split())
     for flag in ("--refine ", "--refine-model", "--refine-strength", "--complete-threshold", "--repair-rounds",
-                 "--repair-weight", "--depth-weight", "--refine-video"):
+                 "--repair-weight", "--depth-weight", "--refine-video", "--complete-suspect-views",
+                 "--refine-min-scale-px", "--min-scale-px"):
         assert flag in text, flag
     assert "refine step (completion pass, repaired novel views, depth supervision)" in text
 
@@ -56,6 +57,8 @@ def test_killed_refine_run_resumes_to_the_same_outputs(tmp_path, monkeypatch):
     assert main([*SMALL, "--out", str(straight)]) == 0
     m = read_json(straight / "metrics.json")
     assert m["refine"]["completion_views"] >= 1 and m["refine"]["completion_path_cameras"] == 6
+    # The disagreement round ran too (the kill below lands before it; the resumed run makes it).
+    assert m["refine"]["completion_suspect_views"] >= 1 and m["refine"]["completion_suspect_lifted"] > 0
     assert m["splats"]["repaired_views"] == 2 + 2 + 2 and m["splats"]["depth_weight"] == 0.3
     assert 0.0 < m["splats"]["video_coverage_min"] <= 1.0
     views = read_json(straight / "cameras.json")["cameras"]

@@ -128,5 +128,6 @@ def test_the_refine_step_trains_on_the_render_path():
     assert RefineConfig(refine=True).splat_config(splats).path_views == RefineConfig().refine_path_views > 0
     assert RefineConfig(refine=False).splat_config(splats) is splats
     assert RefineConfig(refine=True).splat_config(splats).opaque_weight == RefineConfig().refine_opaque_weight > 0
-    own = SplatConfig(path_views=3, depth_weight=0.1, opaque_weight=0.5)
+    assert RefineConfig(refine=True).splat_config(splats).min_scale_px == RefineConfig().refine_min_scale_px > 0
+    own = SplatConfig(path_views=3, depth_weight=0.1, opaque_weight=0.5, min_scale_px=0.3)
     assert RefineConfig(refine=True).splat_config(own) is own  # its own settings are kept

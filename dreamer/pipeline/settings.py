@@ -108,6 +108,10 @@ class RefineConfig:
     """The transmittance barrier of splat training in the refine step (used when the splat setting opaque_weight is
     0): valid pixels of the training views still more than 0.5% transparent pull their Gaussians' opacity and size,
     closing the cracks between splats that a video would show."""
+    refine_min_scale_px: float = 0.7
+    """The floor on the Gaussians' size in splat training in the refine step, in pixels of each one's finest training
+    view (used when the splat setting min_scale_px is 0): neighbouring splats keep overlapping in the frames between
+    the training cameras, where cracks would show."""
     refine_path_views: int = 16
     """Render-path frames the splats train on in the refine step, re-rendered from the (completed) cloud (used when
     the splat setting path_views is 0): the video's frames are covered where the cloud covers them."""
@@ -126,6 +130,17 @@ class RefineConfig:
     same holes)."""
     complete_repair_cameras: bool = True
     """The completion pass also checks the repair rounds' novel cameras (after the render path's)."""
+    complete_suspect_views: int = 6
+    """After the holes, the completion pass repairs the cloud's render of each camera it checks and dreams up to this
+    many cameras where the repair disagrees with the render (a nearer surface the cloud lacks, seen through), lifting
+    the disagreeing pixels whose depth is nearer than the cloud's (0 = off)."""
+    complete_suspect_threshold: float = 0.02
+    """A camera is dreamed for its disagreeing pixels when they cover more than this fraction of its image."""
+    complete_suspect_color: float = 0.05
+    """A covered pixel disagrees when the repaired render differs from the cloud's by more than this (mean absolute
+    difference of the channels in [0, 1], averaged over its 5x5 neighbourhood)."""
+    complete_suspect_nearer: float = 0.8
+    """A disagreeing pixel is lifted where its aligned depth is below this times the cloud's there."""
     refine_video: bool = False
     """Also write the fly-through with every frame repaired, the previous repaired frame as reference (one model call
     per frame)."""
@@ -145,17 +160,23 @@ class RefineConfig:
         check_int(self.complete_max_views, "complete_max_views", min=0)
         check_int(self.complete_close_px, "complete_close_px", min=0)
         check_int(self.complete_path_frames, "complete_path_frames", min=1)
+        check_int(self.complete_suspect_views, "complete_suspect_views", min=0)
+        check_number(self.complete_suspect_threshold, "complete_suspect_threshold", min=0.0, max=0.999)
+        check_number(self.complete_suspect_color, "complete_suspect_color", min=0.0)
+        check_number(self.complete_suspect_nearer, "complete_suspect_nearer", min=0.0, max=1.0, open_min=True)
         check_int(self.refine_path_views, "refine_path_views", min=0)
         check_number(self.refine_opaque_weight, "refine_opaque_weight", min=0.0)
+        check_number(self.refine_min_scale_px, "refine_min_scale_px", min=0.0, max=9.99)
         if not isinstance(self.refine_model, str) or not self.refine_model.strip():
             raise ValueError(f"refine_model must be a hub id or a folder, got {self.refine_model!r}")
 
     def splat_config(self, splats):
         """The splat settings the refine step trains with: ``splats`` with depth supervision at
         ``refine_depth_weight`` unless it sets its own ``depth_weight``, ``refine_path_views``
-        render-path views unless it sets its own ``path_views``, and the transmittance barrier at
-        ``refine_opaque_weight`` unless it sets its own ``opaque_weight``; unchanged when the
-        refine step is off."""
+        render-path views unless it sets its own ``path_views``, the transmittance barrier at
+        ``refine_opaque_weight`` unless it sets its own ``opaque_weight``, and the size floor at
+        ``refine_min_scale_px`` unless it sets its own ``min_scale_px``; unchanged when the refine
+        step is off."""
         if not self.refine or splats is None:
             return splats
         changes = {}
@@ -165,6 +186,8 @@ class RefineConfig:
             changes["path_views"] = self.refine_path_views
         if splats.opaque_weight == 0:
             changes["opaque_weight"] = self.refine_opaque_weight
+        if splats.min_scale_px == 0:
+            changes["min_scale_px"] = self.refine_min_scale_px
         return dataclasses.replace(splats, **changes) if changes else splats
 
 

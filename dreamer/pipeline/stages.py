@@ -310,7 +310,7 @@ def _complete_stage(configs: SceneConfigs, result: DreamResult, out: Path, backe
     import numpy as np
 
     from dreamer.scene.completion import COMPLETION, CompletionState, complete_scene
-    from dreamer.splats.train import repair_cameras
+    from dreamer.splats.train import describe_refiner, repair_cameras
 
     rc = configs.refine
     path = _render_path(configs, result, depth0)
@@ -321,8 +321,12 @@ def _complete_stage(configs: SceneConfigs, result: DreamResult, out: Path, backe
         extra = [c for ring in repair_cameras(result, rc.splat_config(configs.splats)) for c in ring]
         cameras += extra
         tiers += [1] * len(extra)
+    refiner = _refiner(configs, backends) if rc.complete_suspect_views > 0 else None
+    suspect = dict(suspect_views=rc.complete_suspect_views, suspect_threshold=rc.complete_suspect_threshold,
+                   suspect_color=rc.complete_suspect_color, suspect_nearer=rc.complete_suspect_nearer)
     h = hashlib.sha256(f"{configs.dream_hash()} {rc.complete_threshold} {rc.complete_max_views} "
-                       f"{rc.complete_close_px} {tiers}".encode())
+                       f"{rc.complete_close_px} {tiers} {sorted(suspect.items())} "
+                       f"{describe_refiner(refiner)}".encode())
     for cam in cameras:
         h.update(cam.K.detach().cpu().float().numpy().tobytes() + cam.c2w.detach().cpu().float().numpy().tobytes())
     fingerprint = h.hexdigest()[:20]
@@ -332,7 +336,8 @@ def _complete_stage(configs: SceneConfigs, result: DreamResult, out: Path, backe
     saved, extra_state = load_checkpoint(folder, with_extra=True)
     if saved is not None and extra_state.get("fingerprint") == fingerprint:
         resume = CompletionState(DreamResult(saved.points.to(result.points.device), saved.views, result.config),
-                                 list(extra_state["holes"]), list(extra_state["dreamed"]))
+                                 list(extra_state["holes"]), list(extra_state["dreamed"]),
+                                 list(extra_state.get("suspects", [])), list(extra_state.get("suspect_dreamed", [])))
         log.info("completion: resuming with %d views dreamed", len(resume.dreamed))
     elif folder.exists():
         shutil.rmtree(folder)
@@ -343,13 +348,15 @@ def _complete_stage(configs: SceneConfigs, result: DreamResult, out: Path, backe
     state = complete_scene(result, cameras, inpainter=backends.inpainter, depth_estimator=backends.depth_estimator,
                            threshold=rc.complete_threshold, max_views=rc.complete_max_views,
                            close_px=rc.complete_close_px, tiers=tiers, resume=resume, on_view=checkpoint,
-                           on_progress=on_progress)
+                           on_progress=on_progress, refiner=refiner, **suspect)
     path_holes = [h for h, t in zip(state.holes, tiers) if t == 0]
     figures.update(completion_cameras=len(cameras), completion_path_cameras=len(path_holes),
                    completion_views=sum(bool(v.stats.get(COMPLETION)) for v in state.result.views),
                    completion_path_largest_hole=max(path_holes),
                    completion_largest_hole=max(state.holes),
-                   completion_cameras_over_threshold=sum(h > rc.complete_threshold for h in state.holes))
+                   completion_cameras_over_threshold=sum(h > rc.complete_threshold for h in state.holes),
+                   completion_suspect_views=len(state.suspect_dreamed),
+                   completion_suspect_lifted=sum(int(v.stats.get("suspect_nearer", 0)) for v in state.result.views))
     return state.result, fingerprint
 
 

@@ -128,14 +128,26 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
 
     cache: dict = {}
 
-    def logs_of(shape: bool):
-        if shape in cache:
-            return cache[shape]
-        bases = {k: views[0].depth if k == 0 else _base_depth(views[k], shape) for k in usable}
-        valid = [torch.isfinite(bases[k]) & (bases[k] > 0) for k in usable]
-        logs = [torch.log(torch.where(m, bases[k], torch.ones_like(bases[k])).double()) for k, m in zip(usable, valid)]
-        cache[shape] = bases, logs, valid
-        return cache[shape]
+    fixed = [k == 0 for k in usable]
+
+    def logs_of(shape: bool, surfaces: bool = False):
+        """(bases, logs, valid) of the fit: each view's estimate with the loop's global correction
+        (``shape`` False: its scale only) and, with ``surfaces``, moved to the views' consensus
+        surface by surface first."""
+        if (shape, surfaces) in cache:
+            return cache[shape, surfaces]
+        if surfaces:
+            bases, logs, valid = logs_of(shape)
+            offsets = segment_offsets(logs, valid, K, c2w, fixed)
+            logs = [lg + o for lg, o in zip(logs, offsets)]
+            bases = {k: (bases[k].double() * torch.exp(o)).to(bases[k].dtype) for k, o in zip(usable, offsets)}
+        else:
+            bases = {k: views[0].depth if k == 0 else _base_depth(views[k], shape) for k in usable}
+            valid = [torch.isfinite(bases[k]) & (bases[k] > 0) for k in usable]
+            logs = [torch.log(torch.where(m, bases[k], torch.ones_like(bases[k])).double())
+                    for k, m in zip(usable, valid)]
+        cache[shape, surfaces] = bases, logs, valid
+        return cache[shape, surfaces]
 
     # Overlapping views only measure the difference of their corrections: what each view's
     # correction is where no other view sees it (and along a chain of views) is decided by the
@@ -151,10 +163,10 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
         if evidence < _BEND_EVIDENCE:
             chosen = FieldBasis("poly", 2)
 
-    def joint(shape: bool):
-        bases, logs, valid = logs_of(shape)
+    def joint(shape: bool, surfaces: bool = False):
+        bases, logs, valid = logs_of(shape, surfaces)
         fit = joint_log_corrections(logs, valid, K, c2w, torch.zeros(len(usable), chosen.n_terms, dtype=torch.float64),
-                                    [k == 0 for k in usable], basis=chosen, distortion=_prior(cfg, chosen),
+                                    fixed, basis=chosen, distortion=_prior(cfg, chosen),
                                     fade=cfg.joint_fade, samples_per_view=_FIT_SAMPLES)
         return bases, fit
 
@@ -170,13 +182,21 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
         bases_s, fit_s = joint(shape=False)
         if _mean_disagreement(fit_s) <= _mean_disagreement(fit):
             bases, fit, shape = bases_s, fit_s, False
-    log.info("joint refinement of %d views: median pair residual %.4f -> %.4f (%d samples), %d views refined",
-             len(usable), fit.residual_before, fit.residual_after, fit.samples, sum(fit.accepted))
-    if not any(fit.accepted):
+    # Errors that go surface by surface (each view's level and each surface's own error) are
+    # what a smooth field cannot hold: fitted first by the two-way consensus of
+    # alignment.segments, the smooth fit only takes what is left. Kept when the views agree better.
+    bases_p, fit_p = joint(shape, surfaces=True)
+    surfaces = _mean_disagreement(fit_p) < _mean_disagreement(fit)
+    if surfaces:
+        bases, fit = bases_p, fit_p
+    log.info("joint refinement of %d views: median pair residual %.4f -> %.4f (%d samples), %d views refined%s",
+             len(usable), fit.residual_before, fit.residual_after, fit.samples, sum(fit.accepted),
+             ", surfaces first" if surfaces else "")
+    if not any(fit.accepted) and not surfaces:
         log.warning("joint refinement skipped: no view's refinement reduced its disagreement with the others")
         return result
     row = {k: i for i, k in enumerate(usable)}
-    fields = _fields_with_segments(fit, *logs_of(shape)[1:], K, c2w, [k == 0 for k in usable])
+    fields = _fields_with_segments(fit, *logs_of(shape, surfaces)[1:], K, c2w, fixed)
 
     v0 = views[0]
     points = lift(v0.image, v0.depth, v0.camera, v0.mask)

@@ -28,7 +28,7 @@ from dreamer.checks import check_int, check_number
 from dreamer.scene.placement import alignment_known, first_view_mask, place_view
 from dreamer.pointcloud import PointCloud
 from dreamer.scene.joint_refinement import refine_scene
-from dreamer.render import _check_image, check_depth, clean_coverage, lift, render_points
+from dreamer.render import HoleMasks, _check_image, check_depth, clean_coverage, dilate, lift, render_points
 from dreamer.scene.result import DreamResult, DreamView
 from dreamer.progress import ProgressFn
 
@@ -188,13 +188,27 @@ def dream_view(
     config: DreamConfig,
     generator: torch.Generator | None = None,
     aligner: Aligner | None = None,
+    suspect: Tensor | None = None,
+    nearer: float = 0.8,
 ) -> tuple[PointCloud, DreamView]:
     """One step of the loop: dream ``camera`` on top of ``points``; return the merged cloud and the view.
 
-    ``aligner`` replaces the loop's alignment (see :data:`Aligner`)."""
+    ``aligner`` replaces the loop's alignment (see :data:`Aligner`). ``suspect`` (bool [H,W] or
+    None): covered pixels where the cloud may show a far surface through a nearer one it lacks
+    (the completion pass's disagreement with a repaired render). They are inpainted and
+    estimated like holes but anchor no alignment, and are lifted only where the aligned depth is
+    nearer than ``nearer`` times the cloud's there: elsewhere the cloud's surface stands."""
     render = render_points(points, camera, splat_scale=config.splat_scale, max_splat_px=config.max_splat_px)
     render, masks = clean_coverage(render, close_px=config.close_px, grow_px=config.grow_px)
     stats: dict = {"hole_fraction": float(masks.hole.float().mean())}
+    if suspect is not None:
+        suspect = suspect.to(masks.known.device) & masks.known
+        if int((masks.known & ~suspect).sum()) < config.min_overlap_pixels:
+            # Too few pixels left to align on (the repair disagrees nearly everywhere): a plain view.
+            suspect = torch.zeros_like(suspect)
+        masks = HoleMasks(known=masks.known & ~suspect, hole=masks.hole | suspect,
+                          inpaint=masks.inpaint | dilate(suspect, config.grow_px), pinholes=masks.pinholes)
+        stats["suspect_pixels"] = int(suspect.sum())
     if not masks.hole.any():
         stats.update(new_points=0, kept_points=0)
         empty = torch.zeros_like(masks.hole)
@@ -227,6 +241,12 @@ def dream_view(
         log.warning("view has only %d known pixels: keeping the estimated depth's scale", int(masks.known.sum()))
         new_depth = estimated
     stats["seam_jump_unaligned"] = seam_jump(estimated, render.depth, masks.known, masks.hole)
+    if suspect is not None:
+        # A suspect pixel the estimate puts at (or behind) the cloud's surface shows that surface.
+        behind = suspect & ~(new_depth < nearer * render.depth)
+        masks = HoleMasks(known=masks.known | behind, hole=masks.hole & ~behind, inpaint=masks.inpaint,
+                          pinholes=masks.pinholes)
+        stats["suspect_nearer"] = int((suspect & ~behind).sum())
     return place_view(points, camera, completed, render, masks, new_depth, prompt=prompt, stats=stats,
                       estimate=estimated, config=config)
 

@@ -156,6 +156,12 @@ class SplatConfig:
     filter_3d: float = 0.0
     """Variance of Mip-Splatting's 3D smoothing filter in squared pixels of each Gaussian's finest training view (0 =
     off; Mip-Splatting uses 0.2)."""
+    min_scale_px: float = 0.0
+    """A floor on every Gaussian's size: each axis's standard deviation is drawn as sqrt(s^2 + f^2), f this many
+    pixels of the Gaussian's finest training view (its nearest footprint z / f_px), with its opacity unchanged; the
+    result's scales include it, so every viewer draws the same. Splats that shrank between a few training cameras
+    leave cracks (pixels at alpha 0.95-0.99) in the frames between them; a floor keeps neighbours overlapping
+    (0 = off)."""
     seed: int = 0
     """Seed of the view order and of densification's random splits."""
     device: str = "auto"
@@ -212,6 +218,8 @@ class SplatConfig:
         if self.rasterize_mode not in RASTERIZE_MODES:
             raise ValueError(f"SplatConfig.rasterize_mode must be one of {RASTERIZE_MODES}, "
                              f"got {self.rasterize_mode!r}")
+        if not isinstance(self.min_scale_px, (int, float)) or not (0 <= self.min_scale_px < 10):
+            raise ValueError(f"SplatConfig.min_scale_px must be in [0, 10) pixels (0 = off), got {self.min_scale_px!r}")
         if not isinstance(self.filter_3d, (int, float)) or not (0 <= self.filter_3d < 10):
             raise ValueError(f"SplatConfig.filter_3d must be a variance in [0, 10) (0 = off), got {self.filter_3d!r}")
         if not 0.0 <= self.repair_angle < 90.0:

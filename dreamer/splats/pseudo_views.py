@@ -83,7 +83,10 @@ def _make_pseudo_views(params: dict, cameras: list[Camera], round_index: int, sh
         sh = torch.cat([params["sh0"], params["shN"][:, :num_sh_bases(sh_deg) - 1]], 1)
         for k, cam in enumerate(cameras):
             cam = cam.to(device)
-            render = rasterize(params["means"], params["quats"], torch.exp(params["scales"]),
+            scales = torch.exp(params["scales"])
+            if "scale_floor" in params:  # drawn as training draws them (see SplatConfig.min_scale_px)
+                scales = torch.sqrt(scales * scales + (params["scale_floor"] ** 2)[:, None])
+            render = rasterize(params["means"], params["quats"], scales,
                                torch.sigmoid(params["opacities"]), sh, cam, sh_degree=sh_deg,
                                near_plane=config.near_plane).rgb.clamp(0, 1)
             src = nearest_camera(cam, dreamed, pivots)

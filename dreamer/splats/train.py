@@ -283,6 +283,27 @@ def _filter_3d(params: dict, cameras: list[Camera], config: SplatConfig) -> Tens
     return filter_3d_std(params["means"].detach(), cameras, variance=config.filter_3d, lod=lod)
 
 
+def _scale_floor(params: dict, cameras: list[Camera], config: SplatConfig) -> Tensor:
+    """The size floor [N] (world units) of the current Gaussians: ``min_scale_px`` pixels of
+    each one's finest training view."""
+    lod = (params["lod_in"].detach(), params["lod_out"].detach()) if "level" in params else None
+    return filter_3d_std(params["means"].detach(), cameras, variance=config.min_scale_px ** 2, lod=lod)
+
+
+def _floored(scales: Tensor, floor: Tensor) -> Tensor:
+    """``sqrt(scales^2 + floor^2)`` [N,3] (differentiable in ``scales``): no axis under the floor."""
+    return torch.sqrt(scales * scales + (floor.to(scales.dtype) ** 2)[:, None])
+
+
+def _with_floor_baked(params: dict) -> dict:
+    """``params`` with the size floor folded into the log scales (and its entry dropped)."""
+    if "scale_floor" not in params:
+        return params
+    out = {k: v for k, v in params.items() if k != "scale_floor"}
+    out["scales"] = torch.log(_floored(torch.exp(params["scales"].detach()), params["scale_floor"].detach()))
+    return out
+
+
 def train_gaussians(
     result: DreamResult,
     config: SplatConfig = SplatConfig(),
@@ -432,6 +453,8 @@ def train_gaussians(
     train_cameras = [v.camera for v in views]
     if config.filter_3d > 0:
         params["filter_3d"] = torch.nn.Parameter(_filter_3d(params, train_cameras, config), requires_grad=False)
+    if config.min_scale_px > 0:
+        params["scale_floor"] = torch.nn.Parameter(_scale_floor(params, train_cameras, config), requires_grad=False)
     optimizers = _make_optimizers(params, config, scale)
     strategy = _make_strategy(config) if config.densify else None
     strategy_state = strategy.initialize_state(scene_scale=scale) if strategy is not None else {}
@@ -475,6 +498,8 @@ def train_gaussians(
         higher = num_sh_bases(sh_deg) - 1
         sh = params["sh0"] if higher == 0 else torch.cat([params["sh0"], params["shN"][:, :higher]], 1)
         scales, opacities = torch.exp(params["scales"]), torch.sigmoid(params["opacities"])
+        if "scale_floor" in params:
+            scales = _floored(scales, params["scale_floor"])
         if "filter_3d" in params:
             scales, opacities = apply_filter_3d(scales, opacities, params["filter_3d"])
         if "level" in params:
@@ -495,9 +520,14 @@ def train_gaussians(
         if loss.requires_grad:
             _step(loss, params, optimizers, strategy, strategy_state, out.info, config, scale, it, fork_devices,
                   sh_deg, level_lr, barrier)
-            if "filter_3d" in params and strategy is not None and (it + 1) % config.refine_every == 0 \
-                    and it < config.refine_stop_iter:
-                params["filter_3d"] = torch.nn.Parameter(_filter_3d(params, train_cameras, config), requires_grad=False)
+            if strategy is not None and (it + 1) % config.refine_every == 0 and it < config.refine_stop_iter:
+                # Densification moved, added and removed Gaussians: their finest views changed.
+                if "filter_3d" in params:
+                    params["filter_3d"] = torch.nn.Parameter(_filter_3d(params, train_cameras, config),
+                                                             requires_grad=False)
+                if "scale_floor" in params:
+                    params["scale_floor"] = torch.nn.Parameter(_scale_floor(params, train_cameras, config),
+                                                               requires_grad=False)
         else:  # no Gaussian reaches this view: nothing to learn from it
             log.warning("splats: iteration %d: no Gaussian is visible in training view %d; skipped", it, vi)
         if history is not None:
@@ -517,7 +547,7 @@ def train_gaussians(
             on_progress("splats", it + 1, config.iterations)
 
     try:
-        gaussians = Gaussians.from_params(params, rasterize_mode=config.rasterize_mode)
+        gaussians = Gaussians.from_params(_with_floor_baked(params), rasterize_mode=config.rasterize_mode)
     except ValueError as e:  # parameters went non-finite in the last step
         raise SplatTrainingError(f"splat training diverged at iteration {config.iterations - 1}: {e}") from None
     if folder is not None:
