@@ -312,14 +312,24 @@ def _score(err: Tensor, mask: Tensor) -> float:
     return float(torch.where(mask, err.abs().clamp_max(_SCORE_CAP), torch.zeros_like(err)).sum() / n)
 
 
-def _fit_global(name, log_e, ell, gx, gy, mask) -> _Model | None:
+def _samples(log_e, ell, gx, gy, mask) -> tuple[Tensor, ...] | None:
+    """The samples a global fit on ``mask`` reads (:func:`_subsample`): (log_e, ell, gx, gy) [n]
+    each; None when there are fewer than a fit needs."""
     idx = _subsample(mask, _MAX_SAMPLES)
     if len(idx) < _MIN_FIT:
         return None
-    model = _make(name)
-    if not model.fit(*(t.reshape(-1)[idx] for t in (log_e, ell, gx, gy))):
+    return tuple(t.reshape(-1)[idx] for t in (log_e, ell, gx, gy))
+
+
+def _fit_samples(name, samples: tuple[Tensor, ...] | None) -> _Model | None:
+    if samples is None:
         return None
-    return model
+    model = _make(name)
+    return model if model.fit(*samples) else None
+
+
+def _fit_global(name, log_e, ell, gx, gy, mask) -> _Model | None:
+    return _fit_samples(name, _samples(log_e, ell, gx, gy, mask))
 
 
 def _clamped(model: _Model, log_e, gx, gy, fit_mask, target_mask) -> tuple[Tensor, float, float]:
@@ -330,6 +340,24 @@ def _clamped(model: _Model, log_e, gx, gy, fit_mask, target_mask) -> tuple[Tenso
     hi = float(torch.where(fit_mask, c, -math.inf).max())
     out = torch.where(fit_mask, c, torch.where(target_mask, c.clamp(lo, hi), torch.zeros_like(c)))
     return out, lo, hi
+
+
+def _hole_depths(known: Tensor, hole: Tensor) -> Tensor:
+    """``distance_to(known)[hole]``: each hole pixel's distance to the nearest known pixel (in
+    the order of ``hole``'s pixels; ``known`` must have a pixel).
+
+    When every pixel is known or hole (as in the loop), the transform runs on the hole's bounding
+    box grown by a pixel only, with the same result: that box's rim is known, and clamping any
+    known pixel outside it onto the box gives a rim pixel no farther from a hole pixel inside."""
+    if not bool((known | hole).all()):
+        return distance_to(known)[hole]
+    ys, xs = torch.nonzero(hole.any(1)).squeeze(1), torch.nonzero(hole.any(0)).squeeze(1)
+    H, W = hole.shape
+    y0, y1 = max(int(ys[0]) - 1, 0), min(int(ys[-1]) + 2, H)
+    x0, x1 = max(int(xs[0]) - 1, 0), min(int(xs[-1]) + 2, W)
+    # The box holds a known pixel: its rim on a side where the image does not clip it, or, clipped
+    # on every side, the whole image.
+    return distance_to(known[y0:y1, x0:x1])[hole[y0:y1, x0:x1]]
 
 
 def _bands(known: Tensor, hole: Tensor, folds: int) -> list[tuple[Tensor, Tensor]]:
@@ -343,8 +371,7 @@ def _bands(known: Tensor, hole: Tensor, folds: int) -> list[tuple[Tensor, Tensor
     if not bool(hole.any()) or n_known < 4 * _MIN_FIT:
         return []
     to_hole = distance_to(hole)
-    to_known = distance_to(known)
-    depth = float(torch.quantile(to_known[hole], 0.9))
+    depth = float(torch.quantile(_hole_depths(known, hole), 0.9))
     limit = median(to_hole[known])
     width = max(2.0, min(depth, limit))
     out = []
@@ -462,10 +489,11 @@ def align_adaptive(
         fit_part = seam_anchors & fit_region
         rest = ~fit_part & used
         fitted = {}
+        fold_samples = [_samples(log_e, ell, gx, gy, anchors & f) for _, f in bands]  # shared by the models
         for name in names:
             errs = []
             for i, (b, f) in enumerate(bands):
-                m = _fit_global(name, log_e, ell, gx, gy, anchors & f)
+                m = _fit_samples(name, fold_samples[i])
                 if m is None:
                     break
                 if i == 0:

@@ -58,16 +58,63 @@ def denoise_depth(depth: Tensor, *, radius: int = 2, strength: float = 2.5) -> T
     sigma = pixel_noise(L)
     if sigma < _NOISE_FLOOR:
         return depth
+    return torch.exp(_filtered(L, radius, strength * sigma)).to(depth.dtype)
+
+
+def _filtered(L: Tensor, radius: int, tonal_sigma: float) -> Tensor:
+    """The filter of the module docstring on a log-depth map ``L`` [H,W] (float64).
+
+    A neighbour pair's weight is symmetric: the weight of q in p's mean equals that of p in q's
+    ((a - b)^2 and (b - a)^2 are the same float). So the weights are computed once per pair of
+    opposite offsets, on the replicate-padded map, and read at both ends; the sums run in the
+    order of :func:`_filtered_reference`, which this matches bit for bit.
+    """
+    H, W = L.shape
+    r = radius
+    pad = F.pad(L[None, None], (r, r, r, r), mode="replicate")[0, 0]
+    spatial = 2.0 * (r / 2.0) ** 2
+    tonal = 2.0 * tonal_sigma ** 2
+    pair: dict = {}  # (dy, dx) with (dy, dx) > (0, 0): weights on the padded grid, and where they start
+    for dy in range(0, r + 1):
+        for dx in range(-r, r + 1):
+            if (dy, dx) <= (0, 0):
+                continue
+            # Pixels p + r and p + r - d of the padded grid, for p in the image: rows y0..y1.
+            y0, y1 = r - dy, r + H
+            x0, x1 = r + min(0, -dx), r + W + max(0, -dx)
+            a = pad[y0:y1, x0:x1]
+            b = pad[y0 + dy:y1 + dy, x0 + dx:x1 + dx]
+            pair[dy, dx] = (torch.exp(-(dy * dy + dx * dx) / spatial - (b - a) ** 2 / tonal), y0, x0)
+    total = torch.zeros_like(L)
+    weight = torch.zeros_like(L)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            shifted = pad[r + dy:r + dy + H, r + dx:r + dx + W]
+            if (dy, dx) == (0, 0):
+                w = torch.exp(-(dy * dy + dx * dx) / spatial - (shifted - L) ** 2 / tonal)
+            elif (dy, dx) > (0, 0):
+                grid, y0, x0 = pair[dy, dx]
+                w = grid[r - y0:r - y0 + H, r - x0:r - x0 + W]
+            else:
+                grid, y0, x0 = pair[-dy, -dx]
+                w = grid[r + dy - y0:r + dy - y0 + H, r + dx - x0:r + dx - x0 + W]
+            total += w * shifted
+            weight += w
+    return total / weight
+
+
+def _filtered_reference(L: Tensor, radius: int, tonal_sigma: float) -> Tensor:
+    """:func:`_filtered` written plainly: every offset's weights computed on their own."""
     H, W = L.shape
     pad = F.pad(L[None, None], (radius, radius, radius, radius), mode="replicate")[0, 0]
     total = torch.zeros_like(L)
     weight = torch.zeros_like(L)
     spatial = 2.0 * (radius / 2.0) ** 2
-    tonal = 2.0 * (strength * sigma) ** 2
+    tonal = 2.0 * tonal_sigma ** 2
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             shifted = pad[radius + dy:radius + dy + H, radius + dx:radius + dx + W]
             w = torch.exp(-(dy * dy + dx * dx) / spatial - (shifted - L) ** 2 / tonal)
             total += w * shifted
             weight += w
-    return torch.exp(total / weight).to(depth.dtype)
+    return total / weight

@@ -35,6 +35,8 @@ not fit in 63 bits), used when the new points span more than 2**21 finest cells 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -112,14 +114,19 @@ def _cells(xyz: Tensor, level: int) -> Tensor:
 _CPU_BLOCK = 1 << 16
 
 
-def _inside_box(xyz: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+def _inside_box(xyz: Tensor, lo: Tensor, hi: Tensor,
+                boxes: Callable[[int], tuple[Tensor, Tensor]] | None = None) -> Tensor:
     """int64 indices (ascending) of the points [N,3] with ``lo <= xyz <= hi`` on every axis.
 
     On the CPU, blocks of :data:`BOX_BLOCK` points whose bounding box misses the box are left
-    out before any point of theirs is touched, and blocks wholly inside it are taken whole."""
+    out before any point of theirs is touched, and blocks wholly inside it are taken whole
+    (``boxes(block)``: those boxes, :func:`block_bounds` of ``xyz``, when the caller keeps them)."""
     if xyz.is_cuda or len(xyz) <= BOX_BLOCK:
         return torch.nonzero(((xyz >= lo) & (xyz <= hi)).all(1)).squeeze(1)
-    b_lo, b_hi = block_bounds(xyz, BOX_BLOCK)
+    b_lo, b_hi = block_bounds(xyz, BOX_BLOCK) if boxes is None else boxes(BOX_BLOCK)
+    if len(b_lo) != -(-len(xyz) // BOX_BLOCK):
+        raise ValueError(f"existing_blocks must hold one box per {BOX_BLOCK} points ({-(-len(xyz) // BOX_BLOCK)} "
+                         f"boxes for {len(xyz)} points), got {len(b_lo)}")
     overlap = ((b_hi >= lo) & (b_lo <= hi)).all(1)
     blocks = torch.nonzero(overlap).squeeze(1)
     whole = ((b_lo.index_select(0, blocks) >= lo) & (b_hi.index_select(0, blocks) <= hi)).all(1)
@@ -254,6 +261,7 @@ def dedup_mask(
     *,
     cell_factor: float = 1.0,
     merge_within_new: bool = True,
+    existing_blocks: Callable[[int], tuple[Tensor, Tensor]] | None = None,
 ) -> Tensor:
     """Which new points to keep: bool [M], True = keep (its cell is still empty).
 
@@ -267,6 +275,11 @@ def dedup_mask(
             kept finer new points block coarser ones). False keeps every new point whose cell
             holds no existing point, so a view is never thinned by its own density (at
             ``cell_factor=1`` a fronto-parallel view keeps only ~45% of its own points).
+        existing_blocks: ``existing_blocks(block)`` gives the bounding boxes of the existing
+            points taken ``block`` at a time (:func:`dreamer.pointcloud.block_bounds` of
+            ``existing_xyz``), e.g. :meth:`dreamer.pointcloud.PointCloud.block_bounds`, which keeps
+            them from view to view; None: computed here when needed. They only decide which
+            points are tested: the result is the same.
 
     The rules are in the module docstring. Vectorised (loops over the few distinct levels of
     the new points, none over points); tensors must be on one device, the result is on it.
@@ -295,7 +308,7 @@ def dedup_mask(
         pad = 2.0 ** (coarsest + 1)
         lo_w = (new_xyz.detach().min(0).values.double() - pad).to(existing_xyz.dtype)
         hi_w = (new_xyz.detach().max(0).values.double() + pad).to(existing_xyz.dtype)
-        near = _inside_box(existing_xyz.detach(), lo_w, hi_w)
+        near = _inside_box(existing_xyz.detach(), lo_w, hi_w, existing_blocks)
         ex_level = footprint_level(existing_radius.index_select(0, near), cell_factor=cell_factor)
         ex_cells = _cells(existing_xyz.index_select(0, near), finest)
         useful = (ex_level <= coarsest) & ((ex_cells >= lo) & (ex_cells < hi)).all(1)

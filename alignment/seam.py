@@ -103,17 +103,34 @@ def _ring_median(values: Tensor, ring: Tensor, radius: int) -> Tensor:
 
 
 class _SparseSPD:
-    """A symmetric sparse matrix: its off-diagonal entries as (rows, cols, vals), its diagonal apart."""
+    """A symmetric sparse matrix: its off-diagonal entries as (rows, cols, vals), its diagonal apart.
 
-    def __init__(self, rows: Tensor, cols: Tensor, vals: Tensor, diag: Tensor):
+    ``stencil``: the same entries as one (neighbour [n], coefficient [n]) pair per direction of a
+    pixel grid (each row has at most one entry per direction; a row without one points at itself
+    with coefficient 0), with ``rows`` sorted by direction first: the product then gathers per
+    direction instead of scattering per entry, and adds each row's terms in the same order (an
+    absent term adds a zero), so it is the same to the bit."""
+
+    def __init__(self, rows: Tensor, cols: Tensor, vals: Tensor, diag: Tensor,
+                 stencil: list[tuple[Tensor, Tensor]] | None = None):
         self.n = len(diag)
         self.rows, self.cols, self.vals, self.diag = rows, cols, vals, diag
+        self.stencil = stencil
 
     def __matmul__(self, x: Tensor) -> Tensor:
+        if self.stencil is None:
+            return self._matmul_entries(x)
+        out = self.diag * x
+        for neighbour, coef in self.stencil:
+            out += coef * x[neighbour]
+        return out
+
+    def _matmul_entries(self, x: Tensor) -> Tensor:
         return (self.diag * x).index_add_(0, self.rows, self.vals * x[self.cols])
 
     def astype(self, dtype: torch.dtype) -> "_SparseSPD":
-        return _SparseSPD(self.rows, self.cols, self.vals.to(dtype), self.diag.to(dtype))
+        stencil = None if self.stencil is None else [(nb, c.to(dtype)) for nb, c in self.stencil]
+        return _SparseSPD(self.rows, self.cols, self.vals.to(dtype), self.diag.to(dtype), stencil)
 
     def coarsened(self, agg: Tensor, nc: int) -> "_SparseSPD":
         """The Galerkin operator ``P^T A P`` of a piecewise-constant prolongation ``agg``: a sum
@@ -330,7 +347,7 @@ def _seam_corrections(log_ratio_known: Tensor, known: Tensor, hole: Tensor,
             ly = links[1].detach().to(device, torch.float64)
         diag = torch.full((n,), screen, dtype=torch.float64, device=device)
         rhs = torch.zeros(n, dtype=torch.float64, device=device)
-        rows, cols, vals = [], [], []
+        rows, cols, vals, stencil = [], [], [], []
         for dy, i, j, coupled, dirichlet, use, seam_values, y0, x0 in sides:
             if links is None:
                 wgt = torch.ones(len(i), dtype=torch.float64, device=device)
@@ -341,7 +358,11 @@ def _seam_corrections(log_ratio_known: Tensor, known: Tensor, hole: Tensor,
             rows.append(i[coupled])
             cols.append(j[coupled])
             vals.append(-wgt[coupled])
-        A = _SparseSPD(torch.cat(rows), torch.cat(cols), torch.cat(vals), diag)
+            neighbour = torch.arange(n, device=device)
+            neighbour[rows[-1]] = cols[-1]
+            stencil.append((neighbour, torch.zeros(n, dtype=torch.float64, device=device).index_put_((rows[-1],),
+                                                                                                      vals[-1])))
+        A = _SparseSPD(torch.cat(rows), torch.cat(cols), torch.cat(vals), diag, stencil)
         field = out.clone()
         field[uy, ux] = _solve_spd(A, rhs, uy, ux)
         results.append(field.to(dtype))

@@ -3,17 +3,22 @@ and of the CPU splat stage at the README's first command (prints figures; not a 
 
     python bench/bench_geometry.py --cache /tmp/geo      # all three parts; caches the scenes built
     python bench/bench_geometry.py --only geometry       # just the per-view geometry vs griddata
+    python bench/bench_geometry.py --only geometry joint --threads 1   # and the joint refinement's share
     python bench/bench_geometry.py --only splats --threads 1
 
 1. Geometry of one view. A stand-in dreamed cloud of about ``--points`` points (the procedural
    world lifted at 512x512 from a ring of cameras) and a new camera inside it. One view of the
    loop runs on it with the model outputs precomputed (:func:`dreamer.scene.loop.dream_view`
    with an inpainter and a depth estimator that return fixed images): render, coverage clean-up,
-   alignment, stretched pixels, depth-edge test, lift, merge. Its wall and CPU time (median of ``--repeats``) is
-   split into the time inside ``align_view`` (the alignment package's fits) and the rest
-   ("ours": everything the loop does around the models and the fits); each piece is also timed
-   on its own. The same cloud re-projected into the same camera by scipy's griddata (linear), as
-   the original research code renders, in the same process, is the baseline of the ratios.
+   alignment, stretched pixels, depth-edge test, lift, merge. The cloud it starts from is held as
+   the loop holds it between views (made by an append, so this view's append writes behind its
+   points, and with the block bounds of its points known: :func:`grown`); the buffer's occasional
+   growth (a copy of the cloud each time it grows by half) is not in the figure. Its wall and CPU
+   time (median of ``--repeats``) is split into the time inside ``align_view`` (the alignment
+   package's fits) and the rest ("ours": everything the loop does around the models and the
+   fits); each piece is also timed on its own. The same cloud re-projected into the same camera
+   by scipy's griddata (linear), as the original research code renders, in the same process, is
+   the baseline of the ratios.
 2. The joint refinement's share per view: a lookaround of ``--joint-views`` views dreamed at
    512x512 on the world (oracle inpainter, depth with errors), then ``refine_scene`` timed; its
    time per dreamed view, and the part inside the joint fit (``joint_log_corrections``) apart.
@@ -45,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dreamer.scene.joint_refinement as joint_refinement  # noqa: E402
 import dreamer.scene.loop as loop  # noqa: E402
 from alignment import dedup_mask, seam_jump, stretched_pixels  # noqa: E402
+from alignment.denoise import denoise_depth  # noqa: E402
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter  # noqa: E402
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera, rotation_y  # noqa: E402
 from dreamer.pointcloud import PointCloud  # noqa: E402
@@ -137,6 +143,15 @@ def build_case(world: ProceduralWorld, target: int) -> dict:
             "estimate": est}
 
 
+def grown(points: PointCloud) -> PointCloud:
+    """``points`` as the loop holds its cloud from view to view: made by an append (so the next
+    append writes behind the points), with the block bounds of its points known (each view's
+    render computes those of the points the view before it added)."""
+    out = PointCloud.empty().cat(points)
+    out.block_bounds()
+    return out
+
+
 class FixedInpainter:
     def __init__(self, image: torch.Tensor):
         self.image = image
@@ -165,12 +180,13 @@ def per_view(case: dict, repeats: int) -> dict:
     original_align = loop.align_view
     loop.align_view = align_clock.wrap(original_align)
     try:
-        loop.dream_view(points, cam, "", **backends)  # warm-up
+        loop.dream_view(grown(points), cam, "", **backends)  # warm-up
         walls, cpus, align_walls, align_cpus = [], [], [], []
         for _ in range(repeats):
+            base = grown(points)
             align_clock.wall = align_clock.cpu = 0.0
             w, c = time.perf_counter(), cpu_seconds()
-            _, view = loop.dream_view(points, cam, "", **backends)
+            _, view = loop.dream_view(base, cam, "", **backends)
             walls.append(time.perf_counter() - w)
             cpus.append(cpu_seconds() - c)
             align_walls.append(align_clock.wall)
@@ -186,7 +202,8 @@ def per_view(case: dict, repeats: int) -> dict:
                  statistics.median(c - a for c, a in zip(cpus, align_cpus))),
     }
 
-    # The pieces on their own, on the same inputs.
+    # The pieces on their own, on the same inputs (the cloud held as in the loop).
+    points = grown(points)
     render = render_points(points, cam)
     fixed, masks = clean_coverage(render, close_px=config.close_px, grow_px=config.grow_px)
     aligned = loop.align_view(est, fixed.depth, masks.known, masks.hole, config)
@@ -194,6 +211,11 @@ def per_view(case: dict, repeats: int) -> dict:
     lift_mask = masks.hole & ~stretched_pixels(full, threshold=config.stretch_threshold)
     new = lift(image, full, cam, lift_mask)
     keep = dedup_mask(points.xyz, points.radius, new.xyz, new.radius, merge_within_new=False)
+    chain = [grown(points)]
+
+    def append():  # to the latest cloud, as the loop does
+        chain[0] = chain[0].cat(new.select(keep))
+
     out["pieces"] = {
         "render_points": timed(lambda: render_points(points, cam), repeats),
         "clean_coverage": timed(lambda: clean_coverage(render, close_px=config.close_px, grow_px=config.grow_px),
@@ -203,9 +225,11 @@ def per_view(case: dict, repeats: int) -> dict:
                                                              threshold=config.stretch_threshold), repeats),
         "lift": timed(lambda: lift(image, full, cam, lift_mask), repeats),
         "dedup_mask": timed(lambda: dedup_mask(points.xyz, points.radius, new.xyz, new.radius,
-                                               merge_within_new=False), repeats),
+                                               merge_within_new=False, existing_blocks=points.block_bounds),
+                            repeats),
         "seam_jump": timed(lambda: seam_jump(full, fixed.depth, masks.known, masks.hole), repeats),
-        "cloud append": timed(lambda: points.cat(new.select(keep)), repeats),
+        "denoise_depth": timed(lambda: denoise_depth(est, radius=config.denoise_radius), repeats),
+        "cloud append": timed(append, repeats),
     }
     out["griddata"] = timed(lambda: griddata_reprojection(points, cam), repeats)
     return out
@@ -285,7 +309,9 @@ def ms(pair: tuple[float, float]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["geometry", "joint", "splats"], default=None)
+    ap.add_argument("--only", choices=["geometry", "joint", "splats"], nargs="+", default=None,
+                    help="the parts to run (default: all); geometry and joint together print the ratio with the "
+                         "joint refinement's share per view")
     ap.add_argument("--points", type=int, default=2_000_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--joint-views", type=int, default=7, help="views of the lookaround refined jointly")
@@ -302,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     g = view = None
-    if args.only in (None, "geometry"):
+    parts = set(args.only or ("geometry", "joint", "splats"))
+    if "geometry" in parts:
         case = cached(cache(f"geometry_{args.points}.pt"), lambda: build_case(world, args.points))
         s = per_view(case, args.repeats)
         g, view = s["griddata"], s["view"]
@@ -317,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ratio griddata / ours:            wall {g[0] / s['ours'][0]:6.1f}x  CPU {g[1] / s['ours'][1]:6.1f}x")
         print(f"ratio griddata / (ours + align):  wall {g[0] / view[0]:6.1f}x  CPU {g[1] / view[1]:6.1f}x")
 
-    if args.only in (None, "joint"):
+    if "joint" in parts:
         scene = cached(cache(f"lookaround{args.joint_views}_{SIZE}.pt"),
                        lambda: lookaround_scene(world, SIZE, args.joint_views))
         j = joint_share(scene)
@@ -329,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"ratio griddata / (ours + align + joint refinement per view): wall {g[0] / whole[0]:6.1f}x  "
                   f"CPU {g[1] / whole[1]:6.1f}x")
 
-    if args.only in (None, "splats"):
+    if "splats" in parts:
         scene = cached(cache("first_command_scene.pt"), first_command_scene)
         print(f"\nsplats at the README's first command (256x256, {len(scene.views)} views, "
               f"{len(scene.points):,} points), {args.splat_iterations} iterations, median:")

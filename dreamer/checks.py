@@ -121,12 +121,19 @@ def check_finite(x: Tensor, name: str, *, where: Tensor | None = None, where_nam
 
 def check_positive(x: Tensor, name: str, *, where: Tensor | None = None, where_name: str = "") -> Tensor:
     """Raise ValueError unless ``x`` is finite and > 0 (on ``where`` when given)."""
-    # One dense pass (no gather of the masked values) when all is well; the messages below.
-    bad = ~((x > 0) & (x < math.inf))  # NaN fails both comparisons
-    if where is not None:
-        bad &= where.to(device=x.device, dtype=torch.bool)
-    if not bool(bad.any()):
-        return x
+    # One dense reduction (no gather of the masked values) when all is well; the messages below.
+    if x.numel() and x.is_floating_point():
+        # A pixel outside ``where`` counts as 1; aminmax propagates NaN (it fails ``lo > 0``).
+        lo, hi = torch.aminmax(x if where is None else torch.where(where.to(device=x.device, dtype=torch.bool),
+                                                                   x, torch.ones((), dtype=x.dtype, device=x.device)))
+        if bool((lo > 0) & (hi < math.inf)):
+            return x
+    else:
+        bad = ~((x > 0) & (x < math.inf))  # NaN fails both comparisons
+        if where is not None:
+            bad &= where.to(device=x.device, dtype=torch.bool)
+        if not bool(bad.any()):
+            return x
     check_finite(x, name, where=where, where_name=where_name)
     values = _select(x, where)
     nonpos = values <= 0

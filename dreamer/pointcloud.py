@@ -18,6 +18,14 @@ class PointCloud:
 
     ``radius`` is the pixel footprint of the view that made the point (z-depth / focal): the
     size a splat of this point should have, and the resolution level it belongs to.
+
+    Growing a cloud point by point is the dream loop's inner step, so :meth:`cat` is O(new points):
+    a cloud made by :meth:`cat` keeps its points at the front of a larger buffer, and the next
+    :meth:`cat` on it writes the new points behind them in place (the buffer grows by half when it
+    is full). Only the latest cloud of a chain owns the free space; appending to an older one
+    copies, so every cloud keeps its points. The tensors are treated as read-only (nothing in the
+    project writes into a cloud's tensors); pickling (``torch.save`` of a cloud or of a result
+    holding one) stores the points alone, not the buffer.
     """
 
     xyz: Tensor
@@ -32,6 +40,26 @@ class PointCloud:
             raise ValueError(f"PointCloud.rgb must be [{n},3], got {tuple(self.rgb.shape)}")
         if tuple(self.radius.shape) != (n,):
             raise ValueError(f"PointCloud.radius must be [{n}], got {tuple(self.radius.shape)}")
+        self._buffer: _Buffer | None = None
+        self._blocks: tuple[Tensor, Tensor, Tensor] | None = None  # (xyz it was taken of, lo, hi)
+
+    def __getstate__(self) -> dict:
+        # The points alone, as a plain cloud pickled before: a view into a buffer would pickle
+        # the whole buffer.
+        owned = self.owned()
+        return {"xyz": owned.xyz, "rgb": owned.rgb, "radius": owned.radius}
+
+    def owned(self) -> "PointCloud":
+        """The same points in tensors that hold only them (this cloud when they already do): what
+        to save, as ``torch.save`` of a view stores the whole memory it is a view of."""
+        if all(_owns_memory(t) for t in (self.xyz, self.rgb, self.radius)):
+            return self
+        return PointCloud(*(t if _owns_memory(t) else t.clone() for t in (self.xyz, self.rgb, self.radius)))
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._buffer = None
+        self._blocks = None
 
     @classmethod
     def empty(cls, device=None) -> "PointCloud":
@@ -53,11 +81,44 @@ class PointCloud:
         return PointCloud(self.xyz[index], self.rgb[index], self.radius[index])
 
     def cat(self, other: "PointCloud") -> "PointCloud":
+        """This cloud's points followed by ``other``'s (converted to this cloud's dtypes and device)."""
+        n, m = len(self), len(other)
+        buffer = self._buffer
+        if buffer is None or not buffer.holds(self) or n + m > buffer.capacity:
+            if any(t.requires_grad for t in (self.xyz, self.rgb, self.radius)):
+                return self._cat_copy(other)
+            buffer = _Buffer.grown(self, n + m)
+        buffer.xyz[n:n + m] = other.xyz
+        buffer.rgb[n:n + m] = other.rgb
+        buffer.radius[n:n + m] = other.radius
+        buffer.used = n + m
+        out = PointCloud(buffer.xyz[:n + m], buffer.rgb[:n + m], buffer.radius[:n + m])
+        out._buffer = buffer
+        return out
+
+    def _cat_copy(self, other: "PointCloud") -> "PointCloud":
         return PointCloud(
             torch.cat([self.xyz, other.xyz.to(self.xyz)]),
             torch.cat([self.rgb, other.rgb.to(self.rgb)]),
             torch.cat([self.radius, other.radius.to(self.radius)]),
         )
+
+    def block_bounds(self, block: int | None = None) -> tuple[Tensor, Tensor]:
+        """:func:`block_bounds` of ``xyz`` with ``block`` points per block (None:
+        :data:`BOX_BLOCK`), kept for :data:`BOX_BLOCK`: a cloud grown by :meth:`cat` computes only
+        the blocks its new points touch."""
+        block = BOX_BLOCK if block is None else block
+        if block != BOX_BLOCK:
+            return block_bounds(self.xyz, block)
+        if self._blocks is not None and self._blocks[0] is self.xyz:
+            return self._blocks[1], self._blocks[2]
+        buffer = self._buffer if self._buffer is not None and self._buffer.holds(self) else None
+        if buffer is None:
+            lo, hi = block_bounds(self.xyz, BOX_BLOCK)
+        else:
+            lo, hi = buffer.block_bounds(len(self))
+        self._blocks = (self.xyz, lo, hi)
+        return lo, hi
 
     def bounds(self) -> tuple[Tensor, Tensor]:
         """Axis-aligned bounds (min [3], max [3]); raises on an empty cloud."""
@@ -113,6 +174,66 @@ class PointCloud:
             rgb = np.full((len(v), 3), 0.5, np.float32)
         radius = v["radius"].astype(np.float32) if "radius" in names else np.full(len(v), 1e-2, np.float32)
         return cls(xyz, torch.from_numpy(rgb), torch.from_numpy(radius))
+
+
+def _owns_memory(t: Tensor) -> bool:
+    """Whether ``t`` is all of its storage, in order (torch.save then writes exactly its values)."""
+    whole = t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    return t.is_contiguous() and t.storage_offset() == 0 and whole
+
+
+class _Buffer:
+    """The storage behind clouds grown by :meth:`PointCloud.cat`: ``capacity`` points, of which the
+    first ``used`` are set (and never written again), plus the bounds of its full blocks."""
+
+    # Growth factor of a full buffer (amortised O(1) copies per point appended).
+    GROWTH = 1.5
+
+    def __init__(self, xyz: Tensor, rgb: Tensor, radius: Tensor, used: int):
+        self.xyz, self.rgb, self.radius, self.used = xyz, rgb, radius, used
+        self.lo = xyz.new_zeros(0, 3)  # bounds of the first len(lo) full blocks
+        self.hi = xyz.new_zeros(0, 3)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.xyz.shape[0])
+
+    @classmethod
+    def grown(cls, cloud: "PointCloud", need: int) -> "_Buffer":
+        """A new buffer for at least ``need`` points holding ``cloud``'s points at its front."""
+        n = len(cloud)
+        capacity = max(need, int(cls.GROWTH * need), 1024)
+        buffers = []
+        for t in (cloud.xyz, cloud.rgb, cloud.radius):
+            b = t.new_empty((capacity, *t.shape[1:]))
+            b[:n] = t
+            buffers.append(b)
+        out = cls(*buffers, used=n)
+        old = cloud._buffer
+        if old is not None and old.holds_prefix(cloud):
+            out.lo, out.hi = old.lo[: n // BOX_BLOCK], old.hi[: n // BOX_BLOCK]
+        return out
+
+    def holds(self, cloud: "PointCloud") -> bool:
+        """Whether ``cloud`` is this buffer's latest cloud (its points are the whole used part)."""
+        return len(cloud) == self.used and self.holds_prefix(cloud)
+
+    def holds_prefix(self, cloud: "PointCloud") -> bool:
+        return (cloud.xyz.data_ptr() == self.xyz.data_ptr() and cloud.rgb.data_ptr() == self.rgb.data_ptr()
+                and cloud.radius.data_ptr() == self.radius.data_ptr() and len(cloud) <= self.used)
+
+    def block_bounds(self, n: int) -> tuple[Tensor, Tensor]:
+        """:func:`block_bounds` of the first ``n`` (<= used) points; full blocks are kept."""
+        full = n // BOX_BLOCK
+        if len(self.lo) < full:
+            start = len(self.lo) * BOX_BLOCK
+            lo, hi = block_bounds(self.xyz[start : full * BOX_BLOCK], BOX_BLOCK)
+            self.lo, self.hi = torch.cat([self.lo, lo]), torch.cat([self.hi, hi])
+        lo, hi = self.lo[:full], self.hi[:full]
+        if n > full * BOX_BLOCK:
+            t_lo, t_hi = torch.aminmax(self.xyz[full * BOX_BLOCK : n], dim=0)
+            lo, hi = torch.cat([lo, t_lo[None]]), torch.cat([hi, t_hi[None]])
+        return lo, hi
 
 
 BOX_BLOCK = 1024

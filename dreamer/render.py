@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from dreamer.checks import check_image, check_map, check_positive
-from dreamer.cameras import Camera, camera_points_to_pixels, unproject_depth, world_to_camera_points
+from dreamer.cameras import Camera, camera_points_to_pixels, camera_rays, unproject_depth, world_to_camera_points
 from dreamer.pointcloud import BOX_BLOCK, PointCloud, block_bounds, block_points
 
 __all__ = ["PointRender", "lift", "render_points", "dilate", "erode", "clean_coverage", "HoleMasks"]
@@ -53,12 +54,16 @@ def lift(image: Tensor, depth: Tensor, camera: Camera, mask: Tensor | None = Non
         if mask.dtype != torch.bool:
             raise ValueError(f"mask must be a bool tensor, got dtype {mask.dtype}")
     check_depth(depth, camera, where=mask)
-    xyz = unproject_depth(depth, camera)
     f = math.sqrt(camera.fx * camera.fy)
-    radius = depth / f
     if mask is None:
+        xyz = unproject_depth(depth, camera)
+        radius = depth / f
         return PointCloud(xyz.reshape(-1, 3), image.reshape(-1, 3).to(xyz), radius.reshape(-1).to(xyz))
-    return PointCloud(xyz[mask], image[mask].to(xyz), radius[mask].to(xyz))
+    # unproject_depth on the masked pixels only (elementwise: the same values as on the whole map)
+    origin, dirs = camera_rays(camera)
+    d = depth[mask]
+    xyz = origin + d[:, None].to(dirs) * dirs[mask]
+    return PointCloud(xyz, image[mask].to(xyz), (d / f).to(xyz))
 
 
 @dataclass
@@ -104,7 +109,7 @@ def render_points(
     if len(points) >= 2**_INDEX_BITS:
         raise ValueError(f"render_points supports up to 2^31 points, got {len(points)}")
 
-    idx, p = _frustum_points(points.xyz, cam, near, max_splat_px)
+    idx, p = _frustum_points(points.xyz, cam, near, max_splat_px, points.block_bounds)
     if idx.numel() == 0:
         return PointRender(image, depth, torch.zeros(H, W, dtype=torch.bool, device=device), index)
     uv, z = camera_points_to_pixels(p, cam)
@@ -127,13 +132,14 @@ def render_points(
     key = (z.float().contiguous().view(torch.int32).long() << _INDEX_BITS) | torch.arange(len(sub), device=device)
     best = _zbuffer_min(key, u0, u1, v0, v1, H, W)
 
+    # Every pixel reads its winner (an empty one reads point 0 and is masked out): gathers and
+    # selects instead of a scatter into the covered pixels.
     covered = best != _EMPTY
-    at = torch.nonzero(covered.view(-1)).squeeze(1)
-    winner = best.index_select(0, at) & ((1 << _INDEX_BITS) - 1)
+    winner = torch.where(covered, best & ((1 << _INDEX_BITS) - 1), 0)
     point = idx.index_select(0, sub.index_select(0, winner))
-    image.view(-1, 3)[at] = points.rgb.index_select(0, point)
-    depth.view(-1)[at] = z.index_select(0, winner).to(depth.dtype)
-    index.view(-1)[at] = point
+    image = torch.where(covered[:, None], points.rgb.index_select(0, point), image.view(-1, 3)).view(H, W, 3)
+    depth = torch.where(covered, z.index_select(0, winner).to(depth.dtype), depth.view(-1)).view(H, W)
+    index = torch.where(covered, point, index.view(-1)).view(H, W)
     return PointRender(image, depth, covered.view(H, W), index)
 
 
@@ -142,15 +148,18 @@ def render_points(
 _CPU_BLOCK = 1 << 16
 
 
-def _frustum_points(xyz: Tensor, camera: Camera, near: float, max_splat_px: float) -> tuple[Tensor, Tensor]:
+def _frustum_points(xyz: Tensor, camera: Camera, near: float, max_splat_px: float,
+                    bounds: Callable[[int], tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
     """Indices (ascending) of the points that pass :func:`_in_frustum`, and their camera-frame
     coordinates [n,3]. On the CPU, blocks of :data:`BOX_BLOCK` points whose bounding box lies
-    wholly outside the frustum are left out before any point of theirs is touched."""
+    wholly outside the frustum are left out before any point of theirs is touched (``bounds``:
+    ``bounds(block)`` gives those boxes, :func:`block_bounds` of ``xyz``, when the caller keeps
+    them, as :meth:`PointCloud.block_bounds`)."""
     if xyz.is_cuda or len(xyz) <= BOX_BLOCK:
         cand = None
         n = len(xyz)
     else:
-        lo, hi = block_bounds(xyz, BOX_BLOCK)
+        lo, hi = block_bounds(xyz, BOX_BLOCK) if bounds is None else bounds(BOX_BLOCK)
         reach = torch.nonzero(_boxes_may_reach(lo, hi, camera, near, max_splat_px)).squeeze(1)
         cand = block_points(reach, BOX_BLOCK, len(xyz))
         n = len(cand)
@@ -215,24 +224,37 @@ def _in_frustum(p: Tensor, camera: Camera, near: float, max_splat_px: float) -> 
 
 # Boxes up to this side are splatted offset by offset; larger ones as one expanded block.
 _SMALL_SIDE = 3
+# Per-point cost of a group of its own, in scatters (a selection and four gathers): small boxes of
+# several sides are splatted as one group when that costs no more.
+_GROUP_COST = 6
 
 
 def _zbuffer_min(key: Tensor, u0: Tensor, u1: Tensor, v0: Tensor, v1: Tensor, H: int, W: int) -> Tensor:
     """int64 [H*W]: the smallest ``key`` among the boxes ``[u0, u1] x [v0, v1]`` covering each
     pixel (``_EMPTY`` where none does).
 
-    Points are grouped by the side ``s`` of their box. Small boxes are splatted with one scatter
-    per offset; larger ones expand to a dense [n, s*s] block. Either way a box narrower than
-    ``s`` repeats its last column/row, which ``amin`` ignores.
+    Points are grouped by the side ``s`` of their box (small sides together when that is
+    cheaper). Small boxes are splatted with one scatter per offset; larger ones expand to a dense
+    [n, s*s] block. Either way a box narrower than ``s`` repeats its last column/row, which
+    ``amin`` ignores.
     """
     device = key.device
     wu, wv = u1 - u0 + 1, v1 - v0 + 1
     side = torch.maximum(wu, wv)
     base = v0 * W + u0
     best = torch.full((H * W,), _EMPTY, device=device, dtype=torch.int64)
-    sizes = torch.nonzero(torch.bincount(side)).squeeze(1).tolist()
-    for s in sizes:
-        g = torch.nonzero(side == s).squeeze(1) if len(sizes) > 1 else None
+    counts = torch.bincount(side)
+    sizes = torch.nonzero(counts).squeeze(1).tolist()
+    groups = [(s, None) for s in sizes]  # (side, its largest box side)
+    small = [s for s in sizes if s <= _SMALL_SIDE]
+    if len(small) > 1:
+        # Small boxes of several sides as one group of the largest (a narrower box repeats its
+        # last row and column): more scatters, one grouping pass less.
+        top, n = small[-1], {s: int(counts[s]) for s in small}
+        if sum(n.values()) * top * top <= sum(n[s] * (s * s + _GROUP_COST) for s in small):
+            groups = [(top, top)] + [(s, None) for s in sizes if s > top]
+    for s, upto in groups:
+        g = None if len(groups) == 1 else torch.nonzero(side == s if upto is None else side <= upto).squeeze(1)
         k = key if g is None else key.index_select(0, g)
         b = base if g is None else base.index_select(0, g)
         if s == 1:

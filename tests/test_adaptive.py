@@ -176,3 +176,26 @@ def test_the_global_fit_reads_every_known_pixel_and_only_seam_anchors_are_restri
     assert _rel(out.depth, truth, hole) < 0.02
     restricted = align_adaptive(est, reference, seam_known, hole)
     assert _rel(restricted.depth, truth, hole) > 0.2
+
+
+def test_hole_depths_on_the_holes_box_are_the_whole_images():
+    """The distance of hole pixels to the known ones, taken on the hole's box, equals the whole
+    image's transform: holes inside, at each border and corner, scattered, and with pixels in
+    neither mask (then the whole image is used)."""
+    from alignment.adaptive import _hole_depths
+    from alignment.kernels import distance_to
+
+    g = torch.Generator().manual_seed(0)
+    H, W = 40, 56
+    cases = []
+    for y0, y1, x0, x1 in ((10, 20, 15, 30), (0, 12, 5, 20), (30, 40, 0, 56), (0, 40, 50, 56), (0, 40, 0, 55)):
+        hole = torch.zeros(H, W, dtype=torch.bool)
+        hole[y0:y1, x0:x1] = True
+        hole &= torch.rand(H, W, generator=g) < 0.9  # ragged, with known islands
+        cases.append((~hole, hole))
+    scattered = torch.rand(H, W, generator=g) < 0.05
+    cases.append((~scattered, scattered))
+    neither = torch.rand(H, W, generator=g) < 0.2
+    cases.append((~cases[0][1] & ~neither, cases[0][1] & ~neither))
+    for known, hole in cases:
+        assert torch.equal(_hole_depths(known, hole), distance_to(known)[hole])

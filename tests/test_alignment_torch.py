@@ -179,6 +179,61 @@ def test_one_view_of_the_loop_runs_without_numpy(monkeypatch):
     assert float((view.depth.double() / default_view.depth.double() - 1).abs().max()) < 1e-6
 
 
+@pytest.mark.parametrize("with_links", [False, True])
+def test_the_seam_systems_stencil_product_is_the_entry_by_entry_product_to_the_bit(with_links, monkeypatch):
+    """The seam correction's matrix multiplies by gathers per grid direction; that gives exactly
+    the scatter over its entries, in float64 and in the multigrid's float32, and the multigrid
+    coarsening (from the entries) is unchanged."""
+    import alignment.seam as seam
+
+    g = torch.Generator().manual_seed(5)
+    H, W = 48, 64
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    hole = ((yy - 20) ** 2 + (xx - 30) ** 2 < 300) | (xx > 55)  # a blob and a border strip
+    hole &= torch.rand(H, W, generator=g) < 0.97  # a few known islands inside
+    known = ~hole
+    known[0:3, 0:5] = False  # pixels in neither mask
+    log_ratio = 0.1 * torch.randn(H, W, generator=g, dtype=torch.float64)
+    depth = 2.0 + (xx > 40).double() + 0.01 * torch.rand(H, W, generator=g, dtype=torch.float64)
+    links = seam.edge_links(depth) if with_links else None
+    systems = []
+    monkeypatch.setattr(seam, "_solve_spd", lambda A, b, ys, xs: systems.append(A) or torch.zeros_like(b))
+    seam._seam_corrections(log_ratio, known, hole, [(None, links), (5.0, links)])
+    assert len(systems) == 2
+    for A in systems:
+        assert A.stencil is not None and A.n > 100
+        for dtype in (torch.float64, torch.float32):
+            B = A.astype(dtype)
+            for _ in range(3):
+                x = torch.randn(A.n, generator=g, dtype=torch.float64).to(dtype)
+                assert torch.equal(B @ x, B._matmul_entries(x))
+        plain = seam._SparseSPD(A.rows, A.cols, A.vals, A.diag)
+        x = torch.randn(A.n, generator=g, dtype=torch.float64)
+        assert torch.equal(A @ x, plain @ x)
+
+
+def test_a_large_seam_system_solved_by_multigrid_cg_is_the_same_with_the_stencil_product(monkeypatch):
+    """Multigrid CG (beyond the direct solvers' reach, and every system on a GPU) multiplies by the
+    matrix every iteration: with the stencil product the solution is the same to the bit."""
+    import alignment.seam as seam
+
+    g = torch.Generator().manual_seed(6)
+    H, W = 200, 240
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    hole = (xx > 100) & (yy > 20)
+    known = ~hole
+    log_ratio = 0.05 * torch.sin(yy / 15.0).double() + 0.01 * torch.randn(H, W, generator=g, dtype=torch.float64)
+    systems = []
+    monkeypatch.setattr(seam, "_solve_spd", lambda A, b, ys, xs: systems.append((A, b, ys, xs)) or torch.zeros_like(b))
+    seam._seam_corrections(log_ratio, known, hole, [(None, None)])
+    monkeypatch.undo()
+    (A, b, ys, xs), = systems
+    monkeypatch.setattr(kernels, "CPU_KERNELS", False)  # no direct solve: CG in torch, as on a GPU
+    assert kernels.sparse_direct_solve(A.rows, A.cols, A.vals, A.diag, b) is None
+    plain = seam._SparseSPD(A.rows, A.cols, A.vals, A.diag)
+    assert torch.equal(seam._solve_spd(A, b, ys, xs), seam._solve_spd(plain, b, ys, xs))
+
+
 def _grid_system(h: int, w: int, seed: int, shift: float):
     """A symmetric grid system as the seam correction builds it (random couplings between
     4-neighbours, diagonal = their sum + ``shift``), its unknowns in a random order: (rows,

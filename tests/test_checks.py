@@ -96,3 +96,22 @@ def test_images_maps_masks_and_depth():
         checks.check_depth(torch.zeros(4, 6), "estimate")
     with pytest.raises(ValueError, match=r"depth must have shape \[H,W\]"):
         checks.check_depth(torch.ones(4, 6, 1))
+
+
+def test_check_positive_raises_exactly_when_a_value_where_read_is_not_finite_and_positive():
+    """The one-reduction test against the rule written out, on maps with a bad value of each kind
+    inside or outside the mask, in float32 and float64."""
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        for bad in (0.0, -1.0, float("nan"), float("inf"), float("-inf"), None):
+            for masked in (False, True):
+                d = torch.rand(6, 7, generator=g, dtype=dtype) + 0.5
+                where = torch.rand(6, 7, generator=g) < 0.5 if masked else None
+                if bad is not None:
+                    d[2, 3] = bad
+                expected = bad is not None and (where is None or bool(where[2, 3]))
+                if expected:
+                    with pytest.raises(ValueError, match="depth"):
+                        checks.check_positive(d, "depth", where=where)
+                else:
+                    assert checks.check_positive(d, "depth", where=where) is d

@@ -60,3 +60,16 @@ def test_bad_settings_are_refused():
         denoise_depth(truth, radius=-1)
     with pytest.raises(ValueError, match="strength"):
         denoise_depth(truth, strength=0.0)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_the_filter_with_shared_pair_weights_matches_the_plain_one_bit_for_bit(radius):
+    """Weights computed once per pair of opposite offsets give exactly the filter that computes
+    every offset's weights on its own, at the border (replicated) too."""
+    from alignment.denoise import _filtered, _filtered_reference
+
+    truth, _ = _scene()
+    L = torch.log(_noisy(truth, 0.02, seed=radius))
+    for image in (L, L[:, :17], L[5:9]):  # a tall, a narrow and a flat one too
+        assert torch.equal(_filtered(image, radius, 0.03), _filtered_reference(image, radius, 0.03))
+    assert not torch.equal(_filtered(L, radius, 0.03), L)

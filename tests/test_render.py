@@ -234,3 +234,131 @@ def test_clean_coverage_matches_the_reference(close_px):
         assert torch.equal(getattr(fast_masks, name), getattr(ref_masks, name)), name
     if close_px:
         assert fast_masks.pinholes.any()
+
+
+def _plain_cat(a: PointCloud, b: PointCloud) -> PointCloud:
+    """The reference append: one torch.cat per tensor (what PointCloud.cat did before its buffer)."""
+    return PointCloud(torch.cat([a.xyz, b.xyz.to(a.xyz)]), torch.cat([a.rgb, b.rgb.to(a.rgb)]),
+                      torch.cat([a.radius, b.radius.to(a.radius)]))
+
+
+def test_cat_appends_in_place_and_matches_a_plain_cat(tmp_path):
+    """A chain of appends (empty parts, parts crossing block boundaries, a buffer that grows) gives
+    the plain concatenation, its block bounds are block_bounds' own, appending to an older cloud
+    of the chain leaves the newer ones alone, and a saved cloud is the saved plain cloud (byte for
+    byte with torch.save, as many bytes in a checkpoint): the buffer behind it is not saved."""
+    from dreamer.pipeline.checkpoint import save_finished
+    from dreamer.pointcloud import BOX_BLOCK, block_bounds
+    from dreamer.scene.result import DreamResult
+
+    g = torch.Generator().manual_seed(0)
+
+    def rnd(n):
+        return PointCloud(torch.randn(n, 3, generator=g), torch.rand(n, 3, generator=g),
+                          torch.rand(n, generator=g) + 0.1)
+
+    cloud = ref = rnd(1500)
+    chain = []
+    for n in (700, 0, BOX_BLOCK, 1, 3 * BOX_BLOCK + 5, 20):
+        part = rnd(n)
+        grown = cloud.cat(part)
+        if chain and n and grown._buffer is cloud._buffer:  # written behind the points, not copied
+            assert grown.xyz.data_ptr() == cloud.xyz.data_ptr()
+        cloud, ref = grown, _plain_cat(ref, part)
+        chain.append((cloud, ref))
+        for name in ("xyz", "rgb", "radius"):
+            assert torch.equal(getattr(cloud, name), getattr(ref, name)), name
+        for got, want in zip(cloud.block_bounds(), block_bounds(ref.xyz, BOX_BLOCK)):
+            assert torch.equal(got, want)
+    assert any(b._buffer is a._buffer for (a, _), (b, _) in zip(chain, chain[1:]))  # some appends were in place
+    # Appending to an older cloud copies: the newer clouds keep their points.
+    (old, old_ref), (newer, newer_ref) = chain[1], chain[2]
+    part = rnd(50)
+    branch = old.cat(part)
+    assert torch.equal(branch.xyz, _plain_cat(old_ref, part).xyz)
+    assert torch.equal(newer.xyz, newer_ref.xyz) and torch.equal(cloud.xyz, ref.xyz)
+    # Saved: the points only, not the buffer behind them.
+    for c, r in ((cloud, ref), (newer, newer_ref)):
+        a, b = tmp_path / "a" / "cloud.pt", tmp_path / "b" / "cloud.pt"  # torch.save writes the name too
+        a.parent.mkdir(exist_ok=True)
+        b.parent.mkdir(exist_ok=True)
+        torch.save(c, a)
+        torch.save(r, b)
+        assert a.read_bytes() == b.read_bytes()
+        assert torch.load(a, weights_only=False)._buffer is None
+    # A checkpoint (written under a temporary name, which torch.save records) holds the same points
+    # in as many bytes.
+    save_finished(tmp_path / "grown", DreamResult(cloud, []))
+    save_finished(tmp_path / "plain", DreamResult(ref, []))
+    grown, plain = tmp_path / "grown" / "result.pt", tmp_path / "plain" / "result.pt"
+    assert grown.stat().st_size == plain.stat().st_size
+    saved = torch.load(grown)["points"]
+    for name in ("xyz", "rgb", "radius"):
+        assert torch.equal(saved[name], getattr(ref, name)), name
+
+
+def test_render_and_merge_with_kept_block_bounds_match_fresh_ones():
+    """render_points and dedup_mask on a grown cloud (its kept block bounds) give what they give
+    on the same points in a plain cloud."""
+    from alignment import dedup_mask
+
+    cam = Camera.from_focal(90.0, 120, 90)
+    cloud = ref = PointCloud.empty()
+    for yaw in (0.0, 90.0, 180.0, 270.0, 30.0):
+        view = moved(cam, yaw=yaw, t=(0.1, 0.0, 0.0))
+        image, depth = plane_view(view, depth_value=1.5 + yaw / 180.0, seed=int(yaw))
+        part = lift(image, depth, view)
+        cloud, ref = cloud.cat(part), _plain_cat(ref, part)
+    assert cloud._buffer is not None and ref._buffer is None
+    target = moved(cam, yaw=20.0, t=(0.3, 0.1, -0.5))
+    fast, plain = render_points(cloud, target), render_points(ref, target)
+    for name in ("image", "depth", "covered", "index"):
+        assert torch.equal(getattr(fast, name), getattr(plain, name)), name
+    image, depth = plane_view(target, depth_value=1.6, seed=7)
+    new = lift(image, depth, target)
+    keep = dedup_mask(ref.xyz, ref.radius, new.xyz, new.radius, merge_within_new=False)
+    assert 0 < int(keep.sum()) < len(keep)
+    for points in (cloud, ref):
+        k = dedup_mask(points.xyz, points.radius, new.xyz, new.radius, merge_within_new=False,
+                       existing_blocks=points.block_bounds)
+        assert torch.equal(k, keep)
+
+
+def test_lift_of_masked_pixels_is_the_whole_lift_masked():
+    """Lifting only the masked pixels gives exactly the points the whole map's lift has there
+    (float32 and float64 depth, a rotated and moved camera)."""
+    g = torch.Generator().manual_seed(4)
+    cam = moved(Camera.from_focal(37.0, 45, 31), yaw=23.0, t=(0.3, -0.2, 0.7))
+    image = torch.rand(31, 45, 3, generator=g)
+    mask = torch.rand(31, 45, generator=g) < 0.3
+    for dtype in (torch.float32, torch.float64):
+        depth = (1.0 + 3.0 * torch.rand(31, 45, generator=g)).to(dtype)
+        whole, part = lift(image, depth, cam), lift(image, depth, cam, mask)
+        flat = mask.reshape(-1)
+        for name in ("xyz", "rgb", "radius"):
+            assert torch.equal(getattr(part, name), getattr(whole, name)[flat]), name
+
+
+@pytest.mark.parametrize("sides", [(1, 2), (1, 2, 3), (2, 3), (1, 3, 7), (3,)])
+def test_zbuffer_min_over_boxes_of_mixed_sides_matches_a_plain_scatter(sides):
+    """Boxes of several small sides (splatted as one group when cheaper) and large ones give the
+    minimum key per pixel of every box, as a scatter of each box's pixels one by one."""
+    import dreamer.render as render_module
+
+    g = torch.Generator().manual_seed(len(sides))
+    H, W, n = 17, 23, 400
+    side = torch.tensor(sides)[torch.randint(0, len(sides), (n,), generator=g)]
+    wu = torch.minimum(side, 1 + torch.randint(0, 7, (n,), generator=g))  # some narrower than the side
+    wv = side.clone()
+    flip = torch.rand(n, generator=g) < 0.5
+    wu, wv = torch.where(flip, wv, wu), torch.where(flip, wu, wv)
+    u0 = torch.randint(0, W, (n,), generator=g)
+    v0 = torch.randint(0, H, (n,), generator=g)
+    u1, v1 = (u0 + wu - 1).clamp(max=W - 1), (v0 + wv - 1).clamp(max=H - 1)
+    key = torch.randperm(n, generator=g).long() << 8
+    expected = torch.full((H * W,), render_module._EMPTY, dtype=torch.int64)
+    for i in range(n):
+        for y in range(int(v0[i]), int(v1[i]) + 1):
+            for x in range(int(u0[i]), int(u1[i]) + 1):
+                expected[y * W + x] = min(int(expected[y * W + x]), int(key[i]))
+    assert torch.equal(render_module._zbuffer_min(key, u0, u1, v0, v1, H, W), expected)

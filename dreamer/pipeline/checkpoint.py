@@ -63,7 +63,7 @@ def save_checkpoint(folder: str | Path, result: DreamResult, extra: dict | None 
             torch.save({"camera": v.camera.to_dict(), "image": v.image.cpu(), "depth": v.depth.cpu(),
                         "mask": v.mask.cpu(), "prompt": v.prompt, "stats": v.stats,
                         "estimate": None if v.estimate is None else v.estimate.cpu()}, tmp)
-    p = result.points
+    p = result.points.owned()  # a grown cloud's tensors are views of a larger buffer
     with atomic_path(folder / "points.pt") as tmp:
         torch.save({"views": len(result.views), "xyz": p.xyz.cpu(), "rgb": p.rgb.cpu(), "radius": p.radius.cpu(),
                     "extra": dict(extra or {})}, tmp)
@@ -84,7 +84,7 @@ def save_finished(folder: str | Path, result: DreamResult) -> None:
     cloud) to ``folder/result.pt``, atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    p = result.points
+    p = result.points.owned()
     with atomic_path(folder / FINISHED_FILE) as tmp:
         torch.save({"views": [_view_state(v) for v in result.views],
                     "points": {"xyz": p.xyz.cpu(), "rgb": p.rgb.cpu(), "radius": p.radius.cpu()}}, tmp)

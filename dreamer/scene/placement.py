@@ -40,7 +40,8 @@ def place_view(points: PointCloud, camera: Camera, image: Tensor, render: PointR
     lift_mask = masks.hole & ~stretched & ~straddling
     new = lift(image, full_depth, camera, lift_mask)
     keep = dedup_mask(points.xyz, points.radius, new.xyz, new.radius, cell_factor=config.merge_cell_factor,
-                      merge_within_new=False)
+                      merge_within_new=False,
+                      existing_blocks=points.block_bounds)
     stats = {**stats, "new_points": int(lift_mask.sum()), "kept_points": int(keep.sum()),
              "stretched_pixels": int((masks.hole & stretched).sum()),
              "straddling_pixels": int((masks.hole & straddling & ~stretched).sum()),
