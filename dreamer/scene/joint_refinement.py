@@ -185,8 +185,11 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     # Errors that go surface by surface (each view's level and each surface's own error) are
     # what a smooth field cannot hold: fitted first by the two-way consensus of
     # alignment.segments, the smooth fit only takes what is left. Kept when the views agree better.
+    # The views as the loop left them: no view may end up disagreeing more with the others.
+    before = fit.agreement_before
     bases_p, fit_p = joint(shape, surfaces=True)
-    surfaces = _mean_disagreement(fit_p) < _mean_disagreement(fit)
+    surfaces = (_mean_disagreement(fit_p) < _mean_disagreement(fit)
+                and bool((fit_p.agreement_after <= before).all()))
     if surfaces:
         bases, fit = bases_p, fit_p
     log.info("joint refinement of %d views: median pair residual %.4f -> %.4f (%d samples), %d views refined%s",
@@ -217,7 +220,7 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
         field = fields[i].to(view.estimate.device)
         stats = {**view.stats, "hole_fraction": float(masks.hole.float().mean()),
                  "joint_accepted": fit.accepted[i], "joint_scale": float(torch.exp(field.mean())),
-                 "joint_disagreement_before": float(fit.agreement_before[i]),
+                 "joint_disagreement_before": float(before[i]),
                  "joint_disagreement_after": float(fit.agreement_after[i])}
         new_depth = (bases[k].double() * torch.exp(field)).to(view.estimate.dtype)
         if int(masks.known.sum()) >= cfg.min_overlap_pixels and masks.hole.any() and cfg.seam_reaches:
