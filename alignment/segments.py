@@ -128,16 +128,23 @@ def segment_offsets(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: Te
     b = torch.zeros(m, dtype=torch.float64)
     A[: len(free), : len(free)] += level_prior * torch.eye(len(free), dtype=torch.float64)
     A[len(free):, len(free):] += own_prior * torch.eye(m - len(free), dtype=torch.float64)
+    # One link: (level_k + e_kg) - (level_j + e_jh) = median; fixed views' unknowns are 0. Each
+    # row touches at most four unknowns: their indices and signs (sign 0 pads).
+    index, sign, medians = [], [], []
     for p, g, h, median in _link_medians(seg[kp], seg_j, r, same):
-        # One link: (level_k + e_kg) - (level_j + e_jh) = median; fixed views' unknowns are 0.
-        k, j = int(kp[p]), int(jp[p])
-        x = torch.zeros(m, dtype=torch.float64)
-        for view, segment, sign in ((k, g, 1.0), (j, h, -1.0)):
+        at, by = [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0]
+        for slot, (view, segment, s) in enumerate(((int(kp[p]), g, 1.0), (int(jp[p]), h, -1.0))):
             if view in level_of:
-                x[level_of[view]] += sign
-                x[own_of[(view, segment)]] += sign
-        A += torch.outer(x, x)
-        b += x * median
+                at[2 * slot:2 * slot + 2] = level_of[view], own_of[(view, segment)]
+                by[2 * slot:2 * slot + 2] = s, s
+        index.append(at)
+        sign.append(by)
+        medians.append(median)
+    if index:
+        at, by = torch.tensor(index), torch.tensor(sign, dtype=torch.float64)
+        A.index_put_((at[:, :, None].expand(-1, 4, 4), at[:, None, :].expand(-1, 4, 4)),
+                     by[:, :, None] * by[:, None, :], accumulate=True)
+        b.index_add_(0, at.reshape(-1), (by * torch.tensor(medians, dtype=torch.float64)[:, None]).reshape(-1))
     solution = torch.linalg.solve(A, b)
     offsets = []
     for k in range(n):
