@@ -9,10 +9,16 @@ out, so the splats are corrected progressively from the dreamed cameras outward:
 
 * round 0 looks **between** the dreamed cameras: the midpoint (slerped rotation, halfway centre)
   of each dreamed camera and its nearest other dreamed camera;
-* round r >= 1 (of R) looks **further out**: each dreamed camera orbits its pivot (the median
-  depth at the centre of its view) by ``angle * r / (R - 1)`` degrees, in a direction that
-  turns by the golden angle from one camera to the next (so a round covers right, up, left,
-  down, ...), then moves toward the pivot by ``dolly * r / (R - 1)`` of the pivot's depth.
+* round r >= 1 (of R) looks **further out**: every dreamed camera orbits its pivot (the median
+  depth at the centre of its view) by ``angle * r / (R - 1)`` degrees in eight directions
+  (right, up-right, up, ...) and moves toward the pivot by ``dolly * r / (R - 1)`` of the
+  pivot's depth; of these, the round takes ``views`` by farthest-point sampling: each the one
+  farthest (:func:`camera_offset`) from every dreamed camera and every camera taken before.
+  A novel camera is worth repairing where no dreamed camera looked: an orbit of a middle camera
+  toward its neighbour re-looks at the neighbour's view, while the ends of a trajectory orbited
+  outward, and its cameras orbited across it (up and down for a pan), see the sides of objects
+  and the surfaces that no dreamed view saw. A fixed direction per camera (the golden angle
+  from one to the next) spent as many cameras looking inward as outward.
 
 A camera's centre is kept inside a safe box (:func:`safe_box`: the bulk of the cloud, shrunk
 toward its middle): the pivot of a view of a far wall is far, and an orbit around it could
@@ -36,7 +42,7 @@ from dreamer.trajectories import interpolate_cameras, orbit_camera
 
 __all__ = ["repair_rounds", "camera_offset", "nearest_camera", "quantize_image", "safe_box", "dolly_camera"]
 
-_GOLDEN_ANGLE = 180.0 * (3.0 - math.sqrt(5.0))  # degrees
+_DIRECTIONS = 8  # orbit directions per dreamed camera that a round picks its cameras from (every 45 degrees)
 
 
 def camera_offset(a: Camera, b: Camera, pivot: float) -> float:
@@ -164,17 +170,35 @@ def repair_rounds(cameras: Sequence[Camera], pivots: Sequence[float], *, rounds:
                 continue
         t = 1.0 if rounds == 1 else r / (rounds - 1)
         t = max(t, 1.0 / max(rounds - 1, 1))  # round 0 without pairs (one camera) looks out like round 1
-        ring = []
-        bases = _spread(list(range(len(cameras))), views)
-        for k in range(views):
-            i = bases[k % len(bases)]
-            phi = math.radians(k * _GOLDEN_ANGLE + 45.0 * r)
-            a = angle * t
-            cam = orbit_camera(cameras[i], pivots[i], a * math.cos(phi), a * math.sin(phi))
-            cam = dolly_camera(cam, dolly * t * pivots[i]) if dolly > 0 else cam
-            ring.append(_inside(cam, cameras[i], box))
-        out.append(ring)
+        a = angle * t
+        pool: list[tuple[Camera, float]] = []
+        for base, pivot in zip(cameras, pivots):
+            for j in range(_DIRECTIONS):
+                phi = math.radians(360.0 * j / _DIRECTIONS)
+                cam = orbit_camera(base, pivot, a * math.cos(phi), a * math.sin(phi))
+                cam = dolly_camera(cam, dolly * t * pivot) if dolly > 0 else cam
+                pool.append((_inside(cam, base, box), pivot))
+        out.append(_farthest(pool, list(zip(cameras, pivots)), views))
     return out
+
+
+def _farthest(pool: list[tuple[Camera, float]], taken: list[tuple[Camera, float]], count: int) -> list[Camera]:
+    """``count`` cameras of ``pool`` ((camera, pivot) pairs), picked one by one as the camera
+    farthest (:func:`camera_offset` at its pivot) from every camera of ``taken`` and every one
+    picked before (farthest-point sampling; ties to the first in ``pool``). A camera is picked
+    more than once only when the pool runs out."""
+    picked: list[Camera] = []
+    near = [min(camera_offset(c, d, p) for d, _ in taken) if taken else math.inf for c, p in pool]
+    free = list(range(len(pool)))
+    for _ in range(count):
+        if not free:
+            free = list(range(len(pool)))
+        k = max(free, key=lambda m: (near[m], -m))
+        free.remove(k)
+        cam, _ = pool[k]
+        picked.append(cam)
+        near = [min(n, camera_offset(c, cam, p)) for n, (c, p) in zip(near, pool)]
+    return picked
 
 
 def quantize_image(image: Tensor) -> Tensor:
