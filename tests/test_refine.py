@@ -59,6 +59,31 @@ def test_repair_rounds_start_between_the_views_and_move_outward(scene):
     assert nearest[3] > 20.0  # the last round is 24 degrees out (and moved)
 
 
+def test_outward_rounds_look_where_no_dreamed_camera_looked(scene):
+    """A pan (yaws -12, 0, 12): an outward round's cameras orbit 24 degrees and none of them
+    toward a neighbour (that would turn it 12 degrees from the neighbour); the two ends of the
+    pan are orbited outward, and the rest across the pan (up, down, diagonally)."""
+    result, _ = scene
+    cams = [v.camera for v in result.views]
+    pivots = [center_depth_from(v.depth) for v in result.views]
+    ring = repair_rounds(cams, pivots, rounds=2, views=6, angle=24.0, dolly=0.0)[1]
+    assert len(ring) == 6
+    turns = [min(camera_offset(c, d, 1e12) for d in cams) for c in ring]  # pure turn: a pivot at infinity
+    assert min(turns) > 23.9
+    # Each camera's view direction in the middle camera's frame: yaw (right +) and elevation (up +).
+    rot = cams[1].c2w[:3, :3].double()
+    yaws, ups = [], []
+    for c in ring:
+        f = rot.T @ c.forward.double()
+        yaws.append(math.degrees(math.atan2(float(f[0]), float(f[2]))))
+        ups.append(math.degrees(math.asin(float(-f[1]))))  # OpenCV axes: y points down
+    assert min(yaws) < -35.0 and max(yaws) > 35.0  # the ends, 12 + 24 degrees out
+    assert sum(abs(u) > 20.0 for u in ups) >= 2  # and across the pan
+    # Distinct cameras: farthest-point sampling takes no direction twice.
+    centres = torch.stack([c.center for c in ring])
+    assert float(torch.cdist(centres, centres).add(torch.eye(6) * 1e9).min()) > 0.1
+
+
 def test_repair_cameras_stay_in_the_safe_box(scene):
     result, _ = scene
     cams = [v.camera for v in result.views]
