@@ -31,6 +31,8 @@ Printed:
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import hashlib
 import math
@@ -38,6 +40,9 @@ import time
 from pathlib import Path
 
 import torch
+
+# The checkout this script is in, before any installed copy (a worktree measures its own code).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera

@@ -23,11 +23,18 @@ Depth estimators (oracle inpainter in all cases):
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import sys
+
 import argparse
 import logging
 import time
 
 import torch
+
+# The checkout this script is in, before any installed copy (a worktree measures its own code).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dreamer.scene.placement as placement
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter

@@ -34,12 +34,19 @@ ratios of the renders.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import sys
+
 import argparse
 import math
 import statistics
 import time
 
 import torch
+
+# The checkout this script is in, before any installed copy (a worktree measures its own code).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera
