@@ -8,12 +8,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import sys
-
 import math
+import sys
 import time
+from pathlib import Path
 
 import torch
 

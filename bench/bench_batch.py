@@ -22,11 +22,10 @@ load average (other processes compete for the same cores).
 
 from __future__ import annotations
 
-import sys
-
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path

@@ -31,11 +31,10 @@ Printed:
 
 from __future__ import annotations
 
-import sys
-
 import argparse
 import hashlib
 import math
+import sys
 import time
 from pathlib import Path
 

@@ -23,13 +23,11 @@ Depth estimators (oracle inpainter in all cases):
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import sys
-
 import argparse
 import logging
+import sys
 import time
+from pathlib import Path
 
 import torch
 

@@ -34,14 +34,12 @@ ratios of the renders.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import sys
-
 import argparse
 import math
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
