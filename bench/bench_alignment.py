@@ -9,9 +9,14 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+# The checkout this script is in, before any installed copy (a worktree measures its own code).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alignment import align_depth, dedup_mask, fit_scale, seam_correction, stretched_pixels
 

@@ -25,11 +25,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+# The checkout this script is in, before any installed copy (a worktree measures its own code).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dreamer.batch import InProcessExecutor, SceneJob
 from dreamer.pipeline import configs_from_flat

@@ -26,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# The checkout this script is in, before any installed copy (a worktree measures its own code).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from dreamer.pipeline.folder import disk_usage, format_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
