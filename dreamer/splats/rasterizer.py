@@ -320,7 +320,7 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
     geo = torch.cat([means2d[0, vis], conics_c[vis_c], opac_c[vis_c, None]], -1)
     feats = torch.cat([rgb, depths_c[vis_c, None]], -1)
 
-    lists = _tile_lists(x0, x1, y0, y1, W, H, TILE)
+    lists = _tile_lists(x0, x1, y0, y1, W, H, TILE, geo.detach())
     if analytic_backward:
         keep = torch.is_grad_enabled() and (geo.requires_grad or feats.requires_grad)
         out, n_pairs = _TileComposite.apply(geo, feats, lists, max_pairs, keep)
