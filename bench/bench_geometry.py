@@ -307,6 +307,7 @@ def original_rasterize(commit: str = ORIGINAL_RASTERIZER):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(f"rasterizer_{commit}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
 
     def rasterize(*args, rasterize_mode: str = "classic", **kwargs):
