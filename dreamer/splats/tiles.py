@@ -70,12 +70,17 @@ def _tile_lists(x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, W: int, H: int, 
     cw = torch.div(x1, tile, rounding_mode="floor") - tx0 + 1
     ch = torch.div(y1, tile, rounding_mode="floor") - ty0 + 1
     n = cw * ch
-    gid = torch.repeat_interleave(torch.arange(len(x0), device=device), n)
-    off = torch.arange(len(gid), device=device) - (torch.cumsum(n, 0) - n).index_select(0, gid)
+    # One pair per (Gaussian, tile of its box), Gaussian by Gaussian; int32 indices (half the
+    # memory traffic of int64) and the box offsets split by a float division (exact: an offset
+    # is below the box's tile count, far below 2^24).
+    tx0, ty0, cw = tx0.to(torch.int32), ty0.to(torch.int32), cw.to(torch.int32)
+    gid = torch.repeat_interleave(torch.arange(len(x0), dtype=torch.int32, device=device), n)
+    off = torch.arange(len(gid), dtype=torch.int32, device=device) - (torch.cumsum(n, 0) - n).to(
+        torch.int32).index_select(0, gid)
     cwg = cw.index_select(0, gid)
-    dy = torch.div(off, cwg, rounding_mode="floor")
-    tx = tx0.index_select(0, gid) + (off - dy * cwg)
-    ty = ty0.index_select(0, gid) + dy
+    dy = torch.floor(off.float() / cwg.float()).to(torch.int32)
+    tx = tx0.index_select(0, gid).add_(off.sub_(dy * cwg))
+    ty = ty0.index_select(0, gid).add_(dy)
     del off, cwg, dy
     if geo is not None:
         # Distance from the mean to the rectangle of the tile's pixel centres, per axis.
@@ -84,10 +89,13 @@ def _tile_lists(x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, W: int, H: int, 
         ey = (geo[:, 1].index_select(0, gid) - (ty.to(geo.dtype) * tile + 0.5 * tile)).abs_().sub_(half).clamp_min_(0)
         hit = torch.nonzero(ex.mul_(ex).add_(ey.mul_(ey)) <= _reach2(geo).index_select(0, gid)).squeeze(1)
         gid, tx, ty = gid.index_select(0, hit), tx.index_select(0, hit), ty.index_select(0, hit)
-    tid, order = torch.sort((ty * ntx + tx).to(torch.int32), stable=True)  # stable: front to back within a tile
-    counts = torch.bincount(tid, minlength=ntx * nty)
-    return _TileLists(gid.index_select(0, order), torch.cumsum(counts, 0) - counts, counts, len(x0), tile, ntx,
-                      W, H)
+    tid = ty.mul_(ntx).add_(tx)
+    if ntx * nty <= torch.iinfo(torch.int16).max:
+        tid = tid.to(torch.int16)  # a stable sort of int16 keys takes half the time of int32's
+    order = torch.argsort(tid, stable=True)  # stable: front to back within a tile
+    counts = torch.bincount(tid.to(torch.int32), minlength=ntx * nty)
+    return _TileLists(gid.index_select(0, order).long(), torch.cumsum(counts, 0) - counts, counts, len(x0), tile,
+                      ntx, W, H)
 
 
 def _reach2(geo: Tensor) -> Tensor:
