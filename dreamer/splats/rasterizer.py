@@ -372,17 +372,19 @@ def _candidates(means: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tenso
         z = mc[:, 2]
         z_all[start : start + block] = z
         op = opacities[start : start + block]
-        keep = (z > 0.5 * near) & (z < far) & (op >= ALPHA_THRESHOLD)
-        zs = torch.where(keep, z, 1.0)
+        # Depth and opacity first (a view of a dreamed scene has much of it behind the camera):
+        # the footprint test runs on the rest only. NaN depths fail the comparisons.
+        near_ok = torch.nonzero((z > 0.5 * near) & (z < far) & (op >= ALPHA_THRESHOLD)).squeeze(1)
+        mc, z, op = mc.index_select(0, near_ok), z.index_select(0, near_ok), op.index_select(0, near_ok)
         ext = torch.sqrt(2.0 * torch.log((op / ALPHA_THRESHOLD).clamp_min(1.0)))
-        r2 = (scales[start : start + block].amax(1) / zs) ** 2
+        r2 = (scales[start : start + block].index_select(0, near_ok).amax(1) / z) ** 2
         hx = ext * torch.sqrt(r2 * gx + eps2d) * 1.01 + 1.0
         hy = ext * torch.sqrt(r2 * gy + eps2d) * 1.01 + 1.0
-        u = fx * mc[:, 0] / zs + cx
-        v = fy * mc[:, 1] / zs + cy
-        keep &= (u + hx > 0) & (u - hx < W) & (v + hy > 0) & (v - hy < H)
+        u = fx * mc[:, 0] / z + cx
+        v = fy * mc[:, 1] / z + cy
+        keep = (u + hx > 0) & (u - hx < W) & (v + hy > 0) & (v - hy < H)
         keep &= torch.isfinite(mc).all(1)
-        found.append(torch.nonzero(keep).squeeze(1) + start)
+        found.append(near_ok[keep] + start)
     cand = torch.cat(found) if found else torch.zeros(0, dtype=torch.long, device=means.device)
     return cand, z_all
 
