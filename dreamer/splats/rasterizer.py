@@ -315,10 +315,14 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
 
     # Per visible Gaussian (front to back): geometry (mean x, y, conic a, b, c, opacity) and
     # features (r, g, b, z).
-    dirs = means[vis] - campos
-    rgb = torch.clamp_min(_spherical_harmonics(deg, dirs, sh[vis]) + 0.5, 0.0)
-    geo = torch.cat([means2d[0, vis], conics_c[vis_c], opac_c[vis_c, None]], -1)
-    feats = torch.cat([rgb, depths_c[vis_c, None]], -1)
+    # index_select, not x[idx]: its backward is an index_add, where advanced indexing's is an
+    # accumulating index_put (a sort of the indices) into a zero tensor of every Gaussian.
+    dirs = means.index_select(0, vis) - campos
+    rgb = torch.clamp_min(_spherical_harmonics(deg, dirs, sh.index_select(0, vis)) + 0.5, 0.0)
+    # The means through the full-size means2d, so that its grad (densification's statistic) is filled.
+    geo = torch.cat([means2d[0].index_select(0, vis), conics_c.index_select(0, vis_c),
+                     opac_c.index_select(0, vis_c)[:, None]], -1)
+    feats = torch.cat([rgb, depths_c.index_select(0, vis_c)[:, None]], -1)
 
     lists = _tile_lists(x0, x1, y0, y1, W, H, TILE, geo.detach())
     if analytic_backward:
