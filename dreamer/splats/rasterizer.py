@@ -32,8 +32,10 @@ How the CPU path works (vectorized: no Python loop over Gaussians or pixels):
    outside which its alpha is below 1/255 (half-size ``sqrt(2 ln(255 opacity) * cov2d_ii)``,
    the opacity-aware extent that gsplat's CUDA projection uses for its tile lists).
 2. Gaussians are sorted by depth, and every box is cut into the tiles of ``TILE`` x ``TILE``
-   pixels it touches; a stable sort by tile gives, per tile, its Gaussians front to back (the
-   lists gsplat's CUDA kernels walk, as one flat array).
+   pixels it touches, less the tiles whose pixel centres all lie beyond the Gaussian's reach
+   (the distance past which alpha < 1/255 whatever the direction: a round footprint's box
+   corners); a stable sort by tile gives, per tile, its Gaussians front to back (the lists
+   gsplat's CUDA kernels walk, as one flat array).
 3. Tiles of similar list lengths are composited together as dense blocks [tiles, pixels,
    Gaussians], padded to the longest list with a Gaussian of zero opacity (``_tile_chunks``):
    no per-pair sort, gather or scatter. ``log alpha = log opacity - sigma`` is a quadratic
