@@ -37,9 +37,14 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+# The checkout this script is in, before any installed copy (a worktree measures its own code).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera
