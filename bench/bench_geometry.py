@@ -303,12 +303,13 @@ def original_rasterize(commit: str = ORIGINAL_RASTERIZER):
                                 capture_output=True, check=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
-    path = Path(tempfile.mkdtemp(prefix="bench_rasterizer_")) / f"rasterizer_{commit}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"rasterizer_{commit}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory(prefix="bench_rasterizer_") as tmp:  # loaded, the file is not needed
+        path = Path(tmp) / f"rasterizer_{commit}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(f"rasterizer_{commit}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
 
     def rasterize(*args, rasterize_mode: str = "classic", **kwargs):
         if rasterize_mode != "classic":
