@@ -25,7 +25,9 @@ and of the CPU splat stage at the README's first command (prints figures; not a 
 3. Splats at the README's first command: its scene (lookaround, 21 views at 256x256, the
    synthetic model set's depth errors, joint refinement), then ``train_gaussians`` with the
    default settings: CPU seconds per iteration (median over ``--splat-iterations``) and the
-   number of Gaussians, for the default initial merge and for one Gaussian per point.
+   number of Gaussians, for the default initial merge and for one Gaussian per point, and the
+   baseline in the same run: the original CPU rasterizer (``ORIGINAL_RASTERIZER``, read from the
+   repository's history with git) with one Gaussian per point, and today's speed-up against it.
 
 CPU time is the process's user + system time (all threads): on a shared machine it is steadier
 than wall time. Ratios are ours vs griddata measured in this run.
