@@ -25,7 +25,9 @@ and of the CPU splat stage at the README's first command (prints figures; not a 
 3. Splats at the README's first command: its scene (lookaround, 21 views at 256x256, the
    synthetic model set's depth errors, joint refinement), then ``train_gaussians`` with the
    default settings: CPU seconds per iteration (median over ``--splat-iterations``) and the
-   number of Gaussians, for the default initial merge and for one Gaussian per point.
+   number of Gaussians, for the default initial merge and for one Gaussian per point, and the
+   baseline in the same run: the original CPU rasterizer (``ORIGINAL_RASTERIZER``, read from the
+   repository's history with git) with one Gaussian per point, and today's speed-up against it.
 
 CPU time is the process's user + system time (all threads): on a shared machine it is steadier
 than wall time. Ratios are ours vs griddata measured in this run.
@@ -284,8 +286,45 @@ def first_command_scene():
                  config=DreamConfig(), depth=depth)
 
 
-def splat_iterations(result, iterations: int, **settings) -> dict:
-    """CPU seconds per training iteration (median, the first left out) and the Gaussian count."""
+# The original CPU rasterizer: the last commit that composited sorted per-pixel pair lists (before
+# the tile blocks; its projection and SH are today's module's functions of the same names).
+ORIGINAL_RASTERIZER = "087d997"
+
+
+def original_rasterize(commit: str = ORIGINAL_RASTERIZER):
+    """The ``rasterize`` of ``dreamer/splats/rasterizer.py`` at ``commit`` (read with ``git show``,
+    loaded as a module of its own beside today's package), called as the training loop calls
+    today's (classic mode only), or None without git or that commit."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        source = subprocess.run(["git", "-C", str(repo), "show", f"{commit}:dreamer/splats/rasterizer.py"],
+                                capture_output=True, check=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    with tempfile.TemporaryDirectory(prefix="bench_rasterizer_") as tmp:  # loaded, the file is not needed
+        path = Path(tmp) / f"rasterizer_{commit}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(f"rasterizer_{commit}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+
+    def rasterize(*args, rasterize_mode: str = "classic", **kwargs):
+        if rasterize_mode != "classic":
+            raise ValueError(f"the rasterizer of {commit} has no {rasterize_mode!r} mode")
+        return module.rasterize(*args, **kwargs)
+
+    return rasterize
+
+
+def splat_iterations(result, iterations: int, rasterize=None, **settings) -> dict:
+    """CPU seconds per training iteration (median, the first left out) and the Gaussian count,
+    trained with ``rasterize`` instead of today's when given."""
+    import dreamer.splats.train as train
     from dreamer.splats import SplatConfig, train_gaussians
 
     known = {f.name for f in dataclasses.fields(SplatConfig)}
@@ -296,7 +335,12 @@ def splat_iterations(result, iterations: int, **settings) -> dict:
         if stage == "splats":
             marks.append((cpu_seconds(), time.perf_counter()))
 
-    gaussians = train_gaussians(result, config, progress)
+    todays = train.rasterize
+    train.rasterize = rasterize or todays
+    try:
+        gaussians = train_gaussians(result, config, progress)
+    finally:
+        train.rasterize = todays
     cpus = [b[0] - a[0] for a, b in zip(marks[1:], marks[2:])]
     walls = [b[1] - a[1] for a, b in zip(marks[1:], marks[2:])]
     return {"gaussians": len(gaussians), "cpu": statistics.median(cpus), "wall": statistics.median(walls),
@@ -360,13 +404,28 @@ def main(argv: list[str] | None = None) -> None:
         scene = cached(cache("first_command_scene.pt"), first_command_scene)
         print(f"\nsplats at the README's first command (256x256, {len(scene.views)} views, "
               f"{len(scene.points):,} points), {args.splat_iterations} iterations, median:")
-        for label, settings in (("default", {}), ("one Gaussian per point", {"init_cell": 0.0})):
-            r = splat_iterations(scene, args.splat_iterations, **settings)
+        original = original_rasterize()
+        rows = {}
+        for label, raster, settings in (
+                (f"original ({ORIGINAL_RASTERIZER})", original, {"init_cell": 0.0}),
+                ("today, one per point", None, {"init_cell": 0.0}),
+                ("today (default)", None, {})):
+            if label.startswith("original") and original is None:
+                print(f"  {label:24s} (skipped: needs git and the repository's history)")
+                continue
+            r = rows[label] = splat_iterations(scene, args.splat_iterations, raster, **settings)
             if not r["applied"]:
                 print(f"  {label:24s} (this version has no such setting)")
                 continue
             print(f"  {label:24s} {r['gaussians']:9,} Gaussians  {r['cpu']:.3f} s CPU / iteration  "
-                  f"({r['wall']:.3f} s wall)")
+                  f"({r['wall']:.3f} s wall)", flush=True)
+        base = rows.get(f"original ({ORIGINAL_RASTERIZER})")
+        if base is not None:
+            today = rows["today (default)"]
+            print(f"today vs the original rasterizer with one Gaussian per point: "
+                  f"{base['cpu'] / today['cpu']:.2f}x CPU, {base['wall'] / today['wall']:.2f}x wall per iteration; "
+                  f"the rasterizer alone (one per point "
+                  f"both): {base['cpu'] / rows['today, one per point']['cpu']:.2f}x CPU")
 
 
 if __name__ == "__main__":

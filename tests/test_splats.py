@@ -259,6 +259,69 @@ def test_frustum_cull_before_projection_changes_nothing(monkeypatch):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_reach_holds_every_pixel_above_the_alpha_threshold():
+    """_reach2 (the squared distance beyond which a Gaussian's alpha is below 1/255, used to leave
+    tiles out of its list) against alpha at random offsets: no offset beyond the reach gets
+    alpha >= 1/255, and for round footprints the reach is the exact threshold radius (plus the
+    1% margin in alpha)."""
+    from dreamer.splats.tiles import ALPHA_THRESHOLD, _reach2
+
+    g = torch.Generator().manual_seed(7)
+    m = 4000
+    L = torch.randn(m, 2, 2, generator=g, dtype=torch.float64) * torch.exp(torch.rand(m, 1, 1, generator=g,
+                                                                                   dtype=torch.float64) * 2 - 0.5)
+    cov = L @ L.transpose(1, 2) + 0.3 * torch.eye(2, dtype=torch.float64)
+    inv = torch.linalg.inv(cov)
+    op = torch.rand(m, generator=g, dtype=torch.float64) * 0.99 + 0.005
+    geo = torch.cat([torch.zeros(m, 2, dtype=torch.float64), inv[:, 0, 0, None], inv[:, 0, 1, None],
+                     inv[:, 1, 1, None], op[:, None]], 1)
+    reach2 = _reach2(geo)
+    d = torch.randn(m, 256, 2, generator=g, dtype=torch.float64) * reach2.sqrt()[:, None, None] * 0.6
+    sigma = 0.5 * (inv[:, None, 0, 0] * d[..., 0] ** 2 + inv[:, None, 1, 1] * d[..., 1] ** 2) \
+        + inv[:, None, 0, 1] * d[..., 0] * d[..., 1]
+    alpha = op[:, None] * torch.exp(-sigma)
+    beyond = (d * d).sum(-1) > reach2[:, None]
+    assert beyond.float().mean() > 0.1  # the offsets do reach beyond
+    assert not (beyond & (alpha >= ALPHA_THRESHOLD)).any()
+    # A round footprint (conic a = c, b = 0): alpha = 1/255 exactly at the reach, but for the margin.
+    round_geo = torch.tensor([[0.0, 0.0, 0.5, 0.0, 0.5, 0.8]], dtype=torch.float64)
+    r2 = float(_reach2(round_geo))
+    assert 0.8 * math.exp(-0.25 * r2) == pytest.approx(ALPHA_THRESHOLD * math.exp(-0.01), rel=1e-12)
+
+
+def test_tile_cull_changes_nothing(monkeypatch):
+    """Rasterizing with the per-tile reach test and without it (every tile of each box listed)
+    gives the same image, pair count and gradients, with fewer (tile, Gaussian) entries."""
+    from dreamer.splats import tiles
+
+    cam = _cameras()["posed"]
+    base = random_scene(800, seed=12, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(64, 64, 3, generator=g, dtype=torch.float64)
+    runs = []
+    lists = []
+
+    def spy(*args, cull):
+        out = tiles._tile_lists(*args) if cull else tiles._tile_lists(*args[:7])  # no geo: no cull
+        lists.append(len(out.ids))
+        return out
+
+    for cull in (True, False):
+        monkeypatch.setattr(R, "_tile_lists", lambda *args, cull=cull: spy(*args, cull=cull))
+        params = [t.clone().requires_grad_(True) for t in base]
+        out = rasterize(*params, cam)
+        out.info["means2d"].retain_grad()
+        ((out.rgb * w).sum() + out.depth.mean() + out.alpha.sum()).backward()
+        runs.append((out, [p.grad for p in params] + [out.info["means2d"].grad], lists[-1]))
+    (a, ga, na), (b, gb, nb) = runs
+    assert na < 0.97 * nb  # the test drops entries (few: most of these Gaussians are elongated)
+    assert a.info["n_pairs"] == b.info["n_pairs"] > 10000
+    for x, y in ((a.rgb, b.rgb), (a.depth, b.depth), (a.alpha, b.alpha)):
+        assert torch.allclose(x, y, rtol=0, atol=1e-12)
+    for x, y in zip(ga, gb):
+        assert torch.allclose(x, y, rtol=1e-9, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------------
 # Masked losses
 # ------------------------------------------------------------------------------------------------

@@ -32,8 +32,10 @@ How the CPU path works (vectorized: no Python loop over Gaussians or pixels):
    outside which its alpha is below 1/255 (half-size ``sqrt(2 ln(255 opacity) * cov2d_ii)``,
    the opacity-aware extent that gsplat's CUDA projection uses for its tile lists).
 2. Gaussians are sorted by depth, and every box is cut into the tiles of ``TILE`` x ``TILE``
-   pixels it touches; a stable sort by tile gives, per tile, its Gaussians front to back (the
-   lists gsplat's CUDA kernels walk, as one flat array).
+   pixels it touches, less the tiles whose pixel centres all lie beyond the Gaussian's reach
+   (the distance past which alpha < 1/255 whatever the direction: a round footprint's box
+   corners); a stable sort by tile gives, per tile, its Gaussians front to back (the lists
+   gsplat's CUDA kernels walk, as one flat array).
 3. Tiles of similar list lengths are composited together as dense blocks [tiles, pixels,
    Gaussians], padded to the longest list with a Gaussian of zero opacity (``_tile_chunks``):
    no per-pair sort, gather or scatter. ``log alpha = log opacity - sigma`` is a quadratic
@@ -315,12 +317,16 @@ def _rasterize_torch(means, quats, scales, opacities, sh, camera, deg, near, far
 
     # Per visible Gaussian (front to back): geometry (mean x, y, conic a, b, c, opacity) and
     # features (r, g, b, z).
-    dirs = means[vis] - campos
-    rgb = torch.clamp_min(_spherical_harmonics(deg, dirs, sh[vis]) + 0.5, 0.0)
-    geo = torch.cat([means2d[0, vis], conics_c[vis_c], opac_c[vis_c, None]], -1)
-    feats = torch.cat([rgb, depths_c[vis_c, None]], -1)
+    # index_select, not x[idx]: its backward is an index_add, where advanced indexing's is an
+    # accumulating index_put (a sort of the indices) into a zero tensor of every Gaussian.
+    dirs = means.index_select(0, vis) - campos
+    rgb = torch.clamp_min(_spherical_harmonics(deg, dirs, sh.index_select(0, vis)) + 0.5, 0.0)
+    # The means through the full-size means2d, so that its grad (densification's statistic) is filled.
+    geo = torch.cat([means2d[0].index_select(0, vis), conics_c.index_select(0, vis_c),
+                     opac_c.index_select(0, vis_c)[:, None]], -1)
+    feats = torch.cat([rgb, depths_c.index_select(0, vis_c)[:, None]], -1)
 
-    lists = _tile_lists(x0, x1, y0, y1, W, H, TILE)
+    lists = _tile_lists(x0, x1, y0, y1, W, H, TILE, geo.detach())
     if analytic_backward:
         keep = torch.is_grad_enabled() and (geo.requires_grad or feats.requires_grad)
         out, n_pairs = _TileComposite.apply(geo, feats, lists, max_pairs, keep)
@@ -372,17 +378,19 @@ def _candidates(means: Tensor, scales: Tensor, opacities: Tensor, viewmat: Tenso
         z = mc[:, 2]
         z_all[start : start + block] = z
         op = opacities[start : start + block]
-        keep = (z > 0.5 * near) & (z < far) & (op >= ALPHA_THRESHOLD)
-        zs = torch.where(keep, z, 1.0)
+        # Depth and opacity first (a view of a dreamed scene has much of it behind the camera):
+        # the footprint test runs on the rest only. NaN depths fail the comparisons.
+        near_ok = torch.nonzero((z > 0.5 * near) & (z < far) & (op >= ALPHA_THRESHOLD)).squeeze(1)
+        mc, z, op = mc.index_select(0, near_ok), z.index_select(0, near_ok), op.index_select(0, near_ok)
         ext = torch.sqrt(2.0 * torch.log((op / ALPHA_THRESHOLD).clamp_min(1.0)))
-        r2 = (scales[start : start + block].amax(1) / zs) ** 2
+        r2 = (scales[start : start + block].index_select(0, near_ok).amax(1) / z) ** 2
         hx = ext * torch.sqrt(r2 * gx + eps2d) * 1.01 + 1.0
         hy = ext * torch.sqrt(r2 * gy + eps2d) * 1.01 + 1.0
-        u = fx * mc[:, 0] / zs + cx
-        v = fy * mc[:, 1] / zs + cy
-        keep &= (u + hx > 0) & (u - hx < W) & (v + hy > 0) & (v - hy < H)
+        u = fx * mc[:, 0] / z + cx
+        v = fy * mc[:, 1] / z + cy
+        keep = (u + hx > 0) & (u - hx < W) & (v + hy > 0) & (v - hy < H)
         keep &= torch.isfinite(mc).all(1)
-        found.append(torch.nonzero(keep).squeeze(1) + start)
+        found.append(near_ok[keep] + start)
     cand = torch.cat(found) if found else torch.zeros(0, dtype=torch.long, device=means.device)
     return cand, z_all
 
