@@ -33,12 +33,11 @@ import pytest
 import torch
 from PIL import Image
 
-gradio_client = pytest.importorskip("gradio_client", reason="the app needs the 'app' extra: pip install -e '.[app]'")
-if importlib.util.find_spec("gradio") is None:  # found, not imported: importing gradio takes seconds
+# Found, not imported: importing gradio takes seconds and gradio_client one, which every pytest worker
+# would pay at collection; the server fixture imports the client for the tests that call the app.
+if importlib.util.find_spec("gradio") is None or importlib.util.find_spec("gradio_client") is None:
     pytest.skip("the app needs the 'app' extra: pip install -e '.[app]'", allow_module_level=True)
-
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+Client = handle_file = AppError = None  # gradio_client's, set by the server fixture
 
 from apps.inputs import IMAGE_TYPES, InputError, Limits, check_number, check_upload, copy_upload, safe_session_id  # noqa: E402
 
@@ -59,6 +58,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    global Client, handle_file, AppError
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
     out = tmp_path_factory.mktemp("app")
     port = _free_port()
     # an empty, offline model cache: the 'default' models are certainly missing
