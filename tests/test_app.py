@@ -33,12 +33,11 @@ import pytest
 import torch
 from PIL import Image
 
-gradio_client = pytest.importorskip("gradio_client", reason="the app needs the 'app' extra: pip install -e '.[app]'")
-if importlib.util.find_spec("gradio") is None:  # found, not imported: importing gradio takes seconds
+# Found, not imported: importing gradio takes seconds and gradio_client one, which every pytest worker
+# would pay at collection; the server fixture imports the client for the tests that call the app.
+if importlib.util.find_spec("gradio") is None or importlib.util.find_spec("gradio_client") is None:
     pytest.skip("the app needs the 'app' extra: pip install -e '.[app]'", allow_module_level=True)
-
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+Client = handle_file = AppError = None  # gradio_client's, set by the server fixture
 
 from apps.inputs import IMAGE_TYPES, InputError, Limits, check_number, check_upload, copy_upload, safe_session_id  # noqa: E402
 
@@ -59,6 +58,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    global Client, handle_file, AppError
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
     out = tmp_path_factory.mktemp("app")
     port = _free_port()
     # an empty, offline model cache: the 'default' models are certainly missing
@@ -100,7 +103,8 @@ def _client(server, tmp_path, name="dl") -> Client:
 @pytest.fixture(scope="module")
 def visitor(server, tmp_path_factory):
     """One visitor's client and the outputs of its plain scene, for the tests that only read them
-    (what the endpoint returns, which files are served, a 3D zoom into it)."""
+    (what the endpoint returns, which files are served, a 3D zoom into it) and for Dream here,
+    whose undo gives the scene back as it was."""
     client = _client(server, tmp_path_factory.mktemp("visitor"))
     return client, client.predict(*SCENE, api_name="/scene")
 
@@ -328,13 +332,14 @@ def test_a_depth_upload_has_the_photos_pixel_limit(server, tmp_path):
 
 
 @pytest.mark.slow
-def test_dream_here_and_undo_over_the_api(server, tmp_path):
+def test_dream_here_and_undo_over_the_api(server, visitor, tmp_path):
     from dreamer.splats import Gaussians
 
-    client = _client(server, tmp_path)
     with pytest.raises(AppError, match="Generate a scene in the Scene tab first"):
-        client.predict("", "", 0, api_name="/dream_here")
-    viewer, *_, downloads, status = client.predict(*SCENE, api_name="/scene")
+        _client(server, tmp_path).predict("", "", 0, api_name="/dream_here")  # a new visitor has no scene
+    # The visitor's scene (not one of its own: a scene is a few seconds of the server's time); the undo
+    # at the end gives it back unchanged, file for file, to the tests that read it after this one.
+    client, (viewer, *_, downloads, status) = visitor
     start = json.loads(viewer)["cameras"][0]
     with pytest.raises(AppError, match="Viewer camera: no camera came from the 3D view"):
         client.predict("", "", 0, api_name="/dream_here")

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 
 from dreamer.run import main
@@ -69,6 +68,8 @@ def _assert_same_scene(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ray_instance():
+    import ray  # here, not at collection: a second that every pytest worker would pay
+
     # a small object store: the scenes hand Ray only their jobs and outcomes (starts ~1 s sooner)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", object_store_memory=80 * 1024**2)
     yield
