@@ -45,12 +45,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
+
+# The checkout this script is in, before any installed copy (a worktree measures its own code).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alignment import dedup_mask, stretched_pixels
 from alignment.peers import luciddreamer_depth, oracle_scale_depth, text2room_depth
