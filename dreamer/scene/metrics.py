@@ -13,6 +13,9 @@ __all__ = ["world_metrics", "flying_points"]
 
 # Half-size (pixels) of the stretch of seam over which the systematic seam step is averaged.
 _SEAM_WINDOW = 4
+# A seam pair whose known pixel shows a surface this much (relative) behind the true one sees the
+# cloud through an object it does not have: the pair compares two surfaces, not an alignment.
+_SEE_THROUGH = 0.25
 
 
 def _abs_rel(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
@@ -21,9 +24,11 @@ def _abs_rel(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> fl
     return float(((depth[mask] - truth[mask]).abs() / truth[mask]).mean())
 
 
-def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor):
+def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, see_through: float | None = None):
     """Signed step errors over 4-adjacent pairs (p new, q not new), off the image border:
-    ``((depth[p] - depth[q]) - (truth[p] - truth[q])) / truth[q]``, with p's coordinates."""
+    ``((depth[p] - depth[q]) - (truth[p] - truth[q])) / truth[q]``, with p's coordinates.
+    ``see_through`` f: leave out the pairs whose q shows a surface more than f (relative) behind
+    the true one (the cloud seen through an object it never had)."""
     H, W = depth.shape
     b = max(1, round(max(H, W) / 64))
     inner = torch.zeros_like(new)
@@ -36,6 +41,8 @@ def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor):
         p = (slice(y0, y1), slice(x0, x1))
         q = (slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx))
         pair = new[p] & not_new[q]
+        if see_through is not None:
+            pair &= depth[q] <= (1 + see_through) * truth[q]
         step = depth[p][pair] - depth[q][pair]
         true_step = truth[p][pair] - truth[q][pair]
         errs.append(((step - true_step) / truth[q][pair]).double())
@@ -45,7 +52,8 @@ def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor):
     return torch.cat(errs), torch.cat(ys), torch.cat(xs)
 
 
-def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, window: int = 0) -> float:
+def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, window: int = 0,
+                see_through: float | None = None) -> float:
     """Median over the seam's pixel pairs of the error of the depth step across it (see
     :func:`_seam_pairs`). A real discontinuity at the seam (a disocclusion) is not an error; a
     step that the truth does not have is. Pairs within 1/64 of the image's larger side from its
@@ -55,8 +63,8 @@ def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, win
     ``window`` 0: each pair's own error (pixel noise of the depth counts as seam error). ``window``
     w > 0: each pair's signed error is first averaged with the seam pairs within w pixels of it
     (along the seam), so what is measured is the systematic step the seam makes, not the noise
-    of single pixels."""
-    e, ys, xs = _seam_pairs(depth, truth, new)
+    of single pixels. ``see_through``: see :func:`_seam_pairs`."""
+    e, ys, xs = _seam_pairs(depth, truth, new, see_through)
     if e.numel() == 0:
         return float("nan")
     if window > 0:
@@ -77,8 +85,11 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
     ``depth_estimator`` is given, of its raw estimate (before alignment); the seam jump error
     (the depth step across the seam minus the true step, relative), after and before alignment,
     and the systematic seam step (the same averaged along the seam over 9 pixels, which removes
-    the pixel noise; see :func:`_seam_error`). For the cloud: mean distance of the points to the
-    true surface, absolute and as a fraction of the world's extent, and the point count.
+    the pixel noise; see :func:`_seam_error`), also over the pairs where the cloud shows the true
+    surface on the known side (``seam_step_seen``: a known pixel more than 25% behind the truth
+    sees the cloud through an object it never had, which no alignment can mend). For the cloud:
+    mean distance of the points to the true surface, absolute and as a fraction of the world's
+    extent, and the point count.
     """
     per_view = []
     for k, view in enumerate(result.views[1:], start=1):
@@ -89,6 +100,8 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
                "abs_rel_aligned": _abs_rel(view.depth, truth, view.mask),
                "seam_jump": _seam_error(view.depth, truth, view.mask),
                "seam_step": _seam_error(view.depth, truth, view.mask, window=_SEAM_WINDOW),
+               "seam_step_seen": _seam_error(view.depth, truth, view.mask, window=_SEAM_WINDOW,
+                                             see_through=_SEE_THROUGH),
                "scale": view.stats.get("scale", float("nan"))}
         if depth_estimator is not None and view.mask.any():
             raw = depth_estimator.estimate(view.image, camera=view.camera).to(view.depth)
@@ -117,6 +130,7 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
         "seam_jump_median": median("seam_jump"),
         "seam_jump_unaligned_median": median("seam_jump_unaligned"),
         "seam_step_median": median("seam_step"),
+        "seam_step_seen_median": median("seam_step_seen"),
         "point_to_surface_mean": float(dist.mean()),
         "point_to_surface_rel_extent": float(dist.mean()) / extent,
         "world_extent": extent,
