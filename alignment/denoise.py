@@ -35,6 +35,9 @@ __all__ = ["pixel_noise", "denoise_depth", "smooth_depth"]
 
 # Below this noise level (log units, 0.1%) a map is taken as noise-free and returned unchanged.
 _NOISE_FLOOR = 1e-3
+# smooth_depth takes a measured noise level above this (log units, 3%: a depth model's pixel
+# noise is a percent or two) as this: more is structure of the map, whose edges must stay.
+_NOISE_CAP = 0.03
 
 
 def pixel_noise(log_depth: Tensor, valid: Tensor | None = None) -> float:
@@ -133,7 +136,7 @@ def smooth_depth(depth: Tensor, where: Tensor, *, radius: int = 3, strength: flo
     serve as neighbours. Each pixel's plane is fitted to its neighbours within ``radius`` (spatial
     Gaussian weights, sigma ``radius / 2``), a neighbour counting less the further it lies from
     the plane a light first pass predicts (Gaussian, sigma ``strength`` times the noise measured
-    on ``where``): depth edges are kept. Unchanged when that noise is below 0.1% or ``radius`` is 0.
+    on the whole map, at most 3%): depth edges are kept. Unchanged when that noise is below 0.1% or ``radius`` is 0.
     Same dtype and device."""
     check_map(depth, "depth")
     check_mask(where, "where", shape=tuple(depth.shape))
@@ -149,11 +152,14 @@ def smooth_depth(depth: Tensor, where: Tensor, *, radius: int = 3, strength: flo
     m = int(radius) + 3
     y0, y1 = max(0, int(ys.min()) - m), min(H, int(ys.max()) + m + 1)
     x0, x1 = max(0, int(xs.min()) - m), min(W, int(xs.max()) + m + 1)
-    L = torch.log(depth[y0:y1, x0:x1].double().clamp_min(1e-12))
-    inside = where[y0:y1, x0:x1]
-    sigma = pixel_noise(L, inside)
+    # The noise level of the whole map: a small region to filter may be mostly edges, whose second
+    # differences are no noise. A level above _NOISE_CAP is structure (not what the filter is for).
+    sigma = pixel_noise(torch.log(depth.double().clamp_min(1e-12)))
     if sigma < _NOISE_FLOOR:
         return depth
+    sigma = min(sigma, _NOISE_CAP)
+    L = torch.log(depth[y0:y1, x0:x1].double().clamp_min(1e-12))
+    inside = where[y0:y1, x0:x1]
     fitted = _plane_values(L, inside, int(radius), strength * sigma)
     out = depth.clone()
     out[y0:y1, x0:x1][inside] = torch.exp(fitted).to(depth.dtype)
