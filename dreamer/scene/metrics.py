@@ -13,9 +13,6 @@ __all__ = ["world_metrics", "flying_points"]
 
 # Half-size (pixels) of the stretch of seam over which the systematic seam step is averaged.
 _SEAM_WINDOW = 4
-# A true surface point counts as seen by an earlier camera when that camera's true depth within a
-# pixel of its projection is this close (relative) to the point's own depth there.
-_SEEN_TOLERANCE = 0.05
 
 
 def _abs_rel(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
@@ -24,10 +21,9 @@ def _abs_rel(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> fl
     return float(((depth[mask] - truth[mask]).abs() / truth[mask]).mean())
 
 
-def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, exclude: torch.Tensor | None = None):
+def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor):
     """Signed step errors over 4-adjacent pairs (p new, q not new), off the image border:
-    ``((depth[p] - depth[q]) - (truth[p] - truth[q])) / truth[q]``, with p's coordinates.
-    ``exclude``: bool [H,W], pixels q whose pairs are left out."""
+    ``((depth[p] - depth[q]) - (truth[p] - truth[q])) / truth[q]``, with p's coordinates."""
     H, W = depth.shape
     b = max(1, round(max(H, W) / 64))
     inner = torch.zeros_like(new)
@@ -40,8 +36,6 @@ def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, exc
         p = (slice(y0, y1), slice(x0, x1))
         q = (slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx))
         pair = new[p] & not_new[q]
-        if exclude is not None:
-            pair &= ~exclude[q]
         step = depth[p][pair] - depth[q][pair]
         true_step = truth[p][pair] - truth[q][pair]
         errs.append(((step - true_step) / truth[q][pair]).double())
@@ -51,8 +45,7 @@ def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, exc
     return torch.cat(errs), torch.cat(ys), torch.cat(xs)
 
 
-def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, window: int = 0,
-                exclude: torch.Tensor | None = None) -> float:
+def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, window: int = 0) -> float:
     """Median over the seam's pixel pairs of the error of the depth step across it (see
     :func:`_seam_pairs`). A real discontinuity at the seam (a disocclusion) is not an error; a
     step that the truth does not have is. Pairs within 1/64 of the image's larger side from its
@@ -62,8 +55,8 @@ def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, win
     ``window`` 0: each pair's own error (pixel noise of the depth counts as seam error). ``window``
     w > 0: each pair's signed error is first averaged with the seam pairs within w pixels of it
     (along the seam), so what is measured is the systematic step the seam makes, not the noise
-    of single pixels. ``exclude``: see :func:`_seam_pairs`."""
-    e, ys, xs = _seam_pairs(depth, truth, new, exclude)
+    of single pixels."""
+    e, ys, xs = _seam_pairs(depth, truth, new)
     if e.numel() == 0:
         return float("nan")
     if window > 0:
@@ -77,32 +70,6 @@ def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, win
     return float(e.abs().median())
 
 
-def _never_seen(world, truth: torch.Tensor, camera, earlier) -> torch.Tensor:
-    """bool [H,W]: pixels of ``camera`` whose true surface point (at ``truth``, its z-depth) no
-    camera of ``earlier`` saw: none has it inside its image, in front of it, with its own true depth
-    within a pixel of the projection matching the point's to :data:`_SEEN_TOLERANCE`. The same for
-    every method: it depends on the world and the cameras only."""
-    from dreamer.cameras import project_points, unproject_depth
-
-    H, W = truth.shape
-    xyz = unproject_depth(truth, camera).reshape(-1, 3)
-    seen = torch.zeros(H * W, dtype=torch.bool, device=truth.device)
-    for cam in earlier:
-        uv, z = project_points(xyz.to(cam.c2w), cam)
-        d = world.depth(cam).to(truth)
-        h, w = d.shape
-        x = uv[:, 0].floor().long()
-        y = uv[:, 1].floor().long()
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                xi, yi = x + dx, y + dy
-                inside = (z > 0) & (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-                near = torch.zeros_like(seen)
-                near[inside] = ((d[yi[inside], xi[inside]] - z[inside]).abs() <= _SEEN_TOLERANCE * z[inside])
-                seen |= near
-    return ~seen.view(H, W)
-
-
 def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | None = None) -> dict:
     """Errors of ``result`` against ``world`` (a ProceduralWorld).
 
@@ -110,11 +77,8 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
     ``depth_estimator`` is given, of its raw estimate (before alignment); the seam jump error
     (the depth step across the seam minus the true step, relative), after and before alignment,
     and the systematic seam step (the same averaged along the seam over 9 pixels, which removes
-    the pixel noise; see :func:`_seam_error`), also without the pairs whose known pixel's true
-    surface no earlier view saw (``seam_step_seen``: there the cloud shows what lies behind an object
-    it never had, the same for every alignment; see :func:`_never_seen`). For the cloud:
-    mean distance of the points to the true surface, absolute and as a fraction of the world's
-    extent, and the point count.
+    the pixel noise; see :func:`_seam_error`). For the cloud: mean distance of the points to the
+    true surface, absolute and as a fraction of the world's extent, and the point count.
     """
     per_view = []
     for k, view in enumerate(result.views[1:], start=1):
@@ -125,9 +89,6 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
                "abs_rel_aligned": _abs_rel(view.depth, truth, view.mask),
                "seam_jump": _seam_error(view.depth, truth, view.mask),
                "seam_step": _seam_error(view.depth, truth, view.mask, window=_SEAM_WINDOW),
-               "seam_step_seen": _seam_error(view.depth, truth, view.mask, window=_SEAM_WINDOW,
-                                             exclude=_never_seen(world, truth, view.camera,
-                                                                 [v.camera for v in result.views[:k]])),
                "scale": view.stats.get("scale", float("nan"))}
         if depth_estimator is not None and view.mask.any():
             raw = depth_estimator.estimate(view.image, camera=view.camera).to(view.depth)
@@ -156,7 +117,6 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
         "seam_jump_median": median("seam_jump"),
         "seam_jump_unaligned_median": median("seam_jump_unaligned"),
         "seam_step_median": median("seam_step"),
-        "seam_step_seen_median": median("seam_step_seen"),
         "point_to_surface_mean": float(dist.mean()),
         "point_to_surface_rel_extent": float(dist.mean()) / extent,
         "world_extent": extent,
