@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dreamer.scene.joint_refinement as joint_refinement  # noqa: E402
 import dreamer.scene.loop as loop  # noqa: E402
 from alignment import dedup_mask, seam_jump, stretched_pixels  # noqa: E402
-from alignment.denoise import denoise_depth  # noqa: E402
+from alignment.denoise import denoise_depth, smooth_depth  # noqa: E402
 from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter  # noqa: E402
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera, rotation_y  # noqa: E402
 from dreamer.pointcloud import PointCloud  # noqa: E402
@@ -231,6 +231,7 @@ def per_view(case: dict, repeats: int) -> dict:
                             repeats),
         "seam_jump": timed(lambda: seam_jump(full, fixed.depth, masks.known, masks.hole), repeats),
         "denoise_depth": timed(lambda: denoise_depth(est, radius=config.denoise_radius), repeats),
+        "smooth_depth": timed(lambda: smooth_depth(full, masks.hole, radius=config.smooth_radius), repeats),
         "cloud append": timed(append, repeats),
     }
     out["griddata"] = timed(lambda: griddata_reprojection(points, cam), repeats)

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from alignment.adaptive import GlobalCorrection, align_adaptive
+from alignment.denoise import smooth_depth
 from alignment.fields import FieldBasis
 from alignment.joint import bend_evidence, joint_log_corrections, view_disagreement
 from alignment.segments import segment_offsets
@@ -233,6 +234,7 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
             new_depth = align_adaptive(new_depth, render.depth, masks.known, masks.hole, seam_reaches=reaches,
                                        fit_global=False, offset_reach=cfg.joint_seam_reach,
                                        seam_known=anchors).depth
+        new_depth = smooth_depth(new_depth, masks.hole, radius=cfg.smooth_radius)
         points, placed = place_view(points, cam, view.image, render, masks, new_depth, prompt=view.prompt,
                                     stats=stats, estimate=view.estimate, config=cfg)
         out.append(placed)
