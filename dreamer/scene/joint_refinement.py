@@ -21,6 +21,7 @@ No model runs again: the inpainted images and raw estimates of the first pass ar
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -203,6 +204,7 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
     fields = _fields_with_segments(fit, *logs_of(shape, surfaces)[1:], K, c2w, fixed)
 
     v0 = views[0]
+    v0 = replace(v0, depth=smooth_depth(v0.depth, v0.mask, radius=cfg.smooth_radius))  # as is when exact (RGBD)
     points = lift(v0.image, v0.depth, v0.camera, v0.mask)
     out = [v0]
     if on_progress:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from alignment import seam_jump, stretched_pixels
 from alignment.adaptive import AdaptiveAlignment, align_adaptive
-from alignment.denoise import denoise_depth, smooth_depth
+from alignment.denoise import denoise_depth
 from dreamer.backends import DepthEstimator, Inpainter, inpaint_weight
 from dreamer.cameras import Camera
 from dreamer.checks import check_int, check_number
@@ -83,12 +83,12 @@ class DreamConfig:
     at 64 px, 1 brought the mean of ours / oracle-scale floor over the table from 0.90 to 0.77; 2 (which removes
     twice the noise) only to 0.79, and worse on errors per object."""
     smooth_radius: int = 3
-    """Radius in pixels of the local-plane filter applied to each view's final depth just before its new pixels
-    are lifted (alignment/denoise.py smooth_depth: each pixel takes the value of a plane fitted to its neighbours,
-    depth edges kept, a noise-free map left alone): in the joint refinement's rebuild, or in the loop when that
-    is off; 0: off. The alignment keeps the light filter above. Applied in the loop before the refinement, it
-    changed which corrections the views of a full turn chose and the refinement no longer removed their drift
-    (waves, noise and smeared edges: 4.7 -> 8.9% on bench/bench_dream.py at 64 px)."""
+    """Radius in pixels of the local-plane filter applied to each view's final depth as the joint refinement
+    rebuilds the cloud (alignment/denoise.py smooth_depth: each pixel takes the value of a plane fitted to its
+    neighbours, depth edges kept, a noise-free map left alone); 0: off; not applied without the refinement. The
+    loop keeps the light filter above: applied in the loop, the filter changed which corrections the views of a
+    full turn chose and the refinement no longer removed their drift (waves, noise and smeared edges: 4.7 ->
+    8.9% on bench/bench_dream.py at 64 px), and a scene's loop state would depend on the refinement setting."""
     stretch_threshold: float = 0.08
     """Relative depth jump between neighbouring pixels above which a pixel is a stretched edge."""
     merge_cell_factor: float = 1.0
@@ -249,10 +249,6 @@ def dream_view(
         log.warning("view has only %d known pixels: keeping the estimated depth's scale", int(masks.known.sum()))
         new_depth = estimated
     stats["seam_jump_unaligned"] = seam_jump(estimated, render.depth, masks.known, masks.hole)
-    if aligner is None and not config.joint_refinement:
-        # With the joint refinement the rebuild filters the final depth; the loop's own views keep
-        # their noise, so the drift the refinement removes stays what it was measured on.
-        new_depth = smooth_depth(new_depth, masks.hole, radius=config.smooth_radius)
     if suspect is not None:
         # A suspect pixel the estimate puts at (or behind) the cloud's surface shows that surface.
         behind = suspect & ~(new_depth < nearer * render.depth)
@@ -311,7 +307,6 @@ def dream(
             depth = depth_estimator.estimate(image, camera=cam0)
             check_depth(depth, cam0, "estimated depth of the first view")
             depth = denoise_depth(depth, radius=config.denoise_radius)
-            depth = smooth_depth(depth, torch.ones_like(depth, dtype=torch.bool), radius=config.smooth_radius)
         stretched = stretched_pixels(depth, threshold=config.stretch_threshold)
         mask0 = first_view_mask(depth, config) if estimated_first else ~stretched
         points = lift(image, depth.to(image), cam0, mask0)
