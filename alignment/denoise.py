@@ -11,11 +11,11 @@ itself, from second differences along rows (a slope cancels; their median ignore
 map without pixel noise (a smooth network output) is left as it is, and depth edges, whose steps
 are many noise levels high, are never blurred.
 
-A second, stronger filter (:func:`smooth_depth`) is for a view's *aligned* depth, just before its
-new pixels are lifted: each pixel becomes the value at its centre of a plane fitted by weighted least
-squares to the log depths of its neighbours, so a slanted surface is not pulled toward its
-neighbours' mean and the filter can reach further (three pixels) than the mean above. The alignment
-itself keeps the light filter: the joint refinement weighs the views' overlaps by their noise, and
+A second, stronger filter (:func:`smooth_depth`) is for a view's final depth, as the joint
+refinement rebuilds the cloud from it: each pixel becomes the value at its centre of a plane
+fitted by weighted least squares to the log depths of its neighbours, so a slanted surface is not
+pulled toward its neighbours' mean and the filter can reach further (three pixels) than the mean
+above. The alignment itself keeps the light filter: the joint refinement weighs the views' overlaps by their noise, and
 with much less noise it lets the overlaps' small systematic errors tilt the views of a full turn.
 
 Pure tensor code: depth maps [H,W], float, > 0 where used.
@@ -154,13 +154,13 @@ def smooth_depth(depth: Tensor, where: Tensor, *, radius: int = 3, strength: flo
     x0, x1 = max(0, int(xs.min()) - m), min(W, int(xs.max()) + m + 1)
     # The noise level of the whole map: a small region to filter may be mostly edges, whose second
     # differences are no noise. A level above _NOISE_CAP is structure (not what the filter is for).
-    sigma = pixel_noise(torch.log(depth.double().clamp_min(1e-12)))
+    L = torch.log(depth.double().clamp_min(1e-12))
+    sigma = pixel_noise(L)
     if sigma < _NOISE_FLOOR:
         return depth
     sigma = min(sigma, _NOISE_CAP)
-    L = torch.log(depth[y0:y1, x0:x1].double().clamp_min(1e-12))
     inside = where[y0:y1, x0:x1]
-    fitted = _plane_values(L, inside, int(radius), strength * sigma)
+    fitted = _plane_values(L[y0:y1, x0:x1], inside, int(radius), strength * sigma)
     out = depth.clone()
     out[y0:y1, x0:x1][inside] = torch.exp(fitted).to(depth.dtype)
     return out

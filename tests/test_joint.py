@@ -243,8 +243,12 @@ def test_the_batched_fit_gives_the_solution_of_the_pair_by_pair_reference(world,
     assert abs(bend_evidence(logs, valid, K, c2w) - joint_reference.bend_evidence(logs, valid, K, c2w)) < 1e-12
 
 
+@pytest.mark.parametrize("cpu_kernels", [True, False])  # scipy's running maximum, torch's max-pool
 @pytest.mark.parametrize("radius", [1, 3, 12])
-def test_the_support_filter_marks_every_pixel_within_the_square_of_a_true_pixel(radius):
+def test_the_support_filter_marks_every_pixel_within_the_square_of_a_true_pixel(radius, cpu_kernels, monkeypatch):
+    import alignment.kernels
+
+    monkeypatch.setattr(alignment.kernels, "CPU_KERNELS", cpu_kernels)
     g = torch.Generator().manual_seed(radius)
     masks = torch.rand(3, 23, 31, generator=g) > 0.97
     masks[2] = False  # an empty view
