@@ -62,7 +62,8 @@ def save_checkpoint(folder: str | Path, result: DreamResult, extra: dict | None 
         with atomic_path(path) as tmp:
             torch.save({"camera": v.camera.to_dict(), "image": v.image.cpu(), "depth": v.depth.cpu(),
                         "mask": v.mask.cpu(), "prompt": v.prompt, "stats": v.stats,
-                        "estimate": None if v.estimate is None else v.estimate.cpu()}, tmp)
+                        "estimate": None if v.estimate is None else v.estimate.cpu(),
+                        "known": None if v.known is None else v.known.cpu()}, tmp)
     p = result.points.owned()  # a grown cloud's tensors are views of a larger buffer
     with atomic_path(folder / "points.pt") as tmp:
         torch.save({"views": len(result.views), "xyz": p.xyz.cpu(), "rgb": p.rgb.cpu(), "radius": p.radius.cpu(),
@@ -71,12 +72,13 @@ def save_checkpoint(folder: str | Path, result: DreamResult, extra: dict | None 
 
 def _view_state(v: DreamView) -> dict:
     return {"camera": v.camera.to_dict(), "image": v.image.cpu(), "depth": v.depth.cpu(), "mask": v.mask.cpu(),
-            "prompt": v.prompt, "stats": v.stats, "estimate": None if v.estimate is None else v.estimate.cpu()}
+            "prompt": v.prompt, "stats": v.stats, "estimate": None if v.estimate is None else v.estimate.cpu(),
+            "known": None if v.known is None else v.known.cpu()}
 
 
 def _view(v: dict) -> DreamView:
     return DreamView(Camera.from_dict(v["camera"]), v["image"], v["depth"], v["mask"], v["prompt"], v["stats"],
-                     v.get("estimate"))
+                     v.get("estimate"), known=v.get("known"))
 
 
 def save_finished(folder: str | Path, result: DreamResult) -> None:
@@ -136,7 +138,7 @@ def load_checkpoint(folder: str | Path, *, with_extra: bool = False):
                 return none
             v = _load(path)
             views.append(DreamView(Camera.from_dict(v["camera"]), v["image"], v["depth"], v["mask"], v["prompt"],
-                                   v["stats"], v.get("estimate")))
+                                   v["stats"], v.get("estimate"), known=v.get("known")))
         points = PointCloud(state["xyz"], state["rgb"], state["radius"])
     except CheckpointError:
         raise

@@ -13,7 +13,10 @@ their depth estimates are available, and each overlaps its neighbours on both si
    the other views does not grow; the first view is the gauge and stays);
 3. rebuilds the cloud in the original order from the same images: each view is rendered from
    the rebuilt cloud, its hole is re-found, and its jointly corrected estimate gets a seam
-   correction (its reach chosen as in the loop) and is lifted and merged exactly as in the loop.
+   correction that fades within ``joint_seam_reach``, the local-plane filter
+   (:func:`alignment.denoise.smooth_depth`) and, next to the cloud's pixels, the stitch that
+   makes it meet them pixel by pixel (:func:`alignment.stitch.stitch_seam`); then it is lifted
+   and merged exactly as in the loop.
 
 No model runs again: the inpainted images and raw estimates of the first pass are reused.
 """
@@ -28,6 +31,7 @@ import torch
 
 from alignment.adaptive import GlobalCorrection, align_adaptive
 from alignment.denoise import smooth_depth
+from alignment.stitch import stitch_seam
 from alignment.fields import FieldBasis
 from alignment.joint import bend_evidence, joint_log_corrections, view_disagreement
 from alignment.segments import segment_offsets
@@ -237,6 +241,7 @@ def refine_scene(result: DreamResult, *, on_progress: Callable[[str, int, int], 
                                        fit_global=False, offset_reach=cfg.joint_seam_reach,
                                        seam_known=anchors).depth
         new_depth = smooth_depth(new_depth, masks.hole, radius=cfg.smooth_radius)
+        new_depth = stitch_seam(new_depth, render.depth, masks.known, masks.hole, reach=cfg.stitch_reach)
         points, placed = place_view(points, cam, view.image, render, masks, new_depth, prompt=view.prompt,
                                     stats=stats, estimate=view.estimate, config=cfg)
         out.append(placed)

@@ -21,15 +21,22 @@ def _abs_rel(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> fl
     return float(((depth[mask] - truth[mask]).abs() / truth[mask]).mean())
 
 
-def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor):
-    """Signed step errors over 4-adjacent pairs (p new, q not new), off the image border:
-    ``((depth[p] - depth[q]) - (truth[p] - truth[q])) / truth[q]``, with p's coordinates."""
+def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, existing: torch.Tensor | None = None):
+    """Signed step errors over 4-adjacent pairs (p new, q existing), off the image border:
+    ``((depth[p] - depth[q]) - (truth[p] - truth[q])) / truth[q]``, with p's coordinates.
+
+    ``existing`` (bool [H,W]): the pixels that showed the cloud's surface (the seam is where the
+    new pixels meet it); None: every pixel that is not new. A pixel of the new content that was
+    not lifted (the far side of a depth edge, a ramp across one) is neither: it puts nothing in
+    the scene, so its step with a lifted neighbour is no seam."""
     H, W = depth.shape
     b = max(1, round(max(H, W) / 64))
     inner = torch.zeros_like(new)
     inner[b:H - b, b:W - b] = True
     new = new & inner
     not_new = ~new & inner
+    if existing is not None:
+        not_new &= existing.to(not_new.device)
     errs, ys, xs = [], [], []
     for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
         y0, y1, x0, x1 = max(0, -dy), min(H, H - dy), max(0, -dx), min(W, W - dx)
@@ -45,7 +52,8 @@ def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor):
     return torch.cat(errs), torch.cat(ys), torch.cat(xs)
 
 
-def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, window: int = 0) -> float:
+def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, window: int = 0,
+                existing: torch.Tensor | None = None) -> float:
     """Median over the seam's pixel pairs of the error of the depth step across it (see
     :func:`_seam_pairs`). A real discontinuity at the seam (a disocclusion) is not an error; a
     step that the truth does not have is. Pairs within 1/64 of the image's larger side from its
@@ -55,8 +63,8 @@ def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, win
     ``window`` 0: each pair's own error (pixel noise of the depth counts as seam error). ``window``
     w > 0: each pair's signed error is first averaged with the seam pairs within w pixels of it
     (along the seam), so what is measured is the systematic step the seam makes, not the noise
-    of single pixels."""
-    e, ys, xs = _seam_pairs(depth, truth, new)
+    of single pixels. ``existing``: see :func:`_seam_pairs`."""
+    e, ys, xs = _seam_pairs(depth, truth, new, existing)
     if e.numel() == 0:
         return float("nan")
     if window > 0:
@@ -75,7 +83,8 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
 
     Per dreamed view (not the first): AbsRel of the new pixels' depth after alignment and, when
     ``depth_estimator`` is given, of its raw estimate (before alignment); the seam jump error
-    (the depth step across the seam minus the true step, relative), after and before alignment,
+    (the depth step from the pixels that showed the cloud, ``view.known``, to the new pixels next
+    to them, minus the true step, relative), after and before alignment,
     and the systematic seam step (the same averaged along the seam over 9 pixels, which removes
     the pixel noise; see :func:`_seam_error`). For the cloud: mean distance of the points to the
     true surface, absolute and as a fraction of the world's extent, and the point count.
@@ -87,13 +96,14 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
         truth = world.depth(view.camera).to(view.depth)
         row = {"view": k, "new_pixels": int(view.mask.sum()),
                "abs_rel_aligned": _abs_rel(view.depth, truth, view.mask),
-               "seam_jump": _seam_error(view.depth, truth, view.mask),
-               "seam_step": _seam_error(view.depth, truth, view.mask, window=_SEAM_WINDOW),
+               "seam_jump": _seam_error(view.depth, truth, view.mask, existing=view.known),
+               "seam_step": _seam_error(view.depth, truth, view.mask, window=_SEAM_WINDOW, existing=view.known),
                "scale": view.stats.get("scale", float("nan"))}
         if depth_estimator is not None and view.mask.any():
             raw = depth_estimator.estimate(view.image, camera=view.camera).to(view.depth)
             row["abs_rel_unaligned"] = _abs_rel(raw, truth, view.mask)
-            row["seam_jump_unaligned"] = _seam_error(torch.where(view.mask, raw, view.depth), truth, view.mask)
+            row["seam_jump_unaligned"] = _seam_error(torch.where(view.mask, raw, view.depth), truth, view.mask,
+                                                     existing=view.known)
         per_view.append(row)
 
     dist = world.distance_to_surface(result.points.xyz)

@@ -46,7 +46,8 @@ def place_view(points: PointCloud, camera: Camera, image: Tensor, render: PointR
              "stretched_pixels": int((masks.hole & stretched).sum()),
              "straddling_pixels": int((masks.hole & straddling & ~stretched).sum()),
              "seam_jump": seam_jump(full_depth, render.depth, masks.known, masks.hole)}
-    return points.cat(new.select(keep)), DreamView(camera, image, full_depth, lift_mask, prompt, stats, estimate)
+    return points.cat(new.select(keep)), DreamView(camera, image, full_depth, lift_mask, prompt, stats, estimate,
+                                                        known=masks.known)
 
 
 def alignment_known(known: Tensor, estimate: Tensor, min_pixels: int) -> Tensor:

@@ -20,7 +20,9 @@ class DreamView:
     alignment statistics, and the depth model's raw ``estimate`` [H,W] of the whole view
     (None when the view needed none); the joint refinement re-aligns views from it.
     ``loss_mask`` [H,W] (bool): the pixels splats should be trained on (None: every pixel; a
-    view whose other pixels only re-render the cloud teaches nothing new there)."""
+    view whose other pixels only re-render the cloud teaches nothing new there). ``known`` [H,W]
+    (bool): the pixels where the view showed the existing cloud, whose surface its new pixels meet
+    at the seam (None: not recorded, e.g. the first view)."""
 
     camera: Camera
     image: Tensor
@@ -30,6 +32,7 @@ class DreamView:
     stats: dict = field(default_factory=dict)
     estimate: Tensor | None = None
     loss_mask: Tensor | None = None
+    known: Tensor | None = None
 
 
 @dataclass
