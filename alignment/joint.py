@@ -438,12 +438,16 @@ class _Links:
     def select(self, active: Tensor) -> "_Links":
         """The pairs (k, j) with ``active[k, j]`` ([N,N] bool)."""
         keep = active[self.kp, self.jp]
+        if bool(keep.all()):
+            return self
         return _Links(*(t[keep] for t in (self.kp, self.jp, self.sample, self.ok, self.u, self.v, self.r0, self.X)),
                       self.theta0)
 
     def moved(self, theta: Tensor) -> "_Links":
         """The same linearization, its residuals evaluated at ``theta`` (exact for residuals that
         are linear in the coefficients)."""
+        if torch.equal(theta, self.theta0):
+            return self
         return dataclasses.replace(self, r0=self.residuals(theta), theta0=theta.clone())
 
 

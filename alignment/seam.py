@@ -61,8 +61,11 @@ _CG_MAXITER = 200
 # Relative residual of the conjugate-gradient solve (measured field error ~2e-7 in log units,
 # i.e. 2e-5 % of the depth: far below the depth model's noise).
 _CG_RTOL = 1e-6
-# Over-correction of the piecewise-constant coarse-grid correction (measured: 1.8 is best).
-_ALPHA = 1.8
+# Over-correction of the piecewise-constant coarse-grid correction. Measured (CG iterations on
+# 512x512 holes: harmonic / decay 102 px / decay 25.6 px, each without and with edge links):
+# 1.8: 16, 172, 16, 108, 19, 63; 1.4: 17, 138, 16, 85, 15, 44; 1.0: 32, 151, 28, 92, 20, 42. On the
+# systems of a 512x512 lookaround's joint refinement (decay 25.6 px) 247 -> 195 iterations in all.
+_ALPHA = 1.4
 
 _OFFSETS_4 = ((0, 1), (0, -1), (1, 0), (-1, 0))
 
@@ -149,8 +152,9 @@ class _GridSPD:
         ry, rx, cy, cx = y[A.rows], x[A.rows], y[A.cols], x[A.cols]
         right = (cy == ry) & (cx == rx + 1)
         below = (cx == rx) & (cy == ry + 1)
-        east = zeros.clone().index_put_((ry[right], rx[right]), A.vals[right], accumulate=True)
-        south = zeros.clone().index_put_((ry[below], rx[below]), A.vals[below], accumulate=True)
+        # (One entry per pair of neighbours and direction: writes, no accumulation.)
+        east = zeros.clone().index_put_((ry[right], rx[right]), A.vals[right])
+        south = zeros.clone().index_put_((ry[below], rx[below]), A.vals[below])
         return _GridSPD(diag, east, south, mask), torch.tensor([y0, x0])
 
     def __matmul__(self, x: Tensor) -> Tensor:
