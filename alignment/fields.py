@@ -101,7 +101,9 @@ class FieldBasis:
                 C[b, total - b] = c[at]
                 at += 1
         powers = np.arange(d + 1)
-        return torch.from_numpy((ys[:, None] ** powers) @ C @ (xs[:, None] ** powers).T).to(coeffs.device)
+        # (The products in torch: its thread settings hold, where numpy's BLAS may start its own threads.)
+        Y, X = torch.from_numpy(ys[:, None] ** powers), torch.from_numpy(xs[:, None] ** powers)
+        return (Y @ torch.from_numpy(C) @ X.T).to(coeffs.device)
 
     def _axis(self, t: np.ndarray) -> np.ndarray:
         """[n, g] values of the g spline kernels at normalized coordinates ``t`` [n]."""
