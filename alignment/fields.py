@@ -89,9 +89,21 @@ class FieldBasis:
             by = FieldBasis("spline", g)._axis(ys)
             bx = FieldBasis("spline", g)._axis(xs)
             return torch.from_numpy(by @ c @ bx.T).to(coeffs.device)
-        gy, gx = np.meshgrid(ys, xs, indexing="ij")
-        B = torch.from_numpy(self.matrix(gx.ravel(), gy.ravel()))
-        return (B @ coeffs.detach().double().cpu()).reshape(height, width).to(coeffs.device)
+        # Separable too: the monomial x^a y^b is column a of the powers of x times column b of those
+        # of y, so the field is [H,d+1] @ C [d+1,d+1] @ [d+1,W] with C[b, a] its coefficient.
+        d = self.size
+        c = coeffs.detach().double().cpu().numpy()
+        C = np.zeros((d + 1, d + 1))
+        at = 1
+        C[0, 0] = c[0]
+        for total in range(1, d + 1):
+            for b in range(total + 1):
+                C[b, total - b] = c[at]
+                at += 1
+        powers = np.arange(d + 1)
+        # (The products in torch: its thread settings hold, where numpy's BLAS may start its own threads.)
+        Y, X = torch.from_numpy(ys[:, None] ** powers), torch.from_numpy(xs[:, None] ** powers)
+        return (Y @ torch.from_numpy(C) @ X.T).to(coeffs.device)
 
     def _axis(self, t: np.ndarray) -> np.ndarray:
         """[n, g] values of the g spline kernels at normalized coordinates ``t`` [n]."""

@@ -438,12 +438,16 @@ class _Links:
     def select(self, active: Tensor) -> "_Links":
         """The pairs (k, j) with ``active[k, j]`` ([N,N] bool)."""
         keep = active[self.kp, self.jp]
+        if bool(keep.all()):
+            return self
         return _Links(*(t[keep] for t in (self.kp, self.jp, self.sample, self.ok, self.u, self.v, self.r0, self.X)),
                       self.theta0)
 
     def moved(self, theta: Tensor) -> "_Links":
         """The same linearization, its residuals evaluated at ``theta`` (exact for residuals that
         are linear in the coefficients)."""
+        if torch.equal(theta, self.theta0):
+            return self
         return dataclasses.replace(self, r0=self.residuals(theta), theta0=theta.clone())
 
 
@@ -610,7 +614,8 @@ def joint_log_corrections(
         jj = jp[:, None].expand(-1, width)[ok]
         Bj[ok] = _basis_rows(basis, u[ok], v[ok], views.width[jj], views.height[jj])
         zs = torch.where(ok, zj, 1.0)
-        r = torch.log(zs) - (Lj + (Bj * theta[jp][:, None, :]).sum(2))
+        # (At zero coefficients, as every fit starts, view j's correction is 0: no [pairs,width,P] product.)
+        r = torch.log(zs) - (Lj + (Bj * theta[jp][:, None, :]).sum(2) if bool(theta.any()) else Lj)
         # d r / d log z_k: the point moves along view k's ray, pc = t' + z_k w (w = R dirs); its
         # depth in view j changes, and its projection slides along the epipolar line over view
         # j's depth map (zero for a pure rotation).
@@ -618,7 +623,9 @@ def joint_log_corrections(
         du = fx * zk * (w[..., 0] * zs - pc[..., 0] * w[..., 2]) / zs**2
         dv = fy * zk * (w[..., 1] * zs - pc[..., 1] * w[..., 2]) / zs**2
         slope = zk * w[..., 2] / zs - (gu * du + gv * dv)
-        X = torch.where(ok[:, :, None], torch.cat([slope[:, :, None] * Bk, -Bj], 2), 0.0)
+        X = torch.empty(len(kp), width, 2 * P, dtype=torch.float64)  # [slope Bk, -Bj], 0 on padding
+        torch.mul(torch.where(ok, slope, 0.0)[:, :, None], Bk, out=X[:, :, :P])
+        torch.neg(Bj, out=X[:, :, P:])
         return _Links(kp, jp, order, ok, u, v, torch.where(ok, r, 0.0), X, theta.clone())
 
     # Pairs that overlap (checked once, at the initial coefficients; the first fit starts from

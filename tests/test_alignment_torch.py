@@ -180,10 +180,10 @@ def test_one_view_of_the_loop_runs_without_numpy(monkeypatch):
 
 
 @pytest.mark.parametrize("with_links", [False, True])
-def test_the_seam_systems_stencil_product_is_the_entry_by_entry_product_to_the_bit(with_links, monkeypatch):
-    """The seam correction's matrix multiplies by gathers per grid direction; that gives exactly
-    the scatter over its entries, in float64 and in the multigrid's float32, and the multigrid
-    coarsening (from the entries) is unchanged."""
+def test_the_seam_systems_grid_product_is_the_entry_by_entry_product_to_the_bit(with_links, monkeypatch):
+    """Multigrid CG multiplies by the seam system as maps over its unknowns' bounding box; that
+    gives exactly the scatter over its entries, in float64 and in the multigrid's float32, and the
+    grid's dense form is the entries' matrix."""
     import alignment.seam as seam
 
     g = torch.Generator().manual_seed(5)
@@ -197,41 +197,44 @@ def test_the_seam_systems_stencil_product_is_the_entry_by_entry_product_to_the_b
     depth = 2.0 + (xx > 40).double() + 0.01 * torch.rand(H, W, generator=g, dtype=torch.float64)
     links = seam.edge_links(depth) if with_links else None
     systems = []
-    monkeypatch.setattr(seam, "_solve_spd", lambda A, b, ys, xs: systems.append(A) or torch.zeros_like(b))
+    monkeypatch.setattr(seam, "_solve_spd", lambda A, b, ys, xs: systems.append((A, ys, xs)) or torch.zeros_like(b))
     seam._seam_corrections(log_ratio, known, hole, [(None, links), (5.0, links)])
     assert len(systems) == 2
-    for A in systems:
-        assert A.stencil is not None and A.n > 100
+    for A, ys, xs in systems:
+        assert A.n > 100
+        G, origin = seam._GridSPD.from_entries(A, ys, xs)
+        at = (ys - origin[0], xs - origin[1])
+        assert G.n == A.n and int(origin[0]) % 2 == 0 and int(origin[1]) % 2 == 0
         for dtype in (torch.float64, torch.float32):
-            B = A.astype(dtype)
+            B, plain = G.astype(dtype), seam._SparseSPD(A.rows, A.cols, A.vals.to(dtype), A.diag.to(dtype))
             for _ in range(3):
                 x = torch.randn(A.n, generator=g, dtype=torch.float64).to(dtype)
-                assert torch.equal(B @ x, B._matmul_entries(x))
-        plain = seam._SparseSPD(A.rows, A.cols, A.vals, A.diag)
-        x = torch.randn(A.n, generator=g, dtype=torch.float64)
-        assert torch.equal(A @ x, plain @ x)
+                x_map = torch.zeros_like(B.diag).index_put_(at, x)
+                product = B @ x_map
+                assert torch.equal(product[at], plain @ x)
+                assert not bool(product[~G.mask].any())  # nothing leaks off the unknowns
+        dense, flat = G.dense()
+        order = torch.argsort((ys - origin[0]) * G.mask.shape[1] + (xs - origin[1]))  # row-major, as ``flat``
+        assert torch.equal(dense, A.dense()[order][:, order])
 
 
-def test_a_large_seam_system_solved_by_multigrid_cg_is_the_same_with_the_stencil_product(monkeypatch):
-    """Multigrid CG (beyond the direct solvers' reach, and every system on a GPU) multiplies by the
-    matrix every iteration: with the stencil product the solution is the same to the bit."""
+def test_the_grid_multigrids_coarse_operator_is_the_galerkin_product():
+    """The coarse level of the V-cycle is P^T A P for the 2x2 aggregates (piecewise-constant P)."""
     import alignment.seam as seam
 
-    g = torch.Generator().manual_seed(6)
-    H, W = 200, 240
-    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
-    hole = (xx > 100) & (yy > 20)
-    known = ~hole
-    log_ratio = 0.05 * torch.sin(yy / 15.0).double() + 0.01 * torch.randn(H, W, generator=g, dtype=torch.float64)
-    systems = []
-    monkeypatch.setattr(seam, "_solve_spd", lambda A, b, ys, xs: systems.append((A, b, ys, xs)) or torch.zeros_like(b))
-    seam._seam_corrections(log_ratio, known, hole, [(None, None)])
-    monkeypatch.undo()
-    (A, b, ys, xs), = systems
-    monkeypatch.setattr(kernels, "CPU_KERNELS", False)  # no direct solve: CG in torch, as on a GPU
-    assert kernels.sparse_direct_solve(A.rows, A.cols, A.vals, A.diag, b) is None
-    plain = seam._SparseSPD(A.rows, A.cols, A.vals, A.diag)
-    assert torch.equal(seam._solve_spd(A, b, ys, xs), seam._solve_spd(plain, b, ys, xs))
+    rows, cols, vals, diag, _, dense = _grid_system(9, 13, seed=3, shift=0.1)
+    index = torch.randperm(9 * 13, generator=torch.Generator().manual_seed(3))  # as _grid_system orders them
+    yy, xx = torch.meshgrid(torch.arange(9), torch.arange(13), indexing="ij")
+    ys, xs = torch.empty_like(index), torch.empty_like(index)
+    ys[index], xs[index] = yy.reshape(-1), xx.reshape(-1)
+    G, origin = seam._GridSPD.from_entries(seam._SparseSPD(rows, cols, vals, diag), ys, xs)
+    coarse = G.coarsened()
+    aggregate = (ys // 2) * 7 + xs // 2  # 5 x 7 aggregates
+    P = torch.zeros(9 * 13, 35, dtype=torch.float64)
+    P[torch.arange(9 * 13), aggregate] = 1.0
+    expected = P.T @ dense @ P
+    got, flat = coarse.dense()
+    assert len(flat) == 35 and torch.allclose(got, expected, atol=1e-12)
 
 
 def _grid_system(h: int, w: int, seed: int, shift: float):

@@ -205,6 +205,19 @@ def test_spline_basis_is_a_partition_of_unity_and_local():
         FieldBasis("spline", 3)
 
 
+@pytest.mark.parametrize("basis", [FieldBasis("poly", d) for d in range(4)] + [FieldBasis("spline", 6)])
+def test_a_fields_map_is_its_basis_matrix_at_the_pixel_centres(basis):
+    """``field`` (separable products) is ``matrix`` (one row per pixel) times the coefficients."""
+    g = torch.Generator().manual_seed(2)
+    c = torch.randn(basis.n_terms, generator=g, dtype=torch.float64)
+    H, W = 37, 53
+    ys = (torch.arange(H, dtype=torch.float64) + 0.5) / H * 2 - 1
+    xs = (torch.arange(W, dtype=torch.float64) + 0.5) / W * 2 - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    expected = (torch.from_numpy(basis.matrix(gx.reshape(-1).numpy(), gy.reshape(-1).numpy())) @ c).reshape(H, W)
+    assert torch.allclose(basis.field(c, H, W), expected, rtol=0, atol=1e-13)
+
+
 @pytest.mark.parametrize("basis,moves", [
     (FieldBasis("poly", 2), [(0, 0, 0), (20, 0, 0), (40, 0, 0), (-20, 0, 0), (10, 20, 0)]),
     (FieldBasis("spline", 5), [(0, 0, 0), (20, 0, 0), (40, 0, 0), (-20, 0, 0)]),
