@@ -430,11 +430,12 @@ def train_gaussians(
 
     if init is None:
         # With levels of detail one Gaussian per point keeps each point's level and fade lengths.
-        cloud = result.points.to(device) if lod is not None else merge_points_on_grid(result.points.to(device),
-                                                                                      config.init_cell)
+        cloud = result.points.to(device) if lod is not None else merge_points_on_grid(
+            result.points.to(device), config.init_cell, flat_levels=config.init_flat_levels,
+            flat_tolerance=config.init_flat_tolerance)
         if len(cloud) < len(result.points):
-            log.info("splats: %d points merged to %d Gaussians on a grid of %g footprints", len(result.points),
-                     len(cloud), config.init_cell)
+            log.info("splats: %d points merged to %d Gaussians on a grid of %g footprints (flat regions: up to %d "
+                     "times coarser)", len(result.points), len(cloud), config.init_cell, 2 ** config.init_flat_levels)
         start_from = Gaussians.from_points(cloud, sh_degree=config.sh_degree, opacity=config.init_opacity,
                                            scale_mult=config.init_scale)
     else:
