@@ -453,7 +453,8 @@ def test_flat_regions_merge_to_coarser_cells():
     """A flat-coloured wall (colours within the tolerance) merges to cells 2**k times the fine
     ones: a quarter of the points per level, the same total area and mean, and its Gaussians
     still cover the wall; a textured wall keeps exactly the fine merge; on a wall half flat,
-    half textured only the flat half merges further, and never across the seam."""
+    half textured only the flat half merges further, never across the seam, and keeps finer
+    cells in a band one coarse cell wide beside the texture."""
     from dreamer.splats.gaussians import merge_points_on_grid
 
     g = torch.Generator().manual_seed(1)
@@ -486,20 +487,38 @@ def test_flat_regions_merge_to_coarser_cells():
     left = flat.xyz[:, 0] < 0  # x = 0 is a cell boundary on every grid
     half = _wall(rgb=torch.where(left[:, None], flat.rgb, textured.rgb))
     merged = merge_points_on_grid(half, 1.0, flat_levels=2, flat_tolerance=0.04)
-    assert len(merged) == 6 * 12 + 24 * 48  # 1/4 m cells on the flat half, 1/16 m on the textured half
-    # Each half as if merged alone: the textured half's fine cells, the flat half's coarse ones.
-    alone = (merge_points_on_grid(_select(half, ~left), 1.0), merge_points_on_grid(_select(half, left), 1.0,
-                                                                                    flat_levels=2, flat_tolerance=0.04))
     on_left = merged.xyz[:, 0] < 0
-    for part, cloud in zip((~on_left, on_left), alone):
-        got = _select(merged, part)
-        for a, b in zip((got.xyz, got.rgb, got.radius), (cloud.xyz, cloud.rgb, cloud.radius)):
-            assert torch.allclose(a, b, atol=1e-6)
+    # The textured half as if merged alone (nothing mixes across the seam).
+    alone = merge_points_on_grid(_select(half, ~left), 1.0)
+    got = _select(merged, ~on_left)
+    for a, b in zip((got.xyz, got.rgb, got.radius), (alone.xyz, alone.rgb, alone.radius)):
+        assert torch.allclose(a, b, atol=1e-6)
+    # The flat half: 1/4 m cells except within one such cell of the texture, where a 1/8 m
+    # column (its neighbours flat) and then the fine 1/16 m cells next to the seam stay.
+    x = merged.xyz[on_left, 0]
+    assert int((x < -0.25).sum()) == 5 * 12
+    assert int(((x >= -0.25) & (x < -0.125)).sum()) == 24
+    assert int((x >= -0.125).sum()) == 2 * 48
     assert len(merge_points_on_grid(flat, 1.0, flat_levels=2, flat_tolerance=0.0)) == len(fine)  # no two equal
     with pytest.raises(ValueError, match="flat_levels"):
         merge_points_on_grid(flat, 1.0, flat_levels=-1)
     with pytest.raises(ValueError, match="flat_tolerance"):
         merge_points_on_grid(flat, 1.0, flat_levels=1, flat_tolerance=float("nan"))
+
+
+def test_merge_without_packed_keys_is_the_same(monkeypatch):
+    """Cells too far apart to pack into one int64 take torch.unique over rows instead: the same
+    merge."""
+    import dreamer.splats.gaussians as G
+
+    g = torch.Generator().manual_seed(2)
+    left = _wall().xyz[:, 0] < 0
+    half = _wall(rgb=torch.where(left[:, None], torch.tensor([0.3, 0.3, 0.3]), torch.rand(64 * 64, 3, generator=g)))
+    packed = G.merge_points_on_grid(half, 1.0, flat_levels=2, flat_tolerance=0.04)
+    monkeypatch.setattr(G, "_pack_rows", lambda rows, margin=0: None)
+    plain = G.merge_points_on_grid(half, 1.0, flat_levels=2, flat_tolerance=0.04)
+    for a, b in zip((packed.xyz, packed.rgb, packed.radius), (plain.xyz, plain.rgb, plain.radius)):
+        assert torch.equal(a, b)
 
 
 def test_merged_gaussians_round_trip_through_ply(tmp_path):

@@ -82,9 +82,10 @@ class SplatConfig:
     this many footprints wide (rounded up to a power of two: 1 gives cells of one to two training
     pixels, so no more Gaussians than the training views have pixels to constrain them); 0 = one
     Gaussian per point."""
-    init_flat_levels: int = 0
-    """Flat regions merge to coarser cells: up to 2**this times init_cell's, where the merged points' colours agree
-    within init_flat_tolerance (texture and depth edges keep the fine cells; 0 = off)."""
+    init_flat_levels: int = 2
+    """Flat regions merge to coarser cells: up to 2**this times init_cell's, where the colours of the merged points and
+    of the neighbouring cells' agree within init_flat_tolerance (texture and depth edges keep the fine cells, and a band
+    around them; 0 = off)."""
     init_flat_tolerance: float = 0.04
     """Largest colour spread (max - min of a channel, in [0, 1]) of the points that init_flat_levels merges into one
     Gaussian."""
