@@ -442,8 +442,9 @@ def train_gaussians(
         # With levels of detail one Gaussian per point keeps each point's level and fade lengths.
         cloud = result.points.to(device) if lod is not None else initial_cloud(result.points.to(device), config)
         if len(cloud) < len(result.points):
-            log.info("splats: %d points merged to %d Gaussians on a grid of %g footprints (flat regions: up to %d "
-                     "times coarser)", len(result.points), len(cloud), config.init_cell, 2 ** config.init_flat_levels)
+            log.info("splats: %d points merged to %d Gaussians on a grid of %g footprints%s", len(result.points),
+                     len(cloud), config.init_cell, f" (flat regions up to {2 ** config.init_flat_levels} times coarser)"
+                     if config.init_flat_levels else "")
         start_from = Gaussians.from_points(cloud, sh_degree=config.sh_degree, opacity=config.init_opacity,
                                            scale_mult=config.init_scale)
     else:
