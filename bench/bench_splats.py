@@ -125,6 +125,10 @@ def bench_quality(args) -> None:
                     refine_every=max(it // 10, 1), refine_stop_iter=int(it * 0.8), log_every=10**9, seed=args.seed)
     if args.init_cell is not None:
         base["init_cell"] = args.init_cell
+    if args.init_flat_levels is not None:
+        base["init_flat_levels"] = args.init_flat_levels
+    if args.init_flat_tolerance is not None:
+        base["init_flat_tolerance"] = args.init_flat_tolerance
     for name, masked in (("splats, masked loss", True), ("splats, holes as black", False)):
         history: list = []
         t = time.perf_counter()
@@ -418,6 +422,10 @@ def main() -> None:
                          "command does (no densification or SH above degree 0 before iteration 500)")
     ap.add_argument("--init-cell", type=float, default=None,
                     help="SplatConfig.init_cell (footprints per cell of the initial Gaussians; 0: one per point)")
+    ap.add_argument("--init-flat-levels", type=int, default=None,
+                    help="SplatConfig.init_flat_levels (flat regions merge to up to 2**this times coarser cells)")
+    ap.add_argument("--init-flat-tolerance", type=float, default=None,
+                    help="SplatConfig.init_flat_tolerance (colour spread of the points merged in a flat region)")
     args = ap.parse_args()
     from dreamer.pipeline.settings import RefineConfig
 

@@ -413,6 +413,19 @@ def test_init_from_points():
     assert abs(float(depth[4, 4]) - 2.0) < 1e-5
 
 
+def _wall(n=64, rgb=None):
+    """A wall 3 m wide at z = 3 lifted at n x n (radius = point spacing 3/n), facing the origin."""
+    v, u = torch.meshgrid(torch.arange(n) + 0.5, torch.arange(n) + 0.5, indexing="ij")
+    xyz = torch.stack([u / n * 3 - 1.5, v / n * 3 - 1.5, torch.full_like(u, 3.0)], -1).reshape(-1, 3)
+    if rgb is None:
+        rgb = torch.rand(n * n, 3, generator=torch.Generator().manual_seed(0))
+    return PointCloud(xyz, rgb, torch.full((n * n,), 3.0 / n))
+
+
+def _select(points, keep):
+    return PointCloud(points.xyz[keep], points.rgb[keep], points.radius[keep])
+
+
 def test_merge_points_on_grid():
     """A wall lifted at 64x64 (footprint 3/64): cells of one to two footprints hold one to four
     of its points; each merged point keeps the mean position and colour and the total area;
@@ -420,10 +433,8 @@ def test_merge_points_on_grid():
     from dreamer.splats.gaussians import merge_points_on_grid
 
     n = 64
-    v, u = torch.meshgrid(torch.arange(n) + 0.5, torch.arange(n) + 0.5, indexing="ij")
-    xyz = torch.stack([u / n * 3 - 1.5, v / n * 3 - 1.5, torch.full_like(u, 3.0)], -1).reshape(-1, 3)
-    rgb = torch.rand(n * n, 3, generator=torch.Generator().manual_seed(0))
-    wall = PointCloud(xyz, rgb, torch.full((n * n,), 3.0 / n))  # radius = point spacing
+    wall = _wall(n)
+    xyz, rgb = wall.xyz, wall.rgb
     merged = merge_points_on_grid(wall, 1.0)
     assert len(merged) == 48 * 48  # cells of side 2**ceil(log2(3/64)) = 1/16: 48 across the wall
     assert torch.allclose((merged.radius.double() ** 2).sum(), (wall.radius.double() ** 2).sum(), rtol=1e-6)
@@ -436,6 +447,89 @@ def test_merge_points_on_grid():
     assert len(both) == len(merged) + len(merge_points_on_grid(fine, 1.0))
     assert merge_points_on_grid(wall, 0.0) is wall  # 0: one Gaussian per point
     assert len(merge_points_on_grid(wall, 4.0)) < len(merged)  # larger cells, fewer points
+
+
+def test_flat_regions_merge_to_coarser_cells():
+    """A flat-coloured wall (colours within the tolerance) merges to cells 2**k times the fine
+    ones: a quarter of the points per level, the same total area and mean, and its Gaussians
+    still cover the wall; a textured wall keeps exactly the fine merge; on a wall half flat,
+    half textured only the flat half merges further, never across the seam, and keeps finer
+    cells in a band one coarse cell wide beside the texture."""
+    from dreamer.splats.gaussians import merge_points_on_grid
+
+    g = torch.Generator().manual_seed(1)
+    flat = _wall(rgb=torch.tensor([0.4, 0.5, 0.6]) + 0.015 * torch.rand(64 * 64, 3, generator=g))
+    fine = merge_points_on_grid(flat, 1.0)
+    assert len(fine) == 48 * 48
+    for k, across in ((1, 24), (2, 12), (3, 6)):
+        merged = merge_points_on_grid(flat, 1.0, flat_levels=k, flat_tolerance=0.04)
+        assert len(merged) == across * across  # cells of 2**k / 16 m: 3 m / side across the wall
+        assert torch.allclose((merged.radius.double() ** 2).sum(), (flat.radius.double() ** 2).sum(), rtol=1e-6)
+        assert torch.allclose(merged.xyz.double().mean(0), flat.xyz.double().mean(0), atol=1e-5)
+        assert torch.allclose(merged.rgb.mean(0), flat.rgb.mean(0), atol=1e-3)
+    # Covering the same area: rendered head-on (a 90-degree view; the wall spans pixels 10-30,
+    # 0.15 m each), the Gaussians of every level leave no gap on the wall and reach no further
+    # than three of their cells (2**k / 16 m) beyond its edge.
+    cam = Camera.from_fov(90.0, 40, 40)
+    for k in (0, 1, 2):
+        cloud = merge_points_on_grid(flat, 1.0, flat_levels=k, flat_tolerance=0.04)
+        alpha = Gaussians.from_points(cloud, sh_degree=0, opacity=0.9).render(cam)[2]
+        assert float(alpha[10:30, 10:30].min()) > 0.95
+        beyond = math.ceil(3 * 2**k / 16 / 0.15)
+        assert float(alpha[:, :10 - beyond].max()) < 0.1 and float(alpha[:, 30 + beyond:].max()) < 0.1
+
+    textured = _wall()  # random colours: nothing agrees within 0.04
+    plain = merge_points_on_grid(textured, 1.0)
+    deep = merge_points_on_grid(textured, 1.0, flat_levels=3, flat_tolerance=0.04)
+    for a, b in zip((plain.xyz, plain.rgb, plain.radius), (deep.xyz, deep.rgb, deep.radius)):
+        assert torch.equal(a, b)
+
+    left = flat.xyz[:, 0] < 0  # x = 0 is a cell boundary on every grid
+    half = _wall(rgb=torch.where(left[:, None], flat.rgb, textured.rgb))
+    merged = merge_points_on_grid(half, 1.0, flat_levels=2, flat_tolerance=0.04)
+    on_left = merged.xyz[:, 0] < 0
+    # The textured half as if merged alone (nothing mixes across the seam).
+    alone = merge_points_on_grid(_select(half, ~left), 1.0)
+    got = _select(merged, ~on_left)
+    for a, b in zip((got.xyz, got.rgb, got.radius), (alone.xyz, alone.rgb, alone.radius)):
+        assert torch.allclose(a, b, atol=1e-6)
+    # The flat half: 1/4 m cells except within one such cell of the texture, where a 1/8 m
+    # column (its neighbours flat) and then the fine 1/16 m cells next to the seam stay.
+    x = merged.xyz[on_left, 0]
+    assert int((x < -0.25).sum()) == 5 * 12
+    assert int(((x >= -0.25) & (x < -0.125)).sum()) == 24
+    assert int((x >= -0.125).sum()) == 2 * 48
+    assert len(merge_points_on_grid(flat, 1.0, flat_levels=2, flat_tolerance=0.0)) == len(fine)  # no two equal
+    with pytest.raises(ValueError, match="flat_levels"):
+        merge_points_on_grid(flat, 1.0, flat_levels=-1)
+    with pytest.raises(ValueError, match="flat_tolerance"):
+        merge_points_on_grid(flat, 1.0, flat_levels=1, flat_tolerance=float("nan"))
+
+
+def test_merge_without_packed_keys_is_the_same(monkeypatch):
+    """Cells too far apart to pack into one int64 take torch.unique over rows instead: the same
+    merge."""
+    import dreamer.splats.gaussians as G
+
+    g = torch.Generator().manual_seed(2)
+    left = _wall().xyz[:, 0] < 0
+    half = _wall(rgb=torch.where(left[:, None], torch.tensor([0.3, 0.3, 0.3]), torch.rand(64 * 64, 3, generator=g)))
+    packed = G.merge_points_on_grid(half, 1.0, flat_levels=2, flat_tolerance=0.04)
+    monkeypatch.setattr(G, "_pack_rows", lambda rows, margin=0: None)
+    plain = G.merge_points_on_grid(half, 1.0, flat_levels=2, flat_tolerance=0.04)
+    for a, b in zip((packed.xyz, packed.rgb, packed.radius), (plain.xyz, plain.rgb, plain.radius)):
+        assert torch.equal(a, b)
+
+
+def test_merged_gaussians_round_trip_through_ply(tmp_path):
+    """Gaussians made from a flat-merged cloud save and load bit for bit."""
+    from dreamer.splats.gaussians import merge_points_on_grid
+
+    cloud = merge_points_on_grid(_wall(rgb=torch.full((64 * 64, 3), 0.3)), 1.0, flat_levels=2, flat_tolerance=0.04)
+    g = Gaussians.from_points(cloud, sh_degree=3)
+    g.save_ply(tmp_path / "merged.ply")
+    back = Gaussians.load_ply(tmp_path / "merged.ply")
+    assert _same(back, g)
 
 
 def test_ply_round_trip_is_exact(tmp_path):

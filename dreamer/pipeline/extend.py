@@ -10,7 +10,9 @@ scene's image size. Applying one:
    the finished result, so view k is seeded with ``seed + k`` as in one long run). The existing
    views and points stay exactly as they are (no second joint refinement); new points are
    appended to the cloud;
-3. fine-tunes the splats, starting from the current Gaussians plus one Gaussian per new point,
+3. fine-tunes the splats, starting from the current Gaussians plus Gaussians made from the new
+   points as a scene's first ones are (merged on the footprint grid:
+   :func:`dreamer.splats.train.initial_cloud`),
    on every view (``scene.extension_iterations`` iterations,
    :func:`dreamer.splats.train.train_gaussians` with ``init``);
 4. rewrites the scene's files (``views/``, ``points.ply``, ``cameras.json``,
@@ -276,8 +278,10 @@ def _apply_one(configs: SceneConfigs, folder: Path, index: int, trajectory: str,
     save_checkpoint(folder / "views", DreamResult(new_points, result.views[n_views:]))
     init = prev_gaussians
     if len(new_points):
-        init = _cat(prev_gaussians, Gaussians.from_points(new_points.to(prev_gaussians.device),
-                                                          sh_degree=prev_gaussians.sh_degree,
+        from dreamer.splats.train import initial_cloud
+
+        new_cloud = initial_cloud(new_points.to(prev_gaussians.device), configs.splats)
+        init = _cat(prev_gaussians, Gaussians.from_points(new_cloud, sh_degree=prev_gaussians.sh_degree,
                                                           opacity=configs.splats.init_opacity,
                                                           scale_mult=configs.splats.init_scale))
     splat_config = dataclasses.replace(configs.splats, iterations=configs.scene.extension_iterations)

@@ -82,6 +82,13 @@ class SplatConfig:
     this many footprints wide (rounded up to a power of two: 1 gives cells of one to two training
     pixels, so no more Gaussians than the training views have pixels to constrain them); 0 = one
     Gaussian per point."""
+    init_flat_levels: int = 2
+    """Flat regions merge to coarser cells: up to 2**this times init_cell's, where the colours of the merged points and
+    of the neighbouring cells' agree within init_flat_tolerance (texture and depth edges keep the fine cells, and a band
+    around them; 0 = off)."""
+    init_flat_tolerance: float = 0.04
+    """Largest colour spread (max - min of a channel, in [0, 1]) of the points that init_flat_levels merges into one
+    Gaussian."""
     densify: bool = True
     """Densify (clone / split) and prune with gsplat's DefaultStrategy."""
     refine_start_iter: int = 500
@@ -180,7 +187,8 @@ class SplatConfig:
     def __post_init__(self) -> None:
         ints = {"iterations": 1, "sh_degree_interval": 1, "refine_every": 1, "checkpoint_every": 1, "log_every": 1,
                 "refine_start_iter": 0, "refine_stop_iter": 0, "reset_every": 1, "repair_rounds": 0,
-                "repair_start": 0, "repair_every": 1, "repair_views": 1, "path_views": 0, "path_close_px": 0}
+                "repair_start": 0, "repair_every": 1, "repair_views": 1, "path_views": 0, "path_close_px": 0,
+                "init_flat_levels": 0}
         for name, lo in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -195,7 +203,7 @@ class SplatConfig:
                 raise ValueError(f"SplatConfig.{name} must be a positive number, got {v!r}")
         for name in ("l1_weight", "dssim_weight", "grow_grad2d", "grow_scale3d", "prune_opa", "prune_scale3d",
                      "depth_weight", "repair_weight", "alpha_weight", "init_cell", "opaque_weight",
-                     "repair_depth_agree"):
+                     "repair_depth_agree", "init_flat_tolerance"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"SplatConfig.{name} must be a number >= 0, got {v!r}")

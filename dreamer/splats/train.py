@@ -84,6 +84,7 @@ import torch
 from torch import Tensor
 
 from dreamer.cameras import Camera
+from dreamer.pointcloud import PointCloud
 from dreamer.scene.result import DreamResult
 from dreamer.splats.gaussians import Gaussians, merge_points_on_grid
 from dreamer.splats.lod import LevelsOfDetail, apply_filter_3d, filter_3d_std, lod_weights
@@ -97,8 +98,9 @@ from dreamer.splats.train_state import (CHECKPOINT_FILE, CONFIG_FILE, DONE_FILE,
 from dreamer.splats.views import TrainingView, _check_result, _extra_splat_scale, build_training_views, scene_scale
 from dreamer.progress import ProgressFn
 
-__all__ = ["SplatConfig", "TrainingView", "SplatTrainingError", "train_gaussians", "build_training_views",
-           "scene_scale", "repair_cameras", "describe_refiner", "CHECKPOINT_FILE", "DONE_FILE", "RESULT_FILE"]
+__all__ = ["SplatConfig", "TrainingView", "SplatTrainingError", "train_gaussians", "initial_cloud",
+           "build_training_views", "scene_scale", "repair_cameras", "describe_refiner", "CHECKPOINT_FILE", "DONE_FILE",
+           "RESULT_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +306,14 @@ def _with_floor_baked(params: dict) -> dict:
     return out
 
 
+def initial_cloud(points: PointCloud, config: SplatConfig) -> PointCloud:
+    """The cloud the initial Gaussians are made from: ``points`` merged on the footprint grid as
+    ``init_cell``, ``init_flat_levels`` and ``init_flat_tolerance`` say
+    (:func:`~dreamer.splats.gaussians.merge_points_on_grid`)."""
+    return merge_points_on_grid(points, config.init_cell, flat_levels=config.init_flat_levels,
+                                flat_tolerance=config.init_flat_tolerance)
+
+
 def train_gaussians(
     result: DreamResult,
     config: SplatConfig = SplatConfig(),
@@ -430,11 +440,11 @@ def train_gaussians(
 
     if init is None:
         # With levels of detail one Gaussian per point keeps each point's level and fade lengths.
-        cloud = result.points.to(device) if lod is not None else merge_points_on_grid(result.points.to(device),
-                                                                                      config.init_cell)
+        cloud = result.points.to(device) if lod is not None else initial_cloud(result.points.to(device), config)
         if len(cloud) < len(result.points):
-            log.info("splats: %d points merged to %d Gaussians on a grid of %g footprints", len(result.points),
-                     len(cloud), config.init_cell)
+            log.info("splats: %d points merged to %d Gaussians on a grid of %g footprints%s", len(result.points),
+                     len(cloud), config.init_cell, f" (flat regions up to {2 ** config.init_flat_levels} times coarser)"
+                     if config.init_flat_levels else "")
         start_from = Gaussians.from_points(cloud, sh_degree=config.sh_degree, opacity=config.init_opacity,
                                            scale_mult=config.init_scale)
     else:
