@@ -81,9 +81,7 @@ def test_after_the_depth_points_every_view_agrees_with_the_cloud():
 def test_depth_supervision_makes_the_gaussians_of_the_missing_surface():
     cam, points, box_view, wall_view = _wall_and_box()
     result = DreamResult(points, [wall_view, box_view])
-    # One Gaussian per fine cell: on this 32 px scene the flat wall and box would merge into a
-    # few Gaussians a metre wide, and one iteration is about the depth points, not about them.
-    cfg = dict(iterations=1, densify=False, extra_views=False, init_flat_levels=0, **FAST)
+    cfg = dict(iterations=1, densify=False, extra_views=False, **FAST)
     plain = train_gaussians(result, SplatConfig(depth_weight=0.0, **cfg))
     supervised = train_gaussians(result, SplatConfig(depth_weight=1.0, **cfg))
     off = train_gaussians(result, SplatConfig(depth_weight=1.0, depth_points=False, **cfg))
