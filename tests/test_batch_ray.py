@@ -174,6 +174,16 @@ def test_without_ray_the_executor_says_how_to_install_it(tmp_path, monkeypatch, 
     assert len(err.strip().splitlines()) == 1
 
 
+def test_the_progress_boards_process_imports_no_torch():
+    """Ray starts the board's process by importing the board's module: beside the workers (torch and the
+    pipeline, about 2.5 s of CPU each) it must stay light."""
+    code = ("import sys, dreamer.batch.progress_board; "
+            "print(sorted(m for m in ('torch', 'numpy', 'dreamer.pipeline') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "[]"
+
+
 def test_ray_options_need_the_ray_executor(tmp_path, capsys):
     batch = _write_batch(tmp_path / "b.jsonl", SCENES[:1])
     assert run_cli("--batch", batch, "--out", tmp_path / "r", "--gpus-per-scene", 1, *SMALL) == 2

@@ -26,7 +26,8 @@ from typing import Any, Sequence
 from dreamer.batch.cluster_progress import ClusterProgress
 from dreamer.batch.executors import BatchInterrupted, ExecutorUnavailable
 from dreamer.batch.jobs import SceneJob
-from dreamer.batch.ray_worker import ProgressBoard, SceneWorker, WorkerReport
+from dreamer.batch.progress_board import ProgressBoard
+from dreamer.batch.ray_worker import SceneWorker, WorkerReport
 from dreamer.pipeline import SceneOutcome
 
 __all__ = ["RayOptions", "RayExecutor"]

@@ -1,6 +1,7 @@
-"""The Ray side of a batch: the worker actor that dreams scenes, and the board of progress events.
+"""The Ray side of a batch: the worker actor that dreams scenes.
 
-These run in Ray's worker processes; :mod:`dreamer.batch.ray_executor` drives them.
+It runs in Ray's worker processes; :mod:`dreamer.batch.ray_executor` drives it. The board of
+progress events is :mod:`dreamer.batch.progress_board`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from dreamer.batch.jobs import SceneJob, note_in_log, run_job
 from dreamer.pipeline import SceneOutcome
 
-__all__ = ["SceneWorker", "WorkerReport", "ProgressBoard"]
+__all__ = ["SceneWorker", "WorkerReport"]
 
 
 @dataclass
@@ -73,17 +74,3 @@ class SceneWorker:
         note_in_log(job.out, f"attempt {attempt} on Ray worker {self.identity}")
         outcome = run_job(job, on_progress=_Forward(self.board, job.name))
         return WorkerReport(outcome, self.identity, model_loads())
-
-
-class ProgressBoard:
-    """A Ray actor collecting the workers' progress events until the driver drains them."""
-
-    def __init__(self):
-        self.events: list = []
-
-    def report(self, events: list) -> None:
-        self.events.extend(events)
-
-    def drain(self) -> list:
-        events, self.events = self.events, []
-        return events
