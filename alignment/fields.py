@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alignment.trend import design_matrix, n_terms
+from alignment.trend import design_matrix, monomial_exponents, n_terms
 
 __all__ = ["FieldBasis"]
 
@@ -94,12 +94,8 @@ class FieldBasis:
         d = self.size
         c = coeffs.detach().double().cpu().numpy()
         C = np.zeros((d + 1, d + 1))
-        at = 1
-        C[0, 0] = c[0]
-        for total in range(1, d + 1):
-            for b in range(total + 1):
-                C[b, total - b] = c[at]
-                at += 1
+        for value, (a, b) in zip(c, monomial_exponents(d)):
+            C[b, a] = value
         powers = np.arange(d + 1)
         # (The products in torch: its thread settings hold, where numpy's BLAS may start its own threads.)
         Y, X = torch.from_numpy(ys[:, None] ** powers), torch.from_numpy(xs[:, None] ** powers)

@@ -20,6 +20,8 @@ pixel by pixel, and beyond a few pixels keeps the aligned depth.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -47,7 +49,7 @@ def stitch_seam(depth: Tensor, reference: Tensor, known: Tensor, hole: Tensor, *
     ok = known & ~hole & (reference > 0) & (depth > 0)
     residual = torch.where(ok, torch.log(reference.double().clamp_min(1e-12) / depth.double().clamp_min(1e-12)),
                            0.0)
-    anchor = ok & (residual.abs() < abs(torch.log1p(torch.tensor(-tolerance, dtype=torch.float64))))
+    anchor = ok & (residual.abs() < -math.log1p(-tolerance))
     residual = torch.where(anchor, residual, 0.0)
     # Ring by ring outward from the anchors: each pixel takes the mean value of its 4-neighbours in
     # the rings inside it (next to the anchors: theirs, so a pixel across the seam from one known

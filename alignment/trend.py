@@ -30,13 +30,15 @@ def n_terms(degree: int) -> int:
     return (degree + 1) * (degree + 2) // 2
 
 
+def monomial_exponents(degree: int) -> list[tuple[int, int]]:
+    """The exponents (of x, of y) of the monomials of ``degree`` in the order of the coefficients:
+    1, x, y, x^2, xy, y^2, ..."""
+    return [(d - k, k) for d in range(degree + 1) for k in range(d + 1)]
+
+
 def design_matrix(x: np.ndarray, y: np.ndarray, degree: int) -> np.ndarray:
     """Monomials [n, n_terms(degree)] at normalized coordinates x, y in [-1, 1]: 1, x, y, x^2, xy, y^2, ..."""
-    cols = [np.ones_like(x)]
-    for d in range(1, degree + 1):
-        for k in range(d + 1):
-            cols.append(x ** (d - k) * y ** k)
-    return np.stack(cols, axis=1)
+    return np.stack([x ** a * y ** b for a, b in monomial_exponents(degree)], axis=1)
 
 
 def fit_log_trend(log_ratio: Tensor, mask: Tensor, *, degree: int = 1, iterations: int = 6, tukey_c: float = 4.685,
