@@ -415,13 +415,13 @@ def main(argv: list[str] | None = None) -> None:
                 ("today, flat regions merged", None, {"init_flat_levels": 2}),
                 ("today (default)", None, {})):
             if label.startswith("original") and original is None:
-                print(f"  {label:24s} (skipped: needs git and the repository's history)")
+                print(f"  {label:26s} (skipped: needs git and the repository's history)")
                 continue
             r = rows[label] = splat_iterations(scene, args.splat_iterations, raster, **settings)
             if not r["applied"]:
-                print(f"  {label:24s} (this version has no such setting)")
+                print(f"  {label:26s} (this version has no such setting)")
                 continue
-            print(f"  {label:24s} {r['gaussians']:9,} Gaussians  {r['cpu']:.3f} s CPU / iteration  "
+            print(f"  {label:26s} {r['gaussians']:9,} Gaussians  {r['cpu']:.3f} s CPU / iteration  "
                   f"({r['wall']:.3f} s wall)", flush=True)
         flat, today = rows.get("today, flat regions merged"), rows["today (default)"]
         if flat is not None and flat["applied"]:
