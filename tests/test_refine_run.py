@@ -1,10 +1,11 @@
 """The refine step from the command line: its flags, its figures in metrics.json, and a run
 killed (SIGKILL) in the completion pass or in splat training that resumes to the same files."""
 
-import subprocess
-import sys
+import os
+import signal
 
 import pytest
+from forked import run_in_fork
 
 from dreamer.io import read_json
 from dreamer.run import build_parser, main
@@ -24,31 +25,28 @@ def test_refine_flags_are_documented():
     assert "refine step (completion pass, repaired novel views, depth supervision)" in text
 
 
-_KILLER = """
-import os, signal, sys
-import torch
-torch.set_num_threads(1)  # as in the tests' own process (conftest): float sums follow the thread count
-import dreamer.pipeline.stages as stages
-import dreamer.splats.train as train
-from dreamer.run import main
+def _killed_run(where: str, out) -> int:
+    """The refine run, killed (SIGKILL) after the first completion view or after two repair rounds
+    of splat training; run in a forked copy of this process (tests/forked.py), whose patches stay
+    there."""
+    import dreamer.pipeline.stages as stages
+    import dreamer.splats.train as train
 
-where = sys.argv[1]
-real_scene, real_splats = stages.save_checkpoint, train._save_checkpoint
+    real_scene, real_splats = stages.save_checkpoint, train._save_checkpoint
 
-def scene_then_die(folder, result, extra=None):
-    real_scene(folder, result, extra)
-    if where == "complete" and folder.name == "complete":
-        os.kill(os.getpid(), signal.SIGKILL)  # after the first completion view
+    def scene_then_die(folder, result, extra=None):
+        real_scene(folder, result, extra)
+        if where == "complete" and folder.name == "complete":
+            os.kill(os.getpid(), signal.SIGKILL)  # after the first completion view
 
-def splats_then_die(folder, **kw):
-    real_splats(folder, **kw)
-    if where == "splats" and kw["iteration"] == 20:
-        os.kill(os.getpid(), signal.SIGKILL)  # after two repair rounds
+    def splats_then_die(folder, **kw):
+        real_splats(folder, **kw)
+        if where == "splats" and kw["iteration"] == 20:
+            os.kill(os.getpid(), signal.SIGKILL)  # after two repair rounds
 
-stages.save_checkpoint = scene_then_die
-train._save_checkpoint = splats_then_die
-sys.exit(main(sys.argv[2:]))
-"""
+    stages.save_checkpoint = scene_then_die
+    train._save_checkpoint = splats_then_die
+    return main([*SMALL, "--out", str(out)])
 
 
 @pytest.mark.slow
@@ -67,9 +65,8 @@ def test_killed_refine_run_resumes_to_the_same_outputs(tmp_path, monkeypatch):
 
     for where in ("complete", "splats"):
         out = tmp_path / where
-        killed = subprocess.run([sys.executable, "-c", _KILLER, where, *SMALL, "--out", str(out)],
-                                capture_output=True, text=True)
-        assert killed.returncode == -9, killed.stderr[-2000:]
+        log = tmp_path / f"{where}.log"
+        assert run_in_fork(log, _killed_run, where, out) == -signal.SIGKILL, log.read_text()[-2000:]
         assert not (out / "DONE").exists()
         assert main([*SMALL, "--out", str(out)]) == 0
         for name in ("gaussians.ply", "points.ply", "cameras.json"):

@@ -1,6 +1,8 @@
 """The command line: every output file, resume, batch, shards, failures, missing models."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from forked import run_in_fork
 from PIL import Image
 
 from dreamer.io import read_json
@@ -368,24 +371,20 @@ def test_a_clean_run_prints_progress_and_results_only(tmp_path):
         assert not line or line.startswith(("INFO dreamer", "WARNING dreamer")) or "|" in line, line
 
 
-_KILLER = """
-import os, signal, sys
-import torch
-torch.set_num_threads(1)  # as in the tests' own process (conftest): float sums follow the thread count
-import dreamer.pipeline.stages as pipeline
-from dreamer.run import main
+def _killed_batch(after: int, args) -> int:
+    """The batch, killed (SIGKILL) once the victim checkpointed ``after`` views; run in a forked copy
+    of this process (tests/forked.py), whose patch stays there."""
+    import dreamer.pipeline.stages as pipeline
 
-after = int(sys.argv[1])
-real = pipeline.save_checkpoint
+    real = pipeline.save_checkpoint
 
-def save_then_die(folder, result):
-    real(folder, result)
-    if len(result.views) == after and "victim" in str(folder):
-        os.kill(os.getpid(), signal.SIGKILL)  # as abrupt as a crash or a killed job
+    def save_then_die(folder, result):
+        real(folder, result)
+        if len(result.views) == after and "victim" in str(folder):
+            os.kill(os.getpid(), signal.SIGKILL)  # as abrupt as a crash or a killed job
 
-pipeline.save_checkpoint = save_then_die
-sys.exit(main(sys.argv[2:]))
-"""
+    pipeline.save_checkpoint = save_then_die
+    return run_cli(*args)
 
 
 @pytest.mark.slow
@@ -396,9 +395,9 @@ def test_killed_batch_resumes_to_the_same_outputs(tmp_path):
         {"name": "victim", "models": "synthetic", "views": 5},
         {"name": "last", "models": "synthetic", "views": 2, "trajectory": "forward"},
     ])
-    killed = subprocess.run([sys.executable, "-c", _KILLER, "3", "--batch", str(batch), "--out", str(tmp_path / "a"),
-                             *SMALL], capture_output=True, text=True)
-    assert killed.returncode == -9
+    log = tmp_path / "killed.log"
+    killed = run_in_fork(log, _killed_batch, 3, ["--batch", batch, "--out", tmp_path / "a", *SMALL])
+    assert killed == -signal.SIGKILL, log.read_text()[-2000:]
     victim = tmp_path / "a" / "victim"
     assert (victim / "checkpoint" / "view_002.pt").exists() and not (victim / "DONE").exists()
     assert not list(victim.rglob("*.tmp*"))  # atomic writes: no half-written files
