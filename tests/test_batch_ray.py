@@ -1,9 +1,10 @@
 """Batches on Ray (``--executor ray``): the same folders as in-process, workers that die, Ctrl-C.
 
 One local Ray instance (2 CPUs, no dashboard) serves the module; the in-process reference of the
-batch is made once. Outputs are compared byte for byte, except ``run.log`` (timestamps) and the
-checkpoints, whose zip records are named after a random temporary file: those are compared by
-their loaded contents.
+batch is made once. The Ctrl-C test's command starts its own instance; it runs beside the other
+tests (the ``interrupted_run`` fixture) rather than after them. Outputs are compared byte for
+byte, except ``run.log`` (timestamps) and the checkpoints, whose zip records are named after a
+random temporary file: those are compared by their loaded contents.
 """
 
 import json
@@ -67,7 +68,10 @@ def _assert_same_scene(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_instance():
+def ray_instance(request):
+    if HAVE_PROC and any(getattr(item, "obj", None) is test_ctrl_c_stops_the_workers_and_the_local_instance
+                         for item in request.session.items):
+        request.getfixturevalue("interrupted_run")  # started first, so that it runs beside the tests below
     import ray  # here, not at collection: a second that every pytest worker would pay
 
     # a small object store: the scenes hand Ray only their jobs and outcomes (starts ~1 s sooner)
@@ -200,32 +204,66 @@ def _descendants(pid: int) -> list[int]:
     return kids + [d for k in kids for d in _descendants(k)]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the Ray processes through /proc")
-def test_ctrl_c_stops_the_workers_and_the_local_instance(tmp_path):
-    """The command's own local Ray instance (no --ray-address): SIGINT mid-scene exits 130 with
-    the rerun hint, and every process it started (Ray's and the workers) is gone."""
-    batch = _write_batch(tmp_path / "long.jsonl", [{"name": f"long{i}", "models": "synthetic", "views": 20}
-                                                   for i in range(2)])
-    out = tmp_path / "runs"
+LONG_SCENES = [{"name": f"long{i}", "models": "synthetic", "views": 20} for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """The command of the Ctrl-C test, with its own local Ray instance: started with the module's
+    Ray instance (the ``ray_instance`` fixture asks for it when the test is selected) and sent SIGINT
+    by a thread once its first scene checkpointed view 2. Starting its instance and worker is
+    seconds of waiting, which pass beside the module's other tests instead of after them."""
+    root = tmp_path_factory.mktemp("interrupted")
+    batch = _write_batch(root / "long.jsonl", LONG_SCENES)
+    out = root / "runs"
     cmd = [sys.executable, "-m", "dreamer.run", "--batch", str(batch), "--out", str(out), "--executor", "ray",
            "--workers", "1", *SMALL]
+    stdout, stderr = open(root / "stdout.txt", "w"), open(root / "stderr.txt", "w")
     # From a terminal the command gets Ctrl-C's default action; a test run started as a background
     # job (``nohup ... &``, a script's ``&``) has SIGINT ignored, the command would inherit that and
     # Python would never raise KeyboardInterrupt in it. A handled signal is reset to the default at exec.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=True)
     finally:
         signal.signal(signal.SIGINT, previous)
-    deadline = time.monotonic() + 120
-    while not (out / "long0" / "checkpoint" / "view_002.pt").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
-    started = _descendants(proc.pid)
+    run = {"proc": proc, "out": out, "stdout": root / "stdout.txt", "stderr": root / "stderr.txt"}
+
+    def interrupt():
+        deadline = time.monotonic() + 120
+        while not (out / "long0" / "checkpoint" / "view_002.pt").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return  # never interrupted: the test says so
+            time.sleep(0.02)
+        run["started"] = _descendants(proc.pid)  # Ray's own processes and the worker
+        proc.send_signal(signal.SIGINT)
+
+    run["thread"] = threading.Thread(target=interrupt, daemon=True)
+    run["thread"].start()
+    yield run
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    stdout.close()
+    stderr.close()
+
+
+HAVE_PROC = Path("/proc/self/task").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_PROC, reason="finds the Ray processes through /proc")
+def test_ctrl_c_stops_the_workers_and_the_local_instance(interrupted_run):
+    """The command's own local Ray instance (no --ray-address): SIGINT mid-scene exits 130 with
+    the rerun hint, and every process it started (Ray's and the workers) is gone."""
+    run = interrupted_run
+    proc = run["proc"]
+    run["thread"].join(timeout=130)
+    assert "started" in run, (proc.poll(), run["stdout"].read_text()[-1000:], run["stderr"].read_text()[-2000:])
+    started = run["started"]
     assert started  # Ray's own processes and the worker
-    proc.send_signal(signal.SIGINT)
-    out_text, err = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    out_text, err = run["stdout"].read_text(), run["stderr"].read_text()
     assert proc.returncode == 130, (out_text[-1000:], err[-2000:])
     assert "interrupted: rerun the same command to continue long0 where it stopped" in err
     assert "Traceback" not in err
@@ -234,4 +272,4 @@ def test_ctrl_c_stops_the_workers_and_the_local_instance(tmp_path):
     while any(Path(f"/proc/{pid}").exists() for pid in started) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
-    assert not (out / "long0" / "DONE").exists()
+    assert not (run["out"] / "long0" / "DONE").exists()
