@@ -1,6 +1,7 @@
 """Shared test setup: never the network, deterministic, small."""
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -13,6 +14,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # beside one busy process, and the clean-run test 48 s instead of 12 s.
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
+# Compiled modules are cached (__pycache__, ignored by git) even where PYTHONDONTWRITEBYTECODE is
+# set, as on this project's sandboxed machines: without the cache each pytest worker rewrote the
+# asserts of every test module again (2.3 s of its 6 s of collection) and each of the ~20 processes
+# the tests start (Ray's workers, the app's server, command-line runs) compiled the project again.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    sys.dont_write_bytecode = False
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
