@@ -139,7 +139,8 @@ class _GridSPD:
     bool, the unknowns. Vectors are [h,w] maps, 0 off the mask. The product is a few whole-map
     operations instead of gathers per unknown (6x faster at 512x512), and adds each pixel's terms
     in the order of :class:`_SparseSPD`'s entries as the seam correction builds them (diagonal,
-    right, left, lower, upper neighbour): the same to the bit."""
+    right, left, lower, upper neighbour): the same to the bit in float64 (in the multigrid's
+    float32, within a rounding)."""
 
     def __init__(self, diag: Tensor, east: Tensor, south: Tensor, mask: Tensor):
         self.diag, self.east, self.south, self.mask = diag, east, south, mask
@@ -167,6 +168,14 @@ class _GridSPD:
 
     def __matmul__(self, x: Tensor) -> Tensor:
         out = self.diag * x
+        if x.dtype == torch.float32:
+            # The multigrid's products: addcmul makes no temporary map per neighbour (1.6x faster)
+            # and may round once where a product and a sum round twice.
+            out[:, :-1].addcmul_(self.east[:, :-1], x[:, 1:])
+            out[:, 1:].addcmul_(self.east[:, :-1], x[:, :-1])
+            out[:-1].addcmul_(self.south[:-1], x[1:])
+            out[1:].addcmul_(self.south[:-1], x[:-1])
+            return out
         out[:, :-1] += self.east[:, :-1] * x[:, 1:]
         out[:, 1:] += self.east[:, :-1] * x[:, :-1]
         out[:-1] += self.south[:-1] * x[1:]

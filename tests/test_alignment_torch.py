@@ -182,8 +182,8 @@ def test_one_view_of_the_loop_runs_without_numpy(monkeypatch):
 @pytest.mark.parametrize("with_links", [False, True])
 def test_the_seam_systems_grid_product_is_the_entry_by_entry_product_to_the_bit(with_links, monkeypatch):
     """Multigrid CG multiplies by the seam system as maps over its unknowns' bounding box; that
-    gives exactly the scatter over its entries, in float64 and in the multigrid's float32, and the
-    grid's dense form is the entries' matrix."""
+    gives exactly the scatter over its entries in float64 (in the multigrid's float32 within a
+    rounding), and the grid's dense form is the entries' matrix."""
     import alignment.seam as seam
 
     g = torch.Generator().manual_seed(5)
@@ -211,7 +211,10 @@ def test_the_seam_systems_grid_product_is_the_entry_by_entry_product_to_the_bit(
                 x = torch.randn(A.n, generator=g, dtype=torch.float64).to(dtype)
                 x_map = torch.zeros_like(B.diag).index_put_(at, x)
                 product = B @ x_map
-                assert torch.equal(product[at], plain @ x)
+                if dtype == torch.float64:
+                    assert torch.equal(product[at], plain @ x)
+                else:  # the multigrid's float32: fused multiply-adds may round once instead of twice
+                    assert torch.allclose(product[at], plain @ x, rtol=1e-6, atol=1e-6)
                 assert not bool(product[~G.mask].any())  # nothing leaks off the unknowns
         dense, flat = G.dense()
         order = torch.argsort((ys - origin[0]) * G.mask.shape[1] + (xs - origin[1]))  # row-major, as ``flat``
