@@ -458,8 +458,10 @@ def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, 
     spline) each pair's rows are split by the first coefficient they touch in either view: a
     group's rows lie in one cell of each view and touch 16 + 16 of the pair's 72 coefficients
     (6 x 6 points); otherwise (a polynomial) a group is a pair. Per bucket: (ok [g,m] bool: a
-    row, not padding; r0 [g,m]; X [g,m,w], the Jacobian's columns that are non-zero on some row
-    of the group, zero on padding; cols [g,w], their index in the [N*P] stacked coefficients)."""
+    row, not padding; r0 [g,m]; X [g,m,w], the Jacobian's columns that may be non-zero on a row
+    of the group (a spline: the 4 x 4 control points of its cell in each view, w = 32; a column
+    none of its rows touches adds zeros to the normal equations), zero on padding; cols [g,w],
+    their index in the [N*P] stacked coefficients)."""
     block = torch.arange(P)
     if not local:  # the pairs as they are (their usable rows come first), of similar sizes together
         n = lin.ok.sum(1)
@@ -474,28 +476,38 @@ def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, 
                 start = i
         return out
     pi, ni = torch.nonzero(lin.ok, as_tuple=True)
-    X, r0 = lin.X[pi, ni], lin.r0[pi, ni]  # [rows,2P], [rows]
-    nz = X != 0
-    key = (pi * P + nz[:, :P].to(torch.uint8).argmax(1)) * P + nz[:, P:].to(torch.uint8).argmax(1)
+    r0 = lin.r0[pi, ni]
+    # The first coefficient each row touches in view k and in view j (the spline's first kernel
+    # at a position is never 0): read on the padded [p,n,2P] Jacobian, no copy of its rows.
+    first_k = (lin.X[:, :, :P] != 0).to(torch.uint8).argmax(2)[pi, ni]
+    first_j = (lin.X[:, :, P:] != 0).to(torch.uint8).argmax(2)[pi, ni]
+    key = (pi * P + first_k) * P + first_j
     keys, group = torch.unique(key, return_inverse=True)
     counts = torch.bincount(group, minlength=len(keys))
     order = torch.argsort(group, stable=True)  # rows group by group, in their order
     pos = torch.empty_like(order)
     pos[order] = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts)[group[order]]
-    # Each group's columns that some row touches, those first (in their order).
-    used = torch.zeros(len(keys), 2 * P, dtype=torch.int32).index_add_(0, group, nz.int()) > 0
-    keep = torch.argsort((~used).to(torch.uint8), dim=1, stable=True)
-    width = used.sum(1)
+    # A group's rows lie in one cell of each view: the 4 x 4 control points from its first
+    # coefficient on (the window moved inside the grid where it would leave it) hold every
+    # coefficient they touch; a column that none of them touches adds zeros only.
+    g = math.isqrt(P)
+    quad = torch.arange(4)
+    window = (quad[:, None] * g + quad[None, :]).reshape(-1)  # [16] offsets from the window's corner
+
+    def corner(first: Tensor) -> Tensor:
+        return torch.clamp(first // g, max=g - 4) * g + torch.clamp(first % g, max=g - 4)
+
     pair = keys // (P * P)
+    local_cols = torch.cat([corner(keys // P % P)[:, None] + window, P + corner(keys % P)[:, None] + window], 1)
     full = torch.cat([lin.kp[pair, None] * P + block, lin.jp[pair, None] * P + block], 1)  # [groups,2P]
     by_count = torch.argsort(counts, descending=True, stable=True)
     sizes = counts[by_count].tolist()
     slot = torch.empty_like(counts)
+    width = lin.X.shape[1]
     out, start = [], 0
     for i in range(1, len(sizes) + 1):
         if i == len(sizes) or sizes[i] < sizes[start] / 2:
             gs, m = by_count[start:i], sizes[start]
-            w = int(width[gs].max())
             member = torch.zeros(len(keys), dtype=torch.bool)
             member[gs] = True
             slot[gs] = torch.arange(len(gs))
@@ -505,9 +517,10 @@ def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, 
             ok[at] = True
             r = torch.zeros(len(gs), m, dtype=torch.float64)
             r[at] = r0[rows]
-            Xg = torch.zeros(len(gs), m, w, dtype=torch.float64)
-            Xg[at] = torch.gather(X[rows], 1, keep[group[rows], :w])
-            out.append((ok, r, Xg, torch.gather(full[gs], 1, keep[gs, :w])))
+            Xg = torch.zeros(len(gs), m, 2 * 16, dtype=torch.float64)
+            flat = ((pi[rows] * width + ni[rows]) * (2 * P))[:, None] + local_cols[group[rows]]
+            Xg[at] = lin.X.reshape(-1)[flat]
+            out.append((ok, r, Xg, torch.gather(full[gs], 1, local_cols[gs])))
             start = i
     return out
 
