@@ -293,14 +293,19 @@ class _Views:
         and its slope)."""
         if extra is None and self._maps is not None:
             return self._maps
-        out = torch.zeros(self.n, 3, self.Hm, self.Wm, dtype=torch.float64)
+        same = all(shape == (self.Hm, self.Wm) for shape in self.shapes)  # no padding to clear
+        out = (torch.empty if same else torch.zeros)(self.n, 3, self.Hm, self.Wm, dtype=torch.float64)
         for j in range(self.n):
             H, W = self.shapes[j]
-            L = self.L_safe[j] if extra is None else self.L_safe[j] + extra[j]
-            pad = F.pad(L[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
-            out[j, 0, :H, :W] = L
-            out[j, 1, :H, :W] = (pad[1:-1, 2:] - pad[1:-1, :-2]) / 2
-            out[j, 2, :H, :W] = (pad[2:, 1:-1] - pad[:-2, 1:-1]) / 2
+            L = out[j, 0, :H, :W]
+            if extra is None:
+                L.copy_(self.L_safe[j])
+            else:
+                torch.add(self.L_safe[j], extra[j], out=L)
+            # Central differences, the border continued by its nearest pixel (one-sided there),
+            # written in place.
+            _central_difference(L, out[j, 1, :H, :W], 1)
+            _central_difference(L, out[j, 2, :H, :W], 0)
         if extra is None:
             self._maps = out
         return out
@@ -319,6 +324,19 @@ class _Views:
                                   align_corners=False)[0, :, :, 0].reshape(3, len(at), -1).transpose(0, 1)
         Lj, gu, gv = s.unbind(1)
         return (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP), Lj, gu, gv
+
+
+def _central_difference(L: Tensor, out: Tensor, dim: int) -> None:
+    """``out`` [H,W] = (L[i + 1] - L[i - 1]) / 2 along ``dim`` of ``L`` [H,W], L's border continued
+    by its nearest pixel (there (L[1] - L[0]) / 2 and (L[-1] - L[-2]) / 2)."""
+    n = L.shape[dim]
+    if n < 2:
+        out.zero_()
+        return
+    torch.sub(L.narrow(dim, 2, n - 2), L.narrow(dim, 0, n - 2), out=out.narrow(dim, 1, n - 2))
+    torch.sub(L.narrow(dim, 1, 1), L.narrow(dim, 0, 1), out=out.narrow(dim, 0, 1))
+    torch.sub(L.narrow(dim, n - 1, 1), L.narrow(dim, n - 2, 1), out=out.narrow(dim, n - 1, 1))
+    out.div_(2)
 
 
 def _distortion_from_data(residuals: np.ndarray, views: "_Views", sigma_floor: float) -> float:
