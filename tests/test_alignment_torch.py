@@ -384,3 +384,14 @@ def test_the_coarse_operator_of_aggregates_that_leave_pixels_out_is_the_galerkin
     full = torch.zeros(35, 35, dtype=torch.float64)
     full[flat[:, None], flat[None, :]] = got
     assert torch.allclose(full, expected, atol=1e-12)
+
+
+def test_the_median_of_nine_maps_is_torchs_median_exactly():
+    """edge_links' 3x3 median by a sorting network: the value torch's median picks, at every pixel,
+    with ties and every order of 9 values (random maps, and maps of few distinct values)."""
+    import alignment.seam as seam
+
+    g = torch.Generator().manual_seed(7)
+    for maps in (torch.randn(9, 40, 30, generator=g, dtype=torch.float64),
+                 torch.randint(0, 3, (9, 50, 50), generator=g).double()):
+        assert torch.equal(seam._median9(list(maps)), maps.median(dim=0).values)
