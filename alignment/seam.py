@@ -285,10 +285,12 @@ def _blocks(t: Tensor) -> Tensor:
 class _Multigrid:
     """Aggregation multigrid V-cycle on a pixel grid, used as a conjugate-gradient preconditioner.
 
-    Aggregates are 2x2 pixel blocks; prolongation is piecewise constant, so the Galerkin coarse
-    operator ``P^T A P`` is a plain sum of the fine entries per aggregate pair (cheap to form,
-    exact for any hole shape and boundary condition), and a 5-point operator again
-    (:meth:`_GridSPD.coarsened`). Piecewise-constant transfer under-corrects smooth errors by
+    Aggregates are 2x2 pixel blocks, less the pixels that a weak coupling (a depth edge) cuts off
+    from the block's largest strongly coupled part (:func:`_aggregate_members`; those keep a zero
+    row of P); prolongation is piecewise constant, so the Galerkin coarse operator ``P^T A P`` is
+    a plain sum of the members' entries per aggregate pair (cheap to form, exact for any hole shape
+    and boundary condition), and a 5-point operator again (:meth:`_GridSPD.restricted`,
+    :meth:`_GridSPD.coarsened`). Piecewise-constant transfer under-corrects smooth errors by
     about a factor 2, hence the over-correction ``_ALPHA`` (Braess; Notay's aggregation AMG).
     Damped-Jacobi pre- and post-smoothing keep the cycle symmetric, as CG needs. The coarsest
     level is factorised densely (Cholesky). Vectors are maps over each level's box.
