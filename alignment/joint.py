@@ -293,14 +293,19 @@ class _Views:
         and its slope)."""
         if extra is None and self._maps is not None:
             return self._maps
-        out = torch.zeros(self.n, 3, self.Hm, self.Wm, dtype=torch.float64)
+        same = all(shape == (self.Hm, self.Wm) for shape in self.shapes)  # no padding to clear
+        out = (torch.empty if same else torch.zeros)(self.n, 3, self.Hm, self.Wm, dtype=torch.float64)
         for j in range(self.n):
             H, W = self.shapes[j]
-            L = self.L_safe[j] if extra is None else self.L_safe[j] + extra[j]
-            pad = F.pad(L[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
-            out[j, 0, :H, :W] = L
-            out[j, 1, :H, :W] = (pad[1:-1, 2:] - pad[1:-1, :-2]) / 2
-            out[j, 2, :H, :W] = (pad[2:, 1:-1] - pad[:-2, 1:-1]) / 2
+            L = out[j, 0, :H, :W]
+            if extra is None:
+                L.copy_(self.L_safe[j])
+            else:
+                torch.add(self.L_safe[j], extra[j], out=L)
+            # Central differences, the border continued by its nearest pixel (one-sided there),
+            # written in place.
+            _central_difference(L, out[j, 1, :H, :W], 1)
+            _central_difference(L, out[j, 2, :H, :W], 0)
         if extra is None:
             self._maps = out
         return out
@@ -319,6 +324,19 @@ class _Views:
                                   align_corners=False)[0, :, :, 0].reshape(3, len(at), -1).transpose(0, 1)
         Lj, gu, gv = s.unbind(1)
         return (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP), Lj, gu, gv
+
+
+def _central_difference(L: Tensor, out: Tensor, dim: int) -> None:
+    """``out`` [H,W] = (L[i + 1] - L[i - 1]) / 2 along ``dim`` of ``L`` [H,W], L's border continued
+    by its nearest pixel (there (L[1] - L[0]) / 2 and (L[-1] - L[-2]) / 2)."""
+    n = L.shape[dim]
+    if n < 2:
+        out.zero_()
+        return
+    torch.sub(L.narrow(dim, 2, n - 2), L.narrow(dim, 0, n - 2), out=out.narrow(dim, 1, n - 2))
+    torch.sub(L.narrow(dim, 1, 1), L.narrow(dim, 0, 1), out=out.narrow(dim, 0, 1))
+    torch.sub(L.narrow(dim, n - 1, 1), L.narrow(dim, n - 2, 1), out=out.narrow(dim, n - 1, 1))
+    out.div_(2)
 
 
 def _distortion_from_data(residuals: np.ndarray, views: "_Views", sigma_floor: float) -> float:
@@ -458,8 +476,10 @@ def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, 
     spline) each pair's rows are split by the first coefficient they touch in either view: a
     group's rows lie in one cell of each view and touch 16 + 16 of the pair's 72 coefficients
     (6 x 6 points); otherwise (a polynomial) a group is a pair. Per bucket: (ok [g,m] bool: a
-    row, not padding; r0 [g,m]; X [g,m,w], the Jacobian's columns that are non-zero on some row
-    of the group, zero on padding; cols [g,w], their index in the [N*P] stacked coefficients)."""
+    row, not padding; r0 [g,m]; X [g,m,w], the Jacobian's columns that may be non-zero on a row
+    of the group (a spline: the 4 x 4 control points of its cell in each view, w = 32; a column
+    none of its rows touches adds zeros to the normal equations), zero on padding; cols [g,w],
+    their index in the [N*P] stacked coefficients)."""
     block = torch.arange(P)
     if not local:  # the pairs as they are (their usable rows come first), of similar sizes together
         n = lin.ok.sum(1)
@@ -474,28 +494,38 @@ def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, 
                 start = i
         return out
     pi, ni = torch.nonzero(lin.ok, as_tuple=True)
-    X, r0 = lin.X[pi, ni], lin.r0[pi, ni]  # [rows,2P], [rows]
-    nz = X != 0
-    key = (pi * P + nz[:, :P].to(torch.uint8).argmax(1)) * P + nz[:, P:].to(torch.uint8).argmax(1)
+    r0 = lin.r0[pi, ni]
+    # The first coefficient each row touches in view k and in view j (the spline's first kernel
+    # at a position is never 0): read on the padded [p,n,2P] Jacobian, no copy of its rows.
+    first_k = (lin.X[:, :, :P] != 0).to(torch.uint8).argmax(2)[pi, ni]
+    first_j = (lin.X[:, :, P:] != 0).to(torch.uint8).argmax(2)[pi, ni]
+    key = (pi * P + first_k) * P + first_j
     keys, group = torch.unique(key, return_inverse=True)
     counts = torch.bincount(group, minlength=len(keys))
     order = torch.argsort(group, stable=True)  # rows group by group, in their order
     pos = torch.empty_like(order)
     pos[order] = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts)[group[order]]
-    # Each group's columns that some row touches, those first (in their order).
-    used = torch.zeros(len(keys), 2 * P, dtype=torch.int32).index_add_(0, group, nz.int()) > 0
-    keep = torch.argsort((~used).to(torch.uint8), dim=1, stable=True)
-    width = used.sum(1)
+    # A group's rows lie in one cell of each view: the 4 x 4 control points from its first
+    # coefficient on (the window moved inside the grid where it would leave it) hold every
+    # coefficient they touch; a column that none of them touches adds zeros only.
+    g = math.isqrt(P)
+    quad = torch.arange(4)
+    window = (quad[:, None] * g + quad[None, :]).reshape(-1)  # [16] offsets from the window's corner
+
+    def corner(first: Tensor) -> Tensor:
+        return torch.clamp(first // g, max=g - 4) * g + torch.clamp(first % g, max=g - 4)
+
     pair = keys // (P * P)
+    local_cols = torch.cat([corner(keys // P % P)[:, None] + window, P + corner(keys % P)[:, None] + window], 1)
     full = torch.cat([lin.kp[pair, None] * P + block, lin.jp[pair, None] * P + block], 1)  # [groups,2P]
     by_count = torch.argsort(counts, descending=True, stable=True)
     sizes = counts[by_count].tolist()
     slot = torch.empty_like(counts)
+    width = lin.X.shape[1]
     out, start = [], 0
     for i in range(1, len(sizes) + 1):
         if i == len(sizes) or sizes[i] < sizes[start] / 2:
             gs, m = by_count[start:i], sizes[start]
-            w = int(width[gs].max())
             member = torch.zeros(len(keys), dtype=torch.bool)
             member[gs] = True
             slot[gs] = torch.arange(len(gs))
@@ -505,9 +535,10 @@ def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, 
             ok[at] = True
             r = torch.zeros(len(gs), m, dtype=torch.float64)
             r[at] = r0[rows]
-            Xg = torch.zeros(len(gs), m, w, dtype=torch.float64)
-            Xg[at] = torch.gather(X[rows], 1, keep[group[rows], :w])
-            out.append((ok, r, Xg, torch.gather(full[gs], 1, keep[gs, :w])))
+            Xg = torch.zeros(len(gs), m, 2 * 16, dtype=torch.float64)
+            flat = ((pi[rows] * width + ni[rows]) * (2 * P))[:, None] + local_cols[group[rows]]
+            Xg[at] = lin.X.reshape(-1)[flat]
+            out.append((ok, r, Xg, torch.gather(full[gs], 1, local_cols[gs])))
             start = i
     return out
 

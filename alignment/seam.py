@@ -28,10 +28,13 @@ factorised directly (:func:`alignment.kernels.sparse_direct_solve`: a band Chole
 strip of hole pixels, SuperLU for wider holes); larger ones, and
 every system on other devices (a GPU), are solved by conjugate gradients in torch preconditioned
 with an aggregation multigrid V-cycle (2x2 pixel aggregates, Galerkin coarse operators,
-over-corrected, float32 inside, the coarsest level a dense Cholesky factor), ~13 iterations (60
-or more where edge links cut the hole into surfaces); a system small enough to be that coarsest
-level is factorised densely at once. CG and the V-cycle work on maps over the unknowns' bounding
-box (:class:`_GridSPD`): a product is a few whole-map operations, not gathers per unknown.
+over-corrected, float32 inside, the coarsest level a dense Cholesky factor), ~13 iterations; a
+system small enough to be that coarsest level is factorised densely at once. Where edge links cut
+the hole into surfaces, an aggregate keeps the unknowns of one side of the cut only (the largest
+set joined by strong couplings), so a coarse unknown never stands for two surfaces: on a 512x512
+joint refinement's systems 34-40 iterations became 22. Such systems are built as maps over the
+unknowns' bounding box (:func:`_grid_system`), and CG and the V-cycle work on those maps
+(:class:`_GridSPD`): a product is a few whole-map operations, not gathers per unknown.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alignment.kernels import regions_touching, sparse_direct_solve
+from alignment.kernels import SPARSE_DIRECT_MAX, _on_cpu, regions_touching, sparse_direct_solve
 from dreamer.checks import check_map, check_mask, check_positive
 from alignment.scale import ScaleFit, fit_scale
 from alignment.trend import fit_log_trend
@@ -66,6 +69,11 @@ _CG_RTOL = 1e-6
 # 1.8: 16, 172, 16, 108, 19, 63; 1.4: 17, 138, 16, 85, 15, 44; 1.0: 32, 151, 28, 92, 20, 42. On the
 # systems of a 512x512 lookaround's joint refinement (decay 25.6 px) 247 -> 195 iterations in all.
 _ALPHA = 1.4
+
+# A coupling is strong, and joins two unknowns in one coarse aggregate, when |a_ij| is at least this
+# times sqrt(a_ii a_jj) (a plain 5-point Laplacian: 1/4 at every level; an edge link of weight w
+# about w/4).
+_STRONG = 0.1
 
 _OFFSETS_4 = ((0, 1), (0, -1), (1, 0), (-1, 0))
 
@@ -131,7 +139,8 @@ class _GridSPD:
     bool, the unknowns. Vectors are [h,w] maps, 0 off the mask. The product is a few whole-map
     operations instead of gathers per unknown (6x faster at 512x512), and adds each pixel's terms
     in the order of :class:`_SparseSPD`'s entries as the seam correction builds them (diagonal,
-    right, left, lower, upper neighbour): the same to the bit."""
+    right, left, lower, upper neighbour): the same to the bit in float64 (in the multigrid's
+    float32, within a rounding)."""
 
     def __init__(self, diag: Tensor, east: Tensor, south: Tensor, mask: Tensor):
         self.diag, self.east, self.south, self.mask = diag, east, south, mask
@@ -159,6 +168,14 @@ class _GridSPD:
 
     def __matmul__(self, x: Tensor) -> Tensor:
         out = self.diag * x
+        if x.dtype == torch.float32:
+            # The multigrid's products: addcmul makes no temporary map per neighbour (1.6x faster)
+            # and may round once where a product and a sum round twice.
+            out[:, :-1].addcmul_(self.east[:, :-1], x[:, 1:])
+            out[:, 1:].addcmul_(self.east[:, :-1], x[:, :-1])
+            out[:-1].addcmul_(self.south[:-1], x[1:])
+            out[1:].addcmul_(self.south[:-1], x[:-1])
+            return out
         out[:, :-1] += self.east[:, :-1] * x[:, 1:]
         out[:, 1:] += self.east[:, :-1] * x[:, :-1]
         out[:-1] += self.south[:-1] * x[1:]
@@ -177,6 +194,14 @@ class _GridSPD:
         east = e[0::2, 1::2] + e[1::2, 1::2]
         south = s[1::2, 0::2] + s[1::2, 1::2]
         return _GridSPD(diag, east, south, _blocks(m.to(torch.uint8)) > 0)
+
+    def restricted(self, members: Tensor) -> "_GridSPD":
+        """The operator on the unknowns in ``members`` [h,w] bool only (the couplings to the others dropped)."""
+        right = torch.zeros_like(members)
+        right[:, :-1] = members[:, :-1] & members[:, 1:]
+        below = torch.zeros_like(members)
+        below[:-1] = members[:-1] & members[1:]
+        return _GridSPD(self.diag * members, self.east * right, self.south * below, members)
 
     def dense(self) -> tuple[Tensor, Tensor]:
         """(the dense matrix over the unknowns in row-major order, their flat indices in the box)."""
@@ -202,6 +227,56 @@ def _even(t: Tensor) -> Tensor:
     return out
 
 
+# The 2x2 aggregate's pixels (row, column) and the couplings between them (pixel p, pixel q).
+_QUAD = ((0, 0), (0, 1), (1, 0), (1, 1))
+_QUAD_LINKS = ((0, 1), (2, 3), (0, 2), (1, 3))
+
+
+def _largest_parts() -> Tensor:
+    """[256] uint8: for each aggregate (bits 0-3: which of its 4 pixels are unknowns; bits 4-7:
+    which of its 4 couplings are strong), the bits of its largest connected set of unknowns (ties:
+    the set holding the first pixel)."""
+    table = torch.zeros(256, dtype=torch.uint8)
+    for code in range(256):
+        present = [bool(code >> i & 1) for i in range(4)]
+        label = list(range(4))
+        for _ in range(3):
+            for bit, (p, q) in enumerate(_QUAD_LINKS):
+                if code >> (4 + bit) & 1 and present[p] and present[q]:
+                    label[p] = label[q] = min(label[p], label[q])
+        sizes = [sum(present[i] and label[i] == v for i in range(4)) for v in range(4)]
+        best = sizes.index(max(sizes))
+        table[code] = sum(1 << i for i in range(4) if present[i] and label[i] == best)
+    return table
+
+
+_LARGEST_PART = _largest_parts()
+
+
+def _aggregate_members(A: _GridSPD) -> Tensor:
+    """[h,w] bool: the unknowns that join their 2x2 aggregate: in each aggregate, the largest set
+    of its unknowns connected by strong couplings (``|a_ij| >= _STRONG * sqrt(a_ii a_jj)``; ties: the
+    one holding the first unknown in row-major order). An aggregate that straddles a depth edge
+    (a coupling cut by :func:`edge_links`) keeps one side of it: its coarse unknown stands for
+    one surface, and the pixels of the other side are left to the smoother and to their own
+    surface's aggregates next to them."""
+    d, e, s, m = (_even(t) for t in (A.diag, A.east, A.south, A.mask))
+    present = [m[a::2, b::2] for a, b in _QUAD]
+    diag = [d[a::2, b::2] for a, b in _QUAD]
+    coupling = (e[0::2, 0::2], e[1::2, 0::2], s[0::2, 0::2], s[0::2, 1::2])
+    code = torch.zeros(present[0].shape, dtype=torch.uint8, device=m.device)
+    for i in range(4):
+        code |= present[i].to(torch.uint8) << i
+    for bit, ((p, q), c) in enumerate(zip(_QUAD_LINKS, coupling)):
+        strong = c.abs() >= _STRONG * torch.sqrt(diag[p] * diag[q])
+        code |= strong.to(torch.uint8) << (4 + bit)
+    keep = _LARGEST_PART.to(m.device)[code.long()]
+    out = torch.empty_like(m)
+    for i, (a, b) in enumerate(_QUAD):
+        out[a::2, b::2] = (keep >> i & 1).bool()
+    return out[: A.mask.shape[0], : A.mask.shape[1]]
+
+
 def _blocks(t: Tensor) -> Tensor:
     """Sums of the 2x2 blocks of ``t`` [h,w] (sides even)."""
     return t[0::2, 0::2] + t[0::2, 1::2] + t[1::2, 0::2] + t[1::2, 1::2]
@@ -210,23 +285,27 @@ def _blocks(t: Tensor) -> Tensor:
 class _Multigrid:
     """Aggregation multigrid V-cycle on a pixel grid, used as a conjugate-gradient preconditioner.
 
-    Aggregates are 2x2 pixel blocks; prolongation is piecewise constant, so the Galerkin coarse
-    operator ``P^T A P`` is a plain sum of the fine entries per aggregate pair (cheap to form,
-    exact for any hole shape and boundary condition), and a 5-point operator again
-    (:meth:`_GridSPD.coarsened`). Piecewise-constant transfer under-corrects smooth errors by
+    Aggregates are 2x2 pixel blocks, less the pixels that a weak coupling (a depth edge) cuts off
+    from the block's largest strongly coupled part (:func:`_aggregate_members`; those keep a zero
+    row of P); prolongation is piecewise constant, so the Galerkin coarse operator ``P^T A P`` is
+    a plain sum of the members' entries per aggregate pair (cheap to form, exact for any hole shape
+    and boundary condition), and a 5-point operator again (:meth:`_GridSPD.restricted`,
+    :meth:`_GridSPD.coarsened`). Piecewise-constant transfer under-corrects smooth errors by
     about a factor 2, hence the over-correction ``_ALPHA`` (Braess; Notay's aggregation AMG).
     Damped-Jacobi pre- and post-smoothing keep the cycle symmetric, as CG needs. The coarsest
     level is factorised densely (Cholesky). Vectors are maps over each level's box.
     """
 
     def __init__(self, A: _GridSPD):
-        self.levels: list[tuple[_GridSPD, Tensor]] = []
+        self.levels: list[tuple[_GridSPD, Tensor, Tensor | None]] = []
         while A.n > _COARSEST_MAX:
-            coarse = A.coarsened()
+            members = _aggregate_members(A)
+            whole = torch.equal(members, A.mask)  # no aggregate straddles an edge
+            coarse = (A if whole else A.restricted(members)).coarsened()
             if coarse.n >= A.n:  # cannot coarsen further
                 break
             weights = torch.where(A.mask, 0.6 / torch.where(A.mask, A.diag, 1.0), 0.0).float()
-            self.levels.append((A.astype(torch.float32), weights))
+            self.levels.append((A.astype(torch.float32), weights, None if whole else members.float()))
             A = coarse
         dense, self.at = A.dense()
         self.shape = A.mask.shape
@@ -241,12 +320,18 @@ class _Multigrid:
             x = torch.zeros(self.shape, dtype=torch.float64, device=b.device)
             x.view(-1)[self.at] = self.coarse(b.double().reshape(-1)[self.at])
             return x.float()
-        A, w = self.levels[level]  # w: damped-Jacobi weights 0.6 / diag (0 off the unknowns)
+        # w: damped-Jacobi weights 0.6 / diag (0 off the unknowns); members: the unknowns that
+        # join their aggregate (None: all), the rows and columns of the piecewise-constant P.
+        A, w, members = self.levels[level]
         x = w * b
         x += w * (b - A @ x)
         h, wd = b.shape
-        coarse = self.vcycle(_blocks(_even(b - A @ x)), level + 1)
-        x += (_ALPHA * coarse).repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :wd] * A.mask
+        r = b - A @ x
+        coarse = self.vcycle(_blocks(_even(r if members is None else r * members)), level + 1)
+        # (Nearest upsampling by 2 copies each aggregate's value to its 2x2 pixels: the values of
+        # repeat_interleave on both axes, 6x faster.)
+        x += (F.interpolate((_ALPHA * coarse)[None, None], scale_factor=2, mode="nearest")[0, 0, :h, :wd]
+              * (A.mask if members is None else members))
         x += w * (b - A @ x)
         x += w * (b - A @ x)
         return x
@@ -277,27 +362,41 @@ def _solve_spd(A: _SparseSPD, b: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
         return _DenseSolver(A.dense())(b)
     G, origin = _GridSPD.from_entries(A, ys, xs)
     at = (ys - origin[0], xs - origin[1])
+    return _solve_grid(G, torch.zeros_like(G.diag).index_put_(at, b))[at]
+
+
+def _iterates(n: int, device: torch.device) -> bool:
+    """Whether a seam system of ``n`` unknowns is solved by multigrid CG (:func:`_solve_spd`'s
+    choice: too large for a direct factor on the CPU, or not on the CPU, and larger than a
+    multigrid's coarsest level)."""
+    on_cpu = _on_cpu(torch.empty(0, device=device))
+    return n > _COARSEST_MAX and (n > SPARSE_DIRECT_MAX or not on_cpu)
+
+
+def _solve_grid(G: _GridSPD, b_map: Tensor) -> Tensor:
+    """x [h,w] with G x = b (maps over the box, 0 off its unknowns): multigrid-preconditioned CG."""
+    if not bool(b_map.any()):
+        return torch.zeros_like(b_map)
     M = _Multigrid(G)
-    b_map = torch.zeros_like(G.diag).index_put_(at, b)
     x = torch.zeros_like(b_map)
     r = b_map.clone()
     z = M(r)
     p = z.clone()
     rz = torch.sum(r * z)
-    stop = _CG_RTOL * float(torch.linalg.vector_norm(b))
+    stop = _CG_RTOL * float(torch.linalg.vector_norm(b_map))
     for _ in range(_CG_MAXITER):
         Ap = G @ p
         alpha = rz / torch.sum(p * Ap)
         x += alpha * p
         r -= alpha * Ap
         if float(torch.linalg.vector_norm(r)) <= stop:
-            return x[at]
+            return x
         z = M(r)
         rz_new = torch.sum(r * z)
         p = z + (rz_new / rz) * p
         rz = rz_new
     logger.warning("seam_correction: multigrid CG did not converge in %d iterations", _CG_MAXITER)
-    return x[at]
+    return x
 
 
 def seam_correction(
@@ -387,10 +486,11 @@ def _seam_corrections(log_ratio_known: Tensor, known: Tensor, hole: Tensor,
     n = len(uy)
     if n == 0:
         return [out.to(dtype) for _ in variants]
+    iterate = _iterates(n, device)  # multigrid CG on maps: each system is built as maps at once
     index = torch.full((H, W), -1, dtype=torch.long, device=device)
     index[uy, ux] = torch.arange(n, device=device)
     sides = []  # per neighbour direction: the unknowns that have one, and how it couples
-    for dy, dx in _OFFSETS_4:
+    for dy, dx in () if iterate else _OFFSETS_4:
         ny, nx = uy + dy, ux + dx
         inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
         i = torch.nonzero(inside).squeeze(1)
@@ -410,6 +510,13 @@ def _seam_corrections(log_ratio_known: Tensor, known: Tensor, hole: Tensor,
             screen = max(screen, (0.1 / max(H, W)) ** 2)
             lx = links[0].detach().to(device, torch.float64)
             ly = links[1].detach().to(device, torch.float64)
+        if iterate:
+            G, y0, x0, rhs_map = _grid_system(unknown, ring, g, screen, None if links is None else (lx, ly))
+            field = out.clone()
+            box = field[y0:y0 + G.mask.shape[0], x0:x0 + G.mask.shape[1]]
+            box[G.mask] = _solve_grid(G, rhs_map)[G.mask]
+            results.append(field.to(dtype))
+            continue
         diag = torch.full((n,), screen, dtype=torch.float64, device=device)
         rhs = torch.zeros(n, dtype=torch.float64, device=device)
         rows, cols, vals = [], [], []
@@ -430,6 +537,64 @@ def _seam_corrections(log_ratio_known: Tensor, known: Tensor, hole: Tensor,
     return results
 
 
+def _grid_system(unknown: Tensor, ring: Tensor, g: Tensor, screen: float,
+                 links: tuple[Tensor, Tensor] | None) -> tuple[_GridSPD, int, int, Tensor]:
+    """The seam system of :func:`_seam_corrections` built as maps over its unknowns' bounding box
+    (which starts at even coordinates): (the operator, the box's origin y0 and x0, the right-hand
+    side [h,w]). The same numbers to the bit as the entries :func:`_seam_corrections` assembles
+    for the direct solvers, read by :meth:`_GridSPD.from_entries`: each pixel's diagonal and
+    right-hand side add its sides' terms in the same order (right, left, lower, upper neighbour;
+    an unused side adds 0), without a list of entries and its gathers (5x faster at 512x512)."""
+    H, W = unknown.shape
+    ys, xs = torch.nonzero(unknown.any(1)).squeeze(1), torch.nonzero(unknown.any(0)).squeeze(1)
+    y0, x0 = (int(ys[0]) // 2) * 2, (int(xs[0]) // 2) * 2
+    y1, x1 = int(ys[-1]) + 1, int(xs[-1]) + 1
+    dtype, device = torch.float64, unknown.device
+    if links is None:
+        lx = torch.ones(H, W - 1, dtype=dtype, device=device)
+        ly = torch.ones(H - 1, W, dtype=dtype, device=device)
+    else:
+        lx, ly = links
+
+    def padded(t: Tensor, value=0) -> Tensor:  # one pixel beyond the image on each side
+        return F.pad(t[None, None].to(dtype) if t.dtype == torch.bool else t[None, None], (1, 1, 1, 1),
+                     value=value)[0, 0]
+
+    # Each pixel's link to its right, left, lower and upper neighbour (0 where there is none).
+    link = {(0, 1): F.pad(lx, (0, 1)), (0, -1): F.pad(lx, (1, 0)), (1, 0): F.pad(ly, (0, 0, 0, 1)),
+            (-1, 0): F.pad(ly, (0, 0, 1, 0))}
+    pu, pr, pg = padded(unknown) > 0, padded(ring) > 0, padded(g)
+    box = (slice(y0, y1), slice(x0, x1))
+    mask = unknown[box]
+    diag = mask.to(dtype) * screen
+    rhs = torch.zeros_like(diag)
+    for dy, dx in _OFFSETS_4:
+        at = (slice(1 + y0 + dy, 1 + y1 + dy), slice(1 + x0 + dx, 1 + x1 + dx))
+        coupled, dirichlet = mask & pu[at], mask & pr[at]
+        wgt = link[dy, dx][box]
+        diag += torch.where(coupled | dirichlet, wgt, 0.0)
+        rhs += torch.where(dirichlet, wgt * pg[at], 0.0)
+    east = torch.where(mask[:, :-1] & mask[:, 1:], -lx[box[0], x0:x1 - 1], 0.0)
+    south = torch.where(mask[:-1] & mask[1:], -ly[y0:y1 - 1, box[1]], 0.0)
+    east, south = F.pad(east, (0, 1)), F.pad(south, (0, 0, 0, 1))
+    return _GridSPD(diag, east, south, mask), y0, x0, rhs
+
+
+# A sorting network that leaves the median of 9 values in place 4 (Paeth's, as in Devillard's
+# "Fast median search"): 19 compare-exchanges.
+_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
+            (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+
+
+def _median9(maps: list[Tensor]) -> Tensor:
+    """The elementwise median of 9 maps of one shape: exactly one of their values (7x faster
+    than torch's median over them stacked, at 512x512)."""
+    p = list(maps)
+    for a, b in _MEDIAN9:
+        p[a], p[b] = torch.minimum(p[a], p[b]), torch.maximum(p[a], p[b])
+    return p[4]
+
+
 def edge_links(depth: Tensor, *, noise: float | None = None, floor: float = 0.02) -> tuple[Tensor, Tensor]:
     """Coupling weights between neighbouring pixels that fall to 0 across depth edges.
 
@@ -446,9 +611,9 @@ def edge_links(depth: Tensor, *, noise: float | None = None, floor: float = 0.02
     if noise is None:
         noise = float((L[:, 1:] - L[:, :-1]).abs().median()) / (0.6745 * math.sqrt(2))
     H, W = L.shape
-    # 3x3 median, the border continued by its nearest pixel (odd count: torch's median is exact).
+    # 3x3 median, the border continued by its nearest pixel.
     padded = F.pad(L[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
-    Lm = torch.stack([padded[dy:dy + H, dx:dx + W] for dy in range(3) for dx in range(3)]).median(dim=0).values
+    Lm = _median9([padded[dy:dy + H, dx:dx + W] for dy in range(3) for dx in range(3)])
     tau = max(4.0 * noise, floor)
     wx = torch.exp(-(((Lm[:, 1:] - Lm[:, :-1]) / tau) ** 2))
     wy = torch.exp(-(((Lm[1:, :] - Lm[:-1, :]) / tau) ** 2))
