@@ -315,7 +315,10 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
         if box > 1:
             pixels = pixels.reduce(box)
             factor *= box
-        rgb = _to_rgb_float(_upright(pixels, orientation))
+        try:
+            rgb = _to_rgb_float(_upright(pixels, orientation))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     content = np.stack([_resample_channel(rgb[..., c], transform, Image.Resampling.LANCZOS, factor)
                         for c in range(3)], axis=-1)
     image = torch.from_numpy(np.clip(_place(content, transform, PAD_VALUE), 0.0, 1.0))
