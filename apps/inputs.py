@@ -8,7 +8,6 @@ visitor's file had never becomes part of a path.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import uuid
@@ -24,6 +23,7 @@ __all__ = [
     "safe_session_id",
     "check_upload",
     "copy_upload",
+    "upload_message",
     "check_trajectory_limits",
     "IMAGE_TYPES",
     "DEPTH_TYPES",
@@ -157,9 +157,11 @@ def check_upload(value, name: str, allowed: tuple[str, ...], limits: Limits) -> 
     elif allowed is DEPTH_TYPES:
         _check_depth_header(path, name, limits)
     elif allowed is TRAJECTORY_TYPES:
+        from dreamer.cli import parse_json
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            data = parse_json(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
             raise InputError(f"{name}: not a valid JSON file ({e})") from None
         check_trajectory_limits(data, name, limits)
     return path
@@ -286,6 +288,19 @@ def _exr_size(path: Path, name: str) -> tuple[int, int]:
             return x1 - x0 + 1, y1 - y0 + 1
         pos = tend + 5 + size
     raise InputError(f"{name}: the OpenEXR header has no readable dataWindow")
+
+
+_FIELDS = {"photo": "Photo", "depth": "Depth map", "trajectory": "Trajectory file"}
+
+
+def upload_message(error: BaseException, folder: Path) -> str:
+    """A check's message about the uploads copied into ``folder`` (:func:`copy_upload`), for the
+    visitor: the server's path left out, prefixed with the field it names (``Photo: ...``)."""
+    text = " ".join(str(error).replace(str(folder) + "/", "").split())
+    for stem, field in _FIELDS.items():
+        if re.search(rf"\b{stem}\.[a-z0-9]+\b", text):
+            return f"{field}: {text}"
+    return text
 
 
 def copy_upload(path: Path | None, folder: Path, stem: str) -> str | None:

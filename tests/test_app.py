@@ -307,9 +307,12 @@ def test_an_uploaded_trajectory_obeys_the_forms_limits(server, tmp_path):
     endless.write_text(json.dumps({"keyframes": [{"c2w": eye}, {"c2w": shifted}], "frames": 2_000_000}))
     huge = tmp_path / "huge.json"
     huge.write_text(json.dumps({"cameras": [{"c2w": eye, "width": 100000, "height": 100000}]}))
+    odd = tmp_path / "odd.json"  # the command line's checks (dreamer.pipeline.preflight) hold in the app
+    odd.write_text(json.dumps({"cameras": [{"c2w": eye, "width": 60, "height": 64, "fov": 50}]}))
     t0 = time.time()
     for path, message in ((endless, "asks for 2000000 cameras; a scene here has 1 to 64"),
-                          (huge, "a camera's width is 100000 px; at most 1024 px per side")):
+                          (huge, "a camera's width is 100000 px; at most 1024 px per side"),
+                          (odd, "trajectory.json: camera 0: width 60 must be a multiple of 8")):
         job = client.submit(*SCENE[:5], handle_file(str(path)), *SCENE[6:], api_name="/scene")
         with pytest.raises(AppError, match=f"Trajectory file: the file {message}|Trajectory file: {message}"):
             job.result(timeout=60)

@@ -22,7 +22,8 @@ from dreamer.configs import check_settings
 from dreamer.pipeline.limits import MAX_SEED, MAX_STEPS, Limits
 from dreamer.pipeline.settings import CONFIG_SECTIONS, SceneConfigs
 
-__all__ = ["check_scene", "check_output_folder", "read_text_input", "check_seed", "check_limit", "check_model_source"]
+__all__ = ["check_scene", "check_output_folder", "read_text_input", "check_seed", "check_limit", "check_model_source",
+           "ModelSourceMissing"]
 
 # A depth for building presets before the scene exists: their number of cameras does not depend on it.
 _STAND_IN_DEPTH = 1.0
@@ -141,6 +142,10 @@ def _check_models(configs: SceneConfigs) -> None:
             check_model_source(model, name)
 
 
+class ModelSourceMissing(ValueError):
+    """A model setting names a folder that does not exist, or (offline) a hub id that is not cached."""
+
+
 def check_model_source(model: str, name: str) -> None:
     """A model setting (a hub id or a local folder) that cannot work is refused before any model
     loads: empty, a folder that does not exist, or (with ``HF_HUB_OFFLINE`` set) a hub id that is
@@ -155,12 +160,13 @@ def check_model_source(model: str, name: str) -> None:
     if is_local_model(model):
         path = Path(model).expanduser()
         if not path.is_dir():
-            raise ValueError(f"{flag} {model}: no such folder (a local model is a folder written by save_pretrained "
-                             f"or `huggingface-cli download ID --local-dir FOLDER`; a hub id looks like 'org/name')")
+            raise ModelSourceMissing(f"{flag} {model}: no such folder (a local model is a folder written by "
+                                     f"save_pretrained or `huggingface-cli download ID --local-dir FOLDER`; a hub id "
+                                     f"looks like 'org/name')")
     elif hub_offline() and not os.path.isdir(os.path.join(hub_cache_dir(), "models--" + model.replace("/", "--"))):
-        raise ValueError(f"{flag} {model!r} is not in the Hugging Face cache ({hub_cache_dir()}) and HF_HUB_OFFLINE is "
-                         f"set, so it cannot be downloaded: run `huggingface-cli download {model}` where the hub can "
-                         f"be reached, or pass a local folder")
+        raise ModelSourceMissing(f"{flag} {model!r} is not in the Hugging Face cache ({hub_cache_dir()}) and "
+                                 f"HF_HUB_OFFLINE is set, so it cannot be downloaded: run `huggingface-cli download "
+                                 f"{model}` where the hub can be reached, or pass a local folder")
 
 
 def _check_inputs(configs: SceneConfigs, limits: Limits, first) -> None:
@@ -266,5 +272,7 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
             check_output_folder(out)
     except (ValueError, TypeError, OSError) as e:
         message = f"{where}: {e}" if where else str(e)
-        raise (TypeError if isinstance(e, TypeError) else ValueError)(message) from None
+        kind = TypeError if isinstance(e, TypeError) else ModelSourceMissing if isinstance(e, ModelSourceMissing) \
+            else ValueError
+        raise kind(message) from None
     return len(cams)
