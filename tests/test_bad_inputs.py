@@ -305,7 +305,13 @@ CASES = [
     ("unknown-flag", "dreamer", ["--colour", "red", "--out", "{o}"], 2, ["--colour", "--help"]),
     ("zoom-bad-p", "zoom", ["--prompts", "a", "--p", "3", "--out", "{o}"], 2, ["--p", "invalid choice"]),
     ("zoom-model-missing", "zoom", ["--prompts", "a", "--models", "default", "--model", "{d}/no_model",
-                                    "--device", "cpu", "--out", "{o}"], 1, ["no_model", "does not exist"]),
+                                    "--device", "cpu", "--out", "{o}"], 2, ["--model", "no_model", "no such folder"]),
+    ("zoom-tiny-vae-missing", "zoom", ["--prompts", "a", "--tiny-vae", "{d}/no_vae", "--out", "{o}"], 2,
+     ["--tiny-vae", "no_vae", "no such folder"]),
+    ("zoom-empty-prompt", "zoom", ["--prompts", "a", " ", "--out", "{o}"], 2, ["level 1", "empty"]),
+    ("zoom-out-empty", "zoom", ["--prompts", "a", "--out", ""], 2, ["--out", "empty"]),
+    ("zoom-into-a-scene-folder", "zoom", ["--prompts", "a", "--out", "{d}/other_tool"], 2,
+     ["other_tool", "config.json", "not a zoom stack's"]),
 ]
 
 _WITH_SPLATS = [a for a in SMALL if a != "--no-splats"] + ["--gs-iters", "5"]
