@@ -481,7 +481,11 @@ def test_a_damaged_checkpoint_names_the_file_and_restart_starts_over(tmp_path, c
     reason = capsys.readouterr().err
     assert "result.pt cannot be loaded safely" in reason and "--restart" in reason
     torch.save({"something": "else"}, out / "checkpoint" / "result.pt")  # a readable file of another layout
-    assert run_cli(*args) == 1  # found when it is loaded
+    assert run_cli(*args) == 2
+    reason = capsys.readouterr().err
+    assert "result.pt holds a checkpoint of another layout (no points, views)" in reason and "--restart" in reason
+    torch.save({"views": [{"camera": 1}], "points": {}}, out / "checkpoint" / "result.pt")  # the layout's keys
+    assert run_cli(*args) == 1  # what is inside them is found when it is loaded
     reason = capsys.readouterr().out
     assert "result.pt holds a result of another layout" in reason and "--restart" in reason
     assert run_cli(*args, "--restart") == 0

@@ -121,11 +121,17 @@ def drop_loop_files(folder: str | Path) -> int:
     return freed
 
 
+# The entries each checkpoint file holds (what save_finished and save_checkpoint write).
+_LAYOUT = {FINISHED_FILE: {"views", "points"}, "points.pt": {"views", "xyz", "rgb", "radius"},
+           "view": {"camera", "image", "depth", "mask"}}
+
+
 def check_checkpoints(folder: str | Path) -> None:
     """Raise :class:`CheckpointError` naming the first checkpoint file in ``folder`` that a resume
     would read (the finished dream, else the loop's cloud and views) and that cannot be loaded
-    safely. Before any model loads: the files are memory-mapped, so their tensors are not read (a
-    damaged tensor still fails later, when it is loaded)."""
+    safely or lacks the entries of its layout. Before any model loads: the files are
+    memory-mapped, so their tensors are not read (a damaged tensor still fails later, when it is
+    loaded)."""
     folder = Path(folder)
     finished = folder / FINISHED_FILE
     files = [finished] if finished.exists() else [folder / "points.pt",
@@ -135,7 +141,12 @@ def check_checkpoints(folder: str | Path) -> None:
             raise CheckpointError(f"{path} cannot be loaded safely (not a checkpoint this program wrote: damaged, "
                                   f"or another program's file); rerun with --restart to start this scene over")
         if path.exists():
-            _load(path, mmap=True)
+            state = _load(path, mmap=True)
+            keys = _LAYOUT["view" if path.name.startswith("view_") else path.name]
+            missing = sorted(keys - set(state))
+            if missing:
+                raise CheckpointError(f"{path} holds a checkpoint of another layout (no {', '.join(missing)}); "
+                                      f"rerun with --restart to start this scene over")
 
 
 def load_checkpoint(folder: str | Path, *, with_extra: bool = False):
