@@ -93,7 +93,8 @@ def check_number(value, name: str, lo: float, hi: float, *, integer: bool = Fals
             raise InputError(f"{name} must be a whole number, got {value!r}")
         number = int(number)
     if not lo <= number <= hi:
-        raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
+        shown = (f"{int(lo)} and {int(hi)}" if integer else f"{lo:g} and {hi:g}")
+        raise InputError(f"{name} must be between {shown}, got {value!r}")
     if multiple and int(number) % multiple:
         raise InputError(f"{name} must be a multiple of {multiple}, got {value!r}")
     return number
@@ -119,7 +120,7 @@ def safe_session_id(session_hash: str | None) -> str:
     return cleaned or f"anon-{uuid.uuid4().hex[:12]}"
 
 
-def _upload_path(value) -> Path | None:
+def _upload_path(value, name: str) -> Path | None:
     """The local path gradio gives for an upload: a str, a Path, a dict with 'path' or an object
     with ``.path`` / ``.name`` (gradio's FileData, tempfile wrappers)."""
     if value is None or value == "":
@@ -131,14 +132,14 @@ def _upload_path(value) -> Path | None:
     for attr in ("path", "name"):
         if isinstance(getattr(value, attr, None), str):
             return Path(getattr(value, attr))
-    raise InputError(f"unexpected upload value of type {type(value).__name__}")
+    raise InputError(f"{name}: unexpected upload value of type {type(value).__name__}")
 
 
 def check_upload(value, name: str, allowed: tuple[str, ...], limits: Limits) -> Path | None:
     """The path of an uploaded file after checking that it exists, is a regular file, has an allowed
     extension and is not too large; ``None`` when nothing was uploaded. Photos are also opened
     (header only) to check that they are images of an acceptable size."""
-    path = _upload_path(value)
+    path = _upload_path(value, name)
     if path is None:
         return None
     if not path.is_file():
