@@ -38,8 +38,10 @@ size on disk.
 
 Every input of every scene (settings, photos, depth maps, trajectory files, the output folder) is
 checked before a model loads, within limits that ``--allow-large`` lifts (see the README's "When
-something is wrong"). A bad input prints one line naming it (``-v`` adds the traceback).
-Exit status: 0 when every scene is done or skipped, 1 when any failed, 2 for bad usage or input.
+something is wrong"). A bad input prints one line naming it (``-v`` adds the traceback); in a
+batch, a scene with a bad input is reported and the others run.
+Exit status: 0 when every scene is done or skipped, 1 when any failed (or was refused while others
+ran), 2 for bad usage or input (nothing ran).
 """
 
 from __future__ import annotations
