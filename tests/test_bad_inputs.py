@@ -284,6 +284,8 @@ CASES = [
      ["cam_outside_room.json", "camera 1", "outside the room"]),
     ("camera-bools-as-numbers", "dreamer", ["--trajectory", "{d}/cam_bools.json", "--out", "{o}"], 2,
      ["cam_bools.json", "numbers", "true"]),
+    ("views-1-on-a-path-of-2", "dreamer", ["--trajectory", "llff", "--views", "1", "--out", "{o}"], 2,
+     ["--views 1", "'llff'", ">= 2"]),
     ("trajectory-key-twice", "dreamer", ["--trajectory", "{d}/cam_dup_key.json", "--out", "{o}"], 2,
      ["cam_dup_key.json", "'width' is given twice"]),
     ("batch-key-twice", "dreamer", ["--batch", "{d}/dup_key.yaml", "--out", "{o}"], 2,

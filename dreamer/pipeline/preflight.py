@@ -219,7 +219,13 @@ def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | 
                              f"so give it that size (or leave width and height out of the file)")
     else:
         params = {} if count is None else {"n": count}
-        cams = make_trajectory(name, first, _STAND_IN_DEPTH, **params).cameras
+        try:
+            cams = make_trajectory(name, first, _STAND_IN_DEPTH, **params).cameras
+        except ValueError as e:
+            if count is None or not str(e).startswith("n "):
+                raise
+            flag = "--views" if what == "trajectory" else "--render-frames"
+            raise ValueError(f"{flag} {count} does not fit the {what} {name!r}: its camera count {e}") from None
         if max_cameras is not None and len(cams) > max_cameras:
             raise ValueError(f"{what} {name!r} has {len(cams)} cameras, more than the limit of {max_cameras} "
                              f"(--allow-large lifts it)")
