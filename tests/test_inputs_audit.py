@@ -182,6 +182,25 @@ def test_a_sixteen_bit_rgb_png_keeps_its_range(tmp_path):
     assert torch.allclose(out[:, 5:, 1], torch.full((8, 3), 0.5), atol=1 / 255)
 
 
+def test_a_pipe_or_a_device_is_refused_without_reading_it(tmp_path):
+    import os
+    import threading
+
+    from dreamer.pipeline.inputs import load_depth
+
+    pipe = tmp_path / "photo.png"
+    os.mkfifo(pipe)  # opening it for reading would wait for a writer forever
+    done = []
+    worker = threading.Thread(target=lambda: done.append(pytest.raises(ValueError, load_image, pipe, 8, 8)),
+                              daemon=True)
+    worker.start()
+    worker.join(10)
+    assert done and "not a regular file" in str(done[0].value)
+    for path in (pipe, "/dev/zero"):
+        with pytest.raises(ValueError, match="not a regular file"):
+            load_depth(path, 8, 8)
+
+
 def test_an_animated_gif_gives_its_first_frame_and_a_truncated_file_is_refused(tmp_path):
     frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])

@@ -150,6 +150,8 @@ def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "im
         raise FileNotFoundError(f"{what} file not found: {path}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file")
+    if not path.is_file():  # a pipe would block the read forever, a device never end
+        raise ValueError(f"{path} is not a regular file (a pipe, a device?); give an image file")
     try:
         with warnings.catch_warnings():  # the size limit below decides, not Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -394,6 +396,8 @@ def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> t
         raise FileNotFoundError(f"depth file not found: {path}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a depth file")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a pipe, a device?); give a depth file")
     if suffix == ".npy":
         return _read_npy(path, max_pixels), False
     if suffix == ".exr":
