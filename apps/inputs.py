@@ -243,23 +243,15 @@ def _check_depth_header(path: Path, name: str, limits: Limits) -> None:
     limit as photos, real numbers only."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        import numpy as np
+        from dreamer.pipeline.inputs import read_npy_header
 
-        try:
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, _, dtype = read_header(f)  # the header only, not the data
-        except (ValueError, OSError, SyntaxError) as e:
-            raise InputError(f"{name}: not a readable .npy file ({e})") from None
-        if dtype.kind not in "fiu":
-            raise InputError(f"{name}: the array holds {dtype} values; a depth map holds real numbers (metres)")
-        if len(shape) != 2:
-            raise InputError(f"{name}: the array has shape {shape}; a depth map is 2-D (height x width)")
-        _check_side(shape[1], shape[0], name, limits, "depth map")
-        if path.stat().st_size < shape[0] * shape[1] * dtype.itemsize:
-            raise InputError(f"{name}: the file is shorter than its header says ({shape[1]}x{shape[0]} {dtype})")
+        try:  # the header only, not the data: the command line's check, with the app's side limit
+            read_npy_header(path, max_pixels=None,
+                            check_size=lambda w, h: _check_side(w, h, name, limits, "depth map"))
+        except ValueError as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"{name}: {str(e).replace(str(path) + ': ', '').replace(str(path), 'the file')}") from None
     elif suffix == ".exr":
         width, height = _exr_size(path, name)
         _check_side(width, height, name, limits, "depth map")

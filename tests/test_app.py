@@ -625,10 +625,11 @@ def test_trajectory_and_depth_limits_come_from_the_files_headers(tmp_path):
         return path
 
     assert check_upload(npy("ok.npy", (90, 120)), "Depth map", DEPTH_TYPES, lim) is not None
-    bad = {npy("complex.npy", (9, 12), "<c8"): "holds complex64 values",
+    assert check_upload(npy("torch.npy", (1, 1, 90, 120)), "Depth map", DEPTH_TYPES, lim) is not None
+    bad = {npy("complex.npy", (9, 12), "<c8"): "must hold real numbers .* got dtype complex64",
            npy("huge.npy", (200_000, 400_000), data=False): "is 400000x200000 px; at most 4096",
-           npy("short.npy", (90, 120), data=False): "shorter than its header says",
-           npy("cube.npy", (4, 4, 4)): "a depth map is 2-D"}
+           npy("short.npy", (90, 120), data=False): "a truncated or damaged file",
+           npy("cube.npy", (4, 4, 4)): r"must hold an \[H,W\] array"}
     exr = tmp_path / "depth.exr"  # a header only: magic, version, one box2i attribute, the end byte
     exr.write_bytes(b"\x76\x2f\x31\x01" + struct.pack("<i", 2) + b"dataWindow\0box2i\0" + struct.pack("<i", 16)
                     + struct.pack("<4i", 0, 0, 9999, 7999) + b"\0")

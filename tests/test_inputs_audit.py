@@ -182,6 +182,18 @@ def test_a_sixteen_bit_rgb_png_keeps_its_range(tmp_path):
     assert torch.allclose(out[:, 5:, 1], torch.full((8, 3), 0.5), atol=1 / 255)
 
 
+def test_a_depth_npy_of_one_pixel_row_or_column_is_read(tmp_path):
+    from dreamer.pipeline.inputs import load_depth
+
+    for shape in [(1, 1), (1, 8), (8, 1), (1, 1, 1), (8, 8, 1), (1, 8, 8), (1, 1, 8, 8)]:
+        np.save(tmp_path / "d.npy", np.full(shape, 2.5, np.float32))
+        assert torch.equal(load_depth(tmp_path / "d.npy", 8, 8), torch.full((8, 8), 2.5)), shape
+    for shape in [(8,), (2, 8, 8), (8, 8, 3), (8, 1, 8)]:
+        np.save(tmp_path / "d.npy", np.full(shape, 2.5, np.float32))
+        with pytest.raises(ValueError, match=r"must hold an \[H,W\] array"):
+            load_depth(tmp_path / "d.npy", 8, 8)
+
+
 def test_a_pipe_or_a_device_is_refused_without_reading_it(tmp_path):
     import os
     import threading
