@@ -286,6 +286,8 @@ CASES = [
      ["cam_bools.json", "numbers", "true"]),
     ("views-1-on-a-path-of-2", "dreamer", ["--trajectory", "llff", "--views", "1", "--out", "{o}"], 2,
      ["--views 1", "'llff'", ">= 2"]),
+    ("zoom-p-3-on-64-px", "dreamer", ["--models", "tiny", "--prompt", "a room", "--zoom-levels", "2", "--zoom-p", "3",
+                                      "--out", "{o}"], 2, ["zoom_p 3", "64x64", "multiples of 48"]),
     ("trajectory-key-twice", "dreamer", ["--trajectory", "{d}/cam_dup_key.json", "--out", "{o}"], 2,
      ["cam_dup_key.json", "'width' is given twice"]),
     ("batch-key-twice", "dreamer", ["--batch", "{d}/dup_key.yaml", "--out", "{o}"], 2,

@@ -269,6 +269,15 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
                 raise ValueError(f"zoom_view {k} is out of range: the trajectory has {len(cams)} views "
                                  f"(0..{len(cams) - 1}, or negative from the last)")
             view = cams[k]
+            if configs.models.models != "synthetic":  # the zoom sampler pastes centred 1/p blocks of latents
+                from zoom.stack import max_paste_depth
+
+                factor = 8  # the VAE of Stable Diffusion (and of the tiny models)
+                if max_paste_depth(view.height // factor, view.width // factor, zc.zoom_p, min_size=2) < 1:
+                    raise ValueError(f"zoom_p {zc.zoom_p} does not fit view {k}'s {view.width}x{view.height} image: "
+                                     f"its {view.width // factor}x{view.height // factor} latent grid has no centred "
+                                     f"1/{zc.zoom_p} block of >= 2 latents; use sides that are multiples of "
+                                     f"{2 * zc.zoom_p * factor} px")
             if zc.zoom_center is not None:
                 u, v = zc.zoom_center
                 if not (0.0 <= u <= view.width and 0.0 <= v <= view.height):
