@@ -213,6 +213,11 @@ def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | 
                     raise ValueError(f"{where}: {side} {value} must be a multiple of 8 (the diffusion models' latent "
                                      f"grid)")
             check_input_camera(cam, where)
+        if what == "extension trajectory":
+            for i, cam in enumerate(cams):
+                if (cam.width, cam.height) != (first.width, first.height):
+                    raise ValueError(f"{name}: camera {i} is {cam.width}x{cam.height}; an extension's cameras have the "
+                                     f"scene's size, {first.width}x{first.height}")
         if what == "trajectory" and (cams[0].width, cams[0].height) != (first.width, first.height):
             raise ValueError(f"{name}: camera 0 is {cams[0].width}x{cams[0].height} but the first view is "
                              f"{first.width}x{first.height} (--width, --height): camera 0 is the first view's camera, "
@@ -257,6 +262,8 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
                              f"give one per camera")
         if configs.splats is not None:
             _cameras(sc.render_trajectory, first, sc.render_frames, "render trajectory", limits.frames, limits)
+        if sc.extensions and configs.splats is None:
+            raise ValueError("extensions fine-tune the scene's splats: they need the splat stage (drop --no-splats)")
         for extension in sc.extensions:
             if not Path(extension).is_file():
                 raise ValueError(f"extension trajectory {extension}: no such file")
