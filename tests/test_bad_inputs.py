@@ -123,6 +123,7 @@ def make_inputs(d: Path) -> Path:
                                               "cameras": [{"c2w": eye, "K": [[50, 0, 1e9], [0, 50, 32], [0, 0, 1]]}]}),
                        ("cam_far.json", {**cams, "cameras": [{"c2w": eye}, {"c2w": far.tolist()}]}),
                        ("cam_outside_room.json", {**cams, "cameras": [{"c2w": eye}, {"c2w": out_of_room.tolist()}]}),
+                       ("two.json", {**cams, "cameras": [{"c2w": eye}, {"c2w": step.tolist()}]}),
                        ("cam_bools.json", {**cams, "cameras": [{"c2w": (np.eye(4) > 0).tolist()}]})]:
         (d / name).write_text(json.dumps(data))
     (d / "cam_dup_key.json").write_text('{"width": 64, "width": 128, "height": 64, "fov": 60, "cameras": [{"c2w": %s}]}'
@@ -292,6 +293,8 @@ CASES = [
      ["cam128.json", "camera 0 is 128x64", "64x64"]),
     ("extension-without-splats", "dreamer", ["--extensions", "{d}/cam128.json", "--out", "{o}"], 2,
      ["extensions", "--no-splats"]),
+    ("views-and-a-trajectory-file", "dreamer", ["--trajectory", "{d}/two.json", "--views", "5", "--out", "{o}"],
+     2, ["--views 5", "two.json", "2 cameras"]),
     ("trajectory-key-twice", "dreamer", ["--trajectory", "{d}/cam_dup_key.json", "--out", "{o}"], 2,
      ["cam_dup_key.json", "'width' is given twice"]),
     ("batch-key-twice", "dreamer", ["--batch", "{d}/dup_key.yaml", "--out", "{o}"], 2,

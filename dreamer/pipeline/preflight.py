@@ -257,6 +257,10 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
         synthetic = configs.models.models == "synthetic"
         cams = _cameras(sc.trajectory, first, sc.views, "trajectory", limits.views, limits, dreamed=True,
                         synthetic=synthetic)
+        if sc.views is not None and _is_file_name(sc.trajectory) and sc.views != len(cams):
+            raise ValueError(f"--views {sc.views} conflicts with the trajectory file {sc.trajectory}, which has "
+                             f"{len(cams)} cameras (--views sets the count of a preset's cameras): drop --views "
+                             f"(or give --views none)")
         if sc.prompts is not None and len(sc.prompts) != len(cams):
             raise ValueError(f"--prompts has {len(sc.prompts)} prompts but the trajectory has {len(cams)} cameras: "
                              f"give one per camera")
