@@ -8,7 +8,6 @@ visitor's file had never becomes part of a path.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import uuid
@@ -24,6 +23,7 @@ __all__ = [
     "safe_session_id",
     "check_upload",
     "copy_upload",
+    "upload_message",
     "check_trajectory_limits",
     "IMAGE_TYPES",
     "DEPTH_TYPES",
@@ -93,7 +93,8 @@ def check_number(value, name: str, lo: float, hi: float, *, integer: bool = Fals
             raise InputError(f"{name} must be a whole number, got {value!r}")
         number = int(number)
     if not lo <= number <= hi:
-        raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value!r}")
+        shown = (f"{int(lo)} and {int(hi)}" if integer else f"{lo:g} and {hi:g}")
+        raise InputError(f"{name} must be between {shown}, got {value!r}")
     if multiple and int(number) % multiple:
         raise InputError(f"{name} must be a multiple of {multiple}, got {value!r}")
     return number
@@ -119,7 +120,7 @@ def safe_session_id(session_hash: str | None) -> str:
     return cleaned or f"anon-{uuid.uuid4().hex[:12]}"
 
 
-def _upload_path(value) -> Path | None:
+def _upload_path(value, name: str) -> Path | None:
     """The local path gradio gives for an upload: a str, a Path, a dict with 'path' or an object
     with ``.path`` / ``.name`` (gradio's FileData, tempfile wrappers)."""
     if value is None or value == "":
@@ -131,14 +132,14 @@ def _upload_path(value) -> Path | None:
     for attr in ("path", "name"):
         if isinstance(getattr(value, attr, None), str):
             return Path(getattr(value, attr))
-    raise InputError(f"unexpected upload value of type {type(value).__name__}")
+    raise InputError(f"{name}: unexpected upload value of type {type(value).__name__}")
 
 
 def check_upload(value, name: str, allowed: tuple[str, ...], limits: Limits) -> Path | None:
     """The path of an uploaded file after checking that it exists, is a regular file, has an allowed
     extension and is not too large; ``None`` when nothing was uploaded. Photos are also opened
     (header only) to check that they are images of an acceptable size."""
-    path = _upload_path(value)
+    path = _upload_path(value, name)
     if path is None:
         return None
     if not path.is_file():
@@ -157,9 +158,11 @@ def check_upload(value, name: str, allowed: tuple[str, ...], limits: Limits) -> 
     elif allowed is DEPTH_TYPES:
         _check_depth_header(path, name, limits)
     elif allowed is TRAJECTORY_TYPES:
+        from dreamer.cli import parse_json
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            data = parse_json(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
             raise InputError(f"{name}: not a valid JSON file ({e})") from None
         check_trajectory_limits(data, name, limits)
     return path
@@ -240,23 +243,15 @@ def _check_depth_header(path: Path, name: str, limits: Limits) -> None:
     limit as photos, real numbers only."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        import numpy as np
+        from dreamer.pipeline.inputs import read_npy_header
 
-        try:
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, _, dtype = read_header(f)  # the header only, not the data
-        except (ValueError, OSError, SyntaxError) as e:
-            raise InputError(f"{name}: not a readable .npy file ({e})") from None
-        if dtype.kind not in "fiu":
-            raise InputError(f"{name}: the array holds {dtype} values; a depth map holds real numbers (metres)")
-        if len(shape) != 2:
-            raise InputError(f"{name}: the array has shape {shape}; a depth map is 2-D (height x width)")
-        _check_side(shape[1], shape[0], name, limits, "depth map")
-        if path.stat().st_size < shape[0] * shape[1] * dtype.itemsize:
-            raise InputError(f"{name}: the file is shorter than its header says ({shape[1]}x{shape[0]} {dtype})")
+        try:  # the header only, not the data: the command line's check, with the app's side limit
+            read_npy_header(path, max_pixels=None,
+                            check_size=lambda w, h: _check_side(w, h, name, limits, "depth map"))
+        except ValueError as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"{name}: {str(e).replace(str(path) + ': ', '').replace(str(path), 'the file')}") from None
     elif suffix == ".exr":
         width, height = _exr_size(path, name)
         _check_side(width, height, name, limits, "depth map")
@@ -286,6 +281,19 @@ def _exr_size(path: Path, name: str) -> tuple[int, int]:
             return x1 - x0 + 1, y1 - y0 + 1
         pos = tend + 5 + size
     raise InputError(f"{name}: the OpenEXR header has no readable dataWindow")
+
+
+_FIELDS = {"photo": "Photo", "depth": "Depth map", "trajectory": "Trajectory file"}
+
+
+def upload_message(error: BaseException, folder: Path) -> str:
+    """A check's message about the uploads copied into ``folder`` (:func:`copy_upload`), for the
+    visitor: the server's path left out, prefixed with the field it names (``Photo: ...``)."""
+    text = " ".join(str(error).replace(str(folder) + "/", "").split())
+    for stem, field in _FIELDS.items():
+        if re.search(rf"\b{stem}\.[a-z0-9]+\b", text):
+            return f"{field}: {text}"
+    return text
 
 
 def copy_upload(path: Path | None, folder: Path, stem: str) -> str | None:

@@ -13,7 +13,7 @@ import gradio as gr
 
 from apps.files import FileDesk
 from apps.inputs import (DEPTH_TYPES, IMAGE_TYPES, TRAJECTORY_TYPES, InputError, check_number, check_text,
-                         check_upload, copy_upload)
+                         check_upload, copy_upload, upload_message)
 from apps.jobs import Job, Jobs, zip_folder
 from apps.settings import MODEL_SETS, SCENE_TRAJECTORIES, AppSettings
 from apps.viewer import viewer_spec
@@ -69,6 +69,8 @@ class SceneTab:
         """Copy the uploads into ``run/inputs`` and build the scene's settings (and read the
         trajectory file and depth map against the first camera: still before any model runs)."""
         from dreamer.pipeline import SceneConfigs, configs_from_flat
+        from dreamer.pipeline.limits import Limits
+        from dreamer.pipeline.preflight import ModelSourceMissing, check_scene
         from dreamer.splats import SplatConfig
 
         inputs = run / "inputs"
@@ -86,26 +88,13 @@ class SceneTab:
             flat["views"] = None
         base = dataclasses.replace(SceneConfigs(), splats=SplatConfig())
         configs = configs_from_flat(flat, base)
-        first = configs.scene.first_camera()
-        if traj:
-            from dreamer.trajectories import load_trajectory
-
-            try:
-                load_trajectory(traj, first)
-            except (ValueError, KeyError, TypeError) as e:
-                raise InputError(f"Trajectory file: {e}".replace(str(inputs) + "/", "")) from None
-        if flat["image"]:
-            from dreamer.pipeline.inputs import load_depth, load_image
-
-            try:
-                loaded = load_image(flat["image"], configs.scene.width, configs.scene.height)
-            except ValueError as e:
-                raise InputError(f"Photo: {e}".replace(str(inputs) + "/", "")) from None
-            if flat["depth"]:
-                try:
-                    load_depth(flat["depth"], configs.scene.width, configs.scene.height, like=loaded)
-                except ValueError as e:
-                    raise InputError(f"Depth map: {e}".replace(str(inputs) + "/", "")) from None
+        lim = self.settings.limits
+        try:  # the command line's checks, within the app's limits
+            check_scene(configs, limits=Limits(side=lim.max_size, views=lim.max_views))
+        except ModelSourceMissing as e:
+            raise InputError(f"The models of this set are not available here. {e}") from None
+        except (ValueError, TypeError) as e:
+            raise InputError(upload_message(e, inputs)) from None
         return configs
 
     # ------------------------------------------------------------------------------------ the job

@@ -65,6 +65,7 @@ class Zoom3DTab:
             from dreamer.backends.model_sets import build_backends
             from dreamer.io import read_json
             from dreamer.pipeline import SceneConfigs, configs_from_flat, run_scene
+            from dreamer.pipeline.preflight import check_scene
 
             run = job.run
             shutil.copytree(source, run, dirs_exist_ok=True)  # the scene stays as it was
@@ -80,6 +81,10 @@ class Zoom3DTab:
             flat = {k: val for k, val in checked.items() if k.startswith("zoom_")}
             flat["zoom_center"] = (checked["u"] * base.scene.width, checked["v"] * base.scene.height)
             configs = configs_from_flat(flat, base)
+            try:  # the command line's checks (the zoom view and point, the limits), before the models load
+                check_scene(configs)
+            except (ValueError, TypeError) as e:
+                raise InputError(str(e)) from None
             bridge = job.bridge(progress, ZOOM3D_STAGES)
             t0 = time.time()
             backends = job.stoppable(lambda: build_backends(configs.models), "loading the models")

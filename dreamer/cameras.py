@@ -43,6 +43,9 @@ __all__ = [
     "world_to_camera_points",
     "camera_points_to_pixels",
     "DEFAULT_FOCAL_512",
+    "FOV_RANGE",
+    "MAX_CAMERA_DISTANCE",
+    "check_input_camera",
 ]
 
 # The focal length of the original research code at 512x512 (a horizontal FoV of about 47.4 deg).
@@ -64,6 +67,39 @@ def fov_from_focal(focal: float, size: float) -> float:
     if focal <= 0:
         raise ValueError(f"focal length must be positive, got {focal}")
     return math.degrees(2.0 * math.atan(0.5 * size / focal))
+
+
+#: The fields of view (degrees) a camera given by a person may have: a pinhole image wider than
+#: 170 degrees stretches its edges without bound (at 180 the focal length is 0), and below 0.1
+#: degree the rays are parallel to float32 precision.
+FOV_RANGE = (0.1, 170.0)
+
+#: The farthest a camera given by a person may be from the world origin (metres): float32 keeps
+#: about 8 mm of resolution at 1e5 m, and a scene's points live near its cameras.
+MAX_CAMERA_DISTANCE = 1e5
+
+
+def check_input_camera(camera: "Camera", name: str = "camera") -> "Camera":
+    """Raise ValueError unless ``camera`` (from a person's file or settings) is one the project can
+    dream or render: fields of view across x and y within :data:`FOV_RANGE` (measured from the
+    principal point to each edge), the principal point inside the image, the centre within
+    :data:`MAX_CAMERA_DISTANCE` of the origin. ``Camera`` itself checks finiteness, positive focal
+    lengths and a rigid ``c2w``."""
+    K = camera.K.detach().double().cpu()
+    for axis, size, f, c in (("x", camera.width, K[0, 0], K[0, 2]), ("y", camera.height, K[1, 1], K[1, 2])):
+        f, c = float(f), float(c)
+        if not 0.0 <= c <= size:
+            raise ValueError(f"{name}: the principal point's {axis} ({c:g} px) lies outside the {size} px image")
+        fov = math.degrees(math.atan(c / f) + math.atan((size - c) / f))
+        lo, hi = FOV_RANGE
+        if not lo <= fov <= hi:
+            raise ValueError(f"{name}: its field of view along {axis} is {fov:.4g} degrees (focal length {f:g} px over "
+                             f"{size} px); a pinhole camera needs {lo:g} to {hi:g} degrees")
+    distance = float(camera.c2w.detach().double()[:3, 3].norm())
+    if distance > MAX_CAMERA_DISTANCE:
+        raise ValueError(f"{name}: its centre is {distance:.3g} m from the origin, more than "
+                         f"{MAX_CAMERA_DISTANCE:g} m; move the trajectory's origin near the scene")
+    return camera
 
 
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> Tensor:

@@ -42,11 +42,27 @@ def report_bad_input(prog: str, error: BaseException, verbose: bool) -> int:
     return EXIT_BAD_INPUT
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"the key {key!r} is given twice in one object")
+        out[key] = value
+    return out
+
+
 def parse_json(text: str) -> Any:
-    """``json.loads(text)``; a ValueError whose message says why it is not JSON (where, or that it
-    is nested too deeply), for callers to prefix with the input's name."""
+    """``json.loads(text)``; a ValueError whose message says why it is not JSON (where, a key given
+    twice in one object, or that it is nested too deeply), for callers to prefix with the input's
+    name. A UTF-8 byte order mark at the start is skipped (Windows editors write one)."""
     try:
-        return json.loads(text)
+        return json.loads(text.removeprefix("\ufeff"), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        raise ValueError(f"not valid: {e}") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
     except RecursionError:

@@ -38,8 +38,10 @@ size on disk.
 
 Every input of every scene (settings, photos, depth maps, trajectory files, the output folder) is
 checked before a model loads, within limits that ``--allow-large`` lifts (see the README's "When
-something is wrong"). A bad input prints one line naming it (``-v`` adds the traceback).
-Exit status: 0 when every scene is done or skipped, 1 when any failed, 2 for bad usage or input.
+something is wrong"). A bad input prints one line naming it (``-v`` adds the traceback); in a
+batch, a scene with a bad input is reported and the others run.
+Exit status: 0 when every scene is done or skipped, 1 when any failed (or was refused while others
+ran), 2 for bad usage or input (nothing ran).
 """
 
 from __future__ import annotations
@@ -120,6 +122,13 @@ def _preset_notes(specs: dict[str, list[FieldSpec]]) -> dict[str, str]:
     return {k: "default: " + ", ".join(shown(p, k) for p in where) + "; see --preset" for k in names}
 
 
+def _path(text: str) -> Path:
+    """A path option's value: not empty (``Path("")`` would quietly mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path")
+    return Path(text)
+
+
 def build_parser(*, from_source: bool = True) -> argparse.ArgumentParser:
     """The command line's parser. ``from_source``: read the settings from the dataclasses' source
     (imports no model code); False: from the imported classes (the tests compare both)."""
@@ -133,15 +142,15 @@ def build_parser(*, from_source: bool = True) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--out", type=Path, default=None,
+    run.add_argument("--out", type=_path, default=None,
                      help="output folder (one scene), or the parent of the scenes' folders (--batch); "
                           "default runs/<name>")
-    run.add_argument("--batch", type=Path, default=None,
+    run.add_argument("--batch", type=_path, default=None,
                      help="a batch file: YAML (a list of scenes, or {scenes: [...]}) or JSON lines; each scene sets "
                           "any option by name, plus 'name'")
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only the I-th of N shards of the batch (I counts from 0): scenes whose index %% N == I")
-    run.add_argument("--config", type=Path, default=None,
+    run.add_argument("--config", type=_path, default=None,
                      help="a saved config.json of a scene folder: its settings, then the options given here on top")
     run.add_argument("--preset", choices=PRESET_CHOICES, default="auto", help=PRESET_HELP + " (default: auto)")
     run.add_argument("--no-splats", action="store_true", default=argparse.SUPPRESS,
@@ -212,6 +221,28 @@ def _check_expansion(data: Any, budget: int, path: Path) -> None:
             stack.extend(x)
 
 
+def _unique_key_loader():
+    """PyYAML's safe loader, refusing a mapping that gives one key twice (``{name: a, name: b}``
+    would otherwise keep the last value without a word)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Loader
+
+
 def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
     """The scenes of a batch file: YAML (a list, or a mapping with 'scenes') or JSON lines, read
     within ``limits`` (a :class:`dreamer.pipeline.limits.Limits`; default the standard ones)."""
@@ -233,13 +264,20 @@ def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
         import yaml
 
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: not valid YAML: {one_line(e)}") from None
         except RecursionError:
             raise ValueError(f"{path}: nested too deeply") from None
         _check_expansion(data, limits.batch_entries, path)
-        scenes = data.get("scenes") if isinstance(data, dict) else data
+        if isinstance(data, dict):
+            extra = sorted(str(k) for k in data if k != "scenes")
+            if extra:
+                raise ValueError(f"{path}: unknown top-level key(s) {extra}; a batch file is a list of scenes, or a "
+                                 f"mapping with only 'scenes'")
+            scenes = data.get("scenes")
+        else:
+            scenes = data
     if not isinstance(scenes, list) or not scenes:
         raise ValueError(f"{path}: expected a non-empty list of scenes")
     for i, s in enumerate(scenes):
@@ -253,11 +291,17 @@ def _slug(text: str, fallback: str) -> str:
     return s or fallback
 
 
+#: Longest scene name (a folder name: file systems take 255 bytes; room is left for the suffixes).
+MAX_NAME_CHARS = 100
+
+
 def _scene_name(index: int, entry: dict[str, Any]) -> str:
     if entry.get("name") is not None:
         name = entry["name"]
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
-            raise ValueError(f"scene {index}: name {name!r} must be a string of letters, digits, '.', '_' and '-'")
+        if (not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name) or name in (".", "..")
+                or len(name) > MAX_NAME_CHARS):
+            raise ValueError(f"name {name!r} must be a folder name of at most {MAX_NAME_CHARS} letters, digits, "
+                             f"'.', '_' and '-' (no spaces or path separators, not '.' or '..')")
         return name
     basis = next((v for v in (entry.get("prompt"), entry.get("image")) if isinstance(v, str) and v), "")
     return f"{index:03d}-{_slug(Path(basis).stem if basis == entry.get('image') else basis, 'scene')}"
@@ -299,14 +343,18 @@ def _configs(args: argparse.Namespace, flat: dict[str, Any], base, where: str):
     return dataclasses.replace(configs, preset=name)
 
 
-def plan_jobs(args: argparse.Namespace, limits) -> list[tuple[str, Path, Any]]:
+def plan_jobs(args: argparse.Namespace, limits) -> tuple[list[tuple[str, Path, Any]], list[tuple[str, Path, str]]]:
     """The scenes this run will dream, ``(name, folder, configs)``, every input of each checked
-    (:func:`dreamer.pipeline.preflight.check_scene`). Raises ValueError / TypeError / OSError for
-    the first bad input, before any model loads."""
+    (:func:`dreamer.pipeline.preflight.check_scene`), and the scenes of a batch refused for a bad
+    input, ``(name, folder, reason)``: they are reported and the others run. Raises ValueError /
+    TypeError / OSError for a bad option, a bad input of a single scene, or a batch file that
+    cannot be read as a list of uniquely named scenes; all before any model loads."""
     from dreamer.pipeline.preflight import check_output_folder, check_scene
 
     base = _base_configs(args, limits)
     cli = _flat_settings(args)
+    if args.shard is not None and not args.batch:
+        raise ValueError("--shard splits a batch: it needs --batch")
     shard_i, shard_n = _parse_shard(args.shard)
     if not args.batch:
         configs = _configs(args, cli, base, "options")
@@ -315,27 +363,42 @@ def plan_jobs(args: argparse.Namespace, limits) -> list[tuple[str, Path, Any]]:
         name = _slug(basis, "scene")
         out = args.out or Path("runs") / name
         check_scene(configs, out, limits)
-        return [(name, out, configs)]
+        return [(name, out, configs)], []
     entries = load_batch(args.batch, limits)
     root = check_output_folder(args.out or Path("runs") / args.batch.stem)
+    names: list[str | Exception] = []
     named: dict[str, int] = {}
-    jobs, wheres = [], []
     for i, entry in enumerate(entries):
-        entry = dict(entry)
-        name = _scene_name(i, entry)
-        if name in named:
-            raise ValueError(f"{args.batch}: scenes {named[name]} and {i} are both named {name!r}, so the second "
-                             f"would overwrite the first; give each scene its own name")
-        named[name] = i
-        entry.pop("name", None)
+        try:
+            name = _scene_name(i, entry)
+        except ValueError as e:
+            names.append(e)
+            continue
+        key = name.casefold()  # 'A' and 'a' are one folder on macOS and Windows file systems
+        if key in named:
+            raise ValueError(f"{args.batch}: scenes {named[key]} and {i} are both named {name!r}"
+                             f"{'' if names[named[key]] == name else ' (up to case)'}, so the second would "
+                             f"overwrite the first; give each scene its own name")
+        named[key] = i
+        names.append(name)
+    jobs, refused = [], []
+    for i, (entry, name) in enumerate(zip(entries, names)):
+        if i % shard_n != shard_i:
+            continue
+        if isinstance(name, Exception):
+            refused.append((f"scene {i}", root, f"{args.batch} scene {i}: {name}"))
+            continue
         where = f"{args.batch} scene {i} ({name})"
-        configs = _configs(args, {**cli, **entry}, base, where)
-        if i % shard_n == shard_i:
-            jobs.append((name, root / name, configs))
-            wheres.append(where)
-    for (_, out, configs), where in zip(jobs, wheres):
-        check_scene(configs, out, limits, where=where)
-    return jobs
+        entry = {k: v for k, v in entry.items() if k != "name" and v is not None}  # null: not set
+        try:
+            configs = _configs(args, {**cli, **entry}, base, where)
+            check_scene(configs, root / name, limits, where=where)
+        except (ValueError, TypeError, OSError) as e:
+            message = one_line(e)
+            refused.append((name, root / name, message if message.startswith(where) else f"{where}: {message}"))
+            continue
+        jobs.append((name, root / name, configs))
+    return jobs, refused
 
 
 def _ask(question: str) -> bool:
@@ -346,27 +409,48 @@ def _ask(question: str) -> bool:
         return False
 
 
-def refuse_or_ask(args: argparse.Namespace, jobs: list) -> set[Path]:
-    """The folders this run may start over although their dream settings changed: all of them
-    with --overwrite (or --restart); for one scene run in a terminal, the one you agree to.
-    Raises :class:`~dreamer.pipeline.folder.SettingsChanged` (naming the flag) for the others."""
-    from dreamer.pipeline.folder import SettingsChanged, changed_settings
+def _check_folder(args: argparse.Namespace, out: Path, configs) -> None:
+    """Raise unless ``out`` may receive this scene: a folder of other files of a scene's names, a
+    damaged checkpoint that a resume would read, or (without --overwrite / --restart) finished
+    work of other dream settings (:class:`~dreamer.pipeline.folder.SettingsChanged`)."""
+    from dreamer.pipeline.checkpoint import check_checkpoints
+    from dreamer.pipeline.folder import check_scene_folder
     from dreamer.pipeline.stages import refuse_changed_settings
 
-    if args.overwrite or args.restart:
-        return {out for _, out, _ in jobs}
-    allowed: set[Path] = set()
-    for _name, out, configs in jobs:
+    check_scene_folder(out, take_over=args.overwrite or args.restart)
+    if args.restart:
+        return
+    if not args.overwrite:
+        refuse_changed_settings(out, configs, batch=bool(args.batch))
+    check_checkpoints(out / "checkpoint")
+
+
+def refuse_or_ask(args: argparse.Namespace, jobs: list) -> tuple[set[Path], list[tuple[str, Path, str]]]:
+    """Check each scene's folder (:func:`_check_folder`). Returns the folders this run may start
+    over although their dream settings changed (all of them with --overwrite; for one scene run in
+    a terminal, the one you agree to), and the scenes of a batch refused for their folder
+    ``(name, folder, reason)``. Raises for the folder of a single scene."""
+    from dreamer.pipeline.checkpoint import CheckpointError
+    from dreamer.pipeline.folder import SettingsChanged, changed_settings
+
+    allowed = {out for _, out, _ in jobs} if args.overwrite or args.restart else set()
+    refused = []
+    for name, out, configs in jobs:
         try:
-            refuse_changed_settings(out, configs, batch=bool(args.batch))
-        except SettingsChanged:
-            interactive = not args.batch and sys.stdin.isatty() and sys.stderr.isatty()
-            if interactive and _ask(f"{out} holds a scene dreamed with other settings "
-                                    f"({changed_settings(out, configs)}). Start it over and delete its outputs?"):
-                allowed.add(out)
-                continue
-            raise
-    return allowed
+            try:
+                _check_folder(args, out, configs)
+            except SettingsChanged:
+                interactive = not args.batch and sys.stdin.isatty() and sys.stderr.isatty()
+                if interactive and _ask(f"{out} holds a scene dreamed with other settings "
+                                        f"({changed_settings(out, configs)}). Start it over and delete its outputs?"):
+                    allowed.add(out)
+                    continue
+                raise
+        except (ValueError, OSError, CheckpointError) as e:
+            if not args.batch:
+                raise
+            refused.append((name, out, f"{args.batch} scene {name}: {one_line(e)}"))
+    return allowed, refused
 
 
 def _print_summary(outcomes: list) -> None:
@@ -401,18 +485,27 @@ def main(argv: list[str] | None = None) -> int:
 
         Image.MAX_IMAGE_PIXELS = None  # Pillow's own guard against decompression bombs, lifted on request
     from dreamer.batch import BatchInterrupted, ExecutorUnavailable, SceneJob, make_executor
+    from dreamer.pipeline.checkpoint import CheckpointError
 
     try:
-        planned = plan_jobs(args, limits)
-        overwrite = refuse_or_ask(args, planned)
+        planned, refused = plan_jobs(args, limits)
+        overwrite, refused_folders = refuse_or_ask(args, planned)
+        refused += refused_folders
+        bad = {name for name, _, _ in refused_folders}
         jobs = [SceneJob(name, out, configs, limits=limits, restart=args.restart, overwrite=out in overwrite,
-                         keep_checkpoints=args.keep_checkpoints) for name, out, configs in planned]
-        executor = make_executor(args)
-    except (ValueError, TypeError, OSError, ExecutorUnavailable) as e:
+                         keep_checkpoints=args.keep_checkpoints) for name, out, configs in planned if name not in bad]
+        if refused and not jobs:  # every scene of the batch refused: nothing runs
+            for _, _, reason in refused[:-1]:
+                print(f"{parser.prog}: error: {reason}", file=sys.stderr)
+            raise ValueError(refused[-1][2])
+        executor = make_executor(args) if jobs else None
+    except (ValueError, TypeError, OSError, ExecutorUnavailable, CheckpointError) as e:
         return report_bad_input(parser.prog, e, args.verbose)
+    for _, _, reason in refused:  # the batch's other scenes run
+        print(f"{parser.prog}: error: {reason} (this scene is not run; the others are)", file=sys.stderr)
 
     try:
-        outcomes = executor.run(jobs)
+        outcomes = executor.run(jobs) if jobs else []
     except BatchInterrupted as e:
         names = ", ".join(e.running[:5]) + (f" and {len(e.running) - 5} more" if len(e.running) > 5 else "")
         print(f"\ninterrupted: rerun the same command to continue {names or 'the batch'} where "
@@ -420,6 +513,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except ExecutorUnavailable as e:
         return report_bad_input(parser.prog, e, args.verbose)
+    from dreamer.pipeline import SceneOutcome
+
+    outcomes += [SceneOutcome(name, out, "failed", error=f"bad input, not run: {reason}")
+                 for name, out, reason in refused]
     _print_summary(outcomes)
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
 

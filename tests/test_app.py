@@ -308,9 +308,12 @@ def test_an_uploaded_trajectory_obeys_the_forms_limits(server, tmp_path):
     endless.write_text(json.dumps({"keyframes": [{"c2w": eye}, {"c2w": shifted}], "frames": 2_000_000}))
     huge = tmp_path / "huge.json"
     huge.write_text(json.dumps({"cameras": [{"c2w": eye, "width": 100000, "height": 100000}]}))
+    odd = tmp_path / "odd.json"  # the command line's checks (dreamer.pipeline.preflight) hold in the app
+    odd.write_text(json.dumps({"cameras": [{"c2w": eye, "width": 60, "height": 64, "fov": 50}]}))
     t0 = time.time()
     for path, message in ((endless, "asks for 2000000 cameras; a scene here has 1 to 64"),
-                          (huge, "a camera's width is 100000 px; at most 1024 px per side")):
+                          (huge, "a camera's width is 100000 px; at most 1024 px per side"),
+                          (odd, "trajectory.json: camera 0: width 60 must be a multiple of 8")):
         job = client.submit(*SCENE[:5], handle_file(str(path)), *SCENE[6:], api_name="/scene")
         with pytest.raises(AppError, match=f"Trajectory file: the file {message}|Trajectory file: {message}"):
             job.result(timeout=60)
@@ -623,10 +626,11 @@ def test_trajectory_and_depth_limits_come_from_the_files_headers(tmp_path):
         return path
 
     assert check_upload(npy("ok.npy", (90, 120)), "Depth map", DEPTH_TYPES, lim) is not None
-    bad = {npy("complex.npy", (9, 12), "<c8"): "holds complex64 values",
+    assert check_upload(npy("torch.npy", (1, 1, 90, 120)), "Depth map", DEPTH_TYPES, lim) is not None
+    bad = {npy("complex.npy", (9, 12), "<c8"): "must hold real numbers .* got dtype complex64",
            npy("huge.npy", (200_000, 400_000), data=False): "is 400000x200000 px; at most 4096",
-           npy("short.npy", (90, 120), data=False): "shorter than its header says",
-           npy("cube.npy", (4, 4, 4)): "a depth map is 2-D"}
+           npy("short.npy", (90, 120), data=False): "a truncated or damaged file",
+           npy("cube.npy", (4, 4, 4)): r"must hold an \[H,W\] array"}
     exr = tmp_path / "depth.exr"  # a header only: magic, version, one box2i attribute, the end byte
     exr.write_bytes(b"\x76\x2f\x31\x01" + struct.pack("<i", 2) + b"dataWindow\0box2i\0" + struct.pack("<i", 16)
                     + struct.pack("<4i", 0, 0, 9999, 7999) + b"\0")

@@ -106,6 +106,34 @@ def make_inputs(d: Path) -> Path:
     (d / "empty_prompts.txt").write_text("# nothing but a comment\n")
     (d / "prompts40.txt").write_text("".join(f"level {i}\n" for i in range(40)))
     (d / "a_file").write_text("x")
+    # Folders a run must not take over: a source tree's zoom/ package, another tool's config.json.
+    (d / "foreign" / "zoom").mkdir(parents=True)
+    (d / "foreign" / "zoom" / "keep.py").write_text("")
+    (d / "other_tool").mkdir()
+    (d / "other_tool" / "config.json").write_text(json.dumps({"levels": 3}))
+    cams = {"width": 64, "height": 64, "fov": 60}
+    far = np.eye(4)
+    far[0, 3] = 1e30
+    out_of_room = np.eye(4)
+    out_of_room[0, 3] = 50.0
+    for name, data in [("cam63.json", {**cams, "width": 63, "cameras": [{"c2w": eye}]}),
+                       ("cam_wide.json", {**cams, "width": 100_000, "cameras": [{"c2w": eye}]}),
+                       ("cam128.json", {**cams, "width": 128, "cameras": [{"c2w": eye}]}),
+                       ("cam_off_axis.json", {"width": 64, "height": 64,
+                                              "cameras": [{"c2w": eye, "K": [[50, 0, 1e9], [0, 50, 32], [0, 0, 1]]}]}),
+                       ("cam_far.json", {**cams, "cameras": [{"c2w": eye}, {"c2w": far.tolist()}]}),
+                       ("cam_outside_room.json", {**cams, "cameras": [{"c2w": eye}, {"c2w": out_of_room.tolist()}]}),
+                       ("two.json", {**cams, "cameras": [{"c2w": eye}, {"c2w": step.tolist()}]}),
+                       ("cam_bools.json", {**cams, "cameras": [{"c2w": (np.eye(4) > 0).tolist()}]})]:
+        (d / name).write_text(json.dumps(data))
+    (d / "cam_dup_key.json").write_text('{"width": 64, "width": 128, "height": 64, "fov": 60, "cameras": [{"c2w": %s}]}'
+                                        % json.dumps(eye))
+    (d / "dup_key.yaml").write_text("- {name: a, name: b, models: synthetic}\n")
+    (d / "top_key.yaml").write_text("scenes: [{models: synthetic}]\nsettings: {views: 2}\n")
+    (d / "dup_case.yaml").write_text("- {name: Room, models: synthetic}\n- {name: room, models: synthetic}\n")
+    (d / "long_name.yaml").write_text(f"- {{name: {'x' * 300}, models: synthetic}}\n")
+    (d / "dotdot.yaml").write_text("- {name: '..', models: synthetic}\n")
+    (d / "no_splats_no.yaml").write_text("- {models: synthetic, no_splats: 'no'}\n")
     return d
 
 
@@ -228,12 +256,73 @@ CASES = [
     ("zoom-photo-level", "zoom", ["--prompts", "a", "b", "--photo", "{d}/photo.png", "--photo-level", "2",
                                   "--out", "{o}"], 2, ["--photo-level", "2"]),
     ("zoom-size-not-a-multiple", "zoom", ["--prompts", "a", "--size", "72", "--out", "{o}"], 2, ["--size", "32"]),
+    # --- found by the input audit: options, cameras, folders, batch files
+    ("out-empty", "dreamer", ["--out", ""], 2, ["--out", "empty"]),
+    ("out-foreign-folder", "dreamer", ["--out", "{d}/foreign"], 2, ["foreign", "zoom", "not a scene folder"]),
+    ("out-other-tools-config", "dreamer", ["--out", "{d}/other_tool"], 2, ["other_tool", "config.json", "--overwrite"]),
+    ("shard-without-batch", "dreamer", ["--shard", "0/2", "--out", "{o}"], 2, ["--shard", "--batch"]),
+    ("prompt-whitespace", "dreamer", ["--models", "tiny", "--prompt", " \n ", "--out", "{o}"], 2,
+     ["--prompt", "whitespace"]),
+    ("focal-near-zero", "dreamer", ["--focal", "1e-9", "--out", "{o}"], 2, ["--focal", "field of view", "170"]),
+    ("focal-huge", "dreamer", ["--focal", "1e9", "--out", "{o}"], 2, ["--focal", "field of view", "0.1"]),
+    ("focal-negative", "dreamer", ["--focal", "-5", "--out", "{o}"], 2, ["--focal", "> 0", "-5"]),
+    ("fov-179.999", "dreamer", ["--fov", "179.999", "--out", "{o}"], 2, ["--fov", "170", "179.999"]),
+    ("device-cuda-7", "dreamer", ["--device", "cuda:7", "--out", "{o}"], 2, ["'cuda:7'"]),
+    ("model-folder-missing", "dreamer", ["--models", "default", "--prompt", "a room", "--inpaint-model",
+                                         "{d}/no_model", "--out", "{o}"], 2, ["--inpaint-model", "no_model",
+                                                                             "no such folder"]),
+    ("camera-width-63", "dreamer", ["--trajectory", "{d}/cam63.json", "--out", "{o}"], 2,
+     ["cam63.json", "camera 0", "multiple of 8"]),
+    ("camera-width-100000", "dreamer", ["--trajectory", "{d}/cam_wide.json", "--out", "{o}"], 2,
+     ["cam_wide.json", "100000", "2048"]),
+    ("camera-0-not-the-first-view", "dreamer", ["--trajectory", "{d}/cam128.json", "--out", "{o}"], 2,
+     ["cam128.json", "camera 0 is 128x64", "64x64"]),
+    ("camera-off-axis", "dreamer", ["--trajectory", "{d}/cam_off_axis.json", "--out", "{o}"], 2,
+     ["cam_off_axis.json", "principal point"]),
+    ("camera-1e30-m-away", "dreamer", ["--trajectory", "{d}/cam_far.json", "--out", "{o}"], 2,
+     ["cam_far.json", "camera 1", "from the origin"]),
+    ("camera-outside-the-room", "dreamer", ["--trajectory", "{d}/cam_outside_room.json", "--out", "{o}"], 2,
+     ["cam_outside_room.json", "camera 1", "outside the room"]),
+    ("camera-bools-as-numbers", "dreamer", ["--trajectory", "{d}/cam_bools.json", "--out", "{o}"], 2,
+     ["cam_bools.json", "numbers", "true"]),
+    ("views-1-on-a-path-of-2", "dreamer", ["--trajectory", "llff", "--views", "1", "--out", "{o}"], 2,
+     ["--views 1", "'llff'", ">= 2"]),
+    ("zoom-p-3-on-64-px", "dreamer", ["--models", "tiny", "--prompt", "a room", "--zoom-levels", "2", "--zoom-p", "3",
+                                      "--out", "{o}"], 2, ["zoom_p 3", "64x64", "multiples of 48"]),
+    ("extension-of-another-size", "dreamer+splats", ["--extensions", "{d}/cam128.json", "--out", "{o}"], 2,
+     ["cam128.json", "camera 0 is 128x64", "64x64"]),
+    ("extension-without-splats", "dreamer", ["--extensions", "{d}/cam128.json", "--out", "{o}"], 2,
+     ["extensions", "--no-splats"]),
+    ("views-and-a-trajectory-file", "dreamer", ["--trajectory", "{d}/two.json", "--views", "5", "--out", "{o}"],
+     2, ["--views 5", "two.json", "2 cameras"]),
+    ("trajectory-key-twice", "dreamer", ["--trajectory", "{d}/cam_dup_key.json", "--out", "{o}"], 2,
+     ["cam_dup_key.json", "'width' is given twice"]),
+    ("batch-key-twice", "dreamer", ["--batch", "{d}/dup_key.yaml", "--out", "{o}"], 2,
+     ["dup_key.yaml", "'name' is given twice"]),
+    ("batch-unknown-top-level-key", "dreamer", ["--batch", "{d}/top_key.yaml", "--out", "{o}"], 2,
+     ["top_key.yaml", "'settings'"]),
+    ("batch-names-equal-up-to-case", "dreamer", ["--batch", "{d}/dup_case.yaml", "--out", "{o}"], 2,
+     ["dup_case.yaml", "up to case"]),
+    ("batch-name-300-characters", "dreamer", ["--batch", "{d}/long_name.yaml", "--out", "{o}"], 2,
+     ["long_name.yaml scene 0", "at most 100"]),
+    ("batch-name-dotdot", "dreamer", ["--batch", "{d}/dotdot.yaml", "--out", "{o}"], 2,
+     ["dotdot.yaml scene 0", "'..'"]),
+    ("batch-no-splats-as-string", "dreamer", ["--batch", "{d}/no_splats_no.yaml", "--out", "{o}"], 2,
+     ["no_splats_no.yaml scene 0", "no_splats must be true or false", "'no'"]),
+    ("config-of-another-tool", "dreamer", ["--config", "{d}/other_tool/config.json", "--out", "{o}"], 2,
+     ["config.json", "unknown section", "levels"]),
     # --- messages: bad usage is one line too; failures that happen after the checks are exit 1
     ("bad-flag-value", "dreamer", ["--width", "wide", "--out", "{o}"], 2, ["--width", "invalid int", "--help"]),
     ("unknown-flag", "dreamer", ["--colour", "red", "--out", "{o}"], 2, ["--colour", "--help"]),
     ("zoom-bad-p", "zoom", ["--prompts", "a", "--p", "3", "--out", "{o}"], 2, ["--p", "invalid choice"]),
     ("zoom-model-missing", "zoom", ["--prompts", "a", "--models", "default", "--model", "{d}/no_model",
-                                    "--device", "cpu", "--out", "{o}"], 1, ["no_model", "does not exist"]),
+                                    "--device", "cpu", "--out", "{o}"], 2, ["--model", "no_model", "no such folder"]),
+    ("zoom-tiny-vae-missing", "zoom", ["--prompts", "a", "--tiny-vae", "{d}/no_vae", "--out", "{o}"], 2,
+     ["--tiny-vae", "no_vae", "no such folder"]),
+    ("zoom-empty-prompt", "zoom", ["--prompts", "a", " ", "--out", "{o}"], 2, ["level 1", "empty"]),
+    ("zoom-out-empty", "zoom", ["--prompts", "a", "--out", ""], 2, ["--out", "empty"]),
+    ("zoom-into-a-scene-folder", "zoom", ["--prompts", "a", "--out", "{d}/other_tool"], 2,
+     ["other_tool", "config.json", "not a zoom stack's"]),
 ]
 
 _WITH_SPLATS = [a for a in SMALL if a != "--no-splats"] + ["--gs-iters", "5"]
@@ -307,17 +396,20 @@ def test_the_table_covers_every_category():
     assert len(CASES) >= 50
 
 
-def test_a_damaged_checkpoint_is_one_reason_line_naming_the_file(tmp_path, capsys, caplog):
+def test_a_damaged_checkpoint_is_one_line_naming_the_file_before_any_model(tmp_path, capsys, caplog, monkeypatch):
     out = tmp_path / "scene"
     assert dreamer_main([*SMALL, "--keep-checkpoints", "--out", str(out)]) == 0
     # As if killed before the dream finished: the views' checkpoints are all there is to resume.
     (out / "DONE").unlink()
     (out / "checkpoint" / "result.pt").unlink()
     (out / "checkpoint" / "view_001.pt").write_bytes(b"\x80\x04garbage")
+    _forbid_models(monkeypatch)
     code, lines, _ = _run("dreamer", ["--keep-checkpoints", "--out", str(out)], capsys, caplog)
-    assert code == 1 and not any("Traceback" in line for line in lines)
-    reasons = [line for line in lines if "view_001.pt" in line]
-    assert reasons and all("cannot be loaded safely" in r and "--restart" in r for r in reasons)
+    assert code == 2 and len(lines) == 1 and "Traceback" not in lines[0]
+    assert "view_001.pt" in lines[0] and "cannot be loaded safely" in lines[0] and "--restart" in lines[0]
+    monkeypatch.undo()
+    code, lines, _ = _run("dreamer", ["--keep-checkpoints", "--restart", "--out", str(out)], capsys, caplog)
+    assert code == 0 and (out / "DONE").exists()
 
 
 @pytest.mark.slow

@@ -70,16 +70,20 @@ def test_rerun_skips_and_a_changed_config_is_refused_until_overwrite(tmp_path, c
     assert read_json(out / "config.json")["dream"]["grow_px"] == 5
 
 
-def test_a_batch_refuses_a_changed_scene_before_any_work(tmp_path, capsys):
+def test_a_batch_refuses_a_changed_scene_before_any_work_and_runs_the_others(tmp_path, capsys):
     batch = tmp_path / "scenes.jsonl"
     _write_batch(batch, [{"name": "a", "models": "synthetic", "views": 2}])
     assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 0
+    stamp = (tmp_path / "runs" / "a" / "points.ply").stat().st_mtime_ns
     _write_batch(batch, [{"name": "a", "models": "synthetic", "views": 2, "seed": 7},
                          {"name": "b", "models": "synthetic", "views": 2}])
-    assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "seed 0 -> 7" in err and "--overwrite" in err
-    assert not (tmp_path / "runs" / "b").exists()  # refused before anything ran
+    assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 1
+    out = capsys.readouterr()
+    err = out.err.strip()
+    assert len(err.splitlines()) == 1 and "seed 0 -> 7" in err and "--overwrite" in err and "scene a" in err
+    assert "1 done" in out.out and "1 failed" in out.out
+    assert (tmp_path / "runs" / "b" / "DONE").exists()  # the other scene ran
+    assert (tmp_path / "runs" / "a" / "points.ply").stat().st_mtime_ns == stamp  # a was left alone
     assert run_cli("--batch", batch, "--out", tmp_path / "runs", "--overwrite", *SMALL) == 0
     assert read_json(tmp_path / "runs" / "a" / "config.json")["dream"]["seed"] == 7
 
@@ -230,16 +234,40 @@ def test_batch_with_a_failing_scene(tmp_path, capsys, monkeypatch):
     assert "Traceback" in (tmp_path / "runs" / "bad" / "run.log").read_text()
 
 
-def test_a_bad_input_in_a_batch_stops_it_before_any_work(tmp_path, capsys):
+def test_a_bad_input_in_a_batch_is_reported_before_any_work_and_the_others_run(tmp_path, capsys, monkeypatch):
     batch = tmp_path / "scenes.jsonl"
     _write_batch(batch, [
         {"name": "good", "models": "synthetic", "views": 2},
         {"name": "bad", "models": "synthetic", "image": str(tmp_path / "missing.png")},
     ])
-    assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 2
-    err = capsys.readouterr().err
-    assert "scene 1 (bad)" in err and "missing.png" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "runs" / "good").exists()
+    import dreamer.backends.model_sets as model_sets
+
+    events = []
+    real = model_sets.build_backends
+    monkeypatch.setattr(model_sets, "build_backends", lambda *a, **k: (events.append("models"), real(*a, **k))[1])
+    monkeypatch.setattr(sys, "stderr", _Recorder(sys.stderr, events))
+    assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 1
+    out = capsys.readouterr()
+    err = out.err.strip()
+    assert "scene 1 (bad)" in err and "missing.png" in err and len(err.splitlines()) == 1
+    assert events[0] == "stderr" and "models" in events  # reported before a model was built
+    assert (tmp_path / "runs" / "good" / "DONE").exists() and not (tmp_path / "runs" / "bad").exists()
+    assert "1 done" in out.out and "1 failed" in out.out and "missing.png" in out.out
+
+
+class _Recorder:
+    """A stream that notes in ``events`` when it is first written to."""
+
+    def __init__(self, stream, events):
+        self.stream, self.events = stream, events
+
+    def write(self, text):
+        if text.strip() and "stderr" not in self.events:
+            self.events.append("stderr")
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def test_shards_cover_the_batch_exactly_once(tmp_path):
@@ -282,11 +310,30 @@ def test_tiny_models_text_image_and_rgbd(tmp_path):
 
 
 def test_missing_model_fails_fast_with_a_hint(tmp_path, capsys, monkeypatch):
+    """A model folder that does not exist, or (offline) a hub id that is not cached, is a bad input
+    refused before any model loads; whether an existing folder loads is known when it loads (1)."""
+    import dreamer.backends.model_sets as model_sets
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    built = []
+    monkeypatch.setattr(model_sets, "build_backends", lambda *a, **k: built.append(1))
     code = run_cli("--models", "default", "--inpaint-model", str(tmp_path / "no-such-model"), "--prompt", "x",
                    "--out", tmp_path / "m", *SMALL)
-    assert code == 1
-    assert "no-such-model" in capsys.readouterr().out
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--inpaint-model" in err and "no-such-model" in err and len(err.splitlines()) == 1
+    (tmp_path / "empty-model").mkdir()
+    local = ["--inpaint-model", tmp_path / "empty-model", "--text2img-model", tmp_path / "empty-model"]
+    code = run_cli("--models", "default", *local, "--depth-model", "someone/not-cached", "--prompt", "x",
+                   "--out", tmp_path / "m", *SMALL)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--depth-model 'someone/not-cached'" in err and "HF_HUB_OFFLINE" in err
+    assert not built and not (tmp_path / "m").exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = run_cli("--models", "default", *local, "--depth-model", tmp_path / "empty-model", "--prompt", "x",
+                   "--out", tmp_path / "m2", *SMALL)
+    assert code == 1 and "empty-model" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -412,8 +459,10 @@ def test_killed_batch_resumes_to_the_same_outputs(tmp_path):
 
 def test_a_resume_removes_the_temporaries_a_killed_run_left(tmp_path):
     out = tmp_path / "s"
+    assert run_cli("--models", "synthetic", "--views", 2, "--out", out, *SMALL) == 0
+    (out / "DONE").unlink()  # killed before the end
     leftover = out / "videos" / ".llff.mp4.a1b2c3d4.tmp.mp4"  # a video writer killed mid-write
-    leftover.parent.mkdir(parents=True)
+    leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"\0" * 100)
     assert run_cli("--models", "synthetic", "--views", 2, "--out", out, *SMALL) == 0
     assert not leftover.exists() and not list(out.rglob("*.tmp*"))
@@ -427,9 +476,17 @@ def test_a_damaged_checkpoint_names_the_file_and_restart_starts_over(tmp_path, c
     (out / "DONE").unlink()
     (out / "checkpoint" / "result.pt").write_bytes(b"not a checkpoint")
     capsys.readouterr()
-    assert run_cli(*args) == 1
-    reason = capsys.readouterr().out
+    assert run_cli(*args) == 2  # found before any model loads
+    reason = capsys.readouterr().err
     assert "result.pt cannot be loaded safely" in reason and "--restart" in reason
+    torch.save({"something": "else"}, out / "checkpoint" / "result.pt")  # a readable file of another layout
+    assert run_cli(*args) == 2
+    reason = capsys.readouterr().err
+    assert "result.pt holds a checkpoint of another layout (no points, views)" in reason and "--restart" in reason
+    torch.save({"views": [{"camera": 1}], "points": {}}, out / "checkpoint" / "result.pt")  # the layout's keys
+    assert run_cli(*args) == 1  # what is inside them is found when it is loaded
+    reason = capsys.readouterr().out
+    assert "result.pt holds a result of another layout" in reason and "--restart" in reason
     assert run_cli(*args, "--restart") == 0
     assert (out / "DONE").exists() and (out / "checkpoint" / "result.pt").stat().st_size > 100
 

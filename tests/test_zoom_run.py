@@ -105,13 +105,18 @@ def test_prompts_file_and_photo(tmp_path):
     assert zrun.read_prompts(prompts) == ["a forest", "a tree"]
 
 
-def test_missing_model_fails_with_a_clear_message(tmp_path, caplog):
+def test_missing_model_fails_with_a_clear_message(tmp_path, caplog, capsys):
     out = tmp_path / "zoom"
+    rc = zrun.main(["--prompts", "a", "--model", str(tmp_path / "no_such_model"), "--device", "cpu",
+                    "--out", str(out), "--quiet"])
+    assert rc == 2  # a folder that does not exist: a bad input, before the model loads
+    assert "--model" in capsys.readouterr().err and not out.exists()
+    (tmp_path / "empty_model").mkdir()
     with caplog.at_level(logging.ERROR):
-        rc = zrun.main(["--prompts", "a", "--model", str(tmp_path / "no_such_model"), "--device", "cpu",
+        rc = zrun.main(["--prompts", "a", "--model", str(tmp_path / "empty_model"), "--device", "cpu",
                         "--out", str(out), "--quiet"])
     assert rc == 1  # the run started and failed (as a failed scene of dreamer.run)
-    assert "does not exist" in caplog.text
+    assert "does not hold a loadable" in caplog.text
     assert not (out / "done.json").exists()
 
 
@@ -144,6 +149,7 @@ def test_zoom_run_and_the_3d_zoom_draw_the_same_noise_for_a_seed(tmp_path, monke
     monkeypatch.setattr(zsampler, "sample_zoom_stack", capture)
     monkeypatch.setattr(zoom, "sample_zoom_stack", capture)
     monkeypatch.setattr(zrun, "_load_pipeline", lambda config: (object(), None))
+    monkeypatch.setattr("dreamer.pipeline.preflight.check_model_source", lambda *a: None)  # no model loads here
     monkeypatch.setattr(zrun, "_resolve", lambda c: dataclasses.replace(c, device="cuda", dtype="float16"))
     zrun.run_zoom(zrun.ZoomConfig(prompts=("a", "b"), seed=11, height=64, width=64), tmp_path / "z",
                   zrun.OutputConfig(fps=2, seconds_per_level=0.5))

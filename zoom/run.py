@@ -176,6 +176,9 @@ def check_zoom(config: ZoomConfig, output: OutputConfig = OutputConfig(), limits
         raise ValueError("give at least one prompt (--prompts or --prompts-file)")
     if not all(isinstance(p, str) for p in prompts):
         raise TypeError(f"prompts must be strings, got {[type(p).__name__ for p in prompts]}")
+    blank = [i for i, text in enumerate(prompts) if not text.strip()]
+    if blank:
+        raise ValueError(f"the prompt of level {blank[0]} is empty: give each level a prompt")
     check_limit(len(prompts), "the number of prompts (levels)", 1, limits.zoom_levels, "zoom levels")
     p = check_choice(config.p, "--p", (2, 4))
     check_choice(config.models, "--models", ("default", "tiny"))
@@ -189,6 +192,15 @@ def check_zoom(config: ZoomConfig, output: OutputConfig = OutputConfig(), limits
             raise ValueError(f"the image {name} (--size) must be a multiple of {16 * p} (16 * p), got {side}")
     check_int(config.photo_level, "--photo-level", min=0, max=len(prompts) - 1)
     check_int(config.blend_every, "--blend-every", min=1)
+    if config.models == "default":
+        from dreamer.backends.diffusion import DEFAULT_TEXT2IMG_MODEL
+        from dreamer.pipeline.preflight import check_model_source
+
+        check_model_source(config.model or DEFAULT_TEXT2IMG_MODEL, "model")
+    if config.tiny_vae:
+        from dreamer.pipeline.preflight import check_model_source
+
+        check_model_source(config.tiny_vae, "tiny_vae")
     if config.paste_depth is not None:
         check_int(config.paste_depth, "--paste-depth", min=0)
     fps = check_int(output.fps, "--fps", min=1)
@@ -243,6 +255,21 @@ def stack_hash_in(out: str | Path) -> str | None:
     return None
 
 
+def check_zoom_folder(out: str | Path) -> None:
+    """Raise ValueError when ``out`` holds a ``config.json`` that is not a zoom run's (a dreamer
+    scene's, another tool's): the run would overwrite it."""
+    cfg = Path(out) / CONFIG_FILE
+    if not cfg.exists():
+        return
+    try:
+        data = json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        data = None
+    if not (isinstance(data, dict) and "zoom" in data and "stack_hash" in data):
+        raise ValueError(f"{out} holds a config.json that is not a zoom stack's (a dreamer scene's, or another "
+                         f"tool's), which this run would overwrite; choose another --out")
+
+
 def check_stack_reuse(config: ZoomConfig, out: str | Path, overwrite: bool = False) -> None:
     """Raise :class:`StackOfOtherSettings` when ``out`` holds a stack of other settings than
     ``config``'s (resolved by :func:`run_zoom`), unless ``overwrite``."""
@@ -273,6 +300,7 @@ def run_zoom(config: ZoomConfig, out: str | Path, output: OutputConfig = OutputC
     limits = limits or Limits()
     check_zoom(config, output, limits)
     out = check_output_folder(out)
+    check_zoom_folder(out)
     config = _resolve(config)
     out.mkdir(parents=True, exist_ok=True)
     for tmp in remove_temporaries(out):
@@ -456,7 +484,10 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device, dtype=args.dtype)
         output = OutputConfig(fps=args.fps, seconds_per_level=args.seconds_per_level)
         check_zoom(config, output, limits)
+        if not args.out.strip():
+            raise ValueError("--out is empty; give the folder to write to")
         check_output_folder(args.out)
+        check_zoom_folder(args.out)
         _resolve(config)
         check_stack_reuse(config, args.out, args.overwrite)
     except (ValueError, TypeError, OSError) as e:

@@ -76,10 +76,13 @@ def camera_from_json(text: Any, *, max_side: int = 4096):
         raise ValueError("Viewer camera: no camera came from the 3D view; wait until the scene is shown there")
     if len(text) > 10_000:
         raise ValueError(f"Viewer camera: {len(text)} characters is not one camera")
+    from dreamer.cameras import check_input_camera
+    from dreamer.cli import parse_json
+
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"Viewer camera: not valid JSON ({e.msg})") from None
+        data = parse_json(text)
+    except ValueError as e:
+        raise ValueError(f"Viewer camera: {e}") from None
     if not isinstance(data, dict) or not {"c2w", "K", "width", "height"} <= set(data):
         raise ValueError("Viewer camera: expected an object with c2w, K, width and height")
     for key in ("width", "height"):
@@ -87,7 +90,7 @@ def camera_from_json(text: Any, *, max_side: int = 4096):
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= max_side:
             raise ValueError(f"Viewer camera: {key} must be a whole number of pixels in [1, {max_side}], got {v!r}")
     try:
-        return load_trajectory({"cameras": [data]}).cameras[0]
+        return check_input_camera(load_trajectory({"cameras": [data]}).cameras[0], "camera")
     except (ValueError, TypeError) as e:
         raise ValueError(f"Viewer camera: {str(e).replace('<trajectory dict>: ', '')}") from None
 

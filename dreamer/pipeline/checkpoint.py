@@ -14,6 +14,7 @@ are no longer needed (:func:`drop_loop_files`). Files are read with ``weights_on
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from dreamer.pointcloud import PointCloud
 from dreamer.scene.result import DreamResult, DreamView
 
 __all__ = ["save_checkpoint", "load_checkpoint", "save_finished", "load_finished", "drop_loop_files",
-           "CheckpointError", "FINISHED_FILE"]
+           "check_checkpoints", "CheckpointError", "FINISHED_FILE"]
 
 FINISHED_FILE = "result.pt"
 """The finished dream's file in a checkpoint folder."""
@@ -34,9 +35,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be loaded safely (damaged, foreign, or from another version)."""
 
 
-def _load(path: Path) -> dict:
+def _load(path: Path, *, mmap: bool = False) -> dict:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
         if not isinstance(state, dict):
             raise TypeError(f"expected a dict, got {type(state).__name__}")
         return state
@@ -118,6 +119,34 @@ def drop_loop_files(folder: str | Path) -> int:
             freed += path.stat().st_size
             path.unlink()
     return freed
+
+
+# The entries each checkpoint file holds (what save_finished and save_checkpoint write).
+_LAYOUT = {FINISHED_FILE: {"views", "points"}, "points.pt": {"views", "xyz", "rgb", "radius"},
+           "view": {"camera", "image", "depth", "mask"}}
+
+
+def check_checkpoints(folder: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming the first checkpoint file in ``folder`` that a resume
+    would read (the finished dream, else the loop's cloud and views) and that cannot be loaded
+    safely or lacks the entries of its layout. Before any model loads: the files are
+    memory-mapped, so their tensors are not read (a damaged tensor still fails later, when it is
+    loaded)."""
+    folder = Path(folder)
+    finished = folder / FINISHED_FILE
+    files = [finished] if finished.exists() else [folder / "points.pt",
+                                                   *sorted(folder.glob("view_[0-9][0-9][0-9]*.pt"))]
+    for path in files:
+        if path.exists() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+            raise CheckpointError(f"{path} cannot be loaded safely (not a checkpoint this program wrote: damaged, "
+                                  f"or another program's file); rerun with --restart to start this scene over")
+        if path.exists():
+            state = _load(path, mmap=True)
+            keys = _LAYOUT["view" if path.name.startswith("view_") else path.name]
+            missing = sorted(keys - set(state))
+            if missing:
+                raise CheckpointError(f"{path} holds a checkpoint of another layout (no {', '.join(missing)}); "
+                                      f"rerun with --restart to start this scene over")
 
 
 def load_checkpoint(folder: str | Path, *, with_extra: bool = False):

@@ -17,8 +17,8 @@ from typing import Any
 
 from dreamer.io import read_json
 
-__all__ = ["OWNED", "SettingsChanged", "clear_outputs", "changed_settings", "has_outputs", "disk_usage",
-           "largest_entries", "format_bytes", "publish_file"]
+__all__ = ["OWNED", "SettingsChanged", "NotASceneFolder", "check_scene_folder", "clear_outputs", "changed_settings",
+           "has_outputs", "disk_usage", "largest_entries", "format_bytes", "publish_file"]
 
 OWNED = ("views", "checkpoint", "complete", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
          "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "gaussians.spz", "zoom")
@@ -33,6 +33,47 @@ _LATER_STAGES = {"render_trajectory", "render_frames", "extensions", "extension_
 
 class SettingsChanged(ValueError):
     """A scene folder holds finished work made with other settings than this run's."""
+
+
+class NotASceneFolder(ValueError):
+    """An output folder holding files of a scene's names (``zoom/``, ``views/``, ``config.json``, ...)
+    that no scene made: a run would overwrite or delete them."""
+
+
+def _is_scene_config(cfg: Path) -> bool:
+    try:
+        data = read_json(cfg)
+    except (ValueError, OSError):
+        return False
+    return isinstance(data, dict) and "dream_hash" in data
+
+
+def check_scene_folder(out: Path, *, take_over: bool = False) -> None:
+    """Raise :class:`NotASceneFolder` when ``out`` is not a new, empty or scene folder but holds
+    entries a run would overwrite or delete (:data:`OWNED`, ``config.json``): ``--out .`` in a
+    source tree with a ``zoom/`` package, a photo library with a ``views/`` folder, another tool's
+    ``config.json``. Files of other names (a photo beside the scene, notes) are left alone and
+    allowed. ``take_over`` (``--overwrite`` / ``--restart``) lets a run start over a folder whose
+    ``config.json`` is damaged or another tool's; a folder without any ``config.json`` is never
+    taken over (a scene writes its config.json before anything else, so one without it is not a
+    scene's)."""
+    out = Path(out)
+    cfg = out / "config.json"
+    if not out.is_dir() or (cfg.is_file() and _is_scene_config(cfg)):
+        return
+    clash = sorted(name for name in (*OWNED, "config.json") if (out / name).exists() or (out / name).is_symlink())
+    if not clash:
+        return
+    shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
+    if cfg.is_file() and take_over:
+        return
+    if cfg.exists():
+        hint = ("its config.json is not a scene's settings (damaged, or another tool's); --overwrite or --restart "
+                "starts a scene there, deleting those entries, or choose another --out")
+    else:
+        hint = ("it is not a scene folder (no scene config.json), so they are not a scene's outputs; choose "
+                "another --out")
+    raise NotASceneFolder(f"the output folder {out} holds {shown}, which a run would overwrite or delete: {hint}")
 
 
 def has_outputs(out: Path) -> bool:

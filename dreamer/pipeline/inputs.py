@@ -40,7 +40,8 @@ from dreamer.checks import check_int
 logger = logging.getLogger(__name__)
 
 __all__ = ["ImageFit", "LoadedImage", "compute_fit", "load_image", "load_depth", "load_depth_with_mask",
-           "PAD_VALUE", "MAX_PHOTO_PIXELS"]
+           "PAD_VALUE", "MAX_PHOTO_PIXELS",
+           "read_npy_header"]
 
 Fit = Literal["crop", "pad"]
 
@@ -150,6 +151,8 @@ def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "im
         raise FileNotFoundError(f"{what} file not found: {path}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file")
+    if not path.is_file():  # a pipe would block the read forever, a device never end
+        raise ValueError(f"{path} is not a regular file (a pipe, a device?); give an image file")
     try:
         with warnings.catch_warnings():  # the size limit below decides, not Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -315,7 +318,10 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
         if box > 1:
             pixels = pixels.reduce(box)
             factor *= box
-        rgb = _to_rgb_float(_upright(pixels, orientation))
+        try:
+            rgb = _to_rgb_float(_upright(pixels, orientation))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     content = np.stack([_resample_channel(rgb[..., c], transform, Image.Resampling.LANCZOS, factor)
                         for c in range(3)], axis=-1)
     image = torch.from_numpy(np.clip(_place(content, transform, PAD_VALUE), 0.0, 1.0))
@@ -347,9 +353,14 @@ def _read_exr(path: Path) -> np.ndarray:
     raise ValueError(f"{path}: no depth channel among {sorted(channels)}; expected one named Z, depth, Y or R")
 
 
-def _read_npy(path: Path, max_pixels: int | None) -> np.ndarray:
-    """A depth ``.npy``: its header is read and checked first (dtype, size, and that the file holds
-    what the header claims), so a 200-byte file claiming 80 GB costs nothing."""
+def read_npy_header(path: str | Path, max_pixels: int | None = MAX_PHOTO_PIXELS,
+                    check_size=None) -> tuple[tuple[int, int], np.dtype]:
+    """The ``(H, W)`` and dtype of a depth ``.npy`` from its header alone, checked: real numbers, an
+    [H,W] array (sizes of 1 before or after are dropped: [1,1,H,W] from torch, [H,W,1]), at most
+    ``max_pixels``, ``check_size(width, height)`` when given (a caller's own limit, which raises),
+    and a file as long as the header claims. So a 200-byte file claiming 80 GB costs nothing.
+    Raises ValueError naming the file."""
+    path = Path(path)
     fmt = np.lib.format
     try:
         with open(path, "rb") as f:
@@ -367,21 +378,34 @@ def _read_npy(path: Path, max_pixels: int | None) -> np.ndarray:
         raise ValueError(f"{path}: a depth .npy must hold real numbers (float or integer metres), got dtype {dtype}"
                          + (" (complex)" if dtype.kind == "c" else ""))
     count = math.prod(shape)
-    if len([n for n in shape if n != 1]) != 2:
+    hw = list(shape)  # [H,W], with any leading or trailing sizes of 1 ([1,1,H,W] from torch, [H,W,1])
+    while len(hw) > 2 and hw[0] == 1:
+        hw.pop(0)
+    while len(hw) > 2 and hw[-1] == 1:
+        hw.pop()
+    if len(hw) != 2:
         raise ValueError(f"{path}: a depth .npy must hold an [H,W] array (metres), got shape {shape}")
     if max_pixels is not None and count > max_pixels:
         raise ValueError(f"{path}: the depth map is {'x'.join(map(str, shape))} ({count / 1e6:.1f} megapixels), more "
                          f"than the limit of {max_pixels / 1e6:g} megapixels; downscale it (or lift the limit: "
                          f"--allow-large)")
+    if check_size is not None:
+        check_size(hw[1], hw[0])
     if path.stat().st_size - offset < count * dtype.itemsize:
         raise ValueError(f"{path}: the .npy header claims {'x'.join(map(str, shape))} {dtype} values "
                          f"({count * dtype.itemsize} bytes) but the file holds {path.stat().st_size - offset}: "
                          f"a truncated or damaged file")
+    return (hw[0], hw[1]), dtype
+
+
+def _read_npy(path: Path, max_pixels: int | None) -> np.ndarray:
+    """A depth ``.npy``, its header checked first (:func:`read_npy_header`)."""
+    hw, _ = read_npy_header(path, max_pixels)
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
         raise ValueError(f"{path} is not a readable .npy array: {e}") from e
-    return np.squeeze(np.asarray(arr)).astype(np.float32)
+    return np.asarray(arr).reshape(hw).astype(np.float32)
 
 
 def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> tuple[np.ndarray, bool]:
@@ -391,6 +415,8 @@ def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> t
         raise FileNotFoundError(f"depth file not found: {path}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a depth file")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a pipe, a device?); give a depth file")
     if suffix == ".npy":
         return _read_npy(path, max_pixels), False
     if suffix == ".exr":

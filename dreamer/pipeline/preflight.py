@@ -22,7 +22,8 @@ from dreamer.configs import check_settings
 from dreamer.pipeline.limits import MAX_SEED, MAX_STEPS, Limits
 from dreamer.pipeline.settings import CONFIG_SECTIONS, SceneConfigs
 
-__all__ = ["check_scene", "check_output_folder", "read_text_input", "check_seed", "check_limit"]
+__all__ = ["check_scene", "check_output_folder", "read_text_input", "check_seed", "check_limit", "check_model_source",
+           "ModelSourceMissing"]
 
 # A depth for building presets before the scene exists: their number of cameras does not depend on it.
 _STAND_IN_DEPTH = 1.0
@@ -46,7 +47,7 @@ def read_text_input(path: str | Path, what: str, limits: Limits = Limits()) -> s
         raise ValueError(f"{what} {path} is {size / 2**20:.1f} MiB, more than the limit of "
                          f"{limits.input_bytes / 2**20:g} MiB for a text input (or lift the limit: --allow-large)")
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8").removeprefix("\ufeff")  # a byte order mark is no content
     except UnicodeDecodeError as e:
         raise ValueError(f"{what} {path} is not a UTF-8 text file ({e.reason} at byte {e.start})") from None
 
@@ -58,8 +59,11 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
     when it does not exist yet, in its nearest existing parent."""
     out = Path(out)
     place = out
-    while not place.exists() and place != place.parent:
-        place = place.parent
+    try:
+        while not place.exists() and place != place.parent:
+            place = place.parent
+    except OSError as e:  # a name longer than the file system takes, ...
+        raise ValueError(f"{what} {out}: {e.strerror or e}; choose a shorter path") from None
     if not place.is_dir():
         raise ValueError(f"{what} {out}: {place} is an existing file, not a folder; choose a folder")
     probe = place / f".dreamer-write-test-{os.getpid()}"
@@ -129,6 +133,40 @@ def _check_models(configs: SceneConfigs) -> None:
         raise ValueError(f"scheduler must be 'default' or one of {', '.join(sorted(SCHEDULERS))}; got {mc.scheduler!r}")
     if configs.splats is not None and getattr(configs.splats, "device", "auto") != "auto":
         resolve_device(configs.splats.device)
+    if mc.models == "default":
+        needed = {"inpaint_model": mc.inpaint_model, "text2img_model": mc.text2img_model,
+                  "depth_model": mc.depth_model}
+        if configs.refine.refine:
+            needed["refine_model"] = configs.refine.refine_model
+        for name, model in needed.items():
+            check_model_source(model, name)
+
+
+class ModelSourceMissing(ValueError):
+    """A model setting names a folder that does not exist, or (offline) a hub id that is not cached."""
+
+
+def check_model_source(model: str, name: str) -> None:
+    """A model setting (a hub id or a local folder) that cannot work is refused before any model
+    loads: empty, a folder that does not exist, or (with ``HF_HUB_OFFLINE`` set) a hub id that is
+    not in the Hugging Face cache. Whether a folder or a cached id holds a loadable model is only
+    known when it loads (a failed run naming it)."""
+    from dreamer.backends.loading import hub_cache_dir, hub_offline, is_local_model
+
+    flag = "--" + name.replace("_", "-")
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"{flag} is empty; give a Hugging Face model id ('org/name') or a local folder")
+    model = model.strip()
+    if is_local_model(model):
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise ModelSourceMissing(f"{flag} {model}: no such folder (a local model is a folder written by "
+                                     f"save_pretrained or `huggingface-cli download ID --local-dir FOLDER`; a hub id "
+                                     f"looks like 'org/name')")
+    elif hub_offline() and not os.path.isdir(os.path.join(hub_cache_dir(), "models--" + model.replace("/", "--"))):
+        raise ModelSourceMissing(f"{flag} {model!r} is not in the Hugging Face cache ({hub_cache_dir()}) and "
+                                 f"HF_HUB_OFFLINE is set, so it cannot be downloaded: run `huggingface-cli download "
+                                 f"{model}` where the hub can be reached, or pass a local folder")
 
 
 def _check_inputs(configs: SceneConfigs, limits: Limits, first) -> None:
@@ -142,28 +180,65 @@ def _check_inputs(configs: SceneConfigs, limits: Limits, first) -> None:
     else:
         if sc.depth:
             raise ValueError("--depth needs --image (the depth map belongs to a photo)")
-        if not sc.prompt and configs.models.models != "synthetic":
-            raise ValueError("give --prompt (text to scene) or --image (photo to scene)")
+        if not sc.prompt.strip() and configs.models.models != "synthetic":
+            given = "is only whitespace" if sc.prompt else "is empty"
+            raise ValueError(f"--prompt {given}: give a --prompt (text to scene) or an --image (photo to scene)")
 
 
 def _is_file_name(name: str) -> bool:
     return name.endswith(".json") or Path(name).is_file()
 
 
-def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | None, limits: Limits) -> list:
+def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | None, limits: Limits, *,
+             dreamed: bool = False, synthetic: bool = False) -> list:
     """The cameras of a preset or trajectory file, as the run will build them (presets with a
-    stand-in centre depth: their count and validity do not depend on it)."""
+    stand-in centre depth: their count and validity do not depend on it). A file's cameras are
+    checked as a person's input (:func:`dreamer.cameras.check_input_camera`, image sides within
+    ``limits.side``); ``dreamed`` ones also need sides that are multiples of 8 (the diffusion
+    models' latent grid) and, for a dream trajectory, a first camera of the working size (it is
+    the camera of the first view); ``synthetic``: inside the procedural world's room."""
+    from dreamer.cameras import check_input_camera
     from dreamer.trajectories import load_trajectory, make_trajectory
 
     if _is_file_name(name):
         read_text_input(name, f"{what} file", limits)
         cams = load_trajectory(name, first, max_cameras=max_cameras).cameras
+        for i, cam in enumerate(cams):
+            where = f"{name}: camera {i}"
+            for side, value in (("width", cam.width), ("height", cam.height)):
+                if limits.side is not None and value > limits.side:
+                    raise ValueError(f"{where}: {side} {value} is more than the limit of {limits.side} px on image "
+                                     f"sides (--allow-large lifts it)")
+                if dreamed and value % 8:
+                    raise ValueError(f"{where}: {side} {value} must be a multiple of 8 (the diffusion models' latent "
+                                     f"grid)")
+            check_input_camera(cam, where)
+        if what == "extension trajectory":
+            for i, cam in enumerate(cams):
+                if (cam.width, cam.height) != (first.width, first.height):
+                    raise ValueError(f"{name}: camera {i} is {cam.width}x{cam.height}; an extension's cameras have the "
+                                     f"scene's size, {first.width}x{first.height}")
+        if what == "trajectory" and (cams[0].width, cams[0].height) != (first.width, first.height):
+            raise ValueError(f"{name}: camera 0 is {cams[0].width}x{cams[0].height} but the first view is "
+                             f"{first.width}x{first.height} (--width, --height): camera 0 is the first view's camera, "
+                             f"so give it that size (or leave width and height out of the file)")
     else:
         params = {} if count is None else {"n": count}
-        cams = make_trajectory(name, first, _STAND_IN_DEPTH, **params).cameras
+        try:
+            cams = make_trajectory(name, first, _STAND_IN_DEPTH, **params).cameras
+        except ValueError as e:
+            if count is None or not str(e).startswith("n "):
+                raise
+            flag = "--views" if what == "trajectory" else "--render-frames"
+            raise ValueError(f"{flag} {count} does not fit the {what} {name!r}: its camera count {e}") from None
         if max_cameras is not None and len(cams) > max_cameras:
             raise ValueError(f"{what} {name!r} has {len(cams)} cameras, more than the limit of {max_cameras} "
                              f"(--allow-large lifts it)")
+    if synthetic and dreamed:
+        from dreamer.worlds.procedural import check_inside_room
+
+        for i, cam in enumerate(cams):
+            check_inside_room(cam, f"{what} {name} camera {i} (the procedural world of --models synthetic)")
     return cams
 
 
@@ -179,16 +254,25 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
         sc = configs.scene
         first = sc.first_camera()
         _check_inputs(configs, limits, first)
-        cams = _cameras(sc.trajectory, first, sc.views, "trajectory", limits.views, limits)
+        synthetic = configs.models.models == "synthetic"
+        cams = _cameras(sc.trajectory, first, sc.views, "trajectory", limits.views, limits, dreamed=True,
+                        synthetic=synthetic)
+        if sc.views is not None and _is_file_name(sc.trajectory) and sc.views != len(cams):
+            raise ValueError(f"--views {sc.views} conflicts with the trajectory file {sc.trajectory}, which has "
+                             f"{len(cams)} cameras (--views sets the count of a preset's cameras): drop --views "
+                             f"(or give --views none)")
         if sc.prompts is not None and len(sc.prompts) != len(cams):
             raise ValueError(f"--prompts has {len(sc.prompts)} prompts but the trajectory has {len(cams)} cameras: "
                              f"give one per camera")
         if configs.splats is not None:
             _cameras(sc.render_trajectory, first, sc.render_frames, "render trajectory", limits.frames, limits)
+        if sc.extensions and configs.splats is None:
+            raise ValueError("extensions fine-tune the scene's splats: they need the splat stage (drop --no-splats)")
         for extension in sc.extensions:
             if not Path(extension).is_file():
                 raise ValueError(f"extension trajectory {extension}: no such file")
-            _cameras(extension, first, None, "extension trajectory", limits.views, limits)
+            _cameras(extension, first, None, "extension trajectory", limits.views, limits, dreamed=True,
+                     synthetic=synthetic)
         zc = configs.zoom
         if zc.enabled:
             k = zc.zoom_view
@@ -196,6 +280,15 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
                 raise ValueError(f"zoom_view {k} is out of range: the trajectory has {len(cams)} views "
                                  f"(0..{len(cams) - 1}, or negative from the last)")
             view = cams[k]
+            if configs.models.models != "synthetic":  # the zoom sampler pastes centred 1/p blocks of latents
+                from zoom.stack import max_paste_depth
+
+                factor = 8  # the VAE of Stable Diffusion (and of the tiny models)
+                if max_paste_depth(view.height // factor, view.width // factor, zc.zoom_p, min_size=2) < 1:
+                    raise ValueError(f"zoom_p {zc.zoom_p} does not fit view {k}'s {view.width}x{view.height} image: "
+                                     f"its {view.width // factor}x{view.height // factor} latent grid has no centred "
+                                     f"1/{zc.zoom_p} block of >= 2 latents; use sides that are multiples of "
+                                     f"{2 * zc.zoom_p * factor} px")
             if zc.zoom_center is not None:
                 u, v = zc.zoom_center
                 if not (0.0 <= u <= view.width and 0.0 <= v <= view.height):
@@ -205,5 +298,7 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
             check_output_folder(out)
     except (ValueError, TypeError, OSError) as e:
         message = f"{where}: {e}" if where else str(e)
-        raise (TypeError if isinstance(e, TypeError) else ValueError)(message) from None
+        kind = TypeError if isinstance(e, TypeError) else ModelSourceMissing if isinstance(e, ModelSourceMissing) \
+            else ValueError
+        raise kind(message) from None
     return len(cams)

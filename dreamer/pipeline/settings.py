@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from dreamer.backends.model_sets import ModelConfig
-from dreamer.cameras import DEFAULT_FOCAL_512, Camera
+from dreamer.cameras import DEFAULT_FOCAL_512, FOV_RANGE, Camera, check_input_camera
 from dreamer.configs import check_settings, config_hash, dataclass_from_dict
 from dreamer.deepzoom import DeepZoomConfig
 from dreamer.scene.loop import DreamConfig
@@ -62,10 +62,20 @@ class SceneConfig:
             raise ValueError("give either --focal or --fov, not both")
         if self.width % 8 or self.height % 8:
             raise ValueError(f"width and height must be multiples of 8, got {self.width}x{self.height}")
+        lo, hi = FOV_RANGE
         if self.fov is not None:
-            return Camera.from_fov(self.fov, self.width, self.height)
+            if not lo <= self.fov <= hi:
+                raise ValueError(f"--fov must be a horizontal field of view of {lo:g} to {hi:g} degrees, "
+                                 f"got {self.fov:g}")
+            return check_input_camera(Camera.from_fov(self.fov, self.width, self.height), f"--fov {self.fov:g}")
+        if self.focal is not None and not self.focal > 0:
+            raise ValueError(f"--focal must be a focal length in pixels > 0, got {self.focal:g}")
         focal = self.focal if self.focal is not None else DEFAULT_FOCAL_512 * self.width / 512.0
-        return Camera.from_focal(focal, self.width, self.height)
+        camera = Camera.from_focal(focal, self.width, self.height)
+        try:
+            return check_input_camera(camera, f"--focal {focal:g}")
+        except ValueError as e:
+            raise ValueError(f"{e} (--fov gives the field of view directly)") from None
 
 
 @dataclass(frozen=True)
@@ -252,6 +262,10 @@ class SceneConfigs:
         if not isinstance(d, dict):
             raise TypeError(f"a scene's settings must be a mapping of sections (scene, dream, models, splats, zoom), "
                             f"got {type(d).__name__}")
+        unknown = sorted(str(k) for k in d if k not in (*CONFIG_SECTIONS, "preset", "hash", "dream_hash"))
+        if unknown:
+            raise ValueError(f"unknown section(s) {unknown}: a scene's settings have the sections "
+                             f"{', '.join(CONFIG_SECTIONS)} (is this a scene folder's config.json?)")
         splats = d.get("splats")
         return cls(
             scene=dataclass_from_dict(SceneConfig, d.get("scene", {}), where="scene"),
@@ -284,7 +298,10 @@ def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *,
     the field (``seed`` sets all seeds). Unknown names are an error naming the known ones."""
     base = base or SceneConfigs()
     flat = {SETTING_ALIASES.get(k, k): v for k, v in flat.items()}
-    splats_on = base.splats is not None and not bool(flat.pop("no_splats", False))
+    no_splats = flat.pop("no_splats", False)
+    if not isinstance(no_splats, bool):
+        raise TypeError(f"{where}: no_splats must be true or false, got {no_splats!r}")
+    splats_on = base.splats is not None and not no_splats
     sections: dict[str, Any] = {}
     used: set[str] = set()
     for name, get_cls in CONFIG_SECTIONS.items():

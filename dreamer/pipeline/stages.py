@@ -36,8 +36,8 @@ from dreamer.cameras import Camera
 from dreamer.io import read_json, remove_temporaries, save_image, write_json
 from dreamer.pipeline.checkpoint import drop_loop_files, load_checkpoint, load_finished, save_checkpoint, save_finished
 from dreamer.pipeline.exports import write_cameras_json, write_scene
-from dreamer.pipeline.folder import (SettingsChanged, changed_settings, clear_outputs, disk_usage, format_bytes,
-                                     largest_entries, publish_file)
+from dreamer.pipeline.folder import (SettingsChanged, changed_settings, check_scene_folder, clear_outputs, disk_usage,
+                                     format_bytes, largest_entries, publish_file)
 from dreamer.pipeline.joblog import job_log
 from dreamer.pipeline.limits import Limits
 from dreamer.pipeline.preflight import check_scene
@@ -85,6 +85,7 @@ def _prepare_folder(out: Path, configs: SceneConfigs, restart: bool = False,
     """Returns (result hash, already done). ``restart`` clears the scene's outputs; so does
     ``overwrite`` when the settings the dream depends on changed, which otherwise raises
     :class:`SettingsChanged`. Other changes (splats, videos, zoom) only redo their own stages."""
+    check_scene_folder(out, take_over=restart or overwrite)
     out.mkdir(parents=True, exist_ok=True)
     for tmp in remove_temporaries(out):
         log.info("%s: removed %s, left by an interrupted run", out, tmp.relative_to(out))
@@ -124,7 +125,7 @@ def _first_view(configs: SceneConfigs, backends: Backends, camera: Camera,
     else:
         if sc.depth:
             raise ValueError("--depth needs --image (the depth map belongs to a photo)")
-        if not sc.prompt and configs.models.models != "synthetic":
+        if not sc.prompt.strip() and configs.models.models != "synthetic":
             raise ValueError("give --prompt (text to scene) or --image (photo to scene)")
         g = torch.Generator().manual_seed(configs.dream.seed)
         image = backends.image_generator.generate(sc.prompt, width=sc.width, height=sc.height, generator=g)

@@ -99,7 +99,16 @@ def _shape_str(a: np.ndarray) -> str:
     return "x".join(map(str, a.shape)) if a.ndim else "a scalar"
 
 
+def _has_non_number(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_number(v) for v in value)
+    return isinstance(value, bool) or not isinstance(value, (int, float))
+
+
 def _parse_matrix(value: Any, rows: int, cols: int, key: str, src: _Source, where: str | None) -> np.ndarray:
+    if _has_non_number(value):  # numpy would read "1" and true as numbers
+        raise src.error(where, f"{key} must be {rows}x{cols} (a list of {rows} rows of {cols} numbers), "
+                               f"got {json.dumps(value)[:80]}")
     try:
         a = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

@@ -45,7 +45,7 @@ from dreamer.worlds.cache import RenderCache, camera_key
 from dreamer.worlds.layout import FLOOR_Y, ROOM_FACE_NAMES, ROOM_HI, ROOM_LO, build_layout, room_materials, yaw_matrix
 from dreamer.worlds.shading import FILL_DIR, KEY_DIR, OCTAVE_WAVELENGTHS, PERM_SIZE
 
-__all__ = ["ProceduralWorld", "WorldRender"]
+__all__ = ["ProceduralWorld", "WorldRender", "check_inside_room"]
 
 # Rays are traced and shaded in bands of about this many pixels (whole image rows) to bound
 # memory: supersampled 512x512 renders are millions of rays.
@@ -75,6 +75,18 @@ class WorldRender:
     depth: Tensor
     normal: Tensor
     object_id: Tensor
+
+
+def check_inside_room(camera: Camera, name: str = "camera") -> None:
+    """Raise ValueError unless ``camera``'s centre is inside the room of every procedural world
+    (outside it, rays would not all hit a surface)."""
+    c = camera.center.detach().cpu().double()
+    lo, hi = torch.tensor(ROOM_LO, dtype=torch.float64), torch.tensor(ROOM_HI, dtype=torch.float64)
+    if not ((c > lo).all() and (c < hi).all()):
+        raise ValueError(
+            f"{name}: its centre {tuple(round(float(v), 4) for v in c)} is outside the room "
+            f"(x, y, z in {ROOM_LO} .. {ROOM_HI}): rays would not all hit a surface"
+        )
 
 
 class ProceduralWorld:
@@ -219,13 +231,7 @@ class ProceduralWorld:
     def _check_camera(self, camera: Camera) -> None:
         if not isinstance(camera, Camera):
             raise TypeError(f"camera must be a dreamer.cameras.Camera, got {type(camera).__name__}")
-        c = camera.center.detach().cpu().double()
-        lo, hi = torch.tensor(ROOM_LO, dtype=torch.float64), torch.tensor(ROOM_HI, dtype=torch.float64)
-        if not ((c > lo).all() and (c < hi).all()):
-            raise ValueError(
-                f"camera centre {tuple(round(float(v), 4) for v in c)} is outside the room "
-                f"(x, y, z in {ROOM_LO} .. {ROOM_HI}): rays would not all hit a surface"
-            )
+        check_inside_room(camera)
 
     # -- rendering ----------------------------------------------------------------------------------
     def render(self, camera: Camera, *, supersample: int = 1) -> WorldRender:

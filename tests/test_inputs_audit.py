@@ -1,0 +1,229 @@
+"""What the input audit found, held in place: valid but unusual inputs that must work, and the
+checks behind refusals that tests/test_bad_inputs.py runs through the command line.
+
+Everything here goes through the parser, the planner and the checks themselves (no dream runs),
+so the file takes about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dreamer.cameras import FOV_RANGE, Camera, check_input_camera, fov_from_focal, intrinsics_matrix
+from dreamer.cli import parse_json
+from dreamer.pipeline.folder import NotASceneFolder, check_scene_folder
+from dreamer.pipeline.inputs import load_image
+from dreamer.pipeline.limits import Limits
+from dreamer.pipeline.settings import SceneConfig
+from dreamer.run import build_parser, plan_jobs
+
+SMALL = ["--models", "synthetic", "--width", "64", "--height", "64", "--views", "2", "--no-splats", "-q"]
+
+
+def _plan(*argv):
+    return plan_jobs(build_parser().parse_args([*map(str, argv)]), Limits())
+
+
+# --------------------------------------------------------------------------- batch files
+def test_a_batch_reads_yaml_nulls_whole_floats_a_bom_and_non_ascii_names(tmp_path):
+    batch = tmp_path / "scenes.yaml"
+    batch.write_text("\ufeff- name: café\n  prompt:\n  views: 3.0\n  seed: 7\n- {name: b, views: null}\n",
+                     encoding="utf-8")
+    jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", "--prompt", "from the command line", *SMALL)
+    assert refused == []
+    (name_a, out_a, a), (name_b, _, b) = jobs
+    assert name_a == "café" and out_a == tmp_path / "runs" / "café"
+    assert a.scene.views == 3 and type(a.scene.views) is int and a.dream.seed == 7
+    assert a.scene.prompt == "from the command line"  # null: not set, so the option's value holds
+    assert b.scene.views == 2  # null: the option's value, not None
+
+
+def test_a_batch_refuses_bad_scenes_alone_and_its_file_as_a_whole(tmp_path):
+    batch = tmp_path / "scenes.yaml"
+    batch.write_text("- {name: good}\n- {name: bad, views: -1}\n- {name: ../up}\n- {name: also-good, seed: 3}\n")
+    jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+    assert [name for name, _, _ in jobs] == ["good", "also-good"]
+    assert [(name, reason.split(": ", 1)[0]) for name, _, reason in refused] == [
+        ("bad", f"{batch} scene 1 (bad)"), ("scene 2", f"{batch} scene 2")]
+    assert "views must be an integer >= 1, got -1" in refused[0][2] and "'../up'" in refused[1][2]
+    assert not (tmp_path / "runs").exists()  # planning writes nothing
+    for text, fragment in [("- {name: a, name: b}\n", "'name' is given twice"),
+                           ("scenes: [{name: a}]\nviews: 2\n", "unknown top-level key(s) ['views']"),
+                           ("- {name: Hall}\n- {name: hall}\n", "up to case")]:
+        batch.write_text(text)
+        with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+            _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+
+
+def test_a_config_without_a_splat_section_takes_no_splats(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    (_, _, configs), = _plan("--config", config, "--out", tmp_path / "s", *SMALL)[0]
+    assert configs.splats is None
+
+
+def test_json_inputs_refuse_keys_given_twice_and_skip_a_bom():
+    assert parse_json('\ufeff{"a": 1}') == {"a": 1}
+    with pytest.raises(ValueError, match="'a' is given twice"):
+        parse_json('{"a": 1, "b": {"a": 2, "a": 3}}')
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse_json("[" * 100_000)
+
+
+# --------------------------------------------------------------------------- cameras
+def test_the_field_of_view_of_an_input_camera_against_the_formula():
+    for focal, width in [(50.0, 64), (582.69, 512), (1e4, 512)]:
+        cam = Camera.from_focal(focal, width, width)
+        fov = fov_from_focal(focal, width)
+        if FOV_RANGE[0] <= fov <= FOV_RANGE[1]:
+            check_input_camera(cam)
+        else:
+            with pytest.raises(ValueError, match="field of view"):
+                check_input_camera(cam)
+    # An off-centre principal point: the angles to both edges add up.
+    K = intrinsics_matrix(10.0, 10.0, 0.5, 32.0)
+    fov = math.degrees(math.atan(0.5 / 10) + math.atan(63.5 / 10))
+    assert 80 < fov < FOV_RANGE[1]
+    check_input_camera(Camera(K, torch.eye(4), 64, 64))
+    with pytest.raises(ValueError, match="principal point's x"):
+        check_input_camera(Camera(intrinsics_matrix(10.0, 10.0, -1.0, 32.0), torch.eye(4), 64, 64))
+    far = torch.eye(4)
+    far[2, 3] = 2e5
+    with pytest.raises(ValueError, match="from the origin"):
+        check_input_camera(Camera(intrinsics_matrix(50.0, 50.0, 32.0, 32.0), far, 64, 64))
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"fov": 170.0}, None), ({"fov": 0.1}, None), ({"fov": 170.5}, "--fov"), ({"fov": 0.05}, "--fov"),
+    ({"focal": 1e-9}, "--focal"), ({"focal": 0.0}, "--focal"), ({"focal": 1e9}, "--focal"),
+])
+def test_the_first_camera_from_the_options(kwargs, fragment):
+    config = SceneConfig(width=64, height=64, **kwargs)
+    if fragment is None:
+        assert config.first_camera().width == 64
+    else:
+        with pytest.raises(ValueError, match=fragment):
+            config.first_camera()
+
+
+def test_a_viewer_camera_is_checked_like_a_file_camera():
+    from apps.viewer import camera_from_json
+
+    good = {"c2w": np.eye(4).tolist(), "K": [[50, 0, 32], [0, 50, 32], [0, 0, 1]], "width": 64, "height": 64}
+    assert camera_from_json(json.dumps(good)).width == 64
+    far = dict(good, c2w=[[1, 0, 0, 1e9], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    with pytest.raises(ValueError, match="Viewer camera: camera: its centre is 1e\\+09 m"):
+        camera_from_json(json.dumps(far))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        camera_from_json("[" * 9000)
+
+
+def test_devices_that_are_not_here_are_refused():
+    from dreamer.backends.loading import resolve_device
+
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="no Apple GPU"):
+            resolve_device("mps")
+    with pytest.raises(ValueError, match="cuda:99"):
+        resolve_device("cuda:99")
+    with pytest.raises(ValueError, match="unknown device 'meta'"):
+        resolve_device("meta")
+
+
+# --------------------------------------------------------------------------- output folders
+def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path):
+    from dreamer.backends.model_sets import ModelConfig
+    from dreamer.pipeline import SceneConfigs, run_scene
+
+    src = tmp_path / "checkout"
+    (src / "zoom").mkdir(parents=True)
+    (src / "zoom" / "run.py").write_text("print('mine')\n")
+    configs = SceneConfigs(scene=SceneConfig(width=64, height=64, views=2), models=ModelConfig(models="synthetic"))
+    with pytest.raises(NotASceneFolder, match="zoom"):
+        run_scene(configs, src, backends=None)  # the run's own guard, for the app and library callers
+    assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*")) == ["zoom", "zoom/run.py"]
+    with pytest.raises(NotASceneFolder):
+        check_scene_folder(src, take_over=True)  # no config.json: never a scene's folder
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"levels": 3}')
+    with pytest.raises(NotASceneFolder, match="--overwrite"):
+        check_scene_folder(other)
+    check_scene_folder(other, take_over=True)
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    Image.new("RGB", (8, 8)).save(beside / "photo.png")
+    check_scene_folder(beside)  # a photo beside the scene is no clash
+
+
+# --------------------------------------------------------------------------- photos
+def test_a_sixteen_bit_rgb_png_keeps_its_range(tmp_path):
+    import struct
+    import zlib
+
+    rgb = np.zeros((8, 8, 3), ">u2")
+    rgb[..., 0] = 65535
+    rgb[:, 4:, 1] = 32768
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\0" + row.tobytes() for row in rgb)
+    path = tmp_path / "rgb16.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    out = load_image(path, 8, 8).image
+    assert torch.allclose(out[..., 0], torch.ones(8, 8), atol=1 / 255)
+    assert torch.allclose(out[:, :3, 1], torch.zeros(8, 3), atol=1 / 255)
+    assert torch.allclose(out[:, 5:, 1], torch.full((8, 3), 0.5), atol=1 / 255)
+
+
+def test_a_depth_npy_of_one_pixel_row_or_column_is_read(tmp_path):
+    from dreamer.pipeline.inputs import load_depth
+
+    for shape in [(1, 1), (1, 8), (8, 1), (1, 1, 1), (8, 8, 1), (1, 8, 8), (1, 1, 8, 8)]:
+        np.save(tmp_path / "d.npy", np.full(shape, 2.5, np.float32))
+        assert torch.equal(load_depth(tmp_path / "d.npy", 8, 8), torch.full((8, 8), 2.5)), shape
+    for shape in [(8,), (2, 8, 8), (8, 8, 3), (8, 1, 8)]:
+        np.save(tmp_path / "d.npy", np.full(shape, 2.5, np.float32))
+        with pytest.raises(ValueError, match=r"must hold an \[H,W\] array"):
+            load_depth(tmp_path / "d.npy", 8, 8)
+
+
+def test_a_pipe_or_a_device_is_refused_without_reading_it(tmp_path):
+    import os
+    import threading
+
+    from dreamer.pipeline.inputs import load_depth
+
+    pipe = tmp_path / "photo.png"
+    os.mkfifo(pipe)  # opening it for reading would wait for a writer forever
+    done = []
+    worker = threading.Thread(target=lambda: done.append(pytest.raises(ValueError, load_image, pipe, 8, 8)),
+                              daemon=True)
+    worker.start()
+    worker.join(10)
+    assert done and "not a regular file" in str(done[0].value)
+    for path in (pipe, "/dev/zero"):
+        with pytest.raises(ValueError, match="not a regular file"):
+            load_depth(path, 8, 8)
+
+
+def test_an_animated_gif_gives_its_first_frame_and_a_truncated_file_is_refused(tmp_path):
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    out = load_image(tmp_path / "anim.gif", 16, 16).image
+    assert torch.allclose(out, torch.tensor([1.0, 0.0, 0.0]).expand(16, 16, 3), atol=0.02)
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    data = (tmp_path / "p.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.png could not be decoded"):
+        load_image(tmp_path / "cut.png", 16, 16)
+    nan = np.full((8, 8), np.nan, np.float32)
+    Image.fromarray(nan).save(tmp_path / "nan.tif")
+    with pytest.raises(ValueError, match="nan.tif: floating-point image holds non-finite values"):
+        load_image(tmp_path / "nan.tif", 8, 8)
