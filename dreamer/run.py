@@ -39,9 +39,9 @@ size on disk.
 Every input of every scene (settings, photos, depth maps, trajectory files, the output folder) is
 checked before a model loads, within limits that ``--allow-large`` lifts (see the README's "When
 something is wrong"). A bad input prints one line naming it (``-v`` adds the traceback); in a
-batch, a scene with a bad input is reported and the others run.
-Exit status: 0 when every scene is done or skipped, 1 when any failed (or was refused while others
-ran), 2 for bad usage or input (nothing ran).
+batch, every scene with a bad input is named, and none runs.
+Exit status: 0 when every scene is done or skipped, 1 when any failed, 2 for bad usage or input
+(nothing ran).
 """
 
 from __future__ import annotations
@@ -346,7 +346,7 @@ def _configs(args: argparse.Namespace, flat: dict[str, Any], base, where: str):
 def plan_jobs(args: argparse.Namespace, limits) -> tuple[list[tuple[str, Path, Any]], list[tuple[str, Path, str]]]:
     """The scenes this run will dream, ``(name, folder, configs)``, every input of each checked
     (:func:`dreamer.pipeline.preflight.check_scene`), and the scenes of a batch refused for a bad
-    input, ``(name, folder, reason)``: they are reported and the others run. Raises ValueError /
+    input, ``(name, folder, reason)``: all are reported and none runs. Raises ValueError /
     TypeError / OSError for a bad option, a bad input of a single scene, or a batch file that
     cannot be read as a list of uniquely named scenes; all before any model loads."""
     from dreamer.pipeline.preflight import check_output_folder, check_scene
@@ -491,21 +491,18 @@ def main(argv: list[str] | None = None) -> int:
         planned, refused = plan_jobs(args, limits)
         overwrite, refused_folders = refuse_or_ask(args, planned)
         refused += refused_folders
-        bad = {name for name, _, _ in refused_folders}
-        jobs = [SceneJob(name, out, configs, limits=limits, restart=args.restart, overwrite=out in overwrite,
-                         keep_checkpoints=args.keep_checkpoints) for name, out, configs in planned if name not in bad]
-        if refused and not jobs:  # every scene of the batch refused: nothing runs
+        if refused:  # nothing runs: a batch is fixed and rerun as a whole, every bad scene named at once
             for _, _, reason in refused[:-1]:
                 print(f"{parser.prog}: error: {reason}", file=sys.stderr)
             raise ValueError(refused[-1][2])
-        executor = make_executor(args) if jobs else None
+        jobs = [SceneJob(name, out, configs, limits=limits, restart=args.restart, overwrite=out in overwrite,
+                         keep_checkpoints=args.keep_checkpoints) for name, out, configs in planned]
+        executor = make_executor(args)
     except (ValueError, TypeError, OSError, ExecutorUnavailable, CheckpointError) as e:
         return report_bad_input(parser.prog, e, args.verbose)
-    for _, _, reason in refused:  # the batch's other scenes run
-        print(f"{parser.prog}: error: {reason} (this scene is not run; the others are)", file=sys.stderr)
 
     try:
-        outcomes = executor.run(jobs) if jobs else []
+        outcomes = executor.run(jobs)
     except BatchInterrupted as e:
         names = ", ".join(e.running[:5]) + (f" and {len(e.running) - 5} more" if len(e.running) > 5 else "")
         print(f"\ninterrupted: rerun the same command to continue {names or 'the batch'} where "
@@ -513,10 +510,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except ExecutorUnavailable as e:
         return report_bad_input(parser.prog, e, args.verbose)
-    from dreamer.pipeline import SceneOutcome
-
-    outcomes += [SceneOutcome(name, out, "failed", error=f"bad input, not run: {reason}")
-                 for name, out, reason in refused]
     _print_summary(outcomes)
     return EXIT_FAILED if any(o.status == "failed" for o in outcomes) else 0
 

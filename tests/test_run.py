@@ -70,19 +70,17 @@ def test_rerun_skips_and_a_changed_config_is_refused_until_overwrite(tmp_path, c
     assert read_json(out / "config.json")["dream"]["grow_px"] == 5
 
 
-def test_a_batch_refuses_a_changed_scene_before_any_work_and_runs_the_others(tmp_path, capsys):
+def test_a_batch_refuses_a_changed_scene_before_any_work(tmp_path, capsys):
     batch = tmp_path / "scenes.jsonl"
     _write_batch(batch, [{"name": "a", "models": "synthetic", "views": 2}])
     assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 0
     stamp = (tmp_path / "runs" / "a" / "points.ply").stat().st_mtime_ns
     _write_batch(batch, [{"name": "a", "models": "synthetic", "views": 2, "seed": 7},
                          {"name": "b", "models": "synthetic", "views": 2}])
-    assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 1
-    out = capsys.readouterr()
-    err = out.err.strip()
+    assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 2
+    err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "seed 0 -> 7" in err and "--overwrite" in err and "scene a" in err
-    assert "1 done" in out.out and "1 failed" in out.out
-    assert (tmp_path / "runs" / "b" / "DONE").exists()  # the other scene ran
+    assert not (tmp_path / "runs" / "b").exists()  # refused before anything ran
     assert (tmp_path / "runs" / "a" / "points.ply").stat().st_mtime_ns == stamp  # a was left alone
     assert run_cli("--batch", batch, "--out", tmp_path / "runs", "--overwrite", *SMALL) == 0
     assert read_json(tmp_path / "runs" / "a" / "config.json")["dream"]["seed"] == 7
@@ -234,40 +232,22 @@ def test_batch_with_a_failing_scene(tmp_path, capsys, monkeypatch):
     assert "Traceback" in (tmp_path / "runs" / "bad" / "run.log").read_text()
 
 
-def test_a_bad_input_in_a_batch_is_reported_before_any_work_and_the_others_run(tmp_path, capsys, monkeypatch):
+def test_bad_inputs_in_a_batch_stop_it_before_any_work_and_are_all_named(tmp_path, capsys, monkeypatch):
     batch = tmp_path / "scenes.jsonl"
     _write_batch(batch, [
         {"name": "good", "models": "synthetic", "views": 2},
         {"name": "bad", "models": "synthetic", "image": str(tmp_path / "missing.png")},
+        {"name": "worse", "models": "synthetic", "views": -1},
     ])
     import dreamer.backends.model_sets as model_sets
 
-    events = []
-    real = model_sets.build_backends
-    monkeypatch.setattr(model_sets, "build_backends", lambda *a, **k: (events.append("models"), real(*a, **k))[1])
-    monkeypatch.setattr(sys, "stderr", _Recorder(sys.stderr, events))
-    assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 1
-    out = capsys.readouterr()
-    err = out.err.strip()
-    assert "scene 1 (bad)" in err and "missing.png" in err and len(err.splitlines()) == 1
-    assert events[0] == "stderr" and "models" in events  # reported before a model was built
-    assert (tmp_path / "runs" / "good" / "DONE").exists() and not (tmp_path / "runs" / "bad").exists()
-    assert "1 done" in out.out and "1 failed" in out.out and "missing.png" in out.out
-
-
-class _Recorder:
-    """A stream that notes in ``events`` when it is first written to."""
-
-    def __init__(self, stream, events):
-        self.stream, self.events = stream, events
-
-    def write(self, text):
-        if text.strip() and "stderr" not in self.events:
-            self.events.append("stderr")
-        return self.stream.write(text)
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
+    monkeypatch.setattr(model_sets, "build_backends", lambda *a, **k: pytest.fail("a model was built"))
+    assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "Traceback" not in "".join(err)
+    assert "scene 1 (bad)" in err[0] and "missing.png" in err[0]
+    assert "scene 2 (worse)" in err[1] and "views" in err[1]
+    assert not (tmp_path / "runs" / "good").exists()
 
 
 def test_shards_cover_the_batch_exactly_once(tmp_path):
