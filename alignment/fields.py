@@ -30,18 +30,24 @@ def _cubic_bspline_rows(s: np.ndarray, g: int) -> np.ndarray:
     """[n, g] values of the uniform cubic B-splines centred on the integers 0 .. g-1 at positions
     ``s`` [n] (in knot spacings): each position meets the four kernels of its cell only (the
     kernel, support [-2, 2], sums to 1 over integer shifts), so only those are evaluated."""
-    cell = np.floor(s)
-    f = s - cell
-    e = 1.0 - f
-    weights = (e**3 / 6, (4 - 6 * f**2 + 3 * f**3) / 6, (4 - 6 * e**2 + 3 * e**3) / 6, f**3 / 6)
+    first, weights = _cubic_bspline_kernels(s)
     out = np.zeros((len(s), g))
     rows = np.arange(len(s))
-    first = cell.astype(np.int64) - 1
     for k, w in enumerate(weights):
         col = first + k
         on = (col >= 0) & (col < g)
         out[rows[on], col[on]] = w[on]
     return out
+
+
+def _cubic_bspline_kernels(s: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """(the first of the four kernels that meet positions ``s`` [n] (in knot spacings), their
+    four values [n] each, in order)."""
+    cell = np.floor(s)
+    f = s - cell
+    e = 1.0 - f
+    weights = (e**3 / 6, (4 - 6 * f**2 + 3 * f**3) / 6, (4 - 6 * e**2 + 3 * e**3) / 6, f**3 / 6)
+    return cell.astype(np.int64) - 1, weights
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,32 @@ class FieldBasis:
         bx, by = self._axis(x), self._axis(y)  # [n, g]
         return (by[:, :, None] * bx[:, None, :]).reshape(len(x), g * g)  # row-major: index = iy * g + ix
 
+    def local_matrix(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A spline's basis at normalized coordinates x, y [n] as its 4 x 4 window of control
+        points: (values [n,16] float64, the window's first coefficient [n] int64). Value
+        ``a * 4 + b`` belongs to coefficient ``first + a * size + b``; every coefficient outside
+        the window is 0 there. The same numbers as :meth:`matrix` (a row of it is 0 outside the
+        window and holds these values inside), without its [n, size^2] rows of mostly zeros."""
+        if self.kind != "spline":
+            raise ValueError(f"local_matrix is for a spline basis, not {self.kind!r}")
+        (wx, fx), (wy, fy) = self._axis_local(np.asarray(x, np.float64)), self._axis_local(np.asarray(y, np.float64))
+        return (wy[:, :, None] * wx[:, None, :]).reshape(len(wx), 16), fy * self.size + fx
+
+    def _axis_local(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(values [n,4] of the kernels first .. first + 3 at ``t`` [n], first [n]): the window of
+        four kernels holding every kernel that is not 0 at ``t`` (moved inside the grid at its ends)."""
+        g = self.size
+        kernel0, weights = _cubic_bspline_kernels(self._knots(t))
+        first = np.clip(kernel0, 0, g - 4)
+        out = np.zeros((len(t), 4))
+        rows = np.arange(len(t))
+        for k, w in enumerate(weights):
+            col = kernel0 + k
+            slot = col - first
+            on = (col >= 0) & (col < g) & (slot >= 0) & (slot < 4)
+            out[rows[on], slot[on]] = w[on]
+        return out, first
+
     def field(self, coeffs: Tensor, height: int, width: int) -> Tensor:
         """The field of ``coeffs`` [n_terms] at every pixel centre of a [height, width] image:
         [height, width] float64 on ``coeffs``' device."""
@@ -103,9 +135,13 @@ class FieldBasis:
 
     def _axis(self, t: np.ndarray) -> np.ndarray:
         """[n, g] values of the g spline kernels at normalized coordinates ``t`` [n]."""
-        g = self.size
-        h = 2.0 / (g - 3)  # knot spacing: control points 1 .. g-2 span [-1, 1] (point i at -1 + (i - 1) h)
-        return _cubic_bspline_rows((t + 1.0) / h + 1.0, g)
+        return _cubic_bspline_rows(self._knots(t), self.size)
+
+    def _knots(self, t: np.ndarray) -> np.ndarray:
+        """Normalized coordinates ``t`` in knot spacings: control points 1 .. g-2 span [-1, 1]
+        (point i at -1 + (i - 1) h, h = 2 / (g - 3))."""
+        h = 2.0 / (self.size - 3)
+        return (t + 1.0) / h + 1.0
 
     def constant(self) -> np.ndarray:
         """Coefficients [n_terms] of the constant field 1."""

@@ -146,6 +146,22 @@ def _basis_rows(basis: FieldBasis, u: Tensor, v: Tensor, width, height) -> Tenso
     return torch.from_numpy(basis.matrix(x, y))
 
 
+def _local_rows(basis: FieldBasis, u: Tensor, v: Tensor, width, height) -> tuple[Tensor, Tensor]:
+    """A spline's basis at the points of :func:`_basis_rows` as its 4 x 4 windows
+    (:meth:`FieldBasis.local_matrix`): (values [n,16] float64, first coefficient [n] int64)."""
+    x = (u.double() / width * 2 - 1).cpu().numpy()
+    y = (v.double() / height * 2 - 1).cpu().numpy()
+    values, first = basis.local_matrix(x, y)
+    return torch.from_numpy(values), torch.from_numpy(first)
+
+
+def _window(grid: int) -> Tensor:
+    """[16]: the offsets of a spline's 4 x 4 window of control points from its first (row-major
+    on a ``grid`` x ``grid`` grid), in the order of :meth:`FieldBasis.local_matrix`'s values."""
+    quad = torch.arange(4)
+    return (quad[:, None] * grid + quad[None, :]).reshape(-1)
+
+
 def _max_filter(masks: Tensor, radius: int) -> Tensor:
     """[N,H,W] bool: true within ``radius`` pixels (a square) of a true pixel of ``masks`` [N,H,W]
     (the square's maximum is separable: a row pass, then a column pass). On the CPU scipy's running
@@ -430,8 +446,14 @@ def _disagreement(views: _Views, fields: Sequence[Tensor], hidden: float = _HIDD
 class _Links:
     """The pairs' samples, linearized at ``theta0``: for each pair p (view kp[p]'s samples seen
     in view jp[p]), up to n rows [p,n]: the sample's index in view k, where it falls in view j
-    (u, v), its residual ``r0`` and its Jacobian ``X`` [p,n,2P] over the coefficients of views k
-    (the first P) and j. Rows where ``ok`` is False are padding (zero residual and Jacobian)."""
+    (u, v), its residual ``r0`` and its Jacobian ``X``. Rows where ``ok`` is False are padding
+    (zero residual and Jacobian).
+
+    ``X`` is [p,n,2P] over all coefficients of views k (the first P) and j, or, with ``first``
+    (a spline on a ``grid`` x ``grid`` grid), [p,n,32] over the 4 x 4 windows of control points
+    that hold a row's non-zero columns (:func:`_window`): ``first`` [p,n,2] is each window's first
+    coefficient in view k and in view j. A spline row touches 32 of the pair's 2P columns; the
+    dense form would be mostly zeros (72 columns with 6 x 6 points)."""
 
     kp: Tensor
     jp: Tensor
@@ -442,6 +464,8 @@ class _Links:
     r0: Tensor
     X: Tensor
     theta0: Tensor
+    first: Tensor | None = None
+    grid: int = 0
 
     @property
     def rows(self) -> int:
@@ -450,16 +474,22 @@ class _Links:
     def residuals(self, theta: Tensor) -> Tensor:
         """The residuals [p,n] at ``theta``, to first order about ``theta0`` (0 on padding)."""
         d = theta - self.theta0
-        step = torch.cat([d[self.kp], d[self.jp]], 1)[:, :, None]  # [p,2P,1]
-        return self.r0 + torch.bmm(self.X, step)[:, :, 0]
+        if self.first is None:
+            step = torch.cat([d[self.kp], d[self.jp]], 1)[:, :, None]  # [p,2P,1]
+            return self.r0 + torch.bmm(self.X, step)[:, :, 0]
+        P, flat, window = d.shape[1], d.reshape(-1), _window(self.grid)
+        dk = flat[(self.kp[:, None, None] * P + self.first[:, :, :1]) + window]  # [p,n,16]
+        dj = flat[(self.jp[:, None, None] * P + self.first[:, :, 1:]) + window]
+        return self.r0 + (self.X * torch.cat([dk, dj], 2)).sum(2)
 
     def select(self, active: Tensor) -> "_Links":
         """The pairs (k, j) with ``active[k, j]`` ([N,N] bool)."""
         keep = active[self.kp, self.jp]
         if bool(keep.all()):
             return self
-        return _Links(*(t[keep] for t in (self.kp, self.jp, self.sample, self.ok, self.u, self.v, self.r0, self.X)),
-                      self.theta0)
+        return dataclasses.replace(
+            self, **{name: None if getattr(self, name) is None else getattr(self, name)[keep]
+                     for name in ("kp", "jp", "sample", "ok", "u", "v", "r0", "X", "first")})
 
     def moved(self, theta: Tensor) -> "_Links":
         """The same linearization, its residuals evaluated at ``theta`` (exact for residuals that
@@ -469,11 +499,11 @@ class _Links:
         return dataclasses.replace(self, r0=self.residuals(theta), theta0=theta.clone())
 
 
-def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+def _row_groups(lin: _Links, P: int) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """The rows of ``lin`` (P coefficients per view) for the normal equations, as groups that
     touch the same few coefficients, each group's rows padded to its bucket's largest (groups
-    within a factor 2 of each other's sizes share a bucket). With a ``local`` basis (a cubic
-    spline) each pair's rows are split by the first coefficient they touch in either view: a
+    within a factor 2 of each other's sizes share a bucket). With a local Jacobian (a cubic
+    spline, ``lin.first``) each pair's rows are split by their windows in both views: a
     group's rows lie in one cell of each view and touch 16 + 16 of the pair's 72 coefficients
     (6 x 6 points); otherwise (a polynomial) a group is a pair. Per bucket: (ok [g,m] bool: a
     row, not padding; r0 [g,m]; X [g,m,w], the Jacobian's columns that may be non-zero on a row
@@ -481,7 +511,7 @@ def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, 
     none of its rows touches adds zeros to the normal equations), zero on padding; cols [g,w],
     their index in the [N*P] stacked coefficients)."""
     block = torch.arange(P)
-    if not local:  # the pairs as they are (their usable rows come first), of similar sizes together
+    if lin.first is None:  # the pairs as they are (their usable rows come first), of similar sizes together
         n = lin.ok.sum(1)
         by_rows = torch.argsort(n, descending=True, stable=True)
         sizes = n[by_rows].tolist()
@@ -495,33 +525,23 @@ def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, 
         return out
     pi, ni = torch.nonzero(lin.ok, as_tuple=True)
     r0 = lin.r0[pi, ni]
-    # The first coefficient each row touches in view k and in view j (the spline's first kernel
-    # at a position is never 0): read on the padded [p,n,2P] Jacobian, no copy of its rows.
-    first_k = (lin.X[:, :, :P] != 0).to(torch.uint8).argmax(2)[pi, ni]
-    first_j = (lin.X[:, :, P:] != 0).to(torch.uint8).argmax(2)[pi, ni]
+    # The first coefficient of each row's window in view k and in view j.
+    first_k, first_j = lin.first[pi, ni].unbind(1)
     key = (pi * P + first_k) * P + first_j
     keys, group = torch.unique(key, return_inverse=True)
     counts = torch.bincount(group, minlength=len(keys))
     order = torch.argsort(group, stable=True)  # rows group by group, in their order
     pos = torch.empty_like(order)
     pos[order] = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts)[group[order]]
-    # A group's rows lie in one cell of each view: the 4 x 4 control points from its first
-    # coefficient on (the window moved inside the grid where it would leave it) hold every
-    # coefficient they touch; a column that none of them touches adds zeros only.
-    g = math.isqrt(P)
-    quad = torch.arange(4)
-    window = (quad[:, None] * g + quad[None, :]).reshape(-1)  # [16] offsets from the window's corner
-
-    def corner(first: Tensor) -> Tensor:
-        return torch.clamp(first // g, max=g - 4) * g + torch.clamp(first % g, max=g - 4)
-
+    # A group's rows share their windows of 4 x 4 control points in both views, which hold every
+    # coefficient they touch (a column that none of them touches adds zeros only).
+    window = _window(lin.grid)
     pair = keys // (P * P)
-    local_cols = torch.cat([corner(keys // P % P)[:, None] + window, P + corner(keys % P)[:, None] + window], 1)
+    local_cols = torch.cat([(keys // P % P)[:, None] + window, P + (keys % P)[:, None] + window], 1)
     full = torch.cat([lin.kp[pair, None] * P + block, lin.jp[pair, None] * P + block], 1)  # [groups,2P]
     by_count = torch.argsort(counts, descending=True, stable=True)
     sizes = counts[by_count].tolist()
     slot = torch.empty_like(counts)
-    width = lin.X.shape[1]
     out, start = [], 0
     for i in range(1, len(sizes) + 1):
         if i == len(sizes) or sizes[i] < sizes[start] / 2:
@@ -536,8 +556,7 @@ def _row_groups(lin: _Links, P: int, local: bool) -> list[tuple[Tensor, Tensor, 
             r = torch.zeros(len(gs), m, dtype=torch.float64)
             r[at] = r0[rows]
             Xg = torch.zeros(len(gs), m, 2 * 16, dtype=torch.float64)
-            flat = ((pi[rows] * width + ni[rows]) * (2 * P))[:, None] + local_cols[group[rows]]
-            Xg[at] = lin.X.reshape(-1)[flat]
+            Xg[at] = lin.X[pi[rows], ni[rows]]
             out.append((ok, r, Xg, torch.gather(full[gs], 1, local_cols[gs])))
             start = i
     return out
@@ -616,9 +635,17 @@ def joint_log_corrections(
     NP = n_views * P
     init64 = init.detach().double().cpu().clone()
     prior = torch.from_numpy(basis.prior_precision(_LEVELS_ONLY if distortion is None else distortion, level))
-    # The basis at every sample [N,n,P] (0 on padding).
+    # The basis at every sample [N,n,P] (0 on padding); a spline's also as the 4 x 4 window of
+    # each sample ([N,n,16] values, [N,n] first coefficients): its rows of the Jacobian.
     basis_k = torch.stack([_basis_rows(basis, views.u[k], views.v[k], views.shapes[k][1], views.shapes[k][0])
                            for k in range(n_views)]) * views.has[:, :, None]
+    local = basis.kind == "spline"
+    if local:
+        windows = [_local_rows(basis, views.u[k], views.v[k], views.shapes[k][1], views.shapes[k][0])
+                   for k in range(n_views)]
+        local_k = torch.stack([w for w, _ in windows])
+        first_k = torch.stack([f for _, f in windows])
+        window = _window(basis.size)
     maps = views.maps()
     no_pair = torch.eye(n_views, dtype=torch.bool)
 
@@ -640,13 +667,23 @@ def joint_log_corrections(
         zj, u, v, Lj, gu, gv = (torch.gather(t[enough], 1, order) for t in (zj, u, v, Lj, gu, gv))
         pc, w = (torch.gather(t[enough], 1, order[:, :, None].expand(-1, -1, 3)) for t in (pc, w))
         zk = torch.gather(torch.exp(log_z)[kp], 1, order)
-        Bk = basis_k.reshape(-1, P)[kp[:, None] * basis_k.shape[1] + order]  # [pairs,width,P]
-        Bj = torch.zeros(len(kp), width, P, dtype=torch.float64)
+        at = kp[:, None] * basis_k.shape[1] + order  # [pairs,width]: the samples in view k's rows
         jj = jp[:, None].expand(-1, width)[ok]
-        Bj[ok] = _basis_rows(basis, u[ok], v[ok], views.width[jj], views.height[jj])
+        if local:  # each row's windows of control points in view k and view j
+            Bk = local_k.reshape(-1, 16)[at]
+            Bj = torch.zeros(len(kp), width, 16, dtype=torch.float64)
+            first = torch.zeros(len(kp), width, 2, dtype=torch.long)
+            first[:, :, 0] = first_k.reshape(-1)[at]
+            Bj[ok], first[:, :, 1][ok] = _local_rows(basis, u[ok], v[ok], views.width[jj], views.height[jj])
+            theta_j = theta.reshape(-1)[(jp[:, None, None] * P + first[:, :, 1:]) + window]  # [pairs,width,16]
+        else:
+            Bk = basis_k.reshape(-1, P)[at]  # [pairs,width,P]
+            Bj = torch.zeros(len(kp), width, P, dtype=torch.float64)
+            Bj[ok] = _basis_rows(basis, u[ok], v[ok], views.width[jj], views.height[jj])
+            theta_j = theta[jp][:, None, :]
         zs = torch.where(ok, zj, 1.0)
         # (At zero coefficients, as every fit starts, view j's correction is 0: no [pairs,width,P] product.)
-        r = torch.log(zs) - (Lj + (Bj * theta[jp][:, None, :]).sum(2) if bool(theta.any()) else Lj)
+        r = torch.log(zs) - (Lj + (Bj * theta_j).sum(2) if bool(theta.any()) else Lj)
         # d r / d log z_k: the point moves along view k's ray, pc = t' + z_k w (w = R dirs); its
         # depth in view j changes, and its projection slides along the epipolar line over view
         # j's depth map (zero for a pure rotation).
@@ -654,10 +691,12 @@ def joint_log_corrections(
         du = fx * zk * (w[..., 0] * zs - pc[..., 0] * w[..., 2]) / zs**2
         dv = fy * zk * (w[..., 1] * zs - pc[..., 1] * w[..., 2]) / zs**2
         slope = zk * w[..., 2] / zs - (gu * du + gv * dv)
-        X = torch.empty(len(kp), width, 2 * P, dtype=torch.float64)  # [slope Bk, -Bj], 0 on padding
-        torch.mul(torch.where(ok, slope, 0.0)[:, :, None], Bk, out=X[:, :, :P])
-        torch.neg(Bj, out=X[:, :, P:])
-        return _Links(kp, jp, order, ok, u, v, torch.where(ok, r, 0.0), X, theta.clone())
+        w = Bk.shape[2]
+        X = torch.empty(len(kp), width, 2 * w, dtype=torch.float64)  # [slope Bk, -Bj], 0 on padding
+        torch.mul(torch.where(ok, slope, 0.0)[:, :, None], Bk, out=X[:, :, :w])
+        torch.neg(Bj, out=X[:, :, w:])
+        return _Links(kp, jp, order, ok, u, v, torch.where(ok, r, 0.0), X, theta.clone(),
+                      first if local else None, basis.size if local else 0)
 
     # Pairs that overlap (checked once, at the initial coefficients; the first fit starts from
     # this linearization).
@@ -718,7 +757,7 @@ def joint_log_corrections(
             return theta, sigma, 0
         at = torch.nonzero(torch.tensor(free).repeat_interleave(P)).squeeze(1)
         parts = []
-        for ok, r0, X, cols in _row_groups(lin, P, basis.kind == "spline"):
+        for ok, r0, X, cols in _row_groups(lin, P):
             Xr = torch.cat([X, torch.zeros_like(r0)[:, :, None]], 2)
             parts.append((ok, r0, cols, (cols[:, :, None] * NP + cols[:, None, :]).reshape(-1), Xr))
         for it in range(iterations):

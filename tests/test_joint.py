@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,6 +204,25 @@ def test_spline_basis_is_a_partition_of_unity_and_local():
     assert float(level @ P @ level) < 0.1 * float(wiggle @ P @ wiggle)  # a level is cheap, a wiggle is not
     with pytest.raises(ValueError):
         FieldBasis("spline", 3)
+
+
+@pytest.mark.parametrize("size", [4, 6, 9])
+def test_a_splines_local_window_holds_its_whole_basis_row(size):
+    """``local_matrix`` (the joint fit's Jacobian rows) scattered at its windows is ``matrix`` to
+    the bit: inside the image, at its edges and beyond them (where the window moves inside the
+    grid and kernels off the grid are dropped)."""
+    b = FieldBasis("spline", size)
+    g = torch.Generator().manual_seed(4)
+    t = torch.cat([torch.rand(400, generator=g, dtype=torch.float64) * 2 - 1,
+                   torch.tensor([-1.0, 1.0, -0.999999, 0.999999, -1.3, 1.3, 0.0], dtype=torch.float64)])
+    x, y = t.numpy(), t.flip(0).numpy()
+    values, first = b.local_matrix(x, y)
+    assert first.min() >= 0 and first.max() <= (size - 4) * (size + 1)  # the window stays on the grid
+    quad = np.arange(4)
+    window = (quad[:, None] * size + quad[None, :]).reshape(-1)
+    dense = np.zeros((len(x), size * size))
+    dense[np.arange(len(x))[:, None], first[:, None] + window] = values
+    assert np.array_equal(dense, b.matrix(x, y))
 
 
 @pytest.mark.parametrize("basis", [FieldBasis("poly", d) for d in range(4)] + [FieldBasis("spline", 6)])
