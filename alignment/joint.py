@@ -426,14 +426,19 @@ def view_disagreement(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: 
     return _disagreement(views, [f.detach().double().cpu() for f in fields], hidden, cap)
 
 
-def _disagreement(views: _Views, fields: Sequence[Tensor], hidden: float = _HIDDEN, cap: float = _CAP) -> Tensor:
-    """:func:`view_disagreement` of ``views`` (their grid samples) with ``fields`` [H_k,W_k] float64."""
-    on_samples = torch.stack([torch.where(views.has[k], fields[k][views.rows[k], views.cols[k]], 0.0)
-                              for k in range(views.n)])
-    log_z = views.logz + on_samples
+def _disagreement(views: _Views, fields: Sequence[Tensor] | None, hidden: float = _HIDDEN,
+                  cap: float = _CAP) -> Tensor:
+    """:func:`view_disagreement` of ``views`` (their grid samples) with ``fields`` [H_k,W_k] float64
+    (None: no correction; the views' own maps serve, no maps of the log-depths plus zeros)."""
+    if fields is None:
+        log_z, maps = views.logz, views.maps()
+    else:
+        on_samples = torch.stack([torch.where(views.has[k], fields[k][views.rows[k], views.cols[k]], 0.0)
+                                  for k in range(views.n)])
+        log_z, maps = views.logz + on_samples, views.maps(fields)
     kp, jp = views.pairs(log_z)
     zj, u, v, _, _, inside = views.project_pairs(log_z, kp, jp)
-    smooth, Lj, _, _ = views.sample_pairs(views.maps(fields), jp, u, v)
+    smooth, Lj, _, _ = views.sample_pairs(maps, jp, u, v)
     r = torch.log(zj.clamp_min(1e-300)) - Lj
     seen = inside & smooth & (r < hidden)
     total = torch.zeros(views.n, dtype=torch.float64).index_add_(
@@ -857,7 +862,8 @@ def joint_log_corrections(
             rounds += more
     raw = raw_fields(theta)
     lim = limits(raw, free)
-    before = _disagreement(views, fields(raw_fields(init64), no_limits))
+    # (Zero coefficients, as the refinement starts: a field of zeros, so the views' maps as they are.)
+    before = _disagreement(views, fields(raw_fields(init64), no_limits) if bool(init64.any()) else None)
     after = _disagreement(views, fields(raw, lim))
     while accept:
         worse = [k for k in range(n_views) if free[k] and after[k] == after[k] and after[k] > before[k]]

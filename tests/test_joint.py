@@ -290,3 +290,17 @@ def test_the_support_filter_marks_every_pixel_within_the_square_of_a_true_pixel(
     for n, y, x in torch.nonzero(masks).tolist():  # each true pixel marks its square, clipped to the image
         expected[n, max(0, y - radius): y + radius + 1, max(0, x - radius): x + radius + 1] = True
     assert torch.equal(out, expected)
+
+
+def test_the_disagreement_without_corrections_is_that_with_fields_of_zeros(world):
+    """The fit measures its starting disagreement on the views' own maps when it starts from zero
+    coefficients (no maps of the log-depths plus zero fields): the same numbers to the bit."""
+    cams = cameras([(0, 0, 0), (20, 0, 0), (0, 0, 0.3), (10, 10, 0.2)])
+    logs, _ = distorted_logs(world, cams, seed=5)
+    valid = [torch.rand(SIZE, SIZE, generator=torch.Generator().manual_seed(k)) > 0.05 for k in range(len(cams))]
+    views = joint_module._Views(logs, valid, torch.stack([c.K for c in cams]), torch.stack([c.c2w for c in cams]), 4096)
+    zeros = [torch.zeros(SIZE, SIZE, dtype=torch.float64) for _ in cams]
+    plain, with_zeros = joint_module._disagreement(views, None), joint_module._disagreement(views, zeros)
+    assert int(torch.isfinite(plain).sum()) >= 3  # views that others see (NaN: none does)
+    assert torch.equal(plain.isnan(), with_zeros.isnan())
+    assert torch.equal(plain.nan_to_num(-1.0), with_zeros.nan_to_num(-1.0))
