@@ -47,3 +47,17 @@ def test_off_and_bad_settings():
         stitch_seam(truth, reference, known, hole, reach=-1)
     with pytest.raises(ValueError, match="tolerance"):
         stitch_seam(truth, reference, known, hole, tolerance=0.0)
+
+
+def test_neighbour_sums_are_the_cross_convolution_to_the_bit():
+    """The stitch's 4-neighbour sums (shifted adds) give what a convolution with the 3x3 cross
+    gives, to the bit, on values of very different sizes and signs (the order of the sums kept)."""
+    import torch.nn.functional as F
+
+    from alignment.stitch import _neighbour_sums
+
+    g = torch.Generator().manual_seed(0)
+    m = torch.randn(37, 53, generator=g, dtype=torch.float64) * torch.exp(3 * torch.randn(37, 53, generator=g,
+                                                                                            dtype=torch.float64))
+    cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)[None, None]
+    assert torch.equal(_neighbour_sums(m), F.conv2d(m[None, None], cross, padding=1)[0, 0])
