@@ -353,7 +353,7 @@ def test_the_edge_aware_multigrid_cg_agrees_with_a_direct_solve_in_fewer_iterati
     monkeypatch.setattr(seam, "SPARSE_DIRECT_MAX", 0)  # multigrid CG even at this size
     cycles = []
     vcycle = seam._Multigrid.__call__
-    monkeypatch.setattr(seam._Multigrid, "__call__", lambda self, r: cycles.append(1) or vcycle(self, r))
+    monkeypatch.setattr(seam._Multigrid, "__call__", lambda self, r, **kw: cycles.append(1) or vcycle(self, r, **kw))
     iterations = {}
     edge_aware = seam._STRONG
     for strong in (edge_aware, 0.0):
@@ -397,3 +397,75 @@ def test_the_median_of_nine_maps_is_torchs_median_exactly():
     for maps in (torch.randn(9, 40, 30, generator=g, dtype=torch.float64),
                  torch.randint(0, 3, (9, 50, 50), generator=g).double()):
         assert torch.equal(seam._median9(list(maps)), maps.median(dim=0).values)
+
+
+def _reference_vcycle(M, b, level=0):
+    """The multigrid's V-cycle as it was written before its maps were buffered: fresh maps."""
+    import torch.nn.functional as F
+
+    import alignment.seam as seam
+
+    if level == len(M.levels):
+        x = torch.zeros(M.shape, dtype=torch.float64)
+        x.view(-1)[M.at] = M.coarse(b.double().reshape(-1)[M.at])
+        return x.float()
+    A, w, members = M.levels[level]
+    x = w * b
+    x += w * (b - A @ x)
+    h, wd = b.shape
+    r = b - A @ x
+    coarse = _reference_vcycle(M, seam._blocks(seam._even(r if members is None else r * members)), level + 1)
+    x += (F.interpolate((seam._ALPHA * coarse)[None, None], scale_factor=2, mode="nearest")[0, 0, :h, :wd]
+          * (A.mask if members is None else members))
+    x += w * (b - A @ x)
+    x += w * (b - A @ x)
+    return x
+
+
+def _reference_cg(G, b_map):
+    """Multigrid-preconditioned CG as it was written before its maps were buffered."""
+    import alignment.seam as seam
+
+    M = seam._Multigrid(G)
+    x = torch.zeros_like(b_map)
+    r = b_map.clone()
+    z = _reference_vcycle(M, r.float()).double()
+    p = z.clone()
+    rz = torch.sum(r * z)
+    stop = seam._CG_RTOL * float(torch.linalg.vector_norm(b_map))
+    for _ in range(seam._CG_MAXITER):
+        Ap = G @ p
+        alpha = rz / torch.sum(p * Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        if float(torch.linalg.vector_norm(r)) <= stop:
+            return x
+        z = _reference_vcycle(M, r.float()).double()
+        rz_new = torch.sum(r * z)
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    return x
+
+
+@pytest.mark.parametrize("size,with_links", [(128, True), (127, False), (101, True)])
+def test_the_buffered_multigrid_cg_gives_the_fresh_maps_solution_to_the_bit(size, with_links, monkeypatch):
+    """The multigrid and its CG write their maps into buffers kept across iterations (no fresh
+    pages per map): the same operations in the same order, so the same solution to the bit as the
+    code that made fresh maps (kept above as a reference), with edge links (aggregates that leave
+    pixels out) and without, on boxes of odd and even sides."""
+    import alignment.seam as seam
+
+    log_ratio, known, hole, links = _edged_hole(size, seed=3)
+    systems = []
+    monkeypatch.setattr(seam, "SPARSE_DIRECT_MAX", 0)
+    monkeypatch.setattr(seam, "_solve_grid", lambda G, b: systems.append((G, b)) or torch.zeros_like(b))
+    seam._seam_corrections(log_ratio, known, hole, [(20.0, links if with_links else None)])
+    monkeypatch.undo()
+    (G, b), = systems
+    M = seam._Multigrid(G)
+    assert len(M.levels) >= 2  # a real V-cycle: several levels
+    assert any(members is not None for _, _, members in M.levels) == with_links
+    r = torch.randn(G.mask.shape, generator=torch.Generator().manual_seed(size), dtype=torch.float64) * G.mask
+    assert torch.equal(M(r, out=torch.empty_like(r)), _reference_vcycle(M, r.float()).double())
+    assert torch.equal(M(r), _reference_vcycle(M, r.float()).double())
+    assert torch.equal(seam._solve_grid(G, b), _reference_cg(G, b))
