@@ -303,40 +303,58 @@ class _Views:
                   & (v < self.height[jp, None] - 1.0))
         return zj, u, v, pc, w, inside
 
-    def maps(self, extra: Sequence[Tensor] | None = None) -> Tensor:
-        """[N,3,Hm,Wm]: each view's log-depth (plus ``extra[j]`` [H_j,W_j]) and its central
-        differences along u and v (one bilinear sample of these is a sample of the log-depth
-        and its slope)."""
-        if extra is None and self._maps is not None:
-            return self._maps
-        same = all(shape == (self.Hm, self.Wm) for shape in self.shapes)  # no padding to clear
-        out = (torch.empty if same else torch.zeros)(self.n, 3, self.Hm, self.Wm, dtype=torch.float64)
-        for j in range(self.n):
-            H, W = self.shapes[j]
-            L = out[j, 0, :H, :W]
-            if extra is None:
-                L.copy_(self.L_safe[j])
-            else:
-                torch.add(self.L_safe[j], extra[j], out=L)
-            # Central differences, the border continued by its nearest pixel (one-sided there),
-            # written in place.
-            _central_difference(L, out[j, 1, :H, :W], 1)
-            _central_difference(L, out[j, 2, :H, :W], 0)
-        if extra is None:
+    def maps(self) -> Tensor:
+        """[N,3,Hm,Wm]: each view's log-depth and its central differences along u and v (one
+        bilinear sample of these is a sample of the log-depth and its slope); made once."""
+        if self._maps is None:
+            out = (torch.empty if self._same else torch.zeros)(self.n, 3, self.Hm, self.Wm, dtype=torch.float64)
+            for j in range(self.n):
+                self._write_maps(j, None, out[j])
             self._maps = out
-        return out
+        return self._maps
 
-    def sample_pairs(self, maps: Tensor, jp: Tensor, u: Tensor, v: Tensor):
-        """Bilinear samples of views ``jp``' maps [N,3,...] at (u, v) [p,n]: (smooth [p,n], log-depth,
-        gu, gv). Smooth: off a depth edge (a bilinear sample on one mixes two surfaces)."""
+    @property
+    def _same(self) -> bool:
+        """Whether every view has the maps' size (no padding to clear)."""
+        return all(shape == (self.Hm, self.Wm) for shape in self.shapes)
+
+    def _write_maps(self, j: int, extra: Tensor | None, out: Tensor) -> None:
+        """View j's maps (:meth:`maps`; its log-depth plus ``extra`` [H_j,W_j] when given) written
+        into ``out`` [3,Hm,Wm] (its padding left as it is)."""
+        H, W = self.shapes[j]
+        L = out[0, :H, :W]
+        if extra is None:
+            L.copy_(self.L_safe[j])
+        else:
+            torch.add(self.L_safe[j], extra, out=L)
+        # Central differences, the border continued by its nearest pixel (one-sided there),
+        # written in place.
+        _central_difference(L, out[1, :H, :W], 1)
+        _central_difference(L, out[2, :H, :W], 0)
+
+    def sample_pairs(self, jp: Tensor, u: Tensor, v: Tensor, extra: Sequence[Tensor] | None = None):
+        """Bilinear samples of views ``jp``' maps (:meth:`maps`; with ``extra``, [H_j,W_j] per view,
+        those of the log-depths plus ``extra``) at (u, v) [p,n]: (smooth [p,n], log-depth, gu, gv).
+        Smooth: off a depth edge (a bilinear sample on one mixes two surfaces)."""
         g = torch.stack([u / self.Wm * 2 - 1, v / self.Hm * 2 - 1], dim=-1)
         # View by view: every pair that lands in view j samples its maps in one call (the samples
         # are independent: the same values as one call on maps[jp], without copying a view's
-        # maps once per pair, [pairs,3,H,W]: 0.26 GB at 512x512).
-        s = torch.empty(len(jp), 3, g.shape[1], dtype=maps.dtype)
+        # maps once per pair, [pairs,3,H,W]: 0.26 GB at 512x512). With ``extra`` each view's maps
+        # are made in turn in one work map (a stack of all views' would be fresh pages, 44 MB
+        # with 7 views at 512x512, for each call).
+        maps = self.maps() if extra is None else None
+        work = None if extra is None else torch.zeros(1, 3, self.Hm, self.Wm, dtype=torch.float64)
+        s = torch.empty(len(jp), 3, g.shape[1], dtype=torch.float64)
         for j in torch.unique(jp).tolist():
             at = torch.nonzero(jp == j).squeeze(1)
-            s[at] = F.grid_sample(maps[j:j + 1], g[at].reshape(1, -1, 1, 2), mode="bilinear", padding_mode="border",
+            if extra is None:
+                m = maps[j:j + 1]
+            else:
+                if not self._same:
+                    work.zero_()
+                self._write_maps(j, extra[j], work[0])
+                m = work
+            s[at] = F.grid_sample(m, g[at].reshape(1, -1, 1, 2), mode="bilinear", padding_mode="border",
                                   align_corners=False)[0, :, :, 0].reshape(3, len(at), -1).transpose(0, 1)
         Lj, gu, gv = s.unbind(1)
         return (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP), Lj, gu, gv
@@ -380,7 +398,7 @@ def bend_evidence(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: Tens
     views = _Views(log_depths, valid, K, c2w, samples_per_view)
     kp, jp = views.pairs(views.logz)
     zj, u, v, _, _, inside = views.project_pairs(views.logz, kp, jp)
-    smooth, Lj, _, _ = views.sample_pairs(views.maps(), jp, u, v)
+    smooth, Lj, _, _ = views.sample_pairs(jp, u, v)
     ok = inside & smooth
     enough = ok.sum(1) >= 4 * _MIN_PAIR_SAMPLES
     r_all = (torch.log(zj.clamp_min(1e-300)) - Lj).numpy()
@@ -430,15 +448,13 @@ def _disagreement(views: _Views, fields: Sequence[Tensor] | None, hidden: float 
                   cap: float = _CAP) -> Tensor:
     """:func:`view_disagreement` of ``views`` (their grid samples) with ``fields`` [H_k,W_k] float64
     (None: no correction; the views' own maps serve, no maps of the log-depths plus zeros)."""
-    if fields is None:
-        log_z, maps = views.logz, views.maps()
-    else:
-        on_samples = torch.stack([torch.where(views.has[k], fields[k][views.rows[k], views.cols[k]], 0.0)
-                                  for k in range(views.n)])
-        log_z, maps = views.logz + on_samples, views.maps(fields)
+    log_z = views.logz
+    if fields is not None:
+        log_z = log_z + torch.stack([torch.where(views.has[k], fields[k][views.rows[k], views.cols[k]], 0.0)
+                                     for k in range(views.n)])
     kp, jp = views.pairs(log_z)
     zj, u, v, _, _, inside = views.project_pairs(log_z, kp, jp)
-    smooth, Lj, _, _ = views.sample_pairs(maps, jp, u, v)
+    smooth, Lj, _, _ = views.sample_pairs(jp, u, v, fields)
     r = torch.log(zj.clamp_min(1e-300)) - Lj
     seen = inside & smooth & (r < hidden)
     total = torch.zeros(views.n, dtype=torch.float64).index_add_(
@@ -651,7 +667,6 @@ def joint_log_corrections(
         local_k = torch.stack([w for w, _ in windows])
         first_k = torch.stack([f for _, f in windows])
         window = _window(basis.size)
-    maps = views.maps()
     no_pair = torch.eye(n_views, dtype=torch.bool)
 
     def linearize(theta: Tensor, active: Tensor) -> _Links:
@@ -660,7 +675,7 @@ def joint_log_corrections(
         log_z = views.logz + torch.bmm(basis_k, theta[:, :, None])[:, :, 0]
         kp, jp = views.pairs(log_z, active)
         zj, u, v, pc, w, inside = views.project_pairs(log_z, kp, jp)
-        smooth, Lj, gu, gv = views.sample_pairs(maps, jp, u, v)
+        smooth, Lj, gu, gv = views.sample_pairs(jp, u, v)
         ok = inside & smooth
         n_ok = ok.sum(1)
         enough = n_ok >= _MIN_PAIR_SAMPLES

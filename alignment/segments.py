@@ -100,7 +100,7 @@ def segment_offsets(log_depths: Sequence[Tensor], valid: Sequence[Tensor], K: Te
     views = _Views(base, valid, K, c2w, samples_per_view)
     kp, jp = views.pairs(views.logz)
     zj, u, v, _, _, inside = views.project_pairs(views.logz, kp, jp)
-    smooth, Lj, _, _ = views.sample_pairs(views.maps(), jp, u, v)
+    smooth, Lj, _, _ = views.sample_pairs(jp, u, v)
     r = torch.log(zj.clamp_min(1e-12)) - Lj
     same = inside & smooth & (r.abs() < tolerance)
     seg = torch.stack([labels[k][views.rows[k], views.cols[k]] for k in range(n)]) * views.has  # [N,n]
