@@ -233,7 +233,7 @@ class _Views:
         self.logz, self.dirs, self.u, self.v, self.rows, self.cols = (
             torch.stack([pad(k, g[i]) for k, g in enumerate(grids)]) for i in range(6))
         self.has = torch.stack([pad(k, torch.ones(len(g[0]), dtype=torch.bool), False) for k, g in enumerate(grids)])
-        self._maps: Tensor | None = None
+        self._work: Tensor | None = None  # one view's maps at a time (sample_pairs)
         # Each view's frustum (a point strictly inside its image, half a pixel of margin, in
         # front of it) as half-spaces through its centre, in its camera frame: [N,5,3].
         fx, fy, cx, cy = self.K[:, 0, 0], self.K[:, 1, 1], self.K[:, 0, 2], self.K[:, 1, 2]
@@ -303,24 +303,10 @@ class _Views:
                   & (v < self.height[jp, None] - 1.0))
         return zj, u, v, pc, w, inside
 
-    def maps(self) -> Tensor:
-        """[N,3,Hm,Wm]: each view's log-depth and its central differences along u and v (one
-        bilinear sample of these is a sample of the log-depth and its slope); made once."""
-        if self._maps is None:
-            out = (torch.empty if self._same else torch.zeros)(self.n, 3, self.Hm, self.Wm, dtype=torch.float64)
-            for j in range(self.n):
-                self._write_maps(j, None, out[j])
-            self._maps = out
-        return self._maps
-
-    @property
-    def _same(self) -> bool:
-        """Whether every view has the maps' size (no padding to clear)."""
-        return all(shape == (self.Hm, self.Wm) for shape in self.shapes)
-
     def _write_maps(self, j: int, extra: Tensor | None, out: Tensor) -> None:
-        """View j's maps (:meth:`maps`; its log-depth plus ``extra`` [H_j,W_j] when given) written
-        into ``out`` [3,Hm,Wm] (its padding left as it is)."""
+        """View j's maps, its log-depth (plus ``extra`` [H_j,W_j] when given) and its central
+        differences along u and v (one bilinear sample of these is a sample of the log-depth and
+        its slope), written into ``out`` [3,Hm,Wm] (its padding left as it is)."""
         H, W = self.shapes[j]
         L = out[0, :H, :W]
         if extra is None:
@@ -333,28 +319,26 @@ class _Views:
         _central_difference(L, out[2, :H, :W], 0)
 
     def sample_pairs(self, jp: Tensor, u: Tensor, v: Tensor, extra: Sequence[Tensor] | None = None):
-        """Bilinear samples of views ``jp``' maps (:meth:`maps`; with ``extra``, [H_j,W_j] per view,
-        those of the log-depths plus ``extra``) at (u, v) [p,n]: (smooth [p,n], log-depth, gu, gv).
-        Smooth: off a depth edge (a bilinear sample on one mixes two surfaces)."""
+        """Bilinear samples of views ``jp``' maps (:meth:`_write_maps`; with ``extra``, [H_j,W_j] per
+        view, those of the log-depths plus ``extra``) at (u, v) [p,n]: (smooth [p,n], log-depth, gu,
+        gv). Smooth: off a depth edge (a bilinear sample on one mixes two surfaces)."""
         g = torch.stack([u / self.Wm * 2 - 1, v / self.Hm * 2 - 1], dim=-1)
         # View by view: every pair that lands in view j samples its maps in one call (the samples
-        # are independent: the same values as one call on maps[jp], without copying a view's
-        # maps once per pair, [pairs,3,H,W]: 0.26 GB at 512x512). With ``extra`` each view's maps
-        # are made in turn in one work map (a stack of all views' would be fresh pages, 44 MB
-        # with 7 views at 512x512, for each call).
-        maps = self.maps() if extra is None else None
-        work = None if extra is None else torch.zeros(1, 3, self.Hm, self.Wm, dtype=torch.float64)
+        # are independent: the same values as one call on a stack of every view's maps at jp,
+        # without copying a view's maps once per pair, [pairs,3,H,W]: 0.26 GB at 512x512). Each
+        # view's maps are made in turn in the views' one work map: a stack of all views' maps is
+        # fresh pages (44 MB with 7 views at 512x512) that cost more to fault in than the maps
+        # cost to make again.
+        if self._work is None:
+            self._work = torch.zeros(1, 3, self.Hm, self.Wm, dtype=torch.float64)
+        same = all(shape == (self.Hm, self.Wm) for shape in self.shapes)  # no padding to clear
         s = torch.empty(len(jp), 3, g.shape[1], dtype=torch.float64)
         for j in torch.unique(jp).tolist():
             at = torch.nonzero(jp == j).squeeze(1)
-            if extra is None:
-                m = maps[j:j + 1]
-            else:
-                if not self._same:
-                    work.zero_()
-                self._write_maps(j, extra[j], work[0])
-                m = work
-            s[at] = F.grid_sample(m, g[at].reshape(1, -1, 1, 2), mode="bilinear", padding_mode="border",
+            if not same:
+                self._work.zero_()
+            self._write_maps(j, None if extra is None else extra[j], self._work[0])
+            s[at] = F.grid_sample(self._work, g[at].reshape(1, -1, 1, 2), mode="bilinear", padding_mode="border",
                                   align_corners=False)[0, :, :, 0].reshape(3, len(at), -1).transpose(0, 1)
         Lj, gu, gv = s.unbind(1)
         return (gu.abs() < _EDGE_LOG_STEP) & (gv.abs() < _EDGE_LOG_STEP), Lj, gu, gv

@@ -306,10 +306,11 @@ def test_the_disagreement_without_corrections_is_that_with_fields_of_zeros(world
     assert torch.equal(plain.nan_to_num(-1.0), with_zeros.nan_to_num(-1.0))
 
 
-def test_pair_samples_of_corrected_maps_are_those_of_a_stack_of_every_views_maps():
-    """With corrections (``extra``), each view's maps are made in turn in one work map: the samples
-    are, to the bit, those of one zero-padded stack of every view's maps (log-depth plus its
-    correction, and its central differences), on views of different sizes."""
+@pytest.mark.parametrize("corrected", [False, True])
+def test_pair_samples_are_those_of_a_stack_of_every_views_maps(corrected):
+    """Each view's maps are made in turn in one work map: the samples are, to the bit, those of one
+    zero-padded stack of every view's maps (log-depth, plus its correction if any, and its central
+    differences), on views of different sizes."""
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(6)
@@ -319,21 +320,22 @@ def test_pair_samples_of_corrected_maps_are_those_of_a_stack_of_every_views_maps
     K = torch.stack([torch.tensor([[50.0, 0, w / 2], [0, 50.0, h / 2], [0, 0, 1]], dtype=torch.float64)
                      for h, w in shapes])
     views = joint_module._Views(logs, valid, K, torch.eye(4, dtype=torch.float64).repeat(3, 1, 1), 500)
-    extra = [torch.randn(s, generator=g, dtype=torch.float64) * 0.05 for s in shapes]
+    extra = [torch.randn(s, generator=g, dtype=torch.float64) * 0.05 for s in shapes] if corrected else None
     jp = torch.tensor([0, 2, 1, 2, 0])
     u = torch.rand(5, 300, generator=g, dtype=torch.float64) * 60 - 2
     v = torch.rand(5, 300, generator=g, dtype=torch.float64) * 52 - 2
     stack = torch.zeros(3, 3, views.Hm, views.Wm, dtype=torch.float64)
     for j, (h, w) in enumerate(shapes):
         L = stack[j, 0, :h, :w]
-        L.copy_(views.L_safe[j] + extra[j])
+        L.copy_(views.L_safe[j] + extra[j] if corrected else views.L_safe[j])
         joint_module._central_difference(L, stack[j, 1, :h, :w], 1)
         joint_module._central_difference(L, stack[j, 2, :h, :w], 0)
     grid = torch.stack([u / views.Wm * 2 - 1, v / views.Hm * 2 - 1], -1)
     expected = torch.stack([F.grid_sample(stack[j:j + 1], grid[p].reshape(1, -1, 1, 2), mode="bilinear",
                                           padding_mode="border", align_corners=False)[0, :, :, 0]
                             for p, j in enumerate(jp.tolist())])  # [pairs,3,n]
-    smooth, Lj, gu, gv = views.sample_pairs(jp, u, v, extra)
-    assert torch.equal(torch.stack([Lj, gu, gv], 1), expected)
-    step = joint_module._EDGE_LOG_STEP
-    assert torch.equal(smooth, (gu.abs() < step) & (gv.abs() < step))
+    for _ in range(2):  # and again, the work map holding the last view's maps
+        smooth, Lj, gu, gv = views.sample_pairs(jp, u, v, extra)
+        assert torch.equal(torch.stack([Lj, gu, gv], 1), expected)
+        step = joint_module._EDGE_LOG_STEP
+        assert torch.equal(smooth, (gu.abs() < step) & (gv.abs() < step))
