@@ -482,10 +482,15 @@ class _Links:
         if self.first is None:
             step = torch.cat([d[self.kp], d[self.jp]], 1)[:, :, None]  # [p,2P,1]
             return self.r0 + torch.bmm(self.X, step)[:, :, 0]
-        P, flat, window = d.shape[1], d.reshape(-1), _window(self.grid)
-        dk = flat[(self.kp[:, None, None] * P + self.first[:, :, :1]) + window]  # [p,n,16]
-        dj = flat[(self.jp[:, None, None] * P + self.first[:, :, 1:]) + window]
-        return self.r0 + (self.X * torch.cat([dk, dj], 2)).sum(2)
+        # Column by column of the windows (no [p,n,32] gathers: fresh pages that cost more than
+        # the products).
+        P, flat, window = d.shape[1], d.reshape(-1), _window(self.grid).tolist()
+        out = self.r0.clone()
+        for side, views in enumerate((self.kp, self.jp)):
+            first = views[:, None] * P + self.first[:, :, side]  # [p,n]
+            for i, offset in enumerate(window):
+                out += self.X[:, :, 16 * side + i] * flat[first + offset]
+        return out
 
     def select(self, active: Tensor) -> "_Links":
         """The pairs (k, j) with ``active[k, j]`` ([N,N] bool)."""
@@ -511,10 +516,11 @@ def _row_groups(lin: _Links, P: int) -> list[tuple[Tensor, Tensor, Tensor, Tenso
     spline, ``lin.first``) each pair's rows are split by their windows in both views: a
     group's rows lie in one cell of each view and touch 16 + 16 of the pair's 72 coefficients
     (6 x 6 points); otherwise (a polynomial) a group is a pair. Per bucket: (ok [g,m] bool: a
-    row, not padding; r0 [g,m]; X [g,m,w], the Jacobian's columns that may be non-zero on a row
+    row, not padding; r0 [g,m]; X [g,m,w+1], the Jacobian's columns that may be non-zero on a row
     of the group (a spline: the 4 x 4 control points of its cell in each view, w = 32; a column
-    none of its rows touches adds zeros to the normal equations), zero on padding; cols [g,w],
-    their index in the [N*P] stacked coefficients)."""
+    none of its rows touches adds zeros to the normal equations), zero on padding, and a last
+    column of zeros (the Gauss-Newton rounds write the residuals there); cols [g,w], their index
+    in the [N*P] stacked coefficients)."""
     block = torch.arange(P)
     if lin.first is None:  # the pairs as they are (their usable rows come first), of similar sizes together
         n = lin.ok.sum(1)
@@ -525,7 +531,8 @@ def _row_groups(lin: _Links, P: int) -> list[tuple[Tensor, Tensor, Tensor, Tenso
             if i == len(sizes) or sizes[i] < sizes[start] / 2:
                 idx, m = by_rows[start:i], sizes[start]
                 cols = torch.cat([lin.kp[idx, None] * P + block, lin.jp[idx, None] * P + block], 1)
-                out.append((lin.ok[idx, :m], lin.r0[idx, :m], lin.X[idx, :m], cols))
+                X = torch.cat([lin.X[idx, :m], torch.zeros(len(idx), m, 1, dtype=torch.float64)], 2)
+                out.append((lin.ok[idx, :m], lin.r0[idx, :m], X, cols))
                 start = i
         return out
     pi, ni = torch.nonzero(lin.ok, as_tuple=True)
@@ -560,8 +567,8 @@ def _row_groups(lin: _Links, P: int) -> list[tuple[Tensor, Tensor, Tensor, Tenso
             ok[at] = True
             r = torch.zeros(len(gs), m, dtype=torch.float64)
             r[at] = r0[rows]
-            Xg = torch.zeros(len(gs), m, 2 * 16, dtype=torch.float64)
-            Xg[at] = lin.X[pi[rows], ni[rows]]
+            Xg = torch.zeros(len(gs), m, 2 * 16 + 1, dtype=torch.float64)
+            Xg[:, :, :-1][at] = lin.X[pi[rows], ni[rows]]
             out.append((ok, r, Xg, torch.gather(full[gs], 1, local_cols[gs])))
             start = i
     return out
@@ -679,15 +686,17 @@ def joint_log_corrections(
             first = torch.zeros(len(kp), width, 2, dtype=torch.long)
             first[:, :, 0] = first_k.reshape(-1)[at]
             Bj[ok], first[:, :, 1][ok] = _local_rows(basis, u[ok], v[ok], views.width[jj], views.height[jj])
-            theta_j = theta.reshape(-1)[(jp[:, None, None] * P + first[:, :, 1:]) + window]  # [pairs,width,16]
         else:
             Bk = basis_k.reshape(-1, P)[at]  # [pairs,width,P]
             Bj = torch.zeros(len(kp), width, P, dtype=torch.float64)
             Bj[ok] = _basis_rows(basis, u[ok], v[ok], views.width[jj], views.height[jj])
-            theta_j = theta[jp][:, None, :]
         zs = torch.where(ok, zj, 1.0)
         # (At zero coefficients, as every fit starts, view j's correction is 0: no [pairs,width,P] product.)
-        r = torch.log(zs) - (Lj + (Bj * theta_j).sum(2) if bool(theta.any()) else Lj)
+        r = torch.log(zs) - Lj
+        if bool(theta.any()):
+            theta_j = (theta.reshape(-1)[(jp[:, None, None] * P + first[:, :, 1:]) + window] if local
+                       else theta[jp][:, None, :])  # [pairs,width,16 or P]
+            r = torch.log(zs) - (Lj + (Bj * theta_j).sum(2))
         # d r / d log z_k: the point moves along view k's ray, pc = t' + z_k w (w = R dirs); its
         # depth in view j changes, and its projection slides along the epipolar line over view
         # j's depth map (zero for a pure rotation).
@@ -761,23 +770,26 @@ def joint_log_corrections(
             return theta, sigma, 0
         at = torch.nonzero(torch.tensor(free).repeat_interleave(P)).squeeze(1)
         parts = []
-        for ok, r0, X, cols in _row_groups(lin, P):
-            Xr = torch.cat([X, torch.zeros_like(r0)[:, :, None]], 2)
-            parts.append((ok, r0, cols, (cols[:, :, None] * NP + cols[:, None, :]).reshape(-1), Xr))
+        for ok, r0, Xr, cols in _row_groups(lin, P):
+            # (Xr: the rows' Jacobian and a column for their residuals. Y, the weighted rows, and YY,
+            # their products, are written in place each round: fresh maps each round were fresh
+            # pages, the largest share of the orbit's fits' system time.)
+            parts.append((ok, r0, cols, (cols[:, :, None] * NP + cols[:, None, :]).reshape(-1), Xr,
+                          torch.empty_like(Xr), torch.empty(len(Xr), Xr.shape[2], Xr.shape[2], dtype=torch.float64)))
         for it in range(iterations):
             c = tukey_c * _ANNEAL[min(it, len(_ANNEAL) - 1)]
             Hm = torch.zeros(NP * NP, dtype=torch.float64)
             g = torch.zeros(NP, dtype=torch.float64)
             used = []
-            for ok, r0, cols, flat, xr in parts:
+            for ok, r0, cols, flat, xr, Y, YY in parts:
                 d = (theta - lin.theta0).reshape(-1)[cols]  # [groups,w]: the change of the group's coefficients
                 r = r0 + torch.bmm(xr[:, :, :-1], d[:, :, None])[:, :, 0]
                 xr[:, :, -1] = r
                 # IRLS: weights from the current residuals, their scale from the previous round's.
                 # [X r] scaled by the weights' square roots: one product gives X'WX and X'Wr.
                 root = torch.from_numpy(np.sqrt(_tukey(r.numpy(), sigma, c))) * ok / sigma
-                Y = xr * root[:, :, None]
-                blocks = torch.bmm(Y.transpose(1, 2), Y)[:, :-1]  # [groups,w,w+1]
+                torch.mul(xr, root[:, :, None], out=Y)
+                blocks = torch.bmm(Y.transpose(1, 2), Y, out=YY)[:, :-1]  # [groups,w,w+1]
                 Hm.index_add_(0, flat, blocks[:, :, :-1].reshape(-1))
                 g.index_add_(0, cols.reshape(-1), blocks[:, :, -1].reshape(-1))
                 used.append(r[ok])
