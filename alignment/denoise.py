@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from alignment.kernels import lower_median
 from dreamer.checks import check_map, check_mask
 
 __all__ = ["pixel_noise", "denoise_depth", "smooth_depth"]
@@ -50,7 +51,7 @@ def pixel_noise(log_depth: Tensor, valid: Tensor | None = None) -> float:
         d2 = d2[ok]
     if d2.numel() == 0:
         return 0.0
-    return float(d2.abs().median()) / (0.6745 * math.sqrt(6.0))
+    return lower_median(d2.abs()) / (0.6745 * math.sqrt(6.0))
 
 
 def denoise_depth(depth: Tensor, *, radius: int = 2, strength: float = 2.5) -> Tensor:

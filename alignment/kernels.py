@@ -117,6 +117,18 @@ def median(x: Tensor, *, overwrite: bool = False) -> float:
     return 0.5 * (float(lower) + float(flat[above].min()))
 
 
+def lower_median(x: Tensor) -> float:
+    """torch's median of ``x`` (any shape, at least one value), the lower of the two middle values,
+    as a float: the same value (an order statistic), on the CPU by a partial sort in numpy (6x
+    faster than torch's at 260k values). NaN if a value is NaN, as torch's."""
+    if not _on_cpu(x):
+        return float(x.detach().median())
+    a = x.detach().reshape(-1).numpy()
+    k = (a.size - 1) // 2
+    part = np.partition(a, k)
+    return float("nan") if np.isnan(part[k:]).any() else float(part[k])
+
+
 def distance_to(mask: Tensor) -> Tensor:
     """Euclidean distance [H,W] (float64, on ``mask``'s device) from each pixel centre to the
     nearest True pixel of ``mask`` [H,W] bool (0 on it). ``mask`` must have a True pixel."""

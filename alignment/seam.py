@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alignment.kernels import SPARSE_DIRECT_MAX, _on_cpu, regions_touching, sparse_direct_solve
+from alignment.kernels import SPARSE_DIRECT_MAX, _on_cpu, lower_median, regions_touching, sparse_direct_solve
 from dreamer.checks import check_map, check_mask, check_positive
 from alignment.scale import ScaleFit, fit_scale
 from alignment.trend import fit_log_trend
@@ -638,7 +638,7 @@ def edge_links(depth: Tensor, *, noise: float | None = None, floor: float = 0.02
     check_positive(depth, "depth")
     L = torch.log(depth.detach().double())
     if noise is None:
-        noise = float((L[:, 1:] - L[:, :-1]).abs().median()) / (0.6745 * math.sqrt(2))
+        noise = lower_median((L[:, 1:] - L[:, :-1]).abs()) / (0.6745 * math.sqrt(2))
     H, W = L.shape
     # 3x3 median, the border continued by its nearest pixel.
     padded = F.pad(L[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
@@ -681,7 +681,7 @@ def _seam_jump(depth: Tensor, reference: Tensor, known: Tensor, hole: Tensor) ->
     v = torch.cat(vals)
     if v.numel() == 0:
         return float("nan")
-    return float(v.double().median())
+    return lower_median(v.double())
 
 
 @dataclass(frozen=True, eq=False)
@@ -803,7 +803,7 @@ def align_depth(
 def _median_relative_error(depth: Tensor, reference: Tensor, mask: Tensor) -> float:
     if not bool(mask.any()):
         return float("nan")
-    return float(((depth[mask] - reference[mask]).abs() / reference[mask]).double().median())
+    return lower_median(((depth[mask] - reference[mask]).abs() / reference[mask]).double())
 
 
 def _seam_step(estimated, scaled, reference, known, hole, fit, seam, decay, ring_radius, anchor_tolerance):

@@ -105,6 +105,22 @@ def test_fit_scale_reads_only_the_mask():
     assert fit_scale(est, ref, mask).scale == pytest.approx(3.0, rel=1e-9)
 
 
+def test_lower_median_is_torchs_median():
+    """kernels.lower_median (numpy's partial sort on the CPU) gives torch's median, the lower middle
+    value, to the bit: odd and even counts, ties, float32 and float64, any shape, NaN."""
+    from alignment.kernels import lower_median
+
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 4, 7, 10, 1001, 4096):
+        for x in (torch.randn(n, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g).double(),
+                  torch.randn(n, generator=g).abs()):
+            assert lower_median(x) == float(x.median())
+    x = torch.randn(6, 9, generator=g)[:, 1:7]  # not contiguous
+    assert lower_median(x) == float(x.median())
+    x[2, 3] = float("nan")
+    assert math.isnan(lower_median(x)) and math.isnan(float(x.median()))
+
+
 def test_median_is_the_mean_of_the_two_middle_values():
     import numpy as np
 
