@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dreamer.checks import check_map, check_mask
-from alignment.kernels import _on_cpu
+from alignment.kernels import _on_cpu, distance_to
 from alignment.scale import _robust_sigma, _tukey
 from alignment.denoise import pixel_noise
 from alignment.fields import FieldBasis
@@ -846,7 +846,7 @@ def joint_log_corrections(
                 continue
             clamp[k, 0], clamp[k, 1] = float(vals.min()), float(vals.max())
             level[k] = float(vals.mean())
-            dist = torch.from_numpy(ndi.distance_transform_edt(~near[k].numpy()))
+            dist = distance_to(near[k])
             weights.append(torch.exp(-dist / (fade * max(H, W))))
         return clamp, level, weights
 
