@@ -191,7 +191,7 @@ def _check_inputs(log_depths, valid, K, c2w, init, fixed, basis):
     for i, (L, m) in enumerate(zip(log_depths, valid)):
         check_map(L, f"log_depths[{i}]")
         check_mask(m, f"valid[{i}]", shape=tuple(L.shape))
-        if not bool(torch.isfinite(L[m]).all()):
+        if not bool((torch.isfinite(L) | ~m).all()):  # (no gather of the valid pixels)
             raise ValueError(f"log_depths[{i}] must be finite on valid[{i}]")
 
 

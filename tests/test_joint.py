@@ -131,6 +131,9 @@ def test_bad_input_is_refused(world):
     bad[1][3, 3] = float("nan")
     with pytest.raises(ValueError, match="finite"):
         joint_log_corrections(bad, valid, K, c2w, truth, [True, False])
+    masked = [valid[0], valid[1].clone()]
+    masked[1][3, 3] = False  # a value no one reads may be anything
+    joint_log_corrections(bad, masked, K, c2w, truth, [True, False])
 
 
 def test_a_view_whose_disagreement_would_grow_keeps_its_start():
