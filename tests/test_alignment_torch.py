@@ -86,6 +86,7 @@ def test_the_torch_kernels_equal_numpy_and_scipy(seed, monkeypatch):
 def test_align_adaptive_equals_the_numpy_version(seed):
     est, truth, known, hole = _scene(seed)
     for kwargs in ({}, {"edges": True, "folds": 2}, {"fit_global": False, "offset_reach": 0.1, "seam_reaches": (0.2,)}):
+        kwargs = {"models": reference_adaptive.GLOBAL_MODELS, **kwargs}  # the reference predates the power model
         new = align_adaptive(est, truth, known, hole, **kwargs)
         old = reference_adaptive.align_adaptive(est, truth, known, hole, **kwargs)
         assert (new.model, new.seam_reach, new.seam_edges) == (old.model, old.seam_reach, old.seam_edges)
