@@ -221,26 +221,39 @@ def _check_expansion(data: Any, budget: int, path: Path) -> None:
             stack.extend(x)
 
 
-def _unique_key_loader():
-    """PyYAML's safe loader, refusing a mapping that gives one key twice (``{name: a, name: b}``
-    would otherwise keep the last value without a word)."""
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, refusing a mapping that gives one key twice (``{name: a, name: b}``
+    would otherwise keep the last value without a word). The keys are compared on the composed
+    nodes, as written, before anything is built: a merge (``<<: *defaults``) may still be
+    overridden by the mapping's own keys, as YAML means it."""
     import yaml
 
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def mapping(loader, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return loader.construct_mapping(node, deep=deep)
-
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    return Loader
+    merge = "tag:yaml.org,2002:merge"
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        stack, visited = [root], set()
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in visited:  # an alias's node is walked once (anchors may recurse)
+                continue
+            visited.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                seen = set()
+                for key_node, value_node in node.value:
+                    stack += [key_node, value_node]
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == merge:
+                        continue  # a collection as a key: the constructor refuses it (unhashable)
+                    key = loader.construct_object(key_node)
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                                key_node.start_mark)
+                    seen.add(key)
+            elif isinstance(node, yaml.SequenceNode):
+                stack += node.value
+        return None if root is None else loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
@@ -264,7 +277,7 @@ def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
         import yaml
 
         try:
-            data = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader
+            data = _load_yaml(text)
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: not valid YAML: {one_line(e)}") from None
         except RecursionError:

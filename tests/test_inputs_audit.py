@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from dreamer.cameras import FOV_RANGE, Camera, check_input_camera, fov_from_focal, intrinsics_matrix
@@ -59,6 +60,26 @@ def test_a_batch_refuses_bad_scenes_alone_and_its_file_as_a_whole(tmp_path):
         batch.write_text(text)
         with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
             _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+
+
+def test_a_batch_reads_yaml_merge_keys_and_refuses_a_collection_as_a_key(tmp_path):
+    """Shared settings by an anchor and a merge (``<<: *defaults``): the scene's own keys override
+    the merged ones (no key "given twice"). A list as a key is a bad YAML input named as such."""
+    from dreamer.run import load_batch
+
+    batch = tmp_path / "scenes.yaml"
+    text = ("- &defaults {name: a, views: 3, seed: 5}\n- {<<: *defaults, name: b, seed: 6}\n"
+            "- {<<: [*defaults], name: c}\n")
+    batch.write_text(text)
+    scenes = load_batch(batch)
+    assert scenes == yaml.safe_load(text)  # what YAML means, merges included
+    assert scenes[1:] == [{"name": "b", "views": 3, "seed": 6}, {"name": "c", "views": 3, "seed": 5}]
+    batch.write_text("- {[a, b]: 1}\n")
+    with pytest.raises(ValueError, match=f"{batch}: not valid YAML: .*unhashable key"):
+        load_batch(batch)
+    batch.write_text("- {<<: {views: 3}, name: a, seed: 1, seed: 2}\n")
+    with pytest.raises(ValueError, match="'seed' is given twice"):
+        load_batch(batch)
 
 
 def test_a_config_without_a_splat_section_takes_no_splats(tmp_path):
