@@ -45,6 +45,9 @@ __all__ = ["ImageFit", "LoadedImage", "compute_fit", "load_image", "load_depth",
 
 Fit = Literal["crop", "pad"]
 
+#: How a path that is a symbolic link to nothing is named in messages ("not found" would mislead).
+BROKEN_LINK = "is a symbolic link that leads nowhere (a loop, or its target is missing)"
+
 #: Grey used for transparent pixels and for the padding of ``fit="pad"`` (before outpainting).
 PAD_VALUE = 0.5
 
@@ -148,7 +151,8 @@ def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "im
     from PIL import Image, UnidentifiedImageError
 
     if not path.exists():
-        raise FileNotFoundError(f"{what} file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}" if not path.is_symlink() else
+                                f"{what} file {path} {BROKEN_LINK}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file")
     if not path.is_file():  # a pipe would block the read forever, a device never end
@@ -412,7 +416,8 @@ def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> t
     """-> (depth [h,w] float32 in metres, zeros_mean_unknown)."""
     suffix = path.suffix.lower()
     if not path.exists():
-        raise FileNotFoundError(f"depth file not found: {path}")
+        raise FileNotFoundError(f"depth file not found: {path}" if not path.is_symlink() else
+                                f"depth file {path} {BROKEN_LINK}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a depth file")
     if not path.is_file():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dreamer.checks import check_int, check_number
 from dreamer.configs import check_settings
+from dreamer.pipeline.inputs import BROKEN_LINK
 from dreamer.pipeline.limits import MAX_SEED, MAX_STEPS, Limits
 from dreamer.pipeline.settings import CONFIG_SECTIONS, SceneConfigs
 
@@ -39,7 +40,7 @@ def read_text_input(path: str | Path, what: str, limits: Limits = Limits()) -> s
     folder, larger than ``limits.input_bytes`` or not UTF-8."""
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"{what} {path} does not exist")
+        raise ValueError(f"{what} {path} {BROKEN_LINK if path.is_symlink() else 'does not exist'}")
     if not path.is_file():
         raise ValueError(f"{what} {path} is not a file")
     size = path.stat().st_size
@@ -61,6 +62,8 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
     place = out
     try:
         while not place.exists() and place != place.parent:
+            if place.is_symlink():  # mkdir would fail there (File exists, or too many levels of links)
+                raise ValueError(f"{what} {out}: {place} {BROKEN_LINK}; choose another folder")
             place = place.parent
     except OSError as e:  # a name longer than the file system takes, ...
         raise ValueError(f"{what} {out}: {e.strerror or e}; choose a shorter path") from None
