@@ -99,14 +99,17 @@ def test_json_inputs_refuse_keys_given_twice_and_skip_a_bom():
 
 # --------------------------------------------------------------------------- cameras
 def test_the_field_of_view_of_an_input_camera_against_the_formula():
-    for focal, width in [(50.0, 64), (582.69, 512), (1e4, 512)]:
+    refused = 0
+    for focal, width in [(50.0, 64), (582.69, 512), (1e4, 512), (2.0, 64), (1e6, 512)]:
         cam = Camera.from_focal(focal, width, width)
         fov = fov_from_focal(focal, width)
         if FOV_RANGE[0] <= fov <= FOV_RANGE[1]:
             check_input_camera(cam)
         else:
+            refused += 1
             with pytest.raises(ValueError, match="field of view"):
                 check_input_camera(cam)
+    assert refused == 2  # 172.8 and 0.029 degrees
     # An off-centre principal point: the angles to both edges add up.
     K = intrinsics_matrix(10.0, 10.0, 0.5, 32.0)
     fov = math.degrees(math.atan(0.5 / 10) + math.atan(63.5 / 10))
@@ -118,6 +121,32 @@ def test_the_field_of_view_of_an_input_camera_against_the_formula():
     far[2, 3] = 2e5
     with pytest.raises(ValueError, match="from the origin"):
         check_input_camera(Camera(intrinsics_matrix(50.0, 50.0, 32.0, 32.0), far, 64, 64))
+
+
+def test_a_skewed_camera_is_refused_as_the_dream_would_drop_its_skew():
+    """The dream projects with fx, fy, cx, cy alone: a K with skew would be dreamed without it."""
+    from dreamer.cameras import camera_points_to_pixels
+
+    skewed = Camera(torch.tensor([[50.0, 20.0, 32.0], [0.0, 50.0, 32.0], [0.0, 0.0, 1.0]]), torch.eye(4), 64, 64)
+    point = torch.tensor([[0.0, 0.5, 1.0]])
+    uv, _ = camera_points_to_pixels(point, skewed)
+    assert not torch.allclose(uv[0], (skewed.K @ point[0])[:2])  # the skew is not in the projection
+    with pytest.raises(ValueError, match=r"K has off-diagonal terms \(K\[0\]\[1\] = 20"):
+        check_input_camera(skewed, "camera 0")
+    lower = Camera(torch.tensor([[50.0, 0.0, 32.0], [3.0, 50.0, 32.0], [0.0, 0.0, 1.0]]), torch.eye(4), 64, 64)
+    with pytest.raises(ValueError, match="no skew"):
+        check_input_camera(lower)
+
+
+def test_a_trajectory_files_fov_has_the_range_of_every_input_camera(tmp_path):
+    from dreamer.trajectories import load_trajectory
+
+    for fov in (FOV_RANGE[0], 90.0, FOV_RANGE[1]):
+        cam = load_trajectory({"width": 64, "height": 64, "fov": fov, "cameras": [{"c2w": np.eye(4).tolist()}]})
+        check_input_camera(cam.cameras[0])
+    for fov in (0.05, 175.0, 180.0, 200.0):
+        with pytest.raises(ValueError, match=f"horizontal field of view of 0.1 to 170 degrees, got {fov}"):
+            load_trajectory({"width": 64, "height": 64, "fov": fov, "cameras": [{"c2w": np.eye(4).tolist()}]})
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
