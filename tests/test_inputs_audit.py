@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -241,6 +242,28 @@ def test_a_depth_npy_of_one_pixel_row_or_column_is_read(tmp_path):
     for shape in [(8,), (2, 8, 8), (8, 8, 3), (8, 1, 8)]:
         np.save(tmp_path / "d.npy", np.full(shape, 2.5, np.float32))
         with pytest.raises(ValueError, match=r"must hold an \[H,W\] array"):
+            load_depth(tmp_path / "d.npy", 8, 8)
+
+
+def test_depth_values_outside_the_range_the_geometry_holds_are_refused(tmp_path):
+    """1e30 m or 1e-30 m ran to a "done" scene with an infinite or NaN error; a float64 1e300 was
+    called non-finite (after a RuntimeWarning of its cast). The range's ends are accepted."""
+    from dreamer.pipeline.inputs import DEPTH_RANGE, load_depth
+
+    lo, hi = DEPTH_RANGE
+    for value, dtype in ((lo, np.float64), (hi, np.float32), (2.5, np.float16), (3, np.uint8)):
+        np.save(tmp_path / "d.npy", np.full((8, 8), value, dtype))
+        assert torch.allclose(load_depth(tmp_path / "d.npy", 8, 8), torch.full((8, 8), float(value)))
+    for value, dtype in ((1e30, np.float32), (1e-30, np.float32), (2**63, np.uint64), (hi * 1.01, np.float64)):
+        depth = np.full((8, 8), 2.0)
+        depth[3, 4] = value
+        np.save(tmp_path / "d.npy", depth.astype(dtype))
+        with pytest.raises(ValueError, match="1 depth values outside 1e-06 to 100000 m"):
+            load_depth(tmp_path / "d.npy", 8, 8)
+    np.save(tmp_path / "d.npy", np.full((8, 8), 1e300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="up to 1e\\+300 lie beyond float32's range"):
             load_depth(tmp_path / "d.npy", 8, 8)
 
 
