@@ -51,6 +51,7 @@ import dataclasses
 import logging
 import re
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -308,11 +309,19 @@ def _slug(text: str, fallback: str) -> str:
 MAX_NAME_CHARS = 100
 
 
+def _is_name(name: Any) -> bool:
+    """A scene name: letters of any script with their combining marks (Devanagari's vowel signs,
+    a decomposed 'é'), digits, '.', '_' and '-'; not '.' or '..'."""
+    return (isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS and name not in (".", "..")
+            and all(c in "._-" or unicodedata.category(c)[0] in "LMN" for c in name))
+
+
 def _scene_name(index: int, entry: dict[str, Any]) -> str:
     if entry.get("name") is not None:
         name = entry["name"]
-        if (not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name) or name in (".", "..")
-                or len(name) > MAX_NAME_CHARS):
+        if isinstance(name, str):  # one spelling per name: 'é' or 'e' + U+0301 (macOS writes the second)
+            name = unicodedata.normalize("NFC", name)
+        if not _is_name(name):
             raise ValueError(f"name {name!r} must be a folder name of at most {MAX_NAME_CHARS} letters, digits, "
                              f"'.', '_' and '-' (no spaces or path separators, not '.' or '..')")
         return name

@@ -46,6 +46,22 @@ def test_a_batch_reads_yaml_nulls_whole_floats_a_bom_and_non_ascii_names(tmp_pat
     assert b.scene.views == 2  # null: the option's value, not None
 
 
+def test_scene_names_take_letters_of_any_script_with_their_combining_marks(tmp_path):
+    """The README's "letters of any script": Devanagari's vowel signs and virama are combining
+    marks, as is the accent of a decomposed 'é' (macOS's spelling), which is one name with 'é'."""
+    batch = tmp_path / "scenes.jsonl"
+    names = ["नमस्ते", "cafe\u0301", "東京-1", "Ελλάδα_2"]
+    batch.write_text("".join(json.dumps({"name": n}) + "\n" for n in names))
+    jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+    assert refused == [] and [name for name, _, _ in jobs] == ["नमस्ते", "caf\u00e9", "東京-1", "Ελλάδα_2"]
+    batch.write_text("".join(json.dumps({"name": n}) + "\n" for n in ["a b", "room🙂", "a/b", "x\u200by", ""]))
+    jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+    assert jobs == [] and len(refused) == 5 and all("must be a folder name" in r for _, _, r in refused)
+    batch.write_text(json.dumps({"name": "caf\u00e9"}) + "\n" + json.dumps({"name": "cafe\u0301"}) + "\n")
+    with pytest.raises(ValueError, match="scenes 0 and 1 are both named 'café'"):
+        _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+
+
 def test_a_batch_refuses_bad_scenes_alone_and_its_file_as_a_whole(tmp_path):
     batch = tmp_path / "scenes.yaml"
     batch.write_text("- {name: good}\n- {name: bad, views: -1}\n- {name: ../up}\n- {name: also-good, seed: 3}\n")
