@@ -62,7 +62,9 @@ def test_scene_names_take_letters_of_any_script_with_their_combining_marks(tmp_p
         _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
 
 
-def test_a_batch_refuses_bad_scenes_alone_and_its_file_as_a_whole(tmp_path):
+def test_the_batch_plan_names_each_bad_scene_and_refuses_its_file_as_a_whole(tmp_path):
+    """plan_jobs checks every scene and names each bad one with its reason (the command then runs
+    none of them: tests/test_run.py); a file that is not a list of uniquely named scenes raises."""
     batch = tmp_path / "scenes.yaml"
     batch.write_text("- {name: good}\n- {name: bad, views: -1}\n- {name: ../up}\n- {name: also-good, seed: 3}\n")
     jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)

@@ -4,9 +4,11 @@
 :class:`~dreamer.pipeline.limits.Limits`: the settings' types and ranges, seeds, the photo and its
 depth map (decoded, at the working size), the trajectory (built with a stand-in depth: presets
 and files give their cameras without the scene), the prompts per camera, the render trajectory
-and ``--render-frames``, the zoom view and centre, the model set's device and sampler, and
-whether the output folder can be written (nothing is created). A bad input raises ``ValueError`` / ``TypeError`` /
-``OSError`` whose one-line message names it and says what to do; nothing heavy has run yet.
+and ``--render-frames``, the zoom view and centre, the model set's device, sampler and model
+folders (offline: cached hub ids), and whether the output folder can be written (nothing is
+created). A bad input raises ``ValueError`` (:class:`ModelSourceMissing` for a model that is not
+here) or ``TypeError`` whose one-line message names it and says what to do; nothing heavy has run
+yet.
 
 :func:`check_output_folder` and :func:`read_text_input` are the pieces the command lines share.
 """
@@ -248,7 +250,7 @@ def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | 
 def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Limits = Limits(), *,
                 where: str = "") -> int:
     """Check everything scene ``configs`` needs (see the module docstring); returns its number of
-    cameras. ``out``: its folder, checked for writing (created) when given. ``where`` prefixes
+    cameras. ``out``: its folder, checked for writing when given (nothing is created). ``where`` prefixes
     messages (e.g. a batch entry)."""
     try:
         _check_types(configs)
