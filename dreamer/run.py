@@ -434,13 +434,15 @@ def _ask(question: str) -> bool:
 def _check_folder(args: argparse.Namespace, out: Path, configs) -> None:
     """Raise unless ``out`` may receive this scene: a folder of other files of a scene's names, a
     damaged checkpoint that a resume would read, or (without --overwrite / --restart) finished
-    work of other dream settings (:class:`~dreamer.pipeline.folder.SettingsChanged`)."""
+    work of other dream settings (:class:`~dreamer.pipeline.folder.SettingsChanged`). A scene
+    started over (--restart, or --overwrite of other dream settings) reads no checkpoint: the run
+    deletes them first."""
     from dreamer.pipeline.checkpoint import check_checkpoints
-    from dreamer.pipeline.folder import check_scene_folder
+    from dreamer.pipeline.folder import changed_settings, check_scene_folder
     from dreamer.pipeline.stages import refuse_changed_settings
 
     check_scene_folder(out, take_over=args.overwrite or args.restart)
-    if args.restart:
+    if args.restart or (args.overwrite and changed_settings(out, configs) is not None):
         return
     if not args.overwrite:
         refuse_changed_settings(out, configs, batch=bool(args.batch))

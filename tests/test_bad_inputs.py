@@ -418,6 +418,12 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file_before_any_model(tmp_p
     monkeypatch.undo()
     code, lines, _ = _run("dreamer", ["--keep-checkpoints", "--restart", "--out", str(out)], capsys, caplog)
     assert code == 0 and (out / "DONE").exists()
+    # --overwrite with other dream settings starts the scene over: its checkpoints are deleted unread.
+    (out / "DONE").unlink()
+    (out / "checkpoint" / "result.pt").write_bytes(b"\x80\x04garbage")
+    code, lines, _ = _run("dreamer", ["--keep-checkpoints", "--seed", "3", "--overwrite", "--out", str(out)], capsys,
+                          caplog)
+    assert code == 0 and (out / "DONE").exists(), lines
 
 
 @pytest.mark.slow
