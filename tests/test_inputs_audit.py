@@ -318,3 +318,24 @@ def test_an_animated_gif_gives_its_first_frame_and_a_truncated_file_is_refused(t
     Image.fromarray(nan).save(tmp_path / "nan.tif")
     with pytest.raises(ValueError, match="nan.tif: floating-point image holds non-finite values"):
         load_image(tmp_path / "nan.tif", 8, 8)
+
+
+# --------------------------------------------------------------------------- checkpoints
+def test_a_checkpoint_lacking_an_entry_its_loader_reads_is_refused(tmp_path):
+    """The layout check holds every entry load_checkpoint / load_finished read: a view file without
+    its prompt or stats passed the check and failed the resume (exit 1, after the models loaded)."""
+    from dreamer.pipeline.checkpoint import CheckpointError, check_checkpoints
+
+    view = {"camera": {}, "image": torch.zeros(1), "depth": torch.zeros(1), "mask": torch.zeros(1),
+            "prompt": "", "stats": {}}
+    torch.save({"views": 1, "xyz": torch.zeros(1), "rgb": torch.zeros(1), "radius": torch.zeros(1)},
+               tmp_path / "points.pt")
+    torch.save(view, tmp_path / "view_000.pt")
+    check_checkpoints(tmp_path)
+    for key in ("prompt", "stats"):
+        torch.save({k: v for k, v in view.items() if k != key}, tmp_path / "view_000.pt")
+        with pytest.raises(CheckpointError, match=f"view_000.pt holds a checkpoint of another layout \\(no {key}\\)"):
+            check_checkpoints(tmp_path)
+    torch.save({"views": [view, {**view, "stats": None}, 3], "points": {"xyz": 1, "rgb": 1}}, tmp_path / "result.pt")
+    with pytest.raises(CheckpointError, match=r"result.pt .* \(no points.radius, views\[2\] \(a mapping\)\)"):
+        check_checkpoints(tmp_path)  # the finished dream, not the loop's files, is what a resume reads
