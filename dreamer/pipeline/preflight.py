@@ -190,10 +190,6 @@ def _check_inputs(configs: SceneConfigs, limits: Limits, first) -> None:
             raise ValueError(f"--prompt {given}: give a --prompt (text to scene) or an --image (photo to scene)")
 
 
-def _is_file_name(name: str) -> bool:
-    return name.endswith(".json") or Path(name).is_file()
-
-
 def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | None, limits: Limits, *,
              dreamed: bool = False, synthetic: bool = False) -> list:
     """The cameras of a preset or trajectory file, as the run will build them (presets with a
@@ -203,9 +199,9 @@ def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | 
     models' latent grid) and, for a dream trajectory, a first camera of the working size (it is
     the camera of the first view); ``synthetic``: inside the procedural world's room."""
     from dreamer.cameras import check_input_camera
-    from dreamer.trajectories import load_trajectory, make_trajectory
+    from dreamer.trajectories import is_trajectory_file, load_trajectory, make_trajectory
 
-    if _is_file_name(name):
+    if is_trajectory_file(name):
         read_text_input(name, f"{what} file", limits)
         cams = load_trajectory(name, first, max_cameras=max_cameras).cameras
         for i, cam in enumerate(cams):
@@ -252,6 +248,8 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
     """Check everything scene ``configs`` needs (see the module docstring); returns its number of
     cameras. ``out``: its folder, checked for writing when given (nothing is created). ``where`` prefixes
     messages (e.g. a batch entry)."""
+    from dreamer.trajectories import is_trajectory_file
+
     try:
         _check_types(configs)
         _check_numbers(configs, limits)
@@ -262,7 +260,7 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
         synthetic = configs.models.models == "synthetic"
         cams = _cameras(sc.trajectory, first, sc.views, "trajectory", limits.views, limits, dreamed=True,
                         synthetic=synthetic)
-        if sc.views is not None and _is_file_name(sc.trajectory) and sc.views != len(cams):
+        if sc.views is not None and is_trajectory_file(sc.trajectory) and sc.views != len(cams):
             raise ValueError(f"--views {sc.views} conflicts with the trajectory file {sc.trajectory}, which has "
                              f"{len(cams)} cameras (--views sets the count of a preset's cameras): drop --views "
                              f"(or give --views none)")
