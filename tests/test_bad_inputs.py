@@ -319,6 +319,9 @@ CASES = [
     ("photo-symlink-loop", "dreamer", ["--image", "{d}/loop.png", "--out", "{o}"], 2,
      ["loop.png", "symbolic link that leads nowhere"]),
     ("zoom-out-symlink-loop", "zoom", ["--prompts", "a", "--out", "{d}/loop"], 2, ["--out", "symbolic link"]),
+    ("deep-zoom-empty-level-prompt", "dreamer", ["--models", "tiny", "--prompt", "a room", "--zoom-levels", "2",
+                                                 "--zoom-prompts", "a shelf", " ", "--out", "{o}"], 2,
+     ["zoom_prompts", "level 1", "empty"]),
     # --- messages: bad usage is one line too; failures that happen after the checks are exit 1
     ("bad-flag-value", "dreamer", ["--width", "wide", "--out", "{o}"], 2, ["--width", "invalid int", "--help"]),
     ("unknown-flag", "dreamer", ["--colour", "red", "--out", "{o}"], 2, ["--colour", "--help"]),

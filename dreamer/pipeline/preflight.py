@@ -283,6 +283,9 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
                 raise ValueError(f"zoom_view {k} is out of range: the trajectory has {len(cams)} views "
                                  f"(0..{len(cams) - 1}, or negative from the last)")
             view = cams[k]
+            blank = [i for i, text in enumerate(zc.zoom_prompts or ()) if not text.strip()]
+            if blank and configs.models.models != "synthetic":  # as zoom.run refuses it
+                raise ValueError(f"zoom_prompts: the prompt of level {blank[0]} is empty: give each level a prompt")
             if configs.models.models != "synthetic":  # the zoom sampler pastes centred 1/p blocks of latents
                 from zoom.stack import max_paste_depth
 
