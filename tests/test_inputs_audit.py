@@ -44,6 +44,9 @@ def test_a_batch_reads_yaml_nulls_whole_floats_a_bom_and_non_ascii_names(tmp_pat
     assert a.scene.views == 3 and type(a.scene.views) is int and a.dream.seed == 7
     assert a.scene.prompt == "from the command line"  # null: not set, so the option's value holds
     assert b.scene.views == 2  # null: the option's value, not None
+    batch.write_text("- {name: a, views: 1.0e+300}\n")  # not an integer anyone wrote: its 301 digits were shown
+    (_, _, reason), = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)[1]
+    assert reason.endswith("views must be an integer, got 1e+300")
 
 
 def test_scene_names_take_letters_of_any_script_with_their_combining_marks(tmp_path):
