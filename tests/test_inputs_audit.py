@@ -208,6 +208,20 @@ def test_devices_that_are_not_here_are_refused():
         resolve_device("meta")
 
 
+def test_ray_resources_per_scene_are_finite():
+    """--cpus-per-scene nan passed the >0 check (NaN compares False) and raised a traceback where the
+    pool is sized; inf GPUs were only refused by the cluster check, as not fitting."""
+    from dreamer.batch.ray_executor import RayOptions
+
+    assert RayOptions(cpus_per_scene=0.5, gpus_per_scene=0.25).cpus_per_scene == 0.5
+    for kwargs, fragment in [({"cpus_per_scene": float("nan")}, "--cpus-per-scene must be a finite number > 0"),
+                             ({"cpus_per_scene": 0.0}, "--cpus-per-scene"),
+                             ({"gpus_per_scene": float("inf")}, "--gpus-per-scene must be a finite number >= 0"),
+                             ({"gpus_per_scene": float("nan")}, "--gpus-per-scene")]:
+        with pytest.raises(ValueError, match=fragment):
+            RayOptions(**kwargs)
+
+
 # --------------------------------------------------------------------------- output folders
 def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path):
     from dreamer.backends.model_sets import ModelConfig
