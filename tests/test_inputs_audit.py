@@ -242,6 +242,13 @@ def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path):
     with pytest.raises(NotASceneFolder, match="--overwrite"):
         check_scene_folder(other)
     check_scene_folder(other, take_over=True)
+    odd = tmp_path / "odd"
+    (odd / "config.json").mkdir(parents=True)  # a folder of that name: --overwrite does not take it over,
+    (odd / "views").mkdir()  # so the message must not offer it
+    for take_over in (False, True):
+        with pytest.raises(NotASceneFolder, match="not a scene folder") as refused:
+            check_scene_folder(odd, take_over=take_over)
+        assert "--overwrite" not in str(refused.value)
     beside = tmp_path / "beside"
     beside.mkdir()
     Image.new("RGB", (8, 8)).save(beside / "photo.png")
