@@ -196,6 +196,27 @@ def test_a_viewer_camera_is_checked_like_a_file_camera():
         camera_from_json("[" * 9000)
 
 
+def test_model_settings_by_short_name_or_tiny_are_checked_as_the_loaders_read_them(tmp_path, monkeypatch):
+    """Offline, a depth model's short name (``zoedepth``) is looked up in the cache by its hub id,
+    and the tiny random models' names need no cache; a short name of nothing cached is refused."""
+    from dreamer.pipeline.preflight import ModelSourceMissing
+
+    cache = tmp_path / "hub"
+    (cache / "models--Intel--zoedepth-nyu-kitti").mkdir(parents=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    local = tmp_path / "sd"
+    local.mkdir()
+    models = ["--models", "default", "--prompt", "a room", "--inpaint-model", local, "--text2img-model", local]
+    for depth in ("zoedepth", "Intel/zoedepth-nyu-kitti", "tiny", "tiny-depth-anything"):
+        jobs, _ = _plan(*models, "--depth-model", depth, "--out", tmp_path / "s", *SMALL[2:])
+        assert jobs[0][2].models.depth_model == depth
+    _plan("--models", "default", "--prompt", "a room", "--inpaint-model", "tiny", "--text2img-model", "tiny",
+          "--depth-model", "tiny", "--out", tmp_path / "s", *SMALL[2:])
+    with pytest.raises(ModelSourceMissing, match="depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf"):
+        _plan(*models, "--depth-model", "depth-anything-v2-indoor-small", "--out", tmp_path / "s", *SMALL[2:])
+
+
 def test_devices_that_are_not_here_are_refused():
     from dreamer.backends.loading import resolve_device
 

@@ -139,12 +139,19 @@ def _check_models(configs: SceneConfigs) -> None:
     if configs.splats is not None and getattr(configs.splats, "device", "auto") != "auto":
         resolve_device(configs.splats.device)
     if mc.models == "default":
+        from dreamer.backends.depth import DEPTH_MODELS
+
         needed = {"inpaint_model": mc.inpaint_model, "text2img_model": mc.text2img_model,
-                  "depth_model": mc.depth_model}
+                  "depth_model": DEPTH_MODELS.get(mc.depth_model, mc.depth_model)}  # a short name: its hub id
         if configs.refine.refine:
             needed["refine_model"] = configs.refine.refine_model
         for name, model in needed.items():
             check_model_source(model, name)
+
+
+# The model names the loaders build as tiny random models (dreamer.backends.diffusion's and
+# dreamer.backends.depth's ``from_pretrained``), with any model set.
+_TINY_MODELS = ("tiny", "tiny-zoedepth", "tiny-depth-anything")
 
 
 class ModelSourceMissing(ValueError):
@@ -162,6 +169,8 @@ def check_model_source(model: str, name: str) -> None:
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"{flag} is empty; give a Hugging Face model id ('org/name') or a local folder")
     model = model.strip()
+    if model in _TINY_MODELS:  # random tiny models, built on the fly: nothing to find
+        return
     if is_local_model(model):
         path = Path(model).expanduser()
         if not path.is_dir():
