@@ -285,10 +285,12 @@ def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: nested too deeply") from None
         _check_expansion(data, limits.batch_entries, path)
         if isinstance(data, dict):
-            extra = sorted(str(k) for k in data if k != "scenes")
+            # Keys starting with 'x-' hold YAML anchors for the scenes to merge (<<: *name), as in
+            # Docker Compose files; any other key would look like a setting for every scene and be none.
+            extra = sorted(str(k) for k in data if k != "scenes" and not str(k).startswith("x-"))
             if extra:
                 raise ValueError(f"{path}: unknown top-level key(s) {extra}; a batch file is a list of scenes, or a "
-                                 f"mapping with only 'scenes'")
+                                 f"mapping with 'scenes' (and keys starting with 'x-' for YAML anchors)")
             scenes = data.get("scenes")
         else:
             scenes = data

@@ -102,6 +102,9 @@ def test_a_batch_reads_yaml_merge_keys_and_refuses_a_collection_as_a_key(tmp_pat
     batch.write_text("- {<<: {views: 3}, name: a, seed: 1, seed: 2}\n")
     with pytest.raises(ValueError, match="'seed' is given twice"):
         load_batch(batch)
+    # Anchors kept under a top-level key starting with 'x-' (as in Docker Compose files).
+    batch.write_text("x-defaults: &d {views: 3, seed: 5}\nscenes:\n- {<<: *d, name: a}\n- {<<: *d, name: b, seed: 6}\n")
+    assert load_batch(batch) == [{"name": "a", "views": 3, "seed": 5}, {"name": "b", "views": 3, "seed": 6}]
 
 
 def test_a_config_without_a_splat_section_takes_no_splats(tmp_path):
