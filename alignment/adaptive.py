@@ -10,8 +10,8 @@ real task: the known pixels nearest the hole (the *band*), predicted from the kn
 beyond it.
 
 1. Global model, chosen from :data:`GLOBAL_MODELS` (log-correction ``c`` of the estimate ``e``):
-   ``scale`` (c constant), ``depth`` (``s e + t``), ``disparity`` (``1 / (a/e + b)``), ``tilt``
-   and ``bend`` (a log-polynomial of degree 1 or 2 in image coordinates). Each is a robust
+   ``scale`` (c constant), ``depth`` (``s e + t``), ``disparity`` (``1 / (a/e + b)``), ``power``
+   (``s e^g``), ``tilt`` and ``bend`` (a log-polynomial of degree 1 or 2 in image coordinates). Each is a robust
    (Tukey) least-squares fit of ``log(reference / e)``. Each candidate is fitted on the known
    pixels beyond the band and scored on the band (mean absolute log error, each pixel's error
    capped so an occluded pixel counts like any other gross error). The simplest candidate
@@ -45,7 +45,7 @@ from alignment.seam import _seam_corrections, _seam_jump, check_alignment_inputs
 
 __all__ = ["GLOBAL_MODELS", "SEAM_REACHES", "AdaptiveAlignment", "GlobalCorrection", "align_adaptive"]
 
-GLOBAL_MODELS = ("scale", "depth", "disparity", "tilt", "bend")
+GLOBAL_MODELS = ("scale", "depth", "disparity", "power", "tilt", "bend")
 """Candidate global corrections, simplest first."""
 
 SEAM_REACHES = (0.05, 0.2, None)
@@ -230,6 +230,29 @@ class _DisparityAffine(_Model):
         return -torch.log(torch.clamp_min(a + b * torch.exp(log_e), 1e-3 * a))
 
 
+class _Power(_Model):
+    """``d = s e^g``: a line in log depth, ``log d = log s + g log e``, fitted on log residuals.
+    A relative-depth model whose output is a compressed (g > 1 undoes it) or stretched range
+    errs so; neither an affine map in depth nor one in disparity can hold it."""
+
+    name = "power"
+
+    def fit(self, log_e, ell, x, y):
+        m = median(log_e)  # centred: the two parameters are then nearly uncorrelated
+        A = torch.stack([torch.ones_like(log_e), log_e - m], 1)
+        start = torch.tensor([median(ell), 0.0], dtype=ell.dtype, device=ell.device)
+        p = _irls(lambda p: ell - A @ p, lambda w: _weighted_lstsq(A, ell, w), start)
+        if p is None:
+            return False
+        a, b = float(p[0]), float(p[1])
+        self.params = (a - b * m, b)  # c = params[0] + params[1] log e
+        return True
+
+    def log_correction(self, log_e, x, y):
+        a, b = self.params
+        return a + b * log_e
+
+
 class _Given(_Model):
     """No global correction: the estimate is already aligned (e.g. by the joint refinement)."""
 
@@ -243,7 +266,7 @@ class _Given(_Model):
 
 
 def _make(name: str) -> _Model:
-    return {"given": _Given, "scale": _Scale, "depth": _DepthAffine, "disparity": _DisparityAffine,
+    return {"given": _Given, "scale": _Scale, "depth": _DepthAffine, "disparity": _DisparityAffine, "power": _Power,
             "tilt": lambda: _Trend(1), "bend": lambda: _Trend(2)}[name]()
 
 
@@ -261,7 +284,8 @@ class GlobalCorrection:
     Attributes:
         model: a name of :data:`GLOBAL_MODELS`.
         params: its parameters (``scale``: log scale; ``depth``: s, t of ``s e + t``;
-            ``disparity``: a, b of ``1 / (a/e + b)``; ``tilt``/``bend``: polynomial coefficients
+            ``disparity``: a, b of ``1 / (a/e + b)``; ``power``: a, b of ``log d = a + (1 + b) log e``;
+            ``tilt``/``bend``: polynomial coefficients
             in normalized image coordinates, order of :func:`alignment.trend.design_matrix`).
         lo, hi: the range of its log-correction on the pixels it was fitted on; it is clamped to
             it everywhere.

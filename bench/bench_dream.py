@@ -3,9 +3,10 @@
 For every error family of the synthetic depth estimator (``ERROR_FAMILIES`` in
 dreamer/backends/synthetic.py: an unknown scale per view of 0.4-2.5 and 1% noise, plus smooth
 bends, waves of 0.3-1.5 cycles per image, errors per object, an affine error in disparity,
-smeared depth edges, or a mix) and every trajectory (a pan, an orbit that translates, a full
-turn), the same dream loop runs once per alignment method, on the same cameras, the same
-images (the oracle inpainter) and the same depth estimates, from an RGBD first view:
+smeared depth edges, a compressed depth range, a fattened foreground, or a mix) and every
+trajectory (a pan, an orbit that translates, a full turn), the same dream loop runs once per
+alignment method, on the same cameras, the same images (the oracle inpainter) and the same
+depth estimates, from an RGBD first view:
 
 * ``as is``: the estimate, unaligned;
 * ``Text2Room``: least-squares scale and shift in disparity on the overlap;

@@ -84,8 +84,12 @@ def check_input_camera(camera: "Camera", name: str = "camera") -> "Camera":
     dream or render: fields of view across x and y within :data:`FOV_RANGE` (measured from the
     principal point to each edge), the principal point inside the image, the centre within
     :data:`MAX_CAMERA_DISTANCE` of the origin. ``Camera`` itself checks finiteness, positive focal
-    lengths and a rigid ``c2w``."""
+    lengths and a rigid ``c2w``. No skew: the dream's projections read ``fx, fy, cx, cy`` alone
+    (:func:`camera_points_to_pixels`), so a skewed ``K`` would be dreamed as if it had none."""
     K = camera.K.detach().double().cpu()
+    if float(K[0, 1]) != 0.0 or float(K[1, 0]) != 0.0:
+        raise ValueError(f"{name}: K has off-diagonal terms (K[0][1] = {float(K[0, 1]):g}, K[1][0] = "
+                         f"{float(K[1, 0]):g}); a camera here is [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew)")
     for axis, size, f, c in (("x", camera.width, K[0, 0], K[0, 2]), ("y", camera.height, K[1, 1], K[1, 2])):
         f, c = float(f), float(c)
         if not 0.0 <= c <= size:

@@ -300,8 +300,8 @@ def check_setting(name: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be true or false, got {_short(value)}")
     elif inner is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # JSON and YAML writers may write 512 as 512.0
+        if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+            value = int(value)  # JSON and YAML writers may write 512 as 512.0 (not 1e300: no one meant its digits)
         value = check_int(value, name)
     elif inner is float:
         value = check_number(value, name)

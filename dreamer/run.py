@@ -51,6 +51,7 @@ import dataclasses
 import logging
 import re
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -221,26 +222,39 @@ def _check_expansion(data: Any, budget: int, path: Path) -> None:
             stack.extend(x)
 
 
-def _unique_key_loader():
-    """PyYAML's safe loader, refusing a mapping that gives one key twice (``{name: a, name: b}``
-    would otherwise keep the last value without a word)."""
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, refusing a mapping that gives one key twice (``{name: a, name: b}``
+    would otherwise keep the last value without a word). The keys are compared on the composed
+    nodes, as written, before anything is built: a merge (``<<: *defaults``) may still be
+    overridden by the mapping's own keys, as YAML means it."""
     import yaml
 
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def mapping(loader, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return loader.construct_mapping(node, deep=deep)
-
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    return Loader
+    merge = "tag:yaml.org,2002:merge"
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        stack, visited = [root], set()
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in visited:  # an alias's node is walked once (anchors may recurse)
+                continue
+            visited.add(id(node))
+            if isinstance(node, yaml.MappingNode):
+                seen = set()
+                for key_node, value_node in node.value:
+                    stack += [key_node, value_node]
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == merge:
+                        continue  # a collection as a key: the constructor refuses it (unhashable)
+                    key = loader.construct_object(key_node)
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                                key_node.start_mark)
+                    seen.add(key)
+            elif isinstance(node, yaml.SequenceNode):
+                stack += node.value
+        return None if root is None else loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
@@ -264,17 +278,19 @@ def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
         import yaml
 
         try:
-            data = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader
+            data = _load_yaml(text)
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: not valid YAML: {one_line(e)}") from None
         except RecursionError:
             raise ValueError(f"{path}: nested too deeply") from None
         _check_expansion(data, limits.batch_entries, path)
         if isinstance(data, dict):
-            extra = sorted(str(k) for k in data if k != "scenes")
+            # Keys starting with 'x-' hold YAML anchors for the scenes to merge (<<: *name), as in
+            # Docker Compose files; any other key would look like a setting for every scene and be none.
+            extra = sorted(str(k) for k in data if k != "scenes" and not str(k).startswith("x-"))
             if extra:
                 raise ValueError(f"{path}: unknown top-level key(s) {extra}; a batch file is a list of scenes, or a "
-                                 f"mapping with only 'scenes'")
+                                 f"mapping with 'scenes' (and keys starting with 'x-' for YAML anchors)")
             scenes = data.get("scenes")
         else:
             scenes = data
@@ -295,11 +311,19 @@ def _slug(text: str, fallback: str) -> str:
 MAX_NAME_CHARS = 100
 
 
+def _is_name(name: Any) -> bool:
+    """A scene name: letters of any script with their combining marks (Devanagari's vowel signs,
+    a decomposed 'é'), digits, '.', '_' and '-'; not '.' or '..'."""
+    return (isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS and name not in (".", "..")
+            and all(c in "._-" or unicodedata.category(c)[0] in "LMN" for c in name))
+
+
 def _scene_name(index: int, entry: dict[str, Any]) -> str:
     if entry.get("name") is not None:
         name = entry["name"]
-        if (not isinstance(name, str) or not re.fullmatch(r"[\w.-]+", name) or name in (".", "..")
-                or len(name) > MAX_NAME_CHARS):
+        if isinstance(name, str):  # one spelling per name: 'é' or 'e' + U+0301 (macOS writes the second)
+            name = unicodedata.normalize("NFC", name)
+        if not _is_name(name):
             raise ValueError(f"name {name!r} must be a folder name of at most {MAX_NAME_CHARS} letters, digits, "
                              f"'.', '_' and '-' (no spaces or path separators, not '.' or '..')")
         return name
@@ -412,13 +436,15 @@ def _ask(question: str) -> bool:
 def _check_folder(args: argparse.Namespace, out: Path, configs) -> None:
     """Raise unless ``out`` may receive this scene: a folder of other files of a scene's names, a
     damaged checkpoint that a resume would read, or (without --overwrite / --restart) finished
-    work of other dream settings (:class:`~dreamer.pipeline.folder.SettingsChanged`)."""
+    work of other dream settings (:class:`~dreamer.pipeline.folder.SettingsChanged`). A scene
+    started over (--restart, or --overwrite of other dream settings) reads no checkpoint: the run
+    deletes them first."""
     from dreamer.pipeline.checkpoint import check_checkpoints
-    from dreamer.pipeline.folder import check_scene_folder
+    from dreamer.pipeline.folder import changed_settings, check_scene_folder
     from dreamer.pipeline.stages import refuse_changed_settings
 
     check_scene_folder(out, take_over=args.overwrite or args.restart)
-    if args.restart:
+    if args.restart or (args.overwrite and changed_settings(out, configs) is not None):
         return
     if not args.overwrite:
         refuse_changed_settings(out, configs, batch=bool(args.batch))

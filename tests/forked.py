@@ -37,8 +37,8 @@ def run_in_fork(log: Path, target: Callable[..., Any], *args: Any) -> int:
             sys.stderr = open(2, "w", buffering=1, closefd=False)
             result = target(*args)
             code = result if isinstance(result, int) else 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
+        except SystemExit as e:  # as the interpreter exits: None is 0, a message 1
+            code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
         except BaseException:
             traceback.print_exc()
         finally:

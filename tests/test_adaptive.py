@@ -63,13 +63,31 @@ def test_an_affine_error_in_disparity_is_recognised_and_removed():
     assert _rel(scale_only.depth, truth, hole) > 5 * _rel(out.depth, truth, hole)
 
 
+def test_a_compressed_depth_range_is_recognised_and_removed():
+    truth, _ = _room()
+    known, hole = _strip_hole()
+    est = 0.6 * truth ** 0.7  # a relative model's compressed range: a power law, not affine in depth or disparity
+    out = align_adaptive(est, truth, known, hole)
+    assert out.model == "power"
+    # log t = (log e - log 0.6) / 0.7: the correction log t - log e is a + b log e with these a, b
+    assert out.global_correction.params == pytest.approx((-math.log(0.6) / 0.7, 1 / 0.7 - 1), rel=1e-6)
+    assert _rel(out.depth, truth, hole) < 1e-6
+    g = out.global_correction
+    assert g == GlobalCorrection.from_dict(g.to_dict())
+    assert torch.allclose(g.log_field(est)[hole], out.correction[hole])
+    without = align_adaptive(est, truth, known, hole, models=("scale", "depth", "disparity"))
+    assert _rel(without.depth, truth, hole) > 10 * _rel(out.depth, truth, hole) + 1e-3
+    # A plain scale error is not taken for a power law (the simpler model wins within the tolerance).
+    assert align_adaptive(truth * 0.45 * _noise(0), truth, known, hole).model == "scale"
+
+
 def test_the_choice_is_never_worse_on_the_held_out_pixels_than_the_scale():
     truth, _ = _room()
     known, hole = _strip_hole()
     yy, xx = _coords()
     for seed, wave in enumerate((0.6, 1.1, 1.4)):
         est = truth * 1.8 * (1 + 0.1 * torch.cos(2 * math.pi * wave * xx / W + seed)) * _noise(seed)
-        out = align_adaptive(est, truth, known, hole, models=("scale", "depth", "disparity", "tilt", "bend"))
+        out = align_adaptive(est, truth, known, hole, models=("scale", "depth", "disparity", "power", "tilt", "bend"))
         assert out.scores[out.model] <= out.scores["scale"]
         assert out.band_pixels > 0
 

@@ -134,6 +134,8 @@ def make_inputs(d: Path) -> Path:
     (d / "long_name.yaml").write_text(f"- {{name: {'x' * 300}, models: synthetic}}\n")
     (d / "dotdot.yaml").write_text("- {name: '..', models: synthetic}\n")
     (d / "no_splats_no.yaml").write_text("- {models: synthetic, no_splats: 'no'}\n")
+    (d / "loop").symlink_to("loop")  # a symbolic link to itself: mkdir fails on it ("File exists")
+    (d / "loop.png").symlink_to("loop.png")
     return d
 
 
@@ -311,6 +313,15 @@ CASES = [
      ["no_splats_no.yaml scene 0", "no_splats must be true or false", "'no'"]),
     ("config-of-another-tool", "dreamer", ["--config", "{d}/other_tool/config.json", "--out", "{o}"], 2,
      ["config.json", "unknown section", "levels"]),
+    # --- found by the review: symbolic links that lead nowhere
+    ("out-symlink-loop", "dreamer", ["--out", "{d}/loop"], 2, ["--out", "loop", "symbolic link that leads nowhere"]),
+    ("out-under-a-symlink-loop", "dreamer", ["--out", "{d}/loop/scene"], 2, ["loop/scene", "symbolic link"]),
+    ("photo-symlink-loop", "dreamer", ["--image", "{d}/loop.png", "--out", "{o}"], 2,
+     ["loop.png", "symbolic link that leads nowhere"]),
+    ("zoom-out-symlink-loop", "zoom", ["--prompts", "a", "--out", "{d}/loop"], 2, ["--out", "symbolic link"]),
+    ("deep-zoom-empty-level-prompt", "dreamer", ["--models", "tiny", "--prompt", "a room", "--zoom-levels", "2",
+                                                 "--zoom-prompts", "a shelf", " ", "--out", "{o}"], 2,
+     ["zoom_prompts", "level 1", "empty"]),
     # --- messages: bad usage is one line too; failures that happen after the checks are exit 1
     ("bad-flag-value", "dreamer", ["--width", "wide", "--out", "{o}"], 2, ["--width", "invalid int", "--help"]),
     ("unknown-flag", "dreamer", ["--colour", "red", "--out", "{o}"], 2, ["--colour", "--help"]),
@@ -410,6 +421,12 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file_before_any_model(tmp_p
     monkeypatch.undo()
     code, lines, _ = _run("dreamer", ["--keep-checkpoints", "--restart", "--out", str(out)], capsys, caplog)
     assert code == 0 and (out / "DONE").exists()
+    # --overwrite with other dream settings starts the scene over: its checkpoints are deleted unread.
+    (out / "DONE").unlink()
+    (out / "checkpoint" / "result.pt").write_bytes(b"\x80\x04garbage")
+    code, lines, _ = _run("dreamer", ["--keep-checkpoints", "--seed", "3", "--overwrite", "--out", str(out)], capsys,
+                          caplog)
+    assert code == 0 and (out / "DONE").exists(), lines
 
 
 @pytest.mark.slow

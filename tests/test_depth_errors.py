@@ -121,6 +121,35 @@ def test_smear_blurs_depth_edges_only(world, view):
     assert float(rel.median()) < 0.005  # smooth surfaces barely change
 
 
+def test_power_compresses_the_range_about_the_median(world, view):
+    cam, r = view
+    est = _only(world, compression=0.35)
+    g = est.errors(cam).exponent
+    assert 0.65 <= g < 1.0
+    e, t = est.estimate(r.image, camera=cam).double(), r.depth.double()
+    m = t.median()
+    assert torch.allclose(e.log() - m.log(), g * (t.log() - m.log()), atol=1e-5)
+    assert len({round(est.errors(cam_at([0.0, 0.0, z], [0.0, 0.0, 3.0])).exponent, 6) for z in (0, .1, .2)}) == 3
+    assert _only(world).errors(cam).exponent == 1.0
+
+
+def test_fatten_grows_the_foreground_across_depth_edges_only(world, view):
+    cam, r = view
+    est = _only(world, fatten=0.02)  # 0.02 * 96 px: 2 px
+    e, t = est.estimate(r.image, camera=cam).double(), r.depth.double()
+    assert bool((e <= t * (1 + 1e-6)).all())  # only ever nearer: the near side takes the pixels
+    # Each pixel, pixel by pixel: the least true depth within 2 px (a disc) if it is > 10% nearer.
+    H, W = t.shape
+    tl = t.tolist()
+    expected = torch.tensor([[min(min(tl[min(max(y + dy, 0), H - 1)][min(max(x + dx, 0), W - 1)]
+                                      for dy in range(-2, 3) for dx in range(-2, 3) if dy * dy + dx * dx <= 4),
+                                  tl[y][x]) for x in range(W)] for y in range(H)], dtype=torch.float64)
+    expected = torch.where(expected < t * 0.9, expected, t)
+    assert torch.allclose(e, expected, rtol=1e-6)
+    moved = e < t * (1 - 1e-6)
+    assert 0.01 < float(moved.float().mean()) < 0.2  # beside silhouettes only
+
+
 def test_mixed_combines_waves_noise_and_smear(world, view):
     cam, r = view
     est = WorldDepthEstimator.family(world, "mixed", seed=5)
@@ -132,7 +161,8 @@ def test_mixed_combines_waves_noise_and_smear(world, view):
 
 
 def test_bad_settings_are_refused(world):
-    for kw in (dict(object_error=1.0), dict(disparity_shift=-0.1), dict(smear=0.5), dict(distortion_kind="ripples")):
+    for kw in (dict(object_error=1.0), dict(disparity_shift=-0.1), dict(smear=0.5), dict(distortion_kind="ripples"),
+               dict(compression=1.0), dict(compression=-0.1), dict(fatten=0.2)):
         with pytest.raises(ValueError):
             WorldDepthEstimator(world, **kw)
     assert math.isclose(WorldDepthEstimator.family(world, "smear").smear, 0.008)

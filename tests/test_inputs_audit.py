@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from dreamer.cameras import FOV_RANGE, Camera, check_input_camera, fov_from_focal, intrinsics_matrix
@@ -42,9 +44,30 @@ def test_a_batch_reads_yaml_nulls_whole_floats_a_bom_and_non_ascii_names(tmp_pat
     assert a.scene.views == 3 and type(a.scene.views) is int and a.dream.seed == 7
     assert a.scene.prompt == "from the command line"  # null: not set, so the option's value holds
     assert b.scene.views == 2  # null: the option's value, not None
+    batch.write_text("- {name: a, views: 1.0e+300}\n")  # not an integer anyone wrote: its 301 digits were shown
+    (_, _, reason), = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)[1]
+    assert reason.endswith("views must be an integer, got 1e+300")
 
 
-def test_a_batch_refuses_bad_scenes_alone_and_its_file_as_a_whole(tmp_path):
+def test_scene_names_take_letters_of_any_script_with_their_combining_marks(tmp_path):
+    """The README's "letters of any script": Devanagari's vowel signs and virama are combining
+    marks, as is the accent of a decomposed 'é' (macOS's spelling), which is one name with 'é'."""
+    batch = tmp_path / "scenes.jsonl"
+    names = ["नमस्ते", "cafe\u0301", "東京-1", "Ελλάδα_2"]
+    batch.write_text("".join(json.dumps({"name": n}) + "\n" for n in names))
+    jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+    assert refused == [] and [name for name, _, _ in jobs] == ["नमस्ते", "caf\u00e9", "東京-1", "Ελλάδα_2"]
+    batch.write_text("".join(json.dumps({"name": n}) + "\n" for n in ["a b", "room🙂", "a/b", "x\u200by", ""]))
+    jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+    assert jobs == [] and len(refused) == 5 and all("must be a folder name" in r for _, _, r in refused)
+    batch.write_text(json.dumps({"name": "caf\u00e9"}) + "\n" + json.dumps({"name": "cafe\u0301"}) + "\n")
+    with pytest.raises(ValueError, match="scenes 0 and 1 are both named 'café'"):
+        _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+
+
+def test_the_batch_plan_names_each_bad_scene_and_refuses_its_file_as_a_whole(tmp_path):
+    """plan_jobs checks every scene and names each bad one with its reason (the command then runs
+    none of them: tests/test_run.py); a file that is not a list of uniquely named scenes raises."""
     batch = tmp_path / "scenes.yaml"
     batch.write_text("- {name: good}\n- {name: bad, views: -1}\n- {name: ../up}\n- {name: also-good, seed: 3}\n")
     jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
@@ -59,6 +82,29 @@ def test_a_batch_refuses_bad_scenes_alone_and_its_file_as_a_whole(tmp_path):
         batch.write_text(text)
         with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
             _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+
+
+def test_a_batch_reads_yaml_merge_keys_and_refuses_a_collection_as_a_key(tmp_path):
+    """Shared settings by an anchor and a merge (``<<: *defaults``): the scene's own keys override
+    the merged ones (no key "given twice"). A list as a key is a bad YAML input named as such."""
+    from dreamer.run import load_batch
+
+    batch = tmp_path / "scenes.yaml"
+    text = ("- &defaults {name: a, views: 3, seed: 5}\n- {<<: *defaults, name: b, seed: 6}\n"
+            "- {<<: [*defaults], name: c}\n")
+    batch.write_text(text)
+    scenes = load_batch(batch)
+    assert scenes == yaml.safe_load(text)  # what YAML means, merges included
+    assert scenes[1:] == [{"name": "b", "views": 3, "seed": 6}, {"name": "c", "views": 3, "seed": 5}]
+    batch.write_text("- {[a, b]: 1}\n")
+    with pytest.raises(ValueError, match=f"{batch}: not valid YAML: .*unhashable key"):
+        load_batch(batch)
+    batch.write_text("- {<<: {views: 3}, name: a, seed: 1, seed: 2}\n")
+    with pytest.raises(ValueError, match="'seed' is given twice"):
+        load_batch(batch)
+    # Anchors kept under a top-level key starting with 'x-' (as in Docker Compose files).
+    batch.write_text("x-defaults: &d {views: 3, seed: 5}\nscenes:\n- {<<: *d, name: a}\n- {<<: *d, name: b, seed: 6}\n")
+    assert load_batch(batch) == [{"name": "a", "views": 3, "seed": 5}, {"name": "b", "views": 3, "seed": 6}]
 
 
 def test_a_config_without_a_splat_section_takes_no_splats(tmp_path):
@@ -78,14 +124,17 @@ def test_json_inputs_refuse_keys_given_twice_and_skip_a_bom():
 
 # --------------------------------------------------------------------------- cameras
 def test_the_field_of_view_of_an_input_camera_against_the_formula():
-    for focal, width in [(50.0, 64), (582.69, 512), (1e4, 512)]:
+    refused = 0
+    for focal, width in [(50.0, 64), (582.69, 512), (1e4, 512), (2.0, 64), (1e6, 512)]:
         cam = Camera.from_focal(focal, width, width)
         fov = fov_from_focal(focal, width)
         if FOV_RANGE[0] <= fov <= FOV_RANGE[1]:
             check_input_camera(cam)
         else:
+            refused += 1
             with pytest.raises(ValueError, match="field of view"):
                 check_input_camera(cam)
+    assert refused == 2  # 172.8 and 0.029 degrees
     # An off-centre principal point: the angles to both edges add up.
     K = intrinsics_matrix(10.0, 10.0, 0.5, 32.0)
     fov = math.degrees(math.atan(0.5 / 10) + math.atan(63.5 / 10))
@@ -97,6 +146,32 @@ def test_the_field_of_view_of_an_input_camera_against_the_formula():
     far[2, 3] = 2e5
     with pytest.raises(ValueError, match="from the origin"):
         check_input_camera(Camera(intrinsics_matrix(50.0, 50.0, 32.0, 32.0), far, 64, 64))
+
+
+def test_a_skewed_camera_is_refused_as_the_dream_would_drop_its_skew():
+    """The dream projects with fx, fy, cx, cy alone: a K with skew would be dreamed without it."""
+    from dreamer.cameras import camera_points_to_pixels
+
+    skewed = Camera(torch.tensor([[50.0, 20.0, 32.0], [0.0, 50.0, 32.0], [0.0, 0.0, 1.0]]), torch.eye(4), 64, 64)
+    point = torch.tensor([[0.0, 0.5, 1.0]])
+    uv, _ = camera_points_to_pixels(point, skewed)
+    assert not torch.allclose(uv[0], (skewed.K @ point[0])[:2])  # the skew is not in the projection
+    with pytest.raises(ValueError, match=r"K has off-diagonal terms \(K\[0\]\[1\] = 20"):
+        check_input_camera(skewed, "camera 0")
+    lower = Camera(torch.tensor([[50.0, 0.0, 32.0], [3.0, 50.0, 32.0], [0.0, 0.0, 1.0]]), torch.eye(4), 64, 64)
+    with pytest.raises(ValueError, match="no skew"):
+        check_input_camera(lower)
+
+
+def test_a_trajectory_files_fov_has_the_range_of_every_input_camera(tmp_path):
+    from dreamer.trajectories import load_trajectory
+
+    for fov in (FOV_RANGE[0], 90.0, FOV_RANGE[1]):
+        cam = load_trajectory({"width": 64, "height": 64, "fov": fov, "cameras": [{"c2w": np.eye(4).tolist()}]})
+        check_input_camera(cam.cameras[0])
+    for fov in (0.05, 175.0, 180.0, 200.0):
+        with pytest.raises(ValueError, match=f"horizontal field of view of 0.1 to 170 degrees, got {fov}"):
+            load_trajectory({"width": 64, "height": 64, "fov": fov, "cameras": [{"c2w": np.eye(4).tolist()}]})
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
@@ -124,6 +199,27 @@ def test_a_viewer_camera_is_checked_like_a_file_camera():
         camera_from_json("[" * 9000)
 
 
+def test_model_settings_by_short_name_or_tiny_are_checked_as_the_loaders_read_them(tmp_path, monkeypatch):
+    """Offline, a depth model's short name (``zoedepth``) is looked up in the cache by its hub id,
+    and the tiny random models' names need no cache; a short name of nothing cached is refused."""
+    from dreamer.pipeline.preflight import ModelSourceMissing
+
+    cache = tmp_path / "hub"
+    (cache / "models--Intel--zoedepth-nyu-kitti").mkdir(parents=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    local = tmp_path / "sd"
+    local.mkdir()
+    models = ["--models", "default", "--prompt", "a room", "--inpaint-model", local, "--text2img-model", local]
+    for depth in ("zoedepth", "Intel/zoedepth-nyu-kitti", "tiny", "tiny-depth-anything"):
+        jobs, _ = _plan(*models, "--depth-model", depth, "--out", tmp_path / "s", *SMALL[2:])
+        assert jobs[0][2].models.depth_model == depth
+    _plan("--models", "default", "--prompt", "a room", "--inpaint-model", "tiny", "--text2img-model", "tiny",
+          "--depth-model", "tiny", "--out", tmp_path / "s", *SMALL[2:])
+    with pytest.raises(ModelSourceMissing, match="depth-anything/Depth-Anything-V2-Metric-Indoor-Small-hf"):
+        _plan(*models, "--depth-model", "depth-anything-v2-indoor-small", "--out", tmp_path / "s", *SMALL[2:])
+
+
 def test_devices_that_are_not_here_are_refused():
     from dreamer.backends.loading import resolve_device
 
@@ -134,6 +230,20 @@ def test_devices_that_are_not_here_are_refused():
         resolve_device("cuda:99")
     with pytest.raises(ValueError, match="unknown device 'meta'"):
         resolve_device("meta")
+
+
+def test_ray_resources_per_scene_are_finite():
+    """--cpus-per-scene nan passed the >0 check (NaN compares False) and raised a traceback where the
+    pool is sized; inf GPUs were only refused by the cluster check, as not fitting."""
+    from dreamer.batch.ray_executor import RayOptions
+
+    assert RayOptions(cpus_per_scene=0.5, gpus_per_scene=0.25).cpus_per_scene == 0.5
+    for kwargs, fragment in [({"cpus_per_scene": float("nan")}, "--cpus-per-scene must be a finite number > 0"),
+                             ({"cpus_per_scene": 0.0}, "--cpus-per-scene"),
+                             ({"gpus_per_scene": float("inf")}, "--gpus-per-scene must be a finite number >= 0"),
+                             ({"gpus_per_scene": float("nan")}, "--gpus-per-scene")]:
+        with pytest.raises(ValueError, match=fragment):
+            RayOptions(**kwargs)
 
 
 # --------------------------------------------------------------------------- output folders
@@ -156,6 +266,13 @@ def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path):
     with pytest.raises(NotASceneFolder, match="--overwrite"):
         check_scene_folder(other)
     check_scene_folder(other, take_over=True)
+    odd = tmp_path / "odd"
+    (odd / "config.json").mkdir(parents=True)  # a folder of that name: --overwrite does not take it over,
+    (odd / "views").mkdir()  # so the message must not offer it
+    for take_over in (False, True):
+        with pytest.raises(NotASceneFolder, match="not a scene folder") as refused:
+            check_scene_folder(odd, take_over=take_over)
+        assert "--overwrite" not in str(refused.value)
     beside = tmp_path / "beside"
     beside.mkdir()
     Image.new("RGB", (8, 8)).save(beside / "photo.png")
@@ -194,6 +311,28 @@ def test_a_depth_npy_of_one_pixel_row_or_column_is_read(tmp_path):
             load_depth(tmp_path / "d.npy", 8, 8)
 
 
+def test_depth_values_outside_the_range_the_geometry_holds_are_refused(tmp_path):
+    """1e30 m or 1e-30 m ran to a "done" scene with an infinite or NaN error; a float64 1e300 was
+    called non-finite (after a RuntimeWarning of its cast). The range's ends are accepted."""
+    from dreamer.pipeline.inputs import DEPTH_RANGE, load_depth
+
+    lo, hi = DEPTH_RANGE
+    for value, dtype in ((lo, np.float64), (hi, np.float32), (2.5, np.float16), (3, np.uint8)):
+        np.save(tmp_path / "d.npy", np.full((8, 8), value, dtype))
+        assert torch.allclose(load_depth(tmp_path / "d.npy", 8, 8), torch.full((8, 8), float(value)))
+    for value, dtype in ((1e30, np.float32), (1e-30, np.float32), (2**63, np.uint64), (hi * 1.01, np.float64)):
+        depth = np.full((8, 8), 2.0)
+        depth[3, 4] = value
+        np.save(tmp_path / "d.npy", depth.astype(dtype))
+        with pytest.raises(ValueError, match="1 depth values outside 1e-06 to 100000 m"):
+            load_depth(tmp_path / "d.npy", 8, 8)
+    np.save(tmp_path / "d.npy", np.full((8, 8), 1e300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="up to 1e\\+300 lie beyond float32's range"):
+            load_depth(tmp_path / "d.npy", 8, 8)
+
+
 def test_a_pipe_or_a_device_is_refused_without_reading_it(tmp_path):
     import os
     import threading
@@ -227,3 +366,24 @@ def test_an_animated_gif_gives_its_first_frame_and_a_truncated_file_is_refused(t
     Image.fromarray(nan).save(tmp_path / "nan.tif")
     with pytest.raises(ValueError, match="nan.tif: floating-point image holds non-finite values"):
         load_image(tmp_path / "nan.tif", 8, 8)
+
+
+# --------------------------------------------------------------------------- checkpoints
+def test_a_checkpoint_lacking_an_entry_its_loader_reads_is_refused(tmp_path):
+    """The layout check holds every entry load_checkpoint / load_finished read: a view file without
+    its prompt or stats passed the check and failed the resume (exit 1, after the models loaded)."""
+    from dreamer.pipeline.checkpoint import CheckpointError, check_checkpoints
+
+    view = {"camera": {}, "image": torch.zeros(1), "depth": torch.zeros(1), "mask": torch.zeros(1),
+            "prompt": "", "stats": {}}
+    torch.save({"views": 1, "xyz": torch.zeros(1), "rgb": torch.zeros(1), "radius": torch.zeros(1)},
+               tmp_path / "points.pt")
+    torch.save(view, tmp_path / "view_000.pt")
+    check_checkpoints(tmp_path)
+    for key in ("prompt", "stats"):
+        torch.save({k: v for k, v in view.items() if k != key}, tmp_path / "view_000.pt")
+        with pytest.raises(CheckpointError, match=f"view_000.pt holds a checkpoint of another layout \\(no {key}\\)"):
+            check_checkpoints(tmp_path)
+    torch.save({"views": [view, {**view, "stats": None}, 3], "points": {"xyz": 1, "rgb": 1}}, tmp_path / "result.pt")
+    with pytest.raises(CheckpointError, match=r"result.pt .* \(no points.radius, views\[2\] \(a mapping\)\)"):
+        check_checkpoints(tmp_path)  # the finished dream, not the loop's files, is what a resume reads

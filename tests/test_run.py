@@ -463,8 +463,13 @@ def test_a_damaged_checkpoint_names_the_file_and_restart_starts_over(tmp_path, c
     assert run_cli(*args) == 2
     reason = capsys.readouterr().err
     assert "result.pt holds a checkpoint of another layout (no points, views)" in reason and "--restart" in reason
-    torch.save({"views": [{"camera": 1}], "points": {}}, out / "checkpoint" / "result.pt")  # the layout's keys
-    assert run_cli(*args) == 1  # what is inside them is found when it is loaded
+    torch.save({"views": [{"camera": 1}], "points": {}}, out / "checkpoint" / "result.pt")  # nested entries missing
+    assert run_cli(*args) == 2
+    reason = capsys.readouterr().err
+    assert "(no points.radius, points.rgb, points.xyz, views[0].depth and 4 more)" in reason
+    view = {"camera": 1, "image": None, "depth": None, "mask": None, "prompt": "", "stats": {}}
+    torch.save({"views": [view], "points": {"xyz": 1, "rgb": 1, "radius": 1}}, out / "checkpoint" / "result.pt")
+    assert run_cli(*args) == 1  # the layout's entries, each of another kind: found when it is loaded
     reason = capsys.readouterr().out
     assert "result.pt holds a result of another layout" in reason and "--restart" in reason
     assert run_cli(*args, "--restart") == 0

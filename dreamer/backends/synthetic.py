@@ -45,6 +45,8 @@ ERROR_FAMILIES: dict[str, dict] = {
     "objects": dict(object_error=0.10),
     "disparity": dict(disparity_shift=0.25),
     "smear": dict(smear=0.008),
+    "power": dict(compression=0.35),
+    "fatten": dict(fatten=0.01),
     "mixed": dict(distortion=0.15, distortion_kind="waves", noise=0.02, smear=0.008),
 }
 _FAMILY_BASE = dict(scale_range=(0.4, 2.5), distortion=0.0, distortion_kind="none", noise=0.01)
@@ -103,6 +105,7 @@ class DepthErrors:
     object_offsets: np.ndarray
     disparity_shift: float
     noise_seed: int
+    exponent: float = 1.0
 
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
@@ -120,12 +123,28 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return y[0, 0]
 
 
+def _fattened(x: Tensor, radius: int, step: float = 0.1) -> Tensor:
+    """``x`` [H,W] (z-depth) with each pixel that has a pixel more than ``step`` (relative)
+    nearer within ``radius`` pixels (a disc; borders replicated) set to the nearest such depth:
+    near surfaces grow by ``radius`` pixels across depth edges; smooth surfaces (a slanted floor)
+    keep their depth."""
+    offsets = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
+               if dy * dy + dx * dx <= radius * radius]
+    H, W = x.shape
+    padded = F.pad(x[None, None], (radius, radius, radius, radius), mode="replicate")[0, 0]
+    out = x.clone()
+    for dy, dx in offsets:
+        torch.minimum(out, padded[radius + dy:radius + dy + H, radius + dx:radius + dx + W], out=out)
+    return torch.where(out < x * (1 - step), out, x)
+
+
 class WorldDepthEstimator:
     """The world's z-depth with the errors of a monocular model, reproducible per camera.
 
     For the true z-depth ``t`` of a camera the estimate is::
 
-        t' = blur(t)                                   # smeared depth edges ("smear")
+        t' = blur(fat(t))                              # fattened foreground ("fatten"), smeared edges ("smear")
+        t' = m (t' / m)^g                              # a compressed range ("power"), m = median(t')
         e  = scale * t' / (1 + k t')                   # affine error in disparity ("disparity")
              * (1 + o[object id])                      # a constant error per surface ("objects")
              * (1 + d(u, v))                           # smooth distortion ("bend" / "waves")
@@ -147,6 +166,13 @@ class WorldDepthEstimator:
       single scale fits near and far.
     * ``blur`` is a Gaussian of ``smear`` times the image's larger side (standard deviation,
       pixels): depth edges become ramps mixing the two surfaces, as a network's output does.
+    * ``fat`` grows near surfaces across depth edges (a step of more than 10%) by ``fatten`` times
+      the image's larger side, rounded, at least one pixel (0: off): a pixel within that distance
+      of a nearer surface takes its depth, a sharp step in the wrong place ("foreground
+      fattening", common in learned depth and stereo).
+    * ``g`` is drawn uniformly from [1 - ``compression``, 1]: the depth range squeezed about its
+      median, as a relative-depth model's output looks after a scale fit (near too far, far too
+      near); no affine map in depth or disparity undoes it.
     * ``n`` is unit Gaussian noise, clamped so the factor stays >= 0.5.
 
     All random draws come from a generator seeded with (seed, camera), never a hidden counter,
@@ -161,7 +187,8 @@ class WorldDepthEstimator:
 
     def __init__(self, world: ProceduralWorld, *, scale_range: tuple[float, float] = (0.5, 2.0),
                  distortion: float = 0.10, noise: float = 0.01, seed: int = 0, distortion_kind: str = "bend",
-                 object_error: float = 0.0, disparity_shift: float = 0.0, smear: float = 0.0, edge_blur: int = 0):
+                 object_error: float = 0.0, disparity_shift: float = 0.0, smear: float = 0.0, edge_blur: int = 0,
+                 compression: float = 0.0, fatten: float = 0.0):
         self.edge_blur = check_int(edge_blur, "edge_blur", min=0)
         if distortion_kind not in DISTORTION_KINDS:
             raise ValueError(f"distortion_kind must be one of {DISTORTION_KINDS}, got {distortion_kind!r}")
@@ -179,6 +206,11 @@ class WorldDepthEstimator:
             raise ValueError(f"disparity_shift must be in [0, 1], got {disparity_shift}")
         if not 0 <= smear <= 0.1:
             raise ValueError(f"smear must be in [0, 0.1] (a fraction of the image size), got {smear}")
+        if not 0 <= compression < 1:
+            raise ValueError(f"compression must be in [0, 1), got {compression}")
+        if not 0 <= fatten <= 0.1:
+            raise ValueError(f"fatten must be in [0, 0.1] (a fraction of the image size), got {fatten}")
+        self.compression, self.fatten = compression, fatten
         self.world, self.scale_range, self.distortion, self.noise, self.seed = world, (lo, hi), distortion, noise, seed
         self.object_error, self.disparity_shift, self.smear = object_error, disparity_shift, smear
 
@@ -195,7 +227,8 @@ class WorldDepthEstimator:
         those. "bend": +-10% quadratic distortion. "waves": +-10% plane waves of 0.3-1.5 cycles
         per image. "objects": +-10% per surface. "disparity": affine in disparity (k up to
         0.25 / median depth). "smear": depth edges blurred over 0.8% of the image size.
-        "mixed": +-15% waves, 2% noise and smeared edges.
+        "power": the range compressed by an exponent of 0.65-1. "fatten": foreground grown by 1%
+        of the image size (at least a pixel). "mixed": +-15% waves, 2% noise and smeared edges.
         """
         if name not in ERROR_FAMILIES:
             raise ValueError(f"error family must be one of {tuple(ERROR_FAMILIES)}, got {name!r}")
@@ -237,6 +270,7 @@ class WorldDepthEstimator:
         more = np.random.default_rng(rng.integers(0, 2**62))
         offsets = more.uniform(-self.object_error, self.object_error, size=len(self.world.object_names))
         u = more.uniform(-1.0, 1.0)
+        exponent = float(more.uniform(1.0 - self.compression, 1.0))
         k = 0.0
         if self.disparity_shift > 0:
             t = truth if truth is not None else self._smeared_truth(camera)
@@ -245,11 +279,18 @@ class WorldDepthEstimator:
                 u = max(u, -0.5 * t_ref / (self.disparity_shift * t_max))
             k = self.disparity_shift * u / t_ref
         return DepthErrors(scale, torch.from_numpy(d.astype(np.float32)),
-                           offsets if self.object_error > 0 else np.zeros_like(offsets), k, noise_seed)
+                           offsets if self.object_error > 0 else np.zeros_like(offsets), k, noise_seed,
+                           exponent if self.compression > 0 else 1.0)
 
     def _smeared_truth(self, camera: Camera) -> Tensor:
-        truth = self.world.depth(camera)
-        return _gaussian_blur(truth, self.smear * max(camera.height, camera.width))
+        return self._edges(self.world.depth(camera), camera)
+
+    def _edges(self, truth: Tensor, camera: Camera) -> Tensor:
+        """The true depth with the estimator's edge errors: fattened foreground, then smear."""
+        side = max(camera.height, camera.width)
+        if self.fatten > 0:
+            truth = _fattened(truth, max(1, round(self.fatten * side)))
+        return _gaussian_blur(truth, self.smear * side)
 
     def estimate(self, image: Tensor, *, camera: Camera) -> Tensor:
         _check_rgb(image, camera)
@@ -263,8 +304,11 @@ class WorldDepthEstimator:
             b = self.edge_blur
             disp = F.pad((1.0 / truth)[None, None], (b, b, b, b), mode="replicate")
             truth = 1.0 / F.avg_pool2d(disp, 2 * b + 1, stride=1)[0, 0]
-        t = _gaussian_blur(truth, self.smear * max(camera.height, camera.width))
+        t = self._edges(truth, camera)
         err = self.errors(camera, t)
+        if err.exponent != 1.0:
+            m = t.median()
+            t = m * (t / m) ** err.exponent
         factor = err.scale * (1.0 + err.field.to(t))
         if err.disparity_shift != 0.0:
             factor = factor / (1.0 + err.disparity_shift * t)

@@ -28,6 +28,7 @@ from dreamer.batch.executors import BatchInterrupted, ExecutorUnavailable
 from dreamer.batch.jobs import SceneJob
 from dreamer.batch.progress_board import ProgressBoard
 from dreamer.batch.ray_worker import SceneWorker, WorkerReport
+from dreamer.checks import check_number
 from dreamer.pipeline import SceneOutcome
 
 __all__ = ["RayOptions", "RayExecutor"]
@@ -54,10 +55,9 @@ class RayOptions:
     """Times a scene is started again after its worker died."""
 
     def __post_init__(self):
-        if self.cpus_per_scene <= 0:
-            raise ValueError(f"--cpus-per-scene must be > 0, got {self.cpus_per_scene}")
-        if self.gpus_per_scene is not None and self.gpus_per_scene < 0:
-            raise ValueError(f"--gpus-per-scene must be >= 0, got {self.gpus_per_scene}")
+        check_number(self.cpus_per_scene, "--cpus-per-scene", min=0, open_min=True)  # NaN: a traceback in Ray's sizing
+        if self.gpus_per_scene is not None:
+            check_number(self.gpus_per_scene, "--gpus-per-scene", min=0)
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
         if self.retries < 0:

@@ -121,9 +121,35 @@ def drop_loop_files(folder: str | Path) -> int:
     return freed
 
 
-# The entries each checkpoint file holds (what save_finished and save_checkpoint write).
-_LAYOUT = {FINISHED_FILE: {"views", "points"}, "points.pt": {"views", "xyz", "rgb", "radius"},
-           "view": {"camera", "image", "depth", "mask"}}
+# The entries each checkpoint file holds (what save_finished and save_checkpoint write, and the
+# loaders read: a view's "estimate" and "known" may be missing, as in older files).
+_VIEW = {"camera", "image", "depth", "mask", "prompt", "stats"}
+_CLOUD = {"xyz", "rgb", "radius"}
+
+
+def _missing(state, keys: set[str], what: str = "") -> list[str]:
+    """The ``keys`` that mapping ``state`` lacks, named ``what`` + key."""
+    if not isinstance(state, dict):
+        return [f"{what.rstrip('.') or 'entries'} (a mapping)"]
+    return [f"{what}{key}" for key in sorted(keys - set(state))]
+
+
+def _layout_missing(path: Path, state: dict) -> list[str]:
+    """The entries of its layout that ``state``, read from ``path``, lacks."""
+    if path.name.startswith("view_"):
+        return _missing(state, _VIEW)
+    if path.name == "points.pt":
+        return _missing(state, {"views"} | _CLOUD)
+    missing = _missing(state, {"views", "points"})
+    if "points" in state:
+        missing += _missing(state["points"], _CLOUD, "points.")
+    if "views" in state:
+        views = state["views"]
+        if not isinstance(views, list):
+            return missing + ["views (a list)"]
+        for i, view in enumerate(views):
+            missing += _missing(view, _VIEW, f"views[{i}].")
+    return missing
 
 
 def check_checkpoints(folder: str | Path) -> None:
@@ -137,16 +163,16 @@ def check_checkpoints(folder: str | Path) -> None:
     files = [finished] if finished.exists() else [folder / "points.pt",
                                                    *sorted(folder.glob("view_[0-9][0-9][0-9]*.pt"))]
     for path in files:
-        if path.exists() and not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        if not path.exists():
+            continue
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
             raise CheckpointError(f"{path} cannot be loaded safely (not a checkpoint this program wrote: damaged, "
                                   f"or another program's file); rerun with --restart to start this scene over")
-        if path.exists():
-            state = _load(path, mmap=True)
-            keys = _LAYOUT["view" if path.name.startswith("view_") else path.name]
-            missing = sorted(keys - set(state))
-            if missing:
-                raise CheckpointError(f"{path} holds a checkpoint of another layout (no {', '.join(missing)}); "
-                                      f"rerun with --restart to start this scene over")
+        missing = _layout_missing(path, _load(path, mmap=True))
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            raise CheckpointError(f"{path} holds a checkpoint of another layout (no {shown}); rerun with --restart "
+                                  f"to start this scene over")
 
 
 def load_checkpoint(folder: str | Path, *, with_extra: bool = False):

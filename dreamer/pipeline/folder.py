@@ -67,7 +67,7 @@ def check_scene_folder(out: Path, *, take_over: bool = False) -> None:
     shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
     if cfg.is_file() and take_over:
         return
-    if cfg.exists():
+    if cfg.is_file():  # (a folder named config.json is no scene's, and --overwrite does not take it over)
         hint = ("its config.json is not a scene's settings (damaged, or another tool's); --overwrite or --restart "
                 "starts a scene there, deleting those entries, or choose another --out")
     else:

@@ -45,6 +45,14 @@ __all__ = ["ImageFit", "LoadedImage", "compute_fit", "load_image", "load_depth",
 
 Fit = Literal["crop", "pad"]
 
+#: The depths (metres) a depth map may hold. Beyond them the scene's float32 geometry breaks
+#: down: a map of 1e30 m gave an infinite point-to-surface error and one of 1e-30 m a NaN seam,
+#: both "done". The far end is the farthest a camera may be (dreamer.cameras.MAX_CAMERA_DISTANCE).
+DEPTH_RANGE = (1e-6, 1e5)
+
+#: How a path that is a symbolic link to nothing is named in messages ("not found" would mislead).
+BROKEN_LINK = "is a symbolic link that leads nowhere (a loop, or its target is missing)"
+
 #: Grey used for transparent pixels and for the padding of ``fit="pad"`` (before outpainting).
 PAD_VALUE = 0.5
 
@@ -148,7 +156,8 @@ def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "im
     from PIL import Image, UnidentifiedImageError
 
     if not path.exists():
-        raise FileNotFoundError(f"{what} file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}" if not path.is_symlink() else
+                                f"{what} file {path} {BROKEN_LINK}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not an image file")
     if not path.is_file():  # a pipe would block the read forever, a device never end
@@ -405,14 +414,21 @@ def _read_npy(path: Path, max_pixels: int | None) -> np.ndarray:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as e:
         raise ValueError(f"{path} is not a readable .npy array: {e}") from e
-    return np.asarray(arr).reshape(hw).astype(np.float32)
+    arr = np.asarray(arr).reshape(hw)
+    with np.errstate(over="ignore", invalid="ignore"):
+        depth = arr.astype(np.float32)
+    if arr.dtype.kind == "f" and np.isfinite(arr).all() and not np.isfinite(depth).all():
+        raise ValueError(f"{path}: depth values up to {float(np.abs(arr).max()):g} lie beyond float32's range; "
+                         f"depth is z-depth in metres, {DEPTH_RANGE[0]:g} to {DEPTH_RANGE[1]:g} m")
+    return depth
 
 
 def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> tuple[np.ndarray, bool]:
     """-> (depth [h,w] float32 in metres, zeros_mean_unknown)."""
     suffix = path.suffix.lower()
     if not path.exists():
-        raise FileNotFoundError(f"depth file not found: {path}")
+        raise FileNotFoundError(f"depth file not found: {path}" if not path.is_symlink() else
+                                f"depth file {path} {BROKEN_LINK}")
     if path.is_dir():
         raise ValueError(f"{path} is a folder, not a depth file")
     if not path.is_file():
@@ -467,6 +483,12 @@ def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit 
                          f"in metres > 0")
     if not known.any():
         raise ValueError(f"{path}: every depth value is 0 (unknown)")
+    lo, hi = DEPTH_RANGE
+    outside = known & ((raw < lo) | (raw > hi))
+    if outside.any():
+        values = raw[outside]
+        raise ValueError(f"{path}: {int(outside.sum())} depth values outside {lo:g} to {hi:g} m (from "
+                         f"{float(values.min()):g} to {float(values.max()):g}); depth is z-depth in metres")
     if zeros_unknown and not known.all():
         logger.info("%s: %.1f%% of the depth is 0 (unknown); filled from the nearest known pixel", path,
                     100.0 * (1 - known.mean()))
@@ -513,10 +535,11 @@ def load_depth(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
     photo (the same aspect ratio) and gets the same crop / pad. Without ``like`` the depth map is
     fitted as an image of its own size would be. Resampling is nearest-neighbour.
 
-    Validation: NaN / inf anywhere, or values <= 0 in ``.npy`` / float / EXR files, raise
-    ``ValueError``. Zeros in 16-bit PNGs mean "unknown" (the usual sensor convention): they, and
-    the padding of ``fit="pad"``, are filled with the depth of the nearest known pixel so that the
-    result is > 0 everywhere; :func:`load_depth_with_mask` also returns which pixels were known.
+    Validation: NaN / inf anywhere, values <= 0 in ``.npy`` / float / EXR files, or known values
+    outside :data:`DEPTH_RANGE`, raise ``ValueError``. Zeros in 16-bit PNGs mean "unknown" (the
+    usual sensor convention): they, and the padding of ``fit="pad"``, are filled with the depth of
+    the nearest known pixel so that the result is > 0 everywhere; :func:`load_depth_with_mask`
+    also returns which pixels were known.
     Complex or non-numeric arrays, and maps of more than ``max_pixels`` pixels (read from the
     header first: a ``.npy`` claiming 80 GB is refused before anything is read), raise ``ValueError``.
     """

@@ -4,9 +4,11 @@
 :class:`~dreamer.pipeline.limits.Limits`: the settings' types and ranges, seeds, the photo and its
 depth map (decoded, at the working size), the trajectory (built with a stand-in depth: presets
 and files give their cameras without the scene), the prompts per camera, the render trajectory
-and ``--render-frames``, the zoom view and centre, the model set's device and sampler, and
-whether the output folder can be written (nothing is created). A bad input raises ``ValueError`` / ``TypeError`` /
-``OSError`` whose one-line message names it and says what to do; nothing heavy has run yet.
+and ``--render-frames``, the zoom view and centre, the model set's device, sampler and model
+folders (offline: cached hub ids), and whether the output folder can be written (nothing is
+created). A bad input raises ``ValueError`` (:class:`ModelSourceMissing` for a model that is not
+here) or ``TypeError`` whose one-line message names it and says what to do; nothing heavy has run
+yet.
 
 :func:`check_output_folder` and :func:`read_text_input` are the pieces the command lines share.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from dreamer.checks import check_int, check_number
 from dreamer.configs import check_settings
+from dreamer.pipeline.inputs import BROKEN_LINK
 from dreamer.pipeline.limits import MAX_SEED, MAX_STEPS, Limits
 from dreamer.pipeline.settings import CONFIG_SECTIONS, SceneConfigs
 
@@ -39,7 +42,7 @@ def read_text_input(path: str | Path, what: str, limits: Limits = Limits()) -> s
     folder, larger than ``limits.input_bytes`` or not UTF-8."""
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"{what} {path} does not exist")
+        raise ValueError(f"{what} {path} {BROKEN_LINK if path.is_symlink() else 'does not exist'}")
     if not path.is_file():
         raise ValueError(f"{what} {path} is not a file")
     size = path.stat().st_size
@@ -61,6 +64,8 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
     place = out
     try:
         while not place.exists() and place != place.parent:
+            if place.is_symlink():  # mkdir would fail there (File exists, or too many levels of links)
+                raise ValueError(f"{what} {out}: {place} {BROKEN_LINK}; choose another folder")
             place = place.parent
     except OSError as e:  # a name longer than the file system takes, ...
         raise ValueError(f"{what} {out}: {e.strerror or e}; choose a shorter path") from None
@@ -134,12 +139,19 @@ def _check_models(configs: SceneConfigs) -> None:
     if configs.splats is not None and getattr(configs.splats, "device", "auto") != "auto":
         resolve_device(configs.splats.device)
     if mc.models == "default":
+        from dreamer.backends.depth import DEPTH_MODELS
+
         needed = {"inpaint_model": mc.inpaint_model, "text2img_model": mc.text2img_model,
-                  "depth_model": mc.depth_model}
+                  "depth_model": DEPTH_MODELS.get(mc.depth_model, mc.depth_model)}  # a short name: its hub id
         if configs.refine.refine:
             needed["refine_model"] = configs.refine.refine_model
         for name, model in needed.items():
             check_model_source(model, name)
+
+
+# The model names the loaders build as tiny random models (dreamer.backends.diffusion's and
+# dreamer.backends.depth's ``from_pretrained``), with any model set.
+_TINY_MODELS = ("tiny", "tiny-zoedepth", "tiny-depth-anything")
 
 
 class ModelSourceMissing(ValueError):
@@ -157,6 +169,8 @@ def check_model_source(model: str, name: str) -> None:
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"{flag} is empty; give a Hugging Face model id ('org/name') or a local folder")
     model = model.strip()
+    if model in _TINY_MODELS:  # random tiny models, built on the fly: nothing to find
+        return
     if is_local_model(model):
         path = Path(model).expanduser()
         if not path.is_dir():
@@ -185,10 +199,6 @@ def _check_inputs(configs: SceneConfigs, limits: Limits, first) -> None:
             raise ValueError(f"--prompt {given}: give a --prompt (text to scene) or an --image (photo to scene)")
 
 
-def _is_file_name(name: str) -> bool:
-    return name.endswith(".json") or Path(name).is_file()
-
-
 def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | None, limits: Limits, *,
              dreamed: bool = False, synthetic: bool = False) -> list:
     """The cameras of a preset or trajectory file, as the run will build them (presets with a
@@ -198,9 +208,9 @@ def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | 
     models' latent grid) and, for a dream trajectory, a first camera of the working size (it is
     the camera of the first view); ``synthetic``: inside the procedural world's room."""
     from dreamer.cameras import check_input_camera
-    from dreamer.trajectories import load_trajectory, make_trajectory
+    from dreamer.trajectories import is_trajectory_file, load_trajectory, make_trajectory
 
-    if _is_file_name(name):
+    if is_trajectory_file(name):
         read_text_input(name, f"{what} file", limits)
         cams = load_trajectory(name, first, max_cameras=max_cameras).cameras
         for i, cam in enumerate(cams):
@@ -245,8 +255,10 @@ def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | 
 def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Limits = Limits(), *,
                 where: str = "") -> int:
     """Check everything scene ``configs`` needs (see the module docstring); returns its number of
-    cameras. ``out``: its folder, checked for writing (created) when given. ``where`` prefixes
+    cameras. ``out``: its folder, checked for writing when given (nothing is created). ``where`` prefixes
     messages (e.g. a batch entry)."""
+    from dreamer.trajectories import is_trajectory_file
+
     try:
         _check_types(configs)
         _check_numbers(configs, limits)
@@ -257,7 +269,7 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
         synthetic = configs.models.models == "synthetic"
         cams = _cameras(sc.trajectory, first, sc.views, "trajectory", limits.views, limits, dreamed=True,
                         synthetic=synthetic)
-        if sc.views is not None and _is_file_name(sc.trajectory) and sc.views != len(cams):
+        if sc.views is not None and is_trajectory_file(sc.trajectory) and sc.views != len(cams):
             raise ValueError(f"--views {sc.views} conflicts with the trajectory file {sc.trajectory}, which has "
                              f"{len(cams)} cameras (--views sets the count of a preset's cameras): drop --views "
                              f"(or give --views none)")
@@ -280,6 +292,9 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
                 raise ValueError(f"zoom_view {k} is out of range: the trajectory has {len(cams)} views "
                                  f"(0..{len(cams) - 1}, or negative from the last)")
             view = cams[k]
+            blank = [i for i, text in enumerate(zc.zoom_prompts or ()) if not text.strip()]
+            if blank and configs.models.models != "synthetic":  # as zoom.run refuses it
+                raise ValueError(f"zoom_prompts: the prompt of level {blank[0]} is empty: give each level a prompt")
             if configs.models.models != "synthetic":  # the zoom sampler pastes centred 1/p blocks of latents
                 from zoom.stack import max_paste_depth
 

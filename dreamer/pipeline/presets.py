@@ -30,7 +30,6 @@ the same values by hand) continues or skips the scene, and one that resolves the
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 __all__ = ["PRESETS", "PRESET_CHOICES", "REAL_MODELS_QUICK", "auto_preset", "preset_values", "HELP"]
@@ -78,6 +77,9 @@ def preset_values(name: str, *, models: str, device: str = "auto", trajectory: s
     if resolved == "quick" and models == "default":
         values.update(REAL_MODELS_QUICK)
     values = {k: v for k, v in values.items() if k not in explicit}
-    if "views" in values and (trajectory.endswith(".json") or Path(trajectory).is_file()):
-        del values["views"]
+    if "views" in values:
+        from dreamer.trajectories import is_trajectory_file
+
+        if is_trajectory_file(trajectory):
+            del values["views"]
     return resolved, values

@@ -44,7 +44,8 @@ from dreamer.pipeline.preflight import check_scene
 from dreamer.pipeline.settings import SceneConfig, SceneConfigs
 from dreamer.scene.loop import ProgressFn, dream
 from dreamer.scene.result import DreamResult
-from dreamer.trajectories import Trajectory, center_depth_from, load_trajectory, make_trajectory
+from dreamer.trajectories import (Trajectory, center_depth_from, is_trajectory_file, load_trajectory,
+                                  make_trajectory)
 
 __all__ = ["SceneOutcome", "run_scene"]
 
@@ -138,7 +139,7 @@ def _first_view(configs: SceneConfigs, backends: Backends, camera: Camera,
 
 
 def _trajectory(sc: SceneConfig, first: Camera, center_depth: float, name: str, n: int | None) -> Trajectory:
-    if name.endswith(".json") or Path(name).is_file():
+    if is_trajectory_file(name):
         return load_trajectory(name, first)
     params = {} if n is None else {"n": n}
     return make_trajectory(name, first, center_depth, **params)

@@ -63,9 +63,10 @@ class DreamConfig:
     """Radius of the morphological closing that fills pinholes in a rendered view."""
     grow_px: int = 3
     """Margin in pixels by which holes are grown for the inpainter."""
-    align_models: tuple[str, ...] = ("scale", "depth", "disparity")
+    align_models: tuple[str, ...] = ("scale", "depth", "disparity", "power")
     """Candidate global corrections of a view's estimated depth: "scale", "depth" (scale and shift), "disparity"
-    (scale and shift in disparity), "tilt" and "bend" (a log-polynomial of degree 1 or 2 across the image). Each
+    (scale and shift in disparity), "power" (a scale and a power of the depth: a compressed or stretched range),
+    "tilt" and "bend" (a log-polynomial of degree 1 or 2 across the image). Each
     view uses the one that best predicts its held-out overlap pixels nearest the hole (alignment/adaptive.py);
     name one to force it. Trends are not candidates by default: fitted to the existing geometry, they describe
     the difference between this view's distortion and the earlier views', and extrapolated into new territory

@@ -35,12 +35,14 @@ from dreamer.trajectories.registry import (
     GENERATION_PRESETS,
     PRESETS,
     RENDER_PRESETS,
+    is_trajectory_file,
     make_trajectory,
 )
 from dreamer.trajectories.render_paths import back_and_forth, headbanging, llff
 from dreamer.trajectories.rotations import orbit_camera, rotate_camera
 
 __all__ = [
+    "is_trajectory_file",
     "Trajectory",
     "TrajectoryFileError",
     "lookaround",

@@ -64,6 +64,7 @@ import torch
 from torch import Tensor
 
 from dreamer.cameras import (
+    FOV_RANGE,
     Camera,
     check_rigid,
     focal_from_fov,
@@ -170,8 +171,9 @@ def _parse_intrinsics(entry: dict, width: int, height: int, src: _Source, where:
         return torch.from_numpy(K).to(torch.float32)
     v = _parse_number(entry[key], key, src, where)
     if key == "fov":
-        if not 0.0 < v < 180.0:
-            raise src.error(where, f"fov must be a horizontal field of view in (0, 180) degrees, got {v}")
+        lo, hi = FOV_RANGE  # as for --fov and any camera a person gives (check_input_camera)
+        if not lo <= v <= hi:
+            raise src.error(where, f"fov must be a horizontal field of view of {lo:g} to {hi:g} degrees, got {v}")
         f = focal_from_fov(v, width)
     else:
         if v <= 0:

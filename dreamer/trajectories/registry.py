@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any, Callable
 
 from dreamer.cameras import Camera
@@ -41,6 +42,12 @@ GENERATION_PRESETS: tuple[str, ...] = ("lookaround", "lookdown", "rotate360", "f
 
 RENDER_PRESETS: tuple[str, ...] = ("back_and_forth", "llff", "headbanging")
 """Presets meant for fly-through videos (many smooth frames)."""
+
+
+def is_trajectory_file(name: str) -> bool:
+    """Whether a trajectory setting names a file (``*.json``, or any existing file) rather than a
+    preset: the one rule the run, its checks and the presets' camera count follow."""
+    return name.endswith(".json") or Path(name).is_file()
 
 
 def make_trajectory(name: str, first: Camera, center_depth: float, **params: Any) -> Trajectory:
