@@ -342,3 +342,30 @@ def test_pair_samples_are_those_of_a_stack_of_every_views_maps(corrected):
         assert torch.equal(torch.stack([Lj, gu, gv], 1), expected)
         step = joint_module._EDGE_LOG_STEP
         assert torch.equal(smooth, (gu.abs() < step) & (gv.abs() < step))
+
+
+def test_a_splines_windowed_residuals_are_those_of_its_dense_jacobian():
+    """A spline's linearization keeps each row's Jacobian as its two 4 x 4 windows of control
+    points; its residuals at other coefficients are those of the dense [rows, 2P] Jacobian (the
+    windows scattered at their columns), up to the order of the sums (1e-14)."""
+    g = torch.Generator().manual_seed(8)
+    grid, n_views, pairs, rows = 6, 4, 5, 50
+    P = grid * grid
+    kp, jp = torch.tensor([0, 1, 2, 3, 1]), torch.tensor([1, 2, 3, 0, 3])
+    corner = torch.randint(0, grid - 3, (pairs, rows, 2, 2), generator=g)  # window corners (row, column)
+    first = corner[..., 0] * grid + corner[..., 1]  # [p,n,2]
+    X = torch.randn(pairs, rows, 32, generator=g, dtype=torch.float64)
+    r0 = torch.randn(pairs, rows, generator=g, dtype=torch.float64)
+    ok = torch.ones(pairs, rows, dtype=torch.bool)
+    theta0 = torch.randn(n_views, P, generator=g, dtype=torch.float64)
+    links = joint_module._Links(kp, jp, torch.zeros(pairs, rows, dtype=torch.long), ok, r0, r0, r0, X, theta0,
+                                first, grid)
+    window = joint_module._window(grid)
+    dense = torch.zeros(pairs, rows, 2 * P, dtype=torch.float64)
+    dense.scatter_(2, first[:, :, :1] + window, X[:, :, :16])
+    dense.scatter_(2, P + first[:, :, 1:] + window, X[:, :, 16:])
+    theta = theta0 + 0.1 * torch.randn(n_views, P, generator=g, dtype=torch.float64)
+    d = theta - theta0
+    expected = r0 + torch.bmm(dense, torch.cat([d[kp], d[jp]], 1)[:, :, None])[:, :, 0]
+    assert torch.allclose(links.residuals(theta), expected, rtol=0, atol=1e-14)
+    assert torch.equal(links.residuals(theta0), r0)
