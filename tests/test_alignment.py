@@ -107,7 +107,7 @@ def test_fit_scale_reads_only_the_mask():
 
 def test_lower_median_is_torchs_median():
     """kernels.lower_median (numpy's partial sort on the CPU) gives torch's median, the lower middle
-    value, to the bit: odd and even counts, ties, float32 and float64, any shape, NaN."""
+    value, to the bit: odd and even counts, ties, float32 and float64, any shape, NaN, no value."""
     from alignment.kernels import lower_median
 
     g = torch.Generator().manual_seed(0)
@@ -119,6 +119,7 @@ def test_lower_median_is_torchs_median():
     assert lower_median(x) == float(x.median())
     x[2, 3] = float("nan")
     assert math.isnan(lower_median(x)) and math.isnan(float(x.median()))
+    assert math.isnan(lower_median(torch.empty(0)))  # none: NaN, as torch's
 
 
 def test_median_is_the_mean_of_the_two_middle_values():
