@@ -24,6 +24,7 @@ __all__ = [
     "check_upload",
     "copy_upload",
     "upload_message",
+    "check_scene_request",
     "check_trajectory_limits",
     "IMAGE_TYPES",
     "DEPTH_TYPES",
@@ -294,6 +295,23 @@ def upload_message(error: BaseException, folder: Path) -> str:
         if re.search(rf"\b{stem}\.[a-z0-9]+\b", text):
             return f"{field}: {text}"
     return text
+
+
+def check_scene_request(configs, folder: Path, limits: Limits) -> None:
+    """The command line's checks of a scene request (:func:`dreamer.pipeline.preflight.check_scene`)
+    within the app's ``limits``, before any model loads; an :class:`InputError` for the visitor
+    otherwise, paths under ``folder`` (the job's files on the server) left out of its message."""
+    from dreamer.pipeline.limits import Limits as RunLimits
+    from dreamer.pipeline.preflight import ModelSourceMissing, check_scene
+
+    try:
+        check_scene(configs, limits=RunLimits(side=limits.max_size, views=limits.max_views))
+    except ModelSourceMissing as e:
+        raise InputError(f"The models of this set are not available here. {e}") from None
+    except (ValueError, TypeError) as e:
+        # The command line's hint names a flag a visitor cannot give.
+        text = upload_message(e, folder).replace("; --allow-large lifts it)", ")")
+        raise InputError(text.replace(" (--allow-large lifts it)", "")) from None
 
 
 def copy_upload(path: Path | None, folder: Path, stem: str) -> str | None:

@@ -13,7 +13,7 @@ import gradio as gr
 
 from apps.files import FileDesk
 from apps.inputs import (DEPTH_TYPES, IMAGE_TYPES, TRAJECTORY_TYPES, InputError, check_number, check_text,
-                         check_upload, copy_upload, upload_message)
+                         check_scene_request, check_upload, copy_upload)
 from apps.jobs import Job, Jobs, zip_folder
 from apps.settings import MODEL_SETS, SCENE_TRAJECTORIES, AppSettings
 from apps.viewer import viewer_spec
@@ -69,8 +69,6 @@ class SceneTab:
         """Copy the uploads into ``run/inputs`` and build the scene's settings (and read the
         trajectory file and depth map against the first camera: still before any model runs)."""
         from dreamer.pipeline import SceneConfigs, configs_from_flat
-        from dreamer.pipeline.limits import Limits
-        from dreamer.pipeline.preflight import ModelSourceMissing, check_scene
         from dreamer.splats import SplatConfig
 
         inputs = run / "inputs"
@@ -88,13 +86,7 @@ class SceneTab:
             flat["views"] = None
         base = dataclasses.replace(SceneConfigs(), splats=SplatConfig())
         configs = configs_from_flat(flat, base)
-        lim = self.settings.limits
-        try:  # the command line's checks, within the app's limits
-            check_scene(configs, limits=Limits(side=lim.max_size, views=lim.max_views))
-        except ModelSourceMissing as e:
-            raise InputError(f"The models of this set are not available here. {e}") from None
-        except (ValueError, TypeError) as e:
-            raise InputError(upload_message(e, inputs)) from None
+        check_scene_request(configs, inputs, self.settings.limits)  # the command line's checks
         return configs
 
     # ------------------------------------------------------------------------------------ the job

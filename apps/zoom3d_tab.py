@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from apps.inputs import InputError, check_number, check_prompt_lines
+from apps.inputs import InputError, check_number, check_prompt_lines, check_scene_request
 from apps.jobs import Job, zip_folder
 from apps.scene_tab import SceneTab
 
@@ -65,7 +65,6 @@ class Zoom3DTab:
             from dreamer.backends.model_sets import build_backends
             from dreamer.io import read_json
             from dreamer.pipeline import SceneConfigs, configs_from_flat, run_scene
-            from dreamer.pipeline.preflight import check_scene
 
             run = job.run
             shutil.copytree(source, run, dirs_exist_ok=True)  # the scene stays as it was
@@ -81,10 +80,8 @@ class Zoom3DTab:
             flat = {k: val for k, val in checked.items() if k.startswith("zoom_")}
             flat["zoom_center"] = (checked["u"] * base.scene.width, checked["v"] * base.scene.height)
             configs = configs_from_flat(flat, base)
-            try:  # the command line's checks (the zoom view and point, the limits), before the models load
-                check_scene(configs)
-            except (ValueError, TypeError) as e:
-                raise InputError(str(e)) from None
+            # The command line's checks (the zoom view and point), within the app's limits, before the models load.
+            check_scene_request(configs, run, self.settings.limits)
             bridge = job.bridge(progress, ZOOM3D_STAGES)
             t0 = time.time()
             backends = job.stoppable(lambda: build_backends(configs.models), "loading the models")

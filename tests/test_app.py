@@ -642,3 +642,28 @@ def test_trajectory_and_depth_limits_come_from_the_files_headers(tmp_path):
     traj.write_text(json.dumps(too_many["keyframe total"]))
     with pytest.raises(InputError, match="asks for 10000000 cameras"):
         check_upload(traj, "Trajectory file", TRAJECTORY_TYPES, lim)
+
+
+def test_a_scene_request_is_checked_within_the_apps_limits_and_its_message_names_no_server_path(tmp_path):
+    """Both tabs that run scenes (Scene, 3D zoom) check a request with the command line's checks
+    within the app's limits; the visitor's message leaves out the job's folder on the server."""
+    from apps.inputs import check_scene_request
+    from dreamer.pipeline import configs_from_flat
+
+    small = Limits(max_views=8, max_size=128)
+    check_scene_request(configs_from_flat({"models": "synthetic", "views": 8, "width": 128, "height": 128}),
+                        tmp_path, small)
+    with pytest.raises(InputError, match=r"views must be <= 8 \(the limit on dreamed views\), got 9$"):
+        check_scene_request(configs_from_flat({"models": "synthetic", "views": 9, "width": 128, "height": 128}),
+                            tmp_path, small)
+    with pytest.raises(InputError, match=r"width must be <= 128 \(the limit on image sides\), got 256$"):
+        check_scene_request(configs_from_flat({"models": "synthetic", "views": 2, "width": 256, "height": 256}),
+                            tmp_path, small)
+    job = tmp_path / "jobs" / "abc123"
+    (job / "inputs").mkdir(parents=True)
+    (job / "inputs" / "trajectory.json").write_text("{not json")
+    with pytest.raises(InputError) as caught:
+        check_scene_request(configs_from_flat({"models": "synthetic", "width": 128, "height": 128,
+                                               "trajectory": str(job / "inputs" / "trajectory.json")}),
+                            job / "inputs", small)
+    assert "trajectory.json" in str(caught.value) and str(tmp_path) not in str(caught.value)
