@@ -120,8 +120,9 @@ def median(x: Tensor, *, overwrite: bool = False) -> float:
 def lower_median(x: Tensor) -> float:
     """torch's median of ``x`` (any shape, at least one value), the lower of the two middle values,
     as a float: the same value (an order statistic), on the CPU by a partial sort in numpy (6x
-    faster than torch's at 260k values). NaN if a value is NaN or there is none, as torch's."""
-    if not _on_cpu(x) or x.numel() == 0:
+    faster than torch's at 260k values). NaN if a value is NaN or there is none, as torch's.
+    bfloat16, which numpy has no type for, stays in torch."""
+    if not _on_cpu(x) or x.numel() == 0 or x.dtype == torch.bfloat16:
         return float(x.detach().median())
     a = x.detach().reshape(-1).numpy()
     k = (a.size - 1) // 2

@@ -309,9 +309,16 @@ def check_scene_request(configs, folder: Path, limits: Limits) -> None:
     except ModelSourceMissing as e:
         raise InputError(f"The models of this set are not available here. {e}") from None
     except (ValueError, TypeError) as e:
-        # The command line's hint names a flag a visitor cannot give.
-        text = upload_message(e, folder).replace("; --allow-large lifts it)", ")")
-        raise InputError(text.replace(" (--allow-large lifts it)", "")) from None
+        # The command line's hints name a flag a visitor cannot give.
+        text = _LIFT_IN_BRACKETS.sub(")", upload_message(e, folder))
+        raise InputError(_LIFT_ALONE.sub("", text)) from None
+
+
+# The command line's hints to lift a limit, in each form its messages give them: "(the limit on
+# views; --allow-large lifts it)", "(--allow-large lifts it)", "(--allow-large lifts the limit)",
+# "(or lift the limit: --allow-large)".
+_LIFT_IN_BRACKETS = re.compile(r"; --allow-large lifts it\)")
+_LIFT_ALONE = re.compile(r" \((?:--allow-large lifts (?:it|the limit)|or lift the limit: --allow-large)\)")
 
 
 def copy_upload(path: Path | None, folder: Path, stem: str) -> str | None:

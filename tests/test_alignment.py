@@ -120,6 +120,9 @@ def test_lower_median_is_torchs_median():
     x[2, 3] = float("nan")
     assert math.isnan(lower_median(x)) and math.isnan(float(x.median()))
     assert math.isnan(lower_median(torch.empty(0)))  # none: NaN, as torch's
+    for dtype in (torch.float16, torch.bfloat16):  # (numpy has no bfloat16: torch's own median there)
+        x = torch.randn(101, generator=g).to(dtype)
+        assert lower_median(x) == float(x.median())
 
 
 def test_median_is_the_mean_of_the_two_middle_values():

@@ -667,3 +667,17 @@ def test_a_scene_request_is_checked_within_the_apps_limits_and_its_message_names
                                                "trajectory": str(job / "inputs" / "trajectory.json")}),
                             job / "inputs", small)
     assert "trajectory.json" in str(caught.value) and str(tmp_path) not in str(caught.value)
+    # No hint of the command line's --allow-large, in any of its messages' forms: a trajectory of
+    # more cameras than the limit, and one larger than the limit on text inputs (which the
+    # upload's own limit, 25 MB, lets through).
+    cams = [{"K": [[100, 0, 64], [0, 100, 64], [0, 0, 1]], "width": 128, "height": 128,
+             "c2w": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0.1 * i], [0, 0, 0, 1]]} for i in range(9)]
+    many = job / "inputs" / "many.json"
+    many.write_text(json.dumps({"cameras": cams}))
+    large = job / "inputs" / "large.json"
+    large.write_text(json.dumps({"cameras": cams[:2]}) + " " * (17 * 2**20))
+    for path, expected in ((many, r"many.json: has 9 cameras, more than the limit of 8; use fewer$"),
+                           (large, r"large.json is 17.0 MiB, more than the limit of 16 MiB for a text input$")):
+        with pytest.raises(InputError, match=expected):
+            check_scene_request(configs_from_flat({"models": "synthetic", "width": 128, "height": 128,
+                                                   "trajectory": str(path)}), job / "inputs", small)
