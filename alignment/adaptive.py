@@ -64,6 +64,9 @@ _TREND_RIDGE = 0.005
 # point that overhangs a silhouette: the reference sees the foreground, the estimate the
 # background behind it).
 _ANCHOR_TOLERANCE = 0.25
+# Exponents g of the power model d = s e^g it may take: a compressed range (g > 1) or a stretched
+# one, not a flattened one (g near 0 maps every depth to one value).
+_POWER_RANGE = (0.5, 2.0)
 # Validation solves of the seam correction run on a grid of about this many pixels across.
 _VALIDATION_SIZE = 64
 
@@ -245,6 +248,12 @@ class _Power(_Model):
         if p is None:
             return False
         a, b = float(p[0]), float(p[1])
+        if not _POWER_RANGE[0] <= 1.0 + b <= _POWER_RANGE[1]:
+            # On a surface of one depth (a wall facing the camera) the estimate's noise is all
+            # that varies, and d = s e^0 (every pixel at the wall's depth) fits it exactly: a
+            # "power" that would flatten whatever the hole holds. As the affine models refuse a
+            # scale <= 0, this one refuses exponents no depth model's range distortion has.
+            return False
         self.params = (a - b * m, b)  # c = params[0] + params[1] log e
         return True
 

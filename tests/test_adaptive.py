@@ -81,6 +81,21 @@ def test_a_compressed_depth_range_is_recognised_and_removed():
     assert align_adaptive(truth * 0.45 * _noise(0), truth, known, hole).model == "scale"
 
 
+def test_a_flat_overlap_is_not_fitted_with_a_power_that_flattens_the_hole():
+    """Over a wall of one depth the noise is all that varies, and d = s e^0 fits it exactly: as a
+    candidate that power would put an object in the hole at the wall's depth."""
+    known, hole = _strip_hole()
+    yy, xx = _coords()
+    truth = torch.full((H, W), 3.0, dtype=torch.float64)
+    obj = hole & (yy > 20) & (yy < 50) & (xx > W - 25)
+    truth[obj] = 1.5
+    for seed in range(4):
+        est = 0.5 * truth * _noise(seed)
+        out = align_adaptive(est, truth, known, hole, models=("scale", "power"))
+        assert out.model == "scale"
+        assert _rel(out.depth, truth, obj) < 0.012
+
+
 def test_the_choice_is_never_worse_on_the_held_out_pixels_than_the_scale():
     truth, _ = _room()
     known, hole = _strip_hole()
