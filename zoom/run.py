@@ -192,14 +192,13 @@ def check_zoom(config: ZoomConfig, output: OutputConfig = OutputConfig(), limits
             raise ValueError(f"the image {name} (--size) must be a multiple of {16 * p} (16 * p), got {side}")
     check_int(config.photo_level, "--photo-level", min=0, max=len(prompts) - 1)
     check_int(config.blend_every, "--blend-every", min=1)
+    from dreamer.pipeline.preflight import check_model_source
+
     if config.models == "default":
         from dreamer.backends.diffusion import DEFAULT_TEXT2IMG_MODEL
-        from dreamer.pipeline.preflight import check_model_source
 
         check_model_source(config.model or DEFAULT_TEXT2IMG_MODEL, "model")
     if config.tiny_vae:
-        from dreamer.pipeline.preflight import check_model_source
-
         check_model_source(config.tiny_vae, "tiny_vae")
     if config.paste_depth is not None:
         check_int(config.paste_depth, "--paste-depth", min=0)

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_DEPTH_MODEL",
     "DEPTH_MODELS",
+    "TINY_DEPTH_MODELS",
     "DepthSettings",
     "TransformersDepthEstimator",
     "zoedepth_padding",
@@ -46,6 +47,9 @@ __all__ = [
 DEFAULT_DEPTH_MODEL = "Intel/zoedepth-nyu-kitti"
 
 #: Short names for the checkpoints this backend is known to work with (ids on the Hugging Face hub).
+#: Depth model names built as tiny random models (no weights to find): "tiny" is ZoeDepth's.
+TINY_DEPTH_MODELS = ("tiny", "tiny-zoedepth", "tiny-depth-anything")
+
 DEPTH_MODELS: dict[str, str] = {
     "zoedepth": "Intel/zoedepth-nyu-kitti",
     "zoedepth-nyu": "Intel/zoedepth-nyu",
@@ -136,7 +140,7 @@ class TransformersDepthEstimator:
         settings = settings or DepthSettings()
         device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, device)
-        if model in ("tiny", "tiny-zoedepth", "tiny-depth-anything"):
+        if model in TINY_DEPTH_MODELS:
             from dreamer.backends.tiny import tiny_depth_model
 
             with quiet_model_loading():

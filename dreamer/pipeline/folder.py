@@ -62,11 +62,9 @@ def check_scene_folder(out: Path, *, take_over: bool = False) -> None:
     if not out.is_dir() or (cfg.is_file() and _is_scene_config(cfg)):
         return
     clash = sorted(name for name in (*OWNED, "config.json") if (out / name).exists() or (out / name).is_symlink())
-    if not clash:
+    if not clash or (cfg.is_file() and take_over):
         return
     shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
-    if cfg.is_file() and take_over:
-        return
     if cfg.is_file():  # (a folder named config.json is no scene's, and --overwrite does not take it over)
         hint = ("its config.json is not a scene's settings (damaged, or another tool's); --overwrite or --restart "
                 "starts a scene there, deleting those entries, or choose another --out")

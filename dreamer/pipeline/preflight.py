@@ -149,11 +149,6 @@ def _check_models(configs: SceneConfigs) -> None:
             check_model_source(model, name)
 
 
-# The model names the loaders build as tiny random models (dreamer.backends.diffusion's and
-# dreamer.backends.depth's ``from_pretrained``), with any model set.
-_TINY_MODELS = ("tiny", "tiny-zoedepth", "tiny-depth-anything")
-
-
 class ModelSourceMissing(ValueError):
     """A model setting names a folder that does not exist, or (offline) a hub id that is not cached."""
 
@@ -163,13 +158,14 @@ def check_model_source(model: str, name: str) -> None:
     loads: empty, a folder that does not exist, or (with ``HF_HUB_OFFLINE`` set) a hub id that is
     not in the Hugging Face cache. Whether a folder or a cached id holds a loadable model is only
     known when it loads (a failed run naming it)."""
+    from dreamer.backends.depth import TINY_DEPTH_MODELS  # "tiny" is also the diffusion loaders' tiny model
     from dreamer.backends.loading import hub_cache_dir, hub_offline, is_local_model
 
     flag = "--" + name.replace("_", "-")
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"{flag} is empty; give a Hugging Face model id ('org/name') or a local folder")
     model = model.strip()
-    if model in _TINY_MODELS:  # random tiny models, built on the fly: nothing to find
+    if model in TINY_DEPTH_MODELS:  # random tiny models, built on the fly: nothing to find
         return
     if is_local_model(model):
         path = Path(model).expanduser()
