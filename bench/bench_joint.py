@@ -137,7 +137,7 @@ def _median_row(runs: list[dict]) -> dict:
     return row
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=96, help="image size (small: the old algorithm is slow)")
     ap.add_argument("--family", default="bend", help="error family of the synthetic depth estimator")
@@ -147,7 +147,7 @@ def main() -> None:
     ap.add_argument("--previous", default=PREVIOUS, help="commit of today's algorithm before the batched fit "
                     "('' skips it)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per tree (fresh processes); times are medians")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_joint_") as tmp:
         tmp = Path(tmp)
         trees = {}
