@@ -204,6 +204,23 @@ def merge_points_on_grid(points: PointCloud, cell_factor: float = 1.0, *, flat_l
                       total(r.double() ** 2).sqrt().float())
 
 
+def _as_stored(g: "Gaussians", log_scales: Tensor, logits: Tensor, path) -> tuple[Tensor, Tensor]:
+    """The log scales and opacity logits as the .ply stores them (float32), after checking that
+    the float32 set is one :meth:`Gaussians.load_ply` (and a viewer) can take: a float64 value
+    beyond float32's range (3.4e38) would be written as inf, a tiny quaternion as zeros, and the
+    log of a 3D-filtered scale that underflowed as -inf. An opacity logit that overflows is
+    opacity 0 or 1 and is written as -+30, as the reader reads an infinite one."""
+    logits = logits.float()
+    logits = torch.where(torch.isinf(logits), logits.sign() * _LOGIT_LIMIT, logits)
+    log_scales = log_scales.float()
+    try:
+        Gaussians(g.means.float(), g.quats.float(), log_scales, logits, g.sh0.float(), g.shN.float())
+    except ValueError as e:
+        raise ValueError(f"cannot write {path}: the .ply stores float32, and as float32 {e} (values beyond "
+                         f"+-3.4e38 become inf, quaternions shorter than 1e-19 zero)") from None
+    return log_scales, logits
+
+
 @dataclass(eq=False)
 class Gaussians:
     """A set of N >= 1 3D Gaussians (see the module docstring for the fields).
@@ -256,8 +273,10 @@ class Gaussians:
                 rows = bad.reshape(n, -1).any(1)
                 raise ValueError(f"Gaussians.{name} has non-finite values (NaN/inf) in {int(rows.sum())} of {n} "
                                  f"Gaussians (first at index {int(rows.nonzero()[0])})")
-        if (self.quats.detach().norm(dim=1) == 0).any():
-            raise ValueError("Gaussians.quats has zero quaternions; rotations need a non-zero norm")
+        zero = self.quats.detach().norm(dim=1) == 0
+        if zero.any():
+            raise ValueError(f"Gaussians.quats has zero quaternions in {int(zero.sum())} of {n} Gaussians (first at "
+                             f"index {int(zero.nonzero()[0])}); rotations need a non-zero norm")
         if self.lod is not None:
             if not isinstance(self.lod, LevelsOfDetail):
                 raise TypeError(f"Gaussians.lod must be a LevelsOfDetail or None, got {type(self.lod).__name__}")
@@ -446,7 +465,9 @@ class Gaussians:
 
         Parameters are written as float32; a float32 set without a 3D filter reads back bit for
         bit. With a filter the standard properties hold the filtered Gaussians (what every viewer
-        draws) and :meth:`load_ply` returns those, with ``filter_3d`` None.
+        draws) and :meth:`load_ply` returns those, with ``filter_3d`` None. A set that float32
+        cannot hold (a float64 value beyond +-3.4e38, a quaternion that rounds to zero) raises
+        ValueError before anything is written; an opacity logit beyond it is written as +-30.
         """
         from dreamer.io import atomic_path
 
@@ -458,10 +479,13 @@ class Gaussians:
         names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
         log_scales, logits = g.log_scales, g.opacity_logits
         if g.filter_3d is not None:  # bake the 3D filter into the standard properties
-            scales, opacities = g.filtered()
+            # In float64: a float32 scale below 1e-23 squares to 0, its log to -inf.
+            scales, opacities = apply_filter_3d(torch.exp(g.log_scales.double()),
+                                                torch.sigmoid(g.opacity_logits.double()), g.filter_3d.double())
             log_scales = torch.log(scales)
-            o = opacities.double().clamp(1e-12, 1 - 1e-12)
-            logits = torch.log(o / (1 - o)).to(logits.dtype)
+            o = opacities.clamp(1e-12, 1 - 1e-12)
+            logits = torch.log(o / (1 - o))
+        log_scales, logits = _as_stored(g, log_scales, logits, path)
         cols = [
             g.means, torch.zeros_like(g.means), g.sh0[:, 0, :],
             g.shN.transpose(1, 2).reshape(n, 3 * k1),  # channel-major
