@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -76,9 +77,26 @@ def remove_temporaries(folder: str | Path) -> list[Path]:
     return removed
 
 
+def _json_safe(data):
+    """``data`` with every non-finite float (NaN, +-inf) replaced by None, in nested dicts,
+    lists and tuples."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_json_safe(v) for v in data]
+    return data
+
+
 def write_json(path: str | Path, data) -> None:
+    """Write ``data`` as JSON (indented), atomically. JSON has no NaN or infinity (Python's
+    ``NaN`` / ``Infinity`` are an extension that JavaScript's ``JSON.parse``, jq and most
+    parsers refuse): non-finite floats, such as the metrics of a scene with one camera or the
+    PSNR of a perfect match, are written as null."""
+    text = json.dumps(_json_safe(data), indent=2, sort_keys=False, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text + "\n")
 
 
 def read_json(path: str | Path):

@@ -3,6 +3,7 @@ dataparser reads it (a reader written here after nerfstudio's logic; nerfstudio 
 torchvision and open3d, which cannot be installed here)."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,31 @@ def test_nerfstudio_reads_our_cameras_and_depth(scene):
         assert (fx, fy, cx, cy, w, h) == pytest.approx((cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height))
         assert torch.allclose(opengl_to_opencv(torch.tensor(c2w_gl, dtype=torch.float32)), cam.c2w.cpu(), atol=1e-5)
         assert np.abs(depth - view.depth.numpy()).max() <= 0.5e-3 + 1e-6  # millimetre PNG, rounded
+
+
+def test_a_scene_of_one_camera_writes_files_strict_readers_take(tmp_path):
+    """One camera: no dreamed view, so the depth metrics have no data (NaN). Every JSON file is
+    standard JSON (what JavaScript's JSON.parse and jq read: null, not NaN), and transforms.json
+    holds the one frame, read as nerfstudio reads it."""
+    from dreamer.io import write_json
+    from dreamer.scene.metrics import world_metrics
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    world = ProceduralWorld()
+    cam = Camera.from_fov(50.0, 32, 32)
+    truth = world.render(cam)
+    estimator = WorldDepthEstimator(world, seed=1)
+    result = dream(truth.image, [cam], "a room", inpainter=WorldInpainter(world), depth_estimator=estimator,
+                   depth=truth.depth)
+    write_scene(tmp_path, result)
+    metrics = world_metrics(result, world, estimator)
+    assert math.isnan(metrics["abs_rel_aligned"])
+    write_json(tmp_path / "metrics.json", metrics)
+    for name in ("metrics.json", "cameras.json", "transforms.json"):
+        json.loads((tmp_path / name).read_text(), parse_constant=refuse)
+    assert json.loads((tmp_path / "metrics.json").read_text())["abs_rel_aligned"] is None
+    seen = read_like_nerfstudio(tmp_path)
+    assert len(seen["images"]) == 1 and seen["trained"][0].all()
+    assert np.allclose(opengl_to_opencv(torch.tensor(seen["c2w_opengl"][0])).numpy(), cam.c2w.numpy(), atol=1e-6)

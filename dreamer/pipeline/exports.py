@@ -14,7 +14,6 @@ Layout of a scene folder (every file written atomically):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from dreamer.cameras import Camera, opencv_to_opengl
@@ -43,11 +42,6 @@ def write_view(out: Path, index: int, view: DreamView) -> None:
     save_image(out / paths["mask"], view.mask)
 
 
-def _finite(stats: dict) -> dict:
-    """JSON has no NaN: write None for non-finite floats."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in stats.items()}
-
-
 def write_cameras_json(path: Path, cameras: list[Camera], views: list[DreamView] | None = None) -> None:
     """Our convention (OpenCV axes, c2w) with the prompt and statistics of each dreamed view."""
     frames = []
@@ -56,7 +50,7 @@ def write_cameras_json(path: Path, cameras: list[Camera], views: list[DreamView]
         if views is not None and i < len(views):
             entry["prompt"] = views[i].prompt
             entry["image"] = view_paths(i)["image"]
-            entry["stats"] = _finite(views[i].stats)
+            entry["stats"] = views[i].stats  # NaN: null (write_json)
         frames.append(entry)
     write_json(path, {"convention": "opencv", "depth": "z-depth", "cameras": frames})
 
