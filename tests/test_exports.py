@@ -109,3 +109,37 @@ def test_a_scene_of_one_camera_writes_files_strict_readers_take(tmp_path):
     seen = read_like_nerfstudio(tmp_path)
     assert len(seen["images"]) == 1 and seen["trained"][0].all()
     assert np.allclose(opengl_to_opencv(torch.tensor(seen["c2w_opengl"][0])).numpy(), cam.c2w.numpy(), atol=1e-6)
+
+
+def test_points_ply_round_trip_and_edge_clouds(tmp_path):
+    """points.ply as an independent reader (plyfile) and ours read it: float32 x y z, uchar
+    colours rounded from [0, 1] (clamped outside), the radius; one point and no point at all
+    are files both read. NaN or inf anywhere (a float64 value beyond float32 too) is refused
+    before anything is written: a viewer would frame the cloud around it and show garbage."""
+    from plyfile import PlyData
+
+    from dreamer.pointcloud import PointCloud
+
+    xyz = torch.tensor([[0.5, -1.25, 3.0], [1e-3, 2.0, -7.5]])
+    rgb = torch.tensor([[0.0, 0.5, 1.0], [-0.2, 1.3, 0.25]])
+    radius = torch.tensor([0.01, 0.5])
+    PointCloud(xyz, rgb, radius).save_ply(tmp_path / "p.ply")
+    v = PlyData.read(str(tmp_path / "p.ply"))["vertex"].data
+    assert list(v.dtype.names) == ["x", "y", "z", "red", "green", "blue", "radius"]
+    assert np.array_equal(np.stack([v["x"], v["y"], v["z"]], 1), xyz.numpy())
+    assert np.stack([v["red"], v["green"], v["blue"]], 1).tolist() == [[0, 128, 255], [0, 255, 64]]
+    back = PointCloud.load_ply(tmp_path / "p.ply")
+    assert torch.equal(back.xyz, xyz) and torch.equal(back.radius, radius)
+    for n in (1, 0):
+        PointCloud(xyz[:n], rgb[:n].clamp(0, 1), radius[:n]).save_ply(tmp_path / f"{n}.ply")
+        assert len(PlyData.read(str(tmp_path / f"{n}.ply"))["vertex"].data) == n
+        assert len(PointCloud.load_ply(tmp_path / f"{n}.ply")) == n
+    bad = tmp_path / "bad"
+    for name, cloud in (("xyz", PointCloud(xyz.clone().index_fill_(0, torch.tensor([1]), math.nan), rgb, radius)),
+                        ("rgb", PointCloud(xyz, rgb.clone().index_fill_(0, torch.tensor([1]), math.nan), radius)),
+                        ("radius", PointCloud(xyz, rgb, torch.tensor([0.01, math.inf]))),
+                        ("xyz", PointCloud(xyz.double() * torch.tensor([1.0, 1e39]).double()[:, None], rgb,
+                                           radius))):
+        with pytest.raises(ValueError, match=f"PointCloud.{name} has NaN or inf.* 1 of 2 points .*index 1"):
+            cloud.save_ply(bad / "points.ply")
+        assert not bad.exists() or list(bad.iterdir()) == []
