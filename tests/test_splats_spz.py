@@ -157,6 +157,14 @@ def test_fractional_bits_follow_the_gaussians_size_and_the_scene_extent():
     g.means[0, 0] = 2.0**23
     with pytest.raises(ValueError, match="24-bit fixed point.*export the .ply"):
         encode_spz(g)
+    # Sizes as stored: a log scale below the format's -10 is stored as -10 and asks for no
+    # finer step than that (1/16 of e^-10 needs 19 bits), even one of -1000 (0 as a float).
+    g = random_gaussians(n=50, degree=0, seed=8)
+    for log_scale in (-10.0, -120.0, -1000.0):
+        g.log_scales[:] = log_scale
+        assert bits(g) == 19
+    g.log_scales[:] = 1000.0  # a size beyond float's range: the reference's 12 bits, stored as e^5.94
+    assert bits(g) == 12 and torch.allclose(decode_spz(encode_spz(g)).log_scales, torch.tensor(255 / 16 - 10))
 
 
 def test_values_outside_the_format_range_are_clamped_and_logged(caplog):

@@ -80,6 +80,7 @@ REFERENCE_FRACTIONAL_BITS = 12  # what the reference writer always uses
 MAX_POINTS = 10_000_000  # the reference reader refuses larger version 3 files
 _FIXED_LIMIT = 2**23 - 1
 _SQRT1_2 = math.sqrt(0.5)
+_LOG_SCALE_MIN, _LOG_SCALE_MAX = -10.0, 255 / 16 - 10.0  # the range of a log scale byte
 _LOGIT_LIMIT = 30.0  # an alpha of exactly 0 or 255 reads as an infinite logit: keep it finite
 _FLAG_ANTIALIASED = 0x1
 _FLAG_EXTENSIONS = 0x2
@@ -124,7 +125,9 @@ def _fractional_bits(positions: np.ndarray, log_scales: np.ndarray) -> int:
     """Fixed-point bits of the positions: a step of at most 1/16 of the small Gaussians' size
     (the 1st percentile of each one's middle standard deviation: a flat splat's thin axis does
     not count), never coarser than the reference writer's 12 bits, as long as the farthest
-    coordinate fits in 24 bits."""
+    coordinate fits in 24 bits. Sizes are taken as the file stores them (log scales clamped to
+    the format's range): a finer step would be spent on a size no reader sees, and a log scale
+    of -1000 (a size of 0 in floating point) would ask for infinitely many bits."""
     extent = float(np.abs(positions).max())
     if extent > _FIXED_LIMIT:
         raise ValueError(f"spz stores positions as 24-bit fixed point (|coordinate| <= {_FIXED_LIMIT}); this "
@@ -132,7 +135,8 @@ def _fractional_bits(positions: np.ndarray, log_scales: np.ndarray) -> int:
     fit = MAX_FRACTIONAL_BITS
     while fit > 0 and np.rint(extent * 2.0**fit) > _FIXED_LIMIT:
         fit -= 1
-    small = float(np.exp(np.quantile(np.median(log_scales, axis=1), 0.01)))
+    stored = np.clip(np.median(log_scales, axis=1), _LOG_SCALE_MIN, _LOG_SCALE_MAX)
+    small = float(np.exp(np.quantile(stored, 0.01)))
     need = math.ceil(math.log2(16.0 / small))
     return min(fit, max(REFERENCE_FRACTIONAL_BITS, need))
 
@@ -220,7 +224,7 @@ def encode_spz(gaussians, *, version: int = 3, sh1_bits: int = 5, sh_rest_bits: 
         _pack_positions(pos, fractional_bits).tobytes(),
         _clamped_bytes(127.5 * (1.0 + np.tanh(0.5 * arr(g.opacity_logits))), "opacity").tobytes(),  # 255 sigmoid
         _clamped_bytes(arr(g.sh0[:, 0]) * (COLOR_SCALE * 255.0) + 127.5, "colour (SH DC)").tobytes(),
-        _clamped_bytes((arr(g.log_scales) + 10.0) * 16.0, "log scale").tobytes(),
+        _clamped_bytes((arr(g.log_scales) - _LOG_SCALE_MIN) * 16.0, "log scale").tobytes(),
         _pack_smallest_three(q_xyzw).tobytes(),
         sh_bytes,
     ]
@@ -361,7 +365,7 @@ def decode_spz(data: bytes, *, where: str = "spz data", device: torch.device | s
     with np.errstate(divide="ignore"):
         logits = np.clip(np.log(alpha) - np.log1p(-alpha), -_LOGIT_LIMIT, _LOGIT_LIMIT)
     sh0 = (np.frombuffer(color_b, np.uint8).reshape(n, 3) / 255.0 - 0.5) / COLOR_SCALE
-    log_scales = np.frombuffer(scale_b, np.uint8).reshape(n, 3) / 16.0 - 10.0
+    log_scales = np.frombuffer(scale_b, np.uint8).reshape(n, 3) / 16.0 + _LOG_SCALE_MIN
     rb = np.frombuffer(rot_b, np.uint8)
     if header.version >= 3:
         q = _unpack_smallest_three(rb)
