@@ -183,6 +183,29 @@ def test_values_outside_the_format_range_are_clamped_and_logged(caplog):
     assert decode_spz(encode_spz(g)).opacity_logits[:2].tolist() == [-30.0, 30.0]
 
 
+@pytest.mark.parametrize("version", [3, 4])
+def test_a_3d_filtered_antialiased_set_is_stored_as_the_ply_stores_it(tmp_path, version):
+    """Splats trained with Mip-Splatting's filters (a deep zoom): the .spz holds the filtered
+    scales and opacities the .ply holds (what render draws), within the quantization, and says
+    they are antialiased; our reader gives the mode back."""
+    g = random_gaussians(n=300, degree=1, seed=11)
+    g.filter_3d = torch.rand(300, generator=torch.Generator().manual_seed(1)) * 0.05
+    g.rasterize_mode = "antialiased"
+    g.save_ply(tmp_path / "g.ply")
+    g.save_spz(tmp_path / "g.spz", version=version)
+    ply, spz = Gaussians.load_ply(tmp_path / "g.ply"), Gaussians.load_spz(tmp_path / "g.spz")
+    header = read_spz_header(tmp_path / "g.spz")
+    assert header.antialiased and spz.rasterize_mode == "antialiased"
+    assert_within_quantization(ply, spz, header.fractional_bits)
+    filtered_scales, filtered_opacities = g.filtered()
+    assert (spz.scales.log() - filtered_scales.log()).abs().max() <= LOG_SCALE_STEP + EPS
+    assert (spz.opacities - filtered_opacities).abs().max() <= OPACITY_STEP + EPS
+    # Classic splats carry no flag; the flag can still be forced either way.
+    g.rasterize_mode = "classic"
+    assert not _parse(encode_spz(g, version=version), "t")[0].antialiased
+    assert _parse(encode_spz(g, version=version, antialiased=True), "t")[0].antialiased
+
+
 def test_same_gaussians_same_bytes_and_version_4_is_smaller():
     g = random_gaussians(n=2000, seed=9)
     assert encode_spz(g) == encode_spz(g)

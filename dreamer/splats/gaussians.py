@@ -421,6 +421,18 @@ class Gaussians:
             scales, opacities = apply_filter_3d(scales, opacities, self.filter_3d)
         return scales, opacities
 
+    def baked_filter(self) -> tuple[Tensor, Tensor]:
+        """(log scales [N,3], opacity logits [N]) with the 3D filter applied: what the files
+        store and every viewer draws. Without a filter, the fields themselves; with one, float64
+        (a float32 scale below 1e-23 squares to 0, and its log would be -inf)."""
+        if self.filter_3d is None:
+            return self.log_scales, self.opacity_logits
+        scales, opacities = apply_filter_3d(torch.exp(self.log_scales.detach().double()),
+                                            torch.sigmoid(self.opacity_logits.detach().double()),
+                                            self.filter_3d.detach().double())
+        o = opacities.clamp(1e-12, 1 - 1e-12)
+        return torch.log(scales), torch.log(o / (1 - o))
+
     def __repr__(self) -> str:
         extra = "" if self.lod is None else f", levels={int(self.lod.level.max()) + 1}"
         return f"Gaussians(n={len(self)}, sh_degree={self.sh_degree}, device={self.device}{extra})"
@@ -477,15 +489,7 @@ class Gaussians:
         names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
         names += [f"f_rest_{i}" for i in range(3 * k1)]
         names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-        log_scales, logits = g.log_scales, g.opacity_logits
-        if g.filter_3d is not None:  # bake the 3D filter into the standard properties
-            # In float64: a float32 scale below 1e-23 squares to 0, its log to -inf.
-            scales, opacities = apply_filter_3d(torch.exp(g.log_scales.double()),
-                                                torch.sigmoid(g.opacity_logits.double()), g.filter_3d.double())
-            log_scales = torch.log(scales)
-            o = opacities.clamp(1e-12, 1 - 1e-12)
-            logits = torch.log(o / (1 - o))
-        log_scales, logits = _as_stored(g, log_scales, logits, path)
+        log_scales, logits = _as_stored(g, *g.baked_filter(), path)
         cols = [
             g.means, torch.zeros_like(g.means), g.sh0[:, 0, :],
             g.shN.transpose(1, 2).reshape(n, 3 * k1),  # channel-major
