@@ -171,13 +171,15 @@ def test_values_outside_the_format_range_are_clamped_and_logged(caplog):
     g = random_gaussians(n=20, degree=1, seed=8)
     g.log_scales[0] = -20.0  # below exp(-10)
     g.shN[1, 2, 0] = 3.0  # above the SH range (coefficient 2, x, keeps its sign on disk)
+    g.shN[3, 1, 2] = 3.0  # and another coefficient's: one warning counts both
     g.sh0[2, 0, 0] = 10.0  # colour far above 1
     with caplog.at_level("WARNING"):
         back = decode_spz(encode_spz(g))
     assert torch.allclose(back.log_scales[0], torch.full((3,), -10.0))
     assert back.shN[1, 2, 0] == pytest.approx(127 / 128) and back.sh0[2, 0, 0] == pytest.approx(0.5 / 0.15)
     text = caplog.text
-    assert "3 log scale values" in text and "1 SH values" in text and "1 colour" in text
+    assert "3 log scale values" in text and "2 SH values" in text and "1 colour" in text
+    assert text.count("SH values") == 1
     # An opacity that rounds to 0 or 255 reads back as a finite logit.
     g.opacity_logits[:2] = torch.tensor([-40.0, 40.0])
     assert decode_spz(encode_spz(g)).opacity_logits[:2].tolist() == [-30.0, 30.0]

@@ -174,8 +174,10 @@ def _pack_smallest_three(q: np.ndarray) -> np.ndarray:
     return word.astype("<u4").view(np.uint8)
 
 
-def _quantize_sh(c: np.ndarray, bits: int) -> np.ndarray:
-    step = 2 ** (8 - bits)
+def _quantize_sh(c: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """SH coefficients [N, K-1, 3] -> bytes, keeping ``bits[k]`` bits of coefficient k (one
+    warning for all the values out of range)."""
+    step = (2.0 ** (8 - bits))[:, None]
     q = np.rint((c * 128.0 + 128.0) / step) * step  # 128 (a zero coefficient) is always a bucket centre
     return _clamped_bytes(q, "SH")
 
@@ -222,8 +224,7 @@ def encode_spz(gaussians, *, version: int = 3, sh1_bits: int = 5, sh_rest_bits: 
         shn = shn * _SH_FLIP[: shn.shape[1], None]
         bits = np.full(shn.shape[1], sh_rest_bits)
         bits[:3] = sh1_bits
-        sh_bytes = np.concatenate([_quantize_sh(shn[:, k], int(bits[k]))[:, None] for k in range(shn.shape[1])],
-                                  1).tobytes()
+        sh_bytes = _quantize_sh(shn, bits).tobytes()
     streams = [
         _pack_positions(pos, fractional_bits).tobytes(),
         _clamped_bytes(127.5 * (1.0 + np.tanh(0.5 * logits)), "opacity").tobytes(),  # 255 sigmoid
