@@ -671,7 +671,7 @@ def test_a_3d_filtered_gaussian_too_small_for_float32_squares_keeps_its_size_in_
     assert torch.allclose(back.opacity_logits[1], g.opacity_logits[1], atol=1e-5)
 
 
-def test_bad_gaussians():
+def test_bad_gaussians(tmp_path):
     with pytest.raises(ValueError, match="empty point cloud"):
         Gaussians.from_points(PointCloud.empty())
     with pytest.raises(ValueError, match="at least one"):
@@ -683,6 +683,14 @@ def test_bad_gaussians():
     fields[2][3, 1] = float("nan")
     with pytest.raises(ValueError, match="log_scales has non-finite.*index 3"):
         Gaussians(*fields)
+    # Opacity exactly 0 and 1 through torch.logit: the message says so and what to do.
+    fields = list(g.params().values())
+    fields[3] = torch.logit(torch.tensor([0.5, 1.0, 0.0, 0.5, 0.5]))
+    with pytest.raises(ValueError, match="opacity_logits .* 2 of 5 .*index 1.*exactly 0 or 1.*clamp"):
+        Gaussians(*fields)
+    fields[3] = torch.logit(torch.tensor([0.5, 1.0, 0.0, 0.5, 0.5])).clamp(-30, 30)
+    Gaussians(*fields).save_ply(tmp_path / "clamped.ply")
+    assert Gaussians.load_ply(tmp_path / "clamped.ply").opacities[1:3].tolist() == [1.0, pytest.approx(0, abs=1e-12)]
     with pytest.raises(ValueError, match="shN"):
         Gaussians(*list(g.params().values())[:5], torch.zeros(5, 2, 3))
     pc = _cloud(5)

@@ -271,8 +271,12 @@ class Gaussians:
             bad = ~torch.isfinite(t.detach())
             if bad.any():
                 rows = bad.reshape(n, -1).any(1)
+                hint = ""
+                if name == "opacity_logits" and not torch.isnan(t.detach()).any():  # torch.logit of 0 or 1
+                    hint = (f"; an infinite logit is an opacity of exactly 0 or 1: clamp the logits to "
+                            f"+-{_LOGIT_LIMIT:g} (what load_ply does with such a file)")
                 raise ValueError(f"Gaussians.{name} has non-finite values (NaN/inf) in {int(rows.sum())} of {n} "
-                                 f"Gaussians (first at index {int(rows.nonzero()[0])})")
+                                 f"Gaussians (first at index {int(rows.nonzero()[0])}){hint}")
         zero = self.quats.detach().norm(dim=1) == 0
         if zero.any():
             raise ValueError(f"Gaussians.quats has zero quaternions in {int(zero.sum())} of {n} Gaussians (first at "
