@@ -96,8 +96,7 @@ def write_zoom_video(path: str | Path, levels: Tensor, *, p: int = 2, fps: int =
     """
     import imageio.v2 as imageio
 
-    from dreamer.io import atomic_path, to_uint8
-    from dreamer.io import VIDEO_WRITER_ARGS, even_sides
+    from dreamer.io import VIDEO_WRITER_ARGS, atomic_path, even_sides, to_uint8
 
     if fps < 1 or seconds_per_level <= 0:
         raise ValueError(f"fps must be >= 1 and seconds_per_level > 0, got {fps}, {seconds_per_level}")

@@ -213,8 +213,7 @@ def render_points_video(points: PointCloud, cameras: Sequence[Camera], path: str
     level) into an H.264 mp4 at ``path``, atomically. One frame per camera."""
     import imageio.v2 as imageio
 
-    from dreamer.io import atomic_path, to_uint8
-    from dreamer.io import VIDEO_WRITER_ARGS, even_sides
+    from dreamer.io import VIDEO_WRITER_ARGS, atomic_path, even_sides, to_uint8
 
     if not cameras:
         raise ValueError("render_points_video needs at least one camera")
