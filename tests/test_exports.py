@@ -83,6 +83,29 @@ def test_nerfstudio_reads_our_cameras_and_depth(scene):
         assert np.abs(depth - view.depth.numpy()).max() <= 0.5e-3 + 1e-6  # millimetre PNG, rounded
 
 
+def test_nerfstudio_reads_each_views_own_intrinsics_when_the_field_of_view_changes(tmp_path):
+    """A trajectory that zooms (a keyframe with another fov): nerfstudio takes a top-level
+    intrinsic for every frame, so only what all views share is written there; each frame reads
+    back with its own focal length, and our trajectory reader agrees."""
+    from dreamer.trajectories import load_trajectory
+
+    world = ProceduralWorld()
+    cam = Camera.from_fov(50.0, 48, 32)
+    truth = world.render(cam)
+    cams = make_trajectory("lookaround", cam, center_depth_from(truth.depth), n=3).cameras
+    cams = [cams[0]] + [Camera(Camera.from_fov(fov, 48, 32).K, c.c2w, 48, 32) for fov, c in zip((40.0, 30.0), cams[1:])]
+    result = dream(truth.image, cams, "a room", inpainter=WorldInpainter(world),
+                   depth_estimator=WorldDepthEstimator(world, seed=1), depth=truth.depth)
+    write_scene(tmp_path, result)
+    seen = read_like_nerfstudio(tmp_path)["intrinsics"]
+    assert [fx for fx, *_ in seen] == pytest.approx([c.fx for c in cams])
+    assert len({round(fx, 3) for fx, *_ in seen}) == 3
+    meta = json.loads((tmp_path / "transforms.json").read_text())
+    assert "fl_x" not in meta and (meta["w"], meta["h"], meta["cx"], meta["cy"]) == (48, 32, 24.0, 16.0)
+    ours = load_trajectory(tmp_path / "transforms.json").cameras
+    assert all(torch.allclose(a.K, b.K) for a, b in zip(ours, cams))
+
+
 def test_a_scene_of_one_camera_writes_files_strict_readers_take(tmp_path):
     """One camera: no dreamed view, so the depth metrics have no data (NaN). Every JSON file is
     standard JSON (what JavaScript's JSON.parse and jq read: null, not NaN), and transforms.json
