@@ -210,6 +210,8 @@ def _as_stored(g: "Gaussians", log_scales: Tensor, logits: Tensor, path) -> tupl
     beyond float32's range (3.4e38) would be written as inf, a tiny quaternion as zeros, and the
     log of a 3D-filtered scale that underflowed as -inf. An opacity logit that overflows is
     opacity 0 or 1 and is written as -+30, as the reader reads an infinite one."""
+    if g.filter_3d is None and all(getattr(g, f).dtype == torch.float32 for f in _FIELDS):
+        return log_scales, logits  # stored as they are, and the caller has just validated them
     logits = logits.float()
     logits = torch.where(torch.isinf(logits), logits.sign() * _LOGIT_LIMIT, logits)
     log_scales = log_scales.float()
