@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["atomic_path", "remove_temporaries", "write_json", "read_json", "save_image", "load_image_tensor",
-           "save_depth_npy", "save_depth_png16", "to_uint8"]
+           "save_depth_npy", "save_depth_png16", "to_uint8", "even_sides", "VIDEO_WRITER_ARGS"]
 
 
 # A temporary of atomic_path: ".<name>.<8 random characters>.tmp<suffix>" (the suffix is kept so that
@@ -76,9 +77,26 @@ def remove_temporaries(folder: str | Path) -> list[Path]:
     return removed
 
 
+def _json_safe(data):
+    """``data`` with every non-finite float (NaN, +-inf) replaced by None, in nested dicts,
+    lists and tuples."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_json_safe(v) for v in data]
+    return data
+
+
 def write_json(path: str | Path, data) -> None:
+    """Write ``data`` as JSON (indented), atomically. JSON has no NaN or infinity (Python's
+    ``NaN`` / ``Infinity`` are an extension that JavaScript's ``JSON.parse``, jq and most
+    parsers refuse): non-finite floats, such as the metrics of a scene with one camera or the
+    PSNR of a perfect match, are written as null."""
+    text = json.dumps(_json_safe(data), indent=2, sort_keys=False, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text + "\n")
 
 
 def read_json(path: str | Path):
@@ -124,3 +142,18 @@ def save_depth_png16(path: str | Path, depth: Tensor) -> None:
     mm = np.clip(depth.detach().cpu().double().numpy() * 1000.0 + 0.5, 0, 65535).astype(np.uint16)
     with atomic_path(path) as tmp:
         Image.fromarray(mm).save(tmp, format="PNG")
+
+
+VIDEO_WRITER_ARGS = dict(format="FFMPEG", codec="libx264", pixelformat="yuv420p", macro_block_size=2)
+"""imageio's FFMPEG writer settings for every video (H.264, yuv420p), each frame passed
+through :func:`even_sides`: yuv420p needs even sides, and imageio's default (rescaling each side
+up to a multiple of 16) stretches the picture, 33 x 31 to 48 x 32."""
+
+
+def even_sides(frame: np.ndarray) -> np.ndarray:
+    """``frame`` [H,W,3] with a copy of its last row / column added where H / W is odd: the
+    even size yuv420p needs, without rescaling."""
+    h, w = frame.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return frame
+    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")

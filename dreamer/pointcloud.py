@@ -130,7 +130,10 @@ class PointCloud:
     def save_ply(self, path: str | Path) -> None:
         """Binary little-endian PLY with ``x y z`` (float) and ``red green blue`` (uchar),
         plus a ``radius`` float property that viewers ignore and :meth:`load_ply` reads back.
-        Written to a temporary name, then renamed: a crash leaves the old file or none."""
+        Colours are clamped to [0, 1]. Written to a temporary name, then renamed: a crash leaves
+        the old file or none. Raises ValueError, before writing, for NaN or inf in a point
+        (float64 values beyond float32's range included: the file is float32), which viewers
+        would frame and draw as garbage."""
         from dreamer.io import atomic_path
 
         n = len(self)
@@ -138,10 +141,17 @@ class PointCloud:
                  ("blue", "u1"), ("radius", "<f4")]
         arr = np.empty(n, dtype=dtype)
         xyz = self.xyz.detach().cpu().float().numpy()
-        rgb = (self.rgb.detach().cpu().float().clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+        radius = self.radius.detach().cpu().float().numpy()
+        rgb = self.rgb.detach().cpu().float().numpy()
+        for name, values in (("xyz", xyz), ("rgb", rgb), ("radius", radius)):
+            bad = ~np.isfinite(values).all(axis=tuple(range(1, values.ndim)))
+            if bad.any():
+                raise ValueError(f"cannot write {path}: PointCloud.{name} has NaN or inf (as float32) in "
+                                 f"{int(bad.sum())} of {n} points (first at index {int(bad.argmax())})")
+        rgb = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         arr["x"], arr["y"], arr["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
         arr["red"], arr["green"], arr["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-        arr["radius"] = self.radius.detach().cpu().float().numpy()
+        arr["radius"] = radius
         header = "ply\nformat binary_little_endian 1.0\n"
         header += f"element vertex {n}\n"
         header += "".join(

@@ -3,6 +3,7 @@ dataparser reads it (a reader written here after nerfstudio's logic; nerfstudio 
 torchvision and open3d, which cannot be installed here)."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,88 @@ def test_nerfstudio_reads_our_cameras_and_depth(scene):
         assert (fx, fy, cx, cy, w, h) == pytest.approx((cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height))
         assert torch.allclose(opengl_to_opencv(torch.tensor(c2w_gl, dtype=torch.float32)), cam.c2w.cpu(), atol=1e-5)
         assert np.abs(depth - view.depth.numpy()).max() <= 0.5e-3 + 1e-6  # millimetre PNG, rounded
+
+
+def test_nerfstudio_reads_each_views_own_intrinsics_when_the_field_of_view_changes(tmp_path):
+    """A trajectory that zooms (a keyframe with another fov): nerfstudio takes a top-level
+    intrinsic for every frame, so only what all views share is written there; each frame reads
+    back with its own focal length, and our trajectory reader agrees."""
+    from dreamer.trajectories import load_trajectory
+
+    world = ProceduralWorld()
+    cam = Camera.from_fov(50.0, 48, 32)
+    truth = world.render(cam)
+    cams = make_trajectory("lookaround", cam, center_depth_from(truth.depth), n=3).cameras
+    cams = [cams[0]] + [Camera(Camera.from_fov(fov, 48, 32).K, c.c2w, 48, 32) for fov, c in zip((40.0, 30.0), cams[1:])]
+    result = dream(truth.image, cams, "a room", inpainter=WorldInpainter(world),
+                   depth_estimator=WorldDepthEstimator(world, seed=1), depth=truth.depth)
+    write_scene(tmp_path, result)
+    seen = read_like_nerfstudio(tmp_path)["intrinsics"]
+    assert [fx for fx, *_ in seen] == pytest.approx([c.fx for c in cams])
+    assert len({round(fx, 3) for fx, *_ in seen}) == 3
+    meta = json.loads((tmp_path / "transforms.json").read_text())
+    assert "fl_x" not in meta and (meta["w"], meta["h"], meta["cx"], meta["cy"]) == (48, 32, 24.0, 16.0)
+    ours = load_trajectory(tmp_path / "transforms.json").cameras
+    assert all(torch.allclose(a.K, b.K) for a, b in zip(ours, cams))
+
+
+def test_a_scene_of_one_camera_writes_files_strict_readers_take(tmp_path):
+    """One camera: no dreamed view, so the depth metrics have no data (NaN). Every JSON file is
+    standard JSON (what JavaScript's JSON.parse and jq read: null, not NaN), and transforms.json
+    holds the one frame, read as nerfstudio reads it."""
+    from dreamer.io import write_json
+    from dreamer.scene.metrics import world_metrics
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    world = ProceduralWorld()
+    cam = Camera.from_fov(50.0, 32, 32)
+    truth = world.render(cam)
+    estimator = WorldDepthEstimator(world, seed=1)
+    result = dream(truth.image, [cam], "a room", inpainter=WorldInpainter(world), depth_estimator=estimator,
+                   depth=truth.depth)
+    write_scene(tmp_path, result)
+    metrics = world_metrics(result, world, estimator)
+    assert math.isnan(metrics["abs_rel_aligned"])
+    write_json(tmp_path / "metrics.json", metrics)
+    for name in ("metrics.json", "cameras.json", "transforms.json"):
+        json.loads((tmp_path / name).read_text(), parse_constant=refuse)
+    assert json.loads((tmp_path / "metrics.json").read_text())["abs_rel_aligned"] is None
+    seen = read_like_nerfstudio(tmp_path)
+    assert len(seen["images"]) == 1 and seen["trained"][0].all()
+    assert np.allclose(opengl_to_opencv(torch.tensor(seen["c2w_opengl"][0])).numpy(), cam.c2w.numpy(), atol=1e-6)
+
+
+def test_points_ply_round_trip_and_edge_clouds(tmp_path):
+    """points.ply as an independent reader (plyfile) and ours read it: float32 x y z, uchar
+    colours rounded from [0, 1] (clamped outside), the radius; one point and no point at all
+    are files both read. NaN or inf anywhere (a float64 value beyond float32 too) is refused
+    before anything is written: a viewer would frame the cloud around it and show garbage."""
+    from plyfile import PlyData
+
+    from dreamer.pointcloud import PointCloud
+
+    xyz = torch.tensor([[0.5, -1.25, 3.0], [1e-3, 2.0, -7.5]])
+    rgb = torch.tensor([[0.0, 0.5, 1.0], [-0.2, 1.3, 0.25]])
+    radius = torch.tensor([0.01, 0.5])
+    PointCloud(xyz, rgb, radius).save_ply(tmp_path / "p.ply")
+    v = PlyData.read(str(tmp_path / "p.ply"))["vertex"].data
+    assert list(v.dtype.names) == ["x", "y", "z", "red", "green", "blue", "radius"]
+    assert np.array_equal(np.stack([v["x"], v["y"], v["z"]], 1), xyz.numpy())
+    assert np.stack([v["red"], v["green"], v["blue"]], 1).tolist() == [[0, 128, 255], [0, 255, 64]]
+    back = PointCloud.load_ply(tmp_path / "p.ply")
+    assert torch.equal(back.xyz, xyz) and torch.equal(back.radius, radius)
+    for n in (1, 0):
+        PointCloud(xyz[:n], rgb[:n].clamp(0, 1), radius[:n]).save_ply(tmp_path / f"{n}.ply")
+        assert len(PlyData.read(str(tmp_path / f"{n}.ply"))["vertex"].data) == n
+        assert len(PointCloud.load_ply(tmp_path / f"{n}.ply")) == n
+    bad = tmp_path / "bad"
+    for name, cloud in (("xyz", PointCloud(xyz.clone().index_fill_(0, torch.tensor([1]), math.nan), rgb, radius)),
+                        ("rgb", PointCloud(xyz, rgb.clone().index_fill_(0, torch.tensor([1]), math.nan), radius)),
+                        ("radius", PointCloud(xyz, rgb, torch.tensor([0.01, math.inf]))),
+                        ("xyz", PointCloud(xyz.double() * torch.tensor([1.0, 1e39]).double()[:, None], rgb,
+                                           radius))):
+        with pytest.raises(ValueError, match=f"PointCloud.{name} has NaN or inf.* 1 of 2 points .*index 1"):
+            cloud.save_ply(bad / "points.ply")
+        assert not bad.exists() or list(bad.iterdir()) == []

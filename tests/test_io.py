@@ -1,5 +1,7 @@
 """Files at the edges: atomic writes with the user's permissions, leftovers of killed runs."""
 
+import json
+import math
 import os
 import stat
 
@@ -53,3 +55,19 @@ def test_remove_temporaries_takes_only_the_atomic_writers_leftovers(tmp_path):
     assert sorted(remove_temporaries(tmp_path)) == sorted(leftovers)
     assert all(p.exists() for p in keep) and not any(p.exists() for p in leftovers)
     assert remove_temporaries(tmp_path / "missing") == []
+
+
+def _strict_json(path):
+    """Parse like JavaScript's JSON.parse or jq: NaN and Infinity are not JSON."""
+    def refuse(name):
+        raise ValueError(f"{path.name}: {name} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_write_json_writes_standard_json_for_non_finite_numbers(tmp_path):
+    """A metric without data (NaN) or a perfect PSNR (inf) is written as null, at any depth."""
+    write_json(tmp_path / "m.json", {"psnr": math.inf, "views": [{"abs_rel": math.nan, "n": 3}, -math.inf],
+                                     "pair": (1.5, math.nan), "ok": 0.25})
+    assert _strict_json(tmp_path / "m.json") == {"psnr": None, "views": [{"abs_rel": None, "n": 3}, None],
+                                                 "pair": [1.5, None], "ok": 0.25}

@@ -1,6 +1,7 @@
 """The command line: every output file, resume, batch, shards, failures, missing models."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -490,3 +491,23 @@ def test_rerun_removes_temporary_files_of_a_killed_write(tmp_path):
     keep.write_text("not ours\n")
     assert run_cli(*args) == 0
     assert not [p for p in stale if p.exists()] and keep.exists()
+
+
+def test_a_one_camera_scene_writes_standard_json_and_reads_its_metrics_back(tmp_path, capsys, caplog):
+    """One camera: the depth metrics have no data (NaN), written as null (JSON has no NaN; jq and
+    JavaScript refuse it). A second run that reuses the dream (splats added) reads them back as
+    NaN and reports them without a logging error."""
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "one"
+    args = ["--models", "synthetic", "--views", 1, "--out", out, "--width", 32, "--height", 32]
+    assert run_cli(*args, "--no-splats") == 0
+    assert run_cli(*args, "--render-frames", 4) == 0
+    assert "Logging error" not in capsys.readouterr().err
+    reports = [r.getMessage() for r in caplog.records if "AbsRel" in r.msg]
+    assert len(reports) == 2 and all("AbsRel aligned nan" in line for line in reports)
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    m = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)
+    assert m["views"] == 1 and m["abs_rel_aligned"] is None and m["splats"]["video_frames"] == 4

@@ -631,7 +631,47 @@ def test_bad_plys(tmp_path):
         Gaussians.load_ply(tmp_path / "rest.ply")
 
 
-def test_bad_gaussians():
+def test_what_float32_cannot_hold_is_refused_before_the_ply_is_written(tmp_path):
+    """The .ply stores float32. A float64 set valid as such but not as float32 (a coordinate of
+    1e39 becomes inf, a quaternion of 1e-30 has a zero float32 norm) would give a file our reader
+    refuses and a viewer draws as garbage: refused, naming the field, and nothing is written. An
+    opacity logit beyond float32 is opacity 0 or 1 and is written as -+30, as the reader takes
+    an infinite one."""
+    base = _random_gaussians(6, 1)
+    f64 = {k: v.double() for k, v in base.params().items()}
+
+    def make(**change) -> Gaussians:
+        p = dict(f64)
+        for k, v in change.items():
+            p[k] = p[k].clone()
+            p[k][2] = v
+        return Gaussians.from_params(p)
+
+    for field, name, value in (("means", "means", 1e39), ("scales", "log_scales", -1e39), ("sh0", "sh0", 1e39),
+                               ("quats", "quats", 1e-30)):
+        with pytest.raises(ValueError, match=f"float32.*Gaussians.{name} .*index 2"):
+            make(**{field: value}).save_ply(tmp_path / "g.ply")
+        assert list(tmp_path.iterdir()) == []
+    make(opacities=-1e39).save_ply(tmp_path / "g.ply")
+    back = Gaussians.load_ply(tmp_path / "g.ply")
+    assert float(back.opacity_logits[2]) == -30.0
+    assert torch.equal(back.opacity_logits[:2], base.opacity_logits[:2])
+    assert torch.equal(back.means, base.means)
+
+
+def test_a_3d_filtered_gaussian_too_small_for_float32_squares_keeps_its_size_in_the_ply(tmp_path):
+    """The 3D filter is baked in float64: a standard deviation of e^-60 (its square underflows
+    float32) with no filter is written as log scale -60, not log(0) = -inf."""
+    g = _random_gaussians(4, 0)
+    g.log_scales[1] = -60.0
+    g.filter_3d = torch.tensor([0.01, 0.0, 0.01, 0.01])
+    g.save_ply(tmp_path / "g.ply")
+    back = Gaussians.load_ply(tmp_path / "g.ply")
+    assert torch.allclose(back.log_scales[1], torch.full((3,), -60.0))
+    assert torch.allclose(back.opacity_logits[1], g.opacity_logits[1], atol=1e-5)
+
+
+def test_bad_gaussians(tmp_path):
     with pytest.raises(ValueError, match="empty point cloud"):
         Gaussians.from_points(PointCloud.empty())
     with pytest.raises(ValueError, match="at least one"):
@@ -643,6 +683,14 @@ def test_bad_gaussians():
     fields[2][3, 1] = float("nan")
     with pytest.raises(ValueError, match="log_scales has non-finite.*index 3"):
         Gaussians(*fields)
+    # Opacity exactly 0 and 1 through torch.logit: the message says so and what to do.
+    fields = list(g.params().values())
+    fields[3] = torch.logit(torch.tensor([0.5, 1.0, 0.0, 0.5, 0.5]))
+    with pytest.raises(ValueError, match="opacity_logits .* 2 of 5 .*index 1.*exactly 0 or 1.*clamp"):
+        Gaussians(*fields)
+    fields[3] = torch.logit(torch.tensor([0.5, 1.0, 0.0, 0.5, 0.5])).clamp(-30, 30)
+    Gaussians(*fields).save_ply(tmp_path / "clamped.ply")
+    assert Gaussians.load_ply(tmp_path / "clamped.ply").opacities[1:3].tolist() == [1.0, pytest.approx(0, abs=1e-12)]
     with pytest.raises(ValueError, match="shN"):
         Gaussians(*list(g.params().values())[:5], torch.zeros(5, 2, 3))
     pc = _cloud(5)

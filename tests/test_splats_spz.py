@@ -157,22 +157,55 @@ def test_fractional_bits_follow_the_gaussians_size_and_the_scene_extent():
     g.means[0, 0] = 2.0**23
     with pytest.raises(ValueError, match="24-bit fixed point.*export the .ply"):
         encode_spz(g)
+    # Sizes as stored: a log scale below the format's -10 is stored as -10 and asks for no
+    # finer step than that (1/16 of e^-10 needs 19 bits), even one of -1000 (0 as a float).
+    g = random_gaussians(n=50, degree=0, seed=8)
+    for log_scale in (-10.0, -120.0, -1000.0):
+        g.log_scales[:] = log_scale
+        assert bits(g) == 19
+    g.log_scales[:] = 1000.0  # a size beyond float's range: the reference's 12 bits, stored as e^5.94
+    assert bits(g) == 12 and torch.allclose(decode_spz(encode_spz(g)).log_scales, torch.tensor(255 / 16 - 10))
 
 
 def test_values_outside_the_format_range_are_clamped_and_logged(caplog):
     g = random_gaussians(n=20, degree=1, seed=8)
     g.log_scales[0] = -20.0  # below exp(-10)
     g.shN[1, 2, 0] = 3.0  # above the SH range (coefficient 2, x, keeps its sign on disk)
+    g.shN[3, 1, 2] = 3.0  # and another coefficient's: one warning counts both
     g.sh0[2, 0, 0] = 10.0  # colour far above 1
     with caplog.at_level("WARNING"):
         back = decode_spz(encode_spz(g))
     assert torch.allclose(back.log_scales[0], torch.full((3,), -10.0))
     assert back.shN[1, 2, 0] == pytest.approx(127 / 128) and back.sh0[2, 0, 0] == pytest.approx(0.5 / 0.15)
     text = caplog.text
-    assert "3 log scale values" in text and "1 SH values" in text and "1 colour" in text
+    assert "3 log scale values" in text and "2 SH values" in text and "1 colour" in text
+    assert text.count("SH values") == 1
     # An opacity that rounds to 0 or 255 reads back as a finite logit.
     g.opacity_logits[:2] = torch.tensor([-40.0, 40.0])
     assert decode_spz(encode_spz(g)).opacity_logits[:2].tolist() == [-30.0, 30.0]
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_a_3d_filtered_antialiased_set_is_stored_as_the_ply_stores_it(tmp_path, version):
+    """Splats trained with Mip-Splatting's filters (a deep zoom): the .spz holds the filtered
+    scales and opacities the .ply holds (what render draws), within the quantization, and says
+    they are antialiased; our reader gives the mode back."""
+    g = random_gaussians(n=300, degree=1, seed=11)
+    g.filter_3d = torch.rand(300, generator=torch.Generator().manual_seed(1)) * 0.05
+    g.rasterize_mode = "antialiased"
+    g.save_ply(tmp_path / "g.ply")
+    g.save_spz(tmp_path / "g.spz", version=version)
+    ply, spz = Gaussians.load_ply(tmp_path / "g.ply"), Gaussians.load_spz(tmp_path / "g.spz")
+    header = read_spz_header(tmp_path / "g.spz")
+    assert header.antialiased and spz.rasterize_mode == "antialiased"
+    assert_within_quantization(ply, spz, header.fractional_bits)
+    filtered_scales, filtered_opacities = g.filtered()
+    assert (spz.scales.log() - filtered_scales.log()).abs().max() <= LOG_SCALE_STEP + EPS
+    assert (spz.opacities - filtered_opacities).abs().max() <= OPACITY_STEP + EPS
+    # Classic splats carry no flag; the flag can still be forced either way.
+    g.rasterize_mode = "classic"
+    assert not _parse(encode_spz(g, version=version), "t")[0].antialiased
+    assert _parse(encode_spz(g, version=version, antialiased=True), "t")[0].antialiased
 
 
 def test_same_gaussians_same_bytes_and_version_4_is_smaller():

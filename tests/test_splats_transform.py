@@ -123,6 +123,19 @@ def test_splat_transform_reads_our_spz(splat_transform, ours, tmp_path, version)
     assert torch.allclose(mine.quats, theirs.quats, atol=1e-6)
 
 
+def test_splat_transform_reads_the_same_filtered_scene_from_our_ply_and_our_spz(splat_transform, ours, tmp_path):
+    """Splats with a 3D filter (a deep zoom's): splat-transform decodes our .spz to the Gaussians
+    of our .ply (the filter baked into scales and opacities in both), within the quantization."""
+    g, _ = ours
+    g.filter_3d = torch.rand(len(g), generator=torch.Generator().manual_seed(2)) * 0.05
+    g.shN = g.shN.clamp(-0.9, 0.9)  # inside the spz SH range, as in test_splats_spz
+    g.save_ply(tmp_path / "f.ply")
+    g.save_spz(tmp_path / "f.spz")
+    _convert(splat_transform, tmp_path / "f.spz", tmp_path / "back.ply")
+    assert_within_quantization(Gaussians.load_ply(tmp_path / "f.ply"), Gaussians.load_ply(tmp_path / "back.ply"),
+                               read_spz_header(tmp_path / "f.spz").fractional_bits)
+
+
 @pytest.mark.parametrize("version", [3, 4])
 def test_our_reader_reads_splat_transforms_spz(splat_transform, ours, tmp_path, version):
     """.ply -> splat-transform's .spz (12 fractional bits; its SH rounding goes through two

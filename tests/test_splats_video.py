@@ -64,6 +64,20 @@ def test_video_frames_match_renders(gaussians, tmp_path):
     assert float((frame - rgb).abs().mean()) < 0.03  # H.264 is lossy; the picture is the same
 
 
+@pytest.mark.parametrize("w, h", [(40, 24), (33, 31)])
+def test_a_size_that_is_no_multiple_of_16_is_not_stretched(gaussians, tmp_path, w, h):
+    """A multiple of 8 (any scene size) is written as it is, an odd side with one more row or
+    column (yuv420p needs even sides); the picture is the render's, not rescaled (imageio's
+    default took 40 x 24 to 48 x 32 and 33 x 31 to 48 x 32)."""
+    cams = _path(2, w, h)
+    files = render_video(gaussians, cams, tmp_path, name="v", depth=False, preview=False, quality=10)
+    with imageio.get_reader(files.rgb) as r:
+        frame = torch.from_numpy(r.get_data(1)).float() / 255
+    assert frame.shape == (h + h % 2, w + w % 2, 3)
+    rgb, _, _ = gaussians.render(cams[1])
+    assert float((frame[:h, :w] - rgb).abs().mean()) < 0.03
+
+
 def test_depth_colours_go_from_near_bright_to_far_dark():
     depth = torch.tensor([[1.0, 2.0, 4.0, 0.0]])
     rgb = colorize_depth(depth, 1.0, 4.0)

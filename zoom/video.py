@@ -96,7 +96,7 @@ def write_zoom_video(path: str | Path, levels: Tensor, *, p: int = 2, fps: int =
     """
     import imageio.v2 as imageio
 
-    from dreamer.io import atomic_path, to_uint8
+    from dreamer.io import VIDEO_WRITER_ARGS, atomic_path, even_sides, to_uint8
 
     if fps < 1 or seconds_per_level <= 0:
         raise ValueError(f"fps must be >= 1 and seconds_per_level > 0, got {fps}, {seconds_per_level}")
@@ -104,14 +104,14 @@ def write_zoom_video(path: str | Path, levels: Tensor, *, p: int = 2, fps: int =
     frames = zoom_frames(levels, p=p, frames_per_level=per_level, size=size, feather=feather)
     path = Path(path)
     with atomic_path(path) as tmp:
-        writer = imageio.get_writer(str(tmp), format="FFMPEG", fps=fps, codec="libx264", macro_block_size=16)
+        writer = imageio.get_writer(str(tmp), **VIDEO_WRITER_ARGS, fps=fps)
         try:
             count = 0
             for frame in frames:
-                writer.append_data(to_uint8(frame))
+                writer.append_data(even_sides(to_uint8(frame)))
                 count += 1
             if levels.shape[0] == 1:
-                last = to_uint8(levels[0])
+                last = even_sides(to_uint8(levels[0]))
                 for _ in range(per_level - 1):
                     writer.append_data(last)
         finally:

@@ -213,7 +213,7 @@ def render_points_video(points: PointCloud, cameras: Sequence[Camera], path: str
     level) into an H.264 mp4 at ``path``, atomically. One frame per camera."""
     import imageio.v2 as imageio
 
-    from dreamer.io import atomic_path, to_uint8
+    from dreamer.io import VIDEO_WRITER_ARGS, atomic_path, even_sides, to_uint8
 
     if not cameras:
         raise ValueError("render_points_video needs at least one camera")
@@ -221,12 +221,12 @@ def render_points_video(points: PointCloud, cameras: Sequence[Camera], path: str
         lod = LevelsOfDetail.single_level(len(points), device=points.device)
     path = Path(path)
     with atomic_path(path) as tmp:
-        writer = imageio.get_writer(str(tmp), format="FFMPEG", fps=fps, codec="libx264", macro_block_size=16)
+        writer = imageio.get_writer(str(tmp), **VIDEO_WRITER_ARGS, fps=fps)
         try:
             for cam in cameras:
                 r = render_fly_in_points(points, lod, cam.to(points.device), splat_scale=splat_scale,
                                          max_splat_px=max_splat_px, close_px=close_px)
-                writer.append_data(to_uint8(r.image))
+                writer.append_data(even_sides(to_uint8(r.image)))
         finally:
             writer.close()
     return path

@@ -14,7 +14,6 @@ Layout of a scene folder (every file written atomically):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from dreamer.cameras import Camera, opencv_to_opengl
@@ -43,11 +42,6 @@ def write_view(out: Path, index: int, view: DreamView) -> None:
     save_image(out / paths["mask"], view.mask)
 
 
-def _finite(stats: dict) -> dict:
-    """JSON has no NaN: write None for non-finite floats."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in stats.items()}
-
-
 def write_cameras_json(path: Path, cameras: list[Camera], views: list[DreamView] | None = None) -> None:
     """Our convention (OpenCV axes, c2w) with the prompt and statistics of each dreamed view."""
     frames = []
@@ -56,7 +50,7 @@ def write_cameras_json(path: Path, cameras: list[Camera], views: list[DreamView]
         if views is not None and i < len(views):
             entry["prompt"] = views[i].prompt
             entry["image"] = view_paths(i)["image"]
-            entry["stats"] = _finite(views[i].stats)
+            entry["stats"] = views[i].stats  # NaN: null (write_json)
         frames.append(entry)
     write_json(path, {"convention": "opencv", "depth": "z-depth", "cameras": frames})
 
@@ -66,7 +60,10 @@ def write_transforms_json(path: Path, views: list[DreamView]) -> None:
 
     No ``mask_path``: every pixel of a dreamed view is valid, and nerfstudio trains only on the
     pixels a mask marks (the views' ``_mask.png`` marks where new points came from, which is
-    something else)."""
+    something else). An intrinsic (``fl_x``, ``fl_y``, ``cx``, ``cy``, ``w``, ``h``) is written at
+    the top level only when every view shares it: nerfstudio takes a top-level value for every
+    frame, over the frame's own (a trajectory whose field of view changes would be trained with
+    the first view's)."""
     frames = []
     for i, v in enumerate(views):
         cam = v.camera
@@ -77,10 +74,11 @@ def write_transforms_json(path: Path, views: list[DreamView]) -> None:
             "fl_x": cam.fx, "fl_y": cam.fy, "cx": cam.cx, "cy": cam.cy, "w": cam.width, "h": cam.height,
             "transform_matrix": opencv_to_opengl(cam.c2w.cpu()).tolist(),
         })
-    cam0 = views[0].camera
+    shared = {k: frames[0][k] for k in ("fl_x", "fl_y", "cx", "cy", "w", "h")
+              if all(f[k] == frames[0][k] for f in frames)}
     write_json(path, {
         "camera_model": "OPENCV",
-        "fl_x": cam0.fx, "fl_y": cam0.fy, "cx": cam0.cx, "cy": cam0.cy, "w": cam0.width, "h": cam0.height,
+        **shared,
         "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
         "depth_unit_scale_factor": 1e-3,  # depth PNGs are millimetres
         "frames": frames,

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -256,8 +257,9 @@ def _metrics_stage(result: DreamResult, out: Path, backends: Backends, name: str
     metrics = None
     if reused and (out / "metrics.json").is_file():
         try:
-            metrics = read_json(out / "metrics.json")
-        except (ValueError, OSError):
+            # A figure without data (one camera: no dreamed view) is NaN, written as null.
+            metrics = {k: math.nan if v is None else v for k, v in read_json(out / "metrics.json").items()}
+        except (ValueError, OSError, AttributeError):
             metrics = None
     if metrics is None:
         from dreamer.scene.metrics import world_metrics

@@ -204,6 +204,25 @@ def merge_points_on_grid(points: PointCloud, cell_factor: float = 1.0, *, flat_l
                       total(r.double() ** 2).sqrt().float())
 
 
+def _as_stored(g: "Gaussians", log_scales: Tensor, logits: Tensor, path) -> tuple[Tensor, Tensor]:
+    """The log scales and opacity logits as the .ply stores them (float32), after checking that
+    the float32 set is one :meth:`Gaussians.load_ply` (and a viewer) can take: a float64 value
+    beyond float32's range (3.4e38) would be written as inf, a tiny quaternion as zeros, and the
+    log of a 3D-filtered scale that underflowed as -inf. An opacity logit that overflows is
+    opacity 0 or 1 and is written as -+30, as the reader reads an infinite one."""
+    if g.filter_3d is None and all(getattr(g, f).dtype == torch.float32 for f in _FIELDS):
+        return log_scales, logits  # stored as they are, and the caller has just validated them
+    logits = logits.float()
+    logits = torch.where(torch.isinf(logits), logits.sign() * _LOGIT_LIMIT, logits)
+    log_scales = log_scales.float()
+    try:
+        Gaussians(g.means.float(), g.quats.float(), log_scales, logits, g.sh0.float(), g.shN.float())
+    except ValueError as e:
+        raise ValueError(f"cannot write {path}: the .ply stores float32, and as float32 {e} (values beyond "
+                         f"+-3.4e38 become inf, quaternions shorter than 1e-19 zero)") from None
+    return log_scales, logits
+
+
 @dataclass(eq=False)
 class Gaussians:
     """A set of N >= 1 3D Gaussians (see the module docstring for the fields).
@@ -254,10 +273,16 @@ class Gaussians:
             bad = ~torch.isfinite(t.detach())
             if bad.any():
                 rows = bad.reshape(n, -1).any(1)
+                hint = ""
+                if name == "opacity_logits" and not torch.isnan(t.detach()).any():  # torch.logit of 0 or 1
+                    hint = (f"; an infinite logit is an opacity of exactly 0 or 1: clamp the logits to "
+                            f"+-{_LOGIT_LIMIT:g} (what load_ply does with such a file)")
                 raise ValueError(f"Gaussians.{name} has non-finite values (NaN/inf) in {int(rows.sum())} of {n} "
-                                 f"Gaussians (first at index {int(rows.nonzero()[0])})")
-        if (self.quats.detach().norm(dim=1) == 0).any():
-            raise ValueError("Gaussians.quats has zero quaternions; rotations need a non-zero norm")
+                                 f"Gaussians (first at index {int(rows.nonzero()[0])}){hint}")
+        zero = self.quats.detach().norm(dim=1) == 0
+        if zero.any():
+            raise ValueError(f"Gaussians.quats has zero quaternions in {int(zero.sum())} of {n} Gaussians (first at "
+                             f"index {int(zero.nonzero()[0])}); rotations need a non-zero norm")
         if self.lod is not None:
             if not isinstance(self.lod, LevelsOfDetail):
                 raise TypeError(f"Gaussians.lod must be a LevelsOfDetail or None, got {type(self.lod).__name__}")
@@ -402,6 +427,18 @@ class Gaussians:
             scales, opacities = apply_filter_3d(scales, opacities, self.filter_3d)
         return scales, opacities
 
+    def baked_filter(self) -> tuple[Tensor, Tensor]:
+        """(log scales [N,3], opacity logits [N]) with the 3D filter applied: what the files
+        store and every viewer draws. Without a filter, the fields themselves; with one, float64
+        (a float32 scale below 1e-23 squares to 0, and its log would be -inf)."""
+        if self.filter_3d is None:
+            return self.log_scales, self.opacity_logits
+        scales, opacities = apply_filter_3d(torch.exp(self.log_scales.detach().double()),
+                                            torch.sigmoid(self.opacity_logits.detach().double()),
+                                            self.filter_3d.detach().double())
+        o = opacities.clamp(1e-12, 1 - 1e-12)
+        return torch.log(scales), torch.log(o / (1 - o))
+
     def __repr__(self) -> str:
         extra = "" if self.lod is None else f", levels={int(self.lod.level.max()) + 1}"
         return f"Gaussians(n={len(self)}, sh_degree={self.sh_degree}, device={self.device}{extra})"
@@ -446,7 +483,9 @@ class Gaussians:
 
         Parameters are written as float32; a float32 set without a 3D filter reads back bit for
         bit. With a filter the standard properties hold the filtered Gaussians (what every viewer
-        draws) and :meth:`load_ply` returns those, with ``filter_3d`` None.
+        draws) and :meth:`load_ply` returns those, with ``filter_3d`` None. A set that float32
+        cannot hold (a float64 value beyond +-3.4e38, a quaternion that rounds to zero) raises
+        ValueError before anything is written; an opacity logit beyond it is written as +-30.
         """
         from dreamer.io import atomic_path
 
@@ -456,12 +495,7 @@ class Gaussians:
         names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
         names += [f"f_rest_{i}" for i in range(3 * k1)]
         names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-        log_scales, logits = g.log_scales, g.opacity_logits
-        if g.filter_3d is not None:  # bake the 3D filter into the standard properties
-            scales, opacities = g.filtered()
-            log_scales = torch.log(scales)
-            o = opacities.double().clamp(1e-12, 1 - 1e-12)
-            logits = torch.log(o / (1 - o)).to(logits.dtype)
+        log_scales, logits = _as_stored(g, *g.baked_filter(), path)
         cols = [
             g.means, torch.zeros_like(g.means), g.sh0[:, 0, :],
             g.shN.transpose(1, 2).reshape(n, 3 * k1),  # channel-major

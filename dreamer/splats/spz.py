@@ -37,7 +37,10 @@ SH (rest)      3 * (K-1): 128 + 128 * c in [-1, 1), rounded to a multiple   4/12
                of 2^(8-bits): 5 bits for degree 1, 4 for degrees 2-4        8/128 (degrees 2-4)
 =============  ==========================================================  ========================
 
-Values outside an attribute's range are clamped to it (logged with their count).
+Values outside an attribute's range are clamped to it (logged with their count). As in the
+``.ply``, a 3D filter (``Gaussians.filter_3d``) is baked into the scales and opacities, so the file
+holds what :meth:`~dreamer.splats.gaussians.Gaussians.render` draws; the header's antialiased
+flag follows the Gaussians' ``rasterize_mode`` and the reader sets the mode from it.
 ``fractionalBits`` is chosen per file (the reference writer always uses 12, a step of 2.4e-4
 units): the fewest bits, but at least 12, whose step is at most 1/16 of the small Gaussians'
 size, so a deep-zoom scene's fine detail keeps its place (position error <= 1/32 of the size)
@@ -80,6 +83,7 @@ REFERENCE_FRACTIONAL_BITS = 12  # what the reference writer always uses
 MAX_POINTS = 10_000_000  # the reference reader refuses larger version 3 files
 _FIXED_LIMIT = 2**23 - 1
 _SQRT1_2 = math.sqrt(0.5)
+_LOG_SCALE_MIN, _LOG_SCALE_MAX = -10.0, 255 / 16 - 10.0  # the range of a log scale byte
 _LOGIT_LIMIT = 30.0  # an alpha of exactly 0 or 255 reads as an infinite logit: keep it finite
 _FLAG_ANTIALIASED = 0x1
 _FLAG_EXTENSIONS = 0x2
@@ -124,7 +128,9 @@ def _fractional_bits(positions: np.ndarray, log_scales: np.ndarray) -> int:
     """Fixed-point bits of the positions: a step of at most 1/16 of the small Gaussians' size
     (the 1st percentile of each one's middle standard deviation: a flat splat's thin axis does
     not count), never coarser than the reference writer's 12 bits, as long as the farthest
-    coordinate fits in 24 bits."""
+    coordinate fits in 24 bits. Sizes are taken as the file stores them (log scales clamped to
+    the format's range): a finer step would be spent on a size no reader sees, and a log scale
+    of -1000 (a size of 0 in floating point) would ask for infinitely many bits."""
     extent = float(np.abs(positions).max())
     if extent > _FIXED_LIMIT:
         raise ValueError(f"spz stores positions as 24-bit fixed point (|coordinate| <= {_FIXED_LIMIT}); this "
@@ -132,7 +138,8 @@ def _fractional_bits(positions: np.ndarray, log_scales: np.ndarray) -> int:
     fit = MAX_FRACTIONAL_BITS
     while fit > 0 and np.rint(extent * 2.0**fit) > _FIXED_LIMIT:
         fit -= 1
-    small = float(np.exp(np.quantile(np.median(log_scales, axis=1), 0.01)))
+    stored = np.clip(np.median(log_scales, axis=1), _LOG_SCALE_MIN, _LOG_SCALE_MAX)
+    small = float(np.exp(np.quantile(stored, 0.01)))
     need = math.ceil(math.log2(16.0 / small))
     return min(fit, max(REFERENCE_FRACTIONAL_BITS, need))
 
@@ -167,14 +174,16 @@ def _pack_smallest_three(q: np.ndarray) -> np.ndarray:
     return word.astype("<u4").view(np.uint8)
 
 
-def _quantize_sh(c: np.ndarray, bits: int) -> np.ndarray:
-    step = 2 ** (8 - bits)
+def _quantize_sh(c: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """SH coefficients [N, K-1, 3] -> bytes, keeping ``bits[k]`` bits of coefficient k (one
+    warning for all the values out of range)."""
+    step = (2.0 ** (8 - bits))[:, None]
     q = np.rint((c * 128.0 + 128.0) / step) * step  # 128 (a zero coefficient) is always a bucket centre
     return _clamped_bytes(q, "SH")
 
 
 def encode_spz(gaussians, *, version: int = 3, sh1_bits: int = 5, sh_rest_bits: int = 4,
-               fractional_bits: int | None = None, antialiased: bool = False) -> bytes:
+               fractional_bits: int | None = None, antialiased: bool | None = None) -> bytes:
     """The bytes of an spz file holding ``gaussians`` (see :func:`save_spz`)."""
     from dreamer.splats.gaussians import Gaussians
 
@@ -195,8 +204,9 @@ def encode_spz(gaussians, *, version: int = 3, sh1_bits: int = 5, sh_rest_bits: 
         return t.detach().to("cpu", torch.float64).numpy()
 
     pos = arr(g.means) * _AXIS_FLIP
+    log_scales, logits = (arr(t) for t in g.baked_filter())  # the 3D filter baked in, as in the .ply
     if fractional_bits is None:
-        fractional_bits = _fractional_bits(pos, arr(g.log_scales))
+        fractional_bits = _fractional_bits(pos, log_scales)
     else:
         fractional_bits = check_int(fractional_bits, "fractional_bits (None: automatic)", min=0,
                                     max=MAX_FRACTIONAL_BITS)
@@ -214,16 +224,17 @@ def encode_spz(gaussians, *, version: int = 3, sh1_bits: int = 5, sh_rest_bits: 
         shn = shn * _SH_FLIP[: shn.shape[1], None]
         bits = np.full(shn.shape[1], sh_rest_bits)
         bits[:3] = sh1_bits
-        sh_bytes = np.concatenate([_quantize_sh(shn[:, k], int(bits[k]))[:, None] for k in range(shn.shape[1])],
-                                  1).tobytes()
+        sh_bytes = _quantize_sh(shn, bits).tobytes()
     streams = [
         _pack_positions(pos, fractional_bits).tobytes(),
-        _clamped_bytes(127.5 * (1.0 + np.tanh(0.5 * arr(g.opacity_logits))), "opacity").tobytes(),  # 255 sigmoid
+        _clamped_bytes(127.5 * (1.0 + np.tanh(0.5 * logits)), "opacity").tobytes(),  # 255 sigmoid
         _clamped_bytes(arr(g.sh0[:, 0]) * (COLOR_SCALE * 255.0) + 127.5, "colour (SH DC)").tobytes(),
-        _clamped_bytes((arr(g.log_scales) + 10.0) * 16.0, "log scale").tobytes(),
+        _clamped_bytes((log_scales - _LOG_SCALE_MIN) * 16.0, "log scale").tobytes(),
         _pack_smallest_three(q_xyzw).tobytes(),
         sh_bytes,
     ]
+    if antialiased is None:
+        antialiased = g.rasterize_mode == "antialiased"
     flags = _FLAG_ANTIALIASED if antialiased else 0
     if version == 3:
         header = _HEADER_V3.pack(MAGIC, 3, n, degree, fractional_bits, flags, 0)
@@ -238,7 +249,7 @@ def encode_spz(gaussians, *, version: int = 3, sh1_bits: int = 5, sh_rest_bits: 
 
 
 def save_spz(gaussians, path: str | Path, *, version: int = 3, sh1_bits: int = 5, sh_rest_bits: int = 4,
-             fractional_bits: int | None = None, antialiased: bool = False) -> None:
+             fractional_bits: int | None = None, antialiased: bool | None = None) -> None:
     """Write ``gaussians`` as an spz file, atomically (layout and errors: the module docstring).
 
     Args:
@@ -251,7 +262,9 @@ def save_spz(gaussians, path: str | Path, *, version: int = 3, sh1_bits: int = 5
             Readers need not know them.
         fractional_bits: fixed-point bits of the positions; None chooses them from the
             Gaussians' sizes and the scene's extent (the module docstring).
-        antialiased: set the header's flag for splats trained with antialiasing (mip-splatting).
+        antialiased: the header's flag for splats trained with antialiasing (Mip-Splatting's 2D
+            filter, gsplat's ``rasterize_mode="antialiased"``), which tells a viewer to draw them
+            so; None: set when the Gaussians' ``rasterize_mode`` is ``"antialiased"``.
     """
     from dreamer.io import atomic_path
 
@@ -361,7 +374,7 @@ def decode_spz(data: bytes, *, where: str = "spz data", device: torch.device | s
     with np.errstate(divide="ignore"):
         logits = np.clip(np.log(alpha) - np.log1p(-alpha), -_LOGIT_LIMIT, _LOGIT_LIMIT)
     sh0 = (np.frombuffer(color_b, np.uint8).reshape(n, 3) / 255.0 - 0.5) / COLOR_SCALE
-    log_scales = np.frombuffer(scale_b, np.uint8).reshape(n, 3) / 16.0 - 10.0
+    log_scales = np.frombuffer(scale_b, np.uint8).reshape(n, 3) / 16.0 + _LOG_SCALE_MIN
     rb = np.frombuffer(rot_b, np.uint8)
     if header.version >= 3:
         q = _unpack_smallest_three(rb)
@@ -376,7 +389,7 @@ def decode_spz(data: bytes, *, where: str = "spz data", device: torch.device | s
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
     g = Gaussians(means=t(means), quats=t(quats), log_scales=t(log_scales), opacity_logits=t(logits),
-                  sh0=t(sh0[:, None, :]), shN=t(shn))
+                  sh0=t(sh0[:, None, :]), shN=t(shn), rasterize_mode="antialiased" if header.antialiased else "classic")
     return g if device is None else g.to(device)
 
 
@@ -384,7 +397,8 @@ def load_spz(path: str | Path, device: torch.device | str | None = None):
     """Read an spz file of version 2, 3 or 4 into :class:`~dreamer.splats.gaussians.Gaussians`
     (float32, our OpenCV world axes, the inverse of :func:`save_spz` up to its quantization).
 
-    An alpha of exactly 0 or 255 becomes an opacity logit of -30 / +30. Raises
+    An alpha of exactly 0 or 255 becomes an opacity logit of -30 / +30; the antialiased flag
+    gives ``rasterize_mode="antialiased"``. Raises
     FileNotFoundError for a missing file and ValueError for one that is not an spz, is
     truncated, has another version, or carries vendor extensions in a version 2/3 file.
     """

@@ -1,10 +1,11 @@
 """Fly-through videos of trained splats: RGB and colour-mapped depth along a camera path.
 
 Frames are rendered and encoded a chunk at a time (``chunk`` frames), so memory stays flat
-however long the path is. Videos are H.264 MP4s written by imageio-ffmpeg (its bundled ffmpeg;
-``macro_block_size=16``: sizes that are not multiples of 16 are rescaled by ffmpeg), plus a
-small animated GIF preview. Every file is written under a temporary name and renamed when
-complete, so an interrupted render never leaves a truncated video under the final name.
+however long the path is. Videos are H.264 MP4s (yuv420p) written by imageio-ffmpeg (its bundled
+ffmpeg) at the cameras' own size (an odd side gets one more row or column:
+:func:`dreamer.io.even_sides`), plus a small animated GIF preview. Every file is written under a
+temporary name and renamed when complete, so an interrupted render never leaves a truncated
+video under the final name.
 
 Depth is shown as inverse depth (near = bright) normalized between robust percentiles
 measured on a few low-resolution frames spread over the path, so the colours mean the same
@@ -195,7 +196,7 @@ def render_video(
     import imageio.v2 as imageio
     import imageio.v3 as iio
 
-    from dreamer.io import atomic_path
+    from dreamer.io import VIDEO_WRITER_ARGS, atomic_path, even_sides
 
     W, H = _check_cameras(cameras)
     if not isinstance(name, str) or not name.strip() or any(ch in name for ch in "/\\\0") or name in (".", ".."):
@@ -221,20 +222,20 @@ def render_video(
     ps = min(1.0, preview_side / max(W, H))
     preview_size = (max(1, round(W * ps)), max(1, round(H * ps)))
     small: list[np.ndarray] = []
-    writer_args = dict(fps=fps, codec="libx264", macro_block_size=16, quality=quality, pixelformat="yuv420p")
+    writer_args = dict(VIDEO_WRITER_ARGS, fps=fps, quality=quality)
 
     with contextlib.ExitStack() as stack:
         tmp_rgb = stack.enter_context(atomic_path(rgb_path))
-        writers = [stack.enter_context(imageio.get_writer(tmp_rgb, format="FFMPEG", **writer_args))]
+        writers = [stack.enter_context(imageio.get_writer(tmp_rgb, **writer_args))]
         tmp_depth = stack.enter_context(atomic_path(depth_path)) if depth_path else None
         depth_writer = None
         if tmp_depth is not None:
-            depth_writer = stack.enter_context(imageio.get_writer(tmp_depth, format="FFMPEG", **writer_args))
+            depth_writer = stack.enter_context(imageio.get_writer(tmp_depth, **writer_args))
             writers.append(depth_writer)
         repaired_writer = None
         if repaired_path is not None:
             tmp_repaired = stack.enter_context(atomic_path(repaired_path))
-            repaired_writer = stack.enter_context(imageio.get_writer(tmp_repaired, format="FFMPEG", **writer_args))
+            repaired_writer = stack.enter_context(imageio.get_writer(tmp_repaired, **writer_args))
             writers.append(repaired_writer)
         for start in range(0, n, chunk):
             frames = []
@@ -251,11 +252,11 @@ def render_video(
                 frames.append((i, _to_uint8(rgb), _to_uint8(colorize_depth(d, lo, hi, a > 1e-3)) if depth else None,
                                None if fixed is None else _to_uint8(fixed)))
             for i, rgb8, d8, fixed8 in frames:
-                writers[0].append_data(rgb8)
+                writers[0].append_data(even_sides(rgb8))
                 if d8 is not None:
-                    depth_writer.append_data(d8)
+                    depth_writer.append_data(even_sides(d8))
                 if fixed8 is not None:
-                    repaired_writer.append_data(fixed8)
+                    repaired_writer.append_data(even_sides(fixed8))
                 if i in keep:
                     from PIL import Image
 
