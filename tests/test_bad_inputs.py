@@ -69,6 +69,7 @@ def make_inputs(d: Path) -> Path:
     """Every input file of the table, in folder ``d``."""
     Image.new("RGB", (64, 48), (120, 90, 60)).save(d / "photo.png")
     (d / "notes.png").write_text("not a picture\n")
+    (d / "zero.png").write_bytes(b"")
     (d / "folder.png").mkdir()
     Image.fromarray(np.full((48, 64), 9, np.uint8)).save(d / "depth8.png")
     nan = np.ones((48, 64), np.float32)
@@ -156,7 +157,7 @@ def _readonly_folder(path: Path):
 #  fragments the one-line message must hold)
 CASES = [
     # --- validation before work: photos and depth maps
-    ("photo-missing", "dreamer", ["--image", "{d}/nope.png", "--out", "{o}"], 2, ["nope.png", "not found"]),
+    ("photo-missing", "dreamer", ["--image", "{d}/nope.png", "--out", "{o}"], 2, ["nope.png", "does not exist"]),
     ("photo-not-an-image", "dreamer", ["--image", "{d}/notes.png", "--out", "{o}"], 2, ["notes.png", "not an image"]),
     ("photo-is-a-folder", "dreamer", ["--image", "{d}/folder.png", "--out", "{o}"], 2, ["folder.png", "folder"]),
     ("depth-without-photo", "dreamer", ["--depth", "{d}/nan.npy", "--out", "{o}"], 2, ["--depth needs --image"]),
@@ -322,6 +323,14 @@ CASES = [
     ("deep-zoom-empty-level-prompt", "dreamer", ["--models", "tiny", "--prompt", "a room", "--zoom-levels", "2",
                                                  "--zoom-prompts", "a shelf", " ", "--out", "{o}"], 2,
      ["zoom_prompts", "level 1", "empty"]),
+    # --- found by the third audit: input files, URLs
+    ("photo-url", "dreamer", ["--image", "https://example.com/room.png", "--out", "{o}"], 2,
+     ["example.com/room.png", "is a URL", "download it first"]),
+    ("photo-zero-bytes", "dreamer", ["--image", "{d}/zero.png", "--out", "{o}"], 2, ["zero.png", "empty (0 bytes)"]),
+    ("batch-url", "dreamer", ["--batch", "s3://bucket/scenes.yaml", "--out", "{o}"], 2, ["batch file", "is a URL"]),
+    ("out-url", "dreamer", ["--out", "s3://bucket/scene"], 2, ["--out", "is a URL", "local folder"]),
+    ("zoom-photo-url", "zoom", ["--prompts", "a", "--photo", "https://example.com/a.jpg", "--out", "{o}"], 2,
+     ["is a URL"]),
     # --- messages: bad usage is one line too; failures that happen after the checks are exit 1
     ("bad-flag-value", "dreamer", ["--width", "wide", "--out", "{o}"], 2, ["--width", "invalid int", "--help"]),
     ("unknown-flag", "dreamer", ["--colour", "red", "--out", "{o}"], 2, ["--colour", "--help"]),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -387,3 +389,93 @@ def test_a_checkpoint_lacking_an_entry_its_loader_reads_is_refused(tmp_path):
     torch.save({"views": [view, {**view, "stats": None}, 3], "points": {"xyz": 1, "rgb": 1}}, tmp_path / "result.pt")
     with pytest.raises(CheckpointError, match=r"result.pt .* \(no points.radius, views\[2\] \(a mapping\)\)"):
         check_checkpoints(tmp_path)  # the finished dream, not the loop's files, is what a resume reads
+
+
+# --------------------------------------------------------------------------- input files (third audit)
+def test_every_input_file_is_checked_by_one_function(tmp_path):
+    """Photos, depth maps and text inputs (batch, config, trajectory, prompts) go through
+    check_input_file: a missing file, a URL, a folder, a folder on the way that is a file."""
+    from dreamer.pipeline.inputs import InputFileMissing, check_input_file, load_depth
+    from dreamer.pipeline.preflight import read_text_input
+
+    (tmp_path / "a_file").write_text("x")
+    readers = {"photo file": lambda p: load_image(p, 8, 8), "depth file": lambda p: load_depth(p, 8, 8),
+               "batch file": lambda p: read_text_input(p, "batch file")}
+    for what, read in readers.items():
+        for path, fragment in [(tmp_path / "nope.png", "does not exist"),
+                               (tmp_path / "a_file" / "x.png", "does not exist"),
+                               ("https://example.com/a.png", "is a URL: only local files are read"),
+                               ("s3://bucket/scene.npy", "is a URL")]:
+            with pytest.raises(InputFileMissing, match=f"^{what} .*{fragment}"):
+                read(path)
+        with pytest.raises(ValueError, match=f"^{what} .* is a folder, not a file"):
+            read(tmp_path)
+    assert check_input_file(tmp_path / "a_file", "x") == tmp_path / "a_file"
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.png is empty \\(0 bytes\\), not an image file"):
+        load_image(tmp_path / "empty.png", 8, 8)
+
+
+def _as_another_user(target, *args):
+    """``target(*args)`` in a forked child that cannot read what others cannot (root drops to
+    nobody; permissions do not hold for root); its exit code."""
+    import os
+
+    from forked import run_in_fork
+
+    def child():
+        if os.geteuid() == 0:
+            os.setgid(65534)
+            os.setuid(65534)
+        return target(*args)
+
+    return run_in_fork(Path(args[0]) / "log.txt", child)
+
+
+def _unreadable_inputs(folder: str) -> int:
+    from dreamer.pipeline.inputs import load_depth
+    from dreamer.pipeline.preflight import check_output_folder, read_text_input
+
+    base = Path(folder)
+    cases = [(lambda: load_image(base / "photo.png", 8, 8), r"photo file .*photo.png cannot be read \(Permission"),
+             (lambda: load_depth(base / "photo.png", 8, 8), "depth file .*photo.png cannot be read"),
+             (lambda: read_text_input(base / "t.json", "trajectory file"), "trajectory file .*t.json cannot be read"),
+             (lambda: load_image(base / "closed" / "a.png", 8, 8), "photo file .*a.png cannot be read"),
+             (lambda: check_output_folder(base / "closed" / "scene"),
+              "Permission denied; choose a folder you can write to$")]
+    for call, pattern in cases:
+        try:
+            call()
+        except ValueError as e:
+            if not re.search(pattern, str(e)):
+                print("unexpected message:", e)
+                return 1
+        else:
+            print("no error for", pattern)
+            return 1
+    return 0
+
+
+def test_files_that_cannot_be_read_are_named_as_such(tmp_path):
+    """A photo of mode 000 was "could not be decoded as an image: [Errno 13] ..."; an output folder
+    under a folder that cannot be searched was "Permission denied; choose a shorter path"."""
+    import os
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="dreamer-perm-"))  # under /tmp: another user can reach it
+    try:
+        folder.chmod(0o777)
+        Image.new("RGB", (8, 8)).save(folder / "photo.png")
+        (folder / "t.json").write_text("[]")
+        (folder / "closed").mkdir()
+        Image.new("RGB", (8, 8)).save(folder / "closed" / "a.png")
+        for name in ("photo.png", "t.json"):
+            (folder / name).chmod(0)
+        (folder / "closed").chmod(0o600)  # readable names, but nothing in it can be reached
+        assert _as_another_user(_unreadable_inputs, str(folder)) == 0, (folder / "log.txt").read_text()
+    finally:
+        for p in (folder / "closed", folder / "photo.png", folder / "t.json"):
+            p.chmod(0o700)
+        shutil.rmtree(folder)
+    assert not os.path.exists(folder)

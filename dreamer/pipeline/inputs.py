@@ -24,8 +24,12 @@ across edges). See its docstring for how unknown and padded pixels are treated.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +44,8 @@ from dreamer.checks import check_int
 logger = logging.getLogger(__name__)
 
 __all__ = ["ImageFit", "LoadedImage", "compute_fit", "load_image", "load_depth", "load_depth_with_mask",
-           "PAD_VALUE", "MAX_PHOTO_PIXELS",
-           "read_npy_header"]
+           "PAD_VALUE", "MAX_PHOTO_PIXELS", "read_npy_header", "check_input_file", "InputFileMissing",
+           "looks_like_url"]
 
 Fit = Literal["crop", "pad"]
 
@@ -53,12 +57,55 @@ DEPTH_RANGE = (1e-6, 1e5)
 #: How a path that is a symbolic link to nothing is named in messages ("not found" would mislead).
 BROKEN_LINK = "is a symbolic link that leads nowhere (a loop, or its target is missing)"
 
+# A URL's scheme: "https://x/a.png" (Path() makes it "https:/x/a.png"); one letter is a Windows drive.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
 #: Grey used for transparent pixels and for the padding of ``fit="pad"`` (before outpainting).
 PAD_VALUE = 0.5
 
 #: Largest photo or depth map read by default, in pixels (from the file's header, before decoding):
 #: 64 megapixels, above the 48-50 MP of today's phone cameras. ``max_pixels=None`` lifts it.
 MAX_PHOTO_PIXELS = 64_000_000
+
+
+class InputFileMissing(FileNotFoundError, ValueError):
+    """An input file that is not there: a ``FileNotFoundError`` that callers catching the checks'
+    ``ValueError`` catch as well."""
+
+
+def looks_like_url(text: str | Path) -> bool:
+    """Whether a path a person gave is a URL (``https://...``, ``s3://...``), which no input or
+    output of the command lines is: they read and write local files only."""
+    return bool(_URL.match(str(text)))
+
+
+def check_input_file(path: str | Path, what: str) -> Path:
+    """The regular file a person named as ``what`` ("photo file", "batch file", ...), or a one-line
+    error naming it: :class:`InputFileMissing` when it is not there (a URL, a broken symbolic link,
+    a folder on its way that is a file), ``ValueError`` for a folder, a pipe or device (reading
+    would block or never end), a file this process may not read, or a path the file system refuses
+    (too long, a folder on its way that cannot be searched). The one check of every input file:
+    photos, depth maps, trajectory, batch, config and prompts files."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        if looks_like_url(path):
+            raise InputFileMissing(f"{what} {path} is a URL: only local files are read; download it first") from None
+        if e.errno == errno.ELOOP or (isinstance(e, FileNotFoundError) and path.is_symlink()):
+            raise InputFileMissing(f"{what} {path} {BROKEN_LINK}") from None
+        if isinstance(e, (FileNotFoundError, NotADirectoryError)):
+            raise InputFileMissing(f"{what} {path} does not exist") from None
+        raise ValueError(f"{what} {path} cannot be read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{what} {path} is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):  # a pipe would block the read forever, a device never end
+        raise ValueError(f"{what} {path} is not a regular file (a pipe, a device?)")
+    try:  # permissions (os.access answers for the real user id, and yes for root on any mode)
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as e:
+        raise ValueError(f"{what} {path} cannot be read ({e.strerror or e})") from None
+    return path
 
 
 @dataclass(frozen=True)
@@ -155,13 +202,8 @@ def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "im
     """Open ``path`` lazily (its header only) and check its size; the caller decodes it (:func:`_decode`)."""
     from PIL import Image, UnidentifiedImageError
 
-    if not path.exists():
-        raise FileNotFoundError(f"{what} file not found: {path}" if not path.is_symlink() else
-                                f"{what} file {path} {BROKEN_LINK}")
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder, not an image file")
-    if not path.is_file():  # a pipe would block the read forever, a device never end
-        raise ValueError(f"{path} is not a regular file (a pipe, a device?); give an image file")
+    if check_input_file(path, f"{what} file").stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not an image file")
     try:
         with warnings.catch_warnings():  # the size limit below decides, not Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -426,13 +468,7 @@ def _read_npy(path: Path, max_pixels: int | None) -> np.ndarray:
 def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> tuple[np.ndarray, bool]:
     """-> (depth [h,w] float32 in metres, zeros_mean_unknown)."""
     suffix = path.suffix.lower()
-    if not path.exists():
-        raise FileNotFoundError(f"depth file not found: {path}" if not path.is_symlink() else
-                                f"depth file {path} {BROKEN_LINK}")
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder, not a depth file")
-    if not path.is_file():
-        raise ValueError(f"{path} is not a regular file (a pipe, a device?); give a depth file")
+    check_input_file(path, "depth file")
     if suffix == ".npy":
         return _read_npy(path, max_pixels), False
     if suffix == ".exr":

@@ -16,12 +16,13 @@ yet.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from pathlib import Path
 
 from dreamer.checks import check_int, check_number
 from dreamer.configs import check_settings
-from dreamer.pipeline.inputs import BROKEN_LINK
+from dreamer.pipeline.inputs import BROKEN_LINK, check_input_file, looks_like_url
 from dreamer.pipeline.limits import MAX_SEED, MAX_STEPS, Limits
 from dreamer.pipeline.settings import CONFIG_SECTIONS, SceneConfigs
 
@@ -38,13 +39,10 @@ def check_seed(value, name: str) -> int:
 
 
 def read_text_input(path: str | Path, what: str, limits: Limits = Limits()) -> str:
-    """The text of an input file (batch, config, trajectory, prompts), refused when missing, a
-    folder, larger than ``limits.input_bytes`` or not UTF-8."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{what} {path} {BROKEN_LINK if path.is_symlink() else 'does not exist'}")
-    if not path.is_file():
-        raise ValueError(f"{what} {path} is not a file")
+    """The text of an input file (batch, config, trajectory, prompts), refused when it is not a
+    file that can be read (:func:`~dreamer.pipeline.inputs.check_input_file`), larger than
+    ``limits.input_bytes`` or not UTF-8."""
+    path = check_input_file(path, what)
     size = path.stat().st_size
     if limits.input_bytes is not None and size > limits.input_bytes:
         raise ValueError(f"{what} {path} is {size / 2**20:.1f} MiB, more than the limit of "
@@ -67,8 +65,11 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
             if place.is_symlink():  # mkdir would fail there (File exists, or too many levels of links)
                 raise ValueError(f"{what} {out}: {place} {BROKEN_LINK}; choose another folder")
             place = place.parent
-    except OSError as e:  # a name longer than the file system takes, ...
-        raise ValueError(f"{what} {out}: {e.strerror or e}; choose a shorter path") from None
+    except OSError as e:  # a name longer than the file system takes, a folder on the way that cannot be searched
+        fix = "choose a shorter path" if e.errno == errno.ENAMETOOLONG else "choose a folder you can write to"
+        raise ValueError(f"{what} {out}: {e.strerror or e}; {fix}") from None
+    if place != out and looks_like_url(out):  # it would be made here, as a folder named 'https:' or 's3:'
+        raise ValueError(f"{what} {out} is a URL: the outputs are written to a local folder; give one")
     if not place.is_dir():
         raise ValueError(f"{what} {out}: {place} is an existing file, not a folder; choose a folder")
     probe = place / f".dreamer-write-test-{os.getpid()}"
