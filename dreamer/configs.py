@@ -71,7 +71,11 @@ def _parse_bool(text: str) -> bool:
 
 def _optional(parse):
     def inner(text: str):
-        return None if text.strip().lower() in ("none", "null", "") else parse(text)
+        # Only a word clears a setting: an empty value is more often a variable that was not set
+        # (--image "$PHOTO") than a wish for none, and --image "" quietly dreamed from the prompt.
+        if not text.strip():
+            raise argparse.ArgumentTypeError("is empty; give a value, or 'none' to leave it unset")
+        return None if text.strip().lower() in ("none", "null") else parse(text)
     inner.__name__ = getattr(parse, "__name__", "value")
     return inner
 

@@ -70,6 +70,7 @@ def make_inputs(d: Path) -> Path:
     Image.new("RGB", (64, 48), (120, 90, 60)).save(d / "photo.png")
     (d / "notes.png").write_text("not a picture\n")
     (d / "zero.png").write_bytes(b"")
+    (d / "empty_image.yaml").write_text("- {models: synthetic, prompt: a room, image: ''}\n")
     (d / "folder.png").mkdir()
     Image.fromarray(np.full((48, 64), 9, np.uint8)).save(d / "depth8.png")
     nan = np.ones((48, 64), np.float32)
@@ -331,6 +332,11 @@ CASES = [
     ("out-url", "dreamer", ["--out", "s3://bucket/scene"], 2, ["--out", "is a URL", "local folder"]),
     ("zoom-photo-url", "zoom", ["--prompts", "a", "--photo", "https://example.com/a.jpg", "--out", "{o}"], 2,
      ["is a URL"]),
+    # An empty value is not "none": --image "$PHOTO" of an unset variable dreamed from the prompt instead.
+    ("photo-empty-value", "dreamer", ["--models", "tiny", "--prompt", "a room", "--image", "", "--out", "{o}"], 2,
+     ["--image", "is empty", "'none'"]),
+    ("batch-photo-empty", "dreamer", ["--batch", "{d}/empty_image.yaml", "--out", "{o}"], 2,
+     ["empty_image.yaml scene 0", "image is empty"]),
     # --- messages: bad usage is one line too; failures that happen after the checks are exit 1
     ("bad-flag-value", "dreamer", ["--width", "wide", "--out", "{o}"], 2, ["--width", "invalid int", "--help"]),
     ("unknown-flag", "dreamer", ["--colour", "red", "--out", "{o}"], 2, ["--colour", "--help"]),

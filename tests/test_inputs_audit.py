@@ -479,3 +479,20 @@ def test_files_that_cannot_be_read_are_named_as_such(tmp_path):
             p.chmod(0o700)
         shutil.rmtree(folder)
     assert not os.path.exists(folder)
+
+
+def test_only_a_word_clears_an_optional_setting_on_the_command_line(tmp_path):
+    """'none' (or 'null') leaves an optional setting unset; an empty value is refused by the parser
+    (--image "" quietly dreamed from the prompt), and an empty path in a batch or config by the checks."""
+    parser = build_parser()
+    args = parser.parse_args(["--image", "none", "--views", "NULL", "--focal", "none"])
+    assert (args.image, args.views, args.focal) == (None, None, None)
+    for flag in ("--image", "--depth", "--views", "--focal"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([flag, " "])
+    from dreamer.pipeline.preflight import check_scene
+    from dreamer.pipeline.settings import configs_from_flat
+
+    for name in ("image", "depth"):
+        with pytest.raises(ValueError, match=f"^{name} is empty; give a file, or leave it out"):
+            check_scene(configs_from_flat({"models": "synthetic", "width": 64, "height": 64, name: ""}))

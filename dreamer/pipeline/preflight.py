@@ -182,14 +182,17 @@ def check_model_source(model: str, name: str) -> None:
 
 def _check_inputs(configs: SceneConfigs, limits: Limits, first) -> None:
     sc = configs.scene
-    if sc.image:
+    for name in ("image", "depth"):  # a batch's or config's "" (null leaves them out)
+        if getattr(sc, name) is not None and not getattr(sc, name).strip():
+            raise ValueError(f"{name} is empty; give a file, or leave it out (null) for none")
+    if sc.image is not None:
         from dreamer.pipeline.inputs import load_depth, load_image
 
         loaded = load_image(sc.image, sc.width, sc.height, fit=sc.fit, max_pixels=limits.photo_pixels)
-        if sc.depth:
+        if sc.depth is not None:
             load_depth(sc.depth, sc.width, sc.height, fit=sc.fit, like=loaded, max_pixels=limits.photo_pixels)
     else:
-        if sc.depth:
+        if sc.depth is not None:
             raise ValueError("--depth needs --image (the depth map belongs to a photo)")
         if not sc.prompt.strip() and configs.models.models != "synthetic":
             given = "is only whitespace" if sc.prompt else "is empty"
