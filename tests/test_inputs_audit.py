@@ -496,3 +496,50 @@ def test_only_a_word_clears_an_optional_setting_on_the_command_line(tmp_path):
     for name in ("image", "depth"):
         with pytest.raises(ValueError, match=f"^{name} is empty; give a file, or leave it out"):
             check_scene(configs_from_flat({"models": "synthetic", "width": 64, "height": 64, name: ""}))
+
+
+def _reference_fit(path, width, height, fit):
+    """load_image's result computed the plain way: the whole photo as floats, one Lanczos resampling
+    of its source box (no draft, no box reduction: these do nothing for a PNG that the canvas shows
+    at more than half its resolution)."""
+    from dreamer.pipeline.inputs import PAD_VALUE, compute_fit
+
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"), np.float32) / 255.0
+    t = compute_fit(rgb.shape[1], rgb.shape[0], width, height, fit)
+    tx0, ty0, tx1, ty1 = t.target_box
+    canvas = np.full((height, width, 3), PAD_VALUE, np.float32)
+    for c in range(3):
+        channel = Image.fromarray(np.ascontiguousarray(rgb[..., c]))
+        canvas[ty0:ty1, tx0:tx1, c] = np.asarray(channel.resize((tx1 - tx0, ty1 - ty0), Image.Resampling.LANCZOS,
+                                                                box=t.source_box))
+    return np.clip(canvas, 0, 1)
+
+
+def test_a_photo_of_an_extreme_aspect_ratio_costs_its_visible_part(tmp_path):
+    """Only the pixels the resampling reads become floats: a 16x400000 strip cropped to a square
+    made 150 MB of float arrays for its 16x16 visible pixels (a 16x4000000 one 2 GB and 4 s, under
+    the 64-megapixel limit). The result is the plain resampling's, up to Pillow's float32 box
+    coordinates (which the crop makes more precise)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    for (w, h), (width, height), fit in [((900, 24), (64, 64), "crop"), ((30, 700), (96, 64), "crop"),
+                                         ((150, 200), (64, 128), "crop"), ((120, 12), (128, 64), "pad"),
+                                         ((40, 90), (64, 48), "pad")]:
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+        got = load_image(tmp_path / "p.png", width, height, fit=fit).image.numpy()
+        assert np.abs(got - _reference_fit(tmp_path / "p.png", width, height, fit)).max() < 2e-4, (w, h, fit)
+    strip = np.zeros((400_000, 16, 3), np.uint8)
+    strip[:, :, 0] = np.arange(400_000)[:, None] % 251  # compresses to a small file, not to nothing
+    Image.fromarray(strip).save(tmp_path / "strip.png")
+    tracemalloc.start()
+    try:
+        loaded = load_image(tmp_path / "strip.png", 64, 64)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6, f"{peak / 1e6:.0f} MB"
+    middle = (200_000 - 8 + np.arange(16)) % 251 / 255.0  # the 16x16 visible rows, each red = its row % 251
+    assert np.allclose(loaded.image[:, 0, 0].numpy(), np.interp(np.linspace(-0.375, 15.375, 64), np.arange(16),
+                                                                middle), atol=0.02)

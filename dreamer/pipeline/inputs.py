@@ -313,16 +313,30 @@ def _to_rgb_float(im) -> np.ndarray:
     return arr
 
 
-def _resample_channel(channel: np.ndarray, fit: ImageFit, resample, reduced_by: int = 1) -> np.ndarray:
-    """One float32 channel [h,w] (source, decoded at 1/``reduced_by`` of its size) -> [th,tw] (the
-    target box), via Pillow's mode F."""
+def _resample_channel(channel: np.ndarray, fit: ImageFit, resample, reduced_by: int = 1,
+                      offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """One float32 channel [h,w] (source, decoded at 1/``reduced_by`` of its size, cut from it at
+    ``offset`` (x, y) of those pixels) -> [th,tw] (the target box), via Pillow's mode F."""
     from PIL import Image
 
     tx0, ty0, tx1, ty1 = fit.target_box
-    box = tuple(v / reduced_by for v in fit.source_box)
+    box = tuple(v / reduced_by - offset[i % 2] for i, v in enumerate(fit.source_box))
     src = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32))  # 2-D float32 -> mode F
     out = src.resize((tx1 - tx0, ty1 - ty0), resample=resample, box=box)
     return np.asarray(out, dtype=np.float32)
+
+
+def _lanczos_window(fit: ImageFit, reduced_by: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The pixels (x0, y0, x1, y1) of an image decoded at 1/``reduced_by`` of its size (``size``)
+    that a Lanczos resampling of ``fit.source_box`` reads: the box grown by the filter's reach (3
+    source pixels, times the reduction when it shrinks). Only they become floats, so a photo of an
+    extreme aspect ratio costs its visible part (a 16x4000000 strip cropped to a square took 2 GB)."""
+    sx0, sy0, sx1, sy1 = (v / reduced_by for v in fit.source_box)
+    tx0, ty0, tx1, ty1 = fit.target_box
+    reach = [math.ceil(3 * max(1.0, (hi - lo) / n)) + 1 for lo, hi, n in ((sx0, sx1, tx1 - tx0), (sy0, sy1, ty1 - ty0))]
+    w, h = size
+    return (max(0, math.floor(sx0) - reach[0]), max(0, math.floor(sy0) - reach[1]),
+            min(w, math.ceil(sx1) + reach[0]), min(h, math.ceil(sy1) + reach[1]))
 
 
 def _place(content: np.ndarray, fit: ImageFit, fill: float) -> np.ndarray:
@@ -369,11 +383,13 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
         if box > 1:
             pixels = pixels.reduce(box)
             factor *= box
+        pixels = _upright(pixels, orientation)
+        window = _lanczos_window(transform, factor, pixels.size)
         try:
-            rgb = _to_rgb_float(_upright(pixels, orientation))
+            rgb = _to_rgb_float(pixels.crop(window))
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-    content = np.stack([_resample_channel(rgb[..., c], transform, Image.Resampling.LANCZOS, factor)
+    content = np.stack([_resample_channel(rgb[..., c], transform, Image.Resampling.LANCZOS, factor, window[:2])
                         for c in range(3)], axis=-1)
     image = torch.from_numpy(np.clip(_place(content, transform, PAD_VALUE), 0.0, 1.0))
     mask = transform.padding_mask() if fit == "pad" else None
