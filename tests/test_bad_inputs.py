@@ -70,6 +70,8 @@ def make_inputs(d: Path) -> Path:
     Image.new("RGB", (64, 48), (120, 90, 60)).save(d / "photo.png")
     (d / "notes.png").write_text("not a picture\n")
     (d / "zero.png").write_bytes(b"")
+    (d / "transforms_degrees.json").write_text(json.dumps(  # instant-ngp writes radians; 50 was "field of view
+        {"w": 64, "h": 64, "camera_angle_x": 50, "frames": [{"transform_matrix": np.eye(4).tolist()}]}))  # must be..."
     (d / "empty_image.yaml").write_text("- {models: synthetic, prompt: a room, image: ''}\n")
     (d / "folder.png").mkdir()
     Image.fromarray(np.full((48, 64), 9, np.uint8)).save(d / "depth8.png")
@@ -332,6 +334,8 @@ CASES = [
     ("out-url", "dreamer", ["--out", "s3://bucket/scene"], 2, ["--out", "is a URL", "local folder"]),
     ("zoom-photo-url", "zoom", ["--prompts", "a", "--photo", "https://example.com/a.jpg", "--out", "{o}"], 2,
      ["is a URL"]),
+    ("transforms-angle-in-degrees", "dreamer", ["--trajectory", "{d}/transforms_degrees.json", "--out", "{o}"], 2,
+     ["transforms_degrees.json: camera 0", "camera_angle_x", "radians", "got 50"]),
     # An empty value is not "none": --image "$PHOTO" of an unset variable dreamed from the prompt instead.
     ("photo-empty-value", "dreamer", ["--models", "tiny", "--prompt", "a room", "--image", "", "--out", "{o}"], 2,
      ["--image", "is empty", "'none'"]),

@@ -543,3 +543,30 @@ def test_a_photo_of_an_extreme_aspect_ratio_costs_its_visible_part(tmp_path):
     middle = (200_000 - 8 + np.arange(16)) % 251 / 255.0  # the 16x16 visible rows, each red = its row % 251
     assert np.allclose(loaded.image[:, 0, 0].numpy(), np.interp(np.linspace(-0.375, 15.375, 64), np.arange(16),
                                                                 middle), atol=0.02)
+
+
+def test_every_refusal_of_a_trajectory_file_names_the_file(tmp_path, monkeypatch):
+    """A transforms.json's camera_angle_x of 50 (degrees where radians belong) was refused by a
+    helper as "field of view must be in (0, 180) degrees, got 2864.8", naming neither file nor
+    camera; any helper's ValueError now carries the file's name."""
+    import dreamer.trajectories.files as files
+    from dreamer.trajectories import load_trajectory
+
+    eye = np.eye(4).tolist()
+    path = tmp_path / "transforms.json"
+    for angle in (50, 0.0, -1.0, 3.0):
+        path.write_text(json.dumps({"w": 64, "h": 64, "camera_angle_x": angle, "frames": [{"transform_matrix": eye}]}))
+        with pytest.raises(ValueError, match=f"^{path}: camera 0: camera_angle_x must be .* radians.*got {angle:g}$"):
+            load_trajectory(path)
+    path.write_text(json.dumps({"w": 64, "h": 64, "camera_angle_x": 0.8, "frames": [{"transform_matrix": eye}]}))
+    fx = float(load_trajectory(path).cameras[0].K[0, 0])
+    assert abs(2 * math.atan(32 / fx) - 0.8) < 1e-6  # radians, as instant-ngp means them
+
+    def refuse(*a, **k):
+        raise ValueError("a helper's own words")
+
+    monkeypatch.setattr(files, "interpolate_cameras", refuse)
+    path.write_text(json.dumps({"fov": 60, "width": 64, "height": 64, "frames": 3,
+                                "keyframes": [{"c2w": eye}, {"c2w": eye}]}))
+    with pytest.raises(ValueError, match=f"^{path}: a helper's own words$"):
+        load_trajectory(path)

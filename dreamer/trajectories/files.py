@@ -347,8 +347,13 @@ def _parse_transforms_json(data: dict, first: Camera | None, src: _Source,
             cy = _parse_number(get("cy"), "cy", src, where) if get("cy") is not None else h / 2.0
             K = intrinsics_matrix(fx, fy, cx, cy)
         elif get("camera_angle_x") is not None:
-            fov = math.degrees(_parse_number(get("camera_angle_x"), "camera_angle_x", src, where))
-            f = focal_from_fov(fov, w)
+            angle = _parse_number(get("camera_angle_x"), "camera_angle_x", src, where)
+            lo, hi = FOV_RANGE  # as for "fov" (in radians here, as instant-ngp writes it)
+            if not lo <= math.degrees(angle) <= hi:
+                raise src.error(where, f"camera_angle_x must be a horizontal field of view in radians, "
+                                       f"{math.radians(lo):.4g} to {math.radians(hi):.4g} ({lo:g} to {hi:g} degrees), "
+                                       f"got {angle:g}")
+            f = focal_from_fov(math.degrees(angle), w)
             K = intrinsics_matrix(f, f, w / 2.0, h / 2.0)
         elif first is not None:
             K = first.resized(w, h).K.detach().cpu()
@@ -423,7 +428,12 @@ def load_trajectory(source: str | Path | dict | list, first: Camera | None = Non
         data = source
     else:
         raise TypeError(f"source must be a path, a dict or a list, got {type(source).__name__}")
-    return _parse(data, first, src, max_cameras)
+    try:
+        return _parse(data, first, src, max_cameras)
+    except TrajectoryFileError:
+        raise
+    except ValueError as e:  # a helper's check (cameras, interpolation): still named by the file
+        raise src.error(None, str(e)) from None
 
 
 def trajectory_to_dict(trajectory: Trajectory, *, convention: str = "opencv") -> dict:
