@@ -13,7 +13,8 @@ import sys
 import traceback
 from typing import Any
 
-__all__ = ["EXIT_FAILED", "EXIT_BAD_INPUT", "OneLineParser", "one_line", "report_bad_input", "parse_json"]
+__all__ = ["EXIT_FAILED", "EXIT_BAD_INPUT", "OneLineParser", "one_line", "report_bad_input", "parse_json",
+           "literal_error"]
 
 #: A run (a scene, a zoom stack) started and failed.
 EXIT_FAILED = 1
@@ -67,3 +68,14 @@ def parse_json(text: str) -> Any:
         raise ValueError(f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    except ValueError as e:  # int() of a literal
+        raise ValueError(f"not valid JSON: {literal_error(e)}") from None
+
+
+def literal_error(error: ValueError) -> str:
+    """Why a value of a JSON or YAML input could not be built, in the input's terms: int() of a
+    literal longer than Python converts names sys.set_int_max_str_digits; a YAML date that is no
+    date ("2024-13-45") only says "month must be in 1..12"."""
+    if "integer string conversion" in str(error):
+        return f"it holds an integer of more than {sys.get_int_max_str_digits()} digits"
+    return f"{one_line(error)} (in a value read as a number, date or tag; quote it to keep it text)"

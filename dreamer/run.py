@@ -55,7 +55,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, parse_json, report_bad_input
+from dreamer.cli import EXIT_FAILED, OneLineParser, literal_error, one_line, parse_json, report_bad_input
 from dreamer.configs import FieldSpec, SourceUnreadable, add_field_arguments, read_field_specs, read_module_constant
 
 log = logging.getLogger("dreamer.run")
@@ -283,6 +283,8 @@ def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: not valid YAML: {one_line(e)}") from None
         except RecursionError:
             raise ValueError(f"{path}: nested too deeply") from None
+        except ValueError as e:  # building a value: int() of a long literal, a date that is no date
+            raise ValueError(f"{path}: not valid YAML: {literal_error(e)}") from None
         _check_expansion(data, limits.batch_entries, path)
         if isinstance(data, dict):
             # Keys starting with 'x-' hold YAML anchors for the scenes to merge (<<: *name), as in

@@ -72,6 +72,9 @@ def make_inputs(d: Path) -> Path:
     (d / "zero.png").write_bytes(b"")
     (d / "transforms_degrees.json").write_text(json.dumps(  # instant-ngp writes radians; 50 was "field of view
         {"w": 64, "h": 64, "camera_angle_x": 50, "frames": [{"transform_matrix": np.eye(4).tolist()}]}))  # must be..."
+    (d / "long_int.json").write_text('{"width": 1' + "0" * 5000 + ', "cameras": []}')
+    (d / "long_int.yaml").write_text("- {models: synthetic, seed: 1" + "0" * 5000 + "}\n")
+    (d / "bad_date.yaml").write_text("- {models: synthetic, name: 2024-13-45}\n")
     (d / "empty_image.yaml").write_text("- {models: synthetic, prompt: a room, image: ''}\n")
     (d / "folder.png").mkdir()
     Image.fromarray(np.full((48, 64), 9, np.uint8)).save(d / "depth8.png")
@@ -336,6 +339,14 @@ CASES = [
      ["is a URL"]),
     ("transforms-angle-in-degrees", "dreamer", ["--trajectory", "{d}/transforms_degrees.json", "--out", "{o}"], 2,
      ["transforms_degrees.json: camera 0", "camera_angle_x", "radians", "got 50"]),
+    # Values Python cannot build: its words were "Exceeds the limit (4300 digits) ...; use sys.set_int_max_str_digits()"
+    # (for the batch without the file's name), and a batch's "month must be in 1..12" named nothing either.
+    ("trajectory-integer-5000-digits", "dreamer", ["--trajectory", "{d}/long_int.json", "--out", "{o}"], 2,
+     ["long_int.json", "not valid JSON", "integer of more than 4300 digits"]),
+    ("batch-integer-5000-digits", "dreamer", ["--batch", "{d}/long_int.yaml", "--out", "{o}"], 2,
+     ["long_int.yaml", "not valid YAML", "integer of more than 4300 digits"]),
+    ("batch-date-that-is-no-date", "dreamer", ["--batch", "{d}/bad_date.yaml", "--out", "{o}"], 2,
+     ["bad_date.yaml", "not valid YAML", "month must be in 1..12", "quote it"]),
     # An empty value is not "none": --image "$PHOTO" of an unset variable dreamed from the prompt instead.
     ("photo-empty-value", "dreamer", ["--models", "tiny", "--prompt", "a room", "--image", "", "--out", "{o}"], 2,
      ["--image", "is empty", "'none'"]),
