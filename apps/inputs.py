@@ -40,7 +40,13 @@ TRAJECTORY_TYPES = (".json",)
 
 
 class InputError(ValueError):
-    """An input the app refuses; the message is meant for the visitor."""
+    """An input the app refuses; the message is meant for the visitor, at most
+    :data:`dreamer.cli.MAX_MESSAGE` characters (it quotes what came, which may be long)."""
+
+    def __init__(self, message: str) -> None:
+        from dreamer.cli import shorten
+
+        super().__init__(shorten(str(message)))
 
 
 @dataclass(frozen=True)

@@ -350,7 +350,9 @@ def dataclass_from_dict(cls: type, data: dict[str, Any], *, strict: bool = True,
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown and strict:
-        raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)} for {cls.__name__}; "
+        from dreamer.cli import quote_names
+
+        raise ValueError(f"{where}: unknown setting(s) [{quote_names(unknown)}] for {cls.__name__}; "
                          f"known: {sorted(names)}")
     kwargs = check_settings(cls, {k: v for k, v in data.items() if k in names}, where=where)
     return cls(**kwargs)

@@ -55,7 +55,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from dreamer.cli import EXIT_FAILED, OneLineParser, literal_error, one_line, parse_json, report_bad_input
+from dreamer.cli import EXIT_FAILED, OneLineParser, literal_error, one_line, parse_json, quote_names, report_bad_input
 from dreamer.configs import FieldSpec, SourceUnreadable, add_field_arguments, read_field_specs, read_module_constant
 
 log = logging.getLogger("dreamer.run")
@@ -289,10 +289,10 @@ def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
         if isinstance(data, dict):
             # Keys starting with 'x-' hold YAML anchors for the scenes to merge (<<: *name), as in
             # Docker Compose files; any other key would look like a setting for every scene and be none.
-            extra = sorted(str(k) for k in data if k != "scenes" and not str(k).startswith("x-"))
+            extra = [k for k in data if k != "scenes" and not str(k).startswith("x-")]
             if extra:
-                raise ValueError(f"{path}: unknown top-level key(s) {extra}; a batch file is a list of scenes, or a "
-                                 f"mapping with 'scenes' (and keys starting with 'x-' for YAML anchors)")
+                raise ValueError(f"{path}: unknown top-level key(s) [{quote_names(extra)}]; a batch file is a list of "
+                                 f"scenes, or a mapping with 'scenes' (and keys starting with 'x-' for YAML anchors)")
             scenes = data.get("scenes")
         else:
             scenes = data

@@ -681,3 +681,15 @@ def test_a_scene_request_is_checked_within_the_apps_limits_and_its_message_names
         with pytest.raises(InputError, match=expected):
             check_scene_request(configs_from_flat({"models": "synthetic", "width": 128, "height": 128,
                                                    "trajectory": str(path)}), job / "inputs", small)
+
+
+def test_a_refusal_quotes_a_long_value_in_a_message_of_bounded_length():
+    """A form value (an API caller's) or a file's 50000 unknown keys made a message as long as they were."""
+    from apps.inputs import check_text
+    from dreamer.cli import MAX_MESSAGE
+
+    for call in (lambda: check_number("9" * 10**6 + "x", "Views", 1, 64, integer=True),
+                 lambda: check_text(5, "Prompt" + "!" * 10**5, 10)):
+        with pytest.raises(InputError) as refused:
+            call()
+        assert len(str(refused.value)) <= MAX_MESSAGE + 60 and "characters left out" in str(refused.value)

@@ -75,6 +75,9 @@ def make_inputs(d: Path) -> Path:
     (d / "long_int.json").write_text('{"width": 1' + "0" * 5000 + ', "cameras": []}')
     (d / "long_int.yaml").write_text("- {models: synthetic, seed: 1" + "0" * 5000 + "}\n")
     (d / "bad_date.yaml").write_text("- {models: synthetic, name: 2024-13-45}\n")
+    (d / "many_keys.yaml").write_text("- {models: synthetic, " + ", ".join(f"k{i}: 1" for i in range(50_000)) + "}\n")
+    (d / "many_keys.json").write_text(json.dumps({"cameras": [{"c2w": np.eye(4).tolist(),
+                                                              **{f"k{i}": 1 for i in range(50_000)}}]}))
     (d / "empty_image.yaml").write_text("- {models: synthetic, prompt: a room, image: ''}\n")
     (d / "folder.png").mkdir()
     Image.fromarray(np.full((48, 64), 9, np.uint8)).save(d / "depth8.png")
@@ -224,7 +227,7 @@ CASES = [
     ("strength-zero", "dreamer", ["--strength", "0", "--out", "{o}"], 2, ["strength", "> 0", "0.0"]),
     ("prune-every-gaussian", "dreamer+splats", ["--prune-opa", "2", "--out", "{o}"], 2, ["prune_opa", "below 1"]),
     ("extension-missing", "dreamer+splats", ["--extensions", "{d}/nope.json", "--out", "{o}"], 2,
-     ["nope.json", "no such file"]),
+     ["extension trajectory", "nope.json", "does not exist"]),
     ("extension-not-json", "dreamer+splats", ["--extensions", "{d}/broken.json", "--out", "{o}"], 2,
      ["broken.json", "not valid JSON"]),
     ("seed-negative", "dreamer", ["--seed", "-1", "--out", "{o}"], 2, ["seed", ">= 0", "-1"]),
@@ -347,6 +350,16 @@ CASES = [
      ["long_int.yaml", "not valid YAML", "integer of more than 4300 digits"]),
     ("batch-date-that-is-no-date", "dreamer", ["--batch", "{d}/bad_date.yaml", "--out", "{o}"], 2,
      ["bad_date.yaml", "not valid YAML", "month must be in 1..12", "quote it"]),
+    # Messages quote what came, so a long input made a long line: 200000 characters of a preset name, all
+    # 50000 unknown keys of a file (the table's test bounds every message's length).
+    ("trajectory-preset-200000-characters", "dreamer", ["--trajectory", "x" * 200_000, "--out", "{o}"], 2,
+     ["unknown trajectory preset 'xxx", "characters left out", "lookaround"]),
+    ("extension-name-too-long", "dreamer+splats", ["--extensions", "x" * 5000 + ".json", "--out", "{o}"], 2,
+     ["extension trajectory", "File name too long"]),
+    ("batch-50000-unknown-settings", "dreamer", ["--batch", "{d}/many_keys.yaml", "--out", "{o}"], 2,
+     ["many_keys.yaml scene 0", "unknown setting(s) ['k0', 'k1', 'k10'", "and 49992 more]"]),
+    ("camera-50000-unknown-keys", "dreamer", ["--trajectory", "{d}/many_keys.json", "--out", "{o}"], 2,
+     ["many_keys.json: camera 0: unknown key(s) 'k0'", "and 49992 more; allowed: K, c2w"]),
     # An empty value is not "none": --image "$PHOTO" of an unset variable dreamed from the prompt instead.
     ("photo-empty-value", "dreamer", ["--models", "tiny", "--prompt", "a room", "--image", "", "--out", "{o}"], 2,
      ["--image", "is empty", "'none'"]),
@@ -418,6 +431,7 @@ def test_bad_input_is_one_line_naming_it_before_any_work(case, d, tmp_path, caps
     assert got == code, lines
     assert len(lines) == 1, lines
     assert "Traceback" not in lines[0]
+    assert len(lines[0]) < 2100, f"{len(lines[0])} characters"  # dreamer.cli.MAX_MESSAGE, and the prefix
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     assert cpu < (CPU_SECONDS if code == 2 else CPU_SECONDS_STARTED)

@@ -281,8 +281,7 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
         if sc.extensions and configs.splats is None:
             raise ValueError("extensions fine-tune the scene's splats: they need the splat stage (drop --no-splats)")
         for extension in sc.extensions:
-            if not Path(extension).is_file():
-                raise ValueError(f"extension trajectory {extension}: no such file")
+            check_input_file(extension, "extension trajectory")
             _cameras(extension, first, None, "extension trajectory", limits.views, limits, dreamed=True,
                      synthetic=synthetic)
         zc = configs.zoom

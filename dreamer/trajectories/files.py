@@ -73,7 +73,7 @@ from dreamer.cameras import (
     opengl_to_opencv,
 )
 from dreamer.checks import check_int, check_number
-from dreamer.cli import parse_json
+from dreamer.cli import parse_json, quote_names
 from dreamer.trajectories.base import Trajectory, TrajectoryFileError, _check_first
 from dreamer.trajectories.interpolate import _segment_counts, interpolate_cameras
 
@@ -230,7 +230,7 @@ def _parse_entries(entries: Any, kind: str, top: dict, defaults: _Defaults, conv
             raise src.error(where, f"must be an object with a 'c2w', got {type(entry).__name__}")
         unknown = sorted(set(entry) - _CAMERA_KEYS - extra_keys)
         if unknown:
-            raise src.error(where, f"unknown key(s) {', '.join(map(repr, unknown))}; "
+            raise src.error(where, f"unknown key(s) {quote_names(unknown)}; "
                                    f"allowed: {', '.join(sorted(_CAMERA_KEYS | extra_keys))}")
         if "c2w" not in entry:
             raise src.error(where, "missing 'c2w' (the camera-to-world 4x4 matrix)")
@@ -377,7 +377,7 @@ def _parse(data: Any, first: Camera | None, src: _Source, max_cameras: int | Non
         return _parse_transforms_json(data, first, src, max_cameras)
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
-        raise src.error(None, f"unknown top-level key(s) {', '.join(map(repr, unknown))}; "
+        raise src.error(None, f"unknown top-level key(s) {quote_names(unknown)}; "
                               f"allowed: {', '.join(sorted(_TOP_KEYS))}")
     convention = data.get("convention", "opencv")
     if convention not in ("opencv", "opengl"):
