@@ -693,3 +693,41 @@ def test_a_refusal_quotes_a_long_value_in_a_message_of_bounded_length():
         with pytest.raises(InputError) as refused:
             call()
         assert len(str(refused.value)) <= MAX_MESSAGE + 60 and "characters left out" in str(refused.value)
+
+
+def test_the_forms_fields_of_the_wrong_kind_are_refused_with_a_message(tmp_path):
+    """Each handler's check called as an API caller may call it: an upload given as {"path": 5}
+    raised TypeError, a keyframe file of "frames": Infinity OverflowError (neither an InputError:
+    the visitor saw no message), "frames": -5 was "asks for -4 cameras", and the Refine checkbox
+    took any value as bool ("no" ran the refine step)."""
+    from apps.inputs import TRAJECTORY_TYPES, check_flag, check_trajectory_limits
+    from apps.scene_tab import SceneTab
+    from apps.settings import AppSettings
+
+    tab = SceneTab(AppSettings(models="synthetic"), jobs=None, files=None)
+    form = ["a room", None, None, "", "lookaround", None, 2, 2, 7.5, 0, 10, "synthetic", 64, 8, False]
+    assert tab.check(*form)["refine"] is False
+    for field in (1, 2, 5):
+        for value in ({"path": 5}, {"path": ["a.png"]}, {"path": None}, 3.5, object()):
+            bad = list(form)
+            bad[field] = value
+            with pytest.raises(InputError, match="unexpected upload value"):
+                tab.check(*bad)
+    for value in ("no", "false", 1, 0.0, []):
+        with pytest.raises(InputError, match="Refine must be true or false"):
+            tab.check(*form[:-1], value)
+    assert check_flag(None, "Refine") is False and check_flag(True, "Refine") is True
+    eye = np.eye(4).tolist()
+    path = tmp_path / "keyframes.json"
+    for frames in (float("inf"), float("nan"), -5, 2.5, "10"):
+        data = {"keyframes": [{"c2w": eye}, {"c2w": eye}], "frames": frames}
+        check_trajectory_limits(data, "Trajectory file", Limits())  # the reader names such counts
+        per_segment = {"keyframes": [{"c2w": eye, "frames": frames}, {"c2w": eye}]}
+        check_trajectory_limits(per_segment, "Trajectory file", Limits())
+        path.write_text(json.dumps(data))
+        check_upload(path, "Trajectory file", TRAJECTORY_TYPES, Limits())
+    check_trajectory_limits({"cameras": [{"c2w": eye, "width": float("nan")}]}, "Trajectory file", Limits())
+    for data in ({"keyframes": [{"c2w": eye}, {"c2w": eye}], "frames": 65.0},
+                 {"keyframes": [{"c2w": eye, "frames": 64}, {"c2w": eye}]}):
+        with pytest.raises(InputError, match="asks for 65 cameras"):
+            check_trajectory_limits(data, "Trajectory file", Limits())
