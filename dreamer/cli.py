@@ -11,15 +11,24 @@ import argparse
 import json
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 __all__ = ["EXIT_FAILED", "EXIT_BAD_INPUT", "OneLineParser", "one_line", "report_bad_input", "parse_json",
-           "literal_error", "shorten", "quote_names", "MAX_MESSAGE"]
+           "literal_error", "shorten", "quote_names", "MAX_MESSAGE", "path_argument"]
 
 #: A run (a scene, a zoom stack) started and failed.
 EXIT_FAILED = 1
 #: Bad usage or a bad input, found before any work.
 EXIT_BAD_INPUT = 2
+
+
+def path_argument(text: str) -> Path:
+    """A path option's value (argparse's ``type``): not empty, as ``Path("")`` would quietly mean
+    the current folder (and a variable that was not set gives one)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path")
+    return Path(text)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -55,7 +55,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from dreamer.cli import EXIT_FAILED, OneLineParser, literal_error, one_line, parse_json, quote_names, report_bad_input
+from dreamer.cli import (EXIT_FAILED, OneLineParser, literal_error, one_line, parse_json, path_argument, quote_names,
+                         report_bad_input)
 from dreamer.configs import FieldSpec, SourceUnreadable, add_field_arguments, read_field_specs, read_module_constant
 
 log = logging.getLogger("dreamer.run")
@@ -123,13 +124,6 @@ def _preset_notes(specs: dict[str, list[FieldSpec]]) -> dict[str, str]:
     return {k: "default: " + ", ".join(shown(p, k) for p in where) + "; see --preset" for k in names}
 
 
-def _path(text: str) -> Path:
-    """A path option's value: not empty (``Path("")`` would quietly mean the current folder)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("is empty; give a path")
-    return Path(text)
-
-
 def build_parser(*, from_source: bool = True) -> argparse.ArgumentParser:
     """The command line's parser. ``from_source``: read the settings from the dataclasses' source
     (imports no model code); False: from the imported classes (the tests compare both)."""
@@ -143,15 +137,15 @@ def build_parser(*, from_source: bool = True) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--out", type=_path, default=None,
+    run.add_argument("--out", type=path_argument, default=None,
                      help="output folder (one scene), or the parent of the scenes' folders (--batch); "
                           "default runs/<name>")
-    run.add_argument("--batch", type=_path, default=None,
+    run.add_argument("--batch", type=path_argument, default=None,
                      help="a batch file: YAML (a list of scenes, or {scenes: [...]}) or JSON lines; each scene sets "
                           "any option by name, plus 'name'")
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only the I-th of N shards of the batch (I counts from 0): scenes whose index %% N == I")
-    run.add_argument("--config", type=_path, default=None,
+    run.add_argument("--config", type=path_argument, default=None,
                      help="a saved config.json of a scene folder: its settings, then the options given here on top")
     run.add_argument("--preset", choices=PRESET_CHOICES, default="auto", help=PRESET_HELP + " (default: auto)")
     run.add_argument("--no-splats", action="store_true", default=argparse.SUPPRESS,

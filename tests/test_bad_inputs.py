@@ -363,6 +363,9 @@ CASES = [
     # An empty value is not "none": --image "$PHOTO" of an unset variable dreamed from the prompt instead.
     ("photo-empty-value", "dreamer", ["--models", "tiny", "--prompt", "a room", "--image", "", "--out", "{o}"], 2,
      ["--image", "is empty", "'none'"]),
+    ("zoom-prompts-file-empty-value", "zoom", ["--prompts-file", "", "--out", "{o}"], 2,
+     ["--prompts-file", "is empty"]),  # was "prompts file . is not a file"
+    ("zoom-photo-empty-value", "zoom", ["--prompts", "a", "--photo", " ", "--out", "{o}"], 2, ["--photo", "is empty"]),
     ("batch-photo-empty", "dreamer", ["--batch", "{d}/empty_image.yaml", "--out", "{o}"], 2,
      ["empty_image.yaml scene 0", "image is empty"]),
     # --- messages: bad usage is one line too; failures that happen after the checks are exit 1

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, parse_json, report_bad_input
+from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, parse_json, path_argument, report_bad_input
 from dreamer.configs import config_hash, field_docs
 
 # torch, the models' libraries and the input checks (which use torch) are imported where they are
@@ -403,16 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
     src = what.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", nargs="+", metavar="PROMPT", help="one prompt per level, widest first (required, "
                                                                       "or --prompts-file)")
-    src.add_argument("--prompts-file", metavar="FILE", help="the prompts, one per line (# starts a comment) or a "
-                                                            "JSON list of strings")
+    src.add_argument("--prompts-file", type=path_argument, metavar="FILE",
+                     help="the prompts, one per line (# starts a comment) or a JSON list of strings")
     what.add_argument("--negative-prompt", default="", metavar="TEXT", help=doc("negative_prompt", "none"))
-    what.add_argument("--photo", default="", metavar="FILE", help="a photo that fixes one level (default: none)")
+    what.add_argument("--photo", type=path_argument, default=None, metavar="FILE",
+                      help="a photo that fixes one level (default: none)")
     what.add_argument("--photo-level", type=int, default=0, metavar="N", help=doc("photo_level", 0))
     what.add_argument("--photo-mode", default="guidance", choices=("guidance", "replace_low"),
                       help=doc("photo_mode", "guidance"))
 
     out = ap.add_argument_group("output")
-    out.add_argument("--out", required=True, metavar="FOLDER",
+    out.add_argument("--out", type=path_argument, required=True, metavar="FOLDER",
                      help="output folder: level_NN.png, zoom.mp4, config.json, stack.pt, done.json (required)")
     out.add_argument("--fps", type=int, default=24, help=doc("fps", 24, odoc))
     out.add_argument("--seconds-per-level", type=float, default=2.0, metavar="S",
@@ -477,14 +478,12 @@ def main(argv: list[str] | None = None) -> int:
         config = ZoomConfig(
             prompts=tuple(prompts), p=args.p, steps=args.steps if args.steps is not None else (4 if tiny else 50),
             guidance=args.guidance, negative_prompt=args.negative_prompt, height=height, width=width,
-            seed=args.seed, models=args.models, model=args.model, tiny_vae=args.tiny_vae, photo=args.photo,
+            seed=args.seed, models=args.models, model=args.model, tiny_vae=args.tiny_vae, photo=str(args.photo or ""),
             photo_level=args.photo_level, photo_mode=args.photo_mode, blend_every=args.blend_every,
             paste_depth=args.paste_depth, residual_correction=not args.no_residual_correction,
             device=args.device, dtype=args.dtype)
         output = OutputConfig(fps=args.fps, seconds_per_level=args.seconds_per_level)
         check_zoom(config, output, limits)
-        if not args.out.strip():
-            raise ValueError("--out is empty; give the folder to write to")
         check_output_folder(args.out)
         check_zoom_folder(args.out)
         _resolve(config)
