@@ -731,3 +731,26 @@ def test_the_forms_fields_of_the_wrong_kind_are_refused_with_a_message(tmp_path)
                  {"keyframes": [{"c2w": eye, "frames": 64}, {"c2w": eye}]}):
         with pytest.raises(InputError, match="asks for 65 cameras"):
             check_trajectory_limits(data, "Trajectory file", Limits())
+
+
+def test_the_zoom_tab_reads_a_photo_as_the_command_line_does(tmp_path):
+    """The Zoom tab read its photo with a plain Pillow convert: a phone photo's EXIF orientation was
+    ignored, a 16-bit PNG clipped to white, and a truncated JPEG (which passes the upload's header
+    check) failed the job as "The run failed (OSError ...)"."""
+    from apps.zoom_tab import ZoomTab
+    from dreamer.pipeline.inputs import load_image
+
+    rng = np.random.default_rng(0)
+    im = Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # stored sideways: displayed rotated by 90 degrees
+    im.save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    got = ZoomTab.read_photo(str(tmp_path / "photo.jpg"), 64)  # load_image honours EXIF: tests/test_inputs.py
+    assert got.shape == (64, 64, 3) and torch.equal(got, load_image(tmp_path / "photo.jpg", 64, 64).image)
+    Image.fromarray(np.full((32, 32), 32768, np.uint16)).save(tmp_path / "photo.png")
+    assert abs(ZoomTab.read_photo(str(tmp_path / "photo.png"), 64).mean().item() - 0.5) < 0.01  # not clipped to 1
+    data = (tmp_path / "photo.jpg").read_bytes()
+    (tmp_path / "photo.jpg").write_bytes(data[: len(data) // 2])
+    assert check_upload(tmp_path / "photo.jpg", "Photo", IMAGE_TYPES, Limits()) is not None  # its header is whole
+    with pytest.raises(InputError, match="^Photo: photo.jpg could not be decoded as an image"):
+        ZoomTab.read_photo(str(tmp_path / "photo.jpg"), 64)
