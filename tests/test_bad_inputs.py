@@ -360,6 +360,12 @@ CASES = [
      ["many_keys.yaml scene 0", "unknown setting(s) ['k0', 'k1', 'k10'", "and 49992 more]"]),
     ("camera-50000-unknown-keys", "dreamer", ["--trajectory", "{d}/many_keys.json", "--out", "{o}"], 2,
      ["many_keys.json: camera 0: unknown key(s) 'k0'", "and 49992 more; allowed: K, c2w"]),
+    # Settings that fail the learned models' first call, after they loaded and the first view was made (exit 1).
+    ("strength-of-no-step", "dreamer", ["--models", "tiny", "--prompt", "a room", "--steps", "2", "--strength", "0.1",
+                                        "--out", "{o}"], 2, ["strength 0.1 of steps 2 denoises no step"]),
+    ("refine-strength-of-no-step", "dreamer+splats", ["--models", "tiny", "--prompt", "a room", "--refine",
+                                                      "--refine-strength", "0.1", "--out", "{o}"], 2,
+     ["refine_strength 0.1 of refine_steps 2 denoises no step"]),
     # An empty value is not "none": --image "$PHOTO" of an unset variable dreamed from the prompt instead.
     ("photo-empty-value", "dreamer", ["--models", "tiny", "--prompt", "a room", "--image", "", "--out", "{o}"], 2,
      ["--image", "is empty", "'none'"]),

@@ -570,3 +570,21 @@ def test_every_refusal_of_a_trajectory_file_names_the_file(tmp_path, monkeypatch
                                 "keyframes": [{"c2w": eye}, {"c2w": eye}]}))
     with pytest.raises(ValueError, match=f"^{path}: a helper's own words$"):
         load_trajectory(path)
+
+
+def test_an_inpainting_or_repair_strength_denoises_at_least_one_step():
+    """diffusers denoises int(steps x strength) steps and raises at the first call when that is 0
+    ("--steps 2 --strength 0.1" failed the run after the models loaded and the first view was made;
+    the refine step's 2 x 0.1 with 'cannot reshape tensor of 0 elements', after the dream and the
+    splats). The boundary is diffusers' own expression, float rounding included."""
+    from dreamer.backends.diffusion import DiffusionSettings, check_strength
+
+    for steps, strength in ((2, 0.5), (1, 1.0), (30, 0.04), (3, 1 / 3), (50, 0.02)):
+        assert int(steps * strength) >= 1
+        DiffusionSettings(steps=steps, strength=strength)
+    for steps, strength in ((2, 0.1), (30, 0.03), (49, 1 / 49), (1, 0.999)):
+        assert int(steps * strength) == 0  # 49 x (1/49) is 0.999...9 in floats
+        with pytest.raises(ValueError, match=f"strength {strength:g} of steps {steps} denoises no step"):
+            DiffusionSettings(steps=steps, strength=strength)
+    with pytest.raises(ValueError, match="^refine_strength 0.1 of refine_steps 2"):
+        check_strength(2, 0.1, ("refine_steps", "refine_strength"))

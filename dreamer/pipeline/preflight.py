@@ -114,6 +114,13 @@ def _check_numbers(configs: SceneConfigs, limits: Limits) -> None:
     check_int(mc.steps, "steps", min=1, max=MAX_STEPS)
     check_number(mc.guidance, "guidance", min=0)
     check_number(mc.strength, "strength", min=0, max=1, open_min=True)
+    if mc.models != "synthetic":  # the learned models' inpainting and repair run diffusers' steps x strength
+        from dreamer.backends.diffusion import check_strength
+
+        check_strength(mc.steps, mc.strength)
+        if configs.refine.refine:
+            check_strength(configs.refine.refine_steps, configs.refine.refine_strength,
+                           ("refine_steps", "refine_strength"))
     check_int(mc.feather, "feather", min=0)
     check_int(sc.extension_iterations, "extension_iterations", min=0)
     if configs.splats is not None:
