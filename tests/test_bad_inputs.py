@@ -78,6 +78,7 @@ def make_inputs(d: Path) -> Path:
     (d / "many_keys.yaml").write_text("- {models: synthetic, " + ", ".join(f"k{i}: 1" for i in range(50_000)) + "}\n")
     (d / "many_keys.json").write_text(json.dumps({"cameras": [{"c2w": np.eye(4).tolist(),
                                                               **{f"k{i}": 1 for i in range(50_000)}}]}))
+    (d / "cjk_name.yaml").write_text("- {models: synthetic, name: " + "東" * 100 + "}\n", encoding="utf-8")
     (d / "empty_image.yaml").write_text("- {models: synthetic, prompt: a room, image: ''}\n")
     (d / "folder.png").mkdir()
     Image.fromarray(np.full((48, 64), 9, np.uint8)).save(d / "depth8.png")
@@ -366,6 +367,13 @@ CASES = [
     ("refine-strength-of-no-step", "dreamer+splats", ["--models", "tiny", "--prompt", "a room", "--refine",
                                                       "--refine-strength", "0.1", "--out", "{o}"], 2,
      ["refine_strength 0.1 of refine_steps 2 denoises no step"]),
+    # A name the file system cannot take, under a folder still to make: the run's mkdir failed (exit 1, after the
+    # models loaded); the scene names' 100-letter rule counts letters, and 100 CJK letters are 300 bytes.
+    ("out-name-300-bytes-in-a-new-folder", "dreamer", ["--out", "{o}/new/" + "東" * 100], 2,
+     ["--out", "is 300 bytes, more than the 255 the file system takes"]),
+    ("batch-name-300-bytes", "dreamer", ["--batch", "{d}/cjk_name.yaml", "--out", "{o}"], 2,
+     ["cjk_name.yaml scene 0", "300 bytes"]),
+    ("zoom-out-name-300-bytes", "zoom", ["--prompts", "a", "--out", "{o}/" + "x" * 300], 2, ["300 bytes"]),
     # An empty value is not "none": --image "$PHOTO" of an unset variable dreamed from the prompt instead.
     ("photo-empty-value", "dreamer", ["--models", "tiny", "--prompt", "a room", "--image", "", "--out", "{o}"], 2,
      ["--image", "is empty", "'none'"]),

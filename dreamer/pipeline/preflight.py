@@ -72,6 +72,15 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
         raise ValueError(f"{what} {out} is a URL: the outputs are written to a local folder; give one")
     if not place.is_dir():
         raise ValueError(f"{what} {out}: {place} is an existing file, not a folder; choose a folder")
+    # The folders still to make: the file system reads a name only once its parent exists, so a
+    # name it cannot take passed the walk above and failed the run's mkdir (a batch scene of 100
+    # CJK letters is 300 bytes).
+    longest = _name_max(place)
+    for part in out.relative_to(place).parts if place != out else ():
+        if len(os.fsencode(part)) > longest:
+            raise ValueError(f"{what} {out}: the name {part[:40]!r}{'...' if len(part) > 40 else ''} is "
+                             f"{len(os.fsencode(part))} bytes, more than the {longest} the file system takes; "
+                             f"choose a shorter name")
     probe = place / f".dreamer-write-test-{os.getpid()}"
     try:
         probe.write_bytes(b"")
@@ -80,6 +89,14 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
         raise ValueError(f"{what} {out}: cannot write in {place} ({e.strerror or e}); choose a folder you can "
                          f"write to") from None
     return out
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` takes (255 where it cannot say)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def _check_types(configs: SceneConfigs) -> None:
