@@ -588,3 +588,25 @@ def test_an_inpainting_or_repair_strength_denoises_at_least_one_step():
             DiffusionSettings(steps=steps, strength=strength)
     with pytest.raises(ValueError, match="^refine_strength 0.1 of refine_steps 2"):
         check_strength(2, 0.1, ("refine_steps", "refine_strength"))
+
+
+def test_an_output_folder_leaves_room_for_the_paths_a_run_writes_in_it(tmp_path):
+    """An existing folder whose path is 4000 of Linux's 4096 bytes passed; the scene's first file
+    below it failed the run ("File name too long", exit 1). Names over 255 bytes are refused in
+    folders still to make as well (the file system reads a name once its parent exists)."""
+    import os
+
+    from dreamer.pipeline.preflight import check_output_folder
+
+    deep = tmp_path
+    while len(os.fsencode(str(deep))) < 3700:
+        deep = deep / ("d" * 200)
+    deep.mkdir(parents=True)
+    check_output_folder(deep / "scene")
+    near = deep / ("e" * (4000 - len(os.fsencode(str(deep))) - 1))
+    assert len(os.fsencode(str(near))) == 4000
+    with pytest.raises(ValueError, match="its path is 4000 bytes; the files a run writes in it need it to be at most"):
+        check_output_folder(near)
+    with pytest.raises(ValueError, match="is 256 bytes, more than the 255 the file system takes"):
+        check_output_folder(tmp_path / "new" / ("x" * 256) / "scene")
+    check_output_folder(tmp_path / "new" / ("x" * 255) / "scene")

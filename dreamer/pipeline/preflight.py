@@ -75,12 +75,17 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
     # The folders still to make: the file system reads a name only once its parent exists, so a
     # name it cannot take passed the walk above and failed the run's mkdir (a batch scene of 100
     # CJK letters is 300 bytes).
-    longest = _name_max(place)
+    longest, path_max = _name_max(place)
     for part in out.relative_to(place).parts if place != out else ():
         if len(os.fsencode(part)) > longest:
             raise ValueError(f"{what} {out}: the name {part[:40]!r}{'...' if len(part) > 40 else ''} is "
                              f"{len(os.fsencode(part))} bytes, more than the {longest} the file system takes; "
                              f"choose a shorter name")
+    length = len(os.fsencode(os.path.abspath(out)))
+    if length + _INSIDE > path_max:  # the run's own files below it would be too long to write
+        raise ValueError(f"{what} {out}: its path is {length} bytes; the files a run writes in it need it to be at "
+                         f"most {path_max - _INSIDE} (the system's {path_max}, less {_INSIDE} for their own names); "
+                         f"choose a shorter path")
     probe = place / f".dreamer-write-test-{os.getpid()}"
     try:
         probe.write_bytes(b"")
@@ -91,12 +96,21 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
     return out
 
 
-def _name_max(folder: Path) -> int:
-    """The longest file name, in bytes, the file system of ``folder`` takes (255 where it cannot say)."""
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return 255
+# Bytes an output folder's path leaves for the paths a run writes below it (the longest, a
+# temporary in a scene's extensions/NNN/checkpoint/, is about 60).
+_INSIDE = 128
+
+
+def _name_max(folder: Path) -> tuple[int, int]:
+    """The longest file name and path, in bytes, the file system of ``folder`` takes (255 and 4096
+    where it cannot say)."""
+    limits = []
+    for name, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(os.pathconf(folder, name))
+        except (OSError, ValueError):
+            limits.append(default)
+    return limits[0], limits[1]
 
 
 def _check_types(configs: SceneConfigs) -> None:
