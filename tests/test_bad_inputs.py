@@ -93,6 +93,7 @@ def make_inputs(d: Path) -> Path:
         np.lib.format.write_array_header_1_0(f, header)
     _png_header(d / "huge.png", 10_000, 10_000)
     _png_header(d / "hugedepth.png", 10_000, 10_000, bits=16, color=0)
+    _png_header(d / "huge20k.png", 20_000, 20_000)
     eye = np.eye(4).tolist()
     step = np.eye(4)
     step[0, 3] = 0.1
@@ -336,6 +337,8 @@ CASES = [
     # --- found by the third audit: input files, URLs
     ("photo-url", "dreamer", ["--image", "https://example.com/room.png", "--out", "{o}"], 2,
      ["example.com/room.png", "is a URL", "download it first"]),
+    ("photo-400-megapixels", "dreamer", ["--image", "{d}/huge20k.png", "--out", "{o}"], 2,  # past Pillow's own guard:
+     ["huge20k.png", "400.0 megapixels", "64 megapixels", "--allow-large"]),  # it spoke of "DOS attack"
     ("photo-zero-bytes", "dreamer", ["--image", "{d}/zero.png", "--out", "{o}"], 2, ["zero.png", "empty (0 bytes)"]),
     ("batch-url", "dreamer", ["--batch", "s3://bucket/scenes.yaml", "--out", "{o}"], 2, ["batch file", "is a URL"]),
     ("out-url", "dreamer", ["--out", "s3://bucket/scene"], 2, ["--out", "is a URL", "local folder"]),

@@ -210,8 +210,12 @@ def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "im
             im = Image.open(path)
     except UnidentifiedImageError as e:
         raise ValueError(f"{path} is not an image file Pillow can read (PNG, JPEG, WebP, TIFF, BMP, GIF, ...)") from e
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"{path} is too large to open safely ({e}); downscale it first") from e
+    except Image.DecompressionBombError as e:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS: said as ours
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
+        limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+        raise ValueError(f"{path}: the {what} is {size}, more than the limit of {limit / 1e6:g} megapixels; "
+                         f"downscale it (or lift the limit: --allow-large)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path} could not be decoded as an image: {e}") from e
     w, h = im.size
