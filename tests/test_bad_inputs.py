@@ -79,6 +79,8 @@ def make_inputs(d: Path) -> Path:
     (d / "many_keys.json").write_text(json.dumps({"cameras": [{"c2w": np.eye(4).tolist(),
                                                               **{f"k{i}": 1 for i in range(50_000)}}]}))
     (d / "cjk_name.yaml").write_text("- {models: synthetic, name: " + "東" * 100 + "}\n", encoding="utf-8")
+    (d / "render_two_sizes.json").write_text(json.dumps({"fov": 60, "cameras": [
+        {"c2w": np.eye(4).tolist(), "width": w, "height": 64} for w in (64, 96)]}))
     (d / "empty_image.yaml").write_text("- {models: synthetic, prompt: a room, image: ''}\n")
     (d / "folder.png").mkdir()
     Image.fromarray(np.full((48, 64), 9, np.uint8)).save(d / "depth8.png")
@@ -377,6 +379,9 @@ CASES = [
     ("batch-name-300-bytes", "dreamer", ["--batch", "{d}/cjk_name.yaml", "--out", "{o}"], 2,
      ["cjk_name.yaml scene 0", "300 bytes"]),
     ("zoom-out-name-300-bytes", "zoom", ["--prompts", "a", "--out", "{o}/" + "x" * 300], 2, ["300 bytes"]),
+    ("render-trajectory-of-two-sizes", "dreamer+splats", ["--render-trajectory", "{d}/render_two_sizes.json",
+                                                          "--out", "{o}"], 2,
+     ["render_two_sizes.json: camera 1 is 96x64 but camera 0 is 64x64", "one size"]),  # failed after the splats
     # An empty value is not "none": --image "$PHOTO" of an unset variable dreamed from the prompt instead.
     ("photo-empty-value", "dreamer", ["--models", "tiny", "--prompt", "a room", "--image", "", "--out", "{o}"], 2,
      ["--image", "is empty", "'none'"]),

@@ -261,6 +261,11 @@ def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | 
                     raise ValueError(f"{where}: {side} {value} must be a multiple of 8 (the diffusion models' latent "
                                      f"grid)")
             check_input_camera(cam, where)
+        if what == "render trajectory":  # its cameras are a video's frames (checked when the video is written)
+            for i, cam in enumerate(cams):
+                if (cam.width, cam.height) != (cams[0].width, cams[0].height):
+                    raise ValueError(f"{name}: camera {i} is {cam.width}x{cam.height} but camera 0 is "
+                                     f"{cams[0].width}x{cams[0].height}: the frames of a video share one size")
         if what == "extension trajectory":
             for i, cam in enumerate(cams):
                 if (cam.width, cam.height) != (first.width, first.height):
