@@ -436,11 +436,12 @@ def _check_folder(args: argparse.Namespace, out: Path, configs) -> None:
     started over (--restart, or --overwrite of other dream settings) reads no checkpoint: the run
     deletes them first."""
     from dreamer.pipeline.checkpoint import check_checkpoints
-    from dreamer.pipeline.folder import changed_settings, check_scene_folder
+    from dreamer.pipeline.folder import changed_settings, check_inputs_kept, check_scene_folder
     from dreamer.pipeline.stages import refuse_changed_settings
 
     check_scene_folder(out, take_over=args.overwrite or args.restart)
     if args.restart or (args.overwrite and changed_settings(out, configs) is not None):
+        check_inputs_kept(out, configs, "--restart" if args.restart else "--overwrite (the settings changed)")
         return
     if not args.overwrite:
         refuse_changed_settings(out, configs, batch=bool(args.batch))
@@ -453,7 +454,7 @@ def refuse_or_ask(args: argparse.Namespace, jobs: list) -> tuple[set[Path], list
     a terminal, the one you agree to), and the scenes of a batch refused for their folder
     ``(name, folder, reason)``. Raises for the folder of a single scene."""
     from dreamer.pipeline.checkpoint import CheckpointError
-    from dreamer.pipeline.folder import SettingsChanged, changed_settings
+    from dreamer.pipeline.folder import SettingsChanged, changed_settings, check_inputs_kept
 
     allowed = {out for _, out, _ in jobs} if args.overwrite or args.restart else set()
     refused = []
@@ -463,6 +464,8 @@ def refuse_or_ask(args: argparse.Namespace, jobs: list) -> tuple[set[Path], list
                 _check_folder(args, out, configs)
             except SettingsChanged:
                 interactive = not args.batch and sys.stdin.isatty() and sys.stderr.isatty()
+                if interactive:  # before the question: a yes would delete them
+                    check_inputs_kept(out, configs, "starting it over")
                 if interactive and _ask(f"{out} holds a scene dreamed with other settings "
                                         f"({changed_settings(out, configs)}). Start it over and delete its outputs?"):
                     allowed.add(out)

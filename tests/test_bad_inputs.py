@@ -515,3 +515,25 @@ def test_real_processes_refuse_in_one_line_and_little_cpu(argv, fragment, tmp_pa
     assert done.returncode == 2 and len(lines) == 1 and fragment in lines[0], lines
     assert "Traceback" not in done.stderr
     assert cpu < 10.0, f"{cpu:.1f} s of CPU"  # about 3 s here, nearly all of it importing torch
+
+
+def test_an_input_inside_what_starting_over_deletes_is_refused_before_any_model(tmp_path, capsys, caplog,
+                                                                                  monkeypatch):
+    """--image scene/views/000.png --out scene --restart deleted the photo with the scene's outputs,
+    then failed reading it (exit 1, after the models loaded); the same for --overwrite of changed
+    settings. The photo is kept and the run refused; a photo beside the scene's own files is fine."""
+    out = tmp_path / "scene"
+    assert dreamer_main([*SMALL, "--out", str(out)]) == 0
+    photo = out / "views" / "000.png"
+    before = photo.read_bytes()
+    _forbid_models(monkeypatch)
+    for extra, how in ((["--restart"], "--restart deletes"), (["--overwrite", "--seed", "5"], "--overwrite")):
+        code, lines, _ = _run("dreamer", ["--image", str(photo), "--out", str(out), *extra], capsys, caplog)
+        assert code == 2 and len(lines) == 1, lines
+        assert "--image" in lines[0] and "lies in views of the scene folder" in lines[0] and how in lines[0]
+        assert photo.read_bytes() == before
+    beside = out / "photo.png"
+    beside.write_bytes(before)
+    monkeypatch.undo()
+    code, lines, _ = _run("dreamer", ["--image", str(beside), "--out", str(out), "--restart"], capsys, caplog)
+    assert code == 0, lines
