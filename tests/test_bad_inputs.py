@@ -81,6 +81,8 @@ def make_inputs(d: Path) -> Path:
     (d / "cjk_name.yaml").write_text("- {models: synthetic, name: " + "東" * 100 + "}\n", encoding="utf-8")
     (d / "render_two_sizes.json").write_text(json.dumps({"fov": 60, "cameras": [
         {"c2w": np.eye(4).tolist(), "width": w, "height": 64} for w in (64, 96)]}))
+    (d / "old_stack").mkdir()
+    Image.new("RGB", (64, 64), (90, 120, 150)).save(d / "old_stack" / "level_00.png")
     (d / "empty_image.yaml").write_text("- {models: synthetic, prompt: a room, image: ''}\n")
     (d / "folder.png").mkdir()
     Image.fromarray(np.full((48, 64), 9, np.uint8)).save(d / "depth8.png")
@@ -382,6 +384,9 @@ CASES = [
     ("render-trajectory-of-two-sizes", "dreamer+splats", ["--render-trajectory", "{d}/render_two_sizes.json",
                                                           "--out", "{o}"], 2,
      ["render_two_sizes.json: camera 1 is 96x64 but camera 0 is 64x64", "one size"]),  # failed after the splats
+    ("zoom-photo-of-a-level-it-rewrites", "zoom", ["--prompts", "a", "b", "--photo", "{d}/old_stack/level_00.png",
+                                                   "--out", "{d}/old_stack", "--overwrite"], 2,
+     ["--photo", "level_00.png", "one of the files this run rewrites"]),  # deleted, then failed reading it (exit 1)
     # An empty value is not "none": --image "$PHOTO" of an unset variable dreamed from the prompt instead.
     ("photo-empty-value", "dreamer", ["--models", "tiny", "--prompt", "a room", "--image", "", "--out", "{o}"], 2,
      ["--image", "is empty", "'none'"]),

@@ -44,7 +44,7 @@ from dreamer.configs import config_hash, field_docs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ZoomConfig", "OutputConfig", "run_zoom", "read_prompts", "check_zoom", "main"]
+__all__ = ["ZoomConfig", "OutputConfig", "run_zoom", "read_prompts", "check_zoom", "check_photo_kept", "main"]
 
 STACK_FILE = "stack.pt"
 DONE_FILE = "done.json"
@@ -269,6 +269,19 @@ def check_zoom_folder(out: str | Path) -> None:
                          f"tool's), which this run would overwrite; choose another --out")
 
 
+def check_photo_kept(config: ZoomConfig, out: str | Path) -> None:
+    """Raise ValueError when the photo is one of the files a run rewrites in ``out`` (a level of an
+    earlier stack there, its video or config): ``--photo out/level_00.png --out out --overwrite``
+    deleted the photo with the old outputs, then failed reading it after the model loaded."""
+    if not config.photo:
+        return
+    photo, root = Path(config.photo).resolve(), Path(out).resolve()
+    if photo.parent == root and (photo.match("level_*.png") or photo.name in (DONE_FILE, VIDEO_FILE, CONFIG_FILE,
+                                                                             STACK_FILE)):
+        raise ValueError(f"--photo {config.photo} is one of the files this run rewrites in {out} (the levels, video "
+                         f"and config of a zoom stack); copy it out of the folder first")
+
+
 def check_stack_reuse(config: ZoomConfig, out: str | Path, overwrite: bool = False) -> None:
     """Raise :class:`StackOfOtherSettings` when ``out`` holds a stack of other settings than
     ``config``'s (resolved by :func:`run_zoom`), unless ``overwrite``."""
@@ -300,6 +313,7 @@ def run_zoom(config: ZoomConfig, out: str | Path, output: OutputConfig = OutputC
     check_zoom(config, output, limits)
     out = check_output_folder(out)
     check_zoom_folder(out)
+    check_photo_kept(config, out)
     config = _resolve(config)
     out.mkdir(parents=True, exist_ok=True)
     for tmp in remove_temporaries(out):
@@ -486,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         check_zoom(config, output, limits)
         check_output_folder(args.out)
         check_zoom_folder(args.out)
+        check_photo_kept(config, args.out)
         _resolve(config)
         check_stack_reuse(config, args.out, args.overwrite)
     except (ValueError, TypeError, OSError) as e:
