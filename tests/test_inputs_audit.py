@@ -625,3 +625,25 @@ def test_a_batchs_scenes_are_checked_without_resolving_the_settings_types_each_t
     jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
     assert len(jobs) == 40 and refused == []
     assert len(calls) == len(set(calls)) <= 12, len(calls)  # a few config classes, once each
+
+
+def test_a_depth_map_stored_like_a_turned_photo_is_told_to_be_upright(tmp_path):
+    """A phone photo stored on its side (EXIF orientation 6) is read upright; its depth map must be
+    upright too. Given as stored, the refusal said "the photo is 48x64" of a file of 64x48 pixels."""
+    from dreamer.pipeline.inputs import load_depth
+
+    im = Image.new("RGB", (64, 48), (90, 120, 150))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "photo.jpg", exif=exif)
+    photo = load_image(tmp_path / "photo.jpg", 32, 32)
+    assert photo.turned and (photo.transform.source_width, photo.transform.source_height) == (48, 64)
+    np.save(tmp_path / "upright.npy", np.full((64, 48), 2.0, np.float32))
+    assert torch.equal(load_depth(tmp_path / "upright.npy", 32, 32, like=photo), torch.full((32, 32), 2.0))
+    np.save(tmp_path / "stored.npy", np.full((48, 64), 2.0, np.float32))
+    with pytest.raises(ValueError, match=r"the photo is 48x64 upright \(its EXIF orientation turns the stored 64x48 "
+                                         r"pixels\): give the depth map upright too$"):
+        load_depth(tmp_path / "stored.npy", 32, 32, like=photo)
+    np.save(tmp_path / "square.npy", np.full((50, 50), 2.0, np.float32))
+    with pytest.raises(ValueError, match="aspect ratios differ"):
+        load_depth(tmp_path / "square.npy", 32, 32, like=photo)

@@ -171,11 +171,14 @@ class LoadedImage:
     ``image``: float32 [H,W,3] in [0,1] (padding, if any, is :data:`PAD_VALUE` grey).
     ``outpaint_mask``: bool [H,W], True on padding to outpaint (``fit="pad"``); None for ``"crop"``.
     ``transform``: the :class:`ImageFit` (use it for the photo's depth map and intrinsics).
+    ``turned``: whether the file stores the photo on its side (an EXIF orientation of 90 degrees:
+    its ``transform``'s sizes are the upright photo's, not the stored pixels').
     """
 
     image: Tensor
     outpaint_mask: Tensor | None
     transform: ImageFit
+    turned: bool = False
 
 
 def compute_fit(source_width: int, source_height: int, width: int, height: int, fit: Fit = "crop") -> ImageFit:
@@ -399,7 +402,7 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
     mask = transform.padding_mask() if fit == "pad" else None
     logger.debug("loaded %s (%dx%d, mode %s, decoded at 1/%d) -> %dx%d (%s)", path, w, h, mode, factor, width,
                  height, fit)
-    return LoadedImage(image=image, outpaint_mask=mask, transform=transform)
+    return LoadedImage(image=image, outpaint_mask=mask, transform=transform, turned=orientation in (5, 6, 7, 8))
 
 
 def _read_exr(path: Path) -> np.ndarray:
@@ -558,8 +561,11 @@ def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit 
                              f"the same size and fit (got {width}x{height}, fit={fit!r})")
         photo_aspect, depth_aspect = t.source_width / t.source_height, w / h
         if abs(math.log(photo_aspect / depth_aspect)) > 0.01:
-            raise ValueError(f"{path}: the depth map is {w}x{h} but the photo is {t.source_width}x{t.source_height}: "
-                             f"their aspect ratios differ, so the depth does not belong to this photo")
+            turned = like.turned and abs(math.log(photo_aspect * depth_aspect)) <= 0.01
+            raise ValueError(f"{path}: the depth map is {w}x{h} but the photo is {t.source_width}x{t.source_height}"
+                             + (f" upright (its EXIF orientation turns the stored {t.source_height}x{t.source_width} "
+                                f"pixels): give the depth map upright too" if turned else
+                                ": their aspect ratios differ, so the depth does not belong to this photo"))
         sx, sy = w / t.source_width, h / t.source_height
         b = t.source_box
         transform = ImageFit(t.fit, w, h, width, height, (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy), t.target_box)
