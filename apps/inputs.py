@@ -19,6 +19,7 @@ __all__ = [
     "Limits",
     "check_text",
     "check_number",
+    "check_flag",
     "check_prompt_lines",
     "safe_session_id",
     "check_upload",
@@ -40,7 +41,13 @@ TRAJECTORY_TYPES = (".json",)
 
 
 class InputError(ValueError):
-    """An input the app refuses; the message is meant for the visitor."""
+    """An input the app refuses; the message is meant for the visitor, at most
+    :data:`dreamer.cli.MAX_MESSAGE` characters (it quotes what came, which may be long)."""
+
+    def __init__(self, message: str) -> None:
+        from dreamer.cli import shorten
+
+        super().__init__(shorten(str(message)))
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,15 @@ def check_number(value, name: str, lo: float, hi: float, *, integer: bool = Fals
     return number
 
 
+def check_flag(value, name: str) -> bool:
+    """A checkbox: True or False (``None`` counts as False); "no" is not False, so it is refused."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
 def check_prompt_lines(text, name: str, limits: Limits, *, required: bool = True) -> list[str]:
     """Non-empty lines of ``text`` (one prompt each), each within the prompt length limit."""
     text = check_text(text, name, limits.max_prompt_chars * limits.max_zoom_lines, required=required)
@@ -128,7 +144,7 @@ def _upload_path(value, name: str) -> Path | None:
         return None
     if isinstance(value, (str, Path)):
         return Path(value)
-    if isinstance(value, dict) and value.get("path"):
+    if isinstance(value, dict) and isinstance(value.get("path"), str) and value["path"]:
         return Path(value["path"])
     for attr in ("path", "name"):
         if isinstance(getattr(value, attr, None), str):
@@ -182,13 +198,19 @@ def _count_frames(data) -> int | None:
         return len(data["cameras"])
     keyframes = data.get("keyframes")
     if isinstance(keyframes, list):
-        total = data.get("frames")
-        if isinstance(total, (int, float)) and not isinstance(total, bool):
-            return int(total) if total == total else None
+        if "frames" in data:
+            return int(data["frames"]) if _is_count(data["frames"]) else None
         counts = [k.get("frames") for k in keyframes[:-1] if isinstance(k, dict)]
-        if all(isinstance(c, (int, float)) and not isinstance(c, bool) and c == c for c in counts):
+        if all(_is_count(c) for c in counts):
             return int(sum(counts)) + 1
     return None
+
+
+def _is_count(value) -> bool:
+    """A frame count the reader takes (an integer >= 1, 512.0 too); others (inf, -5, 2.5, "10")
+    are left to the reader, which names them (int(inf) raised OverflowError here)."""
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or \
+        (isinstance(value, float) and value.is_integer() and value >= 1)
 
 
 def check_trajectory_limits(data, name: str, limits: Limits) -> None:
@@ -209,7 +231,7 @@ def check_trajectory_limits(data, name: str, limits: Limits) -> None:
     for entry in entries:
         for key in ("width", "height", "w", "h"):
             v = entry.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and not v <= limits.max_size:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > limits.max_size:  # NaN: the reader's
                 raise InputError(f"{name}: a camera's {key} is {v:g} px; at most {limits.max_size} px per side "
                                  f"(the Image size limit)")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import gradio as gr
 
 from apps.files import FileDesk
-from apps.inputs import (DEPTH_TYPES, IMAGE_TYPES, TRAJECTORY_TYPES, InputError, check_number, check_text,
-                         check_scene_request, check_upload, copy_upload)
+from apps.inputs import (DEPTH_TYPES, IMAGE_TYPES, TRAJECTORY_TYPES, InputError, check_flag, check_number,
+                         check_scene_request, check_text, check_upload, copy_upload)
 from apps.jobs import Job, Jobs, zip_folder
 from apps.settings import MODEL_SETS, SCENE_TRAJECTORIES, AppSettings
 from apps.viewer import viewer_spec
@@ -62,7 +62,7 @@ class SceneTab:
             "iterations": check_number(gs_iters, "Gaussian iterations", 10, 30000, integer=True),
             "models": models, "width": size, "height": size,
             "render_frames": check_number(frames, "Video frames", 8, 600, integer=True),
-            "refine": bool(refine),
+            "refine": check_flag(refine, "Refine"),
         }
 
     def configs(self, checked: dict, run: Path):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from apps.files import FileDesk
-from apps.inputs import IMAGE_TYPES, InputError, check_number, check_prompt_lines, check_upload, copy_upload
+from apps.inputs import (IMAGE_TYPES, InputError, check_number, check_prompt_lines, check_upload, copy_upload,
+                         upload_message)
 from apps.jobs import Job, Jobs
 from apps.settings import ZOOM_MODEL_SETS, AppSettings
 
@@ -56,6 +58,18 @@ class ZoomTab:
             "size": check_number(size, "Size", 64, 768, integer=True, multiple=16 * p), "models": models,
         }
 
+    @staticmethod
+    def read_photo(path: str, size: int):
+        """The uploaded photo at the stack's size, read as ``python -m zoom.run --photo`` reads it
+        (:func:`dreamer.pipeline.inputs.load_image`: EXIF orientation, 16-bit and other modes, a
+        file that does not decode refused), before the model loads; an :class:`InputError` else."""
+        from dreamer.pipeline.inputs import load_image
+
+        try:
+            return load_image(path, size, size, fit="crop").image
+        except ValueError as e:
+            raise InputError(upload_message(e, Path(path).parent)) from None
+
     def generate(self, prompts, photo, p, levels, steps, guidance, seed, size, models, request, progress):
         """Validate, sample the stack with the shared pipeline, write levels and video."""
         try:
@@ -66,7 +80,7 @@ class ZoomTab:
         def work(job: Job):
             import torch
 
-            from dreamer.io import load_image_tensor, save_image, write_json
+            from dreamer.io import save_image, write_json
             from zoom.sampler import sample_zoom_stack
             from zoom.video import write_zoom_video
 
@@ -75,7 +89,8 @@ class ZoomTab:
             bridge = job.bridge(progress, stages)
             bridge("loading models", 0, 1)
             photo_file = copy_upload(checked["photo"], run / "inputs", "photo")
-            photo = job.stoppable(lambda: load_image_tensor(photo_file), "reading the photo") if photo_file else None
+            photo = job.stoppable(lambda: self.read_photo(photo_file, checked["size"]), "reading the photo") \
+                if photo_file else None
             t0 = time.time()
             pipe = job.stoppable(lambda: self.pipeline(checked["models"]), "loading the models")
             device = pipe.unet.device

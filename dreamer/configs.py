@@ -46,8 +46,11 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _resolve_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+@functools.lru_cache(maxsize=None)
+def _resolve_types(cls: type) -> types.MappingProxyType:
+    """The field types of dataclass ``cls`` (read-only, resolved once: resolving them took 60% of
+    checking a batch's scenes, 20 of 33 s for 2000 scenes)."""
+    return types.MappingProxyType(typing.get_type_hints(cls))
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
@@ -71,7 +74,11 @@ def _parse_bool(text: str) -> bool:
 
 def _optional(parse):
     def inner(text: str):
-        return None if text.strip().lower() in ("none", "null", "") else parse(text)
+        # Only a word clears a setting: an empty value is more often a variable that was not set
+        # (--image "$PHOTO") than a wish for none, and --image "" quietly dreamed from the prompt.
+        if not text.strip():
+            raise argparse.ArgumentTypeError("is empty; give a value, or 'none' to leave it unset")
+        return None if text.strip().lower() in ("none", "null") else parse(text)
     inner.__name__ = getattr(parse, "__name__", "value")
     return inner
 
@@ -346,7 +353,9 @@ def dataclass_from_dict(cls: type, data: dict[str, Any], *, strict: bool = True,
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown and strict:
-        raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)} for {cls.__name__}; "
+        from dreamer.cli import quote_names
+
+        raise ValueError(f"{where}: unknown setting(s) [{quote_names(unknown)}] for {cls.__name__}; "
                          f"known: {sorted(names)}")
     kwargs = check_settings(cls, {k: v for k, v in data.items() if k in names}, where=where)
     return cls(**kwargs)

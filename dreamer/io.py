@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -61,14 +61,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def remove_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporaries :func:`atomic_path` left in ``folder`` and its subfolders (a run
-    killed while writing); return what was deleted. Only for a folder no other process writes to."""
+def remove_temporaries(folder: str | Path, subfolders: Iterable[str] = ()) -> list[Path]:
+    """Delete the temporaries :func:`atomic_path` left in ``folder`` and in its ``subfolders`` (and
+    theirs: the run's own folders) by a run killed while writing; return what was deleted. Only
+    for folders no other process writes to. Other subfolders are not read: an output folder may be
+    a home folder (``--out ~``), whose whole tree took minutes to walk and is not the run's."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    places = [(folder, [], [e.name for e in os.scandir(folder) if e.is_file(follow_symlinks=False)])]
+    for sub in subfolders:
+        if (folder / sub).is_dir() and not (folder / sub).is_symlink():
+            places += os.walk(folder / sub)
     removed = []
-    for dirpath, _, names in os.walk(folder):
+    for dirpath, _, names in places:
         for name in names:
             if _TEMPORARY.match(name):
                 p = Path(dirpath) / name

@@ -55,7 +55,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, parse_json, report_bad_input
+from dreamer.cli import (EXIT_FAILED, OneLineParser, literal_error, one_line, parse_json, path_argument, quote_names,
+                         report_bad_input)
 from dreamer.configs import FieldSpec, SourceUnreadable, add_field_arguments, read_field_specs, read_module_constant
 
 log = logging.getLogger("dreamer.run")
@@ -123,13 +124,6 @@ def _preset_notes(specs: dict[str, list[FieldSpec]]) -> dict[str, str]:
     return {k: "default: " + ", ".join(shown(p, k) for p in where) + "; see --preset" for k in names}
 
 
-def _path(text: str) -> Path:
-    """A path option's value: not empty (``Path("")`` would quietly mean the current folder)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("is empty; give a path")
-    return Path(text)
-
-
 def build_parser(*, from_source: bool = True) -> argparse.ArgumentParser:
     """The command line's parser. ``from_source``: read the settings from the dataclasses' source
     (imports no model code); False: from the imported classes (the tests compare both)."""
@@ -143,15 +137,15 @@ def build_parser(*, from_source: bool = True) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--out", type=_path, default=None,
+    run.add_argument("--out", type=path_argument, default=None,
                      help="output folder (one scene), or the parent of the scenes' folders (--batch); "
                           "default runs/<name>")
-    run.add_argument("--batch", type=_path, default=None,
+    run.add_argument("--batch", type=path_argument, default=None,
                      help="a batch file: YAML (a list of scenes, or {scenes: [...]}) or JSON lines; each scene sets "
                           "any option by name, plus 'name'")
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only the I-th of N shards of the batch (I counts from 0): scenes whose index %% N == I")
-    run.add_argument("--config", type=_path, default=None,
+    run.add_argument("--config", type=path_argument, default=None,
                      help="a saved config.json of a scene folder: its settings, then the options given here on top")
     run.add_argument("--preset", choices=PRESET_CHOICES, default="auto", help=PRESET_HELP + " (default: auto)")
     run.add_argument("--no-splats", action="store_true", default=argparse.SUPPRESS,
@@ -283,14 +277,16 @@ def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
             raise ValueError(f"{path}: not valid YAML: {one_line(e)}") from None
         except RecursionError:
             raise ValueError(f"{path}: nested too deeply") from None
+        except ValueError as e:  # building a value: int() of a long literal, a date that is no date
+            raise ValueError(f"{path}: not valid YAML: {literal_error(e)}") from None
         _check_expansion(data, limits.batch_entries, path)
         if isinstance(data, dict):
             # Keys starting with 'x-' hold YAML anchors for the scenes to merge (<<: *name), as in
             # Docker Compose files; any other key would look like a setting for every scene and be none.
-            extra = sorted(str(k) for k in data if k != "scenes" and not str(k).startswith("x-"))
+            extra = [k for k in data if k != "scenes" and not str(k).startswith("x-")]
             if extra:
-                raise ValueError(f"{path}: unknown top-level key(s) {extra}; a batch file is a list of scenes, or a "
-                                 f"mapping with 'scenes' (and keys starting with 'x-' for YAML anchors)")
+                raise ValueError(f"{path}: unknown top-level key(s) [{quote_names(extra)}]; a batch file is a list of "
+                                 f"scenes, or a mapping with 'scenes' (and keys starting with 'x-' for YAML anchors)")
             scenes = data.get("scenes")
         else:
             scenes = data
@@ -440,11 +436,12 @@ def _check_folder(args: argparse.Namespace, out: Path, configs) -> None:
     started over (--restart, or --overwrite of other dream settings) reads no checkpoint: the run
     deletes them first."""
     from dreamer.pipeline.checkpoint import check_checkpoints
-    from dreamer.pipeline.folder import changed_settings, check_scene_folder
+    from dreamer.pipeline.folder import changed_settings, check_inputs_kept, check_scene_folder
     from dreamer.pipeline.stages import refuse_changed_settings
 
     check_scene_folder(out, take_over=args.overwrite or args.restart)
     if args.restart or (args.overwrite and changed_settings(out, configs) is not None):
+        check_inputs_kept(out, configs, "--restart" if args.restart else "--overwrite (the settings changed)")
         return
     if not args.overwrite:
         refuse_changed_settings(out, configs, batch=bool(args.batch))
@@ -457,7 +454,7 @@ def refuse_or_ask(args: argparse.Namespace, jobs: list) -> tuple[set[Path], list
     a terminal, the one you agree to), and the scenes of a batch refused for their folder
     ``(name, folder, reason)``. Raises for the folder of a single scene."""
     from dreamer.pipeline.checkpoint import CheckpointError
-    from dreamer.pipeline.folder import SettingsChanged, changed_settings
+    from dreamer.pipeline.folder import SettingsChanged, changed_settings, check_inputs_kept
 
     allowed = {out for _, out, _ in jobs} if args.overwrite or args.restart else set()
     refused = []
@@ -467,6 +464,8 @@ def refuse_or_ask(args: argparse.Namespace, jobs: list) -> tuple[set[Path], list
                 _check_folder(args, out, configs)
             except SettingsChanged:
                 interactive = not args.batch and sys.stdin.isatty() and sys.stderr.isatty()
+                if interactive:  # before the question: a yes would delete them
+                    check_inputs_kept(out, configs, "starting it over")
                 if interactive and _ask(f"{out} holds a scene dreamed with other settings "
                                         f"({changed_settings(out, configs)}). Start it over and delete its outputs?"):
                     allowed.add(out)

@@ -681,3 +681,76 @@ def test_a_scene_request_is_checked_within_the_apps_limits_and_its_message_names
         with pytest.raises(InputError, match=expected):
             check_scene_request(configs_from_flat({"models": "synthetic", "width": 128, "height": 128,
                                                    "trajectory": str(path)}), job / "inputs", small)
+
+
+def test_a_refusal_quotes_a_long_value_in_a_message_of_bounded_length():
+    """A form value (an API caller's) or a file's 50000 unknown keys made a message as long as they were."""
+    from apps.inputs import check_text
+    from dreamer.cli import MAX_MESSAGE
+
+    for call in (lambda: check_number("9" * 10**6 + "x", "Views", 1, 64, integer=True),
+                 lambda: check_text(5, "Prompt" + "!" * 10**5, 10)):
+        with pytest.raises(InputError) as refused:
+            call()
+        assert len(str(refused.value)) <= MAX_MESSAGE + 60 and "characters left out" in str(refused.value)
+
+
+def test_the_forms_fields_of_the_wrong_kind_are_refused_with_a_message(tmp_path):
+    """Each handler's check called as an API caller may call it: an upload given as {"path": 5}
+    raised TypeError, a keyframe file of "frames": Infinity OverflowError (neither an InputError:
+    the visitor saw no message), "frames": -5 was "asks for -4 cameras", and the Refine checkbox
+    took any value as bool ("no" ran the refine step)."""
+    from apps.inputs import TRAJECTORY_TYPES, check_flag, check_trajectory_limits
+    from apps.scene_tab import SceneTab
+    from apps.settings import AppSettings
+
+    tab = SceneTab(AppSettings(models="synthetic"), jobs=None, files=None)
+    form = ["a room", None, None, "", "lookaround", None, 2, 2, 7.5, 0, 10, "synthetic", 64, 8, False]
+    assert tab.check(*form)["refine"] is False
+    for field in (1, 2, 5):
+        for value in ({"path": 5}, {"path": ["a.png"]}, {"path": None}, 3.5, object()):
+            bad = list(form)
+            bad[field] = value
+            with pytest.raises(InputError, match="unexpected upload value"):
+                tab.check(*bad)
+    for value in ("no", "false", 1, 0.0, []):
+        with pytest.raises(InputError, match="Refine must be true or false"):
+            tab.check(*form[:-1], value)
+    assert check_flag(None, "Refine") is False and check_flag(True, "Refine") is True
+    eye = np.eye(4).tolist()
+    path = tmp_path / "keyframes.json"
+    for frames in (float("inf"), float("nan"), -5, 2.5, "10"):
+        data = {"keyframes": [{"c2w": eye}, {"c2w": eye}], "frames": frames}
+        check_trajectory_limits(data, "Trajectory file", Limits())  # the reader names such counts
+        per_segment = {"keyframes": [{"c2w": eye, "frames": frames}, {"c2w": eye}]}
+        check_trajectory_limits(per_segment, "Trajectory file", Limits())
+        path.write_text(json.dumps(data))
+        check_upload(path, "Trajectory file", TRAJECTORY_TYPES, Limits())
+    check_trajectory_limits({"cameras": [{"c2w": eye, "width": float("nan")}]}, "Trajectory file", Limits())
+    for data in ({"keyframes": [{"c2w": eye}, {"c2w": eye}], "frames": 65.0},
+                 {"keyframes": [{"c2w": eye, "frames": 64}, {"c2w": eye}]}):
+        with pytest.raises(InputError, match="asks for 65 cameras"):
+            check_trajectory_limits(data, "Trajectory file", Limits())
+
+
+def test_the_zoom_tab_reads_a_photo_as_the_command_line_does(tmp_path):
+    """The Zoom tab read its photo with a plain Pillow convert: a phone photo's EXIF orientation was
+    ignored, a 16-bit PNG clipped to white, and a truncated JPEG (which passes the upload's header
+    check) failed the job as "The run failed (OSError ...)"."""
+    from apps.zoom_tab import ZoomTab
+    from dreamer.pipeline.inputs import load_image
+
+    rng = np.random.default_rng(0)
+    im = Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # stored sideways: displayed rotated by 90 degrees
+    im.save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    got = ZoomTab.read_photo(str(tmp_path / "photo.jpg"), 64)  # load_image honours EXIF: tests/test_inputs.py
+    assert got.shape == (64, 64, 3) and torch.equal(got, load_image(tmp_path / "photo.jpg", 64, 64).image)
+    Image.fromarray(np.full((32, 32), 32768, np.uint16)).save(tmp_path / "photo.png")
+    assert abs(ZoomTab.read_photo(str(tmp_path / "photo.png"), 64).mean().item() - 0.5) < 0.01  # not clipped to 1
+    data = (tmp_path / "photo.jpg").read_bytes()
+    (tmp_path / "photo.jpg").write_bytes(data[: len(data) // 2])
+    assert check_upload(tmp_path / "photo.jpg", "Photo", IMAGE_TYPES, Limits()) is not None  # its header is whole
+    with pytest.raises(InputError, match="^Photo: photo.jpg could not be decoded as an image"):
+        ZoomTab.read_photo(str(tmp_path / "photo.jpg"), 64)

@@ -69,6 +69,21 @@ def make_inputs(d: Path) -> Path:
     """Every input file of the table, in folder ``d``."""
     Image.new("RGB", (64, 48), (120, 90, 60)).save(d / "photo.png")
     (d / "notes.png").write_text("not a picture\n")
+    (d / "zero.png").write_bytes(b"")
+    (d / "transforms_degrees.json").write_text(json.dumps(  # instant-ngp writes radians; 50 was "field of view
+        {"w": 64, "h": 64, "camera_angle_x": 50, "frames": [{"transform_matrix": np.eye(4).tolist()}]}))  # must be..."
+    (d / "long_int.json").write_text('{"width": 1' + "0" * 5000 + ', "cameras": []}')
+    (d / "long_int.yaml").write_text("- {models: synthetic, seed: 1" + "0" * 5000 + "}\n")
+    (d / "bad_date.yaml").write_text("- {models: synthetic, name: 2024-13-45}\n")
+    (d / "many_keys.yaml").write_text("- {models: synthetic, " + ", ".join(f"k{i}: 1" for i in range(50_000)) + "}\n")
+    (d / "many_keys.json").write_text(json.dumps({"cameras": [{"c2w": np.eye(4).tolist(),
+                                                              **{f"k{i}": 1 for i in range(50_000)}}]}))
+    (d / "cjk_name.yaml").write_text("- {models: synthetic, name: " + "東" * 100 + "}\n", encoding="utf-8")
+    (d / "render_two_sizes.json").write_text(json.dumps({"fov": 60, "cameras": [
+        {"c2w": np.eye(4).tolist(), "width": w, "height": 64} for w in (64, 96)]}))
+    (d / "old_stack").mkdir()
+    Image.new("RGB", (64, 64), (90, 120, 150)).save(d / "old_stack" / "level_00.png")
+    (d / "empty_image.yaml").write_text("- {models: synthetic, prompt: a room, image: ''}\n")
     (d / "folder.png").mkdir()
     Image.fromarray(np.full((48, 64), 9, np.uint8)).save(d / "depth8.png")
     nan = np.ones((48, 64), np.float32)
@@ -82,6 +97,7 @@ def make_inputs(d: Path) -> Path:
         np.lib.format.write_array_header_1_0(f, header)
     _png_header(d / "huge.png", 10_000, 10_000)
     _png_header(d / "hugedepth.png", 10_000, 10_000, bits=16, color=0)
+    _png_header(d / "huge20k.png", 20_000, 20_000)
     eye = np.eye(4).tolist()
     step = np.eye(4)
     step[0, 3] = 0.1
@@ -156,7 +172,7 @@ def _readonly_folder(path: Path):
 #  fragments the one-line message must hold)
 CASES = [
     # --- validation before work: photos and depth maps
-    ("photo-missing", "dreamer", ["--image", "{d}/nope.png", "--out", "{o}"], 2, ["nope.png", "not found"]),
+    ("photo-missing", "dreamer", ["--image", "{d}/nope.png", "--out", "{o}"], 2, ["nope.png", "does not exist"]),
     ("photo-not-an-image", "dreamer", ["--image", "{d}/notes.png", "--out", "{o}"], 2, ["notes.png", "not an image"]),
     ("photo-is-a-folder", "dreamer", ["--image", "{d}/folder.png", "--out", "{o}"], 2, ["folder.png", "folder"]),
     ("depth-without-photo", "dreamer", ["--depth", "{d}/nan.npy", "--out", "{o}"], 2, ["--depth needs --image"]),
@@ -217,7 +233,7 @@ CASES = [
     ("strength-zero", "dreamer", ["--strength", "0", "--out", "{o}"], 2, ["strength", "> 0", "0.0"]),
     ("prune-every-gaussian", "dreamer+splats", ["--prune-opa", "2", "--out", "{o}"], 2, ["prune_opa", "below 1"]),
     ("extension-missing", "dreamer+splats", ["--extensions", "{d}/nope.json", "--out", "{o}"], 2,
-     ["nope.json", "no such file"]),
+     ["extension trajectory", "nope.json", "does not exist"]),
     ("extension-not-json", "dreamer+splats", ["--extensions", "{d}/broken.json", "--out", "{o}"], 2,
      ["broken.json", "not valid JSON"]),
     ("seed-negative", "dreamer", ["--seed", "-1", "--out", "{o}"], 2, ["seed", ">= 0", "-1"]),
@@ -322,6 +338,63 @@ CASES = [
     ("deep-zoom-empty-level-prompt", "dreamer", ["--models", "tiny", "--prompt", "a room", "--zoom-levels", "2",
                                                  "--zoom-prompts", "a shelf", " ", "--out", "{o}"], 2,
      ["zoom_prompts", "level 1", "empty"]),
+    # --- found by the third audit: input files, URLs
+    ("photo-url", "dreamer", ["--image", "https://example.com/room.png", "--out", "{o}"], 2,
+     ["example.com/room.png", "is a URL", "download it first"]),
+    ("photo-400-megapixels", "dreamer", ["--image", "{d}/huge20k.png", "--out", "{o}"], 2,  # past Pillow's own guard:
+     ["huge20k.png", "400.0 megapixels", "64 megapixels", "--allow-large"]),  # it spoke of "DOS attack"
+    ("photo-zero-bytes", "dreamer", ["--image", "{d}/zero.png", "--out", "{o}"], 2, ["zero.png", "empty (0 bytes)"]),
+    ("batch-url", "dreamer", ["--batch", "s3://bucket/scenes.yaml", "--out", "{o}"], 2, ["batch file", "is a URL"]),
+    ("out-url", "dreamer", ["--out", "s3://bucket/scene"], 2, ["--out", "is a URL", "local folder"]),
+    ("zoom-photo-url", "zoom", ["--prompts", "a", "--photo", "https://example.com/a.jpg", "--out", "{o}"], 2,
+     ["is a URL"]),
+    ("transforms-angle-in-degrees", "dreamer", ["--trajectory", "{d}/transforms_degrees.json", "--out", "{o}"], 2,
+     ["transforms_degrees.json: camera 0", "camera_angle_x", "radians", "got 50"]),
+    # Values Python cannot build: its words were "Exceeds the limit (4300 digits) ...; use sys.set_int_max_str_digits()"
+    # (for the batch without the file's name), and a batch's "month must be in 1..12" named nothing either.
+    ("trajectory-integer-5000-digits", "dreamer", ["--trajectory", "{d}/long_int.json", "--out", "{o}"], 2,
+     ["long_int.json", "not valid JSON", "integer of more than 4300 digits"]),
+    ("batch-integer-5000-digits", "dreamer", ["--batch", "{d}/long_int.yaml", "--out", "{o}"], 2,
+     ["long_int.yaml", "not valid YAML", "integer of more than 4300 digits"]),
+    ("batch-date-that-is-no-date", "dreamer", ["--batch", "{d}/bad_date.yaml", "--out", "{o}"], 2,
+     ["bad_date.yaml", "not valid YAML", "month must be in 1..12", "quote it"]),
+    # Messages quote what came, so a long input made a long line: 200000 characters of a preset name, all
+    # 50000 unknown keys of a file (the table's test bounds every message's length).
+    ("trajectory-preset-200000-characters", "dreamer", ["--trajectory", "x" * 200_000, "--out", "{o}"], 2,
+     ["unknown trajectory preset 'xxx", "characters left out", "lookaround"]),
+    ("extension-name-too-long", "dreamer+splats", ["--extensions", "x" * 5000 + ".json", "--out", "{o}"], 2,
+     ["extension trajectory", "File name too long"]),
+    ("batch-50000-unknown-settings", "dreamer", ["--batch", "{d}/many_keys.yaml", "--out", "{o}"], 2,
+     ["many_keys.yaml scene 0", "unknown setting(s) ['k0', 'k1', 'k10'", "and 49992 more]"]),
+    ("camera-50000-unknown-keys", "dreamer", ["--trajectory", "{d}/many_keys.json", "--out", "{o}"], 2,
+     ["many_keys.json: camera 0: unknown key(s) 'k0'", "and 49992 more; allowed: K, c2w"]),
+    # Settings that fail the learned models' first call, after they loaded and the first view was made (exit 1).
+    ("strength-of-no-step", "dreamer", ["--models", "tiny", "--prompt", "a room", "--steps", "2", "--strength", "0.1",
+                                        "--out", "{o}"], 2, ["strength 0.1 of steps 2 denoises no step"]),
+    ("refine-strength-of-no-step", "dreamer+splats", ["--models", "tiny", "--prompt", "a room", "--refine",
+                                                      "--refine-strength", "0.1", "--out", "{o}"], 2,
+     ["refine_strength 0.1 of refine_steps 2 denoises no step"]),
+    # A name the file system cannot take, under a folder still to make: the run's mkdir failed (exit 1, after the
+    # models loaded); the scene names' 100-letter rule counts letters, and 100 CJK letters are 300 bytes.
+    ("out-name-300-bytes-in-a-new-folder", "dreamer", ["--out", "{o}/new/" + "東" * 100], 2,
+     ["--out", "is 300 bytes, more than the 255 the file system takes"]),
+    ("batch-name-300-bytes", "dreamer", ["--batch", "{d}/cjk_name.yaml", "--out", "{o}"], 2,
+     ["cjk_name.yaml scene 0", "300 bytes"]),
+    ("zoom-out-name-300-bytes", "zoom", ["--prompts", "a", "--out", "{o}/" + "x" * 300], 2, ["300 bytes"]),
+    ("render-trajectory-of-two-sizes", "dreamer+splats", ["--render-trajectory", "{d}/render_two_sizes.json",
+                                                          "--out", "{o}"], 2,
+     ["render_two_sizes.json: camera 1 is 96x64 but camera 0 is 64x64", "one size"]),  # failed after the splats
+    ("zoom-photo-of-a-level-it-rewrites", "zoom", ["--prompts", "a", "b", "--photo", "{d}/old_stack/level_00.png",
+                                                   "--out", "{d}/old_stack", "--overwrite"], 2,
+     ["--photo", "level_00.png", "one of the files this run rewrites"]),  # deleted, then failed reading it (exit 1)
+    # An empty value is not "none": --image "$PHOTO" of an unset variable dreamed from the prompt instead.
+    ("photo-empty-value", "dreamer", ["--models", "tiny", "--prompt", "a room", "--image", "", "--out", "{o}"], 2,
+     ["--image", "is empty", "'none'"]),
+    ("zoom-prompts-file-empty-value", "zoom", ["--prompts-file", "", "--out", "{o}"], 2,
+     ["--prompts-file", "is empty"]),  # was "prompts file . is not a file"
+    ("zoom-photo-empty-value", "zoom", ["--prompts", "a", "--photo", " ", "--out", "{o}"], 2, ["--photo", "is empty"]),
+    ("batch-photo-empty", "dreamer", ["--batch", "{d}/empty_image.yaml", "--out", "{o}"], 2,
+     ["empty_image.yaml scene 0", "image is empty"]),
     # --- messages: bad usage is one line too; failures that happen after the checks are exit 1
     ("bad-flag-value", "dreamer", ["--width", "wide", "--out", "{o}"], 2, ["--width", "invalid int", "--help"]),
     ("unknown-flag", "dreamer", ["--colour", "red", "--out", "{o}"], 2, ["--colour", "--help"]),
@@ -388,6 +461,7 @@ def test_bad_input_is_one_line_naming_it_before_any_work(case, d, tmp_path, caps
     assert got == code, lines
     assert len(lines) == 1, lines
     assert "Traceback" not in lines[0]
+    assert len(lines[0]) < 2100, f"{len(lines[0])} characters"  # dreamer.cli.MAX_MESSAGE, and the prefix
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     assert cpu < (CPU_SECONDS if code == 2 else CPU_SECONDS_STARTED)
@@ -446,3 +520,25 @@ def test_real_processes_refuse_in_one_line_and_little_cpu(argv, fragment, tmp_pa
     assert done.returncode == 2 and len(lines) == 1 and fragment in lines[0], lines
     assert "Traceback" not in done.stderr
     assert cpu < 10.0, f"{cpu:.1f} s of CPU"  # about 3 s here, nearly all of it importing torch
+
+
+def test_an_input_inside_what_starting_over_deletes_is_refused_before_any_model(tmp_path, capsys, caplog,
+                                                                                  monkeypatch):
+    """--image scene/views/000.png --out scene --restart deleted the photo with the scene's outputs,
+    then failed reading it (exit 1, after the models loaded); the same for --overwrite of changed
+    settings. The photo is kept and the run refused; a photo beside the scene's own files is fine."""
+    out = tmp_path / "scene"
+    assert dreamer_main([*SMALL, "--out", str(out)]) == 0
+    photo = out / "views" / "000.png"
+    before = photo.read_bytes()
+    _forbid_models(monkeypatch)
+    for extra, how in ((["--restart"], "--restart deletes"), (["--overwrite", "--seed", "5"], "--overwrite")):
+        code, lines, _ = _run("dreamer", ["--image", str(photo), "--out", str(out), *extra], capsys, caplog)
+        assert code == 2 and len(lines) == 1, lines
+        assert "--image" in lines[0] and "lies in views of the scene folder" in lines[0] and how in lines[0]
+        assert photo.read_bytes() == before
+    beside = out / "photo.png"
+    beside.write_bytes(before)
+    monkeypatch.undo()
+    code, lines, _ = _run("dreamer", ["--image", str(beside), "--out", str(out), "--restart"], capsys, caplog)
+    assert code == 0, lines

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -387,3 +389,261 @@ def test_a_checkpoint_lacking_an_entry_its_loader_reads_is_refused(tmp_path):
     torch.save({"views": [view, {**view, "stats": None}, 3], "points": {"xyz": 1, "rgb": 1}}, tmp_path / "result.pt")
     with pytest.raises(CheckpointError, match=r"result.pt .* \(no points.radius, views\[2\] \(a mapping\)\)"):
         check_checkpoints(tmp_path)  # the finished dream, not the loop's files, is what a resume reads
+
+
+# --------------------------------------------------------------------------- input files (third audit)
+def test_every_input_file_is_checked_by_one_function(tmp_path):
+    """Photos, depth maps and text inputs (batch, config, trajectory, prompts) go through
+    check_input_file: a missing file, a URL, a folder, a folder on the way that is a file."""
+    from dreamer.pipeline.inputs import InputFileMissing, check_input_file, load_depth
+    from dreamer.pipeline.preflight import read_text_input
+
+    (tmp_path / "a_file").write_text("x")
+    readers = {"photo file": lambda p: load_image(p, 8, 8), "depth file": lambda p: load_depth(p, 8, 8),
+               "batch file": lambda p: read_text_input(p, "batch file")}
+    for what, read in readers.items():
+        for path, fragment in [(tmp_path / "nope.png", "does not exist"),
+                               (tmp_path / "a_file" / "x.png", "does not exist"),
+                               ("https://example.com/a.png", "is a URL: only local files are read"),
+                               ("s3://bucket/scene.npy", "is a URL")]:
+            with pytest.raises(InputFileMissing, match=f"^{what} .*{fragment}"):
+                read(path)
+        with pytest.raises(ValueError, match=f"^{what} .* is a folder, not a file"):
+            read(tmp_path)
+    assert check_input_file(tmp_path / "a_file", "x") == tmp_path / "a_file"
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.png is empty \\(0 bytes\\), not an image file"):
+        load_image(tmp_path / "empty.png", 8, 8)
+
+
+def _as_another_user(target, *args):
+    """``target(*args)`` in a forked child that cannot read what others cannot (root drops to
+    nobody; permissions do not hold for root); its exit code."""
+    import os
+
+    from forked import run_in_fork
+
+    def child():
+        if os.geteuid() == 0:
+            os.setgid(65534)
+            os.setuid(65534)
+        return target(*args)
+
+    return run_in_fork(Path(args[0]) / "log.txt", child)
+
+
+def _unreadable_inputs(folder: str) -> int:
+    from dreamer.pipeline.inputs import load_depth
+    from dreamer.pipeline.preflight import check_output_folder, read_text_input
+
+    base = Path(folder)
+    cases = [(lambda: load_image(base / "photo.png", 8, 8), r"photo file .*photo.png cannot be read \(Permission"),
+             (lambda: load_depth(base / "photo.png", 8, 8), "depth file .*photo.png cannot be read"),
+             (lambda: read_text_input(base / "t.json", "trajectory file"), "trajectory file .*t.json cannot be read"),
+             (lambda: load_image(base / "closed" / "a.png", 8, 8), "photo file .*a.png cannot be read"),
+             (lambda: check_output_folder(base / "closed" / "scene"),
+              "Permission denied; choose a folder you can write to$")]
+    for call, pattern in cases:
+        try:
+            call()
+        except ValueError as e:
+            if not re.search(pattern, str(e)):
+                print("unexpected message:", e)
+                return 1
+        else:
+            print("no error for", pattern)
+            return 1
+    return 0
+
+
+def test_files_that_cannot_be_read_are_named_as_such(tmp_path):
+    """A photo of mode 000 was "could not be decoded as an image: [Errno 13] ..."; an output folder
+    under a folder that cannot be searched was "Permission denied; choose a shorter path"."""
+    import os
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="dreamer-perm-"))  # under /tmp: another user can reach it
+    try:
+        folder.chmod(0o777)
+        Image.new("RGB", (8, 8)).save(folder / "photo.png")
+        (folder / "t.json").write_text("[]")
+        (folder / "closed").mkdir()
+        Image.new("RGB", (8, 8)).save(folder / "closed" / "a.png")
+        for name in ("photo.png", "t.json"):
+            (folder / name).chmod(0)
+        (folder / "closed").chmod(0o600)  # readable names, but nothing in it can be reached
+        assert _as_another_user(_unreadable_inputs, str(folder)) == 0, (folder / "log.txt").read_text()
+    finally:
+        for p in (folder / "closed", folder / "photo.png", folder / "t.json"):
+            p.chmod(0o700)
+        shutil.rmtree(folder)
+    assert not os.path.exists(folder)
+
+
+def test_only_a_word_clears_an_optional_setting_on_the_command_line(tmp_path):
+    """'none' (or 'null') leaves an optional setting unset; an empty value is refused by the parser
+    (--image "" quietly dreamed from the prompt), and an empty path in a batch or config by the checks."""
+    parser = build_parser()
+    args = parser.parse_args(["--image", "none", "--views", "NULL", "--focal", "none"])
+    assert (args.image, args.views, args.focal) == (None, None, None)
+    for flag in ("--image", "--depth", "--views", "--focal"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([flag, " "])
+    from dreamer.pipeline.preflight import check_scene
+    from dreamer.pipeline.settings import configs_from_flat
+
+    for name in ("image", "depth"):
+        with pytest.raises(ValueError, match=f"^{name} is empty; give a file, or leave it out"):
+            check_scene(configs_from_flat({"models": "synthetic", "width": 64, "height": 64, name: ""}))
+
+
+def _reference_fit(path, width, height, fit):
+    """load_image's result computed the plain way: the whole photo as floats, one Lanczos resampling
+    of its source box (no draft, no box reduction: these do nothing for a PNG that the canvas shows
+    at more than half its resolution)."""
+    from dreamer.pipeline.inputs import PAD_VALUE, compute_fit
+
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB"), np.float32) / 255.0
+    t = compute_fit(rgb.shape[1], rgb.shape[0], width, height, fit)
+    tx0, ty0, tx1, ty1 = t.target_box
+    canvas = np.full((height, width, 3), PAD_VALUE, np.float32)
+    for c in range(3):
+        channel = Image.fromarray(np.ascontiguousarray(rgb[..., c]))
+        canvas[ty0:ty1, tx0:tx1, c] = np.asarray(channel.resize((tx1 - tx0, ty1 - ty0), Image.Resampling.LANCZOS,
+                                                                box=t.source_box))
+    return np.clip(canvas, 0, 1)
+
+
+def test_a_photo_of_an_extreme_aspect_ratio_costs_its_visible_part(tmp_path):
+    """Only the pixels the resampling reads become floats: a 16x400000 strip cropped to a square
+    made 150 MB of float arrays for its 16x16 visible pixels (a 16x4000000 one 2 GB and 4 s, under
+    the 64-megapixel limit). The result is the plain resampling's, up to Pillow's float32 box
+    coordinates (which the crop makes more precise)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    for (w, h), (width, height), fit in [((900, 24), (64, 64), "crop"), ((30, 700), (96, 64), "crop"),
+                                         ((150, 200), (64, 128), "crop"), ((120, 12), (128, 64), "pad"),
+                                         ((40, 90), (64, 48), "pad")]:
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+        got = load_image(tmp_path / "p.png", width, height, fit=fit).image.numpy()
+        assert np.abs(got - _reference_fit(tmp_path / "p.png", width, height, fit)).max() < 2e-4, (w, h, fit)
+    strip = np.zeros((400_000, 16, 3), np.uint8)
+    strip[:, :, 0] = np.arange(400_000)[:, None] % 251  # compresses to a small file, not to nothing
+    Image.fromarray(strip).save(tmp_path / "strip.png")
+    tracemalloc.start()
+    try:
+        loaded = load_image(tmp_path / "strip.png", 64, 64)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8e6, f"{peak / 1e6:.0f} MB"
+    middle = (200_000 - 8 + np.arange(16)) % 251 / 255.0  # the 16x16 visible rows, each red = its row % 251
+    assert np.allclose(loaded.image[:, 0, 0].numpy(), np.interp(np.linspace(-0.375, 15.375, 64), np.arange(16),
+                                                                middle), atol=0.02)
+
+
+def test_every_refusal_of_a_trajectory_file_names_the_file(tmp_path, monkeypatch):
+    """A transforms.json's camera_angle_x of 50 (degrees where radians belong) was refused by a
+    helper as "field of view must be in (0, 180) degrees, got 2864.8", naming neither file nor
+    camera; any helper's ValueError now carries the file's name."""
+    import dreamer.trajectories.files as files
+    from dreamer.trajectories import load_trajectory
+
+    eye = np.eye(4).tolist()
+    path = tmp_path / "transforms.json"
+    for angle in (50, 0.0, -1.0, 3.0):
+        path.write_text(json.dumps({"w": 64, "h": 64, "camera_angle_x": angle, "frames": [{"transform_matrix": eye}]}))
+        with pytest.raises(ValueError, match=f"^{path}: camera 0: camera_angle_x must be .* radians.*got {angle:g}$"):
+            load_trajectory(path)
+    path.write_text(json.dumps({"w": 64, "h": 64, "camera_angle_x": 0.8, "frames": [{"transform_matrix": eye}]}))
+    fx = float(load_trajectory(path).cameras[0].K[0, 0])
+    assert abs(2 * math.atan(32 / fx) - 0.8) < 1e-6  # radians, as instant-ngp means them
+
+    def refuse(*a, **k):
+        raise ValueError("a helper's own words")
+
+    monkeypatch.setattr(files, "interpolate_cameras", refuse)
+    path.write_text(json.dumps({"fov": 60, "width": 64, "height": 64, "frames": 3,
+                                "keyframes": [{"c2w": eye}, {"c2w": eye}]}))
+    with pytest.raises(ValueError, match=f"^{path}: a helper's own words$"):
+        load_trajectory(path)
+
+
+def test_an_inpainting_or_repair_strength_denoises_at_least_one_step():
+    """diffusers denoises int(steps x strength) steps and raises at the first call when that is 0
+    ("--steps 2 --strength 0.1" failed the run after the models loaded and the first view was made;
+    the refine step's 2 x 0.1 with 'cannot reshape tensor of 0 elements', after the dream and the
+    splats). The boundary is diffusers' own expression, float rounding included."""
+    from dreamer.backends.diffusion import DiffusionSettings, check_strength
+
+    for steps, strength in ((2, 0.5), (1, 1.0), (30, 0.04), (3, 1 / 3), (50, 0.02)):
+        assert int(steps * strength) >= 1
+        DiffusionSettings(steps=steps, strength=strength)
+    for steps, strength in ((2, 0.1), (30, 0.03), (49, 1 / 49), (1, 0.999)):
+        assert int(steps * strength) == 0  # 49 x (1/49) is 0.999...9 in floats
+        with pytest.raises(ValueError, match=f"strength {strength:g} of steps {steps} denoises no step"):
+            DiffusionSettings(steps=steps, strength=strength)
+    with pytest.raises(ValueError, match="^refine_strength 0.1 of refine_steps 2"):
+        check_strength(2, 0.1, ("refine_steps", "refine_strength"))
+
+
+def test_an_output_folder_leaves_room_for_the_paths_a_run_writes_in_it(tmp_path):
+    """An existing folder whose path is 4000 of Linux's 4096 bytes passed; the scene's first file
+    below it failed the run ("File name too long", exit 1). Names over 255 bytes are refused in
+    folders still to make as well (the file system reads a name once its parent exists)."""
+    import os
+
+    from dreamer.pipeline.preflight import check_output_folder
+
+    deep = tmp_path
+    while len(os.fsencode(str(deep))) < 3700:
+        deep = deep / ("d" * 200)
+    deep.mkdir(parents=True)
+    check_output_folder(deep / "scene")
+    near = deep / ("e" * (4000 - len(os.fsencode(str(deep))) - 1))
+    assert len(os.fsencode(str(near))) == 4000
+    with pytest.raises(ValueError, match="its path is 4000 bytes; the files a run writes in it need it to be at most"):
+        check_output_folder(near)
+    with pytest.raises(ValueError, match="is 256 bytes, more than the 255 the file system takes"):
+        check_output_folder(tmp_path / "new" / ("x" * 256) / "scene")
+    check_output_folder(tmp_path / "new" / ("x" * 255) / "scene")
+
+
+def test_a_batchs_scenes_are_checked_without_resolving_the_settings_types_each_time(tmp_path, monkeypatch):
+    """Resolving the dataclasses' type hints took 20 of the 33 s that checking 2000 scenes took
+    (before the last scene's refusal, or the first scene's start); they are resolved once a class."""
+    import typing
+
+    batch = tmp_path / "scenes.yaml"
+    batch.write_text("".join(f"- {{name: s{i}}}\n" for i in range(40)))
+    calls = []
+    real = typing.get_type_hints
+    monkeypatch.setattr(typing, "get_type_hints", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+    assert len(jobs) == 40 and refused == []
+    assert len(calls) == len(set(calls)) <= 12, len(calls)  # a few config classes, once each
+
+
+def test_a_depth_map_stored_like_a_turned_photo_is_told_to_be_upright(tmp_path):
+    """A phone photo stored on its side (EXIF orientation 6) is read upright; its depth map must be
+    upright too. Given as stored, the refusal said "the photo is 48x64" of a file of 64x48 pixels."""
+    from dreamer.pipeline.inputs import load_depth
+
+    im = Image.new("RGB", (64, 48), (90, 120, 150))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "photo.jpg", exif=exif)
+    photo = load_image(tmp_path / "photo.jpg", 32, 32)
+    assert photo.turned and (photo.transform.source_width, photo.transform.source_height) == (48, 64)
+    np.save(tmp_path / "upright.npy", np.full((64, 48), 2.0, np.float32))
+    assert torch.equal(load_depth(tmp_path / "upright.npy", 32, 32, like=photo), torch.full((32, 32), 2.0))
+    np.save(tmp_path / "stored.npy", np.full((48, 64), 2.0, np.float32))
+    with pytest.raises(ValueError, match=r"the photo is 48x64 upright \(its EXIF orientation turns the stored 64x48 "
+                                         r"pixels\): give the depth map upright too$"):
+        load_depth(tmp_path / "stored.npy", 32, 32, like=photo)
+    np.save(tmp_path / "square.npy", np.full((50, 50), 2.0, np.float32))
+    with pytest.raises(ValueError, match="aspect ratios differ"):
+        load_depth(tmp_path / "square.npy", 32, 32, like=photo)

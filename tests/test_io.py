@@ -4,6 +4,8 @@ import json
 import math
 import os
 import stat
+from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -52,7 +54,7 @@ def test_remove_temporaries_takes_only_the_atomic_writers_leftovers(tmp_path):
     keep = [videos / "llff.mp4", tmp_path / ".hidden", tmp_path / "notes.tmp", videos / ".x.tmp.mp4"]
     for p in leftovers + keep:
         p.write_bytes(b"")
-    assert sorted(remove_temporaries(tmp_path)) == sorted(leftovers)
+    assert sorted(remove_temporaries(tmp_path, ["videos"])) == sorted(leftovers)
     assert all(p.exists() for p in keep) and not any(p.exists() for p in leftovers)
     assert remove_temporaries(tmp_path / "missing") == []
 
@@ -71,3 +73,20 @@ def test_write_json_writes_standard_json_for_non_finite_numbers(tmp_path):
                                      "pair": (1.5, math.nan), "ok": 0.25})
     assert _strict_json(tmp_path / "m.json") == {"psnr": None, "views": [{"abs_rel": None, "n": 3}, None],
                                                  "pair": [1.5, None], "ok": 0.25}
+
+
+def test_remove_temporaries_reads_only_the_runs_own_folders(tmp_path):
+    """An output folder may hold other things (--out ~): its other subfolders are neither walked
+    (the whole tree of / took 9 s here, a large home minutes) nor cleaned of names that look like
+    ours; the run's own subfolders are, however deep."""
+    ours = [tmp_path / ".done.json.0a1b2c3d.tmp.json", tmp_path / "views" / "sub" / ".001.png.k2j4_x9a.tmp.png"]
+    theirs = tmp_path / "photos" / ".img.jpg.0a1b2c3d.tmp.jpg"
+    for p in ours + [theirs]:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"")
+    (tmp_path / "link").symlink_to(tmp_path / "photos")  # a symbolic link is no folder of the run's
+    walked = []
+    real_walk = os.walk
+    with mock.patch("dreamer.io.os.walk", lambda top, *a, **k: walked.append(Path(top)) or real_walk(top, *a, **k)):
+        assert sorted(remove_temporaries(tmp_path, ["views", "link", "videos"])) == sorted(ours)
+    assert walked == [tmp_path / "views"] and theirs.exists()

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, parse_json, report_bad_input
+from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, parse_json, path_argument, report_bad_input
 from dreamer.configs import config_hash, field_docs
 
 # torch, the models' libraries and the input checks (which use torch) are imported where they are
@@ -44,7 +44,7 @@ from dreamer.configs import config_hash, field_docs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ZoomConfig", "OutputConfig", "run_zoom", "read_prompts", "check_zoom", "main"]
+__all__ = ["ZoomConfig", "OutputConfig", "run_zoom", "read_prompts", "check_zoom", "check_photo_kept", "main"]
 
 STACK_FILE = "stack.pt"
 DONE_FILE = "done.json"
@@ -269,6 +269,19 @@ def check_zoom_folder(out: str | Path) -> None:
                          f"tool's), which this run would overwrite; choose another --out")
 
 
+def check_photo_kept(config: ZoomConfig, out: str | Path) -> None:
+    """Raise ValueError when the photo is one of the files a run rewrites in ``out`` (a level of an
+    earlier stack there, its video or config): ``--photo out/level_00.png --out out --overwrite``
+    deleted the photo with the old outputs, then failed reading it after the model loaded."""
+    if not config.photo:
+        return
+    photo, root = Path(config.photo).resolve(), Path(out).resolve()
+    if photo.parent == root and (photo.match("level_*.png") or photo.name in (DONE_FILE, VIDEO_FILE, CONFIG_FILE,
+                                                                             STACK_FILE)):
+        raise ValueError(f"--photo {config.photo} is one of the files this run rewrites in {out} (the levels, video "
+                         f"and config of a zoom stack); copy it out of the folder first")
+
+
 def check_stack_reuse(config: ZoomConfig, out: str | Path, overwrite: bool = False) -> None:
     """Raise :class:`StackOfOtherSettings` when ``out`` holds a stack of other settings than
     ``config``'s (resolved by :func:`run_zoom`), unless ``overwrite``."""
@@ -300,6 +313,7 @@ def run_zoom(config: ZoomConfig, out: str | Path, output: OutputConfig = OutputC
     check_zoom(config, output, limits)
     out = check_output_folder(out)
     check_zoom_folder(out)
+    check_photo_kept(config, out)
     config = _resolve(config)
     out.mkdir(parents=True, exist_ok=True)
     for tmp in remove_temporaries(out):
@@ -403,16 +417,17 @@ def build_parser() -> argparse.ArgumentParser:
     src = what.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", nargs="+", metavar="PROMPT", help="one prompt per level, widest first (required, "
                                                                       "or --prompts-file)")
-    src.add_argument("--prompts-file", metavar="FILE", help="the prompts, one per line (# starts a comment) or a "
-                                                            "JSON list of strings")
+    src.add_argument("--prompts-file", type=path_argument, metavar="FILE",
+                     help="the prompts, one per line (# starts a comment) or a JSON list of strings")
     what.add_argument("--negative-prompt", default="", metavar="TEXT", help=doc("negative_prompt", "none"))
-    what.add_argument("--photo", default="", metavar="FILE", help="a photo that fixes one level (default: none)")
+    what.add_argument("--photo", type=path_argument, default=None, metavar="FILE",
+                      help="a photo that fixes one level (default: none)")
     what.add_argument("--photo-level", type=int, default=0, metavar="N", help=doc("photo_level", 0))
     what.add_argument("--photo-mode", default="guidance", choices=("guidance", "replace_low"),
                       help=doc("photo_mode", "guidance"))
 
     out = ap.add_argument_group("output")
-    out.add_argument("--out", required=True, metavar="FOLDER",
+    out.add_argument("--out", type=path_argument, required=True, metavar="FOLDER",
                      help="output folder: level_NN.png, zoom.mp4, config.json, stack.pt, done.json (required)")
     out.add_argument("--fps", type=int, default=24, help=doc("fps", 24, odoc))
     out.add_argument("--seconds-per-level", type=float, default=2.0, metavar="S",
@@ -477,16 +492,15 @@ def main(argv: list[str] | None = None) -> int:
         config = ZoomConfig(
             prompts=tuple(prompts), p=args.p, steps=args.steps if args.steps is not None else (4 if tiny else 50),
             guidance=args.guidance, negative_prompt=args.negative_prompt, height=height, width=width,
-            seed=args.seed, models=args.models, model=args.model, tiny_vae=args.tiny_vae, photo=args.photo,
+            seed=args.seed, models=args.models, model=args.model, tiny_vae=args.tiny_vae, photo=str(args.photo or ""),
             photo_level=args.photo_level, photo_mode=args.photo_mode, blend_every=args.blend_every,
             paste_depth=args.paste_depth, residual_correction=not args.no_residual_correction,
             device=args.device, dtype=args.dtype)
         output = OutputConfig(fps=args.fps, seconds_per_level=args.seconds_per_level)
         check_zoom(config, output, limits)
-        if not args.out.strip():
-            raise ValueError("--out is empty; give the folder to write to")
         check_output_folder(args.out)
         check_zoom_folder(args.out)
+        check_photo_kept(config, args.out)
         _resolve(config)
         check_stack_reuse(config, args.out, args.overwrite)
     except (ValueError, TypeError, OSError) as e:

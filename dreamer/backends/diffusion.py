@@ -48,6 +48,7 @@ __all__ = [
     "SDXL_INPAINT_MODEL",
     "SCHEDULERS",
     "DiffusionSettings",
+    "check_strength",
     "DiffusersInpainter",
     "DiffusersImageGenerator",
     "load_diffusers_pipeline",
@@ -226,6 +227,7 @@ class DiffusionSettings:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        check_strength(self.steps, self.strength)
         if self.guidance < 0:
             raise ValueError(f"guidance must be >= 0, got {self.guidance}")
         if self.feather < 0:
@@ -233,6 +235,17 @@ class DiffusionSettings:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def check_strength(steps: int, strength: float, names: tuple[str, str] = ("steps", "strength")) -> None:
+    """An inpainting or image-to-image call of ``steps`` steps at ``strength`` denoises diffusers'
+    ``int(steps * strength)`` of them (``get_timesteps``), which must be at least one: with none
+    the pipeline raises, or returns nothing, at its first call, after the models loaded and the
+    first view was made. ``names``: the settings' names for the message."""
+    if int(steps * strength) < 1:
+        raise ValueError(f"{names[1]} {strength:g} of {names[0]} {steps} denoises no step (diffusers runs "
+                         f"int({names[0]} x {names[1]}) = {int(steps * strength)} of them): raise either so that "
+                         f"their product is at least 1")
 
 
 def _check_size(height: int, width: int, multiple: int = 8) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 
 from dreamer.io import read_json
 
-__all__ = ["OWNED", "SettingsChanged", "NotASceneFolder", "check_scene_folder", "clear_outputs", "changed_settings",
+__all__ = ["OWNED", "SettingsChanged", "NotASceneFolder", "check_scene_folder", "check_inputs_kept", "clear_outputs",
+           "changed_settings",
            "has_outputs", "disk_usage", "largest_entries", "format_bytes", "publish_file"]
 
 OWNED = ("views", "checkpoint", "complete", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
@@ -72,6 +73,30 @@ def check_scene_folder(out: Path, *, take_over: bool = False) -> None:
         hint = ("it is not a scene folder (no scene config.json), so they are not a scene's outputs; choose "
                 "another --out")
     raise NotASceneFolder(f"the output folder {out} holds {shown}, which a run would overwrite or delete: {hint}")
+
+
+def check_inputs_kept(out: Path, configs, how: str) -> None:
+    """Raise ValueError when an input file of ``configs`` (photo, depth map, trajectory files) lies
+    among what starting the scene in ``out`` over deletes (:data:`OWNED`): ``--image
+    scene/views/000.png --out scene --restart`` deleted its photo, then failed reading it (after
+    the models loaded). ``how`` names what starts it over (``--restart``, ``--overwrite``)."""
+    from dreamer.trajectories import is_trajectory_file
+
+    sc = configs.scene
+    named = [("--image", sc.image), ("--depth", sc.depth)]
+    named += [(flag, t) for flag, t in (("--trajectory", sc.trajectory), ("--render-trajectory", sc.render_trajectory))
+              if is_trajectory_file(t)]
+    named += [("--extensions", e) for e in sc.extensions]
+    root = Path(out).resolve()
+    owned = [root / name for name in OWNED]
+    for flag, path in named:
+        if not path:
+            continue
+        resolved = Path(path).resolve()
+        for entry in owned:
+            if resolved == entry or entry in resolved.parents:
+                raise ValueError(f"{flag} {path} lies in {entry.name} of the scene folder {out}, which {how} deletes "
+                                 f"before the run reads it; copy it out of the folder first")
 
 
 def has_outputs(out: Path) -> bool:

@@ -24,8 +24,12 @@ across edges). See its docstring for how unknown and padded pixels are treated.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +44,8 @@ from dreamer.checks import check_int
 logger = logging.getLogger(__name__)
 
 __all__ = ["ImageFit", "LoadedImage", "compute_fit", "load_image", "load_depth", "load_depth_with_mask",
-           "PAD_VALUE", "MAX_PHOTO_PIXELS",
-           "read_npy_header"]
+           "PAD_VALUE", "MAX_PHOTO_PIXELS", "read_npy_header", "check_input_file", "InputFileMissing",
+           "looks_like_url"]
 
 Fit = Literal["crop", "pad"]
 
@@ -53,12 +57,55 @@ DEPTH_RANGE = (1e-6, 1e5)
 #: How a path that is a symbolic link to nothing is named in messages ("not found" would mislead).
 BROKEN_LINK = "is a symbolic link that leads nowhere (a loop, or its target is missing)"
 
+# A URL's scheme: "https://x/a.png" (Path() makes it "https:/x/a.png"); one letter is a Windows drive.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
 #: Grey used for transparent pixels and for the padding of ``fit="pad"`` (before outpainting).
 PAD_VALUE = 0.5
 
 #: Largest photo or depth map read by default, in pixels (from the file's header, before decoding):
 #: 64 megapixels, above the 48-50 MP of today's phone cameras. ``max_pixels=None`` lifts it.
 MAX_PHOTO_PIXELS = 64_000_000
+
+
+class InputFileMissing(FileNotFoundError, ValueError):
+    """An input file that is not there: a ``FileNotFoundError`` that callers catching the checks'
+    ``ValueError`` catch as well."""
+
+
+def looks_like_url(text: str | Path) -> bool:
+    """Whether a path a person gave is a URL (``https://...``, ``s3://...``), which no input or
+    output of the command lines is: they read and write local files only."""
+    return bool(_URL.match(str(text)))
+
+
+def check_input_file(path: str | Path, what: str) -> Path:
+    """The regular file a person named as ``what`` ("photo file", "batch file", ...), or a one-line
+    error naming it: :class:`InputFileMissing` when it is not there (a URL, a broken symbolic link,
+    a folder on its way that is a file), ``ValueError`` for a folder, a pipe or device (reading
+    would block or never end), a file this process may not read, or a path the file system refuses
+    (too long, a folder on its way that cannot be searched). The one check of every input file:
+    photos, depth maps, trajectory, batch, config and prompts files."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        if looks_like_url(path):
+            raise InputFileMissing(f"{what} {path} is a URL: only local files are read; download it first") from None
+        if e.errno == errno.ELOOP or (isinstance(e, FileNotFoundError) and path.is_symlink()):
+            raise InputFileMissing(f"{what} {path} {BROKEN_LINK}") from None
+        if isinstance(e, (FileNotFoundError, NotADirectoryError)):
+            raise InputFileMissing(f"{what} {path} does not exist") from None
+        raise ValueError(f"{what} {path} cannot be read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{what} {path} is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):  # a pipe would block the read forever, a device never end
+        raise ValueError(f"{what} {path} is not a regular file (a pipe, a device?)")
+    try:  # permissions (os.access answers for the real user id, and yes for root on any mode)
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as e:
+        raise ValueError(f"{what} {path} cannot be read ({e.strerror or e})") from None
+    return path
 
 
 @dataclass(frozen=True)
@@ -124,11 +171,14 @@ class LoadedImage:
     ``image``: float32 [H,W,3] in [0,1] (padding, if any, is :data:`PAD_VALUE` grey).
     ``outpaint_mask``: bool [H,W], True on padding to outpaint (``fit="pad"``); None for ``"crop"``.
     ``transform``: the :class:`ImageFit` (use it for the photo's depth map and intrinsics).
+    ``turned``: whether the file stores the photo on its side (an EXIF orientation of 90 degrees:
+    its ``transform``'s sizes are the upright photo's, not the stored pixels').
     """
 
     image: Tensor
     outpaint_mask: Tensor | None
     transform: ImageFit
+    turned: bool = False
 
 
 def compute_fit(source_width: int, source_height: int, width: int, height: int, fit: Fit = "crop") -> ImageFit:
@@ -155,21 +205,20 @@ def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "im
     """Open ``path`` lazily (its header only) and check its size; the caller decodes it (:func:`_decode`)."""
     from PIL import Image, UnidentifiedImageError
 
-    if not path.exists():
-        raise FileNotFoundError(f"{what} file not found: {path}" if not path.is_symlink() else
-                                f"{what} file {path} {BROKEN_LINK}")
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder, not an image file")
-    if not path.is_file():  # a pipe would block the read forever, a device never end
-        raise ValueError(f"{path} is not a regular file (a pipe, a device?); give an image file")
+    if check_input_file(path, f"{what} file").stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not an image file")
     try:
         with warnings.catch_warnings():  # the size limit below decides, not Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
     except UnidentifiedImageError as e:
         raise ValueError(f"{path} is not an image file Pillow can read (PNG, JPEG, WebP, TIFF, BMP, GIF, ...)") from e
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"{path} is too large to open safely ({e}); downscale it first") from e
+    except Image.DecompressionBombError as e:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS: said as ours
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
+        limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+        raise ValueError(f"{path}: the {what} is {size}, more than the limit of {limit / 1e6:g} megapixels; "
+                         f"downscale it (or lift the limit: --allow-large)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path} could not be decoded as an image: {e}") from e
     w, h = im.size
@@ -271,16 +320,30 @@ def _to_rgb_float(im) -> np.ndarray:
     return arr
 
 
-def _resample_channel(channel: np.ndarray, fit: ImageFit, resample, reduced_by: int = 1) -> np.ndarray:
-    """One float32 channel [h,w] (source, decoded at 1/``reduced_by`` of its size) -> [th,tw] (the
-    target box), via Pillow's mode F."""
+def _resample_channel(channel: np.ndarray, fit: ImageFit, resample, reduced_by: int = 1,
+                      offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """One float32 channel [h,w] (source, decoded at 1/``reduced_by`` of its size, cut from it at
+    ``offset`` (x, y) of those pixels) -> [th,tw] (the target box), via Pillow's mode F."""
     from PIL import Image
 
     tx0, ty0, tx1, ty1 = fit.target_box
-    box = tuple(v / reduced_by for v in fit.source_box)
+    box = tuple(v / reduced_by - offset[i % 2] for i, v in enumerate(fit.source_box))
     src = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32))  # 2-D float32 -> mode F
     out = src.resize((tx1 - tx0, ty1 - ty0), resample=resample, box=box)
     return np.asarray(out, dtype=np.float32)
+
+
+def _lanczos_window(fit: ImageFit, reduced_by: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The pixels (x0, y0, x1, y1) of an image decoded at 1/``reduced_by`` of its size (``size``)
+    that a Lanczos resampling of ``fit.source_box`` reads: the box grown by the filter's reach (3
+    source pixels, times the reduction when it shrinks). Only they become floats, so a photo of an
+    extreme aspect ratio costs its visible part (a 16x4000000 strip cropped to a square took 2 GB)."""
+    sx0, sy0, sx1, sy1 = (v / reduced_by for v in fit.source_box)
+    tx0, ty0, tx1, ty1 = fit.target_box
+    reach = [math.ceil(3 * max(1.0, (hi - lo) / n)) + 1 for lo, hi, n in ((sx0, sx1, tx1 - tx0), (sy0, sy1, ty1 - ty0))]
+    w, h = size
+    return (max(0, math.floor(sx0) - reach[0]), max(0, math.floor(sy0) - reach[1]),
+            min(w, math.ceil(sx1) + reach[0]), min(h, math.ceil(sy1) + reach[1]))
 
 
 def _place(content: np.ndarray, fit: ImageFit, fill: float) -> np.ndarray:
@@ -327,17 +390,19 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
         if box > 1:
             pixels = pixels.reduce(box)
             factor *= box
+        pixels = _upright(pixels, orientation)
+        window = _lanczos_window(transform, factor, pixels.size)
         try:
-            rgb = _to_rgb_float(_upright(pixels, orientation))
+            rgb = _to_rgb_float(pixels.crop(window))
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-    content = np.stack([_resample_channel(rgb[..., c], transform, Image.Resampling.LANCZOS, factor)
+    content = np.stack([_resample_channel(rgb[..., c], transform, Image.Resampling.LANCZOS, factor, window[:2])
                         for c in range(3)], axis=-1)
     image = torch.from_numpy(np.clip(_place(content, transform, PAD_VALUE), 0.0, 1.0))
     mask = transform.padding_mask() if fit == "pad" else None
     logger.debug("loaded %s (%dx%d, mode %s, decoded at 1/%d) -> %dx%d (%s)", path, w, h, mode, factor, width,
                  height, fit)
-    return LoadedImage(image=image, outpaint_mask=mask, transform=transform)
+    return LoadedImage(image=image, outpaint_mask=mask, transform=transform, turned=orientation in (5, 6, 7, 8))
 
 
 def _read_exr(path: Path) -> np.ndarray:
@@ -426,13 +491,7 @@ def _read_npy(path: Path, max_pixels: int | None) -> np.ndarray:
 def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> tuple[np.ndarray, bool]:
     """-> (depth [h,w] float32 in metres, zeros_mean_unknown)."""
     suffix = path.suffix.lower()
-    if not path.exists():
-        raise FileNotFoundError(f"depth file not found: {path}" if not path.is_symlink() else
-                                f"depth file {path} {BROKEN_LINK}")
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder, not a depth file")
-    if not path.is_file():
-        raise ValueError(f"{path} is not a regular file (a pipe, a device?); give a depth file")
+    check_input_file(path, "depth file")
     if suffix == ".npy":
         return _read_npy(path, max_pixels), False
     if suffix == ".exr":
@@ -502,8 +561,11 @@ def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit 
                              f"the same size and fit (got {width}x{height}, fit={fit!r})")
         photo_aspect, depth_aspect = t.source_width / t.source_height, w / h
         if abs(math.log(photo_aspect / depth_aspect)) > 0.01:
-            raise ValueError(f"{path}: the depth map is {w}x{h} but the photo is {t.source_width}x{t.source_height}: "
-                             f"their aspect ratios differ, so the depth does not belong to this photo")
+            turned = like.turned and abs(math.log(photo_aspect * depth_aspect)) <= 0.01
+            raise ValueError(f"{path}: the depth map is {w}x{h} but the photo is {t.source_width}x{t.source_height}"
+                             + (f" upright (its EXIF orientation turns the stored {t.source_height}x{t.source_width} "
+                                f"pixels): give the depth map upright too" if turned else
+                                ": their aspect ratios differ, so the depth does not belong to this photo"))
         sx, sy = w / t.source_width, h / t.source_height
         b = t.source_box
         transform = ImageFit(t.fit, w, h, width, height, (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy), t.target_box)

@@ -16,12 +16,13 @@ yet.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from pathlib import Path
 
 from dreamer.checks import check_int, check_number
 from dreamer.configs import check_settings
-from dreamer.pipeline.inputs import BROKEN_LINK
+from dreamer.pipeline.inputs import BROKEN_LINK, check_input_file, looks_like_url
 from dreamer.pipeline.limits import MAX_SEED, MAX_STEPS, Limits
 from dreamer.pipeline.settings import CONFIG_SECTIONS, SceneConfigs
 
@@ -38,13 +39,10 @@ def check_seed(value, name: str) -> int:
 
 
 def read_text_input(path: str | Path, what: str, limits: Limits = Limits()) -> str:
-    """The text of an input file (batch, config, trajectory, prompts), refused when missing, a
-    folder, larger than ``limits.input_bytes`` or not UTF-8."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{what} {path} {BROKEN_LINK if path.is_symlink() else 'does not exist'}")
-    if not path.is_file():
-        raise ValueError(f"{what} {path} is not a file")
+    """The text of an input file (batch, config, trajectory, prompts), refused when it is not a
+    file that can be read (:func:`~dreamer.pipeline.inputs.check_input_file`), larger than
+    ``limits.input_bytes`` or not UTF-8."""
+    path = check_input_file(path, what)
     size = path.stat().st_size
     if limits.input_bytes is not None and size > limits.input_bytes:
         raise ValueError(f"{what} {path} is {size / 2**20:.1f} MiB, more than the limit of "
@@ -67,10 +65,27 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
             if place.is_symlink():  # mkdir would fail there (File exists, or too many levels of links)
                 raise ValueError(f"{what} {out}: {place} {BROKEN_LINK}; choose another folder")
             place = place.parent
-    except OSError as e:  # a name longer than the file system takes, ...
-        raise ValueError(f"{what} {out}: {e.strerror or e}; choose a shorter path") from None
+    except OSError as e:  # a name longer than the file system takes, a folder on the way that cannot be searched
+        fix = "choose a shorter path" if e.errno == errno.ENAMETOOLONG else "choose a folder you can write to"
+        raise ValueError(f"{what} {out}: {e.strerror or e}; {fix}") from None
+    if place != out and looks_like_url(out):  # it would be made here, as a folder named 'https:' or 's3:'
+        raise ValueError(f"{what} {out} is a URL: the outputs are written to a local folder; give one")
     if not place.is_dir():
         raise ValueError(f"{what} {out}: {place} is an existing file, not a folder; choose a folder")
+    # The folders still to make: the file system reads a name only once its parent exists, so a
+    # name it cannot take passed the walk above and failed the run's mkdir (a batch scene of 100
+    # CJK letters is 300 bytes).
+    longest, path_max = _name_max(place)
+    for part in out.relative_to(place).parts if place != out else ():
+        if len(os.fsencode(part)) > longest:
+            raise ValueError(f"{what} {out}: the name {part[:40]!r}{'...' if len(part) > 40 else ''} is "
+                             f"{len(os.fsencode(part))} bytes, more than the {longest} the file system takes; "
+                             f"choose a shorter name")
+    length = len(os.fsencode(os.path.abspath(out)))
+    if length + _INSIDE > path_max:  # the run's own files below it would be too long to write
+        raise ValueError(f"{what} {out}: its path is {length} bytes; the files a run writes in it need it to be at "
+                         f"most {path_max - _INSIDE} (the system's {path_max}, less {_INSIDE} for their own names); "
+                         f"choose a shorter path")
     probe = place / f".dreamer-write-test-{os.getpid()}"
     try:
         probe.write_bytes(b"")
@@ -79,6 +94,23 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
         raise ValueError(f"{what} {out}: cannot write in {place} ({e.strerror or e}); choose a folder you can "
                          f"write to") from None
     return out
+
+
+# Bytes an output folder's path leaves for the paths a run writes below it (the longest, a
+# temporary in a scene's extensions/NNN/checkpoint/, is about 60).
+_INSIDE = 128
+
+
+def _name_max(folder: Path) -> tuple[int, int]:
+    """The longest file name and path, in bytes, the file system of ``folder`` takes (255 and 4096
+    where it cannot say)."""
+    limits = []
+    for name, default in (("PC_NAME_MAX", 255), ("PC_PATH_MAX", 4096)):
+        try:
+            limits.append(os.pathconf(folder, name))
+        except (OSError, ValueError):
+            limits.append(default)
+    return limits[0], limits[1]
 
 
 def _check_types(configs: SceneConfigs) -> None:
@@ -113,6 +145,13 @@ def _check_numbers(configs: SceneConfigs, limits: Limits) -> None:
     check_int(mc.steps, "steps", min=1, max=MAX_STEPS)
     check_number(mc.guidance, "guidance", min=0)
     check_number(mc.strength, "strength", min=0, max=1, open_min=True)
+    if mc.models != "synthetic":  # the learned models' inpainting and repair run diffusers' steps x strength
+        from dreamer.backends.diffusion import check_strength
+
+        check_strength(mc.steps, mc.strength)
+        if configs.refine.refine:
+            check_strength(configs.refine.refine_steps, configs.refine.refine_strength,
+                           ("refine_steps", "refine_strength"))
     check_int(mc.feather, "feather", min=0)
     check_int(sc.extension_iterations, "extension_iterations", min=0)
     if configs.splats is not None:
@@ -181,14 +220,17 @@ def check_model_source(model: str, name: str) -> None:
 
 def _check_inputs(configs: SceneConfigs, limits: Limits, first) -> None:
     sc = configs.scene
-    if sc.image:
+    for name in ("image", "depth"):  # a batch's or config's "" (null leaves them out)
+        if getattr(sc, name) is not None and not getattr(sc, name).strip():
+            raise ValueError(f"{name} is empty; give a file, or leave it out (null) for none")
+    if sc.image is not None:
         from dreamer.pipeline.inputs import load_depth, load_image
 
         loaded = load_image(sc.image, sc.width, sc.height, fit=sc.fit, max_pixels=limits.photo_pixels)
-        if sc.depth:
+        if sc.depth is not None:
             load_depth(sc.depth, sc.width, sc.height, fit=sc.fit, like=loaded, max_pixels=limits.photo_pixels)
     else:
-        if sc.depth:
+        if sc.depth is not None:
             raise ValueError("--depth needs --image (the depth map belongs to a photo)")
         if not sc.prompt.strip() and configs.models.models != "synthetic":
             given = "is only whitespace" if sc.prompt else "is empty"
@@ -219,6 +261,11 @@ def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | 
                     raise ValueError(f"{where}: {side} {value} must be a multiple of 8 (the diffusion models' latent "
                                      f"grid)")
             check_input_camera(cam, where)
+        if what == "render trajectory":  # its cameras are a video's frames (checked when the video is written)
+            for i, cam in enumerate(cams):
+                if (cam.width, cam.height) != (cams[0].width, cams[0].height):
+                    raise ValueError(f"{name}: camera {i} is {cam.width}x{cam.height} but camera 0 is "
+                                     f"{cams[0].width}x{cams[0].height}: the frames of a video share one size")
         if what == "extension trajectory":
             for i, cam in enumerate(cams):
                 if (cam.width, cam.height) != (first.width, first.height):
@@ -277,8 +324,7 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
         if sc.extensions and configs.splats is None:
             raise ValueError("extensions fine-tune the scene's splats: they need the splat stage (drop --no-splats)")
         for extension in sc.extensions:
-            if not Path(extension).is_file():
-                raise ValueError(f"extension trajectory {extension}: no such file")
+            check_input_file(extension, "extension trajectory")
             _cameras(extension, first, None, "extension trajectory", limits.views, limits, dreamed=True,
                      synthetic=synthetic)
         zc = configs.zoom

@@ -13,6 +13,7 @@ from typing import Any, Callable, Literal
 
 from dreamer.backends.model_sets import ModelConfig
 from dreamer.cameras import DEFAULT_FOCAL_512, FOV_RANGE, Camera, check_input_camera
+from dreamer.cli import quote_names
 from dreamer.configs import check_settings, config_hash, dataclass_from_dict
 from dreamer.deepzoom import DeepZoomConfig
 from dreamer.scene.loop import DreamConfig
@@ -262,9 +263,9 @@ class SceneConfigs:
         if not isinstance(d, dict):
             raise TypeError(f"a scene's settings must be a mapping of sections (scene, dream, models, splats, zoom), "
                             f"got {type(d).__name__}")
-        unknown = sorted(str(k) for k in d if k not in (*CONFIG_SECTIONS, "preset", "hash", "dream_hash"))
+        unknown = [k for k in d if k not in (*CONFIG_SECTIONS, "preset", "hash", "dream_hash")]
         if unknown:
-            raise ValueError(f"unknown section(s) {unknown}: a scene's settings have the sections "
+            raise ValueError(f"unknown section(s) [{quote_names(unknown)}]: a scene's settings have the sections "
                              f"{', '.join(CONFIG_SECTIONS)} (is this a scene folder's config.json?)")
         splats = d.get("splats")
         return cls(
@@ -316,7 +317,7 @@ def configs_from_flat(flat: dict[str, Any], base: SceneConfigs | None = None, *,
     if unknown:
         known = sorted({f.name for g in CONFIG_SECTIONS.values() for f in dataclasses.fields(g())}
                        | {"no_splats"} | set(SETTING_ALIASES))
-        raise ValueError(f"{where}: unknown setting(s) {sorted(unknown)}; known settings: {', '.join(known)}")
+        raise ValueError(f"{where}: unknown setting(s) [{quote_names(unknown)}]; known settings: {', '.join(known)}")
     if not splats_on:
         sections["splats"] = None
     return SceneConfigs(**sections, preset=base.preset)

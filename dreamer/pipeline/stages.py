@@ -37,8 +37,9 @@ from dreamer.cameras import Camera
 from dreamer.io import read_json, remove_temporaries, save_image, write_json
 from dreamer.pipeline.checkpoint import drop_loop_files, load_checkpoint, load_finished, save_checkpoint, save_finished
 from dreamer.pipeline.exports import write_cameras_json, write_scene
-from dreamer.pipeline.folder import (SettingsChanged, changed_settings, check_scene_folder, clear_outputs, disk_usage,
-                                     format_bytes, largest_entries, publish_file)
+from dreamer.pipeline.extend import EXTENSIONS_DIR
+from dreamer.pipeline.folder import (OWNED, SettingsChanged, changed_settings, check_inputs_kept, check_scene_folder,
+                                     clear_outputs, disk_usage, format_bytes, largest_entries, publish_file)
 from dreamer.pipeline.joblog import job_log
 from dreamer.pipeline.limits import Limits
 from dreamer.pipeline.preflight import check_scene
@@ -89,14 +90,16 @@ def _prepare_folder(out: Path, configs: SceneConfigs, restart: bool = False,
     :class:`SettingsChanged`. Other changes (splats, videos, zoom) only redo their own stages."""
     check_scene_folder(out, take_over=restart or overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in remove_temporaries(out):
+    for tmp in remove_temporaries(out, (*OWNED, EXTENSIONS_DIR)):  # the scene's own folders
         log.info("%s: removed %s, left by an interrupted run", out, tmp.relative_to(out))
     dream_digest, digest = configs.dream_hash(), configs.result_hash()
     cfg_file = out / "config.json"
     if restart:
+        check_inputs_kept(out, configs, "--restart")
         log.info("%s: --restart: starting this scene over", out)
         clear_outputs(out)
     elif overwrite and changed_settings(out, configs) is not None:
+        check_inputs_kept(out, configs, "--overwrite (the settings changed)")
         log.warning("%s: settings changed (%s): --overwrite: starting this scene over", out,
                     changed_settings(out, configs))
         clear_outputs(out)

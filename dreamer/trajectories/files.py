@@ -73,7 +73,7 @@ from dreamer.cameras import (
     opengl_to_opencv,
 )
 from dreamer.checks import check_int, check_number
-from dreamer.cli import parse_json
+from dreamer.cli import parse_json, quote_names
 from dreamer.trajectories.base import Trajectory, TrajectoryFileError, _check_first
 from dreamer.trajectories.interpolate import _segment_counts, interpolate_cameras
 
@@ -230,7 +230,7 @@ def _parse_entries(entries: Any, kind: str, top: dict, defaults: _Defaults, conv
             raise src.error(where, f"must be an object with a 'c2w', got {type(entry).__name__}")
         unknown = sorted(set(entry) - _CAMERA_KEYS - extra_keys)
         if unknown:
-            raise src.error(where, f"unknown key(s) {', '.join(map(repr, unknown))}; "
+            raise src.error(where, f"unknown key(s) {quote_names(unknown)}; "
                                    f"allowed: {', '.join(sorted(_CAMERA_KEYS | extra_keys))}")
         if "c2w" not in entry:
             raise src.error(where, "missing 'c2w' (the camera-to-world 4x4 matrix)")
@@ -347,8 +347,13 @@ def _parse_transforms_json(data: dict, first: Camera | None, src: _Source,
             cy = _parse_number(get("cy"), "cy", src, where) if get("cy") is not None else h / 2.0
             K = intrinsics_matrix(fx, fy, cx, cy)
         elif get("camera_angle_x") is not None:
-            fov = math.degrees(_parse_number(get("camera_angle_x"), "camera_angle_x", src, where))
-            f = focal_from_fov(fov, w)
+            angle = _parse_number(get("camera_angle_x"), "camera_angle_x", src, where)
+            lo, hi = FOV_RANGE  # as for "fov" (in radians here, as instant-ngp writes it)
+            if not lo <= math.degrees(angle) <= hi:
+                raise src.error(where, f"camera_angle_x must be a horizontal field of view in radians, "
+                                       f"{math.radians(lo):.4g} to {math.radians(hi):.4g} ({lo:g} to {hi:g} degrees), "
+                                       f"got {angle:g}")
+            f = focal_from_fov(math.degrees(angle), w)
             K = intrinsics_matrix(f, f, w / 2.0, h / 2.0)
         elif first is not None:
             K = first.resized(w, h).K.detach().cpu()
@@ -372,7 +377,7 @@ def _parse(data: Any, first: Camera | None, src: _Source, max_cameras: int | Non
         return _parse_transforms_json(data, first, src, max_cameras)
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
-        raise src.error(None, f"unknown top-level key(s) {', '.join(map(repr, unknown))}; "
+        raise src.error(None, f"unknown top-level key(s) {quote_names(unknown)}; "
                               f"allowed: {', '.join(sorted(_TOP_KEYS))}")
     convention = data.get("convention", "opencv")
     if convention not in ("opencv", "opengl"):
@@ -423,7 +428,12 @@ def load_trajectory(source: str | Path | dict | list, first: Camera | None = Non
         data = source
     else:
         raise TypeError(f"source must be a path, a dict or a list, got {type(source).__name__}")
-    return _parse(data, first, src, max_cameras)
+    try:
+        return _parse(data, first, src, max_cameras)
+    except TrajectoryFileError:
+        raise
+    except ValueError as e:  # a helper's check (cameras, interpolation): still named by the file
+        raise src.error(None, str(e)) from None
 
 
 def trajectory_to_dict(trajectory: Trajectory, *, convention: str = "opencv") -> dict:

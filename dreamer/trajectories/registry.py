@@ -47,7 +47,10 @@ RENDER_PRESETS: tuple[str, ...] = ("back_and_forth", "llff", "headbanging")
 def is_trajectory_file(name: str) -> bool:
     """Whether a trajectory setting names a file (``*.json``, or any existing file) rather than a
     preset: the one rule the run, its checks and the presets' camera count follow."""
-    return name.endswith(".json") or Path(name).is_file()
+    try:
+        return name.endswith(".json") or Path(name).is_file()
+    except OSError:  # a name no file can have (too long for the file system): a preset's, refused as one
+        return False
 
 
 def make_trajectory(name: str, first: Camera, center_depth: float, **params: Any) -> Trajectory:
