@@ -695,6 +695,7 @@ def test_a_refusal_quotes_a_long_value_in_a_message_of_bounded_length():
         assert len(str(refused.value)) <= MAX_MESSAGE + 60 and "characters left out" in str(refused.value)
 
 
+@pytest.mark.slow  # the Scene tab's module imports gradio (about 3 s)
 def test_the_forms_fields_of_the_wrong_kind_are_refused_with_a_message(tmp_path):
     """Each handler's check called as an API caller may call it: an upload given as {"path": 5}
     raised TypeError, a keyframe file of "frames": Infinity OverflowError (neither an InputError:
@@ -733,6 +734,7 @@ def test_the_forms_fields_of_the_wrong_kind_are_refused_with_a_message(tmp_path)
             check_trajectory_limits(data, "Trajectory file", Limits())
 
 
+@pytest.mark.slow  # the Zoom tab's module imports gradio (about 3 s)
 def test_the_zoom_tab_reads_a_photo_as_the_command_line_does(tmp_path):
     """The Zoom tab read its photo with a plain Pillow convert: a phone photo's EXIF orientation was
     ignored, a 16-bit PNG clipped to white, and a truncated JPEG (which passes the upload's header

@@ -493,6 +493,7 @@ def test_rerun_removes_temporary_files_of_a_killed_write(tmp_path):
     assert not [p for p in stale if p.exists()] and keep.exists()
 
 
+@pytest.mark.slow  # two runs of the command
 def test_a_one_camera_scene_writes_standard_json_and_reads_its_metrics_back(tmp_path, capsys, caplog):
     """One camera: the depth metrics have no data (NaN), written as null (JSON has no NaN; jq and
     JavaScript refuse it). A second run that reuses the dream (splats added) reads them back as
