@@ -183,6 +183,20 @@ def test_inpainter_validates_inputs(inpainter):
     assert torch.equal(inpainter.inpaint(image, mask, "x"), image)  # nothing to fill
 
 
+def test_non_finite_pixels_of_the_model_are_an_error_not_a_scene(inpainter):
+    """A guidance scale of 1e30 makes the tiny pipeline's pixels NaN (in float16 a VAE's overflow
+    does the same): the call fails, naming the cause, instead of handing NaN to the loop (clamping
+    keeps NaN, so they were lifted and trained on, and the run ended as done)."""
+    image = torch.rand(32, 32, 3)
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    mask[8:24, 8:24] = True
+    fine = DiffusersInpainter(inpainter.pipe, dataclasses.replace(FAST, guidance=1e10))
+    assert torch.isfinite(fine.inpaint(image, mask, "x", generator=torch.Generator().manual_seed(0))).all()
+    huge = DiffusersInpainter(inpainter.pipe, dataclasses.replace(FAST, guidance=1e30))
+    with pytest.raises(RuntimeError, match=r"non-finite pixels \(NaN\).*float32.*guidance scale.*1e\+30"):
+        huge.inpaint(image, mask, "x", generator=torch.Generator().manual_seed(0))
+
+
 def test_backends_sharing_a_pipeline_keep_their_schedulers(inpainter, inpaint_dir):
     """Each backend samples with its own scheduler and leaves the shared pipeline as it was."""
     own = inpainter.pipe.scheduler

@@ -330,15 +330,24 @@ class _PipelineBackend:
                     output_type="pt")
 
     def _call_pipeline(self, **kwargs):
-        """Run the shared pipeline with a scheduler of this call's own (see the class docstring)."""
+        """Run the shared pipeline with a scheduler of this call's own (see the class docstring).
+        Raises if its images are not finite: NaN pixels would otherwise be clamped, lifted and
+        trained on, and the run would end as done with a scene of garbage."""
         scheduler = type(self.scheduler).from_config(self.scheduler.config)
         with pipeline_lock(self.pipe):
             own = self.pipe.scheduler
             self.pipe.scheduler = scheduler
             try:
-                return self.pipe(**kwargs)
+                output = self.pipe(**kwargs)
             finally:
                 self.pipe.scheduler = own
+        images = getattr(output, "images", None)
+        if isinstance(images, Tensor) and not bool(torch.isfinite(images).all()):
+            raise RuntimeError(
+                "the diffusion model returned non-finite pixels (NaN): in float16 a model's VAE can overflow "
+                "(load it in float32), and so can a very large guidance scale "
+                f"(this call's: {self.settings.guidance:g})")
+        return output
 
 
 class DiffusersInpainter(_PipelineBackend):
