@@ -647,3 +647,16 @@ def test_a_depth_map_stored_like_a_turned_photo_is_told_to_be_upright(tmp_path):
     np.save(tmp_path / "square.npy", np.full((50, 50), 2.0, np.float32))
     with pytest.raises(ValueError, match="aspect ratios differ"):
         load_depth(tmp_path / "square.npy", 32, 32, like=photo)
+
+
+def test_out_under_an_existing_folder_named_like_a_scheme_is_local(tmp_path, monkeypatch):
+    """An --out whose first folder exists here is a local path, even when its name ends in a
+    colon as a URL's scheme does ('run:/scene' in a folder holding 'run:'); the URL refusal is
+    for the folder a run would otherwise make ('s3:')."""
+    from dreamer.pipeline.preflight import check_output_folder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run:").mkdir()
+    assert check_output_folder("run:/scene") == Path("run:/scene")
+    with pytest.raises(ValueError, match="is a URL"):
+        check_output_folder("s3://bucket/scene")

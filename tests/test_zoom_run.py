@@ -105,6 +105,19 @@ def test_prompts_file_and_photo(tmp_path):
     assert zrun.read_prompts(prompts) == ["a forest", "a tree"]
 
 
+def test_photo_path_is_kept_as_typed(tmp_path, monkeypatch):
+    """The stack's hash holds --photo as typed (an earlier version's stack of '--photo
+    ./photo.png' is reused by the same command, not refused as sampled with other settings):
+    the path type only refuses an empty value."""
+    save_image(tmp_path / "photo.png", torch.rand(40, 40, 3))
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+    monkeypatch.setattr(zrun, "run_zoom", lambda config, *a, **k: seen.setdefault("config", config) and {
+        "skipped": True, "sampled": False, "files": [], "config": {}})
+    assert zrun.main(["--prompts", "a", "--photo", "./photo.png", "--out", "zoom", *BASE]) == 0
+    assert seen["config"].photo == "./photo.png"
+
+
 def test_missing_model_fails_with_a_clear_message(tmp_path, caplog, capsys):
     out = tmp_path / "zoom"
     rc = zrun.main(["--prompts", "a", "--model", str(tmp_path / "no_such_model"), "--device", "cpu",

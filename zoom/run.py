@@ -403,6 +403,14 @@ def _parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"--size must be N or WxH, got {text!r}") from e
 
 
+def _photo_argument(text: str) -> str:
+    """--photo's value: not empty (:func:`~dreamer.cli.path_argument`), kept as typed, since the
+    stack's hash holds it (``Path`` would make './photo.png' 'photo.png', and a stack an earlier
+    version sampled from the same command line would be refused as one of other settings)."""
+    path_argument(text)
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     zdoc, odoc = field_docs(ZoomConfig), field_docs(OutputConfig)
 
@@ -420,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompts-file", type=path_argument, metavar="FILE",
                      help="the prompts, one per line (# starts a comment) or a JSON list of strings")
     what.add_argument("--negative-prompt", default="", metavar="TEXT", help=doc("negative_prompt", "none"))
-    what.add_argument("--photo", type=path_argument, default=None, metavar="FILE",
+    what.add_argument("--photo", type=_photo_argument, default=None, metavar="FILE",
                       help="a photo that fixes one level (default: none)")
     what.add_argument("--photo-level", type=int, default=0, metavar="N", help=doc("photo_level", 0))
     what.add_argument("--photo-mode", default="guidance", choices=("guidance", "replace_low"),

@@ -68,7 +68,8 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
     except OSError as e:  # a name longer than the file system takes, a folder on the way that cannot be searched
         fix = "choose a shorter path" if e.errno == errno.ENAMETOOLONG else "choose a folder you can write to"
         raise ValueError(f"{what} {out}: {e.strerror or e}; {fix}") from None
-    if place != out and looks_like_url(out):  # it would be made here, as a folder named 'https:' or 's3:'
+    # A URL would be made here as a folder named 'https:' or 's3:'; one that exists is a local folder.
+    if place != out and looks_like_url(out) and not Path(out.parts[0]).exists():
         raise ValueError(f"{what} {out} is a URL: the outputs are written to a local folder; give one")
     if not place.is_dir():
         raise ValueError(f"{what} {out}: {place} is an existing file, not a folder; choose a folder")
