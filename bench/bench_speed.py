@@ -16,8 +16,8 @@ Sections (``--only NAME`` runs one; all of them by default, in this order):
   griddata re-projection of the same points (``bench/bench_geometry.py --only geometry``:
   wall and CPU time, medians of ``--repeats``, and the ratio).
 * ``joint``: the joint refinement (``refine_scene`` as it is) of a 7-view lookaround at
-  512x512, seconds per dreamed view; then ``bench/bench_joint.py``: today's refinement against
-  the old algorithm on the same 96x96 scene (seconds and accuracy, fresh processes).
+  512x512, seconds per dreamed view; then ``bench/bench_joint.py``: today's refinement and the old
+  algorithm on one 96x96 scene, each in fresh processes (seconds and accuracy).
 * ``splats``: CPU seconds per splat iteration and the Gaussian count at the README's first
   command (256x256, 21 views).
 * ``flying``: flying pixels per trajectory kind before and after the edge-aware lifting
@@ -166,7 +166,7 @@ def _geometry(args: argparse.Namespace) -> None:
 
 def _joint(args: argparse.Namespace) -> None:
     # The joint refinement as it is (refine_scene), timed per dreamed view at 512x512; then today's
-    # algorithm against the old one on one 96x96 scene (bench_joint: each in fresh processes).
+    # algorithm and the old one on one 96x96 scene (bench_joint: each in fresh processes).
     _bench_module("bench_geometry").main(["--only", "joint", *_cache(args)])
     _bench_module("bench_joint").main(["--repeats", str(args.repeats), "--previous", ""])
 
