@@ -91,9 +91,60 @@ def test_a_blended_silhouette_pixel_stays_unless_its_colour_is_clearly_the_far_s
     assert torch.equal(peeled, ring)
 
 
+def _straight_edge(alpha):
+    """An object filling the columns left of 10 (depth 1, green) before a wall (depth 2, blue),
+    drawn one column too wide: column 10 has the object's depth and the colour ``alpha`` x green
+    + (1 - alpha) x blue."""
+    fg, bg = torch.tensor(_FOREGROUND), torch.tensor(_BACKGROUND)
+    cols = torch.arange(24)
+    image = torch.where((cols < 10)[None, :, None], fg, bg).expand(16, 24, 3).clone()
+    image[:, 10] = alpha * fg + (1 - alpha) * bg
+    depth = torch.where(cols < 11, 1.0, 2.0)[None].expand(16, 24).contiguous()
+    return depth, image
+
+
+def test_ratio_sets_how_clearly_a_pixel_must_look_like_the_far_side():
+    """In a window of radius 2 the near side holds 10 object pixels and 4 of the rim column, so
+    a rim pixel of colour alpha goes when alpha / (1 - alpha) < ratio x 10/14: alpha < 0.26 at the
+    default ratio 0.5, alpha < 1/3 at 0.7."""
+    rim = torch.zeros(16, 24, dtype=torch.bool)
+    rim[:, 10] = True
+    for alpha, ratio, peeled_expected in ((0.2, 0.5, True), (0.3, 0.5, False), (0.3, 0.7, True)):
+        depth, image = _straight_edge(alpha)
+        _, peeled = peel_rims(depth, image, passes=1, radius=2, ratio=ratio)
+        assert torch.equal(peeled, rim if peeled_expected else torch.zeros_like(rim)), (alpha, ratio)
+
+
+def test_threshold_sets_which_steps_are_edges():
+    depth, image = _straight_edge(0.0)
+    depth = torch.where(depth > 1.5, 1.1, 1.0)  # a 10% step
+    assert peel_rims(depth, image, threshold=0.08)[1].any()
+    assert not peel_rims(depth, image, threshold=0.15)[1].any()
+
+
+def test_a_wide_rim_and_any_depth_scale_or_dtype():
+    obj, depth, image = _scene(48, 48)
+    fat = _fattened(depth, 5)
+    out, peeled = peel_rims(fat, image, passes=5, radius=6)  # a window of radius 6, rows sampled
+    assert torch.equal(out, depth)
+    fat = _fattened(depth, 2)
+    for scale in (1e-20, 1e20):
+        out, peeled = peel_rims((fat * scale).double(), image)
+        assert out.dtype == torch.float64
+        assert torch.equal(peeled, fat < depth)
+        assert torch.equal(out, (depth * scale).double())  # the far neighbour's depth as it is
+
+
 def test_bad_inputs():
     obj, depth, image = _scene()
     with pytest.raises(ValueError, match="image"):
         peel_rims(depth, image[:-1])
     with pytest.raises(ValueError, match="image"):
         peel_rims(depth, image.permute(2, 0, 1))
+    with pytest.raises(ValueError, match="radius"):
+        peel_rims(depth, image, passes=3, radius=2)  # a window narrower than the rim
+    for bad in (dict(passes=0), dict(ratio=0.0), dict(threshold=-0.1), dict(passes=1.5)):
+        with pytest.raises((ValueError, TypeError)):
+            peel_rims(depth, image, **bad)
+    with pytest.raises(ValueError):
+        peel_rims(depth.masked_fill(obj, float("nan")), image)

@@ -193,10 +193,12 @@ def _check_inputs(image: Tensor, cameras: Sequence[Camera], depth: Tensor | None
         check_depth(depth, cameras[0])
 
 
-def peel_estimate_rims(estimated: Tensor, image: Tensor, config: DreamConfig) -> tuple[Tensor, int]:
-    """(``estimated`` with the rims its edges put on the wrong side peeled, how many pixels were peeled)
-    (alignment/rims.py; ``config.rim_width`` 0: unchanged). The colour window reaches a pixel past the widest
-    rim, so the innermost rim pixel still sees the foreground's own colours."""
+def filter_estimate(estimated: Tensor, image: Tensor, config: DreamConfig) -> tuple[Tensor, int]:
+    """A depth estimate of ``image`` as the loop aligns and lifts it: its pixel noise filtered
+    (alignment/denoise.py), then the rims its edges put on the wrong side peeled (alignment/rims.py;
+    ``config.rim_width`` 0: none); with the number of pixels peeled. The colour window reaches a pixel
+    past the widest rim, so the innermost rim pixel still sees the foreground's own colours."""
+    estimated = denoise_depth(estimated, radius=config.denoise_radius)
     if config.rim_width == 0:
         return estimated, 0
     passes = max(2, math.ceil(config.rim_width * max(estimated.shape)))
@@ -260,8 +262,7 @@ def dream_view(
     check_depth(estimated, camera, "estimated depth")
 
     if aligner is None:
-        estimated = denoise_depth(estimated, radius=config.denoise_radius)
-        estimated, stats["rim_pixels"] = peel_estimate_rims(estimated, completed, config)
+        estimated, stats["rim_pixels"] = filter_estimate(estimated, completed, config)
     if aligner is not None:
         new_depth = aligner(estimated, render.depth, masks.known, masks.hole, camera)
         check_depth(new_depth.clamp_min(1e-6), camera, "aligned depth")
@@ -301,10 +302,14 @@ def dream(
     resume: DreamResult | None = None,
     on_view: Callable[[DreamResult], None] | None = None,
     aligner: Aligner | None = None,
+    depth_estimated: bool = False,
 ) -> DreamResult:
     """Dream a scene from ``image`` (the view of ``cameras[0]``) along ``cameras[1:]``.
 
     ``depth`` is the z-depth of ``image`` if known (RGBD input); otherwise it is estimated.
+    ``depth_estimated``: ``depth`` is ``depth_estimator``'s estimate of ``image``, made by the caller
+    (to place the trajectory) and passed through :func:`filter_estimate`: it is lifted as an estimate
+    (its depth ramps left out), not as a depth given with the photo.
     ``prompt`` is one string or one per camera. ``on_view`` is called with the loop's result so
     far after every view (the CLI writes a checkpoint there). ``resume`` continues such a result
     (its views must be a prefix of ``cameras``) and reproduces the uninterrupted run; given a
@@ -331,16 +336,16 @@ def dream(
         result = DreamResult(resume.points.to(device), list(resume.views), config)
     else:
         cam0 = cameras[0]
-        estimated_first = depth is None
-        if estimated_first:
+        estimated_first = depth is None or depth_estimated
+        stats = {}
+        if depth is None:
             depth = depth_estimator.estimate(image, camera=cam0)
             check_depth(depth, cam0, "estimated depth of the first view")
-            depth = denoise_depth(depth, radius=config.denoise_radius)
-            depth, _ = peel_estimate_rims(depth, image, config)
+            depth, stats["rim_pixels"] = filter_estimate(depth, image, config)
         stretched = stretched_pixels(depth, threshold=config.stretch_threshold)
         mask0 = first_view_mask(depth, config) if estimated_first else ~stretched
         points = lift(image, depth.to(image), cam0, mask0)
-        stats = {"new_points": len(points), "kept_points": len(points), "stretched_pixels": int(stretched.sum())}
+        stats.update(new_points=len(points), kept_points=len(points), stretched_pixels=int(stretched.sum()))
         result = DreamResult(points, [DreamView(cam0, image, depth.to(image), mask0, prompts[0], stats)], config)
         if on_progress:
             on_progress("dream", 1, total)
