@@ -233,6 +233,7 @@ def per_view(case: dict, repeats: int) -> dict:
                             repeats),
         "seam_jump": timed(lambda: seam_jump(full, fixed.depth, masks.known, masks.hole), repeats),
         "denoise_depth": timed(lambda: denoise_depth(est, radius=config.denoise_radius), repeats),
+        "filter_estimate (denoise, rims)": timed(lambda: loop.filter_estimate(est, image, config), repeats),
         "smooth_depth": timed(lambda: smooth_depth(full, masks.hole, radius=config.smooth_radius), repeats),
         "cloud append": timed(append, repeats),
     }

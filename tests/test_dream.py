@@ -342,6 +342,52 @@ def test_a_translating_orbit_stays_at_the_oracle_scale_floor(world, family):
     assert m["ours"] <= 1.1 * m["oracle"]
 
 
+def test_a_depth_model_that_draws_objects_too_wide_leaves_no_rims_in_the_scene(world):
+    """With the foreground fattened by a pixel (the estimator's "fatten" family), the rims lifted at
+    the objects' depth made the translating orbit's seams meet floating background (a 27% step) and
+    doubled the new pixels' error; peeling them where the picture shows the edge (DreamConfig.rim_width)
+    removes both."""
+    size = 64
+    cam = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
+    truth0 = world.render(cam)
+    cams = make_trajectory("orbit", cam, center_depth_from(truth0.depth), n=4).cameras
+    est = WorldDepthEstimator.family(world, "fatten", seed=0)
+    m = {}
+    for width in (0.0, 0.01):
+        result = dream(truth0.image, cams, "", inpainter=WorldInpainter(world), depth_estimator=est,
+                       depth=truth0.depth, config=DreamConfig(joint_refinement=False, rim_width=width))
+        m[width] = world_metrics(result, world)
+        assert all((v.stats["rim_pixels"] > 0) == (width > 0) for v in result.views[1:])
+    assert m[0.01]["abs_rel_aligned"] < 0.5 * m[0.0]["abs_rel_aligned"]
+    assert m[0.01]["seam_step_median"] < 0.1 * m[0.0]["seam_step_median"]
+
+
+def test_an_estimated_first_view_is_filtered_and_peeled_however_it_reaches_the_loop(world):
+    """dream() estimating the first view itself, and the command line estimating it first (to place
+    the trajectory) and passing it with depth_estimated, lift the same filtered, peeled depth."""
+    from dreamer.scene.loop import filter_estimate
+
+    size = 64
+    cam = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
+    image = world.render(cam).image
+    cams = make_trajectory("orbit", cam, center_depth_from(world.render(cam).depth), n=2).cameras
+    est = WorldDepthEstimator.family(world, "fatten", seed=0)
+    config = DreamConfig(joint_refinement=False)
+    filtered, rims = filter_estimate(est.estimate(image, camera=cam), image, config)
+    assert rims > 0
+    by_loop = dream(image, cams, "", inpainter=WorldInpainter(world), depth_estimator=est, config=config)
+    by_caller = dream(image, cams, "", inpainter=WorldInpainter(world), depth_estimator=est, config=config,
+                      depth=filtered, depth_estimated=True)
+    assert torch.equal(by_loop.views[0].depth, filtered) and by_loop.views[0].stats["rim_pixels"] == rims
+    for a, b in zip(by_loop.views, by_caller.views):
+        assert torch.equal(a.depth, b.depth) and torch.equal(a.mask, b.mask)
+    assert torch.equal(by_loop.points.xyz, by_caller.points.xyz)
+    # Passed as a depth given with the photo, it is lifted as given: the ramps at its edges too.
+    as_given = dream(image, cams[:1], "", inpainter=WorldInpainter(world), depth_estimator=est, config=config,
+                     depth=filtered)
+    assert int(as_given.views[0].mask.sum()) > int(by_loop.views[0].mask.sum())
+
+
 class _WhitePipeline:
     """A stand-in diffusers inpainting pipeline that paints every pixel white."""
 

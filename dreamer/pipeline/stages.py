@@ -44,7 +44,8 @@ from dreamer.pipeline.joblog import job_log
 from dreamer.pipeline.limits import Limits
 from dreamer.pipeline.preflight import check_scene
 from dreamer.pipeline.settings import SceneConfig, SceneConfigs
-from dreamer.scene.loop import ProgressFn, dream
+from dreamer.render import check_depth
+from dreamer.scene.loop import ProgressFn, dream, filter_estimate
 from dreamer.scene.result import DreamResult
 from dreamer.trajectories import (Trajectory, center_depth_from, is_trajectory_file, load_trajectory,
                                   make_trajectory)
@@ -224,10 +225,16 @@ def _dream_stage(configs: SceneConfigs, out: Path, backends: Backends, on_progre
     if resume is not None:
         log.info("%s: resuming after %d finished views", name, len(resume.views))
         image, depth = resume.views[0].image, resume.views[0].depth
+        depth_estimated = False  # the checkpoint's first view is dreamed already
     else:
         image, depth = _first_view(configs, backends, first, limits)
-        if depth is None:
+        depth_estimated = depth is None
+        if depth_estimated:
+            # Filtered here, as dream() would, so the trajectory is placed from the first view's
+            # depth as the checkpoint keeps it (a resumed run places it the same).
             depth = backends.depth_estimator.estimate(image, camera=first)
+            check_depth(depth, first, "estimated depth of the first view")
+            depth, _ = filter_estimate(depth, image, configs.dream)
     save_image(out / "first_view.png", image)
     (out / "prompt.txt").write_text(sc.prompt + "\n")
 
@@ -239,8 +246,8 @@ def _dream_stage(configs: SceneConfigs, out: Path, backends: Backends, on_progre
 
     result = dream(
         image, traj.cameras, prompts, inpainter=backends.inpainter, depth_estimator=backends.depth_estimator,
-        config=configs.dream, depth=depth, on_progress=on_progress, resume=resume,
-        on_view=lambda r: save_checkpoint(out / "checkpoint", r),
+        config=configs.dream, depth=depth, depth_estimated=depth_estimated,
+        on_progress=on_progress, resume=resume, on_view=lambda r: save_checkpoint(out / "checkpoint", r),
     )
     write_scene(out, result)
     # Saved after the exports: a run killed before this point dreams nothing again (the loop's

@@ -18,7 +18,8 @@ their depth estimates are available, and each overlaps its neighbours on both si
    makes it meet them pixel by pixel (:func:`alignment.stitch.stitch_seam`); then it is lifted
    and merged exactly as in the loop.
 
-No model runs again: the inpainted images and raw estimates of the first pass are reused.
+No model runs again: the inpainted images and the estimates of the first pass (filtered and peeled
+as the loop aligned them) are reused.
 """
 
 from __future__ import annotations

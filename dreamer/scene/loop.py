@@ -22,6 +22,7 @@ from torch import Tensor
 from alignment import seam_jump, stretched_pixels
 from alignment.adaptive import AdaptiveAlignment, align_adaptive
 from alignment.denoise import denoise_depth
+from alignment.rims import peel_rims
 from dreamer.backends import DepthEstimator, Inpainter, inpaint_weight
 from dreamer.cameras import Camera
 from dreamer.checks import check_int, check_number
@@ -47,6 +48,8 @@ the known and hole masks [H,W], the view's camera; returns the z-depth [H,W] lif
 _MAX_RADIUS_PX = 64
 # Largest radius of the denoising filter: its time grows with (2r + 1)^2 and its padded copy with r.
 _MAX_DENOISE_RADIUS = 16
+# A rim wider than this fraction of the image is no fattened edge but an object of its own.
+_MAX_RIM_WIDTH = 0.05
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,10 @@ class DreamConfig:
     old one pixel by pixel where the cloud's render is off by a splat (a grazing floor); 0: off. On
     bench/bench_dream.py at 64 px, 2 took the seam step to half the best peer's or less on 19 of 21 cases (15
     without), at a cost of 0.59 -> 0.62 in the mean of ours / oracle-scale floor."""
+    rim_width: float = 0.01
+    """Widest rim peeled from an estimate's depth edges where the picture shows the edge nearer the foreground,
+    as a fraction of the image's larger side (at least 2 pixels): a depth model draws objects too wide, and a
+    rim lifted at the object's depth floats around its silhouette (alignment/rims.py); 0: off."""
     stretch_threshold: float = 0.08
     """Relative depth jump between neighbouring pixels above which a pixel is a stretched edge."""
     merge_cell_factor: float = 1.0
@@ -142,6 +149,7 @@ class DreamConfig:
         check_int(self.denoise_radius, "denoise_radius", min=0, max=_MAX_DENOISE_RADIUS)
         check_int(self.smooth_radius, "smooth_radius", min=0, max=_MAX_DENOISE_RADIUS)
         check_int(self.stitch_reach, "stitch_reach", min=0, max=_MAX_DENOISE_RADIUS)
+        check_number(self.rim_width, "rim_width", min=0.0, max=_MAX_RIM_WIDTH)
         check_number(self.stretch_threshold, "stretch_threshold", min=0.0, open_min=True)
         check_number(self.merge_cell_factor, "merge_cell_factor", min=0.0, open_min=True)
         check_int(self.min_overlap_pixels, "min_overlap_pixels", min=1)
@@ -183,6 +191,19 @@ def _check_inputs(image: Tensor, cameras: Sequence[Camera], depth: Tensor | None
         raise ValueError("image has non-finite values")
     if depth is not None:
         check_depth(depth, cameras[0])
+
+
+def filter_estimate(estimated: Tensor, image: Tensor, config: DreamConfig) -> tuple[Tensor, int]:
+    """A depth estimate of ``image`` as the loop aligns and lifts it: its pixel noise filtered
+    (alignment/denoise.py), then the rims its edges put on the wrong side peeled (alignment/rims.py;
+    ``config.rim_width`` 0: none); with the number of pixels peeled. The colour window reaches a pixel
+    past the widest rim, so the innermost rim pixel still sees the foreground's own colours."""
+    estimated = denoise_depth(estimated, radius=config.denoise_radius)
+    if config.rim_width == 0:
+        return estimated, 0
+    passes = max(2, math.ceil(config.rim_width * max(estimated.shape)))
+    peeled, rims = peel_rims(estimated, image, threshold=config.stretch_threshold, passes=passes, radius=passes + 1)
+    return peeled, int(rims.sum())
 
 
 def align_view(estimated: Tensor, reference: Tensor, known: Tensor, hole: Tensor,
@@ -241,7 +262,7 @@ def dream_view(
     check_depth(estimated, camera, "estimated depth")
 
     if aligner is None:
-        estimated = denoise_depth(estimated, radius=config.denoise_radius)
+        estimated, stats["rim_pixels"] = filter_estimate(estimated, completed, config)
     if aligner is not None:
         new_depth = aligner(estimated, render.depth, masks.known, masks.hole, camera)
         check_depth(new_depth.clamp_min(1e-6), camera, "aligned depth")
@@ -281,10 +302,14 @@ def dream(
     resume: DreamResult | None = None,
     on_view: Callable[[DreamResult], None] | None = None,
     aligner: Aligner | None = None,
+    depth_estimated: bool = False,
 ) -> DreamResult:
     """Dream a scene from ``image`` (the view of ``cameras[0]``) along ``cameras[1:]``.
 
     ``depth`` is the z-depth of ``image`` if known (RGBD input); otherwise it is estimated.
+    ``depth_estimated``: ``depth`` is ``depth_estimator``'s estimate of ``image``, made by the caller
+    (to place the trajectory) and passed through :func:`filter_estimate`: it is lifted as an estimate
+    (its depth ramps left out), not as a depth given with the photo.
     ``prompt`` is one string or one per camera. ``on_view`` is called with the loop's result so
     far after every view (the CLI writes a checkpoint there). ``resume`` continues such a result
     (its views must be a prefix of ``cameras``) and reproduces the uninterrupted run; given a
@@ -311,15 +336,16 @@ def dream(
         result = DreamResult(resume.points.to(device), list(resume.views), config)
     else:
         cam0 = cameras[0]
-        estimated_first = depth is None
-        if estimated_first:
+        estimated_first = depth is None or depth_estimated
+        stats = {}
+        if depth is None:
             depth = depth_estimator.estimate(image, camera=cam0)
             check_depth(depth, cam0, "estimated depth of the first view")
-            depth = denoise_depth(depth, radius=config.denoise_radius)
+            depth, stats["rim_pixels"] = filter_estimate(depth, image, config)
         stretched = stretched_pixels(depth, threshold=config.stretch_threshold)
         mask0 = first_view_mask(depth, config) if estimated_first else ~stretched
         points = lift(image, depth.to(image), cam0, mask0)
-        stats = {"new_points": len(points), "kept_points": len(points), "stretched_pixels": int(stretched.sum())}
+        stats.update(new_points=len(points), kept_points=len(points), stretched_pixels=int(stretched.sum()))
         result = DreamResult(points, [DreamView(cam0, image, depth.to(image), mask0, prompts[0], stats)], config)
         if on_progress:
             on_progress("dream", 1, total)
