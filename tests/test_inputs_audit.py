@@ -660,3 +660,38 @@ def test_out_under_an_existing_folder_named_like_a_scheme_is_local(tmp_path, mon
     assert check_output_folder("run:/scene") == Path("run:/scene")
     with pytest.raises(ValueError, match="is a URL"):
         check_output_folder("s3://bucket/scene")
+
+
+def test_two_jobs_of_one_process_probe_one_folder_at_once(tmp_path, monkeypatch):
+    """The app runs jobs in threads of one process; two checking outputs in the same parent folder
+    at once must not delete each other's probe file (a name per process did: "cannot write in ...
+    (No such file or directory)" for a folder anyone can write to)."""
+    import threading
+    from pathlib import Path
+
+    from dreamer.pipeline.preflight import check_output_folder
+
+    both_wrote = threading.Barrier(2, timeout=60)
+    real_unlink = Path.unlink
+
+    def unlink(self, *args, **kwargs):
+        if self.name.startswith(".dreamer-write-test-"):
+            both_wrote.wait()  # both probes are written before either is deleted
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    errors = []
+
+    def job(name):
+        try:
+            check_output_folder(tmp_path / name)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=job, args=(name,)) for name in ("scene-a", "scene-b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert list(tmp_path.iterdir()) == []  # no probe left behind, no folder made

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import tempfile
 from pathlib import Path
 
 from dreamer.checks import check_int, check_number
@@ -87,10 +88,12 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
         raise ValueError(f"{what} {out}: its path is {length} bytes; the files a run writes in it need it to be at "
                          f"most {path_max - _INSIDE} (the system's {path_max}, less {_INSIDE} for their own names); "
                          f"choose a shorter path")
-    probe = place / f".dreamer-write-test-{os.getpid()}"
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A name of its own per call (not per process): two jobs of one process (the app's threads)
+        # probing one parent folder at once deleted each other's probe ("No such file or directory").
+        handle, name = tempfile.mkstemp(prefix=".dreamer-write-test-", dir=place)
+        os.close(handle)
+        Path(name).unlink()
     except OSError as e:
         raise ValueError(f"{what} {out}: cannot write in {place} ({e.strerror or e}); choose a folder you can "
                          f"write to") from None
