@@ -2,7 +2,8 @@
 
 import torch
 
-from dreamer.scene.metrics import _seam_error
+from dreamer.cameras import Camera, camera_rays
+from dreamer.scene.metrics import _seam_error, _seen_before
 
 
 def _case():
@@ -39,3 +40,70 @@ def test_pixels_neither_new_nor_existing_make_no_seam():
     # 2.06 against 1.96 where the truth has no step, relative to the truth 2.
     depth = torch.where(existing, truth * 0.98, depth)
     assert abs(_seam_error(depth, truth, new, existing=existing) - 0.05) < 1e-12
+
+
+class _PillarWorld:
+    """A wall at z = 5 and, optionally, a pillar face at z = 2 for world x in [-0.5, 0.5]
+    (infinite in y); cameras look down +z from z = 0 without rotation."""
+
+    def __init__(self, pillar: bool):
+        self.pillar = pillar
+
+    def depth(self, camera):
+        origin, dirs = camera_rays(camera)
+        x_at_pillar = origin[0] + 2.0 * dirs[..., 0]
+        hit = x_at_pillar.abs() <= 0.5 if self.pillar else torch.zeros_like(x_at_pillar, dtype=bool)
+        return torch.where(hit, 2.0, 5.0)
+
+
+def _camera_at(x: float, size: int = 32):
+    c2w = torch.eye(4)
+    c2w[0, 3] = x
+    # f chosen so that a wall point seen by the camera at x = 3 falls 0.25 px from a pixel
+    # centre of the camera at x = 0 (at 32 px, u_A = u_B + 0.5 + 3 f / 5 with 3 f / 5 = 18.25):
+    # no pixel lies on the boundary of the other's image.
+    return Camera.from_focal(30.416666 * size / 32, size, size, c2w)
+
+
+def test_seen_before_is_the_earlier_frustum_on_a_wall():
+    world = _PillarWorld(pillar=False)
+    a, b = _camera_at(0.0), _camera_at(3.0)
+    seen = _seen_before(world, b, [a], world.depth(b))
+    # u_A = u_B + 18.75 lies inside A's 32 columns for u_B <= 13.
+    expected = torch.zeros(32, 32, dtype=torch.bool)
+    expected[:, :14] = True
+    assert torch.equal(seen, expected)
+    assert not _seen_before(world, b, [], world.depth(b)).any()
+    assert _seen_before(world, b, [b], world.depth(b)).all()
+
+
+def test_seen_before_leaves_out_what_a_nearer_surface_hid():
+    """From A at x = 0 the pillar shadows the wall for |x| < 1.25, and A sees the wall up to
+    |x| = 2.63; B at x = 1.5 sees the wall from x = -1 on (the pillar hides the rest). So B's wall
+    pixels between x = 1.25 and 2.63 are seen, those between -1 and 1.25 are hidden from A behind
+    the pillar, those beyond 2.63 lie outside A's image. Pixels within 0.2 m (2.4 px) of a
+    boundary are left out (the 3x3 maximum's leniency)."""
+    world = _PillarWorld(pillar=True)
+    a, b = _camera_at(0.0, 64), _camera_at(1.5, 64)
+    truth = world.depth(b)
+    seen = _seen_before(world, b, [a], truth)
+    origin, dirs = camera_rays(b)
+    x = origin[0] + truth * dirs[..., 0]  # world x of B's true surface points
+    wall = truth == 5.0
+    visible = wall & (x > 1.25 + 0.2) & (x < 2.63 - 0.2)
+    behind_pillar = wall & (x > -1.0 + 0.2) & (x < 1.25 - 0.2)
+    outside = wall & (x > 2.63 + 0.2)
+    assert visible.sum() >= 10 * 64 and behind_pillar.sum() >= 20 * 64 and outside.sum() >= 10 * 64
+    assert seen[visible].all()
+    assert not seen[behind_pillar].any()
+    assert not seen[outside].any()
+    # Seen from B itself, every pixel is.
+    assert _seen_before(world, b, [a, b], truth).all()
+
+
+def test_seen_before_on_the_procedural_world_identity():
+    """Every pixel of a camera is seen by that camera itself, grazing floor and edges included."""
+    from dreamer.worlds import ProceduralWorld
+    world = ProceduralWorld(seed=0)
+    cam = world.first_camera(64, 64)
+    assert _seen_before(world, cam, [cam], world.depth(cam)).all()

@@ -7,12 +7,17 @@ import statistics
 import torch
 
 from dreamer.backends import DepthEstimator
+from dreamer.cameras import Camera, project_points, unproject_depth
 from dreamer.scene.result import DreamResult
 
 __all__ = ["world_metrics", "flying_points"]
 
 # Half-size (pixels) of the stretch of seam over which the systematic seam step is averaged.
 _SEAM_WINDOW = 4
+# A true surface point counts as seen by an earlier camera when it lies in that camera's image no
+# farther than this fraction beyond the world's depth there (the 3x3 maximum, for edges and grazing
+# surfaces): in front of or on the surface that camera saw.
+_SEEN_TOLERANCE = 0.03
 
 
 def _abs_rel(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> float:
@@ -52,6 +57,27 @@ def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, exi
     return torch.cat(errs), torch.cat(ys), torch.cat(xs)
 
 
+def _seen_before(world, camera: Camera, earlier: list[Camera], truth: torch.Tensor) -> torch.Tensor:
+    """Bool [H,W]: the pixels of ``camera`` whose true surface point (``truth``, its z-depth)
+    some camera of ``earlier`` saw (inside its image, not hidden behind a nearer surface).
+
+    The cloud can only hold what an earlier view saw. Where ``camera`` shows a surface no earlier
+    view saw (an object that stood outside every earlier frustum), the cloud's render there shows
+    whatever lies behind it, the same for every alignment method: a seam against such a pixel
+    measures what the earlier views missed, not the step the alignment made."""
+    xyz = unproject_depth(truth, camera).reshape(-1, 3)
+    seen = torch.zeros(xyz.shape[0], dtype=torch.bool, device=xyz.device)
+    for other in earlier:
+        uv, z = project_points(xyz, other)
+        depth = world.depth(other).to(xyz)
+        farthest = torch.nn.functional.max_pool2d(depth[None, None], 3, stride=1, padding=1)[0, 0]
+        u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+        inside = (z > 0) & (u >= 0) & (u < other.width) & (v >= 0) & (v < other.height)
+        idx = inside.nonzero(as_tuple=True)[0]
+        seen[idx] |= z[idx] <= farthest[v[idx], u[idx]] * (1 + _SEEN_TOLERANCE)
+    return seen.reshape(truth.shape)
+
+
 def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, window: int = 0,
                 existing: torch.Tensor | None = None) -> float:
     """Median over the seam's pixel pairs of the error of the depth step across it (see
@@ -84,7 +110,8 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
     Per dreamed view (not the first): AbsRel of the new pixels' depth after alignment and, when
     ``depth_estimator`` is given, of its raw estimate (before alignment); the seam jump error
     (the depth step from the pixels that showed the cloud, ``view.known``, to the new pixels next
-    to them, minus the true step, relative), after and before alignment,
+    to them, minus the true step, relative; only from known pixels whose true surface an earlier
+    view saw, see :func:`_seen_before`), after and before alignment,
     and the systematic seam step (the same averaged along the seam over 9 pixels, which removes
     the pixel noise; see :func:`_seam_error`). For the cloud: mean distance of the points to the
     true surface, absolute and as a fraction of the world's extent, and the point count.
@@ -94,16 +121,19 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
         # z-depth only (no shading); the world caches what it traced for this camera already
         # (the inpainter's render, the depth estimator's depth), so this repeats no work.
         truth = world.depth(view.camera).to(view.depth)
+        known = _seen_before(world, view.camera, [v.camera for v in result.views[:k]], truth)
+        if view.known is not None:
+            known &= view.known.to(known.device)
         row = {"view": k, "new_pixels": int(view.mask.sum()),
                "abs_rel_aligned": _abs_rel(view.depth, truth, view.mask),
-               "seam_jump": _seam_error(view.depth, truth, view.mask, existing=view.known),
-               "seam_step": _seam_error(view.depth, truth, view.mask, window=_SEAM_WINDOW, existing=view.known),
+               "seam_jump": _seam_error(view.depth, truth, view.mask, existing=known),
+               "seam_step": _seam_error(view.depth, truth, view.mask, window=_SEAM_WINDOW, existing=known),
                "scale": view.stats.get("scale", float("nan"))}
         if depth_estimator is not None and view.mask.any():
             raw = depth_estimator.estimate(view.image, camera=view.camera).to(view.depth)
             row["abs_rel_unaligned"] = _abs_rel(raw, truth, view.mask)
             row["seam_jump_unaligned"] = _seam_error(torch.where(view.mask, raw, view.depth), truth, view.mask,
-                                                     existing=view.known)
+                                                     existing=known)
         per_view.append(row)
 
     dist = world.distance_to_surface(result.points.xyz)
