@@ -68,13 +68,13 @@ def _camera_at(x: float, size: int = 32):
 def test_seen_before_is_the_earlier_frustum_on_a_wall():
     world = _PillarWorld(pillar=False)
     a, b = _camera_at(0.0), _camera_at(3.0)
-    seen = _seen_before(world, b, [a], world.depth(b))
+    seen = _seen_before(world, b, [(a, None)], world.depth(b))
     # u_A = u_B + 18.75 lies inside A's 32 columns for u_B <= 13.
     expected = torch.zeros(32, 32, dtype=torch.bool)
     expected[:, :14] = True
     assert torch.equal(seen, expected)
     assert not _seen_before(world, b, [], world.depth(b)).any()
-    assert _seen_before(world, b, [b], world.depth(b)).all()
+    assert _seen_before(world, b, [(b, None)], world.depth(b)).all()
 
 
 def test_seen_before_leaves_out_what_a_nearer_surface_hid():
@@ -86,7 +86,7 @@ def test_seen_before_leaves_out_what_a_nearer_surface_hid():
     world = _PillarWorld(pillar=True)
     a, b = _camera_at(0.0, 64), _camera_at(1.5, 64)
     truth = world.depth(b)
-    seen = _seen_before(world, b, [a], truth)
+    seen = _seen_before(world, b, [(a, None)], truth)
     origin, dirs = camera_rays(b)
     x = origin[0] + truth * dirs[..., 0]  # world x of B's true surface points
     wall = truth == 5.0
@@ -98,7 +98,7 @@ def test_seen_before_leaves_out_what_a_nearer_surface_hid():
     assert not seen[behind_pillar].any()
     assert not seen[outside].any()
     # Seen from B itself, every pixel is.
-    assert _seen_before(world, b, [a, b], truth).all()
+    assert _seen_before(world, b, [(a, None), (b, None)], truth).all()
 
 
 def test_seen_before_on_the_procedural_world_identity():
@@ -106,4 +106,4 @@ def test_seen_before_on_the_procedural_world_identity():
     from dreamer.worlds import ProceduralWorld
     world = ProceduralWorld(seed=0)
     cam = world.first_camera(64, 64)
-    assert _seen_before(world, cam, [cam], world.depth(cam)).all()
+    assert _seen_before(world, cam, [(cam, None)], world.depth(cam)).all()

@@ -57,22 +57,30 @@ def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, exi
     return torch.cat(errs), torch.cat(ys), torch.cat(xs)
 
 
-def _seen_before(world, camera: Camera, earlier: list[Camera], truth: torch.Tensor) -> torch.Tensor:
-    """Bool [H,W]: the pixels of ``camera`` whose true surface point (``truth``, its z-depth)
-    some camera of ``earlier`` saw (inside its image, not hidden behind a nearer surface).
+def _seen_before(world, camera: Camera, earlier: list[tuple[Camera, torch.Tensor | None]],
+                 truth: torch.Tensor) -> torch.Tensor:
+    """Bool [H,W]: the pixels of ``camera`` whose true surface point (``truth``, its z-depth) an
+    earlier view lifted: it lies inside the image of a camera of ``earlier`` (pairs of a camera
+    and the bool [H,W] mask of the pixels that view lifted, None: all), not hidden behind a nearer
+    surface, within a pixel of a lifted one.
 
-    The cloud can only hold what an earlier view saw. Where ``camera`` shows a surface no earlier
-    view saw (an object that stood outside every earlier frustum), the cloud's render there shows
+    The cloud holds only what an earlier view lifted. Where ``camera`` shows a surface no earlier
+    view lifted (an object that stood outside every earlier frustum, or that the earlier views saw
+    only where the cloud already showed the wall behind it), the cloud's render there shows
     whatever lies behind it, the same for every alignment method: a seam against such a pixel
-    measures what the earlier views missed, not the step the alignment made."""
+    measures what the earlier views' coverage missed, not the step the alignment made."""
     xyz = unproject_depth(truth, camera).reshape(-1, 3)
     seen = torch.zeros(xyz.shape[0], dtype=torch.bool, device=xyz.device)
-    for other in earlier:
+    for other, lifted in earlier:
         uv, z = project_points(xyz, other)
         depth = world.depth(other).to(xyz)
         farthest = torch.nn.functional.max_pool2d(depth[None, None], 3, stride=1, padding=1)[0, 0]
         u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
         inside = (z > 0) & (u >= 0) & (u < other.width) & (v >= 0) & (v < other.height)
+        if lifted is not None:
+            near_lifted = torch.nn.functional.max_pool2d(lifted.to(xyz.device, torch.float32)[None, None], 3,
+                                                         stride=1, padding=1)[0, 0] > 0
+            inside[inside.clone()] = near_lifted[v[inside], u[inside]]
         idx = inside.nonzero(as_tuple=True)[0]
         seen[idx] |= z[idx] <= farthest[v[idx], u[idx]] * (1 + _SEEN_TOLERANCE)
     return seen.reshape(truth.shape)
@@ -111,7 +119,7 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
     ``depth_estimator`` is given, of its raw estimate (before alignment); the seam jump error
     (the depth step from the pixels that showed the cloud, ``view.known``, to the new pixels next
     to them, minus the true step, relative; only from known pixels whose true surface an earlier
-    view saw, see :func:`_seen_before`), after and before alignment,
+    view lifted, see :func:`_seen_before`), after and before alignment,
     and the systematic seam step (the same averaged along the seam over 9 pixels, which removes
     the pixel noise; see :func:`_seam_error`). For the cloud: mean distance of the points to the
     true surface, absolute and as a fraction of the world's extent, and the point count.
@@ -121,7 +129,7 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
         # z-depth only (no shading); the world caches what it traced for this camera already
         # (the inpainter's render, the depth estimator's depth), so this repeats no work.
         truth = world.depth(view.camera).to(view.depth)
-        known = _seen_before(world, view.camera, [v.camera for v in result.views[:k]], truth)
+        known = _seen_before(world, view.camera, [(v.camera, v.mask) for v in result.views[:k]], truth)
         if view.known is not None:
             known &= view.known.to(known.device)
         row = {"view": k, "new_pixels": int(view.mask.sum()),
