@@ -46,6 +46,13 @@ def test_synthetic_run_writes_every_file(tmp_path):
     c2w_gl = torch.tensor(tf["frames"][1]["transform_matrix"])
     c2w_cv = torch.tensor(cams["cameras"][1]["c2w"])
     assert torch.allclose(-c2w_gl[:3, 2], c2w_cv[:3, 2], atol=1e-6)
+    # Either export given back as --trajectory: the run's cameras (transforms.json in OpenGL axes)
+    from dreamer.trajectories import load_trajectory
+
+    for a, b in zip(load_trajectory(out / "cameras.json").cameras, load_trajectory(out / "transforms.json").cameras,
+                    strict=True):
+        assert (a.width, a.height) == (b.width, b.height) == (64, 64)
+        assert torch.allclose(a.K, b.K) and torch.allclose(a.c2w, b.c2w, atol=1e-6)
     m = read_json(out / "metrics.json")
     assert m["views"] == 3 and m["abs_rel_aligned"] < m["abs_rel_unaligned"]
     cfg = read_json(out / "config.json")
