@@ -26,7 +26,7 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 __all__ = ["atomic_path", "remove_temporaries", "write_json", "read_json", "save_image", "load_image_tensor",
-           "save_depth_npy", "save_depth_png16", "to_uint8", "even_sides", "VIDEO_WRITER_ARGS"]
+           "save_depth_npy", "save_depth_png16", "to_uint8", "even_sides", "VIDEO_WRITER_ARGS", "read_ply"]
 
 
 # A temporary of atomic_path: ".<name>.<8 random characters>.tmp<suffix>" (the suffix is kept so that
@@ -110,6 +110,36 @@ def write_json(path: str | Path, data) -> None:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
+
+
+def read_ply(path: str | Path, what: str = "a PLY point cloud"):
+    """A PLY file's ``plyfile.PlyData``, its ``vertex`` element's properties checked to be numbers.
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file and ``what`` was
+    expected for anything that is not a readable PLY (another format renamed ``.ply``, an empty or
+    truncated file, a header whose counts the data does not hold) or whose vertex properties are
+    lists: plyfile's own errors, and numpy's on the lists, name neither."""
+    from plyfile import PlyData, PlyParseError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:3] != b"ply" or head[3:] not in (b"\n", b"\r"):
+        found = "it is empty" if not head else f"it begins with {head!r}, not the line 'ply'"
+        raise ValueError(f"{path}: not a readable PLY file ({found}); expected {what}")
+    try:
+        ply = PlyData.read(str(path))
+    except (PlyParseError, ValueError, UnicodeDecodeError, EOFError, IndexError, MemoryError) as e:
+        raise ValueError(f"{path}: not a readable PLY file ({e}); expected {what}") from None
+    if "vertex" in ply:
+        dtype = ply["vertex"].data.dtype
+        lists = [n for n in dtype.names or () if dtype[n].kind not in "biuf"]
+        if lists:
+            raise ValueError(f"{path}: vertex properties {lists} are lists; expected {what}, one number per "
+                             f"property and vertex")
+    return ply
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
