@@ -273,6 +273,10 @@ def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
 
         try:
             data = _load_yaml(text)
+        except yaml.reader.ReaderError as e:  # a control character; PyYAML counts its position in characters
+            line = text.count("\n", 0, e.position) + 1
+            raise ValueError(f"{path}:{line}: not valid YAML: control character {chr(e.character)!r} "
+                             f"(U+{e.character:04X}); only tabs and line breaks may appear in a YAML file") from None
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: not valid YAML: {one_line(e)}") from None
         except RecursionError:

@@ -122,6 +122,15 @@ def make_inputs(d: Path) -> Path:
     (d / "empty_prompts.txt").write_text("# nothing but a comment\n")
     (d / "prompts40.txt").write_text("".join(f"level {i}\n" for i in range(40)))
     (d / "a_file").write_text("x")
+    # Control characters in prompts (a NUL, an escape sequence): the files that carry prompts.
+    (d / "nul_prompt.jsonl").write_text('{"name": "ok", "prompt": "a room"}\n\n'
+                                        '{"name": "b", "prompt": "a \\u0000 room"}\n')
+    (d / "esc_prompt.yaml").write_text('- {name: a, models: synthetic}\n- name: b\n  prompt: "a \\e[31mred room"\n')
+    (d / "raw_nul.yaml").write_text("- name: a\n  prompt: a room\n- name: b\n  prompt: a \0 room\n")
+    (d / "nul_prompts.txt").write_text("a forest\n\n# the next line holds a NUL\nthe tr\0ee\n")
+    (d / "bell_prompts.json").write_text('["a forest", "a \\u0007 tree"]')
+    (d / "esc_trajectory.json").write_text(json.dumps({"fov": 60, "cameras": [
+        {"c2w": np.eye(4).tolist()}, {"c2w": np.eye(4).tolist(), "prompt": "a \x1b[2J window"}]}))
     # Folders a run must not take over: a source tree's zoom/ package, another tool's config.json.
     (d / "foreign" / "zoom").mkdir(parents=True)
     (d / "foreign" / "zoom" / "keep.py").write_text("")
@@ -403,6 +412,25 @@ CASES = [
                                     "--device", "cpu", "--out", "{o}"], 2, ["--model", "no_model", "no such folder"]),
     ("zoom-tiny-vae-missing", "zoom", ["--prompts", "a", "--tiny-vae", "{d}/no_vae", "--out", "{o}"], 2,
      ["--tiny-vae", "no_vae", "no such folder"]),
+    # --- prompts with control characters (a NUL, an escape sequence): dreamed with them before
+    ("prompt-escape-sequence", "dreamer", ["--prompt", "a \x1b[31mred room", "--out", "{o}"], 2,
+     ["prompt", "control characters", "'\\x1b' (U+001B) at character 3"]),
+    ("prompts-bell", "dreamer", ["--prompts", "a", "b\x07", "--out", "{o}"], 2, ["prompts[1]", "'\\x07'"]),
+    ("batch-jsonl-nul-prompt", "dreamer", ["--batch", "{d}/nul_prompt.jsonl", "--out", "{o}"], 2,
+     ["nul_prompt.jsonl", "scene 1 (b)", "prompt must be text without control characters", "U+0000"]),
+    ("batch-yaml-escaped-escape", "dreamer", ["--batch", "{d}/esc_prompt.yaml", "--out", "{o}"], 2,
+     ["esc_prompt.yaml", "scene 1 (b)", "U+001B"]),
+    ("batch-yaml-raw-nul", "dreamer", ["--batch", "{d}/raw_nul.yaml", "--out", "{o}"], 2,
+     ["raw_nul.yaml:4: not valid YAML: control character '\\x00' (U+0000)"]),  # was "position 44"
+    ("trajectory-prompt-escape", "dreamer", ["--trajectory", "{d}/esc_trajectory.json", "--out", "{o}"], 2,
+     ["esc_trajectory.json: camera 1: prompt must be text without control characters", "U+001B"]),
+    ("zoom-prompts-file-nul", "zoom", ["--prompts-file", "{d}/nul_prompts.txt", "--out", "{o}"], 2,
+     ["nul_prompts.txt:4: the prompt", "U+0000"]),
+    ("zoom-prompts-json-bell", "zoom", ["--prompts-file", "{d}/bell_prompts.json", "--out", "{o}"], 2,
+     ["bell_prompts.json: prompt 1", "U+0007"]),
+    ("zoom-prompt-escape", "zoom", ["--prompts", "a", "b\x1b", "--out", "{o}"], 2, ["level 1", "U+001B"]),
+    ("zoom-negative-prompt-nul-like", "zoom", ["--prompts", "a", "--negative-prompt", "x\x7f", "--out", "{o}"], 2,
+     ["--negative-prompt", "U+007F"]),
     ("zoom-empty-prompt", "zoom", ["--prompts", "a", " ", "--out", "{o}"], 2, ["level 1", "empty"]),
     ("zoom-out-empty", "zoom", ["--prompts", "a", "--out", ""], 2, ["--out", "empty"]),
     ("zoom-into-a-scene-folder", "zoom", ["--prompts", "a", "--out", "{d}/other_tool"], 2,

@@ -78,7 +78,7 @@ from dreamer.cameras import (
     opencv_to_opengl,
     opengl_to_opencv,
 )
-from dreamer.checks import check_int, check_number
+from dreamer.checks import check_int, check_number, check_text
 from dreamer.cli import parse_json, quote_names
 from dreamer.trajectories.base import Trajectory, TrajectoryFileError, _check_first
 from dreamer.trajectories.interpolate import _segment_counts, interpolate_cameras
@@ -226,6 +226,13 @@ class _Defaults:
         return K
 
 
+def _check_prompt_text(prompt: str, key: str, src: _Source, where: str | None) -> None:
+    try:
+        check_text(prompt, key)
+    except ValueError as e:
+        raise src.error(where, str(e)) from None
+
+
 def _parse_entries(entries: Any, kind: str, top: dict, defaults: _Defaults, convention: str,
                    src: _Source, extra_keys: set[str]) -> tuple[list[Camera], list[str | None], list[dict]]:
     if not isinstance(entries, list):
@@ -256,6 +263,8 @@ def _parse_entries(entries: Any, kind: str, top: dict, defaults: _Defaults, conv
         prompt = entry.get("prompt")
         if prompt is not None and not isinstance(prompt, str):
             raise src.error(where, f"prompt must be a string or null, got {type(prompt).__name__}")
+        if prompt is not None:
+            _check_prompt_text(prompt, "prompt", src, where)
         cams.append(cam)
         prompts.append(prompt)
     if "prompts" in top:
@@ -271,6 +280,8 @@ def _parse_entries(entries: Any, kind: str, top: dict, defaults: _Defaults, conv
         for i, p in enumerate(plist):
             if p is not None and not isinstance(p, str):
                 raise src.error(f"prompts[{i}]", f"must be a string or null, got {type(p).__name__}")
+            if p is not None:
+                _check_prompt_text(p, f"prompts[{i}]", src, None)
         prompts = list(plist)
     return cams, prompts, entries
 
