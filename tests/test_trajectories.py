@@ -322,7 +322,7 @@ def test_a_runs_cameras_json_loads_as_its_cameras(tmp_path, posed_first):
     cams = make_trajectory("orbit", posed_first, CD, n=5).cameras
     cams[3] = Camera(cams[3].K * torch.tensor([[1.2], [1.2], [1.0]]), cams[3].c2w, 512, 512)  # its own zoom
     views = [DreamView(c, torch.zeros(1, 1, 3), torch.ones(1, 1), torch.zeros(1, 1, dtype=torch.bool),
-                       prompt=f"view {i}", stats={"rmse": float("nan"), "n": i}) for i, c in enumerate(cams)]
+                       prompt=f"view {i}\x1b", stats={"rmse": float("nan"), "n": i}) for i, c in enumerate(cams)]
     path = tmp_path / "cameras.json"
     write_cameras_json(path, cams, views)
     loaded = load_trajectory(path)

@@ -422,9 +422,11 @@ def _parse(data: Any, first: Camera | None, src: _Source, max_cameras: int | Non
             if "prompts" in data:
                 raise src.error(None, "'prompts' is not part of a run's cameras.json (marked by 'depth'); "
                                       "pass --prompts instead")
-            cams, _, _ = _parse_entries(data["cameras"], "camera", data, defaults, convention, src,
-                                        _EXPORT_CAMERA_KEYS)
-            return Trajectory(cams)  # its prompts record the old run's: the new run's prompt applies
+            # Its prompts record the old run's (ignored, not checked): the new run's prompt applies.
+            entries = [{k: v for k, v in e.items() if k != "prompt"} if isinstance(e, dict) else e
+                       for e in data["cameras"]]
+            cams, _, _ = _parse_entries(entries, "camera", data, defaults, convention, src, _EXPORT_CAMERA_KEYS)
+            return Trajectory(cams)
         cams, prompts, _ = _parse_entries(data["cameras"], "camera", data, defaults, convention, src, set())
         return Trajectory(cams, prompts)
     return _parse_keyframes(data, defaults, convention, src, max_cameras)
