@@ -71,18 +71,23 @@ class Limits:
 
 
 def check_text(value, name: str, max_chars: int, *, required: bool = False) -> str:
-    """A stripped string of at most ``max_chars`` characters (``None`` counts as empty)."""
+    """A stripped string of at most ``max_chars`` characters (``None`` counts as empty), with no
+    control characters other than tabs and line breaks."""
     if value is None:
         value = ""
     if not isinstance(value, str):
         raise InputError(f"{name} must be text, got {type(value).__name__}")
+    from dreamer import checks
+
+    try:  # before stripping, so that the line it names is the one the visitor sees
+        checks.check_text(value, name)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     value = value.strip()
     if required and not value:
         raise InputError(f"{name} is empty")
     if len(value) > max_chars:
         raise InputError(f"{name} is {len(value)} characters long; at most {max_chars} are allowed")
-    if "\x00" in value:
-        raise InputError(f"{name} holds a NUL character")
     return value
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -37,6 +38,7 @@ __all__ = [
     "check_int",
     "check_number",
     "check_choice",
+    "check_text",
     "check_image",
     "check_map",
     "check_mask",
@@ -184,6 +186,27 @@ def check_choice(value: Any, name: str, choices: Iterable[Any]) -> Any:
     choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+# Control characters (Unicode category Cc: C0, DEL, C1) other than tab, line feed and carriage return.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def check_text(value: Any, name: str) -> str:
+    """Raise TypeError unless ``value`` is a str, ValueError if it holds a control character other
+    than tab and line breaks (a NUL, an escape sequence: a file's encoding gone wrong or a stray
+    paste, which a prompt would carry into the models, the logs and the terminal); return it.
+    The message gives the character and, for text of several lines, its line."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be text (a str), got {type(value).__name__}")
+    bad = _CONTROL.search(value)
+    if bad is not None:
+        i = bad.start()
+        line = value.count("\n", 0, i) + 1
+        where = f"line {line}, character {i - value.rfind(chr(10), 0, i)}" if "\n" in value else f"character {i + 1}"
+        raise ValueError(f"{name} must be text without control characters (tabs and line breaks are fine), got "
+                         f"{bad.group()!r} (U+{ord(bad.group()):04X}) at {where}")
     return value
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -22,8 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+log = logging.getLogger(__name__)
+
 __all__ = ["atomic_path", "remove_temporaries", "write_json", "read_json", "save_image", "load_image_tensor",
-           "save_depth_npy", "save_depth_png16", "to_uint8", "even_sides", "VIDEO_WRITER_ARGS"]
+           "save_depth_npy", "save_depth_png16", "to_uint8", "even_sides", "VIDEO_WRITER_ARGS", "read_ply"]
 
 
 # A temporary of atomic_path: ".<name>.<8 random characters>.tmp<suffix>" (the suffix is kept so that
@@ -109,6 +112,36 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
 
 
+def read_ply(path: str | Path, what: str = "a PLY point cloud"):
+    """A PLY file's ``plyfile.PlyData``, its ``vertex`` element's properties checked to be numbers.
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file and ``what`` was
+    expected for anything that is not a readable PLY (another format renamed ``.ply``, an empty or
+    truncated file, a header whose counts the data does not hold) or whose vertex properties are
+    lists: plyfile's own errors, and numpy's on the lists, name neither."""
+    from plyfile import PlyData, PlyParseError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:3] != b"ply" or head[3:] not in (b"\n", b"\r"):
+        found = "it is empty" if not head else f"it begins with {head!r}, not the line 'ply'"
+        raise ValueError(f"{path}: not a readable PLY file ({found}); expected {what}")
+    try:
+        ply = PlyData.read(str(path))
+    except (PlyParseError, ValueError, UnicodeDecodeError, EOFError, IndexError, MemoryError) as e:
+        raise ValueError(f"{path}: not a readable PLY file ({e}); expected {what}") from None
+    if "vertex" in ply:
+        dtype = ply["vertex"].data.dtype
+        lists = [n for n in dtype.names or () if dtype[n].kind not in "biuf"]
+        if lists:
+            raise ValueError(f"{path}: vertex properties {lists} are lists; expected {what}, one number per "
+                             f"property and vertex")
+    return ply
+
+
 def to_uint8(image: Tensor) -> np.ndarray:
     """float [H,W,3] in [0,1] -> uint8 [H,W,3] (rounded)."""
     return (image.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
@@ -141,13 +174,31 @@ def save_depth_npy(path: str | Path, depth: Tensor) -> None:
             np.save(f, depth.detach().cpu().float().numpy())
 
 
-def save_depth_png16(path: str | Path, depth: Tensor) -> None:
-    """z-depth as a 16-bit PNG in millimetres (clipped to 65.535 m)."""
+def save_depth_png16(path: str | Path, depth: Tensor, *, exact: str | Path | None = None) -> int:
+    """z-depth as a 16-bit PNG in millimetres; return how many pixels were written as unknown (0).
+
+    A 16-bit millimetre PNG holds 1 mm to 65.535 m. A pixel farther than that is written as 0,
+    "unknown", the depth sensors' convention for out-of-range pixels and how the readers of these
+    PNGs take a 0 (:func:`dreamer.pipeline.inputs.load_depth` fills it from its neighbours,
+    nerfstudio's depth losses skip it): clipped to 65.535 m it would read back as a wrong depth.
+    A warning says how many pixels that is and, when ``exact`` names it, where the exact depth is
+    (the run's float32 ``.npy`` beside the PNG). Depths under 0.5 mm round to 0 as well."""
     from PIL import Image
 
-    mm = np.clip(depth.detach().cpu().double().numpy() * 1000.0 + 0.5, 0, 65535).astype(np.uint16)
+    metres = depth.detach().cpu().double().numpy()
+    mm = np.floor(metres * 1000.0 + 0.5)  # rounded half up, as before
+    far = ~(mm <= 65535)  # NaN too
+    mm = np.where(far, 0, np.clip(mm, 0, 65535)).astype(np.uint16)
     with atomic_path(path) as tmp:
         Image.fromarray(mm).save(tmp, format="PNG")
+    n_far = int(far.sum())
+    if n_far:
+        finite = metres[far & np.isfinite(metres)]
+        farthest = f" (up to {finite.max():.1f} m)" if finite.size else ""
+        where = f"; the exact depth is in {exact}" if exact is not None else ""
+        log.warning("%s: %d pixels lie beyond 65.535 m%s, the farthest a 16-bit millimetre PNG holds; "
+                    "written as 0 (unknown)%s", path, n_far, farthest, where)
+    return n_far
 
 
 VIDEO_WRITER_ARGS = dict(format="FFMPEG", codec="libx264", pixelformat="yuv420p", macro_block_size=2)

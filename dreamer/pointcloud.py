@@ -165,18 +165,26 @@ class PointCloud:
 
     @classmethod
     def load_ply(cls, path: str | Path) -> "PointCloud":
-        """Read a point PLY (ours or any with x y z and red green blue; radius optional)."""
-        from plyfile import PlyData
+        """Read a point PLY (ours or any with x y z and red green blue; radius optional).
 
-        ply = PlyData.read(str(path))
+        Raises FileNotFoundError for a missing file and ValueError naming the file for one that is
+        not a readable PLY (see :func:`dreamer.io.read_ply`), has no ``vertex`` element or x y z, or
+        holds non-finite positions."""
+        from dreamer.io import read_ply
+
+        ply = read_ply(path)
         if "vertex" not in ply:
-            raise ValueError(f"{path}: no 'vertex' element in this PLY")
+            raise ValueError(f"{path}: no 'vertex' element in this PLY; a point cloud stores one point per vertex")
         v = ply["vertex"].data
         names = v.dtype.names
         for need in ("x", "y", "z"):
             if need not in names:
                 raise ValueError(f"{path}: vertex property {need!r} missing (has {names})")
         xyz = torch.from_numpy(np.stack([v["x"], v["y"], v["z"]], -1).astype(np.float32))
+        bad = ~torch.isfinite(xyz).all(1)
+        if bad.any():
+            raise ValueError(f"{path}: {int(bad.sum())} of {len(v)} points have non-finite x y z "
+                             f"(first at index {int(bad.int().argmax())})")
         if all(c in names for c in ("red", "green", "blue")):
             rgb = np.stack([v["red"], v["green"], v["blue"]], -1).astype(np.float32)
             rgb = rgb / 255.0 if v["red"].dtype == np.uint8 else rgb

@@ -216,11 +216,23 @@ def _check_expansion(data: Any, budget: int, path: Path) -> None:
             stack.extend(x)
 
 
-def _load_yaml(text: str) -> Any:
+def _scene_lines(root) -> list[int]:
+    """The line (from 1) where each scene of a composed batch document starts: the items of the
+    top-level list, or of the list under 'scenes' (none for another document)."""
+    import yaml
+
+    node = root
+    if isinstance(node, yaml.MappingNode):
+        node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == "scenes"), None)
+    return [item.start_mark.line + 1 for item in node.value] if isinstance(node, yaml.SequenceNode) else []
+
+
+def _load_yaml(text: str) -> tuple[Any, list[int]]:
     """``yaml.safe_load(text)``, refusing a mapping that gives one key twice (``{name: a, name: b}``
-    would otherwise keep the last value without a word). The keys are compared on the composed
-    nodes, as written, before anything is built: a merge (``<<: *defaults``) may still be
-    overridden by the mapping's own keys, as YAML means it."""
+    would otherwise keep the last value without a word), and the line (from 1) where each scene
+    of a batch starts (:func:`_scene_lines`). The keys are compared on the composed nodes, as
+    written, before anything is built: a merge (``<<: *defaults``) may still be overridden by the
+    mapping's own keys, as YAML means it."""
     import yaml
 
     merge = "tag:yaml.org,2002:merge"
@@ -246,7 +258,7 @@ def _load_yaml(text: str) -> Any:
                     seen.add(key)
             elif isinstance(node, yaml.SequenceNode):
                 stack += node.value
-        return None if root is None else loader.construct_document(root)
+        return (None, []) if root is None else (loader.construct_document(root), _scene_lines(root))
     finally:
         loader.dispose()
 
@@ -254,6 +266,21 @@ def _load_yaml(text: str) -> Any:
 def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
     """The scenes of a batch file: YAML (a list, or a mapping with 'scenes') or JSON lines, read
     within ``limits`` (a :class:`dreamer.pipeline.limits.Limits`; default the standard ones)."""
+    return _read_batch(path, limits)[0]
+
+
+def entry_where(path: Path, line: int | None, index: int, name: str | None = None) -> str:
+    """How a message names a batch's scene: ``<file>:<line>: scene <index> (<name>)``, the line
+    where its entry starts (``<file>: scene ...`` where it is not known)."""
+    return f"{_place(path, line)}: scene {index}" + (f" ({name})" if name is not None else "")
+
+
+def _place(path: Path, line: int | None) -> str:
+    return f"{path}:{line}" if line is not None else str(path)
+
+
+def _read_batch(path: Path, limits=None) -> tuple[list[dict[str, Any]], list[int | None]]:
+    """:func:`load_batch`'s scenes and the line where each starts (None where it is not known)."""
     from dreamer.pipeline.limits import Limits
     from dreamer.pipeline.preflight import read_text_input
 
@@ -261,18 +288,23 @@ def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
     limits = limits or Limits()
     text = read_text_input(path, "batch file", limits)
     if path.suffix in (".jsonl", ".ndjson"):
-        scenes = []
+        scenes, lines = [], []
         for lineno, line in enumerate(text.splitlines(), 1):
             if line.strip() and not line.lstrip().startswith("#"):
                 try:
                     scenes.append(parse_json(line))
                 except ValueError as e:
                     raise ValueError(f"{path}:{lineno}: {e}") from None
+                lines.append(lineno)
     else:
         import yaml
 
         try:
-            data = _load_yaml(text)
+            data, lines = _load_yaml(text)
+        except yaml.reader.ReaderError as e:  # a control character; PyYAML counts its position in characters
+            line = text.count("\n", 0, e.position) + 1
+            raise ValueError(f"{path}:{line}: not valid YAML: control character {chr(e.character)!r} "
+                             f"(U+{e.character:04X}); only tabs and line breaks may appear in a YAML file") from None
         except yaml.YAMLError as e:
             raise ValueError(f"{path}: not valid YAML: {one_line(e)}") from None
         except RecursionError:
@@ -292,10 +324,11 @@ def load_batch(path: Path, limits=None) -> list[dict[str, Any]]:
             scenes = data
     if not isinstance(scenes, list) or not scenes:
         raise ValueError(f"{path}: expected a non-empty list of scenes")
+    lines = lines if len(lines) == len(scenes) else [None] * len(scenes)
     for i, s in enumerate(scenes):
         if not isinstance(s, dict):
-            raise ValueError(f"{path}: scene {i} must be a mapping of settings, got {type(s).__name__}")
-    return scenes
+            raise ValueError(f"{entry_where(path, lines[i], i)} must be a mapping of settings, got {type(s).__name__}")
+    return scenes, lines
 
 
 def _slug(text: str, fallback: str) -> str:
@@ -363,12 +396,14 @@ def _configs(args: argparse.Namespace, flat: dict[str, Any], base, where: str):
     return dataclasses.replace(configs, preset=name)
 
 
-def plan_jobs(args: argparse.Namespace, limits) -> tuple[list[tuple[str, Path, Any]], list[tuple[str, Path, str]]]:
-    """The scenes this run will dream, ``(name, folder, configs)``, every input of each checked
-    (:func:`dreamer.pipeline.preflight.check_scene`), and the scenes of a batch refused for a bad
-    input, ``(name, folder, reason)``: all are reported and none runs. Raises ValueError /
-    TypeError / OSError for a bad option, a bad input of a single scene, or a batch file that
-    cannot be read as a list of uniquely named scenes; all before any model loads."""
+def plan_jobs(args: argparse.Namespace, limits) -> tuple[list[tuple[str, Path, Any, str]], list[str]]:
+    """The scenes this run will dream, ``(name, folder, configs, where)``, every input of each
+    checked (:func:`dreamer.pipeline.preflight.check_scene`; ``where`` names a batch's scene in
+    messages, :func:`entry_where`, and is "" for a single scene), and the reasons the scenes of a
+    batch were refused for a bad input, each a line ``<file>:<line>: scene <i> (<name>): <reason>``:
+    all are reported and none runs. Raises ValueError / TypeError / OSError for a bad option, a bad
+    input of a single scene, or a batch file that cannot be read as a list of uniquely named
+    scenes; all before any model loads."""
     from dreamer.pipeline.preflight import check_output_folder, check_scene
 
     base = _base_configs(args, limits)
@@ -383,8 +418,8 @@ def plan_jobs(args: argparse.Namespace, limits) -> tuple[list[tuple[str, Path, A
         name = _slug(basis, "scene")
         out = args.out or Path("runs") / name
         check_scene(configs, out, limits)
-        return [(name, out, configs)], []
-    entries = load_batch(args.batch, limits)
+        return [(name, out, configs, "")], []
+    entries, lines = _read_batch(args.batch, limits)
     root = check_output_folder(args.out or Path("runs") / args.batch.stem)
     names: list[str | Exception] = []
     named: dict[str, int] = {}
@@ -396,8 +431,10 @@ def plan_jobs(args: argparse.Namespace, limits) -> tuple[list[tuple[str, Path, A
             continue
         key = name.casefold()  # 'A' and 'a' are one folder on macOS and Windows file systems
         if key in named:
-            raise ValueError(f"{args.batch}: scenes {named[key]} and {i} are both named {name!r}"
-                             f"{'' if names[named[key]] == name else ' (up to case)'}, so the second would "
+            first = named[key]
+            raise ValueError(f"{_place(args.batch, lines[i])}: scenes {first}"
+                             f"{'' if lines[first] is None else f' (line {lines[first]})'} and {i} are both named "
+                             f"{name!r}{'' if names[first] == name else ' (up to case)'}, so the second would "
                              f"overwrite the first; give each scene its own name")
         named[key] = i
         names.append(name)
@@ -406,18 +443,18 @@ def plan_jobs(args: argparse.Namespace, limits) -> tuple[list[tuple[str, Path, A
         if i % shard_n != shard_i:
             continue
         if isinstance(name, Exception):
-            refused.append((f"scene {i}", root, f"{args.batch} scene {i}: {name}"))
+            refused.append(f"{entry_where(args.batch, lines[i], i)}: {name}")
             continue
-        where = f"{args.batch} scene {i} ({name})"
+        where = entry_where(args.batch, lines[i], i, name)
         entry = {k: v for k, v in entry.items() if k != "name" and v is not None}  # null: not set
         try:
             configs = _configs(args, {**cli, **entry}, base, where)
             check_scene(configs, root / name, limits, where=where)
         except (ValueError, TypeError, OSError) as e:
             message = one_line(e)
-            refused.append((name, root / name, message if message.startswith(where) else f"{where}: {message}"))
+            refused.append(message if message.startswith(where) else f"{where}: {message}")
             continue
-        jobs.append((name, root / name, configs))
+        jobs.append((name, root / name, configs, where))
     return jobs, refused
 
 
@@ -448,17 +485,18 @@ def _check_folder(args: argparse.Namespace, out: Path, configs) -> None:
     check_checkpoints(out / "checkpoint")
 
 
-def refuse_or_ask(args: argparse.Namespace, jobs: list) -> tuple[set[Path], list[tuple[str, Path, str]]]:
-    """Check each scene's folder (:func:`_check_folder`). Returns the folders this run may start
-    over although their dream settings changed (all of them with --overwrite; for one scene run in
-    a terminal, the one you agree to), and the scenes of a batch refused for their folder
-    ``(name, folder, reason)``. Raises for the folder of a single scene."""
+def refuse_or_ask(args: argparse.Namespace, jobs: list) -> tuple[set[Path], list[str]]:
+    """Check each scene's folder (:func:`_check_folder`) of :func:`plan_jobs`' ``jobs``. Returns
+    the folders this run may start over although their dream settings changed (all of them with
+    --overwrite; for one scene run in a terminal, the one you agree to), and the reasons the scenes
+    of a batch were refused for their folder, in :func:`plan_jobs`' form. Raises for the folder of
+    a single scene."""
     from dreamer.pipeline.checkpoint import CheckpointError
     from dreamer.pipeline.folder import SettingsChanged, changed_settings, check_inputs_kept
 
-    allowed = {out for _, out, _ in jobs} if args.overwrite or args.restart else set()
+    allowed = {out for _, out, _, _ in jobs} if args.overwrite or args.restart else set()
     refused = []
-    for name, out, configs in jobs:
+    for _, out, configs, where in jobs:
         try:
             try:
                 _check_folder(args, out, configs)
@@ -474,7 +512,7 @@ def refuse_or_ask(args: argparse.Namespace, jobs: list) -> tuple[set[Path], list
         except (ValueError, OSError, CheckpointError) as e:
             if not args.batch:
                 raise
-            refused.append((name, out, f"{args.batch} scene {name}: {one_line(e)}"))
+            refused.append(f"{where}: {one_line(e)}")
     return allowed, refused
 
 
@@ -517,11 +555,11 @@ def main(argv: list[str] | None = None) -> int:
         overwrite, refused_folders = refuse_or_ask(args, planned)
         refused += refused_folders
         if refused:  # nothing runs: a batch is fixed and rerun as a whole, every bad scene named at once
-            for _, _, reason in refused[:-1]:
+            for reason in refused[:-1]:
                 print(f"{parser.prog}: error: {reason}", file=sys.stderr)
-            raise ValueError(refused[-1][2])
+            raise ValueError(refused[-1])
         jobs = [SceneJob(name, out, configs, limits=limits, restart=args.restart, overwrite=out in overwrite,
-                         keep_checkpoints=args.keep_checkpoints) for name, out, configs in planned]
+                         keep_checkpoints=args.keep_checkpoints) for name, out, configs, _ in planned]
         executor = make_executor(args)
     except (ValueError, TypeError, OSError, ExecutorUnavailable, CheckpointError) as e:
         return report_bad_input(parser.prog, e, args.verbose)

@@ -695,6 +695,24 @@ def test_a_refusal_quotes_a_long_value_in_a_message_of_bounded_length():
         assert len(str(refused.value)) <= MAX_MESSAGE + 60 and "characters left out" in str(refused.value)
 
 
+def test_the_forms_prompts_refuse_control_characters_with_their_line():
+    """Only NUL was refused: an escape sequence or a bell went to the models and the logs. Tabs and
+    line breaks stay prompts' text; the line named is the one the visitor sees (blank ones count)."""
+    from apps.inputs import check_prompt_lines, check_text
+
+    assert check_text(" a room\twith a view\r\n", "Prompt", 100) == "a room\twith a view"
+    assert check_prompt_lines("\na forest\r\n\nthe trees\n", "Prompts", Limits()) == ["a forest", "the trees"]
+    for value, call, message in [
+        ("a \x1b[31mred room", lambda v: check_text(v, "Prompt", 100),
+         r"^Prompt .*'\\x1b' \(U\+001B\) at character 3$"),
+        ("a room\x00", lambda v: check_text(v, "Negative prompt", 100), r"^Negative prompt .*U\+0000"),
+        ("\n\na forest\nthe \x07tree\n", lambda v: check_prompt_lines(v, "Prompts", Limits()),
+         r"^Prompts .*'\\x07' \(U\+0007\) at line 4, character 5$"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            call(value)
+
+
 @pytest.mark.slow  # the Scene tab's module imports gradio (about 3 s)
 def test_the_forms_fields_of_the_wrong_kind_are_refused_with_a_message(tmp_path):
     """Each handler's check called as an API caller may call it: an upload given as {"path": 5}

@@ -122,6 +122,15 @@ def make_inputs(d: Path) -> Path:
     (d / "empty_prompts.txt").write_text("# nothing but a comment\n")
     (d / "prompts40.txt").write_text("".join(f"level {i}\n" for i in range(40)))
     (d / "a_file").write_text("x")
+    # Control characters in prompts (a NUL, an escape sequence): the files that carry prompts.
+    (d / "nul_prompt.jsonl").write_text('{"name": "ok", "prompt": "a room"}\n\n'
+                                        '{"name": "b", "prompt": "a \\u0000 room"}\n')
+    (d / "esc_prompt.yaml").write_text('- {name: a, models: synthetic}\n- name: b\n  prompt: "a \\e[31mred room"\n')
+    (d / "raw_nul.yaml").write_text("- name: a\n  prompt: a room\n- name: b\n  prompt: a \0 room\n")
+    (d / "nul_prompts.txt").write_text("a forest\n\n# the next line holds a NUL\nthe tr\0ee\n")
+    (d / "bell_prompts.json").write_text('["a forest", "a \\u0007 tree"]')
+    (d / "esc_trajectory.json").write_text(json.dumps({"fov": 60, "cameras": [
+        {"c2w": np.eye(4).tolist()}, {"c2w": np.eye(4).tolist(), "prompt": "a \x1b[2J window"}]}))
     # Folders a run must not take over: a source tree's zoom/ package, another tool's config.json.
     (d / "foreign" / "zoom").mkdir(parents=True)
     (d / "foreign" / "zoom" / "keep.py").write_text("")
@@ -199,14 +208,14 @@ CASES = [
      ["zoom_center", "outside"]),
     # --- batch entries
     ("batch-list-as-prompt", "dreamer", ["--batch", "{d}/list_prompt.yaml", "--out", "{o}"], 2,
-     ["list_prompt.yaml scene 0", "prompt must be a string"]),
+     ["list_prompt.yaml:1: scene 0", "prompt must be a string"]),
     ("batch-string-as-width", "dreamer", ["--batch", "{d}/string_width.yaml", "--out", "{o}"], 2,
-     ["string_width.yaml scene 0", "width must be an integer", "512px"]),
+     ["string_width.yaml:1: scene 0", "width must be an integer", "512px"]),
     ("batch-number-as-name", "dreamer", ["--batch", "{d}/number_name.yaml", "--out", "{o}"], 2, ["scene 0", "name 7"]),
     ("batch-entry-not-a-mapping", "dreamer", ["--batch", "{d}/not_mapping.yaml", "--out", "{o}"], 2,
-     ["not_mapping.yaml", "scene 0 must be a mapping"]),
+     ["not_mapping.yaml:1: scene 0 must be a mapping"]),
     ("batch-duplicate-names", "dreamer", ["--batch", "{d}/dup.yaml", "--out", "{o}"], 2,
-     ["dup.yaml", "both named 'a'"]),
+     ["dup.yaml:2: scenes 0 (line 1) and 1 are both named 'a'"]),
     ("batch-missing", "dreamer", ["--batch", "{d}/nope.yaml", "--out", "{o}"], 2, ["nope.yaml", "does not exist"]),
     # --- output paths and permissions
     ("out-is-a-file", "dreamer", ["--out", "{d}/a_file"], 2, ["a_file", "existing file"]),
@@ -322,11 +331,11 @@ CASES = [
     ("batch-names-equal-up-to-case", "dreamer", ["--batch", "{d}/dup_case.yaml", "--out", "{o}"], 2,
      ["dup_case.yaml", "up to case"]),
     ("batch-name-300-characters", "dreamer", ["--batch", "{d}/long_name.yaml", "--out", "{o}"], 2,
-     ["long_name.yaml scene 0", "at most 100"]),
+     ["long_name.yaml:1: scene 0", "at most 100"]),
     ("batch-name-dotdot", "dreamer", ["--batch", "{d}/dotdot.yaml", "--out", "{o}"], 2,
-     ["dotdot.yaml scene 0", "'..'"]),
+     ["dotdot.yaml:1: scene 0", "'..'"]),
     ("batch-no-splats-as-string", "dreamer", ["--batch", "{d}/no_splats_no.yaml", "--out", "{o}"], 2,
-     ["no_splats_no.yaml scene 0", "no_splats must be true or false", "'no'"]),
+     ["no_splats_no.yaml:1: scene 0", "no_splats must be true or false", "'no'"]),
     ("config-of-another-tool", "dreamer", ["--config", "{d}/other_tool/config.json", "--out", "{o}"], 2,
      ["config.json", "unknown section", "levels"]),
     # --- found by the review: symbolic links that lead nowhere
@@ -365,7 +374,7 @@ CASES = [
     ("extension-name-too-long", "dreamer+splats", ["--extensions", "x" * 5000 + ".json", "--out", "{o}"], 2,
      ["extension trajectory", "File name too long"]),
     ("batch-5000-unknown-settings", "dreamer", ["--batch", "{d}/many_keys.yaml", "--out", "{o}"], 2,
-     ["many_keys.yaml scene 0", "unknown setting(s) ['k0', 'k1', 'k10'", "and 4992 more]"]),
+     ["many_keys.yaml:1: scene 0", "unknown setting(s) ['k0', 'k1', 'k10'", "and 4992 more]"]),
     ("camera-5000-unknown-keys", "dreamer", ["--trajectory", "{d}/many_keys.json", "--out", "{o}"], 2,
      ["many_keys.json: camera 0: unknown key(s) 'k0'", "and 4992 more; allowed: K, c2w"]),
     # Settings that fail the learned models' first call, after they loaded and the first view was made (exit 1).
@@ -379,7 +388,7 @@ CASES = [
     ("out-name-300-bytes-in-a-new-folder", "dreamer", ["--out", "{o}/new/" + "東" * 100], 2,
      ["--out", "is 300 bytes, more than the 255 the file system takes"]),
     ("batch-name-300-bytes", "dreamer", ["--batch", "{d}/cjk_name.yaml", "--out", "{o}"], 2,
-     ["cjk_name.yaml scene 0", "300 bytes"]),
+     ["cjk_name.yaml:1: scene 0", "300 bytes"]),
     ("zoom-out-name-300-bytes", "zoom", ["--prompts", "a", "--out", "{o}/" + "x" * 300], 2, ["300 bytes"]),
     ("render-trajectory-of-two-sizes", "dreamer+splats", ["--render-trajectory", "{d}/render_two_sizes.json",
                                                           "--out", "{o}"], 2,
@@ -394,7 +403,7 @@ CASES = [
      ["--prompts-file", "is empty"]),  # was "prompts file . is not a file"
     ("zoom-photo-empty-value", "zoom", ["--prompts", "a", "--photo", " ", "--out", "{o}"], 2, ["--photo", "is empty"]),
     ("batch-photo-empty", "dreamer", ["--batch", "{d}/empty_image.yaml", "--out", "{o}"], 2,
-     ["empty_image.yaml scene 0", "image is empty"]),
+     ["empty_image.yaml:1: scene 0", "image is empty"]),
     # --- messages: bad usage is one line too; failures that happen after the checks are exit 1
     ("bad-flag-value", "dreamer", ["--width", "wide", "--out", "{o}"], 2, ["--width", "invalid int", "--help"]),
     ("unknown-flag", "dreamer", ["--colour", "red", "--out", "{o}"], 2, ["--colour", "--help"]),
@@ -403,6 +412,25 @@ CASES = [
                                     "--device", "cpu", "--out", "{o}"], 2, ["--model", "no_model", "no such folder"]),
     ("zoom-tiny-vae-missing", "zoom", ["--prompts", "a", "--tiny-vae", "{d}/no_vae", "--out", "{o}"], 2,
      ["--tiny-vae", "no_vae", "no such folder"]),
+    # --- prompts with control characters (a NUL, an escape sequence): dreamed with them before
+    ("prompt-escape-sequence", "dreamer", ["--prompt", "a \x1b[31mred room", "--out", "{o}"], 2,
+     ["prompt", "control characters", "'\\x1b' (U+001B) at character 3"]),
+    ("prompts-bell", "dreamer", ["--prompts", "a", "b\x07", "--out", "{o}"], 2, ["prompts[1]", "'\\x07'"]),
+    ("batch-jsonl-nul-prompt", "dreamer", ["--batch", "{d}/nul_prompt.jsonl", "--out", "{o}"], 2,
+     ["nul_prompt.jsonl:3: scene 1 (b): prompt must be text without control characters", "U+0000"]),
+    ("batch-yaml-escaped-escape", "dreamer", ["--batch", "{d}/esc_prompt.yaml", "--out", "{o}"], 2,
+     ["esc_prompt.yaml:2: scene 1 (b): prompt must be text", "U+001B"]),
+    ("batch-yaml-raw-nul", "dreamer", ["--batch", "{d}/raw_nul.yaml", "--out", "{o}"], 2,
+     ["raw_nul.yaml:4: not valid YAML: control character '\\x00' (U+0000)"]),  # was "position 44"
+    ("trajectory-prompt-escape", "dreamer", ["--trajectory", "{d}/esc_trajectory.json", "--out", "{o}"], 2,
+     ["esc_trajectory.json: camera 1: prompt must be text without control characters", "U+001B"]),
+    ("zoom-prompts-file-nul", "zoom", ["--prompts-file", "{d}/nul_prompts.txt", "--out", "{o}"], 2,
+     ["nul_prompts.txt:4: the prompt", "U+0000"]),
+    ("zoom-prompts-json-bell", "zoom", ["--prompts-file", "{d}/bell_prompts.json", "--out", "{o}"], 2,
+     ["bell_prompts.json: prompt 1", "U+0007"]),
+    ("zoom-prompt-escape", "zoom", ["--prompts", "a", "b\x1b", "--out", "{o}"], 2, ["level 1", "U+001B"]),
+    ("zoom-negative-prompt-nul-like", "zoom", ["--prompts", "a", "--negative-prompt", "x\x7f", "--out", "{o}"], 2,
+     ["--negative-prompt", "U+007F"]),
     ("zoom-empty-prompt", "zoom", ["--prompts", "a", " ", "--out", "{o}"], 2, ["level 1", "empty"]),
     ("zoom-out-empty", "zoom", ["--prompts", "a", "--out", ""], 2, ["--out", "empty"]),
     ("zoom-into-a-scene-folder", "zoom", ["--prompts", "a", "--out", "{d}/other_tool"], 2,

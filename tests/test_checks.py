@@ -115,3 +115,18 @@ def test_check_positive_raises_exactly_when_a_value_where_read_is_not_finite_and
                         checks.check_positive(d, "depth", where=where)
                 else:
                     assert checks.check_positive(d, "depth", where=where) is d
+
+
+def test_check_text_refuses_control_characters_other_than_tabs_and_line_breaks():
+    from dreamer.checks import check_text
+
+    fine = "a room\twith a view\r\nand \u00e9 \u6771 \U0001F600 \u200d\u2028"
+    assert check_text(fine, "prompt") is fine
+    for code in [*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20), *range(0x7f, 0xa0)]:
+        with pytest.raises(ValueError, match=rf"^prompt must be text without control characters .*\(U\+{code:04X}\) "
+                                             r"at character 3$"):
+            check_text(f"ab{chr(code)}c", "prompt")
+    with pytest.raises(ValueError, match=r"at line 3, character 1$"):
+        check_text("one\ntwo\n\x00", "prompt")
+    with pytest.raises(TypeError, match="prompt must be text"):
+        check_text(b"bytes", "prompt")

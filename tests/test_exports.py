@@ -4,6 +4,7 @@ torchvision and open3d, which cannot be installed here)."""
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,45 @@ def test_a_scene_of_one_camera_writes_files_strict_readers_take(tmp_path):
     seen = read_like_nerfstudio(tmp_path)
     assert len(seen["images"]) == 1 and seen["trained"][0].all()
     assert np.allclose(opengl_to_opencv(torch.tensor(seen["c2w_opengl"][0])).numpy(), cam.c2w.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("loader", ["points", "gaussians"])
+def test_a_file_that_is_no_ply_is_a_value_error_naming_it(tmp_path, loader):
+    """A PNG or a text file renamed .ply, an empty file, a truncated PLY, a header whose counts
+    the data lacks, list properties: each a ValueError naming the file and what was expected
+    (PointCloud.load_ply raised plyfile's exceptions, numpy's or a UnicodeDecodeError); non-finite
+    points are refused on reading as on writing."""
+    from dreamer.pointcloud import PointCloud
+    from dreamer.splats import Gaussians
+
+    load = PointCloud.load_ply if loader == "points" else Gaussians.load_ply
+    good = tmp_path / "good.ply"
+    PointCloud(torch.rand(40, 3), torch.rand(40, 3), torch.full((40,), 0.01)).save_ply(good)
+    data = good.read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    Image.new("RGB", (4, 4)).save(tmp_path / "photo.ply", format="PNG")
+    files = {
+        "photo.ply": None, "text.ply": b"x y z\n1 2 3\n", "empty.ply": b"",
+        "truncated.ply": data[: end + 100], "header.ply": data[: end - 5],
+        "counts.ply": data.replace(b"element vertex 40", b"element vertex -4"),
+        "latin1.ply": b"ply\nformat ascii 1.0\ncomment caf\xe9\nelement vertex 1\nproperty float x\nend_header\n1\n",
+        "lists.ply": (b"ply\nformat ascii 1.0\nelement vertex 1\nproperty list uchar float x\nproperty float y\n"
+                      b"property float z\nend_header\n2 1 2 3 4\n"),
+    }
+    for name, content in files.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / name))}: .*expected a .*PLY") as e:
+            load(tmp_path / name)
+        assert type(e.value) is ValueError, name
+    if loader == "points":
+        arr = np.frombuffer(data[end:], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"),
+                                               ("b", "u1"), ("radius", "<f4")]).copy()
+        arr["y"][7] = np.inf
+        (tmp_path / "inf.ply").write_bytes(data[:end] + arr.tobytes())
+        with pytest.raises(ValueError, match="inf.ply: 1 of 40 points have non-finite x y z .*index 7"):
+            load(tmp_path / "inf.ply")
+        assert len(load(good)) == 40
 
 
 def test_points_ply_round_trip_and_edge_clouds(tmp_path):

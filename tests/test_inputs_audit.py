@@ -41,13 +41,13 @@ def test_a_batch_reads_yaml_nulls_whole_floats_a_bom_and_non_ascii_names(tmp_pat
                      encoding="utf-8")
     jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", "--prompt", "from the command line", *SMALL)
     assert refused == []
-    (name_a, out_a, a), (name_b, _, b) = jobs
+    (name_a, out_a, a, _), (name_b, _, b, _) = jobs
     assert name_a == "café" and out_a == tmp_path / "runs" / "café"
     assert a.scene.views == 3 and type(a.scene.views) is int and a.dream.seed == 7
     assert a.scene.prompt == "from the command line"  # null: not set, so the option's value holds
     assert b.scene.views == 2  # null: the option's value, not None
     batch.write_text("- {name: a, views: 1.0e+300}\n")  # not an integer anyone wrote: its 301 digits were shown
-    (_, _, reason), = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)[1]
+    reason, = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)[1]
     assert reason.endswith("views must be an integer, got 1e+300")
 
 
@@ -58,12 +58,12 @@ def test_scene_names_take_letters_of_any_script_with_their_combining_marks(tmp_p
     names = ["नमस्ते", "cafe\u0301", "東京-1", "Ελλάδα_2"]
     batch.write_text("".join(json.dumps({"name": n}) + "\n" for n in names))
     jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
-    assert refused == [] and [name for name, _, _ in jobs] == ["नमस्ते", "caf\u00e9", "東京-1", "Ελλάδα_2"]
+    assert refused == [] and [name for name, _, _, _ in jobs] == ["नमस्ते", "caf\u00e9", "東京-1", "Ελλάδα_2"]
     batch.write_text("".join(json.dumps({"name": n}) + "\n" for n in ["a b", "room🙂", "a/b", "x\u200by", ""]))
     jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
-    assert jobs == [] and len(refused) == 5 and all("must be a folder name" in r for _, _, r in refused)
+    assert jobs == [] and len(refused) == 5 and all("must be a folder name" in r for r in refused)
     batch.write_text(json.dumps({"name": "caf\u00e9"}) + "\n" + json.dumps({"name": "cafe\u0301"}) + "\n")
-    with pytest.raises(ValueError, match="scenes 0 and 1 are both named 'café'"):
+    with pytest.raises(ValueError, match=r"scenes.jsonl:2: scenes 0 \(line 1\) and 1 are both named 'café'"):
         _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
 
 
@@ -73,10 +73,12 @@ def test_the_batch_plan_names_each_bad_scene_and_refuses_its_file_as_a_whole(tmp
     batch = tmp_path / "scenes.yaml"
     batch.write_text("- {name: good}\n- {name: bad, views: -1}\n- {name: ../up}\n- {name: also-good, seed: 3}\n")
     jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
-    assert [name for name, _, _ in jobs] == ["good", "also-good"]
-    assert [(name, reason.split(": ", 1)[0]) for name, _, reason in refused] == [
-        ("bad", f"{batch} scene 1 (bad)"), ("scene 2", f"{batch} scene 2")]
-    assert "views must be an integer >= 1, got -1" in refused[0][2] and "'../up'" in refused[1][2]
+    assert [name for name, _, _, _ in jobs] == ["good", "also-good"]
+    # <file>:<line of the entry>: scene <index> (<name>): the reason
+    assert refused == [
+        f"{batch}:2: scene 1 (bad): views must be an integer >= 1, got -1",
+        f"{batch}:3: scene 2: name '../up' must be a folder name of at most 100 letters, digits, '.', '_' and '-' "
+        f"(no spaces or path separators, not '.' or '..')"]
     assert not (tmp_path / "runs").exists()  # planning writes nothing
     for text, fragment in [("- {name: a, name: b}\n", "'name' is given twice"),
                            ("scenes: [{name: a}]\nviews: 2\n", "unknown top-level key(s) ['views']"),
@@ -84,6 +86,37 @@ def test_the_batch_plan_names_each_bad_scene_and_refuses_its_file_as_a_whole(tmp
         batch.write_text(text)
         with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
             _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+
+
+def test_every_refusal_of_a_batchs_scene_names_its_file_line_and_index(tmp_path):
+    """One form for every refusal of a scene, ``<file>:<line>: scene <i> (<name>): ...`` with the
+    line where its entry starts (an editor jumps there): a bad setting, a bad name, an entry that is
+    no mapping, a folder of changed settings (it said "<file> scene <name>"), in YAML (a list, or
+    'scenes' after anchors) and JSON lines."""
+    from dreamer.run import refuse_or_ask
+
+    batch = tmp_path / "scenes.yaml"
+    batch.write_text("x-d: &d {views: 2}\n\nscenes:\n  - {<<: *d, name: a}\n  # a comment\n  - <<: *d\n"
+                     "    name: b\n    seed: -3\n  - {name: 'c d'}\n")
+    jobs, refused = _plan("--batch", batch, "--out", tmp_path / "runs", *SMALL)
+    assert [job[3] for job in jobs] == [f"{batch}:4: scene 0 (a)"]
+    assert [r.split(": ")[:3] for r in refused] == [[f"{batch}:6", "scene 1 (b)",
+                                                      "seed must be an integer >= 0 and <= 4294967295, got -3"],
+                                                     [f"{batch}:9", "scene 2", "name 'c d' must be a folder name of "
+                                                      "at most 100 letters, digits, '.', '_' and '-' (no spaces or "
+                                                      "path separators, not '.' or '..')"]]
+    jsonl = tmp_path / "scenes.jsonl"
+    jsonl.write_text('{"name": "a"}\n\n# skipped\n"just a prompt"\n')
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(jsonl))}:4: scene 1 must be a mapping of settings"):
+        _plan("--batch", jsonl, "--out", tmp_path / "runs", *SMALL)
+    jsonl.write_text('{"name": "a"}\n\n{"name": "b", "models": "synthetic"}\n')
+    args = build_parser().parse_args(["--batch", str(jsonl), "--out", str(tmp_path / "runs"), *map(str, SMALL)])
+    jobs, refused = plan_jobs(args, Limits())
+    assert refused == []
+    (tmp_path / "runs" / "b").mkdir(parents=True)
+    (tmp_path / "runs" / "b" / "config.json").write_text(json.dumps({"levels": 3}))  # another tool's
+    _, refused = refuse_or_ask(args, jobs)
+    assert len(refused) == 1 and refused[0].startswith(f"{jsonl}:3: scene 1 (b): ")
 
 
 def test_a_batch_reads_yaml_merge_keys_and_refuses_a_collection_as_a_key(tmp_path):
@@ -112,7 +145,7 @@ def test_a_batch_reads_yaml_merge_keys_and_refuses_a_collection_as_a_key(tmp_pat
 def test_a_config_without_a_splat_section_takes_no_splats(tmp_path):
     config = tmp_path / "config.json"
     config.write_text("{}")
-    (_, _, configs), = _plan("--config", config, "--out", tmp_path / "s", *SMALL)[0]
+    (_, _, configs, _), = _plan("--config", config, "--out", tmp_path / "s", *SMALL)[0]
     assert configs.splats is None
 
 

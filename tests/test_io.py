@@ -90,3 +90,48 @@ def test_remove_temporaries_reads_only_the_runs_own_folders(tmp_path):
     with mock.patch("dreamer.io.os.walk", lambda top, *a, **k: walked.append(Path(top)) or real_walk(top, *a, **k)):
         assert sorted(remove_temporaries(tmp_path, ["views", "link", "videos"])) == sorted(ours)
     assert walked == [tmp_path / "views"] and theirs.exists()
+
+
+def test_depth_png_marks_depth_beyond_its_range_unknown_and_names_the_exact_copy(tmp_path, caplog):
+    """A 16-bit millimetre PNG holds up to 65.535 m. Farther pixels (a landscape, a long
+    trajectory) were clipped to 65.535 m and read back as that depth, silently; they are 0 now,
+    the "unknown" the project's reader fills and nerfstudio skips, with a warning that names the
+    exact float32 copy (views/NNN_depth.npy), which holds them to the bit."""
+    import numpy as np
+
+    from dreamer.cameras import Camera
+    from dreamer.pipeline.exports import write_view
+    from dreamer.pipeline.inputs import load_depth_with_mask
+    from dreamer.scene.result import DreamView
+
+    depth = torch.full((6, 8), 2.5)
+    depth[0, :3] = torch.tensor([65.535, 65.5356, 300.0])  # the last in range, two beyond
+    depth[5, 7] = 1234.5
+    view = DreamView(Camera(torch.eye(3), torch.eye(4), 8, 6), torch.zeros(6, 8, 3), depth,
+                     torch.zeros(6, 8, dtype=torch.bool))
+    with caplog.at_level("WARNING", logger="dreamer.io"):
+        write_view(tmp_path, 2, view)
+    back, known = load_depth_with_mask(tmp_path / "views/002_depth.png", 8, 6)
+    beyond = depth > 65.5355
+    assert torch.equal(~known, beyond)
+    assert torch.allclose(back[known], depth[known], atol=0.5e-3 + 1e-6)
+    assert np.array_equal(np.load(tmp_path / "views/002_depth.npy"), depth.numpy())
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "002_depth.png: 3 pixels lie beyond 65.535 m (up to 1234.5 m)" in message
+    assert str(tmp_path / "views/002_depth.npy") in message
+
+
+def test_depth_png_of_a_scene_in_range_is_unchanged(tmp_path, caplog):
+    """Depths within range keep the file they always had (millimetres, rounded half up) and no
+    warning: resumed runs and other tools read the same bytes."""
+    import numpy as np
+    from PIL import Image
+
+    from dreamer.io import save_depth_png16
+
+    depth = torch.tensor([[0.0004, 0.0005, 1.2345, 1.2355], [10.0, 33.3333, 65.5, 65.535]])
+    with caplog.at_level("WARNING", logger="dreamer.io"):
+        assert save_depth_png16(tmp_path / "d.png", depth) == 0
+    assert not caplog.records
+    expected = np.clip(depth.double().numpy() * 1000.0 + 0.5, 0, 65535).astype(np.uint16)  # the old writer
+    assert np.array_equal(np.array(Image.open(tmp_path / "d.png")), expected)

@@ -46,6 +46,13 @@ def test_synthetic_run_writes_every_file(tmp_path):
     c2w_gl = torch.tensor(tf["frames"][1]["transform_matrix"])
     c2w_cv = torch.tensor(cams["cameras"][1]["c2w"])
     assert torch.allclose(-c2w_gl[:3, 2], c2w_cv[:3, 2], atol=1e-6)
+    # Either export given back as --trajectory: the run's cameras (transforms.json in OpenGL axes)
+    from dreamer.trajectories import load_trajectory
+
+    for a, b in zip(load_trajectory(out / "cameras.json").cameras, load_trajectory(out / "transforms.json").cameras,
+                    strict=True):
+        assert (a.width, a.height) == (b.width, b.height) == (64, 64)
+        assert torch.allclose(a.K, b.K) and torch.allclose(a.c2w, b.c2w, atol=1e-6)
     m = read_json(out / "metrics.json")
     assert m["views"] == 3 and m["abs_rel_aligned"] < m["abs_rel_unaligned"]
     cfg = read_json(out / "config.json")
@@ -80,7 +87,8 @@ def test_a_batch_refuses_a_changed_scene_before_any_work(tmp_path, capsys):
                          {"name": "b", "models": "synthetic", "views": 2}])
     assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "seed 0 -> 7" in err and "--overwrite" in err and "scene a" in err
+    assert len(err.splitlines()) == 1 and "seed 0 -> 7" in err and "--overwrite" in err
+    assert f"{batch}:1: scene 0 (a): " in err  # as a bad input of the scene is named
     assert not (tmp_path / "runs" / "b").exists()  # refused before anything ran
     assert (tmp_path / "runs" / "a" / "points.ply").stat().st_mtime_ns == stamp  # a was left alone
     assert run_cli("--batch", batch, "--out", tmp_path / "runs", "--overwrite", *SMALL) == 0
@@ -246,8 +254,8 @@ def test_bad_inputs_in_a_batch_stop_it_before_any_work_and_are_all_named(tmp_pat
     assert run_cli("--batch", batch, "--out", tmp_path / "runs", *SMALL) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "Traceback" not in "".join(err)
-    assert "scene 1 (bad)" in err[0] and "missing.png" in err[0]
-    assert "scene 2 (worse)" in err[1] and "views" in err[1]
+    assert f"error: {batch}:2: scene 1 (bad): " in err[0] and "missing.png" in err[0]
+    assert f"error: {batch}:3: scene 2 (worse): " in err[1] and "views" in err[1]
     assert not (tmp_path / "runs" / "good").exists()
 
 

@@ -292,3 +292,23 @@ def test_skipped_sh_steps_equal_zero_gradient_steps():
         assert torch.equal(naive[k], skipped[k]), k
         assert torch.equal(naive[k], resumed[k]), k
     assert not torch.equal(naive["shN"], start["shN"])  # shN did train after the degree rose
+
+
+@pytest.mark.slow  # three short trainings (about 3 s)
+def test_a_prune_that_would_remove_every_gaussian_keeps_them(caplog):
+    """prune_opa above every Gaussian's opacity pruned them all and training stopped with an error
+    (at a refine step, possibly an hour into a run, the scene's splats lost). The prune keeps them
+    instead, with one warning naming the settings: the training is the one that prunes nothing
+    (prune_opa 0), Gaussian for Gaussian; a prune that leaves some keeps working."""
+    result = _tiny_scene()
+    strict = dict(TINY, iterations=16, refine_stop_iter=16)
+    with caplog.at_level("WARNING", logger="dreamer.splats.train"):
+        kept = train_gaussians(result, SplatConfig(**strict, prune_opa=0.99))
+    warnings = [r.getMessage() for r in caplog.records if "pruning would remove all" in r.getMessage()]
+    assert len(warnings) == 1 and "prune_opa 0.99" in warnings[0] and "iteration 5" in warnings[0]
+    unpruned = train_gaussians(result, SplatConfig(**strict, prune_opa=0.0))
+    assert len(kept) > len(result.points) // 8  # grown, not emptied
+    for a, b in zip(kept.params().values(), unpruned.params().values(), strict=True):
+        assert torch.equal(a, b)
+    some = train_gaussians(result, SplatConfig(**strict, prune_opa=0.4999))  # init 0.5: those that faded go
+    assert 0 < len(some) < len(unpruned)

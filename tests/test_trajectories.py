@@ -312,6 +312,31 @@ def test_json_round_trip(tmp_path, posed_first, convention):
     assert not list(path.parent.glob(".*.tmp*"))  # atomic write leaves no temporary file
 
 
+def test_a_runs_cameras_json_loads_as_its_cameras(tmp_path, posed_first):
+    """The cameras.json a run exports (its cameras beside index, image path, prompt and alignment
+    figures) is a trajectory file: it loads back as the run's cameras (it was refused for its
+    'depth' key). Its prompts record the old run's; the new run's prompt applies."""
+    from dreamer.pipeline.exports import write_cameras_json
+    from dreamer.scene.result import DreamView
+
+    cams = make_trajectory("orbit", posed_first, CD, n=5).cameras
+    cams[3] = Camera(cams[3].K * torch.tensor([[1.2], [1.2], [1.0]]), cams[3].c2w, 512, 512)  # its own zoom
+    views = [DreamView(c, torch.zeros(1, 1, 3), torch.ones(1, 1), torch.zeros(1, 1, dtype=torch.bool),
+                       prompt=f"view {i}\x1b", stats={"rmse": float("nan"), "n": i}) for i, c in enumerate(cams)]
+    path = tmp_path / "cameras.json"
+    write_cameras_json(path, cams, views)
+    loaded = load_trajectory(path)
+    _assert_same(loaded, Trajectory(cams))
+    assert loaded.prompts == [None] * 5
+    data = json.loads(path.read_text())
+    for bad, message in [({"depth": "ray length"}, "'depth' marks a run's cameras.json and must be 'z-depth'"),
+                         ({"prompts": ["a"] * 5}, "pass --prompts instead")]:
+        with pytest.raises(TrajectoryFileError, match=message):
+            load_trajectory({**data, **bad})
+    with pytest.raises(TrajectoryFileError, match="unknown key.*'stats'"):  # only a run's file has them
+        load_trajectory({k: v for k, v in data.items() if k != "depth"})
+
+
 def test_opengl_flag_converts_axes(first):
     gl = opencv_to_opengl(torch.eye(4)).tolist()  # an OpenGL camera looking down -z = OpenCV identity
     traj = load_trajectory({"convention": "opengl", "cameras": [{"c2w": gl}]}, first)

@@ -31,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,7 @@ def read_prompts(path: str | Path, limits=None) -> list[str]:
     """Prompts from a file: a JSON list of strings, or one prompt per line (blank lines and lines
     starting with ``#`` skipped), read within ``limits`` (default the standard
     :class:`dreamer.pipeline.limits.Limits`)."""
+    from dreamer.checks import check_text
     from dreamer.pipeline.limits import Limits
     from dreamer.pipeline.preflight import read_text_input
 
@@ -126,8 +128,23 @@ def read_prompts(path: str | Path, limits=None) -> list[str]:
             raise ValueError(f"prompts file {path}: {e}") from None
         if not isinstance(data, list) or not all(isinstance(s, str) for s in data):
             raise ValueError(f"{path}: expected a JSON list of strings")
+        for i, prompt in enumerate(data):
+            try:
+                check_text(prompt, f"prompt {i}")
+            except ValueError as e:
+                raise ValueError(f"prompts file {path}: {e}") from None
         return data
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    prompts = []
+    # The lines of str.splitlines but for its control characters (form feed, NEL, ...): they are
+    # refused with their line, not taken as line breaks.
+    for lineno, line in enumerate(re.split("\r\n|[\n\r\u2028\u2029]", text), 1):
+        try:
+            check_text(line, "the prompt")
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from None
+        if line.strip() and not line.lstrip().startswith("#"):
+            prompts.append(line.strip())
+    return prompts
 
 
 def _level_files(n: int) -> list[str]:
@@ -166,7 +183,7 @@ def check_zoom(config: ZoomConfig, output: OutputConfig = OutputConfig(), limits
     """Check every setting of a zoom run within ``limits`` (a :class:`dreamer.pipeline.limits.Limits`,
     default the standard ones; ValueError / TypeError naming it); the photo is decoded at the
     stack's size, as the run will use it."""
-    from dreamer.checks import check_choice, check_int, check_number
+    from dreamer.checks import check_choice, check_int, check_number, check_text
     from dreamer.pipeline.limits import MAX_STEPS, Limits
     from dreamer.pipeline.preflight import check_limit, check_seed
 
@@ -176,6 +193,9 @@ def check_zoom(config: ZoomConfig, output: OutputConfig = OutputConfig(), limits
         raise ValueError("give at least one prompt (--prompts or --prompts-file)")
     if not all(isinstance(p, str) for p in prompts):
         raise TypeError(f"prompts must be strings, got {[type(p).__name__ for p in prompts]}")
+    for i, prompt in enumerate(prompts):
+        check_text(prompt, f"the prompt of level {i}")
+    check_text(config.negative_prompt, "--negative-prompt")
     blank = [i for i, text in enumerate(prompts) if not text.strip()]
     if blank:
         raise ValueError(f"the prompt of level {blank[0]} is empty: give each level a prompt")

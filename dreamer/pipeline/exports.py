@@ -4,7 +4,7 @@ Layout of a scene folder (every file written atomically):
 
     views/NNN.png            the completed view (RGB)
     views/NNN_depth.npy      its aligned z-depth, float32 metres (the loop's depth)
-    views/NNN_depth.png      the same as a 16-bit PNG in millimetres
+    views/NNN_depth.png      the same as a 16-bit PNG in millimetres (0: unknown, beyond 65.535 m)
     views/NNN_mask.png       white where the view added new points
     points.ply               the merged cloud: x y z red green blue (+ radius)
     cameras.json             our convention: OpenCV axes, c2w, K per view, prompt, alignment stats
@@ -38,7 +38,7 @@ def write_view(out: Path, index: int, view: DreamView) -> None:
     paths = view_paths(index)
     save_image(out / paths["image"], view.image)
     save_depth_npy(out / paths["depth_npy"], view.depth)
-    save_depth_png16(out / paths["depth_png"], view.depth)
+    save_depth_png16(out / paths["depth_png"], view.depth, exact=out / paths["depth_npy"])
     save_image(out / paths["mask"], view.mask)
 
 

@@ -21,7 +21,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from dreamer.checks import check_int, check_number
+from dreamer.checks import check_int, check_number, check_text
 from dreamer.configs import check_settings
 from dreamer.pipeline.inputs import BROKEN_LINK, check_input_file, looks_like_url
 from dreamer.pipeline.limits import MAX_SEED, MAX_STEPS, Limits
@@ -123,6 +123,14 @@ def _check_types(configs: SceneConfigs) -> None:
         if config is not None:
             check_settings(get_cls(), {f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
                            where=section)
+
+
+def _check_prompts(configs: SceneConfigs) -> None:
+    """Every prompt of the scene is text without control characters (its types are checked)."""
+    check_text(configs.scene.prompt, "prompt")
+    for key, prompts in (("prompts", configs.scene.prompts), ("zoom_prompts", configs.zoom.zoom_prompts)):
+        for i, text in enumerate(prompts or ()):
+            check_text(text, f"{key}[{i}]")
 
 
 def check_limit(value, name: str, minimum: int, limit: int | None, what: str) -> int:
@@ -308,6 +316,7 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
 
     try:
         _check_types(configs)
+        _check_prompts(configs)
         _check_numbers(configs, limits)
         _check_models(configs)
         sc = configs.scene

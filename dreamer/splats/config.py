@@ -25,7 +25,7 @@ NOT_HASHED = ("device", "checkpoint_every", "log_every", "export", "spz_version"
 
 
 class SplatTrainingError(RuntimeError):
-    """Training cannot go on: the loss diverged (NaN / inf) or every Gaussian was pruned."""
+    """Training cannot go on: the loss diverged (NaN / inf)."""
 
 
 @dataclass(frozen=True)

@@ -546,15 +546,10 @@ class Gaussians:
         the 3DGS properties, has a number of ``f_rest`` properties that is not 3 * (K-1) for
         K = 1, 4, 9, 16 or 25, has no Gaussians, or holds non-finite values.
         """
-        from plyfile import PlyData, PlyParseError
+        from dreamer.io import read_ply
 
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
-        try:
-            ply = PlyData.read(str(path))
-        except (PlyParseError, ValueError, UnicodeDecodeError, EOFError, IndexError) as e:
-            raise ValueError(f"{path}: not a readable PLY file ({e})") from None
+        ply = read_ply(path, "a 3DGS Gaussian PLY")
         if "vertex" not in ply:
             raise ValueError(f"{path}: no 'vertex' element; a 3DGS ply stores one Gaussian per vertex")
         v = ply["vertex"].data

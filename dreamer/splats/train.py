@@ -49,7 +49,8 @@ Optimisation
     INRIA's recipe: Adam per parameter group, the means' learning rate decaying exponentially and
     scaled by the scene scale, SH degree raised every ``sh_degree_interval`` iterations,
     densification and pruning by gsplat's ``DefaultStrategy`` (on CPU through the pure-torch
-    rasterizer's gsplat-style ``info``).
+    rasterizer's gsplat-style ``info``), whose prune never removes every Gaussian
+    (:mod:`dreamer.splats.strategy`).
 
 Multi-scale scenes
     With ``lod`` (:class:`~dreamer.splats.lod.LevelsOfDetail`, one entry per point: the zoom
@@ -93,6 +94,7 @@ from dreamer.splats.config import SplatConfig, SplatTrainingError
 from dreamer.splats.pseudo_views import (_make_pseudo_views, _pseudo_views_from_state, _repair_schedule,
                                          repair_cameras)
 from dreamer.splats.rasterizer import num_sh_bases, rasterize
+from dreamer.splats.strategy import make_strategy
 from dreamer.splats.train_state import (CHECKPOINT_FILE, CONFIG_FILE, DONE_FILE, RESULT_FILE, _fingerprint,
                                         _load_checkpoint, _load_finished, _save_checkpoint, describe_refiner)
 from dreamer.splats.views import TrainingView, _check_result, _extra_splat_scale, build_training_views, scene_scale
@@ -139,17 +141,6 @@ def _view_index(config: SplatConfig, n_views: int, it: int, cache: dict) -> int:
         g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
         cache["epoch"], cache["perm"] = (epoch, n_views), torch.randperm(n_views, generator=g).tolist()
     return cache["perm"][it % n_views]
-
-
-def _make_strategy(config: SplatConfig):
-    from gsplat.strategy import DefaultStrategy
-
-    return DefaultStrategy(
-        prune_opa=config.prune_opa, grow_grad2d=config.grow_grad2d, grow_scale3d=config.grow_scale3d,
-        prune_scale3d=config.prune_scale3d, refine_start_iter=config.refine_start_iter,
-        refine_stop_iter=config.refine_stop_iter, reset_every=config.reset_every,
-        refine_every=config.refine_every, verbose=False,
-    )
 
 
 def _background(config: SplatConfig, it: int, device: torch.device) -> Tensor | None:
@@ -275,8 +266,6 @@ def _step(loss: Tensor, params: dict, optimizers: dict, strategy, strategy_state
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(config.seed * 1_000_003 + it)
             strategy.step_post_backward(params, optimizers, strategy_state, it, info, packed=False)
-        if params["means"].shape[0] == 0:
-            raise SplatTrainingError(f"every Gaussian was pruned at iteration {it}; lower prune_opa")
 
 
 def _filter_3d(params: dict, cameras: list[Camera], config: SplatConfig) -> Tensor:
@@ -359,8 +348,8 @@ def train_gaussians(
         The trained :class:`Gaussians` (detached, on the training device).
     Raises:
         ValueError: bad inputs (empty cloud, no views, NaN images, bad settings).
-        SplatTrainingError: the loss became NaN / inf (the message names the iteration), or
-            every Gaussian was pruned.
+        SplatTrainingError: the loss became NaN / inf (the message names the iteration). A
+            prune that would remove every Gaussian keeps them (:mod:`dreamer.splats.strategy`).
     """
     from dreamer.backends.loading import resolve_device
 
@@ -466,7 +455,7 @@ def train_gaussians(
     if config.min_scale_px > 0:
         params["scale_floor"] = torch.nn.Parameter(_scale_floor(params, train_cameras, config), requires_grad=False)
     optimizers = _make_optimizers(params, config, scale)
-    strategy = _make_strategy(config) if config.densify else None
+    strategy = make_strategy(config) if config.densify else None
     strategy_state = strategy.initialize_state(scene_scale=scale) if strategy is not None else {}
     start = 0
     pseudo: list[TrainingView] = []

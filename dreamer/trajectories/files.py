@@ -44,6 +44,12 @@ must share one image size. A keyframe's prompt applies to the frames of the segm
 The other top-level keys (``convention``, ``width``, ``height``, ``K``/``fov``/``focal``,
 ``prompts``) work as for cameras.
 
+A run's own ``cameras.json`` (``dreamer.pipeline.exports``: explicit cameras with the top-level
+``"depth": "z-depth"`` and per-camera ``index``, ``image``, ``stats``) is read as explicit cameras:
+those three keys record what the run made and are ignored, and so is each camera's ``prompt``,
+which records the prompt the view was dreamed with (the scene prompt of the new run applies; pass
+``--prompts`` to give one per view).
+
 A nerfstudio / instant-ngp ``transforms.json`` (``"frames": [{"transform_matrix": ...}]`` with
 ``fl_x``/``fl_y``/``cx``/``cy``/``w``/``h`` or ``camera_angle_x``; OpenGL axes) is read as well.
 
@@ -72,7 +78,7 @@ from dreamer.cameras import (
     opencv_to_opengl,
     opengl_to_opencv,
 )
-from dreamer.checks import check_int, check_number
+from dreamer.checks import check_int, check_number, check_text
 from dreamer.cli import parse_json, quote_names
 from dreamer.trajectories.base import Trajectory, TrajectoryFileError, _check_first
 from dreamer.trajectories.interpolate import _segment_counts, interpolate_cameras
@@ -84,6 +90,10 @@ _INTRINSIC_KEYS = ("K", "fov", "focal")
 _CAMERA_KEYS = {"c2w", "width", "height", "prompt", *_INTRINSIC_KEYS}
 _TOP_KEYS = {"convention", "width", "height", "prompts", "cameras", "keyframes", "frames", "interpolation",
              "description", *_INTRINSIC_KEYS}
+# A run's cameras.json (dreamer.pipeline.exports.write_cameras_json): what the run recorded beside
+# each camera, ignored on load; the top-level "depth" marks the file.
+_EXPORT_CAMERA_KEYS = {"index", "image", "stats"}
+_EXPORT_DEPTH = "z-depth"
 
 
 class _Source:
@@ -216,6 +226,13 @@ class _Defaults:
         return K
 
 
+def _check_prompt_text(prompt: str, key: str, src: _Source, where: str | None) -> None:
+    try:
+        check_text(prompt, key)
+    except ValueError as e:
+        raise src.error(where, str(e)) from None
+
+
 def _parse_entries(entries: Any, kind: str, top: dict, defaults: _Defaults, convention: str,
                    src: _Source, extra_keys: set[str]) -> tuple[list[Camera], list[str | None], list[dict]]:
     if not isinstance(entries, list):
@@ -246,6 +263,8 @@ def _parse_entries(entries: Any, kind: str, top: dict, defaults: _Defaults, conv
         prompt = entry.get("prompt")
         if prompt is not None and not isinstance(prompt, str):
             raise src.error(where, f"prompt must be a string or null, got {type(prompt).__name__}")
+        if prompt is not None:
+            _check_prompt_text(prompt, "prompt", src, where)
         cams.append(cam)
         prompts.append(prompt)
     if "prompts" in top:
@@ -261,6 +280,8 @@ def _parse_entries(entries: Any, kind: str, top: dict, defaults: _Defaults, conv
         for i, p in enumerate(plist):
             if p is not None and not isinstance(p, str):
                 raise src.error(f"prompts[{i}]", f"must be a string or null, got {type(p).__name__}")
+            if p is not None:
+                _check_prompt_text(p, f"prompts[{i}]", src, None)
         prompts = list(plist)
     return cams, prompts, entries
 
@@ -375,7 +396,8 @@ def _parse(data: Any, first: Camera | None, src: _Source, max_cameras: int | Non
         raise src.error(None, f"the top level must be an object or a list of cameras, got {type(data).__name__}")
     if isinstance(data.get("frames"), list):
         return _parse_transforms_json(data, first, src, max_cameras)
-    unknown = sorted(set(data) - _TOP_KEYS)
+    exported = "depth" in data
+    unknown = sorted(set(data) - _TOP_KEYS - ({"depth"} if "cameras" in data else set()))
     if unknown:
         raise src.error(None, f"unknown top-level key(s) {quote_names(unknown)}; "
                               f"allowed: {', '.join(sorted(_TOP_KEYS))}")
@@ -393,6 +415,18 @@ def _parse(data: Any, first: Camera | None, src: _Source, max_cameras: int | Non
                 raise src.error(None, f"'{key}' only applies to 'keyframes', not to 'cameras'")
         if isinstance(data["cameras"], list):
             _check_camera_count(len(data["cameras"]), max_cameras, "has", src)
+        if exported:
+            if data["depth"] != _EXPORT_DEPTH:
+                raise src.error(None, f"'depth' marks a run's cameras.json and must be {_EXPORT_DEPTH!r}, "
+                                      f"got {json.dumps(data['depth'])[:80]}")
+            if "prompts" in data:
+                raise src.error(None, "'prompts' is not part of a run's cameras.json (marked by 'depth'); "
+                                      "pass --prompts instead")
+            # Its prompts record the old run's (ignored, not checked): the new run's prompt applies.
+            entries = [{k: v for k, v in e.items() if k != "prompt"} if isinstance(e, dict) else e
+                       for e in data["cameras"]]
+            cams, _, _ = _parse_entries(entries, "camera", data, defaults, convention, src, _EXPORT_CAMERA_KEYS)
+            return Trajectory(cams)
         cams, prompts, _ = _parse_entries(data["cameras"], "camera", data, defaults, convention, src, set())
         return Trajectory(cams, prompts)
     return _parse_keyframes(data, defaults, convention, src, max_cameras)
