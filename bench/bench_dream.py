@@ -28,7 +28,9 @@ a floor, but the oracle-scale floor sits below what the views can tell where thi
 (peers: alignment/peers.py). Per method it prints the AbsRel of the new pixels' depth against the
 truth (mean over views weighted by their new pixels), the seam error (median error of the depth
 step from the pixels that showed the cloud to the new pixels next to them, image border
-excluded), the mean distance of the points to the true
+excluded, counted only where an earlier view lifted the known pixel's true surface: elsewhere
+the cloud shows what lies behind a surface no view lifted, for every method alike), the mean
+distance of the points to the true
 surface relative to the world's extent, and the alignment time per view (for ``ours`` including
 the joint refinement's fit, spread over the views). Then ours against the best peer and the
 floor, as ratios.
