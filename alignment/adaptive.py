@@ -64,9 +64,17 @@ _TREND_RIDGE = 0.005
 # point that overhangs a silhouette: the reference sees the foreground, the estimate the
 # background behind it).
 _ANCHOR_TOLERANCE = 0.25
-# Exponents g of the power model d = s e^g it may take: a compressed range (g > 1) or a stretched
-# one, not a flattened one (g near 0 maps every depth to one value).
-_POWER_RANGE = (0.5, 2.0)
+# Slopes g = d log d / d log e a global model may have at the estimate's median: the exponent of
+# the power model d = s e^g, and the local exponent of the affine ones. A compressed range (g > 1)
+# or a stretched one, not a flattened one: g near 0 maps every depth to one value. Over a wall
+# of one depth the estimate's noise is all that varies, and a flattening map fits it exactly
+# (d = s e + t with s = 1e-5 and t the wall's depth won a deep zoom's dolly view): it would put
+# whatever the hole holds at the wall's depth.
+_SLOPE_RANGE = (0.5, 2.0)
+
+
+def _slope_ok(g: float) -> bool:
+    return _SLOPE_RANGE[0] <= g <= _SLOPE_RANGE[1]
 # Validation solves of the seam correction run on a grid of about this many pixels across.
 _VALIDATION_SIZE = 64
 
@@ -203,7 +211,11 @@ class _DepthAffine(_Model):
         p = _irls(lambda p: A @ p - b, lambda w: _weighted_lstsq(A, b, w), start)
         if p is None or not float(p[0]) > 0:
             return False
-        self.params = (float(p[0]), float(p[1]))
+        s, t = float(p[0]), float(p[1])
+        se = s * math.exp(median(log_e))
+        if not (se + t > 0 and _slope_ok(se / (se + t))):
+            return False
+        self.params = (s, t)
         return True
 
     def log_correction(self, log_e, x, y):
@@ -225,7 +237,11 @@ class _DisparityAffine(_Model):
         p = _irls(lambda p: A @ p - b, lambda w: _weighted_lstsq(A, b, w), start)
         if p is None or not float(p[0]) > 0:
             return False
-        self.params = (float(p[0]), float(p[1]))
+        a, b = float(p[0]), float(p[1])
+        ae = a * math.exp(-median(log_e))
+        if not (ae + b > 0 and _slope_ok(ae / (ae + b))):
+            return False
+        self.params = (a, b)
         return True
 
     def log_correction(self, log_e, x, y):
@@ -248,11 +264,7 @@ class _Power(_Model):
         if p is None:
             return False
         a, b = float(p[0]), float(p[1])
-        if not _POWER_RANGE[0] <= 1.0 + b <= _POWER_RANGE[1]:
-            # On a surface of one depth (a wall facing the camera) the estimate's noise is all
-            # that varies, and d = s e^0 (every pixel at the wall's depth) fits it exactly: a
-            # "power" that would flatten whatever the hole holds. As the affine models refuse a
-            # scale <= 0, this one refuses exponents no depth model's range distortion has.
+        if not _slope_ok(1.0 + b):  # d = s e^0 would flatten whatever the hole holds (see _SLOPE_RANGE)
             return False
         self.params = (a - b * m, b)  # c = params[0] + params[1] log e
         return True
