@@ -105,3 +105,40 @@ def test_fattened_rims_of_the_dolly_views_land_on_their_true_surface():
     # Without a fattening nothing lands on another surface, and next to nothing is peeled.
     lifted_thin, wrong_thin, rims_thin = dolly_pixels(result, thin)
     assert wrong_thin == 0 and rims_thin <= 5, (lifted_thin, wrong_thin, rims_thin)
+
+
+def test_bench_counts_pixels_on_no_surface_of_their_pixel():
+    """The README's lift table (bench/bench_deepzoom.py): a view lifted at the world's own depth
+    has no pixel on no surface of its pixel; a pixel moved to a depth no sub-ray of it meets has;
+    a pixel across a silhouette moved to the other side's depth (a quarter or more of its area)
+    is on another surface than its ray's, but not on none."""
+    import importlib.util
+    from pathlib import Path
+
+    from dreamer.scene.result import DreamView
+
+    script = Path(__file__).parents[1] / "bench" / "bench_deepzoom.py"
+    spec = importlib.util.spec_from_file_location("bench_deepzoom", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    world = ProceduralWorld(seed=0)
+    cam = world.first_camera(S, S)
+    depth = world.depth(cam)
+    mask = torch.ones_like(depth, dtype=torch.bool)
+    exact = DreamView(cam, world.render(cam).image, depth, mask, "")
+    assert int(bench.stray_pixels(world, exact).sum()) == 0
+    # A silhouette pixel: its ray meets the near surface, a quarter or more of its area the far one.
+    sub = 4
+    fine = world.depth(cam.resized(S * sub, S * sub)).view(S, sub, S, sub).permute(0, 2, 1, 3).reshape(S, S, -1)
+    far = fine.max(-1).values
+    mixed = ((far - depth) / depth > 0.2) & ((fine >= 0.95 * far[..., None]).float().mean(-1) >= 0.5)
+    assert int(mixed.sum()) > 0
+    moved = depth.clone()
+    moved[mixed] = far[mixed]
+    floating = torch.zeros_like(mask)
+    floating[5, 7] = True
+    moved[floating] = 0.5 * depth[floating]  # nothing in the pixel is that near
+    view = DreamView(cam, exact.image, moved, mask, "")
+    # The silhouette pixels now sit on another surface than their ray's, yet on one of their pixel.
+    assert bool(((moved - depth).abs() / depth > bench.WRONG_SURFACE)[mixed].all())
+    assert torch.equal(bench.stray_pixels(world, view), floating)
