@@ -20,18 +20,32 @@ Printed:
   frame, the flicker (mean absolute change between consecutive frames minus the truth's: max and
   median), the temporal error (mean absolute difference between the render's frame-to-frame
   change and the truth's: max and median) and the smallest coverage (pixels with alpha >= 0.5);
-* times. Ground-truth frames are cached (``--cache``), so a rerun renders only the splats.
+* times. Ground-truth frames are cached (``--cache``), so a rerun renders only the splats;
+* the lifted geometry: per level and dolly view, its flying points (the dream loop's measure,
+  ``dreamer.scene.metrics.flying_points``), the pixels lifted onto another surface than their
+  ray's (depth more than 5 % from the world's) and onto no surface of their pixel (no quarter of
+  its area within 5 %: a pixel across a silhouette may take either side's depth).
+
+``--family`` takes the depth estimator of a named error family instead (the dream's and the
+zoom's; dreamer/backends/synthetic.py ERROR_FAMILIES, e.g. ``fatten``: objects drawn a pixel
+too wide). ``--lift-table`` prints only the lifted geometry, for each of ``--family`` and
+``--seeds``, with the zoom's depth estimates filtered as the dream loop's are (pixel noise,
+rims: ``filter_estimate``) and unfiltered (the zoom given ``rim_width`` 0 and
+``denoise_radius`` 0); the dream is the same in both.
 
     python bench/bench_deepzoom.py                         # 128 px, 11 levels at p = 2 (1024x)
     python bench/bench_deepzoom.py --levels 6 --p 4        # 1024x at p = 4
     python bench/bench_deepzoom.py --size 64 --levels 7 --iters 300 --frames 25   # a quick look
     python bench/bench_deepzoom.py --size 64 --levels 11 --iters 300 --frames 25 --strip docs/deepzoom_strip.png
                                                            # the README's figures and picture
+    python bench/bench_deepzoom.py --lift-table --family scale fatten mixed --seeds 0 1 2
+                                                           # the lifted geometry, filtered or not
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import math
 import sys
@@ -39,11 +53,12 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 # The checkout this script is in, before any installed copy (a worktree measures its own code).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dreamer.backends.synthetic import WorldDepthEstimator, WorldInpainter
+from dreamer.backends.synthetic import ERROR_FAMILIES, WorldDepthEstimator, WorldInpainter
 from dreamer.cameras import DEFAULT_FOCAL_512, Camera
 from dreamer.deepzoom import (DeepZoomConfig, SplatsOverPoints, fly_in_metrics, fly_in_near_plane, fly_in_zooms, psnr,
                               render_fly_in_points, train_zoom_splats, zoom_metrics, zoom_scene)
@@ -97,24 +112,138 @@ def save_strip(path: Path, zooms, truths, renders, marks=(1, 4, 32, 256, 1024), 
     print(f"  strip of frames at {', '.join(f'{m}x' for m in marks if m <= zooms[-1] * 1.01)} -> {path}")
 
 
+# A lifted pixel whose depth is this far (relative) from the truth along its ray sits on another
+# surface: a depth edge of the world is a step of 8 % or more (the dream loop's stretch threshold).
+WRONG_SURFACE = 0.05
+
+
+def make_estimator(world: ProceduralWorld, family: str, seed: int) -> WorldDepthEstimator:
+    """The bench's own estimator (``bench``: scale 0.5-2, +-10 % bend, 1 % noise) or a named family."""
+    if family == "bench":
+        return WorldDepthEstimator(world, seed=seed)
+    return WorldDepthEstimator.family(world, family, seed=seed)
+
+
+def dream_scene(args, seed: int, family: str):
+    """(world, estimator, dreamed result) of ``args``'s scene on world ``seed``."""
+    size = args.size
+    world = ProceduralWorld(seed=seed)
+    first = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
+    truth0 = world.render(first, supersample=2)  # band-limited like every truth frame
+    estimator = make_estimator(world, family, seed)
+    params = {"distance": args.forward} if args.trajectory in ("forward", "backward", "moveright") else {}
+    traj = make_trajectory(args.trajectory, first, center_depth_from(truth0.depth), n=args.views, **params)
+    result = dream(truth0.image, traj.cameras, "", inpainter=WorldInpainter(world), depth_estimator=estimator,
+                   depth=truth0.depth)
+    return world, estimator, result
+
+
+def zoom(args, world, estimator, result, *, filtered: bool = True):
+    """The zoom of ``args`` on ``result``; ``filtered`` False: the zoom's depth estimates keep
+    their pixel noise and rims (the scene's settings with rim_width and denoise_radius 0)."""
+    if not filtered:
+        cfg = dataclasses.replace(result.config, rim_width=0.0, denoise_radius=0)
+        result = dataclasses.replace(result, config=cfg)
+    center = tuple(c * args.size for c in args.center)
+    config = DeepZoomConfig(zoom_levels=args.levels, zoom_p=args.p, zoom_center=center,
+                            zoom_dolly_views=args.dolly_views)
+    return zoom_scene(result, config, depth_estimator=estimator, world=world, inpainter=WorldInpainter(world))
+
+
+def lifted_geometry(world: ProceduralWorld, zoomed, n_views: int) -> list[dict]:
+    """Per lifted view of ``zoomed`` (the levels, then the dolly views; ``n_views``: the scene's
+    own views before them): its kind and level, the pixels it lifted, its flying points (farther
+    than three footprints from every true surface, within two pixels of a true occlusion edge:
+    :func:`dreamer.scene.metrics.flying_points`, as bench/bench_flying.py counts the loop's) and
+    its pixels lifted onto another surface than their ray's (depth off by more than
+    :data:`WRONG_SURFACE`) and onto no surface of their pixel (:func:`stray_pixels`)."""
+    from dreamer.scene.metrics import flying_points
+
+    rows = []
+    n_levels = len(zoomed.cameras) - 1
+    for k, view in enumerate(zoomed.result.views[n_views:]):
+        truth = world.depth(view.camera).to(view.depth)
+        rel = ((view.depth - truth).abs() / truth)[view.mask]
+        rows.append({"kind": "level" if k < n_levels else "dolly", "level": int(view.stats["level"]),
+                     "lifted": int(view.mask.sum()), "flying": flying_points(view, world)["flying"],
+                     "wrong": int((rel > WRONG_SURFACE).sum()), "stray": int(stray_pixels(world, view).sum())})
+    return rows
+
+
+def stray_pixels(world: ProceduralWorld, view, sub: int = 4) -> Tensor:
+    """bool [H,W]: the view's lifted pixels whose depth is no surface's within the pixel: fewer
+    than a quarter of its ``sub`` x ``sub`` sub-rays meet a surface within :data:`WRONG_SURFACE`
+    of it (a pixel across a silhouette, its colour a mix, may take either side's depth)."""
+    cam = view.camera
+    H, W = cam.height, cam.width
+    fine = world.depth(cam.resized(W * sub, H * sub)).to(view.depth)
+    fine = fine.view(H, sub, W, sub).permute(0, 2, 1, 3).reshape(H, W, sub * sub)
+    agree = ((fine - view.depth[..., None]).abs() / fine <= WRONG_SURFACE).float().mean(-1)
+    return view.mask & (agree < 0.25)
+
+
+GEOMETRY_LEGEND = ("flying: > 3 footprints off every surface, at an edge; other surface: depth > {:g} % off "
+                   "the truth of the pixel's ray; no surface: within {:g} % of the truth of under a quarter of "
+                   "the pixel's 4x4 sub-rays").format(100 * WRONG_SURFACE, 100 * WRONG_SURFACE)
+
+
+def print_geometry(rows: list[dict]) -> None:
+    print(f"\n  lifted pixels ({GEOMETRY_LEGEND}):")
+    print(f"  {'view':>9} {'lifted':>7} {'flying':>6} {'other surface':>13} {'no surface':>10}")
+    for r in rows:
+        print(f"  {r['kind']:>7}{r['level']:2d} {r['lifted']:7d} {r['flying']:6d} {r['wrong']:13d} {r['stray']:10d}")
+
+
+def _sum(rows: list[dict], key: str, kind: str | None = None) -> int:
+    """The sum of ``key`` over ``rows`` (of :func:`lifted_geometry`), of one kind or all."""
+    return sum(r[key] for r in rows if kind is None or r["kind"] == kind)
+
+
+def lift_table(args) -> None:
+    """The lifted geometry of the zoom for each family and seed, unfiltered and filtered."""
+    print(f"{args.size}x{args.size}, {args.views} views ({args.trajectory}), zoom p={args.p}, {args.levels} levels "
+          f"about ({args.center[0]:g}, {args.center[1]:g}) of the view; the lifted pixels of the levels and "
+          f"dolly views ({GEOMETRY_LEGEND}), the zoom's estimates unfiltered -> filtered")
+    print(f"  {'':22} {'flying':^27} {'other surface':^27} {'no surface':^27}")
+    print(f"  {'family':>9} {'seed':>4} {'lifted':>7} " + " ".join(f"{k:^13}" for k in ["levels", "dolly"] * 3)
+          + f" {'rims peeled':>11}")
+    keys = [(key, kind) for key in ("flying", "wrong", "stray") for kind in ("level", "dolly")]
+    totals: dict[str, list[int]] = {}
+    for family in args.family:
+        for seed in args.seeds:
+            world, estimator, result = dream_scene(args, seed, family)
+            rows, peeled = {}, 0
+            for filtered in (False, True):
+                zoomed = zoom(args, world, estimator, result, filtered=filtered)
+                rows[filtered] = lifted_geometry(world, zoomed, len(result.views))
+                if filtered:
+                    peeled = sum(s.rim_pixels for s in zoomed.stats) + sum(s.rim_pixels for s in zoomed.dolly_stats)
+            figures = [_sum(rows[True], "lifted")]
+            figures += [_sum(rows[f], key, kind) for key, kind in keys for f in (False, True)]
+            t = totals.setdefault(family, [0] * len(figures))
+            for j, v in enumerate(figures):
+                t[j] += v
+            print(f"  {family:>9} {seed:4d} " + _cells(figures) + f" {peeled:11d}")
+    print("  all seeds:")
+    for family, figures in totals.items():
+        print(f"  {family:>9} {'':4} " + _cells(figures))
+
+
+def _cells(figures: list[int]) -> str:
+    """The lifted count, then each (unfiltered, filtered) pair as 'a -> b'."""
+    pairs = [f"{a:5d} -> {b:<4d}" for a, b in zip(figures[1::2], figures[2::2])]
+    return f"{figures[0]:7d} " + " ".join(pairs)
+
+
 def run(args) -> None:
     t_all = time.perf_counter()
     size = args.size
-    world = ProceduralWorld(seed=args.seed)
-    first = Camera.from_focal(DEFAULT_FOCAL_512 * size / 512, size, size)
-    truth0 = world.render(first, supersample=2)  # band-limited like every truth frame
-    estimator = WorldDepthEstimator(world, seed=args.seed)
-    params = {"distance": args.forward} if args.trajectory in ("forward", "backward", "moveright") else {}
-    traj = make_trajectory(args.trajectory, first, center_depth_from(truth0.depth), n=args.views, **params)
     t0 = time.perf_counter()
-    result = dream(truth0.image, traj.cameras, "", inpainter=WorldInpainter(world), depth_estimator=estimator,
-                   depth=truth0.depth)
+    world, estimator, result = dream_scene(args, args.seed, args.family[0])
     t_dream = time.perf_counter() - t0
     center = tuple(c * size for c in args.center)
-    config = DeepZoomConfig(zoom_levels=args.levels, zoom_p=args.p, zoom_center=center,
-                            zoom_dolly_views=args.dolly_views)
     t0 = time.perf_counter()
-    zoomed = zoom_scene(result, config, depth_estimator=estimator, world=world, inpainter=WorldInpainter(world))
+    zoomed = zoom(args, world, estimator, result, filtered=args.zoom_filter)
     t_zoom = time.perf_counter() - t0
     print(f"world seed {args.seed}: {size}x{size}, {args.views} views ({args.trajectory}) dreamed in {t_dream:.0f} s; "
           f"zoom p={args.p}, {args.levels} levels ({zoomed.magnification:.0f}x) "
@@ -127,6 +256,7 @@ def run(args) -> None:
         print(f"  dolly view of level {st.level} ({args.p ** st.level}x on the fly-in path): "
               f"{100 * st.repainted_fraction:.1f} % repainted ({100 * st.hole_fraction:.1f} % holes), "
               f"+{st.new_points} points")
+    print_geometry(lifted_geometry(world, zoomed, len(result.views)))
 
     zooms = fly_in_zooms(args.frames, zoomed.magnification)
     frame = zoomed.frame
@@ -235,6 +365,16 @@ def main() -> None:
     ap.add_argument("--center", type=float, nargs=2, default=(0.5, 0.6),
                     help="zoom centre as fractions of the image width and height")
     ap.add_argument("--seed", type=int, default=0, help="world seed")
+    ap.add_argument("--family", nargs="+", default=["bench"], choices=["bench", *ERROR_FAMILIES],
+                    help="depth estimator: the bench's own (scale 0.5-2, +-10%% bend, 1%% noise) or a named error "
+                         "family; several only with --lift-table")
+    ap.add_argument("--lift-table", action="store_true",
+                    help="print only the lifted geometry, the zoom's estimates unfiltered and filtered, for each "
+                         "--family and --seeds")
+    ap.add_argument("--zoom-filter", action=argparse.BooleanOptionalAction, default=True,
+                    help="filter the zoom's depth estimates as the dream loop's (--no-zoom-filter: rim_width and "
+                         "denoise_radius 0 in the zoom only)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="world seeds of --lift-table")
     ap.add_argument("--frames", type=int, default=41, help="fly-in frames")
     ap.add_argument("--iters", type=int, default=1500, help="splat training iterations (0: the points only)")
     ap.add_argument("--densify", action=argparse.BooleanOptionalAction, default=True)
@@ -258,6 +398,11 @@ def main() -> None:
     if args.iters == 0:
         args.modes = []  # points only
     torch.set_num_threads(args.threads)
+    if args.lift_table:
+        lift_table(args)
+        return
+    if len(args.family) != 1:
+        ap.error("give one --family (several only with --lift-table)")
     run(args)
 
 

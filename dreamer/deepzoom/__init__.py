@@ -13,12 +13,14 @@ each level camera (``synthetic``, the oracle and ground truth), or the joint zoo
 ``tiny`` models).
 
 For each level ``i >= 1`` (:func:`lift_zoom_level`): render the points that camera shows,
-estimate the depth of the level image, align it to the rendered geometry (``alignment``: robust
-scale, smooth trend, seam correction into the holes) and lift every pixel as a point of level
-``i`` with the finer footprint ``z / (f p^i)``. The coarser points that the level covers stay,
-as a coarser level of detail: every point (and every Gaussian trained from it) carries its zoom
-level and two fade lengths (:mod:`dreamer.splats.lod`), so whatever camera looks at the scene
-sees the level whose resolution matches its pixels, cross-faded over one octave between levels.
+estimate the depth of the level image, filter it as the dream loop does (pixel noise, the rims a
+depth model draws around objects: :func:`dreamer.scene.loop.filter_estimate`), align it to the
+rendered geometry (``alignment``: robust scale, smooth trend, seam correction into the holes)
+and lift every pixel as a point of level ``i`` with the finer footprint ``z / (f p^i)``. The
+coarser points that the level covers stay, as a coarser level of detail: every point (and every
+Gaussian trained from it) carries its zoom level and two fade lengths
+(:mod:`dreamer.splats.lod`), so whatever camera looks at the scene sees the level whose
+resolution matches its pixels, cross-faded over one octave between levels.
 
 Splats (:func:`train_zoom_splats`) are trained in the local frame of the zoom point
 (:class:`LocalFrame`: float32 keeps a Gaussian 1/1000 of the scene's size in place), with the

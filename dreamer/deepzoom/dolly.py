@@ -7,15 +7,16 @@ camera moves towards the zoom point, so a nearer surface shifts against a farthe
 behind the nearer surface from the view's centre) and a contour seen from elsewhere, and
 splats trained on the levels alone are worst there.
 
-For each level ``i >= 1`` the dolly camera of the same magnification (:func:`dolly_level_cameras`:
-on the fly-in path, where the zoom point is magnified ``p^i`` times, so the level's points are
-drawn at one pixel each) is dreamed like a view of the dream loop (:func:`dream_dolly_view`):
-the multi-resolution cloud is rendered there (the level of detail that camera shows), the holes
-and a band of ``edge_px`` pixels around the render's depth edges are repainted by the scene's
-inpainter, the new pixels are aligned and the holes lifted as points of level ``i``. The
-completed image and its depth become a training view of the zoomed scene's splats. At the
-target's depth a dolly camera and its level camera see the same thing (the same magnification
-about the same centre): only the parallax differs.
+For each level ``i >= 1`` the dolly camera of the same magnification
+(:func:`dolly_level_cameras`: on the fly-in path, where the zoom point is magnified ``p^i``
+times, so the level's points are drawn at one pixel each) is dreamed like a view of the dream
+loop (:func:`dream_dolly_view`): the multi-resolution cloud is rendered there (the level of
+detail that camera shows), the holes and a band of ``edge_px`` pixels around the render's depth
+edges are repainted by the scene's inpainter, the new pixels' estimated depth is filtered and
+aligned as in the dream loop and the holes lifted as points of level ``i``. The completed image
+and its depth become a training view of the zoomed scene's splats. At the target's depth a dolly
+camera and its level camera see the same thing (the same magnification about the same centre):
+only the parallax differs.
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class DollyViewStats:
     """One dolly view: its level, the fractions of its pixels repainted (holes plus the band
-    around depth edges) and holes, and the points it lifted."""
+    around depth edges) and holes, the points it lifted and its estimate's rim pixels peeled."""
 
     level: int
     repainted_fraction: float = 0.0
     hole_fraction: float = 0.0
     new_points: int = 0
+    rim_pixels: int = 0
 
 
 def dolly_level_cameras(view_camera: Camera, point: Tensor, level_cameras: Sequence[Camera], p: int,
@@ -80,8 +82,9 @@ def dream_dolly_view(points: PointCloud, lod: LevelsOfDetail, camera: Camera, *,
     pinholes closed as in the dream loop). The holes and every pixel within ``edge_px`` of a
     depth edge of the render (``alignment.stretched_pixels``: where a surface seen from the
     view's centre meets one behind it, which this camera sees from elsewhere) are repainted by
-    ``inpainter``; the rest keeps the render. The completed image's depth is estimated and
-    aligned to the render's depth on the pixels kept (the dream loop's alignment), and the holes
+    ``inpainter``; the rest keeps the render. The completed image's depth is estimated, filtered
+    (:func:`dreamer.scene.loop.filter_estimate`: pixel noise, rims around objects) and aligned to
+    the render's depth on the pixels kept, as the dream loop does, and the holes
     are lifted as points of level ``level`` (fading in as their footprint grows from half a pixel
     to one, like the level's own points).
 
@@ -92,7 +95,7 @@ def dream_dolly_view(points: PointCloud, lod: LevelsOfDetail, camera: Camera, *,
     """
     from alignment import stretched_pixels
     from dreamer.backends import inpaint_weight
-    from dreamer.scene.loop import DreamConfig, align_view
+    from dreamer.scene.loop import DreamConfig, align_view, filter_estimate
 
     cfg = dream_config if dream_config is not None else DreamConfig()
     if not isinstance(camera, Camera):
@@ -123,6 +126,8 @@ def dream_dolly_view(points: PointCloud, lod: LevelsOfDetail, camera: Camera, *,
     completed = torch.where(weight[..., None] > 0, completed.to(render.image), render.image).clamp(0.0, 1.0)
     estimated = depth_estimator.estimate(completed, camera=cam).to(completed)
     check_depth(estimated, cam, "estimated depth of the dolly view")
+    # The dream loop's filter, before the alignment: pixel noise and the rims around objects.
+    estimated, stats.rim_pixels = filter_estimate(estimated, completed, cfg)
     kept = known & ~repaint
     if int(kept.sum()) >= cfg.min_overlap_pixels:
         aligned = align_view(estimated, rendered_depth, kept, repaint, cfg).depth

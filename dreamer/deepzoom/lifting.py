@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class ZoomLevelStats:
     """What one level did: points lifted, coarse points it covers (they fade out where this level
-    fades in), the depth fit, seconds."""
+    fades in), the estimate's rim pixels peeled, the depth fit, seconds."""
 
     level: int
     new_points: int = 0
@@ -36,6 +36,7 @@ class ZoomLevelStats:
     known_fraction: float = 0.0
     inherited_fraction: float = 0.0
     snapped_fraction: float = 0.0
+    rim_pixels: int = 0
     scale: float = float("nan")
     residual_after: float = float("nan")
     seconds: float = 0.0
@@ -150,8 +151,10 @@ def lift_zoom_level(points: PointCloud, camera: Camera, image: Tensor, *, depth_
     """Lift one zoom level into the cloud.
 
     Renders the points ``camera`` shows (:func:`render_lod_points`), estimates the depth of
-    ``image`` [H,W,3], aligns it to the rendered depth (known pixels: the render's coverage; the
-    rest is filled by the seam correction) and lifts every pixel that is not a stretched depth
+    ``image`` [H,W,3], filters it as the dream loop does (its pixel noise and the rims a depth
+    model draws around objects: :func:`dreamer.scene.loop.filter_estimate`, with ``dream_config``'s
+    ``denoise_radius`` and ``rim_width``), aligns it to the rendered depth (known pixels: the
+    render's coverage; the rest is filled by the seam correction) and lifts every pixel that is not a stretched depth
     edge with the footprint ``z / f_camera`` as a point of level ``level``. With ``coarser``
     (the camera and z-depth map of the level or view this level zooms into) the depth is the
     coarser one along the shared rays wherever it holds (:func:`inherited_depth`; a pure zoom
@@ -171,7 +174,7 @@ def lift_zoom_level(points: PointCloud, camera: Camera, image: Tensor, *, depth_
     aligned depth and lift mask: a training view for the splats) and the level's stats.
     """
     from alignment import stretched_pixels
-    from dreamer.scene.loop import DreamConfig, align_view
+    from dreamer.scene.loop import DreamConfig, align_view, filter_estimate
 
     t0 = time.perf_counter()
     cfg = dream_config if dream_config is not None else DreamConfig()
@@ -190,6 +193,10 @@ def lift_zoom_level(points: PointCloud, camera: Camera, image: Tensor, *, depth_
     stats.known_fraction = float(known.float().mean())
     estimated = depth_estimator.estimate(image, camera=cam).to(image)
     check_depth(estimated, cam, "estimated depth of the zoom level")
+    # As the dream loop does, before the estimate is aligned: its pixel noise filtered and the
+    # rims it draws around objects peeled, else a rim pixel's depth guides the snap across a
+    # silhouette to the nearer surface and the level lifts background colour at the object's depth.
+    estimated, stats.rim_pixels = filter_estimate(estimated, image, cfg)
     if int(known.sum()) >= cfg.min_overlap_pixels:
         aligned = align_view(estimated, render.depth, known, hole, cfg)
         depth = aligned.depth
