@@ -3,7 +3,7 @@
 import torch
 
 from dreamer.cameras import Camera, camera_rays
-from dreamer.scene.metrics import _seam_error, _seen_before
+from dreamer.scene.metrics import _seam_error, _seen_before, _seen_maps
 
 
 def _case():
@@ -68,13 +68,13 @@ def _camera_at(x: float, size: int = 32):
 def test_seen_before_is_the_earlier_frustum_on_a_wall():
     world = _PillarWorld(pillar=False)
     a, b = _camera_at(0.0), _camera_at(3.0)
-    seen = _seen_before(world, b, [(a, None)], world.depth(b))
+    seen = _seen_before(b, [_seen_maps(world, a, None)], world.depth(b))
     # u_A = u_B + 18.75 lies inside A's 32 columns for u_B <= 13.
     expected = torch.zeros(32, 32, dtype=torch.bool)
     expected[:, :14] = True
     assert torch.equal(seen, expected)
-    assert not _seen_before(world, b, [], world.depth(b)).any()
-    assert _seen_before(world, b, [(b, None)], world.depth(b)).all()
+    assert not _seen_before(b, [], world.depth(b)).any()
+    assert _seen_before(b, [_seen_maps(world, b, None)], world.depth(b)).all()
 
 
 def test_seen_before_leaves_out_what_a_nearer_surface_hid():
@@ -86,7 +86,7 @@ def test_seen_before_leaves_out_what_a_nearer_surface_hid():
     world = _PillarWorld(pillar=True)
     a, b = _camera_at(0.0, 64), _camera_at(1.5, 64)
     truth = world.depth(b)
-    seen = _seen_before(world, b, [(a, None)], truth)
+    seen = _seen_before(b, [_seen_maps(world, a, None)], truth)
     origin, dirs = camera_rays(b)
     x = origin[0] + truth * dirs[..., 0]  # world x of B's true surface points
     wall = truth == 5.0
@@ -98,7 +98,7 @@ def test_seen_before_leaves_out_what_a_nearer_surface_hid():
     assert not seen[behind_pillar].any()
     assert not seen[outside].any()
     # Seen from B itself, every pixel is.
-    assert _seen_before(world, b, [(a, None), (b, None)], truth).all()
+    assert _seen_before(b, [_seen_maps(world, a, None), _seen_maps(world, b, None)], truth).all()
 
 
 def test_seen_before_on_the_procedural_world_identity():
@@ -106,4 +106,38 @@ def test_seen_before_on_the_procedural_world_identity():
     from dreamer.worlds import ProceduralWorld
     world = ProceduralWorld(seed=0)
     cam = world.first_camera(64, 64)
-    assert _seen_before(world, cam, [(cam, None)], world.depth(cam)).all()
+    assert _seen_before(cam, [_seen_maps(world, cam, None)], world.depth(cam)).all()
+
+
+def test_seen_before_judges_only_where_asked():
+    """Restricted to some pixels, the verdict there is the full one's, and False elsewhere."""
+    world = _PillarWorld(pillar=True)
+    a, b = _camera_at(0.0, 64), _camera_at(1.5, 64)
+    truth = world.depth(b)
+    full = _seen_before(b, [_seen_maps(world, a, None)], truth)
+    where = torch.zeros(64, 64, dtype=torch.bool)
+    where[::3, 5:60] = True
+    part = _seen_before(b, [_seen_maps(world, a, None)], truth, where=where)
+    assert torch.equal(part, full & where)
+    assert full[where].any() and not full[where].all()
+
+
+def test_seen_before_counts_only_what_the_earlier_view_lifted():
+    """A's pixels it did not lift (columns 16 and beyond: the cloud already showed something
+    there) hold nothing: B's wall points landing there are not seen, except within a pixel of a
+    lifted column."""
+    world = _PillarWorld(pillar=False)
+    a, b = _camera_at(0.0), _camera_at(3.0)
+    truth = world.depth(b)
+    lifted = torch.zeros(32, 32, dtype=torch.bool)
+    lifted[:, :16] = True
+    seen = _seen_before(b, [_seen_maps(world, a, lifted)], truth)
+    # B's column u lands on A's column u + 18.75 (see test_seen_before_is_the_earlier_frustum_on_a_wall):
+    # within a pixel of A's lifted columns 0-15 for u + 18 <= 16, i.e. never; with A's columns
+    # 0-20 lifted, for u <= 3 (A's column 21 is next to 20).
+    assert not seen.any()
+    lifted[:, :21] = True
+    seen = _seen_before(b, [_seen_maps(world, a, lifted)], truth)
+    expected = torch.zeros(32, 32, dtype=torch.bool)
+    expected[:, :4] = True
+    assert torch.equal(seen, expected)

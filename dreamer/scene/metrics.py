@@ -57,12 +57,27 @@ def _seam_pairs(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, exi
     return torch.cat(errs), torch.cat(ys), torch.cat(xs)
 
 
-def _seen_before(world, camera: Camera, earlier: list[tuple[Camera, torch.Tensor | None]],
-                 truth: torch.Tensor) -> torch.Tensor:
+def _seen_maps(world, camera: Camera, lifted: torch.Tensor | None) -> tuple:
+    """What :func:`_seen_before` reads of an earlier view: its camera, the 3x3 maximum of the
+    world's depth in it (edges and grazing surfaces) and the pixels within a pixel of one it
+    lifted (``lifted``: bool [H,W]; None: every pixel)."""
+    depth = world.depth(camera).float()
+    farthest = torch.nn.functional.max_pool2d(depth[None, None], 3, stride=1, padding=1)[0, 0]
+    near_lifted = None
+    if lifted is not None:
+        near_lifted = torch.nn.functional.max_pool2d(lifted.to(depth.device, torch.float32)[None, None], 3,
+                                                     stride=1, padding=1)[0, 0] > 0
+    return camera, farthest, near_lifted
+
+
+def _seen_before(camera: Camera, earlier: list[tuple], truth: torch.Tensor,
+                 where: torch.Tensor | None = None) -> torch.Tensor:
     """Bool [H,W]: the pixels of ``camera`` whose true surface point (``truth``, its z-depth) an
-    earlier view lifted: it lies inside the image of a camera of ``earlier`` (pairs of a camera
-    and the bool [H,W] mask of the pixels that view lifted, None: all), not hidden behind a nearer
-    surface, within a pixel of a lifted one.
+    earlier view lifted: it lies inside the image of an earlier view (``earlier``: its
+    :func:`_seen_maps`), not hidden behind a nearer surface, within a pixel of a lifted one.
+    ``where`` (bool [H,W], None: all): the pixels to judge; the others are False (the seam needs
+    only the known pixels next to new ones, and judging every pixel of every view against every
+    earlier one grows with their square).
 
     The cloud holds only what an earlier view lifted. Where ``camera`` shows a surface no earlier
     view lifted (an object that stood outside every earlier frustum, or that the earlier views saw
@@ -70,20 +85,24 @@ def _seen_before(world, camera: Camera, earlier: list[tuple[Camera, torch.Tensor
     whatever lies behind it, the same for every alignment method: a seam against such a pixel
     measures what the earlier views' coverage missed, not the step the alignment made."""
     xyz = unproject_depth(truth, camera).reshape(-1, 3)
+    judged = None
+    if where is not None:
+        judged = where.to(xyz.device).reshape(-1).nonzero(as_tuple=True)[0]
+        xyz = xyz[judged]
     seen = torch.zeros(xyz.shape[0], dtype=torch.bool, device=xyz.device)
-    for other, lifted in earlier:
+    for other, farthest, near_lifted in earlier:
         uv, z = project_points(xyz, other)
-        depth = world.depth(other).to(xyz)
-        farthest = torch.nn.functional.max_pool2d(depth[None, None], 3, stride=1, padding=1)[0, 0]
         u, v = uv[:, 0].floor().long(), uv[:, 1].floor().long()
         inside = (z > 0) & (u >= 0) & (u < other.width) & (v >= 0) & (v < other.height)
-        if lifted is not None:
-            near_lifted = torch.nn.functional.max_pool2d(lifted.to(xyz.device, torch.float32)[None, None], 3,
-                                                         stride=1, padding=1)[0, 0] > 0
-            inside[inside.clone()] = near_lifted[v[inside], u[inside]]
         idx = inside.nonzero(as_tuple=True)[0]
-        seen[idx] |= z[idx] <= farthest[v[idx], u[idx]] * (1 + _SEEN_TOLERANCE)
-    return seen.reshape(truth.shape)
+        if near_lifted is not None:
+            idx = idx[near_lifted.to(xyz.device)[v[idx], u[idx]]]
+        seen[idx] |= z[idx] <= farthest.to(xyz)[v[idx], u[idx]] * (1 + _SEEN_TOLERANCE)
+    if judged is None:
+        return seen.reshape(truth.shape)
+    out = torch.zeros(truth.numel(), dtype=torch.bool, device=seen.device)
+    out[judged] = seen
+    return out.reshape(truth.shape)
 
 
 def _seam_error(depth: torch.Tensor, truth: torch.Tensor, new: torch.Tensor, window: int = 0,
@@ -125,13 +144,14 @@ def world_metrics(result: DreamResult, world, depth_estimator: DepthEstimator | 
     true surface, absolute and as a fraction of the world's extent, and the point count.
     """
     per_view = []
+    seen_maps = [_seen_maps(world, v.camera, v.mask) for v in result.views[:-1]]
     for k, view in enumerate(result.views[1:], start=1):
         # z-depth only (no shading); the world caches what it traced for this camera already
         # (the inpainter's render, the depth estimator's depth), so this repeats no work.
         truth = world.depth(view.camera).to(view.depth)
-        known = _seen_before(world, view.camera, [(v.camera, v.mask) for v in result.views[:k]], truth)
-        if view.known is not None:
-            known &= view.known.to(known.device)
+        known = ~view.mask if view.known is None else view.known.to(view.mask.device)
+        beside_new = torch.nn.functional.max_pool2d(view.mask[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+        known = known & _seen_before(view.camera, seen_maps[:k], truth, where=known & beside_new)
         row = {"view": k, "new_pixels": int(view.mask.sum()),
                "abs_rel_aligned": _abs_rel(view.depth, truth, view.mask),
                "seam_jump": _seam_error(view.depth, truth, view.mask, existing=known),
