@@ -605,6 +605,33 @@ def test_every_refusal_of_a_trajectory_file_names_the_file(tmp_path, monkeypatch
         load_trajectory(path)
 
 
+def test_a_transforms_json_of_a_fisheye_or_distorted_camera_is_refused(tmp_path):
+    """nerfstudio writes camera_model OPENCV_FISHEYE (or EQUIRECTANGULAR) and distortion k1..k4,
+    p1, p2; instant-ngp an is_fisheye flag. The cameras here are pinholes (K alone), and such a
+    file was read as one, so its views would be dreamed along other rays than its images show.
+    Zero coefficients (a run's own transforms.json writes OPENCV with zeros) still load."""
+    from dreamer.trajectories import load_trajectory
+
+    eye = np.eye(4).tolist()
+    path = tmp_path / "transforms.json"
+    base = {"w": 64, "h": 64, "fl_x": 50.0}
+    for extra, frame_extra, fragment in [
+        ({"camera_model": "OPENCV_FISHEYE"}, {}, "camera 0: camera_model \"OPENCV_FISHEYE\" is not a pinhole"),
+        ({"camera_model": "EQUIRECTANGULAR"}, {}, "camera 0: camera_model \"EQUIRECTANGULAR\" is not a pinhole"),
+        ({"is_fisheye": True}, {}, "camera 0: is_fisheye is set"),
+        ({"camera_model": "OPENCV", "k1": 0.3, "k2": 0.0}, {}, "camera 0: k1 = 0.3: lens distortion"),
+        ({"camera_model": "OPENCV"}, {"p2": -1e-3}, "camera 0: p2 = -0.001: lens distortion"),
+        ({"k4": "0.1"}, {}, "camera 0: k4 must be a number"),
+    ]:
+        path.write_text(json.dumps({**base, **extra, "frames": [{"transform_matrix": eye, **frame_extra}]}))
+        with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: {fragment}"):
+            load_trajectory(path)
+    for extra in ({"camera_model": "OPENCV", "k1": 0.0, "k2": 0, "p1": 0.0, "p2": 0.0},
+                  {"camera_model": "PINHOLE"}, {"is_fisheye": False}, {}):
+        path.write_text(json.dumps({**base, **extra, "frames": [{"transform_matrix": eye}]}))
+        assert float(load_trajectory(path).cameras[0].K[0, 0]) == 50.0
+
+
 def test_an_inpainting_or_repair_strength_denoises_at_least_one_step():
     """diffusers denoises int(steps x strength) steps and raises at the first call when that is 0
     ("--steps 2 --strength 0.1" failed the run after the models loaded and the first view was made;

@@ -51,7 +51,9 @@ which records the prompt the view was dreamed with (the scene prompt of the new 
 ``--prompts`` to give one per view).
 
 A nerfstudio / instant-ngp ``transforms.json`` (``"frames": [{"transform_matrix": ...}]`` with
-``fl_x``/``fl_y``/``cx``/``cy``/``w``/``h`` or ``camera_angle_x``; OpenGL axes) is read as well.
+``fl_x``/``fl_y``/``cx``/``cy``/``w``/``h`` or ``camera_angle_x``; OpenGL axes) is read as well:
+pinhole cameras only (``camera_model`` PINHOLE, SIMPLE_PINHOLE or OPENCV with its distortion
+coefficients ``k1``..``k4``, ``p1``, ``p2`` zero; a fisheye or a distorted lens is refused).
 
 Errors raise :class:`TrajectoryFileError` (a ValueError) naming the file, the camera (or
 keyframe) index and what is wrong. ``max_cameras`` bounds how many cameras a file may make,
@@ -342,9 +344,33 @@ def _parse_keyframes(data: dict, defaults: _Defaults, convention: str, src: _Sou
     return Trajectory(cameras, frame_prompts)
 
 
+# transforms.json camera models that are pinholes (OPENCV: a pinhole with distortion coefficients,
+# which must then be zero); nerfstudio also writes OPENCV_FISHEYE, EQUIRECTANGULAR, FISHEYE624, ...
+_PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV")
+_DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+
+
+def _check_pinhole(get, src: _Source, where: str) -> None:
+    """Refuse a transforms.json camera that is not a pinhole: the cameras here are (``K`` alone), so
+    a fisheye or a distorted lens would be dreamed along other rays than its images show."""
+    model = get("camera_model")
+    if model is not None and model not in _PINHOLE_MODELS:
+        raise src.error(where, f"camera_model {json.dumps(model)[:40]} is not a pinhole camera; the cameras here are "
+                               f"pinholes ({', '.join(_PINHOLE_MODELS)} with zero distortion): undistort it first")
+    if get("is_fisheye"):  # instant-ngp's flag
+        raise src.error(where, "is_fisheye is set: the cameras here are pinholes; undistort it first")
+    for key in _DISTORTION_KEYS:
+        value = get(key)
+        if value is not None and _parse_number(value, key, src, where) != 0.0:
+            raise src.error(where, f"{key} = {value:g}: lens distortion, which a pinhole camera here cannot hold "
+                                   f"(its views would be dreamed without it); undistort the cameras first, or give "
+                                   f"{key} 0")
+
+
 def _parse_transforms_json(data: dict, first: Camera | None, src: _Source,
                            max_cameras: int | None = None) -> Trajectory:
-    """nerfstudio / instant-ngp transforms.json: OpenGL camera axes, intrinsics per file or frame."""
+    """nerfstudio / instant-ngp transforms.json: OpenGL camera axes, intrinsics per file or frame;
+    pinhole cameras only (a fisheye model or non-zero distortion coefficients are refused)."""
     frames = data["frames"]
     if not frames:
         raise src.error(None, "has zero frames; a trajectory needs at least one camera")
@@ -356,6 +382,7 @@ def _parse_transforms_json(data: dict, first: Camera | None, src: _Source,
             raise src.error(where, "a transforms.json frame needs a 'transform_matrix'")
         c2w = _parse_c2w(fr["transform_matrix"], "opengl", src, where)
         get = lambda k, fr=fr: fr.get(k, data.get(k))  # noqa: E731 - per-frame value over the file's
+        _check_pinhole(get, src, where)
         w = get("w") if get("w") is not None else (first.width if first is not None else None)
         h = get("h") if get("h") is not None else (first.height if first is not None else None)
         if w is None or h is None:
