@@ -209,6 +209,35 @@ def test_a_trajectory_files_fov_has_the_range_of_every_input_camera(tmp_path):
             load_trajectory({"width": 64, "height": 64, "fov": fov, "cameras": [{"c2w": np.eye(4).tolist()}]})
 
 
+def test_a_focal_length_float32_cannot_hold_is_refused_as_the_value_given(tmp_path):
+    """A focal length of 1e-300 px (or 1e300) becomes 0 (or inf) in the float32 K: --focal 1e300
+    was refused as "Camera.K has non-finite entries" (naming no flag), a file's focal 1e-300 as
+    "Camera.K needs positive focal lengths, got fx=0.0", neither what was written. Each is now
+    refused as its own value, with the field of view it means and the range a camera needs."""
+    from dreamer.trajectories import load_trajectory
+
+    for focal, fov in ((1e-300, 180), (1e300, 0)):
+        given = re.escape(f"{focal:g}")
+        with pytest.raises(ValueError, match=f"^--focal {given}: a focal length of {given} px lies beyond "
+                                             f"float32's range \\(a field of view of {fov} degrees\\); a pinhole "
+                                             f"camera needs 0.1 to 170 degrees"):
+            SceneConfig(width=64, height=64, focal=focal).first_camera()
+        eye = np.eye(4).tolist()
+        path = tmp_path / "cameras.json"
+        size = {"width": 64, "height": 64}
+        for data, where in [({**size, "focal": focal, "cameras": [{"c2w": eye}]}, "top level: focal"),
+                            ({**size, "cameras": [{"c2w": eye, "focal": focal}]}, "camera 0: focal"),
+                            ({**size, "cameras": [{"c2w": eye, "K": [[50, 0, 32], [0, focal, 32], [0, 0, 1]]}]},
+                             "camera 0: K"),
+                            ({"w": 64, "h": 64, "fl_x": focal, "frames": [{"transform_matrix": eye}]},
+                             "camera 0: fl_x, fl_y")]:
+            path.write_text(json.dumps(data))
+            with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: {where}: a focal length of {given} px"):
+                load_trajectory(path)
+    cam = SceneConfig(width=64, height=64, focal=3e4).first_camera()  # 0.12 degrees: in range, in float32
+    assert float(cam.K[0, 0]) == pytest.approx(3e4)
+
+
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"fov": 170.0}, None), ({"fov": 0.1}, None), ({"fov": 170.5}, "--fov"), ({"fov": 0.05}, "--fov"),
     ({"focal": 1e-9}, "--focal"), ({"focal": 0.0}, "--focal"), ({"focal": 1e9}, "--focal"),

@@ -74,6 +74,7 @@ from torch import Tensor
 from dreamer.cameras import (
     FOV_RANGE,
     Camera,
+    check_float32_focal,
     check_rigid,
     focal_from_fov,
     intrinsics_matrix,
@@ -180,6 +181,10 @@ def _parse_intrinsics(entry: dict, width: int, height: int, src: _Source, where:
             raise src.error(where, f"K needs positive focal lengths, got fx={K[0, 0]}, fy={K[1, 1]}")
         if not np.allclose(K[2], [0.0, 0.0, 1.0]):
             raise src.error(where, f"K must have last row [0, 0, 1], got {K[2].tolist()}")
+        try:
+            check_float32_focal(K[0, 0], K[1, 1], "K")
+        except ValueError as e:
+            raise src.error(where, str(e)) from None
         return torch.from_numpy(K).to(torch.float32)
     v = _parse_number(entry[key], key, src, where)
     if key == "fov":
@@ -191,6 +196,10 @@ def _parse_intrinsics(entry: dict, width: int, height: int, src: _Source, where:
         if v <= 0:
             raise src.error(where, f"focal must be positive (pixels), got {v}")
         f = v
+    try:
+        check_float32_focal(f, f, key)
+    except ValueError as e:
+        raise src.error(where, str(e)) from None
     return intrinsics_matrix(f, f, width / 2.0, height / 2.0)
 
 
@@ -393,7 +402,10 @@ def _parse_transforms_json(data: dict, first: Camera | None, src: _Source,
             fy = _parse_number(get("fl_y") if get("fl_y") is not None else fx, "fl_y", src, where)
             cx = _parse_number(get("cx"), "cx", src, where) if get("cx") is not None else w / 2.0
             cy = _parse_number(get("cy"), "cy", src, where) if get("cy") is not None else h / 2.0
-            K = intrinsics_matrix(fx, fy, cx, cy)
+            try:
+                K = intrinsics_matrix(fx, fy, cx, cy)
+            except ValueError as e:
+                raise src.error(where, str(e).replace("K: ", "fl_x, fl_y: ", 1)) from None
         elif get("camera_angle_x") is not None:
             angle = _parse_number(get("camera_angle_x"), "camera_angle_x", src, where)
             lo, hi = FOV_RANGE  # as for "fov" (in radians here, as instant-ngp writes it)
