@@ -375,6 +375,26 @@ def test_a_depth_npy_of_one_pixel_row_or_column_is_read(tmp_path):
             load_depth(tmp_path / "d.npy", 8, 8)
 
 
+def test_a_depth_file_of_another_kind_is_told_what_a_depth_map_may_be(tmp_path):
+    """A depth map that was no image was refused as "not an image file Pillow can read (PNG, JPEG,
+    WebP, ...)", formats a depth map may not be (8 bits hold no depth); a .npz named only that, and
+    a .npy array saved without its suffix was refused although it is one."""
+    from dreamer.pipeline.inputs import load_depth
+
+    depth = np.full((8, 8), 2.5, np.float32)
+    np.save(tmp_path / "d.npy", depth)
+    (tmp_path / "d.npy").rename(tmp_path / "depth_map")
+    assert torch.equal(load_depth(tmp_path / "depth_map", 8, 8), torch.from_numpy(depth))
+    np.savez(tmp_path / "d.npz", depth=depth)
+    with pytest.raises(ValueError, match=r"d.npz is a zip archive \(.npz\?\), not a depth map: .npy \(float metres\), "
+                                         r"a 16-bit PNG or TIFF .* save the depth array alone with numpy.save"):
+        load_depth(tmp_path / "d.npz", 8, 8)
+    (tmp_path / "d.txt").write_text("2.5 2.5\n2.5 2.5\n")
+    with pytest.raises(ValueError, match=r"d.txt is not a depth map: .npy \(float metres\), a 16-bit PNG or TIFF "
+                                         r"\(millimetres\), a float TIFF \(metres\) or .exr \(metres\)$"):
+        load_depth(tmp_path / "d.txt", 8, 8)
+
+
 def test_depth_values_outside_the_range_the_geometry_holds_are_refused(tmp_path):
     """1e30 m or 1e-30 m ran to a "done" scene with an infinite or NaN error; a float64 1e300 was
     called non-finite (after a RuntimeWarning of its cast). The range's ends are accepted."""

@@ -201,8 +201,16 @@ def compute_fit(source_width: int, source_height: int, width: int, height: int, 
     raise ValueError(f"fit must be 'crop' or 'pad', got {fit!r}")
 
 
-def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "image"):
-    """Open ``path`` lazily (its header only) and check its size; the caller decodes it (:func:`_decode`)."""
+_IMAGE_FORMATS = "an image file Pillow can read (PNG, JPEG, WebP, TIFF, BMP, GIF, ...)"
+# What a depth map may be, for messages (:func:`load_depth` reads these).
+_DEPTH_FORMATS = ("a depth map: .npy (float metres), a 16-bit PNG or TIFF (millimetres), a float TIFF (metres) "
+                 "or .exr (metres)")
+
+
+def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "image",
+          formats: str = _IMAGE_FORMATS):
+    """Open ``path`` lazily (its header only) and check its size; the caller decodes it (:func:`_decode`).
+    ``formats``: what the file may be, named when Pillow does not know it."""
     from PIL import Image, UnidentifiedImageError
 
     if check_input_file(path, f"{what} file").stat().st_size == 0:
@@ -212,7 +220,7 @@ def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "im
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
     except UnidentifiedImageError as e:
-        raise ValueError(f"{path} is not an image file Pillow can read (PNG, JPEG, WebP, TIFF, BMP, GIF, ...)") from e
+        raise ValueError(f"{path} is not {formats}") from e
     except Image.DecompressionBombError as e:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS: said as ours
         found = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
@@ -492,15 +500,20 @@ def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> t
     """-> (depth [h,w] float32 in metres, zeros_mean_unknown)."""
     suffix = path.suffix.lower()
     check_input_file(path, "depth file")
-    if suffix == ".npy":
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if suffix == ".npy" or magic == b"\x93NUMPY":  # a .npy array under another name is read as one
         return _read_npy(path, max_pixels), False
+    if magic.startswith(b"PK\x03\x04"):  # .npz (a zip of arrays): which array is the depth is not said
+        raise ValueError(f"{path} is a zip archive (.npz?), not {_DEPTH_FORMATS}; save the depth array alone "
+                         f"with numpy.save (.npy)")
     if suffix == ".exr":
         depth = _read_exr(path)
         if max_pixels is not None and depth.size > max_pixels:
             raise ValueError(f"{path}: the depth map has {depth.size / 1e6:.1f} megapixels, more than the limit of "
                              f"{max_pixels / 1e6:g}; downscale it (or lift the limit: --allow-large)")
         return depth, False
-    im = _open(path, max_pixels, "depth map")
+    im = _open(path, max_pixels, "depth map", _DEPTH_FORMATS)
     with im:
         _decode(im, path)
         mode = im.mode
