@@ -238,6 +238,32 @@ def test_a_focal_length_float32_cannot_hold_is_refused_as_the_value_given(tmp_pa
     assert float(cam.K[0, 0]) == pytest.approx(3e4)
 
 
+def test_fov_or_focal_against_a_trajectory_files_own_intrinsics_is_refused(tmp_path):
+    """Camera 0 of a trajectory file is the first view's camera, and its intrinsics won: --fov 30
+    with a file of fov 60 dreamed every view at 60 degrees and recorded fov 30 in config.json (a
+    size that differs was already refused). Flags that agree with the file, and files without
+    intrinsics (camera 0 takes the flag's), still plan."""
+    eye = np.eye(4).tolist()
+    step = np.eye(4)
+    step[0, 3] = 0.1
+    cams = [{"c2w": eye}, {"c2w": step.tolist()}]
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"width": 64, "height": 64, "fov": 60, "cameras": cams}))
+    run = ["--models", "synthetic", "--width", "64", "--height", "64", "--no-splats", "--out", tmp_path / "o"]
+    for flag, value, said in (("--fov", 30, "not 30 "), ("--focal", 10, "not 145.3 (10 px)")):
+        path = re.escape(str(own))
+        with pytest.raises(ValueError, match=f"^{flag} {value} conflicts with the trajectory file {path}, "
+                                             f"whose camera 0 \\(the first view's camera\\) has its own intrinsics: a "
+                                             f"field of view of 60 degrees .*{re.escape(said)}.*drop {flag} "):
+            _plan("--trajectory", own, flag, value, *run)
+    (jobs, refused) = _plan("--trajectory", own, "--fov", 60, *run)
+    assert refused == [] and jobs[0][2].scene.fov == 60
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"width": 64, "height": 64, "cameras": cams}))
+    for flag, value in (("--fov", 30), ("--focal", 10)):
+        assert _plan("--trajectory", bare, flag, value, *run)[1] == []
+
+
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"fov": 170.0}, None), ({"fov": 0.1}, None), ({"fov": 170.5}, "--fov"), ({"fov": 0.05}, "--fov"),
     ({"focal": 1e-9}, "--focal"), ({"focal": 0.0}, "--focal"), ({"focal": 1e9}, "--focal"),

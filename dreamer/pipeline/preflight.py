@@ -307,6 +307,13 @@ def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | 
     return cams
 
 
+def _same_intrinsics(a, b) -> bool:
+    """Whether two cameras of one size have the same K (up to a JSON file's rounding)."""
+    import torch
+
+    return bool(torch.allclose(a.K.detach().cpu().double(), b.K.detach().cpu().double(), rtol=1e-5, atol=1e-4))
+
+
 def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Limits = Limits(), *,
                 where: str = "") -> int:
     """Check everything scene ``configs`` needs (see the module docstring); returns its number of
@@ -329,6 +336,13 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
             raise ValueError(f"--views {sc.views} conflicts with the trajectory file {sc.trajectory}, which has "
                              f"{len(cams)} cameras (--views sets the count of a preset's cameras): drop --views "
                              f"(or give --views none)")
+        given = f"--fov {sc.fov:g}" if sc.fov is not None else f"--focal {sc.focal:g}" if sc.focal is not None else ""
+        if given and is_trajectory_file(sc.trajectory) and not _same_intrinsics(cams[0], first):
+            # camera 0 is the first view's camera: the file's intrinsics win, and the flag would be recorded unused
+            raise ValueError(f"{given} conflicts with the trajectory file {sc.trajectory}, whose camera 0 (the first "
+                             f"view's camera) has its own intrinsics: a field of view of {cams[0].fov_x:.4g} degrees "
+                             f"(focal length {cams[0].fx:.4g} px), not {first.fov_x:.4g} ({first.fx:.4g} px): drop "
+                             f"{given.split()[0]} (or leave K, fov and focal out of the file)")
         if sc.prompts is not None and len(sc.prompts) != len(cams):
             raise ValueError(f"--prompts has {len(sc.prompts)} prompts but the trajectory has {len(cams)} cameras: "
                              f"give one per camera")
