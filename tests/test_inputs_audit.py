@@ -421,6 +421,31 @@ def test_a_depth_file_of_another_kind_is_told_what_a_depth_map_may_be(tmp_path):
         load_depth(tmp_path / "d.txt", 8, 8)
 
 
+def test_a_depth_png_that_is_mostly_unknown_is_said_at_the_default_verbosity(tmp_path, caplog):
+    """A 16-bit PNG with one known pixel (the rest 0, unknown) dreamed a flat first view at that
+    pixel's depth, "done", with only an INFO line ("100.0% of the depth is 0") in run.log. Over
+    half unknown is now a warning with the counts; a few unknown pixels stay an INFO line."""
+    import logging
+
+    from dreamer.pipeline.inputs import load_depth_with_mask
+
+    mm = np.zeros((48, 64), np.uint16)
+    mm[24, 32] = 2000
+    Image.fromarray(mm).save(tmp_path / "sparse.png")
+    with caplog.at_level(logging.INFO, logger="dreamer.pipeline.inputs"):
+        depth, valid = load_depth_with_mask(tmp_path / "sparse.png", 64, 48)
+    assert torch.equal(depth, torch.full((48, 64), 2.0)) and int(valid.sum()) == 1
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "sparse.png: 3071 of its 3072 depth values are 0 (unknown, 99.97%)" in warned[0].message
+    caplog.clear()
+    mm[:] = 2000
+    mm[0, :10] = 0
+    Image.fromarray(mm).save(tmp_path / "dense.png")
+    with caplog.at_level(logging.INFO, logger="dreamer.pipeline.inputs"):
+        load_depth_with_mask(tmp_path / "dense.png", 64, 48)
+    assert [r.levelno for r in caplog.records if "are 0 (unknown" in r.message] == [logging.INFO]
+
+
 def test_depth_values_outside_the_range_the_geometry_holds_are_refused(tmp_path):
     """1e30 m or 1e-30 m ran to a "done" scene with an infinite or NaN error; a float64 1e300 was
     called non-finite (after a RuntimeWarning of its cast). The range's ends are accepted."""

@@ -562,8 +562,11 @@ def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit 
         raise ValueError(f"{path}: {int(outside.sum())} depth values outside {lo:g} to {hi:g} m (from "
                          f"{float(values.min()):g} to {float(values.max()):g}); depth is z-depth in metres")
     if zeros_unknown and not known.all():
-        logger.info("%s: %.1f%% of the depth is 0 (unknown); filled from the nearest known pixel", path,
-                    100.0 * (1 - known.mean()))
+        # Mostly unknown (a sparse sensor, or a map of the wrong kind): the first view's geometry is then
+        # mostly the fill's, which a person should hear of at the default verbosity.
+        log = logger.warning if known.mean() < 0.5 else logger.info
+        log("%s: %d of its %d depth values are 0 (unknown, %.2f%%); filled from the nearest known pixel", path,
+            int((~known).sum()), known.size, 100.0 * (1 - known.mean()))
     h, w = raw.shape
     if like is not None:
         if not isinstance(like, LoadedImage):
