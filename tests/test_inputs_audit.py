@@ -822,6 +822,33 @@ def test_out_under_an_existing_folder_named_like_a_scheme_is_local(tmp_path, mon
         check_output_folder("s3://bucket/scene")
 
 
+def test_a_tilde_no_shell_expanded_is_refused_as_out_and_named_in_a_missing_input(tmp_path, monkeypatch):
+    """'--out "~/runs"' (quoted, or a path from a batch, a config or the app: no shell expands it) ran
+    to "done" into a folder named '~' in the working folder; an input under '~' was "does not exist"
+    with no word of why. A folder that is named '~' and exists is still used."""
+    from dreamer.pipeline.inputs import check_input_file
+    from dreamer.pipeline.preflight import check_output_folder
+
+    home = tmp_path / "home"
+    (home / "photos").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(ValueError, match=f"^--out ~/runs starts with '~', which no shell expanded here .*; write the "
+                                         f"full path: {re.escape(str(home / 'runs'))}$"):
+        check_output_folder("~/runs")
+    with pytest.raises(FileNotFoundError, match=f"^photo file ~/photos/a.png does not exist \\(its '~' is not "
+                                                f"expanded here: write the full path, "
+                                                f"{re.escape(str(home / 'photos' / 'a.png'))}\\)$"):
+        check_input_file("~/photos/a.png", "photo file")
+    assert list(work.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match="^photo file photos/a.png does not exist$"):
+        check_input_file("photos/a.png", "photo file")
+    (work / "~").mkdir()
+    assert check_output_folder("~/runs") == Path("~/runs")
+
+
 def test_two_jobs_of_one_process_probe_one_folder_at_once(tmp_path, monkeypatch):
     """The app runs jobs in threads of one process; two checking outputs in the same parent folder
     at once must not delete each other's probe file (a name per process did: "cannot write in ...

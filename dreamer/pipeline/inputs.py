@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ImageFit", "LoadedImage", "compute_fit", "load_image", "load_depth", "load_depth_with_mask",
            "PAD_VALUE", "MAX_PHOTO_PIXELS", "read_npy_header", "check_input_file", "InputFileMissing",
-           "looks_like_url"]
+           "looks_like_url", "unexpanded_home"]
 
 Fit = Literal["crop", "pad"]
 
@@ -79,6 +79,14 @@ def looks_like_url(text: str | Path) -> bool:
     return bool(_URL.match(str(text)))
 
 
+def unexpanded_home(path: str | Path) -> bool:
+    """Whether ``path`` starts with a ``~`` or ``~user`` that names a home folder: a shell expands it,
+    but not when it was quoted or read from a file (a batch, a config, the app), and the file
+    system takes it as a folder named ``~``."""
+    first = Path(path).parts[0] if Path(path).parts else ""
+    return first.startswith("~") and os.path.expanduser(first) != first
+
+
 def check_input_file(path: str | Path, what: str) -> Path:
     """The regular file a person named as ``what`` ("photo file", "batch file", ...), or a one-line
     error naming it: :class:`InputFileMissing` when it is not there (a URL, a broken symbolic link,
@@ -95,7 +103,9 @@ def check_input_file(path: str | Path, what: str) -> Path:
         if e.errno == errno.ELOOP or (isinstance(e, FileNotFoundError) and path.is_symlink()):
             raise InputFileMissing(f"{what} {path} {BROKEN_LINK}") from None
         if isinstance(e, (FileNotFoundError, NotADirectoryError)):
-            raise InputFileMissing(f"{what} {path} does not exist") from None
+            home = (f" (its {path.parts[0]!r} is not expanded here: write the full path, "
+                    f"{os.path.expanduser(path)})" if unexpanded_home(path) else "")
+            raise InputFileMissing(f"{what} {path} does not exist{home}") from None
         raise ValueError(f"{what} {path} cannot be read ({e.strerror or e})") from None
     if stat.S_ISDIR(st.st_mode):
         raise ValueError(f"{what} {path} is a folder, not a file")

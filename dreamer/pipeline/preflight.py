@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dreamer.checks import check_int, check_number, check_text
 from dreamer.configs import check_settings
-from dreamer.pipeline.inputs import BROKEN_LINK, check_input_file, looks_like_url
+from dreamer.pipeline.inputs import BROKEN_LINK, unexpanded_home, check_input_file, looks_like_url
 from dreamer.pipeline.limits import MAX_SEED, MAX_STEPS, Limits
 from dreamer.pipeline.settings import CONFIG_SECTIONS, SceneConfigs
 
@@ -72,6 +72,11 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
     # A URL would be made here as a folder named 'https:' or 's3:'; one that exists is a local folder.
     if place != out and looks_like_url(out) and not Path(out.parts[0]).exists():
         raise ValueError(f"{what} {out} is a URL: the outputs are written to a local folder; give one")
+    # A '~' no shell expanded (quoted, or read from a batch or config file) would be made here as a
+    # folder named '~' in the working folder; one that exists is a folder of that name.
+    if place != out and unexpanded_home(out) and not Path(out.parts[0]).exists():
+        raise ValueError(f"{what} {out} starts with {out.parts[0]!r}, which no shell expanded here (a folder of that "
+                         f"name would be made in {Path.cwd()}); write the full path: {os.path.expanduser(out)}")
     if not place.is_dir():
         raise ValueError(f"{what} {out}: {place} is an existing file, not a folder; choose a folder")
     # The folders still to make: the file system reads a name only once its parent exists, so a
