@@ -849,6 +849,49 @@ def test_a_tilde_no_shell_expanded_is_refused_as_out_and_named_in_a_missing_inpu
     assert check_output_folder("~/runs") == Path("~/runs")
 
 
+def test_an_input_file_replaced_at_its_path_is_not_taken_for_the_scene_made_from_it(tmp_path):
+    """The settings name an input's path, not its content: a photo replaced at the same path and the
+    same command rerun was "skipped (already complete)", the old photo's scene handed back as the new
+    one's (an interrupted one resumed on the old first view). The folder records each input's
+    SHA-256 (inputs.json); a changed photo, depth map or trajectory file is refused as a change of
+    settings, and --overwrite starts the scene over. Same contents, or a folder without a record
+    (an older version's), reuse it as before."""
+    from dreamer.pipeline.folder import INPUTS_RECORD, SettingsChanged, changed_settings
+    from dreamer.pipeline.stages import _prepare_folder
+
+    photo, depth, trajectory = tmp_path / "photo.png", tmp_path / "depth.npy", tmp_path / "path.json"
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(photo)
+    np.save(depth, np.full((48, 64), 2.0, np.float32))
+    step = np.eye(4)
+    step[0, 3] = 0.1
+    trajectory.write_text(json.dumps({"fov": 60, "cameras": [{"c2w": np.eye(4).tolist()}, {"c2w": step.tolist()}]}))
+    out = tmp_path / "scene"
+    ((_, _, configs, _),), _ = _plan("--image", photo, "--depth", depth, "--trajectory", trajectory, "--out", out,
+                                    "--models", "synthetic", "--width", "64", "--height", "64", "--no-splats")
+    _prepare_folder(out, configs)
+    assert sorted(json.loads((out / INPUTS_RECORD).read_text())) == ["depth", "image", "trajectory"]
+    (out / "points.ply").write_bytes(b"work")  # finished work of the scene
+    assert changed_settings(out, configs) is None
+    for path, key, change in ((photo, "image", lambda: Image.new("RGB", (64, 48), (1, 2, 3)).save(photo)),
+                              (depth, "depth", lambda: np.save(depth, np.full((48, 64), 3.0, np.float32))),
+                              (trajectory, "trajectory", lambda: trajectory.write_text(
+                                  trajectory.read_text().replace('"fov": 60', '"fov": 50')))):
+        kept = path.read_bytes()
+        change()
+        assert changed_settings(out, configs) == f"{key} {path}: the file changed since the scene was made"
+        with pytest.raises(SettingsChanged, match=f"other settings \\({key} {re.escape(str(path))}: the file changed"):
+            _prepare_folder(out, configs)
+        path.write_bytes(kept)
+        assert changed_settings(out, configs) is None
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(photo)
+    _prepare_folder(out, configs, overwrite=True)  # starts over: the work is deleted, the new photo recorded
+    assert not (out / "points.ply").exists() and changed_settings(out, configs) is None
+    (out / "points.ply").write_bytes(b"work")
+    (out / INPUTS_RECORD).unlink()  # an older version's folder
+    Image.new("RGB", (64, 48), (9, 9, 9)).save(photo)
+    assert changed_settings(out, configs) is None
+
+
 def test_two_jobs_of_one_process_probe_one_folder_at_once(tmp_path, monkeypatch):
     """The app runs jobs in threads of one process; two checking outputs in the same parent folder
     at once must not delete each other's probe file (a name per process did: "cannot write in ...
