@@ -890,6 +890,11 @@ def test_an_input_file_replaced_at_its_path_is_not_taken_for_the_scene_made_from
     (out / INPUTS_RECORD).unlink()  # an older version's folder
     Image.new("RGB", (64, 48), (9, 9, 9)).save(photo)
     assert changed_settings(out, configs) is None
+    other = tmp_path / "other"  # another tool's inputs.json, in a folder that is no scene's: not overwritten
+    other.mkdir()
+    (other / INPUTS_RECORD).write_text("{}")
+    with pytest.raises(NotASceneFolder, match="holds inputs.json, which a run would overwrite"):
+        _prepare_folder(other, configs)
 
 
 def test_two_jobs_of_one_process_probe_one_folder_at_once(tmp_path, monkeypatch):

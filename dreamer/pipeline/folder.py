@@ -26,6 +26,11 @@ OWNED = ("views", "checkpoint", "complete", "splats", "videos", "points.ply", "c
 """The files and folders a scene owns: deleted when it starts over (nothing else in its folder is;
 ``extensions/`` stays, since config.json may name trajectory files in it)."""
 
+INPUTS_RECORD = "inputs.json"
+"""Beside config.json: the SHA-256 of each input file the dream read (photo, depth map, trajectory
+file), so a rerun notices a file replaced at the same path (the settings name paths, not contents)."""
+
+
 # Settings that change no output (the hashes leave them out too).
 _NOT_COMPARED = {"device", "dtype", "depth_dtype", "cpu_offload", "checkpoint_every", "log_every"}
 # The settings of later stages: changing them redoes only their own stage, never the dream.
@@ -51,7 +56,7 @@ def _is_scene_config(cfg: Path) -> bool:
 
 def check_scene_folder(out: Path, *, take_over: bool = False) -> None:
     """Raise :class:`NotASceneFolder` when ``out`` is not a new, empty or scene folder but holds
-    entries a run would overwrite or delete (:data:`OWNED`, ``config.json``): ``--out .`` in a
+    entries a run would overwrite or delete (:data:`OWNED`, ``config.json``, ``inputs.json``): ``--out .`` in a
     source tree with a ``zoom/`` package, a photo library with a ``views/`` folder, another tool's
     ``config.json``. Files of other names (a photo beside the scene, notes) are left alone and
     allowed. ``take_over`` (``--overwrite`` / ``--restart``) lets a run start over a folder whose
@@ -62,7 +67,8 @@ def check_scene_folder(out: Path, *, take_over: bool = False) -> None:
     cfg = out / "config.json"
     if not out.is_dir() or (cfg.is_file() and _is_scene_config(cfg)):
         return
-    clash = sorted(name for name in (*OWNED, "config.json") if (out / name).exists() or (out / name).is_symlink())
+    clash = sorted(name for name in (*OWNED, "config.json", INPUTS_RECORD)
+                   if (out / name).exists() or (out / name).is_symlink())
     if not clash or (cfg.is_file() and take_over):
         return
     shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
@@ -117,11 +123,6 @@ def clear_outputs(out: Path) -> None:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-INPUTS_RECORD = "inputs.json"
-"""Beside config.json: the SHA-256 of each input file the dream read (photo, depth map, trajectory
-file), so a rerun notices a file replaced at the same path (the settings name paths, not contents)."""
 
 
 def input_digests(configs) -> dict[str, str]:
