@@ -44,6 +44,7 @@ __all__ = [
     "camera_points_to_pixels",
     "DEFAULT_FOCAL_512",
     "FOV_RANGE",
+    "check_float32_focal",
     "MAX_CAMERA_DISTANCE",
     "check_input_camera",
 ]
@@ -106,8 +107,24 @@ def check_input_camera(camera: "Camera", name: str = "camera") -> "Camera":
     return camera
 
 
+def check_float32_focal(fx: float, fy: float, name: str = "K") -> None:
+    """Raise ValueError for a positive focal length that float32 turns into 0 or inf (1e-300 px, 1e300
+    px: fields of view of 180 and 0 degrees), naming the value given: after the cast it would be
+    refused as "not positive" (fx=0.0) or "non-finite", which is not what the person wrote."""
+    for axis, f in (("fx", fx), ("fy", fy)):
+        f = float(f)
+        f32 = float(torch.tensor(f, dtype=torch.float32))
+        if math.isfinite(f) and f > 0 and not (math.isfinite(f32) and f32 > 0):
+            lo, hi = FOV_RANGE
+            which = "" if fx == fy else f" ({axis})"
+            raise ValueError(f"{name}: a focal length of {f:g} px{which} lies beyond float32's range (a field of "
+                             f"view of {0 if f32 else 180} degrees); a pinhole camera needs {lo:g} to {hi:g} degrees")
+
+
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> Tensor:
-    """A float32 pinhole matrix [3,3]."""
+    """A float32 pinhole matrix [3,3]; focal lengths float32 cannot hold raise ValueError
+    (:func:`check_float32_focal`)."""
+    check_float32_focal(fx, fy)
     return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float32)
 
 

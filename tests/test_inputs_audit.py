@@ -209,6 +209,61 @@ def test_a_trajectory_files_fov_has_the_range_of_every_input_camera(tmp_path):
             load_trajectory({"width": 64, "height": 64, "fov": fov, "cameras": [{"c2w": np.eye(4).tolist()}]})
 
 
+def test_a_focal_length_float32_cannot_hold_is_refused_as_the_value_given(tmp_path):
+    """A focal length of 1e-300 px (or 1e300) becomes 0 (or inf) in the float32 K: --focal 1e300
+    was refused as "Camera.K has non-finite entries" (naming no flag), a file's focal 1e-300 as
+    "Camera.K needs positive focal lengths, got fx=0.0", neither what was written. Each is now
+    refused as its own value, with the field of view it means and the range a camera needs."""
+    from dreamer.trajectories import load_trajectory
+
+    for focal, fov in ((1e-300, 180), (1e300, 0)):
+        given = re.escape(f"{focal:g}")
+        with pytest.raises(ValueError, match=f"^--focal {given}: a focal length of {given} px lies beyond "
+                                             f"float32's range \\(a field of view of {fov} degrees\\); a pinhole "
+                                             f"camera needs 0.1 to 170 degrees"):
+            SceneConfig(width=64, height=64, focal=focal).first_camera()
+        eye = np.eye(4).tolist()
+        path = tmp_path / "cameras.json"
+        size = {"width": 64, "height": 64}
+        for data, where in [({**size, "focal": focal, "cameras": [{"c2w": eye}]}, "top level: focal"),
+                            ({**size, "cameras": [{"c2w": eye, "focal": focal}]}, "camera 0: focal"),
+                            ({**size, "cameras": [{"c2w": eye, "K": [[50, 0, 32], [0, focal, 32], [0, 0, 1]]}]},
+                             "camera 0: K"),
+                            ({"w": 64, "h": 64, "fl_x": focal, "frames": [{"transform_matrix": eye}]},
+                             "camera 0: fl_x, fl_y")]:
+            path.write_text(json.dumps(data))
+            with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: {where}: a focal length of {given} px"):
+                load_trajectory(path)
+    cam = SceneConfig(width=64, height=64, focal=3e4).first_camera()  # 0.12 degrees: in range, in float32
+    assert float(cam.K[0, 0]) == pytest.approx(3e4)
+
+
+def test_fov_or_focal_against_a_trajectory_files_own_intrinsics_is_refused(tmp_path):
+    """Camera 0 of a trajectory file is the first view's camera, and its intrinsics won: --fov 30
+    with a file of fov 60 dreamed every view at 60 degrees and recorded fov 30 in config.json (a
+    size that differs was already refused). Flags that agree with the file, and files without
+    intrinsics (camera 0 takes the flag's), still plan."""
+    eye = np.eye(4).tolist()
+    step = np.eye(4)
+    step[0, 3] = 0.1
+    cams = [{"c2w": eye}, {"c2w": step.tolist()}]
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"width": 64, "height": 64, "fov": 60, "cameras": cams}))
+    run = ["--models", "synthetic", "--width", "64", "--height", "64", "--no-splats", "--out", tmp_path / "o"]
+    for flag, value, said in (("--fov", 30, "not 30 "), ("--focal", 10, "not 145.3 (10 px)")):
+        path = re.escape(str(own))
+        with pytest.raises(ValueError, match=f"^{flag} {value} conflicts with the trajectory file {path}, "
+                                             f"whose camera 0 \\(the first view's camera\\) has its own intrinsics: a "
+                                             f"field of view of 60 degrees .*{re.escape(said)}.*drop {flag} "):
+            _plan("--trajectory", own, flag, value, *run)
+    (jobs, refused) = _plan("--trajectory", own, "--fov", 60, *run)
+    assert refused == [] and jobs[0][2].scene.fov == 60
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"width": 64, "height": 64, "cameras": cams}))
+    for flag, value in (("--fov", 30), ("--focal", 10)):
+        assert _plan("--trajectory", bare, flag, value, *run)[1] == []
+
+
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"fov": 170.0}, None), ({"fov": 0.1}, None), ({"fov": 170.5}, "--fov"), ({"fov": 0.05}, "--fov"),
     ({"focal": 1e-9}, "--focal"), ({"focal": 0.0}, "--focal"), ({"focal": 1e9}, "--focal"),
@@ -344,6 +399,51 @@ def test_a_depth_npy_of_one_pixel_row_or_column_is_read(tmp_path):
         np.save(tmp_path / "d.npy", np.full(shape, 2.5, np.float32))
         with pytest.raises(ValueError, match=r"must hold an \[H,W\] array"):
             load_depth(tmp_path / "d.npy", 8, 8)
+
+
+def test_a_depth_file_of_another_kind_is_told_what_a_depth_map_may_be(tmp_path):
+    """A depth map that was no image was refused as "not an image file Pillow can read (PNG, JPEG,
+    WebP, ...)", formats a depth map may not be (8 bits hold no depth); a .npz named only that, and
+    a .npy array saved without its suffix was refused although it is one."""
+    from dreamer.pipeline.inputs import load_depth
+
+    depth = np.full((8, 8), 2.5, np.float32)
+    np.save(tmp_path / "d.npy", depth)
+    (tmp_path / "d.npy").rename(tmp_path / "depth_map")
+    assert torch.equal(load_depth(tmp_path / "depth_map", 8, 8), torch.from_numpy(depth))
+    np.savez(tmp_path / "d.npz", depth=depth)
+    with pytest.raises(ValueError, match=r"d.npz is a zip archive \(.npz\?\), not a depth map: .npy \(float metres\), "
+                                         r"a 16-bit PNG or TIFF .* save the depth array alone with numpy.save"):
+        load_depth(tmp_path / "d.npz", 8, 8)
+    (tmp_path / "d.txt").write_text("2.5 2.5\n2.5 2.5\n")
+    with pytest.raises(ValueError, match=r"d.txt is not a depth map: .npy \(float metres\), a 16-bit PNG or TIFF "
+                                         r"\(millimetres\), a float TIFF \(metres\) or .exr \(metres\)$"):
+        load_depth(tmp_path / "d.txt", 8, 8)
+
+
+def test_a_depth_png_that_is_mostly_unknown_is_said_at_the_default_verbosity(tmp_path, caplog):
+    """A 16-bit PNG with one known pixel (the rest 0, unknown) dreamed a flat first view at that
+    pixel's depth, "done", with only an INFO line ("100.0% of the depth is 0") in run.log. Over
+    half unknown is now a warning with the counts; a few unknown pixels stay an INFO line."""
+    import logging
+
+    from dreamer.pipeline.inputs import load_depth_with_mask
+
+    mm = np.zeros((48, 64), np.uint16)
+    mm[24, 32] = 2000
+    Image.fromarray(mm).save(tmp_path / "sparse.png")
+    with caplog.at_level(logging.INFO, logger="dreamer.pipeline.inputs"):
+        depth, valid = load_depth_with_mask(tmp_path / "sparse.png", 64, 48)
+    assert torch.equal(depth, torch.full((48, 64), 2.0)) and int(valid.sum()) == 1
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "sparse.png: 3071 of its 3072 depth values are 0 (unknown, 99.97%)" in warned[0].message
+    caplog.clear()
+    mm[:] = 2000
+    mm[0, :10] = 0
+    Image.fromarray(mm).save(tmp_path / "dense.png")
+    with caplog.at_level(logging.INFO, logger="dreamer.pipeline.inputs"):
+        load_depth_with_mask(tmp_path / "dense.png", 64, 48)
+    assert [r.levelno for r in caplog.records if "are 0 (unknown" in r.message] == [logging.INFO]
 
 
 def test_depth_values_outside_the_range_the_geometry_holds_are_refused(tmp_path):
@@ -605,6 +705,33 @@ def test_every_refusal_of_a_trajectory_file_names_the_file(tmp_path, monkeypatch
         load_trajectory(path)
 
 
+def test_a_transforms_json_of_a_fisheye_or_distorted_camera_is_refused(tmp_path):
+    """nerfstudio writes camera_model OPENCV_FISHEYE (or EQUIRECTANGULAR) and distortion k1..k4,
+    p1, p2; instant-ngp an is_fisheye flag. The cameras here are pinholes (K alone), and such a
+    file was read as one, so its views would be dreamed along other rays than its images show.
+    Zero coefficients (a run's own transforms.json writes OPENCV with zeros) still load."""
+    from dreamer.trajectories import load_trajectory
+
+    eye = np.eye(4).tolist()
+    path = tmp_path / "transforms.json"
+    base = {"w": 64, "h": 64, "fl_x": 50.0}
+    for extra, frame_extra, fragment in [
+        ({"camera_model": "OPENCV_FISHEYE"}, {}, "camera 0: camera_model \"OPENCV_FISHEYE\" is not a pinhole"),
+        ({"camera_model": "EQUIRECTANGULAR"}, {}, "camera 0: camera_model \"EQUIRECTANGULAR\" is not a pinhole"),
+        ({"is_fisheye": True}, {}, "camera 0: is_fisheye is set"),
+        ({"camera_model": "OPENCV", "k1": 0.3, "k2": 0.0}, {}, "camera 0: k1 = 0.3: lens distortion"),
+        ({"camera_model": "OPENCV"}, {"p2": -1e-3}, "camera 0: p2 = -0.001: lens distortion"),
+        ({"k4": "0.1"}, {}, "camera 0: k4 must be a number"),
+    ]:
+        path.write_text(json.dumps({**base, **extra, "frames": [{"transform_matrix": eye, **frame_extra}]}))
+        with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: {fragment}"):
+            load_trajectory(path)
+    for extra in ({"camera_model": "OPENCV", "k1": 0.0, "k2": 0, "p1": 0.0, "p2": 0.0},
+                  {"camera_model": "PINHOLE"}, {"is_fisheye": False}, {}):
+        path.write_text(json.dumps({**base, **extra, "frames": [{"transform_matrix": eye}]}))
+        assert float(load_trajectory(path).cameras[0].K[0, 0]) == 50.0
+
+
 def test_an_inpainting_or_repair_strength_denoises_at_least_one_step():
     """diffusers denoises int(steps x strength) steps and raises at the first call when that is 0
     ("--steps 2 --strength 0.1" failed the run after the models loaded and the first view was made;
@@ -693,6 +820,81 @@ def test_out_under_an_existing_folder_named_like_a_scheme_is_local(tmp_path, mon
     assert check_output_folder("run:/scene") == Path("run:/scene")
     with pytest.raises(ValueError, match="is a URL"):
         check_output_folder("s3://bucket/scene")
+
+
+def test_a_tilde_no_shell_expanded_is_refused_as_out_and_named_in_a_missing_input(tmp_path, monkeypatch):
+    """'--out "~/runs"' (quoted, or a path from a batch, a config or the app: no shell expands it) ran
+    to "done" into a folder named '~' in the working folder; an input under '~' was "does not exist"
+    with no word of why. A folder that is named '~' and exists is still used."""
+    from dreamer.pipeline.inputs import check_input_file
+    from dreamer.pipeline.preflight import check_output_folder
+
+    home = tmp_path / "home"
+    (home / "photos").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(ValueError, match=f"^--out ~/runs starts with '~', which no shell expanded here .*; write the "
+                                         f"full path: {re.escape(str(home / 'runs'))}$"):
+        check_output_folder("~/runs")
+    with pytest.raises(FileNotFoundError, match=f"^photo file ~/photos/a.png does not exist \\(its '~' is not "
+                                                f"expanded here: write the full path, "
+                                                f"{re.escape(str(home / 'photos' / 'a.png'))}\\)$"):
+        check_input_file("~/photos/a.png", "photo file")
+    assert list(work.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match="^photo file photos/a.png does not exist$"):
+        check_input_file("photos/a.png", "photo file")
+    (work / "~").mkdir()
+    assert check_output_folder("~/runs") == Path("~/runs")
+
+
+def test_an_input_file_replaced_at_its_path_is_not_taken_for_the_scene_made_from_it(tmp_path):
+    """The settings name an input's path, not its content: a photo replaced at the same path and the
+    same command rerun was "skipped (already complete)", the old photo's scene handed back as the new
+    one's (an interrupted one resumed on the old first view). The folder records each input's
+    SHA-256 (inputs.json); a changed photo, depth map or trajectory file is refused as a change of
+    settings, and --overwrite starts the scene over. Same contents, or a folder without a record
+    (an older version's), reuse it as before."""
+    from dreamer.pipeline.folder import INPUTS_RECORD, SettingsChanged, changed_settings
+    from dreamer.pipeline.stages import _prepare_folder
+
+    photo, depth, trajectory = tmp_path / "photo.png", tmp_path / "depth.npy", tmp_path / "path.json"
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(photo)
+    np.save(depth, np.full((48, 64), 2.0, np.float32))
+    step = np.eye(4)
+    step[0, 3] = 0.1
+    trajectory.write_text(json.dumps({"fov": 60, "cameras": [{"c2w": np.eye(4).tolist()}, {"c2w": step.tolist()}]}))
+    out = tmp_path / "scene"
+    ((_, _, configs, _),), _ = _plan("--image", photo, "--depth", depth, "--trajectory", trajectory, "--out", out,
+                                    "--models", "synthetic", "--width", "64", "--height", "64", "--no-splats")
+    _prepare_folder(out, configs)
+    assert sorted(json.loads((out / INPUTS_RECORD).read_text())) == ["depth", "image", "trajectory"]
+    (out / "points.ply").write_bytes(b"work")  # finished work of the scene
+    assert changed_settings(out, configs) is None
+    for path, key, change in ((photo, "image", lambda: Image.new("RGB", (64, 48), (1, 2, 3)).save(photo)),
+                              (depth, "depth", lambda: np.save(depth, np.full((48, 64), 3.0, np.float32))),
+                              (trajectory, "trajectory", lambda: trajectory.write_text(
+                                  trajectory.read_text().replace('"fov": 60', '"fov": 50')))):
+        kept = path.read_bytes()
+        change()
+        assert changed_settings(out, configs) == f"{key} {path}: the file changed since the scene was made"
+        with pytest.raises(SettingsChanged, match=f"other settings \\({key} {re.escape(str(path))}: the file changed"):
+            _prepare_folder(out, configs)
+        path.write_bytes(kept)
+        assert changed_settings(out, configs) is None
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(photo)
+    _prepare_folder(out, configs, overwrite=True)  # starts over: the work is deleted, the new photo recorded
+    assert not (out / "points.ply").exists() and changed_settings(out, configs) is None
+    (out / "points.ply").write_bytes(b"work")
+    (out / INPUTS_RECORD).unlink()  # an older version's folder
+    Image.new("RGB", (64, 48), (9, 9, 9)).save(photo)
+    assert changed_settings(out, configs) is None
+    other = tmp_path / "other"  # another tool's inputs.json, in a folder that is no scene's: not overwritten
+    other.mkdir()
+    (other / INPUTS_RECORD).write_text("{}")
+    with pytest.raises(NotASceneFolder, match="holds inputs.json, which a run would overwrite"):
+        _prepare_folder(other, configs)
 
 
 def test_two_jobs_of_one_process_probe_one_folder_at_once(tmp_path, monkeypatch):

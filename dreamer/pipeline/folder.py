@@ -18,13 +18,18 @@ from typing import Any
 from dreamer.io import read_json
 
 __all__ = ["OWNED", "SettingsChanged", "NotASceneFolder", "check_scene_folder", "check_inputs_kept", "clear_outputs",
-           "changed_settings",
+           "changed_settings", "INPUTS_RECORD", "record_inputs", "input_digests",
            "has_outputs", "disk_usage", "largest_entries", "format_bytes", "publish_file"]
 
 OWNED = ("views", "checkpoint", "complete", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
          "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "gaussians.spz", "zoom")
 """The files and folders a scene owns: deleted when it starts over (nothing else in its folder is;
 ``extensions/`` stays, since config.json may name trajectory files in it)."""
+
+INPUTS_RECORD = "inputs.json"
+"""Beside config.json: the SHA-256 of each input file the dream read (photo, depth map, trajectory
+file), so a rerun notices a file replaced at the same path (the settings name paths, not contents)."""
+
 
 # Settings that change no output (the hashes leave them out too).
 _NOT_COMPARED = {"device", "dtype", "depth_dtype", "cpu_offload", "checkpoint_every", "log_every"}
@@ -51,7 +56,7 @@ def _is_scene_config(cfg: Path) -> bool:
 
 def check_scene_folder(out: Path, *, take_over: bool = False) -> None:
     """Raise :class:`NotASceneFolder` when ``out`` is not a new, empty or scene folder but holds
-    entries a run would overwrite or delete (:data:`OWNED`, ``config.json``): ``--out .`` in a
+    entries a run would overwrite or delete (:data:`OWNED`, ``config.json``, ``inputs.json``): ``--out .`` in a
     source tree with a ``zoom/`` package, a photo library with a ``views/`` folder, another tool's
     ``config.json``. Files of other names (a photo beside the scene, notes) are left alone and
     allowed. ``take_over`` (``--overwrite`` / ``--restart``) lets a run start over a folder whose
@@ -62,7 +67,8 @@ def check_scene_folder(out: Path, *, take_over: bool = False) -> None:
     cfg = out / "config.json"
     if not out.is_dir() or (cfg.is_file() and _is_scene_config(cfg)):
         return
-    clash = sorted(name for name in (*OWNED, "config.json") if (out / name).exists() or (out / name).is_symlink())
+    clash = sorted(name for name in (*OWNED, "config.json", INPUTS_RECORD)
+                   if (out / name).exists() or (out / name).is_symlink())
     if not clash or (cfg.is_file() and take_over):
         return
     shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
@@ -119,9 +125,57 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def input_digests(configs) -> dict[str, str]:
+    """``{setting: sha256}`` of the input files the dream of ``configs`` reads: ``image``, ``depth``
+    and a trajectory file (not a preset); files that are not there are left out (the checks name them)."""
+    import hashlib
+
+    from dreamer.trajectories import is_trajectory_file
+
+    sc = configs.scene
+    named = {"image": sc.image, "depth": sc.depth,
+             "trajectory": sc.trajectory if is_trajectory_file(sc.trajectory) else None}
+    digests = {}
+    for key, path in named.items():
+        if not path or not Path(path).is_file():
+            continue
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
+        digests[key] = h.hexdigest()
+    return digests
+
+
+def record_inputs(out: Path, configs) -> None:
+    """Write :data:`INPUTS_RECORD` for the inputs of ``configs`` (when the scene's work starts)."""
+    from dreamer.io import write_json
+
+    write_json(Path(out) / INPUTS_RECORD, input_digests(configs))
+
+
+def _changed_inputs(out: Path, configs) -> str | None:
+    """Which input file holds other content than the folder's work was made from, or None (also
+    when the folder has no record: made by an older version)."""
+    try:
+        old = read_json(Path(out) / INPUTS_RECORD)
+    except (ValueError, OSError):
+        return None
+    if not isinstance(old, dict):
+        return None
+    new = input_digests(configs)
+    sc = configs.scene
+    changed = [f"{key} {getattr(sc, key)}" for key in ("image", "depth", "trajectory")
+               if key in old and key in new and old[key] != new[key]]
+    if not changed:
+        return None
+    return f"{' and '.join(changed)}: the file{'s' if len(changed) > 1 else ''} changed since the scene was made"
+
+
 def changed_settings(out: Path, configs) -> str | None:
     """None when a run with ``configs`` may reuse ``out`` (a new or empty folder, or one made with
-    the same dream settings); else what changed, e.g. ``"width 512 -> 256, seed 0 -> 1"``."""
+    the same dream settings from input files of the same content); else what changed, e.g.
+    ``"width 512 -> 256, seed 0 -> 1"`` or ``"image a.png: the file changed since the scene was made"``."""
     out = Path(out)
     cfg = out / "config.json"
     if not cfg.is_file() or not has_outputs(out):  # a new folder, or nothing made yet
@@ -133,7 +187,7 @@ def changed_settings(out: Path, configs) -> str | None:
     if not isinstance(old, dict):
         return "its config.json is not a scene's settings"
     if old.get("dream_hash") == configs.dream_hash():
-        return None
+        return _changed_inputs(out, configs)
     new = configs.to_dict()
     changes = []
     for section in ("scene", "dream", "models"):

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ImageFit", "LoadedImage", "compute_fit", "load_image", "load_depth", "load_depth_with_mask",
            "PAD_VALUE", "MAX_PHOTO_PIXELS", "read_npy_header", "check_input_file", "InputFileMissing",
-           "looks_like_url"]
+           "looks_like_url", "unexpanded_home"]
 
 Fit = Literal["crop", "pad"]
 
@@ -79,6 +79,14 @@ def looks_like_url(text: str | Path) -> bool:
     return bool(_URL.match(str(text)))
 
 
+def unexpanded_home(path: str | Path) -> bool:
+    """Whether ``path`` starts with a ``~`` or ``~user`` that names a home folder: a shell expands it,
+    but not when it was quoted or read from a file (a batch, a config, the app), and the file
+    system takes it as a folder named ``~``."""
+    first = Path(path).parts[0] if Path(path).parts else ""
+    return first.startswith("~") and os.path.expanduser(first) != first
+
+
 def check_input_file(path: str | Path, what: str) -> Path:
     """The regular file a person named as ``what`` ("photo file", "batch file", ...), or a one-line
     error naming it: :class:`InputFileMissing` when it is not there (a URL, a broken symbolic link,
@@ -95,7 +103,9 @@ def check_input_file(path: str | Path, what: str) -> Path:
         if e.errno == errno.ELOOP or (isinstance(e, FileNotFoundError) and path.is_symlink()):
             raise InputFileMissing(f"{what} {path} {BROKEN_LINK}") from None
         if isinstance(e, (FileNotFoundError, NotADirectoryError)):
-            raise InputFileMissing(f"{what} {path} does not exist") from None
+            home = (f" (its {path.parts[0]!r} is not expanded here: write the full path, "
+                    f"{os.path.expanduser(path)})" if unexpanded_home(path) else "")
+            raise InputFileMissing(f"{what} {path} does not exist{home}") from None
         raise ValueError(f"{what} {path} cannot be read ({e.strerror or e})") from None
     if stat.S_ISDIR(st.st_mode):
         raise ValueError(f"{what} {path} is a folder, not a file")
@@ -201,8 +211,16 @@ def compute_fit(source_width: int, source_height: int, width: int, height: int, 
     raise ValueError(f"fit must be 'crop' or 'pad', got {fit!r}")
 
 
-def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "image"):
-    """Open ``path`` lazily (its header only) and check its size; the caller decodes it (:func:`_decode`)."""
+_IMAGE_FORMATS = "an image file Pillow can read (PNG, JPEG, WebP, TIFF, BMP, GIF, ...)"
+# What a depth map may be, for messages (:func:`load_depth` reads these).
+_DEPTH_FORMATS = ("a depth map: .npy (float metres), a 16-bit PNG or TIFF (millimetres), a float TIFF (metres) "
+                 "or .exr (metres)")
+
+
+def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "image",
+          formats: str = _IMAGE_FORMATS):
+    """Open ``path`` lazily (its header only) and check its size; the caller decodes it (:func:`_decode`).
+    ``formats``: what the file may be, named when Pillow does not know it."""
     from PIL import Image, UnidentifiedImageError
 
     if check_input_file(path, f"{what} file").stat().st_size == 0:
@@ -212,7 +230,7 @@ def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "im
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
     except UnidentifiedImageError as e:
-        raise ValueError(f"{path} is not an image file Pillow can read (PNG, JPEG, WebP, TIFF, BMP, GIF, ...)") from e
+        raise ValueError(f"{path} is not {formats}") from e
     except Image.DecompressionBombError as e:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS: said as ours
         found = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
@@ -492,15 +510,20 @@ def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> t
     """-> (depth [h,w] float32 in metres, zeros_mean_unknown)."""
     suffix = path.suffix.lower()
     check_input_file(path, "depth file")
-    if suffix == ".npy":
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if suffix == ".npy" or magic == b"\x93NUMPY":  # a .npy array under another name is read as one
         return _read_npy(path, max_pixels), False
+    if magic.startswith(b"PK\x03\x04"):  # .npz (a zip of arrays): which array is the depth is not said
+        raise ValueError(f"{path} is a zip archive (.npz?), not {_DEPTH_FORMATS}; save the depth array alone "
+                         f"with numpy.save (.npy)")
     if suffix == ".exr":
         depth = _read_exr(path)
         if max_pixels is not None and depth.size > max_pixels:
             raise ValueError(f"{path}: the depth map has {depth.size / 1e6:.1f} megapixels, more than the limit of "
                              f"{max_pixels / 1e6:g}; downscale it (or lift the limit: --allow-large)")
         return depth, False
-    im = _open(path, max_pixels, "depth map")
+    im = _open(path, max_pixels, "depth map", _DEPTH_FORMATS)
     with im:
         _decode(im, path)
         mode = im.mode
@@ -549,8 +572,11 @@ def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit 
         raise ValueError(f"{path}: {int(outside.sum())} depth values outside {lo:g} to {hi:g} m (from "
                          f"{float(values.min()):g} to {float(values.max()):g}); depth is z-depth in metres")
     if zeros_unknown and not known.all():
-        logger.info("%s: %.1f%% of the depth is 0 (unknown); filled from the nearest known pixel", path,
-                    100.0 * (1 - known.mean()))
+        # Mostly unknown (a sparse sensor, or a map of the wrong kind): the first view's geometry is then
+        # mostly the fill's, which a person should hear of at the default verbosity.
+        log = logger.warning if known.mean() < 0.5 else logger.info
+        log("%s: %d of its %d depth values are 0 (unknown, %.2f%%); filled from the nearest known pixel", path,
+            int((~known).sum()), known.size, 100.0 * (1 - known.mean()))
     h, w = raw.shape
     if like is not None:
         if not isinstance(like, LoadedImage):

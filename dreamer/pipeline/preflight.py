@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dreamer.checks import check_int, check_number, check_text
 from dreamer.configs import check_settings
-from dreamer.pipeline.inputs import BROKEN_LINK, check_input_file, looks_like_url
+from dreamer.pipeline.inputs import BROKEN_LINK, unexpanded_home, check_input_file, looks_like_url
 from dreamer.pipeline.limits import MAX_SEED, MAX_STEPS, Limits
 from dreamer.pipeline.settings import CONFIG_SECTIONS, SceneConfigs
 
@@ -72,6 +72,11 @@ def check_output_folder(out: str | Path, what: str = "--out") -> Path:
     # A URL would be made here as a folder named 'https:' or 's3:'; one that exists is a local folder.
     if place != out and looks_like_url(out) and not Path(out.parts[0]).exists():
         raise ValueError(f"{what} {out} is a URL: the outputs are written to a local folder; give one")
+    # A '~' no shell expanded (quoted, or read from a batch or config file) would be made here as a
+    # folder named '~' in the working folder; one that exists is a folder of that name.
+    if place != out and unexpanded_home(out) and not Path(out.parts[0]).exists():
+        raise ValueError(f"{what} {out} starts with {out.parts[0]!r}, which no shell expanded here (a folder of that "
+                         f"name would be made in {Path.cwd()}); write the full path: {os.path.expanduser(out)}")
     if not place.is_dir():
         raise ValueError(f"{what} {out}: {place} is an existing file, not a folder; choose a folder")
     # The folders still to make: the file system reads a name only once its parent exists, so a
@@ -307,6 +312,13 @@ def _cameras(name: str, first, count: int | None, what: str, max_cameras: int | 
     return cams
 
 
+def _same_intrinsics(a, b) -> bool:
+    """Whether two cameras of one size have the same K (up to a JSON file's rounding)."""
+    import torch
+
+    return bool(torch.allclose(a.K.detach().cpu().double(), b.K.detach().cpu().double(), rtol=1e-5, atol=1e-4))
+
+
 def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Limits = Limits(), *,
                 where: str = "") -> int:
     """Check everything scene ``configs`` needs (see the module docstring); returns its number of
@@ -329,6 +341,13 @@ def check_scene(configs: SceneConfigs, out: str | Path | None = None, limits: Li
             raise ValueError(f"--views {sc.views} conflicts with the trajectory file {sc.trajectory}, which has "
                              f"{len(cams)} cameras (--views sets the count of a preset's cameras): drop --views "
                              f"(or give --views none)")
+        given = f"--fov {sc.fov:g}" if sc.fov is not None else f"--focal {sc.focal:g}" if sc.focal is not None else ""
+        if given and is_trajectory_file(sc.trajectory) and not _same_intrinsics(cams[0], first):
+            # camera 0 is the first view's camera: the file's intrinsics win, and the flag would be recorded unused
+            raise ValueError(f"{given} conflicts with the trajectory file {sc.trajectory}, whose camera 0 (the first "
+                             f"view's camera) has its own intrinsics: a field of view of {cams[0].fov_x:.4g} degrees "
+                             f"(focal length {cams[0].fx:.4g} px), not {first.fov_x:.4g} ({first.fx:.4g} px): drop "
+                             f"{given.split()[0]} (or leave K, fov and focal out of the file)")
         if sc.prompts is not None and len(sc.prompts) != len(cams):
             raise ValueError(f"--prompts has {len(sc.prompts)} prompts but the trajectory has {len(cams)} cameras: "
                              f"give one per camera")

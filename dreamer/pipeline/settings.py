@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from dreamer.backends.model_sets import ModelConfig
-from dreamer.cameras import DEFAULT_FOCAL_512, FOV_RANGE, Camera, check_input_camera
+from dreamer.cameras import DEFAULT_FOCAL_512, FOV_RANGE, Camera, check_float32_focal, check_input_camera
 from dreamer.cli import quote_names
 from dreamer.configs import check_settings, config_hash, dataclass_from_dict
 from dreamer.deepzoom import DeepZoomConfig
@@ -72,9 +72,9 @@ class SceneConfig:
         if self.focal is not None and not self.focal > 0:
             raise ValueError(f"--focal must be a focal length in pixels > 0, got {self.focal:g}")
         focal = self.focal if self.focal is not None else DEFAULT_FOCAL_512 * self.width / 512.0
-        camera = Camera.from_focal(focal, self.width, self.height)
         try:
-            return check_input_camera(camera, f"--focal {focal:g}")
+            check_float32_focal(focal, focal, f"--focal {focal:g}")
+            return check_input_camera(Camera.from_focal(focal, self.width, self.height), f"--focal {focal:g}")
         except ValueError as e:
             raise ValueError(f"{e} (--fov gives the field of view directly)") from None
 

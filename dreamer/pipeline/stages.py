@@ -39,7 +39,8 @@ from dreamer.pipeline.checkpoint import drop_loop_files, load_checkpoint, load_f
 from dreamer.pipeline.exports import write_cameras_json, write_scene
 from dreamer.pipeline.extend import EXTENSIONS_DIR
 from dreamer.pipeline.folder import (OWNED, SettingsChanged, changed_settings, check_inputs_kept, check_scene_folder,
-                                     clear_outputs, disk_usage, format_bytes, largest_entries, publish_file)
+                                     clear_outputs, disk_usage, format_bytes, largest_entries, publish_file,
+                                     record_inputs)
 from dreamer.pipeline.joblog import job_log
 from dreamer.pipeline.limits import Limits
 from dreamer.pipeline.preflight import check_scene
@@ -107,6 +108,7 @@ def _prepare_folder(out: Path, configs: SceneConfigs, restart: bool = False,
     else:
         refuse_changed_settings(out, configs)
     write_json(cfg_file, {"hash": digest, "dream_hash": dream_digest, **configs.to_dict()})
+    record_inputs(out, configs)
     done = out / "DONE"
     return digest, done.exists() and done.read_text().strip() == digest
 

@@ -51,7 +51,9 @@ which records the prompt the view was dreamed with (the scene prompt of the new 
 ``--prompts`` to give one per view).
 
 A nerfstudio / instant-ngp ``transforms.json`` (``"frames": [{"transform_matrix": ...}]`` with
-``fl_x``/``fl_y``/``cx``/``cy``/``w``/``h`` or ``camera_angle_x``; OpenGL axes) is read as well.
+``fl_x``/``fl_y``/``cx``/``cy``/``w``/``h`` or ``camera_angle_x``; OpenGL axes) is read as well:
+pinhole cameras only (``camera_model`` PINHOLE, SIMPLE_PINHOLE or OPENCV with its distortion
+coefficients ``k1``..``k4``, ``p1``, ``p2`` zero; a fisheye or a distorted lens is refused).
 
 Errors raise :class:`TrajectoryFileError` (a ValueError) naming the file, the camera (or
 keyframe) index and what is wrong. ``max_cameras`` bounds how many cameras a file may make,
@@ -72,6 +74,7 @@ from torch import Tensor
 from dreamer.cameras import (
     FOV_RANGE,
     Camera,
+    check_float32_focal,
     check_rigid,
     focal_from_fov,
     intrinsics_matrix,
@@ -178,6 +181,10 @@ def _parse_intrinsics(entry: dict, width: int, height: int, src: _Source, where:
             raise src.error(where, f"K needs positive focal lengths, got fx={K[0, 0]}, fy={K[1, 1]}")
         if not np.allclose(K[2], [0.0, 0.0, 1.0]):
             raise src.error(where, f"K must have last row [0, 0, 1], got {K[2].tolist()}")
+        try:
+            check_float32_focal(K[0, 0], K[1, 1], "K")
+        except ValueError as e:
+            raise src.error(where, str(e)) from None
         return torch.from_numpy(K).to(torch.float32)
     v = _parse_number(entry[key], key, src, where)
     if key == "fov":
@@ -189,6 +196,10 @@ def _parse_intrinsics(entry: dict, width: int, height: int, src: _Source, where:
         if v <= 0:
             raise src.error(where, f"focal must be positive (pixels), got {v}")
         f = v
+    try:
+        check_float32_focal(f, f, key)
+    except ValueError as e:
+        raise src.error(where, str(e)) from None
     return intrinsics_matrix(f, f, width / 2.0, height / 2.0)
 
 
@@ -342,9 +353,33 @@ def _parse_keyframes(data: dict, defaults: _Defaults, convention: str, src: _Sou
     return Trajectory(cameras, frame_prompts)
 
 
+# transforms.json camera models that are pinholes (OPENCV: a pinhole with distortion coefficients,
+# which must then be zero); nerfstudio also writes OPENCV_FISHEYE, EQUIRECTANGULAR, FISHEYE624, ...
+_PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV")
+_DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+
+
+def _check_pinhole(get, src: _Source, where: str) -> None:
+    """Refuse a transforms.json camera that is not a pinhole: the cameras here are (``K`` alone), so
+    a fisheye or a distorted lens would be dreamed along other rays than its images show."""
+    model = get("camera_model")
+    if model is not None and model not in _PINHOLE_MODELS:
+        raise src.error(where, f"camera_model {json.dumps(model)[:40]} is not a pinhole camera; the cameras here are "
+                               f"pinholes ({', '.join(_PINHOLE_MODELS)} with zero distortion): undistort it first")
+    if get("is_fisheye"):  # instant-ngp's flag
+        raise src.error(where, "is_fisheye is set: the cameras here are pinholes; undistort it first")
+    for key in _DISTORTION_KEYS:
+        value = get(key)
+        if value is not None and _parse_number(value, key, src, where) != 0.0:
+            raise src.error(where, f"{key} = {value:g}: lens distortion, which a pinhole camera here cannot hold "
+                                   f"(its views would be dreamed without it); undistort the cameras first, or give "
+                                   f"{key} 0")
+
+
 def _parse_transforms_json(data: dict, first: Camera | None, src: _Source,
                            max_cameras: int | None = None) -> Trajectory:
-    """nerfstudio / instant-ngp transforms.json: OpenGL camera axes, intrinsics per file or frame."""
+    """nerfstudio / instant-ngp transforms.json: OpenGL camera axes, intrinsics per file or frame;
+    pinhole cameras only (a fisheye model or non-zero distortion coefficients are refused)."""
     frames = data["frames"]
     if not frames:
         raise src.error(None, "has zero frames; a trajectory needs at least one camera")
@@ -356,6 +391,7 @@ def _parse_transforms_json(data: dict, first: Camera | None, src: _Source,
             raise src.error(where, "a transforms.json frame needs a 'transform_matrix'")
         c2w = _parse_c2w(fr["transform_matrix"], "opengl", src, where)
         get = lambda k, fr=fr: fr.get(k, data.get(k))  # noqa: E731 - per-frame value over the file's
+        _check_pinhole(get, src, where)
         w = get("w") if get("w") is not None else (first.width if first is not None else None)
         h = get("h") if get("h") is not None else (first.height if first is not None else None)
         if w is None or h is None:
@@ -366,7 +402,10 @@ def _parse_transforms_json(data: dict, first: Camera | None, src: _Source,
             fy = _parse_number(get("fl_y") if get("fl_y") is not None else fx, "fl_y", src, where)
             cx = _parse_number(get("cx"), "cx", src, where) if get("cx") is not None else w / 2.0
             cy = _parse_number(get("cy"), "cy", src, where) if get("cy") is not None else h / 2.0
-            K = intrinsics_matrix(fx, fy, cx, cy)
+            try:
+                K = intrinsics_matrix(fx, fy, cx, cy)
+            except ValueError as e:
+                raise src.error(where, str(e).replace("K: ", "fl_x, fl_y: ", 1)) from None
         elif get("camera_angle_x") is not None:
             angle = _parse_number(get("camera_angle_x"), "camera_angle_x", src, where)
             lo, hi = FOV_RANGE  # as for "fov" (in radians here, as instant-ngp writes it)
