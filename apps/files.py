@@ -12,7 +12,6 @@ leaves, their copies are deleted.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import secrets
@@ -22,17 +21,15 @@ import threading
 from pathlib import Path
 from urllib.parse import quote
 
+from dreamer.io import file_sha256
+
 __all__ = ["FileDesk"]
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:32]
+    return file_sha256(path)[:32]
 
 
 class FileDesk:

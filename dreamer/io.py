@@ -10,6 +10,7 @@ the usual permissions (``0666`` less the process's umask), like any other file t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -26,7 +27,8 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 __all__ = ["atomic_path", "remove_temporaries", "write_json", "read_json", "save_image", "load_image_tensor",
-           "save_depth_npy", "save_depth_png16", "to_uint8", "even_sides", "VIDEO_WRITER_ARGS", "read_ply"]
+           "save_depth_npy", "save_depth_png16", "to_uint8", "even_sides", "VIDEO_WRITER_ARGS", "read_ply",
+           "file_sha256"]
 
 
 # A temporary of atomic_path: ".<name>.<8 random characters>.tmp<suffix>" (the suffix is kept so that
@@ -110,6 +112,15 @@ def write_json(path: str | Path, data) -> None:
 
 def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in blocks of 1 MiB (a large file is not held whole)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_ply(path: str | Path, what: str = "a PLY point cloud"):

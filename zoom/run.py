@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import re
@@ -39,6 +38,7 @@ from typing import Callable
 
 from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, parse_json, path_argument, report_bad_input
 from dreamer.configs import config_hash, field_docs
+from dreamer.io import file_sha256
 
 # torch, the models' libraries and the input checks (which use torch) are imported where they are
 # used, after the arguments are read: ``--help`` and bad usage answer at once.
@@ -244,7 +244,7 @@ def _resolve(config: ZoomConfig) -> ZoomConfig:
         path = Path(config.photo)
         if not path.is_file():
             raise ValueError(f"--photo {config.photo!r} is not a file")
-        photo_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        photo_sha = file_sha256(path)
     return dataclasses.replace(config, device=str(device), dtype=str(dtype).removeprefix("torch."),
                                photo_sha256=photo_sha)
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dreamer.io import read_json
+from dreamer.io import file_sha256, read_json
 
 __all__ = ["OWNED", "SettingsChanged", "NotASceneFolder", "check_scene_folder", "check_inputs_kept", "clear_outputs",
            "changed_settings", "INPUTS_RECORD", "record_inputs", "input_digests",
@@ -128,8 +128,6 @@ def _short(value: Any) -> str:
 def input_digests(configs) -> dict[str, str]:
     """``{setting: sha256}`` of the input files the dream of ``configs`` reads: ``image``, ``depth``
     and a trajectory file (not a preset); files that are not there are left out (the checks name them)."""
-    import hashlib
-
     from dreamer.trajectories import is_trajectory_file
 
     sc = configs.scene
@@ -139,11 +137,7 @@ def input_digests(configs) -> dict[str, str]:
     for key, path in named.items():
         if not path or not Path(path).is_file():
             continue
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(block)
-        digests[key] = h.hexdigest()
+        digests[key] = file_sha256(path)
     return digests
 
 
