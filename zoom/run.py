@@ -38,7 +38,6 @@ from typing import Callable
 
 from dreamer.cli import EXIT_FAILED, OneLineParser, one_line, parse_json, path_argument, report_bad_input
 from dreamer.configs import config_hash, field_docs
-from dreamer.io import file_sha256
 
 # torch, the models' libraries and the input checks (which use torch) are imported where they are
 # used, after the arguments are read: ``--help`` and bad usage answer at once.
@@ -236,6 +235,7 @@ def check_zoom(config: ZoomConfig, output: OutputConfig = OutputConfig(), limits
 
 def _resolve(config: ZoomConfig) -> ZoomConfig:
     from dreamer.backends.loading import resolve_device, resolve_dtype
+    from dreamer.io import file_sha256
 
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
