@@ -129,8 +129,14 @@ def finish_depth(depth: torch.Tensor, reference: torch.Tensor, known: torch.Tens
     cloud's depth over this view's), and read from the unfiltered depth that residual carries the
     estimate's pixel noise at the known pixel straight into the step across the seam. With the
     estimate's 2% noise (the mix of bench/bench_dream.py) the seam step then sat at 0.5-0.75%, not
-    half the best peer's; filtered on both sides it is what the filtered map's own step is."""
-    depth = smooth_depth(depth, hole | known, radius=cfg.smooth_radius)
+    half the best peer's; filtered on both sides it is what the filtered map's own step is. Only
+    the known pixels next to the hole are filtered: the stitch reads no others."""
+    seam = torch.zeros_like(hole)  # the pixels with a 4-neighbour in the hole
+    seam[1:] |= hole[:-1]
+    seam[:-1] |= hole[1:]
+    seam[:, 1:] |= hole[:, :-1]
+    seam[:, :-1] |= hole[:, 1:]
+    depth = smooth_depth(depth, hole | (known & seam), radius=cfg.smooth_radius)
     return stitch_seam(depth, reference, known, hole, reach=cfg.stitch_reach)
 
 
