@@ -520,3 +520,47 @@ def test_a_one_camera_scene_writes_standard_json_and_reads_its_metrics_back(tmp_
 
     m = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)
     assert m["views"] == 1 and m["abs_rel_aligned"] is None and m["splats"]["video_frames"] == 4
+
+
+def test_what_an_input_makes_the_run_guess_is_said_once_per_run(tmp_path, caplog):
+    """A depth map mostly unknown (a 16-bit PNG of zeros) was said 3 times in one run, and a float
+    photo's clipping as often: the planner's checks, run_scene's own checks and the first view each
+    read the files. The checks now read them quietly: one warning per scene, where the first view
+    reads them (so in the scene's run.log too), for one scene, each scene of a batch, and the app's
+    way (its request check, then run_scene)."""
+    from apps.inputs import Limits as AppLimits
+    from apps.inputs import check_scene_request
+    from dreamer.backends.model_sets import build_backends
+    from dreamer.pipeline import configs_from_flat, run_scene
+
+    photo, depth = tmp_path / "photo.tif", tmp_path / "sparse.png"
+    Image.fromarray(np.random.default_rng(0).uniform(0, 2, (48, 64)).astype(np.float32)).save(photo)  # mode F
+    mm = np.zeros((48, 64), np.uint16)
+    mm[:12] = 2000  # a quarter known
+    Image.fromarray(mm).save(depth)
+    said = ("sparse.png: 2304 of its 3072 depth values are 0 (unknown, 75.00%)", "photo.tif: floating-point image")
+
+    def warned():
+        found = [next(s for s in said if s in r.getMessage()) for r in caplog.records
+                 if r.levelno == logging.WARNING and any(s in r.getMessage() for s in said)]
+        caplog.clear()
+        return sorted(found)
+
+    def in_log(scene):
+        text = (scene / "run.log").read_text()
+        return sorted(s for s in said for _ in range(text.count(s)))
+
+    caplog.set_level(logging.INFO)
+    scene = ["--models", "synthetic", "--views", 1, "--image", photo, "--depth", depth, *SMALL]
+    assert run_cli(*scene, "--out", tmp_path / "one") == 0
+    assert warned() == in_log(tmp_path / "one") == sorted(said)
+    batch = tmp_path / "scenes.jsonl"
+    _write_batch(batch, [{"name": "a"}, {"name": "b", "seed": 1}])
+    assert run_cli("--batch", batch, *scene, "--out", tmp_path / "runs") == 0
+    assert warned() == sorted(said * 2)
+    assert in_log(tmp_path / "runs" / "a") == in_log(tmp_path / "runs" / "b") == sorted(said)
+    configs = configs_from_flat({"models": "synthetic", "views": 1, "width": 64, "height": 64, "image": str(photo),
+                                 "depth": str(depth)})  # no splats: the default here
+    check_scene_request(configs, tmp_path, AppLimits())
+    run_scene(configs, tmp_path / "app", build_backends(configs.models))
+    assert warned() == in_log(tmp_path / "app") == sorted(said)

@@ -20,6 +20,12 @@ Anything that is not an image raises ``ValueError`` naming the file.
 millimetres, float TIFF in metres, ``.exr`` metres when the ``OpenEXR`` package is installed) and
 applies exactly the same crop / pad geometry, resampled nearest-neighbour (depth is not blended
 across edges). See its docstring for how unknown and padded pixels are treated.
+
+Both readers log what they accept but a person should hear of (a depth map mostly unknown, a
+floating-point image clipped to [0, 1]) as a warning. ``warn=False`` logs it at debug level only:
+the checks that read the inputs before a run (:func:`~dreamer.pipeline.preflight.check_scene`,
+``zoom.run``'s) read them again when the run uses them, and a run says it once, there (and so in
+the scene's ``run.log``).
 """
 
 from __future__ import annotations
@@ -313,8 +319,9 @@ def _canonical(im):
     return im.convert("RGBa") if im.mode == "RGBA" else im
 
 
-def _to_rgb_float(im) -> np.ndarray:
-    """A :func:`_canonical` image -> float32 [h,w,3] in [0,1]; transparency composited over grey."""
+def _to_rgb_float(im) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """A :func:`_canonical` image -> (float32 [h,w,3] in [0,1], transparency composited over grey;
+    the range of a floating-point image's values when they were clipped to [0,1], else None)."""
     mode = im.mode
     if mode == "I":
         # 16-bit grayscale (PNG opens as I;16, older Pillow as I): scale the full 16-bit range.
@@ -322,20 +329,19 @@ def _to_rgb_float(im) -> np.ndarray:
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ValueError(f"32-bit integer image with values in [{arr.min()}, {arr.max()}]: not a 16-bit image")
         gray = (arr / 65535.0).astype(np.float32)
-        return np.repeat(gray[..., None], 3, axis=-1)
+        return np.repeat(gray[..., None], 3, axis=-1), None
     if mode == "F":
         gray = np.asarray(im, dtype=np.float32)
         if not np.isfinite(gray).all():
             raise ValueError("floating-point image holds non-finite values")
-        if gray.size and (gray.min() < 0 or gray.max() > 1):
-            logger.warning("floating-point image with values in [%g, %g]: clipped to [0, 1]", gray.min(), gray.max())
-        return np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=-1)
+        clipped = (float(gray.min()), float(gray.max())) if gray.size and (gray.min() < 0 or gray.max() > 1) else None
+        return np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=-1), clipped
     arr = np.asarray(im, dtype=np.float32) / 255.0
     if mode == "L":
-        return np.repeat(arr[..., None], 3, axis=-1)
+        return np.repeat(arr[..., None], 3, axis=-1), None
     if mode == "RGBa":
-        return arr[..., :3] + PAD_VALUE * (1.0 - arr[..., 3:4])
-    return arr
+        return arr[..., :3] + PAD_VALUE * (1.0 - arr[..., 3:4]), None
+    return arr, None
 
 
 def _resample_channel(channel: np.ndarray, fit: ImageFit, resample, reduced_by: int = 1,
@@ -377,7 +383,7 @@ def _check_canvas(width: int, height: int) -> None:
 
 
 def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
-               max_pixels: int | None = MAX_PHOTO_PIXELS) -> LoadedImage:
+               max_pixels: int | None = MAX_PHOTO_PIXELS, warn: bool = True) -> LoadedImage:
     """Read an image file and fit it to ``width`` x ``height``.
 
     Returns a :class:`LoadedImage`: ``image`` float32 [height,width,3] in [0,1] (antialiased
@@ -385,7 +391,8 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
     padding) for ``fit="pad"`` and None for ``fit="crop"``, and the ``transform`` (in the photo's
     own pixels, whatever size it was decoded at). Raises ``FileNotFoundError`` for a missing file
     and ``ValueError`` for anything that is not an image, or one of more than ``max_pixels``
-    pixels (``None``: no limit but Pillow's own against decompression bombs).
+    pixels (``None``: no limit but Pillow's own against decompression bombs). ``warn``: see
+    the module's docstring; a floating-point image's values outside [0, 1] are clipped, and said.
     """
     from PIL import Image
 
@@ -411,9 +418,12 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
         pixels = _upright(pixels, orientation)
         window = _lanczos_window(transform, factor, pixels.size)
         try:
-            rgb = _to_rgb_float(pixels.crop(window))
+            rgb, clipped = _to_rgb_float(pixels.crop(window))
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+    if clipped is not None:
+        (logger.warning if warn else logger.debug)("%s: floating-point image with values in [%g, %g]: clipped to "
+                                                   "[0, 1]", path, *clipped)
     content = np.stack([_resample_channel(rgb[..., c], transform, Image.Resampling.LANCZOS, factor, window[:2])
                         for c in range(3)], axis=-1)
     image = torch.from_numpy(np.clip(_place(content, transform, PAD_VALUE), 0.0, 1.0))
@@ -546,8 +556,8 @@ def _fill_nearest(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
-                         like: LoadedImage | None = None,
-                         max_pixels: int | None = MAX_PHOTO_PIXELS) -> tuple[Tensor, Tensor]:
+                         like: LoadedImage | None = None, max_pixels: int | None = MAX_PHOTO_PIXELS,
+                         warn: bool = True) -> tuple[Tensor, Tensor]:
     """Like :func:`load_depth`, also returning ``valid`` bool [H,W]: False where the depth was not
     known (zeros of a 16-bit PNG, padding) and was filled from the nearest known pixel."""
     _check_canvas(width, height)
@@ -574,7 +584,7 @@ def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit 
     if zeros_unknown and not known.all():
         # Mostly unknown (a sparse sensor, or a map of the wrong kind): the first view's geometry is then
         # mostly the fill's, which a person should hear of at the default verbosity.
-        log = logger.warning if known.mean() < 0.5 else logger.info
+        log = (logger.warning if known.mean() < 0.5 else logger.info) if warn else logger.debug
         log("%s: %d of its %d depth values are 0 (unknown, %.2f%%); filled from the nearest known pixel", path,
             int((~known).sum()), known.size, 100.0 * (1 - known.mean()))
     h, w = raw.shape
@@ -612,7 +622,7 @@ def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit 
 
 
 def load_depth(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
-               like: LoadedImage | None = None, max_pixels: int | None = MAX_PHOTO_PIXELS) -> Tensor:
+               like: LoadedImage | None = None, max_pixels: int | None = MAX_PHOTO_PIXELS, warn: bool = True) -> Tensor:
     """Read the z-depth map (metres) of a photo and fit it exactly like the photo: float32 [H,W] > 0.
 
     Formats: ``.npy`` (a float [H,W] array in metres), 16-bit PNG / TIFF (millimetres, as
@@ -627,8 +637,9 @@ def load_depth(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
     outside :data:`DEPTH_RANGE`, raise ``ValueError``. Zeros in 16-bit PNGs mean "unknown" (the
     usual sensor convention): they, and the padding of ``fit="pad"``, are filled with the depth of
     the nearest known pixel so that the result is > 0 everywhere; :func:`load_depth_with_mask`
-    also returns which pixels were known.
+    also returns which pixels were known; a map mostly (over half) unknown is said as a warning
+    (``warn``: see the module's docstring).
     Complex or non-numeric arrays, and maps of more than ``max_pixels`` pixels (read from the
     header first: a ``.npy`` claiming 80 GB is refused before anything is read), raise ``ValueError``.
     """
-    return load_depth_with_mask(path, width, height, fit=fit, like=like, max_pixels=max_pixels)[0]
+    return load_depth_with_mask(path, width, height, fit=fit, like=like, max_pixels=max_pixels, warn=warn)[0]
