@@ -564,3 +564,33 @@ def test_what_an_input_makes_the_run_guess_is_said_once_per_run(tmp_path, caplog
     check_scene_request(configs, tmp_path, AppLimits())
     run_scene(configs, tmp_path / "app", build_backends(configs.models))
     assert warned() == in_log(tmp_path / "app") == sorted(said)
+
+
+@pytest.mark.slow  # three runs with splats and videos, about 5 s
+def test_a_finished_scene_renders_its_videos_again_for_a_replaced_render_trajectory_file(tmp_path, caplog):
+    """The rerun of a finished scene whose render trajectory file was replaced at the same path was
+    "skipped (already complete)" with the old path's videos; it now renders the new path (and only
+    that: the dream and the splats are reloaded)."""
+    def path(fov):
+        cams = [np.eye(4) for _ in range(3)]
+        for i, c2w in enumerate(cams):
+            c2w[0, 3] = 0.05 * i
+        return json.dumps({"fov": fov, "cameras": [{"c2w": m.tolist()} for m in cams]})
+
+    render, out = tmp_path / "render.json", tmp_path / "scene"
+    render.write_text(path(60))
+    args = ["--models", "synthetic", "--views", 2, "--width", 64, "--height", 64, "--gs-iters", 5,
+            "--render-trajectory", render, "--out", out, "-q"]
+    assert run_cli(*args) == 0
+    first = json.loads((out / "videos" / "done.json").read_text())
+    render.write_text(path(40))  # a narrower view: the same splats cover more of each frame
+    caplog.set_level(logging.INFO)
+    assert run_cli(*args) == 0
+    assert "the dream is finished (2 views); reusing it" in caplog.text
+    assert "splats/done.json says this stage is finished; loading its result" in caplog.text
+    assert f"render_trajectory {render}: the file changed since the scene was made" in caplog.text
+    again = json.loads((out / "videos" / "done.json").read_text())
+    assert again["key"] != first["key"] and again["coverage"] != first["coverage"]
+    assert (out / "DONE").exists()
+    caplog.clear()
+    assert run_cli(*args) == 0 and "already complete" in caplog.text
