@@ -14,7 +14,8 @@ its visible part, and decoded at a reduced size when they are much larger than t
 JPEG at 1/2, 1/4 or 1/8 of its size by Pillow's ``draft``, then an integer box reduction), so a
 12000x9000 photo never exists in memory as floats. The size in the file's header is checked
 before anything is decoded: more than ``max_pixels`` (default :data:`MAX_PHOTO_PIXELS`) is refused.
-Anything that is not an image raises ``ValueError`` naming the file.
+Anything that is not an image raises ``ValueError`` naming the file, and so does a JPEG whose data
+ends before its pixels do, which the decoder would fill with flat grey (:mod:`dreamer.pipeline.jpeg`).
 
 :func:`load_depth` reads the depth map of that photo (``.npy`` float metres, 16-bit PNG / TIFF in
 millimetres, float TIFF in metres, ``.exr`` metres when the ``OpenEXR`` package is installed) and
@@ -31,6 +32,7 @@ the scene's ``run.log``).
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import math
 import os
@@ -46,6 +48,7 @@ import torch
 from torch import Tensor
 
 from dreamer.checks import check_int
+from dreamer.pipeline.jpeg import SCAN_PADDING, JpegLayout, is_jpeg, jpeg_layout
 
 logger = logging.getLogger(__name__)
 
@@ -224,17 +227,28 @@ _DEPTH_FORMATS = ("a depth map: .npy (float metres), a 16-bit PNG or TIFF (milli
 
 
 def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "image",
-          formats: str = _IMAGE_FORMATS):
+          formats: str = _IMAGE_FORMATS) -> tuple:
     """Open ``path`` lazily (its header only) and check its size; the caller decodes it (:func:`_decode`).
-    ``formats``: what the file may be, named when Pillow does not know it."""
+    ``formats``: what the file may be, named when Pillow does not know it. Returns the Pillow image
+    and, for a JPEG, its :class:`~dreamer.pipeline.jpeg.JpegLayout` (else None)."""
     from PIL import Image, UnidentifiedImageError
 
     if check_input_file(path, f"{what} file").stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes), not an image file")
+    source, layout = path, None
+    with open(path, "rb") as f:
+        jpeg = is_jpeg(f.read(3))
+    if jpeg:
+        data = path.read_bytes()
+        layout = jpeg_layout(data)
+        if layout is not None and layout.scans == 1 and layout.end is not None:
+            # Without its end marker, a scan short of data raises where libjpeg would fill the
+            # rest with grey and report success (see dreamer.pipeline.jpeg).
+            source = io.BytesIO(b"".join((memoryview(data)[:layout.end], SCAN_PADDING)))  # one copy
     try:
         with warnings.catch_warnings():  # the size limit below decides, not Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(source)
     except UnidentifiedImageError as e:
         raise ValueError(f"{path} is not {formats}") from e
     except Image.DecompressionBombError as e:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS: said as ours
@@ -250,11 +264,13 @@ def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "im
         im.close()
         raise ValueError(f"{path}: the {what} is {w}x{h} ({w * h / 1e6:.1f} megapixels), more than the limit of "
                          f"{max_pixels / 1e6:g} megapixels; downscale it (or lift the limit: --allow-large)")
-    return im
+    return im, layout
 
 
-def _decode(im, path: Path) -> None:
-    """Decode an image opened by :func:`_open` (after any ``draft``)."""
+def _decode(im, path: Path, layout: JpegLayout | None = None) -> None:
+    """Decode an image opened by :func:`_open` (after any ``draft``); ``layout``: the JPEG's, which
+    :func:`_open` gave. A JPEG whose data ends before its pixels do is refused, never returned
+    with the decoder's grey in place of the missing blocks."""
     from PIL import Image
 
     try:
@@ -262,7 +278,29 @@ def _decode(im, path: Path) -> None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if layout is not None and "truncated" in str(e):
+            raise ValueError(f"{path} could not be decoded as an image: the JPEG's data ends before the "
+                             f"{layout.width}x{layout.height} pixels its header declares (a truncated or damaged file; "
+                             f"a viewer shows the rest as flat grey); use a whole copy of the photo") from None
         raise ValueError(f"{path} could not be decoded as an image: {e}") from e
+    if layout is not None and layout.scans > 1 and _grey_tail(im, layout):
+        # A progressive file is read to its end marker whole (its scans refine one another), so a
+        # short scan shows only in the pixels: the zeros the decoder put in for it are flat 128.
+        raise ValueError(f"{path} could not be decoded as an image: the progressive JPEG's last row of blocks is "
+                         f"the flat grey (128) its decoder puts where data is missing: a truncated or damaged file, "
+                         f"or one whose header declares more pixels ({layout.width}x{layout.height}) than its data "
+                         f"holds; use a whole copy of the photo (a picture that does end in flat grey: save it as PNG)")
+
+
+def _grey_tail(im, layout: JpegLayout) -> bool:
+    """Whether the last row of minimum coded units of a decoded JPEG (``im``, possibly at a
+    reduced size by ``draft``) is exactly 128 in every channel, less its first pixel row (which the
+    chroma upsampling mixes with the row above)."""
+    if im.mode not in ("L", "RGB") or im.height == 0:
+        return False
+    start = (layout.height - 1) // layout.mcu[1] * layout.mcu[1]  # the last row of units, in the file's pixels
+    first = min(math.ceil(start * im.height / layout.height) + 1, im.height - 1)
+    return bool((np.asarray(im.crop((0, first, im.width, im.height))) == 128).all())
 
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -400,7 +438,8 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
     if fit not in ("crop", "pad"):
         raise ValueError(f"fit must be 'crop' or 'pad', got {fit!r}")
     path = Path(path)
-    with _open(path, max_pixels, "photo") as im:
+    im, layout = _open(path, max_pixels, "photo")
+    with im:
         orientation = _orientation(im)
         stored_w, stored_h = im.size
         w, h = (stored_h, stored_w) if orientation in (5, 6, 7, 8) else (stored_w, stored_h)
@@ -408,7 +447,7 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
         scale = min(transform.scale)  # canvas pixels per photo pixel
         needed = (max(1, math.ceil(stored_w * scale)), max(1, math.ceil(stored_h * scale)))
         factor = _draft(im, needed)
-        _decode(im, path)
+        _decode(im, path, layout)
         mode = im.mode
         pixels = _canonical(im)
         box = max(1, int(1.0 / (scale * factor) + 1e-9))  # a further box reduction that keeps >= canvas resolution
@@ -533,9 +572,9 @@ def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> t
             raise ValueError(f"{path}: the depth map has {depth.size / 1e6:.1f} megapixels, more than the limit of "
                              f"{max_pixels / 1e6:g}; downscale it (or lift the limit: --allow-large)")
         return depth, False
-    im = _open(path, max_pixels, "depth map", _DEPTH_FORMATS)
+    im, layout = _open(path, max_pixels, "depth map", _DEPTH_FORMATS)
     with im:
-        _decode(im, path)
+        _decode(im, path, layout)
         mode = im.mode
         if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
             arr = np.asarray(im)
