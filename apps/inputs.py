@@ -113,6 +113,15 @@ def check_number(value, name: str, lo: float, hi: float, *, integer: bool = Fals
     return number
 
 
+def check_seed(value, name: str = "Seed") -> int:
+    """A seed: a whole number in the command lines' range, 0 to
+    :data:`~dreamer.pipeline.limits.MAX_SEED` (2**32 - 1), so that a seed a visitor uses here
+    reproduces the scene or stack with ``--seed`` and back."""
+    from dreamer.pipeline.limits import MAX_SEED
+
+    return check_number(value, name, 0, MAX_SEED, integer=True)
+
+
 def check_flag(value, name: str) -> bool:
     """A checkbox: True or False (``None`` counts as False); "no" is not False, so it is refused."""
     if value is None:

@@ -13,6 +13,7 @@ from apps.inputs import DEPTH_TYPES, IMAGE_TYPES, InputError, Limits, check_uplo
 from apps.settings import (FILES_QUEUE, GPU_QUEUE, MODEL_SETS, SCENE_EXAMPLES, SCENE_TRAJECTORIES, SCENE_VIEWER_ID,
                            ZOOM3D_VIEWER_ID, ZOOM_MODEL_SETS, AppSettings, scene_form_defaults)
 from apps.viewer import read_camera_js, viewer_component
+from dreamer.pipeline.limits import MAX_SEED
 
 __all__ = ["build_app", "photo_input"]
 
@@ -67,7 +68,7 @@ def _scene_tab(app: DreamerApp, settings: AppSettings, state: gr.State) -> dict:
                 steps = gr.Slider(1, 150, value=start["steps"], step=1, label="Inpainting steps")
                 guidance = gr.Slider(0, 30, value=7.5, step=0.5, label="Guidance")
             with gr.Row():
-                seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**31 - 1, label="Seed")
+                seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                 models = gr.Dropdown(list(MODEL_SETS), value=settings.models, label="Model set", elem_id="scene-models")
             with gr.Accordion("Size and video", open=False):
                 size = gr.Slider(64, lim.max_size, value=start["size"], step=8, label="Image size (px, square)",
@@ -139,7 +140,7 @@ def _zoom_tab(app: DreamerApp, settings: AppSettings) -> dict:
                 steps = gr.Slider(1, 150, value=50, step=1, label="Steps")
                 guidance = gr.Slider(0, 30, value=7.5, step=0.5, label="Guidance")
             with gr.Row():
-                seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**31 - 1, label="Seed")
+                seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                 size = gr.Slider(64, 768, value=512, step=64, label="Size (px)")
             models = gr.Dropdown(list(ZOOM_MODEL_SETS), value=zoom_default, label="Model set")
             with gr.Row():
@@ -182,7 +183,7 @@ def _zoom3d_tab(app: DreamerApp, settings: AppSettings, state: gr.State) -> dict
             prompts = gr.Textbox(label="Prompts (optional): one, or one per level", lines=3)
             with gr.Row():
                 steps = gr.Slider(1, 150, value=30, step=1, label="Steps")
-                seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**31 - 1, label="Seed")
+                seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
             frames = gr.Slider(8, 600, value=48, step=1, label="Fly-in frames")
             with gr.Row():
                 generate = gr.Button("Zoom into the scene", variant="primary")

@@ -13,7 +13,7 @@ import gradio as gr
 
 from apps.files import FileDesk
 from apps.inputs import (DEPTH_TYPES, IMAGE_TYPES, TRAJECTORY_TYPES, InputError, check_flag, check_number,
-                         check_scene_request, check_text, check_upload, copy_upload)
+                         check_scene_request, check_seed, check_text, check_upload, copy_upload)
 from apps.jobs import Job, Jobs, zip_folder
 from apps.settings import MODEL_SETS, SCENE_TRAJECTORIES, AppSettings
 from apps.viewer import viewer_spec
@@ -58,7 +58,7 @@ class SceneTab:
             "views": check_number(views, "Views", 1, lim.max_views, integer=True),
             "steps": check_number(steps, "Steps", 1, 150, integer=True),
             "guidance": check_number(guidance, "Guidance", 0.0, 30.0),
-            "seed": check_number(seed, "Seed", 0, 2**31 - 1, integer=True),
+            "seed": check_seed(seed),
             "iterations": check_number(gs_iters, "Gaussian iterations", 10, 30000, integer=True),
             "models": models, "width": size, "height": size,
             "render_frames": check_number(frames, "Video frames", 8, 600, integer=True),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from apps.inputs import InputError, check_number, check_prompt_lines, check_scene_request
+from apps.inputs import InputError, check_number, check_prompt_lines, check_scene_request, check_seed
 from apps.jobs import Job, zip_folder
 from apps.scene_tab import SceneTab
 
@@ -49,7 +49,7 @@ class Zoom3DTab:
             "u": check_number(u, "Zoom point x", 0.0, 1.0), "v": check_number(v, "Zoom point y", 0.0, 1.0),
             "zoom_levels": levels, "zoom_p": p, "zoom_prompts": tuple(lines) or None,
             "zoom_steps": check_number(steps, "Steps", 1, 150, integer=True),
-            "zoom_seed": check_number(seed, "Seed", 0, 2**31 - 1, integer=True),
+            "zoom_seed": check_seed(seed),
             "zoom_fly_frames": check_number(frames, "Fly-in frames", 8, 600, integer=True),
         }
 

@@ -10,8 +10,8 @@ from typing import Any
 import gradio as gr
 
 from apps.files import FileDesk
-from apps.inputs import (IMAGE_TYPES, InputError, check_number, check_prompt_lines, check_upload, copy_upload,
-                         upload_message)
+from apps.inputs import (IMAGE_TYPES, InputError, check_number, check_prompt_lines, check_seed, check_upload,
+                         copy_upload, upload_message)
 from apps.jobs import Job, Jobs
 from apps.settings import ZOOM_MODEL_SETS, AppSettings
 
@@ -54,7 +54,7 @@ class ZoomTab:
             "prompts": lines, "photo": check_upload(photo, "Photo", IMAGE_TYPES, lim), "p": p, "levels": levels,
             "steps": check_number(steps, "Steps", 1, 150, integer=True),
             "guidance": check_number(guidance, "Guidance", 0.0, 30.0),
-            "seed": check_number(seed, "Seed", 0, 2**31 - 1, integer=True),
+            "seed": check_seed(seed),
             "size": check_number(size, "Size", 64, 768, integer=True, multiple=16 * p), "models": models,
         }
 

@@ -774,3 +774,53 @@ def test_the_zoom_tab_reads_a_photo_as_the_command_line_does(tmp_path):
     assert check_upload(tmp_path / "photo.jpg", "Photo", IMAGE_TYPES, Limits()) is not None  # its header is whole
     with pytest.raises(InputError, match="^Photo: photo.jpg could not be decoded as an image"):
         ZoomTab.read_photo(str(tmp_path / "photo.jpg"), 64)
+
+
+@pytest.mark.slow  # the tabs' modules import gradio (about 3 s)
+def test_the_app_takes_the_seeds_the_command_lines_take(tmp_path):
+    """The app's form and its three tabs capped seeds at 2**31 - 1 while ``--seed`` (dreamer.run
+    and zoom.run) takes 0 .. 2**32 - 1: a scene dreamed with --seed 3000000000 could not be made
+    again in the app. Each seed is now accepted or refused alike by the command lines' checks, the
+    tabs' checks and the form's Seed fields (which gradio checks against their maximum)."""
+    import gradio as gr
+
+    from apps.layout import build_app
+    from apps.scene_tab import SceneTab
+    from apps.settings import AppSettings
+    from apps.zoom3d_tab import Zoom3DTab
+    from apps.zoom_tab import ZoomTab
+    from dreamer.pipeline import configs_from_flat
+    from dreamer.pipeline.preflight import check_scene
+    from zoom.run import ZoomConfig, check_zoom
+
+    settings = AppSettings(models="synthetic")
+    scene, zoom = SceneTab(settings, jobs=None, files=None), ZoomTab(settings, jobs=None, files=None)
+    zoom3d = Zoom3DTab(scene)
+    form = ["a room", None, None, "", "lookaround", None, 2, 2, 7.5, None, 10, "synthetic", 64, 8]
+    demo = build_app(settings)
+    fields = [b for b in demo.blocks.values() if isinstance(b, gr.Number) and b.label == "Seed"]
+    assert len(fields) == 3  # Scene, Zoom, 3D zoom
+
+    def command_lines(seed):
+        check_scene(configs_from_flat({"models": "synthetic", "width": 64, "height": 64, "views": 2, "seed": seed}))
+        check_zoom(ZoomConfig(prompts=["a", "b"], models="tiny", width=64, height=64, seed=seed))
+
+    def app(seed):
+        form[9] = seed
+        assert scene.check(*form)["seed"] == seed
+        assert zoom.check("a\nb", None, 2, 2, 2, 7.5, seed, 64, "tiny")["seed"] == seed
+        assert zoom3d.check(0, 0.5, 0.5, 2, 2, "", 2, seed, 8)["zoom_seed"] == seed
+        for field in fields:
+            assert field.preprocess(seed) == seed
+
+    for seed in (0, 2**31 - 1, 2**31, 3_000_000_000, 2**32 - 1):
+        command_lines(seed)
+        app(seed)
+    for seed in (-1, 2**32, 2**40):
+        with pytest.raises(ValueError, match="seed must be an integer >= 0 and <= 4294967295"):
+            command_lines(seed)
+        with pytest.raises(InputError, match=f"Seed must be between 0 and 4294967295, got {seed}$"):
+            app(seed)
+        for field in fields:
+            with pytest.raises(gr.Error):
+                field.preprocess(seed)

@@ -1,5 +1,8 @@
 """Photos and depth maps of any size, mode and aspect ratio, written with PIL in tmp_path."""
 
+import io
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -272,3 +275,127 @@ def test_depth_npy_header_is_checked_before_reading(tmp_path):
     np.save(tmp_path / "bool.npy", np.ones((10, 10), bool))
     with pytest.raises(ValueError, match="dtype bool"):
         load_depth(tmp_path / "bool.npy", 8, 8)
+
+
+def _jpeg(arr, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", **kwargs)
+    return buf.getvalue()
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _with_size(data: bytes, width: int, height: int) -> bytes:
+    """``data`` with its frame header declaring ``width`` x ``height`` pixels."""
+    from dreamer.pipeline.jpeg import _SOF
+
+    pos = 2
+    while data[pos + 1] not in _SOF:
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return data[:pos + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[pos + 9:]
+
+
+def _decoded(path) -> np.ndarray:
+    """The pixels of an image file as load_image decodes them (before fitting them to the canvas)."""
+    from dreamer.pipeline.inputs import _decode, _open
+
+    im, layout = _open(path)
+    with im:
+        _decode(im, path, layout)
+        return np.asarray(im.convert("RGB"))
+
+
+def test_a_damaged_jpeg_is_refused_not_read_as_a_grey_photo(tmp_path):
+    """libjpeg takes a marker inside a scan's data for the scan's end, fills the blocks it did not
+    get with flat grey and reports success: a JPEG cut short with its end marker put back, or whose
+    header declares more pixels than its data holds, loaded as a mostly grey photo that a scene was
+    dreamed from. Such files are refused naming the file; whole ones load exactly as before, however
+    large their header (64 KB segments of EXIF, ICC and comments) or whatever follows their end."""
+    from dreamer.pipeline.jpeg import jpeg_layout
+
+    rng = np.random.default_rng(0)
+    arr = (rng.random((96, 128, 3)) * 255).astype(np.uint8)
+    arr[:, :64] = (200, 40, 30)
+    for progressive in (False, True):
+        whole = _jpeg(arr, quality=90, progressive=progressive)
+        layout = jpeg_layout(whole)
+        assert (layout.scans == 1) != progressive and layout.end == len(whole) - 2
+        scan = whole.index(b"\xff\xda")
+        header = b"".join([_segment(0xE1, b"Exif\0\0" + bytes(65000))] * 20 + [_segment(0xE2, bytes(65000)),
+                                                                             _segment(0xFE, b"x" * 65000)])
+        kept = {"whole": whole, "large header": whole[:2] + header + whole[2:], "trailer": whole + b"\0garbage" * 999}
+        plain = np.asarray(Image.open(io.BytesIO(whole)).convert("RGB"))
+        (tmp_path / "whole.jpg").write_bytes(whole)
+        expected = load_image(tmp_path / "whole.jpg", 64, 48).image  # drafted at 1/2 by the decoder
+        damaged = {"declares 4x the pixels": _with_size(whole, 512, 384),
+                   "cut, no end marker": whole[:scan + (len(whole) - scan) // 2]}
+        if not progressive:  # a progressive file cut in a later scan loads at the quality its first scans give
+            damaged.update((f"cut at {f:.0%}, end marker put back", whole[:scan + int((len(whole) - scan) * f)]
+                            + b"\xff\xd9") for f in (0.05, 0.5, 0.9))
+        for name, data in damaged.items():
+            path = tmp_path / f"{name}.jpg"
+            path.write_bytes(data)
+            with Image.open(path) as im:  # Pillow alone: grey, "loaded"
+                if "end marker put back" in name or "declares" in name:
+                    im.load()
+                    assert (np.asarray(im)[-8:, -8:] == 128).all(), name  # the last block at least
+            for size in ((64, 48), (16, 12)):  # whole, and at 1/8 by the decoder's draft mode
+                refused = (f"^{re.escape(str(path))} could not be decoded as an image: .*(data ends before|flat grey "
+                           f"\\(128\\)).*use a whole copy of the photo")
+                with pytest.raises(ValueError, match=refused):
+                    load_image(path, *size)
+        for name, data in kept.items():
+            (tmp_path / "photo.jpg").write_bytes(data)
+            assert np.array_equal(_decoded(tmp_path / "photo.jpg"), plain), (progressive, name)
+            assert torch.equal(load_image(tmp_path / "photo.jpg", 64, 48).image, expected), (progressive, name)
+    buf = io.BytesIO()  # a phone's multi-picture file (MPO): JPEGs one after the other, the first one read
+    Image.fromarray(arr).save(buf, "MPO", save_all=True, append_images=[Image.fromarray(arr[::-1])])
+    (tmp_path / "photo.mpo").write_bytes(buf.getvalue())
+    first = np.asarray(Image.open(tmp_path / "photo.mpo").convert("RGB"))
+    assert np.array_equal(_decoded(tmp_path / "photo.mpo"), first)
+
+
+def test_whole_jpegs_decode_to_the_same_pixels_without_their_end_marker(tmp_path):
+    """The reader hands the decoder a one-scan JPEG without its end marker, its data followed by
+    zero bytes (dreamer.pipeline.jpeg.SCAN_PADDING), so that a missing block raises: every whole
+    file must still decode to the pixels Pillow gives it, whatever its size (MCUs cut by the edge),
+    quality, chroma subsampling, restart interval or colour mode."""
+    from dreamer.pipeline.jpeg import jpeg_layout
+
+    rng = np.random.default_rng(1)
+    for i in range(150):
+        h, w = (int(v) for v in rng.integers(1, 300, 2))
+        x = np.linspace(0, 255, w)[None, :, None]
+        arr = (rng.random((h, w, 3)) * 255 if i % 3 == 0 else np.broadcast_to(x, (h, w, 3)) if i % 3 == 1
+               else np.full((h, w, 3), 128.0)).astype(np.uint8)
+        kwargs = dict(quality=int(rng.integers(5, 101)), subsampling=int(rng.integers(0, 3)))
+        if i % 7 == 0:
+            kwargs["restart_marker_blocks"] = 3
+        data = _jpeg(np.asarray(Image.fromarray(arr).convert("L")) if i % 5 == 0 else arr, **kwargs)
+        layout = jpeg_layout(data)
+        assert layout.scans == 1 and layout.end == len(data) - 2 and (layout.width, layout.height) == (w, h)
+        (tmp_path / "photo.jpg").write_bytes(data)
+        assert np.array_equal(_decoded(tmp_path / "photo.jpg"), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+def test_the_layout_of_a_jpeg_from_its_markers():
+    """Frame size, the minimum coded unit of each chroma subsampling (4:4:4 one 8x8 block, 4:2:2
+    16x8, 4:2:0 16x16, grey 8x8), the scans, and where the scans' data ends; not a JPEG: None."""
+    from dreamer.pipeline.jpeg import jpeg_layout
+
+    arr = (np.random.default_rng(0).random((40, 72, 3)) * 255).astype(np.uint8)
+    for subsampling, mcu in ((0, (8, 8)), (1, (16, 8)), (2, (16, 16))):
+        data = _jpeg(arr, subsampling=subsampling)
+        layout = jpeg_layout(data)
+        assert (layout.width, layout.height, layout.mcu, layout.scans) == (72, 40, mcu, 1)
+        assert not layout.progressive and data[layout.end:] == b"\xff\xd9"
+    assert jpeg_layout(_jpeg(arr[..., 0])).mcu == (8, 8)
+    progressive = jpeg_layout(_jpeg(arr, progressive=True))
+    assert progressive.progressive and progressive.scans > 1
+    whole = _jpeg(arr)
+    assert jpeg_layout(whole[:len(whole) // 2]).end is None  # cut: the scan runs to the end of the file
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    assert jpeg_layout(buf.getvalue()) is None and jpeg_layout(b"") is None

@@ -897,6 +897,48 @@ def test_an_input_file_replaced_at_its_path_is_not_taken_for_the_scene_made_from
         _prepare_folder(other, configs)
 
 
+def test_a_later_stages_input_file_replaced_at_its_path_redoes_that_stage_not_the_dream(tmp_path, caplog):
+    """inputs.json recorded the dream's input files only: a finished scene whose render trajectory
+    file or extension file was replaced at the same path was "skipped (already complete)", its
+    videos and extension those of the old file. Their digests are recorded too, and a change is
+    what a change of their settings is: not a refusal (the dream still fits), but the scene is no
+    longer finished, so the stages that read them run again (their own fingerprints hold the
+    files' content), and it stays unfinished until they do (a rerun killed before they end)."""
+    import logging
+
+    from dreamer.pipeline.folder import INPUTS_RECORD, changed_settings
+    from dreamer.pipeline.stages import _prepare_folder
+
+    def cameras(fov):
+        steps = [np.eye(4) for _ in range(2)]
+        steps[1][0, 3] = 0.05
+        return json.dumps({"fov": fov, "width": 64, "height": 64, "cameras": [{"c2w": m.tolist()} for m in steps]})
+
+    render, extension = tmp_path / "render.json", tmp_path / "more.json"
+    render.write_text(cameras(60))
+    extension.write_text(cameras(60))
+    out = tmp_path / "scene"
+    ((_, _, configs, _),), _ = _plan("--render-trajectory", render, "--extensions", extension, "--out", out,
+                                    "--models", "synthetic", "--width", "64", "--height", "64", "--views", "2")
+    digest, done = _prepare_folder(out, configs)
+    assert not done
+    assert sorted(json.loads((out / INPUTS_RECORD).read_text())) == ["extensions[0]", "render_trajectory"]
+    (out / "points.ply").write_bytes(b"work")  # finished work of the scene
+    (out / "DONE").write_text(digest + "\n")
+    assert _prepare_folder(out, configs) == (digest, True)
+    caplog.set_level(logging.INFO, logger="dreamer.pipeline.stages")
+    for path, key in ((render, "render_trajectory"), (extension, "extensions[0]")):
+        path.write_text(cameras(50))
+        assert changed_settings(out, configs) is None  # no refusal: the dream is the same
+        caplog.clear()
+        assert _prepare_folder(out, configs) == (digest, False)
+        assert f"{key} {path}: the file changed since the scene was made: redoing the stages that read it" \
+            in caplog.text
+        assert _prepare_folder(out, configs) == (digest, False)  # killed before those stages ended: still to do
+        (out / "DONE").write_text(digest + "\n")  # as the run that redid them leaves it
+        assert _prepare_folder(out, configs) == (digest, True)
+
+
 def test_two_jobs_of_one_process_probe_one_folder_at_once(tmp_path, monkeypatch):
     """The app runs jobs in threads of one process; two checking outputs in the same parent folder
     at once must not delete each other's probe file (a name per process did: "cannot write in ...

@@ -520,3 +520,77 @@ def test_a_one_camera_scene_writes_standard_json_and_reads_its_metrics_back(tmp_
 
     m = json.loads((out / "metrics.json").read_text(), parse_constant=refuse)
     assert m["views"] == 1 and m["abs_rel_aligned"] is None and m["splats"]["video_frames"] == 4
+
+
+def test_what_an_input_makes_the_run_guess_is_said_once_per_run(tmp_path, caplog):
+    """A depth map mostly unknown (a 16-bit PNG of zeros) was said 3 times in one run, and a float
+    photo's clipping as often: the planner's checks, run_scene's own checks and the first view each
+    read the files. The checks now read them quietly: one warning per scene, where the first view
+    reads them (so in the scene's run.log too), for one scene, each scene of a batch, and the app's
+    way (its request check, then run_scene)."""
+    from apps.inputs import Limits as AppLimits
+    from apps.inputs import check_scene_request
+    from dreamer.backends.model_sets import build_backends
+    from dreamer.pipeline import configs_from_flat, run_scene
+
+    photo, depth = tmp_path / "photo.tif", tmp_path / "sparse.png"
+    Image.fromarray(np.random.default_rng(0).uniform(0, 2, (48, 64)).astype(np.float32)).save(photo)  # mode F
+    mm = np.zeros((48, 64), np.uint16)
+    mm[:12] = 2000  # a quarter known
+    Image.fromarray(mm).save(depth)
+    said = ("sparse.png: 2304 of its 3072 depth values are 0 (unknown, 75.00%)", "photo.tif: floating-point image")
+
+    def warned():
+        found = [next(s for s in said if s in r.getMessage()) for r in caplog.records
+                 if r.levelno == logging.WARNING and any(s in r.getMessage() for s in said)]
+        caplog.clear()
+        return sorted(found)
+
+    def in_log(scene):
+        text = (scene / "run.log").read_text()
+        return sorted(s for s in said for _ in range(text.count(s)))
+
+    caplog.set_level(logging.INFO)
+    scene = ["--models", "synthetic", "--views", 1, "--image", photo, "--depth", depth, *SMALL]
+    assert run_cli(*scene, "--out", tmp_path / "one") == 0
+    assert warned() == in_log(tmp_path / "one") == sorted(said)
+    batch = tmp_path / "scenes.jsonl"
+    _write_batch(batch, [{"name": "a"}, {"name": "b", "seed": 1}])
+    assert run_cli("--batch", batch, *scene, "--out", tmp_path / "runs") == 0
+    assert warned() == sorted(said * 2)
+    assert in_log(tmp_path / "runs" / "a") == in_log(tmp_path / "runs" / "b") == sorted(said)
+    configs = configs_from_flat({"models": "synthetic", "views": 1, "width": 64, "height": 64, "image": str(photo),
+                                 "depth": str(depth)})  # no splats: the default here
+    check_scene_request(configs, tmp_path, AppLimits())
+    run_scene(configs, tmp_path / "app", build_backends(configs.models))
+    assert warned() == in_log(tmp_path / "app") == sorted(said)
+
+
+@pytest.mark.slow  # three runs with splats and videos, about 5 s
+def test_a_finished_scene_renders_its_videos_again_for_a_replaced_render_trajectory_file(tmp_path, caplog):
+    """The rerun of a finished scene whose render trajectory file was replaced at the same path was
+    "skipped (already complete)" with the old path's videos; it now renders the new path (and only
+    that: the dream and the splats are reloaded)."""
+    def path(fov):
+        cams = [np.eye(4) for _ in range(3)]
+        for i, c2w in enumerate(cams):
+            c2w[0, 3] = 0.05 * i
+        return json.dumps({"fov": fov, "cameras": [{"c2w": m.tolist()} for m in cams]})
+
+    render, out = tmp_path / "render.json", tmp_path / "scene"
+    render.write_text(path(60))
+    args = ["--models", "synthetic", "--views", 2, "--width", 64, "--height", 64, "--gs-iters", 5,
+            "--render-trajectory", render, "--out", out, "-q"]
+    assert run_cli(*args) == 0
+    first = json.loads((out / "videos" / "done.json").read_text())
+    render.write_text(path(40))  # a narrower view: the same splats cover more of each frame
+    caplog.set_level(logging.INFO)
+    assert run_cli(*args) == 0
+    assert "the dream is finished (2 views); reusing it" in caplog.text
+    assert "splats/done.json says this stage is finished; loading its result" in caplog.text
+    assert f"render_trajectory {render}: the file changed since the scene was made" in caplog.text
+    again = json.loads((out / "videos" / "done.json").read_text())
+    assert again["key"] != first["key"] and again["coverage"] != first["coverage"]
+    assert (out / "DONE").exists()
+    caplog.clear()
+    assert run_cli(*args) == 0 and "already complete" in caplog.text

@@ -230,7 +230,8 @@ def check_zoom(config: ZoomConfig, output: OutputConfig = OutputConfig(), limits
     if config.photo:
         from dreamer.pipeline.inputs import load_image
 
-        load_image(config.photo, config.width, config.height, fit="crop", max_pixels=limits.photo_pixels)
+        # warn=False: what the photo makes the run guess is said once, where the run reads it
+        load_image(config.photo, config.width, config.height, fit="crop", max_pixels=limits.photo_pixels, warn=False)
 
 
 def _resolve(config: ZoomConfig) -> ZoomConfig:

@@ -18,8 +18,8 @@ from typing import Any
 from dreamer.io import file_sha256, read_json
 
 __all__ = ["OWNED", "SettingsChanged", "NotASceneFolder", "check_scene_folder", "check_inputs_kept", "clear_outputs",
-           "changed_settings", "INPUTS_RECORD", "record_inputs", "input_digests",
-           "has_outputs", "disk_usage", "largest_entries", "format_bytes", "publish_file"]
+           "changed_settings", "INPUTS_RECORD", "record_inputs", "input_digests", "DREAM_INPUTS",
+           "changed_later_inputs", "has_outputs", "disk_usage", "largest_entries", "format_bytes", "publish_file"]
 
 OWNED = ("views", "checkpoint", "complete", "splats", "videos", "points.ply", "cameras.json", "transforms.json",
          "metrics.json", "first_view.png", "prompt.txt", "DONE", "gaussians.ply", "gaussians.spz", "zoom")
@@ -27,8 +27,14 @@ OWNED = ("views", "checkpoint", "complete", "splats", "videos", "points.ply", "c
 ``extensions/`` stays, since config.json may name trajectory files in it)."""
 
 INPUTS_RECORD = "inputs.json"
-"""Beside config.json: the SHA-256 of each input file the dream read (photo, depth map, trajectory
-file), so a rerun notices a file replaced at the same path (the settings name paths, not contents)."""
+"""Beside config.json: the SHA-256 of each input file the scene read (photo, depth map, trajectory
+file, render trajectory file, extension files), so a rerun notices a file replaced at the same path
+(the settings name paths, not contents)."""
+
+DREAM_INPUTS = ("image", "depth", "trajectory")
+"""The settings naming the dream's input files: one of other content refuses the folder's work, as
+a change of the dream's settings does. The later stages' files (``render_trajectory``, each of
+``extensions``) redo only the stages that read them, as a change of their settings does."""
 
 
 # Settings that change no output (the hashes leave them out too).
@@ -125,20 +131,24 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def input_digests(configs) -> dict[str, str]:
-    """``{setting: sha256}`` of the input files the dream of ``configs`` reads: ``image``, ``depth``
-    and a trajectory file (not a preset); files that are not there are left out (the checks name them)."""
+def _input_files(configs) -> dict[str, str]:
+    """``{setting: path}`` of the input files scene ``configs`` names: ``image``, ``depth``, a
+    ``trajectory`` and a ``render_trajectory`` file (not a preset) and each extension file, as
+    ``extensions[i]`` (from 0)."""
     from dreamer.trajectories import is_trajectory_file
 
     sc = configs.scene
     named = {"image": sc.image, "depth": sc.depth,
-             "trajectory": sc.trajectory if is_trajectory_file(sc.trajectory) else None}
-    digests = {}
-    for key, path in named.items():
-        if not path or not Path(path).is_file():
-            continue
-        digests[key] = file_sha256(path)
-    return digests
+             "trajectory": sc.trajectory if is_trajectory_file(sc.trajectory) else None,
+             "render_trajectory": sc.render_trajectory if is_trajectory_file(sc.render_trajectory) else None}
+    named.update((f"extensions[{i}]", path) for i, path in enumerate(sc.extensions))
+    return {key: str(path) for key, path in named.items() if path}
+
+
+def input_digests(configs) -> dict[str, str]:
+    """``{setting: sha256}`` of the input files of ``configs`` (see :func:`_input_files`); files that
+    are not there are left out (the checks name them)."""
+    return {key: file_sha256(path) for key, path in _input_files(configs).items() if Path(path).is_file()}
 
 
 def record_inputs(out: Path, configs) -> None:
@@ -148,22 +158,30 @@ def record_inputs(out: Path, configs) -> None:
     write_json(Path(out) / INPUTS_RECORD, input_digests(configs))
 
 
-def _changed_inputs(out: Path, configs) -> str | None:
-    """Which input file holds other content than the folder's work was made from, or None (also
-    when the folder has no record: made by an older version)."""
+def _changed_files(out: Path, configs, dream: bool) -> str | None:
+    """Which of the dream's (``dream``) or the later stages' input files hold other content than
+    the folder's record, e.g. ``"image a.png: the file changed since the scene was made"``; None
+    when none does or the folder has no record (made by an older version)."""
     try:
         old = read_json(Path(out) / INPUTS_RECORD)
     except (ValueError, OSError):
         return None
     if not isinstance(old, dict):
         return None
-    new = input_digests(configs)
-    sc = configs.scene
-    changed = [f"{key} {getattr(sc, key)}" for key in ("image", "depth", "trajectory")
-               if key in old and key in new and old[key] != new[key]]
+    new, paths = input_digests(configs), _input_files(configs)
+    changed = [f"{key} {paths[key]}" for key in new
+               if (key in DREAM_INPUTS) == dream and key in old and old[key] != new[key]]
     if not changed:
         return None
     return f"{' and '.join(changed)}: the file{'s' if len(changed) > 1 else ''} changed since the scene was made"
+
+
+def changed_later_inputs(out: Path, configs) -> str | None:
+    """Which input files of the stages after the dream (a render trajectory file, extension files)
+    hold other content than when the folder's work was made (its :data:`INPUTS_RECORD`, so ask
+    before :func:`record_inputs` rewrites it), or None. Such work is not finished: the stages
+    that read them run again (each stage's own fingerprint holds the content of what it read)."""
+    return _changed_files(out, configs, dream=False)
 
 
 def changed_settings(out: Path, configs) -> str | None:
@@ -181,7 +199,7 @@ def changed_settings(out: Path, configs) -> str | None:
     if not isinstance(old, dict):
         return "its config.json is not a scene's settings"
     if old.get("dream_hash") == configs.dream_hash():
-        return _changed_inputs(out, configs)
+        return _changed_files(out, configs, dream=True)
     new = configs.to_dict()
     changes = []
     for section in ("scene", "dream", "models"):

@@ -14,17 +14,25 @@ its visible part, and decoded at a reduced size when they are much larger than t
 JPEG at 1/2, 1/4 or 1/8 of its size by Pillow's ``draft``, then an integer box reduction), so a
 12000x9000 photo never exists in memory as floats. The size in the file's header is checked
 before anything is decoded: more than ``max_pixels`` (default :data:`MAX_PHOTO_PIXELS`) is refused.
-Anything that is not an image raises ``ValueError`` naming the file.
+Anything that is not an image raises ``ValueError`` naming the file, and so does a JPEG whose data
+ends before its pixels do, which the decoder would fill with flat grey (:mod:`dreamer.pipeline.jpeg`).
 
 :func:`load_depth` reads the depth map of that photo (``.npy`` float metres, 16-bit PNG / TIFF in
 millimetres, float TIFF in metres, ``.exr`` metres when the ``OpenEXR`` package is installed) and
 applies exactly the same crop / pad geometry, resampled nearest-neighbour (depth is not blended
 across edges). See its docstring for how unknown and padded pixels are treated.
+
+Both readers log what they accept but a person should hear of (a depth map mostly unknown, a
+floating-point image clipped to [0, 1]) as a warning. ``warn=False`` logs it at debug level only:
+the checks that read the inputs before a run (:func:`~dreamer.pipeline.preflight.check_scene`,
+``zoom.run``'s) read them again when the run uses them, and a run says it once, there (and so in
+the scene's ``run.log``).
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import math
 import os
@@ -40,6 +48,7 @@ import torch
 from torch import Tensor
 
 from dreamer.checks import check_int
+from dreamer.pipeline.jpeg import SCAN_PADDING, JpegLayout, is_jpeg, jpeg_layout
 
 logger = logging.getLogger(__name__)
 
@@ -218,17 +227,28 @@ _DEPTH_FORMATS = ("a depth map: .npy (float metres), a 16-bit PNG or TIFF (milli
 
 
 def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "image",
-          formats: str = _IMAGE_FORMATS):
+          formats: str = _IMAGE_FORMATS) -> tuple:
     """Open ``path`` lazily (its header only) and check its size; the caller decodes it (:func:`_decode`).
-    ``formats``: what the file may be, named when Pillow does not know it."""
+    ``formats``: what the file may be, named when Pillow does not know it. Returns the Pillow image
+    and, for a JPEG, its :class:`~dreamer.pipeline.jpeg.JpegLayout` (else None)."""
     from PIL import Image, UnidentifiedImageError
 
     if check_input_file(path, f"{what} file").stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes), not an image file")
+    source, layout = path, None
+    with open(path, "rb") as f:
+        jpeg = is_jpeg(f.read(3))
+    if jpeg:
+        data = path.read_bytes()
+        layout = jpeg_layout(data)
+        if layout is not None and layout.scans == 1 and layout.end is not None:
+            # Without its end marker, a scan short of data raises where libjpeg would fill the
+            # rest with grey and report success (see dreamer.pipeline.jpeg).
+            source = io.BytesIO(b"".join((memoryview(data)[:layout.end], SCAN_PADDING)))  # one copy
     try:
         with warnings.catch_warnings():  # the size limit below decides, not Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(source)
     except UnidentifiedImageError as e:
         raise ValueError(f"{path} is not {formats}") from e
     except Image.DecompressionBombError as e:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS: said as ours
@@ -244,11 +264,13 @@ def _open(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS, what: str = "im
         im.close()
         raise ValueError(f"{path}: the {what} is {w}x{h} ({w * h / 1e6:.1f} megapixels), more than the limit of "
                          f"{max_pixels / 1e6:g} megapixels; downscale it (or lift the limit: --allow-large)")
-    return im
+    return im, layout
 
 
-def _decode(im, path: Path) -> None:
-    """Decode an image opened by :func:`_open` (after any ``draft``)."""
+def _decode(im, path: Path, layout: JpegLayout | None = None) -> None:
+    """Decode an image opened by :func:`_open` (after any ``draft``); ``layout``: the JPEG's, which
+    :func:`_open` gave. A JPEG whose data ends before its pixels do is refused, never returned
+    with the decoder's grey in place of the missing blocks."""
     from PIL import Image
 
     try:
@@ -256,7 +278,29 @@ def _decode(im, path: Path) -> None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if layout is not None and "truncated" in str(e):
+            raise ValueError(f"{path} could not be decoded as an image: the JPEG's data ends before the "
+                             f"{layout.width}x{layout.height} pixels its header declares (a truncated or damaged file; "
+                             f"a viewer shows the rest as flat grey); use a whole copy of the photo") from None
         raise ValueError(f"{path} could not be decoded as an image: {e}") from e
+    if layout is not None and layout.scans > 1 and _grey_tail(im, layout):
+        # A progressive file is read to its end marker whole (its scans refine one another), so a
+        # short scan shows only in the pixels: the zeros the decoder put in for it are flat 128.
+        raise ValueError(f"{path} could not be decoded as an image: the progressive JPEG's last row of blocks is "
+                         f"the flat grey (128) its decoder puts where data is missing: a truncated or damaged file, "
+                         f"or one whose header declares more pixels ({layout.width}x{layout.height}) than its data "
+                         f"holds; use a whole copy of the photo (a picture that does end in flat grey: save it as PNG)")
+
+
+def _grey_tail(im, layout: JpegLayout) -> bool:
+    """Whether the last row of minimum coded units of a decoded JPEG (``im``, possibly at a
+    reduced size by ``draft``) is exactly 128 in every channel, less its first pixel row (which the
+    chroma upsampling mixes with the row above)."""
+    if im.mode not in ("L", "RGB") or im.height == 0:
+        return False
+    start = (layout.height - 1) // layout.mcu[1] * layout.mcu[1]  # the last row of units, in the file's pixels
+    first = min(math.ceil(start * im.height / layout.height) + 1, im.height - 1)
+    return bool((np.asarray(im.crop((0, first, im.width, im.height))) == 128).all())
 
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -313,8 +357,9 @@ def _canonical(im):
     return im.convert("RGBa") if im.mode == "RGBA" else im
 
 
-def _to_rgb_float(im) -> np.ndarray:
-    """A :func:`_canonical` image -> float32 [h,w,3] in [0,1]; transparency composited over grey."""
+def _to_rgb_float(im) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """A :func:`_canonical` image -> (float32 [h,w,3] in [0,1], transparency composited over grey;
+    the range of a floating-point image's values when they were clipped to [0,1], else None)."""
     mode = im.mode
     if mode == "I":
         # 16-bit grayscale (PNG opens as I;16, older Pillow as I): scale the full 16-bit range.
@@ -322,20 +367,19 @@ def _to_rgb_float(im) -> np.ndarray:
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ValueError(f"32-bit integer image with values in [{arr.min()}, {arr.max()}]: not a 16-bit image")
         gray = (arr / 65535.0).astype(np.float32)
-        return np.repeat(gray[..., None], 3, axis=-1)
+        return np.repeat(gray[..., None], 3, axis=-1), None
     if mode == "F":
         gray = np.asarray(im, dtype=np.float32)
         if not np.isfinite(gray).all():
             raise ValueError("floating-point image holds non-finite values")
-        if gray.size and (gray.min() < 0 or gray.max() > 1):
-            logger.warning("floating-point image with values in [%g, %g]: clipped to [0, 1]", gray.min(), gray.max())
-        return np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=-1)
+        clipped = (float(gray.min()), float(gray.max())) if gray.size and (gray.min() < 0 or gray.max() > 1) else None
+        return np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=-1), clipped
     arr = np.asarray(im, dtype=np.float32) / 255.0
     if mode == "L":
-        return np.repeat(arr[..., None], 3, axis=-1)
+        return np.repeat(arr[..., None], 3, axis=-1), None
     if mode == "RGBa":
-        return arr[..., :3] + PAD_VALUE * (1.0 - arr[..., 3:4])
-    return arr
+        return arr[..., :3] + PAD_VALUE * (1.0 - arr[..., 3:4]), None
+    return arr, None
 
 
 def _resample_channel(channel: np.ndarray, fit: ImageFit, resample, reduced_by: int = 1,
@@ -377,7 +421,7 @@ def _check_canvas(width: int, height: int) -> None:
 
 
 def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
-               max_pixels: int | None = MAX_PHOTO_PIXELS) -> LoadedImage:
+               max_pixels: int | None = MAX_PHOTO_PIXELS, warn: bool = True) -> LoadedImage:
     """Read an image file and fit it to ``width`` x ``height``.
 
     Returns a :class:`LoadedImage`: ``image`` float32 [height,width,3] in [0,1] (antialiased
@@ -385,7 +429,8 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
     padding) for ``fit="pad"`` and None for ``fit="crop"``, and the ``transform`` (in the photo's
     own pixels, whatever size it was decoded at). Raises ``FileNotFoundError`` for a missing file
     and ``ValueError`` for anything that is not an image, or one of more than ``max_pixels``
-    pixels (``None``: no limit but Pillow's own against decompression bombs).
+    pixels (``None``: no limit but Pillow's own against decompression bombs). ``warn``: see
+    the module's docstring; a floating-point image's values outside [0, 1] are clipped, and said.
     """
     from PIL import Image
 
@@ -393,7 +438,8 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
     if fit not in ("crop", "pad"):
         raise ValueError(f"fit must be 'crop' or 'pad', got {fit!r}")
     path = Path(path)
-    with _open(path, max_pixels, "photo") as im:
+    im, layout = _open(path, max_pixels, "photo")
+    with im:
         orientation = _orientation(im)
         stored_w, stored_h = im.size
         w, h = (stored_h, stored_w) if orientation in (5, 6, 7, 8) else (stored_w, stored_h)
@@ -401,7 +447,7 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
         scale = min(transform.scale)  # canvas pixels per photo pixel
         needed = (max(1, math.ceil(stored_w * scale)), max(1, math.ceil(stored_h * scale)))
         factor = _draft(im, needed)
-        _decode(im, path)
+        _decode(im, path, layout)
         mode = im.mode
         pixels = _canonical(im)
         box = max(1, int(1.0 / (scale * factor) + 1e-9))  # a further box reduction that keeps >= canvas resolution
@@ -411,9 +457,12 @@ def load_image(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
         pixels = _upright(pixels, orientation)
         window = _lanczos_window(transform, factor, pixels.size)
         try:
-            rgb = _to_rgb_float(pixels.crop(window))
+            rgb, clipped = _to_rgb_float(pixels.crop(window))
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
+    if clipped is not None:
+        (logger.warning if warn else logger.debug)("%s: floating-point image with values in [%g, %g]: clipped to "
+                                                   "[0, 1]", path, *clipped)
     content = np.stack([_resample_channel(rgb[..., c], transform, Image.Resampling.LANCZOS, factor, window[:2])
                         for c in range(3)], axis=-1)
     image = torch.from_numpy(np.clip(_place(content, transform, PAD_VALUE), 0.0, 1.0))
@@ -523,9 +572,9 @@ def _read_depth_file(path: Path, max_pixels: int | None = MAX_PHOTO_PIXELS) -> t
             raise ValueError(f"{path}: the depth map has {depth.size / 1e6:.1f} megapixels, more than the limit of "
                              f"{max_pixels / 1e6:g}; downscale it (or lift the limit: --allow-large)")
         return depth, False
-    im = _open(path, max_pixels, "depth map", _DEPTH_FORMATS)
+    im, layout = _open(path, max_pixels, "depth map", _DEPTH_FORMATS)
     with im:
-        _decode(im, path)
+        _decode(im, path, layout)
         mode = im.mode
         if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
             arr = np.asarray(im)
@@ -546,8 +595,8 @@ def _fill_nearest(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
-                         like: LoadedImage | None = None,
-                         max_pixels: int | None = MAX_PHOTO_PIXELS) -> tuple[Tensor, Tensor]:
+                         like: LoadedImage | None = None, max_pixels: int | None = MAX_PHOTO_PIXELS,
+                         warn: bool = True) -> tuple[Tensor, Tensor]:
     """Like :func:`load_depth`, also returning ``valid`` bool [H,W]: False where the depth was not
     known (zeros of a 16-bit PNG, padding) and was filled from the nearest known pixel."""
     _check_canvas(width, height)
@@ -574,7 +623,7 @@ def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit 
     if zeros_unknown and not known.all():
         # Mostly unknown (a sparse sensor, or a map of the wrong kind): the first view's geometry is then
         # mostly the fill's, which a person should hear of at the default verbosity.
-        log = logger.warning if known.mean() < 0.5 else logger.info
+        log = (logger.warning if known.mean() < 0.5 else logger.info) if warn else logger.debug
         log("%s: %d of its %d depth values are 0 (unknown, %.2f%%); filled from the nearest known pixel", path,
             int((~known).sum()), known.size, 100.0 * (1 - known.mean()))
     h, w = raw.shape
@@ -612,7 +661,7 @@ def load_depth_with_mask(path: str | Path, width: int, height: int, *, fit: Fit 
 
 
 def load_depth(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
-               like: LoadedImage | None = None, max_pixels: int | None = MAX_PHOTO_PIXELS) -> Tensor:
+               like: LoadedImage | None = None, max_pixels: int | None = MAX_PHOTO_PIXELS, warn: bool = True) -> Tensor:
     """Read the z-depth map (metres) of a photo and fit it exactly like the photo: float32 [H,W] > 0.
 
     Formats: ``.npy`` (a float [H,W] array in metres), 16-bit PNG / TIFF (millimetres, as
@@ -627,8 +676,9 @@ def load_depth(path: str | Path, width: int, height: int, *, fit: Fit = "crop",
     outside :data:`DEPTH_RANGE`, raise ``ValueError``. Zeros in 16-bit PNGs mean "unknown" (the
     usual sensor convention): they, and the padding of ``fit="pad"``, are filled with the depth of
     the nearest known pixel so that the result is > 0 everywhere; :func:`load_depth_with_mask`
-    also returns which pixels were known.
+    also returns which pixels were known; a map mostly (over half) unknown is said as a warning
+    (``warn``: see the module's docstring).
     Complex or non-numeric arrays, and maps of more than ``max_pixels`` pixels (read from the
     header first: a ``.npy`` claiming 80 GB is refused before anything is read), raise ``ValueError``.
     """
-    return load_depth_with_mask(path, width, height, fit=fit, like=like, max_pixels=max_pixels)[0]
+    return load_depth_with_mask(path, width, height, fit=fit, like=like, max_pixels=max_pixels, warn=warn)[0]

@@ -243,9 +243,11 @@ def _check_inputs(configs: SceneConfigs, limits: Limits, first) -> None:
     if sc.image is not None:
         from dreamer.pipeline.inputs import load_depth, load_image
 
-        loaded = load_image(sc.image, sc.width, sc.height, fit=sc.fit, max_pixels=limits.photo_pixels)
+        # warn=False: the run says what these files make it guess (once, where it reads them again)
+        loaded = load_image(sc.image, sc.width, sc.height, fit=sc.fit, max_pixels=limits.photo_pixels, warn=False)
         if sc.depth is not None:
-            load_depth(sc.depth, sc.width, sc.height, fit=sc.fit, like=loaded, max_pixels=limits.photo_pixels)
+            load_depth(sc.depth, sc.width, sc.height, fit=sc.fit, like=loaded, max_pixels=limits.photo_pixels,
+                       warn=False)
     else:
         if sc.depth is not None:
             raise ValueError("--depth needs --image (the depth map belongs to a photo)")

@@ -38,9 +38,9 @@ from dreamer.io import read_json, remove_temporaries, save_image, write_json
 from dreamer.pipeline.checkpoint import drop_loop_files, load_checkpoint, load_finished, save_checkpoint, save_finished
 from dreamer.pipeline.exports import write_cameras_json, write_scene
 from dreamer.pipeline.extend import EXTENSIONS_DIR
-from dreamer.pipeline.folder import (OWNED, SettingsChanged, changed_settings, check_inputs_kept, check_scene_folder,
-                                     clear_outputs, disk_usage, format_bytes, largest_entries, publish_file,
-                                     record_inputs)
+from dreamer.pipeline.folder import (OWNED, SettingsChanged, changed_later_inputs, changed_settings, check_inputs_kept,
+                                     check_scene_folder, clear_outputs, disk_usage, format_bytes, has_outputs,
+                                     largest_entries, publish_file, record_inputs)
 from dreamer.pipeline.joblog import job_log
 from dreamer.pipeline.limits import Limits
 from dreamer.pipeline.preflight import check_scene
@@ -107,10 +107,15 @@ def _prepare_folder(out: Path, configs: SceneConfigs, restart: bool = False,
         clear_outputs(out)
     else:
         refuse_changed_settings(out, configs)
+    later = changed_later_inputs(out, configs) if has_outputs(out) else None  # before the record is rewritten
+    if later is not None:
+        log.info("%s: %s: redoing the stages that read it", out, later)
+        # The record is rewritten below: a rerun of this one, killed before those stages end, must not skip them.
+        (out / "DONE").unlink(missing_ok=True)
     write_json(cfg_file, {"hash": digest, "dream_hash": dream_digest, **configs.to_dict()})
     record_inputs(out, configs)
     done = out / "DONE"
-    return digest, done.exists() and done.read_text().strip() == digest
+    return digest, later is None and done.exists() and done.read_text().strip() == digest
 
 
 def _first_view(configs: SceneConfigs, backends: Backends, camera: Camera,
