@@ -78,10 +78,8 @@ class ZoomTab:
             raise gr.Error(str(e), print_exception=False) from None
 
         def work(job: Job):
-            import torch
-
             from dreamer.io import save_image, write_json
-            from zoom.sampler import sample_zoom_stack
+            from zoom.sampler import sample_zoom_stack, seeded_generator
             from zoom.video import write_zoom_video
 
             run = job.run
@@ -93,8 +91,8 @@ class ZoomTab:
                 if photo_file else None
             t0 = time.time()
             pipe = job.stoppable(lambda: self.pipeline(checked["models"]), "loading the models")
-            device = pipe.unet.device
-            generator = torch.Generator(device="cpu" if device.type == "mps" else device).manual_seed(checked["seed"])
+            # The CPU generator python -m zoom.run uses: one seed, one stack, on every device and entry point.
+            generator = seeded_generator(checked["seed"])
 
             def on_progress(stage, done, total):
                 bridge("sample" if stage not in stages else stage, done, total)
