@@ -89,7 +89,8 @@ class DreamConfig:
     smooth_radius: int = 3
     """Radius in pixels of the local-plane filter applied to each view's final depth as the joint refinement
     rebuilds the cloud (alignment/denoise.py smooth_depth: each pixel takes the value of a plane fitted to its
-    neighbours, depth edges kept, a noise-free map left alone); 0: off; not applied without the refinement. The
+    neighbours, depth edges kept, a noise-free map left alone), on its new pixels and on the known ones next to
+    them, whose residuals the stitch reads; 0: off; not applied without the refinement. The
     loop keeps the light filter above: applied in the loop, the filter changed which corrections the views of a
     full turn chose and the refinement no longer removed their drift (waves, noise and smeared edges: 4.7 ->
     8.9% on bench/bench_dream.py at 64 px), and a scene's loop state would depend on the refinement setting."""
