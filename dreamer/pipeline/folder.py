@@ -92,21 +92,13 @@ def check_inputs_kept(out: Path, configs, how: str) -> None:
     among what starting the scene in ``out`` over deletes (:data:`OWNED`): ``--image
     scene/views/000.png --out scene --restart`` deleted its photo, then failed reading it (after
     the models loaded). ``how`` names what starts it over (``--restart``, ``--overwrite``)."""
-    from dreamer.trajectories import is_trajectory_file
-
-    sc = configs.scene
-    named = [("--image", sc.image), ("--depth", sc.depth)]
-    named += [(flag, t) for flag, t in (("--trajectory", sc.trajectory), ("--render-trajectory", sc.render_trajectory))
-              if is_trajectory_file(t)]
-    named += [("--extensions", e) for e in sc.extensions]
     root = Path(out).resolve()
     owned = [root / name for name in OWNED]
-    for flag, path in named:
-        if not path:
-            continue
+    for key, path in _input_files(configs).items():
         resolved = Path(path).resolve()
         for entry in owned:
             if resolved == entry or entry in resolved.parents:
+                flag = "--" + key.split("[")[0].replace("_", "-")  # extensions[2] -> --extensions
                 raise ValueError(f"{flag} {path} lies in {entry.name} of the scene folder {out}, which {how} deletes "
                                  f"before the run reads it; copy it out of the folder first")
 
@@ -151,24 +143,26 @@ def input_digests(configs) -> dict[str, str]:
     return {key: file_sha256(path) for key, path in _input_files(configs).items() if Path(path).is_file()}
 
 
-def record_inputs(out: Path, configs) -> None:
-    """Write :data:`INPUTS_RECORD` for the inputs of ``configs`` (when the scene's work starts)."""
+def record_inputs(out: Path, configs, digests: dict[str, str] | None = None) -> None:
+    """Write :data:`INPUTS_RECORD` for the inputs of ``configs`` (when the scene's work starts);
+    ``digests``: their :func:`input_digests`, if at hand."""
     from dreamer.io import write_json
 
-    write_json(Path(out) / INPUTS_RECORD, input_digests(configs))
+    write_json(Path(out) / INPUTS_RECORD, input_digests(configs) if digests is None else digests)
 
 
-def _changed_files(out: Path, configs, dream: bool) -> str | None:
+def _changed_files(out: Path, configs, dream: bool, new: dict[str, str] | None = None) -> str | None:
     """Which of the dream's (``dream``) or the later stages' input files hold other content than
     the folder's record, e.g. ``"image a.png: the file changed since the scene was made"``; None
-    when none does or the folder has no record (made by an older version)."""
+    when none does or the folder has no record (made by an older version). ``new``: the inputs'
+    :func:`input_digests`, if at hand."""
     try:
         old = read_json(Path(out) / INPUTS_RECORD)
     except (ValueError, OSError):
         return None
     if not isinstance(old, dict):
         return None
-    new, paths = input_digests(configs), _input_files(configs)
+    new, paths = input_digests(configs) if new is None else new, _input_files(configs)
     changed = [f"{key} {paths[key]}" for key in new
                if (key in DREAM_INPUTS) == dream and key in old and old[key] != new[key]]
     if not changed:
@@ -176,12 +170,13 @@ def _changed_files(out: Path, configs, dream: bool) -> str | None:
     return f"{' and '.join(changed)}: the file{'s' if len(changed) > 1 else ''} changed since the scene was made"
 
 
-def changed_later_inputs(out: Path, configs) -> str | None:
+def changed_later_inputs(out: Path, configs, digests: dict[str, str] | None = None) -> str | None:
     """Which input files of the stages after the dream (a render trajectory file, extension files)
     hold other content than when the folder's work was made (its :data:`INPUTS_RECORD`, so ask
     before :func:`record_inputs` rewrites it), or None. Such work is not finished: the stages
-    that read them run again (each stage's own fingerprint holds the content of what it read)."""
-    return _changed_files(out, configs, dream=False)
+    that read them run again (each stage's own fingerprint holds the content of what it read).
+    ``digests``: the inputs' :func:`input_digests`, if at hand."""
+    return _changed_files(out, configs, dream=False, new=digests)
 
 
 def changed_settings(out: Path, configs) -> str | None:

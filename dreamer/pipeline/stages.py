@@ -40,7 +40,7 @@ from dreamer.pipeline.exports import write_cameras_json, write_scene
 from dreamer.pipeline.extend import EXTENSIONS_DIR
 from dreamer.pipeline.folder import (OWNED, SettingsChanged, changed_later_inputs, changed_settings, check_inputs_kept,
                                      check_scene_folder, clear_outputs, disk_usage, format_bytes, has_outputs,
-                                     largest_entries, publish_file, record_inputs)
+                                     input_digests, largest_entries, publish_file, record_inputs)
 from dreamer.pipeline.joblog import job_log
 from dreamer.pipeline.limits import Limits
 from dreamer.pipeline.preflight import check_scene
@@ -100,20 +100,20 @@ def _prepare_folder(out: Path, configs: SceneConfigs, restart: bool = False,
         check_inputs_kept(out, configs, "--restart")
         log.info("%s: --restart: starting this scene over", out)
         clear_outputs(out)
-    elif overwrite and changed_settings(out, configs) is not None:
+    elif overwrite and (changed := changed_settings(out, configs)) is not None:
         check_inputs_kept(out, configs, "--overwrite (the settings changed)")
-        log.warning("%s: settings changed (%s): --overwrite: starting this scene over", out,
-                    changed_settings(out, configs))
+        log.warning("%s: settings changed (%s): --overwrite: starting this scene over", out, changed)
         clear_outputs(out)
     else:
         refuse_changed_settings(out, configs)
-    later = changed_later_inputs(out, configs) if has_outputs(out) else None  # before the record is rewritten
+    digests = input_digests(configs)  # each input file read once here
+    later = changed_later_inputs(out, configs, digests) if has_outputs(out) else None  # before the record is rewritten
     if later is not None:
         log.info("%s: %s: redoing the stages that read it", out, later)
         # The record is rewritten below: a rerun of this one, killed before those stages end, must not skip them.
         (out / "DONE").unlink(missing_ok=True)
     write_json(cfg_file, {"hash": digest, "dream_hash": dream_digest, **configs.to_dict()})
-    record_inputs(out, configs)
+    record_inputs(out, configs, digests)
     done = out / "DONE"
     return digest, later is None and done.exists() and done.read_text().strip() == digest
 
